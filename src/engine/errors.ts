@@ -1,0 +1,33 @@
+/** Stable codes of EngineError. */
+export const EngineErrorCode = {
+  /** Unknown disk or snapshot. */
+  NOT_FOUND: 'ENGINE_NOT_FOUND',
+  /** A disk or snapshot of that name exists already. */
+  EXISTS: 'ENGINE_EXISTS',
+  /** A malformed argument: bad name, bad size, bad range. */
+  INVALID: 'ENGINE_INVALID',
+  /** The object is still needed (e.g. a disk with open volumes). */
+  IN_USE: 'ENGINE_IN_USE',
+  /** A write to a snapshot view. */
+  READ_ONLY: 'ENGINE_READ_ONLY',
+  /** A request past the end of the disk. */
+  OUT_OF_RANGE: 'ENGINE_OUT_OF_RANGE',
+  /** The file system is full. */
+  NO_SPACE: 'ENGINE_NO_SPACE',
+  /** Stored data failed its checksum or structure check. */
+  CORRUPT: 'ENGINE_CORRUPT',
+  /** The store is closed or closing. */
+  CLOSED: 'ENGINE_CLOSED',
+} as const;
+
+export type EngineErrorCodeValue = (typeof EngineErrorCode)[keyof typeof EngineErrorCode];
+
+/** The engine's one error class: what the world did wrong, with a stable code. */
+export class EngineError extends Error {
+  readonly code: EngineErrorCodeValue;
+  constructor(code: EngineErrorCodeValue, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'EngineError';
+    this.code = code;
+  }
+}

@@ -1,0 +1,95 @@
+/** Public types of the volume engine. See docs/engine.md for the design and on-disk format. */
+
+/** A disk as the engine reports it. */
+export interface DiskInfo {
+  /** Unique name; the NBD export name and the API's key. */
+  name: string;
+  /** Virtual size in bytes (a multiple of 512). */
+  sizeBytes: number;
+  /** Bytes of live data this disk's head references in the log (thin: only written data). */
+  allocatedBytes: number;
+  /** Names of this disk's snapshots, oldest first. */
+  snapshots: string[];
+  /** `DISK@SNAP` this disk was cloned from, if any (informational; the clone is independent). */
+  origin: string | null;
+  /** Creation time, ms since the epoch. */
+  createdMs: number;
+}
+
+/** A snapshot as the engine reports it. */
+export interface SnapshotInfo {
+  /** Name, unique within its disk. */
+  name: string;
+  /** Disk the snapshot belongs to. */
+  disk: string;
+  /** Virtual size of the disk when the snapshot was taken. */
+  sizeBytes: number;
+  /** Log sequence number the snapshot stands at: every write with a lower number is in it. */
+  seq: number;
+  /** Creation time, ms since the epoch. */
+  createdMs: number;
+}
+
+/** One run of bytes with the same allocation state, for NBD `base:allocation`. */
+export interface AllocationExtent {
+  offset: number;
+  length: number;
+  /** No data stored: reads come from nowhere (NBD_STATE_HOLE). */
+  hole: boolean;
+  /** Reads return zeroes (NBD_STATE_ZERO). */
+  zero: boolean;
+}
+
+/** One run of bytes that did or did not change since a reference point. */
+export interface ChangeExtent {
+  offset: number;
+  length: number;
+  changed: boolean;
+}
+
+/** Options of a write. */
+export interface WriteOptions {
+  /** Force unit access: durable before the promise resolves. */
+  fua?: boolean;
+}
+
+/** Options of a write-zeroes. */
+export interface ZeroOptions extends WriteOptions {
+  /** The caller allows the range to be deallocated (NBD: NBD_CMD_FLAG_NO_HOLE not set). */
+  mayTrim?: boolean;
+}
+
+/**
+ * An open handle on a disk's head (read-write) or on a snapshot (read-only). Offsets and
+ * lengths are bytes; any alignment is accepted and handled byte-exactly. Requests beyond the
+ * end of the disk are rejected with EngineError code ENGINE_OUT_OF_RANGE; writes to a
+ * read-only volume with ENGINE_READ_ONLY.
+ */
+export interface Volume {
+  /** Disk name. */
+  readonly disk: string;
+  /** Snapshot name when this is a read-only snapshot view, else null. */
+  readonly snapshot: string | null;
+  readonly readOnly: boolean;
+  /** Current virtual size (follows resizes of the disk). */
+  readonly sizeBytes: number;
+  /** Smallest I/O unit that avoids read-modify-write (the engine's block size). */
+  readonly blockBytes: number;
+  read(offset: number, length: number): Promise<Buffer>;
+  write(offset: number, data: Buffer, opts?: WriteOptions): Promise<void>;
+  writeZeroes(offset: number, length: number, opts?: ZeroOptions): Promise<void>;
+  /** Deallocate: reads of the range return zeroes afterwards. */
+  trim(offset: number, length: number, opts?: WriteOptions): Promise<void>;
+  /** Everything acknowledged before this call (on any volume of the store) becomes durable. */
+  flush(): Promise<void>;
+  /** Allocation map of [offset, offset+length), runs in order, covering the range exactly. */
+  blockStatus(offset: number, length: number): Promise<AllocationExtent[]>;
+  /**
+   * Which bytes of [offset, offset+length) differ in history from snapshot `sinceSnapshot` of
+   * the same disk lineage (a block written after the snapshot counts as changed). Runs in
+   * order, covering the range exactly. Tracked at 512-byte granularity.
+   */
+  changedSince(sinceSnapshot: string, offset: number, length: number): Promise<ChangeExtent[]>;
+  /** Release the handle. */
+  close(): void;
+}

@@ -1,0 +1,103 @@
+import { EngineError, EngineErrorCode } from '../engine/index.ts';
+import type { EngineErrorCodeValue } from '../engine/index.ts';
+
+/** Stable codes of ApiError; they are also the `error.code` values clients see on the wire. */
+export const ApiErrorCode = {
+  /** Unknown disk or snapshot. */
+  NOT_FOUND: 'NOT_FOUND',
+  /** A disk or snapshot of that name exists already. */
+  EXISTS: 'EXISTS',
+  /** A well-formed request asked for something invalid: bad name, bad size. */
+  INVALID: 'INVALID',
+  /** The object is still needed, e.g. a disk or snapshot with open NBD connections. */
+  IN_USE: 'IN_USE',
+  /** A write to a read-only object. */
+  READ_ONLY: 'READ_ONLY',
+  /** A range past the end of a disk. */
+  OUT_OF_RANGE: 'OUT_OF_RANGE',
+  /** The node's file system is full. */
+  NO_SPACE: 'NO_SPACE',
+  /** Stored data failed its checks. */
+  CORRUPT: 'CORRUPT',
+  /** The store is closed or closing: the node is shutting down. */
+  CLOSED: 'CLOSED',
+  /** The request body is not valid JSON, or its fields have the wrong types. */
+  BAD_REQUEST: 'BAD_REQUEST',
+  /** No route has this path. */
+  NO_ROUTE: 'NO_ROUTE',
+  /** The path exists but not with this method. */
+  METHOD_NOT_ALLOWED: 'METHOD_NOT_ALLOWED',
+  /** The request body is larger than the server accepts. */
+  BODY_TOO_LARGE: 'BODY_TOO_LARGE',
+  /** A request body that is not `application/json`. */
+  UNSUPPORTED_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+  /** Too many requests in flight. */
+  BUSY: 'BUSY',
+  /** A bug or an unexpected failure; details are in the node's log. */
+  INTERNAL: 'INTERNAL',
+} as const;
+
+export type ApiErrorCodeValue = (typeof ApiErrorCode)[keyof typeof ApiErrorCode];
+
+/** HTTP status of every ApiError code: the one place that decides it. */
+const statusOfCode: Record<ApiErrorCodeValue, number> = {
+  NOT_FOUND: 404,
+  EXISTS: 409,
+  INVALID: 400,
+  IN_USE: 409,
+  READ_ONLY: 409,
+  OUT_OF_RANGE: 400,
+  NO_SPACE: 507,
+  CORRUPT: 500,
+  CLOSED: 503,
+  BAD_REQUEST: 400,
+  NO_ROUTE: 404,
+  METHOD_NOT_ALLOWED: 405,
+  BODY_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  BUSY: 503,
+  INTERNAL: 500,
+};
+
+/** The wire code of every engine error code. */
+const codeOfEngineCode: Record<EngineErrorCodeValue, ApiErrorCodeValue> = {
+  [EngineErrorCode.NOT_FOUND]: ApiErrorCode.NOT_FOUND,
+  [EngineErrorCode.EXISTS]: ApiErrorCode.EXISTS,
+  [EngineErrorCode.INVALID]: ApiErrorCode.INVALID,
+  [EngineErrorCode.IN_USE]: ApiErrorCode.IN_USE,
+  [EngineErrorCode.READ_ONLY]: ApiErrorCode.READ_ONLY,
+  [EngineErrorCode.OUT_OF_RANGE]: ApiErrorCode.OUT_OF_RANGE,
+  [EngineErrorCode.NO_SPACE]: ApiErrorCode.NO_SPACE,
+  [EngineErrorCode.CORRUPT]: ApiErrorCode.CORRUPT,
+  [EngineErrorCode.CLOSED]: ApiErrorCode.CLOSED,
+};
+
+/** The API's one error class: a request the server refuses, with a stable code. */
+export class ApiError extends Error {
+  readonly code: ApiErrorCodeValue;
+  constructor(code: ApiErrorCodeValue, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ApiError';
+    this.code = code;
+  }
+
+  /** HTTP status this error is sent with. */
+  get status(): number {
+    return statusOfCode[this.code];
+  }
+}
+
+/**
+ * The error to send for anything a handler threw. Engine errors keep their message (it is
+ * written for users); anything else is a bug, reported with a generic message and flagged for
+ * logging so its details stay in the node's log.
+ */
+export function toApiError(err: unknown): { error: ApiError; unexpected: boolean } {
+  if (err instanceof ApiError) return { error: err, unexpected: false };
+  if (err instanceof EngineError && Object.hasOwn(codeOfEngineCode, err.code)) {
+    const code = codeOfEngineCode[err.code];
+    // A corrupt store is worth a line in the log even though the client is told.
+    return { error: new ApiError(code, err.message, { cause: err }), unexpected: code === ApiErrorCode.CORRUPT };
+  }
+  return { error: new ApiError(ApiErrorCode.INTERNAL, 'Internal error; see the node log', { cause: err }), unexpected: true };
+}

@@ -1,0 +1,8 @@
+/** The HTTP JSON API under /api/v1: disks, snapshots, node info, compaction. See docs/api.md. */
+export { createApiServer } from './server.ts';
+export type { ApiServer, ApiServerOptions } from './server.ts';
+export { ApiError, ApiErrorCode } from './errors.ts';
+export type { ApiErrorCodeValue } from './errors.ts';
+export { API_PREFIX, listRoutes } from './routes.ts';
+export type { NodeFacts, NodeInfo } from './routes.ts';
+export { openApiDocument } from './openapi.ts';

@@ -1,0 +1,318 @@
+/**
+ * The OpenAPI 3.1 description of the HTTP API, written by hand so that it says what the API
+ * promises rather than what the code happens to do. A test checks that it names exactly the
+ * routes the router serves.
+ */
+
+const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+const json = (schema: unknown) => ({ content: { 'application/json': { schema } } });
+const errorRef = (name: string) => ({ $ref: `#/components/responses/${name}` });
+
+const nameParam = { name: 'name', in: 'path', required: true, description: 'Disk name', schema: { type: 'string' } };
+const snapParam = { name: 'snap', in: 'path', required: true, description: 'Snapshot name', schema: { type: 'string' } };
+
+/** Error responses every route that takes a body can give. */
+const bodyErrors = {
+  '400': errorRef('BadRequest'),
+  '413': errorRef('BodyTooLarge'),
+  '415': errorRef('UnsupportedMediaType'),
+};
+
+/** Error responses of every route. */
+const commonErrors = {
+  '500': errorRef('Internal'),
+  '503': errorRef('Unavailable'),
+};
+
+const resizeOperation = (operationId: string, summary: string) => ({
+  operationId,
+  summary,
+  description: 'Grows or shrinks the disk. Shrinking drops the data past the new end.',
+  parameters: [nameParam],
+  requestBody: { required: true, ...json(ref('ResizeRequest')) },
+  responses: {
+    '200': { description: 'The resized disk', ...json(ref('DiskInfo')) },
+    ...bodyErrors,
+    '404': errorRef('NotFound'),
+    '409': errorRef('Conflict'),
+    '507': errorRef('NoSpace'),
+    ...commonErrors,
+  },
+});
+
+const errorResponse = (description: string) => ({ description, ...json(ref('Error')) });
+
+/** The document served at GET /api/v1/openapi.json. */
+export const openApiDocument = {
+  openapi: '3.1.0',
+  info: {
+    title: 'Tessera node API',
+    version: '1',
+    description:
+      'Manages the disks and snapshots of one Tessera node. Sizes are integers in bytes. Every ' +
+      'error has a JSON body `{"error": {"code", "message"}}`; `code` is stable, `message` is for people.',
+  },
+  servers: [{ url: '/' }],
+  paths: {
+    '/api/v1/disks': {
+      get: {
+        operationId: 'listDisks',
+        summary: 'List disks',
+        responses: { '200': { description: 'All disks, by name', ...json({ type: 'array', items: ref('DiskInfo') }) }, ...commonErrors },
+      },
+      post: {
+        operationId: 'createDisk',
+        summary: 'Create an empty (thin) disk',
+        requestBody: { required: true, ...json(ref('CreateDiskRequest')) },
+        responses: {
+          '201': { description: 'The new disk', headers: { Location: { schema: { type: 'string' } } }, ...json(ref('DiskInfo')) },
+          ...bodyErrors,
+          '409': errorRef('Conflict'),
+          '507': errorRef('NoSpace'),
+          ...commonErrors,
+        },
+      },
+    },
+    '/api/v1/disks/{name}': {
+      get: {
+        operationId: 'getDisk',
+        summary: 'Describe a disk',
+        parameters: [nameParam],
+        responses: { '200': { description: 'The disk', ...json(ref('DiskInfo')) }, '404': errorRef('NotFound'), ...commonErrors },
+      },
+      patch: resizeOperation('patchDisk', 'Resize a disk (same as POST .../resize)'),
+      delete: {
+        operationId: 'deleteDisk',
+        summary: 'Delete a disk and its snapshots',
+        parameters: [nameParam],
+        responses: {
+          '204': { description: 'Deleted' },
+          '404': errorRef('NotFound'),
+          '409': errorRef('Conflict'),
+          ...commonErrors,
+        },
+      },
+    },
+    '/api/v1/disks/{name}/resize': {
+      post: resizeOperation('resizeDisk', 'Resize a disk'),
+    },
+    '/api/v1/disks/{name}/clone': {
+      post: {
+        operationId: 'cloneDisk',
+        summary: 'Create a new disk from a snapshot of this disk',
+        parameters: [nameParam],
+        requestBody: { required: true, ...json(ref('CloneRequest')) },
+        responses: {
+          '201': { description: 'The new disk', headers: { Location: { schema: { type: 'string' } } }, ...json(ref('DiskInfo')) },
+          ...bodyErrors,
+          '404': errorRef('NotFound'),
+          '409': errorRef('Conflict'),
+          '507': errorRef('NoSpace'),
+          ...commonErrors,
+        },
+      },
+    },
+    '/api/v1/disks/{name}/snapshots': {
+      get: {
+        operationId: 'listSnapshots',
+        summary: "List a disk's snapshots, oldest first",
+        parameters: [nameParam],
+        responses: {
+          '200': { description: 'The snapshots', ...json({ type: 'array', items: ref('SnapshotInfo') }) },
+          '404': errorRef('NotFound'),
+          ...commonErrors,
+        },
+      },
+      post: {
+        operationId: 'createSnapshot',
+        summary: 'Take a snapshot of the disk as it is now',
+        parameters: [nameParam],
+        requestBody: { required: true, ...json(ref('CreateSnapshotRequest')) },
+        responses: {
+          '201': { description: 'The new snapshot', headers: { Location: { schema: { type: 'string' } } }, ...json(ref('SnapshotInfo')) },
+          ...bodyErrors,
+          '404': errorRef('NotFound'),
+          '409': errorRef('Conflict'),
+          '507': errorRef('NoSpace'),
+          ...commonErrors,
+        },
+      },
+    },
+    '/api/v1/disks/{name}/snapshots/{snap}': {
+      delete: {
+        operationId: 'deleteSnapshot',
+        summary: 'Delete a snapshot',
+        parameters: [nameParam, snapParam],
+        responses: {
+          '204': { description: 'Deleted' },
+          '404': errorRef('NotFound'),
+          '409': errorRef('Conflict'),
+          ...commonErrors,
+        },
+      },
+    },
+    '/api/v1/disks/{name}/snapshots/{snap}/revert': {
+      post: {
+        operationId: 'revertDisk',
+        summary: 'Make the disk read as the snapshot (the snapshot is kept)',
+        description: 'Takes no request body.',
+        parameters: [nameParam, snapParam],
+        responses: {
+          '200': { description: 'The reverted disk', ...json(ref('DiskInfo')) },
+          '404': errorRef('NotFound'),
+          '409': errorRef('Conflict'),
+          ...commonErrors,
+        },
+      },
+    },
+    '/api/v1/node': {
+      get: {
+        operationId: 'getNode',
+        summary: 'Describe the node: version, data directory, NBD endpoints, space figures',
+        responses: { '200': { description: 'The node', ...json(ref('NodeInfo')) }, ...commonErrors },
+      },
+    },
+    '/api/v1/compact': {
+      post: {
+        operationId: 'compact',
+        summary: 'Run one compaction pass over the write log and report what it did',
+        description: 'Takes no request body. May take a long time on a large store.',
+        responses: { '200': { description: 'What the pass did', ...json(ref('CompactStats')) }, ...commonErrors },
+      },
+    },
+    '/api/v1/openapi.json': {
+      get: {
+        operationId: 'getOpenApi',
+        summary: 'This document',
+        responses: { '200': { description: 'OpenAPI 3.1 document', ...json({ type: 'object' }) } },
+      },
+    },
+  },
+  components: {
+    schemas: {
+      DiskInfo: {
+        type: 'object',
+        required: ['name', 'sizeBytes', 'allocatedBytes', 'snapshots', 'origin', 'createdMs'],
+        properties: {
+          name: { type: 'string', description: 'Unique name; also the NBD export name' },
+          sizeBytes: { type: 'integer', description: 'Virtual size in bytes, a multiple of 512' },
+          allocatedBytes: { type: 'integer', description: 'Bytes of data the disk references (thin)' },
+          snapshots: { type: 'array', items: { type: 'string' }, description: 'Snapshot names, oldest first' },
+          origin: { type: ['string', 'null'], description: '`DISK@SNAP` the disk was cloned from' },
+          createdMs: { type: 'integer', description: 'Creation time, ms since the epoch' },
+        },
+      },
+      SnapshotInfo: {
+        type: 'object',
+        required: ['name', 'disk', 'sizeBytes', 'seq', 'createdMs'],
+        properties: {
+          name: { type: 'string' },
+          disk: { type: 'string' },
+          sizeBytes: { type: 'integer', description: 'Size of the disk when the snapshot was taken' },
+          seq: { type: 'integer', description: 'Write log sequence number the snapshot stands at' },
+          createdMs: { type: 'integer' },
+        },
+      },
+      StoreStats: {
+        type: 'object',
+        required: ['logBytes', 'liveBytes', 'segments'],
+        properties: {
+          logBytes: { type: 'integer', description: 'Bytes in write log segment files' },
+          liveBytes: { type: 'integer', description: 'Bytes of data still referenced' },
+          segments: { type: 'integer' },
+        },
+      },
+      CompactStats: {
+        type: 'object',
+        required: ['segmentsRemoved', 'bytesReclaimed', 'bytesRewritten'],
+        properties: {
+          segmentsRemoved: { type: 'integer' },
+          bytesReclaimed: { type: 'integer' },
+          bytesRewritten: { type: 'integer' },
+        },
+      },
+      NodeInfo: {
+        type: 'object',
+        required: ['version', 'dataDir', 'nbd', 'api', 'pid', 'uptimeMs', 'disks', 'stats'],
+        properties: {
+          version: { type: 'string' },
+          dataDir: { type: ['string', 'null'] },
+          nbd: {
+            type: ['object', 'null'],
+            properties: {
+              tcp: {
+                type: ['object', 'null'],
+                properties: { host: { type: 'string' }, port: { type: 'integer' } },
+              },
+              socket: { type: ['string', 'null'] },
+              connections: { type: 'integer' },
+            },
+          },
+          api: { type: ['string', 'null'], description: 'Base URL of this API' },
+          pid: { type: 'integer' },
+          uptimeMs: { type: 'integer' },
+          disks: { type: 'integer', description: 'Number of disks' },
+          stats: ref('StoreStats'),
+        },
+      },
+      CreateDiskRequest: {
+        type: 'object',
+        required: ['name', 'sizeBytes'],
+        additionalProperties: false,
+        properties: { name: { type: 'string' }, sizeBytes: { type: 'integer', minimum: 0 } },
+      },
+      ResizeRequest: {
+        type: 'object',
+        required: ['sizeBytes'],
+        additionalProperties: false,
+        properties: { sizeBytes: { type: 'integer', minimum: 0 } },
+      },
+      CloneRequest: {
+        type: 'object',
+        required: ['snapshot', 'name'],
+        additionalProperties: false,
+        properties: {
+          snapshot: { type: 'string', description: 'Snapshot of the disk in the path to clone' },
+          name: { type: 'string', description: 'Name of the new disk' },
+        },
+      },
+      CreateSnapshotRequest: {
+        type: 'object',
+        required: ['name'],
+        additionalProperties: false,
+        properties: { name: { type: 'string' } },
+      },
+      Error: {
+        type: 'object',
+        required: ['error'],
+        properties: {
+          error: {
+            type: 'object',
+            required: ['code', 'message'],
+            properties: {
+              code: {
+                type: 'string',
+                enum: [
+                  'NOT_FOUND', 'EXISTS', 'INVALID', 'IN_USE', 'READ_ONLY', 'OUT_OF_RANGE', 'NO_SPACE', 'CORRUPT',
+                  'CLOSED', 'BAD_REQUEST', 'NO_ROUTE', 'METHOD_NOT_ALLOWED', 'BODY_TOO_LARGE',
+                  'UNSUPPORTED_MEDIA_TYPE', 'BUSY', 'INTERNAL',
+                ],
+              },
+              message: { type: 'string' },
+            },
+          },
+        },
+      },
+    },
+    responses: {
+      BadRequest: errorResponse('BAD_REQUEST: malformed JSON or wrong field types; INVALID: a bad name or size; OUT_OF_RANGE'),
+      NotFound: errorResponse('NOT_FOUND: no such disk or snapshot'),
+      Conflict: errorResponse('EXISTS: the name is taken; IN_USE: still in use (open NBD connections); READ_ONLY'),
+      BodyTooLarge: errorResponse('BODY_TOO_LARGE: the request body is over the limit (1 MiB by default)'),
+      UnsupportedMediaType: errorResponse('UNSUPPORTED_MEDIA_TYPE: the request body is not application/json'),
+      NoSpace: errorResponse("NO_SPACE: the node's file system is full"),
+      Internal: errorResponse('CORRUPT: stored data failed its checks; INTERNAL: an unexpected failure, see the node log'),
+      Unavailable: errorResponse('CLOSED: the node is shutting down; BUSY: too many requests in flight'),
+    },
+  },
+} as const;

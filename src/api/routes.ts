@@ -1,0 +1,172 @@
+import type { Store, StoreStats } from '../engine/index.ts';
+import { checkBody } from './validate.ts';
+import type { BodySpec, BodyOf } from './validate.ts';
+import { openApiDocument } from './openapi.ts';
+
+/** Base path of every route. */
+export const API_PREFIX = '/api/v1';
+
+/** HTTP methods the API uses. */
+export type Method = 'GET' | 'POST' | 'PATCH' | 'DELETE';
+
+/** Facts about the node that only the daemon knows, for GET /api/v1/node. */
+export interface NodeFacts {
+  /** Tessera version the node runs. */
+  version: string;
+  /** Data directory of the node. */
+  dataDir: string | null;
+  /** Where the NBD server listens. */
+  nbd: {
+    /** TCP endpoint, or null when not listening on TCP. */
+    tcp: { host: string; port: number } | null;
+    /** Unix socket path, or null when not listening on one. */
+    socket: string | null;
+    /** Open NBD connections. */
+    connections: number;
+  } | null;
+}
+
+/** What GET /api/v1/node returns. */
+export interface NodeInfo extends NodeFacts {
+  /** Base URL of this API, e.g. `http://127.0.0.1:7480`. */
+  api: string | null;
+  /** Process id of the node. */
+  pid: number;
+  /** Milliseconds since the API server started. */
+  uptimeMs: number;
+  /** Number of disks. */
+  disks: number;
+  /** Space figures of the store. */
+  stats: StoreStats;
+}
+
+/** What a handler sees of the server it runs in. */
+export interface RouteContext {
+  store: Store;
+  nodeInfo: () => NodeInfo;
+}
+
+/** What a handler answers: a status and a JSON body (none for 204). */
+export interface Reply {
+  status: number;
+  body?: unknown;
+  headers?: Record<string, string>;
+}
+
+/** One route: a method and a path template whose `{param}` segments match one segment each. */
+export interface Route {
+  method: Method;
+  /** Template below API_PREFIX-less root, e.g. `/api/v1/disks/{name}`. */
+  path: string;
+  /** Fields of the JSON body, when the route takes one. */
+  body: BodySpec | null;
+  handle(params: Record<string, string>, body: any, ctx: RouteContext): Promise<Reply> | Reply;
+}
+
+function route<S extends BodySpec>(
+  method: Method,
+  path: string,
+  body: S | null,
+  handle: (params: Record<string, string>, body: BodyOf<S>, ctx: RouteContext) => Promise<Reply> | Reply,
+): Route {
+  return {
+    method,
+    path: API_PREFIX + path,
+    body,
+    handle: (params, raw, ctx) => handle(params, (body === null ? undefined : checkBody(raw, body)) as BodyOf<S>, ctx),
+  };
+}
+
+const diskLocation = (name: string): Record<string, string> => ({ location: `${API_PREFIX}/disks/${encodeURIComponent(name)}` });
+
+const resizeBody = { sizeBytes: 'sizeBytes' } as const;
+const resize = async (p: Record<string, string>, b: BodyOf<typeof resizeBody>, { store }: RouteContext): Promise<Reply> => ({
+  status: 200,
+  body: await store.resizeDisk(p.name, b.sizeBytes),
+});
+
+/** Every route the API serves; the OpenAPI document describes exactly these. */
+export const routes: readonly Route[] = [
+  route('GET', '/disks', null, (_p, _b, { store }) => ({ status: 200, body: store.listDisks() })),
+  route('POST', '/disks', { name: 'string', sizeBytes: 'sizeBytes' }, async (_p, b, { store }) => ({
+    status: 201,
+    body: await store.createDisk(b.name, b.sizeBytes),
+    headers: diskLocation(b.name),
+  })),
+  route('GET', '/disks/{name}', null, (p, _b, { store }) => ({ status: 200, body: store.getDisk(p.name) })),
+  route('PATCH', '/disks/{name}', resizeBody, resize),
+  route('DELETE', '/disks/{name}', null, async (p, _b, { store }) => {
+    await store.deleteDisk(p.name);
+    return { status: 204 };
+  }),
+  route('POST', '/disks/{name}/resize', resizeBody, resize),
+  route('POST', '/disks/{name}/clone', { snapshot: 'string', name: 'string' }, async (p, b, { store }) => ({
+    status: 201,
+    body: await store.cloneDisk(p.name, b.snapshot, b.name),
+    headers: diskLocation(b.name),
+  })),
+  route('GET', '/disks/{name}/snapshots', null, (p, _b, { store }) => ({ status: 200, body: store.listSnapshots(p.name) })),
+  route('POST', '/disks/{name}/snapshots', { name: 'string' }, async (p, b, { store }) => ({
+    status: 201,
+    body: await store.createSnapshot(p.name, b.name),
+    headers: { location: `${API_PREFIX}/disks/${encodeURIComponent(p.name)}/snapshots/${encodeURIComponent(b.name)}` },
+  })),
+  route('DELETE', '/disks/{name}/snapshots/{snap}', null, async (p, _b, { store }) => {
+    await store.deleteSnapshot(p.name, p.snap);
+    return { status: 204 };
+  }),
+  route('POST', '/disks/{name}/snapshots/{snap}/revert', null, async (p, _b, { store }) => ({
+    status: 200,
+    body: await store.revertDisk(p.name, p.snap),
+  })),
+  route('GET', '/node', null, (_p, _b, { nodeInfo }) => ({ status: 200, body: nodeInfo() })),
+  route('POST', '/compact', null, async (_p, _b, { store }) => ({ status: 200, body: await store.compact() })),
+  route('GET', '/openapi.json', null, () => ({ status: 200, body: openApiDocument })),
+];
+
+/** Result of matching a request path against the route table. */
+export type Match =
+  | { kind: 'route'; route: Route; params: Record<string, string> }
+  | { kind: 'wrong-method'; allow: Method[] }
+  | { kind: 'none' };
+
+/**
+ * Finds the route for `method` and `pathname` (still percent-encoded). A path segment that is
+ * not valid percent-encoding matches no template.
+ */
+export function matchRoute(method: string, pathname: string): Match {
+  const segments = pathname.split('/');
+  const allow: Method[] = [];
+  for (const r of routes) {
+    const params = matchTemplate(r.path, segments);
+    if (params === null) continue;
+    if (r.method === method) return { kind: 'route', route: r, params };
+    allow.push(r.method);
+  }
+  return allow.length > 0 ? { kind: 'wrong-method', allow } : { kind: 'none' };
+}
+
+function matchTemplate(template: string, segments: string[]): Record<string, string> | null {
+  const parts = template.split('/');
+  if (parts.length !== segments.length) return null;
+  const params: Record<string, string> = {};
+  for (let i = 0; i < parts.length; i++) {
+    const part = parts[i];
+    if (part.startsWith('{')) {
+      if (segments[i] === '') return null;
+      try {
+        params[part.slice(1, -1)] = decodeURIComponent(segments[i]);
+      } catch {
+        return null;
+      }
+    } else if (part !== segments[i]) {
+      return null;
+    }
+  }
+  return params;
+}
+
+/** Method and path template of every route, for documentation and tests. */
+export function listRoutes(): Array<{ method: Method; path: string }> {
+  return routes.map(({ method, path }) => ({ method, path }));
+}

@@ -1,0 +1,148 @@
+import { createServer } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import type { Store } from '../engine/index.ts';
+import { ApiError, ApiErrorCode, toApiError } from './errors.ts';
+import { readJsonBody, sendError, sendJson } from './http.ts';
+import { matchRoute } from './routes.ts';
+import type { NodeFacts, NodeInfo, RouteContext } from './routes.ts';
+
+/** Options of createApiServer. */
+export interface ApiServerOptions {
+  /** The engine the API manages. */
+  store: Store;
+  /** Where to log one line per failed request and per unexpected error. */
+  log?: (msg: string) => void;
+  /** Facts only the daemon knows, for GET /api/v1/node; asked on every such request. */
+  nodeFacts?: () => NodeFacts;
+  /** Largest request body accepted. Default 1 MiB. */
+  bodyBytesMax?: number;
+  /** Requests handled at once; more are refused with 503 BUSY. Default 64. */
+  requestsInFlightMax?: number;
+  /** Connections open at once; more are refused. Default 256. */
+  connectionsMax?: number;
+  /** Time a client has to send a whole request. Default 30 s. */
+  requestTimeoutMs?: number;
+  /** On close(), how long in-flight requests may take before their connections are cut. Default 10 s. */
+  closeGraceMs?: number;
+}
+
+/** An HTTP server for the JSON API under /api/v1. */
+export interface ApiServer {
+  /** Starts listening; resolves to the bound address (port 0 picks a free port). */
+  listen(opts: { host: string; port: number }): Promise<{ host: string; port: number }>;
+  /** Stops accepting, lets in-flight requests finish (up to the grace time), then closes. */
+  close(): Promise<void>;
+}
+
+/** Creates the API server; it does not listen until listen() is called. */
+export function createApiServer(opts: ApiServerOptions): ApiServer {
+  const log = opts.log ?? (() => {});
+  const bodyBytesMax = opts.bodyBytesMax ?? 1024 * 1024;
+  const requestsInFlightMax = opts.requestsInFlightMax ?? 64;
+  const closeGraceMs = opts.closeGraceMs ?? 10_000;
+  const startedMs = Date.now();
+  let apiUrl: string | null = null;
+  let inFlight = 0;
+
+  const nodeInfo = (): NodeInfo => {
+    const facts = opts.nodeFacts?.() ?? { version: 'unknown', dataDir: null, nbd: null };
+    return {
+      ...facts,
+      api: apiUrl,
+      pid: process.pid,
+      uptimeMs: Date.now() - startedMs,
+      disks: opts.store.listDisks().length,
+      stats: opts.store.stats(),
+    };
+  };
+  const ctx: RouteContext = { store: opts.store, nodeInfo };
+
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const startMs = Date.now();
+    const method = req.method ?? 'GET';
+    let pathname = req.url ?? '/';
+    try {
+      pathname = new URL(pathname, 'http://x').pathname;
+      if (inFlight >= requestsInFlightMax) {
+        req.resume();
+        throw new ApiError(ApiErrorCode.BUSY, `Too many requests in flight (${requestsInFlightMax}); retry later`);
+      }
+      inFlight++;
+      try {
+        const match = matchRoute(method, pathname);
+        if (match.kind === 'none') {
+          req.resume();
+          throw new ApiError(ApiErrorCode.NO_ROUTE, `No such route: ${pathname}`);
+        }
+        if (match.kind === 'wrong-method') {
+          req.resume();
+          const allow = match.allow.join(', ');
+          const error = new ApiError(ApiErrorCode.METHOD_NOT_ALLOWED, `Method ${method} is not allowed on ${pathname}; allowed: ${allow}`);
+          sendError(res, error, { allow });
+          log(`api: ${method} ${pathname} ${error.status} ${error.code}`);
+          return;
+        }
+        let body: unknown;
+        if (match.route.body !== null) body = await readJsonBody(req, bodyBytesMax);
+        else req.resume(); // Routes without a body ignore one if sent.
+        const reply = await match.route.handle(match.params, body, ctx);
+        sendJson(res, reply.status, reply.body, reply.headers);
+      } finally {
+        inFlight--;
+      }
+    } catch (err) {
+      const { error, unexpected } = toApiError(err);
+      if (unexpected) log(`api: ${method} ${pathname} failed: ${(err as Error)?.stack ?? String(err)}`);
+      else log(`api: ${method} ${pathname} ${error.status} ${error.code}: ${error.message} (${Date.now() - startMs} ms)`);
+      // The rest of an oversized body is not worth reading: answer and hang up.
+      const headers: Record<string, string> = error.code === ApiErrorCode.BODY_TOO_LARGE ? { connection: 'close' } : {};
+      if (res.headersSent) res.destroy();
+      else sendError(res, error, headers);
+    }
+  };
+
+  const server: Server = createServer({ requestTimeout: opts.requestTimeoutMs ?? 30_000 }, (req, res) => {
+    handle(req, res).catch((err) => {
+      // handle() answers every error itself; reaching this is a bug, but not one worth a crash.
+      log(`api: unhandled: ${(err as Error)?.stack ?? String(err)}`);
+      res.destroy();
+    });
+  });
+  server.maxConnections = opts.connectionsMax ?? 256;
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    if (err.code !== 'ECONNRESET' && socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+    else socket.destroy();
+  });
+
+  return {
+    listen({ host, port }) {
+      return new Promise((resolve, reject) => {
+        const onError = (err: Error): void => reject(err);
+        server.once('error', onError);
+        server.listen({ host, port }, () => {
+          server.off('error', onError);
+          server.on('error', (err) => log(`api: server error: ${err.message}`));
+          const address = server.address() as AddressInfo;
+          const bound = { host: address.address, port: address.port };
+          apiUrl = `http://${bound.host.includes(':') ? `[${bound.host}]` : bound.host}:${bound.port}`;
+          resolve(bound);
+        });
+      });
+    },
+    close() {
+      return new Promise((resolve) => {
+        if (!server.listening) {
+          resolve();
+          return;
+        }
+        const timer = setTimeout(() => server.closeAllConnections(), closeGraceMs);
+        server.close(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+        server.closeIdleConnections();
+      });
+    },
+  };
+}

@@ -1,0 +1,66 @@
+import { CliError, CliErrorCode, usageError } from './errors.ts';
+
+/** Default API URL when neither --api nor TESSERA_API is given. */
+export const DEFAULT_API_URL = 'http://127.0.0.1:7480';
+
+/** Options of a request. */
+interface RequestOptions {
+  /** JSON body to send. */
+  body?: unknown;
+  /** Give up after this long. */
+  timeoutMs?: number;
+}
+
+/** A small client of the node's HTTP API; every failure is a CliError with a one-line message. */
+export class ApiClient {
+  /** Base URL without a trailing slash, e.g. `http://127.0.0.1:7480`. */
+  readonly baseUrl: string;
+
+  constructor(baseUrl: string) {
+    let url: URL;
+    try {
+      url = new URL(baseUrl);
+    } catch {
+      throw usageError(`invalid API URL '${baseUrl}': expected e.g. ${DEFAULT_API_URL}`);
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+      throw usageError(`invalid API URL '${baseUrl}': expected an http:// or https:// URL`);
+    }
+    this.baseUrl = url.href.replace(/\/+$/, '');
+  }
+
+  /** Sends a request to `/api/v1` + `path` and returns the parsed JSON reply (undefined for 204). */
+  async request(method: string, path: string, opts: RequestOptions = {}): Promise<any> {
+    const url = `${this.baseUrl}/api/v1${path}`;
+    const timeoutMs = opts.timeoutMs ?? 60_000;
+    let res: Response;
+    let text: string;
+    try {
+      res = await fetch(url, {
+        method,
+        headers: opts.body === undefined ? {} : { 'content-type': 'application/json' },
+        body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+      text = await res.text();
+    } catch (err) {
+      if ((err as Error).name === 'TimeoutError') {
+        throw new CliError(CliErrorCode.FAILED, `the Tessera node at ${this.baseUrl} did not answer within ${timeoutMs / 1000} s`, { cause: err });
+      }
+      throw new CliError(CliErrorCode.UNREACHABLE, `cannot reach the Tessera node at ${this.baseUrl}: is \`tessera serve\` running?`, { cause: err });
+    }
+    if (res.status === 204) return undefined;
+    let reply: any;
+    try {
+      reply = JSON.parse(text);
+    } catch {
+      throw new CliError(CliErrorCode.FAILED, `unexpected reply from ${this.baseUrl} (HTTP ${res.status}, not JSON): is it a Tessera node?`);
+    }
+    if (!res.ok) {
+      const message = reply?.error?.message;
+      if (typeof message !== 'string') throw new CliError(CliErrorCode.FAILED, `the node answered HTTP ${res.status} to ${method} ${path}`);
+      throw new CliError(CliErrorCode.FAILED, message);
+    }
+    return reply;
+  }
+}

@@ -1,0 +1,259 @@
+import type { DiskInfo, SnapshotInfo } from '../engine/index.ts';
+import type { NodeInfo } from '../api/index.ts';
+import type { ApiClient } from './client.ts';
+import { usageError } from './errors.ts';
+import { formatSize, parseDiskSize } from './size.ts';
+import { formatFields, formatTable } from './table.ts';
+
+/** Where a command writes, and what it knows of its environment. */
+export interface Io {
+  stdout(text: string): void;
+  stderr(text: string): void;
+  env: Record<string, string | undefined>;
+}
+
+/** One option of a command, as node:util parseArgs takes it plus help text. */
+export interface OptionSpec {
+  type: 'string' | 'boolean';
+  short?: string;
+  /** Placeholder in help, e.g. `SIZE`; string options only. */
+  valueName?: string;
+  description: string;
+}
+
+/** What a command's run() gets. */
+export interface CommandContext {
+  /** Positional arguments after the command words, as many as `args` names. */
+  args: string[];
+  /** Parsed option values. */
+  values: Record<string, string | boolean | undefined>;
+  io: Io;
+  /** Client of the node at --api; created on first use so that a bad URL only fails commands that need it. */
+  client(): ApiClient;
+}
+
+/** A command of the CLI. */
+export interface Command {
+  /** Command words, e.g. `disk create`. */
+  name: string;
+  /** Names of the positional arguments, for help and the arity check. */
+  args: string[];
+  summary: string;
+  options: Record<string, OptionSpec>;
+  examples: string[];
+  /** Whether it talks to a node (and so takes --api). */
+  usesApi: boolean;
+  run(ctx: CommandContext): Promise<void>;
+}
+
+const jsonOption: OptionSpec = { type: 'boolean', description: "Print the API's JSON instead of a table" };
+const sizeOption: OptionSpec = { type: 'string', valueName: 'SIZE', description: 'Virtual size: bytes or e.g. 512M, 10G, 1.5T (a multiple of 512 bytes)' };
+
+/** ms since the epoch as an ISO 8601 UTC time to the second. */
+function formatTime(ms: number): string {
+  return new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
+}
+
+/** Splits `DISK@SNAP`. */
+function parseSnapshotRef(text: string): { disk: string; snap: string } {
+  const at = text.indexOf('@');
+  if (at <= 0 || at === text.length - 1) throw usageError(`invalid snapshot '${text}': expected DISK@SNAP`);
+  return { disk: text.slice(0, at), snap: text.slice(at + 1) };
+}
+
+function requireSize(values: CommandContext['values']): number {
+  if (typeof values.size !== 'string') throw usageError('missing --size SIZE');
+  return parseDiskSize(values.size);
+}
+
+const seg = encodeURIComponent;
+
+function printJson(io: Io, value: unknown): void {
+  io.stdout(JSON.stringify(value, null, 2) + '\n');
+}
+
+/** Every client command, in the order help lists them. `serve` is added by the runner. */
+export const commands: Command[] = [
+  {
+    name: 'disk create',
+    args: ['NAME'],
+    summary: 'Create an empty (thin) disk',
+    options: { size: sizeOption },
+    examples: ['tessera disk create vm1 --size 20G', 'tessera disk create scratch --size 512M'],
+    usesApi: true,
+    async run({ args: [name], values, io, client }) {
+      const sizeBytes = requireSize(values);
+      const disk: DiskInfo = await client().request('POST', '/disks', { body: { name, sizeBytes } });
+      io.stdout(`Created disk ${disk.name} (${formatSize(disk.sizeBytes)})\n`);
+    },
+  },
+  {
+    name: 'disk list',
+    args: [],
+    summary: 'List disks',
+    options: { json: jsonOption },
+    examples: ['tessera disk list', 'tessera disk list --json | jq -r ".[].name"'],
+    usesApi: true,
+    async run({ values, io, client }) {
+      const disks: DiskInfo[] = await client().request('GET', '/disks');
+      if (values.json) return printJson(io, disks);
+      const rows = disks.map((d) => [
+        d.name,
+        formatSize(d.sizeBytes),
+        formatSize(d.allocatedBytes),
+        String(d.snapshots.length),
+        d.origin ?? '-',
+        formatTime(d.createdMs),
+      ]);
+      io.stdout(formatTable(['NAME', 'SIZE', 'ALLOCATED', 'SNAPSHOTS', 'ORIGIN', 'CREATED'], rows, ['left', 'right', 'right', 'right']));
+    },
+  },
+  {
+    name: 'disk info',
+    args: ['NAME'],
+    summary: 'Show one disk',
+    options: { json: jsonOption },
+    examples: ['tessera disk info vm1', 'tessera disk info vm1 --json'],
+    usesApi: true,
+    async run({ args: [name], values, io, client }) {
+      const d: DiskInfo = await client().request('GET', `/disks/${seg(name)}`);
+      if (values.json) return printJson(io, d);
+      io.stdout(formatFields([
+        ['Name', d.name],
+        ['Size', `${formatSize(d.sizeBytes)} (${d.sizeBytes} bytes)`],
+        ['Allocated', `${formatSize(d.allocatedBytes)} (${d.allocatedBytes} bytes)`],
+        ['Snapshots', d.snapshots.length > 0 ? d.snapshots.join(', ') : '-'],
+        ['Origin', d.origin ?? '-'],
+        ['Created', formatTime(d.createdMs)],
+        ['NBD export', d.name],
+      ]));
+    },
+  },
+  {
+    name: 'disk resize',
+    args: ['NAME'],
+    summary: 'Grow or shrink a disk (shrinking drops the data past the new end)',
+    options: { size: sizeOption },
+    examples: ['tessera disk resize vm1 --size 40G'],
+    usesApi: true,
+    async run({ args: [name], values, io, client }) {
+      const sizeBytes = requireSize(values);
+      const d: DiskInfo = await client().request('POST', `/disks/${seg(name)}/resize`, { body: { sizeBytes } });
+      io.stdout(`Resized disk ${d.name} to ${formatSize(d.sizeBytes)}\n`);
+    },
+  },
+  {
+    name: 'disk clone',
+    args: ['DISK@SNAP', 'NEWNAME'],
+    summary: 'Create a new disk from a snapshot',
+    options: {},
+    examples: ['tessera disk clone golden@v1 vm2'],
+    usesApi: true,
+    async run({ args: [ref, newName], io, client }) {
+      const { disk, snap } = parseSnapshotRef(ref);
+      const d: DiskInfo = await client().request('POST', `/disks/${seg(disk)}/clone`, { body: { snapshot: snap, name: newName } });
+      io.stdout(`Cloned ${disk}@${snap} to disk ${d.name} (${formatSize(d.sizeBytes)})\n`);
+    },
+  },
+  {
+    name: 'disk rm',
+    args: ['NAME'],
+    summary: 'Delete a disk and its snapshots',
+    options: {},
+    examples: ['tessera disk rm scratch'],
+    usesApi: true,
+    async run({ args: [name], io, client }) {
+      await client().request('DELETE', `/disks/${seg(name)}`);
+      io.stdout(`Deleted disk ${name}\n`);
+    },
+  },
+  {
+    name: 'snap create',
+    args: ['DISK', 'SNAP'],
+    summary: 'Take a snapshot of a disk as it is now',
+    options: {},
+    examples: ['tessera snap create vm1 before-upgrade'],
+    usesApi: true,
+    async run({ args: [disk, snap], io, client }) {
+      const s: SnapshotInfo = await client().request('POST', `/disks/${seg(disk)}/snapshots`, { body: { name: snap } });
+      io.stdout(`Created snapshot ${s.disk}@${s.name}\n`);
+    },
+  },
+  {
+    name: 'snap list',
+    args: ['DISK'],
+    summary: "List a disk's snapshots, oldest first",
+    options: { json: jsonOption },
+    examples: ['tessera snap list vm1', 'tessera snap list vm1 --json'],
+    usesApi: true,
+    async run({ args: [disk], values, io, client }) {
+      const snaps: SnapshotInfo[] = await client().request('GET', `/disks/${seg(disk)}/snapshots`);
+      if (values.json) return printJson(io, snaps);
+      const rows = snaps.map((s) => [s.name, formatSize(s.sizeBytes), formatTime(s.createdMs), `${s.disk}@${s.name}`]);
+      io.stdout(formatTable(['NAME', 'SIZE', 'CREATED', 'NBD EXPORT'], rows, ['left', 'right']));
+    },
+  },
+  {
+    name: 'snap revert',
+    args: ['DISK', 'SNAP'],
+    summary: 'Make a disk read as one of its snapshots again (the snapshot is kept)',
+    options: {},
+    examples: ['tessera snap revert vm1 before-upgrade'],
+    usesApi: true,
+    async run({ args: [disk, snap], io, client }) {
+      await client().request('POST', `/disks/${seg(disk)}/snapshots/${seg(snap)}/revert`);
+      io.stdout(`Reverted disk ${disk} to snapshot ${snap}\n`);
+    },
+  },
+  {
+    name: 'snap rm',
+    args: ['DISK', 'SNAP'],
+    summary: 'Delete a snapshot',
+    options: {},
+    examples: ['tessera snap rm vm1 before-upgrade'],
+    usesApi: true,
+    async run({ args: [disk, snap], io, client }) {
+      await client().request('DELETE', `/disks/${seg(disk)}/snapshots/${seg(snap)}`);
+      io.stdout(`Deleted snapshot ${disk}@${snap}\n`);
+    },
+  },
+  {
+    name: 'node info',
+    args: [],
+    summary: 'Show the node: version, data directory, NBD endpoints, space used',
+    options: { json: jsonOption },
+    examples: ['tessera node info', 'tessera --api http://10.0.0.5:7480 node info --json'],
+    usesApi: true,
+    async run({ values, io, client }) {
+      const n: NodeInfo = await client().request('GET', '/node');
+      if (values.json) return printJson(io, n);
+      const tcp = n.nbd?.tcp;
+      io.stdout(formatFields([
+        ['Version', n.version],
+        ['API', n.api ?? '-'],
+        ['NBD', tcp ? `${tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host}:${tcp.port}` : '-'],
+        ['NBD socket', n.nbd?.socket ?? '-'],
+        ['NBD connections', String(n.nbd?.connections ?? 0)],
+        ['Data dir', n.dataDir ?? '-'],
+        ['PID', String(n.pid)],
+        ['Uptime', `${Math.floor(n.uptimeMs / 1000)} s`],
+        ['Disks', String(n.disks)],
+        ['Log', `${formatSize(n.stats.logBytes)} in ${n.stats.segments} segments`],
+        ['Live data', formatSize(n.stats.liveBytes)],
+      ]));
+    },
+  },
+  {
+    name: 'compact',
+    args: [],
+    summary: 'Reclaim the space of data no disk or snapshot references any more',
+    options: {},
+    examples: ['tessera compact'],
+    usesApi: true,
+    async run({ io, client }) {
+      // A pass over a large store can take long; the node keeps serving meanwhile.
+      const s = await client().request('POST', '/compact', { timeoutMs: 60 * 60_000 });
+      io.stdout(`Compacted: ${s.segmentsRemoved} segments removed, ${formatSize(s.bytesReclaimed)} reclaimed, ${formatSize(s.bytesRewritten)} rewritten\n`);
+    },
+  },
+];

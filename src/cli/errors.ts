@@ -1,0 +1,31 @@
+/** Stable codes of CliError. */
+export const CliErrorCode = {
+  /** The command line is wrong: unknown command or option, missing argument, bad SIZE. */
+  USAGE: 'CLI_USAGE',
+  /** The node refused the request or could not carry it out. */
+  FAILED: 'CLI_FAILED',
+  /** No node answers at the API URL. */
+  UNREACHABLE: 'CLI_UNREACHABLE',
+} as const;
+
+export type CliErrorCodeValue = (typeof CliErrorCode)[keyof typeof CliErrorCode];
+
+/** The CLI's one error class; its message is the one line the user sees. */
+export class CliError extends Error {
+  readonly code: CliErrorCodeValue;
+  constructor(code: CliErrorCodeValue, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'CliError';
+    this.code = code;
+  }
+
+  /** Process exit status: 2 for usage errors, 1 for everything else. */
+  get exitCode(): number {
+    return this.code === CliErrorCode.USAGE ? 2 : 1;
+  }
+}
+
+/** Shorthand for a usage error. */
+export function usageError(message: string): CliError {
+  return new CliError(CliErrorCode.USAGE, message);
+}

@@ -1,0 +1,10 @@
+/** Entry point of bin/tessera: the CLI, including `tessera serve`. */
+import { runCli } from './run.ts';
+
+const code = await runCli(process.argv.slice(2), {
+  stdout: (text) => process.stdout.write(text),
+  stderr: (text) => process.stderr.write(text),
+  env: process.env,
+});
+// Exit once the output is out, without waiting for idle keep-alive sockets or engine threads.
+process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));

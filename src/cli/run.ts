@@ -1,0 +1,238 @@
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { ApiClient, DEFAULT_API_URL } from './client.ts';
+import { commands as clientCommands } from './commands.ts';
+import type { Command, Io, OptionSpec } from './commands.ts';
+import { CliError, usageError } from './errors.ts';
+import { serveCommand } from './serve.ts';
+
+/** Every command, in the order help lists them. */
+const commands: Command[] = [serveCommand, ...clientCommands];
+
+/** Command groups: first words of multi-word commands. */
+const groups = new Set(commands.filter((c) => c.name.includes(' ')).map((c) => c.name.split(' ')[0]));
+
+const helpOption: OptionSpec = { type: 'boolean', short: 'h', description: 'Show help' };
+const apiOption: OptionSpec = { type: 'string', valueName: 'URL', description: `API of the node (default: $TESSERA_API or ${DEFAULT_API_URL})` };
+const globalOptions: Record<string, OptionSpec> = {
+  api: apiOption,
+  help: helpOption,
+  version: { type: 'boolean', description: 'Show the version' },
+};
+
+/** The version in package.json. */
+export function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+type ParseOptions = Record<string, { type: 'string' | 'boolean'; short?: string }>;
+
+function toParseOptions(specs: Record<string, OptionSpec>): ParseOptions {
+  const out: ParseOptions = {};
+  for (const [name, spec] of Object.entries(specs)) out[name] = spec.short ? { type: spec.type, short: spec.short } : { type: spec.type };
+  return out;
+}
+
+/** Options a command accepts: its own, --help, and --api if it talks to a node. */
+function optionsOf(cmd: Command): Record<string, OptionSpec> {
+  return cmd.usesApi ? { ...cmd.options, api: apiOption, help: helpOption } : { ...cmd.options, help: helpOption };
+}
+
+/** `disk create NAME --size SIZE [--json]`: the command with its arguments; the optional ones unless `brief`. */
+function synopsis(cmd: Command, brief = false): string {
+  const required = Object.entries(cmd.options)
+    .filter(([name]) => name === 'size')
+    .map(([name, spec]) => `--${name} ${spec.valueName}`);
+  const optional = Object.entries(cmd.options)
+    .filter(([name]) => name !== 'size')
+    .map(([name, spec]) => (spec.type === 'string' ? `[--${name} ${spec.valueName}]` : `[--${name}]`));
+  return [cmd.name, ...cmd.args, ...required, ...(brief ? [] : optional)].join(' ');
+}
+
+function usageLine(cmd: Command): string {
+  return `tessera ${cmd.usesApi ? '[--api URL] ' : ''}${synopsis(cmd)}`;
+}
+
+function optionLines(specs: Record<string, OptionSpec>): string {
+  const labels = Object.entries(specs).map(([name, spec]) => {
+    const flag = (spec.short ? `-${spec.short}, ` : '') + `--${name}`;
+    return [spec.type === 'string' ? `${flag} ${spec.valueName}` : flag, spec.description];
+  });
+  const width = Math.max(...labels.map(([l]) => l.length));
+  return labels.map(([l, d]) => `  ${l.padEnd(width)}  ${d}`).join('\n');
+}
+
+const sizeHelp =
+  'SIZE is a number of bytes, or a number with a binary suffix K, M, G, T or P (also KiB, MiB, ...):\n' +
+  '1G = 1GiB = 1073741824 bytes, as qemu-img reads it. Fractions are fine when the result is a whole\n' +
+  'number of bytes (1.5G). Disk sizes are multiples of 512 bytes.';
+
+function globalHelp(): string {
+  const names = commands.map((c) => [synopsis(c, true), c.summary]);
+  const width = Math.max(...names.map(([n]) => n.length));
+  return [
+    'Usage: tessera [--api URL] COMMAND [ARGS] [OPTIONS]',
+    '',
+    'Tessera stores thin virtual disks with snapshots and clones, served over NBD.',
+    '',
+    'Commands:',
+    ...names.map(([n, s]) => `  ${n.padEnd(width)}  ${s}`),
+    '  help [COMMAND]'.padEnd(width + 4) + 'Show help of one command',
+    '',
+    'Options:',
+    optionLines(globalOptions),
+    '',
+    sizeHelp,
+    '',
+    'Run `tessera help COMMAND` for the options and examples of a command.',
+    '',
+  ].join('\n');
+}
+
+function commandHelp(cmd: Command): string {
+  return [
+    `Usage: ${usageLine(cmd)}`,
+    '',
+    cmd.summary + '.',
+    '',
+    'Options:',
+    optionLines(optionsOf(cmd)),
+    ...(cmd.options.size ? ['', sizeHelp] : []),
+    '',
+    'Examples:',
+    ...cmd.examples.map((e) => `  ${e}`),
+    '',
+  ].join('\n');
+}
+
+function groupHelp(group: string): string {
+  const members = commands.filter((c) => c.name.startsWith(group + ' '));
+  const width = Math.max(...members.map((c) => synopsis(c).length));
+  return [
+    `Usage: tessera [--api URL] ${group} COMMAND [ARGS] [OPTIONS]`,
+    '',
+    'Commands:',
+    ...members.map((c) => `  ${synopsis(c).padEnd(width)}  ${c.summary}`),
+    '',
+    'Run `tessera help COMMAND` for the options and examples of a command.',
+    '',
+  ].join('\n');
+}
+
+/** Finds the command named by the leading positionals, or explains what is wrong. */
+function findCommand(words: string[]): { cmd: Command; wordCount: number } | { group: string } | null {
+  if (words.length === 0) return null;
+  if (groups.has(words[0])) {
+    const cmd = words.length > 1 ? commands.find((c) => c.name === `${words[0]} ${words[1]}`) : undefined;
+    if (cmd) return { cmd, wordCount: 2 };
+    return { group: words[0] };
+  }
+  const cmd = commands.find((c) => c.name === words[0]);
+  if (cmd) return { cmd, wordCount: 1 };
+  throw usageError(`unknown command '${words[0]}'; run \`tessera --help\` for the list`);
+}
+
+/** Every option any command knows, so that option values are not taken for command words. */
+function allParseOptions(): ParseOptions {
+  let all: Record<string, OptionSpec> = { ...globalOptions };
+  for (const cmd of commands) all = { ...all, ...cmd.options };
+  return toParseOptions(all);
+}
+
+/** parseArgs's messages are long and capitalised: shorten the common ones. */
+function describeParseError(err: unknown): string {
+  const { code, message } = err as { code?: string; message: string };
+  const option = /'(-[^' ]+)/.exec(message)?.[1];
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && option) return `unknown option '${option}'`;
+  if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && option) {
+    return message.includes('argument missing') ? `option '${option}' needs a value` : `option '${option}' takes no value`;
+  }
+  return message.replace(/\.$/, '');
+}
+
+/**
+ * Runs the CLI on `argv` (without the node and script paths) and resolves to the exit status:
+ * 0 on success, 1 when the command failed, 2 on a usage error. Failures are reported as one
+ * line `tessera: error: MESSAGE` on stderr.
+ */
+export async function runCli(argv: string[], io: Io): Promise<number> {
+  try {
+    return await dispatch(argv, io);
+  } catch (err) {
+    if (err instanceof CliError) {
+      io.stderr(`tessera: error: ${err.message}\n`);
+      return err.exitCode;
+    }
+    io.stderr(`tessera: error: internal error: ${(err as Error)?.stack ?? String(err)}\n`);
+    return 1;
+  }
+}
+
+async function dispatch(argv: string[], io: Io): Promise<number> {
+  // First pass: find the command words, knowing which options take values.
+  const first = parseArgs({ args: argv, options: allParseOptions(), allowPositionals: true, strict: false });
+  const words = first.positionals;
+  if (words[0] === 'help') {
+    const found = findCommand(words.slice(1));
+    if (found === null) io.stdout(globalHelp());
+    else if ('group' in found) io.stdout(groupHelp(found.group));
+    else io.stdout(commandHelp(found.cmd));
+    return 0;
+  }
+  const found = findCommand(words);
+  if (found === null) {
+    if (first.values.version === true) {
+      io.stdout(`tessera ${version()}\n`);
+      return 0;
+    }
+    if (first.values.help === true) {
+      io.stdout(globalHelp());
+      return 0;
+    }
+    io.stderr(globalHelp());
+    return 2;
+  }
+  if ('group' in found) {
+    if (first.values.help === true) {
+      io.stdout(groupHelp(found.group));
+      return 0;
+    }
+    const sub = words[1] === undefined ? 'missing a command' : `unknown command '${found.group} ${words[1]}'`;
+    const names = commands.filter((c) => c.name.startsWith(found.group + ' ')).map((c) => c.name.split(' ')[1]);
+    throw usageError(`${sub}; \`tessera ${found.group}\` takes one of: ${names.join(', ')}`);
+  }
+  const { cmd, wordCount } = found;
+  // Second pass: strict, with only this command's options.
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: toParseOptions(optionsOf(cmd)), allowPositionals: true, strict: true });
+  } catch (err) {
+    if (first.values.help === true) {
+      io.stdout(commandHelp(cmd));
+      return 0;
+    }
+    throw usageError(`${describeParseError(err)}; see \`tessera help ${cmd.name}\``);
+  }
+  if (parsed.values.help === true) {
+    io.stdout(commandHelp(cmd));
+    return 0;
+  }
+  const args = parsed.positionals.slice(wordCount);
+  if (args.length !== cmd.args.length) {
+    const what = args.length < cmd.args.length ? `missing ${cmd.args.slice(args.length).join(' ')}` : `unexpected argument '${args[cmd.args.length]}'`;
+    throw usageError(`${what}; usage: ${usageLine(cmd)}`);
+  }
+  for (const [i, arg] of args.entries()) {
+    if (arg === '') throw usageError(`${cmd.args[i]} must not be empty`);
+  }
+  let client: ApiClient | null = null;
+  const apiUrl = (parsed.values.api as string | undefined) ?? (io.env.TESSERA_API || DEFAULT_API_URL);
+  await cmd.run({
+    args,
+    values: parsed.values as Record<string, string | boolean | undefined>,
+    io,
+    client: () => (client ??= new ApiClient(apiUrl)),
+  });
+  return 0;
+}

@@ -1,0 +1,96 @@
+import { homedir } from 'node:os';
+import { isAbsolute, join, resolve } from 'node:path';
+import type { Command, Io } from './commands.ts';
+import { CliError, CliErrorCode, usageError } from './errors.ts';
+
+/** How long a graceful shutdown may take before the node exits anyway. */
+const shutdownMsMax = 30_000;
+
+/** Default data directory: `$XDG_DATA_HOME/tessera`, else `~/.local/share/tessera`. */
+export function defaultDataDir(env: Io['env']): string {
+  const xdg = env.XDG_DATA_HOME;
+  // The XDG spec says relative values are invalid and to be ignored.
+  if (xdg && isAbsolute(xdg)) return join(xdg, 'tessera');
+  return join(homedir(), '.local', 'share', 'tessera');
+}
+
+function parsePort(option: string, value: string | boolean | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'string' || !/^\d{1,5}$/.test(value) || Number(value) > 65535) {
+    throw usageError(`invalid --${option} '${value}': expected a port number from 0 to 65535`);
+  }
+  return Number(value);
+}
+
+function hostPort(host: string, port: number): string {
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+/** `tessera serve`: runs a node until SIGINT or SIGTERM. */
+export const serveCommand: Command = {
+  name: 'serve',
+  args: [],
+  summary: 'Run a node: the disk store, its NBD server and the HTTP API',
+  options: {
+    data: { type: 'string', valueName: 'DIR', description: 'Data directory (default: $XDG_DATA_HOME/tessera or ~/.local/share/tessera)' },
+    'nbd-port': { type: 'string', valueName: 'PORT', description: 'NBD TCP port; 0 picks a free one (default: 10809)' },
+    'api-port': { type: 'string', valueName: 'PORT', description: 'HTTP API port; 0 picks a free one (default: 7480)' },
+    host: { type: 'string', valueName: 'HOST', description: 'Address to listen on (default: 127.0.0.1)' },
+    socket: { type: 'string', valueName: 'PATH', description: 'NBD Unix socket (default: DIR/nbd.sock)' },
+  },
+  examples: [
+    'tessera serve',
+    'tessera serve --data /srv/tessera --host 0.0.0.0',
+    'tessera serve --data /tmp/t --nbd-port 0 --api-port 0   # free ports, see the ready line',
+  ],
+  usesApi: false,
+  async run({ values, io }) {
+    const dataDir = resolve(typeof values.data === 'string' ? values.data : defaultDataDir(io.env));
+    const host = typeof values.host === 'string' ? values.host : '127.0.0.1';
+    if (host === '') throw usageError('--host must not be empty');
+    const nbdPort = parsePort('nbd-port', values['nbd-port'], 10809);
+    const apiPort = parsePort('api-port', values['api-port'], 7480);
+    const socketPath = resolve(typeof values.socket === 'string' ? values.socket : join(dataDir, 'nbd.sock'));
+    const log = (msg: string): void => io.stderr(`${new Date().toISOString()} ${msg}\n`);
+
+    // Loaded here so that client commands do not pay for loading the engine.
+    const { startNode } = await import('../node/index.ts');
+    let node;
+    try {
+      node = await startNode({ dataDir, host, nbdPort, apiPort, socketPath, log });
+    } catch (err) {
+      throw new CliError(CliErrorCode.FAILED, `cannot start the node: ${(err as Error).message}`, { cause: err });
+    }
+    const running = node;
+    await new Promise<void>((done, fail) => {
+      const stop = (signal: string): void => {
+        process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
+        // A second signal means "now".
+        const now = (): never => process.exit(1);
+        process.once('SIGINT', now);
+        process.once('SIGTERM', now);
+        log(`node: ${signal}: shutting down`);
+        const timer = setTimeout(() => {
+          log(`node: shutdown took over ${shutdownMsMax} ms; exiting anyway`);
+          process.exit(1);
+        }, shutdownMsMax);
+        timer.unref();
+        running.close().then(
+          () => {
+            clearTimeout(timer);
+            done();
+          },
+          (err: unknown) => {
+            clearTimeout(timer);
+            fail(new CliError(CliErrorCode.FAILED, `shutdown failed: ${(err as Error).message}`, { cause: err }));
+          },
+        );
+      };
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
+      // The one line on stdout; scripts and tests wait for it.
+      io.stdout(`tessera ready api=${running.api} nbd=${hostPort(running.nbd.host, running.nbd.port)} socket=${running.socket}\n`);
+    });
+  },
+};

@@ -1,0 +1,19 @@
+/** Stable codes of NodeError. */
+export const NodeErrorCode = {
+  /** Another process holds the data directory. */
+  LOCKED: 'NODE_LOCKED',
+  /** A port or socket path is taken or not allowed. */
+  LISTEN: 'NODE_LISTEN',
+} as const;
+
+export type NodeErrorCodeValue = (typeof NodeErrorCode)[keyof typeof NodeErrorCode];
+
+/** The daemon's one error class: why a node could not start. */
+export class NodeError extends Error {
+  readonly code: NodeErrorCodeValue;
+  constructor(code: NodeErrorCodeValue, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'NodeError';
+    this.code = code;
+  }
+}

@@ -1,0 +1,137 @@
+import { readFileSync } from 'node:fs';
+import { lstat, mkdir, unlink } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { createApiServer } from '../api/index.ts';
+import type { ApiServer } from '../api/index.ts';
+import { Store } from '../engine/index.ts';
+import { createNbdServer } from './nbd-pending.ts';
+import { NodeError, NodeErrorCode } from './errors.ts';
+import { acquireLock } from './lock.ts';
+import type { DirLock } from './lock.ts';
+import { storeExports } from './provider.ts';
+
+/** Options of startNode. */
+export interface NodeOptions {
+  /** Data directory: holds the store, the lock file and by default the NBD socket. Created if missing. */
+  dataDir: string;
+  /** Address the NBD and API servers listen on. */
+  host: string;
+  /** NBD TCP port; 0 picks a free one. */
+  nbdPort: number;
+  /** HTTP API port; 0 picks a free one. */
+  apiPort: number;
+  /** Path of the NBD Unix socket. */
+  socketPath: string;
+  /** Where the node logs; one line per call. */
+  log?: (msg: string) => void;
+}
+
+/** A running node. */
+export interface RunningNode {
+  /** Base URL of the API, e.g. `http://127.0.0.1:7480`. */
+  api: string;
+  /** Bound NBD TCP endpoint. */
+  nbd: { host: string; port: number };
+  /** NBD Unix socket path. */
+  socket: string;
+  /** Closes NBD connections, the API server and the store, then releases the data directory. */
+  close(): Promise<void>;
+}
+
+/** The version in package.json. */
+export const VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+/** Name of the lock file in the data directory. */
+const LOCK_FILE = 'tessera.lock';
+
+function hostPort(host: string, port: number): string {
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+/**
+ * Starts a node: locks the data directory, opens the store in `DIR/store`, then serves it
+ * over NBD (TCP and a Unix socket) and over the HTTP API. Whatever started is stopped again
+ * if a later step fails.
+ */
+export async function startNode(opts: NodeOptions): Promise<RunningNode> {
+  const log = opts.log ?? (() => {});
+  const dataDir = resolve(opts.dataDir);
+  const socketPath = resolve(opts.socketPath);
+  const undo: Array<() => Promise<void>> = [];
+  const rollback = async (): Promise<void> => {
+    for (const step of undo.reverse()) await step().catch((err) => log(`node: cleanup failed: ${(err as Error).message}`));
+  };
+  try {
+    await mkdir(dataDir, { recursive: true });
+    const lock: DirLock = await acquireLock(join(dataDir, LOCK_FILE));
+    undo.push(() => lock.release());
+
+    const store = await Store.open({ dir: join(dataDir, 'store') });
+    undo.push(() => store.close());
+
+    const nbd = await createNbdServer({ provider: storeExports(store), log: (msg) => log(`nbd: ${msg}`) });
+    undo.push(() => nbd.close());
+    const nbdAddress = await listen('NBD', hostPort(opts.host, opts.nbdPort), () => nbd.listenTcp({ host: opts.host, port: opts.nbdPort }));
+    // We hold the data directory's lock, so a socket file left there is a dead node's.
+    await removeStaleSocket(socketPath);
+    await listen('NBD', socketPath, () => nbd.listenUnix(socketPath));
+    undo.push(() => unlink(socketPath).catch(() => {}));
+
+    let api: ApiServer | null = null;
+    api = createApiServer({
+      store,
+      log,
+      nodeFacts: () => ({
+        version: VERSION,
+        dataDir,
+        nbd: { tcp: nbdAddress, socket: socketPath, connections: nbd.connections },
+      }),
+    });
+    const apiServer = api;
+    undo.push(() => apiServer.close());
+    const apiAddress = await listen('API', hostPort(opts.host, opts.apiPort), () => apiServer.listen({ host: opts.host, port: opts.apiPort }));
+
+    const apiUrl = `http://${hostPort(apiAddress.host, apiAddress.port)}`;
+    log(`node: serving ${dataDir}: api=${apiUrl} nbd=${hostPort(nbdAddress.host, nbdAddress.port)} socket=${socketPath}`);
+    let closing: Promise<void> | null = null;
+    return {
+      api: apiUrl,
+      nbd: nbdAddress,
+      socket: socketPath,
+      close() {
+        // Order: stop taking NBD and API work, then flush and close the store, then unlock.
+        closing ??= (async () => {
+          await nbd.close();
+          await unlink(socketPath).catch(() => {});
+          await apiServer.close();
+          await store.close();
+          await lock.release();
+          log('node: stopped');
+        })();
+        return closing;
+      },
+    };
+  } catch (err) {
+    await rollback();
+    throw err;
+  }
+}
+
+/** Runs a listen step, turning "address in use" and similar into a NodeError naming the address. */
+async function listen<T>(what: string, address: string, step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') throw new NodeError(NodeErrorCode.LISTEN, `cannot listen for ${what} on ${address}: address in use`, { cause: err });
+    if (code === 'EACCES' || code === 'EADDRNOTAVAIL' || code === 'ENOENT' || code === 'ENOTFOUND') {
+      throw new NodeError(NodeErrorCode.LISTEN, `cannot listen for ${what} on ${address}: ${code}`, { cause: err });
+    }
+    throw err;
+  }
+}
+
+async function removeStaleSocket(path: string): Promise<void> {
+  const stat = await lstat(path).catch(() => null);
+  if (stat?.isSocket()) await unlink(path);
+}

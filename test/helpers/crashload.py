@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""Crash-consistency load for an NBD export, driven by libnbd (python3-libnbd).
+
+write:  keeps up to DEPTH non-overlapping writes in flight (some with FUA) and a FLUSH every few
+        completions, until the connection dies (the node was killed) or a bound is reached. It
+        tracks, per 4 KiB block, the sequence of writes and which of them are durable: a FUA write
+        once it completed, any write that completed before a FLUSH was issued once that FLUSH
+        completed. Prints "flushed N" after each completed FLUSH. Saves the model to STATE.
+verify: reads every block and checks it holds the last durable write or a later one (never an
+        older one, never torn bytes), then records what it read as the new baseline in STATE.
+
+Every block written by write W at block B holds a 24-byte header (magic, W, B) and bytes derived
+from (seed, W, B), so a block identifies its own write and any corruption is detected.
+"""
+import hashlib
+import json
+import os
+import random
+import struct
+import sys
+import time
+
+import nbd
+
+BLOCK = 4096
+MAGIC = b'TESSCRSH'
+
+
+def block_bytes(seed, write_id, block):
+    header = struct.pack('<8sQQ', MAGIC, write_id, block)
+    body = hashlib.shake_128(struct.pack('<QQQ', seed, write_id, block)).digest(BLOCK - len(header))
+    return header + body
+
+
+def load_state(path, seed, blocks):
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return {'seed': seed, 'blocks': blocks, 'nextId': 1, 'base': [0] * blocks, 'history': {}}
+
+
+def save_state(path, state):
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(state, f)
+    os.replace(tmp, path)
+
+
+def connect(uri):
+    h = nbd.NBD()
+    h.connect_uri(uri)
+    return h
+
+
+def cmd_write(uri, state_path, seed, blocks, depth, max_ops, max_seconds):
+    state = load_state(state_path, seed, blocks)
+    seed = state['seed']
+    blocks = state['blocks']
+    rng = random.Random(seed * 1000003 + state['nextId'])
+    h = connect(uri)
+    if h.get_size() < blocks * BLOCK:
+        raise SystemExit(f'export is {h.get_size()} bytes, need {blocks * BLOCK}')
+    # history[b]: list of [write_id, durable] in the order the writes reached block b.
+    history = {}
+    busy = set()            # blocks with a write in flight
+    inflight = {}           # cookie -> (write_id, first_block, count, fua, buffer)
+    pending = []            # completed, not yet durable: (write_id, first_block, count)
+    flush_cookie = None
+    flush_covers = []
+    flushes = 0
+    ops = 0
+    deadline = time.monotonic() + max_seconds
+    lost = None
+
+    def mark_durable(write_id, first, count):
+        for b in range(first, first + count):
+            for entry in history[b]:
+                if entry[0] == write_id:
+                    entry[1] = True
+
+    try:
+        while ops < max_ops and time.monotonic() < deadline:
+            while len(inflight) < depth and ops < max_ops:
+                count = rng.randint(1, 16)
+                first = rng.randrange(0, blocks - count + 1)
+                if any(b in busy for b in range(first, first + count)):
+                    break
+                write_id = state['nextId']
+                state['nextId'] += 1
+                data = b''.join(block_bytes(seed, write_id, b) for b in range(first, first + count))
+                fua = rng.random() < 0.1
+                buf = nbd.Buffer.from_bytearray(data)
+                cookie = h.aio_pwrite(buf, first * BLOCK, flags=nbd.CMD_FLAG_FUA if fua else 0)
+                inflight[cookie] = (write_id, first, count, fua, buf)
+                busy.update(range(first, first + count))
+                ops += 1
+            h.poll(-1)
+            for cookie in list(inflight):
+                if not h.aio_command_completed(cookie):
+                    continue
+                write_id, first, count, fua, _ = inflight.pop(cookie)
+                for b in range(first, first + count):
+                    history.setdefault(b, []).append([write_id, fua])
+                    busy.discard(b)
+                if not fua:
+                    pending.append((write_id, first, count))
+            if flush_cookie is not None and h.aio_command_completed(flush_cookie):
+                for w in flush_covers:
+                    mark_durable(*w)
+                flush_cookie = None
+                flushes += 1
+                print(f'flushed {flushes}', flush=True)
+            if flush_cookie is None and len(pending) >= 32:
+                flush_covers, pending = pending, []
+                flush_cookie = h.aio_flush()
+        # Bound reached without a crash: wait for everything and make it durable.
+        while inflight or flush_cookie is not None:
+            h.poll(-1)
+            for cookie in list(inflight):
+                if h.aio_command_completed(cookie):
+                    write_id, first, count, fua, _ = inflight.pop(cookie)
+                    for b in range(first, first + count):
+                        history.setdefault(b, []).append([write_id, fua])
+                    if not fua:
+                        pending.append((write_id, first, count))
+            if flush_cookie is not None and h.aio_command_completed(flush_cookie):
+                for w in flush_covers:
+                    mark_durable(*w)
+                flush_cookie = None
+        h.flush()
+        for w in pending:
+            mark_durable(*w)
+        pending = []
+        h.shutdown()
+    except nbd.Error as err:
+        lost = str(err)
+    # Writes still in flight may or may not have landed: each is the last write of its blocks.
+    for write_id, first, count, _, _ in inflight.values():
+        for b in range(first, first + count):
+            history.setdefault(b, []).append([write_id, False])
+    state['history'] = {str(b): entries for b, entries in history.items()}
+    save_state(state_path, state)
+    durable = sum(1 for entries in history.values() for e in entries if e[1])
+    print(json.dumps({'ops': ops, 'flushes': flushes, 'inFlightAtEnd': len(inflight),
+                      'durableBlockWrites': durable, 'connectionLost': lost}), flush=True)
+
+
+def cmd_verify(uri, state_path):
+    with open(state_path) as f:
+        state = json.load(f)
+    seed = state['seed']
+    blocks = state['blocks']
+    base = state['base']
+    history = {int(b): entries for b, entries in state['history'].items()}
+    h = connect(uri)
+    chunk_blocks = 256
+    bad = []
+    counts = {'blocks': blocks, 'asDurable': 0, 'laterThanDurable': 0, 'unchanged': 0}
+    zero = bytes(BLOCK)
+    for start in range(0, blocks, chunk_blocks):
+        n = min(chunk_blocks, blocks - start)
+        data = h.pread(n * BLOCK, start * BLOCK)
+        for i in range(n):
+            b = start + i
+            got = data[i * BLOCK:(i + 1) * BLOCK]
+            entries = history.get(b, [])
+            last_durable = max((k for k, e in enumerate(entries) if e[1]), default=-1)
+            allowed = [e[0] for e in entries[last_durable:]] if last_durable >= 0 else [base[b]] + [e[0] for e in entries]
+            if got == zero:
+                got_id = 0
+            elif got[:8] == MAGIC:
+                got_id = struct.unpack('<Q', got[8:16])[0]
+            else:
+                got_id = None
+            ok = got_id in allowed and (got == zero if got_id == 0 else got == block_bytes(seed, got_id, b))
+            if not ok:
+                if len(bad) < 20:
+                    bad.append({'block': b, 'offset': b * BLOCK, 'readWrite': got_id, 'allowed': allowed[:8],
+                                'lastDurable': entries[last_durable][0] if last_durable >= 0 else base[b],
+                                'headerHex': got[:24].hex()})
+                continue
+            if not entries:
+                counts['unchanged'] += 1
+            elif last_durable >= 0 and got_id == entries[last_durable][0]:
+                counts['asDurable'] += 1
+            else:
+                counts['laterThanDurable'] += 1
+            base[b] = got_id
+    h.shutdown()
+    if bad:
+        print(json.dumps({'ok': False, 'mismatches': bad, 'counts': counts}), flush=True)
+        sys.exit(1)
+    state['history'] = {}
+    save_state(state_path, state)
+    print(json.dumps({'ok': True, 'counts': counts}), flush=True)
+
+
+def main():
+    args = sys.argv[1:]
+    if len(args) >= 3 and args[0] == 'write':
+        seed = int(args[3]) if len(args) > 3 else 1
+        blocks = int(args[4]) if len(args) > 4 else 4096
+        depth = int(args[5]) if len(args) > 5 else 16
+        max_ops = int(args[6]) if len(args) > 6 else 200000
+        max_seconds = float(args[7]) if len(args) > 7 else 120
+        cmd_write(args[1], args[2], seed, blocks, depth, max_ops, max_seconds)
+    elif len(args) == 3 and args[0] == 'verify':
+        cmd_verify(args[1], args[2])
+    else:
+        raise SystemExit('usage: crashload.py write URI STATE [SEED BLOCKS DEPTH MAX_OPS MAX_SECONDS] | verify URI STATE')
+
+
+if __name__ == '__main__':
+    main()

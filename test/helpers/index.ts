@@ -1,0 +1,9 @@
+/** Shared harness of the integration tests and the benchmark: real node, real clients, cleanup. */
+export { startNode, TesseraNode, tesseraBin } from './node.ts';
+export type { StartNodeOptions, StoreStats } from './node.ts';
+export { run, runOk, spawnTracked, requireTool, requirePythonNbd, makeTempDir, cleanup, cleanupSync } from './process.ts';
+export type { RunResult, RunOptions } from './process.ts';
+export { testSeed, Rng, seededBytes, writeSeededFile, parseSize, KiB, MiB, GiB } from './data.ts';
+export type { Diagnostics } from './data.ts';
+export { nbdcopy, nbdinfo, nbdinfoMap, qemuImg, qemuIo, filesEqual, assertFilesEqual } from './clients.ts';
+export type { MapExtent } from './clients.ts';

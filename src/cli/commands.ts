@@ -46,7 +46,7 @@ export interface Command {
   run(ctx: CommandContext): Promise<void>;
 }
 
-const jsonOption: OptionSpec = { type: 'boolean', description: "Print the API's JSON instead of a table" };
+const jsonOption: OptionSpec = { type: 'boolean', description: "Print the node's JSON reply instead of text" };
 const sizeOption: OptionSpec = { type: 'string', valueName: 'SIZE', description: 'Virtual size: bytes or e.g. 512M, 10G, 1.5T (a multiple of 512 bytes)' };
 
 /** ms since the epoch as an ISO 8601 UTC time to the second. */
@@ -78,12 +78,13 @@ export const commands: Command[] = [
     name: 'disk create',
     args: ['NAME'],
     summary: 'Create an empty (thin) disk',
-    options: { size: sizeOption },
+    options: { size: sizeOption, json: jsonOption },
     examples: ['tessera disk create vm1 --size 20G', 'tessera disk create scratch --size 512M'],
     usesApi: true,
     async run({ args: [name], values, io, client }) {
       const sizeBytes = requireSize(values);
       const disk: DiskInfo = await client().request('POST', '/disks', { body: { name, sizeBytes } });
+      if (values.json) return printJson(io, disk);
       io.stdout(`Created disk ${disk.name} (${formatSize(disk.sizeBytes)})\n`);
     },
   },
@@ -133,12 +134,13 @@ export const commands: Command[] = [
     name: 'disk resize',
     args: ['NAME'],
     summary: 'Grow or shrink a disk (shrinking drops the data past the new end)',
-    options: { size: sizeOption },
+    options: { size: sizeOption, json: jsonOption },
     examples: ['tessera disk resize vm1 --size 40G'],
     usesApi: true,
     async run({ args: [name], values, io, client }) {
       const sizeBytes = requireSize(values);
       const d: DiskInfo = await client().request('POST', `/disks/${seg(name)}/resize`, { body: { sizeBytes } });
+      if (values.json) return printJson(io, d);
       io.stdout(`Resized disk ${d.name} to ${formatSize(d.sizeBytes)}\n`);
     },
   },
@@ -146,12 +148,13 @@ export const commands: Command[] = [
     name: 'disk clone',
     args: ['DISK@SNAP', 'NEWNAME'],
     summary: 'Create a new disk from a snapshot',
-    options: {},
+    options: { json: jsonOption },
     examples: ['tessera disk clone golden@v1 vm2'],
     usesApi: true,
-    async run({ args: [ref, newName], io, client }) {
+    async run({ args: [ref, newName], values, io, client }) {
       const { disk, snap } = parseSnapshotRef(ref);
       const d: DiskInfo = await client().request('POST', `/disks/${seg(disk)}/clone`, { body: { snapshot: snap, name: newName } });
+      if (values.json) return printJson(io, d);
       io.stdout(`Cloned ${disk}@${snap} to disk ${d.name} (${formatSize(d.sizeBytes)})\n`);
     },
   },
@@ -171,11 +174,12 @@ export const commands: Command[] = [
     name: 'snap create',
     args: ['DISK', 'SNAP'],
     summary: 'Take a snapshot of a disk as it is now',
-    options: {},
+    options: { json: jsonOption },
     examples: ['tessera snap create vm1 before-upgrade'],
     usesApi: true,
-    async run({ args: [disk, snap], io, client }) {
+    async run({ args: [disk, snap], values, io, client }) {
       const s: SnapshotInfo = await client().request('POST', `/disks/${seg(disk)}/snapshots`, { body: { name: snap } });
+      if (values.json) return printJson(io, s);
       io.stdout(`Created snapshot ${s.disk}@${s.name}\n`);
     },
   },
@@ -197,11 +201,12 @@ export const commands: Command[] = [
     name: 'snap revert',
     args: ['DISK', 'SNAP'],
     summary: 'Make a disk read as one of its snapshots again (the snapshot is kept)',
-    options: {},
+    options: { json: jsonOption },
     examples: ['tessera snap revert vm1 before-upgrade'],
     usesApi: true,
-    async run({ args: [disk, snap], io, client }) {
-      await client().request('POST', `/disks/${seg(disk)}/snapshots/${seg(snap)}/revert`);
+    async run({ args: [disk, snap], values, io, client }) {
+      const d: DiskInfo = await client().request('POST', `/disks/${seg(disk)}/snapshots/${seg(snap)}/revert`);
+      if (values.json) return printJson(io, d);
       io.stdout(`Reverted disk ${disk} to snapshot ${snap}\n`);
     },
   },
@@ -247,12 +252,13 @@ export const commands: Command[] = [
     name: 'compact',
     args: [],
     summary: 'Reclaim the space of data no disk or snapshot references any more',
-    options: {},
+    options: { json: jsonOption },
     examples: ['tessera compact'],
     usesApi: true,
-    async run({ io, client }) {
+    async run({ values, io, client }) {
       // A pass over a large store can take long; the node keeps serving meanwhile.
       const s = await client().request('POST', '/compact', { timeoutMs: 60 * 60_000 });
+      if (values.json) return printJson(io, s);
       io.stdout(`Compacted: ${s.segmentsRemoved} segments removed, ${formatSize(s.bytesReclaimed)} reclaimed, ${formatSize(s.bytesRewritten)} rewritten\n`);
     },
   },

@@ -1,4 +1,17 @@
-import type { DiskInfo, SnapshotInfo, Volume } from './types.ts';
+/**
+ * A store of thin disks on local storage: the write log (log.ts) holds every block written, the
+ * versioned block index (blockindex.ts) says where each block's data is now and at any snapshot.
+ * Snapshots, clones and revert are metadata over branches of history; see docs/engine.md.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import assert from 'node:assert/strict';
+import { crc32 } from 'node:zlib';
+import { Format, RecordType, EntryKind, type RecordHeader, type Entry, type EntryKindValue } from './format.ts';
+import { WriteLog, comparePositions, ioError, type Append, type LogPosition } from './log.ts';
+import { BlockIndex, type Found } from './blockindex.ts';
+import { EngineError, EngineErrorCode } from './errors.ts';
+import type { DiskInfo, SnapshotInfo, Volume, AllocationExtent, ChangeExtent, WriteOptions, ZeroOptions } from './types.ts';
 
 /** Options of Store.open. */
 export interface StoreOptions {
@@ -6,6 +19,10 @@ export interface StoreOptions {
   dir: string;
   /** Size at which a log segment is sealed and a new one started. Default 256 MiB. */
   segmentBytesMax?: number;
+  /** How often appended records are made durable and moved into the index. Default 200 ms. */
+  syncIntervalMs?: number;
+  /** How often background sweeping and compaction run; 0 disables them. Default 10 s. */
+  maintenanceIntervalMs?: number;
 }
 
 /** Space figures of a store. */
@@ -24,22 +41,1138 @@ export interface CompactStats {
   bytesRewritten: number;
 }
 
-/** A store of thin disks on local storage. Not implemented yet: see docs/engine.md. */
+interface SnapMeta {
+  name: string;
+  branch: number;
+  seq: number;
+  sizeBytes: number;
+  createdMs: number;
+}
+
+interface DiskMeta {
+  name: string;
+  branch: number;
+  sizeBytes: number;
+  createdMs: number;
+  origin: string | null;
+  snapshots: SnapMeta[];
+}
+
+interface BranchMeta {
+  id: number;
+  /** Branch this one forked from, or null for a fresh disk. */
+  parent: number | null;
+  /** Seq on the parent the fork sees (inclusive). */
+  forkSeq: number;
+}
+
+/** An entry visible to readers before the index transaction holding it has committed. */
+interface OverlayRange {
+  seq: number;
+  blockStart: number;
+  blockEnd: number;
+  kind: EntryKindValue;
+}
+
+/** One step of a read path: a branch and the newest seq visible on it. */
+interface ChainLink {
+  branch: number;
+  maxSeq: number;
+}
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const BS = Format.blockBytes;
+const SECTORS = BS / Format.sectorBytes;
+const FULL_MASK = 0xff;
+/** Largest virtual disk: 1 PiB. */
+export const diskBytesMax = 2 ** 50;
+const FORMAT_TAG = 'tessera-store/1';
+
+function sectorMask(fromByte: number, toByte: number): number {
+  // Sectors of one block touched by bytes [fromByte, toByte) (block-relative).
+  const first = Math.floor(fromByte / Format.sectorBytes);
+  const last = Math.ceil(toByte / Format.sectorBytes);
+  let m = 0;
+  for (let s = first; s < last; s++) m |= 1 << s;
+  return m;
+}
+
 export class Store {
-  static async open(opts: StoreOptions): Promise<Store> { throw new Error('todo ' + opts.dir); }
-  async close(): Promise<void> {}
-  listDisks(): DiskInfo[] { return []; }
-  getDisk(name: string): DiskInfo { throw new Error('todo ' + name); }
-  async createDisk(name: string, sizeBytes: number): Promise<DiskInfo> { throw new Error('todo ' + name + sizeBytes); }
-  async deleteDisk(name: string): Promise<void> { throw new Error('todo ' + name); }
-  async resizeDisk(name: string, sizeBytes: number): Promise<DiskInfo> { throw new Error('todo ' + name + sizeBytes); }
-  async createSnapshot(disk: string, snap: string): Promise<SnapshotInfo> { throw new Error('todo ' + disk + snap); }
-  listSnapshots(disk: string): SnapshotInfo[] { throw new Error('todo ' + disk); }
-  async deleteSnapshot(disk: string, snap: string): Promise<void> { throw new Error('todo ' + disk + snap); }
-  async revertDisk(disk: string, snap: string): Promise<DiskInfo> { throw new Error('todo ' + disk + snap); }
-  async cloneDisk(disk: string, snap: string, newName: string): Promise<DiskInfo> { throw new Error('todo ' + disk + snap + newName); }
-  openVolume(disk: string, snap?: string | null): Volume { throw new Error('todo ' + disk + snap); }
-  async flush(): Promise<void> {}
-  async compact(): Promise<CompactStats> { return { segmentsRemoved: 0, bytesReclaimed: 0, bytesRewritten: 0 }; }
-  stats(): StoreStats { return { logBytes: 0, liveBytes: 0, segments: 0 }; }
+  readonly dir: string;
+  private log: WriteLog;
+  private index: BlockIndex;
+  private disks = new Map<string, DiskMeta>();
+  private branches = new Map<number, BranchMeta>();
+  private viewpointCache = new Map<number, number[]>();
+  private seqNext = 1;
+  private branchNext = 1;
+  /** Live data bytes per segment, as committed in the index. */
+  private live = new Map<number, number>();
+  private applied: LogPosition;
+  /** branch → block → entries not yet committed to the index (ascending seq). */
+  private overlay = new Map<number, Map<number, Entry[]>>();
+  private overlayRanges = new Map<number, OverlayRange[]>();
+  private applyQueue: Append[] = [];
+  private applyScheduled = false;
+  private openVolumes = new Map<string, number>();
+  private locks = new Map<string, Promise<void>>();
+  private sweepQueue = new Set<number>();
+  private timers: NodeJS.Timeout[] = [];
+  private closed = false;
+  private maintenance: Promise<unknown> | null = null;
+  private readers = new Map<number, number>();
+
+  private constructor(dir: string, log: WriteLog, index: BlockIndex) {
+    this.dir = dir;
+    this.log = log;
+    this.index = index;
+    this.applied = { segment: 0, offset: 0 };
+  }
+
+  /** Opens (creating if needed) a store and recovers it: replays the log tail into the index. */
+  static async open(opts: StoreOptions): Promise<Store> {
+    fs.mkdirSync(opts.dir, { recursive: true });
+    const tagFile = path.join(opts.dir, 'FORMAT');
+    if (fs.existsSync(tagFile)) {
+      const tag = fs.readFileSync(tagFile, 'utf8').trim();
+      if (tag !== FORMAT_TAG) throw new EngineError(EngineErrorCode.CORRUPT, `Unsupported store format "${tag}" in ${opts.dir}`);
+    } else {
+      fs.writeFileSync(tagFile, FORMAT_TAG + '\n');
+    }
+    const log = WriteLog.open(path.join(opts.dir, 'log'), opts.segmentBytesMax ?? 256 * 1024 * 1024);
+    const index = new BlockIndex(path.join(opts.dir, 'index'));
+    const store = new Store(opts.dir, log, index);
+    await store.recover();
+    log.onDurable = (appends) => store.enqueueApply(appends);
+    const syncMs = opts.syncIntervalMs ?? 200;
+    store.timers.push(setInterval(() => store.backgroundSync(), syncMs).unref());
+    const maintMs = opts.maintenanceIntervalMs ?? 10_000;
+    if (maintMs > 0) store.timers.push(setInterval(() => store.backgroundMaintenance(), maintMs).unref());
+    return store;
+  }
+
+  // ---------------------------------------------------------------- recovery
+
+  private async recover(): Promise<void> {
+    const m = this.index.meta;
+    for (const { key, value } of m.getRange({ start: 'branch/', end: 'branch0' })) this.branches.set(value.id, value as BranchMeta);
+    for (const { key, value } of m.getRange({ start: 'disk/', end: 'disk0' })) this.disks.set((value as DiskMeta).name, value as DiskMeta);
+    this.seqNext = m.get('seqNext') ?? 1;
+    this.branchNext = m.get('branchNext') ?? 1;
+    this.applied = m.get('applied') ?? { segment: 0, offset: 0 };
+    for (const { key, value } of this.index.segments.getRange({})) this.live.set(key, value);
+    this.invalidateViewpoints();
+    // Replay every record after the applied position, segment by segment; each segment's valid
+    // records end at its first torn one, which is cut off.
+    for (const id of this.log.segmentIds()) {
+      if (id < this.applied.segment) continue;
+      const from = id === this.applied.segment ? this.applied.offset : 0;
+      let batch: { header: RecordHeader; segment: number; offset: number; end: number }[] = [];
+      const flush = () => {
+        if (batch.length) this.applyRecords(batch);
+        batch = [];
+      };
+      for await (const rec of this.log.scan(id, from, { payloads: false })) {
+        batch.push(rec);
+        if (batch.length >= 1024) flush();
+      }
+      flush();
+      const end = this.log.validEnd.get(id)!;
+      if (end < this.log.segmentSize(id)) this.log.truncate(id, Math.max(end, Format.segmentHeaderBytes));
+    }
+    this.log.startNewSegment();
+    // Segments left with no live data (e.g. after a crash mid-compaction) are dropped now.
+    this.dropDeadSegments();
+    for (const b of this.branches.keys()) this.sweepQueue.add(b);
+  }
+
+  // ---------------------------------------------------------------- metadata helpers
+
+  private invalidateViewpoints(): void {
+    this.viewpointCache.clear();
+  }
+
+  /**
+   * Points in a branch's history that something can still read: snapshots on it, forks of
+   * child branches, and Infinity when a disk's head is on it. Ascending.
+   */
+  private viewpoints(branch: number): number[] {
+    let v = this.viewpointCache.get(branch);
+    if (v) return v;
+    v = [];
+    for (const d of this.disks.values()) {
+      if (d.branch === branch) v.push(Infinity);
+      for (const s of d.snapshots) if (s.branch === branch) v.push(s.seq);
+    }
+    for (const b of this.branches.values()) if (b.parent === branch) v.push(b.forkSeq);
+    v.sort((a, b) => a - b);
+    this.viewpointCache.set(branch, v);
+    return v;
+  }
+
+  /** Whether some viewpoint v of `branch` has lo ≤ v < hi (a version at lo superseded at hi is still read). */
+  private seenBetween(branch: number, lo: number, hi: number): boolean {
+    for (const v of this.viewpoints(branch)) if (v >= lo && v < hi) return true;
+    return false;
+  }
+
+  private chain(branch: number, maxSeq: number): ChainLink[] {
+    const links: ChainLink[] = [];
+    let b: number | null = branch;
+    let s = maxSeq;
+    while (b !== null) {
+      links.push({ branch: b, maxSeq: s });
+      const meta = this.branches.get(b);
+      assert.ok(meta, `branch ${b} exists`);
+      s = Math.min(s, Infinity);
+      if (meta.parent === null) break;
+      s = meta.forkSeq;
+      b = meta.parent;
+    }
+    return links;
+  }
+
+  private persistDisk(d: DiskMeta): void {
+    this.index.meta.putSync(`disk/${d.name}`, d);
+  }
+
+  private persistBranch(b: BranchMeta): void {
+    this.index.meta.putSync(`branch/${b.id}`, b);
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new EngineError(EngineErrorCode.CLOSED, 'The store is closed');
+  }
+
+  private disk(name: string): DiskMeta {
+    const d = this.disks.get(name);
+    if (!d) throw new EngineError(EngineErrorCode.NOT_FOUND, `No disk named "${name}"`);
+    return d;
+  }
+
+  private snap(d: DiskMeta, name: string): SnapMeta {
+    const s = d.snapshots.find((x) => x.name === name);
+    if (!s) throw new EngineError(EngineErrorCode.NOT_FOUND, `Disk "${d.name}" has no snapshot named "${name}"`);
+    return s;
+  }
+
+  private static checkName(kind: string, name: string): void {
+    if (typeof name !== 'string' || !NAME_RE.test(name)) {
+      throw new EngineError(EngineErrorCode.INVALID, `Invalid ${kind} name "${name}": use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+    }
+  }
+
+  private static checkSize(sizeBytes: number): void {
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % Format.sectorBytes !== 0 || sizeBytes > diskBytesMax) {
+      throw new EngineError(EngineErrorCode.INVALID, `Invalid size ${sizeBytes}: a disk size must be a positive multiple of 512 bytes, at most 1 PiB`);
+    }
+  }
+
+  private info(d: DiskMeta): DiskInfo {
+    return {
+      name: d.name,
+      sizeBytes: d.sizeBytes,
+      allocatedBytes: this.allocatedBytes(d),
+      snapshots: d.snapshots.map((s) => s.name),
+      origin: d.origin,
+      createdMs: d.createdMs,
+    };
+  }
+
+  private allocatedBytes(d: DiskMeta): number {
+    let n = 0;
+    const blocks = Math.ceil(d.sizeBytes / BS);
+    this.visible(this.chain(d.branch, Infinity), 0, blocks, (_b, e) => {
+      if (e.kind === EntryKind.DATA) n += BS;
+    });
+    return n;
+  }
+
+  // ---------------------------------------------------------------- public: disks
+
+  listDisks(): DiskInfo[] {
+    return [...this.disks.values()].sort((a, b) => a.name.localeCompare(b.name)).map((d) => this.info(d));
+  }
+
+  getDisk(name: string): DiskInfo {
+    return this.info(this.disk(name));
+  }
+
+  async createDisk(name: string, sizeBytes: number): Promise<DiskInfo> {
+    this.checkOpen();
+    Store.checkName('disk', name);
+    Store.checkSize(sizeBytes);
+    if (this.disks.has(name)) throw new EngineError(EngineErrorCode.EXISTS, `A disk named "${name}" exists already`);
+    const branch: BranchMeta = { id: this.branchNext++, parent: null, forkSeq: 0 };
+    const d: DiskMeta = { name, branch: branch.id, sizeBytes, createdMs: Date.now(), origin: null, snapshots: [] };
+    this.index.root.transactionSync(() => {
+      this.persistBranch(branch);
+      this.persistDisk(d);
+      this.index.meta.putSync('branchNext', this.branchNext);
+    });
+    this.branches.set(branch.id, branch);
+    this.disks.set(name, d);
+    this.invalidateViewpoints();
+    return this.info(d);
+  }
+
+  async deleteDisk(name: string): Promise<void> {
+    this.checkOpen();
+    const d = this.disk(name);
+    const users = this.openVolumes.get(name) ?? 0;
+    if (users > 0) throw new EngineError(EngineErrorCode.IN_USE, `Disk "${name}" is in use by ${users} open connection(s)`);
+    this.index.root.transactionSync(() => this.index.meta.removeSync(`disk/${name}`));
+    this.disks.delete(name);
+    this.invalidateViewpoints();
+    this.sweepQueue.add(d.branch);
+    for (const s of d.snapshots) this.sweepQueue.add(s.branch);
+  }
+
+  async resizeDisk(name: string, sizeBytes: number): Promise<DiskInfo> {
+    this.checkOpen();
+    const d = this.disk(name);
+    Store.checkSize(sizeBytes);
+    if (sizeBytes < d.sizeBytes) {
+      // Shrinking deallocates the cut-off part, so growing again later reads zeroes there.
+      await this.zeroRange(d, sizeBytes, d.sizeBytes - sizeBytes, RecordType.TRIM, true);
+    }
+    d.sizeBytes = sizeBytes;
+    this.index.root.transactionSync(() => this.persistDisk(d));
+    return this.info(d);
+  }
+
+  // ---------------------------------------------------------------- public: snapshots
+
+  listSnapshots(disk: string): SnapshotInfo[] {
+    const d = this.disk(disk);
+    return d.snapshots.map((s) => ({ name: s.name, disk: d.name, sizeBytes: s.sizeBytes, seq: s.seq, createdMs: s.createdMs }));
+  }
+
+  async createSnapshot(disk: string, snap: string): Promise<SnapshotInfo> {
+    this.checkOpen();
+    const d = this.disk(disk);
+    Store.checkName('snapshot', snap);
+    if (d.snapshots.some((s) => s.name === snap)) throw new EngineError(EngineErrorCode.EXISTS, `Disk "${disk}" has a snapshot named "${snap}" already`);
+    // The snapshot is a point in the log: every write with a lower seq is in it. It is made
+    // durable with those writes, like a flush.
+    const s: SnapMeta = { name: snap, branch: d.branch, seq: this.seqNext - 1, sizeBytes: d.sizeBytes, createdMs: Date.now() };
+    d.snapshots.push(s);
+    this.invalidateViewpoints();
+    try {
+      await this.log.sync();
+      this.index.root.transactionSync(() => this.persistDisk(d));
+    } catch (err) {
+      d.snapshots = d.snapshots.filter((x) => x !== s);
+      this.invalidateViewpoints();
+      throw err;
+    }
+    return { name: s.name, disk, sizeBytes: s.sizeBytes, seq: s.seq, createdMs: s.createdMs };
+  }
+
+  async deleteSnapshot(disk: string, snap: string): Promise<void> {
+    this.checkOpen();
+    const d = this.disk(disk);
+    const s = this.snap(d, snap);
+    d.snapshots = d.snapshots.filter((x) => x !== s);
+    this.index.root.transactionSync(() => this.persistDisk(d));
+    this.invalidateViewpoints();
+    // Clones forked from it keep their own viewpoint, so what they read stays.
+    this.sweepQueue.add(s.branch);
+  }
+
+  async revertDisk(disk: string, snap: string): Promise<DiskInfo> {
+    this.checkOpen();
+    const d = this.disk(disk);
+    const s = this.snap(d, snap);
+    const old = d.branch;
+    const branch: BranchMeta = { id: this.branchNext++, parent: s.branch, forkSeq: s.seq };
+    d.branch = branch.id;
+    d.sizeBytes = s.sizeBytes;
+    this.index.root.transactionSync(() => {
+      this.persistBranch(branch);
+      this.persistDisk(d);
+      this.index.meta.putSync('branchNext', this.branchNext);
+    });
+    this.branches.set(branch.id, branch);
+    this.invalidateViewpoints();
+    this.sweepQueue.add(old);
+    return this.info(d);
+  }
+
+  async cloneDisk(disk: string, snap: string, newName: string): Promise<DiskInfo> {
+    this.checkOpen();
+    const d = this.disk(disk);
+    const s = this.snap(d, snap);
+    Store.checkName('disk', newName);
+    if (this.disks.has(newName)) throw new EngineError(EngineErrorCode.EXISTS, `A disk named "${newName}" exists already`);
+    const branch: BranchMeta = { id: this.branchNext++, parent: s.branch, forkSeq: s.seq };
+    const c: DiskMeta = { name: newName, branch: branch.id, sizeBytes: s.sizeBytes, createdMs: Date.now(), origin: `${disk}@${snap}`, snapshots: [] };
+    this.index.root.transactionSync(() => {
+      this.persistBranch(branch);
+      this.persistDisk(c);
+      this.index.meta.putSync('branchNext', this.branchNext);
+    });
+    this.branches.set(branch.id, branch);
+    this.disks.set(newName, c);
+    this.invalidateViewpoints();
+    return this.info(c);
+  }
+
+  // ---------------------------------------------------------------- public: volumes
+
+  openVolume(disk: string, snap?: string | null): Volume {
+    this.checkOpen();
+    const d = this.disk(disk);
+    if (snap != null) this.snap(d, snap);
+    this.openVolumes.set(disk, (this.openVolumes.get(disk) ?? 0) + 1);
+    return new StoreVolume(this, d.name, snap ?? null);
+  }
+
+  /** @internal */
+  releaseVolume(disk: string): void {
+    const n = (this.openVolumes.get(disk) ?? 1) - 1;
+    if (n <= 0) this.openVolumes.delete(disk);
+    else this.openVolumes.set(disk, n);
+  }
+
+  /** Makes everything acknowledged so far durable. */
+  async flush(): Promise<void> {
+    this.checkOpen();
+    await this.log.sync();
+  }
+
+  stats(): StoreStats {
+    let liveBytes = 0;
+    for (const v of this.live.values()) liveBytes += v;
+    return { logBytes: this.log.totalBytes(), liveBytes, segments: this.log.segmentIds().length };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const t of this.timers) clearInterval(t);
+    if (this.maintenance) await this.maintenance.catch(() => {});
+    await this.log.sync().catch(() => {});
+    this.applyNow();
+    this.log.close();
+    await this.index.close();
+  }
+
+  // ---------------------------------------------------------------- I/O (used by StoreVolume)
+
+  /** @internal Resolves what a volume reads: its disk's head, or a snapshot. */
+  target(disk: string, snap: string | null): { d: DiskMeta; links: ChainLink[]; sizeBytes: number; readOnly: boolean } {
+    this.checkOpen();
+    const d = this.disk(disk);
+    if (snap === null) return { d, links: this.chain(d.branch, Infinity), sizeBytes: d.sizeBytes, readOnly: false };
+    const s = this.snap(d, snap);
+    return { d, links: this.chain(s.branch, s.seq), sizeBytes: s.sizeBytes, readOnly: true };
+  }
+
+  /**
+   * Calls visit(block, entry, branch) for each block in [blockStart, blockEnd) that has a
+   * visible version along the chain, in block order. Blocks with none are holes.
+   */
+  private visible(links: ChainLink[], blockStart: number, blockEnd: number, visit: (block: number, e: Entry, branch: number) => void): void {
+    const hasRanges = links.some((l) => this.overlayRanges.has(l.branch));
+    if (links.length === 1 && !hasRanges) {
+      this.visibleOn(links[0], blockStart, blockEnd, visit);
+      return;
+    }
+    const found = new Map<number, { e: Entry; branch: number; level: number }>();
+    links.forEach((link, level) => {
+      this.visibleOn(link, blockStart, blockEnd, (block, e, branch) => {
+        if (!found.has(block)) found.set(block, { e, branch, level });
+      });
+    });
+    // Zero/trim ranges not yet in the index shadow what their branch and its ancestors hold.
+    // Blocks holding nothing anywhere stay holes, as they will once the range is indexed.
+    links.forEach((link, level) => {
+      for (const r of this.overlayRanges.get(link.branch) ?? []) {
+        if (r.seq > link.maxSeq) continue;
+        for (const [block, f] of found) {
+          if (block < r.blockStart || block >= r.blockEnd) continue;
+          if (f.level > level || (f.level === level && f.e.seq < r.seq)) {
+            found.set(block, { e: { seq: r.seq, kind: r.kind, mask: FULL_MASK, segment: 0, offset: 0 }, branch: link.branch, level });
+          }
+        }
+      }
+    });
+    for (const block of [...found.keys()].sort((x, y) => x - y)) {
+      const f = found.get(block)!;
+      visit(block, f.e, f.branch);
+    }
+  }
+
+  /** visible() for one link: index versions merged with not-yet-committed block versions. */
+  private visibleOn(link: ChainLink, blockStart: number, blockEnd: number, visit: (block: number, e: Entry, branch: number) => void): void {
+    const { branch, maxSeq } = link;
+    const ob = this.overlay.get(branch);
+    if (!ob?.size) {
+      this.index.scanLatest(branch, blockStart, blockEnd, maxSeq, (f) => visit(f.block, f, branch));
+      return;
+    }
+    const merged = new Map<number, Entry>();
+    this.index.scanLatest(branch, blockStart, blockEnd, maxSeq, (f) => {
+      merged.set(f.block, f);
+    });
+    const consider = (block: number, list: Entry[]) => {
+      for (let i = list.length - 1; i >= 0; i--) {
+        if (list[i].seq > maxSeq) continue;
+        const cur = merged.get(block);
+        if (!cur || list[i].seq > cur.seq) merged.set(block, list[i]);
+        return;
+      }
+    };
+    if (blockEnd - blockStart < ob.size) {
+      for (let b = blockStart; b < blockEnd; b++) {
+        const list = ob.get(b);
+        if (list) consider(b, list);
+      }
+    } else {
+      for (const [b, list] of ob) if (b >= blockStart && b < blockEnd) consider(b, list);
+    }
+    for (const block of [...merged.keys()].sort((x, y) => x - y)) visit(block, merged.get(block)!, branch);
+  }
+
+  /** @internal Reads whole blocks [blockStart, blockEnd) of a chain into `out` (length = blocks × 4 KiB). */
+  async readBlocks(links: ChainLink[], blockStart: number, blockEnd: number, out: Buffer): Promise<void> {
+    const runs: { segment: number; offset: number; at: number; length: number }[] = [];
+    let filled = 0; // bytes of `out` accounted for (holes zeroed up to here)
+    const zeroTo = (at: number) => {
+      if (at > filled) out.fill(0, filled, at);
+    };
+    this.visible(links, blockStart, blockEnd, (block, e) => {
+      const at = (block - blockStart) * BS;
+      zeroTo(at);
+      filled = at + BS;
+      if (e.kind !== EntryKind.DATA) {
+        out.fill(0, at, at + BS);
+        return;
+      }
+      const last = runs[runs.length - 1];
+      if (last && last.segment === e.segment && last.offset + last.length === e.offset && last.at + last.length === at) last.length += BS;
+      else runs.push({ segment: e.segment, offset: e.offset, at, length: BS });
+    });
+    zeroTo(out.length);
+    // The reads are issued in this same turn as the lookup, so the compactor cannot remove a
+    // segment between them; the reader count keeps it until they finish.
+    for (const r of runs) this.readers.set(r.segment, (this.readers.get(r.segment) ?? 0) + 1);
+    try {
+      await Promise.all(runs.map((r) => this.log.readInto(r.segment, r.offset, out.subarray(r.at, r.at + r.length))));
+    } finally {
+      for (const r of runs) {
+        const n = this.readers.get(r.segment)! - 1;
+        if (n) this.readers.set(r.segment, n);
+        else this.readers.delete(r.segment);
+      }
+    }
+  }
+
+  /** @internal Serialises read-modify-write of one block. */
+  async withBlockLocks<T>(branch: number, blocks: number[], fn: () => Promise<T>): Promise<T> {
+    const keys = blocks.map((b) => `${branch}:${b}`);
+    const prior = keys.map((k) => this.locks.get(k)).filter((p): p is Promise<void> => !!p);
+    let release!: () => void;
+    const mine = new Promise<void>((r) => (release = r));
+    for (const k of keys) this.locks.set(k, mine);
+    try {
+      if (prior.length) await Promise.all(prior);
+      return await fn();
+    } finally {
+      for (const k of keys) if (this.locks.get(k) === mine) this.locks.delete(k);
+      release();
+    }
+  }
+
+  /** @internal Appends whole blocks of data to a disk's head; resolves when written (and durable with fua). */
+  async appendData(d: DiskMeta, blockStart: number, payload: Buffer, maskFirst: number, maskLast: number, fua: boolean): Promise<void> {
+    this.checkOpen();
+    const blockCount = payload.length / BS;
+    assert.ok(Number.isInteger(blockCount) && blockCount > 0);
+    const writes: Promise<void>[] = [];
+    const per = Format.recordPayloadBytesMax / BS;
+    for (let i = 0; i < blockCount; i += per) {
+      const n = Math.min(per, blockCount - i);
+      const part = n === blockCount ? payload : payload.subarray(i * BS, (i + n) * BS);
+      const header: RecordHeader = {
+        type: RecordType.WRITE,
+        seq: this.seqNext++,
+        branch: d.branch,
+        blockStart: blockStart + i,
+        blockCount: n,
+        maskFirst: i === 0 ? maskFirst : FULL_MASK,
+        maskLast: i + n === blockCount ? maskLast : FULL_MASK,
+        payloadBytes: part.length,
+        payloadCrc: crc32(part),
+      };
+      writes.push(this.appendRecord(header, part));
+    }
+    await Promise.all(writes);
+    if (fua) await this.log.sync();
+  }
+
+  /** @internal Appends a ZERO or TRIM record over whole blocks. */
+  async appendZero(d: DiskMeta, blockStart: number, blockCount: number, type: typeof RecordType.ZERO | typeof RecordType.TRIM, fua: boolean): Promise<void> {
+    this.checkOpen();
+    const header: RecordHeader = {
+      type, seq: this.seqNext++, branch: d.branch, blockStart, blockCount, maskFirst: FULL_MASK, maskLast: FULL_MASK, payloadBytes: 0, payloadCrc: 0,
+    };
+    await this.appendRecord(header, null);
+    if (fua) await this.log.sync();
+  }
+
+  private async appendRecord(header: RecordHeader, payload: Buffer | null): Promise<void> {
+    const { append, written } = this.log.append(header, payload);
+    await written;
+    this.addToOverlay(append);
+  }
+
+  private addToOverlay(a: Append): void {
+    const h = a.header;
+    if (h.type === RecordType.WRITE) {
+      let ob = this.overlay.get(h.branch);
+      if (!ob) this.overlay.set(h.branch, (ob = new Map()));
+      const dataOffset = a.offset + Format.recordHeaderBytes;
+      for (let i = 0; i < h.blockCount; i++) {
+        const e: Entry = {
+          seq: h.seq,
+          kind: EntryKind.DATA,
+          mask: i === 0 ? h.maskFirst : i === h.blockCount - 1 ? h.maskLast : FULL_MASK,
+          segment: a.segment,
+          offset: dataOffset + i * BS,
+        };
+        const list = ob.get(h.blockStart + i);
+        if (!list) ob.set(h.blockStart + i, [e]);
+        else {
+          list.push(e);
+          list.sort((x, y) => x.seq - y.seq);
+        }
+      }
+    } else if (h.type === RecordType.ZERO || h.type === RecordType.TRIM) {
+      let rs = this.overlayRanges.get(h.branch);
+      if (!rs) this.overlayRanges.set(h.branch, (rs = []));
+      rs.push({ seq: h.seq, blockStart: h.blockStart, blockEnd: h.blockStart + h.blockCount, kind: h.type === RecordType.ZERO ? EntryKind.ZERO : EntryKind.HOLE });
+    }
+  }
+
+  private removeFromOverlay(a: Append): void {
+    const h = a.header;
+    if (h.type === RecordType.WRITE) {
+      const ob = this.overlay.get(h.branch);
+      if (!ob) return;
+      for (let i = 0; i < h.blockCount; i++) {
+        const list = ob.get(h.blockStart + i);
+        if (!list) continue;
+        const j = list.findIndex((e) => e.seq === h.seq);
+        if (j >= 0) list.splice(j, 1);
+        if (!list.length) ob.delete(h.blockStart + i);
+      }
+      if (!ob.size) this.overlay.delete(h.branch);
+    } else if (h.type === RecordType.ZERO || h.type === RecordType.TRIM) {
+      const rs = this.overlayRanges.get(h.branch);
+      if (!rs) return;
+      const j = rs.findIndex((r) => r.seq === h.seq);
+      if (j >= 0) rs.splice(j, 1);
+      if (!rs.length) this.overlayRanges.delete(h.branch);
+    }
+  }
+
+  /** @internal Zeroes or deallocates a byte range of a disk's head. */
+  async zeroRange(d: DiskMeta, offset: number, length: number, type: typeof RecordType.ZERO | typeof RecordType.TRIM, fua: boolean): Promise<void> {
+    const end = offset + length;
+    const firstFull = Math.ceil(offset / BS);
+    const lastFull = Math.floor(end / BS);
+    const work: Promise<void>[] = [];
+    // Partial blocks at the edges are rewritten with zeroes in place (read-modify-write).
+    const edge = async (block: number) => {
+      const from = Math.max(offset, block * BS);
+      const to = Math.min(end, (block + 1) * BS);
+      await this.withBlockLocks(d.branch, [block], async () => {
+        const buf = Buffer.allocUnsafe(BS);
+        await this.readBlocks(this.chain(d.branch, Infinity), block, block + 1, buf);
+        const rel = from - block * BS;
+        if (buf.subarray(rel, rel + (to - from)).every((x) => x === 0)) return;
+        buf.fill(0, rel, rel + (to - from));
+        const m = sectorMask(rel, rel + (to - from));
+        await this.appendData(d, block, buf, m, m, false);
+      });
+    };
+    if (firstFull > lastFull) {
+      work.push(edge(Math.floor(offset / BS)));
+    } else {
+      if (offset % BS) work.push(edge(Math.floor(offset / BS)));
+      if (end % BS) work.push(edge(Math.floor(end / BS)));
+      if (lastFull > firstFull) work.push(this.appendZero(d, firstFull, lastFull - firstFull, type, false));
+    }
+    await Promise.all(work);
+    if (fua) await this.log.sync();
+  }
+
+  // ---------------------------------------------------------------- applying the log to the index
+
+  private backgroundSync(): void {
+    if (this.closed || !this.log.hasUnsynced) return;
+    this.log.sync().catch(() => {
+      // A failing sync surfaces to the next flush/FUA caller; nothing to do here.
+    });
+  }
+
+  private enqueueApply(appends: Append[]): void {
+    for (const a of appends) this.applyQueue.push(a);
+    if (this.applyScheduled) return;
+    this.applyScheduled = true;
+    setImmediate(() => {
+      this.applyScheduled = false;
+      this.applyNow();
+    });
+  }
+
+  private applyNow(): void {
+    if (!this.applyQueue.length) return;
+    const batch = this.applyQueue;
+    this.applyQueue = [];
+    this.applyRecords(batch.map((a) => ({ header: a.header, segment: a.segment, offset: a.offset, end: a.end })));
+    for (const a of batch) this.removeFromOverlay(a);
+  }
+
+  /**
+   * Applies records, in log order, to the index in one transaction that also records how far the
+   * log has been applied — so each record is applied exactly once, live or on replay.
+   */
+  private applyRecords(recs: { header: RecordHeader; segment: number; offset: number; end: number }[]): void {
+    const delta = new Map<number, number>();
+    const add = (seg: number, n: number) => delta.set(seg, (delta.get(seg) ?? 0) + n);
+    let seqMax = this.seqNext - 1;
+    this.index.root.transactionSync(() => {
+      for (const r of recs) {
+        const h = r.header;
+        if (h.seq > seqMax) seqMax = h.seq;
+        if (!this.branches.has(h.branch)) continue; // the branch died since
+        if (h.type === RecordType.RELOCATE) this.applyRelocate(h, r.segment, r.offset, add);
+        else this.applyVersions(h, r.segment, r.offset, add);
+      }
+      const last = recs[recs.length - 1];
+      const pos = { segment: last.segment, offset: last.end };
+      if (comparePositions(pos, this.applied) > 0) this.applied = pos;
+      this.index.meta.putSync('applied', this.applied);
+      this.index.meta.putSync('seqNext', seqMax + 1);
+      for (const [seg, n] of delta) {
+        const v = (this.live.get(seg) ?? 0) + n;
+        assert.ok(v >= 0, `live bytes of segment ${seg} stay non-negative`);
+        this.index.segments.putSync(seg, v);
+      }
+    });
+    for (const [seg, n] of delta) this.live.set(seg, (this.live.get(seg) ?? 0) + n);
+    if (seqMax + 1 > this.seqNext) this.seqNext = seqMax + 1;
+  }
+
+  private applyVersions(h: RecordHeader, segment: number, offset: number, add: (seg: number, n: number) => void): void {
+    const views = this.viewpoints(h.branch);
+    // A version nothing can ever read (its branch lost its head since) is not indexed at all.
+    if (!views.length || views[views.length - 1] < h.seq) return;
+    const kind: EntryKindValue = h.type === RecordType.WRITE ? EntryKind.DATA : h.type === RecordType.ZERO ? EntryKind.ZERO : EntryKind.HOLE;
+    const end = h.blockStart + h.blockCount;
+    const place = (block: number, e: Entry) => {
+      const prev = this.index.latest(h.branch, block, h.seq - 1);
+      if (prev && !this.seenBetween(h.branch, prev.seq, h.seq)) {
+        this.index.remove(h.branch, block, prev.seq);
+        if (prev.kind === EntryKind.DATA) add(prev.segment, -BS);
+        e.mask |= prev.mask;
+      }
+      this.index.put(h.branch, block, e);
+      if (e.kind === EntryKind.DATA) add(e.segment, BS);
+    };
+    if (kind === EntryKind.DATA) {
+      const dataOffset = offset + Format.recordHeaderBytes;
+      for (let i = 0; i < h.blockCount; i++) {
+        const mask = i === 0 ? h.maskFirst : i === h.blockCount - 1 ? h.maskLast : FULL_MASK;
+        place(h.blockStart + i, { seq: h.seq, kind, mask, segment, offset: dataOffset + i * BS });
+      }
+      return;
+    }
+    // Zeroes and trims only need a version where something is there to shadow.
+    const blocks: number[] = [];
+    this.visible(this.chain(h.branch, h.seq - 1), h.blockStart, end, (block, e) => {
+      if (e.kind !== kind) blocks.push(block);
+    });
+    for (const block of blocks) place(block, { seq: h.seq, kind, mask: FULL_MASK, segment: 0, offset: 0 });
+  }
+
+  private applyRelocate(h: RecordHeader, segment: number, offset: number, add: (seg: number, n: number) => void): void {
+    const dataOffset = offset + Format.recordHeaderBytes;
+    for (let i = 0; i < h.blockCount; i++) {
+      const block = h.blockStart + i;
+      const e = this.index.get(h.branch, block, h.seq);
+      if (!e || e.kind !== EntryKind.DATA) continue; // died since the compactor copied it
+      add(e.segment, -BS);
+      e.segment = segment;
+      e.offset = dataOffset + i * BS;
+      this.index.put(h.branch, block, e);
+      add(segment, BS);
+    }
+  }
+
+  // ---------------------------------------------------------------- sweeping and compaction
+
+  private backgroundMaintenance(): void {
+    if (this.closed || this.maintenance) return;
+    this.maintenance = this.maintain({ compactBelow: 0.25 }).catch(() => {}).finally(() => (this.maintenance = null));
+  }
+
+  /**
+   * Runs a compaction pass now: sweeps versions no snapshot, clone or disk can read any more,
+   * drops segments left without live data, and rewrites the live data of mostly-dead segments.
+   */
+  async compact(): Promise<CompactStats> {
+    this.checkOpen();
+    while (this.maintenance) await this.maintenance.catch(() => {});
+    const p = this.maintain({ compactBelow: 0.5 });
+    this.maintenance = p.catch(() => {}).finally(() => (this.maintenance = null));
+    return p;
+  }
+
+  private async maintain(opts: { compactBelow: number }): Promise<CompactStats> {
+    const stats: CompactStats = { segmentsRemoved: 0, bytesReclaimed: 0, bytesRewritten: 0 };
+    await this.log.sync();
+    this.applyNow();
+    while (this.sweepQueue.size) {
+      const [branch] = this.sweepQueue;
+      this.sweepQueue.delete(branch);
+      await this.sweep(branch);
+    }
+    for (const id of this.log.segmentIds()) {
+      if (this.closed) break;
+      if (id === this.log.activeSegment) continue;
+      const size = this.log.segmentSize(id);
+      const live = this.live.get(id) ?? 0;
+      if (live === 0 || live >= size * opts.compactBelow) continue;
+      stats.bytesRewritten += await this.relocate(id);
+    }
+    await this.log.sync();
+    this.applyNow();
+    const dropped = this.dropDeadSegments();
+    stats.segmentsRemoved = dropped.count;
+    stats.bytesReclaimed = dropped.bytes;
+    return stats;
+  }
+
+  /**
+   * Removes the versions of a branch that no viewpoint reads any more; a branch left with no
+   * viewpoints at all goes entirely, and its fork stops holding its parent. Works in chunks.
+   */
+  private async sweep(branch: number): Promise<void> {
+    if (!this.branches.has(branch)) return;
+    const views = this.viewpoints(branch);
+    let from = 0;
+    for (;;) {
+      const delta = new Map<number, number>();
+      let next = -1;
+      this.index.root.transactionSync(() => {
+        let count = 0;
+        let block = -1;
+        let newer: Found | null = null;
+        const doomed: Found[] = [];
+        const merges: Found[] = [];
+        for (const v of this.index.versions(branch, from)) {
+          if (v.block !== block) {
+            if (count >= 20_000) {
+              next = v.block;
+              break;
+            }
+            block = v.block;
+            newer = null;
+          }
+          count++;
+          const hi = newer ? newer.seq : Infinity;
+          const read = views.some((x) => x >= v.seq && x < hi);
+          if (!read) {
+            doomed.push(v);
+            if (newer) {
+              newer.mask |= v.mask;
+              merges.push(newer);
+            }
+          } else newer = v;
+        }
+        for (const v of doomed) {
+          this.index.remove(branch, v.block, v.seq);
+          if (v.kind === EntryKind.DATA) delta.set(v.segment, (delta.get(v.segment) ?? 0) - BS);
+        }
+        for (const m of merges) if (!doomed.includes(m)) this.index.put(branch, m.block, m);
+        for (const [seg, n] of delta) this.index.segments.putSync(seg, (this.live.get(seg) ?? 0) + n);
+      });
+      for (const [seg, n] of delta) this.live.set(seg, (this.live.get(seg) ?? 0) + n);
+      if (next < 0) break;
+      from = next;
+      await new Promise((r) => setImmediate(r));
+    }
+    if (!views.length) {
+      // Nothing reads this branch: it is gone, and so is its hold on its parent.
+      const meta = this.branches.get(branch)!;
+      this.index.root.transactionSync(() => this.index.meta.removeSync(`branch/${branch}`));
+      this.branches.delete(branch);
+      this.invalidateViewpoints();
+      this.overlay.delete(branch);
+      this.overlayRanges.delete(branch);
+      if (meta.parent !== null) await this.sweep(meta.parent);
+    }
+  }
+
+  /** Copies the live blocks of a sealed segment forward as RELOCATE records; returns bytes copied. */
+  private async relocate(segment: number): Promise<number> {
+    let copied = 0;
+    const writes: Promise<void>[] = [];
+    for await (const rec of this.log.scan(segment, 0, { payloads: true })) {
+      const h = rec.header;
+      if ((h.type !== RecordType.WRITE && h.type !== RecordType.RELOCATE) || !rec.payload) continue;
+      if (!this.branches.has(h.branch)) continue;
+      const dataOffset = rec.offset + Format.recordHeaderBytes;
+      let runStart = -1;
+      const flushRun = (endIdx: number) => {
+        if (runStart < 0) return;
+        const payload = Buffer.from(rec.payload!.subarray(runStart * BS, endIdx * BS));
+        const header: RecordHeader = {
+          type: RecordType.RELOCATE, seq: h.seq, branch: h.branch, blockStart: h.blockStart + runStart, blockCount: endIdx - runStart,
+          maskFirst: FULL_MASK, maskLast: FULL_MASK, payloadBytes: payload.length, payloadCrc: crc32(payload),
+        };
+        copied += payload.length;
+        writes.push(this.log.append(header, payload).written);
+        runStart = -1;
+      };
+      for (let i = 0; i < h.blockCount; i++) {
+        const e = this.index.get(h.branch, h.blockStart + i, h.seq);
+        const live = !!e && e.kind === EntryKind.DATA && e.segment === segment && e.offset === dataOffset + i * BS;
+        if (live && runStart < 0) runStart = i;
+        if (!live) flushRun(i);
+      }
+      flushRun(h.blockCount);
+      if (writes.length > 64) await Promise.all(writes.splice(0));
+    }
+    await Promise.all(writes);
+    return copied;
+  }
+
+  /** Deletes sealed, fully applied segments that hold no live data; returns what was freed. */
+  private dropDeadSegments(): { count: number; bytes: number } {
+    let count = 0;
+    let bytes = 0;
+    for (const id of this.log.segmentIds()) {
+      if (id === this.log.activeSegment || (this.live.get(id) ?? 0) > 0 || this.readers.has(id)) continue;
+      if (id > this.applied.segment || (id === this.applied.segment && this.applied.offset < this.log.segmentSize(id))) continue;
+      if (this.log.hasPendingIn(id)) continue;
+      bytes += this.log.segmentSize(id);
+      this.log.removeSegment(id);
+      this.index.root.transactionSync(() => this.index.segments.removeSync(id));
+      this.live.delete(id);
+      count++;
+    }
+    return { count, bytes };
+  }
+
+  // ---------------------------------------------------------------- change tracking
+
+  /** @internal Per block in range: sectors changed between a snapshot and a volume's view (0 = none). */
+  changedMasks(from: ChainLink[], to: ChainLink[], blockStart: number, blockEnd: number): Map<number, number> {
+    const out = new Map<number, number>();
+    if (from[0].branch === to[0].branch && from.length === to.length) {
+      // Same line of history: the versions newer than the snapshot are the changes, and their
+      // masks say which sectors changed.
+      const { branch } = to[0];
+      const lo = from[0].maxSeq;
+      const hi = to[0].maxSeq;
+      const ob = this.overlay.get(branch);
+      for (const v of this.index.versions(branch, blockStart)) {
+        if (v.block >= blockEnd) break;
+        if (v.seq > lo && v.seq <= hi) out.set(v.block, (out.get(v.block) ?? 0) | v.mask);
+      }
+      if (ob) {
+        for (const [block, list] of ob) {
+          if (block < blockStart || block >= blockEnd) continue;
+          for (const e of list) if (e.seq > lo && e.seq <= hi) out.set(block, (out.get(block) ?? 0) | e.mask);
+        }
+      }
+      for (const r of this.overlayRanges.get(branch) ?? []) {
+        if (r.seq <= lo || r.seq > hi) continue;
+        this.visible(from, Math.max(r.blockStart, blockStart), Math.min(r.blockEnd, blockEnd), (block, e) => {
+          if (e.kind === EntryKind.DATA) out.set(block, FULL_MASK);
+        });
+      }
+      return out;
+    }
+    // Different lines (after a revert, or a clone): compare what each side sees.
+    const a = new Map<number, string>();
+    this.visible(from, blockStart, blockEnd, (block, e, branch) => a.set(block, `${branch}:${e.seq}:${e.kind}`));
+    const seen = new Set<number>();
+    this.visible(to, blockStart, blockEnd, (block, e, branch) => {
+      seen.add(block);
+      if (a.get(block) !== `${branch}:${e.seq}:${e.kind}`) out.set(block, FULL_MASK);
+    });
+    for (const block of a.keys()) if (!seen.has(block)) out.set(block, FULL_MASK);
+    return out;
+  }
+
+  /** @internal Runs of allocation state over whole blocks. */
+  allocation(links: ChainLink[], blockStart: number, blockEnd: number): { block: number; state: 0 | 1 | 2 }[] {
+    // state: 0 = data, 1 = zero (allocated), 2 = hole
+    const out: { block: number; state: 0 | 1 | 2 }[] = [];
+    this.visible(links, blockStart, blockEnd, (block, e) => {
+      out.push({ block, state: e.kind === EntryKind.DATA ? 0 : e.kind === EntryKind.ZERO ? 1 : 2 });
+    });
+    return out;
+  }
+}
+
+/** A handle on a disk's head or one of its snapshots. */
+class StoreVolume implements Volume {
+  readonly disk: string;
+  readonly snapshot: string | null;
+  readonly readOnly: boolean;
+  readonly blockBytes = BS;
+  private store: Store;
+  private closed = false;
+
+  constructor(store: Store, disk: string, snapshot: string | null) {
+    this.store = store;
+    this.disk = disk;
+    this.snapshot = snapshot;
+    this.readOnly = snapshot !== null;
+  }
+
+  get sizeBytes(): number {
+    return this.store.target(this.disk, this.snapshot).sizeBytes;
+  }
+
+  private check(offset: number, length: number, write: boolean) {
+    if (this.closed) throw new EngineError(EngineErrorCode.CLOSED, 'The volume is closed');
+    const t = this.store.target(this.disk, this.snapshot);
+    if (write && t.readOnly) throw new EngineError(EngineErrorCode.READ_ONLY, `Snapshot ${this.disk}@${this.snapshot} is read-only`);
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
+      throw new EngineError(EngineErrorCode.INVALID, `Invalid range offset=${offset} length=${length}`);
+    }
+    if (offset + length > t.sizeBytes) {
+      throw new EngineError(EngineErrorCode.OUT_OF_RANGE, `Range ${offset}+${length} is past the end of the disk (${t.sizeBytes} bytes)`);
+    }
+    return t;
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    const t = this.check(offset, length, false);
+    if (length === 0) return Buffer.alloc(0);
+    const a = Math.floor(offset / BS);
+    const e = Math.ceil((offset + length) / BS);
+    const out = Buffer.allocUnsafe((e - a) * BS);
+    await this.store.readBlocks(t.links, a, e, out);
+    const rel = offset - a * BS;
+    return rel === 0 && length === out.length ? out : out.subarray(rel, rel + length);
+  }
+
+  async write(offset: number, data: Buffer, opts: WriteOptions = {}): Promise<void> {
+    const t = this.check(offset, data.length, true);
+    if (data.length === 0) {
+      if (opts.fua) await this.store.flush();
+      return;
+    }
+    const end = offset + data.length;
+    const a = Math.floor(offset / BS);
+    const e = Math.ceil(end / BS);
+    if (offset % BS === 0 && end % BS === 0) {
+      await this.store.appendData(t.d, a, data, FULL_MASK, FULL_MASK, !!opts.fua);
+      return;
+    }
+    // Unaligned: merge with the current content of the edge blocks, one writer per block at a time.
+    const edges = e - a === 1 ? [a] : [a, e - 1];
+    const branch = t.d.branch;
+    await this.store.withBlockLocks(branch, edges, async () => {
+      const buf = Buffer.allocUnsafe((e - a) * BS);
+      const links = this.store.target(this.disk, null).links;
+      if (offset % BS) await this.store.readBlocks(links, a, a + 1, buf.subarray(0, BS));
+      if (end % BS && (e - 1 !== a || offset % BS === 0)) await this.store.readBlocks(links, e - 1, e, buf.subarray((e - 1 - a) * BS));
+      data.copy(buf, offset - a * BS);
+      const firstTo = e - a === 1 ? end - a * BS : BS;
+      const maskFirst = sectorMask(offset - a * BS, firstTo);
+      const maskLast = e - a === 1 ? maskFirst : sectorMask(0, end - (e - 1) * BS);
+      await this.store.appendData(t.d, a, buf, maskFirst, maskLast, !!opts.fua);
+    });
+  }
+
+  async writeZeroes(offset: number, length: number, opts: ZeroOptions = {}): Promise<void> {
+    const t = this.check(offset, length, true);
+    if (length === 0) return;
+    await this.store.zeroRange(t.d, offset, length, opts.mayTrim === false ? RecordType.ZERO : RecordType.TRIM, !!opts.fua);
+  }
+
+  async trim(offset: number, length: number, opts: WriteOptions = {}): Promise<void> {
+    const t = this.check(offset, length, true);
+    if (length === 0) return;
+    await this.store.zeroRange(t.d, offset, length, RecordType.TRIM, !!opts.fua);
+  }
+
+  async flush(): Promise<void> {
+    if (this.closed) throw new EngineError(EngineErrorCode.CLOSED, 'The volume is closed');
+    await this.store.flush();
+  }
+
+  async blockStatus(offset: number, length: number): Promise<AllocationExtent[]> {
+    const t = this.check(offset, length, false);
+    const out: AllocationExtent[] = [];
+    if (length === 0) return out;
+    const end = offset + length;
+    const a = Math.floor(offset / BS);
+    const e = Math.ceil(end / BS);
+    const push = (from: number, to: number, hole: boolean, zero: boolean) => {
+      from = Math.max(from, offset);
+      to = Math.min(to, end);
+      if (to <= from) return;
+      const last = out[out.length - 1];
+      if (last && last.hole === hole && last.zero === zero && last.offset + last.length === from) last.length += to - from;
+      else out.push({ offset: from, length: to - from, hole, zero });
+    };
+    let at = a;
+    for (const { block, state } of this.store.allocation(t.links, a, e)) {
+      if (block > at) push(at * BS, block * BS, true, true);
+      push(block * BS, (block + 1) * BS, state === 2, state !== 0);
+      at = block + 1;
+    }
+    if (at < e) push(at * BS, e * BS, true, true);
+    return out;
+  }
+
+  async changedSince(sinceSnapshot: string, offset: number, length: number): Promise<ChangeExtent[]> {
+    const t = this.check(offset, length, false);
+    const from = this.store.target(this.disk, sinceSnapshot);
+    const out: ChangeExtent[] = [];
+    if (length === 0) return out;
+    const end = offset + length;
+    const a = Math.floor(offset / BS);
+    const e = Math.ceil(end / BS);
+    const masks = this.store.changedMasks(from.links, t.links, a, e);
+    const push = (from: number, to: number, changed: boolean) => {
+      from = Math.max(from, offset);
+      to = Math.min(to, end);
+      if (to <= from) return;
+      const last = out[out.length - 1];
+      if (last && last.changed === changed && last.offset + last.length === from) last.length += to - from;
+      else out.push({ offset: from, length: to - from, changed });
+    };
+    let at = a * BS;
+    for (const block of [...masks.keys()].sort((x, y) => x - y)) {
+      const m = masks.get(block)!;
+      if (!m) continue;
+      for (let s = 0; s < SECTORS; s++) {
+        if (!(m & (1 << s))) continue;
+        const from = block * BS + s * Format.sectorBytes;
+        if (from > at) push(at, from, false);
+        push(from, from + Format.sectorBytes, true);
+        at = from + Format.sectorBytes;
+      }
+    }
+    if (at < e * BS) push(at, e * BS, false);
+    return out;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.store.releaseVolume(this.disk);
+  }
 }

@@ -1,0 +1,349 @@
+/**
+ * The write log: records appended to numbered segment files. Appends are issued concurrently
+ * at positions reserved in order; the log tracks which prefix of them is complete and which
+ * prefix is durable (fdatasync), because recovery replays a segment only up to its first torn
+ * record — so anything acknowledged as durable must sit in a complete, synced prefix.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import assert from 'node:assert/strict';
+import { crc32 } from 'node:zlib';
+import { Format, encodeRecordHeader, decodeRecordHeader, encodeSegmentHeader, decodeSegmentHeader, type RecordHeader } from './format.ts';
+import { EngineError, EngineErrorCode } from './errors.ts';
+
+/** A position in the log: the byte offset of a record header within a segment. */
+export interface LogPosition {
+  segment: number;
+  offset: number;
+}
+
+/** Orders two positions. */
+export function comparePositions(a: LogPosition, b: LogPosition): number {
+  return a.segment !== b.segment ? a.segment - b.segment : a.offset - b.offset;
+}
+
+/** One appended record, tracked until it is complete, durable and applied to the index. */
+export interface Append {
+  /** Reservation order. */
+  lsn: number;
+  header: RecordHeader;
+  segment: number;
+  /** Offset of the record header. */
+  offset: number;
+  /** Offset just past the record. */
+  end: number;
+  done: boolean;
+  error: Error | null;
+}
+
+/** A record read back from a segment. */
+export interface ScannedRecord {
+  header: RecordHeader;
+  segment: number;
+  offset: number;
+  end: number;
+  payload: Buffer | null;
+}
+
+interface Segment {
+  id: number;
+  fd: number;
+  /** Bytes reserved (next append offset). */
+  size: number;
+  dirty: boolean;
+}
+
+const segmentName = (id: number) => `${String(id).padStart(10, '0')}.seg`;
+
+function pread(fd: number, buf: Buffer, position: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fs.read(fd, buf, 0, buf.length, position, (err, n) => (err ? reject(err) : resolve(n)));
+  });
+}
+
+function pwritev(fd: number, bufs: Buffer[], position: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    fs.writev(fd, bufs, position, (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+function fdatasync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+}
+
+/** Maps a file-system error to an EngineError. */
+export function ioError(err: unknown, what: string): EngineError {
+  const code = (err as NodeJS.ErrnoException)?.code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new EngineError(EngineErrorCode.NO_SPACE, `No space left while ${what}`, { cause: err });
+  return new EngineError(EngineErrorCode.CORRUPT, `I/O error while ${what}: ${(err as Error)?.message}`, { cause: err });
+}
+
+export class WriteLog {
+  readonly dir: string;
+  readonly segmentBytesMax: number;
+  private segments = new Map<number, Segment>();
+  private active!: Segment;
+  private nextLsn = 0;
+  /** Appends not yet complete, or complete but behind an incomplete one, in lsn order. */
+  private pending: Append[] = [];
+  private completeLsn = 0;
+  private syncedLsn = 0;
+  private syncing: Promise<void> | null = null;
+  private prefixWaiters: { lsn: number; resolve: () => void }[] = [];
+  /** Called with appends that are complete and durable, in order, ready for the index. */
+  onDurable: (appends: Append[]) => void = () => {};
+  private durableQueue: Append[] = [];
+
+  private constructor(dir: string, segmentBytesMax: number) {
+    this.dir = dir;
+    this.segmentBytesMax = segmentBytesMax;
+  }
+
+  /** Opens the segment files of a directory (creating it). Does not replay; see scan(). */
+  static open(dir: string, segmentBytesMax: number): WriteLog {
+    fs.mkdirSync(dir, { recursive: true });
+    const log = new WriteLog(dir, segmentBytesMax);
+    const ids = fs.readdirSync(dir).filter((n) => /^\d{10}\.seg$/.test(n)).map((n) => Number(n.slice(0, 10))).sort((a, b) => a - b);
+    for (const id of ids) {
+      const fd = fs.openSync(path.join(dir, segmentName(id)), 'r+');
+      const head = Buffer.alloc(Format.segmentHeaderBytes);
+      const n = fs.readSync(fd, head, 0, head.length, 0);
+      const decoded = n === head.length ? decodeSegmentHeader(head) : null;
+      if (!decoded || decoded.id !== id) {
+        fs.closeSync(fd);
+        throw new EngineError(EngineErrorCode.CORRUPT, `Log segment ${segmentName(id)} has a bad header`);
+      }
+      log.segments.set(id, { id, fd, size: fs.fstatSync(fd).size, dirty: false });
+    }
+    return log;
+  }
+
+  /** Segment ids present, ascending. */
+  segmentIds(): number[] {
+    return [...this.segments.keys()].sort((a, b) => a - b);
+  }
+
+  segmentSize(id: number): number {
+    return this.segments.get(id)?.size ?? 0;
+  }
+
+  /** Total bytes of all segment files. */
+  totalBytes(): number {
+    let n = 0;
+    for (const s of this.segments.values()) n += s.size;
+    return n;
+  }
+
+  get activeSegment(): number {
+    return this.active.id;
+  }
+
+  /** Where the next record goes. */
+  tail(): LogPosition {
+    return { segment: this.active.id, offset: this.active.size };
+  }
+
+  /** Starts a fresh active segment after recovery (never appends into a recovered one). */
+  startNewSegment(): void {
+    const ids = this.segmentIds();
+    const id = ids.length ? ids[ids.length - 1] + 1 : 1;
+    const file = path.join(this.dir, segmentName(id));
+    const fd = fs.openSync(file, 'wx+');
+    const head = encodeSegmentHeader(id, Date.now());
+    fs.writeSync(fd, head, 0, head.length, 0);
+    fs.fdatasyncSync(fd);
+    const dfd = fs.openSync(this.dir, 'r');
+    fs.fsyncSync(dfd);
+    fs.closeSync(dfd);
+    const seg: Segment = { id, fd, size: head.length, dirty: false };
+    this.segments.set(id, seg);
+    this.active = seg;
+  }
+
+  /**
+   * Appends a record. Returns the reservation at once (its position is known synchronously) and
+   * a promise that settles when the bytes are written (not yet durable).
+   */
+  append(header: RecordHeader, payload: Buffer | null): { append: Append; written: Promise<void> } {
+    const recordBytes = Format.recordHeaderBytes + header.payloadBytes;
+    if (this.active.size + recordBytes > this.segmentBytesMax && this.active.size > Format.segmentHeaderBytes) this.startNewSegment();
+    const seg = this.active;
+    const a: Append = { lsn: this.nextLsn++, header, segment: seg.id, offset: seg.size, end: seg.size + recordBytes, done: false, error: null };
+    seg.size += recordBytes;
+    seg.dirty = true;
+    this.pending.push(a);
+    const bufs = payload ? [encodeRecordHeader(header), payload] : [encodeRecordHeader(header)];
+    const written = pwritev(seg.fd, bufs, a.offset).then(
+      () => this.complete(a, null),
+      (err) => {
+        this.complete(a, err as Error);
+        throw ioError(err, 'appending to the write log');
+      },
+    );
+    return { append: a, written };
+  }
+
+  private complete(a: Append, error: Error | null): void {
+    a.done = true;
+    a.error = error;
+    if (error) {
+      // The failed record's bytes are a hole in this segment: recovery would stop there and drop
+      // everything after it. Seal the segment so later records land in a new one.
+      if (this.active.id === a.segment) {
+        try {
+          this.startNewSegment();
+        } catch {
+          // The next append retries the roll through its own error path.
+        }
+      }
+    }
+    while (this.pending.length && this.pending[0].done) {
+      const head = this.pending.shift()!;
+      this.completeLsn = head.lsn + 1;
+      if (!head.error) this.durableQueue.push(head);
+    }
+    while (this.prefixWaiters.length && this.prefixWaiters[0].lsn <= this.completeLsn) this.prefixWaiters.shift()!.resolve();
+  }
+
+  private waitComplete(lsn: number): Promise<void> {
+    if (this.completeLsn >= lsn) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.prefixWaiters.push({ lsn, resolve });
+      this.prefixWaiters.sort((x, y) => x.lsn - y.lsn);
+    });
+  }
+
+  /** Whether appends are waiting to become durable. */
+  get hasUnsynced(): boolean {
+    return this.syncedLsn < this.nextLsn;
+  }
+
+  /**
+   * Makes every append reserved before this call durable: waits for the complete prefix to
+   * reach it, then fdatasyncs the segments written. Concurrent calls share a sync.
+   */
+  async sync(): Promise<void> {
+    const target = this.nextLsn;
+    await this.waitComplete(target);
+    while (this.syncedLsn < target) {
+      if (this.syncing) {
+        await this.syncing;
+        continue;
+      }
+      const upTo = this.completeLsn;
+      const dirty = [...this.segments.values()].filter((s) => s.dirty);
+      for (const s of dirty) s.dirty = false;
+      this.syncing = Promise.all(dirty.map((s) => fdatasync(s.fd)))
+        .then(() => {
+          this.syncedLsn = Math.max(this.syncedLsn, upTo);
+          this.releaseDurable();
+        }, (err) => {
+          for (const s of dirty) s.dirty = true;
+          throw ioError(err, 'syncing the write log');
+        })
+        .finally(() => {
+          this.syncing = null;
+        });
+      await this.syncing;
+    }
+  }
+
+  private releaseDurable(): void {
+    let n = 0;
+    while (n < this.durableQueue.length && this.durableQueue[n].lsn < this.syncedLsn) n++;
+    if (n === 0) return;
+    const ready = this.durableQueue.splice(0, n);
+    this.onDurable(ready);
+  }
+
+  /** Whether an append into this segment is still in flight or not yet durable. */
+  hasPendingIn(segment: number): boolean {
+    return this.pending.some((a) => a.segment === segment) || this.durableQueue.some((a) => a.segment === segment);
+  }
+
+  /** Reads bytes from a segment into `out` (exactly out.length bytes). */
+  async readInto(segment: number, offset: number, out: Buffer): Promise<void> {
+    const seg = this.segments.get(segment);
+    if (!seg) throw new EngineError(EngineErrorCode.CORRUPT, `Index points into missing log segment ${segment}`);
+    let n: number;
+    try {
+      n = await new Promise<number>((resolve, reject) => {
+        fs.read(seg.fd, out, 0, out.length, offset, (err, k) => (err ? reject(err) : resolve(k)));
+      });
+    } catch (err) {
+      throw ioError(err, 'reading the write log');
+    }
+    if (n !== out.length) throw new EngineError(EngineErrorCode.CORRUPT, `Short read in log segment ${segment} at ${offset}`);
+  }
+
+  /** Reads bytes from a segment. */
+  async read(segment: number, offset: number, length: number): Promise<Buffer> {
+    const seg = this.segments.get(segment);
+    if (!seg) throw new EngineError(EngineErrorCode.CORRUPT, `Index points into missing log segment ${segment}`);
+    const buf = Buffer.allocUnsafe(length);
+    let n: number;
+    try {
+      n = await pread(seg.fd, buf, offset);
+    } catch (err) {
+      throw ioError(err, 'reading the write log');
+    }
+    if (n !== length) throw new EngineError(EngineErrorCode.CORRUPT, `Short read in log segment ${segment} at ${offset}`);
+    return buf;
+  }
+
+  /**
+   * Reads the records of a segment from `offset` on, in order, verifying both checksums. Stops
+   * at the end or at the first torn or invalid record, and reports where the valid part ends.
+   */
+  async *scan(segment: number, offset: number, opts: { payloads: boolean }): AsyncGenerator<ScannedRecord, void, void> {
+    const seg = this.segments.get(segment);
+    assert.ok(seg, `scan of unknown segment ${segment}`);
+    let pos = Math.max(offset, Format.segmentHeaderBytes);
+    const size = fs.fstatSync(seg.fd).size;
+    const headBuf = Buffer.allocUnsafe(Format.recordHeaderBytes);
+    while (pos + Format.recordHeaderBytes <= size) {
+      const n = await pread(seg.fd, headBuf, pos);
+      if (n !== headBuf.length) break;
+      const header = decodeRecordHeader(headBuf);
+      if (!header) break;
+      const end = pos + Format.recordHeaderBytes + header.payloadBytes;
+      if (end > size) break;
+      let payload: Buffer | null = null;
+      if (header.payloadBytes > 0) {
+        const p = Buffer.allocUnsafe(header.payloadBytes);
+        const m = await pread(seg.fd, p, pos + Format.recordHeaderBytes);
+        if (m !== p.length || crc32(p) !== header.payloadCrc) break;
+        if (opts.payloads) payload = p;
+      }
+      yield { header, segment, offset: pos, end, payload };
+      pos = end;
+    }
+    this.validEnd.set(segment, pos);
+  }
+
+  /** Where the last scan of each segment found its valid records to end. */
+  readonly validEnd = new Map<number, number>();
+
+  /** Cuts a segment at `end` (drops a torn tail found by recovery). */
+  truncate(segment: number, end: number): void {
+    const seg = this.segments.get(segment);
+    assert.ok(seg);
+    fs.ftruncateSync(seg.fd, end);
+    fs.fdatasyncSync(seg.fd);
+    seg.size = end;
+  }
+
+  /** Deletes a sealed segment whose data is no longer referenced. */
+  removeSegment(id: number): void {
+    const seg = this.segments.get(id);
+    assert.ok(seg && seg !== this.active, 'only sealed segments are removed');
+    fs.closeSync(seg.fd);
+    fs.unlinkSync(path.join(this.dir, segmentName(id)));
+    this.segments.delete(id);
+  }
+
+  close(): void {
+    for (const s of this.segments.values()) fs.closeSync(s.fd);
+    this.segments.clear();
+  }
+}

@@ -146,9 +146,11 @@ function describeParseError(err: unknown): string {
   const option = /'(-[^' ]+)/.exec(message)?.[1];
   if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && option) return `unknown option '${option}'`;
   if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && option) {
-    return message.includes('argument missing') ? `option '${option}' needs a value` : `option '${option}' takes no value`;
+    if (message.includes('argument missing')) return `option '${option}' needs a value`;
+    if (message.includes('ambiguous')) return `the value of option '${option}' starts with '-'; write ${option}=VALUE`;
+    if (message.includes('does not take an argument')) return `option '${option}' takes no value`;
   }
-  return message.replace(/\.$/, '');
+  return message.split('\n')[0].replace(/\.$/, '');
 }
 
 /**

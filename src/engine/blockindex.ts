@@ -40,8 +40,8 @@ export class BlockIndex {
       return { ...decodeValue(k.seq, value), branch, block };
     }
     // `end` is exclusive: check the seq-0 slot explicitly.
-    const v = this.blocks.getBinaryFast(end);
-    return v ? { ...decodeValue(0, Buffer.from(v)), branch, block } : null;
+    const v = this.blocks.get(end);
+    return v ? { ...decodeValue(0, v), branch, block } : null;
   }
 
   /**
@@ -87,8 +87,8 @@ export class BlockIndex {
   }
 
   get(branch: number, block: number, seq: number): Entry | null {
-    const v = this.blocks.getBinaryFast(encodeKey(branch, block, seq));
-    return v ? decodeValue(seq, Buffer.from(v)) : null;
+    const v = this.blocks.get(encodeKey(branch, block, seq));
+    return v ? decodeValue(seq, v) : null;
   }
 
   put(branch: number, block: number, e: Entry): void {

@@ -885,7 +885,7 @@ export class Store {
           }
           count++;
           const hi = newer ? newer.seq : Infinity;
-          const read = views.some((x) => x >= v.seq && x < hi);
+          const read = views.some((x) => x >= v.seq && (x < hi || hi === Infinity));
           if (!read) {
             doomed.push(v);
             if (newer) {

@@ -19,7 +19,7 @@ export interface NbdConnection {
   sizeBytes: number;
   /** Transmission flags; bit 1 (NBD_FLAG_READ_ONLY) marks a read-only export. */
   flags: number;
-  /** Sends NBD_CMD_DISC and closes. */
+  /** Sends NBD_CMD_DISC and closes; again is a no-op. */
   close(): Promise<void>;
 }
 
@@ -90,10 +90,13 @@ export async function nbdOpen(path: string, exportName: string): Promise<NbdConn
         flags = data.readUInt16BE(10);
       }
     }
+    let closed = false;
     return {
       sizeBytes,
       flags,
       async close() {
+        if (closed) return;
+        closed = true;
         const disc = Buffer.alloc(28);
         disc.writeUInt32BE(REQUEST_MAGIC, 0);
         disc.writeUInt16BE(CMD_DISC, 6);

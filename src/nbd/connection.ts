@@ -1,0 +1,281 @@
+/**
+ * One client connection: the socket, the handshake, then concurrent request processing with
+ * limits and backpressure. Whatever the client sends, the worst outcome is that this connection
+ * closes; nothing here throws into the event loop or rejects unhandled.
+ */
+import type { Socket } from 'node:net';
+import { encodeGreeting } from './codec.ts';
+import { describeError } from './errors.ts';
+import { Handshake, SERVER_HANDSHAKE_FLAGS } from './handshake.ts';
+import type { NbdLimits } from './limits.ts';
+import { HandshakeParser, RequestParser, type ParsedRequest } from './parser.ts';
+import { Command, Errno } from './protocol.ts';
+import { encodeReply, execute, type Reply, type Session } from './transmission.ts';
+import type { ExportProvider } from './types.ts';
+
+/** Time a closing connection gives the client to read its last replies before being cut off. */
+const CLOSE_GRACE_MS = 5_000;
+
+type Phase =
+  /** Negotiating options. */
+  | 'handshake'
+  /** Reading and serving requests. */
+  | 'transmission'
+  /** No more requests are read; in-flight ones finish, then the socket is ended. */
+  | 'draining'
+  /** The socket is closed; the volume is released once in-flight requests settle. */
+  | 'closed';
+
+/** A client connection, from accept to close. */
+export class Connection {
+  /** Settles once the socket is closed and the volume (if any) released. Never rejects. */
+  readonly closed: Promise<void>;
+  readonly #socket: Socket;
+  readonly #limits: NbdLimits;
+  readonly #log: (msg: string) => void;
+  readonly #peer: string;
+  readonly #handshakeParser: HandshakeParser;
+  readonly #handshake: Handshake;
+  #requestParser: RequestParser | null = null;
+  #session: Session | null = null;
+  #phase: Phase = 'handshake';
+  #inflightRequests = 0;
+  #inflightBytes = 0;
+  #paused = false;
+  #ended = false;
+  #released = false;
+  #socketClosed = false;
+  #timer: NodeJS.Timeout | null;
+  #resolveClosed!: () => void;
+
+  constructor(socket: Socket, opts: { provider: ExportProvider; limits: NbdLimits; log: (msg: string) => void }) {
+    this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+    this.#socket = socket;
+    this.#limits = opts.limits;
+    this.#log = opts.log;
+    this.#peer = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unix socket';
+    this.#handshakeParser = new HandshakeParser({ optionBytesMax: opts.limits.optionBytesMax });
+    this.#handshake = new Handshake({ provider: opts.provider, limits: opts.limits, send: (buf) => this.#write([buf]) });
+
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('drain', () => this.#pump());
+    socket.on('end', () => this.#onEnd());
+    socket.on('error', (err: NodeJS.ErrnoException) => this.#onError(err));
+    socket.on('close', () => this.#onClose());
+    this.#timer = setTimeout(() => this.#abort(`handshake not finished within ${this.#limits.handshakeTimeoutMs} ms`), this.#limits.handshakeTimeoutMs);
+    this.#timer.unref();
+    this.#write([encodeGreeting(SERVER_HANDSHAKE_FLAGS)]);
+  }
+
+  /** Export name once in transmission, else null. */
+  get exportName(): string | null {
+    return this.#session?.exportName ?? null;
+  }
+
+  /**
+   * Ends the connection for a server shutdown: a handshaking client is cut off; a transmitting
+   * one gets its in-flight requests answered first, as the protocol asks.
+   */
+  shutdown(): Promise<void> {
+    if (this.#phase === 'handshake') this.#abort('server is closing');
+    else if (this.#phase === 'transmission') this.#drainAndEnd();
+    return this.closed;
+  }
+
+  #onData(chunk: Buffer): void {
+    if (this.#phase === 'handshake') {
+      this.#handshakeParser.push(chunk);
+      this.#negotiate();
+    } else if (this.#phase === 'transmission') {
+      this.#requestParser!.push(chunk);
+      this.#pump();
+    }
+    // Draining or closed: the client may not send anything after NBD_CMD_DISC; drop it.
+  }
+
+  #negotiate(): void {
+    while (this.#phase === 'handshake') {
+      let outcome;
+      try {
+        const event = this.#handshakeParser.next();
+        if (event === null) return;
+        outcome = this.#handshake.handle(event);
+      } catch (err) {
+        this.#abort(`handshake failed: ${describeError(err)}`);
+        return;
+      }
+      if (outcome.kind === 'close') {
+        if (outcome.reason !== null) this.#log(`nbd: ${this.#peer}: closing: ${outcome.reason}`);
+        if (outcome.graceful) this.#drainAndEnd();
+        else this.#abort(null);
+        return;
+      }
+      if (outcome.kind === 'transmission') {
+        this.#enterTransmission(outcome.session);
+      }
+    }
+  }
+
+  #enterTransmission(session: Session): void {
+    this.#clearTimer();
+    this.#session = session;
+    this.#phase = 'transmission';
+    const parser = new RequestParser({ requestBytesMax: this.#limits.requestBytesMax });
+    // A client may already have sent requests behind its last option.
+    for (const rest of this.#handshakeParser.queue.drain()) parser.push(rest);
+    this.#requestParser = parser;
+    this.#pump();
+  }
+
+  /** True while the connection holds as much as its limits allow: read no further requests. */
+  #blocked(): boolean {
+    return (
+      this.#inflightRequests >= this.#limits.inflightRequestsMax ||
+      this.#inflightBytes >= this.#limits.inflightBytesMax ||
+      this.#socket.writableNeedDrain
+    );
+  }
+
+  /** Parses and starts as many requests as the limits allow; pauses the socket when blocked. */
+  #pump(): void {
+    if (this.#phase !== 'transmission') return;
+    const parser = this.#requestParser!;
+    while (!this.#blocked()) {
+      let parsed: ParsedRequest | null;
+      try {
+        parsed = parser.next();
+      } catch (err) {
+        this.#abort(`protocol error: ${describeError(err)}`);
+        return;
+      }
+      if (parsed === null) break;
+      if (parsed.header.type === Command.DISC) {
+        this.#drainAndEnd();
+        return;
+      }
+      this.#start(parsed);
+    }
+    this.#setPaused(this.#blocked());
+  }
+
+  #start(request: ParsedRequest): void {
+    const { type, length } = request.header;
+    // Reads hold their reply buffer and writes their payload until the reply is written.
+    const held = type === Command.READ && length <= this.#limits.requestBytesMax ? length : request.payload?.length ?? 0;
+    this.#inflightRequests++;
+    this.#inflightBytes += held;
+    void this.#serve(request, held);
+  }
+
+  async #serve(request: ParsedRequest, held: number): Promise<void> {
+    const session = this.#session!;
+    const { cookie } = request.header;
+    let buffers: Buffer[];
+    try {
+      const reply = await execute(request.header, request.payload, session);
+      if (reply.kind === 'error' && (reply.errno === Errno.EIO || reply.errno === Errno.ESHUTDOWN)) {
+        this.#log(`nbd: ${this.#peer}: ${session.exportName}: ${reply.message}`);
+      }
+      buffers = encodeReply(cookie, reply, session.structuredReplies);
+    } catch (err) {
+      // Only a bug gets here (execute does not throw); answer EIO and keep serving others.
+      this.#log(`nbd: ${this.#peer}: internal error: ${describeError(err)}`);
+      const reply: Reply = { kind: 'error', errno: Errno.EIO, message: 'Internal error' };
+      buffers = encodeReply(cookie, reply, session.structuredReplies);
+    }
+    this.#inflightRequests--;
+    this.#inflightBytes -= held;
+    this.#write(buffers);
+    if (this.#phase === 'transmission') this.#pump();
+    else this.#settle();
+  }
+
+  #setPaused(paused: boolean): void {
+    if (paused === this.#paused) return;
+    this.#paused = paused;
+    if (paused) this.#socket.pause();
+    else this.#socket.resume();
+  }
+
+  /** Writes one message's buffers together: corked, so header and payload leave in one writev. */
+  #write(buffers: Buffer[]): void {
+    const socket = this.#socket;
+    if (socket.destroyed || socket.writableEnded) return;
+    if (buffers.length === 1) {
+      socket.write(buffers[0]);
+      return;
+    }
+    socket.cork();
+    for (const buf of buffers) socket.write(buf);
+    socket.uncork();
+  }
+
+  /** Stops reading; once in-flight requests are answered, ends the socket (see #settle). */
+  #drainAndEnd(): void {
+    if (this.#phase === 'draining' || this.#phase === 'closed') return;
+    this.#clearTimer();
+    this.#phase = 'draining';
+    this.#setPaused(true);
+    this.#settle();
+  }
+
+  /** Ends or releases what can be ended or released now that fewer requests are in flight. */
+  #settle(): void {
+    if (this.#inflightRequests > 0) return;
+    if (this.#phase === 'draining' && !this.#ended) {
+      this.#ended = true;
+      this.#socket.end();
+      // A client that stops reading must not hold the connection (and its volume) forever.
+      setTimeout(() => this.#socket.destroy(), CLOSE_GRACE_MS).unref();
+    }
+    if (this.#phase !== 'closed') return;
+    if (!this.#released) {
+      this.#released = true;
+      if (this.#session !== null) {
+        try {
+          this.#session.volume.close();
+        } catch (err) {
+          this.#log(`nbd: ${this.#peer}: closing volume failed: ${describeError(err)}`);
+        }
+      }
+    }
+    if (this.#socketClosed) this.#resolveClosed();
+  }
+
+  /** Hard disconnect, logging `reason` if given. */
+  #abort(reason: string | null): void {
+    if (reason !== null && !this.#socket.destroyed) this.#log(`nbd: ${this.#peer}: closing: ${reason}`);
+    this.#clearTimer();
+    this.#phase = 'closed';
+    this.#socket.destroy();
+    this.#settle();
+  }
+
+  #onEnd(): void {
+    // The client will send nothing more. In transmission that is like NBD_CMD_DISC: answer what
+    // is in flight, then close. (The server is created with allowHalfOpen for this.)
+    if (this.#phase === 'transmission') this.#drainAndEnd();
+    else if (this.#phase === 'handshake') this.#abort('client closed during the handshake');
+    else this.#settle();
+  }
+
+  #onError(err: NodeJS.ErrnoException): void {
+    const vanished = err.code === 'ECONNRESET' || err.code === 'EPIPE';
+    this.#log(`nbd: ${this.#peer}: ${vanished ? 'client vanished' : 'socket error'}: ${describeError(err)}`);
+  }
+
+  #onClose(): void {
+    this.#socketClosed = true;
+    this.#clearTimer();
+    this.#phase = 'closed';
+    this.#settle();
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== null) {
+      clearTimeout(this.#timer);
+      this.#timer = null;
+    }
+  }
+}

@@ -1,0 +1,106 @@
+/**
+ * Incremental parsers of what a client sends: the handshake (client flags, then options) and the
+ * transmission requests. They own a ByteQueue, accept chunks of any size, and hand out one whole
+ * message at a time, so the result never depends on how the stream was split. They know no
+ * policy beyond sizes: deciding what a message means is the caller's business.
+ */
+import { ByteQueue } from './byte-queue.ts';
+import { decodeClientFlags, decodeOptionHeader, decodeRequestHeader } from './codec.ts';
+import type { RequestHeader } from './codec.ts';
+import { Command, Size } from './protocol.ts';
+
+/** What the handshake parser yields. */
+export type HandshakeEvent =
+  | { kind: 'flags'; clientFlags: number }
+  | { kind: 'option'; option: number; data: Buffer }
+  /** An option whose data exceed the limit; its data are not read (the connection must close). */
+  | { kind: 'oversize'; option: number; length: number };
+
+/** Parses the client's side of the handshake. */
+export class HandshakeParser {
+  readonly queue = new ByteQueue();
+  readonly #optionBytesMax: number;
+  #flagsSeen = false;
+  #pending: { option: number; length: number } | null = null;
+
+  constructor(opts: { optionBytesMax: number }) {
+    this.#optionBytesMax = opts.optionBytesMax;
+  }
+
+  push(chunk: Buffer): void {
+    this.queue.push(chunk);
+  }
+
+  /** The next complete message, or null until more bytes arrive. Throws NbdError on bad magic. */
+  next(): HandshakeEvent | null {
+    if (!this.#flagsSeen) {
+      if (this.queue.length < Size.CLIENT_FLAGS) return null;
+      this.#flagsSeen = true;
+      return { kind: 'flags', clientFlags: decodeClientFlags(this.queue.take(Size.CLIENT_FLAGS)) };
+    }
+    if (this.#pending === null) {
+      if (this.queue.length < Size.OPTION_HEADER) return null;
+      const header = decodeOptionHeader(this.queue.take(Size.OPTION_HEADER));
+      if (header.length > this.#optionBytesMax) return { kind: 'oversize', option: header.option, length: header.length };
+      this.#pending = header;
+    }
+    if (this.queue.length < this.#pending.length) return null;
+    const { option, length } = this.#pending;
+    this.#pending = null;
+    return { kind: 'option', option, data: this.queue.take(length) };
+  }
+}
+
+/** One transmission request as parsed. */
+export interface ParsedRequest {
+  header: RequestHeader;
+  /** The write payload; null for other commands and for writes over the size limit. */
+  payload: Buffer | null;
+}
+
+/**
+ * Parses transmission requests. A write payload up to `requestBytesMax` is collected whole; a
+ * larger one is dropped as it streams in (no memory held) and the request is yielded with a null
+ * payload once the last payload byte has passed, keeping the stream in sync for the next header.
+ */
+export class RequestParser {
+  readonly queue = new ByteQueue();
+  readonly #requestBytesMax: number;
+  #header: RequestHeader | null = null;
+  /** Payload bytes of #header still to drop (oversize writes only). */
+  #skipBytes = 0;
+
+  constructor(opts: { requestBytesMax: number }) {
+    this.#requestBytesMax = opts.requestBytesMax;
+  }
+
+  push(chunk: Buffer): void {
+    this.queue.push(chunk);
+  }
+
+  /** True between a write's header and the end of its payload. */
+  get midRequest(): boolean {
+    return this.#header !== null;
+  }
+
+  /** The next complete request, or null until more bytes arrive. Throws NbdError on bad magic. */
+  next(): ParsedRequest | null {
+    if (this.#header === null) {
+      if (this.queue.length < Size.REQUEST_HEADER) return null;
+      const header = decodeRequestHeader(this.queue.take(Size.REQUEST_HEADER));
+      if (header.type !== Command.WRITE || header.length === 0) return { header, payload: null };
+      this.#header = header;
+      this.#skipBytes = header.length > this.#requestBytesMax ? header.length : 0;
+    }
+    const header = this.#header;
+    if (this.#skipBytes > 0) {
+      this.#skipBytes -= this.queue.skip(this.#skipBytes);
+      if (this.#skipBytes > 0) return null;
+      this.#header = null;
+      return { header, payload: null };
+    }
+    if (this.queue.length < header.length) return null;
+    this.#header = null;
+    return { header, payload: this.queue.take(header.length) };
+  }
+}

@@ -1,0 +1,178 @@
+/**
+ * The transmission phase without the socket: what an agreed session is, which requests are
+ * acceptable (validateRequest), what each command does to the volume, and how replies are
+ * encoded. The connection feeds requests in and writes the replies' buffers out.
+ */
+import type { Volume } from '../engine/index.ts';
+import {
+  encodeBlockStatusChunk,
+  encodeErrorChunk,
+  encodeOffsetDataHead,
+  encodeSimpleReply,
+  type BlockDescriptor,
+  type RequestHeader,
+} from './codec.ts';
+import { EXTENTS_PER_REPLY_MAX, queryContext, type SelectedContext } from './contexts.ts';
+import { describeError, errnoOf } from './errors.ts';
+import { Command, CommandFlag, Errno, ReplyFlag, TransmissionFlag } from './protocol.ts';
+
+/** What the handshake agreed on for one connection. */
+export interface Session {
+  exportName: string;
+  volume: Volume;
+  /** Transmission flags sent to the client. */
+  transmissionFlags: number;
+  /** Structured replies were negotiated. */
+  structuredReplies: boolean;
+  /** Contexts selected for NBD_CMD_BLOCK_STATUS (empty if none). */
+  contexts: SelectedContext[];
+  /** Largest read or write payload accepted. */
+  requestBytesMax: number;
+}
+
+/** Transmission flags of a volume: everything Tessera supports, minus writes if read-only. */
+export function transmissionFlagsOf(volume: Volume): number {
+  // CAN_MULTI_CONN is truthful: Volume.flush() makes everything acknowledged on any volume of the
+  // store durable, and FUA writes are durable before their reply, whichever connection sent them.
+  let flags = TransmissionFlag.HAS_FLAGS | TransmissionFlag.SEND_FLUSH | TransmissionFlag.CAN_MULTI_CONN;
+  if (volume.readOnly) return flags | TransmissionFlag.READ_ONLY;
+  flags |= TransmissionFlag.SEND_FUA | TransmissionFlag.SEND_TRIM | TransmissionFlag.SEND_WRITE_ZEROES;
+  return flags | TransmissionFlag.SEND_FAST_ZERO;
+}
+
+/** Block size constraints to advertise: any alignment works, the engine block is preferred. */
+export function blockSizesOf(volume: Volume, requestBytesMax: number): { minimum: number; preferred: number; maximum: number } {
+  // The protocol wants a power of two for the preferred size, no larger than the maximum.
+  const largestPowerOfTwoAtMost = (n: number): number => 2 ** Math.floor(Math.log2(n));
+  const preferred = Math.min(largestPowerOfTwoAtMost(Math.max(512, volume.blockBytes)), largestPowerOfTwoAtMost(requestBytesMax));
+  return { minimum: 1, preferred, maximum: requestBytesMax };
+}
+
+/** The command flags each command accepts, before negotiation narrows them. */
+const flagsAllowed: Record<number, number> = {
+  [Command.READ]: CommandFlag.FUA,
+  [Command.WRITE]: CommandFlag.FUA,
+  [Command.FLUSH]: CommandFlag.FUA,
+  [Command.TRIM]: CommandFlag.FUA,
+  [Command.WRITE_ZEROES]: CommandFlag.FUA | CommandFlag.NO_HOLE | CommandFlag.FAST_ZERO,
+  [Command.BLOCK_STATUS]: CommandFlag.FUA | CommandFlag.REQ_ONE,
+};
+
+/**
+ * Decides whether a request is acceptable; returns the NBD error to reply with, or Errno.OK.
+ * The one gate: code past it trusts the request. NBD_CMD_DISC never gets here. `sizeBytes` is the
+ * export's current size.
+ */
+export function validateRequest(header: RequestHeader, session: Session, sizeBytes: number): number {
+  const { type, flags, offset, length } = header;
+  const advertised = session.transmissionFlags;
+  const isWrite = type === Command.WRITE || type === Command.TRIM || type === Command.WRITE_ZEROES;
+
+  const allowed = flagsAllowed[type];
+  if (allowed === undefined) return Errno.EINVAL; // Unknown, or known but not offered (CACHE).
+  if (isWrite && (advertised & TransmissionFlag.READ_ONLY) !== 0) return Errno.EPERM;
+  if (type === Command.TRIM && (advertised & TransmissionFlag.SEND_TRIM) === 0) return Errno.EINVAL;
+  if (type === Command.WRITE_ZEROES && (advertised & TransmissionFlag.SEND_WRITE_ZEROES) === 0) return Errno.EINVAL;
+  if (type === Command.BLOCK_STATUS && (!session.structuredReplies || session.contexts.length === 0)) return Errno.EINVAL;
+
+  if ((flags & ~allowed) !== 0) return Errno.EINVAL;
+  if ((flags & CommandFlag.FUA) !== 0 && (advertised & TransmissionFlag.SEND_FUA) === 0) return Errno.EINVAL;
+  if ((flags & CommandFlag.FAST_ZERO) !== 0 && (advertised & TransmissionFlag.SEND_FAST_ZERO) === 0) return Errno.EINVAL;
+
+  if (type === Command.FLUSH) return offset === 0 && length === 0 ? Errno.OK : Errno.EINVAL;
+  if (length === 0) return Errno.EINVAL;
+  if ((type === Command.READ || type === Command.WRITE) && length > session.requestBytesMax) return Errno.EINVAL;
+  if (offset > sizeBytes || length > sizeBytes - offset) {
+    // The protocol asks for ENOSPC on writes past the end, EINVAL for everything else.
+    return type === Command.WRITE || type === Command.WRITE_ZEROES ? Errno.ENOSPC : Errno.EINVAL;
+  }
+  return Errno.OK;
+}
+
+/** What a request's reply carries, before encoding. */
+export type Reply =
+  | { kind: 'ok' }
+  | { kind: 'error'; errno: number; message: string }
+  | { kind: 'data'; offset: number; data: Buffer }
+  | { kind: 'status'; chunks: { contextId: number; extents: BlockDescriptor[] }[] };
+
+/**
+ * Carries out one request (header validated here first) and describes the reply. Engine errors
+ * become error replies through errnoOf; this function does not throw.
+ */
+export async function execute(header: RequestHeader, payload: Buffer | null, session: Session): Promise<Reply> {
+  const volume = session.volume;
+  const errno = validateRequest(header, session, volume.sizeBytes);
+  if (errno !== Errno.OK) return { kind: 'error', errno, message: rejectionMessage(header, errno) };
+  const { type, flags, offset, length } = header;
+  const fua = (flags & CommandFlag.FUA) !== 0;
+  try {
+    switch (type) {
+      case Command.READ: {
+        const data = await volume.read(offset, length);
+        // A simple reply promises exactly `length` bytes; anything else would desync the stream.
+        if (data.length !== length) throw new Error(`Engine read returned ${data.length} bytes, expected ${length}`);
+        return { kind: 'data', offset, data };
+      }
+      case Command.WRITE:
+        if (payload === null || payload.length !== length) throw new Error('Write payload missing');
+        await volume.write(offset, payload, { fua });
+        return { kind: 'ok' };
+      case Command.FLUSH:
+        await volume.flush();
+        return { kind: 'ok' };
+      case Command.TRIM:
+        await volume.trim(offset, length, { fua });
+        return { kind: 'ok' };
+      case Command.WRITE_ZEROES:
+        // FAST_ZERO needs nothing: the engine records zeroes as metadata, never writing them out.
+        await volume.writeZeroes(offset, length, { fua, mayTrim: (flags & CommandFlag.NO_HOLE) === 0 });
+        return { kind: 'ok' };
+      case Command.BLOCK_STATUS: {
+        const extentsMax = (flags & CommandFlag.REQ_ONE) !== 0 ? 1 : EXTENTS_PER_REPLY_MAX;
+        const chunks = [];
+        for (const context of session.contexts) {
+          chunks.push({ contextId: context.id, extents: await queryContext(volume, context, offset, length, extentsMax) });
+        }
+        return { kind: 'status', chunks };
+      }
+      default:
+        throw new Error(`Unreachable command ${type}`);
+    }
+  } catch (err) {
+    return { kind: 'error', errno: errnoOf(err), message: describeError(err) };
+  }
+}
+
+function rejectionMessage(header: RequestHeader, errno: number): string {
+  const what = `command ${header.type} flags 0x${header.flags.toString(16)} at ${header.offset} length ${header.length}`;
+  switch (errno) {
+    case Errno.EPERM:
+      return `Export is read-only: ${what}`;
+    case Errno.ENOSPC:
+      return `Write past the end of the export: ${what}`;
+    default:
+      return `Invalid request: ${what}`;
+  }
+}
+
+/**
+ * The buffers of a reply, in order, for one corked write: simple replies unless structured
+ * replies were negotiated; then reads, errors and block status are structured chunks (other
+ * successes stay simple, as the protocol allows).
+ */
+export function encodeReply(cookie: bigint, reply: Reply, structured: boolean): Buffer[] {
+  switch (reply.kind) {
+    case 'ok':
+      return [encodeSimpleReply(cookie, Errno.OK)];
+    case 'error':
+      return [structured ? encodeErrorChunk(cookie, ReplyFlag.DONE, reply.errno, reply.message) : encodeSimpleReply(cookie, reply.errno)];
+    case 'data':
+      if (!structured) return [encodeSimpleReply(cookie, Errno.OK), reply.data];
+      return [encodeOffsetDataHead(cookie, ReplyFlag.DONE, reply.offset, reply.data.length), reply.data];
+    case 'status':
+      return reply.chunks.map((c, i) =>
+        encodeBlockStatusChunk(cookie, i === reply.chunks.length - 1 ? ReplyFlag.DONE : 0, c.contextId, c.extents),
+      );
+  }
+}

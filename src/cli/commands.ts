@@ -243,7 +243,7 @@ export const commands: Command[] = [
         ['PID', String(n.pid)],
         ['Uptime', `${Math.floor(n.uptimeMs / 1000)} s`],
         ['Disks', String(n.disks)],
-        ['Log', `${formatSize(n.stats.logBytes)} in ${n.stats.segments} segments`],
+        ['Log', `${formatSize(n.stats.logBytes)} in ${n.stats.segments} segment${n.stats.segments === 1 ? '' : 's'}`],
         ['Live data', formatSize(n.stats.liveBytes)],
       ]));
     },

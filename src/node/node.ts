@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
-import { lstat, mkdir, unlink } from 'node:fs/promises';
+import { mkdir, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { createApiServer } from '../api/index.ts';
 import type { ApiServer } from '../api/index.ts';
 import { Store } from '../engine/index.ts';
-import { createNbdServer } from './nbd-pending.ts';
+import { NbdServer } from '../nbd/index.ts';
 import { NodeError, NodeErrorCode } from './errors.ts';
 import { acquireLock } from './lock.ts';
 import type { DirLock } from './lock.ts';
@@ -69,11 +69,9 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     const store = await Store.open({ dir: join(dataDir, 'store') });
     undo.push(() => store.close());
 
-    const nbd = await createNbdServer({ provider: storeExports(store), log: (msg) => log(`nbd: ${msg}`) });
+    const nbd = new NbdServer({ provider: storeExports(store), log });
     undo.push(() => nbd.close());
     const nbdAddress = await listen('NBD', hostPort(opts.host, opts.nbdPort), () => nbd.listenTcp({ host: opts.host, port: opts.nbdPort }));
-    // We hold the data directory's lock, so a socket file left there is a dead node's.
-    await removeStaleSocket(socketPath);
     await listen('NBD', socketPath, () => nbd.listenUnix(socketPath));
     undo.push(() => unlink(socketPath).catch(() => {}));
 
@@ -129,9 +127,4 @@ async function listen<T>(what: string, address: string, step: () => Promise<T>):
     }
     throw err;
   }
-}
-
-async function removeStaleSocket(path: string): Promise<void> {
-  const stat = await lstat(path).catch(() => null);
-  if (stat?.isSocket()) await unlink(path);
 }

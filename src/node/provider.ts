@@ -1,11 +1,8 @@
-import type { Store, Volume } from '../engine/index.ts';
+import type { Store } from '../engine/index.ts';
+import type { ExportProvider } from '../nbd/index.ts';
 
-/** The NBD server's view of what it may export (structurally the nbd subsystem's ExportProvider). */
-export interface StoreExports {
-  listExports(): string[];
-  openExport(name: string): Volume;
-  listSnapshots(exportName: string): string[];
-}
+/** An ExportProvider over a store; listSnapshots is always there. */
+export type StoreExports = Required<ExportProvider>;
 
 /** Splits an export name into a disk and, for `DISK@SNAP`, a snapshot. */
 function parseExportName(name: string): { disk: string; snap: string | null } {

@@ -54,6 +54,11 @@ function formatTime(ms: number): string {
   return new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
 }
 
+/** `1 segment`, `2 segments`. */
+function plural(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
+}
+
 /** Splits `DISK@SNAP`. */
 function parseSnapshotRef(text: string): { disk: string; snap: string } {
   const at = text.indexOf('@');
@@ -243,7 +248,7 @@ export const commands: Command[] = [
         ['PID', String(n.pid)],
         ['Uptime', `${Math.floor(n.uptimeMs / 1000)} s`],
         ['Disks', String(n.disks)],
-        ['Log', `${formatSize(n.stats.logBytes)} in ${n.stats.segments} segment${n.stats.segments === 1 ? '' : 's'}`],
+        ['Log', `${formatSize(n.stats.logBytes)} in ${plural(n.stats.segments, 'segment')}`],
         ['Live data', formatSize(n.stats.liveBytes)],
       ]));
     },
@@ -259,7 +264,7 @@ export const commands: Command[] = [
       // A pass over a large store can take long; the node keeps serving meanwhile.
       const s = await client().request('POST', '/compact', { timeoutMs: 60 * 60_000 });
       if (values.json) return printJson(io, s);
-      io.stdout(`Compacted: ${s.segmentsRemoved} segments removed, ${formatSize(s.bytesReclaimed)} reclaimed, ${formatSize(s.bytesRewritten)} rewritten\n`);
+      io.stdout(`Compacted: ${plural(s.segmentsRemoved, 'segment')} removed, ${formatSize(s.bytesReclaimed)} reclaimed, ${formatSize(s.bytesRewritten)} rewritten\n`);
     },
   },
 ];

@@ -52,9 +52,9 @@ class Reader {
   }
 }
 
-/** Connects to the Unix socket `path` and opens `exportName`; rejects with the server's error reply. */
-export async function nbdOpen(path: string, exportName: string): Promise<NbdConnection> {
-  const socket = connect(path);
+/** Connects to a Unix socket path or a TCP address and opens `exportName`; rejects with the server's error reply. */
+export async function nbdOpen(where: string | { host: string; port: number }, exportName: string): Promise<NbdConnection> {
+  const socket = typeof where === 'string' ? connect(where) : connect(where.port, where.host);
   await new Promise<void>((resolve, reject) => {
     socket.once('connect', resolve);
     socket.once('error', reject);

@@ -773,8 +773,14 @@ export class Store {
     if (!views.length || views[views.length - 1] < h.seq) return;
     const kind: EntryKindValue = h.type === RecordType.WRITE ? EntryKind.DATA : h.type === RecordType.ZERO ? EntryKind.ZERO : EntryKind.HOLE;
     const end = h.blockStart + h.blockCount;
+    // The version each block had before this record: superseded now, and dropped unless a
+    // viewpoint still reads it.
+    const prevs = new Map<number, Found>();
+    this.index.scanLatest(h.branch, h.blockStart, end, h.seq - 1, (f) => {
+      prevs.set(f.block, f);
+    });
     const place = (block: number, e: Entry) => {
-      const prev = this.index.latest(h.branch, block, h.seq - 1);
+      const prev = prevs.get(block);
       if (prev && !this.seenBetween(h.branch, prev.seq, h.seq)) {
         this.index.remove(h.branch, block, prev.seq);
         if (prev.kind === EntryKind.DATA) add(prev.segment, -BS);

@@ -54,7 +54,7 @@ async function runSeed(seed: number, steps: number): Promise<void> {
       if (offset + length > SIZE) length = SIZE - offset;
       if (op < 0.45) {
         const data = Buffer.alloc(length, randInt(r, 1, 256));
-        data.writeUInt32LE(step, 0);
+        if (length >= 4) data.writeUInt32LE(step, 0);
         trace.push(`write ${name} ${offset}+${length}`);
         const p = vol(name).write(offset, data, { fua: r() < 0.1 });
         model.write(name, offset, data);
@@ -106,6 +106,13 @@ async function runSeed(seed: number, steps: number): Promise<void> {
         await store.close();
         store = await Store.open({ dir, segmentBytesMax: 256 * 1024, maintenanceIntervalMs: 0, syncIntervalMs: 5 });
         await check('reopen');
+      } else if (op < 0.985) {
+        // Shrink below written data and grow back: the cut-off part must read as zeroes.
+        const cut = randInt(r, 1, SIZE / 512) * 512;
+        trace.push(`resize ${name} ${cut} and back`);
+        await store.resizeDisk(name, cut);
+        await store.resizeDisk(name, SIZE);
+        model.zero(name, cut, SIZE - cut);
       } else {
         trace.push(`read ${name} ${offset}+${length}`);
         const got = await vol(name).read(offset, length);

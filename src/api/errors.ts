@@ -75,10 +75,13 @@ const codeOfEngineCode: Record<EngineErrorCodeValue, ApiErrorCodeValue> = {
 /** The API's one error class: a request the server refuses, with a stable code. */
 export class ApiError extends Error {
   readonly code: ApiErrorCodeValue;
-  constructor(code: ApiErrorCodeValue, message: string, options?: { cause?: unknown }) {
+  /** Extra response headers, e.g. `allow` of a 405. */
+  readonly headers: Record<string, string>;
+  constructor(code: ApiErrorCodeValue, message: string, options?: { cause?: unknown; headers?: Record<string, string> }) {
     super(message, options);
     this.name = 'ApiError';
     this.code = code;
+    this.headers = options?.headers ?? {};
   }
 
   /** HTTP status this error is sent with. */

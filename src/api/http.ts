@@ -38,7 +38,8 @@ export async function readJsonBody(req: IncomingMessage, bodyBytesMax: number): 
 }
 
 function tooLarge(bodyBytesMax: number): ApiError {
-  return new ApiError(ApiErrorCode.BODY_TOO_LARGE, `Request body is larger than ${bodyBytesMax} bytes`);
+  // The rest of an oversized body is not worth reading: answer and hang up.
+  return new ApiError(ApiErrorCode.BODY_TOO_LARGE, `Request body is larger than ${bodyBytesMax} bytes`, { headers: { connection: 'close' } });
 }
 
 /** Sends `body` as JSON with `status`; a 204 is sent without a body. */
@@ -59,6 +60,6 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
 }
 
 /** Sends the JSON error body every failure of the API uses. */
-export function sendError(res: ServerResponse, error: ApiError, headers: Record<string, string> = {}): void {
-  sendJson(res, error.status, { error: { code: error.code, message: error.message } }, headers);
+export function sendError(res: ServerResponse, error: ApiError): void {
+  sendJson(res, error.status, { error: { code: error.code, message: error.message } }, error.headers);
 }

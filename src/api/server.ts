@@ -78,10 +78,7 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
         if (match.kind === 'wrong-method') {
           req.resume();
           const allow = match.allow.join(', ');
-          const error = new ApiError(ApiErrorCode.METHOD_NOT_ALLOWED, `Method ${method} is not allowed on ${pathname}; allowed: ${allow}`);
-          sendError(res, error, { allow });
-          log(`api: ${method} ${pathname} ${error.status} ${error.code}`);
-          return;
+          throw new ApiError(ApiErrorCode.METHOD_NOT_ALLOWED, `Method ${method} is not allowed on ${pathname}; allowed: ${allow}`, { headers: { allow } });
         }
         let body: unknown;
         if (match.route.body !== null) body = await readJsonBody(req, bodyBytesMax);
@@ -95,10 +92,8 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
       const { error, unexpected } = toApiError(err);
       if (unexpected) log(`api: ${method} ${pathname} failed: ${(err as Error)?.stack ?? String(err)}`);
       else log(`api: ${method} ${pathname} ${error.status} ${error.code}: ${error.message} (${Date.now() - startMs} ms)`);
-      // The rest of an oversized body is not worth reading: answer and hang up.
-      const headers: Record<string, string> = error.code === ApiErrorCode.BODY_TOO_LARGE ? { connection: 'close' } : {};
       if (res.headersSent) res.destroy();
-      else sendError(res, error, headers);
+      else sendError(res, error);
     }
   };
 

@@ -2,7 +2,6 @@ import { readFileSync } from 'node:fs';
 import { mkdir, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { createApiServer } from '../api/index.ts';
-import type { ApiServer } from '../api/index.ts';
 import { Store } from '../engine/index.ts';
 import { NbdServer } from '../nbd/index.ts';
 import { NodeError, NodeErrorCode } from './errors.ts';
@@ -75,8 +74,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     await listen('NBD', socketPath, () => nbd.listenUnix(socketPath));
     undo.push(() => unlink(socketPath).catch(() => {}));
 
-    let api: ApiServer | null = null;
-    api = createApiServer({
+    const api = createApiServer({
       store,
       log,
       nodeFacts: () => ({
@@ -85,9 +83,8 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
         nbd: { tcp: nbdAddress, socket: socketPath, connections: nbd.connections },
       }),
     });
-    const apiServer = api;
-    undo.push(() => apiServer.close());
-    const apiAddress = await listen('API', hostPort(opts.host, opts.apiPort), () => apiServer.listen({ host: opts.host, port: opts.apiPort }));
+    undo.push(() => api.close());
+    const apiAddress = await listen('API', hostPort(opts.host, opts.apiPort), () => api.listen({ host: opts.host, port: opts.apiPort }));
 
     const apiUrl = `http://${hostPort(apiAddress.host, apiAddress.port)}`;
     log(`node: serving ${dataDir}: api=${apiUrl} nbd=${hostPort(nbdAddress.host, nbdAddress.port)} socket=${socketPath}`);
@@ -101,7 +98,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
         closing ??= (async () => {
           await nbd.close();
           await unlink(socketPath).catch(() => {});
-          await apiServer.close();
+          await api.close();
           await store.close();
           await lock.release();
           log('node: stopped');
@@ -115,16 +112,25 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
   }
 }
 
+/** What the usual reasons a listen fails mean. */
+const listenFailures: Record<string, string> = {
+  EADDRINUSE: 'address in use',
+  EACCES: 'permission denied',
+  EADDRNOTAVAIL: 'not an address of this machine',
+  ENOTFOUND: 'unknown host',
+  ENOENT: 'no such directory',
+};
+
 /** Runs a listen step, turning "address in use" and similar into a NodeError naming the address. */
 async function listen<T>(what: string, address: string, step: () => Promise<T>): Promise<T> {
   try {
     return await step();
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EADDRINUSE') throw new NodeError(NodeErrorCode.LISTEN, `cannot listen for ${what} on ${address}: address in use`, { cause: err });
-    if (code === 'EACCES' || code === 'EADDRNOTAVAIL' || code === 'ENOENT' || code === 'ENOTFOUND') {
-      throw new NodeError(NodeErrorCode.LISTEN, `cannot listen for ${what} on ${address}: ${code}`, { cause: err });
-    }
+    // The NBD server wraps the system error in its own; look through it.
+    const e = err as NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException };
+    const code = e.cause?.code ?? e.code;
+    const why = code === undefined ? undefined : listenFailures[code];
+    if (why !== undefined) throw new NodeError(NodeErrorCode.LISTEN, `cannot listen for ${what} on ${address}: ${why}`, { cause: err });
     throw err;
   }
 }

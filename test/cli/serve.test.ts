@@ -26,8 +26,14 @@ function tempDir(): string {
   return dir;
 }
 
-async function start(dataDir: string, overrides: { apiPort?: number } = {}): Promise<RunningNode> {
-  const node = await startNode({ dataDir, host: '127.0.0.1', nbdPort: 0, apiPort: overrides.apiPort ?? 0, socketPath: join(dataDir, 'nbd.sock') });
+async function start(dataDir: string, overrides: { apiPort?: number; nbdPort?: number } = {}): Promise<RunningNode> {
+  const node = await startNode({
+    dataDir,
+    host: '127.0.0.1',
+    nbdPort: overrides.nbdPort ?? 0,
+    apiPort: overrides.apiPort ?? 0,
+    socketPath: join(dataDir, 'nbd.sock'),
+  });
   nodes.push(node);
   return node;
 }
@@ -70,10 +76,14 @@ test('startNode undoes what it started when a later step fails, so the next star
   const blocker: Server = createServer();
   await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
   const { port } = blocker.address() as { port: number };
+  const inUse = (what: string) => (err: unknown) =>
+    err instanceof NodeError && err.code === NodeErrorCode.LISTEN && err.message === `cannot listen for ${what} on 127.0.0.1:${port}: address in use`;
   try {
-    await assert.rejects(start(dir, { apiPort: port }), (err: unknown) => err instanceof NodeError && err.code === NodeErrorCode.LISTEN && /address in use/.test(err.message));
+    await assert.rejects(start(dir, { apiPort: port }), inUse('API'));
     assert.equal(existsSync(join(dir, 'tessera.lock')), false, 'lock released');
     assert.equal(existsSync(join(dir, 'nbd.sock')), false, 'socket removed');
+    await assert.rejects(start(dir, { nbdPort: port }), inUse('NBD'));
+    assert.equal(existsSync(join(dir, 'tessera.lock')), false, 'lock released');
   } finally {
     await new Promise<void>((r) => blocker.close(() => r()));
   }

@@ -6,6 +6,8 @@ write:  keeps up to DEPTH non-overlapping writes in flight (some with FUA) and a
         tracks, per 4 KiB block, the sequence of writes and which of them are durable: a FUA write
         once it completed, any write that completed before a FLUSH was issued once that FLUSH
         completed. Prints "flushed N" after each completed FLUSH. Saves the model to STATE.
+init:   records the current content of every block (by hash) as the baseline, for a disk that
+        does not start as zeroes.
 verify: reads every block and checks it holds the last durable write or a later one (never an
         older one, never torn bytes), then records what it read as the new baseline in STATE.
 
@@ -145,6 +147,19 @@ def cmd_write(uri, state_path, seed, blocks, depth, max_ops, max_seconds):
                       'durableBlockWrites': durable, 'connectionLost': lost}), flush=True)
 
 
+def cmd_init(uri, state_path, seed, blocks):
+    h = connect(uri)
+    initial = []
+    chunk_blocks = 256
+    for start in range(0, blocks, chunk_blocks):
+        n = min(chunk_blocks, blocks - start)
+        data = h.pread(n * BLOCK, start * BLOCK)
+        initial.extend(hashlib.sha1(data[i * BLOCK:(i + 1) * BLOCK]).hexdigest() for i in range(n))
+    h.shutdown()
+    state = {'seed': seed, 'blocks': blocks, 'nextId': 1, 'base': [-1] * blocks, 'history': {}, 'initial': initial}
+    save_state(state_path, state)
+
+
 def cmd_verify(uri, state_path):
     with open(state_path) as f:
         state = json.load(f)
@@ -152,6 +167,7 @@ def cmd_verify(uri, state_path):
     blocks = state['blocks']
     base = state['base']
     history = {int(b): entries for b, entries in state['history'].items()}
+    initial = state.get('initial')
     h = connect(uri)
     chunk_blocks = 256
     bad = []
@@ -166,13 +182,15 @@ def cmd_verify(uri, state_path):
             entries = history.get(b, [])
             last_durable = max((k for k, e in enumerate(entries) if e[1]), default=-1)
             allowed = [e[0] for e in entries[last_durable:]] if last_durable >= 0 else [base[b]] + [e[0] for e in entries]
-            if got == zero:
+            if initial is not None and hashlib.sha1(got).hexdigest() == initial[b]:
+                got_id = -1     # the content the disk had when `init` ran
+            elif got == zero:
                 got_id = 0
             elif got[:8] == MAGIC:
                 got_id = struct.unpack('<Q', got[8:16])[0]
             else:
                 got_id = None
-            ok = got_id in allowed and (got == zero if got_id == 0 else got == block_bytes(seed, got_id, b))
+            ok = got_id in allowed and (got_id <= 0 or got == block_bytes(seed, got_id, b))
             if not ok:
                 if len(bad) < 20:
                     bad.append({'block': b, 'offset': b * BLOCK, 'readWrite': got_id, 'allowed': allowed[:8],
@@ -204,10 +222,12 @@ def main():
         max_ops = int(args[6]) if len(args) > 6 else 200000
         max_seconds = float(args[7]) if len(args) > 7 else 120
         cmd_write(args[1], args[2], seed, blocks, depth, max_ops, max_seconds)
+    elif len(args) == 5 and args[0] == 'init':
+        cmd_init(args[1], args[2], int(args[3]), int(args[4]))
     elif len(args) == 3 and args[0] == 'verify':
         cmd_verify(args[1], args[2])
     else:
-        raise SystemExit('usage: crashload.py write URI STATE [SEED BLOCKS DEPTH MAX_OPS MAX_SECONDS] | verify URI STATE')
+        raise SystemExit('usage: crashload.py write URI STATE [SEED BLOCKS DEPTH MAX_OPS MAX_SECONDS] | init URI STATE SEED BLOCKS | verify URI STATE')
 
 
 if __name__ == '__main__':

@@ -61,12 +61,12 @@ export class TesseraNode {
 
   /** `nbd://HOST:PORT/NAME` for an export over TCP. */
   nbdUri(name: string): string {
-    return `nbd://${this.nbdHost}:${this.nbdPort}/${encodeURIComponent(name)}`;
+    return `nbd://${this.nbdHost}:${this.nbdPort}/${name}`;
   }
 
   /** `nbd+unix:///NAME?socket=PATH` for an export over the Unix socket. */
   unixUri(name: string): string {
-    return `nbd+unix:///${encodeURIComponent(name)}?socket=${this.socket}`;
+    return `nbd+unix:///${name}?socket=${this.socket}`;
   }
 
   /** The last part of the node's log, for failure messages. */

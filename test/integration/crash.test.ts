@@ -1,0 +1,127 @@
+/**
+ * Crash consistency: a node killed with SIGKILL while clients write keeps every write that was
+ * made durable (FUA, or completed before a completed FLUSH), and restarts into a consistent store.
+ * The load and the check are test/helpers/crashload.py, a libnbd client.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, test } from 'node:test';
+import {
+  assertFilesEqual, cleanup, makeTempDir, MiB, nbdcopy, requirePythonNbd, Rng, runOk, spawnTracked, startNode, testSeed,
+  writeSeededFile, type TesseraNode,
+} from '../helpers/index.ts';
+
+const crashload = fileURLToPath(new URL('../helpers/crashload.py', import.meta.url));
+const blockBytes = 4096;
+
+let node: TesseraNode;
+let dir: string;
+
+before(async () => {
+  node = await startNode();
+  dir = makeTempDir();
+});
+after(cleanup);
+
+/** A running crashload writer: resolves `flushed(n)` once it reported n completed FLUSHes. */
+function startWriter(py: string, uri: string, state: string, seed: number, blocks: number) {
+  const child = spawnTracked(py, [crashload, 'write', uri, state, String(seed), String(blocks), '16', '1000000', '300']);
+  child.stdin!.end();
+  let out = '';
+  let err = '';
+  let flushes = 0;
+  const waiters: { n: number; resolve: () => void }[] = [];
+  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+    out += chunk;
+    for (const m of chunk.matchAll(/^flushed (\d+)$/gm)) flushes = Math.max(flushes, Number(m[1]));
+    for (const w of waiters.filter((x) => x.n <= flushes)) w.resolve();
+  });
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
+  const exited = new Promise<{ code: number | null; summary: string }>((resolve) => {
+    child.once('close', (code) => resolve({ code, summary: out.trim().split('\n').at(-1) ?? '' }));
+  });
+  return {
+    flushed(n: number): Promise<void> {
+      if (flushes >= n) return Promise.resolve();
+      return Promise.race([
+        new Promise<void>((resolve) => waiters.push({ n, resolve })),
+        exited.then(({ code }) => { throw new Error(`writer exited (${code}) before ${n} flushes: ${err}`); }),
+      ]);
+    },
+    async done(): Promise<string> {
+      const { code, summary } = await exited;
+      assert.equal(code, 0, `writer failed: ${err}`);
+      return summary;
+    },
+  };
+}
+
+test('flushed and FUA writes survive repeated kill -9 of the node with writes in flight', async (t) => {
+  const seed = testSeed(t);
+  const rng = new Rng(seed);
+  const py = requirePythonNbd();
+  const blocks = (64 * MiB) / blockBytes;
+  await node.cliOk(['disk', 'create', 'tcp', '--size', '64M']);
+  await node.cliOk(['disk', 'create', 'unix', '--size', '64M']);
+  // A snapshot with known content that every crash must leave alone.
+  const base = join(dir, 'base.raw');
+  await writeSeededFile(base, seed, 'base', 64 * MiB);
+  await nbdcopy(base, node.nbdUri('tcp'), ['--flush']);
+  await node.cliOk(['snap', 'create', 'tcp', 'base']);
+  // The crash model of that disk starts from its current content rather than zeroes.
+  const stateTcp = join(dir, 'tcp.json');
+  const stateUnix = join(dir, 'unix.json');
+  await runOk(py, [crashload, 'init', node.nbdUri('tcp'), stateTcp, String(seed), String(blocks)]);
+
+  for (let round = 1; round <= 4; round++) {
+    const writers = [
+      startWriter(py, node.nbdUri('tcp'), stateTcp, seed + round, blocks),
+      startWriter(py, node.unixUri('unix'), stateUnix, seed + 100 + round, blocks),
+    ];
+    // Crash at a point defined by progress, not time: after some FLUSHes completed on both.
+    const target = rng.range(2, 12);
+    await Promise.all(writers.map((w) => w.flushed(target)));
+    const killed = await node.kill('SIGKILL');
+    assert.equal(killed.signal, 'SIGKILL');
+    const summaries = await Promise.all(writers.map((w) => w.done()));
+    t.diagnostic(`round ${round}: killed after ${target} flushes; writers: ${summaries.join(' ')}`);
+    await node.restart();
+    for (const [name, uri, state] of [['tcp', node.nbdUri('tcp'), stateTcp], ['unix', node.unixUri('unix'), stateUnix]] as const) {
+      const verdict = await runOk(py, [crashload, 'verify', uri, state]).catch((err: Error) => assert.fail(`round ${round}, disk ${name}: ${err.message}\nnode log: ${node.logTail()}`));
+      t.diagnostic(`round ${round}, disk ${name}: ${verdict.trim()}`);
+    }
+    const snaps = await node.cliJson<{ name: string }[]>(['snap', 'list', 'tcp']);
+    assert.deepEqual(snaps.map((s) => s.name), ['base'], `round ${round}: snapshots after the crash`);
+    const pulled = join(dir, 'base-pulled.raw');
+    await nbdcopy(node.unixUri('tcp@base'), pulled);
+    await assertFilesEqual(base, pulled, `round ${round}: the snapshot taken before the crashes`);
+  }
+
+  // The store still takes new disks, writes and snapshots.
+  await node.cliOk(['disk', 'create', 'after', '--size', '8M']);
+  const small = join(dir, 'small.raw');
+  await writeSeededFile(small, seed, 'small', 8 * MiB);
+  await nbdcopy(small, node.nbdUri('after'), ['--flush']);
+  await node.cliOk(['snap', 'create', 'after', 'ok']);
+  const back = join(dir, 'small-back.raw');
+  await nbdcopy(node.nbdUri('after@ok'), back);
+  await assertFilesEqual(small, back, 'a disk written after the crashes');
+});
+
+test('data copied with nbdcopy --flush survives an immediate kill -9', async (t) => {
+  const seed = testSeed(t);
+  const src = join(dir, 'flush-src.raw');
+  await writeSeededFile(src, seed, 'flush', 48 * MiB);
+  await node.cliOk(['disk', 'create', 'flushed', '--size', '48M']);
+  for (let i = 0; i < 3; i++) {
+    await nbdcopy(src, i % 2 === 0 ? node.nbdUri('flushed') : node.unixUri('flushed'), ['--flush']);
+    await node.kill('SIGKILL');
+    await node.restart();
+    const back = join(dir, `flush-back-${i}.raw`);
+    await nbdcopy(node.nbdUri('flushed'), back);
+    await assertFilesEqual(src, back, `copy ${i} after kill -9`);
+    // Change the source a little for the next round, so each round checks fresh data.
+    await writeSeededFile(src, seed + i + 1, 'flush', 48 * MiB);
+  }
+});

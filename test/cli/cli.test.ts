@@ -3,11 +3,11 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
-import { runCli } from '../../src/cli/index.ts';
+import { defaultDataDir, runCli } from '../../src/cli/index.ts';
 import { nbdOpen } from './nbd-handshake.ts';
 
 const tesseraBin = fileURLToPath(new URL('../../bin/tessera', import.meta.url));
@@ -209,6 +209,41 @@ describe('cli without a node', () => {
     // TESSERA_API is the default; --api after the command works too.
     assertFailure(await cli(['node', 'info'], { TESSERA_API: url }), 1, new RegExp(`cannot reach the Tessera node at ${url}`));
     assertFailure(await cli(['disk', 'list', '--api', url], { TESSERA_API: 'http://127.0.0.1:9' }), 1, new RegExp(`at ${url}:`));
+  });
+
+  test('defaultDataDir is $XDG_DATA_HOME/tessera, else ~/.local/share/tessera', () => {
+    assert.equal(defaultDataDir({ XDG_DATA_HOME: '/srv/data' }), '/srv/data/tessera');
+    const fallback = join(homedir(), '.local', 'share', 'tessera');
+    assert.equal(defaultDataDir({}), fallback);
+    assert.equal(defaultDataDir({ XDG_DATA_HOME: '' }), fallback);
+    // The XDG spec says to ignore relative paths.
+    assert.equal(defaultDataDir({ XDG_DATA_HOME: 'relative/dir' }), fallback);
+  });
+
+  test('serve without --data and --socket uses $XDG_DATA_HOME/tessera and its nbd.sock', async () => {
+    const xdg = tempDir();
+    const child = spawn(tesseraBin, ['serve', '--nbd-port', '0', '--api-port', '0'], {
+      env: childEnv({ XDG_DATA_HOME: xdg }),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    children.add(child);
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    let out = '';
+    let err = '';
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (err += c));
+    const line = await new Promise<string>((resolve, reject) => {
+      child.stdout.setEncoding('utf8').on('data', (c: string) => {
+        out += c;
+        if (out.includes('\n')) resolve(out.slice(0, out.indexOf('\n')));
+      });
+      exited.then(() => reject(new Error(`serve exited early: ${err}`)));
+    });
+    const dataDir = join(xdg, 'tessera');
+    assert.match(line, new RegExp(`^tessera ready api=http://127\\.0\\.0\\.1:\\d+ nbd=127\\.0\\.0\\.1:\\d+ socket=${dataDir}/nbd\\.sock$`));
+    assert.ok(existsSync(join(dataDir, 'tessera.lock')));
+    child.kill('SIGINT');
+    assert.equal(await exited, 0, err);
+    assert.equal(out, line + '\n', 'nothing but the ready line on stdout');
   });
 
   test('bin/tessera reports a node that is not running, exit 1', async () => {

@@ -37,6 +37,7 @@ export const ApiErrorCode = {
   INTERNAL: 'INTERNAL',
 } as const;
 
+/** One of the ApiErrorCode values. */
 export type ApiErrorCodeValue = (typeof ApiErrorCode)[keyof typeof ApiErrorCode];
 
 /** HTTP status of every ApiError code: the one place that decides it. */

@@ -42,8 +42,15 @@ function tooLarge(bodyBytesMax: number): ApiError {
   return new ApiError(ApiErrorCode.BODY_TOO_LARGE, `Request body is larger than ${bodyBytesMax} bytes`, { headers: { connection: 'close' } });
 }
 
-/** Sends `body` as JSON with `status`; a 204 is sent without a body. */
-export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+/** What to send: a status, a JSON body (none for 204) and extra headers. */
+export interface JsonReply {
+  status: number;
+  body?: unknown;
+  headers?: Record<string, string>;
+}
+
+/** Sends a reply as JSON; a 204 is sent without a body. */
+export function sendJson(res: ServerResponse, { status, body, headers = {} }: JsonReply): void {
   if (status === 204) {
     res.writeHead(204, headers);
     res.end();
@@ -61,5 +68,5 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
 
 /** Sends the JSON error body every failure of the API uses. */
 export function sendError(res: ServerResponse, error: ApiError): void {
-  sendJson(res, error.status, { error: { code: error.code, message: error.message } }, error.headers);
+  sendJson(res, { status: error.status, body: { error: { code: error.code, message: error.message } }, headers: error.headers });
 }

@@ -1,6 +1,7 @@
 import type { Store, StoreStats } from '../engine/index.ts';
 import { checkBody } from './validate.ts';
 import type { BodySpec, BodyOf } from './validate.ts';
+import type { JsonReply } from './http.ts';
 import { openApiDocument } from './openapi.ts';
 
 /** Base path of every route. */
@@ -47,11 +48,7 @@ export interface RouteContext {
 }
 
 /** What a handler answers: a status and a JSON body (none for 204). */
-export interface Reply {
-  status: number;
-  body?: unknown;
-  headers?: Record<string, string>;
-}
+export type Reply = JsonReply;
 
 /** One route: a method and a path template whose `{param}` segments match one segment each. */
 export interface Route {

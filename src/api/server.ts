@@ -84,7 +84,7 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
         if (match.route.body !== null) body = await readJsonBody(req, bodyBytesMax);
         else req.resume(); // Routes without a body ignore one if sent.
         const reply = await match.route.handle(match.params, body, ctx);
-        sendJson(res, reply.status, reply.body, reply.headers);
+        sendJson(res, reply);
       } finally {
         inFlight--;
       }

@@ -111,7 +111,7 @@ export const commands: Command[] = [
         d.origin ?? '-',
         formatTime(d.createdMs),
       ]);
-      io.stdout(formatTable(['NAME', 'SIZE', 'ALLOCATED', 'SNAPSHOTS', 'ORIGIN', 'CREATED'], rows, ['left', 'right', 'right', 'right']));
+      io.stdout(formatTable({ headers: ['NAME', 'SIZE', 'ALLOCATED', 'SNAPSHOTS', 'ORIGIN', 'CREATED'], rows, align: ['left', 'right', 'right', 'right'] }));
     },
   },
   {
@@ -199,7 +199,7 @@ export const commands: Command[] = [
       const snaps: SnapshotInfo[] = await client().request('GET', `/disks/${seg(disk)}/snapshots`);
       if (values.json) return printJson(io, snaps);
       const rows = snaps.map((s) => [s.name, formatSize(s.sizeBytes), formatTime(s.createdMs), `${s.disk}@${s.name}`]);
-      io.stdout(formatTable(['NAME', 'SIZE', 'CREATED', 'NBD EXPORT'], rows, ['left', 'right']));
+      io.stdout(formatTable({ headers: ['NAME', 'SIZE', 'CREATED', 'NBD EXPORT'], rows, align: ['left', 'right'] }));
     },
   },
   {

@@ -8,6 +8,7 @@ export const CliErrorCode = {
   UNREACHABLE: 'CLI_UNREACHABLE',
 } as const;
 
+/** One of the CliErrorCode values. */
 export type CliErrorCodeValue = (typeof CliErrorCode)[keyof typeof CliErrorCode];
 
 /** The CLI's one error class; its message is the one line the user sees. */

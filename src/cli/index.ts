@@ -3,7 +3,7 @@ export { runCli, version } from './run.ts';
 export type { Io } from './commands.ts';
 export { parseSize, parseDiskSize, formatSize } from './size.ts';
 export { formatTable, formatFields } from './table.ts';
-export type { Align } from './table.ts';
+export type { Align, Table } from './table.ts';
 export { CliError, CliErrorCode } from './errors.ts';
 export type { CliErrorCodeValue } from './errors.ts';
 export { ApiClient, DEFAULT_API_URL } from './client.ts';

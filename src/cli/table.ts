@@ -1,12 +1,16 @@
 /** How a column is aligned. */
 export type Align = 'left' | 'right';
 
-/**
- * Formats rows as an aligned text table under `headers`, columns two spaces apart, without
- * trailing spaces. `align` gives the alignment of each column (default left); numbers read
- * best right-aligned.
- */
-export function formatTable(headers: string[], rows: string[][], align: Align[] = []): string {
+/** A table to format. */
+export interface Table {
+  headers: string[];
+  rows: string[][];
+  /** Alignment of each column; default left. Numbers read best right-aligned. */
+  align?: Align[];
+}
+
+/** Formats a table as aligned text under its headers, columns two spaces apart, without trailing spaces. */
+export function formatTable({ headers, rows, align = [] }: Table): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]): string =>
     widths

@@ -6,6 +6,7 @@ export const NodeErrorCode = {
   LISTEN: 'NODE_LISTEN',
 } as const;
 
+/** One of the NodeErrorCode values. */
 export type NodeErrorCodeValue = (typeof NodeErrorCode)[keyof typeof NodeErrorCode];
 
 /** The daemon's one error class: why a node could not start. */

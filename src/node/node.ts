@@ -70,8 +70,8 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
 
     const nbd = new NbdServer({ provider: storeExports(store), log });
     undo.push(() => nbd.close());
-    const nbdAddress = await listen('NBD', hostPort(opts.host, opts.nbdPort), () => nbd.listenTcp({ host: opts.host, port: opts.nbdPort }));
-    await listen('NBD', socketPath, () => nbd.listenUnix(socketPath));
+    const nbdAddress = await listen({ what: 'NBD', address: hostPort(opts.host, opts.nbdPort) }, () => nbd.listenTcp({ host: opts.host, port: opts.nbdPort }));
+    await listen({ what: 'NBD', address: socketPath }, () => nbd.listenUnix(socketPath));
     undo.push(() => unlink(socketPath).catch(() => {}));
 
     const api = createApiServer({
@@ -84,7 +84,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       }),
     });
     undo.push(() => api.close());
-    const apiAddress = await listen('API', hostPort(opts.host, opts.apiPort), () => api.listen({ host: opts.host, port: opts.apiPort }));
+    const apiAddress = await listen({ what: 'API', address: hostPort(opts.host, opts.apiPort) }, () => api.listen({ host: opts.host, port: opts.apiPort }));
 
     const apiUrl = `http://${hostPort(apiAddress.host, apiAddress.port)}`;
     log(`node: serving ${dataDir}: api=${apiUrl} nbd=${hostPort(nbdAddress.host, nbdAddress.port)} socket=${socketPath}`);
@@ -122,7 +122,7 @@ const listenFailures: Record<string, string> = {
 };
 
 /** Runs a listen step, turning "address in use" and similar into a NodeError naming the address. */
-async function listen<T>(what: string, address: string, step: () => Promise<T>): Promise<T> {
+async function listen<T>({ what, address }: { what: string; address: string }, step: () => Promise<T>): Promise<T> {
   try {
     return await step();
   } catch (err) {

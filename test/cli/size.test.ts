@@ -84,14 +84,14 @@ test('formatSize prints binary units with one decimal', () => {
 });
 
 test('formatTable aligns columns, right-aligns where asked and leaves no trailing spaces', () => {
-  const out = formatTable(
-    ['NAME', 'SIZE', 'ORIGIN'],
-    [
+  const out = formatTable({
+    headers: ['NAME', 'SIZE', 'ORIGIN'],
+    rows: [
       ['vm1', '1.0 GiB', '-'],
       ['database', '10.0 GiB', 'golden@v1'],
     ],
-    ['left', 'right'],
-  );
+    align: ['left', 'right'],
+  });
   assert.equal(
     out,
     ['NAME          SIZE  ORIGIN', 'vm1        1.0 GiB  -', 'database  10.0 GiB  golden@v1', ''].join('\n'),
@@ -100,7 +100,7 @@ test('formatTable aligns columns, right-aligns where asked and leaves no trailin
 });
 
 test('formatTable prints the header alone for no rows', () => {
-  assert.equal(formatTable(['NAME', 'SIZE'], []), 'NAME  SIZE\n');
+  assert.equal(formatTable({ headers: ['NAME', 'SIZE'], rows: [] }), 'NAME  SIZE\n');
 });
 
 test('formatFields aligns values after their labels', () => {

@@ -389,7 +389,8 @@ describe('cli against a running node', () => {
     assert.equal(last?.code, 0, last?.stderr);
   });
 
-  test('SIGTERM shuts the node down gracefully: exit 0, lock and socket removed, API gone', async () => {
+  test('SIGTERM shuts the node down gracefully, even with an NBD client connected: exit 0, lock and socket removed, API gone', async () => {
+    const client = await nbdOpen(node.socket, 'vm1');
     node.child.kill('SIGTERM');
     const { code, signal } = await node.exit;
     assert.equal(signal, null);
@@ -397,6 +398,7 @@ describe('cli against a running node', () => {
     assert.equal(existsSync(join(dataDir, 'tessera.lock')), false);
     assert.equal(existsSync(node.socket), false);
     assertFailure(await t(['disk', 'list']), 1, /cannot reach the Tessera node/);
+    await client.close();
   });
 
   test('a restarted node finds the disks of the last run', async () => {

@@ -90,6 +90,8 @@ export async function nbdOpen(where: string | { host: string; port: number }, ex
         flags = data.readUInt16BE(10);
       }
     }
+    // The server may go first (shutdown); a late DISC then fails, harmlessly.
+    socket.on('error', () => {});
     let closed = false;
     return {
       sizeBytes,

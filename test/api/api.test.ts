@@ -417,8 +417,11 @@ describe('api error mapping', () => {
   test('requests beyond the in-flight limit answer 503 BUSY', async () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
+    let entered!: () => void;
+    const inside = new Promise<void>((r) => (entered = r));
     const stub = {
       async compact() {
+        entered();
         await gate;
         return { segmentsRemoved: 0, bytesReclaimed: 0, bytesRewritten: 0 };
       },
@@ -426,7 +429,7 @@ describe('api error mapping', () => {
     const { server, base } = await startApi({ store: stub, requestsInFlightMax: 1 });
     try {
       const first = call(base, 'POST', '/compact');
-      await new Promise((r) => setTimeout(r, 50));
+      await inside;
       assertError(await call(base, 'POST', '/compact'), 503, 'BUSY');
       release();
       assert.equal((await first).status, 200);

@@ -17,7 +17,9 @@ export class NbdServer {
   readonly #limits: NbdLimits;
   readonly #log: (msg: string) => void;
   readonly #listeners: net.Server[] = [];
+  /** Connections until fully closed (socket closed and volume released), for close(). */
   readonly #connections = new Set<Connection>();
+  #openSockets = 0;
   #closing: Promise<void> | null = null;
 
   constructor(opts: NbdServerOptions) {
@@ -28,7 +30,7 @@ export class NbdServer {
 
   /** Open client connections, handshaking or transmitting. */
   get connections(): number {
-    return this.#connections.size;
+    return this.#openSockets;
   }
 
   /** Listens on TCP; port 0 picks a free port. Resolves with the bound address. */
@@ -80,12 +82,14 @@ export class NbdServer {
       socket.destroy();
       return;
     }
-    if (this.#connections.size >= this.#limits.connectionsMax) {
+    if (this.#openSockets >= this.#limits.connectionsMax) {
       this.#log(`nbd: refusing connection from ${socket.remoteAddress ?? 'unix socket'}: ${this.#limits.connectionsMax} connections open`);
       socket.on('error', () => {});
       socket.destroy();
       return;
     }
+    this.#openSockets++;
+    socket.once('close', () => this.#openSockets--);
     const conn = new Connection(socket, { provider: this.#provider, limits: this.#limits, log: this.#log });
     this.#connections.add(conn);
     void conn.closed.then(() => this.#connections.delete(conn));

@@ -1,0 +1,40 @@
+/** A server over the in-memory store, started and stopped by tests. */
+import { NbdServer, type NbdLimits } from '../../src/nbd/index.ts';
+import type { Target } from './client.ts';
+import { MemoryStore } from './memory-volume.ts';
+
+export interface MemoryServer {
+  server: NbdServer;
+  store: MemoryStore;
+  target: Target;
+  logs: string[];
+  close(): Promise<void>;
+}
+
+/** Starts a server on an ephemeral port with disk `disk` (1 MiB) and snapshot `disk@s1`. */
+export async function startMemoryServer(limits: Partial<NbdLimits> = {}): Promise<MemoryServer> {
+  const store = new MemoryStore();
+  store.createDisk('disk', 1024 * 1024);
+  store.snapshot('disk', 's1');
+  store.createDisk('other', 64 * 1024);
+  const logs: string[] = [];
+  const server = new NbdServer({ provider: store, limits, log: (msg) => logs.push(msg) });
+  const address = await server.listenTcp({ host: '127.0.0.1', port: 0 });
+  return { server, store, target: address, logs, close: () => server.close() };
+}
+
+/** A promise with its resolver, for gating engine operations. */
+export function gate(): { promise: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const promise = new Promise<void>((resolve) => (open = resolve));
+  return { promise, open };
+}
+
+/** Waits until `predicate` holds, polling; fails after `ms`. */
+export async function until(predicate: () => boolean, ms = 2000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}

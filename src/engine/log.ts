@@ -165,6 +165,7 @@ export class WriteLog {
    * a promise that settles when the bytes are written (not yet durable).
    */
   append(header: RecordHeader, payload: Buffer | null): { append: Append; written: Promise<void> } {
+    const headerBytes = encodeRecordHeader(header);
     const recordBytes = Format.recordHeaderBytes + header.payloadBytes;
     if (this.active.size + recordBytes > this.segmentBytesMax && this.active.size > Format.segmentHeaderBytes) this.startNewSegment();
     const seg = this.active;
@@ -172,7 +173,7 @@ export class WriteLog {
     seg.size += recordBytes;
     seg.dirty = true;
     this.pending.push(a);
-    const bufs = payload ? [encodeRecordHeader(header), payload] : [encodeRecordHeader(header)];
+    const bufs = payload ? [headerBytes, payload] : [headerBytes];
     const written = pwritev(seg.fd, bufs, a.offset).then(
       () => this.complete(a, null),
       (err) => {

@@ -87,6 +87,8 @@ const FULL_MASK = 0xff;
 /** Largest virtual disk: 1 PiB. */
 export const diskBytesMax = 2 ** 50;
 const FORMAT_TAG = 'tessera-store/1';
+/** A ZERO/TRIM record's block count is a u32: longer ranges take several records. */
+const zeroBlocksPerRecordMax = 2 ** 31;
 
 function sectorMask(fromByte: number, toByte: number): number {
   // Sectors of one block touched by bytes [fromByte, toByte) (block-relative).
@@ -121,6 +123,8 @@ export class Store {
   private closed = false;
   private maintenance: Promise<unknown> | null = null;
   private readers = new Map<number, number>();
+  /** What the last open replayed: the log tail the index had not absorbed yet. */
+  readonly recovery = { recordsReplayed: 0, tornBytesDropped: 0 };
 
   private constructor(dir: string, log: WriteLog, index: BlockIndex) {
     this.dir = dir;
@@ -173,12 +177,16 @@ export class Store {
         batch = [];
       };
       for await (const rec of this.log.scan(id, from, { payloads: false })) {
+        this.recovery.recordsReplayed++;
         batch.push(rec);
         if (batch.length >= 1024) flush();
       }
       flush();
       const end = this.log.validEnd.get(id)!;
-      if (end < this.log.segmentSize(id)) this.log.truncate(id, Math.max(end, Format.segmentHeaderBytes));
+      if (end < this.log.segmentSize(id)) {
+        this.recovery.tornBytesDropped += this.log.segmentSize(id) - end;
+        this.log.truncate(id, Math.max(end, Format.segmentHeaderBytes));
+      }
     }
     this.log.startNewSegment();
     // Segments left with no live data (e.g. after a crash mid-compaction) are dropped now.
@@ -373,6 +381,8 @@ export class Store {
     this.checkOpen();
     const d = this.disk(disk);
     const s = this.snap(d, snap);
+    const users = this.openVolumes.get(`${disk}@${snap}`) ?? 0;
+    if (users > 0) throw new EngineError(EngineErrorCode.IN_USE, `Snapshot ${disk}@${snap} is in use by ${users} open connection(s)`);
     d.snapshots = d.snapshots.filter((x) => x !== s);
     this.index.root.transactionSync(() => this.persistDisk(d));
     this.invalidateViewpoints();
@@ -424,15 +434,21 @@ export class Store {
     this.checkOpen();
     const d = this.disk(disk);
     if (snap != null) this.snap(d, snap);
-    this.openVolumes.set(disk, (this.openVolumes.get(disk) ?? 0) + 1);
+    this.countUser(disk, 1);
+    if (snap != null) this.countUser(`${disk}@${snap}`, 1);
     return new StoreVolume(this, d.name, snap ?? null);
   }
 
+  private countUser(key: string, n: number): void {
+    const v = (this.openVolumes.get(key) ?? 0) + n;
+    if (v <= 0) this.openVolumes.delete(key);
+    else this.openVolumes.set(key, v);
+  }
+
   /** @internal */
-  releaseVolume(disk: string): void {
-    const n = (this.openVolumes.get(disk) ?? 1) - 1;
-    if (n <= 0) this.openVolumes.delete(disk);
-    else this.openVolumes.set(disk, n);
+  releaseVolume(disk: string, snap: string | null): void {
+    this.countUser(disk, -1);
+    if (snap !== null) this.countUser(`${disk}@${snap}`, -1);
   }
 
   /** Makes everything acknowledged so far durable. */
@@ -615,10 +631,15 @@ export class Store {
   /** @internal Appends a ZERO or TRIM record over whole blocks. */
   async appendZero(d: DiskMeta, blockStart: number, blockCount: number, type: typeof RecordType.ZERO | typeof RecordType.TRIM, fua: boolean): Promise<void> {
     this.checkOpen();
-    const header: RecordHeader = {
-      type, seq: this.seqNext++, branch: d.branch, blockStart, blockCount, maskFirst: FULL_MASK, maskLast: FULL_MASK, payloadBytes: 0, payloadCrc: 0,
-    };
-    await this.appendRecord(header, null);
+    const writes: Promise<void>[] = [];
+    for (let i = 0; i < blockCount; i += zeroBlocksPerRecordMax) {
+      const n = Math.min(zeroBlocksPerRecordMax, blockCount - i);
+      const header: RecordHeader = {
+        type, seq: this.seqNext++, branch: d.branch, blockStart: blockStart + i, blockCount: n, maskFirst: FULL_MASK, maskLast: FULL_MASK, payloadBytes: 0, payloadCrc: 0,
+      };
+      writes.push(this.appendRecord(header, null));
+    }
+    await Promise.all(writes);
     if (fua) await this.log.sync();
   }
 
@@ -1179,6 +1200,6 @@ class StoreVolume implements Volume {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.store.releaseVolume(this.disk);
+    this.store.releaseVolume(this.disk, this.snapshot);
   }
 }

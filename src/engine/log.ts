@@ -301,29 +301,65 @@ export class WriteLog {
     assert.ok(seg, `scan of unknown segment ${segment}`);
     let pos = Math.max(offset, Format.segmentHeaderBytes);
     const size = fs.fstatSync(seg.fd).size;
-    const headBuf = Buffer.allocUnsafe(Format.recordHeaderBytes);
+    let skipped = 0;
+    let validEnd = pos;
     while (pos + Format.recordHeaderBytes <= size) {
-      const n = await pread(seg.fd, headBuf, pos);
-      if (n !== headBuf.length) break;
-      const header = decodeRecordHeader(headBuf);
-      if (!header) break;
-      const end = pos + Format.recordHeaderBytes + header.payloadBytes;
-      if (end > size) break;
-      let payload: Buffer | null = null;
-      if (header.payloadBytes > 0) {
-        const p = Buffer.allocUnsafe(header.payloadBytes);
-        const m = await pread(seg.fd, p, pos + Format.recordHeaderBytes);
-        if (m !== p.length || crc32(p) !== header.payloadCrc) break;
-        if (opts.payloads) payload = p;
+      const rec = await this.readRecord(seg.fd, pos, size, opts.payloads);
+      if (!rec) {
+        // A torn or failed append. Usually this is the tail; but a record whose write failed
+        // (e.g. ENOSPC) leaves a hole with complete records after it, so look for the next one.
+        const next = await this.findRecord(seg.fd, pos + 1, size);
+        if (next < 0) break;
+        skipped += next - pos;
+        pos = next;
+        continue;
       }
-      yield { header, segment, offset: pos, end, payload };
-      pos = end;
+      yield { header: rec.header, segment, offset: pos, end: rec.end, payload: rec.payload };
+      pos = rec.end;
+      validEnd = pos;
     }
-    this.validEnd.set(segment, pos);
+    this.validEnd.set(segment, validEnd);
+    this.skippedBytes.set(segment, skipped);
+  }
+
+  /** Reads and verifies the record at `pos`, or returns null if there is no valid one. */
+  private async readRecord(fd: number, pos: number, size: number, withPayload: boolean): Promise<{ header: RecordHeader; end: number; payload: Buffer | null } | null> {
+    const headBuf = Buffer.allocUnsafe(Format.recordHeaderBytes);
+    if ((await pread(fd, headBuf, pos)) !== headBuf.length) return null;
+    const header = decodeRecordHeader(headBuf);
+    if (!header) return null;
+    const end = pos + Format.recordHeaderBytes + header.payloadBytes;
+    if (end > size) return null;
+    let payload: Buffer | null = null;
+    if (header.payloadBytes > 0) {
+      const p = Buffer.allocUnsafe(header.payloadBytes);
+      if ((await pread(fd, p, pos + Format.recordHeaderBytes)) !== p.length || crc32(p) !== header.payloadCrc) return null;
+      if (withPayload) payload = p;
+    }
+    return { header, end, payload };
+  }
+
+  /** Offset of the next valid record at or after `from`, or -1. */
+  private async findRecord(fd: number, from: number, size: number): Promise<number> {
+    const window = Buffer.allocUnsafe(4 * 1024 * 1024);
+    const magic = Buffer.alloc(4);
+    magic.writeUInt32LE(Format.recordMagic, 0);
+    for (let base = from; base + Format.recordHeaderBytes <= size; base += window.length - 3) {
+      const n = await pread(fd, window, base);
+      let i = window.subarray(0, n).indexOf(magic);
+      while (i >= 0) {
+        if (await this.readRecord(fd, base + i, size, false)) return base + i;
+        i = window.subarray(0, n).indexOf(magic, i + 1);
+      }
+      if (n < window.length) break;
+    }
+    return -1;
   }
 
   /** Where the last scan of each segment found its valid records to end. */
   readonly validEnd = new Map<number, number>();
+  /** Bytes the last scan of each segment skipped over between valid records. */
+  readonly skippedBytes = new Map<number, number>();
 
   /** Cuts a segment at `end` (drops a torn tail found by recovery). */
   truncate(segment: number, end: number): void {

@@ -182,6 +182,7 @@ export class Store {
         if (batch.length >= 1024) flush();
       }
       flush();
+      this.recovery.tornBytesDropped += this.log.skippedBytes.get(id) ?? 0;
       const end = this.log.validEnd.get(id)!;
       if (end < this.log.segmentSize(id)) {
         this.recovery.tornBytesDropped += this.log.segmentSize(id) - end;

@@ -225,6 +225,42 @@ test('changes since a snapshot are tracked per 512-byte sector', async () => {
   });
 });
 
+test('recovery skips a failed record in mid-segment and keeps the records after it', async () => {
+  const dir = tmp();
+  try {
+    let s = await Store.open({ dir, maintenanceIntervalMs: 0, syncIntervalMs: 60_000 });
+    await s.createDisk('d', 1 << 20);
+    let v = s.openVolume('d');
+    await v.write(0, Buffer.alloc(4096, 1));
+    await v.write(4096, Buffer.alloc(4096, 2));
+    await v.write(8192, Buffer.alloc(4096, 3), { fua: true });
+    v.close();
+    // Crash before the index absorbed the log: reopen from a copy taken now.
+    const copy = tmp();
+    fs.cpSync(dir, copy, { recursive: true });
+    await s.close();
+    // Damage the second record's payload in the copy, as a failed write would leave it.
+    const logDir = path.join(copy, 'log');
+    const seg = path.join(logDir, fs.readdirSync(logDir).sort()[0]);
+    const bytes = fs.readFileSync(seg);
+    const second = 64 + (64 + 4096) + 64 + 100;
+    bytes[second] ^= 0xff;
+    fs.writeFileSync(seg, bytes);
+    s = await Store.open({ dir: copy, maintenanceIntervalMs: 0 });
+    assert.equal(s.recovery.recordsReplayed, 2);
+    assert.equal(s.recovery.tornBytesDropped, 64 + 4096);
+    v = s.openVolume('d');
+    assert.equal((await v.read(0, 1))[0], 1);
+    assert.equal((await v.read(4096, 1))[0], 0, 'the damaged record is not applied');
+    assert.equal((await v.read(8192, 1))[0], 3, 'the record after it is');
+    v.close();
+    await s.close();
+    fs.rmSync(copy, { recursive: true, force: true });
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('a reopened store replays only the log tail its index had not absorbed', async () => {
   const dir = tmp();
   try {

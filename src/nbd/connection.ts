@@ -223,25 +223,29 @@ export class Connection {
   /** Ends or releases what can be ended or released now that fewer requests are in flight. */
   #settle(): void {
     if (this.#inflightRequests > 0) return;
+    // Nothing will use the volume again once no request is in flight and none will be read:
+    // release it before the FIN, so a client that saw the connection close finds the disk free.
+    if (this.#phase === 'draining' || this.#phase === 'closed') this.#release();
     if (this.#phase === 'draining' && !this.#ended) {
       this.#ended = true;
       this.#socket.end();
-      // A client that stops reading must not hold the connection (and its volume) forever.
+      // A client that stops reading must not hold the connection forever.
       setTimeout(() => this.#socket.destroy(), CLOSE_GRACE_MS).unref();
     }
-    if (this.#phase !== 'closed') return;
-    if (!this.#released) {
-      this.#released = true;
-      if (this.#session !== null) {
-        try {
-          this.#session.volume.close();
-        } catch (err) {
-          this.#log(`nbd: ${this.#peer}: closing volume failed: ${describeError(err)}`);
-        }
-      }
-    }
-    if (this.#socketClosed) this.#resolveClosed();
+    if (this.#phase === 'closed' && this.#socketClosed) this.#resolveClosed();
   }
+
+  #release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    if (this.#session === null) return;
+    try {
+      this.#session.volume.close();
+    } catch (err) {
+      this.#log(`nbd: ${this.#peer}: closing volume failed: ${describeError(err)}`);
+    }
+  }
+
 
   /** Hard disconnect, logging `reason` if given. */
   #abort(reason: string | null): void {

@@ -1,5 +1,6 @@
 /** A server over the in-memory store, started and stopped by tests. */
-import { NbdServer, type NbdLimits } from '../../src/nbd/index.ts';
+import type { Store } from '../../src/engine/index.ts';
+import { NbdServer, type ExportProvider, type NbdLimits } from '../../src/nbd/index.ts';
 import type { Target } from './client.ts';
 import { MemoryStore } from './memory-volume.ts';
 
@@ -37,4 +38,20 @@ export async function until(predicate: () => boolean, ms = 2000, what = 'conditi
     if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
+}
+
+/** Exports of a real store, as the node daemon offers them: DISK and read-only DISK@SNAP. */
+export function storeProvider(store: Store): ExportProvider {
+  const split = (name: string) => {
+    const at = name.indexOf('@');
+    return at < 0 ? { disk: name, snap: null } : { disk: name.slice(0, at), snap: name.slice(at + 1) };
+  };
+  return {
+    listExports: () => store.listDisks().flatMap((d) => [d.name, ...d.snapshots.map((snap) => `${d.name}@${snap}`)]),
+    openExport: (name) => {
+      const { disk, snap } = split(name);
+      return store.openVolume(disk, snap);
+    },
+    listSnapshots: (name) => store.listSnapshots(split(name).disk).map((snap) => snap.name),
+  };
 }

@@ -42,6 +42,7 @@ export class Connection {
   #inflightRequests = 0;
   #inflightBytes = 0;
   #paused = false;
+  #corked = false;
   #ended = false;
   #released = false;
   #socketClosed = false;
@@ -198,18 +199,27 @@ export class Connection {
     else this.#socket.resume();
   }
 
-  /** Writes one message's buffers together: corked, so header and payload leave in one writev. */
+  /**
+   * Queues one message's buffers. The socket stays corked until the event loop's check phase, so
+   * a header leaves with its payload and replies completed in the same loop iteration share one
+   * writev instead of a system call each.
+   */
   #write(buffers: Buffer[]): void {
     const socket = this.#socket;
     if (socket.destroyed || socket.writableEnded) return;
-    if (buffers.length === 1) {
-      socket.write(buffers[0]);
-      return;
+    if (!this.#corked) {
+      this.#corked = true;
+      socket.cork();
+      process.nextTick(this.#uncork);
     }
-    socket.cork();
     for (const buf of buffers) socket.write(buf);
-    socket.uncork();
   }
+
+  readonly #uncork = (): void => {
+    this.#corked = false;
+    this.#socket.uncork();
+  };
+
 
   /** Stops reading; once in-flight requests are answered, ends the socket (see #settle). */
   #drainAndEnd(): void {

@@ -141,12 +141,12 @@ async function nbdcopyRead(uri: string): Promise<number> {
   return sizeBytes / s / 1e6;
 }
 
-async function fioIops(uri: string, rw: 'randread' | 'randwrite'): Promise<number> {
+async function fioIops(uri: string, rw: 'randread' | 'randwrite', cwd: string): Promise<number> {
   const out = await runOk(requireTool('fio', 'fio'), [
     '--name=bench', '--ioengine=nbd', `--uri=${uri}`, `--rw=${rw}`, '--bs=4k', '--iodepth=16',
     '--numjobs=1', `--size=${sizeBytes}`, '--time_based', `--runtime=${seconds}`, '--ramp_time=2',
     '--randrepeat=0', '--norandommap', '--output-format=json',
-  ], { timeoutMs: (seconds + 120) * 1000 });
+  ], { timeoutMs: (seconds + 120) * 1000, cwd });
   const job = (JSON.parse(out.slice(out.indexOf('{'))) as { jobs: { read: { iops: number }; write: { iops: number } }[] }).jobs[0]!;
   return rw === 'randread' ? job.read.iops : job.write.iops;
 }
@@ -233,8 +233,8 @@ async function main(): Promise<number> {
     }
     await measure(figures, 'seq write (nbdcopy --flush)', transport, 'MB/s', targets, (uri) => nbdcopyWrite(source, uri));
     await measure(figures, 'seq read (nbdcopy to null:)', transport, 'MB/s', targets, (uri) => nbdcopyRead(uri));
-    await measure(figures, 'fio 4k randread qd16', transport, 'IOPS', targets, (uri) => fioIops(uri, 'randread'));
-    await measure(figures, 'fio 4k randwrite qd16', transport, 'IOPS', targets, (uri) => fioIops(uri, 'randwrite'));
+    await measure(figures, 'fio 4k randread qd16', transport, 'IOPS', targets, (uri) => fioIops(uri, 'randread', dir));
+    await measure(figures, 'fio 4k randwrite qd16', transport, 'IOPS', targets, (uri) => fioIops(uri, 'randwrite', dir));
     await qemu?.stop();
   }
   let stats: unknown = null;

@@ -1,12 +1,14 @@
 /** fio's nbd engine against a real node: verified random writes at queue depth 16. */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { cleanup, MiB, requireTool, run, startNode, testSeed, type TesseraNode } from '../helpers/index.ts';
+import { cleanup, makeTempDir, MiB, requireTool, run, startNode, testSeed, type TesseraNode } from '../helpers/index.ts';
 
 let node: TesseraNode;
+let dir: string;
 
 before(async () => {
   node = await startNode();
+  dir = makeTempDir();
 });
 after(cleanup);
 
@@ -17,7 +19,8 @@ interface FioJob {
 }
 
 async function fio(args: string[]): Promise<FioJob> {
-  const r = await run(requireTool('fio', 'fio'), [...args, '--output-format=json']);
+  // fio leaves state files in its working directory: keep them out of the checkout.
+  const r = await run(requireTool('fio', 'fio'), [...args, '--verify_state_save=0', '--output-format=json'], { cwd: dir });
   const json = r.stdout.indexOf('{');
   assert.equal(r.code, 0, `fio ${args.join(' ')} exited ${r.code}\n${r.stdout.slice(0, json >= 0 ? json : undefined)}${r.stderr}`);
   return (JSON.parse(r.stdout.slice(json)) as { jobs: FioJob[] }).jobs[0]!;

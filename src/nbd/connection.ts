@@ -5,7 +5,7 @@
  */
 import type { Socket } from 'node:net';
 import { encodeGreeting } from './codec.ts';
-import { describeError } from './errors.ts';
+import { describeError, NbdError, NbdErrorCode } from './errors.ts';
 import { Handshake, SERVER_HANDSHAKE_FLAGS } from './handshake.ts';
 import type { NbdLimits } from './limits.ts';
 import { HandshakeParser, RequestParser, type ParsedRequest } from './parser.ts';
@@ -64,7 +64,8 @@ export class Connection {
     socket.on('end', () => this.#onEnd());
     socket.on('error', (err: NodeJS.ErrnoException) => this.#onError(err));
     socket.on('close', () => this.#onClose());
-    this.#timer = setTimeout(() => this.#abort(`handshake not finished within ${this.#limits.handshakeTimeoutMs} ms`), this.#limits.handshakeTimeoutMs);
+    const timeoutMs = this.#limits.handshakeTimeoutMs;
+    this.#timer = setTimeout(() => this.#abort(new NbdError(NbdErrorCode.TIMEOUT, `Handshake not finished within ${timeoutMs} ms`)), timeoutMs);
     this.#timer.unref();
     this.#write([encodeGreeting(SERVER_HANDSHAKE_FLAGS)]);
   }
@@ -79,7 +80,7 @@ export class Connection {
    * one gets its in-flight requests answered first, as the protocol asks.
    */
   shutdown(): Promise<void> {
-    if (this.#phase === 'handshake') this.#abort('server is closing');
+    if (this.#phase === 'handshake') this.#abort(new NbdError(NbdErrorCode.CLOSED, 'Server is closing'));
     else if (this.#phase === 'transmission') this.#drainAndEnd();
     return this.closed;
   }
@@ -103,11 +104,11 @@ export class Connection {
         if (event === null) return;
         outcome = this.#handshake.handle(event);
       } catch (err) {
-        this.#abort(`handshake failed: ${describeError(err)}`);
+        this.#abort(err);
         return;
       }
       if (outcome.kind === 'close') {
-        if (outcome.reason !== null) this.#log(`nbd: ${this.#peer}: closing: ${outcome.reason}`);
+        if (outcome.error !== null) this.#log(`nbd: ${this.#peer}: closing: ${describeError(outcome.error)}`);
         if (outcome.graceful) this.#drainAndEnd();
         else this.#abort(null);
         return;
@@ -147,7 +148,7 @@ export class Connection {
       try {
         parsed = parser.next();
       } catch (err) {
-        this.#abort(`protocol error: ${describeError(err)}`);
+        this.#abort(err);
         return;
       }
       if (parsed === null) break;
@@ -257,9 +258,9 @@ export class Connection {
   }
 
 
-  /** Hard disconnect, logging `reason` if given. */
-  #abort(reason: string | null): void {
-    if (reason !== null && !this.#socket.destroyed) this.#log(`nbd: ${this.#peer}: closing: ${reason}`);
+  /** Hard disconnect, logging `error` if given. */
+  #abort(error: unknown): void {
+    if (error !== null && !this.#socket.destroyed) this.#log(`nbd: ${this.#peer}: closing: ${describeError(error)}`);
     this.#clearTimer();
     this.#phase = 'closed';
     this.#socket.destroy();
@@ -270,7 +271,7 @@ export class Connection {
     // The client will send nothing more. In transmission that is like NBD_CMD_DISC: answer what
     // is in flight, then close. (The server is created with allowHalfOpen for this.)
     if (this.#phase === 'transmission') this.#drainAndEnd();
-    else if (this.#phase === 'handshake') this.#abort('client closed during the handshake');
+    else if (this.#phase === 'handshake') this.#abort(new NbdError(NbdErrorCode.PROTOCOL, 'Client closed during the handshake'));
     else this.#settle();
   }
 

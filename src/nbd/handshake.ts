@@ -17,7 +17,7 @@ import {
   encodeRepServer,
 } from './codec.ts';
 import { allContexts, resolveQuery, SELECTED_CONTEXTS_MAX, type ContextSpec, type SelectedContext } from './contexts.ts';
-import { describeError, optionReplyErrorOf } from './errors.ts';
+import { describeError, NbdError, NbdErrorCode, optionReplyErrorOf } from './errors.ts';
 import type { NbdLimits } from './limits.ts';
 import type { HandshakeEvent } from './parser.ts';
 import { ClientFlag, HandshakeFlag, Info, Option, OptionReply } from './protocol.ts';
@@ -33,8 +33,8 @@ export const OPTIONS_PER_CONNECTION_MAX = 1024;
 /** What the connection should do after a handshake message. */
 export type HandshakeOutcome =
   | { kind: 'continue' }
-  /** End the connection: gracefully (flush replies, then FIN) or at once; reason null if normal. */
-  | { kind: 'close'; reason: string | null; graceful: boolean }
+  /** End the connection: gracefully (flush replies, then FIN) or at once; error null if normal. */
+  | { kind: 'close'; error: NbdError | null; graceful: boolean }
   | { kind: 'transmission'; session: Session };
 
 const CONTINUE: HandshakeOutcome = { kind: 'continue' };
@@ -66,10 +66,10 @@ export class Handshake {
           const message = `Option data of ${event.length} bytes exceed the limit of ${this.#limits.optionBytesMax}`;
           this.#send(encodeOptionError(event.option, OptionReply.ERR_TOO_BIG, message));
         }
-        return { kind: 'close', reason: `option ${event.option} with ${event.length} bytes of data is too large`, graceful: true };
+        return { kind: 'close', error: new NbdError(NbdErrorCode.LIMIT, `Option ${event.option} with ${event.length} bytes of data is too large`), graceful: true };
       case 'option':
         if (++this.#options > OPTIONS_PER_CONNECTION_MAX) {
-          return { kind: 'close', reason: `more than ${OPTIONS_PER_CONNECTION_MAX} options`, graceful: false };
+          return { kind: 'close', error: new NbdError(NbdErrorCode.LIMIT, `More than ${OPTIONS_PER_CONNECTION_MAX} options`), graceful: false };
         }
         return this.#option(event.option, event.data);
     }
@@ -77,8 +77,8 @@ export class Handshake {
 
   #clientFlags(flags: number): HandshakeOutcome {
     const known = ClientFlag.FIXED_NEWSTYLE | ClientFlag.NO_ZEROES;
-    if ((flags & ~known) !== 0) return { kind: 'close', reason: `unknown client flags 0x${flags.toString(16)}`, graceful: false };
-    if ((flags & ClientFlag.FIXED_NEWSTYLE) === 0) return { kind: 'close', reason: 'client does not speak fixed newstyle', graceful: false };
+    if ((flags & ~known) !== 0) return { kind: 'close', error: new NbdError(NbdErrorCode.PROTOCOL, `Unknown client flags 0x${flags.toString(16)}`), graceful: false };
+    if ((flags & ClientFlag.FIXED_NEWSTYLE) === 0) return { kind: 'close', error: new NbdError(NbdErrorCode.PROTOCOL, 'Client does not speak fixed newstyle'), graceful: false };
     this.#noZeroes = (flags & ClientFlag.NO_ZEROES) !== 0;
     return CONTINUE;
   }
@@ -89,7 +89,7 @@ export class Handshake {
         return this.#exportName(data);
       case Option.ABORT:
         this.#send(encodeOptionAck(option));
-        return { kind: 'close', reason: null, graceful: true };
+        return { kind: 'close', error: null, graceful: true };
       case Option.LIST:
         return this.#list(data);
       case Option.INFO:
@@ -119,12 +119,13 @@ export class Handshake {
   #exportName(data: Buffer): HandshakeOutcome {
     // NBD_OPT_EXPORT_NAME cannot be answered with an error: every failure closes the connection.
     const name = decodeExportNameData(data);
-    if (name === null) return { kind: 'close', reason: 'malformed NBD_OPT_EXPORT_NAME', graceful: false };
+    if (name === null) return { kind: 'close', error: new NbdError(NbdErrorCode.PROTOCOL, 'Malformed NBD_OPT_EXPORT_NAME'), graceful: false };
     let volume: Volume;
     try {
       volume = this.#provider.openExport(name);
     } catch (err) {
-      return { kind: 'close', reason: `export ${JSON.stringify(name)} cannot be opened: ${describeError(err)}`, graceful: false };
+      const error = new NbdError(NbdErrorCode.PROTOCOL, `Export ${JSON.stringify(name)} cannot be opened: ${describeError(err)}`, { cause: err });
+      return { kind: 'close', error, graceful: false };
     }
     const session = this.#session(name, volume);
     this.#guarded(volume, () => this.#send(encodeExportNameReply(volume.sizeBytes, session.transmissionFlags, this.#noZeroes)));

@@ -226,7 +226,7 @@ test('handshake closes a client that does not finish within handshakeTimeoutMs',
     const wire = await Wire.connect(quick.target);
     await greet(wire);
     assert.ok(await wire.closesWithin(2000));
-    assert.ok(quick.logs.some((l) => /handshake not finished within 100 ms/.test(l)), quick.logs.join('\n'));
+    assert.ok(quick.logs.some((l) => /Handshake not finished within 100 ms/.test(l)), quick.logs.join('\n'));
     // A client that finished in time is not cut off later.
     const client = await NbdClient.connect(quick.target, { exportName: 'disk' });
     await new Promise((resolve) => setTimeout(resolve, 200));

@@ -70,11 +70,6 @@ export class Connection {
     this.#write([encodeGreeting(SERVER_HANDSHAKE_FLAGS)]);
   }
 
-  /** Export name once in transmission, else null. */
-  get exportName(): string | null {
-    return this.#session?.exportName ?? null;
-  }
-
   /**
    * Ends the connection for a server shutdown: a handshaking client is cut off; a transmitting
    * one gets its in-flight requests answered first, as the protocol asks.

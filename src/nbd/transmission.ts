@@ -102,11 +102,12 @@ export type Reply =
  */
 export async function execute(header: RequestHeader, payload: Buffer | null, session: Session): Promise<Reply> {
   const volume = session.volume;
-  const errno = validateRequest(header, session, volume.sizeBytes);
-  if (errno !== Errno.OK) return { kind: 'error', errno, message: rejectionMessage(header, errno) };
   const { type, flags, offset, length } = header;
   const fua = (flags & CommandFlag.FUA) !== 0;
   try {
+    // The size is read per request: it follows resizes (and throws if the disk went away).
+    const errno = validateRequest(header, session, volume.sizeBytes);
+    if (errno !== Errno.OK) return { kind: 'error', errno, message: rejectionMessage(header, errno) };
     switch (type) {
       case Command.READ: {
         const data = await volume.read(offset, length);

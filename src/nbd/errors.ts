@@ -17,6 +17,7 @@ export const NbdErrorCode = {
   INVALID_ARGUMENT: 'NBD_ERR_INVALID_ARGUMENT',
 } as const;
 
+/** One of the NbdErrorCode values. */
 export type NbdErrorCodeValue = (typeof NbdErrorCode)[keyof typeof NbdErrorCode];
 
 /** The NBD server's one error class: what a client or the caller did wrong, with a stable code. */

@@ -53,11 +53,15 @@ export class BlockIndex {
     const start = encodeKey(branch, blockStart, SEQ_TOP);
     const end = encodeKey(branch, blockEnd, SEQ_TOP);
     let lastBlock = -1;
+    // Hot path of every read: decode in place, one object per block found.
     for (const { key, value } of this.blocks.getRange({ start, end, snapshot: false })) {
-      const k = decodeKey(key);
-      if (k.block === lastBlock || k.seq > maxSeq) continue;
-      lastBlock = k.block;
-      if (visit({ ...decodeValue(k.seq, value), branch, block: k.block }) === false) return;
+      const block = key.readUIntBE(4, 6);
+      if (block === lastBlock) continue;
+      const seq = SEQ_TOP - key.readUIntBE(10, 6);
+      if (seq > maxSeq) continue;
+      lastBlock = block;
+      const f: Found = { seq, kind: value[0] as Found['kind'], mask: value[1], segment: value.readUInt32LE(2), offset: value.readUInt32LE(6), branch, block };
+      if (visit(f) === false) return;
     }
   }
 

@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import {
-  assertFilesEqual, cleanup, makeTempDir, MiB, nbdcopy, requirePythonNbd, Rng, runOk, spawnTracked, startNode, testSeed,
-  writeSeededFile, type TesseraNode,
+  assertFilesEqual, cleanup, makeTempDir, MiB, nbdcopy, qemuIo, requirePythonNbd, Rng, runOk, spawnTracked, startNode,
+  tesseraBin, testSeed, writeSeededFile, type TesseraNode,
 } from '../helpers/index.ts';
 
 const crashload = fileURLToPath(new URL('../helpers/crashload.py', import.meta.url));
@@ -124,4 +124,76 @@ test('data copied with nbdcopy --flush survives an immediate kill -9', async (t)
     // Change the source a little for the next round, so each round checks fresh data.
     await writeSeededFile(src, seed + i + 1, 'flush', 48 * MiB);
   }
+});
+
+test('disk and snapshot operations the CLI acknowledged survive kill -9', async () => {
+  for (let i = 0; i < 3; i++) {
+    const name = `meta${i}`;
+    await node.cliOk(['disk', 'create', name, '--size', '4M']);
+    const w = await qemuIo(node.nbdUri(name), ['write -P 0x33 0 64k']); // qemu-io flushes on exit
+    assert.equal(w.code, 0, w.stdout + w.stderr);
+    await node.cliOk(['snap', 'create', name, 's']);
+    await node.kill('SIGKILL');
+    await node.start();
+    const disks = await node.cliJson<{ name: string; snapshots: string[] }[]>(['disk', 'list']);
+    assert.deepEqual(disks.find((d) => d.name === name)?.snapshots, ['s'], `${name} and its snapshot after kill -9`);
+    const snap = await qemuIo(node.nbdUri(`${name}@s`), ['read -P 0x33 0 64k', 'read -P 0 64k 3M'], { readOnly: true });
+    assert.equal(snap.code, 0, snap.stdout + snap.stderr);
+    const changed = await qemuIo(node.nbdUri(name), ['write -P 0x44 0 64k']);
+    assert.equal(changed.code, 0, changed.stdout + changed.stderr);
+    await node.cliOk(['snap', 'revert', name, 's']);
+    await node.kill('SIGKILL');
+    await node.start();
+    const reverted = await qemuIo(node.nbdUri(name), ['read -P 0x33 0 64k'], { readOnly: true });
+    assert.equal(reverted.code, 0, `revert after kill -9: ${reverted.stdout}${reverted.stderr}`);
+    await node.cliOk(['disk', 'rm', name]);
+    await node.kill('SIGKILL');
+    await node.start();
+    const left = await node.cliJson<{ name: string }[]>(['disk', 'list']);
+    assert.equal(left.find((d) => d.name === name), undefined, `${name} stays deleted after kill -9`);
+  }
+});
+
+test('kill -9 during compaction loses no data and a later compaction finishes the job', async (t) => {
+  const seed = testSeed(t);
+  const rng = new Rng(seed);
+  // A node of its own: 3 x 200 MiB over 256 MiB segments leaves, once the snapshot is deleted,
+  // a sealed segment mostly dead that compaction rewrites and removes.
+  const own = await startNode();
+  const size = 200 * MiB;
+  const a = join(dir, 'compact-a.raw');
+  const b = join(dir, 'compact-b.raw');
+  const out = join(dir, 'compact-out.raw');
+  await writeSeededFile(a, seed, 'compact-a', size);
+  await writeSeededFile(b, seed, 'compact-b', size);
+  await own.cliOk(['disk', 'create', 'x', '--size', String(size)]);
+  await own.cliOk(['disk', 'create', 'y', '--size', String(size)]);
+  await nbdcopy(a, own.nbdUri('x'), ['--flush']);
+  await nbdcopy(b, own.nbdUri('y'), ['--flush']);
+  await own.cliOk(['snap', 'create', 'x', 's']);
+  await nbdcopy(b, own.nbdUri('x'), ['--flush']);
+  const full = await own.stats();
+  await own.cliOk(['snap', 'rm', 'x', 's']);
+  for (let round = 0; round < 3; round++) {
+    const compact = spawnTracked(tesseraBin, ['--api', own.api, 'compact']);
+    compact.stdin!.end();
+    const exited = new Promise<void>((resolve) => compact.once('exit', () => resolve()));
+    // The kill point varies with the seed; wherever it lands, nothing may be lost.
+    await new Promise((resolve) => setTimeout(resolve, rng.range(0, 1500)));
+    await own.kill('SIGKILL');
+    await exited;
+    await own.start();
+    await nbdcopy(own.nbdUri('x'), out);
+    await assertFilesEqual(b, out, `x after kill -9 during compaction (round ${round})`);
+    await nbdcopy(own.unixUri('y'), out);
+    await assertFilesEqual(b, out, `y after kill -9 during compaction (round ${round})`);
+  }
+  await own.cliOk(['compact']);
+  const done = await own.stats();
+  t.diagnostic(`before ${JSON.stringify(full)} after ${JSON.stringify(done)}`);
+  assert.ok(done.logBytes <= full.logBytes - 150 * MiB, `the dead segment was reclaimed in the end: ${JSON.stringify(done)}`);
+  assert.ok(done.liveBytes <= full.liveBytes - 150 * MiB, `the deleted snapshot's data is no longer live: ${JSON.stringify(done)}`);
+  await nbdcopy(own.nbdUri('x'), out);
+  await assertFilesEqual(b, out, 'x after the final compaction');
+  await own.stop();
 });

@@ -23,22 +23,29 @@ function runsOf(model: Buffer): { offset: number; length: number; value: number 
   return runs;
 }
 
-test('qemu-io writes at aligned and unaligned offsets read back exactly, across connections', async (t) => {
+test('qemu-io writes, write-zeroes and discards at any alignment read back exactly, across connections', async (t) => {
   const seed = testSeed(t);
   const rng = new Rng(seed);
   const regionBytes = 1024 * 1024;
   await node.cliOk(['disk', 'create', 'pattern', '--size', '4M']);
   const model = Buffer.alloc(regionBytes);
   const writes: string[] = [];
-  for (let i = 0; i < 60; i++) {
+  for (let i = 0; i < 80; i++) {
     const aligned = rng.next() < 0.5;
     const unit = aligned ? 4096 : 1;
     const length = aligned ? unit * rng.range(1, 16) : rng.range(1, 70_000);
     const offset = unit * rng.int(Math.floor((regionBytes - length) / unit) + 1);
-    const value = rng.range(1, 255);
     const fua = rng.next() < 0.2 ? '-f ' : '';
-    writes.push(`write ${fua}-P ${value} ${offset} ${length}`);
-    model.fill(value, offset, offset + length);
+    const op = rng.next();
+    if (op < 0.7) {
+      const value = rng.range(1, 255);
+      writes.push(`write ${fua}-P ${value} ${offset} ${length}`);
+      model.fill(value, offset, offset + length);
+    } else {
+      // Write-zeroes, with and without permission to unmap, and discard (trim): all read as zeroes.
+      writes.push(op < 0.8 ? `write ${fua}-z ${offset} ${length}` : op < 0.9 ? `write ${fua}-z -u ${offset} ${length}` : `discard ${offset} ${length}`);
+      model.fill(0, offset, offset + length);
+    }
   }
   // Writes in several connections, reads in a fresh one: nothing may depend on a client cache.
   for (let i = 0; i < writes.length; i += 20) {

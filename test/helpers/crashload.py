@@ -10,6 +10,12 @@ init:   records the current content of every block (by hash) as the baseline, fo
         does not start as zeroes.
 verify: reads every block and checks it holds the last durable write or a later one (never an
         older one, never torn bytes), then records what it read as the new baseline in STATE.
+snapshot: on a disk of zeroes, keeps writes in flight as `write` does (no FLUSHes) and, midway,
+        runs a command that takes a snapshot. Afterwards the snapshot must hold, per block, the
+        last write completed before the command started or a write issued before it returned,
+        never a write issued later; and it must be one cut in time: if it holds a write W, it
+        holds every write that completed before W was issued (or a later one on that block).
+        The disk must hold exactly the last write of every block.
 
 Every block written by write W at block B holds a 24-byte header (magic, W, B) and bytes derived
 from (seed, W, B), so a block identifies its own write and any corruption is detected.
@@ -213,6 +219,110 @@ def cmd_verify(uri, state_path):
     print(json.dumps({'ok': True, 'counts': counts}), flush=True)
 
 
+def cmd_snapshot(head_uri, snap_uri, seed, blocks, command):
+    import subprocess
+    rng = random.Random(seed)
+    h = connect(head_uri)
+    # history[b]: [write_id, completed before the command started, issued before it returned,
+    #              event number at issue, event number at completion]
+    history = {}
+    events = [0]
+    busy = set()
+    inflight = {}
+    completed = 0
+    proc = None
+    phase = 'before'        # before -> during -> after
+    after_completions = 0
+    next_id = 1
+
+    def complete(cookie):
+        write_id, first, count, _ = inflight.pop(cookie)
+        events[0] += 1
+        for b in range(first, first + count):
+            busy.discard(b)
+            for e in history[b]:
+                if e[0] == write_id:
+                    e[1] = phase == 'before'
+                    e[4] = events[0]
+
+    while phase != 'after' or after_completions < 400:
+        while len(inflight) < 16:
+            count = rng.randint(1, 16)
+            first = rng.randrange(0, blocks - count + 1)
+            if any(b in busy for b in range(first, first + count)):
+                break
+            write_id = next_id
+            next_id += 1
+            data = b''.join(block_bytes(seed, write_id, b) for b in range(first, first + count))
+            buf = nbd.Buffer.from_bytearray(data)
+            cookie = h.aio_pwrite(buf, first * BLOCK)
+            inflight[cookie] = (write_id, first, count, buf)
+            busy.update(range(first, first + count))
+            events[0] += 1
+            for b in range(first, first + count):
+                history.setdefault(b, []).append([write_id, False, phase != 'after', events[0], None])
+        h.poll(-1)
+        for cookie in list(inflight):
+            if h.aio_command_completed(cookie):
+                complete(cookie)
+                completed += 1
+                if phase == 'after':
+                    after_completions += 1
+        if phase == 'before' and completed >= 400:
+            # Everything completed so far is marked; later completions are not.
+            phase = 'during'
+            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        elif phase == 'during' and proc.poll() is not None:
+            if proc.returncode != 0:
+                raise SystemExit(f'snapshot command failed: {proc.stderr.read().decode()}')
+            phase = 'after'
+    while inflight:
+        h.poll(-1)
+        for cookie in list(inflight):
+            if h.aio_command_completed(cookie):
+                complete(cookie)
+    bad = []
+    counts = {'writes': next_id - 1, 'snapshotAsBefore': 0, 'snapshotRacing': 0}
+    # The head: exactly the last write of every block.
+    for b, entries in history.items():
+        got = h.pread(BLOCK, b * BLOCK)
+        if got != block_bytes(seed, entries[-1][0], b) and len(bad) < 20:
+            bad.append({'export': 'head', 'block': b, 'expected': entries[-1][0], 'headerHex': got[:24].hex()})
+    h.shutdown()
+    s = connect(snap_uri)
+    zero = bytes(BLOCK)
+    observed = []
+    for b in range(blocks):
+        got = s.pread(BLOCK, b * BLOCK)
+        got_id = 0 if got == zero else struct.unpack('<Q', got[8:16])[0] if got[:8] == MAGIC else None
+        if got_id not in (0, None) and got != block_bytes(seed, got_id, b):
+            got_id = None
+        observed.append(got_id)
+    issued_at = {e[0]: e[3] for entries in history.values() for e in entries}
+    cut = max((issued_at.get(w, 0) for w in observed if w), default=0)
+    for b in range(blocks):
+        got_id = observed[b]
+        entries = history.get(b, [])
+        last_before = max((k for k, e in enumerate(entries) if e[1]), default=-1)
+        # Writes that completed before the newest write the snapshot holds was issued.
+        last_causal = max((k for k, e in enumerate(entries) if e[4] < cut), default=-1)
+        lowest = max(last_before, last_causal)
+        allowed = ([entries[lowest][0]] if lowest >= 0 else [0]) + [e[0] for e in entries[lowest + 1:] if e[2]]
+        if got_id not in allowed:
+            if len(bad) < 20:
+                bad.append({'export': 'snapshot', 'block': b, 'read': got_id, 'allowed': allowed[:8],
+                            'lastBeforeStart': entries[last_before][0] if last_before >= 0 else 0,
+                            'lastBeforeCut': entries[last_causal][0] if last_causal >= 0 else 0})
+        elif got_id == (entries[last_before][0] if last_before >= 0 else 0):
+            counts['snapshotAsBefore'] += 1
+        else:
+            counts['snapshotRacing'] += 1
+    s.shutdown()
+    print(json.dumps({'ok': not bad, 'mismatches': bad, 'counts': counts}), flush=True)
+    if bad:
+        sys.exit(1)
+
+
 def main():
     args = sys.argv[1:]
     if len(args) >= 3 and args[0] == 'write':
@@ -226,8 +336,10 @@ def main():
         cmd_init(args[1], args[2], int(args[3]), int(args[4]))
     elif len(args) == 3 and args[0] == 'verify':
         cmd_verify(args[1], args[2])
+    elif len(args) == 6 and args[0] == 'snapshot':
+        cmd_snapshot(args[1], args[2], int(args[3]), int(args[4]), json.loads(args[5]))
     else:
-        raise SystemExit('usage: crashload.py write URI STATE [SEED BLOCKS DEPTH MAX_OPS MAX_SECONDS] | init URI STATE SEED BLOCKS | verify URI STATE')
+        raise SystemExit('usage: crashload.py write URI STATE [SEED BLOCKS DEPTH MAX_OPS MAX_SECONDS] | init URI STATE SEED BLOCKS | verify URI STATE | snapshot HEAD_URI SNAP_URI SEED BLOCKS COMMAND_JSON')
 
 
 if __name__ == '__main__':

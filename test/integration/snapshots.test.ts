@@ -5,10 +5,11 @@
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import {
-  assertFilesEqual, cleanup, makeTempDir, MiB, nbdcopy, qemuImg, qemuIo, seededBytes, startNode, testSeed,
-  writeSeededFile, type TesseraNode,
+  assertFilesEqual, cleanup, makeTempDir, MiB, nbdcopy, qemuImg, qemuIo, requirePythonNbd, runOk, seededBytes, startNode,
+  tesseraBin, testSeed, writeSeededFile, type TesseraNode,
 } from '../helpers/index.ts';
 
 let node: TesseraNode;
@@ -169,4 +170,21 @@ test('deleting a snapshot or a disk and compacting reclaims log space', async (t
   assert.equal(empty.liveBytes, 0, `nothing is live once the only disk is gone: ${JSON.stringify(empty)}`);
   assert.ok(empty.logBytes <= 256 * MiB, `only the active segment may remain: ${JSON.stringify(empty)}`);
   await space.stop();
+});
+
+test('a snapshot taken under write load holds one point in time between its request and its reply', async (t) => {
+  const seed = testSeed(t);
+  const py = requirePythonNbd();
+  const crashload = fileURLToPath(new URL('../helpers/crashload.py', import.meta.url));
+  for (const [i, transport] of (['tcp', 'unix'] as const).entries()) {
+    const name = `live-${transport}`;
+    await node.cliOk(['disk', 'create', name, '--size', '32M']);
+    const head = transport === 'tcp' ? node.nbdUri(name) : node.unixUri(name);
+    const snap = transport === 'tcp' ? node.nbdUri(`${name}@live`) : node.unixUri(`${name}@live`);
+    // The load client runs the snapshot command itself, so it knows which writes had completed
+    // before the request and which were issued after the reply.
+    const command = JSON.stringify([tesseraBin, '--api', node.api, 'snap', 'create', name, 'live']);
+    const verdict = await runOk(py, [crashload, 'snapshot', head, snap, String(seed + i), String((32 * MiB) / 4096), command]);
+    t.diagnostic(`${transport}: ${verdict.trim()}`);
+  }
 });

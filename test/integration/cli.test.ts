@@ -6,7 +6,9 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { cleanup, makeTempDir, MiB, nbdinfo, qemuIo, requireTool, run, startNode, tesseraBin, type TesseraNode } from '../helpers/index.ts';
+import {
+  cleanup, makeTempDir, MiB, nbdinfo, qemuIo, requirePythonNbd, requireTool, run, spawnTracked, startNode, tesseraBin, type TesseraNode,
+} from '../helpers/index.ts';
 
 let node: TesseraNode;
 
@@ -76,6 +78,31 @@ test('an NBD client asking for an unknown export is refused', async () => {
   await assert.rejects(nbdinfo([node.nbdUri('there@nosnap')]));
   const r = await qemuIo(node.nbdUri('nosuch'), ['read 0 512']);
   assert.notEqual(r.code, 0);
+});
+
+test('tessera disk rm of a disk an NBD client has open fails with one error line, and works once it left', async () => {
+  await node.cliOk(['disk', 'create', 'busy', '--size', '1M']);
+  // A libnbd client that stays connected until its stdin closes.
+  const script = 'import nbd, sys\nh = nbd.NBD()\nh.connect_uri(sys.argv[1])\nprint("connected", flush=True)\nsys.stdin.read()\nh.shutdown()\n';
+  const client = spawnTracked(requirePythonNbd(), ['-c', script, node.nbdUri('busy')]);
+  const exited = new Promise<number | null>((resolve) => client.once('exit', (code) => resolve(code)));
+  await new Promise<void>((resolve, reject) => {
+    client.stdout!.on('data', (d: Buffer) => { if (d.toString().includes('connected')) resolve(); });
+    void exited.then((code) => reject(new Error(`client exited (${code}) before connecting`)));
+  });
+  const r = await node.cli(['disk', 'rm', 'busy']);
+  assert.notEqual(r.code, 0, 'a disk with a client connected was deleted');
+  assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
+  assert.match(r.stderr, /^tessera: error: .*busy/);
+  client.stdin!.end();
+  assert.equal(await exited, 0);
+  // The server notices the client left asynchronously: retry for a while (bounded) before failing.
+  let rm = await node.cli(['disk', 'rm', 'busy']);
+  for (let i = 0; i < 50 && rm.code !== 0; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    rm = await node.cli(['disk', 'rm', 'busy']);
+  }
+  assert.equal(rm.code, 0, rm.stderr);
 });
 
 test('a second node on a data dir in use refuses to start', async () => {

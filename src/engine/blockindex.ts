@@ -16,6 +16,25 @@ export interface Found extends Entry {
 
 const SEQ_TOP = 2 ** 48 - 1;
 
+/** Blocks per chunk of the head cache (16 MiB of disk). */
+const CHUNK_BLOCKS = 4096;
+/** Chunks kept in the head cache: about 18 bytes a block, so ~75 MiB covering 16 GiB of disk. */
+const CHUNKS_MAX = 1024;
+/** Ranges longer than this are scanned in LMDB directly rather than through the cache. */
+const CACHED_SCAN_BLOCKS_MAX = 4 * CHUNK_BLOCKS;
+
+/**
+ * The newest version of every block of a 4096-block chunk of one branch, as the index has it:
+ * what a read of a disk's head needs, without an LMDB cursor per request. seq 0 = no version.
+ */
+interface Chunk {
+  seq: Float64Array;
+  segment: Uint32Array;
+  offset: Uint32Array;
+  kind: Uint8Array;
+  mask: Uint8Array;
+}
+
 export class BlockIndex {
   readonly root: RootDatabase;
   readonly blocks: Database<Buffer, Buffer>;
@@ -23,6 +42,9 @@ export class BlockIndex {
   readonly meta: Database<any, string>;
   /** Segment id → live data bytes. */
   readonly segments: Database<number, number>;
+
+  /** Write-through cache of the newest versions: `${branch}:${chunk}` → chunk. */
+  private chunks = new Map<string, Chunk>();
 
   constructor(path: string) {
     this.root = open({ path, maxDbs: 8, mapSize: 2 ** 40 });
@@ -50,6 +72,14 @@ export class BlockIndex {
    */
   scanLatest(branch: number, blockStart: number, blockEnd: number, maxSeq: number, visit: (f: Found) => boolean | void): void {
     if (blockEnd <= blockStart) return;
+    if (maxSeq >= SEQ_TOP && blockEnd - blockStart <= CACHED_SCAN_BLOCKS_MAX) {
+      this.scanCached(branch, blockStart, blockEnd, visit);
+      return;
+    }
+    this.scanIndex(branch, blockStart, blockEnd, maxSeq, visit);
+  }
+
+  private scanIndex(branch: number, blockStart: number, blockEnd: number, maxSeq: number, visit: (f: Found) => boolean | void): void {
     const start = encodeKey(branch, blockStart, SEQ_TOP);
     const end = encodeKey(branch, blockEnd, SEQ_TOP);
     let lastBlock = -1;
@@ -62,6 +92,60 @@ export class BlockIndex {
       lastBlock = block;
       const f: Found = { seq, kind: value[0] as Found['kind'], mask: value[1], segment: value.readUInt32LE(2), offset: value.readUInt32LE(6), branch, block };
       if (visit(f) === false) return;
+    }
+  }
+
+  private scanCached(branch: number, blockStart: number, blockEnd: number, visit: (f: Found) => boolean | void): void {
+    for (let c = Math.floor(blockStart / CHUNK_BLOCKS); c * CHUNK_BLOCKS < blockEnd; c++) {
+      const chunk = this.chunk(branch, c);
+      const base = c * CHUNK_BLOCKS;
+      const from = Math.max(blockStart, base) - base;
+      const to = Math.min(blockEnd, base + CHUNK_BLOCKS) - base;
+      for (let i = from; i < to; i++) {
+        const seq = chunk.seq[i];
+        if (seq === 0) continue;
+        const f: Found = { seq, kind: chunk.kind[i] as Found['kind'], mask: chunk.mask[i], segment: chunk.segment[i], offset: chunk.offset[i], branch, block: base + i };
+        if (visit(f) === false) return;
+      }
+    }
+  }
+
+  private chunk(branch: number, c: number): Chunk {
+    const key = `${branch}:${c}`;
+    let chunk = this.chunks.get(key);
+    if (chunk) return chunk;
+    chunk = {
+      seq: new Float64Array(CHUNK_BLOCKS),
+      segment: new Uint32Array(CHUNK_BLOCKS),
+      offset: new Uint32Array(CHUNK_BLOCKS),
+      kind: new Uint8Array(CHUNK_BLOCKS),
+      mask: new Uint8Array(CHUNK_BLOCKS),
+    };
+    const base = c * CHUNK_BLOCKS;
+    const ch = chunk;
+    this.scanIndex(branch, base, base + CHUNK_BLOCKS, SEQ_TOP, (f) => {
+      const i = f.block - base;
+      ch.seq[i] = f.seq;
+      ch.segment[i] = f.segment;
+      ch.offset[i] = f.offset;
+      ch.kind[i] = f.kind;
+      ch.mask[i] = f.mask;
+    });
+    if (this.chunks.size >= CHUNKS_MAX) this.chunks.delete(this.chunks.keys().next().value!);
+    this.chunks.set(key, chunk);
+    return chunk;
+  }
+
+  /**
+   * Runs fn in one write transaction. Should it throw, the transaction is rolled back, and so is
+   * the cache (dropped whole, to be refilled from what was committed).
+   */
+  transaction(fn: () => void): void {
+    try {
+      this.root.transactionSync(fn);
+    } catch (err) {
+      this.chunks.clear();
+      throw err;
     }
   }
 
@@ -97,10 +181,23 @@ export class BlockIndex {
 
   put(branch: number, block: number, e: Entry): void {
     this.blocks.putSync(encodeKey(branch, block, e.seq), encodeValue(e));
+    const chunk = this.chunks.get(`${branch}:${Math.floor(block / CHUNK_BLOCKS)}`);
+    if (!chunk) return;
+    const i = block % CHUNK_BLOCKS;
+    if (e.seq < chunk.seq[i]) return; // an older version: the newest stays
+    chunk.seq[i] = e.seq;
+    chunk.segment[i] = e.segment;
+    chunk.offset[i] = e.offset;
+    chunk.kind[i] = e.kind;
+    chunk.mask[i] = e.mask;
   }
 
   remove(branch: number, block: number, seq: number): void {
     this.blocks.removeSync(encodeKey(branch, block, seq));
+    const key = `${branch}:${Math.floor(block / CHUNK_BLOCKS)}`;
+    const chunk = this.chunks.get(key);
+    // Removing the newest version exposes an older one: refill that chunk when next read.
+    if (chunk && chunk.seq[block % CHUNK_BLOCKS] === seq) this.chunks.delete(key);
   }
 
   applied(): LogPosition | null {

@@ -766,7 +766,7 @@ export class Store {
     const delta = new Map<number, number>();
     const add = (seg: number, n: number) => delta.set(seg, (delta.get(seg) ?? 0) + n);
     let seqMax = this.seqNext - 1;
-    this.index.root.transactionSync(() => {
+    this.index.transaction(() => {
       for (const r of recs) {
         const h = r.header;
         if (h.seq > seqMax) seqMax = h.seq;
@@ -896,7 +896,7 @@ export class Store {
     for (;;) {
       const delta = new Map<number, number>();
       let next = -1;
-      this.index.root.transactionSync(() => {
+      this.index.transaction(() => {
         let count = 0;
         let block = -1;
         let newer: Found | null = null;

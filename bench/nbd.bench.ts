@@ -9,7 +9,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
-  cleanup, cleanupSync, makeTempDir, nbdinfo, parseSize, requireTool, run, runOk, spawnTracked, startNode,
+  cleanup, makeTempDir, nbdinfo, parseSize, requireTool, run, runOk, spawnTracked, startNode,
   writeSeededFile, type TesseraNode,
 } from '../test/helpers/index.ts';
 
@@ -268,5 +268,4 @@ try {
   process.exitCode = 1;
 } finally {
   await cleanup();
-  cleanupSync();
 }

@@ -52,14 +52,6 @@ export async function qemuIo(uri: string, commands: string[], opts: { readOnly?:
   return run(requireTool('qemu-io', 'qemu-utils'), args);
 }
 
-/** True when the two files have identical bytes (cmp). */
-export async function filesEqual(a: string, b: string): Promise<boolean> {
-  const r = await run(requireTool('cmp', 'diffutils'), ['-s', a, b]);
-  if (r.code === 0) return true;
-  if (r.code === 1) return false;
-  throw new Error(`cmp ${a} ${b} failed: ${r.stderr}`);
-}
-
 /** Asserts that two files are byte-identical, naming the first differing byte if not. */
 export async function assertFilesEqual(a: string, b: string, what: string): Promise<void> {
   const r = await run(requireTool('cmp', 'diffutils'), [a, b]);

@@ -81,7 +81,5 @@ export function parseSize(text: string): number {
   return Number(m[1]) * 2 ** shift;
 }
 
-/** Binary size units for readability: 4 * MiB. */
-export const KiB = 1024;
+/** A mebibyte, for readable sizes: 64 * MiB. */
 export const MiB = 1024 * 1024;
-export const GiB = 1024 * 1024 * 1024;

@@ -54,11 +54,6 @@ export class TesseraNode {
     this.#readyTimeoutMs = opts.readyTimeoutMs ?? 120_000;
   }
 
-  /** Process id of the running node, or null. */
-  get pid(): number | null {
-    return this.#child?.pid ?? null;
-  }
-
   /** `nbd://HOST:PORT/NAME` for an export over TCP. */
   nbdUri(name: string): string {
     return `nbd://${this.nbdHost}:${this.nbdPort}/${name}`;

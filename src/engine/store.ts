@@ -986,7 +986,10 @@ export class Store {
     let bytes = 0;
     for (const id of this.log.segmentIds()) {
       if (id === this.log.activeSegment || (this.live.get(id) ?? 0) > 0 || this.readers.has(id)) continue;
-      if (id > this.applied.segment || (id === this.applied.segment && this.applied.offset < this.log.segmentSize(id))) continue;
+      // Records not yet applied must stay for replay; a segment with no records at all (a node
+      // started and stopped before writing) has none.
+      const empty = this.log.segmentSize(id) <= Format.segmentHeaderBytes;
+      if (!empty && (id > this.applied.segment || (id === this.applied.segment && this.applied.offset < this.log.segmentSize(id)))) continue;
       if (this.log.hasPendingIn(id)) continue;
       bytes += this.log.segmentSize(id);
       this.log.removeSegment(id);

@@ -272,6 +272,13 @@ test('a reopened store replays only the log tail its index had not absorbed', as
     await s.close();
     s = await Store.open({ dir, maintenanceIntervalMs: 0 });
     assert.equal(s.recovery.recordsReplayed, 0, 'a clean close leaves nothing to replay');
+    // Restarts without writes leave no empty segments behind.
+    const segments = s.stats().segments;
+    for (let i = 0; i < 3; i++) {
+      await s.close();
+      s = await Store.open({ dir, maintenanceIntervalMs: 0 });
+    }
+    assert.equal(s.stats().segments, segments);
     v = s.openVolume('d');
     for (let i = 0; i < 64; i++) assert.equal((await v.read(i << 20, 1))[0], i + 1);
     v.close();

@@ -6,7 +6,6 @@
 import { open, type RootDatabase, type Database } from 'lmdb';
 import assert from 'node:assert/strict';
 import { encodeKey, decodeKey, decodeValue, encodeValue, type Entry } from './format.ts';
-import type { LogPosition } from './log.ts';
 
 /** A version of a block found in the index, with the branch it lives on. */
 export interface Found extends Entry {
@@ -53,18 +52,6 @@ export class BlockIndex {
     this.segments = this.root.openDB<number, number>('segments', { keyEncoding: 'uint32', encoding: 'msgpack' });
   }
 
-  /** The newest version of `block` on `branch` with seq ≤ maxSeq, or null. */
-  latest(branch: number, block: number, maxSeq: number): Found | null {
-    const start = encodeKey(branch, block, Math.min(maxSeq, SEQ_TOP));
-    const end = encodeKey(branch, block, 0);
-    for (const { key, value } of this.blocks.getRange({ start, end, limit: 1, snapshot: false })) {
-      const k = decodeKey(key);
-      return { ...decodeValue(k.seq, value), branch, block };
-    }
-    // `end` is exclusive: check the seq-0 slot explicitly.
-    const v = this.blocks.get(end);
-    return v ? { ...decodeValue(0, v), branch, block } : null;
-  }
 
   /**
    * Visits, for each block in [blockStart, blockEnd) that has one on `branch`, the newest version
@@ -161,18 +148,6 @@ export class BlockIndex {
     }
   }
 
-  /** The version right after `seq` of a block (the one that superseded it), or null. */
-  successor(branch: number, block: number, seq: number): Found | null {
-    if (seq >= SEQ_TOP - 1) return null;
-    // Keys of one block ascend as seq descends: walk backwards from just above `seq`.
-    const start = encodeKey(branch, block, seq + 1);
-    const end = encodeKey(branch, block, SEQ_TOP);
-    for (const { key, value } of this.blocks.getRange({ start, end, reverse: true, limit: 1, snapshot: false })) {
-      const k = decodeKey(key);
-      return { ...decodeValue(k.seq, value), branch, block };
-    }
-    return null;
-  }
 
   get(branch: number, block: number, seq: number): Entry | null {
     const v = this.blocks.get(encodeKey(branch, block, seq));
@@ -200,9 +175,6 @@ export class BlockIndex {
     if (chunk && chunk.seq[block % CHUNK_BLOCKS] === seq) this.chunks.delete(key);
   }
 
-  applied(): LogPosition | null {
-    return this.meta.get('applied') ?? null;
-  }
 
   close(): Promise<void> {
     return this.root.close();

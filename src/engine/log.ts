@@ -268,29 +268,13 @@ export class WriteLog {
     if (!seg) throw new EngineError(EngineErrorCode.CORRUPT, `Index points into missing log segment ${segment}`);
     let n: number;
     try {
-      n = await new Promise<number>((resolve, reject) => {
-        fs.read(seg.fd, out, 0, out.length, offset, (err, k) => (err ? reject(err) : resolve(k)));
-      });
+      n = await pread(seg.fd, out, offset);
     } catch (err) {
       throw ioError(err, 'reading the write log');
     }
     if (n !== out.length) throw new EngineError(EngineErrorCode.CORRUPT, `Short read in log segment ${segment} at ${offset}`);
   }
 
-  /** Reads bytes from a segment. */
-  async read(segment: number, offset: number, length: number): Promise<Buffer> {
-    const seg = this.segments.get(segment);
-    if (!seg) throw new EngineError(EngineErrorCode.CORRUPT, `Index points into missing log segment ${segment}`);
-    const buf = Buffer.allocUnsafe(length);
-    let n: number;
-    try {
-      n = await pread(seg.fd, buf, offset);
-    } catch (err) {
-      throw ioError(err, 'reading the write log');
-    }
-    if (n !== length) throw new EngineError(EngineErrorCode.CORRUPT, `Short read in log segment ${segment} at ${offset}`);
-    return buf;
-  }
 
   /**
    * Reads the records of a segment from `offset` on, in order, verifying both checksums. Stops

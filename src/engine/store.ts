@@ -233,7 +233,6 @@ export class Store {
       links.push({ branch: b, maxSeq: s });
       const meta = this.branches.get(b);
       assert.ok(meta, `branch ${b} exists`);
-      s = Math.min(s, Infinity);
       if (meta.parent === null) break;
       s = meta.forkSeq;
       b = meta.parent;

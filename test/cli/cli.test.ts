@@ -359,7 +359,7 @@ describe('cli against a running node', () => {
     assertFailure(await t(['disk', 'create', 'bad', '--size', '12X']), 2, /invalid size '12X'/);
   });
 
-  test('NBD exports are the disks (read-write) and their snapshots (read-only); a disk in use cannot be deleted', async () => {
+  test('NBD exports are the disks (read-write) and their snapshots (read-only); a disk or snapshot in use cannot be deleted', async () => {
     await ok(['disk', 'create', 'held', '--size', '4M']);
     await ok(['snap', 'create', 'held', 'snap1']);
     const head = await nbdOpen(node.socket, 'held');
@@ -373,8 +373,9 @@ describe('cli against a running node', () => {
       assert.equal(JSON.parse(await ok(['node', 'info', '--json'])).nbd.connections, 2);
       assertFailure(await t(['disk', 'rm', 'held']), 1, /held.*in use|in use.*held/i);
       await head.close();
-      // Only the snapshot export is open now: the disk is still in use.
+      // Only the snapshot export is open now: the disk is still in use, and so is the snapshot.
       assertFailure(await t(['disk', 'rm', 'held']), 1, /in use/i);
+      assertFailure(await t(['snap', 'rm', 'held', 'snap1']), 1, /held@snap1.*in use/i);
     } finally {
       await snap.close();
       await head.close();

@@ -17,6 +17,31 @@ export interface LogPosition {
   offset: number;
 }
 
+/** Sequential reads of a file through one large buffer. */
+class ReadWindow {
+  private start = 0;
+  private buf = Buffer.alloc(0);
+  private readonly fd: number;
+  private readonly size: number;
+  constructor(fd: number, size: number) {
+    this.fd = fd;
+    this.size = size;
+  }
+
+  /** Bytes [pos, pos+length) — a view valid until the next call — or null past the end. */
+  async at(pos: number, length: number): Promise<Buffer | null> {
+    if (pos + length > this.size) return null;
+    if (pos < this.start || pos + length > this.start + this.buf.length) {
+      const buf = Buffer.allocUnsafe(Math.min(Math.max(length, 4 * 1024 * 1024), this.size - pos));
+      const n = await pread(this.fd, buf, pos);
+      this.start = pos;
+      this.buf = buf.subarray(0, n);
+      if (n < length) return null;
+    }
+    return this.buf.subarray(pos - this.start, pos - this.start + length);
+  }
+}
+
 /** Orders two positions. */
 export function comparePositions(a: LogPosition, b: LogPosition): number {
   return a.segment !== b.segment ? a.segment - b.segment : a.offset - b.offset;
@@ -287,8 +312,10 @@ export class WriteLog {
     const size = fs.fstatSync(seg.fd).size;
     let skipped = 0;
     let validEnd = pos;
+    // Records are read through a large window: one pread per few MiB, not two per record.
+    const win = new ReadWindow(seg.fd, size);
     while (pos + Format.recordHeaderBytes <= size) {
-      const rec = await this.readRecord(seg.fd, pos, size, opts.payloads);
+      const rec = await this.readRecord(seg.fd, pos, size, opts.payloads, win);
       if (!rec) {
         // A torn or failed append. Usually this is the tail; but a record whose write failed
         // (e.g. ENOSPC) leaves a hole with complete records after it, so look for the next one.
@@ -307,18 +334,19 @@ export class WriteLog {
   }
 
   /** Reads and verifies the record at `pos`, or returns null if there is no valid one. */
-  private async readRecord(fd: number, pos: number, size: number, withPayload: boolean): Promise<{ header: RecordHeader; end: number; payload: Buffer | null } | null> {
-    const headBuf = Buffer.allocUnsafe(Format.recordHeaderBytes);
-    if ((await pread(fd, headBuf, pos)) !== headBuf.length) return null;
+  private async readRecord(fd: number, pos: number, size: number, withPayload: boolean, win?: ReadWindow): Promise<{ header: RecordHeader; end: number; payload: Buffer | null } | null> {
+    const w = win ?? new ReadWindow(fd, size);
+    const headBuf = await w.at(pos, Format.recordHeaderBytes);
+    if (!headBuf) return null;
     const header = decodeRecordHeader(headBuf);
     if (!header) return null;
     const end = pos + Format.recordHeaderBytes + header.payloadBytes;
     if (end > size) return null;
     let payload: Buffer | null = null;
     if (header.payloadBytes > 0) {
-      const p = Buffer.allocUnsafe(header.payloadBytes);
-      if ((await pread(fd, p, pos + Format.recordHeaderBytes)) !== p.length || crc32(p) !== header.payloadCrc) return null;
-      if (withPayload) payload = p;
+      const p = await w.at(pos + Format.recordHeaderBytes, header.payloadBytes);
+      if (!p || crc32(p) !== header.payloadCrc) return null;
+      if (withPayload) payload = Buffer.from(p);
     }
     return { header, end, payload };
   }

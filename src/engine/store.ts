@@ -248,6 +248,23 @@ export class Store {
     this.index.meta.putSync(`branch/${b.id}`, b);
   }
 
+  /**
+   * Starts a branch (forked at `parent`, or fresh) with disk `d` heading it, durably in one
+   * transaction, and takes both into the in-memory state.
+   */
+  private headNewBranch(d: DiskMeta, parent: { branch: number; seq: number } | null): void {
+    const branch: BranchMeta = { id: this.branchNext++, parent: parent?.branch ?? null, forkSeq: parent?.seq ?? 0 };
+    d.branch = branch.id;
+    this.index.root.transactionSync(() => {
+      this.persistBranch(branch);
+      this.persistDisk(d);
+      this.index.meta.putSync('branchNext', this.branchNext);
+    });
+    this.branches.set(branch.id, branch);
+    this.disks.set(d.name, d);
+    this.invalidateViewpoints();
+  }
+
   private checkOpen(): void {
     if (this.closed) throw new EngineError(EngineErrorCode.CLOSED, 'The store is closed');
   }
@@ -311,16 +328,8 @@ export class Store {
     Store.checkName('disk', name);
     Store.checkSize(sizeBytes);
     if (this.disks.has(name)) throw new EngineError(EngineErrorCode.EXISTS, `A disk named "${name}" exists already`);
-    const branch: BranchMeta = { id: this.branchNext++, parent: null, forkSeq: 0 };
-    const d: DiskMeta = { name, branch: branch.id, sizeBytes, createdMs: Date.now(), origin: null, snapshots: [] };
-    this.index.root.transactionSync(() => {
-      this.persistBranch(branch);
-      this.persistDisk(d);
-      this.index.meta.putSync('branchNext', this.branchNext);
-    });
-    this.branches.set(branch.id, branch);
-    this.disks.set(name, d);
-    this.invalidateViewpoints();
+    const d: DiskMeta = { name, branch: 0, sizeBytes, createdMs: Date.now(), origin: null, snapshots: [] };
+    this.headNewBranch(d, null);
     return this.info(d);
   }
 
@@ -395,16 +404,8 @@ export class Store {
     const d = this.disk(disk);
     const s = this.snap(d, snap);
     const old = d.branch;
-    const branch: BranchMeta = { id: this.branchNext++, parent: s.branch, forkSeq: s.seq };
-    d.branch = branch.id;
     d.sizeBytes = s.sizeBytes;
-    this.index.root.transactionSync(() => {
-      this.persistBranch(branch);
-      this.persistDisk(d);
-      this.index.meta.putSync('branchNext', this.branchNext);
-    });
-    this.branches.set(branch.id, branch);
-    this.invalidateViewpoints();
+    this.headNewBranch(d, s);
     this.sweepQueue.add(old);
     return this.info(d);
   }
@@ -415,16 +416,8 @@ export class Store {
     const s = this.snap(d, snap);
     Store.checkName('disk', newName);
     if (this.disks.has(newName)) throw new EngineError(EngineErrorCode.EXISTS, `A disk named "${newName}" exists already`);
-    const branch: BranchMeta = { id: this.branchNext++, parent: s.branch, forkSeq: s.seq };
-    const c: DiskMeta = { name: newName, branch: branch.id, sizeBytes: s.sizeBytes, createdMs: Date.now(), origin: `${disk}@${snap}`, snapshots: [] };
-    this.index.root.transactionSync(() => {
-      this.persistBranch(branch);
-      this.persistDisk(c);
-      this.index.meta.putSync('branchNext', this.branchNext);
-    });
-    this.branches.set(branch.id, branch);
-    this.disks.set(newName, c);
-    this.invalidateViewpoints();
+    const c: DiskMeta = { name: newName, branch: 0, sizeBytes: s.sizeBytes, createdMs: Date.now(), origin: `${disk}@${snap}`, snapshots: [] };
+    this.headNewBranch(c, s);
     return this.info(c);
   }
 
@@ -667,7 +660,8 @@ export class Store {
         if (!list) ob.set(h.blockStart + i, [e]);
         else {
           list.push(e);
-          list.sort((x, y) => x.seq - y.seq);
+          // Writes usually complete in seq order; only a late one needs sorting in.
+          if (list.length > 1 && list[list.length - 2].seq > e.seq) list.sort((x, y) => x.seq - y.seq);
         }
       }
     } else if (h.type === RecordType.ZERO || h.type === RecordType.TRIM) {
@@ -899,7 +893,7 @@ export class Store {
         let count = 0;
         let block = -1;
         let newer: Found | null = null;
-        const doomed: Found[] = [];
+        const doomed = new Set<Found>();
         const merges: Found[] = [];
         for (const v of this.index.versions(branch, from)) {
           if (v.block !== block) {
@@ -914,7 +908,7 @@ export class Store {
           const hi = newer ? newer.seq : Infinity;
           const read = views.some((x) => x >= v.seq && (x < hi || hi === Infinity));
           if (!read) {
-            doomed.push(v);
+            doomed.add(v);
             if (newer) {
               newer.mask |= v.mask;
               merges.push(newer);
@@ -925,7 +919,7 @@ export class Store {
           this.index.remove(branch, v.block, v.seq);
           if (v.kind === EntryKind.DATA) delta.set(v.segment, (delta.get(v.segment) ?? 0) - BS);
         }
-        for (const m of merges) if (!doomed.includes(m)) this.index.put(branch, m.block, m);
+        for (const m of merges) if (!doomed.has(m)) this.index.put(branch, m.block, m);
         for (const [seg, n] of delta) this.index.segments.putSync(seg, (this.live.get(seg) ?? 0) + n);
       });
       for (const [seg, n] of delta) this.live.set(seg, (this.live.get(seg) ?? 0) + n);
@@ -1114,9 +1108,8 @@ class StoreVolume implements Volume {
     const branch = t.d.branch;
     await this.store.withBlockLocks(branch, edges, async () => {
       const buf = Buffer.allocUnsafe((e - a) * BS);
-      const links = this.store.target(this.disk, null).links;
-      if (offset % BS) await this.store.readBlocks(links, a, a + 1, buf.subarray(0, BS));
-      if (end % BS && (e - 1 !== a || offset % BS === 0)) await this.store.readBlocks(links, e - 1, e, buf.subarray((e - 1 - a) * BS));
+      if (offset % BS) await this.store.readBlocks(t.links, a, a + 1, buf.subarray(0, BS));
+      if (end % BS && (e - 1 !== a || offset % BS === 0)) await this.store.readBlocks(t.links, e - 1, e, buf.subarray((e - 1 - a) * BS));
       data.copy(buf, offset - a * BS);
       const firstTo = e - a === 1 ? end - a * BS : BS;
       const maskFirst = sectorMask(offset - a * BS, firstTo);

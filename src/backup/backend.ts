@@ -1,0 +1,101 @@
+/**
+ * Storage backends of a backup repository: a flat object store (docs/backup.md, "Layout").
+ *
+ * Backend validates arguments and owns the public face; subclasses implement the `_`-methods
+ * for one kind of storage (a directory, an S3 bucket). Every backend must pass the shared
+ * conformance suite in test/backup/backend-conformance.ts.
+ */
+
+import { BackupError, BackupErrorCode } from './errors.ts';
+
+/** One stored object as `list` reports it. */
+export interface ObjectInfo {
+  /** Path relative to the repository root, `/`-separated, e.g. `data/ab/ab12…`. */
+  path: string;
+  sizeBytes: number;
+}
+
+/** A byte range of an object: `length` bytes from `offset`. */
+export interface ByteRange {
+  offset: number;
+  length: number;
+}
+
+/** Longest path a backend accepts (S3 keys are limited to 1024 bytes with the prefix). */
+export const pathBytesMax = 512;
+
+/** Largest object a backend must store in one put (packs are far smaller). */
+export const objectBytesMax = 1 << 30;
+
+const pathPattern = /^[a-z0-9][a-z0-9._-]*(\/[a-z0-9][a-z0-9._-]*)*$/;
+
+/**
+ * A repository's storage. Paths are relative, `/`-separated, lowercase ASCII; a missing object
+ * is `BACKUP_NOT_FOUND`; failures of the storage itself are `BACKUP_STORAGE` with the cause
+ * chained. Operations may run concurrently.
+ */
+export abstract class Backend {
+  /** Human-readable location, e.g. `/srv/repo` or `s3://bucket/prefix`, for messages. */
+  abstract readonly location: string;
+
+  /** The whole object, or `range` of it (a range past the end is `BACKUP_INVALID`). */
+  async get(path: string, range?: ByteRange): Promise<Buffer> {
+    checkPath(path);
+    if (range !== undefined) {
+      if (!Number.isSafeInteger(range.offset) || !Number.isSafeInteger(range.length) || range.offset < 0 || range.length <= 0) {
+        throw new BackupError(BackupErrorCode.INVALID, `Bad byte range ${range.offset}+${range.length} of ${path}`);
+      }
+    }
+    return this._get(path, range);
+  }
+
+  /**
+   * Store `data` at `path`, atomically: readers see all of it or nothing, and once this
+   * resolves it is durable. An existing object is replaced.
+   */
+  async put(path: string, data: Buffer): Promise<void> {
+    checkPath(path);
+    if (data.length > objectBytesMax) {
+      throw new BackupError(BackupErrorCode.INVALID, `Object ${path} is ${data.length} bytes, over the limit of ${objectBytesMax}`);
+    }
+    return this._put(path, data);
+  }
+
+  /** Every object whose path starts with `prefix` (e.g. `snapshots/`), in no particular order. */
+  async list(prefix: string): Promise<ObjectInfo[]> {
+    if (prefix !== '' && !pathPattern.test(prefix.replace(/\/$/, ''))) {
+      throw new BackupError(BackupErrorCode.INVALID, `Bad path prefix ${JSON.stringify(prefix)}`);
+    }
+    return this._list(prefix);
+  }
+
+  /** Size of the object, or null if there is none. */
+  async stat(path: string): Promise<ObjectInfo | null> {
+    checkPath(path);
+    return this._stat(path);
+  }
+
+  /** Delete the object; deleting a missing object is not an error. */
+  async delete(path: string): Promise<void> {
+    checkPath(path);
+    return this._delete(path);
+  }
+
+  /** Release connections and handles. */
+  async close(): Promise<void> {
+    return this._close();
+  }
+
+  protected abstract _get(path: string, range: ByteRange | undefined): Promise<Buffer>;
+  protected abstract _put(path: string, data: Buffer): Promise<void>;
+  protected abstract _list(prefix: string): Promise<ObjectInfo[]>;
+  protected abstract _stat(path: string): Promise<ObjectInfo | null>;
+  protected abstract _delete(path: string): Promise<void>;
+  protected async _close(): Promise<void> {}
+}
+
+function checkPath(path: string): void {
+  if (typeof path !== 'string' || path.length > pathBytesMax || !pathPattern.test(path)) {
+    throw new BackupError(BackupErrorCode.INVALID, `Bad object path ${JSON.stringify(path)}`);
+  }
+}

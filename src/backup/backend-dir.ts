@@ -1,0 +1,168 @@
+/**
+ * A repository in a local directory: one file per object, written to a temporary name, fsynced,
+ * renamed over the final name, and the directory fsynced, so a reader (or a crash) sees the whole
+ * object or none of it.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { Backend, type ByteRange, type ObjectInfo } from './backend.ts';
+import { BackupError, BackupErrorCode } from './errors.ts';
+
+/** Temporary files start with a dot, which no object path does, so `list` never reports them. */
+const tempPrefix = '.tmp-';
+
+/** Errors that say the object (or a directory on its path) is not there. */
+const missingCodes = new Set(['ENOENT', 'ENOTDIR', 'EISDIR']);
+
+function errnoCode(err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException | null)?.code;
+}
+
+/** A directory-backed Backend; `root` need not exist until the first put. */
+export class DirBackend extends Backend {
+  readonly location: string;
+  readonly root: string;
+
+  constructor(root: string) {
+    super();
+    this.root = root;
+    this.location = root;
+  }
+
+  private storageError(what: string, path: string, err: unknown): BackupError {
+    const code = errnoCode(err);
+    return new BackupError(BackupErrorCode.STORAGE, `Cannot ${what} ${path} in ${this.root}: ${code ?? (err as Error).message}`, { cause: err });
+  }
+
+  protected async _get(path: string, range: ByteRange | undefined): Promise<Buffer> {
+    let fh;
+    try {
+      fh = await open(join(this.root, path), 'r');
+    } catch (err) {
+      if (missingCodes.has(errnoCode(err) ?? '')) throw new BackupError(BackupErrorCode.NOT_FOUND, `No object ${path} in ${this.root}`, { cause: err });
+      throw this.storageError('open', path, err);
+    }
+    try {
+      const size = (await fh.stat()).size;
+      const offset = range?.offset ?? 0;
+      const length = range?.length ?? size;
+      if (offset + length > size) {
+        throw new BackupError(BackupErrorCode.INVALID, `Byte range ${offset}+${length} is past the end of ${path} (${size} bytes)`);
+      }
+      const buf = Buffer.allocUnsafe(length);
+      let done = 0;
+      while (done < length) {
+        const { bytesRead } = await fh.read(buf, done, length - done, offset + done);
+        if (bytesRead === 0) throw new BackupError(BackupErrorCode.STORAGE, `Object ${path} in ${this.root} shrank while being read`);
+        done += bytesRead;
+      }
+      return buf;
+    } catch (err) {
+      if (err instanceof BackupError) throw err;
+      if (missingCodes.has(errnoCode(err) ?? '')) throw new BackupError(BackupErrorCode.NOT_FOUND, `No object ${path} in ${this.root}`, { cause: err });
+      throw this.storageError('read', path, err);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  protected async _put(path: string, data: Buffer): Promise<void> {
+    const target = join(this.root, path);
+    const dir = dirname(target);
+    const temp = join(dir, tempPrefix + randomBytes(8).toString('hex'));
+    try {
+      const made = await mkdir(dir, { recursive: true });
+      if (made !== undefined) await syncNewDirs(made, dir);
+      const fh = await open(temp, 'wx');
+      try {
+        let done = 0;
+        while (done < data.length) {
+          const { bytesWritten } = await fh.write(data, done, data.length - done, done);
+          done += bytesWritten;
+        }
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await rename(temp, target);
+      await syncDir(dir);
+    } catch (err) {
+      await unlink(temp).catch(() => {});
+      throw this.storageError('write', path, err);
+    }
+  }
+
+  protected async _list(prefix: string): Promise<ObjectInfo[]> {
+    // Walk only the deepest directory the prefix names in full.
+    const slash = prefix.lastIndexOf('/');
+    const start = slash < 0 ? '' : prefix.slice(0, slash);
+    const out: ObjectInfo[] = [];
+    const walk = async (rel: string): Promise<void> => {
+      let entries;
+      try {
+        entries = await readdir(join(this.root, rel), { withFileTypes: true });
+      } catch (err) {
+        if (missingCodes.has(errnoCode(err) ?? '')) return;
+        throw this.storageError('list', rel || '/', err);
+      }
+      for (const e of entries) {
+        if (e.name.startsWith('.')) continue;
+        const path = rel === '' ? e.name : `${rel}/${e.name}`;
+        if (e.isDirectory()) {
+          if (prefix.startsWith(path + '/') || path.startsWith(prefix) || (path + '/').startsWith(prefix)) await walk(path);
+        } else if (e.isFile() && path.startsWith(prefix)) {
+          const s = await stat(join(this.root, path)).catch((err) => {
+            if (missingCodes.has(errnoCode(err) ?? '')) return null; // deleted meanwhile
+            throw this.storageError('stat', path, err);
+          });
+          if (s !== null) out.push({ path, sizeBytes: s.size });
+        }
+      }
+    };
+    await walk(start);
+    return out;
+  }
+
+  protected async _stat(path: string): Promise<ObjectInfo | null> {
+    try {
+      const s = await stat(join(this.root, path));
+      return s.isFile() ? { path, sizeBytes: s.size } : null;
+    } catch (err) {
+      if (missingCodes.has(errnoCode(err) ?? '')) return null;
+      throw this.storageError('stat', path, err);
+    }
+  }
+
+  protected async _delete(path: string): Promise<void> {
+    try {
+      await unlink(join(this.root, path));
+    } catch (err) {
+      const code = errnoCode(err) ?? '';
+      if (missingCodes.has(code) || code === 'EPERM') {
+        // EPERM: unlink of a directory on some systems; a directory is no object.
+        if (code === 'EPERM' && (await this._stat(path)) !== null) throw this.storageError('delete', path, err);
+        return;
+      }
+      throw this.storageError('delete', path, err);
+    }
+  }
+}
+
+/** fsync the parents of directories `mkdir` just made, `first` (outermost) down to `last`. */
+async function syncNewDirs(first: string, last: string): Promise<void> {
+  for (let d = last; ; d = dirname(d)) {
+    await syncDir(dirname(d));
+    if (d === first || d === dirname(d)) return;
+  }
+}
+
+/** fsync a directory so that a rename in it is durable. */
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}

@@ -1,0 +1,60 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { BackupError, BackupErrorCode, DirBackend } from '../../src/backup/index.ts';
+import { backendConformance } from './backend-conformance.ts';
+
+const dirs: string[] = [];
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'tessera-backend-'));
+  dirs.push(d);
+  return d;
+}
+
+backendConformance('DirBackend', { create: async () => new DirBackend(join(tempDir(), 'repo')) });
+
+test('DirBackend leaves no temporary file behind and lists none', async () => {
+  const root = tempDir();
+  const b = new DirBackend(root);
+  await b.put('data/ab/ab01', Buffer.from('x'));
+  // A temporary file a killed writer left behind is not an object.
+  writeFileSync(join(root, 'data/ab/.tmp-0123456789abcdef'), 'partial');
+  assert.deepEqual(await b.list('data/'), [{ path: 'data/ab/ab01', sizeBytes: 1 }]);
+  assert.deepEqual(readdirSync(join(root, 'data/ab')).sort(), ['.tmp-0123456789abcdef', 'ab01']);
+});
+
+test('DirBackend reports a full disk as BACKUP_STORAGE with the cause, and keeps the old object', async (t) => {
+  const mnt = tempDir();
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tessera-test', mnt], { stdio: 'pipe' });
+  } catch (err) {
+    assert.fail(`this test mounts a 256 KiB tmpfs to fill it and needs root (or CAP_SYS_ADMIN): ${(err as Error).message}`);
+  }
+  t.after(() => execFileSync('umount', [mnt]));
+  mkdirSync(join(mnt, 'repo'));
+  const b = new DirBackend(join(mnt, 'repo'));
+  await b.put('snapshots/s', Buffer.from('old'));
+  await assert.rejects(b.put('snapshots/s', Buffer.alloc(512 * 1024, 1)), (err: unknown) => {
+    assert.ok(err instanceof BackupError);
+    assert.equal(err.code, BackupErrorCode.STORAGE);
+    assert.equal((err.cause as NodeJS.ErrnoException).code, 'ENOSPC');
+    assert.match(err.message, /ENOSPC/);
+    return true;
+  });
+  assert.deepEqual(await b.get('snapshots/s'), Buffer.from('old'));
+  assert.deepEqual(readdirSync(join(mnt, 'repo/snapshots')), ['s'], 'the temporary file is removed');
+});
+
+test('DirBackend reports an unreadable root as BACKUP_STORAGE, a missing one as empty', async () => {
+  const root = tempDir();
+  const file = join(root, 'not-a-dir');
+  writeFileSync(file, 'x');
+  assert.deepEqual(await new DirBackend(join(root, 'missing')).list(''), []);
+  await assert.rejects(new DirBackend(file).put('config', Buffer.from('x')), (err: unknown) => err instanceof BackupError && err.code === BackupErrorCode.STORAGE);
+});

@@ -19,19 +19,33 @@ const SEQ_TOP = 2 ** 48 - 1;
 const CHUNK_BLOCKS = 4096;
 /** Chunks kept in the head cache: about 18 bytes a block, so ~75 MiB covering 16 GiB of disk. */
 const CHUNKS_MAX = 1024;
-/** Ranges longer than this are scanned in LMDB directly rather than through the cache. */
-const CACHED_SCAN_BLOCKS_MAX = 4 * CHUNK_BLOCKS;
 
 /**
  * The newest version of every block of a 4096-block chunk of one branch, as the index has it:
  * what a read of a disk's head needs, without an LMDB cursor per request. seq 0 = no version.
+ * A chunk with no version at all holds no arrays (`slots` null), so scanning a sparse disk's
+ * whole range costs little memory and no per-block work.
  */
 interface Chunk {
+  slots: Slots | null;
+}
+
+interface Slots {
   seq: Float64Array;
   segment: Uint32Array;
   offset: Uint32Array;
   kind: Uint8Array;
   mask: Uint8Array;
+}
+
+function newSlots(): Slots {
+  return {
+    seq: new Float64Array(CHUNK_BLOCKS),
+    segment: new Uint32Array(CHUNK_BLOCKS),
+    offset: new Uint32Array(CHUNK_BLOCKS),
+    kind: new Uint8Array(CHUNK_BLOCKS),
+    mask: new Uint8Array(CHUNK_BLOCKS),
+  };
 }
 
 export class BlockIndex {
@@ -59,11 +73,8 @@ export class BlockIndex {
    */
   scanLatest(branch: number, blockStart: number, blockEnd: number, maxSeq: number, visit: (f: Found) => boolean | void): void {
     if (blockEnd <= blockStart) return;
-    if (maxSeq >= SEQ_TOP && blockEnd - blockStart <= CACHED_SCAN_BLOCKS_MAX) {
-      this.scanCached(branch, blockStart, blockEnd, visit);
-      return;
-    }
-    this.scanIndex(branch, blockStart, blockEnd, maxSeq, visit);
+    if (maxSeq >= SEQ_TOP) this.scanCached(branch, blockStart, blockEnd, visit);
+    else this.scanIndex(branch, blockStart, blockEnd, maxSeq, visit);
   }
 
   private scanIndex(branch: number, blockStart: number, blockEnd: number, maxSeq: number, visit: (f: Found) => boolean | void): void {
@@ -84,14 +95,15 @@ export class BlockIndex {
 
   private scanCached(branch: number, blockStart: number, blockEnd: number, visit: (f: Found) => boolean | void): void {
     for (let c = Math.floor(blockStart / CHUNK_BLOCKS); c * CHUNK_BLOCKS < blockEnd; c++) {
-      const chunk = this.chunk(branch, c);
+      const slots = this.chunk(branch, c).slots;
+      if (slots === null) continue;
       const base = c * CHUNK_BLOCKS;
       const from = Math.max(blockStart, base) - base;
       const to = Math.min(blockEnd, base + CHUNK_BLOCKS) - base;
       for (let i = from; i < to; i++) {
-        const seq = chunk.seq[i];
+        const seq = slots.seq[i];
         if (seq === 0) continue;
-        const f: Found = { seq, kind: chunk.kind[i] as Found['kind'], mask: chunk.mask[i], segment: chunk.segment[i], offset: chunk.offset[i], branch, block: base + i };
+        const f: Found = { seq, kind: slots.kind[i] as Found['kind'], mask: slots.mask[i], segment: slots.segment[i], offset: slots.offset[i], branch, block: base + i };
         if (visit(f) === false) return;
       }
     }
@@ -101,26 +113,12 @@ export class BlockIndex {
     const key = `${branch}:${c}`;
     let chunk = this.chunks.get(key);
     if (chunk) return chunk;
-    chunk = {
-      seq: new Float64Array(CHUNK_BLOCKS),
-      segment: new Uint32Array(CHUNK_BLOCKS),
-      offset: new Uint32Array(CHUNK_BLOCKS),
-      kind: new Uint8Array(CHUNK_BLOCKS),
-      mask: new Uint8Array(CHUNK_BLOCKS),
-    };
+    const ch: Chunk = { slots: null };
     const base = c * CHUNK_BLOCKS;
-    const ch = chunk;
-    this.scanIndex(branch, base, base + CHUNK_BLOCKS, SEQ_TOP, (f) => {
-      const i = f.block - base;
-      ch.seq[i] = f.seq;
-      ch.segment[i] = f.segment;
-      ch.offset[i] = f.offset;
-      ch.kind[i] = f.kind;
-      ch.mask[i] = f.mask;
-    });
+    this.scanIndex(branch, base, base + CHUNK_BLOCKS, SEQ_TOP, (f) => setSlot(ch, f.block - base, f));
     if (this.chunks.size >= CHUNKS_MAX) this.chunks.delete(this.chunks.keys().next().value!);
-    this.chunks.set(key, chunk);
-    return chunk;
+    this.chunks.set(key, ch);
+    return ch;
   }
 
   /**
@@ -157,14 +155,7 @@ export class BlockIndex {
   put(branch: number, block: number, e: Entry): void {
     this.blocks.putSync(encodeKey(branch, block, e.seq), encodeValue(e));
     const chunk = this.chunks.get(`${branch}:${Math.floor(block / CHUNK_BLOCKS)}`);
-    if (!chunk) return;
-    const i = block % CHUNK_BLOCKS;
-    if (e.seq < chunk.seq[i]) return; // an older version: the newest stays
-    chunk.seq[i] = e.seq;
-    chunk.segment[i] = e.segment;
-    chunk.offset[i] = e.offset;
-    chunk.kind[i] = e.kind;
-    chunk.mask[i] = e.mask;
+    if (chunk) setSlot(chunk, block % CHUNK_BLOCKS, e);
   }
 
   remove(branch: number, block: number, seq: number): void {
@@ -172,11 +163,22 @@ export class BlockIndex {
     const key = `${branch}:${Math.floor(block / CHUNK_BLOCKS)}`;
     const chunk = this.chunks.get(key);
     // Removing the newest version exposes an older one: refill that chunk when next read.
-    if (chunk && chunk.seq[block % CHUNK_BLOCKS] === seq) this.chunks.delete(key);
+    if (chunk?.slots && chunk.slots.seq[block % CHUNK_BLOCKS] === seq) this.chunks.delete(key);
   }
 
 
   close(): Promise<void> {
     return this.root.close();
   }
+}
+
+/** Records `e` as slot `i`'s version unless the slot already holds a newer one. */
+function setSlot(chunk: Chunk, i: number, e: Entry): void {
+  const slots = (chunk.slots ??= newSlots());
+  if (e.seq < slots.seq[i]) return; // an older version: the newest stays
+  slots.seq[i] = e.seq;
+  slots.segment[i] = e.segment;
+  slots.offset[i] = e.offset;
+  slots.kind[i] = e.kind;
+  slots.mask[i] = e.mask;
 }

@@ -1079,12 +1079,13 @@ class StoreVolume implements Volume {
     return t;
   }
 
-  async read(offset: number, length: number): Promise<Buffer> {
+  async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
     const t = this.check(offset, length, false);
     if (length === 0) return Buffer.alloc(0);
     const a = Math.floor(offset / BS);
     const e = Math.ceil((offset + length) / BS);
-    const out = Buffer.allocUnsafe((e - a) * BS);
+    const need = (e - a) * BS;
+    const out = into !== undefined && into.length >= need ? into.subarray(0, need) : Buffer.allocUnsafe(need);
     await this.store.readBlocks(t.links, a, e, out);
     const rel = offset - a * BS;
     return rel === 0 && length === out.length ? out : out.subarray(rel, rel + length);

@@ -75,7 +75,12 @@ export interface Volume {
   readonly sizeBytes: number;
   /** Smallest I/O unit that avoids read-modify-write (the engine's block size). */
   readonly blockBytes: number;
-  read(offset: number, length: number): Promise<Buffer>;
+  /**
+   * The bytes of [offset, offset+length). With `into`, the engine may read into that buffer (it
+   * does when `into` holds the whole blocks the range touches) and return a view of it, sparing
+   * an allocation; the caller must not reuse `into` until it is done with the result.
+   */
+  read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
   write(offset: number, data: Buffer, opts?: WriteOptions): Promise<void>;
   writeZeroes(offset: number, length: number, opts?: ZeroOptions): Promise<void>;
   /** Deallocate: reads of the range return zeroes afterwards. */

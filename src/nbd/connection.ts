@@ -4,6 +4,7 @@
  * closes; nothing here throws into the event loop or rejects unhandled.
  */
 import type { Socket } from 'node:net';
+import type { BufferPool } from './buffer-pool.ts';
 import { encodeGreeting } from './codec.ts';
 import { describeError, NbdError, NbdErrorCode } from './errors.ts';
 import { Handshake, SERVER_HANDSHAKE_FLAGS } from './handshake.ts';
@@ -32,6 +33,7 @@ export class Connection {
   readonly closed: Promise<void>;
   readonly #socket: Socket;
   readonly #limits: NbdLimits;
+  readonly #pool: BufferPool;
   readonly #log: (msg: string) => void;
   readonly #peer: string;
   readonly #handshakeParser: HandshakeParser;
@@ -49,10 +51,11 @@ export class Connection {
   #timer: NodeJS.Timeout | null;
   #resolveClosed!: () => void;
 
-  constructor(socket: Socket, opts: { provider: ExportProvider; limits: NbdLimits; log: (msg: string) => void }) {
+  constructor(socket: Socket, opts: { provider: ExportProvider; limits: NbdLimits; pool: BufferPool; log: (msg: string) => void }) {
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
     this.#socket = socket;
     this.#limits = opts.limits;
+    this.#pool = opts.pool;
     this.#log = opts.log;
     this.#peer = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unix socket';
     this.#handshakeParser = new HandshakeParser({ optionBytesMax: opts.limits.optionBytesMax });
@@ -167,10 +170,16 @@ export class Connection {
 
   async #serve(request: ParsedRequest, held: number): Promise<void> {
     const session = this.#session!;
-    const { cookie } = request.header;
+    const { cookie, type, offset, length } = request.header;
+    // A read of acceptable size lands in a pooled buffer, returned once the socket took it.
+    let pooled: Buffer | null = null;
+    if (type === Command.READ && length <= session.requestBytesMax) {
+      const bs = session.volume.blockBytes;
+      pooled = this.#pool.take(Math.ceil((offset + length) / bs) * bs - Math.floor(offset / bs) * bs);
+    }
     let buffers: Buffer[];
     try {
-      const reply = await execute(request.header, request.payload, session);
+      const reply = await execute(request.header, request.payload, session, pooled ?? undefined);
       if (reply.kind === 'error' && (reply.errno === Errno.EIO || reply.errno === Errno.ESHUTDOWN)) {
         this.#log(`nbd: ${this.#peer}: ${session.exportName}: ${reply.message}`);
       }
@@ -183,7 +192,8 @@ export class Connection {
     }
     this.#inflightRequests--;
     this.#inflightBytes -= held;
-    this.#write(buffers);
+    const release = pooled;
+    this.#write(buffers, release === null ? undefined : () => this.#pool.give(release));
     if (this.#phase === 'transmission') this.#pump();
     else this.#settle();
   }
@@ -200,15 +210,20 @@ export class Connection {
    * a header leaves with its payload and replies completed in the same loop iteration share one
    * writev instead of a system call each.
    */
-  #write(buffers: Buffer[]): void {
+  #write(buffers: Buffer[], onWritten?: () => void): void {
     const socket = this.#socket;
+    // A buffer the socket never took is simply not returned to the pool.
     if (socket.destroyed || socket.writableEnded) return;
     if (!this.#corked) {
       this.#corked = true;
       socket.cork();
       process.nextTick(this.#uncork);
     }
-    for (const buf of buffers) socket.write(buf);
+    const last = buffers.length - 1;
+    for (let i = 0; i < last; i++) socket.write(buffers[i]);
+    // The callback runs once the kernel has the bytes (or the socket failed): either way the
+    // buffers are no longer referenced by the stream.
+    socket.write(buffers[last], onWritten);
   }
 
   readonly #uncork = (): void => {

@@ -1,5 +1,6 @@
 import { lstat, unlink } from 'node:fs/promises';
 import net from 'node:net';
+import { BufferPool } from './buffer-pool.ts';
 import { Connection } from './connection.ts';
 import { NbdError, NbdErrorCode } from './errors.ts';
 import { resolveLimits, type NbdLimits } from './limits.ts';
@@ -11,10 +12,15 @@ import type { ExportProvider, NbdServerOptions } from './types.ts';
  */
 const SOCKET_HIGH_WATER_MARK_BYTES = 4 * 1024 * 1024;
 
+/** Idle read buffers kept for reuse across all connections. */
+const POOLED_BYTES_MAX = 64 * 1024 * 1024;
+
 /** An NBD server: listens on TCP and Unix sockets and serves the provider's exports. */
 export class NbdServer {
   readonly #provider: ExportProvider;
   readonly #limits: NbdLimits;
+  /** Read reply buffers shared by all connections. */
+  readonly #pool = new BufferPool({ pooledBytesMax: POOLED_BYTES_MAX });
   readonly #log: (msg: string) => void;
   readonly #listeners: net.Server[] = [];
   /** Connections until fully closed (socket closed and volume released), for close(). */
@@ -90,7 +96,7 @@ export class NbdServer {
     }
     this.#openSockets++;
     socket.once('close', () => this.#openSockets--);
-    const conn = new Connection(socket, { provider: this.#provider, limits: this.#limits, log: this.#log });
+    const conn = new Connection(socket, { provider: this.#provider, limits: this.#limits, pool: this.#pool, log: this.#log });
     this.#connections.add(conn);
     void conn.closed.then(() => this.#connections.delete(conn));
   }

@@ -98,9 +98,10 @@ export type Reply =
 
 /**
  * Carries out one request (header validated here first) and describes the reply. Engine errors
- * become error replies through errnoOf; this function does not throw.
+ * become error replies through errnoOf; this function does not throw. A read may land in
+ * `readInto`, which then backs the reply's data.
  */
-export async function execute(header: RequestHeader, payload: Buffer | null, session: Session): Promise<Reply> {
+export async function execute(header: RequestHeader, payload: Buffer | null, session: Session, readInto?: Buffer): Promise<Reply> {
   const volume = session.volume;
   const { type, flags, offset, length } = header;
   const fua = (flags & CommandFlag.FUA) !== 0;
@@ -110,7 +111,7 @@ export async function execute(header: RequestHeader, payload: Buffer | null, ses
     if (errno !== Errno.OK) return { kind: 'error', errno, message: rejectionMessage(header, errno) };
     switch (type) {
       case Command.READ: {
-        const data = await volume.read(offset, length);
+        const data = await volume.read(offset, length, readInto);
         // A simple reply promises exactly `length` bytes; anything else would desync the stream.
         if (data.length !== length) throw new Error(`Engine read returned ${data.length} bytes, expected ${length}`);
         return { kind: 'data', offset, data };

@@ -1,0 +1,59 @@
+/** Pooled read buffers: size classes, the idle bound, and no reply ever carrying another's bytes. */
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import { Store } from '../../src/engine/index.ts';
+import { BufferPool } from '../../src/nbd/buffer-pool.ts';
+import { NbdServer } from '../../src/nbd/index.ts';
+import { cleanup, makeTempDir, Rng, seededBytes } from '../helpers/index.ts';
+import { NbdClient } from './client.ts';
+import { storeProvider } from './harness.ts';
+
+after(() => cleanup());
+
+test('buffer pool hands out power-of-two classes, reuses returned buffers and bounds idle bytes', () => {
+  const pool = new BufferPool({ pooledBytesMax: 3 * 65536 });
+  const a = pool.take(1);
+  assert.equal(a.length, 4096);
+  const b = pool.take(65536);
+  const c = pool.take(65537);
+  assert.equal(b.length, 65536);
+  assert.equal(c.length, 131072);
+  pool.give(b);
+  assert.equal(pool.pooledBytes, 65536);
+  assert.equal(pool.take(40000), b, 'a returned buffer of the class is reused');
+  assert.equal(pool.pooledBytes, 0);
+  pool.give(c);
+  pool.give(b);
+  assert.equal(pool.pooledBytes, 3 * 65536);
+  pool.give(pool.take(1 << 20).fill(1));
+  assert.equal(pool.pooledBytes, 3 * 65536, 'a buffer over the bound is dropped, not kept');
+  assert.throws(() => pool.give(Buffer.alloc(5000)), /only buffers from take/);
+});
+
+test('buffer pool: hundreds of concurrent reads on two connections each get exactly their own bytes', async () => {
+  const store = await Store.open({ dir: makeTempDir('tessera-pool-') });
+  const server = new NbdServer({ provider: storeProvider(store) });
+  const target = await server.listenTcp({ host: '127.0.0.1', port: 0 });
+  const size = 8 << 20;
+  const content = seededBytes(7, 'pool', size);
+  try {
+    await store.createDisk('d', size);
+    const clients = [await NbdClient.connect(target, { exportName: 'd' }), await NbdClient.connect(target, { exportName: 'd', structured: false })];
+    await clients[0].write(0, content);
+    const rng = new Rng(11);
+    for (let round = 0; round < 5; round++) {
+      const reads = Array.from({ length: 200 }, (_, i) => {
+        const length = rng.range(1, 300 * 1024);
+        const offset = rng.int(size - length + 1);
+        return clients[i % 2].read(offset, length).then((got) => {
+          assert.ok(got.equals(content.subarray(offset, offset + length)), `read ${offset}+${length} (round ${round})`);
+        });
+      });
+      await Promise.all(reads);
+    }
+    for (const c of clients) await c.disconnect();
+  } finally {
+    await server.close();
+    await store.close();
+  }
+});

@@ -1,0 +1,185 @@
+/**
+ * The repository's cryptography and compression (docs/backup.md, "Keys and encryption"): seal and
+ * open with AES-256-GCM, HMAC-SHA-256 blob ids, zstd, scrypt-wrapped master keys, and the
+ * encrypted msgpack objects (config, index, snapshots, markers). Pure functions over Buffers.
+ */
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, scrypt as scryptCb } from 'node:crypto';
+import { promisify } from 'node:util';
+import { constants as zlibConstants, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
+import { pack, unpack } from 'msgpackr';
+import { BackupError, BackupErrorCode } from './errors.ts';
+import { BlobFlag, compressionGainDivisor, masterKeyBytes, nonceBytes, saltBytes, scryptParams, sealOverheadBytes, tagBytes, zstdLevel } from './format.ts';
+
+const scrypt = promisify(scryptCb) as (password: string, salt: Buffer, keylen: number, options: object) => Promise<Buffer>;
+
+/** The two halves of the master key. */
+export interface Keys {
+  /** AES-256-GCM key of every sealed blob and file. */
+  encKey: Buffer;
+  /** HMAC-SHA-256 key of blob ids. */
+  idKey: Buffer;
+}
+
+/** Splits a 64-byte master key. */
+export function splitMasterKey(master: Buffer): Keys {
+  if (master.length !== masterKeyBytes) throw new BackupError(BackupErrorCode.CORRUPT, `Master key is ${master.length} bytes, not ${masterKeyBytes}`);
+  return { encKey: Buffer.from(master.subarray(0, 32)), idKey: Buffer.from(master.subarray(32, 64)) };
+}
+
+/** nonce(12) ‖ AES-256-GCM(key, plaintext) ‖ tag(16), with a random nonce. */
+export function seal(key: Buffer, plaintext: Buffer, nonce: Buffer = randomBytes(nonceBytes)): Buffer {
+  const cipher = createCipheriv('aes-256-gcm', key, nonce);
+  const out = Buffer.allocUnsafeSlow(plaintext.length + sealOverheadBytes);
+  nonce.copy(out, 0);
+  let at = nonceBytes;
+  at += cipher.update(plaintext).copy(out, at);
+  at += cipher.final().copy(out, at);
+  cipher.getAuthTag().copy(out, at);
+  return out;
+}
+
+/** Opens a sealed buffer, or returns null if it fails authentication (wrong key or damaged). */
+export function tryOpen(key: Buffer, sealed: Buffer): Buffer | null {
+  if (sealed.length < sealOverheadBytes) return null;
+  const decipher = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, nonceBytes));
+  decipher.setAuthTag(sealed.subarray(sealed.length - tagBytes));
+  const body = decipher.update(sealed.subarray(nonceBytes, sealed.length - tagBytes));
+  try {
+    const tail = decipher.final();
+    return tail.length === 0 ? body : Buffer.concat([body, tail]);
+  } catch {
+    return null;
+  }
+}
+
+/** Opens a sealed buffer; a failed authentication is BACKUP_CORRUPT naming `what`. */
+export function openSealed(key: Buffer, sealed: Buffer, what: string): Buffer {
+  const plain = tryOpen(key, sealed);
+  if (plain === null) throw new BackupError(BackupErrorCode.CORRUPT, `${what} fails its authentication check (damaged)`);
+  return plain;
+}
+
+/** HMAC-SHA-256(idKey, plaintext): the id of a blob. */
+export function blobId(idKey: Buffer, plaintext: Buffer): Buffer {
+  return createHmac('sha256', idKey).update(plaintext).digest();
+}
+
+/** SHA-256 of some bytes. */
+export function sha256(data: Buffer): Buffer {
+  return createHash('sha256').update(data).digest();
+}
+
+/** zstd at the format's level. */
+export function zstd(data: Buffer): Buffer {
+  return zstdCompressSync(data, { params: { [zlibConstants.ZSTD_c_compressionLevel]: zstdLevel } });
+}
+
+/** Undoes zstd(); `maxBytes` bounds the output, `what` names the data in errors. */
+export function unzstd(data: Buffer, maxBytes: number, what: string): Buffer {
+  try {
+    return zstdDecompressSync(data, { maxOutputLength: Math.max(maxBytes, 1) });
+  } catch (err) {
+    throw new BackupError(BackupErrorCode.CORRUPT, `${what} does not decompress`, { cause: err });
+  }
+}
+
+/** A blob as stored: sealed payload, its flags, and its plaintext length. */
+export interface SealedBlob {
+  sealed: Buffer;
+  flags: number;
+  plainLength: number;
+}
+
+/** Compresses (if that saves at least 1/16) and seals one blob's plaintext. */
+export function sealBlob(encKey: Buffer, plain: Buffer): SealedBlob {
+  const packed = zstd(plain);
+  const compressed = packed.length <= plain.length - plain.length / compressionGainDivisor;
+  return { sealed: seal(encKey, compressed ? packed : plain), flags: compressed ? BlobFlag.COMPRESSED : 0, plainLength: plain.length };
+}
+
+/** Opens one blob and checks its length and id; any mismatch is BACKUP_CORRUPT naming `what`. */
+export function openBlob(keys: Keys, sealed: Buffer, expect: { flags: number; plainLength: number; id: Buffer }, what: string): Buffer {
+  const payload = openSealed(keys.encKey, sealed, what);
+  const plain = expect.flags & BlobFlag.COMPRESSED ? unzstd(payload, expect.plainLength, what) : payload;
+  if (plain.length !== expect.plainLength) {
+    throw new BackupError(BackupErrorCode.CORRUPT, `${what} is ${plain.length} bytes, the index says ${expect.plainLength}`);
+  }
+  if (!blobId(keys.idKey, plain).equals(expect.id)) throw new BackupError(BackupErrorCode.CORRUPT, `${what} does not match its id`);
+  return plain;
+}
+
+/** Largest plaintext of an encrypted object (an index or snapshot file). */
+const objectPlainBytesMax = 1 << 30;
+
+/** seal(encKey, zstd(msgpack(object))): the bytes of config, index, snapshot, marker files. */
+export function encodeObject(encKey: Buffer, object: unknown): Buffer {
+  return seal(encKey, zstd(pack(object)));
+}
+
+/** Undoes encodeObject; damage is BACKUP_CORRUPT naming `what`. The shape is the caller's to check. */
+export function decodeObject(encKey: Buffer, bytes: Buffer, what: string): unknown {
+  const packed = unzstd(openSealed(encKey, bytes, what), objectPlainBytesMax, what);
+  try {
+    return unpack(packed);
+  } catch (err) {
+    throw new BackupError(BackupErrorCode.CORRUPT, `${what} is not valid msgpack`, { cause: err });
+  }
+}
+
+/** A key file as stored in `keys/<id>` (plaintext JSON). */
+export interface KeyFile {
+  version: 1;
+  kdf: 'scrypt';
+  N: number;
+  r: number;
+  p: number;
+  /** Base64 of 16 random bytes. */
+  salt: string;
+  /** Base64 of seal(wrappingKey, masterKey). */
+  data: string;
+  /** ISO 8601. */
+  created: string;
+  hostname: string;
+  username: string;
+}
+
+/** scrypt's memory: 128·N·r bytes, with room to spare (Node's default limit is 32 MiB). */
+function scryptMaxmem(N: number, r: number): number {
+  return 256 * N * r;
+}
+
+/** Wraps the master key under `password`; `salt` and `nonce` are random unless given (golden tests). */
+export async function makeKeyFile(
+  master: Buffer,
+  password: string,
+  meta: { created: string; hostname: string; username: string },
+  fixed: { salt?: Buffer; nonce?: Buffer } = {},
+): Promise<Buffer> {
+  const salt = fixed.salt ?? randomBytes(saltBytes);
+  const { N, r, p } = scryptParams;
+  const wrapping = await scrypt(password, salt, 32, { N, r, p, maxmem: scryptMaxmem(N, r) });
+  const file: KeyFile = { version: 1, kdf: 'scrypt', N, r, p, salt: salt.toString('base64'), data: seal(wrapping, master, fixed.nonce).toString('base64'), ...meta };
+  return Buffer.from(JSON.stringify(file) + '\n');
+}
+
+/** Parses a key file; anything malformed is BACKUP_CORRUPT naming `what`. */
+export function parseKeyFile(bytes: Buffer, what: string): KeyFile {
+  let f: KeyFile;
+  try {
+    f = JSON.parse(bytes.toString('utf8')) as KeyFile;
+  } catch (err) {
+    throw new BackupError(BackupErrorCode.CORRUPT, `${what} is not JSON`, { cause: err });
+  }
+  const ok =
+    f !== null && typeof f === 'object' && f.kdf === 'scrypt' && typeof f.salt === 'string' && typeof f.data === 'string' &&
+    [f.N, f.r, f.p].every((n) => Number.isSafeInteger(n) && n > 0) && f.N <= 1 << 22 && f.r <= 64 && f.p <= 16;
+  if (!ok) throw new BackupError(BackupErrorCode.CORRUPT, `${what} is not a key file this version reads`);
+  if (f.version !== 1) throw new BackupError(BackupErrorCode.UNSUPPORTED, `${what} has version ${f.version}; this Tessera reads version 1`);
+  return f;
+}
+
+/** The master key a key file wraps, or null if `password` is not its password. */
+export async function unwrapKeyFile(f: KeyFile, password: string): Promise<Buffer | null> {
+  const wrapping = await scrypt(password, Buffer.from(f.salt, 'base64'), 32, { N: f.N, r: f.r, p: f.p, maxmem: scryptMaxmem(f.N, f.r) });
+  return tryOpen(wrapping, Buffer.from(f.data, 'base64'));
+}

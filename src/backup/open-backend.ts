@@ -1,0 +1,20 @@
+/** Opening a repository's storage from what the user typed: a directory path or an s3:// URL. */
+import { resolve } from 'node:path';
+import type { Backend } from './backend.ts';
+import { DirBackend } from './backend-dir.ts';
+import { BackupError, BackupErrorCode } from './errors.ts';
+
+/**
+ * The backend of a repository location: `s3://bucket/prefix` or a directory path (absolute or
+ * relative; `file://` URLs are not accepted, to keep one spelling).
+ */
+export async function openBackend(location: string): Promise<Backend> {
+  if (typeof location !== 'string' || location === '') throw new BackupError(BackupErrorCode.INVALID, 'The repository location is empty');
+  if (location.startsWith('s3://')) {
+    throw new BackupError(BackupErrorCode.INVALID, `S3 support not built yet: cannot open ${location}`);
+  }
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) {
+    throw new BackupError(BackupErrorCode.INVALID, `Unsupported repository URL ${location}: expected a directory path or s3://bucket/prefix`);
+  }
+  return new DirBackend(resolve(location));
+}

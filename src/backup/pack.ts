@@ -1,0 +1,147 @@
+/**
+ * Pack files (docs/backup.md, "Blobs and packs"): the writer that groups sealed blobs into packs
+ * and uploads them with bounded concurrency, and the reader of a pack's header.
+ */
+import assert from 'node:assert/strict';
+import type { Backend } from './backend.ts';
+import { openSealed, type Keys, type SealedBlob } from './crypto.ts';
+import { BackupError, BackupErrorCode } from './errors.ts';
+import { decodePackEntries, headerEntryBytes, headerLengthBytes, packPath, sealOverheadBytes, type BlobTypeValue, type PackEntry } from './format.ts';
+import type { WorkerPool } from './pool.ts';
+
+/** One blob of a pack as an index file lists it: [type, flags, offset, storedLength, plainLength, id]. */
+export type IndexBlob = [type: BlobTypeValue, flags: number, offset: number, storedLength: number, plainLength: number, id: Buffer];
+
+/** A pack as an index file lists it. */
+export interface IndexedPack {
+  id: Buffer;
+  size: number;
+  blobs: IndexBlob[];
+}
+
+/** Index entries of a pack from its header entries (offsets follow from the order). */
+export function indexBlobsOf(entries: readonly PackEntry[]): IndexBlob[] {
+  let offset = 0;
+  return entries.map((e) => {
+    const b: IndexBlob = [e.type, e.flags, offset, e.storedLength, e.plainLength, e.id];
+    offset += e.storedLength;
+    return b;
+  });
+}
+
+/**
+ * The header entries of a pack of `packSize` bytes, from `tail`, its last tail.length bytes.
+ * Returns the header length needed if `tail` is too short to hold it.
+ */
+export function parsePackTail(keys: Keys, tail: Buffer, packSize: number, packIdHex: string): PackEntry[];
+export function parsePackTail(keys: Keys, tail: Buffer, packSize: number, packIdHex: string, allowShort: true): PackEntry[] | number;
+export function parsePackTail(keys: Keys, tail: Buffer, packSize: number, packIdHex: string, allowShort = false): PackEntry[] | number {
+  const what = `Header of pack ${packIdHex}`;
+  if (tail.length < headerLengthBytes) throw new BackupError(BackupErrorCode.CORRUPT, `Pack ${packIdHex} is too short for a header`);
+  const headerLength = tail.readUInt32LE(tail.length - headerLengthBytes);
+  if (headerLength > packSize - headerLengthBytes || headerLength < sealOverheadBytes || (headerLength - sealOverheadBytes) % headerEntryBytes !== 0) {
+    throw new BackupError(BackupErrorCode.CORRUPT, `${what} claims a length of ${headerLength} bytes`);
+  }
+  if (headerLength + headerLengthBytes > tail.length) {
+    if (allowShort) return headerLength + headerLengthBytes;
+    throw new BackupError(BackupErrorCode.CORRUPT, `${what} is cut`);
+  }
+  const sealed = tail.subarray(tail.length - headerLengthBytes - headerLength, tail.length - headerLengthBytes);
+  const entries = decodePackEntries(openSealed(keys.encKey, sealed, what), `pack ${packIdHex}`);
+  const blobBytes = entries.reduce((n, e) => n + e.storedLength, 0);
+  if (blobBytes + headerLength + headerLengthBytes !== packSize) {
+    throw new BackupError(BackupErrorCode.CORRUPT, `${what} does not account for the pack's ${packSize} bytes`);
+  }
+  return entries;
+}
+
+/** Reads the header of a stored pack with one range read (two if the header is large). */
+export async function readPackHeader(backend: Backend, keys: Keys, packIdHex: string, packSize: number): Promise<PackEntry[]> {
+  const path = packPath(packIdHex);
+  const first = Math.min(packSize, 64 * 1024);
+  const tail = await backend.get(path, { offset: packSize - first, length: first });
+  const r = parsePackTail(keys, tail, packSize, packIdHex, true);
+  if (typeof r !== 'number') return r;
+  return parsePackTail(keys, await backend.get(path, { offset: packSize - r, length: r }), packSize, packIdHex);
+}
+
+/** Limits of a PackWriter. */
+export interface PackWriterOptions {
+  /** A pack is closed once its blobs reach this many bytes. */
+  packSizeTargetBytes: number;
+  /** Packs being built or uploaded at once; add() waits when this many are. */
+  uploadsMax: number;
+}
+
+/** Where a PackWriter's packs go. */
+export interface PackWriterContext {
+  backend: Backend;
+  pool: WorkerPool;
+  type: BlobTypeValue;
+  onUploaded: (pack: IndexedPack) => Promise<void>;
+}
+
+/**
+ * Collects sealed blobs of one type into packs, builds each pack on a worker and uploads it.
+ * `onUploaded` runs (serially, in completion order) after each pack is stored.
+ */
+export class PackWriter {
+  private blobs: Buffer[] = [];
+  private entries: PackEntry[] = [];
+  private bytes = 0;
+  private readonly uploads = new Set<Promise<void>>();
+  private error: unknown = null;
+  private chain: Promise<void> = Promise.resolve();
+
+  private readonly ctx: PackWriterContext;
+  private readonly options: PackWriterOptions;
+
+  constructor(ctx: PackWriterContext, options: PackWriterOptions) {
+    assert.ok(options.uploadsMax >= 1);
+    this.ctx = ctx;
+    this.options = options;
+  }
+
+  /** Adds a sealed blob (moved: the caller must not touch it again); may wait for uploads. */
+  async add(id: Buffer, blob: SealedBlob): Promise<void> {
+    if (this.error !== null) throw this.error;
+    this.blobs.push(blob.sealed);
+    this.entries.push({ type: this.ctx.type, flags: blob.flags, storedLength: blob.sealed.length, plainLength: blob.plainLength, id });
+    this.bytes += blob.sealed.length;
+    if (this.bytes >= this.options.packSizeTargetBytes) await this.close();
+  }
+
+  /** Closes the current pack (if any blob is in it) and waits for every upload. */
+  async flush(): Promise<void> {
+    await this.close();
+    await Promise.all(this.uploads);
+    await this.chain;
+    if (this.error !== null) throw this.error;
+  }
+
+  private async close(): Promise<void> {
+    if (this.entries.length === 0) return;
+    const blobs = this.blobs;
+    const entries = this.entries;
+    this.blobs = [];
+    this.entries = [];
+    this.bytes = 0;
+    while (this.uploads.size >= this.options.uploadsMax) await Promise.race(this.uploads);
+    if (this.error !== null) throw this.error;
+    const upload = this.upload(blobs, entries).catch((err) => {
+      this.error ??= err;
+    });
+    this.uploads.add(upload);
+    void upload.finally(() => this.uploads.delete(upload));
+  }
+
+  private async upload(blobs: Buffer[], entries: PackEntry[]): Promise<void> {
+    const { pack, id } = await this.ctx.pool.pack(blobs, entries);
+    const idHex = id.toString('hex');
+    await this.ctx.backend.put(packPath(idHex), pack);
+    const indexed: IndexedPack = { id, size: pack.length, blobs: indexBlobsOf(entries) };
+    const next = this.chain.then(() => this.ctx.onUploaded(indexed));
+    this.chain = next.catch(() => {});
+    await next;
+  }
+}

@@ -1,0 +1,201 @@
+/**
+ * Restoring a restore point (docs/backup.md, "Restore"): the map is read a map blob at a time,
+ * its chunks grouped by pack into range reads (gaps up to 1 MiB are read through), the reads run
+ * in parallel under a byte budget, blobs are opened on workers and written at their offsets.
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import { ByteBudget } from './budget.ts';
+import type { BlobLocation, IndexCache } from './cache.ts';
+import { BackupError, BackupErrorCode } from './errors.ts';
+import { idBytes, mapEntriesPerBlob, packPath, zeroId } from './format.ts';
+import type { OpenSpec, WorkerPool } from './pool.ts';
+import type { Repository, Snapshot } from './repository.ts';
+
+/** Limits of a restore. */
+export interface RestoreLimits {
+  /** Range reads at once. Default 8. */
+  readsMax?: number;
+  /** Bytes of range reads in flight. Default 64 MiB. */
+  inFlightBytesMax?: number;
+  /** Largest gap between two needed blobs of a pack that one read covers. Default 1 MiB. */
+  gapBytesMax?: number;
+  /** Largest single range read. Default 16 MiB. */
+  readBytesMax?: number;
+}
+
+/** Progress of a restore. */
+export interface RestoreProgress {
+  sizeBytes: number;
+  bytesWritten: number;
+  bytesRead: number;
+}
+
+/** Where each chunk of one map blob goes: blob → chunk indexes. */
+interface Needed {
+  location: BlobLocation;
+  id: Buffer;
+  chunks: number[];
+}
+
+/** One range read of a pack and the blobs in it. */
+interface RangeRead {
+  packIdHex: string;
+  offset: number;
+  length: number;
+  blobs: Needed[];
+}
+
+/** Looks up a blob in the cache; one that is missing is a damaged repository. */
+function locate(cache: IndexCache, id: Buffer, what: string): BlobLocation {
+  const loc = cache.lookup(id);
+  if (loc === undefined) throw new BackupError(BackupErrorCode.CORRUPT, `${what} ${id.toString('hex')} is in no index file (run \`tessera backup verify\`)`);
+  return loc;
+}
+
+/** Reads one blob by itself (map blobs). */
+export async function readBlob(ctx: { repo: Repository; cache: IndexCache; pool: WorkerPool }, id: Buffer, what: string): Promise<Buffer> {
+  const loc = locate(ctx.cache, id, what);
+  const packIdHex = loc.packId.toString('hex');
+  const sealed = await ctx.repo.backend.get(packPath(packIdHex), { offset: loc.offset, length: loc.storedLength });
+  return ctx.pool.open(sealed, { flags: loc.flags, plainLength: loc.plainLength, id }, `${what} ${id.toString('hex')} in pack ${packIdHex}`);
+}
+
+/** Reads map blob `g` of a snapshot and checks its length. */
+export async function readMapBlob(ctx: { repo: Repository; cache: IndexCache; pool: WorkerPool }, s: Snapshot, g: number): Promise<Buffer> {
+  const chunkCount = Math.ceil(s.sizeBytes / s.chunkSizeBytes);
+  const count = Math.min(mapEntriesPerBlob, chunkCount - g * mapEntriesPerBlob);
+  const entries = await readBlob(ctx, s.map[g], 'Map blob');
+  if (entries.length !== count * idBytes) throw new BackupError(BackupErrorCode.CORRUPT, `Map blob ${s.map[g].toString('hex')} has ${entries.length / idBytes} entries, expected ${count}`);
+  return entries;
+}
+
+/** Groups the needed blobs of a pack into range reads. */
+function planReads(packIdHex: string, blobs: Needed[], gapBytesMax: number, readBytesMax: number): RangeRead[] {
+  blobs.sort((a, b) => a.location.offset - b.location.offset);
+  const reads: RangeRead[] = [];
+  let cur: RangeRead | null = null;
+  for (const b of blobs) {
+    const start = b.location.offset;
+    const end = start + b.location.storedLength;
+    if (cur !== null && start - (cur.offset + cur.length) <= gapBytesMax && end - cur.offset <= readBytesMax) {
+      cur.length = end - cur.offset;
+      cur.blobs.push(b);
+    } else {
+      cur = { packIdHex, offset: start, length: end - start, blobs: [b] };
+      reads.push(cur);
+    }
+  }
+  return reads;
+}
+
+async function writeAll(fh: FileHandle, data: Buffer, position: number): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await fh.write(data, done, data.length - done, position + done);
+    done += bytesWritten;
+  }
+}
+
+/** Restores `snapshot` into a new file at `path` (which must not exist). Zero chunks stay holes. */
+export async function restoreToFile(
+  ctx: { repo: Repository; cache: IndexCache; pool: WorkerPool },
+  snapshot: Snapshot,
+  path: string,
+  options: RestoreLimits & { onProgress?: (p: RestoreProgress) => void } = {},
+): Promise<RestoreProgress> {
+  const readsMax = options.readsMax ?? 8;
+  const gapBytesMax = options.gapBytesMax ?? 1 << 20;
+  const readBytesMax = Math.max(options.readBytesMax ?? 16 << 20, snapshot.chunkSizeBytes * 2);
+  const budget = new ByteBudget(options.inFlightBytesMax ?? 64 << 20);
+  const progress: RestoreProgress = { sizeBytes: snapshot.sizeBytes, bytesWritten: 0, bytesRead: 0 };
+  const chunkSize = snapshot.chunkSizeBytes;
+  const chunkCount = Math.ceil(snapshot.sizeBytes / chunkSize);
+  if (snapshot.map.length !== Math.ceil(chunkCount / mapEntriesPerBlob)) throw new BackupError(BackupErrorCode.CORRUPT, 'The restore point has a map of the wrong length');
+
+  let fh: FileHandle;
+  try {
+    fh = await open(path, 'wx');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') throw new BackupError(BackupErrorCode.EXISTS, `${path} exists already; restore writes a new file`, { cause: err });
+    throw new BackupError(BackupErrorCode.STORAGE, `Cannot create ${path}: ${code ?? (err as Error).message}`, { cause: err });
+  }
+  try {
+    await fh.truncate(snapshot.sizeBytes);
+    await ctx.cache.sync(ctx.repo);
+    let error: unknown = null;
+    const inFlight = new Set<Promise<void>>();
+    const runRead = async (r: RangeRead): Promise<void> => {
+      try {
+        const data = await ctx.repo.backend.get(packPath(r.packIdHex), { offset: r.offset, length: r.length });
+        progress.bytesRead += data.length;
+        const specs: OpenSpec[] = r.blobs.map((b) => ({
+          offset: b.location.offset - r.offset,
+          storedLength: b.location.storedLength,
+          flags: b.location.flags,
+          plainLength: b.location.plainLength,
+          id: b.id,
+          what: `Blob ${b.id.toString('hex')} in pack ${r.packIdHex}`,
+        }));
+        const plains = await ctx.pool.openMany(data, specs);
+        await Promise.all(
+          r.blobs.flatMap((b, i) =>
+            b.chunks.map(async (chunk) => {
+              const expected = Math.min(chunkSize, snapshot.sizeBytes - chunk * chunkSize);
+              if (plains[i].length !== expected) throw new BackupError(BackupErrorCode.CORRUPT, `Blob ${b.id.toString('hex')} is ${plains[i].length} bytes where chunk ${chunk} needs ${expected}`);
+              await writeAll(fh, plains[i], chunk * chunkSize);
+              progress.bytesWritten += expected;
+            }),
+          ),
+        );
+        options.onProgress?.(progress);
+      } catch (err) {
+        error ??= err;
+      } finally {
+        budget.release(r.length);
+      }
+    };
+
+    for (let g = 0; g < snapshot.map.length && error === null; g++) {
+      const entries = await readMapBlob(ctx, snapshot, g);
+      const byBlob = new Map<string, Needed>();
+      for (let j = 0; j < entries.length / idBytes; j++) {
+        const id = entries.subarray(j * idBytes, (j + 1) * idBytes);
+        if (id.equals(zeroId)) continue;
+        const key = id.toString('hex');
+        let n = byBlob.get(key);
+        if (n === undefined) {
+          n = { id: Buffer.from(id), location: locate(ctx.cache, id, 'Data blob'), chunks: [] };
+          byBlob.set(key, n);
+        }
+        n.chunks.push(g * mapEntriesPerBlob + j);
+      }
+      const byPack = new Map<string, Needed[]>();
+      for (const n of byBlob.values()) {
+        const key = n.location.packId.toString('hex');
+        const list = byPack.get(key);
+        if (list === undefined) byPack.set(key, [n]);
+        else list.push(n);
+      }
+      for (const [packIdHex, blobs] of byPack) {
+        for (const r of planReads(packIdHex, blobs, gapBytesMax, readBytesMax)) {
+          while (inFlight.size >= readsMax) await Promise.race(inFlight);
+          await budget.acquire(r.length);
+          if (error !== null) {
+            budget.release(r.length);
+            break;
+          }
+          const p = runRead(r);
+          inFlight.add(p);
+          void p.finally(() => inFlight.delete(p));
+        }
+      }
+    }
+    await Promise.all(inFlight);
+    if (error !== null) throw error;
+    await fh.sync();
+    return progress;
+  } finally {
+    await fh.close();
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * A data mover thread: hashes, compresses, seals, opens and checks blobs and packs so that the
+ * main thread only moves bytes. Messages are `{seq, op, ...}`; replies `{seq, result}` or
+ * `{seq, error: {code, message}}`. Buffers travel as transferred ArrayBuffers where possible.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { blobId, openBlob, seal, sealBlob, sha256, type Keys } from './crypto.ts';
+import { BackupError } from './errors.ts';
+import { encodePackEntries, headerLengthBytes, type PackEntry } from './format.ts';
+import { parsePackTail } from './pack.ts';
+import type { WorkerRequest } from './pool.ts';
+import { transferablesOf } from './pool.ts';
+
+const keys: Keys = { encKey: Buffer.from(workerData.encKey), idKey: Buffer.from(workerData.idKey) };
+
+function buf(u8: Uint8Array): Buffer {
+  return Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
+}
+
+/** Checks a whole pack: its hash, header and every blob. Faults are returned, not thrown. */
+function checkPack(pack: Buffer, packIdHex: string): { hashOk: boolean; entries: PackEntry[] | null; badBlobs: { index: number; message: string }[]; headerError?: string } {
+  const hashOk = sha256(pack).toString('hex') === packIdHex;
+  let entries: PackEntry[];
+  try {
+    entries = parsePackTail(keys, pack, pack.length, packIdHex);
+  } catch (err) {
+    return { hashOk, entries: null, badBlobs: [], headerError: (err as Error).message };
+  }
+  const badBlobs: { index: number; message: string }[] = [];
+  let offset = 0;
+  entries.forEach((e, index) => {
+    try {
+      openBlob(keys, pack.subarray(offset, offset + e.storedLength), e, `Blob ${e.id.toString('hex')} in pack ${packIdHex}`);
+    } catch (err) {
+      badBlobs.push({ index, message: (err as Error).message });
+    }
+    offset += e.storedLength;
+  });
+  return { hashOk, entries, badBlobs };
+}
+
+function handle(msg: WorkerRequest): unknown {
+  switch (msg.op) {
+    case 'hash':
+      return { id: blobId(keys.idKey, buf(msg.plain)), plain: msg.plain };
+    case 'seal': {
+      const plain = buf(msg.plain);
+      const s = sealBlob(keys.encKey, plain);
+      return { ...s, id: msg.withId ? blobId(keys.idKey, plain) : undefined };
+    }
+    case 'open':
+      return { plain: openBlob(keys, buf(msg.sealed), { flags: msg.flags, plainLength: msg.plainLength, id: buf(msg.id) }, msg.what) };
+    case 'openMany': {
+      // Blobs back to back in one range read: open each, return plaintexts in order.
+      const data = buf(msg.data);
+      return {
+        plains: msg.blobs.map((b) => openBlob(keys, data.subarray(b.offset, b.offset + b.storedLength), { flags: b.flags, plainLength: b.plainLength, id: buf(b.id) }, b.what)),
+      };
+    }
+    case 'pack': {
+      // Blobs, then the sealed header, then its length: the whole pack and its SHA-256.
+      const header = seal(keys.encKey, encodePackEntries(msg.entries.map((e) => ({ ...e, id: buf(e.id) }))));
+      const total = msg.blobs.reduce((n, b) => n + b.byteLength, 0) + header.length + headerLengthBytes;
+      const out = Buffer.allocUnsafeSlow(total);
+      let at = 0;
+      for (const b of msg.blobs) at += buf(b).copy(out, at);
+      at += header.copy(out, at);
+      out.writeUInt32LE(header.length, at);
+      return { pack: out, id: sha256(out) };
+    }
+    case 'checkPack':
+      return checkPack(buf(msg.pack), msg.packIdHex);
+  }
+}
+
+parentPort!.on('message', (msg: WorkerRequest & { seq: number }) => {
+  let result: unknown;
+  try {
+    result = handle(msg);
+  } catch (err) {
+    const e = err as BackupError;
+    parentPort!.postMessage({ seq: msg.seq, error: { code: e.code ?? 'BACKUP_CORRUPT', message: e.message ?? String(err) } });
+    return;
+  }
+  parentPort!.postMessage({ seq: msg.seq, result }, transferablesOf(result));
+});

@@ -1,0 +1,332 @@
+/**
+ * Writing a restore point (docs/backup.md): chunks are read by the caller, hashed on workers,
+ * looked up in the index cache, and only new ones compressed, sealed, packed and uploaded, all
+ * pipelined under a byte budget. Map blobs are built as their 4096 chunks complete.
+ */
+import assert from 'node:assert/strict';
+import { open } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { resolve as resolvePath } from 'node:path';
+import { ByteBudget } from './budget.ts';
+import type { IndexCache } from './cache.ts';
+import { BackupError, BackupErrorCode } from './errors.ts';
+import { BlobType, indexEveryPacks, mapEntriesPerBlob, zeroId, idBytes } from './format.ts';
+import { PackWriter, type IndexedPack } from './pack.ts';
+import type { WorkerPool } from './pool.ts';
+import type { Repository, Snapshot, SnapshotStats } from './repository.ts';
+
+/** Limits of a backup. */
+export interface WriterLimits {
+  /** Chunk bytes read but not yet packed. Default 64 MiB. */
+  inFlightBytesMax?: number;
+  /** Packs being built or uploaded at once, per kind. Default 2. */
+  uploadsMax?: number;
+}
+
+/** Progress of a backup, for a progress line. */
+export interface BackupProgress {
+  sizeBytes: number;
+  bytesScanned: number;
+  bytesStored: number;
+  chunksNew: number;
+  chunksReused: number;
+  chunksZero: number;
+}
+
+/** What a finished backup made. */
+export interface BackupResult {
+  id: string;
+  snapshot: Snapshot;
+}
+
+function isAllZero(buf: Buffer, zeroes: Buffer): boolean {
+  return buf.equals(zeroes.length === buf.length ? zeroes : zeroes.subarray(0, buf.length));
+}
+
+/**
+ * One restore point being written. Feed every chunk index exactly once with putChunk() (after
+ * allocChunk()) or putZero(), then finish(). The repository's writer marker must be held by the
+ * caller from before the cache was synced until after finish() or abort().
+ */
+export class BackupWriter {
+  readonly sizeBytes: number;
+  readonly chunkSizeBytes: number;
+  readonly chunkCount: number;
+  private readonly repo: Repository;
+  private readonly cache: IndexCache;
+  private readonly pool: WorkerPool;
+  private readonly budget: ByteBudget;
+  private readonly zeroes: Buffer;
+  private readonly data: PackWriter;
+  private readonly meta: PackWriter;
+  private readonly started: number;
+
+  /** Blob ids (hex) decided to be uploaded by this backup and not yet in the cache. */
+  private readonly ownBlobs = new Set<string>();
+  /** Packs uploaded but not yet listed by an index file. */
+  private unindexed: IndexedPack[] = [];
+  private readonly tasks = new Set<Promise<void>>();
+  private error: unknown = null;
+
+  /** Per map blob: its entries as they complete, and how many are set. */
+  private readonly groups = new Map<number, { entries: Buffer; set: number }>();
+  private readonly mapIds: (Buffer | null)[];
+  private readonly fed: Uint8Array;
+
+  readonly stats: SnapshotStats = { bytesScanned: 0, bytesNew: 0, bytesStored: 0, chunksNew: 0, chunksReused: 0, chunksZero: 0, durationMs: 0 };
+  /** Index files this backup wrote. */
+  indexFilesWritten = 0;
+  /** Packs this backup uploaded. */
+  packsUploaded = 0;
+
+  constructor(ctx: { repo: Repository; cache: IndexCache; pool: WorkerPool }, sizeBytes: number, limits: WriterLimits = {}) {
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 0) throw new BackupError(BackupErrorCode.INVALID, `Bad image size ${sizeBytes}`);
+    this.repo = ctx.repo;
+    this.cache = ctx.cache;
+    this.pool = ctx.pool;
+    this.sizeBytes = sizeBytes;
+    this.chunkSizeBytes = ctx.repo.config.chunkSizeBytes;
+    this.chunkCount = Math.ceil(sizeBytes / this.chunkSizeBytes);
+    this.budget = new ByteBudget(limits.inFlightBytesMax ?? 64 << 20);
+    this.zeroes = Buffer.alloc(this.chunkSizeBytes);
+    const packOptions = { packSizeTargetBytes: ctx.repo.config.packSizeTargetBytes, uploadsMax: limits.uploadsMax ?? 2 };
+    const onUploaded = (p: IndexedPack) => this.packUploaded(p);
+    this.data = new PackWriter({ backend: ctx.repo.backend, pool: ctx.pool, type: BlobType.DATA, onUploaded }, packOptions);
+    this.meta = new PackWriter({ backend: ctx.repo.backend, pool: ctx.pool, type: BlobType.META, onUploaded }, packOptions);
+    this.mapIds = new Array(Math.ceil(this.chunkCount / mapEntriesPerBlob)).fill(null);
+    this.fed = new Uint8Array(this.chunkCount);
+    this.started = ctx.repo.now();
+  }
+
+  /** Length of chunk `index` (the last one may be short). */
+  chunkLength(index: number): number {
+    return Math.min(this.chunkSizeBytes, this.sizeBytes - index * this.chunkSizeBytes);
+  }
+
+  /** Progress so far. */
+  progress(): BackupProgress {
+    const s = this.stats;
+    return { sizeBytes: this.sizeBytes, bytesScanned: s.bytesScanned, bytesStored: s.bytesStored, chunksNew: s.chunksNew, chunksReused: s.chunksReused, chunksZero: s.chunksZero };
+  }
+
+  private check(): void {
+    if (this.error !== null) throw this.error;
+  }
+
+  private claim(index: number): void {
+    assert.ok(Number.isSafeInteger(index) && index >= 0 && index < this.chunkCount, `chunk ${index} out of range`);
+    assert.equal(this.fed[index], 0, `chunk ${index} fed twice`);
+    this.fed[index] = 1;
+  }
+
+  /** A buffer for chunk `index`, once the budget has room for it. */
+  async allocChunk(index: number): Promise<Buffer> {
+    this.check();
+    const length = this.chunkLength(index);
+    await this.budget.acquire(length);
+    return Buffer.allocUnsafeSlow(length);
+  }
+
+  /** Hands over chunk `index` (from allocChunk, filled); processing goes on in the background. */
+  putChunk(index: number, chunk: Buffer): void {
+    this.check();
+    this.claim(index);
+    assert.equal(chunk.length, this.chunkLength(index));
+    this.stats.bytesScanned += chunk.length;
+    if (isAllZero(chunk, this.zeroes)) {
+      this.budget.release(chunk.length);
+      this.stats.chunksZero++;
+      this.setMapEntry(index, zeroId);
+      return;
+    }
+    this.track(this.processChunk(index, chunk));
+  }
+
+  /** Records chunk `index` as all zeroes (a hole) without reading it. */
+  putZero(index: number): void {
+    this.check();
+    this.claim(index);
+    this.stats.bytesScanned += this.chunkLength(index);
+    this.stats.chunksZero++;
+    this.setMapEntry(index, zeroId);
+  }
+
+  private track(p: Promise<void>): void {
+    const t = p.catch((err) => {
+      this.error ??= err;
+    });
+    this.tasks.add(t);
+    void t.finally(() => this.tasks.delete(t));
+  }
+
+  /** Whether the repository has blob `id` or this backup is storing it already. */
+  private known(id: Buffer): boolean {
+    return this.ownBlobs.has(id.toString('hex')) || this.cache.has(id);
+  }
+
+  private async processChunk(index: number, chunk: Buffer): Promise<void> {
+    const length = chunk.length;
+    try {
+      const { id, plain } = await this.pool.hash(chunk);
+      if (this.known(id)) {
+        this.stats.chunksReused++;
+      } else {
+        this.ownBlobs.add(id.toString('hex'));
+        const blob = await this.pool.seal(plain);
+        this.stats.chunksNew++;
+        this.stats.bytesNew += length;
+        this.stats.bytesStored += blob.sealed.length;
+        await this.data.add(id, blob);
+      }
+      this.setMapEntry(index, id);
+    } finally {
+      this.budget.release(length);
+    }
+  }
+
+  private setMapEntry(index: number, id: Buffer): void {
+    const g = Math.floor(index / mapEntriesPerBlob);
+    const count = Math.min(mapEntriesPerBlob, this.chunkCount - g * mapEntriesPerBlob);
+    let group = this.groups.get(g);
+    if (group === undefined) {
+      group = { entries: Buffer.allocUnsafeSlow(count * idBytes), set: 0 };
+      this.groups.set(g, group);
+    }
+    id.copy(group.entries, (index - g * mapEntriesPerBlob) * idBytes);
+    if (++group.set === count) {
+      this.groups.delete(g);
+      this.track(this.storeMapBlob(g, group.entries));
+    }
+  }
+
+  private async storeMapBlob(g: number, entries: Buffer): Promise<void> {
+    const blob = await this.pool.seal(entries, true);
+    const id = blob.id!;
+    this.mapIds[g] = id;
+    if (this.known(id)) return;
+    this.ownBlobs.add(id.toString('hex'));
+    this.stats.bytesStored += blob.sealed.length;
+    await this.meta.add(id, blob);
+  }
+
+  /** Runs serially after each upload: an index file every indexEveryPacks packs. */
+  private async packUploaded(p: IndexedPack): Promise<void> {
+    this.packsUploaded++;
+    this.unindexed.push(p);
+    if (this.unindexed.length >= indexEveryPacks) await this.writeIndex();
+  }
+
+  private async writeIndex(): Promise<void> {
+    const packs = this.unindexed;
+    if (packs.length === 0) return;
+    this.unindexed = [];
+    const { id } = await this.repo.writeIndexFile(packs);
+    this.indexFilesWritten++;
+    this.cache.ingest(id, packs);
+    for (const p of packs) for (const b of p.blobs) this.ownBlobs.delete(b[5].toString('hex'));
+  }
+
+  /** Waits for every chunk, stores the map and the last packs and index, then the restore point. */
+  async finish(meta: { kind: Snapshot['kind']; name: string; source: Snapshot['source']; parent?: Buffer | null; group?: Buffer | null }): Promise<BackupResult> {
+    while (this.tasks.size > 0) await Promise.all(this.tasks);
+    this.check();
+    const missing = this.fed.indexOf(0);
+    if (missing >= 0) throw new Error(`chunk ${missing} was never fed`);
+    assert.equal(this.groups.size, 0);
+    await this.data.flush();
+    await this.meta.flush();
+    await this.writeIndex();
+    this.stats.durationMs = this.repo.now() - this.started;
+    const snapshot: Snapshot = {
+      version: 1,
+      time: this.started,
+      kind: meta.kind,
+      name: meta.name,
+      hostname: hostname(),
+      sizeBytes: this.sizeBytes,
+      chunkSizeBytes: this.chunkSizeBytes,
+      map: this.mapIds.map((id) => {
+        assert.ok(id !== null);
+        return id;
+      }),
+      parent: meta.parent ?? null,
+      source: meta.source,
+      group: meta.group ?? null,
+      catalog: null,
+      stats: this.stats,
+    };
+    const id = await this.repo.writeSnapshot(snapshot);
+    return { id, snapshot };
+  }
+
+  /** Waits for background work after a failure, so nothing runs on after the caller gives up. */
+  async abort(): Promise<void> {
+    this.error ??= new BackupError(BackupErrorCode.INVALID, 'The backup was aborted');
+    while (this.tasks.size > 0) await Promise.all(this.tasks);
+    await this.data.flush().catch(() => {});
+    await this.meta.flush().catch(() => {});
+  }
+}
+
+/** Names a restore point: 1-128 printable characters without `/`. */
+export function checkName(name: string): void {
+  if (typeof name !== 'string' || name.length === 0 || name.length > 128 || !/^[\x21-\x7e]+$/.test(name)) {
+    throw new BackupError(BackupErrorCode.INVALID, `Bad name '${name}': 1-128 printable characters without spaces`);
+  }
+}
+
+/** Options of backupFile. */
+export interface BackupFileOptions extends WriterLimits {
+  name: string;
+  onProgress?: (p: BackupProgress) => void;
+}
+
+/**
+ * Backs up a raw image file. Node's fs cannot SEEK_DATA/SEEK_HOLE, so holes are read and found
+ * to be zero like any zero chunk: they cost reading, never storing.
+ */
+export async function backupFile(ctx: { repo: Repository; cache: IndexCache; pool: WorkerPool }, path: string, options: BackupFileOptions): Promise<BackupResult & { writer: BackupWriter }> {
+  checkName(options.name);
+  let fh;
+  try {
+    fh = await open(path, 'r');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new BackupError(code === 'ENOENT' ? BackupErrorCode.NOT_FOUND : BackupErrorCode.STORAGE, `Cannot open ${path}: ${code ?? (err as Error).message}`, { cause: err });
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw new BackupError(BackupErrorCode.INVALID, `${path} is not a regular file`);
+    const marker = await ctx.repo.startWriter();
+    try {
+      await ctx.cache.sync(ctx.repo);
+      const writer = new BackupWriter(ctx, st.size, options);
+      try {
+        for (let i = 0; i < writer.chunkCount; i++) {
+          const buf = await writer.allocChunk(i);
+          let done = 0;
+          while (done < buf.length) {
+            const { bytesRead } = await fh.read(buf, done, buf.length - done, i * writer.chunkSizeBytes + done);
+            if (bytesRead === 0) throw new BackupError(BackupErrorCode.STORAGE, `${path} shrank while being backed up`);
+            done += bytesRead;
+          }
+          writer.putChunk(i, buf);
+          options.onProgress?.(writer.progress());
+        }
+        const result = await writer.finish({ kind: 'file', name: options.name, source: { path: resolvePath(path) } });
+        options.onProgress?.(writer.progress());
+        return { ...result, writer };
+      } catch (err) {
+        await writer.abort();
+        throw err;
+      }
+    } finally {
+      await marker.stop();
+    }
+  } catch (err) {
+    if (err instanceof BackupError || (err as Error)?.name === 'AssertionError') throw err;
+    throw new BackupError(BackupErrorCode.STORAGE, `Cannot read ${path}: ${(err as Error).message}`, { cause: err });
+  } finally {
+    await fh.close();
+  }
+}

@@ -57,6 +57,8 @@ export interface S3Server {
   logTail(): string;
   /** Stops the gateway abruptly (SIGKILL), as a crash would; the cluster behind it keeps running. */
   killGateway(): Promise<void>;
+  /** Starts the gateway again after killGateway(), on the same port, and waits until it listens. */
+  startGateway(): Promise<void>;
   /** Freezes the gateway (SIGSTOP): connections are accepted by the kernel but never answered. */
   freezeGateway(): void;
   /** Lets a frozen gateway run again (SIGCONT). */
@@ -200,7 +202,8 @@ osd op num shards = 1
 osd op num threads per shard = 2
 
 [client.rgw]
-rgw frontends = beast endpoint=127.0.0.1:${o.rgwPort}
+# Without TCP_NODELAY, beast's separate header and body writes meet delayed ACKs: 40 ms a GET.
+rgw frontends = beast endpoint=127.0.0.1:${o.rgwPort} tcp_nodelay=1
 rgw data = ${d}/rgw
 rgw enable usage log = false
 rgw enable ops log = false
@@ -248,7 +251,7 @@ export async function startS3Server(opts: StartS3ServerOptions = {}): Promise<S3
     // -f: stay in the foreground, so the process is ours to track and kill.
     const child = spawnTracked(cmd, ['-f', '-c', conf, ...args], { env });
     child.stdin!.end();
-    const out = createWriteStream(join(dir, 'log', `${name}.stderr`));
+    const out = createWriteStream(join(dir, 'log', `${name}.stderr`), { flags: 'a' });
     child.stdout!.pipe(out);
     child.stderr!.pipe(out);
     daemons.set(name, child);
@@ -312,6 +315,11 @@ export async function startS3Server(opts: StartS3ServerOptions = {}): Promise<S3
       logTail,
       async killGateway(): Promise<void> {
         await killChild(gateway(), 'SIGKILL');
+      },
+      async startGateway(): Promise<void> {
+        if (gateway().exitCode === null && gateway().signalCode === null) throw new Error('the gateway is running');
+        startDaemon('client.rgw', bin.radosgw, ['-n', 'client.rgw']);
+        await waitForPort(rgwPort, Date.now() + startTimeoutMs, alive);
       },
       freezeGateway(): void {
         gateway().kill('SIGSTOP');

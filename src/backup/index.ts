@@ -2,6 +2,8 @@
 export { Backend, pathBytesMax, objectBytesMax } from './backend.ts';
 export type { ObjectInfo, ByteRange } from './backend.ts';
 export { DirBackend } from './backend-dir.ts';
+export { S3Backend, openS3Backend, parseS3Url, s3OptionsFromEnv } from './backend-s3.ts';
+export type { S3BackendOptions, S3Credentials, S3Location } from './backend-s3.ts';
 export { openBackend } from './open-backend.ts';
 export { BackupError, BackupErrorCode } from './errors.ts';
 export type { BackupErrorCodeValue } from './errors.ts';
@@ -17,3 +19,7 @@ export type { RestoreLimits, RestoreProgress } from './restore.ts';
 export * as format from './format.ts';
 export { seal, tryOpen, makeKeyFile, parseKeyFile, unwrapKeyFile, encodeObject, decodeObject, sealBlob, blobId } from './crypto.ts';
 export { parsePackTail, readPackHeader } from './pack.ts';
+export { verify } from './verify.ts';
+export type { VerifyFault, VerifyOptions, VerifyReport } from './verify.ts';
+export { forget, prune, applyPolicy, isoWeek } from './prune.ts';
+export type { ForgetPolicy, ForgetResult, PruneOptions, PruneReport } from './prune.ts';

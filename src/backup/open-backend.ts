@@ -2,6 +2,7 @@
 import { resolve } from 'node:path';
 import type { Backend } from './backend.ts';
 import { DirBackend } from './backend-dir.ts';
+import { openS3Backend } from './backend-s3.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 
 /**
@@ -10,9 +11,8 @@ import { BackupError, BackupErrorCode } from './errors.ts';
  */
 export async function openBackend(location: string): Promise<Backend> {
   if (typeof location !== 'string' || location === '') throw new BackupError(BackupErrorCode.INVALID, 'The repository location is empty');
-  if (location.startsWith('s3://')) {
-    throw new BackupError(BackupErrorCode.INVALID, `S3 support not built yet: cannot open ${location}`);
-  }
+  // Endpoint, region and credentials come from the AWS environment variables (backend-s3.ts).
+  if (location.startsWith('s3://')) return openS3Backend(location);
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) {
     throw new BackupError(BackupErrorCode.INVALID, `Unsupported repository URL ${location}: expected a directory path or s3://bucket/prefix`);
   }

@@ -10,6 +10,10 @@ export interface Io {
   stdout(text: string): void;
   stderr(text: string): void;
   env: Record<string, string | undefined>;
+  /** Whether stderr is a terminal (progress lines are drawn only then). */
+  stderrIsTty?: boolean;
+  /** Asks for a secret on the terminal without echo; absent when there is no terminal. */
+  readSecret?(prompt: string): Promise<string>;
 }
 
 /** One option of a command, as node:util parseArgs takes it plus help text. */

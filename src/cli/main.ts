@@ -1,10 +1,13 @@
 /** Entry point of bin/tessera: the CLI, including `tessera serve`. */
 import { runCli } from './run.ts';
+import { readSecretFromTty } from './secret.ts';
 
 const code = await runCli(process.argv.slice(2), {
   stdout: (text) => process.stdout.write(text),
   stderr: (text) => process.stderr.write(text),
   env: process.env,
+  stderrIsTty: process.stderr.isTTY === true,
+  readSecret: process.stdin.isTTY ? (prompt) => readSecretFromTty(prompt) : undefined,
 });
 // Exit once the output is out, without waiting for idle keep-alive sockets or engine threads.
 process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));

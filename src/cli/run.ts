@@ -5,12 +5,18 @@ import { commands as clientCommands } from './commands.ts';
 import type { Command, Io, OptionSpec } from './commands.ts';
 import { CliError, usageError } from './errors.ts';
 import { serveCommand } from './serve.ts';
+import { backupCommands } from './backup.ts';
 
 /** Every command, in the order help lists them. */
-const commands: Command[] = [serveCommand, ...clientCommands];
+const commands: Command[] = [serveCommand, ...clientCommands, ...backupCommands];
 
-/** Command groups: first words of multi-word commands. */
-const groups = new Set(commands.filter((c) => c.name.includes(' ')).map((c) => c.name.split(' ')[0]));
+/** Command groups: leading words of multi-word commands (`disk`, `backup`, `backup key`). */
+const groups = new Set(
+  commands.flatMap((c) => {
+    const words = c.name.split(' ');
+    return words.slice(1).map((_, i) => words.slice(0, i + 1).join(' '));
+  }),
+);
 
 const helpOption: OptionSpec = { type: 'boolean', short: 'h', description: 'Show help' };
 const apiOption: OptionSpec = { type: 'string', valueName: 'URL', description: `API of the node (default: $TESSERA_API or ${DEFAULT_API_URL})` };
@@ -121,15 +127,17 @@ function groupHelp(group: string): string {
 }
 
 /** Finds the command named by the leading positionals, or explains what is wrong. */
-function findCommand(words: string[]): { cmd: Command; wordCount: number } | { group: string } | null {
+function findCommand(words: string[]): { cmd: Command; wordCount: number } | { group: string; wordCount: number } | null {
   if (words.length === 0) return null;
-  if (groups.has(words[0])) {
-    const cmd = words.length > 1 ? commands.find((c) => c.name === `${words[0]} ${words[1]}`) : undefined;
-    if (cmd) return { cmd, wordCount: 2 };
-    return { group: words[0] };
+  // The longest command, else the longest group, that the leading words name.
+  for (let n = Math.min(words.length, 3); n >= 1; n--) {
+    const cmd = commands.find((c) => c.name === words.slice(0, n).join(' '));
+    if (cmd) return { cmd, wordCount: n };
   }
-  const cmd = commands.find((c) => c.name === words[0]);
-  if (cmd) return { cmd, wordCount: 1 };
+  for (let n = Math.min(words.length, 2); n >= 1; n--) {
+    const group = words.slice(0, n).join(' ');
+    if (groups.has(group)) return { group, wordCount: n };
+  }
   throw usageError(`unknown command '${words[0]}'; run \`tessera --help\` for the list`);
 }
 
@@ -200,8 +208,9 @@ async function dispatch(argv: string[], io: Io): Promise<number> {
       io.stdout(groupHelp(found.group));
       return 0;
     }
-    const sub = words[1] === undefined ? 'missing a command' : `unknown command '${found.group} ${words[1]}'`;
-    const names = commands.filter((c) => c.name.startsWith(found.group + ' ')).map((c) => c.name.split(' ')[1]);
+    const next = words[found.wordCount];
+    const sub = next === undefined ? 'missing a command' : `unknown command '${found.group} ${next}'`;
+    const names = [...new Set(commands.filter((c) => c.name.startsWith(found.group + ' ')).map((c) => c.name.split(' ')[found.wordCount]))];
     throw usageError(`${sub}; \`tessera ${found.group}\` takes one of: ${names.join(', ')}`);
   }
   const { cmd, wordCount } = found;

@@ -1,0 +1,357 @@
+/**
+ * `tessera backup ...`: the backup commands that need no node (docs/cli.md, "Backups"). They run
+ * in the CLI process: the password and the data never reach a node.
+ */
+import {
+  BackupError,
+  IndexCache,
+  Repository,
+  WorkerPool,
+  backupFile,
+  cacheRoot,
+  forget,
+  openBackend,
+  prune,
+  restoreToFile,
+  verify,
+  type PruneReport,
+  type SnapshotEntry,
+} from '../backup/index.ts';
+import type { Command, CommandContext, Io, OptionSpec } from './commands.ts';
+import { CliError, CliErrorCode, usageError } from './errors.ts';
+import { formatSize, parseSize } from './size.ts';
+import { formatTable } from './table.ts';
+
+const repoOption: OptionSpec = { type: 'string', valueName: 'PATH', description: 'Repository: a directory (default: $TESSERA_REPO)' };
+const jsonOption: OptionSpec = { type: 'boolean', description: 'Print JSON instead of text' };
+
+/** The repository location from --repo or $TESSERA_REPO. */
+function repoLocation(ctx: CommandContext): string {
+  const repo = (ctx.values.repo as string | undefined) ?? ctx.io.env.TESSERA_REPO;
+  if (repo === undefined || repo === '') throw usageError('missing --repo PATH (or set TESSERA_REPO)');
+  return repo;
+}
+
+/** The password from $TESSERA_PASSWORD, else asked on the terminal. */
+async function password(io: Io, options: { confirm?: boolean; envName?: string; prompt?: string } = {}): Promise<string> {
+  const envName = options.envName ?? 'TESSERA_PASSWORD';
+  const fromEnv = io.env[envName];
+  if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
+  if (io.readSecret === undefined) throw new CliError(CliErrorCode.FAILED, `no password: set ${envName} or run on a terminal`);
+  const prompt = options.prompt ?? 'Repository password';
+  const first = await io.readSecret(`${prompt}: `);
+  if (first === '') throw new CliError(CliErrorCode.FAILED, 'the password must not be empty');
+  if (options.confirm && (await io.readSecret(`${prompt} again: `)) !== first) throw new CliError(CliErrorCode.FAILED, 'the passwords do not match');
+  return first;
+}
+
+/** Runs `fn`, turning BackupErrors into one-line CLI failures. */
+async function reported<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof BackupError) throw new CliError(CliErrorCode.FAILED, err.message, { cause: err });
+    throw err;
+  }
+}
+
+/** Opens the repository (and, with `data`, its index cache and a worker pool) around `fn`. */
+async function withRepo<T>(ctx: CommandContext, fn: (r: { repo: Repository; cache: IndexCache; pool: WorkerPool }) => Promise<T>): Promise<T> {
+  const location = repoLocation(ctx);
+  const pw = await password(ctx.io);
+  return reported(async () => {
+    const backend = await openBackend(location);
+    let cache: IndexCache | null = null;
+    let pool: WorkerPool | null = null;
+    try {
+      const repo = await Repository.open(backend, pw);
+      cache = IndexCache.open(repo.id, cacheRoot(ctx.io.env));
+      pool = new WorkerPool(repo.keys);
+      return await fn({ repo, cache, pool });
+    } finally {
+      await pool?.close();
+      await cache?.close();
+      await backend.close();
+    }
+  });
+}
+
+/** A progress line on stderr, redrawn at most 4 times a second, only on a terminal. */
+function progressLine(io: Io): { update(text: string): void; done(): void } {
+  if (!io.stderrIsTty) return { update() {}, done() {} };
+  let last = 0;
+  let drawn = false;
+  return {
+    update(text) {
+      const now = Date.now();
+      if (now - last < 250) return;
+      last = now;
+      drawn = true;
+      io.stderr(`\r\x1b[K${text}`);
+    },
+    done() {
+      if (drawn) io.stderr('\r\x1b[K');
+    },
+  };
+}
+
+function percent(part: number, whole: number): string {
+  return whole === 0 ? '100%' : `${Math.floor((100 * part) / whole)}%`;
+}
+
+function formatTime(ms: number): string {
+  return new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
+}
+
+function printJson(io: Io, value: unknown): void {
+  io.stdout(JSON.stringify(value, null, 2) + '\n');
+}
+
+/** A restore point as JSON shows it: ids as hex, times as ISO 8601. */
+function snapshotJson(e: SnapshotEntry): object {
+  const s = e.snapshot;
+  return {
+    id: e.id,
+    time: new Date(s.time).toISOString(),
+    kind: s.kind,
+    name: s.name,
+    hostname: s.hostname,
+    sizeBytes: s.sizeBytes,
+    chunkSizeBytes: s.chunkSizeBytes,
+    parent: s.parent?.toString('hex') ?? null,
+    source: s.source,
+    stats: s.stats,
+  };
+}
+
+/** A whole number from an option, or undefined if absent. */
+function count(values: CommandContext['values'], name: string): number | undefined {
+  const v = values[name];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string' || !/^\d{1,9}$/.test(v)) throw usageError(`invalid --${name} '${String(v)}': expected a whole number`);
+  return Number(v);
+}
+
+/** `90s`, `30m`, `1h`, `7d`, `0` → ms. */
+export function parseDuration(text: string): number {
+  const m = /^(\d{1,9})(ms|s|m|h|d)?$/.exec(text);
+  if (m === null || (m[2] === undefined && m[1] !== '0')) throw usageError(`invalid duration '${text}': expected e.g. 0, 90s, 30m, 1h, 2d`);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] ?? 'ms']!;
+  return Number(m[1]) * unit;
+}
+
+function pruneSummary(r: PruneReport): string {
+  const parts = [`${formatSize(r.bytesFreed)} freed (${r.packsDeleted} packs deleted)`];
+  if (r.packsMarked > 0) parts.push(`${r.packsMarked} packs (${formatSize(r.bytesMarked)}) marked, freed by a prune after the grace period`);
+  if (r.marksWaiting > 0) parts.push(`${r.marksWaiting} marks waiting for the grace period or running backups`);
+  if (r.packsResurrected > 0) parts.push(`${r.packsResurrected} packs kept for a backup that reused them`);
+  if (r.packsPartlyUsed > 0) parts.push(`${r.packsPartlyUsed} partly used packs (${formatSize(r.bytesPartlyUsed)}) kept whole`);
+  return `Pruned: ${parts.join('; ')}\n`;
+}
+
+async function runPrune(ctx: CommandContext, r: { repo: Repository; pool: WorkerPool }): Promise<PruneReport> {
+  const grace = ctx.values.grace;
+  return prune(r, { graceMs: typeof grace === 'string' ? parseDuration(grace) : undefined });
+}
+
+const graceOption: OptionSpec = { type: 'string', valueName: 'DURATION', description: 'Only sweep marks older than this (default 1h; e.g. 0, 30m, 2h)' };
+
+/** The backup commands. */
+export const backupCommands: Command[] = [
+  {
+    name: 'backup init',
+    args: [],
+    summary: 'Create an encrypted backup repository',
+    options: { repo: repoOption, 'chunk-size': { type: 'string', valueName: 'SIZE', description: 'Chunk size, a power of two from 64K to 16M (default 1M)' }, json: jsonOption },
+    examples: ['TESSERA_PASSWORD=... tessera backup init --repo /srv/backups', 'tessera backup init --repo /srv/backups --chunk-size 4M'],
+    usesApi: false,
+    async run(ctx) {
+      const location = repoLocation(ctx);
+      const chunk = ctx.values['chunk-size'];
+      const chunkSizeBytes = typeof chunk === 'string' ? parseSize(chunk) : undefined;
+      const pw = await password(ctx.io, { confirm: true, prompt: 'New repository password' });
+      const repo = await reported(async () => Repository.init(await openBackend(location), pw, { chunkSizeBytes }));
+      if (ctx.values.json) return printJson(ctx.io, { id: repo.id, location: repo.backend.location, chunkSizeBytes: repo.config.chunkSizeBytes });
+      ctx.io.stdout(`Created backup repository ${repo.id.slice(0, 8)} at ${repo.backend.location} (chunks of ${formatSize(repo.config.chunkSizeBytes)})\n`);
+    },
+  },
+  {
+    name: 'backup file',
+    args: ['IMAGE'],
+    summary: 'Back up a raw image file (no node needed): zero chunks and repeated chunks cost nothing',
+    options: { repo: repoOption, name: { type: 'string', valueName: 'NAME', description: 'Name of the restore point (required)' }, json: jsonOption },
+    examples: ['tessera backup file vm1.raw --repo /srv/backups --name vm1'],
+    usesApi: false,
+    async run(ctx) {
+      const name = ctx.values.name;
+      if (typeof name !== 'string') throw usageError('missing --name NAME');
+      const progress = progressLine(ctx.io);
+      const r = await withRepo(ctx, (r) =>
+        backupFile(r, ctx.args[0], {
+          name,
+          onProgress: (p) => progress.update(`backup ${percent(p.bytesScanned, p.sizeBytes)}  ${formatSize(p.bytesScanned)} of ${formatSize(p.sizeBytes)} read, ${formatSize(p.bytesStored)} stored`),
+        }).finally(() => progress.done()),
+      );
+      if (ctx.values.json) return printJson(ctx.io, snapshotJson(r));
+      const s = r.snapshot.stats;
+      ctx.io.stdout(
+        `Backed up ${ctx.args[0]} as restore point ${r.id.slice(0, 8)} (${name}): ${formatSize(s.bytesScanned)} read, ` +
+          `${formatSize(s.bytesNew)} new stored as ${formatSize(s.bytesStored)}, ${s.chunksReused} chunks reused, ${s.chunksZero} zero, in ${(s.durationMs / 1000).toFixed(1)} s\n`,
+      );
+    },
+  },
+  {
+    name: 'backup restore',
+    args: ['ID'],
+    summary: 'Restore a restore point into a new file (zero chunks stay holes)',
+    options: { repo: repoOption, 'to-file': { type: 'string', valueName: 'PATH', description: 'New file to write (required)' }, json: jsonOption },
+    examples: ['tessera backup restore 3f2a9c1e --repo /srv/backups --to-file vm1-restored.raw'],
+    usesApi: false,
+    async run(ctx) {
+      const to = ctx.values['to-file'];
+      if (typeof to !== 'string' || to === '') throw usageError('missing --to-file PATH');
+      const progress = progressLine(ctx.io);
+      const started = Date.now();
+      const { entry, p } = await withRepo(ctx, async (r) => {
+        const entry = await r.repo.findSnapshot(ctx.args[0]);
+        const p = await restoreToFile(r, entry.snapshot, to, {
+          onProgress: (p) => progress.update(`restore ${formatSize(p.bytesWritten)} written of ${formatSize(p.sizeBytes)}`),
+        }).finally(() => progress.done());
+        return { entry, p };
+      });
+      const ms = Date.now() - started;
+      if (ctx.values.json) return printJson(ctx.io, { id: entry.id, path: to, sizeBytes: p.sizeBytes, bytesWritten: p.bytesWritten, bytesRead: p.bytesRead, durationMs: ms });
+      ctx.io.stdout(`Restored ${entry.id.slice(0, 8)} (${entry.snapshot.name}) to ${to}: ${formatSize(p.sizeBytes)}, ${formatSize(p.bytesWritten)} of data, in ${(ms / 1000).toFixed(1)} s\n`);
+    },
+  },
+  {
+    name: 'backup list',
+    args: [],
+    summary: 'List the restore points of a repository, oldest first',
+    options: { repo: repoOption, json: jsonOption },
+    examples: ['tessera backup list --repo /srv/backups', 'tessera backup list --repo /srv/backups --json | jq -r ".[].id"'],
+    usesApi: false,
+    async run(ctx) {
+      const entries = await withRepo(ctx, ({ repo }) => repo.listSnapshots());
+      if (ctx.values.json) return printJson(ctx.io, entries.map(snapshotJson));
+      const rows = entries.map((e) => [e.id.slice(0, 8), formatTime(e.snapshot.time), e.snapshot.kind, e.snapshot.name, formatSize(e.snapshot.sizeBytes), formatSize(e.snapshot.stats.bytesStored)]);
+      ctx.io.stdout(formatTable({ headers: ['ID', 'TIME', 'KIND', 'NAME', 'SIZE', 'ADDED'], rows, align: ['left', 'left', 'left', 'left', 'right', 'right'] }));
+    },
+  },
+  {
+    name: 'backup verify',
+    args: [],
+    summary: 'Check the repository; with --read-data also every byte of every pack',
+    options: { repo: repoOption, 'read-data': { type: 'boolean', description: 'Read and check every pack and blob' }, json: jsonOption },
+    examples: ['tessera backup verify --repo /srv/backups', 'tessera backup verify --repo /srv/backups --read-data'],
+    usesApi: false,
+    async run(ctx) {
+      const progress = progressLine(ctx.io);
+      const report = await withRepo(ctx, (r) =>
+        verify(r, { readData: ctx.values['read-data'] === true, onProgress: (p) => progress.update(`verify ${p.packsRead} of ${p.packs} packs read`) }).finally(() => progress.done()),
+      );
+      if (ctx.values.json) printJson(ctx.io, report);
+      else {
+        ctx.io.stdout(
+          `Checked ${report.restorePoints} restore points, ${report.indexFiles} index files, ${report.packs} packs` +
+            (ctx.values['read-data'] ? ` (${report.packsRead} read, ${report.blobsChecked} blobs)` : '') +
+            (report.unindexedPacks > 0 ? `; ${report.unindexedPacks} packs of interrupted backups await prune` : '') +
+            `: ${report.faults.length === 0 ? 'no faults' : `${report.faults.length} faults`}\n`,
+        );
+        for (const f of report.faults) {
+          const who = f.restorePoints.length === 0 ? 'no restore point affected' : `affects ${f.restorePoints.join(', ')}`;
+          ctx.io.stdout(`  ${f.subject}: ${f.message}; ${who}\n`);
+        }
+      }
+      if (report.faults.length > 0) {
+        const affected = new Set(report.faults.flatMap((f) => f.restorePoints));
+        throw new CliError(CliErrorCode.FAILED, `verify found ${report.faults.length} faults affecting ${affected.size} restore points`);
+      }
+    },
+  },
+  {
+    name: 'backup forget',
+    args: [],
+    summary: 'Delete restore points by policy, per name; with --prune also free their space',
+    options: {
+      repo: repoOption,
+      'keep-last': { type: 'string', valueName: 'N', description: 'Keep the N newest restore points' },
+      'keep-daily': { type: 'string', valueName: 'N', description: 'Keep the newest of each of the last N days (UTC)' },
+      'keep-weekly': { type: 'string', valueName: 'N', description: 'Keep the newest of each of the last N ISO weeks (UTC)' },
+      'dry-run': { type: 'boolean', description: 'Only show what would be deleted' },
+      prune: { type: 'boolean', description: 'Run prune afterwards' },
+      grace: graceOption,
+      json: jsonOption,
+    },
+    examples: ['tessera backup forget --repo /srv/backups --keep-last 3 --keep-daily 7 --keep-weekly 4 --prune'],
+    usesApi: false,
+    async run(ctx) {
+      const policy = { keepLast: count(ctx.values, 'keep-last'), keepDaily: count(ctx.values, 'keep-daily'), keepWeekly: count(ctx.values, 'keep-weekly') };
+      if (Object.values(policy).every((v) => v === undefined)) throw usageError('forget needs at least one of --keep-last, --keep-daily, --keep-weekly');
+      const dryRun = ctx.values['dry-run'] === true;
+      const out = await withRepo(ctx, async (r) => {
+        const result = await forget(r.repo, policy, { dryRun });
+        const pruned = ctx.values.prune && !dryRun ? await runPrune(ctx, r) : null;
+        return { result, pruned };
+      });
+      if (ctx.values.json) return printJson(ctx.io, { kept: out.result.kept.map((e) => e.id), removed: out.result.removed.map((e) => e.id), prune: out.pruned });
+      for (const e of out.result.removed) ctx.io.stdout(`${dryRun ? 'Would forget' : 'Forgot'} ${e.id.slice(0, 8)} ${formatTime(e.snapshot.time)} ${e.snapshot.name}\n`);
+      ctx.io.stdout(`Kept ${out.result.kept.length} restore points, ${dryRun ? 'would forget' : 'forgot'} ${out.result.removed.length}\n`);
+      if (out.pruned) ctx.io.stdout(pruneSummary(out.pruned));
+    },
+  },
+  {
+    name: 'backup prune',
+    args: [],
+    summary: 'Free the space no restore point uses (two-phase: marks now, deletes after the grace period)',
+    options: { repo: repoOption, grace: graceOption, json: jsonOption },
+    examples: ['tessera backup prune --repo /srv/backups', 'tessera backup prune --repo /srv/backups --grace 0'],
+    usesApi: false,
+    async run(ctx) {
+      const report = await withRepo(ctx, (r) => runPrune(ctx, r));
+      if (ctx.values.json) return printJson(ctx.io, report);
+      ctx.io.stdout(pruneSummary(report));
+    },
+  },
+  {
+    name: 'backup key add',
+    args: [],
+    summary: 'Add a password to a repository (the new one from $TESSERA_NEW_PASSWORD or a prompt)',
+    options: { repo: repoOption },
+    examples: ['tessera backup key add --repo /srv/backups'],
+    usesApi: false,
+    async run(ctx) {
+      const id = await withRepo(ctx, async ({ repo }) => {
+        const pw = await password(ctx.io, { envName: 'TESSERA_NEW_PASSWORD', confirm: true, prompt: 'New password' });
+        return repo.addKey(pw);
+      });
+      ctx.io.stdout(`Added key ${id.slice(0, 8)}\n`);
+    },
+  },
+  {
+    name: 'backup key list',
+    args: [],
+    summary: "List a repository's keys (one per password)",
+    options: { repo: repoOption, json: jsonOption },
+    examples: ['tessera backup key list --repo /srv/backups'],
+    usesApi: false,
+    async run(ctx) {
+      const keys = await withRepo(ctx, ({ repo }) => repo.listKeys());
+      if (ctx.values.json) return printJson(ctx.io, keys);
+      const rows = keys.map((k) => [(k.current ? '*' : ' ') + k.id.slice(0, 8), k.created.replace(/\.\d+Z$/, 'Z'), k.username || '-', k.hostname || '-']);
+      ctx.io.stdout(formatTable({ headers: [' ID', 'CREATED', 'USER', 'HOST'], rows }));
+    },
+  },
+  {
+    name: 'backup key rm',
+    args: ['KEYID'],
+    summary: 'Remove a password (a key) from a repository; the last one stays',
+    options: { repo: repoOption },
+    examples: ['tessera backup key rm 9c1e0a2b --repo /srv/backups'],
+    usesApi: false,
+    async run(ctx) {
+      const id = await withRepo(ctx, ({ repo }) => repo.removeKey(ctx.args[0]));
+      ctx.io.stdout(`Removed key ${id.slice(0, 8)}\n`);
+    },
+  },
+];

@@ -6,8 +6,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { BackupError, BackupErrorCode } from '../../src/backup/index.ts';
-import { S3Backend, openS3Backend, parseS3Url, s3OptionsFromEnv, type S3BackendOptions } from '../../src/backup/backend-s3.ts';
+import { BackupError, BackupErrorCode, S3Backend, openBackend, openS3Backend, parseS3Url, s3OptionsFromEnv, type S3BackendOptions } from '../../src/backup/index.ts';
 import { cleanup } from '../helpers/process.ts';
 import { startS3Server, type S3Server } from '../helpers/s3.ts';
 import { backendConformance } from './backend-conformance.ts';
@@ -88,6 +87,28 @@ describe('S3 repository URLs and environment', () => {
     } finally {
       await b.close();
     }
+  });
+
+  test('openBackend opens s3:// URLs with the AWS environment variables', async () => {
+    const saved = { ...process.env };
+    Object.assign(process.env, server.env);
+    let b;
+    try {
+      b = await openBackend(`s3://${bucket}/open-backend`);
+    } finally {
+      for (const k of Object.keys(server.env)) {
+        if (saved[k] === undefined) delete process.env[k];
+        else process.env[k] = saved[k];
+      }
+    }
+    try {
+      assert.ok(b instanceof S3Backend);
+      await b.put('tessera-repository', Buffer.from('{}'));
+      assert.deepEqual(await b.stat('tessera-repository'), { path: 'tessera-repository', sizeBytes: 2 });
+    } finally {
+      await b.close();
+    }
+    await assert.rejects(openBackend('s3://Bad_Bucket/x'), (err: unknown) => err instanceof BackupError && err.code === BackupErrorCode.INVALID);
   });
 
   test('repositories under different prefixes of one bucket do not see each other', async () => {

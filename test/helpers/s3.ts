@@ -51,6 +51,8 @@ export interface S3Server {
   env: Record<'AWS_ENDPOINT_URL' | 'AWS_REGION' | 'AWS_ACCESS_KEY_ID' | 'AWS_SECRET_ACCESS_KEY', string>;
   /** Temp dir of the cluster: ceph.conf, daemon data, logs in `log/`. */
   dir: string;
+  /** How long startS3Server() took, from the first daemon's start to the S3 user's creation. */
+  startupMs: number;
   /** Creates a bucket owned by this server's user. */
   createBucket(name: string): Promise<void>;
   /** The last lines of each daemon's log, for failure messages. */
@@ -291,7 +293,7 @@ export async function startS3Server(opts: StartS3ServerOptions = {}): Promise<S3
 
     const creds = newCredentials();
     await runOk(bin['radosgw-admin'], ['-c', conf, 'user', 'create', '--uid', 'tessera', '--display-name', 'Tessera tests', '--access-key', creds.accessKeyId, '--secret-key', creds.secretAccessKey], cmdOpts);
-    writeFileSync(join(dir, 'startup-ms'), `${Math.round(performance.now() - t0)}\n`);
+    const startupMs = Math.round(performance.now() - t0);
 
     const endpoint = `http://127.0.0.1:${rgwPort}`;
     const region = 'us-east-1';
@@ -304,6 +306,7 @@ export async function startS3Server(opts: StartS3ServerOptions = {}): Promise<S3
       secretAccessKey: creds.secretAccessKey,
       env: { AWS_ENDPOINT_URL: endpoint, AWS_REGION: region, AWS_ACCESS_KEY_ID: creds.accessKeyId, AWS_SECRET_ACCESS_KEY: creds.secretAccessKey },
       dir,
+      startupMs,
       async createBucket(name: string): Promise<void> {
         const client = new S3Client({ endpoint, region, forcePathStyle: true, credentials: creds, maxAttempts: 1 });
         try {

@@ -220,6 +220,16 @@ rgw thread pool size = 64
  */
 export async function startS3Server(opts: StartS3ServerOptions = {}): Promise<S3Server> {
   const bin = requireCephBinaries();
+  try {
+    return await startCluster(bin, opts);
+  } catch (err) {
+    // The ports were free when chosen; another process may have taken one since. Once more.
+    if (!/Address already in use/.test((err as Error).message)) throw err;
+    return startCluster(bin, opts);
+  }
+}
+
+async function startCluster(bin: Record<Binary, string>, opts: StartS3ServerOptions): Promise<S3Server> {
   const startTimeoutMs = opts.startTimeoutMs ?? 120_000;
   const dir = makeTempDir('tessera-s3-');
   for (const sub of ['mon', 'osd', 'rgw', 'run', 'log', 'crash']) mkdirSync(join(dir, sub));

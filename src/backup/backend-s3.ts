@@ -20,7 +20,7 @@ import {
   PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
-import { Backend, pathBytesMax, type ByteRange, type ObjectInfo } from './backend.ts';
+import { Backend, objectBytesMax, pathBytesMax, type ByteRange, type ObjectInfo } from './backend.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 
 /** Where a repository is in S3: `s3://BUCKET/PREFIX`. */
@@ -185,16 +185,27 @@ class TruncatedBody extends Error {
   }
 }
 
-/** Reads a response body into one buffer, allocated once from its announced length. */
-async function readBody(body: AsyncIterable<Uint8Array> | undefined, length: number): Promise<Buffer> {
+/**
+ * Reads a response body into one buffer, allocated once from its announced length; a server
+ * that announces none (chunked encoding) is read up to objectBytesMax.
+ */
+async function readBody(body: AsyncIterable<Uint8Array> | undefined, length: number | undefined): Promise<Buffer> {
+  if (length === undefined) {
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    for await (const chunk of body ?? []) {
+      total += chunk.length;
+      if (total > objectBytesMax) throw new BackupError(BackupErrorCode.STORAGE, `S3 sent a response body over ${objectBytesMax} bytes`);
+      chunks.push(chunk);
+    }
+    return Buffer.concat(chunks, total);
+  }
   const buf = Buffer.allocUnsafe(length);
   let done = 0;
-  if (body !== undefined) {
-    for await (const chunk of body) {
-      if (done + chunk.length > length) throw new TruncatedBody(done + chunk.length, length); // longer than announced
-      buf.set(chunk, done);
-      done += chunk.length;
-    }
+  for await (const chunk of body ?? []) {
+    if (done + chunk.length > length) throw new BackupError(BackupErrorCode.STORAGE, `S3 sent more than the ${length} bytes it announced`);
+    buf.set(chunk, done);
+    done += chunk.length;
   }
   if (done !== length) throw new TruncatedBody(done, length);
   return buf;
@@ -292,14 +303,18 @@ export class S3Backend extends Backend {
         }
         throw err;
       }
-      const length = out.ContentLength ?? 0;
-      if (range && length !== range.length) {
+      const length = out.ContentLength;
+      if (range && length !== undefined && length !== range.length) {
         // S3 answers a range that runs past the end with what there is.
         (out.Body as { destroy?: () => void } | undefined)?.destroy?.();
         const size = /\/(\d+)$/.exec(out.ContentRange ?? '')?.[1] ?? '?';
         throw new BackupError(BackupErrorCode.INVALID, `Byte range ${range.offset}+${range.length} is past the end of ${path} in ${this.location} (${size} bytes)`);
       }
-      return readBody(out.Body as AsyncIterable<Uint8Array> | undefined, length);
+      const data = await readBody(out.Body as AsyncIterable<Uint8Array> | undefined, length);
+      if (range && data.length !== range.length) {
+        throw new BackupError(BackupErrorCode.INVALID, `Byte range ${range.offset}+${range.length} is past the end of ${path} in ${this.location}`);
+      }
+      return data;
     });
   }
 

@@ -7,12 +7,13 @@ import { BackupError, BackupErrorCode } from './errors.ts';
 
 /**
  * The backend of a repository location: `s3://bucket/prefix` or a directory path (absolute or
- * relative; `file://` URLs are not accepted, to keep one spelling).
+ * relative; `file://` URLs are not accepted, to keep one spelling). For `s3://`, `env` (the
+ * process's by default; a CLI run passes its own) holds the AWS_* variables.
  */
-export async function openBackend(location: string): Promise<Backend> {
+export async function openBackend(location: string, env: NodeJS.ProcessEnv = process.env): Promise<Backend> {
   if (typeof location !== 'string' || location === '') throw new BackupError(BackupErrorCode.INVALID, 'The repository location is empty');
-  // Endpoint, region and credentials come from the AWS environment variables (backend-s3.ts).
-  if (location.startsWith('s3://')) return openS3Backend(location);
+  // Endpoint, region and credentials come from the AWS variables of `env` (backend-s3.ts).
+  if (location.startsWith('s3://')) return openS3Backend(location, env);
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) {
     throw new BackupError(BackupErrorCode.INVALID, `Unsupported repository URL ${location}: expected a directory path or s3://bucket/prefix`);
   }

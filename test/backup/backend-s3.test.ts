@@ -90,17 +90,7 @@ describe('S3 repository URLs and environment', () => {
   });
 
   test('openBackend opens s3:// URLs with the AWS environment variables', async () => {
-    const saved = { ...process.env };
-    Object.assign(process.env, server.env);
-    let b;
-    try {
-      b = await openBackend(`s3://${bucket}/open-backend`);
-    } finally {
-      for (const k of Object.keys(server.env)) {
-        if (saved[k] === undefined) delete process.env[k];
-        else process.env[k] = saved[k];
-      }
-    }
+    const b = await openBackend(`s3://${bucket}/open-backend`, { ...server.env });
     try {
       assert.ok(b instanceof S3Backend);
       await b.put('tessera-repository', Buffer.from('{}'));

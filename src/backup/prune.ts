@@ -8,7 +8,7 @@ import { layout, packPath, pruneGraceMsDefault } from './format.ts';
 import { indexBlobsOf, readPackHeader, type IndexedPack } from './pack.ts';
 import type { WorkerPool } from './pool.ts';
 import { mapConcurrent, type PruneMark, type Repository, type SnapshotEntry } from './repository.ts';
-import { scanIndex, scanMap, scanSnapshots } from './scan.ts';
+import { scanIndex, scanMap, scanMarks, scanSnapshots } from './scan.ts';
 
 /** Which restore points `forget` keeps, per name; a restore point is kept if any rule keeps it. */
 export interface ForgetPolicy {
@@ -117,18 +117,19 @@ export async function prune(ctx: { repo: Repository; pool: WorkerPool }, options
       report.writersRemoved++;
     }
   }
-  const marks = await mapConcurrent(await repo.listIds(layout.prune), 8, async (id) => ({ id, mark: (await repo.getObject(layout.prune, id, `Prune mark ${id}`)) as PruneMark }));
   const { snapshots, damaged } = await scanSnapshots(repo);
   if (damaged.length > 0) throw new BackupError(BackupErrorCode.CORRUPT, `${damaged.length} restore points are damaged (${damaged[0].id} …); run \`tessera backup verify\` and forget them first`);
   const index = await scanIndex(repo);
   if (index.damaged.length > 0) throw new BackupError(BackupErrorCode.CORRUPT, `Index file ${index.damaged[0].id} is damaged; prune would lose track of its packs (run \`tessera backup verify\`)`);
+  const stored = new Map((await repo.backend.list(layout.data)).map((o) => [o.path.slice(o.path.lastIndexOf('/') + 1), o.sizeBytes]));
+  // Restore points made by backups running at a mark may use blobs of marked packs.
+  const marks = await scanMarks(repo, index, stored);
   const referenced = new Set<string>();
   for (const e of snapshots) {
     const scan = await scanMap(repo, pool, index, e.snapshot);
     if (scan.faults.length > 0) throw new BackupError(BackupErrorCode.CORRUPT, `Restore point ${e.id} cannot be read whole (${scan.faults[0].message}); run \`tessera backup verify\``);
     for (const b of scan.blobs) referenced.add(b);
   }
-  const stored = new Map((await repo.backend.list(layout.data)).map((o) => [o.path.slice(o.path.lastIndexOf('/') + 1), o.sizeBytes]));
 
   // Phase 1: sweep.
   const resurrected: IndexedPack[] = [];

@@ -6,9 +6,9 @@
 import type { BlobLocation } from './cache.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 import { idBytes, layout, mapEntriesPerBlob, packPath, zeroId } from './format.ts';
-import type { IndexedPack } from './pack.ts';
+import { readPackHeader, type IndexedPack } from './pack.ts';
 import type { WorkerPool } from './pool.ts';
-import { mapConcurrent, type Repository, type Snapshot, type SnapshotEntry } from './repository.ts';
+import { mapConcurrent, type PruneMark, type Repository, type Snapshot, type SnapshotEntry } from './repository.ts';
 
 /** A pack as the index files list it. */
 export interface ScannedPack {
@@ -26,12 +26,17 @@ export interface ScannedIndex {
   packs: Map<string, ScannedPack>;
   /** blob id hex → where it is (first pack listing it). */
   blobs: Map<string, BlobLocation>;
+  /**
+   * Blobs of packs that a prune mark took out of the index and that are still stored: a backup
+   * running at the mark may use them, and the sweep lists them again (see scanMarks).
+   */
+  marked: Map<string, BlobLocation>;
 }
 
 /** Reads every index file. Damaged ones are returned, not thrown. */
 export async function scanIndex(repo: Repository): Promise<ScannedIndex> {
   const ids = await repo.listIds(layout.index);
-  const out: ScannedIndex = { fileIds: [], damaged: [], packs: new Map(), blobs: new Map() };
+  const out: ScannedIndex = { fileIds: [], damaged: [], packs: new Map(), blobs: new Map(), marked: new Map() };
   const files = await mapConcurrent(ids, 8, async (id) => {
     try {
       return { id, file: await repo.readIndexFile(id) };
@@ -86,7 +91,7 @@ export async function scanMap(repo: Repository, pool: WorkerPool, index: Scanned
   await mapConcurrent(s.map, 4, async (mapId, g) => {
     const hex = mapId.toString('hex');
     out.blobs.add(hex);
-    const loc = index.blobs.get(hex);
+    const loc = index.blobs.get(hex) ?? index.marked.get(hex);
     if (loc === undefined) {
       out.faults.push({ blobIdHex: hex, message: `Map blob ${hex} is in no index file` });
       return;
@@ -128,4 +133,25 @@ export async function scanSnapshots(repo: Repository): Promise<{ snapshots: Snap
     }
   });
   return { snapshots: read.filter((s) => s !== null), damaged };
+}
+
+/**
+ * Reads the prune marks and fills `index.marked` from the headers of their packs that are still
+ * stored and in no index file. `stored` maps pack id hex → size.
+ */
+export async function scanMarks(repo: Repository, index: ScannedIndex, stored: Map<string, number>): Promise<{ id: string; mark: PruneMark }[]> {
+  const marks = await mapConcurrent(await repo.listIds(layout.prune), 8, async (id) => ({ id, mark: (await repo.getObject(layout.prune, id, `Prune mark ${id}`)) as PruneMark }));
+  const packs = new Set<string>();
+  for (const { mark } of marks) for (const p of mark.packs) packs.add(p.id.toString('hex'));
+  await mapConcurrent([...packs], 8, async (hex) => {
+    const size = stored.get(hex);
+    if (size === undefined || index.packs.has(hex)) return;
+    let offset = 0;
+    for (const e of await readPackHeader(repo.backend, repo.keys, hex, size)) {
+      const key = e.id.toString('hex');
+      if (!index.blobs.has(key) && !index.marked.has(key)) index.marked.set(key, { packId: Buffer.from(hex, 'hex'), offset, storedLength: e.storedLength, plainLength: e.plainLength, flags: e.flags, type: e.type });
+      offset += e.storedLength;
+    }
+  });
+  return marks;
 }

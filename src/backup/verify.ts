@@ -6,7 +6,7 @@ import { ByteBudget } from './budget.ts';
 import { layout, packPath } from './format.ts';
 import type { WorkerPool } from './pool.ts';
 import { mapConcurrent, type Repository } from './repository.ts';
-import { scanIndex, scanMap, scanSnapshots, type MapScan } from './scan.ts';
+import { scanIndex, scanMap, scanMarks, scanSnapshots, type MapScan, type ScannedIndex } from './scan.ts';
 
 /** One problem verify found. */
 export interface VerifyFault {
@@ -57,6 +57,9 @@ export async function verify(ctx: { repo: Repository; pool: WorkerPool }, option
   faults.push(...damagedIndexFaults);
 
   const stored = new Map((await repo.backend.list(layout.data)).map((o) => [o.path, o.sizeBytes]));
+  // Packs a prune marked stay usable until swept (a backup running at the mark may use them).
+  const marks = await scanMarks(repo, index, new Map([...stored].map(([path, size]) => [path.slice(path.lastIndexOf('/') + 1), size])));
+  const markedPacks = new Set(marks.flatMap(({ mark }) => mark.packs.map((p) => packPath(p.id.toString('hex')))));
   let unindexed = 0;
   const indexedPaths = new Set<string>();
   for (const [hex, { pack }] of index.packs) {
@@ -74,7 +77,7 @@ export async function verify(ctx: { repo: Repository; pool: WorkerPool }, option
       for (const b of blobs) badBlobs.set(b, message);
     }
   }
-  for (const path of stored.keys()) if (!indexedPaths.has(path)) unindexed++;
+  for (const path of stored.keys()) if (!indexedPaths.has(path) && !markedPacks.has(path)) unindexed++;
 
   let packsRead = 0;
   let blobsChecked = 0;
@@ -129,10 +132,10 @@ export async function verify(ctx: { repo: Repository; pool: WorkerPool }, option
   for (const { id, scan } of maps) {
     for (const f of scan.faults) {
       if (badBlobs.has(f.blobIdHex)) continue; // reported with its pack
-      if (!index.blobs.has(f.blobIdHex)) continue; // counted as missing below
+      if (!index.blobs.has(f.blobIdHex) && !index.marked.has(f.blobIdHex)) continue; // counted as missing below
       faults.push({ subject: `blob ${f.blobIdHex}`, message: f.message, restorePoints: [id] });
     }
-    const missing = countMissing(scan, index.blobs);
+    const missing = countMissing(scan, index);
     if (missing > 0) {
       const fault = { subject: `restore point ${id}`, message: `${missing} blobs of restore point ${id} are in no index file`, restorePoints: [id] };
       faults.push(fault);
@@ -154,8 +157,8 @@ export async function verify(ctx: { repo: Repository; pool: WorkerPool }, option
   };
 }
 
-function countMissing(scan: MapScan, blobs: Map<string, unknown>): number {
+function countMissing(scan: MapScan, index: ScannedIndex): number {
   let n = 0;
-  for (const b of scan.blobs) if (!blobs.has(b)) n++;
+  for (const b of scan.blobs) if (!index.blobs.has(b) && !index.marked.has(b)) n++;
   return n;
 }

@@ -10,10 +10,10 @@ import { resolve as resolvePath } from 'node:path';
 import { ByteBudget } from './budget.ts';
 import type { IndexCache } from './cache.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
-import { BlobType, indexEveryPacks, mapEntriesPerBlob, zeroId, idBytes } from './format.ts';
-import { PackWriter, type IndexedPack } from './pack.ts';
+import { BlobType, idBytes, indexEveryPacks, layout, mapEntriesPerBlob, zeroId } from './format.ts';
+import { PackWriter, indexBlobsOf, readPackHeader, type IndexedPack } from './pack.ts';
 import type { WorkerPool } from './pool.ts';
-import type { Repository, Snapshot, SnapshotStats } from './repository.ts';
+import type { PruneMark, Repository, Snapshot, SnapshotStats } from './repository.ts';
 
 /** Limits of a backup. */
 export interface WriterLimits {
@@ -61,6 +61,8 @@ export class BackupWriter {
   private readonly meta: PackWriter;
   private readonly started: number;
 
+  /** Packs (hex) holding blobs this backup reused. */
+  private readonly reusedPacks = new Set<string>();
   /** Blob ids (hex) decided to be uploaded by this backup and not yet in the cache. */
   private readonly ownBlobs = new Set<string>();
   /** Packs uploaded but not yet listed by an index file. */
@@ -161,7 +163,37 @@ export class BackupWriter {
 
   /** Whether the repository has blob `id` or this backup is storing it already. */
   private known(id: Buffer): boolean {
-    return this.ownBlobs.has(id.toString('hex')) || this.cache.has(id);
+    if (this.ownBlobs.has(id.toString('hex'))) return true;
+    const loc = this.cache.lookup(id);
+    if (loc === undefined) return false;
+    this.reusedPacks.add(loc.packId.toString('hex'));
+    return true;
+  }
+
+  /**
+   * A prune that marked a pack after this backup synced its cache took it out of the index; if
+   * this backup reused it, list it again before the restore point refers to it.
+   */
+  private async relistMarkedPacks(): Promise<void> {
+    const markIds = await this.repo.listIds(layout.prune);
+    if (markIds.length === 0) return;
+    const relist: IndexedPack[] = [];
+    for (const markId of markIds) {
+      let mark: PruneMark;
+      try {
+        mark = (await this.repo.getObject(layout.prune, markId, `Prune mark ${markId}`)) as PruneMark;
+      } catch (err) {
+        if (err instanceof BackupError && err.code === BackupErrorCode.NOT_FOUND) continue; // swept meanwhile
+        throw err;
+      }
+      for (const p of mark.packs) {
+        const hex = p.id.toString('hex');
+        if (!this.reusedPacks.has(hex) || relist.some((q) => q.id.equals(p.id))) continue;
+        const size = this.cache.packSize(p.id) ?? p.size;
+        relist.push({ id: p.id, size, blobs: indexBlobsOf(await readPackHeader(this.repo.backend, this.repo.keys, hex, size)) });
+      }
+    }
+    this.unindexed.push(...relist);
   }
 
   private async processChunk(index: number, chunk: Buffer): Promise<void> {
@@ -235,6 +267,7 @@ export class BackupWriter {
     assert.equal(this.groups.size, 0);
     await this.data.flush();
     await this.meta.flush();
+    await this.relistMarkedPacks();
     await this.writeIndex();
     this.stats.durationMs = this.repo.now() - this.started;
     const snapshot: Snapshot = {

@@ -1,0 +1,192 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { after, test } from 'node:test';
+import { BackupWriter, applyPolicy, backupFile, forget, isoWeek, prune, restoreToFile, verify, type SnapshotEntry, type Snapshot } from '../../src/backup/index.ts';
+import { cleanup, testSeed } from '../helpers/index.ts';
+import { assertSameFile, join, makeTempDir, openTestRepo, packBytes, smallRepo, writeSeededImage, type TestRepo } from './harness.ts';
+
+after(cleanup);
+
+const hour = 3_600_000;
+
+/** A clock the test moves by hand. */
+function manualClock(start = Date.UTC(2026, 0, 5, 12)): { now: () => number; advance(ms: number): void } {
+  let t = start;
+  return { now: () => t, advance: (ms) => (t += ms) };
+}
+
+function entry(id: string, name: string, time: number): SnapshotEntry {
+  return { id, snapshot: { name, time } as Snapshot };
+}
+
+test('forget policy keeps the newest N, one per day and one per ISO week, per name', () => {
+  const day = 24 * hour;
+  const t0 = Date.UTC(2026, 0, 5, 10); // a Monday
+  const entries = [
+    entry('a1', 'vm', t0), entry('a2', 'vm', t0 + hour), entry('a3', 'vm', t0 + day), entry('a4', 'vm', t0 + 8 * day),
+    entry('a5', 'vm', t0 + 8 * day + hour), entry('b1', 'other', t0),
+  ];
+  const ids = (r: { kept: SnapshotEntry[] }) => r.kept.map((e) => e.id).sort();
+  assert.deepEqual(ids(applyPolicy(entries, { keepLast: 1 })), ['a5', 'b1']);
+  assert.deepEqual(ids(applyPolicy(entries, { keepDaily: 2 })), ['a3', 'a5', 'b1']);
+  assert.deepEqual(ids(applyPolicy(entries, { keepWeekly: 2 })), ['a3', 'a5', 'b1']);
+  assert.deepEqual(ids(applyPolicy(entries, { keepLast: 2, keepDaily: 3 })), ['a2', 'a3', 'a4', 'a5', 'b1']);
+  assert.deepEqual(ids(applyPolicy(entries, { keepLast: 0 })), []);
+  assert.throws(() => applyPolicy(entries, {}), /at least one of/);
+  assert.equal(isoWeek(Date.UTC(2026, 0, 1)), '2026-W01');
+  assert.equal(isoWeek(Date.UTC(2027, 0, 1)), '2026-W53');
+  assert.equal(isoWeek(Date.UTC(2024, 11, 30)), '2025-W01');
+});
+
+async function setup(seed: number): Promise<{ dir: string; r: TestRepo; clock: ReturnType<typeof manualClock>; images: string[] }> {
+  const dir = makeTempDir('tessera-backup-prune-');
+  const clock = manualClock();
+  const r = await openTestRepo(join(dir, 'repo'), { init: smallRepo, now: clock.now });
+  const images = [0, 1].map((i) => {
+    const p = join(dir, `image-${i}`);
+    writeSeededImage(p, seed + i, { chunks: 40, chunkSizeBytes: smallRepo.chunkSizeBytes! });
+    return p;
+  });
+  return { dir, r, clock, images };
+}
+
+test('forget then two prunes after the grace period free the forgotten restore point and keep the others whole', async (t) => {
+  const { dir, r, clock, images } = await setup(testSeed(t));
+  try {
+    await backupFile(r, images[0], { name: 'vm' });
+    clock.advance(hour);
+    const kept = await backupFile(r, images[1], { name: 'vm' });
+    const before = await packBytes(r.dir);
+    const f = await forget(r.repo, { keepLast: 1 });
+    assert.deepEqual(f.kept.map((e) => e.id), [kept.id]);
+    const first = await prune(r, { graceMs: hour });
+    assert.ok(first.packsMarked > 0);
+    assert.equal(first.packsDeleted, 0, 'the first run only marks');
+    clock.advance(hour / 2);
+    const early = await prune(r, { graceMs: hour });
+    assert.equal(early.marksWaiting, 1, 'a mark younger than the grace period waits');
+    assert.equal(early.packsDeleted, 0);
+    clock.advance(hour);
+    const second = await prune(r, { graceMs: hour });
+    assert.equal(second.marksSwept, 1);
+    assert.ok(second.packsDeleted > 0);
+    const after = await packBytes(r.dir);
+    assert.equal(before - after, second.bytesFreed);
+    assert.ok(second.bytesFreed > 0.3 * before, `freed ${second.bytesFreed} of ${before}`);
+    const v = await verify(r, { readData: true });
+    assert.deepEqual(v.faults, []);
+    assert.equal(v.unindexedPacks, 0);
+    assert.equal(v.indexFiles, 1, 'prune replaced the index files by one');
+    const out = join(dir, 'out');
+    await restoreToFile(r, kept.snapshot, out);
+    assertSameFile(out, images[1]);
+  } finally {
+    await r.close();
+  }
+});
+
+test('prune never deletes packs a backup that was running at the mark reuses: it waits for the writer, which lists the reused packs again', async (t) => {
+  const { dir, r, clock, images } = await setup(testSeed(t));
+  try {
+    const old = await backupFile(r, images[0], { name: 'vm' });
+    await forget(r.repo, { keepLast: 0 });
+    // A backup starts before the mark: its marker is written and its cache synced, so it still
+    // sees the packs of the forgotten restore point.
+    const marker = await r.repo.startWriter();
+    await r.cache.sync(r.repo);
+    clock.advance(1000);
+    const mark = await prune(r, { graceMs: 0 });
+    assert.ok(mark.packsMarked > 0);
+    clock.advance(1000);
+    const waiting = await prune(r, { graceMs: 0 });
+    assert.equal(waiting.marksWaiting, 1, 'a live writer older than the mark holds the sweep');
+    assert.equal(waiting.packsDeleted, 0);
+
+    // The running backup reuses every chunk of the forgotten restore point, through its cache.
+    const w = new BackupWriter(r, readFileSync(images[0]).length);
+    const image = readFileSync(images[0]);
+    for (let i = 0; i < w.chunkCount; i++) {
+      const buf = await w.allocChunk(i);
+      image.copy(buf, 0, i * w.chunkSizeBytes, i * w.chunkSizeBytes + buf.length);
+      w.putChunk(i, buf);
+    }
+    const reused = await w.finish({ kind: 'file', name: 'vm', source: { path: images[0] } });
+    assert.equal(reused.snapshot.stats.chunksNew, 0);
+    assert.equal(reused.snapshot.stats.chunksReused, old.snapshot.stats.chunksNew + old.snapshot.stats.chunksReused);
+    await marker.stop();
+    // The backup listed the marked packs it reused again: the restore point is whole at once,
+    // for a client with a fresh cache too.
+    const fresh = await openTestRepo(r.dir, { now: clock.now });
+    try {
+      assert.deepEqual((await verify(fresh, { readData: true })).faults, []);
+      const early = join(dir, 'out-early');
+      await restoreToFile(fresh, reused.snapshot, early);
+      assertSameFile(early, images[0]);
+    } finally {
+      await fresh.close();
+    }
+
+    clock.advance(1000);
+    const sweep = await prune(r, { graceMs: 0 });
+    assert.equal(sweep.marksSwept, 1);
+    assert.equal(sweep.packsDeleted, 0, 'the reused packs are kept');
+    const v = await verify(r, { readData: true });
+    assert.deepEqual(v.faults, []);
+    const out = join(dir, 'out');
+    await restoreToFile(r, reused.snapshot, out);
+    assertSameFile(out, images[0]);
+    // And nothing is marked while the restore point uses it.
+    clock.advance(1000);
+    const again = await prune(r, { graceMs: 0 });
+    assert.equal(again.packsDeleted, 0);
+  } finally {
+    await r.close();
+  }
+});
+
+test('a stale writer marker (dead backup) does not hold prune, and prune removes it', async (t) => {
+  const { r, clock, images } = await setup(testSeed(t));
+  try {
+    await backupFile(r, images[0], { name: 'vm' });
+    await forget(r.repo, { keepLast: 0 });
+    await r.repo.startWriter(); // never stopped: as if its process died
+    clock.advance(1000);
+    await prune(r, { graceMs: 0 });
+    clock.advance(31 * 60_000);
+    const sweep = await prune(r, { graceMs: 0 });
+    assert.equal(sweep.writersRemoved, 1);
+    assert.equal(sweep.marksSwept, 1);
+    assert.ok(sweep.packsDeleted > 0);
+    assert.equal(await packBytes(r.dir), 0);
+  } finally {
+    await r.close();
+  }
+});
+
+test('a sweep resurrects a marked pack that a restore point uses but no index lists', async (t) => {
+  const { dir, r, clock, images } = await setup(testSeed(t));
+  try {
+    const old = await backupFile(r, images[0], { name: 'vm' });
+    await forget(r.repo, { keepLast: 0 });
+    clock.advance(1000);
+    await prune(r, { graceMs: 0 });
+    // As if a backup running at the mark had reused the packs and died before listing them
+    // again, but after writing its restore point (the order a crash cannot produce, the worst case).
+    const id = await r.repo.writeSnapshot({ ...old.snapshot, time: clock.now() });
+    clock.advance(1000);
+    const sweep = await prune(r, { graceMs: 0 });
+    assert.ok(sweep.packsResurrected > 0);
+    assert.equal(sweep.packsDeleted, 0);
+    const fresh = await openTestRepo(r.dir, { now: clock.now });
+    try {
+      assert.deepEqual((await verify(fresh, { readData: true })).faults, []);
+      const out = join(dir, 'out');
+      await restoreToFile(fresh, (await fresh.repo.findSnapshot(id)).snapshot, out);
+      assertSameFile(out, images[0]);
+    } finally {
+      await fresh.close();
+    }
+  } finally {
+    await r.close();
+  }
+});

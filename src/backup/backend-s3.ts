@@ -93,9 +93,10 @@ export function parseS3Url(url: string): S3Location {
  */
 export function s3OptionsFromEnv(url: string, env: NodeJS.ProcessEnv = process.env): S3BackendOptions {
   const location = parseS3Url(url);
-  const endpoint = env.AWS_ENDPOINT_URL_S3 || env.AWS_ENDPOINT_URL || undefined;
+  const endpointVar = env.AWS_ENDPOINT_URL_S3 ? 'AWS_ENDPOINT_URL_S3' : 'AWS_ENDPOINT_URL';
+  const endpoint = env[endpointVar] || undefined;
   if (endpoint !== undefined && !/^https?:\/\/[^/]+\/?$/.test(endpoint)) {
-    throw new BackupError(BackupErrorCode.INVALID, `Bad S3 endpoint ${JSON.stringify(endpoint)} (AWS_ENDPOINT_URL): expected http(s)://HOST[:PORT]`);
+    throw new BackupError(BackupErrorCode.INVALID, `Bad S3 endpoint ${JSON.stringify(endpoint)} in ${endpointVar}: expected http(s)://HOST[:PORT]`);
   }
   const region = env.AWS_REGION || env.AWS_DEFAULT_REGION || undefined;
   const accessKeyId = env.AWS_ACCESS_KEY_ID || undefined;

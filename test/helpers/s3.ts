@@ -244,6 +244,7 @@ async function startCluster(bin: Record<Binary, string>, opts: StartS3ServerOpti
   const deadline = Date.now() + startTimeoutMs;
 
   const daemons = new Map<string, ChildProcess>();
+  const setpriv = runSyncWhich('setpriv');
   const logFile = (name: string) => join(dir, 'log', `${name}.log`);
   function tail(name: string, lines = 25): string {
     for (const f of [logFile(name), join(dir, 'log', `${name}.stderr`)]) {
@@ -260,8 +261,10 @@ async function startCluster(bin: Record<Binary, string>, opts: StartS3ServerOpti
     return ['mon.a', 'osd.0', 'client.rgw'].map((n) => `--- ${n} (${logFile(n)}):\n${tail(n)}`).join('\n');
   }
   function startDaemon(name: string, cmd: string, args: string[]): ChildProcess {
-    // -f: stay in the foreground, so the process is ours to track and kill.
-    const child = spawnTracked(cmd, ['-f', '-c', conf, ...args], { env });
+    // -f: stay in the foreground, so the process is ours to track and kill. setpriv (util-linux)
+    // makes the kernel kill it if this process dies without cleaning up (SIGKILL, a crash).
+    const argv = [cmd, '-f', '-c', conf, ...args];
+    const child = setpriv ? spawnTracked(setpriv, ['--pdeathsig', 'KILL', '--', ...argv], { env }) : spawnTracked(cmd, argv.slice(1), { env });
     child.stdin!.end();
     const out = createWriteStream(join(dir, 'log', `${name}.stderr`), { flags: 'a' });
     child.stdout!.pipe(out);

@@ -791,18 +791,35 @@ export class Store {
     // The version each block had before this record: superseded now, and dropped unless a
     // viewpoint still reads it.
     const prevs = new Map<number, Found>();
-    this.index.scanLatest(h.branch, h.blockStart, end, h.seq - 1, (f) => {
+    // Records are applied in seq order, so the newest indexed version is the one before this
+    // record: the head cache has it without an LMDB cursor. Should a newer one show up (it
+    // cannot, but the index is on disk), the scan falls back to the exact query.
+    let newer = false;
+    this.index.scanLatest(h.branch, h.blockStart, end, Infinity, (f) => {
+      if (f.seq >= h.seq) {
+        newer = true;
+        return false;
+      }
       prevs.set(f.block, f);
     });
+    if (newer) {
+      prevs.clear();
+      this.index.scanLatest(h.branch, h.blockStart, end, h.seq - 1, (f) => {
+        prevs.set(f.block, f);
+      });
+    }
     const place = (block: number, e: Entry) => {
       const prev = prevs.get(block);
-      if (prev && !this.seenBetween(h.branch, prev.seq, h.seq)) {
-        this.index.remove(h.branch, block, prev.seq);
-        if (prev.kind === EntryKind.DATA) add(prev.segment, -BS);
-        e.mask |= prev.mask;
-      }
+      const drop = prev !== undefined && !this.seenBetween(h.branch, prev.seq, h.seq);
+      if (drop) e.mask |= prev.mask;
+      // Put before remove: the head cache then moves on to the new version instead of dropping
+      // the chunk because its newest version went away.
       this.index.put(h.branch, block, e);
       if (e.kind === EntryKind.DATA) add(e.segment, BS);
+      if (drop) {
+        this.index.remove(h.branch, block, prev.seq);
+        if (prev.kind === EntryKind.DATA) add(prev.segment, -BS);
+      }
     };
     if (kind === EntryKind.DATA) {
       const dataOffset = offset + Format.recordHeaderBytes;

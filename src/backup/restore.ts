@@ -15,7 +15,7 @@ import type { Repository, Snapshot } from './repository.ts';
 export interface RestoreLimits {
   /** Range reads at once. Default 8. */
   readsMax?: number;
-  /** Bytes of range reads in flight. Default 64 MiB. */
+  /** Bytes of range reads in flight with the plaintexts they open into. Default 64 MiB. */
   inFlightBytesMax?: number;
   /** Largest gap between two needed blobs of a pack that one read covers. Default 1 MiB. */
   gapBytesMax?: number;
@@ -125,7 +125,7 @@ export async function restoreToFile(
     await ctx.cache.sync(ctx.repo);
     let error: unknown = null;
     const inFlight = new Set<Promise<void>>();
-    const runRead = async (r: RangeRead): Promise<void> => {
+    const runRead = async (r: RangeRead, held: number): Promise<void> => {
       try {
         const data = await ctx.repo.backend.get(packPath(r.packIdHex), { offset: r.offset, length: r.length });
         progress.bytesRead += data.length;
@@ -152,7 +152,7 @@ export async function restoreToFile(
       } catch (err) {
         error ??= err;
       } finally {
-        budget.release(r.length);
+        budget.release(held);
       }
     };
 
@@ -180,12 +180,14 @@ export async function restoreToFile(
       for (const [packIdHex, blobs] of byPack) {
         for (const r of planReads(packIdHex, blobs, gapBytesMax, readBytesMax)) {
           while (inFlight.size >= readsMax) await Promise.race(inFlight);
-          await budget.acquire(r.length);
+          // The read's bytes and the plaintexts they open into are held together.
+          const held = r.length + r.blobs.reduce((n, b) => n + b.location.plainLength, 0);
+          await budget.acquire(held);
           if (error !== null) {
-            budget.release(r.length);
+            budget.release(held);
             break;
           }
-          const p = runRead(r);
+          const p = runRead(r, held);
           inFlight.add(p);
           void p.finally(() => inFlight.delete(p));
         }

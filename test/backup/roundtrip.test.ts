@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { statSync } from 'node:fs';
 import { after, test } from 'node:test';
 import { backupFile, restoreToFile, verify } from '../../src/backup/index.ts';
-import { cleanup, testSeed } from '../helpers/index.ts';
+import { fileURLToPath } from 'node:url';
+import { cleanup, requireTool, runOk, testSeed } from '../helpers/index.ts';
 import { assertSameFile, cli, cliEnv, join, makeTempDir, openTestRepo, packBytes, smallRepo, tessera, writeSeededImage } from './harness.ts';
 
 after(cleanup);
@@ -96,5 +97,27 @@ test('two concurrent backup file runs into one repository both restore exactly a
     const o = await cli(['backup', 'restore', ids[i], '--repo', repoDir, '--to-file', out], env);
     assert.equal(o.code, 0, o.stderr);
     assertSameFile(out, image);
+  }
+});
+
+test('an ext4 image made by mkfs.ext4 -d from real files restores byte-exact and checks clean with e2fsck', async () => {
+  const mkfs = requireTool('mkfs.ext4', 'e2fsprogs');
+  const fsck = requireTool('e2fsck', 'e2fsprogs');
+  const dir = makeTempDir('tessera-backup-ext4-');
+  const image = join(dir, 'ext4.img');
+  const source = fileURLToPath(new URL('../../src', import.meta.url));
+  await runOk('truncate', ['-s', '48M', image]);
+  await runOk(mkfs, ['-q', '-F', '-d', source, image]);
+  const r = await openTestRepo(join(dir, 'repo'), { init: { chunkSizeBytes: 256 * 1024 } });
+  try {
+    const b = await backupFile(r, image, { name: 'ext4' });
+    assert.ok(b.snapshot.stats.chunksZero > 0, 'the free space of the filesystem is zero chunks');
+    assert.ok(b.snapshot.stats.bytesStored < b.snapshot.stats.bytesNew, 'source text compresses');
+    const out = join(dir, 'restored.img');
+    await restoreToFile(r, b.snapshot, out);
+    assertSameFile(out, image);
+    await runOk(fsck, ['-f', '-n', out]);
+  } finally {
+    await r.close();
   }
 });

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { BackupError, BackupErrorCode, DirBackend, Repository } from '../../src/backup/index.ts';
-import { cleanup } from '../helpers/index.ts';
+import { cleanup, writeSeededFile } from '../helpers/index.ts';
 import { assertFailure, assertSameFile, cli, cliEnv, join, makeTempDir, tessera, writeSeededImage } from './harness.ts';
 
 after(cleanup);
@@ -127,3 +128,34 @@ function flipByte(path: string, at: number): void {
   b[at] ^= 0xff;
   writeFileSync(path, b);
 }
+
+test('backup file into a full disk fails with one line; the repository still verifies and a later run completes', async () => {
+  const dir = makeTempDir('tessera-backup-full-');
+  const mnt = join(dir, 'mnt');
+  mkdirSync(mnt);
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=3m', 'tessera-test', mnt], { stdio: 'pipe' });
+  } catch (err) {
+    assert.fail(`this test mounts a 3 MiB tmpfs to fill it and needs root (or CAP_SYS_ADMIN): ${(err as Error).message}`);
+  }
+  try {
+    const env = cliEnv(makeTempDir('tessera-backup-cache-'));
+    const repoDir = join(mnt, 'repo');
+    assert.equal((await cli(['backup', 'init', '--repo', repoDir, '--chunk-size', '64K'], env)).code, 0);
+    const image = join(dir, 'image');
+    await writeSeededFile(image, 11, 'full', 8 << 20);
+    const full = await tessera(['backup', 'file', image, '--repo', repoDir, '--name', 'big'], env);
+    assertFailure(full, 1, /^tessera: error: Cannot write data\/[0-9a-f]{2}\/[0-9a-f]{64} in .*: ENOSPC$/);
+    const v = await cli(['backup', 'verify', '--repo', repoDir, '--read-data'], env);
+    assert.equal(v.code, 0, v.stdout + v.stderr);
+    // With room again (a smaller image here), the same repository takes a backup.
+    const small = join(dir, 'small');
+    await writeSeededFile(small, 12, 'small', 256 << 10);
+    assert.equal((await cli(['backup', 'prune', '--repo', repoDir, '--grace', '0'], env)).code, 0);
+    assert.equal((await cli(['backup', 'prune', '--repo', repoDir, '--grace', '0'], env)).code, 0);
+    const ok = await cli(['backup', 'file', small, '--repo', repoDir, '--name', 'small'], env);
+    assert.equal(ok.code, 0, ok.stderr);
+  } finally {
+    execFileSync('umount', [mnt]);
+  }
+});

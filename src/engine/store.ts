@@ -366,24 +366,43 @@ export class Store {
   }
 
   async createSnapshot(disk: string, snap: string): Promise<SnapshotInfo> {
+    return (await this.createSnapshots([disk], snap))[0];
+  }
+
+  /**
+   * Snapshots several disks at the same instant (a consistency group): every snapshot gets the
+   * same seq, taken synchronously after all checks, so no write can land between them. All are
+   * made durable by one log sync and persisted in one index transaction, or none is.
+   */
+  async createSnapshots(disks: readonly string[], snap: string): Promise<SnapshotInfo[]> {
     this.checkOpen();
-    const d = this.disk(disk);
+    if (disks.length === 0) throw new EngineError(EngineErrorCode.INVALID, 'A snapshot needs at least one disk');
+    const ds = disks.map((name) => this.disk(name));
     Store.checkName('snapshot', snap);
-    if (d.snapshots.some((s) => s.name === snap)) throw new EngineError(EngineErrorCode.EXISTS, `Disk "${disk}" has a snapshot named "${snap}" already`);
+    const seen = new Set<string>();
+    for (const d of ds) {
+      if (seen.has(d.name)) throw new EngineError(EngineErrorCode.INVALID, `Disk "${d.name}" is named twice`);
+      seen.add(d.name);
+      if (d.snapshots.some((s) => s.name === snap)) throw new EngineError(EngineErrorCode.EXISTS, `Disk "${d.name}" has a snapshot named "${snap}" already`);
+    }
     // The snapshot is a point in the log: every write with a lower seq is in it. It is made
     // durable with those writes, like a flush.
-    const s: SnapMeta = { name: snap, branch: d.branch, seq: this.seqNext - 1, sizeBytes: d.sizeBytes, createdMs: Date.now() };
-    d.snapshots.push(s);
+    const seq = this.seqNext - 1;
+    const createdMs = Date.now();
+    const made = ds.map((d) => ({ d, s: { name: snap, branch: d.branch, seq, sizeBytes: d.sizeBytes, createdMs } satisfies SnapMeta }));
+    for (const { d, s } of made) d.snapshots.push(s);
     this.invalidateViewpoints();
     try {
       await this.log.sync();
-      this.index.root.transactionSync(() => this.persistDisk(d));
+      this.index.root.transactionSync(() => {
+        for (const { d } of made) this.persistDisk(d);
+      });
     } catch (err) {
-      d.snapshots = d.snapshots.filter((x) => x !== s);
+      for (const { d, s } of made) d.snapshots = d.snapshots.filter((x) => x !== s);
       this.invalidateViewpoints();
       throw err;
     }
-    return { name: s.name, disk, sizeBytes: s.sizeBytes, seq: s.seq, createdMs: s.createdMs };
+    return made.map(({ d, s }) => ({ name: s.name, disk: d.name, sizeBytes: s.sizeBytes, seq: s.seq, createdMs: s.createdMs }));
   }
 
   async deleteSnapshot(disk: string, snap: string): Promise<void> {

@@ -102,32 +102,42 @@ export class PackWriter {
     this.options = options;
   }
 
-  /** Adds a sealed blob (moved: the caller must not touch it again); may wait for uploads. */
+  /**
+   * Adds a sealed blob (moved: the caller must not touch it again). Waits while the open pack is
+   * full and every upload slot is taken, so at most one open pack and uploadsMax uploads are held.
+   */
   async add(id: Buffer, blob: SealedBlob): Promise<void> {
+    while (this.bytes >= this.options.packSizeTargetBytes) {
+      if (this.error !== null) throw this.error;
+      if (this.uploads.size < this.options.uploadsMax) this.startUpload();
+      else await Promise.race(this.uploads);
+    }
     if (this.error !== null) throw this.error;
     this.blobs.push(blob.sealed);
     this.entries.push({ type: this.ctx.type, flags: blob.flags, storedLength: blob.sealed.length, plainLength: blob.plainLength, id });
     this.bytes += blob.sealed.length;
-    if (this.bytes >= this.options.packSizeTargetBytes) await this.close();
+    if (this.bytes >= this.options.packSizeTargetBytes && this.uploads.size < this.options.uploadsMax) this.startUpload();
   }
 
-  /** Closes the current pack (if any blob is in it) and waits for every upload. */
+  /** Uploads the open pack (if any blob is in it) and waits for every upload. */
   async flush(): Promise<void> {
-    await this.close();
-    await Promise.all(this.uploads);
+    while (this.entries.length > 0) {
+      if (this.uploads.size < this.options.uploadsMax) this.startUpload();
+      else await Promise.race(this.uploads);
+    }
+    while (this.uploads.size > 0) await Promise.all(this.uploads);
     await this.chain;
     if (this.error !== null) throw this.error;
   }
 
-  private async close(): Promise<void> {
-    if (this.entries.length === 0) return;
+  /** Starts uploading the open pack; the caller has checked that a slot is free. */
+  private startUpload(): void {
+    assert.ok(this.uploads.size < this.options.uploadsMax && this.entries.length > 0);
     const blobs = this.blobs;
     const entries = this.entries;
     this.blobs = [];
     this.entries = [];
     this.bytes = 0;
-    while (this.uploads.size >= this.options.uploadsMax) await Promise.race(this.uploads);
-    if (this.error !== null) throw this.error;
     const upload = this.upload(blobs, entries).catch((err) => {
       this.error ??= err;
     });

@@ -107,8 +107,7 @@ export async function prune(ctx: { repo: Repository; pool: WorkerPool }, options
   if (!Number.isSafeInteger(graceMs) || graceMs < 0) throw new BackupError(BackupErrorCode.INVALID, `Bad grace period ${graceMs} ms`);
   const report: PruneReport = { marksSwept: 0, marksWaiting: 0, packsDeleted: 0, bytesFreed: 0, packsResurrected: 0, packsMarked: 0, bytesMarked: 0, packsPartlyUsed: 0, bytesPartlyUsed: 0, indexFilesReplaced: 0, writersRemoved: 0 };
 
-  // What is there. Writers first: a backup that starts after this listing started after every
-  // mark that exists now, so it can only have seen the index without their packs.
+  // Live writers hold the sweep of marks made after they started; stale markers are removed.
   const writers = await repo.listWriters();
   const live = writers.filter((w) => repo.writerIsLive(w.marker));
   for (const w of writers) {
@@ -163,7 +162,7 @@ export async function prune(ctx: { repo: Repository; pool: WorkerPool }, options
 
   // Phase 2: mark. Candidates are indexed packs with no referenced blob; orphans are packs no
   // index lists (left by killed backups, or uploaded by running ones: the sweep checks again).
-  const live_packs: IndexedPack[] = [...resurrected];
+  const livePacks: IndexedPack[] = [...resurrected];
   const newMark: PruneMark['packs'] = [];
   for (const [hex, { pack }] of index.packs) {
     const used = pack.blobs.filter((b) => referenced.has(b[5].toString('hex'))).length;
@@ -177,7 +176,7 @@ export async function prune(ctx: { repo: Repository; pool: WorkerPool }, options
       report.packsPartlyUsed++;
       report.bytesPartlyUsed += pack.size;
     }
-    live_packs.push(pack);
+    livePacks.push(pack);
   }
   for (const [hex, size] of stored) {
     if (index.packs.has(hex) || stillMarked.has(hex) || resurrected.some((p) => p.id.toString('hex') === hex)) continue;
@@ -187,7 +186,7 @@ export async function prune(ctx: { repo: Repository; pool: WorkerPool }, options
   }
   if (newMark.length > 0 || index.fileIds.length > 1 || resurrected.length > 0) {
     const supersedes = index.fileIds.map((id) => Buffer.from(id, 'hex'));
-    const written = await repo.writeIndexFile(live_packs, supersedes);
+    const written = await repo.writeIndexFile(livePacks, supersedes);
     await mapConcurrent(index.fileIds.filter((id) => id !== written.id), 8, (id) => repo.backend.delete(layout.index + id));
     report.indexFilesReplaced = index.fileIds.length;
   }

@@ -60,7 +60,7 @@ async function withRepo<T>(ctx: CommandContext, fn: (r: { repo: Repository; cach
   const location = repoLocation(ctx);
   const pw = await password(ctx.io);
   return reported(async () => {
-    const backend = await openBackend(location);
+    const backend = await openBackend(location, ctx.io.env);
     let cache: IndexCache | null = null;
     let pool: WorkerPool | null = null;
     try {
@@ -170,7 +170,7 @@ export const backupCommands: Command[] = [
       const chunk = ctx.values['chunk-size'];
       const chunkSizeBytes = typeof chunk === 'string' ? parseSize(chunk) : undefined;
       const pw = await password(ctx.io, { confirm: true, prompt: 'New repository password' });
-      const repo = await reported(async () => Repository.init(await openBackend(location), pw, { chunkSizeBytes }));
+      const repo = await reported(async () => Repository.init(await openBackend(location, ctx.io.env), pw, { chunkSizeBytes }));
       if (ctx.values.json) return printJson(ctx.io, { id: repo.id, location: repo.backend.location, chunkSizeBytes: repo.config.chunkSizeBytes });
       ctx.io.stdout(`Created backup repository ${repo.id.slice(0, 8)} at ${repo.backend.location} (chunks of ${formatSize(repo.config.chunkSizeBytes)})\n`);
     },

@@ -170,7 +170,14 @@ export const backupCommands: Command[] = [
       const chunk = ctx.values['chunk-size'];
       const chunkSizeBytes = typeof chunk === 'string' ? parseSize(chunk) : undefined;
       const pw = await password(ctx.io, { confirm: true, prompt: 'New repository password' });
-      const repo = await reported(async () => Repository.init(await openBackend(location, ctx.io.env), pw, { chunkSizeBytes }));
+      const repo = await reported(async () => {
+        const backend = await openBackend(location, ctx.io.env);
+        try {
+          return await Repository.init(backend, pw, { chunkSizeBytes });
+        } finally {
+          await backend.close();
+        }
+      });
       if (ctx.values.json) return printJson(ctx.io, { id: repo.id, location: repo.backend.location, chunkSizeBytes: repo.config.chunkSizeBytes });
       ctx.io.stdout(`Created backup repository ${repo.id.slice(0, 8)} at ${repo.backend.location} (chunks of ${formatSize(repo.config.chunkSizeBytes)})\n`);
     },

@@ -49,6 +49,62 @@ export interface JsonReply {
   headers?: Record<string, string>;
 }
 
+/** A reply whose body the handler writes itself, e.g. disk data (application/octet-stream). */
+export interface StreamReply {
+  status: number;
+  headers: Record<string, string>;
+  /** Writes the body and ends `res`, honouring backpressure; a failure after the headers cuts the connection. */
+  stream(res: ServerResponse): Promise<void>;
+}
+
+/**
+ * Reads a binary request body of exactly its Content-Length, which must be given and at most
+ * `bytesMax`. Only `application/octet-stream` is accepted.
+ */
+export async function readOctetsBody(req: IncomingMessage, bytesMax: number): Promise<Buffer> {
+  const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+  if (type !== 'application/octet-stream') {
+    req.resume();
+    const got = type === '' ? 'no Content-Type' : `Content-Type '${type}'`;
+    throw new ApiError(ApiErrorCode.UNSUPPORTED_MEDIA_TYPE, `Request body must be application/octet-stream, got ${got}`);
+  }
+  const header = req.headers['content-length'];
+  const declared = header !== undefined && /^\d{1,16}$/.test(header) ? Number(header) : NaN;
+  if (!Number.isSafeInteger(declared)) {
+    req.resume();
+    throw new ApiError(ApiErrorCode.BAD_REQUEST, 'A binary request body needs a Content-Length', { headers: { connection: 'close' } });
+  }
+  if (declared > bytesMax) {
+    req.resume();
+    throw new ApiError(ApiErrorCode.BODY_TOO_LARGE, `Request body is larger than ${bytesMax} bytes`, { headers: { connection: 'close' } });
+  }
+  const out = Buffer.allocUnsafe(declared);
+  let at = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    // Node's parser never delivers more than Content-Length; the assertion documents it.
+    if (at + chunk.length > declared) throw new Error('request body longer than its Content-Length');
+    at += chunk.copy(out, at);
+  }
+  if (at !== declared) throw new ApiError(ApiErrorCode.BAD_REQUEST, `Request body ended after ${at} of ${declared} bytes`);
+  return out;
+}
+
+/** Resolves when `res` can take more data; rejects if the connection closes first. */
+export function drained(res: ServerResponse): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onDrain = () => {
+      res.off('close', onClose);
+      resolve();
+    };
+    const onClose = () => {
+      res.off('drain', onDrain);
+      reject(new Error('the client closed the connection'));
+    };
+    res.once('drain', onDrain);
+    res.once('close', onClose);
+  });
+}
+
 /** Sends a reply as JSON; a 204 is sent without a body. */
 export function sendJson(res: ServerResponse, { status, body, headers = {} }: JsonReply): void {
   if (status === 204) {

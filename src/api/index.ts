@@ -1,4 +1,4 @@
-/** The HTTP JSON API under /api/v1: disks, snapshots, node info, compaction. See docs/api.md. */
+/** The HTTP JSON API under /api/v1: disks, snapshots, consistency groups, disk data, node info, compaction. See docs/api.md. */
 export { createApiServer } from './server.ts';
 export type { ApiServer, ApiServerOptions } from './server.ts';
 export { ApiError, ApiErrorCode } from './errors.ts';

@@ -10,6 +10,8 @@ const errorRef = (name: string) => ({ $ref: `#/components/responses/${name}` });
 
 const nameParam = { name: 'name', in: 'path', required: true, description: 'Disk name', schema: { type: 'string' } };
 const snapParam = { name: 'snap', in: 'path', required: true, description: 'Snapshot name', schema: { type: 'string' } };
+const queryBytes = (name: string, required: boolean, description: string) => ({ name, in: 'query', required, description, schema: { type: 'integer', minimum: 0 } });
+const octets = (description: string) => ({ description, content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } });
 
 /** Error responses every route that takes a body can give. */
 const bodyErrors = {
@@ -165,6 +167,89 @@ export const openApiDocument = {
         },
       },
     },
+    '/api/v1/disks/{name}/snapshots/{snap}/extents': {
+      get: {
+        operationId: 'getSnapshotExtents',
+        summary: "A snapshot's allocation (data, zero, hole), or with `since` the runs changed since another snapshot of the disk",
+        description:
+          'Runs cover the range exactly, in order, adjacent runs of one type merged. A reply lists at most 65536 runs by default; ' +
+          'when it stops early, `next` says where to continue (ask again with `offset=next`).',
+        parameters: [
+          nameParam,
+          snapParam,
+          { name: 'since', in: 'query', required: false, description: 'Report changes since this snapshot of the same disk (512-byte granularity)', schema: { type: 'string' } },
+          queryBytes('offset', false, 'First byte (default 0)'),
+          queryBytes('length', false, 'Bytes to cover (default: to the end)'),
+        ],
+        responses: {
+          '200': { description: 'The runs', ...json(ref('ExtentsReply')) },
+          '400': errorRef('BadRequest'),
+          '404': errorRef('NotFound'),
+          ...commonErrors,
+        },
+      },
+    },
+    '/api/v1/disks/{name}/snapshots/{snap}/data': {
+      get: {
+        operationId: 'readSnapshotData',
+        summary: "Read a range of a snapshot's bytes",
+        description: 'At most 16 MiB per request by default (400 BAD_REQUEST beyond it); the body is streamed.',
+        parameters: [nameParam, snapParam, queryBytes('offset', true, 'First byte'), queryBytes('length', true, 'Bytes to read')],
+        responses: {
+          '200': octets('The bytes, exactly `length` of them'),
+          '400': errorRef('BadRequest'),
+          '404': errorRef('NotFound'),
+          ...commonErrors,
+        },
+      },
+    },
+    '/api/v1/disks/{name}/data': {
+      put: {
+        operationId: 'writeDiskData',
+        summary: 'Write bytes to a disk at an offset',
+        description: 'The body (`application/octet-stream`, with a Content-Length, at most 16 MiB by default) is written at `offset`.',
+        parameters: [nameParam, queryBytes('offset', true, 'Where the body goes')],
+        requestBody: { required: true, ...octets('The bytes') },
+        responses: {
+          '204': { description: 'Written' },
+          ...bodyErrors,
+          '404': errorRef('NotFound'),
+          '507': errorRef('NoSpace'),
+          ...commonErrors,
+        },
+      },
+    },
+    '/api/v1/disks/{name}/trim': {
+      post: {
+        operationId: 'trimDisk',
+        summary: 'Deallocate a range of a disk: it reads as zeroes afterwards',
+        parameters: [nameParam],
+        requestBody: { required: true, ...json(ref('TrimRequest')) },
+        responses: {
+          '204': { description: 'Trimmed' },
+          ...bodyErrors,
+          '404': errorRef('NotFound'),
+          '507': errorRef('NoSpace'),
+          ...commonErrors,
+        },
+      },
+    },
+    '/api/v1/snapshots': {
+      post: {
+        operationId: 'createGroupSnapshot',
+        summary: 'Snapshot several disks at the same instant (a consistency group)',
+        description: 'One engine operation: every snapshot holds the same writes. Any refused disk (unknown, named twice, snapshot name taken) creates none.',
+        requestBody: { required: true, ...json(ref('GroupSnapshotRequest')) },
+        responses: {
+          '201': { description: 'The new snapshots, in the order of `disks`', ...json({ type: 'array', items: ref('SnapshotInfo') }) },
+          ...bodyErrors,
+          '404': errorRef('NotFound'),
+          '409': errorRef('Conflict'),
+          '507': errorRef('NoSpace'),
+          ...commonErrors,
+        },
+      },
+    },
     '/api/v1/node': {
       get: {
         operationId: 'getNode',
@@ -274,6 +359,44 @@ export const openApiDocument = {
         properties: {
           snapshot: { type: 'string', description: 'Snapshot of the disk in the path to clone' },
           name: { type: 'string', description: 'Name of the new disk' },
+        },
+      },
+      ExtentsReply: {
+        type: 'object',
+        required: ['sizeBytes', 'since', 'offset', 'length', 'extents', 'next'],
+        properties: {
+          sizeBytes: { type: 'integer', description: 'Size of the snapshot' },
+          since: { type: ['string', 'null'], description: 'The snapshot changes are reported against, or null for allocation' },
+          offset: { type: 'integer', description: 'First byte covered' },
+          length: { type: 'integer', description: 'Bytes covered by `extents`' },
+          extents: {
+            type: 'array',
+            items: {
+              type: 'object',
+              required: ['offset', 'length', 'type'],
+              properties: {
+                offset: { type: 'integer' },
+                length: { type: 'integer' },
+                type: { type: 'string', enum: ['data', 'zero', 'hole', 'changed', 'unchanged'] },
+              },
+            },
+          },
+          next: { type: ['integer', 'null'], description: 'Offset to continue from when the reply stopped at its extent limit' },
+        },
+      },
+      TrimRequest: {
+        type: 'object',
+        required: ['offset', 'length'],
+        additionalProperties: false,
+        properties: { offset: { type: 'integer', minimum: 0 }, length: { type: 'integer', minimum: 0 } },
+      },
+      GroupSnapshotRequest: {
+        type: 'object',
+        required: ['name', 'disks'],
+        additionalProperties: false,
+        properties: {
+          name: { type: 'string', description: 'Name of the snapshot on every disk' },
+          disks: { type: 'array', items: { type: 'string' }, minItems: 1, maxItems: 256, description: 'Disks to snapshot, each once' },
         },
       },
       CreateSnapshotRequest: {

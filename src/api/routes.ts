@@ -1,14 +1,16 @@
+import type { IncomingMessage } from 'node:http';
 import type { Store, StoreStats } from '../engine/index.ts';
 import { checkBody } from './validate.ts';
 import type { BodySpec, BodyOf } from './validate.ts';
-import type { JsonReply } from './http.ts';
+import type { JsonReply, StreamReply } from './http.ts';
 import { openApiDocument } from './openapi.ts';
+import { readExtents, readSnapshotData, snapshotGroup, trimDisk, writeDiskData } from './data.ts';
 
 /** Base path of every route. */
 export const API_PREFIX = '/api/v1';
 
 /** HTTP methods the API uses. */
-export type Method = 'GET' | 'POST' | 'PATCH' | 'DELETE';
+export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
 /** Facts about the node that only the daemon knows, for GET /api/v1/node. */
 export interface NodeFacts {
@@ -45,26 +47,39 @@ export interface NodeInfo extends NodeFacts {
 export interface RouteContext {
   store: Store;
   nodeInfo: () => NodeInfo;
+  /** Largest range of disk data one request reads or writes. */
+  rangeBytesMax: number;
+  /** Most extents one extents reply lists. */
+  extentsMax: number;
 }
 
-/** What a handler answers: a status and a JSON body (none for 204). */
-export type Reply = JsonReply;
+/** What a handler sees of its request besides path parameters and a JSON body. */
+export interface RequestContext extends RouteContext {
+  /** The query string, to be checked with checkQuery. */
+  query: URLSearchParams;
+  /** The request, for routes that read a binary body themselves. */
+  req: IncomingMessage;
+}
+
+/** What a handler answers: a status and a JSON body (none for 204), or a body it streams. */
+export type Reply = JsonReply | StreamReply;
 
 /** One route: a method and a path template whose `{param}` segments match one segment each. */
 export interface Route {
   method: Method;
   /** Template below API_PREFIX-less root, e.g. `/api/v1/disks/{name}`. */
   path: string;
-  /** Fields of the JSON body, when the route takes one. */
-  body: BodySpec | null;
-  handle(params: Record<string, string>, body: any, ctx: RouteContext): Promise<Reply> | Reply;
+  /** Fields of the JSON body, when the route takes one; `octets` when it reads a binary body itself. */
+  body: BodySpec | 'octets' | null;
+  handle(params: Record<string, string>, body: any, ctx: RequestContext): Promise<Reply> | Reply;
 }
 
+/** A route with a JSON body checked against `body` (or none) before `handle` runs. */
 function route<S extends BodySpec>(
   method: Method,
   path: string,
   body: S | null,
-  handle: (params: Record<string, string>, body: BodyOf<S>, ctx: RouteContext) => Promise<Reply> | Reply,
+  handle: (params: Record<string, string>, body: BodyOf<S>, ctx: RequestContext) => Promise<Reply> | Reply,
 ): Route {
   return {
     method,
@@ -116,6 +131,11 @@ export const routes: readonly Route[] = [
     status: 200,
     body: await store.revertDisk(p.name, p.snap),
   })),
+  route('GET', '/disks/{name}/snapshots/{snap}/extents', null, readExtents),
+  route('GET', '/disks/{name}/snapshots/{snap}/data', null, readSnapshotData),
+  { method: 'PUT', path: `${API_PREFIX}/disks/{name}/data`, body: 'octets', handle: writeDiskData },
+  route('POST', '/disks/{name}/trim', { offset: 'sizeBytes', length: 'sizeBytes' }, trimDisk),
+  route('POST', '/snapshots', { name: 'string', disks: 'strings' }, snapshotGroup),
   route('GET', '/node', null, (_p, _b, { nodeInfo }) => ({ status: 200, body: nodeInfo() })),
   route('POST', '/compact', null, async (_p, _b, { store }) => ({ status: 200, body: await store.compact() })),
   route('GET', '/openapi.json', null, () => ({ status: 200, body: openApiDocument })),

@@ -4,8 +4,9 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Store } from '../engine/index.ts';
 import { ApiError, ApiErrorCode, toApiError } from './errors.ts';
 import { readJsonBody, sendError, sendJson } from './http.ts';
+import type { JsonReply } from './http.ts';
 import { matchRoute } from './routes.ts';
-import type { NodeFacts, NodeInfo, RouteContext } from './routes.ts';
+import type { NodeFacts, NodeInfo, RequestContext, RouteContext } from './routes.ts';
 
 /** Options of createApiServer. */
 export interface ApiServerOptions {
@@ -25,6 +26,10 @@ export interface ApiServerOptions {
   requestTimeoutMs?: number;
   /** On close(), how long in-flight requests may take before their connections are cut. Default 10 s. */
   closeGraceMs?: number;
+  /** Largest range of disk data one request reads or writes. Default 16 MiB. */
+  rangeBytesMax?: number;
+  /** Most extents one extents reply lists (it says where to continue). Default 65536. */
+  extentsMax?: number;
 }
 
 /** An HTTP server for the JSON API under /api/v1. */
@@ -56,14 +61,17 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
       stats: opts.store.stats(),
     };
   };
-  const ctx: RouteContext = { store: opts.store, nodeInfo };
+  const ctx: RouteContext = { store: opts.store, nodeInfo, rangeBytesMax: opts.rangeBytesMax ?? 16 << 20, extentsMax: opts.extentsMax ?? 65536 };
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const startMs = Date.now();
     const method = req.method ?? 'GET';
     let pathname = req.url ?? '/';
+    let query = new URLSearchParams();
     try {
-      pathname = new URL(pathname, 'http://x').pathname;
+      const url = new URL(pathname, 'http://x');
+      pathname = url.pathname;
+      query = url.searchParams;
       if (inFlight >= requestsInFlightMax) {
         req.resume();
         throw new ApiError(ApiErrorCode.BUSY, `Too many requests in flight (${requestsInFlightMax}); retry later`);
@@ -81,14 +89,23 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
           throw new ApiError(ApiErrorCode.METHOD_NOT_ALLOWED, `Method ${method} is not allowed on ${pathname}; allowed: ${allow}`, { headers: { allow } });
         }
         let body: unknown;
-        if (match.route.body !== null) body = await readJsonBody(req, bodyBytesMax);
+        if (match.route.body === 'octets') {
+          // The handler reads the body itself, within its own limit.
+        } else if (match.route.body !== null) body = await readJsonBody(req, bodyBytesMax);
         else req.resume(); // Routes without a body ignore one if sent.
-        const reply = await match.route.handle(match.params, body, ctx);
-        sendJson(res, reply);
+        const reqCtx: RequestContext = { ...ctx, query, req };
+        const reply = await match.route.handle(match.params, body, reqCtx);
+        if ('stream' in reply) {
+          res.writeHead(reply.status, reply.headers);
+          await reply.stream(res);
+        } else {
+          sendJson(res, reply as JsonReply);
+        }
       } finally {
         inFlight--;
       }
     } catch (err) {
+      if (!req.readableEnded) req.resume(); // a body the handler did not get to read
       const { error, unexpected } = toApiError(err);
       if (unexpected) log(`api: ${method} ${pathname} failed: ${(err as Error)?.stack ?? String(err)}`);
       else log(`api: ${method} ${pathname} ${error.status} ${error.code}: ${error.message} (${Date.now() - startMs} ms)`);

@@ -1,13 +1,13 @@
 import { ApiError, ApiErrorCode } from './errors.ts';
 
 /** Type of one body field, as the boundary checks it. */
-type FieldType = 'string' | 'sizeBytes';
+type FieldType = 'string' | 'sizeBytes' | 'strings';
 
 /** What a request body must hold: field name → type. Every field is required. */
 export type BodySpec = Record<string, FieldType>;
 
 /** The body a spec describes, once checked. */
-export type BodyOf<S extends BodySpec> = { [K in keyof S]: S[K] extends 'string' ? string : number };
+export type BodyOf<S extends BodySpec> = { [K in keyof S]: S[K] extends 'string' ? string : S[K] extends 'strings' ? string[] : number };
 
 /**
  * Checks a parsed JSON body against `spec`, once, at the boundary: it must be an object with
@@ -31,6 +31,9 @@ export function checkBody<S extends BodySpec>(body: unknown, spec: S): BodyOf<S>
     if (type === 'string' && typeof value !== 'string') {
       throw new ApiError(ApiErrorCode.BAD_REQUEST, `Field '${key}' must be a string`);
     }
+    if (type === 'strings' && !(Array.isArray(value) && value.every((v) => typeof v === 'string'))) {
+      throw new ApiError(ApiErrorCode.BAD_REQUEST, `Field '${key}' must be an array of strings`);
+    }
     if (type === 'sizeBytes' && !(typeof value === 'number' && Number.isSafeInteger(value) && value >= 0)) {
       throw new ApiError(ApiErrorCode.BAD_REQUEST, `Field '${key}' must be a non-negative integer number of bytes`);
     }
@@ -40,4 +43,44 @@ export function checkBody<S extends BodySpec>(body: unknown, spec: S): BodyOf<S>
 
 function fieldList(spec: BodySpec): string {
   return Object.keys(spec).map((k) => `'${k}'`).join(', ');
+}
+
+/** Type of one query parameter: a byte count or offset, or a name. */
+type QueryType = 'bytes' | 'string';
+
+/** What a query string may hold: parameter → type and whether it is required. */
+export type QuerySpec = Record<string, { type: QueryType; required: boolean }>;
+
+/** The query a spec describes, once checked; absent optional parameters are undefined. */
+export type QueryOf<Q extends QuerySpec> = { [K in keyof Q]: (Q[K]['type'] extends 'bytes' ? number : string) | (Q[K]['required'] extends true ? never : undefined) };
+
+/**
+ * Checks a query string against `spec`, once, at the boundary: no unknown or repeated
+ * parameters, every required one present; byte counts are decimal safe integers.
+ */
+export function checkQuery<Q extends QuerySpec>(query: URLSearchParams, spec: Q): QueryOf<Q> {
+  const out: Record<string, string | number | undefined> = {};
+  for (const key of new Set(query.keys())) {
+    if (!Object.hasOwn(spec, key)) {
+      const known = Object.keys(spec).map((k) => `'${k}'`).join(', ');
+      throw new ApiError(ApiErrorCode.BAD_REQUEST, `Unknown query parameter '${key}'${known === '' ? '' : `; expected ${known}`}`);
+    }
+    if (query.getAll(key).length > 1) throw new ApiError(ApiErrorCode.BAD_REQUEST, `Query parameter '${key}' is given more than once`);
+  }
+  for (const [key, { type, required }] of Object.entries(spec)) {
+    const raw = query.get(key);
+    if (raw === null) {
+      if (required) throw new ApiError(ApiErrorCode.BAD_REQUEST, `Missing query parameter '${key}'`);
+      continue;
+    }
+    if (type === 'bytes') {
+      const n = /^\d{1,16}$/.test(raw) ? Number(raw) : NaN;
+      if (!Number.isSafeInteger(n)) throw new ApiError(ApiErrorCode.BAD_REQUEST, `Query parameter '${key}' must be a non-negative integer number of bytes`);
+      out[key] = n;
+    } else {
+      if (raw === '') throw new ApiError(ApiErrorCode.BAD_REQUEST, `Query parameter '${key}' must not be empty`);
+      out[key] = raw;
+    }
+  }
+  return out as QueryOf<Q>;
 }

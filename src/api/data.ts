@@ -1,0 +1,171 @@
+/**
+ * Disk data over HTTP, for backup clients (docs/api.md, "Disk data"): a snapshot's extents
+ * (allocation, or changes since another snapshot), its bytes by range, writes and trims of a
+ * disk for restores, and consistency-group snapshots.
+ */
+import type { ServerResponse } from 'node:http';
+import type { Volume } from '../engine/index.ts';
+import { ApiError, ApiErrorCode } from './errors.ts';
+import { drained, readOctetsBody } from './http.ts';
+import type { Reply, RequestContext } from './routes.ts';
+import { checkQuery } from './validate.ts';
+
+/** One run of an extents reply. */
+export interface ExtentRun {
+  offset: number;
+  length: number;
+  /** Allocation: `data`, `zero` (reads as zeroes, allocated) or `hole`; with `since`: `changed` or `unchanged`. */
+  type: 'data' | 'zero' | 'hole' | 'changed' | 'unchanged';
+}
+
+/** What GET .../extents answers. */
+export interface ExtentsReply {
+  /** Size of the snapshot. */
+  sizeBytes: number;
+  /** The snapshot changes are reported against, or null for allocation. */
+  since: string | null;
+  /** First byte covered. */
+  offset: number;
+  /** Bytes covered by `extents`, from `offset`. */
+  length: number;
+  /** Runs in order, covering [offset, offset + length) exactly, adjacent runs of one type merged. */
+  extents: ExtentRun[];
+  /** Where to continue when the reply stopped at the extent limit before the range's end, else null. */
+  next: number | null;
+}
+
+/** Disks one consistency group may hold. */
+export const groupDisksMax = 256;
+/** The engine is asked about this much of a disk at a time, so a reply stops near its extent limit. */
+const extentWindowBytes = 1 << 30;
+/** A data reply is read from the engine and sent in pieces of this size, one read ahead. */
+const pieceBytes = 1 << 20;
+
+/** Opens `disk@snap` (or the head) for one request; the caller closes it. */
+function openVolume(ctx: RequestContext, disk: string, snap: string | null): Volume {
+  return ctx.store.openVolume(disk, snap);
+}
+
+/** Checks [offset, offset + length) against a volume's size. */
+function checkRange(vol: Volume, offset: number, length: number): void {
+  if (offset + length > vol.sizeBytes) {
+    throw new ApiError(ApiErrorCode.OUT_OF_RANGE, `Range ${offset}+${length} is past the end of ${vol.snapshot === null ? vol.disk : `${vol.disk}@${vol.snapshot}`} (${vol.sizeBytes} bytes)`);
+  }
+}
+
+/** GET /disks/{name}/snapshots/{snap}/extents[?since=SNAP][&offset=N][&length=N] */
+export async function readExtents(p: Record<string, string>, _b: unknown, ctx: RequestContext): Promise<Reply> {
+  const q = checkQuery(ctx.query, { since: { type: 'string', required: false }, offset: { type: 'bytes', required: false }, length: { type: 'bytes', required: false } });
+  const vol = openVolume(ctx, p.name, p.snap);
+  try {
+    const sizeBytes = vol.sizeBytes;
+    const offset = q.offset ?? 0;
+    if (offset > sizeBytes) checkRange(vol, offset, 0);
+    const length = q.length ?? sizeBytes - offset;
+    checkRange(vol, offset, length);
+    if (q.since !== undefined && !ctx.store.listSnapshots(p.name).some((s) => s.name === q.since)) {
+      throw new ApiError(ApiErrorCode.NOT_FOUND, `Disk "${p.name}" has no snapshot named "${q.since}"`);
+    }
+    const end = offset + length;
+    const extents: ExtentRun[] = [];
+    const push = (from: number, n: number, type: ExtentRun['type']) => {
+      const last = extents.at(-1);
+      if (last !== undefined && last.type === type && last.offset + last.length === from) last.length += n;
+      else extents.push({ offset: from, length: n, type });
+    };
+    let at = offset;
+    while (at < end && extents.length < ctx.extentsMax) {
+      const n = Math.min(extentWindowBytes - (at % extentWindowBytes), end - at);
+      if (q.since !== undefined) {
+        for (const e of await vol.changedSince(q.since, at, n)) push(e.offset, e.length, e.changed ? 'changed' : 'unchanged');
+      } else {
+        for (const e of await vol.blockStatus(at, n)) push(e.offset, e.length, !e.zero ? 'data' : e.hole ? 'hole' : 'zero');
+      }
+      at += n;
+    }
+    const body: ExtentsReply = { sizeBytes, since: q.since ?? null, offset, length: at - offset, extents, next: at < end ? at : null };
+    return { status: 200, body };
+  } finally {
+    vol.close();
+  }
+}
+
+/** GET /disks/{name}/snapshots/{snap}/data?offset=N&length=N: the bytes, streamed. */
+export async function readSnapshotData(p: Record<string, string>, _b: unknown, ctx: RequestContext): Promise<Reply> {
+  const q = checkQuery(ctx.query, { offset: { type: 'bytes', required: true }, length: { type: 'bytes', required: true } });
+  if (q.length > ctx.rangeBytesMax) throw new ApiError(ApiErrorCode.BAD_REQUEST, `Length ${q.length} is over the limit of ${ctx.rangeBytesMax} bytes per request`);
+  const vol = openVolume(ctx, p.name, p.snap);
+  try {
+    checkRange(vol, q.offset, q.length);
+  } catch (err) {
+    vol.close();
+    throw err;
+  }
+  return {
+    status: 200,
+    headers: { 'content-type': 'application/octet-stream', 'content-length': String(q.length), 'cache-control': 'no-store' },
+    async stream(res: ServerResponse) {
+      try {
+        await streamRange(vol, q.offset, q.length, res);
+      } finally {
+        vol.close();
+      }
+    },
+  };
+}
+
+/** Sends [offset, offset + length) of `vol` in pieces, reading the next piece while one is sent. */
+async function streamRange(vol: Volume, offset: number, length: number, res: ServerResponse): Promise<void> {
+  const end = offset + length;
+  const readPiece = (at: number) => vol.read(at, Math.min(pieceBytes, end - at));
+  let at = offset;
+  let next = length > 0 ? readPiece(at) : null;
+  while (next !== null) {
+    const piece = await next;
+    at += piece.length;
+    next = at < end ? readPiece(at) : null;
+    // A read that fails while the previous piece is sent must not go unhandled.
+    next?.catch(() => {});
+    if (res.destroyed) throw new Error('the client closed the connection');
+    if (!res.write(piece)) await drained(res);
+  }
+  res.end();
+}
+
+/** PUT /disks/{name}/data?offset=N with an application/octet-stream body: writes it to the disk. */
+export async function writeDiskData(p: Record<string, string>, _b: unknown, ctx: RequestContext): Promise<Reply> {
+  const q = checkQuery(ctx.query, { offset: { type: 'bytes', required: true } });
+  let vol: Volume;
+  try {
+    vol = openVolume(ctx, p.name, null);
+  } catch (err) {
+    ctx.req.resume();
+    throw err;
+  }
+  try {
+    const data = await readOctetsBody(ctx.req, ctx.rangeBytesMax);
+    checkRange(vol, q.offset, data.length);
+    await vol.write(q.offset, data);
+    return { status: 204 };
+  } finally {
+    vol.close();
+  }
+}
+
+/** POST /disks/{name}/trim {offset, length}: deallocates; the range reads as zeroes. */
+export async function trimDisk(p: Record<string, string>, b: { offset: number; length: number }, ctx: RequestContext): Promise<Reply> {
+  const vol = openVolume(ctx, p.name, null);
+  try {
+    checkRange(vol, b.offset, b.length);
+    await vol.trim(b.offset, b.length);
+    return { status: 204 };
+  } finally {
+    vol.close();
+  }
+}
+
+/** POST /snapshots {name, disks}: one snapshot of every disk at the same instant. */
+export async function snapshotGroup(_p: Record<string, string>, b: { name: string; disks: string[] }, ctx: RequestContext): Promise<Reply> {
+  if (b.disks.length === 0 || b.disks.length > groupDisksMax) throw new ApiError(ApiErrorCode.BAD_REQUEST, `Field 'disks' must name 1 to ${groupDisksMax} disks`);
+  return { status: 201, body: await ctx.store.createSnapshots(b.disks, b.name) };
+}

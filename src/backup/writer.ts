@@ -45,7 +45,7 @@ function isAllZero(buf: Buffer, zeroes: Buffer): boolean {
 
 /**
  * One restore point being written. Feed every chunk index exactly once with putChunk() (after
- * allocChunk()) or putZero(), then finish(). The repository's writer marker must be held by the
+ * allocChunk()), putZero() or putKnown(), then finish(). The repository's writer marker must be held by the
  * caller from before the cache was synced until after finish() or abort().
  */
 export class BackupWriter {
@@ -151,6 +151,26 @@ export class BackupWriter {
     this.stats.bytesScanned += this.chunkLength(index);
     this.stats.chunksZero++;
     this.setMapEntry(index, zeroId);
+  }
+
+  /**
+   * Records chunk `index` as blob `id` without reading it (an incremental backup copies the map
+   * entries of unchanged chunks from its parent). Returns false, feeding nothing, when the
+   * repository no longer has that blob: the caller then reads the chunk.
+   */
+  putKnown(index: number, id: Buffer): boolean {
+    this.check();
+    if (id.equals(zeroId)) {
+      this.claim(index);
+      this.stats.chunksZero++;
+      this.setMapEntry(index, zeroId);
+      return true;
+    }
+    if (!this.known(id)) return false;
+    this.claim(index);
+    this.stats.chunksReused++;
+    this.setMapEntry(index, id);
+    return true;
   }
 
   private track(p: Promise<void>): void {

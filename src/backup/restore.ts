@@ -96,11 +96,47 @@ async function writeAll(fh: FileHandle, data: Buffer, position: number): Promise
   }
 }
 
+/** Where a restore writes: a file, or a disk of a node. */
+export interface RestoreSink {
+  /** Writes the bytes of one chunk at `offset`. */
+  write(data: Buffer, offset: number): Promise<void>;
+  /**
+   * Makes [offset, offset + length) read as zeroes (runs of zero chunks). Absent when the target
+   * reads as zeroes already (a new file or disk): zero chunks are then left alone.
+   */
+  zero?(offset: number, length: number): Promise<void>;
+}
+
 /** Restores `snapshot` into a new file at `path` (which must not exist). Zero chunks stay holes. */
 export async function restoreToFile(
   ctx: { repo: Repository; cache: IndexCache; pool: WorkerPool },
   snapshot: Snapshot,
   path: string,
+  options: RestoreLimits & { onProgress?: (p: RestoreProgress) => void } = {},
+): Promise<RestoreProgress> {
+  let fh: FileHandle;
+  try {
+    fh = await open(path, 'wx');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') throw new BackupError(BackupErrorCode.EXISTS, `${path} exists already; restore writes a new file`, { cause: err });
+    throw new BackupError(BackupErrorCode.STORAGE, `Cannot create ${path}: ${code ?? (err as Error).message}`, { cause: err });
+  }
+  try {
+    await fh.truncate(snapshot.sizeBytes);
+    const progress = await restoreTo(ctx, snapshot, { write: (data, offset) => writeAll(fh, data, offset) }, options);
+    await fh.sync();
+    return progress;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Restores `snapshot` into `sink`, reading packs in parallel and pipelined under the limits. */
+export async function restoreTo(
+  ctx: { repo: Repository; cache: IndexCache; pool: WorkerPool },
+  snapshot: Snapshot,
+  sink: RestoreSink,
   options: RestoreLimits & { onProgress?: (p: RestoreProgress) => void } = {},
 ): Promise<RestoreProgress> {
   const readsMax = options.readsMax ?? 8;
@@ -112,92 +148,95 @@ export async function restoreToFile(
   const chunkCount = Math.ceil(snapshot.sizeBytes / chunkSize);
   if (snapshot.map.length !== Math.ceil(chunkCount / mapEntriesPerBlob)) throw new BackupError(BackupErrorCode.CORRUPT, 'The restore point has a map of the wrong length');
 
-  let fh: FileHandle;
-  try {
-    fh = await open(path, 'wx');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST') throw new BackupError(BackupErrorCode.EXISTS, `${path} exists already; restore writes a new file`, { cause: err });
-    throw new BackupError(BackupErrorCode.STORAGE, `Cannot create ${path}: ${code ?? (err as Error).message}`, { cause: err });
-  }
-  try {
-    await fh.truncate(snapshot.sizeBytes);
-    await ctx.cache.sync(ctx.repo);
-    let error: unknown = null;
-    const inFlight = new Set<Promise<void>>();
-    const runRead = async (r: RangeRead, held: number): Promise<void> => {
-      try {
-        const data = await ctx.repo.backend.get(packPath(r.packIdHex), { offset: r.offset, length: r.length });
-        progress.bytesRead += data.length;
-        const specs: OpenSpec[] = r.blobs.map((b) => ({
-          offset: b.location.offset - r.offset,
-          storedLength: b.location.storedLength,
-          flags: b.location.flags,
-          plainLength: b.location.plainLength,
-          id: b.id,
-          what: `Blob ${b.id.toString('hex')} in pack ${r.packIdHex}`,
-        }));
-        const plains = await ctx.pool.openMany(data, specs);
-        await Promise.all(
-          r.blobs.flatMap((b, i) =>
-            b.chunks.map(async (chunk) => {
-              const expected = Math.min(chunkSize, snapshot.sizeBytes - chunk * chunkSize);
-              if (plains[i].length !== expected) throw new BackupError(BackupErrorCode.CORRUPT, `Blob ${b.id.toString('hex')} is ${plains[i].length} bytes where chunk ${chunk} needs ${expected}`);
-              await writeAll(fh, plains[i], chunk * chunkSize);
-              progress.bytesWritten += expected;
-            }),
-          ),
-        );
-        options.onProgress?.(progress);
-      } catch (err) {
-        error ??= err;
-      } finally {
-        budget.release(held);
-      }
-    };
+  await ctx.cache.sync(ctx.repo);
+  let error: unknown = null;
+  const inFlight = new Set<Promise<void>>();
+  const runRead = async (r: RangeRead, held: number): Promise<void> => {
+    try {
+      const data = await ctx.repo.backend.get(packPath(r.packIdHex), { offset: r.offset, length: r.length });
+      progress.bytesRead += data.length;
+      const specs: OpenSpec[] = r.blobs.map((b) => ({
+        offset: b.location.offset - r.offset,
+        storedLength: b.location.storedLength,
+        flags: b.location.flags,
+        plainLength: b.location.plainLength,
+        id: b.id,
+        what: `Blob ${b.id.toString('hex')} in pack ${r.packIdHex}`,
+      }));
+      const plains = await ctx.pool.openMany(data, specs);
+      await Promise.all(
+        r.blobs.flatMap((b, i) =>
+          b.chunks.map(async (chunk) => {
+            const expected = Math.min(chunkSize, snapshot.sizeBytes - chunk * chunkSize);
+            if (plains[i].length !== expected) throw new BackupError(BackupErrorCode.CORRUPT, `Blob ${b.id.toString('hex')} is ${plains[i].length} bytes where chunk ${chunk} needs ${expected}`);
+            await sink.write(plains[i], chunk * chunkSize);
+            progress.bytesWritten += expected;
+          }),
+        ),
+      );
+      options.onProgress?.(progress);
+    } catch (err) {
+      error ??= err;
+    } finally {
+      budget.release(held);
+    }
+  };
 
-    for (let g = 0; g < snapshot.map.length && error === null; g++) {
-      const entries = await readMapBlob(ctx, snapshot, g);
-      const byBlob = new Map<string, Needed>();
-      for (let j = 0; j < entries.length / idBytes; j++) {
-        const id = entries.subarray(j * idBytes, (j + 1) * idBytes);
-        if (id.equals(zeroId)) continue;
-        const key = id.toString('hex');
-        let n = byBlob.get(key);
-        if (n === undefined) {
-          n = { id: Buffer.from(id), location: locate(ctx.cache, id, 'Data blob'), chunks: [] };
-          byBlob.set(key, n);
-        }
-        n.chunks.push(g * mapEntriesPerBlob + j);
+  for (let g = 0; g < snapshot.map.length && error === null; g++) {
+    const entries = await readMapBlob(ctx, snapshot, g);
+    const byBlob = new Map<string, Needed>();
+    const zeroRuns: { from: number; to: number }[] = [];
+    for (let j = 0; j < entries.length / idBytes; j++) {
+      const id = entries.subarray(j * idBytes, (j + 1) * idBytes);
+      if (id.equals(zeroId)) {
+        const chunk = g * mapEntriesPerBlob + j;
+        const last = zeroRuns.at(-1);
+        if (last !== undefined && last.to === chunk) last.to++;
+        else zeroRuns.push({ from: chunk, to: chunk + 1 });
+        continue;
       }
-      const byPack = new Map<string, Needed[]>();
-      for (const n of byBlob.values()) {
-        const key = n.location.packId.toString('hex');
-        const list = byPack.get(key);
-        if (list === undefined) byPack.set(key, [n]);
-        else list.push(n);
+      const key = id.toString('hex');
+      let n = byBlob.get(key);
+      if (n === undefined) {
+        n = { id: Buffer.from(id), location: locate(ctx.cache, id, 'Data blob'), chunks: [] };
+        byBlob.set(key, n);
       }
-      for (const [packIdHex, blobs] of byPack) {
-        for (const r of planReads(packIdHex, blobs, gapBytesMax, readBytesMax)) {
-          while (inFlight.size >= readsMax) await Promise.race(inFlight);
-          // The read's bytes and the plaintexts they open into are held together.
-          const held = r.length + r.blobs.reduce((n, b) => n + b.location.plainLength, 0);
-          await budget.acquire(held);
-          if (error !== null) {
-            budget.release(held);
-            break;
-          }
-          const p = runRead(r, held);
-          inFlight.add(p);
-          void p.finally(() => inFlight.delete(p));
+      n.chunks.push(g * mapEntriesPerBlob + j);
+    }
+    for (const run of sink.zero === undefined ? [] : zeroRuns) {
+      while (inFlight.size >= readsMax) await Promise.race(inFlight);
+      const offset = run.from * chunkSize;
+      const length = Math.min(run.to * chunkSize, snapshot.sizeBytes) - offset;
+      const p = sink.zero!(offset, length).catch((err) => {
+        error ??= err;
+      });
+      inFlight.add(p);
+      void p.finally(() => inFlight.delete(p));
+    }
+    const byPack = new Map<string, Needed[]>();
+    for (const n of byBlob.values()) {
+      const key = n.location.packId.toString('hex');
+      const list = byPack.get(key);
+      if (list === undefined) byPack.set(key, [n]);
+      else list.push(n);
+    }
+    for (const [packIdHex, blobs] of byPack) {
+      for (const r of planReads(packIdHex, blobs, gapBytesMax, readBytesMax)) {
+        while (inFlight.size >= readsMax) await Promise.race(inFlight);
+        // The read's bytes and the plaintexts they open into are held together.
+        const held = r.length + r.blobs.reduce((n, b) => n + b.location.plainLength, 0);
+        await budget.acquire(held);
+        if (error !== null) {
+          budget.release(held);
+          break;
         }
+        const p = runRead(r, held);
+        inFlight.add(p);
+        void p.finally(() => inFlight.delete(p));
       }
     }
-    await Promise.all(inFlight);
-    if (error !== null) throw error;
-    await fh.sync();
-    return progress;
-  } finally {
-    await fh.close();
   }
+  await Promise.all(inFlight);
+  if (error !== null) throw error;
+  return progress;
 }

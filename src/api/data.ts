@@ -164,6 +164,17 @@ export async function trimDisk(p: Record<string, string>, b: { offset: number; l
   }
 }
 
+/** POST /disks/{name}/flush: everything written so far becomes durable. */
+export async function flushDisk(p: Record<string, string>, _b: unknown, ctx: RequestContext): Promise<Reply> {
+  const vol = openVolume(ctx, p.name, null);
+  try {
+    await vol.flush();
+    return { status: 204 };
+  } finally {
+    vol.close();
+  }
+}
+
 /** POST /snapshots {name, disks}: one snapshot of every disk at the same instant. */
 export async function snapshotGroup(_p: Record<string, string>, b: { name: string; disks: string[] }, ctx: RequestContext): Promise<Reply> {
   if (b.disks.length === 0 || b.disks.length > groupDisksMax) throw new ApiError(ApiErrorCode.BAD_REQUEST, `Field 'disks' must name 1 to ${groupDisksMax} disks`);

@@ -234,6 +234,15 @@ export const openApiDocument = {
         },
       },
     },
+    '/api/v1/disks/{name}/flush': {
+      post: {
+        operationId: 'flushDisk',
+        summary: 'Make everything written so far durable (as an NBD FLUSH)',
+        description: 'Takes no request body.',
+        parameters: [nameParam],
+        responses: { '204': { description: 'Durable' }, '404': errorRef('NotFound'), ...commonErrors },
+      },
+    },
     '/api/v1/snapshots': {
       post: {
         operationId: 'createGroupSnapshot',

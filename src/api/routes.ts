@@ -4,7 +4,7 @@ import { checkBody } from './validate.ts';
 import type { BodySpec, BodyOf } from './validate.ts';
 import type { JsonReply, StreamReply } from './http.ts';
 import { openApiDocument } from './openapi.ts';
-import { readExtents, readSnapshotData, snapshotGroup, trimDisk, writeDiskData } from './data.ts';
+import { flushDisk, readExtents, readSnapshotData, snapshotGroup, trimDisk, writeDiskData } from './data.ts';
 
 /** Base path of every route. */
 export const API_PREFIX = '/api/v1';
@@ -135,6 +135,7 @@ export const routes: readonly Route[] = [
   route('GET', '/disks/{name}/snapshots/{snap}/data', null, readSnapshotData),
   { method: 'PUT', path: `${API_PREFIX}/disks/{name}/data`, body: 'octets', handle: writeDiskData },
   route('POST', '/disks/{name}/trim', { offset: 'sizeBytes', length: 'sizeBytes' }, trimDisk),
+  route('POST', '/disks/{name}/flush', null, flushDisk),
   route('POST', '/snapshots', { name: 'string', disks: 'strings' }, snapshotGroup),
   route('GET', '/node', null, (_p, _b, { nodeInfo }) => ({ status: 200, body: nodeInfo() })),
   route('POST', '/compact', null, async (_p, _b, { store }) => ({ status: 200, body: await store.compact() })),

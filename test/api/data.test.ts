@@ -209,6 +209,8 @@ describe('api disk data', () => {
     assertError(await call(base, 'POST', '/disks/wr/trim', { json: { offset: 0 } }), 400, 'BAD_REQUEST');
     assertError(await call(base, 'POST', '/disks/wr/trim', { json: { offset: 4 * MiB, length: 512 } }), 400, 'OUT_OF_RANGE');
 
+    assert.equal((await call(base, 'POST', '/disks/wr/flush')).status, 204);
+    assertError(await call(base, 'POST', '/disks/nope/flush'), 404, 'NOT_FOUND');
     // A chunked body has no Content-Length: refused.
     const chunked = await new Promise<{ status: number; body: any }>((resolve, reject) => {
       const url = new URL(base + '/disks/wr/data?offset=0');

@@ -1,0 +1,176 @@
+/**
+ * Disk backups through a node (docs/backup.md, "Disk backups through the node"): a node snapshot
+ * is read through a source that knows its extents, so a first backup reads only allocated data
+ * and a later one only the chunks holding blocks changed since its parent's node snapshot; the
+ * other map entries are copied from the parent.
+ */
+import { BackupError, BackupErrorCode } from './errors.ts';
+import { idBytes, mapEntriesPerBlob, zeroId } from './format.ts';
+import type { IndexCache } from './cache.ts';
+import type { WorkerPool } from './pool.ts';
+import type { Repository, Snapshot, SnapshotEntry } from './repository.ts';
+import { readMapBlob } from './restore.ts';
+import { BackupWriter, type BackupProgress, type BackupResult, type WriterLimits } from './writer.ts';
+
+/** One run of a snapshot's extents, as the node reports them. */
+export interface DiskExtent {
+  offset: number;
+  length: number;
+  type: 'data' | 'zero' | 'hole' | 'changed' | 'unchanged';
+}
+
+/** A node snapshot of a disk, as a disk backup reads it. */
+export interface DiskSnapshotSource {
+  /** Disk name: the restore point's name. */
+  readonly disk: string;
+  /** Node snapshot being backed up: the base of the next incremental. */
+  readonly snapshot: string;
+  readonly sizeBytes: number;
+  /**
+   * Calls `visit` with the runs of the snapshot in order: allocation, or with `since` the runs
+   * changed since that snapshot of the same disk.
+   */
+  extents(visit: (e: DiskExtent) => void, since?: string): Promise<void>;
+  /** Fills `into` with the snapshot's bytes from `offset`. */
+  read(offset: number, into: Buffer): Promise<void>;
+}
+
+/** Progress of a disk backup. */
+export interface DiskBackupProgress extends BackupProgress {
+  disk: string;
+  /** Bytes of the chunks this backup reads (allocated, or changed since the parent). */
+  bytesToRead: number;
+  bytesRead: number;
+}
+
+/** Options of backupDisk. */
+export interface DiskBackupOptions extends WriterLimits {
+  /** The restore point to back up incrementally from; its `source.snapshot` must still exist. */
+  parent?: SnapshotEntry | null;
+  /** Id shared by the restore points of one consistency group. */
+  group?: Buffer | null;
+  /** Chunk reads in flight. Default 4. */
+  readsMax?: number;
+  onProgress?: (p: DiskBackupProgress) => void;
+}
+
+/** What backupDisk made. */
+export interface DiskBackupResult extends BackupResult {
+  /** Whether chunks were copied from a parent. */
+  incremental: boolean;
+  chunksRead: number;
+}
+
+/** The newest disk restore point of each of `disks` (by name), or none. */
+export async function latestDiskRestorePoints(repo: Repository, disks: readonly string[]): Promise<Map<string, SnapshotEntry>> {
+  const out = new Map<string, SnapshotEntry>();
+  for (const e of await repo.listSnapshots()) {
+    if (e.snapshot.kind !== 'disk' || !disks.includes(e.snapshot.name) || !('snapshot' in e.snapshot.source)) continue;
+    out.set(e.snapshot.name, e); // oldest first: the last one wins
+  }
+  return out;
+}
+
+/** Marks every chunk `[offset, offset + length)` touches. */
+function mark(bits: Uint8Array, chunkSizeBytes: number, offset: number, length: number): void {
+  const last = Math.min(bits.length, Math.ceil((offset + length) / chunkSizeBytes));
+  for (let i = Math.floor(offset / chunkSizeBytes); i < last; i++) bits[i] = 1;
+}
+
+/**
+ * Backs up one node snapshot. The caller holds the repository's writer marker and has synced the
+ * index cache. With a parent, chunks without a changed block are recorded as the parent's blob
+ * (if the repository still has it) without being read.
+ */
+export async function backupDisk(ctx: { repo: Repository; cache: IndexCache; pool: WorkerPool }, source: DiskSnapshotSource, options: DiskBackupOptions = {}): Promise<DiskBackupResult> {
+  const writer = new BackupWriter(ctx, source.sizeBytes, options);
+  const chunkSize = writer.chunkSizeBytes;
+  const count = writer.chunkCount;
+  const readsMax = options.readsMax ?? 4;
+  const parent = options.parent ?? null;
+  const base = parent !== null && 'snapshot' in parent.snapshot.source ? parent.snapshot.source.snapshot : null;
+  const incremental = parent !== null && base !== null && parent.snapshot.chunkSizeBytes === chunkSize;
+  let chunksRead = 0;
+  let bytesRead = 0;
+  try {
+    const hasData = new Uint8Array(count);
+    await source.extents((e) => {
+      if (e.type === 'data') mark(hasData, chunkSize, e.offset, e.length);
+    });
+    const changed = incremental ? new Uint8Array(count) : null;
+    if (changed !== null) {
+      await source.extents((e) => {
+        if (e.type === 'changed') mark(changed, chunkSize, e.offset, e.length);
+      }, base!);
+    }
+    // A chunk is copied only if it is whole (or equally short) in both the parent and this image.
+    const parentSize = parent?.snapshot.sizeBytes ?? 0;
+    const copyable = (i: number): boolean => {
+      const end = (i + 1) * chunkSize;
+      return (end <= parentSize && end <= source.sizeBytes) || (parentSize === source.sizeBytes && i * chunkSize < parentSize);
+    };
+    let entries: Buffer | null = null;
+    let entriesGroup = -1;
+    const toRead: number[] = [];
+    for (let i = 0; i < count; i++) {
+      if (hasData[i] === 0) {
+        writer.putKnown(i, zeroId); // not read, so not counted as scanned
+        continue;
+      }
+      if (changed !== null && changed[i] === 0 && copyable(i)) {
+        const g = Math.floor(i / mapEntriesPerBlob);
+        if (g !== entriesGroup) {
+          entries = await readMapBlob(ctx, parent!.snapshot, g);
+          entriesGroup = g;
+        }
+        const j = i - g * mapEntriesPerBlob;
+        if (writer.putKnown(i, entries!.subarray(j * idBytes, (j + 1) * idBytes))) continue;
+      }
+      toRead.push(i);
+    }
+
+    const bytesToRead = toRead.reduce((n, i) => n + writer.chunkLength(i), 0);
+    const progress = (): void => options.onProgress?.({ ...writer.progress(), disk: source.disk, bytesToRead, bytesRead });
+    let error: unknown = null;
+    const inFlight = new Set<Promise<void>>();
+    for (const i of toRead) {
+      while (inFlight.size >= readsMax) await Promise.race(inFlight);
+      if (error !== null) break;
+      const buf = await writer.allocChunk(i);
+      const p = (async () => {
+        try {
+          await source.read(i * chunkSize, buf);
+          writer.putChunk(i, buf);
+          chunksRead++;
+          bytesRead += buf.length;
+          progress();
+        } catch (err) {
+          error ??= err;
+        }
+      })();
+      inFlight.add(p);
+      void p.finally(() => inFlight.delete(p));
+    }
+    await Promise.all(inFlight);
+    if (error !== null) throw error;
+    const result = await writer.finish({
+      kind: 'disk',
+      name: source.disk,
+      source: { snapshot: source.snapshot },
+      parent: incremental ? Buffer.from(parent!.id, 'hex') : null,
+      group: options.group ?? null,
+    });
+    progress();
+    return { ...result, incremental, chunksRead };
+  } catch (err) {
+    await writer.abort();
+    throw err;
+  }
+}
+
+/** Checks that a restore point can become a disk: its size rounded up to 512 bytes. */
+export function diskSizeOf(s: Snapshot): number {
+  const size = Math.ceil(s.sizeBytes / 512) * 512;
+  if (size === 0) throw new BackupError(BackupErrorCode.INVALID, 'The restore point is empty: there is nothing to restore into a disk');
+  return size;
+}

@@ -230,12 +230,14 @@ async function dispatch(argv: string[], io: Io): Promise<number> {
     return 0;
   }
   const args = parsed.positionals.slice(wordCount);
-  if (args.length !== cmd.args.length) {
+  // A last argument named `X...` takes one or more values.
+  const variadic = cmd.args.at(-1)?.endsWith('...') === true;
+  if (variadic ? args.length < cmd.args.length : args.length !== cmd.args.length) {
     const what = args.length < cmd.args.length ? `missing ${cmd.args.slice(args.length).join(' ')}` : `unexpected argument '${args[cmd.args.length]}'`;
     throw usageError(`${what}; usage: ${usageLine(cmd)}`);
   }
   for (const [i, arg] of args.entries()) {
-    if (arg === '') throw usageError(`${cmd.args[i]} must not be empty`);
+    if (arg === '') throw usageError(`${cmd.args[Math.min(i, cmd.args.length - 1)]} must not be empty`);
   }
   let client: ApiClient | null = null;
   const apiUrl = (parsed.values.api as string | undefined) ?? (io.env.TESSERA_API || DEFAULT_API_URL);

@@ -17,6 +17,7 @@ import {
   type PruneReport,
   type SnapshotEntry,
 } from '../backup/index.ts';
+import { runDiskBackup, restoreToNodeDisk } from './backup-disk.ts';
 import type { Command, CommandContext, Io, OptionSpec } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
 import { formatSize, parseSize } from './size.ts';
@@ -120,6 +121,7 @@ function snapshotJson(e: SnapshotEntry): object {
     chunkSizeBytes: s.chunkSizeBytes,
     parent: s.parent?.toString('hex') ?? null,
     source: s.source,
+    group: s.group?.toString('hex') ?? null,
     stats: s.stats,
   };
 }
@@ -152,6 +154,25 @@ function pruneSummary(r: PruneReport): string {
 async function runPrune(ctx: CommandContext, r: { repo: Repository; pool: WorkerPool }): Promise<PruneReport> {
   const grace = ctx.values.grace;
   return prune(r, { graceMs: typeof grace === 'string' ? parseDuration(grace) : undefined });
+}
+
+/** `backup restore ID --to-disk NAME [--force]`. */
+async function restoreDiskCommand(ctx: CommandContext, disk: string): Promise<void> {
+  const progress = progressLine(ctx.io);
+  const started = Date.now();
+  const { entry, out } = await withRepo(ctx, async (r) => {
+    const entry = await r.repo.findSnapshot(ctx.args[0]);
+    const out = await restoreToNodeDisk(r, entry, ctx.client(), {
+      disk,
+      force: ctx.values.force === true,
+      onProgress: (p) => progress.update(`restore ${formatSize(p.bytesWritten)} written of ${formatSize(p.sizeBytes)}`),
+    }).finally(() => progress.done());
+    return { entry, out };
+  });
+  const ms = Date.now() - started;
+  const p = out.progress;
+  if (ctx.values.json) return printJson(ctx.io, { id: entry.id, disk, created: out.created, sizeBytes: p.sizeBytes, bytesWritten: p.bytesWritten, bytesRead: p.bytesRead, durationMs: ms });
+  ctx.io.stdout(`Restored ${entry.id.slice(0, 8)} (${entry.snapshot.name}) to ${out.created ? 'new ' : ''}disk ${disk}: ${formatSize(p.sizeBytes)}, ${formatSize(p.bytesWritten)} of data, in ${(ms / 1000).toFixed(1)} s\n`);
 }
 
 const graceOption: OptionSpec = { type: 'string', valueName: 'DURATION', description: 'Only sweep marks older than this (default 1h; e.g. 0, 30m, 2h)' };
@@ -208,15 +229,67 @@ export const backupCommands: Command[] = [
     },
   },
   {
+    name: 'backup create',
+    args: ['DISK...'],
+    summary: "Back up disks of the node: a snapshot, then only allocated data (first time) or changed chunks",
+    options: {
+      repo: repoOption,
+      pre: { type: 'string', valueName: 'CMD', description: 'Shell command run before the snapshot (e.g. fsfreeze -f); failing aborts' },
+      post: { type: 'string', valueName: 'CMD', description: 'Shell command run after the snapshot, even if it failed (e.g. fsfreeze -u)' },
+      json: jsonOption,
+    },
+    examples: [
+      'tessera backup create vm1 --repo /srv/backups',
+      'tessera backup create vm1-root vm1-data --repo /srv/backups   # one consistency group',
+      "tessera backup create vm1 --pre 'ssh vm1 fsfreeze -f /srv' --post 'ssh vm1 fsfreeze -u /srv'",
+    ],
+    usesApi: true,
+    async run(ctx) {
+      const pre = ctx.values.pre as string | undefined;
+      const post = ctx.values.post as string | undefined;
+      const progress = progressLine(ctx.io);
+      const { outcomes, postError } = await withRepo(ctx, (r) =>
+        runDiskBackup(r, ctx.client(), ctx.io, {
+          disks: ctx.args,
+          pre,
+          post,
+          onProgress: (p) => progress.update(`backup ${p.disk} ${percent(p.bytesRead, p.bytesToRead)}  ${formatSize(p.bytesRead)} of ${formatSize(p.bytesToRead)} read, ${formatSize(p.bytesStored)} stored`),
+        }).finally(() => progress.done()),
+      );
+      if (ctx.values.json) {
+        printJson(ctx.io, outcomes.map((o) => ({ ...snapshotJson(o.result), incremental: o.result.incremental, fullReason: o.fullReason })));
+      } else {
+        for (const { disk, result } of outcomes) {
+          const s = result.snapshot.stats;
+          ctx.io.stdout(
+            `Backed up ${disk} as restore point ${result.id.slice(0, 8)} (${result.incremental ? 'incremental' : 'full'}): ${formatSize(s.bytesScanned)} read, ` +
+              `${formatSize(s.bytesNew)} new stored as ${formatSize(s.bytesStored)}, ${s.chunksReused} chunks reused, ${s.chunksZero} zero, in ${(s.durationMs / 1000).toFixed(1)} s\n`,
+          );
+        }
+      }
+      if (postError !== null) throw new CliError(CliErrorCode.FAILED, `${postError} (the backup itself completed)`);
+    },
+  },
+  {
     name: 'backup restore',
     args: ['ID'],
-    summary: 'Restore a restore point into a new file (zero chunks stay holes)',
-    options: { repo: repoOption, 'to-file': { type: 'string', valueName: 'PATH', description: 'New file to write (required)' }, json: jsonOption },
-    examples: ['tessera backup restore 3f2a9c1e --repo /srv/backups --to-file vm1-restored.raw'],
-    usesApi: false,
+    summary: 'Restore a restore point into a new file (zero chunks stay holes) or a disk of the node',
+    options: {
+      repo: repoOption,
+      'to-file': { type: 'string', valueName: 'PATH', description: 'New file to write' },
+      'to-disk': { type: 'string', valueName: 'NAME', description: 'Disk of the node to write (a new one unless --force)' },
+      force: { type: 'boolean', description: 'With --to-disk: restore into an existing disk, replacing its content' },
+      json: jsonOption,
+    },
+    examples: ['tessera backup restore 3f2a9c1e --repo /srv/backups --to-file vm1-restored.raw', 'tessera backup restore 3f2a9c1e --repo /srv/backups --to-disk vm1-restored'],
+    usesApi: true,
     async run(ctx) {
       const to = ctx.values['to-file'];
-      if (typeof to !== 'string' || to === '') throw usageError('missing --to-file PATH');
+      const toDisk = ctx.values['to-disk'];
+      if (typeof to === 'string' && typeof toDisk === 'string') throw usageError('give one of --to-file PATH and --to-disk NAME');
+      if (typeof toDisk === 'string' && toDisk !== '') return restoreDiskCommand(ctx, toDisk);
+      if (ctx.values.force) throw usageError('--force goes with --to-disk');
+      if (typeof to !== 'string' || to === '') throw usageError('missing --to-file PATH or --to-disk NAME');
       const progress = progressLine(ctx.io);
       const started = Date.now();
       const { entry, p } = await withRepo(ctx, async (r) => {

@@ -1,0 +1,279 @@
+/**
+ * Disk backups through a real node: `tessera backup create` of disks written over NBD (nbdcopy,
+ * qemu-io), incremental from changed-block tracking, consistency groups, hooks, the fallback to
+ * a full backup, kill -9, and `backup restore --to-disk`.
+ */
+import assert from 'node:assert/strict';
+import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { readdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { after, before, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  assertFilesEqual, cleanup, nbdcopy, qemuIo, requireTool, run, runOk, seededBytes, spawnTracked, startNode, testSeed, tesseraBin, writeSeededFile,
+  type RunResult, type TesseraNode,
+} from '../helpers/index.ts';
+import { assertSameFile, cliEnv, join, makeTempDir, openTestRepo, smallRepo } from './harness.ts';
+
+let node: TesseraNode;
+let dir: string;
+const MiB = 1 << 20;
+
+before(async () => {
+  node = await startNode();
+  dir = makeTempDir('tessera-disk-backup-');
+});
+after(cleanup);
+
+/** A fresh repository (default chunk size unless `init` says otherwise) and the CLI environment for it. */
+async function newRepo(name: string, init = {}): Promise<{ repo: string; env: NodeJS.ProcessEnv }> {
+  const repo = join(dir, name);
+  const r = await openTestRepo(repo, { init });
+  await r.close();
+  return { repo, env: { ...process.env, ...cliEnv(r.cacheDir) } as NodeJS.ProcessEnv };
+}
+
+/** Runs `tessera --api NODE args` with the repository's environment. */
+function tessera(env: NodeJS.ProcessEnv, args: string[]): Promise<RunResult> {
+  const api = args[1] === 'create' || args[1] === 'restore' ? ['--api', node.api] : [];
+  return run(tesseraBin, [...api, ...args], { env, timeoutMs: 300_000 });
+}
+
+async function tesseraJson(env: NodeJS.ProcessEnv, args: string[]): Promise<any> {
+  const r = await tessera(env, [...args, '--json']);
+  assert.equal(r.code, 0, `tessera ${args.join(' ')}: ${r.stderr}\nnode log: ${node.logTail().slice(-2000)}`);
+  return JSON.parse(r.stdout);
+}
+
+async function snapshotsOf(disk: string): Promise<string[]> {
+  return ((await node.cliJson(['snap', 'list', disk])) as { name: string }[]).map((s) => s.name);
+}
+
+/** Writes the 4 KiB blocks where `next` differs from `prev` to `uri` with qemu-io, one run per write. */
+async function writeChangedBlocks(prev: string, next: string, uri: string): Promise<{ blocks: number; runs: number }> {
+  const a = await readFile(prev);
+  const b = await readFile(next);
+  assert.equal(a.length, b.length);
+  const runs: { from: number; to: number }[] = [];
+  for (let off = 0; off < b.length; off += 4096) {
+    if (a.subarray(off, off + 4096).equals(b.subarray(off, off + 4096))) continue;
+    const last = runs.at(-1);
+    if (last && last.to === off) last.to += 4096;
+    else runs.push({ from: off, to: off + 4096 });
+  }
+  const commands: string[] = [];
+  for (const [i, r] of runs.entries()) {
+    const patch = join(dir, `patch-${i}`);
+    await writeFile(patch, b.subarray(r.from, r.to));
+    commands.push(`write -q -s ${patch} ${r.from} ${r.to - r.from}`);
+  }
+  for (let i = 0; i < commands.length; i += 200) {
+    const res = await qemuIo(uri, [...commands.slice(i, i + 200), 'flush']);
+    assert.equal(res.code, 0, res.stderr + res.stdout);
+  }
+  return { blocks: runs.reduce((n, r) => n + (r.to - r.from) / 4096, 0), runs: runs.length };
+}
+
+/** Applies debugfs requests to an image and fails if debugfs complained. */
+async function debugfsWrite(image: string, requests: string[]): Promise<void> {
+  const cmds = join(dir, `cmds-${Math.random().toString(36).slice(2)}`);
+  await writeFile(cmds, requests.join('\n') + '\n');
+  const r = await run(requireTool('debugfs', 'e2fsprogs'), ['-w', '-f', cmds, image]);
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stderr.split('\n').filter((l) => l.trim() !== '' && !/^debugfs \d/.test(l));
+  assert.deepEqual(lines, [], `debugfs complained: ${r.stderr}`);
+}
+
+test('backup create: a full then an incremental backup of an ext4 disk; restores to a file and to disks are byte-exact', async (t) => {
+  const seed = testSeed(t);
+  requireTool('mkfs.ext4', 'e2fsprogs');
+  const { repo, env } = await newRepo('repo-ext4');
+  // Real files: this checkout's sources and docs, plus seeded binary files.
+  const src = join(dir, 'tree');
+  const root = fileURLToPath(new URL('../../', import.meta.url));
+  await cp(join(root, 'src'), join(src, 'src'), { recursive: true });
+  await cp(join(root, 'docs'), join(src, 'docs'), { recursive: true });
+  await mkdir(join(src, 'bin'));
+  for (let i = 0; i < 12; i++) await writeFile(join(src, 'bin', `f${i}`), seededBytes(seed, `f${i}`, 100_000 + i * 250_000));
+  const image = join(dir, 'fs.raw');
+  await runOk('mkfs.ext4', ['-q', '-F', '-d', src, image, '256M']);
+  await node.cliOk(['disk', 'create', 'fs', '--size', '256M']);
+  await nbdcopy(image, node.nbdUri('fs'), ['--flush']);
+
+  const [full] = await tesseraJson(env, ['backup', 'create', 'fs', '--repo', repo]);
+  assert.equal(full.kind, 'disk');
+  assert.equal(full.name, 'fs');
+  assert.equal(full.incremental, false);
+  assert.equal(full.parent, null);
+  assert.equal(full.group, null);
+  assert.match(full.source.snapshot, /^backup-\d{4}-\d\d-\d\dT/);
+  assert.deepEqual(await snapshotsOf('fs'), [full.source.snapshot]);
+  // Only allocated data is read: nbdcopy skips the image's holes, the rest is never read.
+  assert.ok(full.stats.bytesScanned < 128 * MiB, `the full backup read ${full.stats.bytesScanned} bytes of a 256 MiB disk`);
+  assert.ok(full.stats.chunksZero > 64, 'unallocated chunks are zero chunks');
+
+  // Change real files: a file added, one removed, one overwritten; only changed blocks go over NBD.
+  const image2 = join(dir, 'fs2.raw');
+  await cp(image, image2);
+  await writeFile(join(dir, 'new.bin'), seededBytes(seed, 'new', 3 * MiB + 123));
+  await debugfsWrite(image2, [`write ${join(dir, 'new.bin')} /bin/new.bin`, 'rm /bin/f3', 'rm /docs/api.md', `write ${join(root, 'package.json')} /docs/api.md`]);
+  const changed = await writeChangedBlocks(image, image2, node.nbdUri('fs'));
+  t.diagnostic(`${changed.blocks} blocks changed in ${changed.runs} runs`);
+
+  const [incr] = await tesseraJson(env, ['backup', 'create', 'fs', '--repo', repo]);
+  assert.equal(incr.incremental, true);
+  assert.equal(incr.parent, full.id);
+  assert.ok(incr.stats.bytesScanned <= 16 * MiB, `the incremental read ${incr.stats.bytesScanned} bytes for ${changed.blocks} changed blocks`);
+  assert.ok(incr.stats.bytesScanned >= changed.blocks * 4096);
+  assert.ok(incr.stats.chunksReused > 0, 'unchanged chunks are copied from the parent');
+  assert.deepEqual(await snapshotsOf('fs'), [incr.source.snapshot], 'the old base is deleted, the new one kept');
+  t.diagnostic(`full read ${full.stats.bytesScanned} bytes in ${full.stats.durationMs} ms; incremental read ${incr.stats.bytesScanned} in ${incr.stats.durationMs} ms`);
+
+  // What the disk holds now, read back over NBD, is what both restores give.
+  const now = join(dir, 'fs-now.raw');
+  await nbdcopy(node.nbdUri('fs'), now);
+  await assertFilesEqual(now, image2, 'the disk after the qemu-io writes');
+  const out2 = join(dir, 'restored2.raw');
+  assert.equal((await tessera(env, ['backup', 'restore', incr.id, '--repo', repo, '--to-file', out2])).code, 0);
+  assertSameFile(out2, image2);
+  const out1 = join(dir, 'restored1.raw');
+  assert.equal((await tessera(env, ['backup', 'restore', full.id.slice(0, 8), '--repo', repo, '--to-file', out1])).code, 0);
+  assertSameFile(out1, image);
+
+  const restored = await tesseraJson(env, ['backup', 'restore', incr.id, '--repo', repo, '--to-disk', 'fs-restored']);
+  assert.equal(restored.created, true);
+  const pulled = join(dir, 'fs-restored.raw');
+  await nbdcopy(node.nbdUri('fs-restored'), pulled);
+  assertSameFile(pulled, image2);
+  const fsck = await run(requireTool('e2fsck', 'e2fsprogs'), ['-fn', pulled]);
+  assert.equal(fsck.code, 0, fsck.stdout);
+
+  const refused = await tessera(env, ['backup', 'restore', full.id, '--repo', repo, '--to-disk', 'fs-restored']);
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /^tessera: error: A disk named "fs-restored" exists already; --force restores into it\n$/);
+  assert.equal((await tessera(env, ['backup', 'restore', full.id, '--repo', repo, '--to-disk', 'fs-restored', '--force'])).code, 0);
+  const pulled1 = join(dir, 'fs-restored1.raw');
+  await nbdcopy(node.nbdUri('fs-restored'), pulled1);
+  assertSameFile(pulled1, image);
+
+  const verify = await tessera(env, ['backup', 'verify', '--repo', repo, '--read-data']);
+  assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+});
+
+test('backup create of several disks is one consistency group; hooks run around the snapshot', async () => {
+  const { repo, env } = await newRepo('repo-group');
+  for (const d of ['g1', 'g2']) {
+    await node.cliOk(['disk', 'create', d, '--size', '16M']);
+    assert.equal((await qemuIo(node.nbdUri(d), ['write -q -P 0x11 0 1M', 'write -q -P 0x22 8M 64k'])).code, 0);
+  }
+  const log = join(dir, 'hooks.log');
+  // The pre hook writes to g1 before the snapshot (so the backup has it), the post hook after (so it does not).
+  const pre = `echo "$TESSERA_HOOK $TESSERA_DISKS" >> ${log} && qemu-io -f raw -c 'write -q -P 0x77 0 4k' ${node.nbdUri('g1')}`;
+  const post = `echo "$TESSERA_HOOK $TESSERA_SNAPSHOT" >> ${log} && qemu-io -f raw -c 'write -q -P 0x88 0 4k' ${node.nbdUri('g1')}`;
+  const points = await tesseraJson(env, ['backup', 'create', 'g1', 'g2', '--repo', repo, '--pre', pre, '--post', post]);
+  assert.deepEqual(points.map((p: any) => p.name), ['g1', 'g2']);
+  assert.match(points[0].group, /^[0-9a-f]{64}$/);
+  assert.equal(points[0].group, points[1].group);
+  assert.equal(points[0].source.snapshot, points[1].source.snapshot);
+  const lines = (await readFile(log, 'utf8')).trim().split('\n');
+  assert.deepEqual(lines, ['pre g1 g2', `post ${points[0].source.snapshot}`]);
+  const out = join(dir, 'g1.raw');
+  assert.equal((await tessera(env, ['backup', 'restore', points[0].id, '--repo', repo, '--to-file', out])).code, 0);
+  const bytes = await readFile(out);
+  assert.ok(bytes.subarray(0, 4096).every((b) => b === 0x77), 'what the pre hook wrote is in the backup, what the post hook wrote is not');
+  assert.ok(bytes.subarray(4096, MiB).every((b) => b === 0x11));
+  const list = await tesseraJson(env, ['backup', 'list', '--repo', repo]);
+  assert.equal(list.filter((p: any) => p.group === points[0].group).length, 2);
+
+  // A failing pre hook: no snapshot, the post hook still runs, one clear error.
+  await writeFile(log, '');
+  const before = await snapshotsOf('g1');
+  const failed = await tessera(env, ['backup', 'create', 'g1', 'g2', '--repo', repo, '--pre', 'exit 3', '--post', `echo post >> ${log}`]);
+  assert.equal(failed.code, 1);
+  assert.match(failed.stderr, /^tessera: error: the --pre hook failed \(exit 3\): exit 3; no snapshot taken\n$/);
+  assert.deepEqual(await snapshotsOf('g1'), before);
+  assert.equal(await readFile(log, 'utf8'), 'post\n');
+
+  // A failing post hook: the backup completes, and the command says the hook failed.
+  const postFailed = await tessera(env, ['backup', 'create', 'g2', '--repo', repo, '--post', 'exit 4']);
+  assert.equal(postFailed.code, 1);
+  assert.match(postFailed.stderr, /tessera: error: the --post hook failed \(exit 4\): exit 4 \(the backup itself completed\)\n$/);
+  assert.match(postFailed.stdout, /^Backed up g2 as restore point [0-9a-f]{8} \(incremental\)/);
+
+  // A snapshot that fails (unknown disk) still runs the post hook and creates nothing.
+  await writeFile(log, '');
+  const unknown = await tessera(env, ['backup', 'create', 'g1', 'nope', '--repo', repo, '--post', `echo post >> ${log}`]);
+  assert.equal(unknown.code, 1);
+  assert.match(unknown.stderr, /^tessera: error: No disk named "nope"\n$/);
+  const dup = await tessera(env, ['backup', 'create', 'g1', 'g1', '--repo', repo]);
+  assert.equal(dup.code, 2);
+  assert.match(dup.stderr, /disk g1 is named twice/);
+});
+
+test('backup create falls back to a full backup when the base snapshot was deleted, and says so', async () => {
+  const { repo, env } = await newRepo('repo-fallback');
+  await node.cliOk(['disk', 'create', 'fb', '--size', '32M']);
+  assert.equal((await qemuIo(node.nbdUri('fb'), ['write -q -P 0x5a 2M 3M'])).code, 0);
+  const [first] = await tesseraJson(env, ['backup', 'create', 'fb', '--repo', repo]);
+  await node.cliOk(['snap', 'rm', 'fb', first.source.snapshot]);
+  assert.equal((await qemuIo(node.nbdUri('fb'), ['write -q -P 0x5b 20M 4k'])).code, 0);
+  const r = await tessera(env, ['backup', 'create', 'fb', '--repo', repo, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, new RegExp(`the base snapshot fb@${first.source.snapshot} of restore point ${first.id.slice(0, 8)} is gone: full backup of fb`));
+  const [second] = JSON.parse(r.stdout);
+  assert.equal(second.incremental, false);
+  assert.match(second.fullReason, /is gone/);
+  assert.equal(second.stats.bytesScanned, 4 * MiB, 'the whole allocated data is read again: chunks 2-4 and 20');
+  assert.equal(second.stats.chunksReused, 3, 'its unchanged chunks dedup against the first backup');
+  assert.deepEqual(await snapshotsOf('fb'), [second.source.snapshot]);
+  const out = join(dir, 'fb.raw');
+  assert.equal((await tessera(env, ['backup', 'restore', second.id, '--repo', repo, '--to-file', out])).code, 0);
+  const now = join(dir, 'fb-now.raw');
+  await nbdcopy(node.nbdUri('fb'), now);
+  assertSameFile(out, now);
+});
+
+test('backup create killed with SIGKILL mid-way: the rerun completes, restores byte-exact, verify is clean', async (t) => {
+  const seed = testSeed(t);
+  const { repo, env } = await newRepo('repo-kill', smallRepo); // 64 KiB chunks, 256 KiB packs: index files often
+  const random = join(dir, 'random.raw');
+  await writeSeededFile(random, seed, 'kill', 64 * MiB);
+  await node.cliOk(['disk', 'create', 'kb', '--size', '64M']);
+  await nbdcopy(random, node.nbdUri('kb'), ['--flush']);
+  const count = (sub: string) => {
+    try {
+      return readdirSync(join(repo, sub)).filter((n) => /^[0-9a-f]{64}$/.test(n)).length;
+    } catch {
+      return 0;
+    }
+  };
+  const child = spawnTracked(tesseraBin, ['--api', node.api, 'backup', 'create', 'kb', '--repo', repo], { env });
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  let killedAt = 0;
+  for (let i = 0; i < 12000 && child.exitCode === null; i++) {
+    if (count('index') >= 3) {
+      child.kill('SIGKILL');
+      killedAt = count('index');
+      break;
+    }
+    await sleep(5);
+  }
+  await exited;
+  assert.ok(killedAt >= 3, `killed after index files were written (the backup finished first or failed: ${stderr})`);
+  assert.equal(count('snapshots'), 0, 'killed before its restore point');
+
+  const [rerun] = await tesseraJson(env, ['backup', 'create', 'kb', '--repo', repo]);
+  assert.equal(rerun.incremental, false);
+  assert.ok(rerun.stats.chunksReused > 0, 'chunks the killed run uploaded are reused');
+  const out = join(dir, 'kb.raw');
+  assert.equal((await tessera(env, ['backup', 'restore', rerun.id, '--repo', repo, '--to-file', out])).code, 0);
+  assertSameFile(out, random);
+  const verify = await tessera(env, ['backup', 'verify', '--repo', repo, '--read-data']);
+  assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+  // The killed run's node snapshot is left behind (named like a backup's); the rerun's is the base.
+  const snaps = await snapshotsOf('kb');
+  assert.ok(snaps.includes(rerun.source.snapshot));
+  assert.equal(snaps.length, 2);
+});

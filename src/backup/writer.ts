@@ -7,7 +7,9 @@ import assert from 'node:assert/strict';
 import { open } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { resolve as resolvePath } from 'node:path';
+import { fileSource } from '../fsread/index.ts';
 import { ByteBudget } from './budget.ts';
+import { buildCatalog } from './catalog.ts';
 import type { IndexCache } from './cache.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 import { BlobType, idBytes, indexEveryPacks, layout, mapEntriesPerBlob, zeroId } from './format.ts';
@@ -251,6 +253,18 @@ export class BackupWriter {
     }
   }
 
+  /** Stores a meta blob (a catalog part or root) with this backup's packs; returns its id. */
+  async putMetaBlob(plain: Buffer): Promise<Buffer> {
+    this.check();
+    const blob = await this.pool.seal(plain, true);
+    const id = blob.id!;
+    if (this.known(id)) return id;
+    this.ownBlobs.add(id.toString('hex'));
+    this.stats.bytesStored += blob.sealed.length;
+    await this.meta.add(id, blob);
+    return id;
+  }
+
   private async storeMapBlob(g: number, entries: Buffer): Promise<void> {
     const blob = await this.pool.seal(entries, true);
     const id = blob.id!;
@@ -279,7 +293,7 @@ export class BackupWriter {
   }
 
   /** Waits for every chunk, stores the map and the last packs and index, then the restore point. */
-  async finish(meta: { kind: Snapshot['kind']; name: string; source: Snapshot['source']; parent?: Buffer | null; group?: Buffer | null }): Promise<BackupResult> {
+  async finish(meta: { kind: Snapshot['kind']; name: string; source: Snapshot['source']; parent?: Buffer | null; group?: Buffer | null; catalog?: Buffer | null }): Promise<BackupResult> {
     while (this.tasks.size > 0) await Promise.all(this.tasks);
     this.check();
     const missing = this.fed.indexOf(0);
@@ -305,7 +319,7 @@ export class BackupWriter {
       parent: meta.parent ?? null,
       source: meta.source,
       group: meta.group ?? null,
-      catalog: null,
+      catalog: meta.catalog ?? null,
       stats: this.stats,
     };
     const id = await this.repo.writeSnapshot(snapshot);
@@ -366,7 +380,9 @@ export async function backupFile(ctx: { repo: Repository; cache: IndexCache; poo
           writer.putChunk(i, buf);
           options.onProgress?.(writer.progress());
         }
-        const result = await writer.finish({ kind: 'file', name: options.name, source: { path: resolvePath(path) } });
+        // The file catalog, from the filesystem metadata of the image just read.
+        const catalog = await buildCatalog(fileSource(fh, st.size), (plain) => writer.putMetaBlob(plain));
+        const result = await writer.finish({ kind: 'file', name: options.name, source: { path: resolvePath(path) }, catalog: catalog.id });
         options.onProgress?.(writer.progress());
         return { ...result, writer };
       } catch (err) {

@@ -4,6 +4,7 @@
  * v1 holds these in memory: about 100 bytes per blob.
  */
 import type { BlobLocation } from './cache.ts';
+import { catalogBlobIds, decodeCatalogRoot } from './catalog.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 import { idBytes, layout, mapEntriesPerBlob, packPath, zeroId } from './format.ts';
 import { readPackHeader, type IndexedPack } from './pack.ts';
@@ -116,7 +117,22 @@ export async function scanMap(repo: Repository, pool: WorkerPool, index: Scanned
       if (!id.equals(zeroId)) out.blobs.add(id.toString('hex'));
     }
   });
+  if (s.catalog) await scanCatalog(repo, pool, index, s.catalog, out);
   return out;
+}
+
+/** Adds a restore point's file catalog blobs (root and parts) to `out`. */
+async function scanCatalog(repo: Repository, pool: WorkerPool, index: ScannedIndex, rootId: Buffer, out: MapScan): Promise<void> {
+  const hex = rootId.toString('hex');
+  out.blobs.add(hex);
+  const loc = index.blobs.get(hex) ?? index.marked.get(hex);
+  if (loc === undefined) return; // counted as missing
+  try {
+    for (const id of catalogBlobIds(rootId, decodeCatalogRoot(await readBlobAt(repo, pool, loc, rootId, 'Catalog root')))) out.blobs.add(id.toString('hex'));
+  } catch (err) {
+    if (err instanceof BackupError && err.code !== BackupErrorCode.STORAGE) out.faults.push({ blobIdHex: hex, message: err.message });
+    else throw err;
+  }
 }
 
 /** Every readable restore point, and the ids of those that are damaged. */

@@ -23,8 +23,8 @@ import { CliError, CliErrorCode, usageError } from './errors.ts';
 import { formatSize, parseSize } from './size.ts';
 import { formatTable } from './table.ts';
 
-const repoOption: OptionSpec = { type: 'string', valueName: 'PATH', description: 'Repository: a directory (default: $TESSERA_REPO)' };
-const jsonOption: OptionSpec = { type: 'boolean', description: 'Print JSON instead of text' };
+export const repoOption: OptionSpec = { type: 'string', valueName: 'PATH', description: 'Repository: a directory (default: $TESSERA_REPO)' };
+export const jsonOption: OptionSpec = { type: 'boolean', description: 'Print JSON instead of text' };
 
 /** The repository location from --repo or $TESSERA_REPO. */
 function repoLocation(ctx: CommandContext): string {
@@ -57,7 +57,7 @@ async function reported<T>(fn: () => Promise<T>): Promise<T> {
 }
 
 /** Opens the repository (and, with `data`, its index cache and a worker pool) around `fn`. */
-async function withRepo<T>(ctx: CommandContext, fn: (r: { repo: Repository; cache: IndexCache; pool: WorkerPool }) => Promise<T>): Promise<T> {
+export async function withRepo<T>(ctx: CommandContext, fn: (r: { repo: Repository; cache: IndexCache; pool: WorkerPool }) => Promise<T>): Promise<T> {
   const location = repoLocation(ctx);
   const pw = await password(ctx.io);
   return reported(async () => {
@@ -100,11 +100,11 @@ function percent(part: number, whole: number): string {
   return whole === 0 ? '100%' : `${Math.floor((100 * part) / whole)}%`;
 }
 
-function formatTime(ms: number): string {
+export function formatTime(ms: number): string {
   return new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
 }
 
-function printJson(io: Io, value: unknown): void {
+export function printJson(io: Io, value: unknown): void {
   io.stdout(JSON.stringify(value, null, 2) + '\n');
 }
 

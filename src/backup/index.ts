@@ -25,3 +25,5 @@ export { verify } from './verify.ts';
 export type { VerifyFault, VerifyOptions, VerifyReport } from './verify.ts';
 export { forget, prune, applyPolicy, isoWeek } from './prune.ts';
 export type { ForgetPolicy, ForgetResult, PruneOptions, PruneReport } from './prune.ts';
+export { Catalog, buildCatalog, readFile as readCatalogFile, decodeCatalogRoot, comparePaths, normalisePath, catalogFormat, catalogLimits } from './catalog.ts';
+export type { CatalogEntry, CatalogRoot, CatalogVolume, ReadFileLimits } from './catalog.ts';

@@ -8,6 +8,8 @@ import { formatFields, formatTable } from './table.ts';
 /** Where a command writes, and what it knows of its environment. */
 export interface Io {
   stdout(text: string): void;
+  /** Writes bytes to stdout, resolving once they are taken (backpressure); absent where stdout takes only text. */
+  writeBytes?(bytes: Uint8Array): Promise<void>;
   stderr(text: string): void;
   env: Record<string, string | undefined>;
   /** Whether stderr is a terminal (progress lines are drawn only then). */

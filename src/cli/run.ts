@@ -6,9 +6,10 @@ import type { Command, Io, OptionSpec } from './commands.ts';
 import { CliError, usageError } from './errors.ts';
 import { serveCommand } from './serve.ts';
 import { backupCommands } from './backup.ts';
+import { backupFileCommands } from './backup-files.ts';
 
 /** Every command, in the order help lists them. */
-const commands: Command[] = [serveCommand, ...clientCommands, ...backupCommands];
+const commands: Command[] = [serveCommand, ...clientCommands, ...backupCommands, ...backupFileCommands];
 
 /** Command groups: leading words of multi-word commands (`disk`, `backup`, `backup key`). */
 const groups = new Set(
@@ -232,7 +233,9 @@ async function dispatch(argv: string[], io: Io): Promise<number> {
   const args = parsed.positionals.slice(wordCount);
   // A last argument named `X...` takes one or more values.
   const variadic = cmd.args.at(-1)?.endsWith('...') === true;
-  if (variadic ? args.length < cmd.args.length : args.length !== cmd.args.length) {
+  // Arguments named `[X]` (last ones) may be left out.
+  const argsMin = cmd.args.filter((a) => !a.startsWith('[')).length;
+  if (variadic ? args.length < cmd.args.length : args.length < argsMin || args.length > cmd.args.length) {
     const what = args.length < cmd.args.length ? `missing ${cmd.args.slice(args.length).join(' ')}` : `unexpected argument '${args[cmd.args.length]}'`;
     throw usageError(`${what}; usage: ${usageLine(cmd)}`);
   }

@@ -248,6 +248,7 @@ export class S3Backend extends Backend {
   readonly #client: S3Client;
   readonly #agent: HttpAgent | HttpsAgent;
   readonly #slots: Slots;
+  readonly #inFlightMax: number;
   readonly #attemptsMax: number;
   readonly #retryDelayMs: number;
   readonly #retryDelayMsMax: number;
@@ -265,6 +266,7 @@ export class S3Backend extends Backend {
     const region = opts.region ?? 'us-east-1';
     this.endpointName = opts.endpoint ?? `AWS S3 (${region})`;
     const inFlightMax = positive(opts.inFlightMax ?? 16, 'inFlightMax');
+    this.#inFlightMax = inFlightMax;
     this.#slots = new Slots(inFlightMax, positive(opts.waitingMax ?? 4096, 'waitingMax'));
     this.#attemptsMax = positive(opts.attemptsMax ?? 5, 'attemptsMax');
     this.#retryDelayMs = positive(opts.retryDelayMs ?? 200, 'retryDelayMs');
@@ -290,6 +292,11 @@ export class S3Backend extends Backend {
         ? { httpsAgent: this.#agent as HttpsAgent, connectionTimeout: positive(opts.connectTimeoutMs ?? 10_000, 'connectTimeoutMs'), socketTimeout: this.#idleTimeoutMs }
         : { httpAgent: this.#agent as HttpAgent, connectionTimeout: positive(opts.connectTimeoutMs ?? 10_000, 'connectTimeoutMs'), socketTimeout: this.#idleTimeoutMs },
     });
+  }
+
+  /** `inFlightMax`: more requests wait for a slot. */
+  override get requestsMax(): number {
+    return this.#inFlightMax;
   }
 
   protected async _get(path: string, range: ByteRange | undefined): Promise<Buffer> {

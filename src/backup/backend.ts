@@ -38,6 +38,14 @@ export abstract class Backend {
   /** Human-readable location, e.g. `/srv/repo` or `s3://bucket/prefix`, for messages. */
   abstract readonly location: string;
 
+  /**
+   * Requests this backend runs at once (more wait inside it); the data movers keep their
+   * adaptive limits below it. Unbounded unless a subclass says otherwise.
+   */
+  get requestsMax(): number {
+    return Infinity;
+  }
+
   /** The whole object, or `range` of it (a range past the end is `BACKUP_INVALID`). */
   async get(path: string, range?: ByteRange): Promise<Buffer> {
     checkPath(path);

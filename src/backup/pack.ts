@@ -8,6 +8,7 @@ import { openSealed, type Keys, type SealedBlob } from './crypto.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 import { decodePackEntries, headerEntryBytes, headerLengthBytes, packPath, sealOverheadBytes, type BlobTypeValue, type PackEntry } from './format.ts';
 import type { WorkerPool } from './pool.ts';
+import { AdaptiveLimiter } from './adapt.ts';
 
 /** One blob of a pack as an index file lists it: [type, flags, offset, storedLength, plainLength, id]. */
 export type IndexBlob = [type: BlobTypeValue, flags: number, offset: number, storedLength: number, plainLength: number, id: Buffer];
@@ -69,8 +70,12 @@ export async function readPackHeader(backend: Backend, keys: Keys, packIdHex: st
 export interface PackWriterOptions {
   /** A pack is closed once its blobs reach this many bytes. */
   packSizeTargetBytes: number;
-  /** Packs being built or uploaded at once; add() waits when this many are. */
+  /** Most packs being built or uploaded at once; add() waits when this many are. */
   uploadsMax: number;
+  /** Fewest packs the adaptive limit goes down to. Default 1. */
+  uploadsMin?: number;
+  /** Where the adaptive limit starts. Default 2 (within the bounds). */
+  uploadsInitial?: number;
 }
 
 /** Where a PackWriter's packs go. */
@@ -83,7 +88,9 @@ export interface PackWriterContext {
 
 /**
  * Collects sealed blobs of one type into packs, builds each pack on a worker and uploads it.
- * `onUploaded` runs (serially, in completion order) after each pack is stored.
+ * `onUploaded` runs (serially, in completion order) after each pack is stored. How many packs
+ * are built or uploaded at once adapts to the upload throughput (an AdaptiveLimiter between
+ * uploadsMin and uploadsMax): S3 over a long path wants many, a local disk few.
  */
 export class PackWriter {
   private blobs: Buffer[] = [];
@@ -95,11 +102,15 @@ export class PackWriter {
 
   private readonly ctx: PackWriterContext;
   private readonly options: PackWriterOptions;
+  /** Upload slots. */
+  readonly limiter: AdaptiveLimiter;
 
   constructor(ctx: PackWriterContext, options: PackWriterOptions) {
     assert.ok(options.uploadsMax >= 1);
     this.ctx = ctx;
     this.options = options;
+    const min = Math.min(options.uploadsMin ?? 1, options.uploadsMax);
+    this.limiter = new AdaptiveLimiter({ min, max: options.uploadsMax, initial: options.uploadsInitial ?? 2, windowCompletionsMin: 2 });
   }
 
   /**
@@ -109,38 +120,50 @@ export class PackWriter {
   async add(id: Buffer, blob: SealedBlob): Promise<void> {
     while (this.bytes >= this.options.packSizeTargetBytes) {
       if (this.error !== null) throw this.error;
-      if (this.uploads.size < this.options.uploadsMax) this.startUpload();
-      else await Promise.race(this.uploads);
+      await this.uploadOpenPack(true);
     }
     if (this.error !== null) throw this.error;
     this.blobs.push(blob.sealed);
     this.entries.push({ type: this.ctx.type, flags: blob.flags, storedLength: blob.sealed.length, plainLength: blob.plainLength, id });
     this.bytes += blob.sealed.length;
-    if (this.bytes >= this.options.packSizeTargetBytes && this.uploads.size < this.options.uploadsMax) this.startUpload();
+    if (this.bytes >= this.options.packSizeTargetBytes && this.limiter.tryAcquire()) this.startUpload();
+  }
+
+  /**
+   * Waits for an upload slot and uploads the open pack with it, unless another adder did
+   * meanwhile (`full`: only if the open pack is still full).
+   */
+  private async uploadOpenPack(full: boolean): Promise<void> {
+    await this.limiter.acquire();
+    const ready = full ? this.bytes >= this.options.packSizeTargetBytes : this.entries.length > 0;
+    if (ready && this.error === null) this.startUpload();
+    else this.limiter.cancel();
   }
 
   /** Uploads the open pack (if any blob is in it) and waits for every upload. */
   async flush(): Promise<void> {
-    while (this.entries.length > 0) {
-      if (this.uploads.size < this.options.uploadsMax) this.startUpload();
-      else await Promise.race(this.uploads);
-    }
+    while (this.entries.length > 0 && this.error === null) await this.uploadOpenPack(false);
     while (this.uploads.size > 0) await Promise.all(this.uploads);
     await this.chain;
     if (this.error !== null) throw this.error;
   }
 
-  /** Starts uploading the open pack; the caller has checked that a slot is free. */
+  /** Starts uploading the open pack with an upload slot the caller holds. */
   private startUpload(): void {
-    assert.ok(this.uploads.size < this.options.uploadsMax && this.entries.length > 0);
+    assert.ok(this.entries.length > 0);
     const blobs = this.blobs;
     const entries = this.entries;
     this.blobs = [];
     this.entries = [];
+    const bytes = this.bytes;
     this.bytes = 0;
-    const upload = this.upload(blobs, entries).catch((err) => {
-      this.error ??= err;
-    });
+    const upload = this.upload(blobs, entries).then(
+      () => this.limiter.release({ bytes }),
+      (err) => {
+        this.error ??= err;
+        this.limiter.release({ bytes, ok: false });
+      },
+    );
     this.uploads.add(upload);
     void upload.finally(() => this.uploads.delete(upload));
   }

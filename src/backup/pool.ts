@@ -2,11 +2,13 @@
  * A small pool of data mover threads (worker.ts) that hash, compress, seal and open blobs, so
  * the event loop keeps reading and uploading meanwhile.
  */
+import assert from 'node:assert/strict';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { Keys, SealedBlob } from './crypto.ts';
 import { BackupError, type BackupErrorCodeValue } from './errors.ts';
 import type { PackEntry } from './format.ts';
+import { AdaptiveLimiter, type AdaptiveLimiterStats } from './adapt.ts';
 
 /** Most worker threads a pool starts. */
 export const workersMax = 16;
@@ -64,70 +66,106 @@ function asBuffer(u8: Uint8Array): Buffer {
   return Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
 }
 
-interface Pending {
+/** A request waiting in the shared queue, then running on one worker. */
+interface Task {
+  req: WorkerRequest;
+  transfer: Uint8Array[];
+  /** Input bytes, for the busy-worker limiter's throughput. */
+  bytes: number;
+  /** Number of the message to the worker; its reply carries it back. */
+  seq: number;
   resolve(value: any): void;
   reject(err: Error): void;
-  worker: number;
 }
 
-/** A fixed set of worker threads sharing the repository keys. */
+/**
+ * A fixed set of worker threads sharing the repository keys. Requests wait in one shared queue;
+ * whichever worker is free takes the next one, so a long request on one worker never holds up
+ * requests queued behind it (there is no per-worker queue). How many workers may be busy at once
+ * is an AdaptiveLimiter between 1 and the pool's size: it gives back workers that do not add
+ * throughput (a machine whose cores the node or the disk already keep busy).
+ */
 export class WorkerPool {
   readonly size: number;
   private readonly workers: Worker[] = [];
-  private readonly outstanding: number[] = [];
-  private readonly pending = new Map<number, Pending>();
-  private seq = 0;
+  /** The task each worker runs, or null when it is free. */
+  private readonly running: (Task | null)[] = [];
+  private readonly queue: Task[] = [];
+  private queueHead = 0;
+  private readonly busy: AdaptiveLimiter;
   private failure: Error | null = null;
+  private seq = 0;
 
-  constructor(keys: Keys, options: { workers?: number } = {}) {
+  constructor(keys: Keys, options: { workers?: number; now?: () => number } = {}) {
     const n = options.workers ?? defaultWorkerCount();
     if (!Number.isSafeInteger(n) || n < 1 || n > workersMax) throw new BackupError('BACKUP_INVALID', `Worker count ${n} is not in 1..${workersMax}`);
     this.size = n;
+    this.busy = new AdaptiveLimiter({ min: 1, max: n, initial: n, now: options.now });
     for (let i = 0; i < n; i++) {
       const w = new Worker(new URL('./worker.ts', import.meta.url), { workerData: { encKey: keys.encKey, idKey: keys.idKey } });
       w.unref();
       w.on('message', (msg: { seq: number; result?: any; error?: { code: BackupErrorCodeValue; message: string } }) => {
-        const p = this.pending.get(msg.seq);
-        if (p === undefined) return;
-        this.pending.delete(msg.seq);
-        this.outstanding[p.worker]--;
-        if (msg.error) p.reject(new BackupError(msg.error.code, msg.error.message));
-        else p.resolve(msg.result);
+        const task = this.running[i];
+        if (task === null) return; // the pool failed meanwhile
+        assert.equal(msg.seq, task.seq, 'a worker answered a message it was not sent');
+        this.running[i] = null;
+        // Keep a thread referenced only while it has work, so a pending result keeps the process alive.
+        w.unref();
+        this.busy.release({ bytes: task.bytes });
+        if (msg.error) task.reject(new BackupError(msg.error.code, msg.error.message));
+        else task.resolve(msg.result);
+        this.dispatch();
       });
       w.on('error', (err) => this.fail(err));
       w.on('exit', (code) => {
         if (code !== 0 && this.failure === null) this.fail(new Error(`Backup worker thread exited with code ${code}`));
       });
       this.workers.push(w);
-      this.outstanding.push(0);
+      this.running.push(null);
     }
+  }
+
+  /** The busy-worker limiter's record (for `--json` stats). */
+  stats(): AdaptiveLimiterStats {
+    return this.busy.stats();
   }
 
   private fail(err: Error): void {
     this.failure = err;
-    for (const p of this.pending.values()) p.reject(err);
-    this.pending.clear();
+    for (let i = 0; i < this.running.length; i++) {
+      this.running[i]?.reject(err);
+      this.running[i] = null;
+    }
+    for (let i = this.queueHead; i < this.queue.length; i++) this.queue[i].reject(err);
+    this.queue.length = 0;
+    this.queueHead = 0;
   }
 
-  /** Sends a request to the least busy worker, moving the buffers in `transfer`. */
+  /** Queues a request, moving the buffers in `transfer`; a free worker takes it. */
   private run<T>(req: WorkerRequest, transfer: Uint8Array[]): Promise<T> {
     if (this.failure) return Promise.reject(this.failure);
-    let best = 0;
-    for (let i = 1; i < this.size; i++) if (this.outstanding[i] < this.outstanding[best]) best = i;
-    const seq = this.seq++;
+    const bytes = transfer.reduce((n, b) => n + b.byteLength, 0);
     return new Promise<T>((resolve, reject) => {
-      this.pending.set(seq, { resolve, reject, worker: best });
-      this.outstanding[best]++;
-      const w = this.workers[best];
-      // Keep the thread referenced while it has work, so a pending result keeps the process alive.
-      if (this.outstanding[best] === 1) w.ref();
-      const done = () => {
-        if (this.outstanding[best] === 0) w.unref();
-      };
-      this.pending.get(seq)!.resolve = (v) => (resolve(v), done());
-      this.pending.get(seq)!.reject = (e) => (reject(e), done());
-      w.postMessage({ ...req, seq }, transferablesOf(transfer));
+      this.queue.push({ req, transfer, bytes, seq: this.seq++, resolve, reject });
+      this.dispatch();
     });
+  }
+
+  /** Hands queued tasks to free workers while the busy-worker limit allows. */
+  private dispatch(): void {
+    while (this.queueHead < this.queue.length && this.failure === null) {
+      const i = this.running.indexOf(null);
+      if (i < 0 || !this.busy.tryAcquire()) return;
+      const task = this.queue[this.queueHead++];
+      if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
+        this.queue.splice(0, this.queueHead);
+        this.queueHead = 0;
+      }
+      this.running[i] = task;
+      const w = this.workers[i];
+      w.ref();
+      w.postMessage({ ...task.req, seq: task.seq }, transferablesOf(task.transfer));
+    }
   }
 
   /** The blob id of `plain`; `plain` is moved to the worker and back (use the returned one). */

@@ -8,6 +8,7 @@ import { open } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { resolve as resolvePath } from 'node:path';
 import { fileSource } from '../fsread/index.ts';
+import type { AdaptiveLimiterStats } from './adapt.ts';
 import { ByteBudget } from './budget.ts';
 import { buildCatalog } from './catalog.ts';
 import type { IndexCache } from './cache.ts';
@@ -21,7 +22,10 @@ import type { PruneMark, Repository, Snapshot, SnapshotStats } from './repositor
 export interface WriterLimits {
   /** Chunk bytes read but not yet packed. Default 64 MiB. */
   inFlightBytesMax?: number;
-  /** Packs being built or uploaded at once, per kind. Default 2. */
+  /**
+   * Most packs being built or uploaded at once, per kind (data, meta): the adaptive limit moves
+   * from 1 to this, starting at 2, and stays below the backend's requestsMax. Default 8.
+   */
   uploadsMax?: number;
 }
 
@@ -93,7 +97,8 @@ export class BackupWriter {
     this.chunkCount = Math.ceil(sizeBytes / this.chunkSizeBytes);
     this.budget = new ByteBudget(limits.inFlightBytesMax ?? 64 << 20);
     this.zeroes = Buffer.alloc(this.chunkSizeBytes);
-    const packOptions = { packSizeTargetBytes: ctx.repo.config.packSizeTargetBytes, uploadsMax: limits.uploadsMax ?? 2 };
+    const uploadsMax = Math.max(1, Math.min(limits.uploadsMax ?? 8, ctx.repo.backend.requestsMax));
+    const packOptions = { packSizeTargetBytes: ctx.repo.config.packSizeTargetBytes, uploadsMax };
     const onUploaded = (p: IndexedPack) => this.packUploaded(p);
     this.data = new PackWriter({ backend: ctx.repo.backend, pool: ctx.pool, type: BlobType.DATA, onUploaded }, packOptions);
     this.meta = new PackWriter({ backend: ctx.repo.backend, pool: ctx.pool, type: BlobType.META, onUploaded }, packOptions);
@@ -105,6 +110,11 @@ export class BackupWriter {
   /** Length of chunk `index` (the last one may be short). */
   chunkLength(index: number): number {
     return Math.min(this.chunkSizeBytes, this.sizeBytes - index * this.chunkSizeBytes);
+  }
+
+  /** The adaptive limits of this backup's data movers: busy workers, data pack uploads. */
+  movers(): { workers: AdaptiveLimiterStats; uploads: AdaptiveLimiterStats } {
+    return { workers: this.pool.stats(), uploads: this.data.limiter.stats() };
   }
 
   /** Progress so far. */

@@ -35,6 +35,10 @@ export const ApiErrorCode = {
   BUSY: 'BUSY',
   /** A bug or an unexpected failure; details are in the node's log. */
   INTERNAL: 'INTERNAL',
+  /** No key of the backup repository opens with the password given. */
+  WRONG_PASSWORD: 'WRONG_PASSWORD',
+  /** The backup repository failed, could not be reached, or holds damaged data. */
+  REPOSITORY: 'REPOSITORY',
 } as const;
 
 /** One of the ApiErrorCode values. */
@@ -58,6 +62,8 @@ const statusOfCode: Record<ApiErrorCodeValue, number> = {
   UNSUPPORTED_MEDIA_TYPE: 415,
   BUSY: 503,
   INTERNAL: 500,
+  WRONG_PASSWORD: 403,
+  REPOSITORY: 502,
 };
 
 /** The wire code of every engine error code. */

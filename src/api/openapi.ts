@@ -3,6 +3,7 @@
  * promises rather than what the code happens to do. A test checks that it names exactly the
  * routes the router serves.
  */
+import { instantRestorePaths, instantRestoreSchemas } from './instant-restore.ts';
 
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 const json = (schema: unknown) => ({ content: { 'application/json': { schema } } });
@@ -281,6 +282,7 @@ export const openApiDocument = {
         responses: { '200': { description: 'OpenAPI 3.1 document', ...json({ type: 'object' }) } },
       },
     },
+    ...instantRestorePaths,
   },
   components: {
     schemas: {
@@ -414,6 +416,7 @@ export const openApiDocument = {
         additionalProperties: false,
         properties: { name: { type: 'string' } },
       },
+      ...instantRestoreSchemas,
       Error: {
         type: 'object',
         required: ['error'],
@@ -427,7 +430,7 @@ export const openApiDocument = {
                 enum: [
                   'NOT_FOUND', 'EXISTS', 'INVALID', 'IN_USE', 'READ_ONLY', 'OUT_OF_RANGE', 'NO_SPACE', 'CORRUPT',
                   'CLOSED', 'BAD_REQUEST', 'NO_ROUTE', 'METHOD_NOT_ALLOWED', 'BODY_TOO_LARGE',
-                  'UNSUPPORTED_MEDIA_TYPE', 'BUSY', 'INTERNAL',
+                  'UNSUPPORTED_MEDIA_TYPE', 'BUSY', 'INTERNAL', 'WRONG_PASSWORD', 'REPOSITORY',
                 ],
               },
               message: { type: 'string' },
@@ -445,6 +448,8 @@ export const openApiDocument = {
       NoSpace: errorResponse("NO_SPACE: the node's file system is full"),
       Internal: errorResponse('CORRUPT: stored data failed its checks; INTERNAL: an unexpected failure, see the node log'),
       Unavailable: errorResponse('CLOSED: the node is shutting down; BUSY: too many requests in flight'),
+      WrongPassword: errorResponse('WRONG_PASSWORD: no key of the backup repository opens with the password'),
+      Repository: errorResponse('REPOSITORY: the backup repository failed, could not be reached, or holds damaged data'),
     },
   },
 } as const;

@@ -5,6 +5,8 @@ import type { BodySpec, BodyOf } from './validate.ts';
 import type { JsonReply, StreamReply } from './http.ts';
 import { openApiDocument } from './openapi.ts';
 import { flushDisk, readExtents, readSnapshotData, snapshotGroup, trimDisk, writeDiskData } from './data.ts';
+import type { InstantRestores } from '../hydrate/index.ts';
+import { instantRestoreRoutes } from './instant-restore.ts';
 
 /** Base path of every route. */
 export const API_PREFIX = '/api/v1';
@@ -51,6 +53,8 @@ export interface RouteContext {
   rangeBytesMax: number;
   /** Most extents one extents reply lists. */
   extentsMax: number;
+  /** The node's instant restores, or null when the server has none (tests of the API alone). */
+  restores: InstantRestores | null;
 }
 
 /** What a handler sees of its request besides path parameters and a JSON body. */
@@ -140,6 +144,7 @@ export const routes: readonly Route[] = [
   route('GET', '/node', null, (_p, _b, { nodeInfo }) => ({ status: 200, body: nodeInfo() })),
   route('POST', '/compact', null, async (_p, _b, { store }) => ({ status: 200, body: await store.compact() })),
   route('GET', '/openapi.json', null, () => ({ status: 200, body: openApiDocument })),
+  ...instantRestoreRoutes,
 ];
 
 /** Result of matching a request path against the route table. */

@@ -2,9 +2,11 @@ import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Store } from '../engine/index.ts';
+import type { InstantRestores } from '../hydrate/index.ts';
 import { ApiError, ApiErrorCode, toApiError } from './errors.ts';
 import { readJsonBody, sendError, sendJson } from './http.ts';
 import type { JsonReply } from './http.ts';
+import { disksChangedBy, guardDisk } from './instant-restore.ts';
 import { matchRoute } from './routes.ts';
 import type { NodeFacts, NodeInfo, RequestContext, RouteContext } from './routes.ts';
 
@@ -30,6 +32,8 @@ export interface ApiServerOptions {
   rangeBytesMax?: number;
   /** Most extents one extents reply lists (it says where to continue). Default 65536. */
   extentsMax?: number;
+  /** The node's instant restores: served under /instant-restores, and disks being restored refuse changes. */
+  restores?: InstantRestores;
 }
 
 /** An HTTP server for the JSON API under /api/v1. */
@@ -61,7 +65,7 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
       stats: opts.store.stats(),
     };
   };
-  const ctx: RouteContext = { store: opts.store, nodeInfo, rangeBytesMax: opts.rangeBytesMax ?? 16 << 20, extentsMax: opts.extentsMax ?? 65536 };
+  const ctx: RouteContext = { store: opts.store, nodeInfo, rangeBytesMax: opts.rangeBytesMax ?? 16 << 20, extentsMax: opts.extentsMax ?? 65536, restores: opts.restores ?? null };
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const startMs = Date.now();
@@ -93,6 +97,10 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
           // The handler reads the body itself, within its own limit.
         } else if (match.route.body !== null) body = await readJsonBody(req, bodyBytesMax);
         else req.resume(); // Routes without a body ignore one if sent.
+        // A disk being restored takes no change that would see its missing chunks (docs/backup.md).
+        if (ctx.restores !== null) {
+          for (const disk of disksChangedBy(method, match.route.path, match.params, body)) guardDisk(ctx.restores, disk, `${method} ${pathname}`);
+        }
         const reqCtx: RequestContext = { ...ctx, query, req };
         const reply = await match.route.handle(match.params, body, reqCtx);
         if ('stream' in reply) {

@@ -3,6 +3,7 @@ import { mkdir, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { createApiServer } from '../api/index.ts';
 import { Store } from '../engine/index.ts';
+import { InstantRestores } from '../hydrate/index.ts';
 import { NbdServer } from '../nbd/index.ts';
 import { NodeError, NodeErrorCode } from './errors.ts';
 import { acquireLock } from './lock.ts';
@@ -68,7 +69,13 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     const store = await Store.open({ dir: join(dataDir, 'store') });
     undo.push(() => store.close());
 
-    const nbd = new NbdServer({ provider: storeExports(store), log });
+    // Disks being restored from a backup are served through their hydrator (docs/backup.md, "Instant restore").
+    const restores = await InstantRestores.open({ store, dir: join(dataDir, 'instant-restore'), cacheDir: join(dataDir, 'backup-cache'), log });
+    undo.push(() => restores.close());
+    const exports = storeExports(store);
+    const provider = { ...exports, openExport: (name: string) => restores.openExport(name) ?? exports.openExport(name) };
+
+    const nbd = new NbdServer({ provider, log });
     undo.push(() => nbd.close());
     const nbdAddress = await listen({ what: 'NBD', address: hostPort(opts.host, opts.nbdPort) }, () => nbd.listenTcp({ host: opts.host, port: opts.nbdPort }));
     await listen({ what: 'NBD', address: socketPath }, () => nbd.listenUnix(socketPath));
@@ -76,6 +83,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
 
     const api = createApiServer({
       store,
+      restores,
       log,
       nodeFacts: () => ({
         version: VERSION,
@@ -99,6 +107,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
           await nbd.close();
           await unlink(socketPath).catch(() => {});
           await api.close();
+          await restores.close();
           await store.close();
           await lock.release();
           log('node: stopped');

@@ -1,0 +1,142 @@
+/**
+ * `tessera backup instant-restore ...` (docs/cli.md, "Instant restore"): clients of the node's
+ * /instant-restores routes. The node reads the repository, so the password (and, for s3://, the
+ * AWS variables) go to it in the request; it keeps them in memory only.
+ */
+import { resolve } from 'node:path';
+import { awsVariables, type InstantRestoreInfo } from '../hydrate/index.ts';
+import type { Command, CommandContext, Io, OptionSpec } from './commands.ts';
+import { CliError, CliErrorCode, usageError } from './errors.ts';
+import { formatSize } from './size.ts';
+import { formatTable } from './table.ts';
+
+const jsonOption: OptionSpec = { type: 'boolean', description: "Print the node's JSON reply instead of text" };
+const seg = encodeURIComponent;
+
+/** The repository location from --repo or $TESSERA_REPO; a directory made absolute, as the node's working directory is not ours. */
+function repoLocation(ctx: CommandContext): string {
+  const repo = (ctx.values.repo as string | undefined) ?? ctx.io.env.TESSERA_REPO;
+  if (repo === undefined || repo === '') throw usageError('missing --repo PATH (or set TESSERA_REPO)');
+  return repo.startsWith('s3://') ? repo : resolve(repo);
+}
+
+/** The password from $TESSERA_PASSWORD, else asked on the terminal. */
+async function password(io: Io): Promise<string> {
+  const fromEnv = io.env.TESSERA_PASSWORD;
+  if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
+  if (io.readSecret === undefined) throw new CliError(CliErrorCode.FAILED, 'no password: set TESSERA_PASSWORD or run on a terminal');
+  const pw = await io.readSecret('Repository password: ');
+  if (pw === '') throw new CliError(CliErrorCode.FAILED, 'the password must not be empty');
+  return pw;
+}
+
+/** The AWS variables of this environment that are set: the node needs them for an s3:// repository. */
+function awsEnv(io: Io, repo: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  if (!repo.startsWith('s3://')) return env;
+  for (const k of awsVariables) {
+    const v = io.env[k];
+    if (v !== undefined && v !== '') env[k] = v;
+  }
+  return env;
+}
+
+function printJson(io: Io, value: unknown): void {
+  io.stdout(JSON.stringify(value, null, 2) + '\n');
+}
+
+function percent(part: number, whole: number): string {
+  return whole === 0 ? '100%' : `${Math.floor((100 * part) / whole)}%`;
+}
+
+/** One line of progress: `1.2 GiB of 2.0 GiB copied (60%), 3 chunks for clients`. */
+function progressText(r: InstantRestoreInfo): string {
+  const toCopy = r.chunks - r.chunksZero;
+  return `${r.chunksCopied} of ${toCopy} chunks copied (${percent(r.chunksCopied, toCopy)}, ${formatSize(r.bytesCopied)}), ${r.chunksFetchedForClients} fetched for clients first`;
+}
+
+/** The instant restore commands. */
+export const instantRestoreCommands: Command[] = [
+  {
+    name: 'backup instant-restore',
+    args: ['ID'],
+    summary: 'Create a disk from a restore point and serve it over NBD at once; the node copies the data in behind the reads',
+    options: {
+      repo: { type: 'string', valueName: 'URL', description: 'Repository: a directory or s3://bucket/prefix (default: $TESSERA_REPO)' },
+      'to-disk': { type: 'string', valueName: 'NAME', description: 'New disk to create (required)' },
+      json: jsonOption,
+    },
+    examples: ['tessera backup instant-restore 34c4 --repo /srv/backups --to-disk vm1-restored', 'tessera backup instant-restore status'],
+    usesApi: true,
+    async run(ctx) {
+      const disk = ctx.values['to-disk'];
+      if (typeof disk !== 'string' || disk === '') throw usageError('missing --to-disk NAME');
+      const repo = repoLocation(ctx);
+      const pw = await password(ctx.io);
+      const r: InstantRestoreInfo = await ctx.client().request('POST', '/instant-restores', {
+        body: { disk, repo, snapshot: ctx.args[0], password: pw, env: awsEnv(ctx.io, repo) },
+        timeoutMs: 300_000,
+      });
+      if (ctx.values.json) return printJson(ctx.io, r);
+      ctx.io.stdout(
+        `Disk ${r.disk} is served from restore point ${r.snapshot!.slice(0, 8)} (${formatSize(r.imageBytes)}); ` +
+          `copying ${r.chunks - r.chunksZero - r.chunksCopied} chunks in the background (tessera backup instant-restore status)\n`,
+      );
+    },
+  },
+  {
+    name: 'backup instant-restore status',
+    args: [],
+    summary: "The node's instant restores and their progress",
+    options: { json: jsonOption },
+    examples: ['tessera backup instant-restore status', 'tessera backup instant-restore status --json'],
+    usesApi: true,
+    async run(ctx) {
+      const list: InstantRestoreInfo[] = await ctx.client().request('GET', '/instant-restores');
+      if (ctx.values.json) return printJson(ctx.io, list);
+      const rows = list.map((r) => [
+        r.disk,
+        r.snapshot?.slice(0, 8) ?? '-',
+        r.state,
+        formatSize(r.imageBytes),
+        percent(r.chunksCopied, r.chunks - r.chunksZero),
+        `${r.chunksCopied}/${r.chunks - r.chunksZero}`,
+        String(r.chunksFetchedForClients),
+        r.finishedMs === null ? '-' : `${((r.finishedMs - r.startedMs) / 1000).toFixed(1)} s`,
+        r.lastError ?? '',
+      ]);
+      ctx.io.stdout(formatTable({ headers: ['DISK', 'FROM', 'STATE', 'SIZE', 'COPIED', 'CHUNKS', 'FOR CLIENTS', 'TOOK', 'ERROR'], rows, align: ['left', 'left', 'left', 'right', 'right', 'right', 'right', 'right'] }));
+    },
+  },
+  {
+    name: 'backup instant-restore resume',
+    args: ['DISK'],
+    summary: 'Give the password again to an instant restore that waits for it after a node restart',
+    options: { json: jsonOption },
+    examples: ['TESSERA_PASSWORD=... tessera backup instant-restore resume vm1-restored'],
+    usesApi: true,
+    async run(ctx) {
+      const disk = ctx.args[0];
+      const current: InstantRestoreInfo = await ctx.client().request('GET', `/instant-restores/${seg(disk)}`);
+      const pw = await password(ctx.io);
+      const r: InstantRestoreInfo = await ctx.client().request('POST', `/instant-restores/${seg(disk)}/resume`, {
+        body: { password: pw, env: awsEnv(ctx.io, current.repo) },
+        timeoutMs: 300_000,
+      });
+      if (ctx.values.json) return printJson(ctx.io, r);
+      ctx.io.stdout(`Resumed the instant restore of disk ${r.disk}: ${progressText(r)}\n`);
+    },
+  },
+  {
+    name: 'backup instant-restore cancel',
+    args: ['DISK'],
+    summary: 'Stop an unfinished instant restore and delete its disk',
+    options: {},
+    examples: ['tessera backup instant-restore cancel vm1-restored'],
+    usesApi: true,
+    async run(ctx) {
+      await ctx.client().request('DELETE', `/instant-restores/${seg(ctx.args[0])}`);
+      ctx.io.stdout(`Cancelled the instant restore of disk ${ctx.args[0]} and deleted the disk\n`);
+    },
+  },
+];

@@ -108,16 +108,32 @@ function pwritev(fd: number, bufs: Buffer[], position: number): Promise<number> 
 
 /** Most buffers in one pwritev (IOV_MAX is 1024 on Linux; each record takes up to two). */
 const BATCH_BUFFERS_MAX = 1024;
+/** A batch takes no more records once it holds this many bytes (bounds one write's latency). */
+const BATCH_BYTES_MAX = 8 * 1024 * 1024;
 
 /** Records reserved back to back in one segment, written by one pwritev. */
 interface Batch {
   seg: Segment;
   offset: number;
   bufs: Buffer[];
+  bytes: number;
   appends: Append[];
   written: Promise<void>;
   resolve: () => void;
   reject: (err: Error) => void;
+}
+
+function newBatch(seg: Segment, offset: number): Batch {
+  let resolve!: () => void;
+  let reject!: (err: Error) => void;
+  const written = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // Every caller awaits `written`; this handler only keeps an unawaited failure from being
+  // reported as unhandled before they do.
+  written.catch(() => {});
+  return { seg, offset, bufs: [], bytes: 0, appends: [], written, resolve, reject };
 }
 
 function fdatasync(fd: number): Promise<void> {
@@ -217,9 +233,10 @@ export class WriteLog {
    * Appends a record. Returns the reservation at once (its position is known synchronously) and
    * a promise that settles when the bytes are written (not yet durable).
    *
-   * Records appended in the same turn of the event loop are written together, by one pwritev
-   * issued from process.nextTick: at 4 KiB random writes a thread-pool hand-off per record cost
-   * more than the write itself. A failed batch fails every record in it.
+   * One pwritev at a time writes the log (group commit): records appended while it runs gather
+   * into the next batch, issued as it completes (or on the next tick when the log is idle). A
+   * thread-pool hand-off per 4 KiB record cost more than the write itself, and concurrent
+   * writers to one file only queue on its inode lock. A failed batch fails every record in it.
    */
   append(header: RecordHeader, payload: Buffer | null): { append: Append; written: Promise<void> } {
     const headerBytes = encodeRecordHeader(header);
@@ -230,48 +247,57 @@ export class WriteLog {
     seg.size += recordBytes;
     seg.dirty = true;
     this.pending.push(a);
-    let batch = this.batch;
-    if (batch === null || batch.seg !== seg || batch.bufs.length + 2 > BATCH_BUFFERS_MAX) {
-      if (batch !== null) this.issue(batch);
-      batch = this.batch = this.newBatch(seg, a.offset);
+    let batch = this.gathering;
+    if (batch === null || batch.seg !== seg || batch.bufs.length + 2 > BATCH_BUFFERS_MAX || batch.bytes >= BATCH_BYTES_MAX) {
+      if (batch !== null) this.ready.push(batch);
+      batch = this.gathering = newBatch(seg, a.offset);
     }
     batch.bufs.push(headerBytes);
     if (payload) batch.bufs.push(payload);
+    batch.bytes += recordBytes;
     batch.appends.push(a);
+    if (!this.writing && !this.kickScheduled) {
+      this.kickScheduled = true;
+      process.nextTick(this.kick);
+    }
     return { append: a, written: batch.written };
   }
 
-  /** The batch being gathered this turn; issued on the next tick. */
-  private batch: Batch | null = null;
+  /** The batch new appends join. */
+  private gathering: Batch | null = null;
+  /** Closed batches (full, or of an older segment) waiting for the writer, oldest first. */
+  private ready: Batch[] = [];
+  /** A pwritev is in flight. */
+  private writing = false;
+  private kickScheduled = false;
 
-  private newBatch(seg: Segment, offset: number): Batch {
-    let resolve!: () => void;
-    let reject!: (err: Error) => void;
-    const written = new Promise<void>((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    // Every caller awaits `written`; this handler only keeps an unawaited failure from being
-    // reported as unhandled before they do.
-    written.catch(() => {});
-    process.nextTick(this.issueGathered);
-    return { seg, offset, bufs: [], appends: [], written, resolve, reject };
-  }
-
-  private readonly issueGathered = (): void => {
-    if (this.batch !== null) this.issue(this.batch);
+  private readonly kick = (): void => {
+    this.kickScheduled = false;
+    this.writeNext();
   };
 
-  private issue(batch: Batch): void {
-    if (this.batch === batch) this.batch = null;
-    pwritevAll(batch.seg.fd, batch.bufs, batch.offset).then(
+  private writeNext(): void {
+    if (this.writing) return;
+    let batch = this.ready.shift();
+    if (batch === undefined) {
+      if (this.gathering === null) return;
+      batch = this.gathering;
+      this.gathering = null;
+    }
+    this.writing = true;
+    const b = batch;
+    pwritevAll(b.seg.fd, b.bufs, b.offset).then(
       () => {
-        for (const a of batch.appends) this.complete(a, null);
-        batch.resolve();
+        this.writing = false;
+        for (const a of b.appends) this.complete(a, null);
+        b.resolve();
+        this.writeNext();
       },
       (err) => {
-        for (const a of batch.appends) this.complete(a, err as Error);
-        batch.reject(ioError(err, 'appending to the write log'));
+        this.writing = false;
+        for (const a of b.appends) this.complete(a, err as Error);
+        b.reject(ioError(err, 'appending to the write log'));
+        this.writeNext();
       },
     );
   }

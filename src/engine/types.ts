@@ -81,6 +81,7 @@ export interface Volume {
    * an allocation; the caller must not reuse `into` until it is done with the result.
    */
   read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
+  /** Writes `data` at `offset`; `data` is not referenced once the promise settles (callers reuse it). */
   write(offset: number, data: Buffer, opts?: WriteOptions): Promise<void>;
   writeZeroes(offset: number, length: number, opts?: ZeroOptions): Promise<void>;
   /** Deallocate: reads of the range return zeroes afterwards. */

@@ -26,16 +26,26 @@ export class ByteQueue {
 
   /** Takes the next `n` bytes (n <= length): a view if they lie in one chunk, else one copy. */
   take(n: number): Buffer {
+    return this.takeWith(n, Buffer.allocUnsafe).bytes;
+  }
+
+  /**
+   * take(), copying (when the bytes span chunks) into `alloc(n)`, which may return a larger
+   * buffer; `allocated` is that buffer, or null if the bytes are a view of a received chunk.
+   */
+  takeWith(n: number, alloc: (n: number) => Buffer): { bytes: Buffer; allocated: Buffer | null } {
     assert.ok(n <= this.#length, 'take past the end of the queue');
-    if (n === 0) return Buffer.alloc(0);
+    if (n === 0) return { bytes: Buffer.alloc(0), allocated: null };
     const first = this.#chunks[this.#head];
     const inFirst = first.length - this.#offset;
     if (n <= inFirst) {
       const view = first.subarray(this.#offset, this.#offset + n);
       this.#advance(n);
-      return view;
+      return { bytes: view, allocated: null };
     }
-    const out = Buffer.allocUnsafe(n);
+    const allocated = alloc(n);
+    assert.ok(allocated.length >= n, 'alloc returned a short buffer');
+    const out = allocated.length === n ? allocated : allocated.subarray(0, n);
     let filled = 0;
     while (filled < n) {
       const chunk = this.#chunks[this.#head];
@@ -44,7 +54,7 @@ export class ByteQueue {
       filled += count;
       this.#advance(count);
     }
-    return out;
+    return { bytes: out, allocated };
   }
 
   /** Drops up to `n` bytes; returns how many were dropped. */

@@ -121,7 +121,8 @@ export class Connection {
     this.#clearTimer();
     this.#session = session;
     this.#phase = 'transmission';
-    const parser = new RequestParser({ requestBytesMax: this.#limits.requestBytesMax });
+    // Write payloads spanning socket chunks are copied into pooled buffers, given back below.
+    const parser = new RequestParser({ requestBytesMax: this.#limits.requestBytesMax, alloc: (n) => this.#pool.take(n) });
     // A client may already have sent requests behind its last option.
     for (const rest of this.#handshakeParser.queue.drain()) parser.push(rest);
     this.#requestParser = parser;
@@ -190,6 +191,8 @@ export class Connection {
       const reply: Reply = { kind: 'error', errno: Errno.EIO, message: 'Internal error' };
       buffers = encodeReply(cookie, reply, session.structuredReplies);
     }
+    // The volume has let go of the payload once the write settled (Volume.write's contract).
+    if (request.allocated !== null) this.#pool.give(request.allocated);
     this.#inflightRequests--;
     this.#inflightBytes -= held;
     const release = pooled;

@@ -56,6 +56,8 @@ export interface ParsedRequest {
   header: RequestHeader;
   /** The write payload; null for other commands and for writes over the size limit. */
   payload: Buffer | null;
+  /** The buffer from the parser's `alloc` that holds the payload, to be given back once used. */
+  allocated: Buffer | null;
 }
 
 /**
@@ -70,8 +72,12 @@ export class RequestParser {
   /** Payload bytes of #header still to drop (oversize writes only). */
   #skipBytes = 0;
 
-  constructor(opts: { requestBytesMax: number }) {
+  readonly #alloc: (n: number) => Buffer;
+
+  /** `alloc` provides the buffer a payload spanning received chunks is copied into. */
+  constructor(opts: { requestBytesMax: number; alloc?: (n: number) => Buffer }) {
     this.#requestBytesMax = opts.requestBytesMax;
+    this.#alloc = opts.alloc ?? Buffer.allocUnsafe;
   }
 
   push(chunk: Buffer): void {
@@ -88,7 +94,7 @@ export class RequestParser {
     if (this.#header === null) {
       if (this.queue.length < Size.REQUEST_HEADER) return null;
       const header = decodeRequestHeader(this.queue.take(Size.REQUEST_HEADER));
-      if (header.type !== Command.WRITE || header.length === 0) return { header, payload: null };
+      if (header.type !== Command.WRITE || header.length === 0) return { header, payload: null, allocated: null };
       this.#header = header;
       this.#skipBytes = header.length > this.#requestBytesMax ? header.length : 0;
     }
@@ -97,10 +103,11 @@ export class RequestParser {
       this.#skipBytes -= this.queue.skip(this.#skipBytes);
       if (this.#skipBytes > 0) return null;
       this.#header = null;
-      return { header, payload: null };
+      return { header, payload: null, allocated: null };
     }
     if (this.queue.length < header.length) return null;
     this.#header = null;
-    return { header, payload: this.queue.take(header.length) };
+    const { bytes, allocated } = this.queue.takeWith(header.length, this.#alloc);
+    return { header, payload: bytes, allocated };
   }
 }

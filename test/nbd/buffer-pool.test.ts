@@ -57,3 +57,27 @@ test('buffer pool: hundreds of concurrent reads on two connections each get exac
     await store.close();
   }
 });
+
+test('buffer pool: concurrent large writes each land with their own bytes (payload buffers are reused only after the write)', async () => {
+  const store = await Store.open({ dir: makeTempDir('tessera-pool-w-') });
+  const server = new NbdServer({ provider: storeProvider(store) });
+  const target = await server.listenTcp({ host: '127.0.0.1', port: 0 });
+  const size = 16 << 20;
+  const piece = 256 * 1024;
+  try {
+    await store.createDisk('d', size);
+    const clients = [await NbdClient.connect(target, { exportName: 'd' }), await NbdClient.connect(target, { exportName: 'd' })];
+    for (let round = 0; round < 3; round++) {
+      const expected = seededBytes(round + 1, 'pool-writes', size);
+      await Promise.all(
+        Array.from({ length: size / piece }, (_, i) => clients[i % 2].write(i * piece, expected.subarray(i * piece, (i + 1) * piece))),
+      );
+      const got = await clients[0].read(0, size);
+      assert.ok(got.equals(expected), `round ${round}: content after concurrent writes`);
+    }
+    for (const c of clients) await c.disconnect();
+  } finally {
+    await server.close();
+    await store.close();
+  }
+});

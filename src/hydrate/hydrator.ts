@@ -31,6 +31,8 @@ export interface HydratorLimits {
   /** The copier logs what it copied after this many chunks or this long. Defaults 64, 1 s. */
   logEveryChunks?: number;
   logEveryMs?: number;
+  /** Bytes per second the copier fetches at most (client fetches are not limited). Default: no limit. */
+  copyBytesPerSecondMax?: number | null;
 }
 
 /** What a hydrator reports. */
@@ -117,6 +119,7 @@ export class Hydrator {
       retryDelayMsMax: 60_000,
       logEveryChunks: 64,
       logEveryMs: 1000,
+      copyBytesPerSecondMax: null,
       ...f.limits,
     };
     this.clientSlots = new Slots(this.limits.clientFetchesMax);
@@ -331,6 +334,9 @@ export class Hydrator {
     let failedAt = -1;
     let lastLogMs = Date.now();
     const signal = this.stopper.signal;
+    const rate = this.limits.copyBytesPerSecondMax;
+    const rateStartMs = Date.now();
+    let bytesStarted = 0;
     while (!signal.aborted && this.missing > 0) {
       if (failedAt >= 0) {
         // Let the batches in flight settle, then wait before trying again.
@@ -356,6 +362,15 @@ export class Hydrator {
         if (any.length === 0) break;
         await Promise.race(any).catch(() => {});
         continue;
+      }
+      if (rate !== null) {
+        // Start a batch only when the bytes started so far fit the rate.
+        const aheadMs = (bytesStarted / rate) * 1000 - (Date.now() - rateStartMs);
+        if (aheadMs > 0) await sleep(aheadMs, undefined, { signal }).catch(() => {});
+        if (signal.aborted) break;
+        const fresh = batch.filter((c) => this.state[c] === MISSING && !this.inflight.has(c));
+        if (fresh.length < batch.length) continue; // a client took some meanwhile: plan again
+        bytesStarted += batch.reduce((n, c) => n + this.source.chunkBytes(c), 0);
       }
       const job = this.startFetch(batch).then(
         () => {

@@ -4,6 +4,8 @@ export const NodeErrorCode = {
   LOCKED: 'NODE_LOCKED',
   /** A port or socket path is taken or not allowed. */
   LISTEN: 'NODE_LISTEN',
+  /** A setting of the node is malformed. */
+  INVALID: 'NODE_INVALID',
 } as const;
 
 /** One of the NodeErrorCode values. */

@@ -24,6 +24,12 @@ export interface NodeOptions {
   socketPath: string;
   /** Where the node logs; one line per call. */
   log?: (msg: string) => void;
+  /**
+   * Bytes per second an instant restore's background copier reads at most (client reads are
+   * never held back); null for no limit. Default: `$TESSERA_RESTORE_RATE` (a whole number of
+   * bytes per second), else no limit.
+   */
+  restoreCopyBytesPerSecondMax?: number | null;
 }
 
 /** A running node. */
@@ -70,7 +76,8 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     undo.push(() => store.close());
 
     // Disks being restored from a backup are served through their hydrator (docs/backup.md, "Instant restore").
-    const restores = await InstantRestores.open({ store, dir: join(dataDir, 'instant-restore'), cacheDir: join(dataDir, 'backup-cache'), log });
+    const copyBytesPerSecondMax = opts.restoreCopyBytesPerSecondMax === undefined ? restoreRateFromEnv(process.env) : opts.restoreCopyBytesPerSecondMax;
+    const restores = await InstantRestores.open({ store, dir: join(dataDir, 'instant-restore'), cacheDir: join(dataDir, 'backup-cache'), log, limits: { copyBytesPerSecondMax } });
     undo.push(() => restores.close());
     const exports = storeExports(store);
     const provider = { ...exports, openExport: (name: string) => restores.openExport(name) ?? exports.openExport(name) };
@@ -119,6 +126,15 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     await rollback();
     throw err;
   }
+}
+
+/** `$TESSERA_RESTORE_RATE`: bytes per second, a positive whole number; unset or empty means no limit. */
+function restoreRateFromEnv(env: NodeJS.ProcessEnv): number | null {
+  const text = env.TESSERA_RESTORE_RATE;
+  if (text === undefined || text === '') return null;
+  const n = /^\d{1,15}$/.test(text) ? Number(text) : 0;
+  if (n <= 0) throw new NodeError(NodeErrorCode.INVALID, `TESSERA_RESTORE_RATE=${text} is not a positive whole number of bytes per second`);
+  return n;
 }
 
 /** What the usual reasons a listen fails mean. */

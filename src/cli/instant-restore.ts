@@ -4,7 +4,7 @@
  * AWS variables) go to it in the request; it keeps them in memory only.
  */
 import { resolve } from 'node:path';
-import { awsVariables, type InstantRestoreInfo } from '../hydrate/index.ts';
+import type { InstantRestoreInfo } from '../hydrate/index.ts';
 import type { Command, CommandContext, Io, OptionSpec } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
 import { formatSize } from './size.ts';
@@ -29,6 +29,12 @@ async function password(io: Io): Promise<string> {
   if (pw === '') throw new CliError(CliErrorCode.FAILED, 'the password must not be empty');
   return pw;
 }
+
+/**
+ * The AWS variables a node takes with a restore (the node's list, `awsVariables` of src/hydrate,
+ * is the one that decides; repeated here so that client commands do not load the engine).
+ */
+const awsVariables = ['AWS_ENDPOINT_URL_S3', 'AWS_ENDPOINT_URL', 'AWS_REGION', 'AWS_DEFAULT_REGION', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN'];
 
 /** The AWS variables of this environment that are set: the node needs them for an s3:// repository. */
 function awsEnv(io: Io, repo: string): Record<string, string> {

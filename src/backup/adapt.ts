@@ -168,6 +168,8 @@ export class AdaptiveLimiter {
   }
 
   private take(): void {
+    // An idle stretch before the first operation of a window is no throughput measured.
+    if (this.used === 0 && this.windowCompletions === 0) this.windowStart = this.now();
     this.used++;
     if (this.used >= this.current) this.windowSaturated = true;
   }

@@ -25,6 +25,13 @@ export class ByteBudget {
     await new Promise<void>((resolve) => this.waiters.push({ bytes, resolve }));
   }
 
+  /** Takes `bytes` if they fit now and nobody waits; never waits. */
+  tryAcquire(bytes: number): boolean {
+    if (this.waiters.length > 0 || !this.fits(bytes)) return false;
+    this.used += bytes;
+    return true;
+  }
+
   release(bytes: number): void {
     this.used -= bytes;
     assert.ok(this.used >= 0, 'released more bytes than acquired');

@@ -96,11 +96,11 @@ export class WorkerPool {
   private failure: Error | null = null;
   private seq = 0;
 
-  constructor(keys: Keys, options: { workers?: number; now?: () => number } = {}) {
+  constructor(keys: Keys, options: { workers?: number; busyMin?: number; now?: () => number } = {}) {
     const n = options.workers ?? defaultWorkerCount();
     if (!Number.isSafeInteger(n) || n < 1 || n > workersMax) throw new BackupError('BACKUP_INVALID', `Worker count ${n} is not in 1..${workersMax}`);
     this.size = n;
-    this.busy = new AdaptiveLimiter({ min: 1, max: n, initial: n, now: options.now });
+    this.busy = new AdaptiveLimiter({ min: Math.max(1, Math.min(n, options.busyMin ?? 1)), max: n, initial: n, now: options.now });
     for (let i = 0; i < n; i++) {
       const w = new Worker(new URL('./worker.ts', import.meta.url), { workerData: { encKey: keys.encKey, idKey: keys.idKey } });
       w.unref();

@@ -4,7 +4,9 @@
  * in parallel under a byte budget, blobs are opened on workers and written at their offsets.
  */
 import { open, type FileHandle } from 'node:fs/promises';
+import { AdaptiveLimiter, type AdaptiveLimiterStats } from './adapt.ts';
 import { ByteBudget } from './budget.ts';
+import { Hedger, type HedgerOptions, type HedgerStats } from './hedge.ts';
 import type { BlobLocation, IndexCache } from './cache.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 import { idBytes, mapEntriesPerBlob, packPath, zeroId } from './format.ts';
@@ -13,8 +15,17 @@ import type { Repository, Snapshot } from './repository.ts';
 
 /** Limits of a restore. */
 export interface RestoreLimits {
-  /** Range reads at once. Default 8. */
+  /**
+   * Most range reads at once: the adaptive limit moves between readsMin and this, starting at
+   * readsInitial, and stays below the backend's requestsMax less the hedges. Default 32.
+   */
   readsMax?: number;
+  /** Fewest range reads at once. Default 1. */
+  readsMin?: number;
+  /** Range reads at once to start with. Default 8. */
+  readsInitial?: number;
+  /** Hedging of range reads (false: none). */
+  hedge?: HedgerOptions | false;
   /** Bytes of range reads in flight with the plaintexts they open into. Default 64 MiB. */
   inFlightBytesMax?: number;
   /** Largest gap between two needed blobs of a pack that one read covers. Default 1 MiB. */
@@ -28,6 +39,18 @@ export interface RestoreProgress {
   sizeBytes: number;
   bytesWritten: number;
   bytesRead: number;
+}
+
+/** What the data movers of a restore did: the adaptive limits and the hedged reads. */
+export interface RestoreMovers {
+  reads: AdaptiveLimiterStats;
+  workers: AdaptiveLimiterStats;
+  hedges: HedgerStats;
+}
+
+/** A finished restore. */
+export interface RestoreResult extends RestoreProgress {
+  movers: RestoreMovers;
 }
 
 /** Where each chunk of one map blob goes: blob → chunk indexes. */
@@ -113,7 +136,7 @@ export async function restoreToFile(
   snapshot: Snapshot,
   path: string,
   options: RestoreLimits & { onProgress?: (p: RestoreProgress) => void } = {},
-): Promise<RestoreProgress> {
+): Promise<RestoreResult> {
   let fh: FileHandle;
   try {
     fh = await open(path, 'wx');
@@ -138,8 +161,12 @@ export async function restoreTo(
   snapshot: Snapshot,
   sink: RestoreSink,
   options: RestoreLimits & { onProgress?: (p: RestoreProgress) => void } = {},
-): Promise<RestoreProgress> {
-  const readsMax = options.readsMax ?? 8;
+): Promise<RestoreResult> {
+  const hedger = options.hedge === false ? null : new Hedger(options.hedge);
+  const extraMax = options.hedge === false ? 0 : (options.hedge?.extraMax ?? 2);
+  const readsMax = Math.max(1, Math.min(options.readsMax ?? 32, ctx.repo.backend.requestsMax - extraMax));
+  // Stragglers are hedged, not a sign of overload: back off only when a fifth of the reads time out.
+  const reads = new AdaptiveLimiter({ min: Math.min(options.readsMin ?? 1, readsMax), max: readsMax, initial: options.readsInitial ?? 8, errorFractionMax: 0.2 });
   const gapBytesMax = options.gapBytesMax ?? 1 << 20;
   const readBytesMax = Math.max(options.readBytesMax ?? 16 << 20, snapshot.chunkSizeBytes * 2);
   const budget = new ByteBudget(options.inFlightBytesMax ?? 64 << 20);
@@ -151,9 +178,28 @@ export async function restoreTo(
   await ctx.cache.sync(ctx.repo);
   let error: unknown = null;
   const inFlight = new Set<Promise<void>>();
+  const zeroing = new Set<Promise<void>>();
+  /** One range read, hedged; its read slot is given back as soon as its bytes are in. */
+  const get = async (r: RangeRead): Promise<Buffer> => {
+    const path = packPath(r.packIdHex);
+    const range = { offset: r.offset, length: r.length };
+    let timedOut = false;
+    try {
+      if (hedger === null) return await ctx.repo.backend.get(path, range);
+      // A second request's bytes must fit the in-flight budget as the first one's did.
+      const result = await hedger.run(
+        () => ctx.repo.backend.get(path, range),
+        () => (budget.tryAcquire(r.length) ? () => budget.release(r.length) : null),
+      );
+      timedOut = result.timedOut;
+      return result.value;
+    } finally {
+      reads.release({ bytes: r.length, ok: !timedOut });
+    }
+  };
   const runRead = async (r: RangeRead, held: number): Promise<void> => {
     try {
-      const data = await ctx.repo.backend.get(packPath(r.packIdHex), { offset: r.offset, length: r.length });
+      const data = await get(r);
       progress.bytesRead += data.length;
       const specs: OpenSpec[] = r.blobs.map((b) => ({
         offset: b.location.offset - r.offset,
@@ -204,14 +250,14 @@ export async function restoreTo(
       n.chunks.push(g * mapEntriesPerBlob + j);
     }
     for (const run of sink.zero === undefined ? [] : zeroRuns) {
-      while (inFlight.size >= readsMax) await Promise.race(inFlight);
+      while (zeroing.size >= zeroWritesMax) await Promise.race(zeroing);
       const offset = run.from * chunkSize;
       const length = Math.min(run.to * chunkSize, snapshot.sizeBytes) - offset;
       const p = sink.zero!(offset, length).catch((err) => {
         error ??= err;
       });
-      inFlight.add(p);
-      void p.finally(() => inFlight.delete(p));
+      zeroing.add(p);
+      void p.finally(() => zeroing.delete(p));
     }
     const byPack = new Map<string, Needed[]>();
     for (const n of byBlob.values()) {
@@ -222,12 +268,13 @@ export async function restoreTo(
     }
     for (const [packIdHex, blobs] of byPack) {
       for (const r of planReads(packIdHex, blobs, gapBytesMax, readBytesMax)) {
-        while (inFlight.size >= readsMax) await Promise.race(inFlight);
+        await reads.acquire();
         // The read's bytes and the plaintexts they open into are held together.
         const held = r.length + r.blobs.reduce((n, b) => n + b.location.plainLength, 0);
         await budget.acquire(held);
         if (error !== null) {
           budget.release(held);
+          reads.cancel();
           break;
         }
         const p = runRead(r, held);
@@ -237,6 +284,11 @@ export async function restoreTo(
     }
   }
   await Promise.all(inFlight);
+  await Promise.all(zeroing);
   if (error !== null) throw error;
-  return progress;
+  const hedges: HedgerStats = hedger?.stats() ?? { requests: 0, timedOut: 0, hedged: 0, hedgesWon: 0, hedgesSkipped: 0, abandoned: 0, deadlineMs: null };
+  return { ...progress, movers: { reads: reads.stats(), workers: ctx.pool.stats(), hedges } };
 }
+
+/** Zero runs handed to a sink at once. */
+const zeroWritesMax = 8;

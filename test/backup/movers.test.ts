@@ -1,0 +1,185 @@
+/**
+ * Data movers: the worker pool's shared queue, hedged range reads, and a restore through a
+ * backend that holds some reads back. Events are counted; no duration is compared.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, test } from 'node:test';
+import { Backend, DirBackend, IndexCache, Repository, WorkerPool, backupFile, restoreToFile, type ByteRange, type ObjectInfo } from '../../src/backup/index.ts';
+import { Hedger } from '../../src/backup/hedge.ts';
+import { cleanup, testSeed, writeSeededFile } from '../helpers/index.ts';
+import { assertSameFile, join, makeTempDir, openTestRepo, password, smallRepo } from './harness.ts';
+
+after(cleanup);
+
+test('worker pool: while one worker runs a long request, the other takes every short one queued behind it', async () => {
+  const keys = { encKey: randomBytes(32), idKey: randomBytes(32) };
+  // Both workers stay in use (busyMin): this is about the queue, not the adaptive limit.
+  const pool = new WorkerPool(keys, { workers: 2, busyMin: 2 });
+  try {
+    // Random bytes do not compress: sealing 96 MiB takes far longer than hashing 40 KiB.
+    let longDone = false;
+    let shortBeforeLong = 0;
+    const long = pool.seal(randomBytes(96 << 20)).then(() => (longDone = true));
+    const shorts = Array.from({ length: 40 }, () =>
+      pool.hash(randomBytes(1024)).then(() => {
+        if (!longDone) shortBeforeLong++;
+      }),
+    );
+    await Promise.all([long, ...shorts]);
+    // With requests assigned to a worker when queued, about half would wait behind the long one.
+    assert.equal(shortBeforeLong, 40, 'every short request finished before the long one');
+    assert.ok(pool.stats().max === 2 && pool.stats().limit >= 1);
+  } finally {
+    await pool.close();
+  }
+});
+
+test('hedger: a request past its deadline is sent again and the first result wins; a failed attempt lets the other win', async () => {
+  const h = new Hedger({ samplesMin: 4, deadlineMsMin: 5, factor: 1 });
+  for (let i = 0; i < 4; i++) await h.run(async () => i, () => () => {});
+  let released = 0;
+  let calls = 0;
+  let holdFirst!: (v: string) => void;
+  const r = await h.run(
+    () => (++calls === 1 ? new Promise<string>((resolve) => (holdFirst = resolve)) : Promise.resolve('second')),
+    () => () => released++,
+  );
+  assert.deepEqual(r, { value: 'second', timedOut: true });
+  assert.equal(h.stats().abandoned, 1, 'the first request still runs, abandoned');
+  assert.equal(released, 0, "the hedge's budget is held while the loser's bytes may still arrive");
+  holdFirst('first');
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(h.stats().abandoned, 0);
+  assert.equal(released, 1);
+
+  calls = 0;
+  let failFirst!: (e: Error) => void;
+  const r2 = await h.run(
+    () => (++calls === 1 ? new Promise<string>((_, reject) => (failFirst = reject)) : new Promise<string>((resolve) => setTimeout(() => resolve('hedge'), 20))),
+    () => () => {},
+  );
+  void failFirst;
+  assert.equal(r2.value, 'hedge');
+  await assert.rejects(
+    h.run(() => Promise.reject(new Error('both fail')), () => () => {}),
+    /both fail/,
+  );
+  assert.equal(h.stats().hedgesWon, 2);
+});
+
+/**
+ * A directory backend whose chosen range reads of packs do not answer until released: a slow
+ * disk, a stuck connection. The second request for the same range goes through.
+ */
+class HoldingBackend extends Backend {
+  readonly location: string;
+  private readonly inner: DirBackend;
+  private readonly seen = new Set<string>();
+  private reads = 0;
+  private readonly waiting: (() => void)[] = [];
+  /** Reads held back so far, and how many of them have not answered yet. */
+  held = 0;
+  pending = 0;
+  private readonly holdRead: (n: number) => boolean;
+  constructor(dir: string, holdRead: (n: number) => boolean) {
+    super();
+    this.holdRead = holdRead;
+    this.inner = new DirBackend(dir);
+    this.location = dir;
+  }
+  /** Lets every held read answer. */
+  releaseAll(): void {
+    for (const w of this.waiting.splice(0)) w();
+  }
+  protected async _get(path: string, range: ByteRange | undefined): Promise<Buffer> {
+    const key = `${path}@${range?.offset}+${range?.length}`;
+    if (path.startsWith('data/') && range !== undefined && !this.seen.has(key)) {
+      this.seen.add(key);
+      if (this.holdRead(this.reads++)) {
+        this.held++;
+        this.pending++;
+        await new Promise<void>((resolve) => this.waiting.push(resolve));
+        this.pending--;
+      }
+    }
+    return this.inner.get(path, range);
+  }
+  protected _put(path: string, data: Buffer): Promise<void> {
+    return this.inner.put(path, data);
+  }
+  protected _list(prefix: string): Promise<ObjectInfo[]> {
+    return this.inner.list(prefix);
+  }
+  protected _stat(path: string): Promise<ObjectInfo | null> {
+    return this.inner.stat(path);
+  }
+  protected _delete(path: string): Promise<void> {
+    return this.inner.delete(path);
+  }
+}
+
+test('restore through a backend that never answers some range reads finishes byte-exact: the stuck reads are hedged', async (t) => {
+  const seed = testSeed(t);
+  const dir = makeTempDir('tessera-movers-');
+  const image = join(dir, 'image');
+  await writeSeededFile(image, seed, 'image', 400 * smallRepo.chunkSizeBytes!); // random: ~100 packs
+  const w = await openTestRepo(join(dir, 'repo'), { init: smallRepo });
+  const b = await backupFile(w, image, { name: 'img' });
+  await w.close();
+
+  // Every 16th range read from the 12th on is held until the restore is over (6 of about 100).
+  const backend = new HoldingBackend(join(dir, 'repo'), (n) => n >= 12 && n % 16 === 12);
+  const repo = await Repository.open(backend, password);
+  const cache = IndexCache.open(repo.id, w.cacheDir);
+  const pool = new WorkerPool(repo.keys, { workers: 2 });
+  // If hedging failed, the held reads answer after a minute and the assertions below fail.
+  const safety = setTimeout(() => backend.releaseAll(), 60_000);
+  try {
+    const out = join(dir, 'restored');
+    const r = await restoreToFile({ repo, cache, pool }, b.snapshot, out);
+    const pendingAtEnd = backend.pending;
+    t.diagnostic(`held ${backend.held} reads; ${JSON.stringify(r.movers)}`);
+    assert.ok(backend.held >= 4, `reads were held back (${backend.held})`);
+    assert.equal(pendingAtEnd, backend.held, 'the restore finished while every held read was still unanswered');
+    assert.equal(r.movers.hedges.hedgesWon, backend.held, 'each held read was won by its hedge');
+    assert.equal(r.movers.hedges.abandoned, backend.held);
+    assertSameFile(out, image);
+    assert.ok(r.movers.reads.limit >= 1 && r.movers.reads.limitHigh <= 32);
+  } finally {
+    clearTimeout(safety);
+    backend.releaseAll();
+    await pool.close();
+    await cache.close();
+  }
+});
+
+test('restore with hedging off waits for a held read (the control of the test above)', async (t) => {
+  const seed = testSeed(t);
+  const dir = makeTempDir('tessera-movers-off-');
+  const image = join(dir, 'image');
+  await writeSeededFile(image, seed, 'image', 120 * smallRepo.chunkSizeBytes!);
+  const w = await openTestRepo(join(dir, 'repo'), { init: smallRepo });
+  const b = await backupFile(w, image, { name: 'img' });
+  await w.close();
+  const backend = new HoldingBackend(join(dir, 'repo'), (n) => n === 12);
+  const repo = await Repository.open(backend, password);
+  const cache = IndexCache.open(repo.id, w.cacheDir);
+  const pool = new WorkerPool(repo.keys, { workers: 2 });
+  try {
+    let finished = false;
+    const restore = restoreToFile({ repo, cache, pool }, b.snapshot, join(dir, 'restored'), { hedge: false }).then((r) => ((finished = true), r));
+    // Wait until the held read is in, then until every other read could have been done.
+    while (backend.held === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.equal(finished, false, 'without hedging the restore waits for the held read');
+    backend.releaseAll();
+    const r = await restore;
+    assert.equal(r.movers.hedges.hedged, 0);
+    assertSameFile(join(dir, 'restored'), image);
+  } finally {
+    backend.releaseAll();
+    await pool.close();
+    await cache.close();
+  }
+});

@@ -32,6 +32,8 @@ export const layout = {
   writers: 'writers/',
   /** Encrypted prune marks. */
   prune: 'prune/',
+  /** Encrypted records of restore points moved to an archive repository, named by their id. */
+  archived: 'archived/',
 } as const;
 
 /** Path of a pack: `data/<pp>/<packid>`. */

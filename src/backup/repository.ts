@@ -59,6 +59,26 @@ export interface Snapshot {
   group: Buffer | null;
   catalog: Buffer | null;
   stats: SnapshotStats;
+  /** Tenant the restore point belongs to (archival policies are per tenant); absent means `default`. */
+  tenant?: string;
+  /** In an archive repository: the restore point this one is a copy of. */
+  archivedFrom?: ArchivedFrom;
+}
+
+/** Where an archived copy came from. */
+export interface ArchivedFrom {
+  /** Id of the primary repository (hex). */
+  repository: string;
+  /** Id of the restore point there (hex). */
+  id: string;
+}
+
+/** The tenant of restore points that name none. */
+export const defaultTenant = 'default';
+
+/** The tenant of a restore point. */
+export function tenantOf(s: Snapshot): string {
+  return s.tenant ?? defaultTenant;
 }
 
 /** A restore point with its id (its file name). */
@@ -133,11 +153,16 @@ export function checkIndexFile(v: any, what: string): IndexFile {
   return v as IndexFile;
 }
 
+/** Tenant names: 1-64 letters, digits, `.`, `_`, `-`. */
+export const tenantPattern = /^[A-Za-z0-9._-]{1,64}$/;
+
 function checkSnapshot(v: any, what: string): Snapshot {
   const ok =
     v !== null && typeof v === 'object' && v.version === 1 && isCount(v.time) && (v.kind === 'disk' || v.kind === 'file') &&
     typeof v.name === 'string' && isCount(v.sizeBytes) && isPowerOfTwo(v.chunkSizeBytes) && Array.isArray(v.map) && v.map.every(isId) &&
-    (v.parent === null || isId(v.parent)) && v.stats !== null && typeof v.stats === 'object';
+    (v.parent === null || isId(v.parent)) && v.stats !== null && typeof v.stats === 'object' &&
+    (v.tenant === undefined || (typeof v.tenant === 'string' && tenantPattern.test(v.tenant))) &&
+    (v.archivedFrom === undefined || (isHexId(v.archivedFrom?.repository) && isHexId(v.archivedFrom?.id)));
   if (!ok) throw corrupt(what, 'is not a restore point');
   return v as Snapshot;
 }

@@ -16,7 +16,7 @@ import { BackupError, BackupErrorCode } from './errors.ts';
 import { BlobType, idBytes, indexEveryPacks, layout, mapEntriesPerBlob, zeroId } from './format.ts';
 import { PackWriter, indexBlobsOf, readPackHeader, type IndexedPack } from './pack.ts';
 import type { WorkerPool } from './pool.ts';
-import type { PruneMark, Repository, Snapshot, SnapshotStats } from './repository.ts';
+import { tenantPattern, type ArchivedFrom, type PruneMark, type Repository, type Snapshot, type SnapshotStats } from './repository.ts';
 
 /** Limits of a backup. */
 export interface WriterLimits {
@@ -303,7 +303,19 @@ export class BackupWriter {
   }
 
   /** Waits for every chunk, stores the map and the last packs and index, then the restore point. */
-  async finish(meta: { kind: Snapshot['kind']; name: string; source: Snapshot['source']; parent?: Buffer | null; group?: Buffer | null; catalog?: Buffer | null }): Promise<BackupResult> {
+  async finish(meta: {
+    kind: Snapshot['kind'];
+    name: string;
+    source: Snapshot['source'];
+    parent?: Buffer | null;
+    group?: Buffer | null;
+    catalog?: Buffer | null;
+    tenant?: string;
+    /** For archive copies: the original's time, host and provenance. */
+    time?: number;
+    hostname?: string;
+    archivedFrom?: ArchivedFrom;
+  }): Promise<BackupResult> {
     while (this.tasks.size > 0) await Promise.all(this.tasks);
     this.check();
     const missing = this.fed.indexOf(0);
@@ -316,10 +328,10 @@ export class BackupWriter {
     this.stats.durationMs = this.repo.now() - this.started;
     const snapshot: Snapshot = {
       version: 1,
-      time: this.started,
+      time: meta.time ?? this.started,
       kind: meta.kind,
       name: meta.name,
-      hostname: hostname(),
+      hostname: meta.hostname ?? hostname(),
       sizeBytes: this.sizeBytes,
       chunkSizeBytes: this.chunkSizeBytes,
       map: this.mapIds.map((id) => {
@@ -332,6 +344,9 @@ export class BackupWriter {
       catalog: meta.catalog ?? null,
       stats: this.stats,
     };
+    // Optional fields are left out when unset, so restore points without them keep their bytes.
+    if (meta.tenant !== undefined) snapshot.tenant = meta.tenant;
+    if (meta.archivedFrom !== undefined) snapshot.archivedFrom = meta.archivedFrom;
     const id = await this.repo.writeSnapshot(snapshot);
     return { id, snapshot };
   }
@@ -352,9 +367,18 @@ export function checkName(name: string): void {
   }
 }
 
+/** Names a tenant: 1-64 letters, digits, `.`, `_`, `-`. */
+export function checkTenant(tenant: string): void {
+  if (typeof tenant !== 'string' || !tenantPattern.test(tenant)) {
+    throw new BackupError(BackupErrorCode.INVALID, `Bad tenant '${tenant}': 1-64 letters, digits, '.', '_', '-'`);
+  }
+}
+
 /** Options of backupFile. */
 export interface BackupFileOptions extends WriterLimits {
   name: string;
+  /** Tenant of the restore point (archival policies are per tenant); unset means `default`. */
+  tenant?: string;
   onProgress?: (p: BackupProgress) => void;
 }
 
@@ -364,6 +388,7 @@ export interface BackupFileOptions extends WriterLimits {
  */
 export async function backupFile(ctx: { repo: Repository; cache: IndexCache; pool: WorkerPool }, path: string, options: BackupFileOptions): Promise<BackupResult & { writer: BackupWriter }> {
   checkName(options.name);
+  if (options.tenant !== undefined) checkTenant(options.tenant);
   let fh;
   try {
     fh = await open(path, 'r');
@@ -392,7 +417,7 @@ export async function backupFile(ctx: { repo: Repository; cache: IndexCache; poo
         }
         // The file catalog, from the filesystem metadata of the image just read.
         const catalog = await buildCatalog(fileSource(fh, st.size), (plain) => writer.putMetaBlob(plain));
-        const result = await writer.finish({ kind: 'file', name: options.name, source: { path: resolvePath(path) }, catalog: catalog.id });
+        const result = await writer.finish({ kind: 'file', name: options.name, source: { path: resolvePath(path) }, catalog: catalog.id, tenant: options.tenant });
         options.onProgress?.(writer.progress());
         return { ...result, writer };
       } catch (err) {

@@ -8,11 +8,12 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
-import { BackupWriter, Catalog, DirBackend, IndexCache, Repository, WorkerPool, backupFile, readCatalogFile, readPackHeader, type ByteRange, type CatalogEntry, type Snapshot } from '../../src/backup/index.ts';
+import { BackupWriter, Catalog, DirBackend, IndexCache, Repository, WorkerPool, backupFile, prune, readCatalogFile, readPackHeader, verify, type ByteRange, type CatalogEntry, type Snapshot } from '../../src/backup/index.ts';
 import { runCli } from '../../src/cli/index.ts';
 import { cleanup, testSeed } from '../helpers/index.ts';
 import { makeExtImage, makeFatImage, makePartitionedImage, makeTree, walkTree, type TreeEntry } from './fs-images.ts';
-import { assertFailure, cliEnv, join, makeTempDir, password } from './harness.ts';
+import { scanIndex, scanMap } from '../../src/backup/scan.ts';
+import { assertFailure, cliEnv, join, makeTempDir, openTestRepo, password, smallRepo } from './harness.ts';
 
 after(cleanup);
 
@@ -368,5 +369,44 @@ describe('file-level restore from partitioned disks', () => {
     const { catalog } = await backUp(image, 'nofs');
     assert.deepEqual(catalog.root.volumes.map((v) => [v.path, v.fs, v.status]), [['/', null, 'unrecognised']]);
     assert.deepEqual((await catalog.list('/')).entries, []);
+  });
+});
+
+describe('file catalogs under prune and verify', () => {
+  test('a restore point references its catalog root and parts: prune keeps them, verify checks them', async () => {
+    const src = join(work, 'tree-prune');
+    makeTree(src, seed + 5, { symlinks: true, sparse: false, manyFiles: 3000, depth: 3 });
+    const image = join(work, 'prune.img');
+    await makeExtImage(image, src, 'ext4', '64M');
+    const r = await openTestRepo(join(work, 'prune-repo'), { init: smallRepo });
+    try {
+      const b = await backupFile(r, image, { name: 'prune' });
+      await r.cache.sync(r.repo);
+      const cat = await Catalog.open(r, b.snapshot, b.id);
+      assert.ok(cat.root.parts.length >= 2, `a large directory spans parts (${cat.root.parts.length})`);
+      const scan = await scanMap(r.repo, r.pool, await scanIndex(r.repo), b.snapshot);
+      assert.deepEqual(scan.faults, []);
+      for (const id of [b.snapshot.catalog!, ...cat.root.parts.map((p) => p.id)]) assert.ok(scan.blobs.has(id.toString('hex')), `catalog blob ${id.toString('hex')} is referenced`);
+
+      // Two prunes with no grace: a mark, then its sweep; nothing of the restore point goes.
+      await prune(r, { graceMs: 0 });
+      await prune(r, { graceMs: 0 });
+      const report = await verify(r, { readData: true });
+      assert.deepEqual(report.faults, []);
+      const fresh = await openTestRepo(r.dir, {});
+      try {
+        await fresh.cache.sync(fresh.repo);
+        const again = await Catalog.open(fresh, b.snapshot, b.id);
+        assert.equal((await again.list('/many')).entries.length, 3000);
+        const entry = await again.stat('/many/file-with-a-longish-name-02999.dat');
+        const got: Buffer[] = [];
+        await readCatalogFile(fresh, b.snapshot, entry, async (bytes) => void got.push(Buffer.from(bytes)));
+        assert.ok(Buffer.concat(got).equals(await readFile(join(src, 'many/file-with-a-longish-name-02999.dat'))));
+      } finally {
+        await fresh.close();
+      }
+    } finally {
+      await r.close();
+    }
   });
 });

@@ -13,10 +13,12 @@ import {
   openBackend,
   prune,
   restoreToFile,
+  tenantOf,
   verify,
   type PruneReport,
   type SnapshotEntry,
 } from '../backup/index.ts';
+import { withRestorePoint } from './backup-archive.ts';
 import { runDiskBackup, restoreToNodeDisk } from './backup-disk.ts';
 import type { Command, CommandContext, Io, OptionSpec } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
@@ -34,7 +36,7 @@ function repoLocation(ctx: CommandContext): string {
 }
 
 /** The password from $TESSERA_PASSWORD, else asked on the terminal. */
-async function password(io: Io, options: { confirm?: boolean; envName?: string; prompt?: string } = {}): Promise<string> {
+export async function password(io: Io, options: { confirm?: boolean; envName?: string; prompt?: string } = {}): Promise<string> {
   const envName = options.envName ?? 'TESSERA_PASSWORD';
   const fromEnv = io.env[envName];
   if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
@@ -47,7 +49,7 @@ async function password(io: Io, options: { confirm?: boolean; envName?: string; 
 }
 
 /** Runs `fn`, turning BackupErrors into one-line CLI failures. */
-async function reported<T>(fn: () => Promise<T>): Promise<T> {
+export async function reported<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {
@@ -78,7 +80,7 @@ export async function withRepo<T>(ctx: CommandContext, fn: (r: { repo: Repositor
 }
 
 /** A progress line on stderr, redrawn at most 4 times a second, only on a terminal. */
-function progressLine(io: Io): { update(text: string): void; done(): void } {
+export function progressLine(io: Io): { update(text: string): void; done(): void } {
   if (!io.stderrIsTty) return { update() {}, done() {} };
   let last = 0;
   let drawn = false;
@@ -122,6 +124,8 @@ function snapshotJson(e: SnapshotEntry): object {
     parent: s.parent?.toString('hex') ?? null,
     source: s.source,
     group: s.group?.toString('hex') ?? null,
+    tenant: tenantOf(s),
+    archivedFrom: s.archivedFrom ?? null,
     stats: s.stats,
   };
 }
@@ -207,8 +211,13 @@ export const backupCommands: Command[] = [
     name: 'backup file',
     args: ['IMAGE'],
     summary: 'Back up a raw image file (no node needed): zero chunks and repeated chunks cost nothing',
-    options: { repo: repoOption, name: { type: 'string', valueName: 'NAME', description: 'Name of the restore point (required)' }, json: jsonOption },
-    examples: ['tessera backup file vm1.raw --repo /srv/backups --name vm1'],
+    options: {
+      repo: repoOption,
+      name: { type: 'string', valueName: 'NAME', description: 'Name of the restore point (required)' },
+      tenant: { type: 'string', valueName: 'NAME', description: 'Tenant the restore point belongs to, for archival policies (default: default)' },
+      json: jsonOption,
+    },
+    examples: ['tessera backup file vm1.raw --repo /srv/backups --name vm1', 'tessera backup file vm1.raw --repo /srv/backups --name vm1 --tenant acme'],
     usesApi: false,
     async run(ctx) {
       const name = ctx.values.name;
@@ -217,10 +226,11 @@ export const backupCommands: Command[] = [
       const r = await withRepo(ctx, (r) =>
         backupFile(r, ctx.args[0], {
           name,
+          tenant: typeof ctx.values.tenant === 'string' ? ctx.values.tenant : undefined,
           onProgress: (p) => progress.update(`backup ${percent(p.bytesScanned, p.sizeBytes)}  ${formatSize(p.bytesScanned)} of ${formatSize(p.sizeBytes)} read, ${formatSize(p.bytesStored)} stored`),
         }).finally(() => progress.done()),
       );
-      if (ctx.values.json) return printJson(ctx.io, snapshotJson(r));
+      if (ctx.values.json) return printJson(ctx.io, { ...snapshotJson(r), movers: r.writer.movers() });
       const s = r.snapshot.stats;
       ctx.io.stdout(
         `Backed up ${ctx.args[0]} as restore point ${r.id.slice(0, 8)} (${name}): ${formatSize(s.bytesScanned)} read, ` +
@@ -292,16 +302,19 @@ export const backupCommands: Command[] = [
       if (typeof to !== 'string' || to === '') throw usageError('missing --to-file PATH or --to-disk NAME');
       const progress = progressLine(ctx.io);
       const started = Date.now();
-      const { entry, p } = await withRepo(ctx, async (r) => {
-        const entry = await r.repo.findSnapshot(ctx.args[0]);
+      // The restore point may have been moved to an archive repository: its record there says where.
+      const { entry, p, from } = await withRestorePoint(ctx, ctx.args[0], async (r, entry, archivedIn) => {
         const p = await restoreToFile(r, entry.snapshot, to, {
           onProgress: (p) => progress.update(`restore ${formatSize(p.bytesWritten)} written of ${formatSize(p.sizeBytes)}`),
         }).finally(() => progress.done());
-        return { entry, p };
+        return { entry, p, from: archivedIn === null ? null : archivedIn.archive.location };
       });
       const ms = Date.now() - started;
-      if (ctx.values.json) return printJson(ctx.io, { id: entry.id, path: to, sizeBytes: p.sizeBytes, bytesWritten: p.bytesWritten, bytesRead: p.bytesRead, durationMs: ms });
-      ctx.io.stdout(`Restored ${entry.id.slice(0, 8)} (${entry.snapshot.name}) to ${to}: ${formatSize(p.sizeBytes)}, ${formatSize(p.bytesWritten)} of data, in ${(ms / 1000).toFixed(1)} s\n`);
+      if (ctx.values.json) {
+        return printJson(ctx.io, { id: entry.id, path: to, sizeBytes: p.sizeBytes, bytesWritten: p.bytesWritten, bytesRead: p.bytesRead, durationMs: ms, archive: from, movers: p.movers });
+      }
+      const where = from === null ? '' : ` from the archive at ${from}`;
+      ctx.io.stdout(`Restored ${entry.id.slice(0, 8)} (${entry.snapshot.name})${where} to ${to}: ${formatSize(p.sizeBytes)}, ${formatSize(p.bytesWritten)} of data, in ${(ms / 1000).toFixed(1)} s\n`);
     },
   },
   {

@@ -7,10 +7,11 @@ import { CliError, usageError } from './errors.ts';
 import { serveCommand } from './serve.ts';
 import { backupCommands } from './backup.ts';
 import { backupFileCommands } from './backup-files.ts';
+import { backupArchiveCommands } from './backup-archive.ts';
 import { instantRestoreCommands } from './instant-restore.ts';
 
 /** Every command, in the order help lists them. */
-const commands: Command[] = [serveCommand, ...clientCommands, ...backupCommands, ...backupFileCommands, ...instantRestoreCommands];
+const commands: Command[] = [serveCommand, ...clientCommands, ...backupCommands, ...backupFileCommands, ...backupArchiveCommands, ...instantRestoreCommands];
 
 /** Command groups: leading words of multi-word commands (`disk`, `backup`, `backup key`). */
 const groups = new Set(

@@ -165,7 +165,20 @@ export class ExtFs implements Filesystem {
     return offset;
   }
 
+  /** Group descriptors read so far (a few bytes each; at most one per group). */
+  private readonly descriptors = new Map<number, Buffer>();
+  /** Inodes of the last directory read, for the extents() calls of a walk that follow. */
+  private recent = new Map<number, Inode>();
+
   private async groupDescriptor(group: number): Promise<Buffer> {
+    const known = this.descriptors.get(group);
+    if (known !== undefined) return known;
+    const desc = await this.readGroupDescriptor(group);
+    this.descriptors.set(group, desc);
+    return desc;
+  }
+
+  private async readGroupDescriptor(group: number): Promise<Buffer> {
     const perBlock = this.blockBytes / this.descBytes;
     let block: number;
     if ((this.incompat & Incompat.META_BG) === 0 || group < this.firstMetaBg * perBlock) {
@@ -351,6 +364,7 @@ export class ExtFs implements Filesystem {
 
   private async node(ino: number, name: string): Promise<FsNode> {
     const inode = await this.readInode(ino);
+    this.recent.set(ino, inode);
     const type = typeOfMode(inode.mode);
     if (type === null) throw corrupt(`ext: inode ${ino} (${name || '/'}) has an unknown file type 0x${inode.mode.toString(16)}`);
     this.checkSize(inode);
@@ -418,12 +432,13 @@ export class ExtFs implements Filesystem {
       }
     }
     const out: FsNode[] = [];
+    this.recent = new Map();
     for (const f of found) out.push(await this.node(f.ino, f.name));
     return out;
   }
 
   async extents(file: FsNode): Promise<number[]> {
-    const inode = await this.readInode(file.ref);
+    const inode = this.recent.get(file.ref) ?? (await this.readInode(file.ref));
     if (typeOfMode(inode.mode) !== 'f') throw corrupt(`ext: inode ${file.ref} is not a regular file`);
     return this.dataRuns(inode);
   }

@@ -241,7 +241,7 @@ function decode(plain: Buffer, what: string): any {
   } catch (err) {
     throw new BackupError(BackupErrorCode.CORRUPT, `${what} is not valid msgpack`, { cause: err });
   }
-  if (v === null || typeof v !== 'object') throw corrupt(what, 'is not a catalog object');
+  if (v === null || typeof v !== 'object' || !Number.isSafeInteger(v.version)) throw corrupt(what, 'is not a catalog object');
   if (v.version !== catalogFormat.version) throw new BackupError(BackupErrorCode.UNSUPPORTED, `${what} has catalog version ${String(v.version)}; this Tessera reads version ${catalogFormat.version}`);
   return v;
 }
@@ -250,7 +250,7 @@ function decode(plain: Buffer, what: string): any {
 export function decodeCatalogRoot(plain: Buffer, what = 'Catalog root'): CatalogRoot {
   const v = decode(plain, what);
   const ok =
-    v.format === catalogFormat.name && Array.isArray(v.volumes) && Array.isArray(v.parts) &&
+    v.format === catalogFormat.name && (v.table === null || v.table === 'gpt' || v.table === 'mbr') && Array.isArray(v.volumes) && Array.isArray(v.parts) &&
     v.parts.every((p: any) => Buffer.isBuffer(p?.id) && p.id.length === idBytes && typeof p.first === 'string' && typeof p.last === 'string') &&
     v.volumes.every((vol: any) => typeof vol?.path === 'string' && typeof vol.status === 'string');
   if (!ok) throw corrupt(what, 'is not a catalog root');
@@ -258,6 +258,11 @@ export function decodeCatalogRoot(plain: Buffer, what = 'Catalog root'): Catalog
 }
 
 const fileTypes = new Set(['f', 'd', 'l', 'c', 'b', 'p', 's']);
+
+/** Decodes and checks a catalog part blob: its listings as [dirPath, entries]. */
+export function decodeCatalogPart(plain: Buffer, what = 'Catalog part'): [string, CatalogEntry[]][] {
+  return decodePart(plain, what).dirs.map(([dir, entries]) => [dir, entries.map(entryOf)]);
+}
 
 function decodePart(plain: Buffer, what: string): CatalogPart {
   const v = decode(plain, what);

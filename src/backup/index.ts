@@ -26,7 +26,7 @@ export { verify } from './verify.ts';
 export type { VerifyFault, VerifyOptions, VerifyReport } from './verify.ts';
 export { forget, prune, applyPolicy, isoWeek } from './prune.ts';
 export type { ForgetPolicy, ForgetResult, PruneOptions, PruneReport } from './prune.ts';
-export { Catalog, buildCatalog, readFile as readCatalogFile, decodeCatalogRoot, comparePaths, normalisePath, catalogFormat, catalogLimits } from './catalog.ts';
+export { Catalog, buildCatalog, readFile as readCatalogFile, decodeCatalogRoot, decodeCatalogPart, comparePaths, normalisePath, catalogFormat, catalogLimits } from './catalog.ts';
 export type { CatalogEntry, CatalogRoot, CatalogVolume, ReadFileLimits } from './catalog.ts';
 export { archiveRestorePoint, copiesIn, dueForArchive, findArchived, locateRestorePoint, parsePolicy, policyBytesMax } from './archive.ts';
 export type { ArchiveOutcome, ArchivePolicy, ArchiveRecord, ArchiveRule, ArchiveTask, Located, RepoContext } from './archive.ts';

@@ -281,7 +281,9 @@ export class Hydrator {
     const chunks = this.chunksOf(offset, length).filter((c) => this.state[c] !== LOGGED);
     if (chunks.length === 0) return;
     await this.ensure(chunks.filter((c) => this.state[c] === MISSING));
-    while (chunks.some((c) => this.state[c] !== LOGGED)) await this.persist();
+    // ensure() leaves no chunk MISSING; each persist logs every COPIED chunk or fails.
+    assert.ok(!chunks.some((c) => this.state[c] === MISSING), 'a write would land on a chunk not yet copied');
+    while (chunks.some((c) => this.state[c] === COPIED)) await this.persist();
   }
 
   /** The allocation map with missing chunks shown as data, so that hole-skipping clients still read them. */

@@ -19,6 +19,8 @@ const SEQ_TOP = 2 ** 48 - 1;
 const CHUNK_BLOCKS = 4096;
 /** Chunks kept in the head cache: about 18 bytes a block, so ~75 MiB covering 16 GiB of disk. */
 const CHUNKS_MAX = 1024;
+/** Longest range scanned through the cache (4 GiB of disk); longer ones go to LMDB. */
+const CACHED_SCAN_BLOCKS_MAX = 256 * CHUNK_BLOCKS;
 
 /**
  * The newest version of every block of a 4096-block chunk of one branch, as the index has it:
@@ -73,7 +75,9 @@ export class BlockIndex {
    */
   scanLatest(branch: number, blockStart: number, blockEnd: number, maxSeq: number, visit: (f: Found) => boolean | void): void {
     if (blockEnd <= blockStart) return;
-    if (maxSeq >= SEQ_TOP) this.scanCached(branch, blockStart, blockEnd, visit);
+    // Past a few GiB a range is scanned in LMDB, which skips what was never written in one
+    // cursor pass instead of visiting (and filling) a cache chunk per 16 MiB of a sparse disk.
+    if (maxSeq >= SEQ_TOP && blockEnd - blockStart <= CACHED_SCAN_BLOCKS_MAX) this.scanCached(branch, blockStart, blockEnd, visit);
     else this.scanIndex(branch, blockStart, blockEnd, maxSeq, visit);
   }
 

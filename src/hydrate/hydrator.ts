@@ -319,12 +319,17 @@ export class Hydrator {
     return out;
   }
 
-  /** Starts the background copier; `onDone` runs once every chunk is copied and logged. */
+  /**
+   * Starts the background copier. Once every chunk is copied and logged, the hydrator closes its
+   * volume, log and source, then runs `onDone`.
+   */
   start(onDone: () => Promise<void>): void {
     assert.equal(this.copier, null);
     this.copier = this.runCopier()
       .then(async () => {
-        if (!this.stopper.signal.aborted) await onDone();
+        if (this.stopper.signal.aborted || this.missing > 0 || this.pendingLog.length > 0) return;
+        await this.release();
+        await onDone();
       })
       .catch((err) => this.onLog(`hydrate: ${this.disk}: copier stopped: ${(err as Error).stack ?? String(err)}`));
   }
@@ -410,12 +415,24 @@ export class Hydrator {
     }
   }
 
-  /** Stops the copier, waits for fetches in flight, logs what was copied, closes the volume, log and source. */
+  /**
+   * Stops the copier, waits for fetches in flight, logs what was copied, closes the volume, log
+   * and source. Not to be called from `onDone` (it waits for the copier, which runs `onDone`).
+   */
   async stop(): Promise<void> {
     this.stopper.abort();
     await this.copier;
     await Promise.allSettled([...this.inflight.values()]);
     await this.persist().catch((err) => this.onLog(`hydrate: ${this.disk}: cannot log the last copies (they will be fetched again): ${(err as Error).message}`));
+    await this.release();
+  }
+
+  private released = false;
+
+  /** Closes the copier's volume, the copied log and the source, once. */
+  private async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
     this.volume.close();
     await this.log.close();
     await this.source.close();

@@ -215,14 +215,14 @@ export class InstantRestores {
     e.hydrator = h;
     e.source = source;
     h.start(async () => {
-      // Every chunk is copied and logged: the disk is an ordinary disk from now on.
+      // Every chunk is copied and logged, and the hydrator has let go of the repository: the
+      // disk is an ordinary disk from now on.
       await removeState(this.dir, e.disk);
       e.final = h.progress();
       e.bytesRead += source.bytesRead;
       e.finishedMs = Date.now();
       e.hydrator = null;
       e.source = null;
-      await h.stop();
       this.log(`hydrate: ${e.disk}: instant restore of ${state.snapshot.slice(0, 8)} done in ${((e.finishedMs - state.startedMs) / 1000).toFixed(1)} s`);
     });
   }

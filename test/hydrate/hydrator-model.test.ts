@@ -51,7 +51,10 @@ class FakeSource {
       await deliver(c, Buffer.from(this.image.subarray(c * chunkSize, c * chunkSize + this.chunkBytes(c))));
     }
   }
-  async close(): Promise<void> {}
+  closed = false;
+  async close(): Promise<void> {
+    this.closed = true;
+  }
 }
 
 test('hydrator model: concurrent reads and writes while copying match the model; one delivery per chunk', async (t) => {
@@ -131,6 +134,7 @@ test('hydrator model: concurrent reads and writes while copying match the model;
   source.failRate = 0;
   for (let i = 0; i < 2000 && !finished; i++) await new Promise((r) => setTimeout(r, 10));
   assert.ok(finished, `the copier did not finish: ${JSON.stringify(h.progress())}`);
+  assert.equal(source.closed, true, 'a finished hydrator closes its source');
   await h.stop();
   t.diagnostic(`${failures} requests failed by injected repository errors; ${JSON.stringify(h.progress())}`);
 

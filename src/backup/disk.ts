@@ -4,13 +4,15 @@
  * and a later one only the chunks holding blocks changed since its parent's node snapshot; the
  * other map entries are copied from the parent.
  */
+import { cachedSource, type ByteSource } from '../fsread/index.ts';
+import { buildCatalog } from './catalog.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 import { idBytes, mapEntriesPerBlob, zeroId } from './format.ts';
 import type { IndexCache } from './cache.ts';
 import type { WorkerPool } from './pool.ts';
 import type { Repository, Snapshot, SnapshotEntry } from './repository.ts';
 import { readMapBlob } from './restore.ts';
-import { BackupWriter, type BackupProgress, type BackupResult, type WriterLimits } from './writer.ts';
+import { BackupWriter, checkTenant, type BackupProgress, type BackupResult, type WriterLimits } from './writer.ts';
 
 /** One run of a snapshot's extents, as the node reports them. */
 export interface DiskExtent {
@@ -52,6 +54,31 @@ export interface DiskBackupOptions extends WriterLimits {
   /** Chunk reads in flight. Default 4. */
   readsMax?: number;
   onProgress?: (p: DiskBackupProgress) => void;
+  /** Tenant of the restore point (archival policies are per tenant); unset means `default`. */
+  tenant?: string;
+  /** Whether to build the file catalog from the snapshot's filesystem metadata. Default true. */
+  catalog?: boolean;
+}
+
+/** Bytes per catalog read of a snapshot: metadata reads are aligned to and cached in pages this big. */
+export const catalogReadPageBytes = 1 << 20;
+/** Pages of catalogReadPageBytes kept while a catalog is built. */
+export const catalogReadPagesMax = 16;
+
+/**
+ * The bytes of a node snapshot as a filesystem reader sees them: reads aligned to 1 MiB pages
+ * and cached, so that the many small metadata reads of a catalog become few requests.
+ */
+export function snapshotByteSource(source: DiskSnapshotSource): ByteSource & { pagesRead: number } {
+  const raw: ByteSource = {
+    sizeBytes: source.sizeBytes,
+    async read(offset, length) {
+      const buf = Buffer.allocUnsafe(length);
+      await source.read(offset, buf);
+      return buf;
+    },
+  };
+  return cachedSource(raw, { pageBytes: catalogReadPageBytes, pagesMax: catalogReadPagesMax });
 }
 
 /** What backupDisk made. */
@@ -59,6 +86,8 @@ export interface DiskBackupResult extends BackupResult {
   /** Whether chunks were copied from a parent. */
   incremental: boolean;
   chunksRead: number;
+  /** Pages of catalogReadPageBytes read from the snapshot for the file catalog (0 without one). */
+  catalogPagesRead: number;
 }
 
 /** The newest disk restore point of each of `disks` (by name), or none. */
@@ -83,6 +112,7 @@ function mark(bits: Uint8Array, chunkSizeBytes: number, offset: number, length: 
  * (if the repository still has it) without being read.
  */
 export async function backupDisk(ctx: { repo: Repository; cache: IndexCache; pool: WorkerPool }, source: DiskSnapshotSource, options: DiskBackupOptions = {}): Promise<DiskBackupResult> {
+  if (options.tenant !== undefined) checkTenant(options.tenant);
   const writer = new BackupWriter(ctx, source.sizeBytes, options);
   const chunkSize = writer.chunkSizeBytes;
   const count = writer.chunkCount;
@@ -153,15 +183,26 @@ export async function backupDisk(ctx: { repo: Repository; cache: IndexCache; poo
     }
     await Promise.all(inFlight);
     if (error !== null) throw error;
+    // The file catalog, from the filesystem metadata of the new snapshot (read through the node:
+    // an incremental backup has not read the unchanged metadata).
+    let catalog: Buffer | null = null;
+    let catalogPagesRead = 0;
+    if (options.catalog ?? true) {
+      const bytes = snapshotByteSource(source);
+      catalog = (await buildCatalog(bytes, (plain) => writer.putMetaBlob(plain))).id;
+      catalogPagesRead = bytes.pagesRead;
+    }
     const result = await writer.finish({
       kind: 'disk',
       name: source.disk,
       source: { snapshot: source.snapshot },
       parent: incremental ? Buffer.from(parent!.id, 'hex') : null,
       group: options.group ?? null,
+      catalog,
+      tenant: options.tenant,
     });
     progress();
-    return { ...result, incremental, chunksRead };
+    return { ...result, incremental, chunksRead, catalogPagesRead };
   } catch (err) {
     await writer.abort();
     throw err;

@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   backupDisk,
+  checkTenant,
   diskSizeOf,
   latestDiskRestorePoints,
   restoreTo,
@@ -37,6 +38,8 @@ export interface DiskBackupRun {
   /** Shell command run after the snapshot (also when it failed, once --pre ran). */
   post?: string;
   onProgress?: (p: DiskBackupProgress) => void;
+  /** Tenant of the new restore points (archival policies are per tenant); unset means `default`. */
+  tenant?: string;
   /** Clock, for the snapshot name. */
   now?: () => number;
 }
@@ -87,6 +90,7 @@ export async function runDiskBackup(
   const { disks } = run;
   const dup = disks.find((d, i) => disks.indexOf(d) !== i);
   if (dup !== undefined) throw usageError(`disk ${dup} is named twice`);
+  if (run.tenant !== undefined) checkTenant(run.tenant); // before any snapshot is taken
   const infos: DiskInfo[] = [];
   for (const d of disks) infos.push(await client.request('GET', `/disks/${seg(d)}`));
   const parents = await latestDiskRestorePoints(r.repo, disks);
@@ -127,7 +131,7 @@ export async function runDiskBackup(
         fullReason = `restore point ${parent.id.slice(0, 8)} has another chunk size`;
         parent = null;
       }
-      const result = await backupDisk(r, data.source(disk, snapName, snaps[i].sizeBytes), { parent, group, onProgress: run.onProgress });
+      const result = await backupDisk(r, data.source(disk, snapName, snaps[i].sizeBytes), { parent, group, tenant: run.tenant, onProgress: run.onProgress });
       outcomes.push({ disk, result, fullReason });
       if (base !== null && infos[i].snapshots.includes(base)) {
         // The new snapshot is the next base; the old one only pins old data now.

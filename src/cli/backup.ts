@@ -246,12 +246,14 @@ export const backupCommands: Command[] = [
       repo: repoOption,
       pre: { type: 'string', valueName: 'CMD', description: 'Shell command run before the snapshot (e.g. fsfreeze -f); failing aborts' },
       post: { type: 'string', valueName: 'CMD', description: 'Shell command run after the snapshot, even if it failed (e.g. fsfreeze -u)' },
+      tenant: { type: 'string', valueName: 'NAME', description: 'Tenant the restore points belong to, for archival policies (default: default)' },
       json: jsonOption,
     },
     examples: [
       'tessera backup create vm1 --repo /srv/backups',
       'tessera backup create vm1-root vm1-data --repo /srv/backups   # one consistency group',
       "tessera backup create vm1 --pre 'ssh vm1 fsfreeze -f /srv' --post 'ssh vm1 fsfreeze -u /srv'",
+      'tessera backup create vm1 --repo /srv/backups --tenant acme',
     ],
     usesApi: true,
     async run(ctx) {
@@ -263,6 +265,7 @@ export const backupCommands: Command[] = [
           disks: ctx.args,
           pre,
           post,
+          tenant: typeof ctx.values.tenant === 'string' ? ctx.values.tenant : undefined,
           onProgress: (p) => progress.update(`backup ${p.disk} ${percent(p.bytesRead, p.bytesToRead)}  ${formatSize(p.bytesRead)} of ${formatSize(p.bytesToRead)} read, ${formatSize(p.bytesStored)} stored`),
         }).finally(() => progress.done()),
       );

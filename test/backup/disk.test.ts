@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { runCli } from '../../src/cli/index.ts';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
@@ -74,6 +75,26 @@ async function writeChangedBlocks(prev: string, next: string, uri: string): Prom
   return { blocks: runs.reduce((n, r) => n + (r.to - r.from) / 4096, 0), runs: runs.length };
 }
 
+/** Runs the CLI in-process and keeps stdout as bytes (`backup cat` of binary files). */
+async function cliBytes(env: NodeJS.ProcessEnv, args: string[]): Promise<{ code: number; stdout: Buffer; stderr: string }> {
+  const out: Buffer[] = [];
+  let stderr = '';
+  const code = await runCli(args, {
+    stdout: (t) => out.push(Buffer.from(t)),
+    writeBytes: async (b) => void out.push(Buffer.from(b)),
+    stderr: (t) => (stderr += t),
+    env: env as Record<string, string>,
+  });
+  return { code, stdout: Buffer.concat(out), stderr };
+}
+
+/** `backup cat ID FILE` as bytes; fails unless it succeeded. */
+async function catFile(env: NodeJS.ProcessEnv, repo: string, id: string, path: string): Promise<Buffer> {
+  const r = await cliBytes(env, ['backup', 'cat', id, path, '--repo', repo]);
+  assert.equal(r.code, 0, `backup cat ${id} ${path}: ${r.stderr}`);
+  return r.stdout;
+}
+
 /** Applies debugfs requests to an image and fails if debugfs complained. */
 async function debugfsWrite(image: string, requests: string[]): Promise<void> {
   const cmds = join(dir, `cmds-${Math.random().toString(36).slice(2)}`);
@@ -111,6 +132,7 @@ test('backup create: a full then an incremental backup of an ext4 disk; restores
   // Only allocated data is read: nbdcopy skips the image's holes, the rest is never read.
   assert.ok(full.stats.bytesScanned < 128 * MiB, `the full backup read ${full.stats.bytesScanned} bytes of a 256 MiB disk`);
   assert.ok(full.stats.chunksZero > 64, 'unallocated chunks are zero chunks');
+  assert.equal(full.tenant, 'default', 'no --tenant: the default tenant');
 
   // Change real files: a file added, one removed, one overwritten; only changed blocks go over NBD.
   const image2 = join(dir, 'fs2.raw');
@@ -120,7 +142,7 @@ test('backup create: a full then an incremental backup of an ext4 disk; restores
   const changed = await writeChangedBlocks(image, image2, node.nbdUri('fs'));
   t.diagnostic(`${changed.blocks} blocks changed in ${changed.runs} runs`);
 
-  const [incr] = await tesseraJson(env, ['backup', 'create', 'fs', '--repo', repo]);
+  const [incr] = await tesseraJson(env, ['backup', 'create', 'fs', '--repo', repo, '--tenant', 'acme']);
   assert.equal(incr.incremental, true);
   assert.equal(incr.parent, full.id);
   assert.ok(incr.stats.bytesScanned <= 16 * MiB, `the incremental read ${incr.stats.bytesScanned} bytes for ${changed.blocks} changed blocks`);
@@ -128,6 +150,31 @@ test('backup create: a full then an incremental backup of an ext4 disk; restores
   assert.ok(incr.stats.chunksReused > 0, 'unchanged chunks are copied from the parent');
   assert.deepEqual(await snapshotsOf('fs'), [incr.source.snapshot], 'the old base is deleted, the new one kept');
   t.diagnostic(`full read ${full.stats.bytesScanned} bytes in ${full.stats.durationMs} ms; incremental read ${incr.stats.bytesScanned} in ${incr.stats.durationMs} ms`);
+
+  // --tenant is recorded in the restore point.
+  const listed = new Map<string, { tenant: string }>((await tesseraJson(env, ['backup', 'list', '--repo', repo])).map((e: { id: string; tenant: string }) => [e.id, e]));
+  assert.equal(listed.get(full.id)?.tenant, 'default');
+  assert.equal(listed.get(incr.id)?.tenant, 'acme');
+
+  // Both restore points have a file catalog built from their node snapshot: ls lists the source
+  // tree, cat reads each backup's version of the files changed between them.
+  for (const id of [full.id, incr.id]) {
+    const ls = await tessera(env, ['backup', 'ls', id, '/', '--repo', repo]);
+    assert.equal(ls.code, 0, ls.stderr);
+    assert.deepEqual(ls.stdout.split('\n').filter((l) => l !== ''), ['bin/', 'docs/', 'lost+found/', 'src/']);
+    const docs = await tessera(env, ['backup', 'ls', id, '/docs', '--repo', repo]);
+    assert.equal(docs.code, 0, docs.stderr);
+    assert.deepEqual(docs.stdout.split('\n').filter((l) => l !== '').sort(), readdirSync(join(root, 'docs')).sort());
+  }
+  const binOf = async (id: string) => (await tessera(env, ['backup', 'ls', id, '/bin', '--repo', repo])).stdout.split('\n').filter((l) => l !== '').sort();
+  assert.deepEqual(await binOf(full.id), Array.from({ length: 12 }, (_, i) => `f${i}`).sort());
+  assert.deepEqual(await binOf(incr.id), [...Array.from({ length: 12 }, (_, i) => `f${i}`).filter((n) => n !== 'f3'), 'new.bin'].sort());
+  assert.deepEqual(await catFile(env, repo, incr.id, '/docs/api.md'), await readFile(join(root, 'package.json')), 'the overwritten file: its new bytes');
+  assert.deepEqual(await catFile(env, repo, full.id, '/docs/api.md'), await readFile(join(src, 'docs', 'api.md')), 'the full backup keeps the old bytes');
+  assert.deepEqual(await catFile(env, repo, incr.id, '/bin/new.bin'), await readFile(join(dir, 'new.bin')), 'the added file');
+  assert.deepEqual(await catFile(env, repo, incr.id, '/bin/f5'), seededBytes(seed, 'f5', 100_000 + 5 * 250_000), 'an unchanged file');
+  const gone = await cliBytes(env, ['backup', 'cat', incr.id, '/bin/f3', '--repo', repo]);
+  assert.equal(gone.code, 1, 'the removed file is not in the incremental');
 
   // What the disk holds now, read back over NBD, is what both restores give.
   const now = join(dir, 'fs-now.raw');

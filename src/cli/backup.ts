@@ -270,7 +270,7 @@ export const backupCommands: Command[] = [
         }).finally(() => progress.done()),
       );
       if (ctx.values.json) {
-        printJson(ctx.io, outcomes.map((o) => ({ ...snapshotJson(o.result), incremental: o.result.incremental, fullReason: o.fullReason })));
+        printJson(ctx.io, outcomes.map((o) => ({ ...snapshotJson(o.result), incremental: o.result.incremental, fullReason: o.fullReason, catalogPagesRead: o.result.catalogPagesRead })));
       } else {
         for (const { disk, result } of outcomes) {
           const s = result.snapshot.stats;

@@ -151,6 +151,10 @@ test('backup create: a full then an incremental backup of an ext4 disk; restores
   assert.deepEqual(await snapshotsOf('fs'), [incr.source.snapshot], 'the old base is deleted, the new one kept');
   t.diagnostic(`full read ${full.stats.bytesScanned} bytes in ${full.stats.durationMs} ms; incremental read ${incr.stats.bytesScanned} in ${incr.stats.durationMs} ms`);
 
+  // The catalog reads metadata in 1 MiB pages: a few dozen requests, not thousands of tiny ones.
+  t.diagnostic(`catalog pages read: full ${full.catalogPagesRead}, incremental ${incr.catalogPagesRead}`);
+  for (const p of [full, incr]) assert.ok(p.catalogPagesRead > 0 && p.catalogPagesRead <= 64, `the catalog read ${p.catalogPagesRead} pages`);
+
   // --tenant is recorded in the restore point.
   const listed = new Map<string, { tenant: string }>((await tesseraJson(env, ['backup', 'list', '--repo', repo])).map((e: { id: string; tenant: string }) => [e.id, e]));
   assert.equal(listed.get(full.id)?.tenant, 'default');
@@ -231,6 +235,17 @@ test('backup create of several disks is one consistency group; hooks run around 
   assert.ok(bytes.subarray(4096, MiB).every((b) => b === 0x11));
   const list = await tesseraJson(env, ['backup', 'list', '--repo', repo]);
   assert.equal(list.filter((p: any) => p.group === points[0].group).length, 2);
+  // No filesystem on these disks: not an error, the catalog says so.
+  const ls = await tessera(env, ['backup', 'ls', points[0].id, '/', '--repo', repo]);
+  assert.equal(ls.code, 0, ls.stderr);
+  assert.equal(ls.stdout, '');
+  assert.match(ls.stderr, /holds no filesystem Tessera reads/);
+  // A bad tenant is refused before any snapshot is taken.
+  const snapsBefore = await snapshotsOf('g1');
+  const badTenant = await tessera(env, ['backup', 'create', 'g1', '--repo', repo, '--tenant', 'no/such']);
+  assert.equal(badTenant.code, 1, badTenant.stderr);
+  assert.match(badTenant.stderr, /Bad tenant 'no\/such'/);
+  assert.deepEqual(await snapshotsOf('g1'), snapsBefore);
 
   // A failing pre hook: no snapshot, the post hook still runs, one clear error.
   await writeFile(log, '');

@@ -69,16 +69,23 @@ export const catalogReadPagesMax = 16;
  * The bytes of a node snapshot as a filesystem reader sees them: reads aligned to 1 MiB pages
  * and cached, so that the many small metadata reads of a catalog become few requests.
  */
-export function snapshotByteSource(source: DiskSnapshotSource): ByteSource & { pagesRead: number } {
+export function snapshotByteSource(source: DiskSnapshotSource): ByteSource & { pagesRead: number; ioError: unknown } {
   const raw: ByteSource = {
     sizeBytes: source.sizeBytes,
     async read(offset, length) {
       const buf = Buffer.allocUnsafe(length);
-      await source.read(offset, buf);
+      try {
+        await source.read(offset, buf);
+      } catch (err) {
+        // The filesystem readers see this as a damaged volume; the caller fails the backup instead.
+        out.ioError ??= err;
+        throw err;
+      }
       return buf;
     },
   };
-  return cachedSource(raw, { pageBytes: catalogReadPageBytes, pagesMax: catalogReadPagesMax });
+  const out = Object.assign(cachedSource(raw, { pageBytes: catalogReadPageBytes, pagesMax: catalogReadPagesMax }), { ioError: null as unknown });
+  return out;
 }
 
 /** What backupDisk made. */
@@ -190,6 +197,8 @@ export async function backupDisk(ctx: { repo: Repository; cache: IndexCache; poo
     if (options.catalog ?? true) {
       const bytes = snapshotByteSource(source);
       catalog = (await buildCatalog(bytes, (plain) => writer.putMetaBlob(plain))).id;
+      // A node that failed a read is not a damaged filesystem: the backup fails (and can be rerun).
+      if (bytes.ioError !== null) throw bytes.ioError;
       catalogPagesRead = bytes.pagesRead;
     }
     const result = await writer.finish({

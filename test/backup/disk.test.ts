@@ -8,6 +8,7 @@ import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { runCli } from '../../src/cli/index.ts';
+import { backupDisk, catalogReadPageBytes, type DiskSnapshotSource } from '../../src/backup/index.ts';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
@@ -338,4 +339,31 @@ test('backup create killed with SIGKILL mid-way: the rerun completes, restores b
   const snaps = await snapshotsOf('kb');
   assert.ok(snaps.includes(rerun.source.snapshot));
   assert.equal(snaps.length, 2);
+});
+
+test('backupDisk: a node read that fails while the catalog is built fails the backup (not a damaged catalog)', async () => {
+  const r = await openTestRepo(join(dir, 'repo-catalog-io'), { init: smallRepo });
+  const marker = await r.repo.startWriter();
+  try {
+    await r.cache.sync(r.repo);
+    const image = seededBytes(1, 'catalog-io', 4 * MiB);
+    const source = (failCatalog: boolean): DiskSnapshotSource => ({
+      disk: 'cio',
+      snapshot: 'backup-x',
+      sizeBytes: image.length,
+      extents: async (visit) => visit({ offset: 0, length: image.length, type: 'data' }),
+      read: async (offset, into) => {
+        // Chunk reads are 64 KiB here; the catalog reads 1 MiB pages.
+        if (failCatalog && into.length === catalogReadPageBytes) throw new Error('node lost');
+        image.copy(into, 0, offset, offset + into.length);
+      },
+    });
+    await assert.rejects(backupDisk(r, source(true)), /node lost/);
+    const ok = await backupDisk(r, source(false));
+    assert.ok(ok.snapshot.catalog !== null, 'an unrecognised image still gets a catalog');
+    assert.ok(ok.catalogPagesRead >= 1);
+  } finally {
+    await marker.stop();
+    await r.close();
+  }
 });

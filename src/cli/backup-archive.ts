@@ -25,7 +25,7 @@ import {
   type SnapshotEntry,
 } from '../backup/index.ts';
 // backup.ts imports this module too: only functions are taken from it, used at run time.
-import { formatTime, parseDuration, password, printJson, progressLine, reported, withRepo } from './backup.ts';
+import { formatTime, parseDuration, password, printJson, progressLine, reported, withRepo } from './backup-common.ts';
 import type { Command, CommandContext, Io, OptionSpec } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
 import { formatSize } from './size.ts';

@@ -5,7 +5,7 @@
 import { lstat, lutimes, mkdir, open, symlink, utimes, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BackupError, BackupErrorCode, Catalog, normalisePath, readCatalogFile, type CatalogEntry, type IndexCache, type Repository, type WorkerPool } from '../backup/index.ts';
-import { formatTime, jsonOption, printJson, repoOption, withRepo } from './backup.ts';
+import { formatTime, jsonOption, printJson, repoOption, withRepo } from './backup-common.ts';
 import type { Command, CommandContext } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
 import { formatSize } from './size.ts';

@@ -5,6 +5,7 @@
  */
 import { open, type RootDatabase, type Database } from 'lmdb';
 import assert from 'node:assert/strict';
+import { EngineError, EngineErrorCode } from './errors.ts';
 import { encodeKey, decodeKey, decodeValue, encodeValue, type Entry } from './format.ts';
 
 /** A version of a block found in the index, with the branch it lives on. */
@@ -134,7 +135,7 @@ export class BlockIndex {
       this.root.transactionSync(fn);
     } catch (err) {
       this.chunks.clear();
-      throw err;
+      throw indexError(err);
     }
   }
 
@@ -185,4 +186,14 @@ function setSlot(chunk: Chunk, i: number, e: Entry): void {
   slots.offset[i] = e.offset;
   slots.kind[i] = e.kind;
   slots.mask[i] = e.mask;
+}
+
+/** A failed index transaction as the engine reports it: a full file system is ENGINE_NO_SPACE. */
+function indexError(err: unknown): unknown {
+  if (err instanceof EngineError) return err;
+  const e = err as { code?: unknown; message?: unknown } | null;
+  // lmdb-js reports the errno as a number (28 is ENOSPC on Linux) with the C library's message.
+  const full = e?.code === 28 || e?.code === 'ENOSPC' || e?.code === 'EDQUOT' || (typeof e?.message === 'string' && /No space left/.test(e.message));
+  if (full) return new EngineError(EngineErrorCode.NO_SPACE, 'No space left while updating the block index', { cause: err });
+  return err;
 }

@@ -183,6 +183,13 @@ export class WriteLog {
       const fd = fs.openSync(path.join(dir, segmentName(id)), 'r+');
       const head = Buffer.alloc(Format.segmentHeaderBytes);
       const n = fs.readSync(fd, head, 0, head.length, 0);
+      if (n < head.length && id === ids[ids.length - 1]) {
+        // The newest segment's creation was cut short (a crash or a full disk before its header
+        // was complete): it holds no record. Drop it.
+        fs.closeSync(fd);
+        fs.rmSync(path.join(dir, segmentName(id)));
+        continue;
+      }
       const decoded = n === head.length ? decodeSegmentHeader(head) : null;
       if (!decoded || decoded.id !== id) {
         fs.closeSync(fd);
@@ -223,14 +230,26 @@ export class WriteLog {
     const ids = this.segmentIds();
     const id = ids.length ? ids[ids.length - 1] + 1 : 1;
     const file = path.join(this.dir, segmentName(id));
-    const fd = fs.openSync(file, 'wx+');
-    const head = encodeSegmentHeader(id, Date.now());
-    fs.writeSync(fd, head, 0, head.length, 0);
-    fs.fdatasyncSync(fd);
-    const dfd = fs.openSync(this.dir, 'r');
-    fs.fsyncSync(dfd);
-    fs.closeSync(dfd);
-    const seg: Segment = { id, fd, size: head.length, dirty: false };
+    let fd: number;
+    try {
+      fd = fs.openSync(file, 'wx+');
+    } catch (err) {
+      throw ioError(err, 'starting a log segment');
+    }
+    try {
+      const head = encodeSegmentHeader(id, Date.now());
+      if (fs.writeSync(fd, head, 0, head.length, 0) !== head.length) throw Object.assign(new Error('short write'), { code: 'ENOSPC' });
+      fs.fdatasyncSync(fd);
+      const dfd = fs.openSync(this.dir, 'r');
+      fs.fsyncSync(dfd);
+      fs.closeSync(dfd);
+    } catch (err) {
+      // A segment without its header would stop the next open: leave none behind.
+      fs.closeSync(fd);
+      fs.rmSync(file, { force: true });
+      throw ioError(err, 'starting a log segment');
+    }
+    const seg: Segment = { id, fd, size: Format.segmentHeaderBytes, dirty: false };
     this.segments.set(id, seg);
     this.active = seg;
   }

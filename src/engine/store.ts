@@ -97,6 +97,8 @@ const zeroBlocksPerRecordMax = 2 ** 31;
 const APPLY_BATCH_BLOCKS = 65536;
 /** Longest a durable record waits in the overlay for a batch to fill. */
 const APPLY_DELAY_MS = 1000;
+/** Wait before applying again after an index transaction failed (e.g. the file system was full). */
+const APPLY_RETRY_MS = 1000;
 
 function sectorMask(fromByte: number, toByte: number): number {
   // Sectors of one block touched by bytes [fromByte, toByte) (block-relative).
@@ -482,7 +484,7 @@ export class Store {
 
   /** Space figures; durable records still waiting for the index are absorbed first, so they count. */
   stats(): StoreStats {
-    if (!this.closed) this.applyNow();
+    if (!this.closed) this.applyInBackground();
     let liveBytes = 0;
     for (const v of this.live.values()) liveBytes += v;
     return { logBytes: this.log.totalBytes(), liveBytes, segments: this.log.segmentIds().length };
@@ -494,7 +496,11 @@ export class Store {
     for (const t of this.timers) clearInterval(t);
     if (this.maintenance) await this.maintenance.catch(() => {});
     await this.log.sync().catch(() => {});
-    this.applyNow();
+    try {
+      this.applyNow();
+    } catch {
+      // The records stay in the log; the next open replays them into the index.
+    }
     this.log.close();
     await this.index.close();
   }
@@ -775,14 +781,19 @@ export class Store {
       this.applyImmediate = true;
       setImmediate(() => {
         this.applyImmediate = false;
-        this.applyNow();
+        this.applyInBackground();
       });
     } else if (this.applyTimer === null && !this.closed) {
-      this.applyTimer = setTimeout(() => this.applyNow(), APPLY_DELAY_MS);
+      this.applyTimer = setTimeout(this.applyInBackground, APPLY_DELAY_MS);
       this.applyTimer.unref();
     }
   }
 
+  /**
+   * Moves the queued durable records into the index. Should the transaction fail (a full file
+   * system), nothing was applied: the records stay queued, durable in the log and visible through
+   * the overlay, and are tried again later; the error is rethrown.
+   */
   private applyNow(): void {
     if (this.applyTimer !== null) {
       clearTimeout(this.applyTimer);
@@ -790,11 +801,31 @@ export class Store {
     }
     if (!this.applyQueue.length) return;
     const batch = this.applyQueue;
+    const blocks = this.applyQueueBlocks;
     this.applyQueue = [];
     this.applyQueueBlocks = 0;
-    this.applyRecords(batch.map((a) => ({ header: a.header, segment: a.segment, offset: a.offset, end: a.end })));
+    try {
+      this.applyRecords(batch.map((a) => ({ header: a.header, segment: a.segment, offset: a.offset, end: a.end })));
+    } catch (err) {
+      this.applyQueue = batch.concat(this.applyQueue);
+      this.applyQueueBlocks += blocks;
+      if (this.applyTimer === null && !this.closed) {
+        this.applyTimer = setTimeout(this.applyInBackground, APPLY_RETRY_MS);
+        this.applyTimer.unref();
+      }
+      throw err;
+    }
     for (const a of batch) this.removeFromOverlay(a);
   }
+
+  /** applyNow() from a timer: a failure is retried (see applyNow), never thrown into the loop. */
+  private readonly applyInBackground = (): void => {
+    try {
+      this.applyNow();
+    } catch {
+      // Queued again with a retry timer; the next flush, compaction or close tries too.
+    }
+  };
 
   /**
    * Applies records, in log order, to the index in one transaction that also records how far the
@@ -804,6 +835,8 @@ export class Store {
     const delta = new Map<number, number>();
     const add = (seg: number, n: number) => delta.set(seg, (delta.get(seg) ?? 0) + n);
     let seqMax = this.seqNext - 1;
+    // In-memory state changes only once the transaction has committed.
+    let applied = this.applied;
     this.index.transaction(() => {
       for (const r of recs) {
         const h = r.header;
@@ -814,8 +847,8 @@ export class Store {
       }
       const last = recs[recs.length - 1];
       const pos = { segment: last.segment, offset: last.end };
-      if (comparePositions(pos, this.applied) > 0) this.applied = pos;
-      this.index.meta.putSync('applied', this.applied);
+      if (comparePositions(pos, applied) > 0) applied = pos;
+      this.index.meta.putSync('applied', applied);
       this.index.meta.putSync('seqNext', seqMax + 1);
       for (const [seg, n] of delta) {
         const v = (this.live.get(seg) ?? 0) + n;
@@ -823,6 +856,7 @@ export class Store {
         this.index.segments.putSync(seg, v);
       }
     });
+    this.applied = applied;
     for (const [seg, n] of delta) this.live.set(seg, (this.live.get(seg) ?? 0) + n);
     if (seqMax + 1 > this.seqNext) this.seqNext = seqMax + 1;
   }

@@ -82,8 +82,9 @@ interface Task {
  * A fixed set of worker threads sharing the repository keys. Requests wait in one shared queue;
  * whichever worker is free takes the next one, so a long request on one worker never holds up
  * requests queued behind it (there is no per-worker queue). How many workers may be busy at once
- * is an AdaptiveLimiter between 1 and the pool's size: it gives back workers that do not add
- * throughput (a machine whose cores the node or the disk already keep busy).
+ * is an AdaptiveLimiter between busyMin (default: the pool's size, so all workers are used) and
+ * the pool's size: with a lower busyMin it gives back workers that do not add throughput (a
+ * machine whose cores the node or the disk already keep busy).
  */
 export class WorkerPool {
   readonly size: number;
@@ -100,7 +101,10 @@ export class WorkerPool {
     const n = options.workers ?? defaultWorkerCount();
     if (!Number.isSafeInteger(n) || n < 1 || n > workersMax) throw new BackupError('BACKUP_INVALID', `Worker count ${n} is not in 1..${workersMax}`);
     this.size = n;
-    this.busy = new AdaptiveLimiter({ min: Math.max(1, Math.min(n, options.busyMin ?? 1)), max: n, initial: n, now: options.now });
+    // Every worker stays available unless busyMin asks for less: the work is CPU-bound, and the
+    // hill climb, judging windows of mixed hash, seal and pack tasks on a shared machine, took
+    // noise for a knee and left one worker hashing while the other idled.
+    this.busy = new AdaptiveLimiter({ min: Math.max(1, Math.min(n, options.busyMin ?? n)), max: n, initial: n, now: options.now });
     for (let i = 0; i < n; i++) {
       const w = new Worker(new URL('./worker.ts', import.meta.url), { workerData: { encKey: keys.encKey, idKey: keys.idKey } });
       w.unref();
@@ -174,10 +178,13 @@ export class WorkerPool {
     return { id: asBuffer(r.id), plain: asBuffer(r.plain) };
   }
 
-  /** Compresses and seals `plain` (moved to the worker); with `withId` also returns its id. */
-  async seal(plain: Buffer, withId = false): Promise<SealedBlob & { id?: Buffer }> {
-    const r = await this.run<{ sealed: Uint8Array; flags: number; plainLength: number; id?: Uint8Array }>({ op: 'seal', plain, withId }, [plain]);
-    return { sealed: asBuffer(r.sealed), flags: r.flags, plainLength: r.plainLength, id: r.id ? asBuffer(r.id) : undefined };
+  /**
+   * Compresses and seals `plain` (moved to the worker); with `withId` also returns its id. `plain`
+   * comes back too (moved back when it was transferable), for the caller to reuse.
+   */
+  async seal(plain: Buffer, withId = false): Promise<SealedBlob & { id?: Buffer; plain?: Buffer }> {
+    const r = await this.run<{ sealed: Uint8Array; flags: number; plainLength: number; id?: Uint8Array; plain?: Uint8Array }>({ op: 'seal', plain, withId }, [plain]);
+    return { sealed: asBuffer(r.sealed), flags: r.flags, plainLength: r.plainLength, id: r.id ? asBuffer(r.id) : undefined, plain: r.plain ? asBuffer(r.plain) : undefined };
   }
 
   /** Opens one blob and checks it against its id. */

@@ -30,7 +30,7 @@ export interface RestoreLimits {
   inFlightBytesMax?: number;
   /** Largest gap between two needed blobs of a pack that one read covers. Default 1 MiB. */
   gapBytesMax?: number;
-  /** Largest single range read. Default 16 MiB. */
+  /** Largest single range read. Default 4 MiB (several reads and their plaintexts fit the byte budget). */
   readBytesMax?: number;
 }
 
@@ -168,7 +168,7 @@ export async function restoreTo(
   // Stragglers are hedged, not a sign of overload: back off only when a fifth of the reads time out.
   const reads = new AdaptiveLimiter({ min: Math.min(options.readsMin ?? 1, readsMax), max: readsMax, initial: options.readsInitial ?? 8, errorFractionMax: 0.2 });
   const gapBytesMax = options.gapBytesMax ?? 1 << 20;
-  const readBytesMax = Math.max(options.readBytesMax ?? 16 << 20, snapshot.chunkSizeBytes * 2);
+  const readBytesMax = Math.max(options.readBytesMax ?? 4 << 20, snapshot.chunkSizeBytes * 2);
   const budget = new ByteBudget(options.inFlightBytesMax ?? 64 << 20);
   const progress: RestoreProgress = { sizeBytes: snapshot.sizeBytes, bytesWritten: 0, bytesRead: 0 };
   const chunkSize = snapshot.chunkSizeBytes;

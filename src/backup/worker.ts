@@ -46,7 +46,7 @@ function handle(msg: WorkerRequest): unknown {
     case 'seal': {
       const plain = buf(msg.plain);
       const s = sealBlob(keys.encKey, plain);
-      return { ...s, id: msg.withId ? blobId(keys.idKey, plain) : undefined };
+      return { ...s, id: msg.withId ? blobId(keys.idKey, plain) : undefined, plain: msg.plain };
     }
     case 'open':
       return { plain: openBlob(keys, buf(msg.sealed), { flags: msg.flags, plainLength: msg.plainLength, id: buf(msg.id) }, msg.what) };

@@ -4,7 +4,7 @@
  * pipelined under a byte budget. Map blobs are built as their 4096 chunks complete.
  */
 import assert from 'node:assert/strict';
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { resolve as resolvePath } from 'node:path';
 import { fileSource } from '../fsread/index.ts';
@@ -63,6 +63,9 @@ export class BackupWriter {
   private readonly pool: WorkerPool;
   private readonly budget: ByteBudget;
   private readonly zeroes: Buffer;
+  /** Chunk buffers (whole ArrayBuffers of chunkSizeBytes) back from the workers, for allocChunk to reuse. */
+  private readonly spare: Buffer[] = [];
+  private readonly spareMax: number;
   private readonly data: PackWriter;
   private readonly meta: PackWriter;
   private readonly started: number;
@@ -97,6 +100,7 @@ export class BackupWriter {
     this.chunkCount = Math.ceil(sizeBytes / this.chunkSizeBytes);
     this.budget = new ByteBudget(limits.inFlightBytesMax ?? 64 << 20);
     this.zeroes = Buffer.alloc(this.chunkSizeBytes);
+    this.spareMax = Math.ceil(this.budget.bytesMax / Math.max(1, this.chunkSizeBytes)) + 2;
     const uploadsMax = Math.max(1, Math.min(limits.uploadsMax ?? 8, ctx.repo.backend.requestsMax));
     const packOptions = { packSizeTargetBytes: ctx.repo.config.packSizeTargetBytes, uploadsMax };
     const onUploaded = (p: IndexedPack) => this.packUploaded(p);
@@ -138,7 +142,16 @@ export class BackupWriter {
     this.check();
     const length = this.chunkLength(index);
     await this.budget.acquire(length);
+    if (length === this.chunkSizeBytes) {
+      const spare = this.spare.pop();
+      if (spare !== undefined) return spare;
+    }
     return Buffer.allocUnsafeSlow(length);
+  }
+
+  /** Keeps a chunk buffer nobody refers to any more for allocChunk (only whole, full-size ones). */
+  private recycle(buf: Buffer): void {
+    if (buf.length === this.chunkSizeBytes && buf.byteOffset === 0 && buf.buffer.byteLength === buf.length && this.spare.length < this.spareMax) this.spare.push(buf);
   }
 
   /** Hands over chunk `index` (from allocChunk, filled); processing goes on in the background. */
@@ -149,6 +162,7 @@ export class BackupWriter {
     this.stats.bytesScanned += chunk.length;
     if (isAllZero(chunk, this.zeroes)) {
       this.budget.release(chunk.length);
+      this.recycle(chunk);
       this.stats.chunksZero++;
       this.setMapEntry(index, zeroId);
       return;
@@ -234,9 +248,11 @@ export class BackupWriter {
       const { id, plain } = await this.pool.hash(chunk);
       if (this.known(id)) {
         this.stats.chunksReused++;
+        this.recycle(plain);
       } else {
         this.ownBlobs.add(id.toString('hex'));
         const blob = await this.pool.seal(plain);
+        if (blob.plain !== undefined) this.recycle(blob.plain);
         this.stats.chunksNew++;
         this.stats.bytesNew += length;
         this.stats.bytesStored += blob.sealed.length;
@@ -382,6 +398,30 @@ export interface BackupFileOptions extends WriterLimits {
   onProgress?: (p: BackupProgress) => void;
 }
 
+/** Chunks one read of backupFile fills (one readv), and such reads in flight. */
+const readChunksMax = 4;
+const readsMax = 3;
+
+/** Fills `bufs` back to back from `position` of `fh`, with as few readv calls as it takes. */
+async function readFully(fh: FileHandle, bufs: Buffer[], position: number, path: string): Promise<void> {
+  let rest = bufs;
+  while (rest.length > 0) {
+    const { bytesRead } = await fh.readv(rest, position);
+    if (bytesRead === 0) throw new BackupError(BackupErrorCode.STORAGE, `${path} shrank while being backed up`);
+    position += bytesRead;
+    let skip = bytesRead;
+    const left: Buffer[] = [];
+    for (const b of rest) {
+      if (skip >= b.length) skip -= b.length;
+      else {
+        left.push(skip === 0 ? b : b.subarray(skip));
+        skip = 0;
+      }
+    }
+    rest = left;
+  }
+}
+
 /**
  * Backs up a raw image file. Node's fs cannot SEEK_DATA/SEEK_HOLE, so holes are read and found
  * to be zero like any zero chunk: they cost reading, never storing.
@@ -404,17 +444,37 @@ export async function backupFile(ctx: { repo: Repository; cache: IndexCache; poo
       await ctx.cache.sync(ctx.repo);
       const writer = new BackupWriter(ctx, st.size, options);
       try {
-        for (let i = 0; i < writer.chunkCount; i++) {
-          const buf = await writer.allocChunk(i);
-          let done = 0;
-          while (done < buf.length) {
-            const { bytesRead } = await fh.read(buf, done, buf.length - done, i * writer.chunkSizeBytes + done);
-            if (bytesRead === 0) throw new BackupError(BackupErrorCode.STORAGE, `${path} shrank while being backed up`);
-            done += bytesRead;
+        // Sequential reads of readChunksMax chunks each (one readv into the chunk buffers),
+        // readsMax of them in flight, all within the writer's in-flight byte budget.
+        // One reader at a time takes buffers, so no two readers each hold part of a batch while
+        // the budget waits for both (a budget smaller than readsMax batches would deadlock).
+        let next = 0;
+        let failed: unknown = null;
+        let allocating: Promise<unknown> = Promise.resolve();
+        const reader = async (): Promise<void> => {
+          while (next < writer.chunkCount && failed === null) {
+            const first = next;
+            const count = Math.min(readChunksMax, writer.chunkCount - first);
+            next += count;
+            const bufs: Buffer[] = [];
+            const alloc = allocating.then(async () => {
+              for (let j = 0; j < count; j++) bufs.push(await writer.allocChunk(first + j));
+            });
+            allocating = alloc.catch(() => {});
+            await alloc;
+            await readFully(fh, bufs, first * writer.chunkSizeBytes, path);
+            for (let j = 0; j < count; j++) writer.putChunk(first + j, bufs[j]);
+            options.onProgress?.(writer.progress());
           }
-          writer.putChunk(i, buf);
-          options.onProgress?.(writer.progress());
-        }
+        };
+        await Promise.all(
+          Array.from({ length: readsMax }, () =>
+            reader().catch((err) => {
+              failed ??= err;
+            }),
+          ),
+        );
+        if (failed !== null) throw failed;
         // The file catalog, from the filesystem metadata of the image just read.
         const catalog = await buildCatalog(fileSource(fh, st.size), (plain) => writer.putMetaBlob(plain));
         const result = await writer.finish({ kind: 'file', name: options.name, source: { path: resolvePath(path) }, catalog: catalog.id, tenant: options.tenant });

@@ -301,16 +301,21 @@ export class WriteLog {
     this.writeNext();
   };
 
+  /** Issues waiting batches, oldest first, up to WRITES_INFLIGHT_MAX in flight. */
   private writeNext(): void {
-    if (this.writing >= WRITES_INFLIGHT_MAX) return;
-    let batch = this.ready.shift();
-    if (batch === undefined) {
-      if (this.gathering === null) return;
-      batch = this.gathering;
-      this.gathering = null;
+    while (this.writing < WRITES_INFLIGHT_MAX) {
+      let batch = this.ready.shift();
+      if (batch === undefined) {
+        if (this.gathering === null) return;
+        batch = this.gathering;
+        this.gathering = null;
+      }
+      this.issue(batch);
     }
+  }
+
+  private issue(b: Batch): void {
     this.writing++;
-    const b = batch;
     pwritevAll(b.seg.fd, b.bufs, b.offset).then(
       () => {
         this.writing--;

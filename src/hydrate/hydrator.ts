@@ -327,6 +327,9 @@ export class Hydrator {
     assert.equal(this.copier, null);
     this.copier = this.runCopier()
       .then(async () => {
+        // A client write's persist may still be appending to the log (its chunks already left
+        // pendingLog): let it finish before the log is closed under it.
+        await this.persistChain;
         if (this.stopper.signal.aborted || this.missing > 0 || this.pendingLog.length > 0) return;
         await this.release();
         await onDone();

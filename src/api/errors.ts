@@ -1,5 +1,7 @@
+import { BackupError, BackupErrorCode, type BackupErrorCodeValue } from '../backup/index.ts';
 import { EngineError, EngineErrorCode } from '../engine/index.ts';
 import type { EngineErrorCodeValue } from '../engine/index.ts';
+import { HydrateError, HydrateErrorCode, type HydrateErrorCodeValue } from '../hydrate/index.ts';
 
 /** Stable codes of ApiError; they are also the `error.code` values clients see on the wire. */
 export const ApiErrorCode = {
@@ -97,6 +99,28 @@ export class ApiError extends Error {
   }
 }
 
+/** The wire code of every instant-restore error code. */
+const codeOfHydrateCode: Record<HydrateErrorCodeValue, ApiErrorCodeValue> = {
+  [HydrateErrorCode.INVALID]: ApiErrorCode.INVALID,
+  [HydrateErrorCode.NOT_FOUND]: ApiErrorCode.NOT_FOUND,
+  [HydrateErrorCode.EXISTS]: ApiErrorCode.EXISTS,
+  [HydrateErrorCode.NEEDS_PASSWORD]: ApiErrorCode.IN_USE,
+  [HydrateErrorCode.BUSY]: ApiErrorCode.IN_USE,
+  [HydrateErrorCode.CORRUPT]: ApiErrorCode.CORRUPT,
+  [HydrateErrorCode.CLOSED]: ApiErrorCode.CLOSED,
+};
+
+/** The wire code of every backup repository error code (the node reads repositories for instant restores). */
+const codeOfBackupCode: Record<BackupErrorCodeValue, ApiErrorCodeValue> = {
+  [BackupErrorCode.INVALID]: ApiErrorCode.INVALID,
+  [BackupErrorCode.NOT_FOUND]: ApiErrorCode.NOT_FOUND,
+  [BackupErrorCode.EXISTS]: ApiErrorCode.EXISTS,
+  [BackupErrorCode.WRONG_PASSWORD]: ApiErrorCode.WRONG_PASSWORD,
+  [BackupErrorCode.CORRUPT]: ApiErrorCode.REPOSITORY,
+  [BackupErrorCode.UNSUPPORTED]: ApiErrorCode.INVALID,
+  [BackupErrorCode.STORAGE]: ApiErrorCode.REPOSITORY,
+};
+
 /**
  * The error to send for anything a handler threw. Engine errors keep their message (it is
  * written for users); anything else is a bug, reported with a generic message and flagged for
@@ -108,6 +132,12 @@ export function toApiError(err: unknown): { error: ApiError; unexpected: boolean
     const code = codeOfEngineCode[err.code];
     // A corrupt store is worth a line in the log even though the client is told.
     return { error: new ApiError(code, err.message, { cause: err }), unexpected: code === ApiErrorCode.CORRUPT };
+  }
+  if (err instanceof HydrateError && Object.hasOwn(codeOfHydrateCode, err.code)) {
+    return { error: new ApiError(codeOfHydrateCode[err.code], err.message, { cause: err }), unexpected: false };
+  }
+  if (err instanceof BackupError && Object.hasOwn(codeOfBackupCode, err.code)) {
+    return { error: new ApiError(codeOfBackupCode[err.code], err.message, { cause: err }), unexpected: false };
   }
   return { error: new ApiError(ApiErrorCode.INTERNAL, 'Internal error; see the node log', { cause: err }), unexpected: true };
 }

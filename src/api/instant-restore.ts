@@ -2,40 +2,12 @@
  * Routes of instant restores (docs/api.md, "Instant restores"): start, list, status, resume,
  * cancel; the mapping of their errors; and which requests would change a disk being restored.
  */
-import { BackupError, BackupErrorCode, type BackupErrorCodeValue } from '../backup/index.ts';
-import { HydrateError, HydrateErrorCode, type HydrateErrorCodeValue, type InstantRestores } from '../hydrate/index.ts';
-import { ApiError, ApiErrorCode, type ApiErrorCodeValue } from './errors.ts';
+import type { InstantRestores } from '../hydrate/index.ts';
+import { ApiError, ApiErrorCode } from './errors.ts';
 import { checkBody, type BodySpec } from './validate.ts';
-import type { Reply, RequestContext, Route } from './routes.ts';
+import type { RequestContext, Route } from './routes.ts';
 
 const prefix = '/api/v1';
-
-const codeOfHydrate: Record<HydrateErrorCodeValue, ApiErrorCodeValue> = {
-  [HydrateErrorCode.INVALID]: ApiErrorCode.INVALID,
-  [HydrateErrorCode.NOT_FOUND]: ApiErrorCode.NOT_FOUND,
-  [HydrateErrorCode.EXISTS]: ApiErrorCode.EXISTS,
-  [HydrateErrorCode.NEEDS_PASSWORD]: ApiErrorCode.IN_USE,
-  [HydrateErrorCode.BUSY]: ApiErrorCode.IN_USE,
-  [HydrateErrorCode.CORRUPT]: ApiErrorCode.CORRUPT,
-  [HydrateErrorCode.CLOSED]: ApiErrorCode.CLOSED,
-};
-
-const codeOfBackup: Record<BackupErrorCodeValue, ApiErrorCodeValue> = {
-  [BackupErrorCode.INVALID]: ApiErrorCode.INVALID,
-  [BackupErrorCode.NOT_FOUND]: ApiErrorCode.NOT_FOUND,
-  [BackupErrorCode.EXISTS]: ApiErrorCode.EXISTS,
-  [BackupErrorCode.WRONG_PASSWORD]: ApiErrorCode.WRONG_PASSWORD,
-  [BackupErrorCode.CORRUPT]: ApiErrorCode.REPOSITORY,
-  [BackupErrorCode.UNSUPPORTED]: ApiErrorCode.INVALID,
-  [BackupErrorCode.STORAGE]: ApiErrorCode.REPOSITORY,
-};
-
-/** Turns the errors of the hydrate and backup subsystems into ApiErrors; others pass unchanged. */
-function mapped(err: unknown): unknown {
-  if (err instanceof HydrateError) return new ApiError(codeOfHydrate[err.code], err.message, { cause: err });
-  if (err instanceof BackupError && Object.hasOwn(codeOfBackup, err.code)) return new ApiError(codeOfBackup[err.code], err.message, { cause: err });
-  return err;
-}
 
 function service(ctx: RequestContext): InstantRestores {
   if (ctx.restores === null) throw new ApiError(ApiErrorCode.NO_ROUTE, 'This server has no instant restores');
@@ -60,15 +32,6 @@ function checkRestoreBody<S extends BodySpec>(raw: unknown, spec: S): { fields: 
 const startBody = { disk: 'string', repo: 'string', snapshot: 'string', password: 'string' } as const;
 const resumeBody = { password: 'string' } as const;
 
-function handler(fn: (params: Record<string, string>, body: unknown, ctx: RequestContext) => Promise<Reply> | Reply): Route['handle'] {
-  return async (params, body, ctx) => {
-    try {
-      return await fn(params, body, ctx);
-    } catch (err) {
-      throw mapped(err);
-    }
-  };
-}
 
 const location = (disk: string): Record<string, string> => ({ location: `${prefix}/instant-restores/${encodeURIComponent(disk)}` });
 
@@ -78,41 +41,41 @@ export const instantRestoreRoutes: Route[] = [
     method: 'GET',
     path: `${prefix}/instant-restores`,
     body: null,
-    handle: handler((_p, _b, ctx) => ({ status: 200, body: service(ctx).list() })),
+    handle: (_p, _b, ctx) => ({ status: 200, body: service(ctx).list() }),
   },
   {
     method: 'POST',
     path: `${prefix}/instant-restores`,
     body: startBody,
-    handle: handler(async (_p, raw, ctx) => {
+    handle: async (_p, raw, ctx) => {
       const { fields, env } = checkRestoreBody(raw, startBody);
       const info = await service(ctx).start({ ...fields, env });
       return { status: 201, body: info, headers: location(info.disk) };
-    }),
+    },
   },
   {
     method: 'GET',
     path: `${prefix}/instant-restores/{disk}`,
     body: null,
-    handle: handler((p, _b, ctx) => ({ status: 200, body: service(ctx).get(p.disk) })),
+    handle: (p, _b, ctx) => ({ status: 200, body: service(ctx).get(p.disk) }),
   },
   {
     method: 'POST',
     path: `${prefix}/instant-restores/{disk}/resume`,
     body: resumeBody,
-    handle: handler(async (p, raw, ctx) => {
+    handle: async (p, raw, ctx) => {
       const { fields, env } = checkRestoreBody(raw, resumeBody);
       return { status: 200, body: await service(ctx).resume(p.disk, { password: fields.password, env }) };
-    }),
+    },
   },
   {
     method: 'DELETE',
     path: `${prefix}/instant-restores/{disk}`,
     body: null,
-    handle: handler(async (p, _b, ctx) => {
+    handle: async (p, _b, ctx) => {
       await service(ctx).cancel(p.disk);
       return { status: 204 };
-    }),
+    },
   },
 ];
 
@@ -131,13 +94,9 @@ export function disksChangedBy(method: string, path: string, params: Record<stri
   return [params.name];
 }
 
-/** Wraps a guard's HydrateError as the API error it is sent as. */
+/** Refuses (with the HydrateError toApiError sends) a change to a disk being restored. */
 export function guardDisk(restores: InstantRestores, disk: string, what: string): void {
-  try {
-    restores.checkDiskChange(disk, what);
-  } catch (err) {
-    throw mapped(err);
-  }
+  restores.checkDiskChange(disk, what);
 }
 
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });

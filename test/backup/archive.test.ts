@@ -6,9 +6,9 @@ import assert from 'node:assert/strict';
 import { readdirSync, writeFileSync } from 'node:fs';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Backend, DirBackend, IndexCache, Repository, WorkerPool, archiveRestorePoint, backupFile, copiesIn, type ByteRange, type ObjectInfo } from '../../src/backup/index.ts';
+import { DirBackend, IndexCache, Repository, WorkerPool, archiveRestorePoint, backupFile, copiesIn } from '../../src/backup/index.ts';
 import { cleanup, spawnTracked, testSeed, tesseraBin, writeSeededFile } from '../helpers/index.ts';
-import { assertFailure, assertSameFile, cli, cliEnv, join, makeTempDir, openTestRepo, password, smallRepo, writeSeededImage } from './harness.ts';
+import { assertFailure, assertSameFile, cli, cliEnv, ForwardingBackend, join, makeTempDir, openTestRepo, password, smallRepo, writeSeededImage } from './harness.ts';
 
 after(cleanup);
 
@@ -145,29 +145,10 @@ test('backup archive rejects a bad policy file and bad option combinations with 
 });
 
 /** A backend over a directory whose puts of archived records fail, as if the process died there. */
-class DiesBeforeRecord extends Backend {
-  readonly location: string;
-  private readonly inner: DirBackend;
-  constructor(dir: string) {
-    super();
-    this.inner = new DirBackend(dir);
-    this.location = dir;
-  }
-  protected _get(path: string, range: ByteRange | undefined): Promise<Buffer> {
-    return this.inner.get(path, range);
-  }
-  protected async _put(path: string, data: Buffer): Promise<void> {
+class DiesBeforeRecord extends ForwardingBackend {
+  protected override async _put(path: string, data: Buffer): Promise<void> {
     if (path.startsWith('archived/')) throw new Error('killed');
     return this.inner.put(path, data);
-  }
-  protected _list(prefix: string): Promise<ObjectInfo[]> {
-    return this.inner.list(prefix);
-  }
-  protected _stat(path: string): Promise<ObjectInfo | null> {
-    return this.inner.stat(path);
-  }
-  protected _delete(path: string): Promise<void> {
-    return this.inner.delete(path);
   }
 }
 

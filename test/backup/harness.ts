@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { runCli } from '../../src/cli/index.ts';
-import { DirBackend, IndexCache, Repository, WorkerPool, type InitOptions } from '../../src/backup/index.ts';
+import { Backend, DirBackend, IndexCache, Repository, WorkerPool, type ByteRange, type InitOptions, type ObjectInfo } from '../../src/backup/index.ts';
 import { makeTempDir, Rng, run, seededBytes, tesseraBin, type RunResult } from '../helpers/index.ts';
 
 export { makeTempDir };
@@ -147,3 +147,32 @@ export async function packBytes(dir: string): Promise<number> {
 }
 
 export { join };
+
+/**
+ * A backend over a directory that forwards every operation: tests subclass it and override the
+ * one they make fail or stall.
+ */
+export class ForwardingBackend extends Backend {
+  readonly location: string;
+  protected readonly inner: DirBackend;
+  constructor(dir: string) {
+    super();
+    this.inner = new DirBackend(dir);
+    this.location = dir;
+  }
+  protected _get(path: string, range: ByteRange | undefined): Promise<Buffer> {
+    return this.inner.get(path, range);
+  }
+  protected _put(path: string, data: Buffer): Promise<void> {
+    return this.inner.put(path, data);
+  }
+  protected _list(prefix: string): Promise<ObjectInfo[]> {
+    return this.inner.list(prefix);
+  }
+  protected _stat(path: string): Promise<ObjectInfo | null> {
+    return this.inner.stat(path);
+  }
+  protected _delete(path: string): Promise<void> {
+    return this.inner.delete(path);
+  }
+}

@@ -5,10 +5,10 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, test } from 'node:test';
-import { Backend, DirBackend, IndexCache, Repository, WorkerPool, backupFile, restoreToFile, type ByteRange, type ObjectInfo } from '../../src/backup/index.ts';
+import { IndexCache, Repository, WorkerPool, backupFile, restoreToFile, type ByteRange } from '../../src/backup/index.ts';
 import { Hedger } from '../../src/backup/hedge.ts';
 import { cleanup, testSeed, writeSeededFile } from '../helpers/index.ts';
-import { assertSameFile, join, makeTempDir, openTestRepo, password, smallRepo } from './harness.ts';
+import { assertSameFile, ForwardingBackend, join, makeTempDir, openTestRepo, password, smallRepo } from './harness.ts';
 
 after(cleanup);
 
@@ -72,9 +72,7 @@ test('hedger: a request past its deadline is sent again and the first result win
  * A directory backend whose chosen range reads of packs do not answer until released: a slow
  * disk, a stuck connection. The second request for the same range goes through.
  */
-class HoldingBackend extends Backend {
-  readonly location: string;
-  private readonly inner: DirBackend;
+class HoldingBackend extends ForwardingBackend {
   private readonly seen = new Set<string>();
   private reads = 0;
   private readonly waiting: (() => void)[] = [];
@@ -83,16 +81,14 @@ class HoldingBackend extends Backend {
   pending = 0;
   private readonly holdRead: (n: number) => boolean;
   constructor(dir: string, holdRead: (n: number) => boolean) {
-    super();
+    super(dir);
     this.holdRead = holdRead;
-    this.inner = new DirBackend(dir);
-    this.location = dir;
   }
   /** Lets every held read answer. */
   releaseAll(): void {
     for (const w of this.waiting.splice(0)) w();
   }
-  protected async _get(path: string, range: ByteRange | undefined): Promise<Buffer> {
+  protected override async _get(path: string, range: ByteRange | undefined): Promise<Buffer> {
     const key = `${path}@${range?.offset}+${range?.length}`;
     if (path.startsWith('data/') && range !== undefined && !this.seen.has(key)) {
       this.seen.add(key);
@@ -104,18 +100,6 @@ class HoldingBackend extends Backend {
       }
     }
     return this.inner.get(path, range);
-  }
-  protected _put(path: string, data: Buffer): Promise<void> {
-    return this.inner.put(path, data);
-  }
-  protected _list(prefix: string): Promise<ObjectInfo[]> {
-    return this.inner.list(prefix);
-  }
-  protected _stat(path: string): Promise<ObjectInfo | null> {
-    return this.inner.stat(path);
-  }
-  protected _delete(path: string): Promise<void> {
-    return this.inner.delete(path);
   }
 }
 

@@ -262,17 +262,26 @@ export class Store {
   }
 
   /**
-   * Starts a branch (forked at `parent`, or fresh) with disk `d` heading it, durably in one
-   * transaction, and takes both into the in-memory state.
+   * Starts a branch (forked at `parent`, or fresh) with disk `d` heading it — at the parent's
+   * size, if it has one — durably in one transaction, and takes both into the in-memory state.
    */
-  private headNewBranch(d: DiskMeta, parent: { branch: number; seq: number } | null): void {
-    const branch: BranchMeta = { id: this.branchNext++, parent: parent?.branch ?? null, forkSeq: parent?.seq ?? 0 };
+  private headNewBranch(d: DiskMeta, parent: { branch: number; seq: number; sizeBytes?: number } | null): void {
+    const branch: BranchMeta = { id: this.branchNext, parent: parent?.branch ?? null, forkSeq: parent?.seq ?? 0 };
+    const before = { branch: d.branch, sizeBytes: d.sizeBytes };
     d.branch = branch.id;
-    this.index.root.transactionSync(() => {
-      this.persistBranch(branch);
-      this.persistDisk(d);
-      this.index.meta.putSync('branchNext', this.branchNext);
-    });
+    if (parent?.sizeBytes !== undefined) d.sizeBytes = parent.sizeBytes;
+    try {
+      this.index.transaction(() => {
+        this.persistBranch(branch);
+        this.persistDisk(d);
+        this.index.meta.putSync('branchNext', branch.id + 1);
+      });
+    } catch (err) {
+      // Nothing was persisted: the disk stays as it was.
+      Object.assign(d, before);
+      throw err;
+    }
+    this.branchNext = branch.id + 1;
     this.branches.set(branch.id, branch);
     this.disks.set(d.name, d);
     this.invalidateViewpoints();
@@ -351,7 +360,7 @@ export class Store {
     const d = this.disk(name);
     const users = this.openVolumes.get(name) ?? 0;
     if (users > 0) throw new EngineError(EngineErrorCode.IN_USE, `Disk "${name}" is in use by ${users} open connection(s)`);
-    this.index.root.transactionSync(() => this.index.meta.removeSync(`disk/${name}`));
+    this.index.transaction(() => this.index.meta.removeSync(`disk/${name}`));
     this.disks.delete(name);
     this.invalidateViewpoints();
     this.sweepQueue.add(d.branch);
@@ -367,7 +376,7 @@ export class Store {
       await this.zeroRange(d, sizeBytes, d.sizeBytes - sizeBytes, RecordType.TRIM, true);
     }
     d.sizeBytes = sizeBytes;
-    this.index.root.transactionSync(() => this.persistDisk(d));
+    this.index.transaction(() => this.persistDisk(d));
     return this.info(d);
   }
 
@@ -407,7 +416,7 @@ export class Store {
     this.invalidateViewpoints();
     try {
       await this.log.sync();
-      this.index.root.transactionSync(() => {
+      this.index.transaction(() => {
         for (const { d } of made) this.persistDisk(d);
       });
     } catch (err) {
@@ -425,7 +434,7 @@ export class Store {
     const users = this.openVolumes.get(`${disk}@${snap}`) ?? 0;
     if (users > 0) throw new EngineError(EngineErrorCode.IN_USE, `Snapshot ${disk}@${snap} is in use by ${users} open connection(s)`);
     d.snapshots = d.snapshots.filter((x) => x !== s);
-    this.index.root.transactionSync(() => this.persistDisk(d));
+    this.index.transaction(() => this.persistDisk(d));
     this.invalidateViewpoints();
     // Clones forked from it keep their own viewpoint, so what they read stays.
     this.sweepQueue.add(s.branch);
@@ -436,7 +445,6 @@ export class Store {
     const d = this.disk(disk);
     const s = this.snap(d, snap);
     const old = d.branch;
-    d.sizeBytes = s.sizeBytes;
     this.headNewBranch(d, s);
     this.sweepQueue.add(old);
     return this.info(d);
@@ -1026,7 +1034,7 @@ export class Store {
     if (!views.length) {
       // Nothing reads this branch: it is gone, and so is its hold on its parent.
       const meta = this.branches.get(branch)!;
-      this.index.root.transactionSync(() => this.index.meta.removeSync(`branch/${branch}`));
+      this.index.transaction(() => this.index.meta.removeSync(`branch/${branch}`));
       this.branches.delete(branch);
       this.invalidateViewpoints();
       this.overlay.delete(branch);
@@ -1082,7 +1090,7 @@ export class Store {
       if (this.log.hasPendingIn(id)) continue;
       bytes += this.log.segmentSize(id);
       this.log.removeSegment(id);
-      this.index.root.transactionSync(() => this.index.segments.removeSync(id));
+      this.index.transaction(() => this.index.segments.removeSync(id));
       this.live.delete(id);
       count++;
     }

@@ -152,6 +152,54 @@ export class BlockIndex {
   }
 
 
+  /**
+   * Visits every version on `branch` of blocks in [blockStart, blockEnd) whose seq is above
+   * `after`, in block order, newest first: what changed on a line of history since a snapshot.
+   * A block's newest version (from the head cache) tells whether it has any such version, so
+   * only those blocks are read from LMDB; a cursor seek finds the next chunk holding anything,
+   * so a sparse disk costs one seek per written chunk, not one visit per 16 MiB.
+   */
+  versionsAfter(branch: number, blockStart: number, blockEnd: number, after: number, visit: (f: Found) => void): void {
+    let at = blockStart;
+    while (at < blockEnd) {
+      const first = this.firstBlock(branch, at, blockEnd);
+      if (first < 0) return;
+      const c = Math.floor(first / CHUNK_BLOCKS);
+      const base = c * CHUNK_BLOCKS;
+      const slots = this.chunk(branch, c).slots;
+      const to = Math.min(blockEnd, base + CHUNK_BLOCKS);
+      at = to;
+      if (slots === null) continue;
+      for (let i = first - base; i < to - base; i++) {
+        if (slots.seq[i] <= after) continue;
+        // A run of blocks with newer versions, read in one cursor pass.
+        let j = i + 1;
+        while (j < to - base && slots.seq[j] > after) j++;
+        this.scanVersions(branch, base + i, base + j, after, visit);
+        i = j;
+      }
+    }
+  }
+
+  /** The first block in [blockStart, blockEnd) with any version on `branch`, or -1. */
+  private firstBlock(branch: number, blockStart: number, blockEnd: number): number {
+    const start = encodeKey(branch, blockStart, SEQ_TOP);
+    const end = encodeKey(branch, blockEnd, SEQ_TOP);
+    for (const key of this.blocks.getKeys({ start, end, limit: 1, snapshot: false })) return key.readUIntBE(4, 6);
+    return -1;
+  }
+
+  /** Visits the versions with seq above `after` of blocks in [blockStart, blockEnd) from LMDB. */
+  private scanVersions(branch: number, blockStart: number, blockEnd: number, after: number, visit: (f: Found) => void): void {
+    const start = encodeKey(branch, blockStart, SEQ_TOP);
+    const end = encodeKey(branch, blockEnd, SEQ_TOP);
+    for (const { key, value } of this.blocks.getRange({ start, end, snapshot: false })) {
+      const seq = SEQ_TOP - key.readUIntBE(10, 6);
+      if (seq <= after) continue;
+      visit({ ...decodeValue(seq, value), branch, block: key.readUIntBE(4, 6) });
+    }
+  }
+
   get(branch: number, block: number, seq: number): Entry | null {
     const v = this.blocks.get(encodeKey(branch, block, seq));
     return v ? decodeValue(seq, v) : null;

@@ -1109,10 +1109,9 @@ export class Store {
       const lo = from[0].maxSeq;
       const hi = to[0].maxSeq;
       const ob = this.overlay.get(branch);
-      for (const v of this.index.versions(branch, blockStart)) {
-        if (v.block >= blockEnd) break;
-        if (v.seq > lo && v.seq <= hi) out.set(v.block, (out.get(v.block) ?? 0) | v.mask);
-      }
+      this.index.versionsAfter(branch, blockStart, blockEnd, lo, (v) => {
+        if (v.seq <= hi) out.set(v.block, (out.get(v.block) ?? 0) | v.mask);
+      });
       if (ob) {
         for (const [block, list] of ob) {
           if (block < blockStart || block >= blockEnd) continue;

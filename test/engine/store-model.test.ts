@@ -39,6 +39,11 @@ async function runSeed(seed: number, steps: number): Promise<void> {
         const s = await sv.read(0, SIZE);
         sv.close();
         assert.ok(s.equals(content), `seed ${seed}: snapshot ${name}@${sn} differs from the model after ${what}\n${trace.slice(-8).join('\n')}`);
+        // Changed-block tracking: every byte where the disk differs from the snapshot is reported changed.
+        const changed = new Uint8Array(SIZE);
+        for (const e of await vol(name).changedSince(sn, 0, SIZE)) if (e.changed) changed.fill(1, e.offset, e.offset + e.length);
+        let missed = -1; for (let i = 0; i < SIZE; i++) if (d.data[i] !== content[i] && !changed[i]) { missed = i; break; }
+        assert.ok(missed < 0, `seed ${seed}: byte ${missed} of ${name} differs from ${name}@${sn} but is not reported changed after ${what}\n${trace.slice(-8).join('\n')}`);
       }
     }
   };

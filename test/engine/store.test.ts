@@ -225,6 +225,39 @@ test('changes since a snapshot are tracked per 512-byte sector', async () => {
   });
 });
 
+test('changes between two snapshots of a wide sparse disk: only the versions between them count', async () => {
+  await withStore(async (s) => {
+    const GiB = 2 ** 30;
+    await s.createDisk('d', 64 * GiB);
+    const v = s.openVolume('d');
+    // Written before the first snapshot, in chunks far apart: not changes.
+    for (const at of [0, 5 * GiB, 40 * GiB + 4096]) await v.write(at, Buffer.alloc(8192, 1));
+    await s.createSnapshot('d', 'a');
+    await v.write(5 * GiB + 4096 + 1024, Buffer.alloc(512, 2)); // one sector of a block written before
+    await v.write(5 * GiB + 4096 + 1024, Buffer.alloc(512, 3)); // and again
+    await v.write(63 * GiB, Buffer.alloc(4096, 4)); // a chunk nothing was written to before
+    await s.createSnapshot('d', 'b');
+    await v.write(40 * GiB, Buffer.alloc(4096, 5)); // after b: not a change between a and b
+    const expected = [[5 * GiB + 4096 + 1024, 512], [63 * GiB, 4096]];
+    const changed = async () => {
+      const b = s.openVolume('d', 'b');
+      try {
+        const out: number[][] = [];
+        for (let at = 0; at < 64 * GiB; at += GiB) for (const e of await b.changedSince('a', at, GiB)) if (e.changed) out.push([e.offset, e.length]);
+        return out;
+      } finally {
+        b.close();
+      }
+    };
+    assert.deepEqual(await changed(), expected); // from the log records not yet in the index
+    await s.stats(); // absorbs them into the index
+    assert.deepEqual(await changed(), expected);
+    const head = (await v.changedSince('b', 40 * GiB, GiB)).filter((e) => e.changed).map((e) => [e.offset, e.length]);
+    assert.deepEqual(head, [[40 * GiB, 4096]]);
+    v.close();
+  });
+});
+
 test('recovery skips a failed record in mid-segment and keeps the records after it', async () => {
   const dir = tmp();
   try {

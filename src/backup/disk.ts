@@ -130,10 +130,17 @@ export async function backupDisk(ctx: { repo: Repository; cache: IndexCache; poo
   let chunksRead = 0;
   let bytesRead = 0;
   try {
+    const parentSize = parent?.snapshot.sizeBytes ?? 0;
+    // Allocation says which chunks to read at all. An incremental backup of a disk whose size
+    // did not change reads only changed chunks, so it does without (a changed chunk that became
+    // a hole reads as zeroes, and is stored as the zero chunk).
     const hasData = new Uint8Array(count);
-    await source.extents((e) => {
-      if (e.type === 'data') mark(hasData, chunkSize, e.offset, e.length);
-    });
+    if (incremental && parentSize === source.sizeBytes) hasData.fill(1);
+    else {
+      await source.extents((e) => {
+        if (e.type === 'data') mark(hasData, chunkSize, e.offset, e.length);
+      });
+    }
     const changed = incremental ? new Uint8Array(count) : null;
     if (changed !== null) {
       await source.extents((e) => {
@@ -141,7 +148,6 @@ export async function backupDisk(ctx: { repo: Repository; cache: IndexCache; poo
       }, base!);
     }
     // A chunk is copied only if it is whole (or equally short) in both the parent and this image.
-    const parentSize = parent?.snapshot.sizeBytes ?? 0;
     const copyable = (i: number): boolean => {
       const end = (i + 1) * chunkSize;
       return (end <= parentSize && end <= source.sizeBytes) || (parentSize === source.sizeBytes && i * chunkSize < parentSize);

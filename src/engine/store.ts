@@ -567,15 +567,13 @@ export class Store {
       this.index.scanLatest(branch, blockStart, blockEnd, maxSeq, (f) => visit(f.block, f, branch));
       return;
     }
-    const merged = new Map<number, Entry>();
-    this.index.scanLatest(branch, blockStart, blockEnd, maxSeq, (f) => {
-      merged.set(f.block, f);
-    });
+    // The overlay's newest visible version per block, in block order, merged with the index's
+    // (also in block order) as they stream by: no map of every block of a wide range.
+    const pending: { block: number; e: Entry }[] = [];
     const consider = (block: number, list: Entry[]) => {
       for (let i = list.length - 1; i >= 0; i--) {
         if (list[i].seq > maxSeq) continue;
-        const cur = merged.get(block);
-        if (!cur || list[i].seq > cur.seq) merged.set(block, list[i]);
+        pending.push({ block, e: list[i] });
         return;
       }
     };
@@ -586,8 +584,20 @@ export class Store {
       }
     } else {
       for (const [b, list] of ob) if (b >= blockStart && b < blockEnd) consider(b, list);
+      pending.sort((x, y) => x.block - y.block);
     }
-    for (const block of [...merged.keys()].sort((x, y) => x - y)) visit(block, merged.get(block)!, branch);
+    let next = 0;
+    this.index.scanLatest(branch, blockStart, blockEnd, maxSeq, (f) => {
+      while (next < pending.length && pending[next].block < f.block) {
+        visit(pending[next].block, pending[next].e, branch);
+        next++;
+      }
+      if (next < pending.length && pending[next].block === f.block) {
+        const p = pending[next++];
+        visit(f.block, p.e.seq > f.seq ? p.e : f, branch);
+      } else visit(f.block, f, branch);
+    });
+    for (; next < pending.length; next++) visit(pending[next].block, pending[next].e, branch);
   }
 
   /** @internal Reads whole blocks [blockStart, blockEnd) of a chain into `out` (length = blocks × 4 KiB). */

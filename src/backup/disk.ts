@@ -174,7 +174,20 @@ export async function backupDisk(ctx: { repo: Repository; cache: IndexCache; poo
 
     const bytesToRead = toRead.reduce((n, i) => n + writer.chunkLength(i), 0);
     const progress = (): void => options.onProgress?.({ ...writer.progress(), disk: source.disk, bytesToRead, bytesRead });
+    // The file catalog, from the filesystem metadata of the new snapshot (read through the node:
+    // an incremental backup has not read the unchanged metadata). It is built on this thread
+    // while the chunks are read and sealed on the workers.
+    let catalogPagesRead = 0;
     let error: unknown = null;
+    const catalogDone = (options.catalog ?? true) ? (async () => {
+      const bytes = snapshotByteSource(source);
+      const id = (await buildCatalog(bytes, (plain) => writer.putMetaBlob(plain))).id;
+      // A node that failed a read is not a damaged filesystem: the backup fails (and can be rerun).
+      if (bytes.ioError !== null) throw bytes.ioError;
+      catalogPagesRead = bytes.pagesRead;
+      return id;
+    })() : Promise.resolve(null);
+    catalogDone.catch((err: unknown) => void (error ??= err)); // stops the reads; awaited below
     const inFlight = new Set<Promise<void>>();
     for (const i of toRead) {
       while (inFlight.size >= readsMax) await Promise.race(inFlight);
@@ -195,18 +208,8 @@ export async function backupDisk(ctx: { repo: Repository; cache: IndexCache; poo
       void p.finally(() => inFlight.delete(p));
     }
     await Promise.all(inFlight);
+    const catalog = await catalogDone.catch(() => null);
     if (error !== null) throw error;
-    // The file catalog, from the filesystem metadata of the new snapshot (read through the node:
-    // an incremental backup has not read the unchanged metadata).
-    let catalog: Buffer | null = null;
-    let catalogPagesRead = 0;
-    if (options.catalog ?? true) {
-      const bytes = snapshotByteSource(source);
-      catalog = (await buildCatalog(bytes, (plain) => writer.putMetaBlob(plain))).id;
-      // A node that failed a read is not a damaged filesystem: the backup fails (and can be rerun).
-      if (bytes.ioError !== null) throw bytes.ioError;
-      catalogPagesRead = bytes.pagesRead;
-    }
     const result = await writer.finish({
       kind: 'disk',
       name: source.disk,

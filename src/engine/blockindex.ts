@@ -15,6 +15,8 @@ export interface Found extends Entry {
 }
 
 const SEQ_TOP = 2 ** 48 - 1;
+/** One past the last block number a key can hold. */
+export const blockIndexEnd = 2 ** 48 - 1;
 
 /** Blocks per chunk of the head cache (16 MiB of disk). */
 const CHUNK_BLOCKS = 4096;
@@ -153,13 +155,13 @@ export class BlockIndex {
 
 
   /**
-   * Visits every version on `branch` of blocks in [blockStart, blockEnd) whose seq is above
-   * `after`, in block order, newest first: what changed on a line of history since a snapshot.
-   * A block's newest version (from the head cache) tells whether it has any such version, so
-   * only those blocks are read from LMDB; a cursor seek finds the next chunk holding anything,
-   * so a sparse disk costs one seek per written chunk, not one visit per 16 MiB.
+   * Calls `visitRun` with the runs of blocks in [blockStart, blockEnd) that have a version on
+   * `branch` with seq above `after`, in block order: what changed on a line of history since a
+   * snapshot. A block's newest version (from the head cache) tells whether it has one, and a
+   * cursor seek finds the next chunk holding anything, so a sparse disk costs one seek per
+   * written chunk, not one visit per 16 MiB.
    */
-  versionsAfter(branch: number, blockStart: number, blockEnd: number, after: number, visit: (f: Found) => void): void {
+  blocksChangedAfter(branch: number, blockStart: number, blockEnd: number, after: number, visitRun: (start: number, end: number) => void): void {
     let at = blockStart;
     while (at < blockEnd) {
       const first = this.firstBlock(branch, at, blockEnd);
@@ -172,13 +174,20 @@ export class BlockIndex {
       if (slots === null) continue;
       for (let i = first - base; i < to - base; i++) {
         if (slots.seq[i] <= after) continue;
-        // A run of blocks with newer versions, read in one cursor pass.
         let j = i + 1;
         while (j < to - base && slots.seq[j] > after) j++;
-        this.scanVersions(branch, base + i, base + j, after, visit);
+        visitRun(base + i, base + j);
         i = j;
       }
     }
+  }
+
+  /**
+   * Visits every version on `branch` with seq above `after` of blocks in [blockStart, blockEnd),
+   * in block order, newest first (see blocksChangedAfter).
+   */
+  versionsAfter(branch: number, blockStart: number, blockEnd: number, after: number, visit: (f: Found) => void): void {
+    this.blocksChangedAfter(branch, blockStart, blockEnd, after, (a, b) => this.scanVersions(branch, a, b, after, visit));
   }
 
   /** The first block in [blockStart, blockEnd) with any version on `branch`, or -1. */

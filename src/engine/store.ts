@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { crc32 } from 'node:zlib';
 import { Format, RecordType, EntryKind, type RecordHeader, type Entry, type EntryKindValue } from './format.ts';
 import { WriteLog, comparePositions, ioError, type Append, type LogPosition } from './log.ts';
-import { BlockIndex, type Found } from './blockindex.ts';
+import { BlockIndex, blockIndexEnd, type Found } from './blockindex.ts';
 import { EngineError, EngineErrorCode } from './errors.ts';
 import type { DiskInfo, SnapshotInfo, Volume, AllocationExtent, ChangeExtent, WriteOptions, ZeroOptions } from './types.ts';
 
@@ -131,7 +131,11 @@ export class Store {
   private applyImmediate = false;
   private openVolumes = new Map<string, number>();
   private locks = new Map<string, Promise<void>>();
-  private sweepQueue = new Set<number>();
+  /**
+   * Branches to sweep → the blocks to look at: those with a version newer than this seq (0:
+   * every block). A snapshot delete names only the blocks where a version could have died.
+   */
+  private sweepQueue = new Map<number, number>();
   private timers: NodeJS.Timeout[] = [];
   private closed = false;
   private maintenance: Promise<unknown> | null = null;
@@ -205,10 +209,14 @@ export class Store {
     this.log.startNewSegment();
     // Segments left with no live data (e.g. after a crash mid-compaction) are dropped now.
     this.dropDeadSegments();
-    for (const b of this.branches.keys()) this.sweepQueue.add(b);
+    for (const b of this.branches.keys()) this.queueSweep(b);
   }
 
   // ---------------------------------------------------------------- metadata helpers
+
+  private queueSweep(branch: number, after = 0): void {
+    this.sweepQueue.set(branch, Math.min(after, this.sweepQueue.get(branch) ?? Infinity));
+  }
 
   private invalidateViewpoints(): void {
     this.viewpointCache.clear();
@@ -363,8 +371,8 @@ export class Store {
     this.index.transaction(() => this.index.meta.removeSync(`disk/${name}`));
     this.disks.delete(name);
     this.invalidateViewpoints();
-    this.sweepQueue.add(d.branch);
-    for (const s of d.snapshots) this.sweepQueue.add(s.branch);
+    this.queueSweep(d.branch);
+    for (const s of d.snapshots) this.queueSweep(s.branch);
   }
 
   async resizeDisk(name: string, sizeBytes: number): Promise<DiskInfo> {
@@ -436,8 +444,12 @@ export class Store {
     d.snapshots = d.snapshots.filter((x) => x !== s);
     this.index.transaction(() => this.persistDisk(d));
     this.invalidateViewpoints();
-    // Clones forked from it keep their own viewpoint, so what they read stays.
-    this.sweepQueue.add(s.branch);
+    // Clones forked from it keep their own viewpoint, so what they read stays. A version only
+    // this snapshot read lies between the viewpoints left around it: with one above, the block
+    // was written again after the snapshot; with none, it is newer than the one below.
+    const views = this.viewpoints(s.branch);
+    const above = views.some((v) => v > s.seq);
+    this.queueSweep(s.branch, above ? s.seq : (views.filter((v) => v < s.seq).at(-1) ?? 0));
   }
 
   async revertDisk(disk: string, snap: string): Promise<DiskInfo> {
@@ -446,7 +458,7 @@ export class Store {
     const s = this.snap(d, snap);
     const old = d.branch;
     this.headNewBranch(d, s);
-    this.sweepQueue.add(old);
+    this.queueSweep(old);
     return this.info(d);
   }
 
@@ -972,9 +984,9 @@ export class Store {
     await this.log.sync();
     this.applyNow();
     while (this.sweepQueue.size) {
-      const [branch] = this.sweepQueue;
+      const [[branch, after]] = this.sweepQueue;
       this.sweepQueue.delete(branch);
-      await this.sweep(branch);
+      await this.sweep(branch, after);
     }
     for (const id of this.log.segmentIds()) {
       if (this.closed) break;
@@ -996,38 +1008,45 @@ export class Store {
    * Removes the versions of a branch that no viewpoint reads any more; a branch left with no
    * viewpoints at all goes entirely, and its fork stops holding its parent. Works in chunks.
    */
-  private async sweep(branch: number): Promise<void> {
+  private async sweep(branch: number, after = 0): Promise<void> {
     if (!this.branches.has(branch)) return;
-    const views = this.viewpoints(branch);
-    let from = 0;
-    for (;;) {
+    const runs: [number, number][] = [];
+    if (after === 0) runs.push([0, blockIndexEnd]);
+    else this.index.blocksChangedAfter(branch, 0, blockIndexEnd, after, (a, b) => void runs.push([a, b]));
+    let run = 0;
+    let from = runs[0]?.[0] ?? 0;
+    while (run < runs.length) {
       const delta = new Map<number, number>();
-      let next = -1;
+      // Read anew each pass: a snapshot taken while this sweep yielded reads what it reads.
+      const views = this.viewpoints(branch);
       this.index.transaction(() => {
         let count = 0;
         let block = -1;
         let newer: Found | null = null;
         const doomed = new Set<Found>();
         const merges: Found[] = [];
-        for (const v of this.index.versions(branch, from)) {
-          if (v.block !== block) {
-            if (count >= 20_000) {
-              next = v.block;
-              break;
+        scan: for (; run < runs.length; run++, from = runs[run]?.[0] ?? 0) {
+          for (const v of this.index.versions(branch, from)) {
+            if (v.block >= runs[run][1]) break;
+            if (v.block !== block) {
+              if (count >= 20_000) {
+                from = v.block;
+                break scan;
+              }
+              block = v.block;
+              newer = null;
             }
-            block = v.block;
-            newer = null;
+            count++;
+            const hi = newer ? newer.seq : Infinity;
+            const read = views.some((x) => x >= v.seq && (x < hi || hi === Infinity));
+            if (!read) {
+              doomed.add(v);
+              if (newer) {
+                newer.mask |= v.mask;
+                merges.push(newer);
+              }
+            } else newer = v;
           }
-          count++;
-          const hi = newer ? newer.seq : Infinity;
-          const read = views.some((x) => x >= v.seq && (x < hi || hi === Infinity));
-          if (!read) {
-            doomed.add(v);
-            if (newer) {
-              newer.mask |= v.mask;
-              merges.push(newer);
-            }
-          } else newer = v;
         }
         for (const v of doomed) {
           this.index.remove(branch, v.block, v.seq);
@@ -1037,11 +1056,10 @@ export class Store {
         for (const [seg, n] of delta) this.index.segments.putSync(seg, (this.live.get(seg) ?? 0) + n);
       });
       for (const [seg, n] of delta) this.live.set(seg, (this.live.get(seg) ?? 0) + n);
-      if (next < 0) break;
-      from = next;
+      if (run >= runs.length) break;
       await new Promise((r) => setImmediate(r));
     }
-    if (!views.length) {
+    if (!this.viewpoints(branch).length) {
       // Nothing reads this branch: it is gone, and so is its hold on its parent.
       const meta = this.branches.get(branch)!;
       this.index.transaction(() => this.index.meta.removeSync(`branch/${branch}`));

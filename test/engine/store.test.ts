@@ -173,6 +173,26 @@ test('deleting a snapshot frees its space once compacted', async () => {
   );
 });
 
+test('deleting the newest snapshot of a line left by a revert frees what only it read', async () => {
+  await withStore(async (s) => {
+    const MiB = 1 << 20;
+    await s.createDisk('d', 4 * MiB);
+    const v = s.openVolume('d');
+    await v.write(0, Buffer.alloc(MiB, 1));
+    await s.createSnapshot('d', 'a');
+    await v.write(0, Buffer.alloc(MiB, 2)); // read only by b once the disk is reverted to a
+    await s.createSnapshot('d', 'b');
+    await s.revertDisk('d', 'a');
+    await s.compact();
+    assert.equal(s.stats().liveBytes, 2 * MiB);
+    await s.deleteSnapshot('d', 'b'); // no viewpoint above b on the old line: sweep what is newer than a
+    await s.compact();
+    assert.equal(s.stats().liveBytes, MiB);
+    assert.ok((await v.read(0, MiB)).every((x) => x === 1));
+    v.close();
+  });
+});
+
 test('compaction rewrites the live part of mostly-dead segments and drops them', async () => {
   await withStore(
     async (s) => {

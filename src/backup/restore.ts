@@ -3,7 +3,7 @@
  * its chunks grouped by pack into range reads (gaps up to 1 MiB are read through), the reads run
  * in parallel under a byte budget, blobs are opened on workers and written at their offsets.
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import { FileSink, type FileSinkOptions, type FileSinkStats } from './file-sink.ts';
 import { AdaptiveLimiter, type AdaptiveLimiterStats } from './adapt.ts';
 import { ByteBudget } from './budget.ts';
 import { Hedger, type HedgerOptions, type HedgerStats } from './hedge.ts';
@@ -111,14 +111,6 @@ function planReads(packIdHex: string, blobs: Needed[], gapBytesMax: number, read
   return reads;
 }
 
-async function writeAll(fh: FileHandle, data: Buffer, position: number): Promise<void> {
-  let done = 0;
-  while (done < data.length) {
-    const { bytesWritten } = await fh.write(data, done, data.length - done, position + done);
-    done += bytesWritten;
-  }
-}
-
 /** Where a restore writes: a file, or a disk of a node. */
 export interface RestoreSink {
   /** Writes the bytes of one chunk at `offset`. */
@@ -130,28 +122,25 @@ export interface RestoreSink {
   zero?(offset: number, length: number): Promise<void>;
 }
 
-/** Restores `snapshot` into a new file at `path` (which must not exist). Zero chunks stay holes. */
+/**
+ * Restores `snapshot` into a new file at `path` (which must not exist). Zero chunks stay holes;
+ * data chunks are written with O_DIRECT where the file system allows (file-sink.ts). The file is
+ * synced before this returns.
+ */
 export async function restoreToFile(
   ctx: { repo: Repository; cache: IndexCache; pool: WorkerPool },
   snapshot: Snapshot,
   path: string,
-  options: RestoreLimits & { onProgress?: (p: RestoreProgress) => void } = {},
-): Promise<RestoreResult> {
-  let fh: FileHandle;
+  options: RestoreLimits & { onProgress?: (p: RestoreProgress) => void; sink?: FileSinkOptions } = {},
+): Promise<RestoreResult & { writes: FileSinkStats }> {
+  const sink = await FileSink.create(path, snapshot.sizeBytes, snapshot.chunkSizeBytes, options.sink);
   try {
-    fh = await open(path, 'wx');
+    const result = await restoreTo(ctx, snapshot, sink, options);
+    await sink.finish();
+    return { ...result, writes: sink.stats };
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST') throw new BackupError(BackupErrorCode.EXISTS, `${path} exists already; restore writes a new file`, { cause: err });
-    throw new BackupError(BackupErrorCode.STORAGE, `Cannot create ${path}: ${code ?? (err as Error).message}`, { cause: err });
-  }
-  try {
-    await fh.truncate(snapshot.sizeBytes);
-    const progress = await restoreTo(ctx, snapshot, { write: (data, offset) => writeAll(fh, data, offset) }, options);
-    await fh.sync();
-    return progress;
-  } finally {
-    await fh.close();
+    await sink.close().catch(() => {});
+    throw err;
   }
 }
 

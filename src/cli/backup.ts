@@ -219,7 +219,7 @@ export const backupCommands: Command[] = [
       });
       const ms = Date.now() - started;
       if (ctx.values.json) {
-        return printJson(ctx.io, { id: entry.id, path: to, sizeBytes: p.sizeBytes, bytesWritten: p.bytesWritten, bytesRead: p.bytesRead, durationMs: ms, archive: from, movers: p.movers });
+        return printJson(ctx.io, { id: entry.id, path: to, sizeBytes: p.sizeBytes, bytesWritten: p.bytesWritten, bytesRead: p.bytesRead, durationMs: ms, archive: from, writes: p.writes, movers: p.movers });
       }
       const where = from === null ? '' : ` from the archive at ${from}`;
       ctx.io.stdout(`Restored ${entry.id.slice(0, 8)} (${entry.snapshot.name})${where} to ${to}: ${formatSize(p.sizeBytes)}, ${formatSize(p.bytesWritten)} of data, in ${(ms / 1000).toFixed(1)} s\n`);

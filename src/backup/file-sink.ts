@@ -1,0 +1,160 @@
+/**
+ * A restore's writes into a new file, with O_DIRECT where the file system takes it. Copying a
+ * restore into the page cache cost more CPU than opening its blobs: on the VMs this was measured
+ * on, page cache writes moved 0.3–0.5 GB/s of one core's system time, where direct writes of the
+ * same chunks moved 1.4 GB/s and left the page cache to the machine's other work.
+ *
+ * O_DIRECT wants the buffer, the file offset and the length aligned (4 KiB covers 512-byte and
+ * 4 KiB sectors). Node's Buffers have no alignment to ask for, but a WebAssembly.Memory is page
+ * aligned, so chunks are copied into slots of one. Writes that are not aligned (a short last
+ * chunk) go through the page cache, and so does everything once the file system refuses a direct
+ * write (EINVAL): the restore never depends on O_DIRECT.
+ */
+import { constants } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import { BackupError, BackupErrorCode } from './errors.ts';
+import type { RestoreSink } from './restore.ts';
+
+/** The one WebAssembly API used here (the DOM library that types it is not in this project). */
+declare const WebAssembly: { Memory: new (d: { initial: number; maximum?: number }) => { buffer: ArrayBuffer } };
+
+/** Alignment of direct writes: buffer address, file offset and length. */
+export const directAlignBytes = 4096;
+/** Chunks being written directly at once (each holds a slot of page-aligned memory). */
+const directSlots = 8;
+/** Bytes of WebAssembly memory per page. */
+const wasmPageBytes = 65536;
+
+/** Page-aligned buffers of one size, handed out and given back. */
+class AlignedSlots {
+  readonly slotBytes: number;
+  private readonly free: Buffer[] = [];
+  private readonly waiting: ((b: Buffer) => void)[] = [];
+
+  constructor(slotBytes: number, count: number, misalignBytes: number) {
+    this.slotBytes = slotBytes;
+    const pages = Math.ceil((slotBytes * count + misalignBytes) / wasmPageBytes);
+    const memory = Buffer.from(new WebAssembly.Memory({ initial: pages, maximum: pages }).buffer);
+    for (let i = 0; i < count; i++) this.free.push(memory.subarray(misalignBytes + i * slotBytes, misalignBytes + (i + 1) * slotBytes));
+  }
+
+  take(): Promise<Buffer> {
+    const b = this.free.pop();
+    return b !== undefined ? Promise.resolve(b) : new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  give(b: Buffer): void {
+    const next = this.waiting.shift();
+    if (next !== undefined) next(b);
+    else this.free.push(b);
+  }
+}
+
+/** How a FileSink wrote, for progress reports and tests. */
+export interface FileSinkStats {
+  bytesDirect: number;
+  bytesBuffered: number;
+  /** Whether direct writes were refused (or never possible) and the page cache took over. */
+  directRefused: boolean;
+}
+
+/** Options of FileSink.create. */
+export interface FileSinkOptions {
+  /** Whether to try O_DIRECT at all. Default true. */
+  direct?: boolean;
+  /** Test hook: offsets the slots from page alignment, so direct writes are refused (EINVAL). */
+  misalignBytes?: number;
+}
+
+/** A new file that a restore writes into; `finish()` makes it durable and closes it. */
+export class FileSink implements RestoreSink {
+  readonly stats: FileSinkStats = { bytesDirect: 0, bytesBuffered: 0, directRefused: false };
+  private readonly fh: FileHandle;
+  private direct: FileHandle | null;
+  private readonly slots: AlignedSlots | null;
+
+  private constructor(fh: FileHandle, direct: FileHandle | null, slots: AlignedSlots | null) {
+    this.fh = fh;
+    this.direct = direct;
+    this.slots = slots;
+    this.stats.directRefused = direct === null;
+  }
+
+  /** Creates `path` (which must not exist) with `sizeBytes` of holes, for chunks of `chunkBytes`. */
+  static async create(path: string, sizeBytes: number, chunkBytes: number, options: FileSinkOptions = {}): Promise<FileSink> {
+    let fh: FileHandle;
+    try {
+      fh = await open(path, 'wx');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') throw new BackupError(BackupErrorCode.EXISTS, `${path} exists already; restore writes a new file`, { cause: err });
+      throw new BackupError(BackupErrorCode.STORAGE, `Cannot create ${path}: ${code ?? (err as Error).message}`, { cause: err });
+    }
+    let direct: FileHandle | null = null;
+    try {
+      await fh.truncate(sizeBytes);
+      if (options.direct ?? true) direct = await open(path, constants.O_WRONLY | constants.O_DIRECT).catch(() => null);
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
+    const slotBytes = Math.ceil(chunkBytes / directAlignBytes) * directAlignBytes;
+    const slots = direct === null ? null : new AlignedSlots(slotBytes, directSlots, options.misalignBytes ?? 0);
+    return new FileSink(fh, direct, slots);
+  }
+
+  async write(data: Buffer, offset: number): Promise<void> {
+    const aligned = offset % directAlignBytes === 0 && data.length % directAlignBytes === 0;
+    if (this.direct !== null && aligned && data.length <= this.slots!.slotBytes) {
+      const slot = await this.slots!.take();
+      try {
+        data.copy(slot);
+        if (await this.writeDirect(slot.subarray(0, data.length), offset)) return;
+      } finally {
+        this.slots!.give(slot);
+      }
+    }
+    await writeAll(this.fh, data, offset);
+    this.stats.bytesBuffered += data.length;
+  }
+
+  /** One direct write; false once direct writes are refused (the caller writes through the cache). */
+  private async writeDirect(data: Buffer, offset: number): Promise<boolean> {
+    const direct = this.direct;
+    if (direct === null) return false;
+    try {
+      await writeAll(direct, data, offset);
+      this.stats.bytesDirect += data.length;
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+      this.direct = null;
+      this.stats.directRefused = true;
+      await direct.close().catch(() => {});
+      return false;
+    }
+  }
+
+  /** Makes the file durable (its data and size) and closes it. */
+  async finish(): Promise<void> {
+    await this.fh.sync();
+    await this.close();
+  }
+
+  /** Closes the file without syncing (after a failed restore). */
+  async close(): Promise<void> {
+    const direct = this.direct;
+    this.direct = null;
+    await direct?.close().catch(() => {});
+    await this.fh.close();
+  }
+}
+
+/** Writes all of `data` at `position`, going on after short writes. */
+export async function writeAll(fh: FileHandle, data: Buffer, position: number): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await fh.write(data, done, data.length - done, position + done);
+    done += bytesWritten;
+  }
+}

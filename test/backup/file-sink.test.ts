@@ -1,0 +1,63 @@
+/**
+ * The file a restore writes: chunks go in with O_DIRECT from page-aligned slots, short or
+ * unaligned ones through the page cache, and everything through the page cache once the file
+ * system refuses a direct write. The bytes must be the same every way.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { after, test } from 'node:test';
+import { FileSink } from '../../src/backup/file-sink.ts';
+import { BackupError } from '../../src/backup/index.ts';
+import { cleanup, makeTempDir, seededBytes, testSeed } from '../helpers/index.ts';
+import { join } from './harness.ts';
+
+after(cleanup);
+const MiB = 1 << 20;
+const dir = makeTempDir('tessera-file-sink-');
+
+/** Writes chunks 0..n of `image` except the zero ones, several at once, in a shuffled order. */
+async function restoreImage(path: string, image: Buffer, options: Parameters<typeof FileSink.create>[3]): Promise<FileSink> {
+  const sink = await FileSink.create(path, image.length, MiB, options);
+  const chunks = Array.from({ length: Math.ceil(image.length / MiB) }, (_, i) => i).filter((i) => i % 4 !== 1); // every 4th stays a hole
+  for (let i = chunks.length - 1; i > 0; i--) {
+    const j = (i * 7919) % (i + 1);
+    [chunks[i], chunks[j]] = [chunks[j], chunks[i]];
+  }
+  await Promise.all(chunks.map((i) => sink.write(Buffer.from(image.subarray(i * MiB, Math.min(image.length, (i + 1) * MiB))), i * MiB)));
+  await sink.finish();
+  return sink;
+}
+
+function expected(image: Buffer): Buffer {
+  const out = Buffer.from(image);
+  for (let i = 1; i * MiB < out.length; i += 4) out.fill(0, i * MiB, Math.min(out.length, (i + 1) * MiB));
+  return out;
+}
+
+test('chunks are written directly, a short last chunk through the page cache; holes stay zero', async (t) => {
+  const image = seededBytes(testSeed(t), 'sink', 10 * MiB + 1000);
+  const path = join(dir, 'direct.raw');
+  const sink = await restoreImage(path, image, {});
+  assert.ok(readFileSync(path).equals(expected(image)));
+  assert.equal(sink.stats.directRefused, false, 'this file system takes O_DIRECT');
+  assert.equal(sink.stats.bytesBuffered, 1000, 'only the short last chunk went through the page cache');
+  assert.equal(sink.stats.bytesDirect, 7 * MiB, 'the other written chunks went directly');
+});
+
+test('without direct writes, and after the file system refuses one, the bytes are the same', async (t) => {
+  const image = seededBytes(testSeed(t), 'sink2', 6 * MiB);
+  const off = await restoreImage(join(dir, 'buffered.raw'), image, { direct: false });
+  assert.ok(readFileSync(join(dir, 'buffered.raw')).equals(expected(image)));
+  assert.deepEqual(off.stats, { bytesDirect: 0, bytesBuffered: 4 * MiB, directRefused: true });
+  // Slots off page alignment: the first direct write fails with EINVAL, the rest go buffered.
+  const refused = await restoreImage(join(dir, 'refused.raw'), image, { misalignBytes: 16 });
+  assert.ok(readFileSync(join(dir, 'refused.raw')).equals(expected(image)));
+  assert.deepEqual(refused.stats, { bytesDirect: 0, bytesBuffered: 4 * MiB, directRefused: true });
+});
+
+test('a restore never overwrites a file', async () => {
+  const path = join(dir, 'exists.raw');
+  writeFileSync(path, 'keep me');
+  await assert.rejects(FileSink.create(path, MiB, MiB), (err: unknown) => err instanceof BackupError && /exists already/.test(err.message));
+  assert.equal(readFileSync(path, 'utf8'), 'keep me');
+});

@@ -7,7 +7,6 @@ import assert from 'node:assert/strict';
 import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { runCli } from '../../src/cli/index.ts';
 import { backupDisk, catalogReadPageBytes, type DiskSnapshotSource } from '../../src/backup/index.ts';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -15,7 +14,7 @@ import {
   assertFilesEqual, cleanup, nbdcopy, qemuIo, requireTool, run, runOk, seededBytes, spawnTracked, startNode, testSeed, tesseraBin, writeSeededFile,
   type RunResult, type TesseraNode,
 } from '../helpers/index.ts';
-import { assertSameFile, cliEnv, join, makeTempDir, openTestRepo, smallRepo } from './harness.ts';
+import { assertSameFile, cliBytes, cliEnv, join, makeTempDir, openTestRepo, smallRepo } from './harness.ts';
 
 let node: TesseraNode;
 let dir: string;
@@ -76,22 +75,9 @@ async function writeChangedBlocks(prev: string, next: string, uri: string): Prom
   return { blocks: runs.reduce((n, r) => n + (r.to - r.from) / 4096, 0), runs: runs.length };
 }
 
-/** Runs the CLI in-process and keeps stdout as bytes (`backup cat` of binary files). */
-async function cliBytes(env: NodeJS.ProcessEnv, args: string[]): Promise<{ code: number; stdout: Buffer; stderr: string }> {
-  const out: Buffer[] = [];
-  let stderr = '';
-  const code = await runCli(args, {
-    stdout: (t) => out.push(Buffer.from(t)),
-    writeBytes: async (b) => void out.push(Buffer.from(b)),
-    stderr: (t) => (stderr += t),
-    env: env as Record<string, string>,
-  });
-  return { code, stdout: Buffer.concat(out), stderr };
-}
-
 /** `backup cat ID FILE` as bytes; fails unless it succeeded. */
 async function catFile(env: NodeJS.ProcessEnv, repo: string, id: string, path: string): Promise<Buffer> {
-  const r = await cliBytes(env, ['backup', 'cat', id, path, '--repo', repo]);
+  const r = await cliBytes(['backup', 'cat', id, path, '--repo', repo], env);
   assert.equal(r.code, 0, `backup cat ${id} ${path}: ${r.stderr}`);
   return r.stdout;
 }
@@ -178,7 +164,7 @@ test('backup create: a full then an incremental backup of an ext4 disk; restores
   assert.deepEqual(await catFile(env, repo, full.id, '/docs/api.md'), await readFile(join(src, 'docs', 'api.md')), 'the full backup keeps the old bytes');
   assert.deepEqual(await catFile(env, repo, incr.id, '/bin/new.bin'), await readFile(join(dir, 'new.bin')), 'the added file');
   assert.deepEqual(await catFile(env, repo, incr.id, '/bin/f5'), seededBytes(seed, 'f5', 100_000 + 5 * 250_000), 'an unchanged file');
-  const gone = await cliBytes(env, ['backup', 'cat', incr.id, '/bin/f3', '--repo', repo]);
+  const gone = await cliBytes(['backup', 'cat', incr.id, '/bin/f3', '--repo', repo], env);
   assert.equal(gone.code, 1, 'the removed file is not in the incremental');
 
   // What the disk holds now, read back over NBD, is what both restores give.

@@ -15,8 +15,7 @@ import {
   type SnapshotEntry,
   type WorkerPool,
 } from '../backup/index.ts';
-import { withRestorePoint } from './backup-archive.ts';
-import { formatTime, jsonOption, parseDuration, password, percent, printJson, progressLine, repoLocation, repoOption, reported, withRepo } from './backup-common.ts';
+import { formatTime, jsonOption, parseDuration, password, percent, printJson, progressLine, repoLocation, repoOption, reported, withRepo, withRestorePoint } from './backup-common.ts';
 import { runDiskBackup, restoreToNodeDisk } from './backup-disk.ts';
 import type { Command, CommandContext, OptionSpec } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
@@ -69,19 +68,24 @@ async function runPrune(ctx: CommandContext, r: { repo: Repository; pool: Worker
 async function restoreDiskCommand(ctx: CommandContext, disk: string): Promise<void> {
   const progress = progressLine(ctx.io);
   const started = Date.now();
-  const { entry, out } = await withRepo(ctx, async (r) => {
-    const entry = await r.repo.findSnapshot(ctx.args[0]);
+  // The restore point may have been moved to an archive repository: its record there says where.
+  const { entry, out, from } = await withRestorePoint(ctx, ctx.args[0], async (r, entry, archivedIn) => {
     const out = await restoreToNodeDisk(r, entry, ctx.client(), {
       disk,
       force: ctx.values.force === true,
       onProgress: (p) => progress.update(`restore ${formatSize(p.bytesWritten)} written of ${formatSize(p.sizeBytes)}`),
     }).finally(() => progress.done());
-    return { entry, out };
+    return { entry, out, from: archivedIn?.archive.location ?? null };
   });
   const ms = Date.now() - started;
   const p = out.progress;
-  if (ctx.values.json) return printJson(ctx.io, { id: entry.id, disk, created: out.created, sizeBytes: p.sizeBytes, bytesWritten: p.bytesWritten, bytesRead: p.bytesRead, durationMs: ms });
-  ctx.io.stdout(`Restored ${entry.id.slice(0, 8)} (${entry.snapshot.name}) to ${out.created ? 'new ' : ''}disk ${disk}: ${formatSize(p.sizeBytes)}, ${formatSize(p.bytesWritten)} of data, in ${(ms / 1000).toFixed(1)} s\n`);
+  if (ctx.values.json) return printJson(ctx.io, { id: entry.id, disk, created: out.created, sizeBytes: p.sizeBytes, bytesWritten: p.bytesWritten, bytesRead: p.bytesRead, durationMs: ms, archive: from });
+  ctx.io.stdout(`Restored ${entry.id.slice(0, 8)} (${entry.snapshot.name})${fromArchive(from)} to ${out.created ? 'new ' : ''}disk ${disk}: ${formatSize(p.sizeBytes)}, ${formatSize(p.bytesWritten)} of data, in ${(ms / 1000).toFixed(1)} s\n`);
+}
+
+/** ` from the archive at URL` for a restore point read from an archive, else nothing. */
+function fromArchive(location: string | null): string {
+  return location === null ? '' : ` from the archive at ${location}`;
 }
 
 const graceOption: OptionSpec = { type: 'string', valueName: 'DURATION', description: 'Only sweep marks older than this (default 1h; e.g. 0, 30m, 2h)' };
@@ -215,14 +219,13 @@ export const backupCommands: Command[] = [
         const p = await restoreToFile(r, entry.snapshot, to, {
           onProgress: (p) => progress.update(`restore ${formatSize(p.bytesWritten)} written of ${formatSize(p.sizeBytes)}`),
         }).finally(() => progress.done());
-        return { entry, p, from: archivedIn === null ? null : archivedIn.archive.location };
+        return { entry, p, from: archivedIn?.archive.location ?? null };
       });
       const ms = Date.now() - started;
       if (ctx.values.json) {
         return printJson(ctx.io, { id: entry.id, path: to, sizeBytes: p.sizeBytes, bytesWritten: p.bytesWritten, bytesRead: p.bytesRead, durationMs: ms, archive: from, movers: p.movers });
       }
-      const where = from === null ? '' : ` from the archive at ${from}`;
-      ctx.io.stdout(`Restored ${entry.id.slice(0, 8)} (${entry.snapshot.name})${where} to ${to}: ${formatSize(p.sizeBytes)}, ${formatSize(p.bytesWritten)} of data, in ${(ms / 1000).toFixed(1)} s\n`);
+      ctx.io.stdout(`Restored ${entry.id.slice(0, 8)} (${entry.snapshot.name})${fromArchive(from)} to ${to}: ${formatSize(p.sizeBytes)}, ${formatSize(p.bytesWritten)} of data, in ${(ms / 1000).toFixed(1)} s\n`);
     },
   },
   {

@@ -2,7 +2,7 @@
  * What the backup commands share: the repository and password options, opening a repository,
  * finding a restore point (here, or in the archive it was moved to), error reporting, progress
  * and output helpers. Its own module so the command modules (backup.ts, backup-archive.ts,
- * backup-files.ts) import it and not each other.
+ * backup-files.ts, instant-restore.ts) import it and not each other.
  */
 import {
   BackupError,
@@ -14,6 +14,7 @@ import {
   locateRestorePoint,
   openBackend,
   type ArchiveRecord,
+  type Located,
   type RepoContext,
   type SnapshotEntry,
 } from '../backup/index.ts';
@@ -133,6 +134,17 @@ async function findArchivedCopy(archive: Repository, rec: ArchiveRecord): Promis
     throw new BackupError(BackupErrorCode.NOT_FOUND, `Restore point ${rec.id} was archived to repository ${rec.archive.repository.slice(0, 8)} at ${rec.archive.location}, but another repository is there now`);
   }
   return archive.findSnapshot(rec.archive.id);
+}
+
+/**
+ * Where restore point `id` of the --repo repository is, for a reader that opens repositories
+ * itself (the node, for an instant restore): looked up with the repository alone, and with the
+ * password the --repo repository opened with.
+ */
+export async function locateInRepo(ctx: CommandContext, id: string, location: string): Promise<{ located: Located; password: string }> {
+  const pw = await password(ctx.io);
+  const located = await reported(() => withRepository(ctx.io, location, pw, (repo) => locateRestorePoint(repo, id)));
+  return { located, password: pw };
 }
 
 /** A progress line on stderr, redrawn at most 4 times a second, only on a terminal. */

@@ -28,7 +28,7 @@ export { forget, prune, applyPolicy, isoWeek } from './prune.ts';
 export type { ForgetPolicy, ForgetResult, PruneOptions, PruneReport } from './prune.ts';
 export { Catalog, buildCatalog, readFile as readCatalogFile, decodeCatalogRoot, decodeCatalogPart, comparePaths, normalisePath, catalogFormat, catalogLimits } from './catalog.ts';
 export type { CatalogEntry, CatalogRoot, CatalogVolume, ReadFileLimits } from './catalog.ts';
-export { archiveRestorePoint, copiesIn, dueForArchive, findArchived, locateRestorePoint, parsePolicy, policyBytesMax } from './archive.ts';
+export { archiveRestorePoint, copiesIn, dueForArchive, findArchived, listArchived, locateRestorePoint, parsePolicy, policyBytesMax } from './archive.ts';
 export type { ArchiveOutcome, ArchivePolicy, ArchiveRecord, ArchiveRule, ArchiveTask, Located, RepoContext } from './archive.ts';
 export { AdaptiveLimiter } from './adapt.ts';
 export type { AdaptiveLimiterOptions, AdaptiveLimiterStats } from './adapt.ts';

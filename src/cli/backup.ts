@@ -6,11 +6,13 @@ import {
   Repository,
   backupFile,
   forget,
+  listArchived,
   openBackend,
   prune,
   restoreToFile,
   tenantOf,
   verify,
+  type ArchiveRecord,
   type PruneReport,
   type SnapshotEntry,
   type WorkerPool,
@@ -22,7 +24,7 @@ import { CliError, CliErrorCode, usageError } from './errors.ts';
 import { formatSize, parseSize } from './size.ts';
 import { formatTable } from './table.ts';
 
-/** A restore point as JSON shows it: ids as hex, times as ISO 8601. */
+/** A restore point as JSON shows it: ids as hex, times as ISO 8601; `where` is `here` (in this repository). */
 function snapshotJson(e: SnapshotEntry): object {
   const s = e.snapshot;
   return {
@@ -39,6 +41,32 @@ function snapshotJson(e: SnapshotEntry): object {
     tenant: tenantOf(s),
     archivedFrom: s.archivedFrom ?? null,
     stats: s.stats,
+    where: 'here',
+    archive: null,
+  };
+}
+
+/**
+ * A restore point archived out of this repository as `backup list --json` shows it: the fields
+ * its record keeps, null for those only the copy in the archive has, `where` `archived`.
+ */
+function archivedJson(r: ArchiveRecord): object {
+  return {
+    id: r.id,
+    time: new Date(r.snapshotTime).toISOString(),
+    kind: null,
+    name: r.name,
+    hostname: null,
+    sizeBytes: null,
+    chunkSizeBytes: null,
+    parent: null,
+    source: null,
+    group: null,
+    tenant: r.tenant,
+    archivedFrom: null,
+    stats: null,
+    where: 'archived',
+    archive: { location: r.archive.location, repository: r.archive.repository, id: r.archive.id, time: new Date(r.archivedTime).toISOString() },
   };
 }
 
@@ -231,15 +259,26 @@ export const backupCommands: Command[] = [
   {
     name: 'backup list',
     args: [],
-    summary: 'List the restore points of a repository, oldest first',
+    summary: 'List the restore points of a repository, oldest first, with those archived out of it (where they went)',
     options: { repo: repoOption, json: jsonOption },
-    examples: ['tessera backup list --repo /srv/backups', 'tessera backup list --repo /srv/backups --json | jq -r ".[].id"'],
+    examples: ['tessera backup list --repo /srv/backups', 'tessera backup list --repo /srv/backups --json | jq -r \'.[] | select(.where == "here") | .id\''],
     usesApi: false,
     async run(ctx) {
-      const entries = await withRepo(ctx, ({ repo }) => repo.listSnapshots());
-      if (ctx.values.json) return printJson(ctx.io, entries.map(snapshotJson));
-      const rows = entries.map((e) => [e.id.slice(0, 8), formatTime(e.snapshot.time), e.snapshot.kind, e.snapshot.name, formatSize(e.snapshot.sizeBytes), formatSize(e.snapshot.stats.bytesStored)]);
-      ctx.io.stdout(formatTable({ headers: ['ID', 'TIME', 'KIND', 'NAME', 'SIZE', 'ADDED'], rows, align: ['left', 'left', 'left', 'left', 'right', 'right'] }));
+      const { entries, records } = await withRepo(ctx, async ({ repo }) => ({ entries: await repo.listSnapshots(), records: await listArchived(repo) }));
+      // A run of backup archive killed between the record and the forget leaves both: the restore
+      // point is still here (and is read here), so it is listed once, as here.
+      const here = new Set(entries.map((e) => e.id));
+      const rows: { time: number; id: string; json: object; cells: string[] }[] = [
+        ...entries.map((e) => {
+          const s = e.snapshot;
+          return { time: s.time, id: e.id, json: snapshotJson(e), cells: [e.id.slice(0, 8), formatTime(s.time), s.kind, s.name, formatSize(s.sizeBytes), formatSize(s.stats.bytesStored), 'here'] };
+        }),
+        ...records
+          .filter((r) => !here.has(r.id))
+          .map((r) => ({ time: r.snapshotTime, id: r.id, json: archivedJson(r), cells: [r.id.slice(0, 8), formatTime(r.snapshotTime), '-', r.name, '-', '-', `archived → ${r.archive.location}`] })),
+      ].sort((a, b) => a.time - b.time || a.id.localeCompare(b.id));
+      if (ctx.values.json) return printJson(ctx.io, rows.map((r) => r.json));
+      ctx.io.stdout(formatTable({ headers: ['ID', 'TIME', 'KIND', 'NAME', 'SIZE', 'ADDED', 'WHERE'], rows: rows.map((r) => r.cells), align: ['left', 'left', 'left', 'left', 'right', 'right', 'left'] }));
     },
   },
   {

@@ -207,7 +207,10 @@ export const backupCommands: Command[] = [
         }).finally(() => progress.done()),
       );
       if (ctx.values.json) {
-        printJson(ctx.io, outcomes.map((o) => ({ ...snapshotJson(o.result), incremental: o.result.incremental, fullReason: o.fullReason, catalogPagesRead: o.result.catalogPagesRead })));
+        printJson(
+          ctx.io,
+          outcomes.map((o) => ({ ...snapshotJson(o.result), incremental: o.result.incremental, fullReason: o.fullReason, catalogPagesRead: o.result.catalogPagesRead, staleSnapshotsRemoved: o.staleSnapshotsRemoved })),
+        );
       } else {
         for (const { disk, result } of outcomes) {
           const s = result.snapshot.stats;

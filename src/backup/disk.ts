@@ -108,7 +108,7 @@ export async function latestDiskRestorePoints(repo: Repository, disks: readonly 
 }
 
 /** Hex digits of the repository id a backup's node snapshot name ends in (64 bits). */
-export const snapshotRepoIdDigits = 16;
+const snapshotRepoIdDigits = 16;
 
 /**
  * The node snapshot a disk backup into repository `repoId` takes at `ms`:

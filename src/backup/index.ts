@@ -17,7 +17,7 @@ export { BackupWriter, backupFile, checkName, checkTenant } from './writer.ts';
 export type { BackupFileOptions, BackupProgress, BackupResult, WriterLimits } from './writer.ts';
 export { restoreToFile, restoreTo } from './restore.ts';
 export type { RestoreLimits, RestoreProgress, RestoreSink, RestoreMovers, RestoreResult } from './restore.ts';
-export { backupDisk, backupSnapshotName, latestDiskRestorePoints, diskSizeOf, snapshotByteSource, staleBackupSnapshots, snapshotRepoIdDigits, catalogReadPageBytes, catalogReadPagesMax } from './disk.ts';
+export { backupDisk, backupSnapshotName, latestDiskRestorePoints, diskSizeOf, snapshotByteSource, staleBackupSnapshots, catalogReadPageBytes, catalogReadPagesMax } from './disk.ts';
 export type { DiskExtent, DiskSnapshotSource, DiskBackupOptions, DiskBackupProgress, DiskBackupResult } from './disk.ts';
 export * as format from './format.ts';
 export { seal, tryOpen, makeKeyFile, parseKeyFile, unwrapKeyFile, encodeObject, decodeObject, sealBlob, blobId } from './crypto.ts';

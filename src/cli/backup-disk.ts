@@ -176,7 +176,7 @@ async function removeStaleSnapshots(repo: Repository, client: ApiClient, io: Io,
       io.stderr(`tessera: removed ${disk}@${name}, left by an interrupted backup into this repository\n`);
     }
   } catch (err) {
-    io.stderr(`tessera: warning: could not remove the snapshots interrupted backups of ${disk} left: ${(err as Error).message}\n`);
+    io.stderr(`tessera: warning: could not remove snapshots of ${disk} left by interrupted backups: ${(err as Error).message}\n`);
   }
   return removed;
 }

@@ -74,7 +74,7 @@ export const instantRestoreCommands: Command[] = [
       }
       const r: InstantRestoreInfo = await ctx.client().request('POST', '/instant-restores', { body, timeoutMs: 300_000 });
       if (ctx.values.json) return printJson(ctx.io, r);
-      const what = r.archivedFrom === null ? r.snapshot!.slice(0, 8) : `${r.archivedFrom.snapshot.slice(0, 8)}, archived to ${r.repo} as ${r.snapshot!.slice(0, 8)}`;
+      const what = r.archivedFrom ? `${r.archivedFrom.snapshot.slice(0, 8)}, archived to ${r.repo} as ${r.snapshot!.slice(0, 8)}` : r.snapshot!.slice(0, 8);
       ctx.io.stdout(
         `Disk ${r.disk} is served from restore point ${what} (${formatSize(r.imageBytes)}); ` +
           `copying ${r.chunks - r.chunksZero - r.chunksCopied} chunks in the background (tessera backup instant-restore status)\n`,

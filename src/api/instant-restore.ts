@@ -14,24 +14,39 @@ function service(ctx: RequestContext): InstantRestores {
   return ctx.restores;
 }
 
+/** Takes the optional object field `name` out of a body; the rest goes to checkBody. */
+function takeObject(raw: unknown, name: string, what: string): { rest: unknown; value: Record<string, unknown> | undefined } {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw) || !Object.hasOwn(raw, name)) return { rest: raw, value: undefined };
+  const { [name]: value, ...rest } = raw as Record<string, unknown>;
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new ApiError(ApiErrorCode.BAD_REQUEST, `Field '${name}' must be ${what}`);
+  return { rest, value: value as Record<string, unknown> };
+}
+
 /**
  * Checks a body with string fields `spec` plus an optional `env` object of strings (the AWS
  * variables; the hydrate subsystem decides which names it takes).
  */
 function checkRestoreBody<S extends BodySpec>(raw: unknown, spec: S): { fields: Record<keyof S, string>; env: Record<string, unknown> } {
-  let env: Record<string, unknown> = {};
-  if (raw !== null && typeof raw === 'object' && !Array.isArray(raw) && Object.hasOwn(raw, 'env')) {
-    const { env: e, ...rest } = raw as Record<string, unknown>;
-    if (e === null || typeof e !== 'object' || Array.isArray(e)) throw new ApiError(ApiErrorCode.BAD_REQUEST, "Field 'env' must be an object of strings");
-    env = e as Record<string, unknown>;
-    raw = rest;
-  }
-  return { fields: checkBody(raw, spec) as Record<keyof S, string>, env };
+  const { rest, value } = takeObject(raw, 'env', 'an object of strings');
+  return { fields: checkBody(rest, spec) as Record<keyof S, string>, env: value ?? {} };
 }
 
 const startBody = { disk: 'string', repo: 'string', snapshot: 'string', password: 'string' } as const;
 const resumeBody = { password: 'string' } as const;
+/** `archivedFrom` of a start: the primary repository and restore point id (whether the id is one, the hydrate subsystem checks). */
+const archivedFromBody = { repo: 'string', snapshot: 'string' } as const;
 
+/** The optional `archivedFrom` of a start body, checked; the rest of the body. */
+function takeArchivedFrom(raw: unknown): { rest: unknown; archivedFrom: { repo: string; snapshot: string } | undefined } {
+  const { rest, value } = takeObject(raw, 'archivedFrom', 'an object {repo, snapshot}');
+  if (value === undefined) return { rest, archivedFrom: undefined };
+  try {
+    return { rest, archivedFrom: checkBody(value, archivedFromBody) };
+  } catch (err) {
+    if (err instanceof ApiError) throw new ApiError(err.code, `In 'archivedFrom': ${err.message}`);
+    throw err;
+  }
+}
 
 const location = (disk: string): Record<string, string> => ({ location: `${prefix}/instant-restores/${encodeURIComponent(disk)}` });
 
@@ -48,8 +63,9 @@ export const instantRestoreRoutes: Route[] = [
     path: `${prefix}/instant-restores`,
     body: startBody,
     handle: async (_p, raw, ctx) => {
-      const { fields, env } = checkRestoreBody(raw, startBody);
-      const info = await service(ctx).start({ ...fields, env });
+      const { rest, archivedFrom } = takeArchivedFrom(raw);
+      const { fields, env } = checkRestoreBody(rest, startBody);
+      const info = await service(ctx).start({ ...fields, env, archivedFrom });
       return { status: 201, body: info, headers: location(info.disk) };
     },
   },
@@ -119,7 +135,8 @@ export const instantRestorePaths = {
       summary: 'Create a disk from a restore point and export it at once; chunks are copied in behind the reads',
       description:
         'The node opens the repository with the password (and, for s3://, the AWS variables in `env`), keeps them in memory only, ' +
-        'creates the disk and starts copying. When the reply comes the disk is exported over NBD and reads and writes work.',
+        'creates the disk and starts copying. When the reply comes the disk is exported over NBD and reads and writes work. ' +
+        'For a restore point moved to an archive repository, `repo` and `snapshot` name the archive and the copy there, and `archivedFrom` the original.',
       requestBody: { required: true, ...json(ref('InstantRestoreRequest')) },
       responses: {
         '201': { description: 'The restore', ...json(ref('InstantRestoreInfo')) },
@@ -174,6 +191,17 @@ export const instantRestoreSchemas = {
       snapshot: { type: 'string', description: 'Restore point id or a unique prefix of at least 4 hex digits' },
       password: { type: 'string', description: 'Repository password; kept in memory only' },
       env: envSchema,
+      archivedFrom: ref('ArchivedOrigin'),
+    },
+  },
+  ArchivedOrigin: {
+    type: 'object',
+    required: ['repo', 'snapshot'],
+    additionalProperties: false,
+    description: 'For a restore from an archive repository: the primary repository and the id of the restore point there that `repo`/`snapshot` is the archived copy of',
+    properties: {
+      repo: { type: 'string', description: 'Primary repository location' },
+      snapshot: { type: 'string', description: 'Restore point id in the primary repository (64 hex digits)' },
     },
   },
   ResumeRequest: {
@@ -184,7 +212,7 @@ export const instantRestoreSchemas = {
   },
   InstantRestoreInfo: {
     type: 'object',
-    required: ['disk', 'repo', 'snapshot', 'state', 'imageBytes', 'chunkSizeBytes', 'chunks', 'chunksZero', 'chunksCopied', 'chunksMissing', 'bytesCopied', 'chunksFetchedForClients', 'bytesRead', 'startedMs', 'finishedMs', 'lastError'],
+    required: ['disk', 'repo', 'snapshot', 'state', 'imageBytes', 'chunkSizeBytes', 'chunks', 'chunksZero', 'chunksCopied', 'chunksMissing', 'bytesCopied', 'chunksFetchedForClients', 'bytesRead', 'startedMs', 'finishedMs', 'lastError', 'archivedFrom'],
     properties: {
       disk: { type: 'string' },
       repo: { type: 'string' },
@@ -202,6 +230,7 @@ export const instantRestoreSchemas = {
       startedMs: { type: 'integer' },
       finishedMs: { type: ['integer', 'null'] },
       lastError: { type: ['string', 'null'], description: 'Why the copier is retrying (or the state is damaged)' },
+      archivedFrom: { oneOf: [ref('ArchivedOrigin'), { type: 'null' }], description: 'Set for a restore from an archive repository' },
     },
   },
 };

@@ -269,17 +269,28 @@ function checkIdPrefix(text: string): void {
   if (!/^[0-9a-f]{4,64}$/.test(text)) throw new BackupError(BackupErrorCode.INVALID, `Bad restore point id '${text}': expected at least 4 hex digits`);
 }
 
+/** Reads and checks archived record `id` of `repo`. */
+async function readArchived(repo: Repository, id: string): Promise<ArchiveRecord> {
+  const what = `Archived record ${id}`;
+  const v = decodeObject(repo.keys.encKey, await repo.backend.get(archivedPrefix + id), what) as ArchiveRecord;
+  const ok =
+    v?.version === 1 && v.id === id && typeof v.name === 'string' && typeof v.tenant === 'string' && Number.isSafeInteger(v.snapshotTime) &&
+    Number.isSafeInteger(v.archivedTime) && typeof v.archive?.location === 'string' && isHexId(v.archive.repository) && isHexId(v.archive.id);
+  if (!ok) throw new BackupError(BackupErrorCode.CORRUPT, `${what} is damaged`);
+  return v;
+}
+
 /** The archived records of `repo` whose id starts with `idOrPrefix`. */
 export async function findArchived(repo: Repository, idOrPrefix: string): Promise<ArchiveRecord[]> {
   checkIdPrefix(idOrPrefix);
   const ids = (await repo.listIds(archivedPrefix)).filter((id) => id.startsWith(idOrPrefix));
-  return mapConcurrent(ids, 8, async (id) => {
-    const what = `Archived record ${id}`;
-    const v = decodeObject(repo.keys.encKey, await repo.backend.get(archivedPrefix + id), what) as ArchiveRecord;
-    const ok = v?.version === 1 && v.id === id && typeof v.archive?.location === 'string' && isHexId(v.archive.repository) && isHexId(v.archive.id);
-    if (!ok) throw new BackupError(BackupErrorCode.CORRUPT, `${what} is damaged`);
-    return v;
-  });
+  return mapConcurrent(ids, 8, (id) => readArchived(repo, id));
+}
+
+/** Every archived record of `repo`, by the archived restore point's time (oldest first). */
+export async function listArchived(repo: Repository): Promise<ArchiveRecord[]> {
+  const records = await mapConcurrent(await repo.listIds(archivedPrefix), 16, (id) => readArchived(repo, id));
+  return records.sort((a, b) => a.snapshotTime - b.snapshotTime || a.id.localeCompare(b.id));
 }
 
 /** Where a restore point is: in this repository, or archived elsewhere (the record says where). */

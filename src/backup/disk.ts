@@ -107,6 +107,44 @@ export async function latestDiskRestorePoints(repo: Repository, disks: readonly 
   return out;
 }
 
+/** Hex digits of the repository id a backup's node snapshot name ends in (64 bits). */
+const snapshotRepoIdDigits = 16;
+
+/**
+ * The node snapshot a disk backup into repository `repoId` takes at `ms`:
+ * `backup-2026-11-22T05-50-31-123Z-87712376a1b2c3d4`, a valid engine name that sorts by time and
+ * says which repository's backup took it (the first 16 hex digits of its id).
+ */
+export function backupSnapshotName(ms: number, repoId: string): string {
+  return `backup-${new Date(ms).toISOString().replace(/[:.]/g, '-')}-${repoId.slice(0, snapshotRepoIdDigits)}`;
+}
+
+const backupSnapshotPattern = /^backup-\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d-\d{3}Z-([0-9a-f]{16})$/;
+
+/**
+ * The node snapshots among `nodeSnapshots` (of disk `disk`) that backups into `repo` took and
+ * nothing needs any more, so the caller may delete them (docs/backup.md, "Stale backup
+ * snapshots"): named by backupSnapshotName for this repository (never a snapshot another
+ * repository's backup took, nor one named without a repository), not `current` (the caller's own),
+ * not named by a live writer marker (a backup still running), and not the base (`source.snapshot`)
+ * of any restore point of `disk` in the repository (the newest one's is the next incremental's).
+ * `nodeSnapshots` must be listed before this is called: the markers are read before the restore
+ * points, and a backup writes its marker before its snapshot and its restore point before it
+ * removes its marker, so a backup that took a listed snapshot is seen in one of the two.
+ */
+export async function staleBackupSnapshots(repo: Repository, disk: string, nodeSnapshots: readonly string[], current: string): Promise<string[]> {
+  const prefix = repo.id.slice(0, snapshotRepoIdDigits);
+  const ours = nodeSnapshots.filter((n) => n !== current && backupSnapshotPattern.exec(n)?.[1] === prefix);
+  if (ours.length === 0) return [];
+  const running = new Set((await repo.liveWriters()).map((m) => m.nodeSnapshot));
+  const bases = new Set<string>();
+  for (const e of await repo.listSnapshots()) {
+    const s = e.snapshot;
+    if (s.kind === 'disk' && s.name === disk && 'snapshot' in s.source) bases.add(s.source.snapshot);
+  }
+  return ours.filter((n) => !running.has(n) && !bases.has(n));
+}
+
 /** Marks every chunk `[offset, offset + length)` touches. */
 function mark(bits: Uint8Array, chunkSizeBytes: number, offset: number, length: number): void {
   const last = Math.min(bits.length, Math.ceil((offset + length) / chunkSizeBytes));

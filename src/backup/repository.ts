@@ -95,6 +95,12 @@ export interface WriterMarker {
   written: number;
   hostname: string;
   pid: number;
+  /**
+   * The node snapshot a disk backup takes (named before it is taken): while the marker is live,
+   * no other backup removes that snapshot as stale. Absent for other writers (format v1: an
+   * optional field; code before it ignores it).
+   */
+  nodeSnapshot?: string;
 }
 
 /** A prune mark, `prune/<id>`: packs to delete after the grace period. */
@@ -333,16 +339,37 @@ export class Repository {
 
   /** Every writer marker that can be read (a damaged or vanished one is skipped). */
   async listWriters(): Promise<{ id: string; marker: WriterMarker }[]> {
+    return (await this.readWriters()).writers;
+  }
+
+  /** The writer markers that can be read, and whether one that was listed vanished before it was read. */
+  private async readWriters(): Promise<{ writers: { id: string; marker: WriterMarker }[]; vanished: boolean }> {
     const ids = await this.listIds(layout.writers);
+    let vanished = false;
     const out = await mapConcurrent(ids, 8, async (id) => {
       try {
         return { id, marker: (await this.getObject(layout.writers, id, `Writer marker ${id}`)) as WriterMarker };
       } catch (err) {
+        if (err instanceof BackupError && err.code === BackupErrorCode.NOT_FOUND) vanished = true;
         if (err instanceof BackupError && (err.code === BackupErrorCode.NOT_FOUND || err.code === BackupErrorCode.CORRUPT)) return null;
         throw err;
       }
     });
-    return out.filter((w) => w !== null);
+    return { writers: out.filter((w) => w !== null), vanished };
+  }
+
+  /**
+   * The markers of the writers running now, none missed: a marker that vanished between the
+   * listing and its read was replaced by its refresh (which writes the new marker before it
+   * deletes the old one), so the listing is read again. A marker of a writer still running is
+   * then seen, unless markers keep vanishing (BACKUP_STORAGE after 3 readings).
+   */
+  async liveWriters(): Promise<WriterMarker[]> {
+    for (let reading = 1; ; reading++) {
+      const { writers, vanished } = await this.readWriters();
+      if (!vanished) return writers.map((w) => w.marker).filter((m) => this.writerIsLive(m));
+      if (reading === 3) throw new BackupError(BackupErrorCode.STORAGE, `Writer markers of ${this.backend.location} kept vanishing while they were read`);
+    }
   }
 
   /** Whether a writer marker still stands for a running backup. */
@@ -358,10 +385,14 @@ export class Repository {
     return true;
   }
 
-  /** Writes a writer marker and keeps it fresh until the returned stop() is called. */
-  async startWriter(): Promise<{ stop(): Promise<void> }> {
+  /**
+   * Writes a writer marker and keeps it fresh until the returned stop() is called; a disk
+   * backup names the node snapshot it takes (`nodeSnapshot`).
+   */
+  async startWriter(options: { nodeSnapshot?: string } = {}): Promise<{ stop(): Promise<void> }> {
     const started = this.now();
-    const write = () => this.putObject(layout.writers, { started, written: this.now(), hostname: hostname(), pid: process.pid } satisfies WriterMarker);
+    const snapshot = options.nodeSnapshot !== undefined ? { nodeSnapshot: options.nodeSnapshot } : {};
+    const write = () => this.putObject(layout.writers, { started, written: this.now(), hostname: hostname(), pid: process.pid, ...snapshot } satisfies WriterMarker);
     let current = await write();
     let refreshing: Promise<void> = Promise.resolve();
     const timer = setInterval(() => {

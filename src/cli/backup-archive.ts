@@ -1,83 +1,14 @@
 /**
  * `tessera backup archive`: moves restore points older than a tenant's policy allows into an
- * archive repository (docs/backup.md, "Archival"; docs/cli.md), and the lookup that lets
- * `backup restore` follow a restore point into the archive it was moved to.
+ * archive repository (docs/backup.md, "Archival"; docs/cli.md). The commands that read a restore
+ * point follow it into its archive through withRestorePoint (backup-common.ts).
  */
 import { readFile } from 'node:fs/promises';
-import {
-  BackupError,
-  BackupErrorCode,
-  IndexCache,
-  Repository,
-  WorkerPool,
-  archiveRestorePoint,
-  cacheRoot,
-  checkTenant,
-  copiesIn,
-  dueForArchive,
-  locateRestorePoint,
-  openBackend,
-  parsePolicy,
-  type ArchiveOutcome,
-  type ArchiveRecord,
-  type ArchiveRule,
-  type RepoContext,
-  type SnapshotEntry,
-} from '../backup/index.ts';
-// backup.ts imports this module too: only functions are taken from it, used at run time.
-import { formatTime, parseDuration, password, printJson, progressLine, reported, withRepo } from './backup-common.ts';
-import type { Command, CommandContext, Io, OptionSpec } from './commands.ts';
+import { archiveRestorePoint, checkTenant, copiesIn, dueForArchive, parsePolicy, type ArchiveOutcome, type ArchiveRule, type SnapshotEntry } from '../backup/index.ts';
+import { archivePassword, formatTime, parseDuration, printJson, progressLine, reported, withRepo, withRepoAt } from './backup-common.ts';
+import type { Command, CommandContext, OptionSpec } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
 import { formatSize } from './size.ts';
-
-/** The archive's password: $TESSERA_ARCHIVE_PASSWORD, else $TESSERA_PASSWORD, else asked on the terminal. */
-async function archivePassword(io: Io): Promise<string> {
-  const pw = io.env.TESSERA_ARCHIVE_PASSWORD;
-  if (pw !== undefined && pw !== '') return pw;
-  const primary = io.env.TESSERA_PASSWORD;
-  if (primary !== undefined && primary !== '') return primary;
-  return password(io, { envName: 'TESSERA_ARCHIVE_PASSWORD', prompt: 'Archive repository password' });
-}
-
-/** Opens the repository at `location` with its cache and pool around `fn`. */
-async function withRepoAt<T>(io: Io, location: string, pw: string, fn: (r: RepoContext) => Promise<T>): Promise<T> {
-  const backend = await openBackend(location, io.env);
-  let cache: IndexCache | null = null;
-  let pool: WorkerPool | null = null;
-  try {
-    const repo = await Repository.open(backend, pw).catch((err) => {
-      if (err instanceof BackupError && err.code === BackupErrorCode.WRONG_PASSWORD) {
-        throw new BackupError(err.code, `${err.message} (the archive's password comes from TESSERA_ARCHIVE_PASSWORD, else TESSERA_PASSWORD)`, { cause: err });
-      }
-      throw err;
-    });
-    cache = IndexCache.open(repo.id, cacheRoot(io.env));
-    pool = new WorkerPool(repo.keys);
-    return await fn({ repo, cache, pool });
-  } finally {
-    await pool?.close();
-    await cache?.close();
-    await backend.close();
-  }
-}
-
-/**
- * Runs `fn` on restore point `id` of the `--repo` repository: found there (its own id, or the
- * original's id of an archived copy), or, if it was archived, in the archive its record names.
- */
-export async function withRestorePoint<T>(ctx: CommandContext, id: string, fn: (r: RepoContext, entry: SnapshotEntry, archivedIn: ArchiveRecord | null) => Promise<T>): Promise<T> {
-  return withRepo(ctx, async (r) => {
-    const found = await locateRestorePoint(r.repo, id);
-    if ('entry' in found) return fn(r, found.entry, null);
-    const rec = found.archived;
-    return withRepoAt(ctx.io, rec.archive.location, await archivePassword(ctx.io), async (a) => {
-      if (a.repo.id !== rec.archive.repository) {
-        throw new BackupError(BackupErrorCode.NOT_FOUND, `Restore point ${rec.id} was archived to repository ${rec.archive.repository.slice(0, 8)} at ${rec.archive.location}, but another repository is there now`);
-      }
-      return fn(a, await a.repo.findSnapshot(rec.archive.id), rec);
-    });
-  });
-}
 
 /** One line of `backup archive`'s report. */
 interface ArchiveLine {
@@ -172,14 +103,20 @@ export const backupArchiveCommands: Command[] = [
         for (const [location, list] of byArchive) {
           const archivePw = await archivePassword(ctx.io);
           await reported(() =>
-            withRepoAt(ctx.io, location, archivePw, async (archive) => {
-              const copies = await copiesIn(archive.repo);
-              for (const [i, t] of list.entries()) {
-                progress.update(`archive ${i + 1} of ${list.length} to ${location}: ${t.entry.id.slice(0, 8)} ${t.entry.snapshot.name}`);
-                const o = await archiveRestorePoint(primary, archive, t.entry, location, copies);
-                lines.push(lineOf(t.entry, t.tenant, location, o));
-              }
-            }),
+            withRepoAt(
+              ctx.io,
+              location,
+              archivePw,
+              async (archive) => {
+                const copies = await copiesIn(archive.repo);
+                for (const [i, t] of list.entries()) {
+                  progress.update(`archive ${i + 1} of ${list.length} to ${location}: ${t.entry.id.slice(0, 8)} ${t.entry.snapshot.name}`);
+                  const o = await archiveRestorePoint(primary, archive, t.entry, location, copies);
+                  lines.push(lineOf(t.entry, t.tenant, location, o));
+                }
+              },
+              { archive: true },
+            ),
           ).finally(() => progress.done());
         }
       });

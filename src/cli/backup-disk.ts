@@ -1,16 +1,19 @@
 /**
  * The node side of `tessera backup create` and `backup restore --to-disk` (docs/cli.md): hooks,
- * the (group) snapshot, which base each disk's backup starts from, and the node snapshots kept
- * as bases. The backup itself runs here, in the CLI process: the password never reaches the node.
+ * the (group) snapshot, which base each disk's backup starts from, the node snapshots kept as
+ * bases, and the removal of those interrupted backups left. The backup itself runs here, in the
+ * CLI process: the password never reaches the node.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   backupDisk,
+  backupSnapshotName,
   checkTenant,
   diskSizeOf,
   latestDiskRestorePoints,
   restoreTo,
+  staleBackupSnapshots,
   type DiskBackupProgress,
   type DiskBackupResult,
   type IndexCache,
@@ -50,6 +53,8 @@ export interface DiskBackupOutcome {
   result: DiskBackupResult;
   /** Why a disk with an earlier restore point got a full backup, or null. */
   fullReason: string | null;
+  /** Backup snapshots of the disk left by interrupted backups into this repository, removed after this one. */
+  staleSnapshotsRemoved: string[];
 }
 
 /** Runs `command` with `sh -c`, its output on our stderr; resolves to a failure message or null. */
@@ -71,15 +76,11 @@ export function runHook(io: Io, which: 'pre' | 'post', command: string, env: Rec
   });
 }
 
-/** `backup-2026-11-22T05-50-31-123Z`: a valid engine name that sorts by time. */
-export function backupSnapshotName(ms: number): string {
-  return `backup-${new Date(ms).toISOString().replace(/[:.]/g, '-')}`;
-}
-
 /**
  * Backs up node disks: hooks around one (group) snapshot, then each disk from its base, then the
- * old bases are deleted. On failure, the new snapshots of disks without a restore point are
- * deleted again, so their old bases stay the bases.
+ * old bases are deleted, and the snapshots interrupted backups into this repository left. On
+ * failure, the new snapshots of disks without a restore point are deleted again, so their old
+ * bases stay the bases.
  */
 export async function runDiskBackup(
   r: { repo: Repository; cache: IndexCache; pool: WorkerPool },
@@ -95,61 +96,89 @@ export async function runDiskBackup(
   for (const d of disks) infos.push(await client.request('GET', `/disks/${seg(d)}`));
   const parents = await latestDiskRestorePoints(r.repo, disks);
 
-  const snapName = backupSnapshotName((run.now ?? Date.now)());
+  const snapName = backupSnapshotName((run.now ?? Date.now)(), r.repo.id);
   const hookEnv = { TESSERA_DISKS: disks.join(' '), TESSERA_SNAPSHOT: snapName };
-  if (run.pre !== undefined) {
-    const preError = await runHook(io, 'pre', run.pre, { ...hookEnv, TESSERA_HOOK: 'pre' });
-    if (preError !== null) {
-      // The --pre hook may have done part of its work (frozen one file system of two): undo it.
-      const postError = run.post !== undefined ? await runHook(io, 'post', run.post, { ...hookEnv, TESSERA_HOOK: 'post' }) : null;
-      throw new CliError(CliErrorCode.FAILED, `${preError}; no snapshot taken${postError !== null ? `; and ${postError}` : ''}`);
-    }
-  }
-  let snaps: SnapshotInfo[];
-  let postError: string | null = null;
+  // The marker names the snapshot before it exists, so that no other backup into this repository
+  // takes it for one an interrupted backup left (see removeStaleSnapshots).
+  const marker = await r.repo.startWriter({ nodeSnapshot: snapName });
   try {
-    snaps = await client.request('POST', '/snapshots', { body: { name: snapName, disks } });
-  } finally {
-    if (run.post !== undefined) postError = await runHook(io, 'post', run.post, { ...hookEnv, TESSERA_HOOK: 'post' });
-  }
+    if (run.pre !== undefined) {
+      const preError = await runHook(io, 'pre', run.pre, { ...hookEnv, TESSERA_HOOK: 'pre' });
+      if (preError !== null) {
+        // The --pre hook may have done part of its work (frozen one file system of two): undo it.
+        const postError = run.post !== undefined ? await runHook(io, 'post', run.post, { ...hookEnv, TESSERA_HOOK: 'post' }) : null;
+        throw new CliError(CliErrorCode.FAILED, `${preError}; no snapshot taken${postError !== null ? `; and ${postError}` : ''}`);
+      }
+    }
+    let snaps: SnapshotInfo[];
+    let postError: string | null = null;
+    try {
+      snaps = await client.request('POST', '/snapshots', { body: { name: snapName, disks } });
+    } finally {
+      if (run.post !== undefined) postError = await runHook(io, 'post', run.post, { ...hookEnv, TESSERA_HOOK: 'post' });
+    }
 
-  const data = new NodeData(client.baseUrl);
-  const group = disks.length > 1 ? randomBytes(32) : null;
-  const outcomes: DiskBackupOutcome[] = [];
-  const marker = await r.repo.startWriter();
-  try {
-    await r.cache.sync(r.repo);
-    for (const [i, disk] of disks.entries()) {
-      let parent: SnapshotEntry | null = parents.get(disk) ?? null;
-      let fullReason: string | null = null;
-      const base = parent !== null && 'snapshot' in parent.snapshot.source ? parent.snapshot.source.snapshot : null;
-      if (parent !== null && (base === null || !infos[i].snapshots.includes(base))) {
-        fullReason = `the base snapshot ${disk}@${base} of restore point ${parent.id.slice(0, 8)} is gone`;
-        io.stderr(`tessera: ${fullReason}: full backup of ${disk}\n`);
-        parent = null;
-      } else if (parent !== null && parent.snapshot.chunkSizeBytes !== r.repo.config.chunkSizeBytes) {
-        fullReason = `restore point ${parent.id.slice(0, 8)} has another chunk size`;
-        parent = null;
+    const data = new NodeData(client.baseUrl);
+    const group = disks.length > 1 ? randomBytes(32) : null;
+    const backedUp: Omit<DiskBackupOutcome, 'staleSnapshotsRemoved'>[] = [];
+    try {
+      await r.cache.sync(r.repo);
+      for (const [i, disk] of disks.entries()) {
+        let parent: SnapshotEntry | null = parents.get(disk) ?? null;
+        let fullReason: string | null = null;
+        const base = parent !== null && 'snapshot' in parent.snapshot.source ? parent.snapshot.source.snapshot : null;
+        if (parent !== null && (base === null || !infos[i].snapshots.includes(base))) {
+          fullReason = `the base snapshot ${disk}@${base} of restore point ${parent.id.slice(0, 8)} is gone`;
+          io.stderr(`tessera: ${fullReason}: full backup of ${disk}\n`);
+          parent = null;
+        } else if (parent !== null && parent.snapshot.chunkSizeBytes !== r.repo.config.chunkSizeBytes) {
+          fullReason = `restore point ${parent.id.slice(0, 8)} has another chunk size`;
+          parent = null;
+        }
+        const result = await backupDisk(r, data.source(disk, snapName, snaps[i].sizeBytes), { parent, group, tenant: run.tenant, onProgress: run.onProgress });
+        backedUp.push({ disk, result, fullReason });
+        if (base !== null && infos[i].snapshots.includes(base)) {
+          // The new snapshot is the next base; the old one only pins old data now.
+          await client.request('DELETE', `/disks/${seg(disk)}/snapshots/${seg(base)}`).catch((err: Error) => {
+            io.stderr(`tessera: warning: could not delete the old base snapshot ${disk}@${base}: ${err.message}\n`);
+          });
+        }
       }
-      const result = await backupDisk(r, data.source(disk, snapName, snaps[i].sizeBytes), { parent, group, tenant: run.tenant, onProgress: run.onProgress });
-      outcomes.push({ disk, result, fullReason });
-      if (base !== null && infos[i].snapshots.includes(base)) {
-        // The new snapshot is the next base; the old one only pins old data now.
-        await client.request('DELETE', `/disks/${seg(disk)}/snapshots/${seg(base)}`).catch((err: Error) => {
-          io.stderr(`tessera: warning: could not delete the old base snapshot ${disk}@${base}: ${err.message}\n`);
-        });
+    } catch (err) {
+      for (const disk of disks.slice(backedUp.length)) {
+        await client.request('DELETE', `/disks/${seg(disk)}/snapshots/${seg(snapName)}`).catch(() => {});
       }
+      throw err;
+    } finally {
+      data.close();
     }
-  } catch (err) {
-    for (const disk of disks.slice(outcomes.length)) {
-      await client.request('DELETE', `/disks/${seg(disk)}/snapshots/${seg(snapName)}`).catch(() => {});
-    }
-    throw err;
+    const outcomes: DiskBackupOutcome[] = [];
+    for (const o of backedUp) outcomes.push({ ...o, staleSnapshotsRemoved: await removeStaleSnapshots(r.repo, client, io, o.disk, snapName) });
+    return { outcomes, postError };
   } finally {
-    data.close();
     await marker.stop();
   }
-  return { outcomes, postError };
+}
+
+/**
+ * Deletes the backup snapshots of `disk` that backups into `repo` killed before their end left
+ * on the node (staleBackupSnapshots says which; `current` is this backup's). Best effort: what
+ * fails is a warning, the backup itself is done.
+ */
+async function removeStaleSnapshots(repo: Repository, client: ApiClient, io: Io, disk: string, current: string): Promise<string[]> {
+  const removed: string[] = [];
+  try {
+    // Listed before staleBackupSnapshots reads the markers and restore points: see there why.
+    const info: DiskInfo = await client.request('GET', `/disks/${seg(disk)}`);
+    for (const name of await staleBackupSnapshots(repo, disk, info.snapshots, current)) {
+      await client.request('DELETE', `/disks/${seg(disk)}/snapshots/${seg(name)}`);
+      removed.push(name);
+      io.stderr(`tessera: removed ${disk}@${name}, left by an interrupted backup into this repository\n`);
+    }
+  } catch (err) {
+    io.stderr(`tessera: warning: could not remove snapshots of ${disk} left by interrupted backups: ${(err as Error).message}\n`);
+  }
+  return removed;
 }
 
 /**

@@ -4,8 +4,8 @@
  */
 import { lstat, lutimes, mkdir, open, symlink, utimes, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BackupError, BackupErrorCode, Catalog, normalisePath, readCatalogFile, type CatalogEntry, type IndexCache, type Repository, type WorkerPool } from '../backup/index.ts';
-import { formatTime, jsonOption, printJson, repoOption, withRepo } from './backup-common.ts';
+import { BackupError, BackupErrorCode, Catalog, normalisePath, readCatalogFile, type CatalogEntry, type IndexCache, type Repository, type SnapshotEntry, type WorkerPool } from '../backup/index.ts';
+import { formatTime, jsonOption, printJson, repoOption, withRestorePoint } from './backup-common.ts';
 import type { Command, CommandContext } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
 import { formatSize } from './size.ts';
@@ -13,9 +13,8 @@ import { formatTable } from './table.ts';
 
 type Ctx = { repo: Repository; cache: IndexCache; pool: WorkerPool };
 
-/** Opens the catalog of restore point `id` (a unique prefix), with the index cache synced. */
-async function openCatalog(r: Ctx, id: string): Promise<Catalog> {
-  const entry = await r.repo.findSnapshot(id);
+/** Opens the catalog of restore point `entry` of `r`, with the index cache synced. */
+async function openCatalog(r: Ctx, entry: SnapshotEntry): Promise<Catalog> {
   await r.cache.sync(r.repo);
   return Catalog.open(r, entry.snapshot, entry.id);
 }
@@ -122,8 +121,9 @@ export const backupFileCommands: Command[] = [
     usesApi: false,
     async run(ctx: CommandContext) {
       const dir = pathArg(ctx.args[1] ?? '/');
-      const { entries, note, isDir } = await withRepo(ctx, async (r) => {
-        const cat = await openCatalog(r, ctx.args[0]);
+      // Here as everywhere a restore point is read: one moved to an archive is read there.
+      const { entries, note, isDir } = await withRestorePoint(ctx, ctx.args[0], async (r, found) => {
+        const cat = await openCatalog(r, found);
         const { entry, entries } = await cat.list(dir);
         return { entries, note: entries.length === 0 ? volumeNote(cat, dir) : null, isDir: entry.type === 'd' };
       });
@@ -149,8 +149,8 @@ export const backupFileCommands: Command[] = [
       const write = ctx.io.writeBytes;
       if (write === undefined) throw new CliError(CliErrorCode.FAILED, 'backup cat needs a stdout that takes bytes');
       const path = pathArg(ctx.args[1]);
-      await withRepo(ctx, async (r) => {
-        const cat = await openCatalog(r, ctx.args[0]);
+      await withRestorePoint(ctx, ctx.args[0], async (r, found) => {
+        const cat = await openCatalog(r, found);
         const entry = await cat.stat(path);
         if (entry.type === 'd') throw new BackupError(BackupErrorCode.INVALID, `${path} is a directory`);
         if (entry.type !== 'f') throw new BackupError(BackupErrorCode.INVALID, `${path} is not a regular file (${entry.type === 'l' ? `a symlink to ${entry.target}` : 'a special file'})`);
@@ -171,10 +171,10 @@ export const backupFileCommands: Command[] = [
       const path = pathArg(ctx.args[1]);
       const counts = { files: 0, dirs: 0, links: 0, skipped: 0, bytes: 0 };
       const dest = path === '/' ? join(to, 'root') : join(to, path.slice(path.lastIndexOf('/') + 1));
-      await withRepo(ctx, async (r) => {
+      await withRestorePoint(ctx, ctx.args[0], async (r, found) => {
         const st = await lstat(to).catch(() => null);
         if (st === null || !st.isDirectory()) throw new BackupError(BackupErrorCode.NOT_FOUND, `${to} is not a directory`);
-        const cat = await openCatalog(r, ctx.args[0]);
+        const cat = await openCatalog(r, found);
         const entry = await cat.stat(path);
         await restoreTree(r, cat, path, entry, dest, counts).catch((err) => fsFailure(err, dest));
       });

@@ -6,24 +6,25 @@ import {
   Repository,
   backupFile,
   forget,
+  listArchived,
   openBackend,
   prune,
   restoreToFile,
   tenantOf,
   verify,
+  type ArchiveRecord,
   type PruneReport,
   type SnapshotEntry,
   type WorkerPool,
 } from '../backup/index.ts';
-import { withRestorePoint } from './backup-archive.ts';
-import { formatTime, jsonOption, parseDuration, password, percent, printJson, progressLine, repoLocation, repoOption, reported, withRepo } from './backup-common.ts';
+import { formatTime, jsonOption, parseDuration, password, percent, printJson, progressLine, repoLocation, repoOption, reported, withRepo, withRestorePoint } from './backup-common.ts';
 import { runDiskBackup, restoreToNodeDisk } from './backup-disk.ts';
 import type { Command, CommandContext, OptionSpec } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
 import { formatSize, parseSize } from './size.ts';
 import { formatTable } from './table.ts';
 
-/** A restore point as JSON shows it: ids as hex, times as ISO 8601. */
+/** A restore point as JSON shows it: ids as hex, times as ISO 8601; `where` is `here` (in this repository). */
 function snapshotJson(e: SnapshotEntry): object {
   const s = e.snapshot;
   return {
@@ -40,6 +41,32 @@ function snapshotJson(e: SnapshotEntry): object {
     tenant: tenantOf(s),
     archivedFrom: s.archivedFrom ?? null,
     stats: s.stats,
+    where: 'here',
+    archive: null,
+  };
+}
+
+/**
+ * A restore point archived out of this repository as `backup list --json` shows it: the fields
+ * its record keeps, null for those only the copy in the archive has, `where` `archived`.
+ */
+function archivedJson(r: ArchiveRecord): object {
+  return {
+    id: r.id,
+    time: new Date(r.snapshotTime).toISOString(),
+    kind: null,
+    name: r.name,
+    hostname: null,
+    sizeBytes: null,
+    chunkSizeBytes: null,
+    parent: null,
+    source: null,
+    group: null,
+    tenant: r.tenant,
+    archivedFrom: null,
+    stats: null,
+    where: 'archived',
+    archive: { location: r.archive.location, repository: r.archive.repository, id: r.archive.id, time: new Date(r.archivedTime).toISOString() },
   };
 }
 
@@ -69,19 +96,24 @@ async function runPrune(ctx: CommandContext, r: { repo: Repository; pool: Worker
 async function restoreDiskCommand(ctx: CommandContext, disk: string): Promise<void> {
   const progress = progressLine(ctx.io);
   const started = Date.now();
-  const { entry, out } = await withRepo(ctx, async (r) => {
-    const entry = await r.repo.findSnapshot(ctx.args[0]);
+  // The restore point may have been moved to an archive repository: its record there says where.
+  const { entry, out, from } = await withRestorePoint(ctx, ctx.args[0], async (r, entry, archivedIn) => {
     const out = await restoreToNodeDisk(r, entry, ctx.client(), {
       disk,
       force: ctx.values.force === true,
       onProgress: (p) => progress.update(`restore ${formatSize(p.bytesWritten)} written of ${formatSize(p.sizeBytes)}`),
     }).finally(() => progress.done());
-    return { entry, out };
+    return { entry, out, from: archivedIn?.archive.location ?? null };
   });
   const ms = Date.now() - started;
   const p = out.progress;
-  if (ctx.values.json) return printJson(ctx.io, { id: entry.id, disk, created: out.created, sizeBytes: p.sizeBytes, bytesWritten: p.bytesWritten, bytesRead: p.bytesRead, durationMs: ms });
-  ctx.io.stdout(`Restored ${entry.id.slice(0, 8)} (${entry.snapshot.name}) to ${out.created ? 'new ' : ''}disk ${disk}: ${formatSize(p.sizeBytes)}, ${formatSize(p.bytesWritten)} of data, in ${(ms / 1000).toFixed(1)} s\n`);
+  if (ctx.values.json) return printJson(ctx.io, { id: entry.id, disk, created: out.created, sizeBytes: p.sizeBytes, bytesWritten: p.bytesWritten, bytesRead: p.bytesRead, durationMs: ms, archive: from });
+  ctx.io.stdout(`Restored ${entry.id.slice(0, 8)} (${entry.snapshot.name})${fromArchive(from)} to ${out.created ? 'new ' : ''}disk ${disk}: ${formatSize(p.sizeBytes)}, ${formatSize(p.bytesWritten)} of data, in ${(ms / 1000).toFixed(1)} s\n`);
+}
+
+/** ` from the archive at URL` for a restore point read from an archive, else nothing. */
+function fromArchive(location: string | null): string {
+  return location === null ? '' : ` from the archive at ${location}`;
 }
 
 const graceOption: OptionSpec = { type: 'string', valueName: 'DURATION', description: 'Only sweep marks older than this (default 1h; e.g. 0, 30m, 2h)' };
@@ -175,7 +207,10 @@ export const backupCommands: Command[] = [
         }).finally(() => progress.done()),
       );
       if (ctx.values.json) {
-        printJson(ctx.io, outcomes.map((o) => ({ ...snapshotJson(o.result), incremental: o.result.incremental, fullReason: o.fullReason, catalogPagesRead: o.result.catalogPagesRead })));
+        printJson(
+          ctx.io,
+          outcomes.map((o) => ({ ...snapshotJson(o.result), incremental: o.result.incremental, fullReason: o.fullReason, catalogPagesRead: o.result.catalogPagesRead, staleSnapshotsRemoved: o.staleSnapshotsRemoved })),
+        );
       } else {
         for (const { disk, result } of outcomes) {
           const s = result.snapshot.stats;
@@ -215,28 +250,38 @@ export const backupCommands: Command[] = [
         const p = await restoreToFile(r, entry.snapshot, to, {
           onProgress: (p) => progress.update(`restore ${formatSize(p.bytesWritten)} written of ${formatSize(p.sizeBytes)}`),
         }).finally(() => progress.done());
-        return { entry, p, from: archivedIn === null ? null : archivedIn.archive.location };
+        return { entry, p, from: archivedIn?.archive.location ?? null };
       });
       const ms = Date.now() - started;
       if (ctx.values.json) {
         return printJson(ctx.io, { id: entry.id, path: to, sizeBytes: p.sizeBytes, bytesWritten: p.bytesWritten, bytesRead: p.bytesRead, durationMs: ms, archive: from, writes: p.writes, movers: p.movers });
       }
-      const where = from === null ? '' : ` from the archive at ${from}`;
-      ctx.io.stdout(`Restored ${entry.id.slice(0, 8)} (${entry.snapshot.name})${where} to ${to}: ${formatSize(p.sizeBytes)}, ${formatSize(p.bytesWritten)} of data, in ${(ms / 1000).toFixed(1)} s\n`);
+      ctx.io.stdout(`Restored ${entry.id.slice(0, 8)} (${entry.snapshot.name})${fromArchive(from)} to ${to}: ${formatSize(p.sizeBytes)}, ${formatSize(p.bytesWritten)} of data, in ${(ms / 1000).toFixed(1)} s\n`);
     },
   },
   {
     name: 'backup list',
     args: [],
-    summary: 'List the restore points of a repository, oldest first',
+    summary: 'List the restore points of a repository, oldest first, with those archived out of it (where they went)',
     options: { repo: repoOption, json: jsonOption },
-    examples: ['tessera backup list --repo /srv/backups', 'tessera backup list --repo /srv/backups --json | jq -r ".[].id"'],
+    examples: ['tessera backup list --repo /srv/backups', 'tessera backup list --repo /srv/backups --json | jq -r \'.[] | select(.where == "here") | .id\''],
     usesApi: false,
     async run(ctx) {
-      const entries = await withRepo(ctx, ({ repo }) => repo.listSnapshots());
-      if (ctx.values.json) return printJson(ctx.io, entries.map(snapshotJson));
-      const rows = entries.map((e) => [e.id.slice(0, 8), formatTime(e.snapshot.time), e.snapshot.kind, e.snapshot.name, formatSize(e.snapshot.sizeBytes), formatSize(e.snapshot.stats.bytesStored)]);
-      ctx.io.stdout(formatTable({ headers: ['ID', 'TIME', 'KIND', 'NAME', 'SIZE', 'ADDED'], rows, align: ['left', 'left', 'left', 'left', 'right', 'right'] }));
+      const { entries, records } = await withRepo(ctx, async ({ repo }) => ({ entries: await repo.listSnapshots(), records: await listArchived(repo) }));
+      // A run of backup archive killed between the record and the forget leaves both: the restore
+      // point is still here (and is read here), so it is listed once, as here.
+      const here = new Set(entries.map((e) => e.id));
+      const rows: { time: number; id: string; json: object; cells: string[] }[] = [
+        ...entries.map((e) => {
+          const s = e.snapshot;
+          return { time: s.time, id: e.id, json: snapshotJson(e), cells: [e.id.slice(0, 8), formatTime(s.time), s.kind, s.name, formatSize(s.sizeBytes), formatSize(s.stats.bytesStored), 'here'] };
+        }),
+        ...records
+          .filter((r) => !here.has(r.id))
+          .map((r) => ({ time: r.snapshotTime, id: r.id, json: archivedJson(r), cells: [r.id.slice(0, 8), formatTime(r.snapshotTime), '-', r.name, '-', '-', `archived → ${r.archive.location}`] })),
+      ].sort((a, b) => a.time - b.time || a.id.localeCompare(b.id));
+      if (ctx.values.json) return printJson(ctx.io, rows.map((r) => r.json));
+      ctx.io.stdout(formatTable({ headers: ['ID', 'TIME', 'KIND', 'NAME', 'SIZE', 'ADDED', 'WHERE'], rows: rows.map((r) => r.cells), align: ['left', 'left', 'left', 'left', 'right', 'right', 'left'] }));
     },
   },
   {

@@ -1,33 +1,23 @@
 /**
  * `tessera backup instant-restore ...` (docs/cli.md, "Instant restore"): clients of the node's
  * /instant-restores routes. The node reads the repository, so the password (and, for s3://, the
- * AWS variables) go to it in the request; it keeps them in memory only.
+ * AWS variables) go to it in the request; it keeps them in memory only. The command looks the
+ * restore point up first, so that one moved to an archive is restored from the archive.
  */
 import { resolve } from 'node:path';
 import type { InstantRestoreInfo } from '../hydrate/index.ts';
-import type { Command, CommandContext, Io, OptionSpec } from './commands.ts';
-import { CliError, CliErrorCode, usageError } from './errors.ts';
+import { archivePassword, locateInRepo, password, percent, printJson, repoLocation } from './backup-common.ts';
+import type { Command, Io, OptionSpec } from './commands.ts';
+import { usageError } from './errors.ts';
 import { formatSize } from './size.ts';
 import { formatTable } from './table.ts';
 
 const jsonOption: OptionSpec = { type: 'boolean', description: "Print the node's JSON reply instead of text" };
 const seg = encodeURIComponent;
 
-/** The repository location from --repo or $TESSERA_REPO; a directory made absolute, as the node's working directory is not ours. */
-function repoLocation(ctx: CommandContext): string {
-  const repo = (ctx.values.repo as string | undefined) ?? ctx.io.env.TESSERA_REPO;
-  if (repo === undefined || repo === '') throw usageError('missing --repo PATH (or set TESSERA_REPO)');
-  return repo.startsWith('s3://') ? repo : resolve(repo);
-}
-
-/** The password from $TESSERA_PASSWORD, else asked on the terminal. */
-async function password(io: Io): Promise<string> {
-  const fromEnv = io.env.TESSERA_PASSWORD;
-  if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
-  if (io.readSecret === undefined) throw new CliError(CliErrorCode.FAILED, 'no password: set TESSERA_PASSWORD or run on a terminal');
-  const pw = await io.readSecret('Repository password: ');
-  if (pw === '') throw new CliError(CliErrorCode.FAILED, 'the password must not be empty');
-  return pw;
+/** A repository location as the node opens it: a directory made absolute, as the node's working directory is not ours. */
+function nodeLocation(location: string): string {
+  return location.startsWith('s3://') ? location : resolve(location);
 }
 
 /**
@@ -45,14 +35,6 @@ function awsEnv(io: Io, repo: string): Record<string, string> {
     if (v !== undefined && v !== '') env[k] = v;
   }
   return env;
-}
-
-function printJson(io: Io, value: unknown): void {
-  io.stdout(JSON.stringify(value, null, 2) + '\n');
-}
-
-function percent(part: number, whole: number): string {
-  return whole === 0 ? '100%' : `${Math.floor((100 * part) / whole)}%`;
 }
 
 /** One line of progress: `1.2 GiB of 2.0 GiB copied (60%), 3 chunks for clients`. */
@@ -77,15 +59,24 @@ export const instantRestoreCommands: Command[] = [
     async run(ctx) {
       const disk = ctx.values['to-disk'];
       if (typeof disk !== 'string' || disk === '') throw usageError('missing --to-disk NAME');
-      const repo = repoLocation(ctx);
-      const pw = await password(ctx.io);
-      const r: InstantRestoreInfo = await ctx.client().request('POST', '/instant-restores', {
-        body: { disk, repo, snapshot: ctx.args[0], password: pw, env: awsEnv(ctx.io, repo) },
-        timeoutMs: 300_000,
-      });
+      const repo = nodeLocation(repoLocation(ctx));
+      // Looked up here, with the repository's password: a restore point moved to an archive
+      // repository is restored from its copy there, and the node is sent the archive's location
+      // and password only (never the primary's).
+      const { located, password: pw } = await locateInRepo(ctx, ctx.args[0], repo);
+      let body: object;
+      if ('entry' in located) {
+        body = { disk, repo, snapshot: located.entry.id, password: pw, env: awsEnv(ctx.io, repo) };
+      } else {
+        const rec = located.archived;
+        const archive = nodeLocation(rec.archive.location);
+        body = { disk, repo: archive, snapshot: rec.archive.id, password: await archivePassword(ctx.io), env: awsEnv(ctx.io, archive), archivedFrom: { repo, snapshot: rec.id } };
+      }
+      const r: InstantRestoreInfo = await ctx.client().request('POST', '/instant-restores', { body, timeoutMs: 300_000 });
       if (ctx.values.json) return printJson(ctx.io, r);
+      const what = r.archivedFrom ? `${r.archivedFrom.snapshot.slice(0, 8)}, archived to ${r.repo} as ${r.snapshot!.slice(0, 8)}` : r.snapshot!.slice(0, 8);
       ctx.io.stdout(
-        `Disk ${r.disk} is served from restore point ${r.snapshot!.slice(0, 8)} (${formatSize(r.imageBytes)}); ` +
+        `Disk ${r.disk} is served from restore point ${what} (${formatSize(r.imageBytes)}); ` +
           `copying ${r.chunks - r.chunksZero - r.chunksCopied} chunks in the background (tessera backup instant-restore status)\n`,
       );
     },
@@ -119,12 +110,13 @@ export const instantRestoreCommands: Command[] = [
     args: ['DISK'],
     summary: 'Give the password again to an instant restore that waits for it after a node restart',
     options: { json: jsonOption },
-    examples: ['TESSERA_PASSWORD=... tessera backup instant-restore resume vm1-restored'],
+    examples: ['TESSERA_PASSWORD=... tessera backup instant-restore resume vm1-restored', 'TESSERA_ARCHIVE_PASSWORD=... tessera backup instant-restore resume vm1-restored   # restored from an archive'],
     usesApi: true,
     async run(ctx) {
       const disk = ctx.args[0];
       const current: InstantRestoreInfo = await ctx.client().request('GET', `/instant-restores/${seg(disk)}`);
-      const pw = await password(ctx.io);
+      // The restore reads the repository it started with: an archive's takes the archive's password.
+      const pw = current.archivedFrom ? await archivePassword(ctx.io) : await password(ctx.io);
       const r: InstantRestoreInfo = await ctx.client().request('POST', `/instant-restores/${seg(disk)}/resume`, {
         body: { password: pw, env: awsEnv(ctx.io, current.repo) },
         timeoutMs: 300_000,

@@ -7,7 +7,7 @@ import { EngineError, EngineErrorCode } from '../engine/index.ts';
 import { HydrateError, HydrateErrorCode } from './errors.ts';
 import { Hydrator, type HydratorLimits } from './hydrator.ts';
 import { ChunkSource, checkEnv, type RepoCredentials } from './source.ts';
-import { CopiedLog, readStates, removeState, writeState, type RestoreState } from './state.ts';
+import { CopiedLog, isArchivedOrigin, readStates, removeState, writeState, type ArchivedOrigin, type RestoreState } from './state.ts';
 
 /** Where a restore stands. */
 export type InstantRestoreStateName = 'copying' | 'retrying' | 'needs-password' | 'done' | 'damaged';
@@ -37,6 +37,8 @@ export interface InstantRestoreInfo {
   finishedMs: number | null;
   /** Why the copier is retrying, or why the restore is damaged; else null. */
   lastError: string | null;
+  /** For a restore from an archive repository (`repo`): the primary repository and restore point it was archived from; else null. */
+  archivedFrom: ArchivedOrigin | null;
 }
 
 /** What starting a restore takes. */
@@ -49,6 +51,8 @@ export interface StartOptions {
   password: string;
   /** AWS_* variables for an s3:// repository. */
   env: Record<string, unknown>;
+  /** When `repo` is an archive and `snapshot` the copy there: where the restore point was archived from (kept in the state, shown in the status). */
+  archivedFrom?: unknown;
 }
 
 /** Options of InstantRestores.open. */
@@ -157,6 +161,9 @@ export class InstantRestores {
       throw new HydrateError(HydrateErrorCode.INVALID, `Invalid disk name "${opts.disk}": 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit`);
     }
     const env = checkEnv(opts.env);
+    if (opts.archivedFrom !== undefined && !isArchivedOrigin(opts.archivedFrom)) {
+      throw new HydrateError(HydrateErrorCode.INVALID, 'archivedFrom must be {repo, snapshot}: the primary repository and the 64 hex digit id of the restore point there');
+    }
     const existing = this.entries.get(opts.disk);
     if (existing !== undefined && existing.finishedMs === null) throw new HydrateError(HydrateErrorCode.EXISTS, `Disk "${opts.disk}" is being restored already`);
     if (this.store.listDisks().some((d) => d.name === opts.disk)) throw new EngineError(EngineErrorCode.EXISTS, `A disk named "${opts.disk}" exists already`);
@@ -177,6 +184,8 @@ export class InstantRestores {
         chunkSizeBytes: s.chunkSizeBytes,
         startedMs: Date.now(),
         diskCreatedMs: null,
+        // Only when given: other state files keep the fields of before.
+        ...(opts.archivedFrom !== undefined ? { archivedFrom: { repo: opts.archivedFrom.repo, snapshot: opts.archivedFrom.snapshot } } : {}),
       };
       // The state file first: a crash after the disk exists must leave a restore, not an empty disk.
       await writeState(this.dir, state);
@@ -281,6 +290,7 @@ export class InstantRestores {
       startedMs: s?.startedMs ?? 0,
       finishedMs: e.finishedMs,
       lastError: e.damaged ?? p?.lastError ?? null,
+      archivedFrom: s?.archivedFrom ?? null,
     };
   }
 

@@ -8,6 +8,23 @@ import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { HydrateError, HydrateErrorCode } from './errors.ts';
 
+/**
+ * Where the restore point of an instant restore from an archive repository came from: the
+ * restore reads the archive's copy (`repo`, `snapshot` of the state); this says what the user
+ * asked for, and that a resume needs the archive's password.
+ */
+export interface ArchivedOrigin {
+  /** The primary repository's location, as the command was given it. */
+  repo: string;
+  /** The original restore point's id there, 64 hex digits. */
+  snapshot: string;
+}
+
+/** Whether `v` is an ArchivedOrigin. */
+export function isArchivedOrigin(v: any): v is ArchivedOrigin {
+  return v !== null && typeof v === 'object' && typeof v.repo === 'string' && v.repo !== '' && typeof v.snapshot === 'string' && /^[0-9a-f]{64}$/.test(v.snapshot);
+}
+
 /** What is being restored where; written before the disk is created. */
 export interface RestoreState {
   version: 1;
@@ -24,6 +41,8 @@ export interface RestoreState {
   startedMs: number;
   /** The disk's createdMs once created: the restore belongs to that disk only. Null before. */
   diskCreatedMs: number | null;
+  /** Set when `repo` is an archive and `snapshot` the copy there of this restore point; absent otherwise. */
+  archivedFrom?: ArchivedOrigin;
 }
 
 /** Bytes of one record of the copied log: u32 LE chunk, u32 LE CRC-32 of those 4 bytes. */
@@ -41,7 +60,8 @@ function checkState(v: any, what: string): RestoreState {
   const ok =
     v !== null && typeof v === 'object' && v.version === 1 && typeof v.disk === 'string' && typeof v.repo === 'string' &&
     typeof v.snapshot === 'string' && /^[0-9a-f]{64}$/.test(v.snapshot) && isCount(v.imageBytes) && isCount(v.chunkSizeBytes) &&
-    v.chunkSizeBytes > 0 && isCount(v.startedMs) && (v.diskCreatedMs === null || isCount(v.diskCreatedMs));
+    v.chunkSizeBytes > 0 && isCount(v.startedMs) && (v.diskCreatedMs === null || isCount(v.diskCreatedMs)) &&
+    (v.archivedFrom === undefined || isArchivedOrigin(v.archivedFrom));
   if (!ok) throw new HydrateError(HydrateErrorCode.CORRUPT, `${what} is damaged`);
   return v as RestoreState;
 }

@@ -43,10 +43,12 @@ async function setUp(dir: string, points: { name: string; tenant?: string; ageDa
   return { primaryDir, archiveDir, primaryId: p.repo.id, archiveId: a.id, made, env };
 }
 
-async function listJson(repoDir: string, env: Record<string, string | undefined>): Promise<any[]> {
+/** `backup list --json`: the restore points in the repository, or with `all` those archived out of it too. */
+async function listJson(repoDir: string, env: Record<string, string | undefined>, options: { all?: boolean } = {}): Promise<any[]> {
   const o = await cli(['backup', 'list', '--repo', repoDir, '--json'], env);
   assert.equal(o.code, 0, o.stderr);
-  return JSON.parse(o.stdout);
+  const list = JSON.parse(o.stdout) as { where: string }[];
+  return options.all ? list : list.filter((e) => e.where === 'here');
 }
 
 test('backup archive by policy moves old restore points of a tenant, verified, into an archive with another password; restores work from both repositories', async (t) => {
@@ -152,26 +154,38 @@ class DiesBeforeRecord extends ForwardingBackend {
   }
 }
 
-test('backup archive stopped after the copy, before the primary forgets, finishes on a rerun without a second copy', async (t) => {
-  const seed = testSeed(t);
-  const dir = makeTempDir('tessera-archive-stop-');
-  const s = await setUp(dir, [{ name: 'vm', ageDays: 10, seed }]);
-  const primary = await Repository.open(new DiesBeforeRecord(s.primaryDir), password);
+/** A backend over a directory whose deletes of restore points fail: the process died after the record, before the forget. */
+class DiesBeforeForget extends ForwardingBackend {
+  protected override async _delete(path: string): Promise<void> {
+    if (path.startsWith('snapshots/')) throw new Error('killed');
+    return this.inner.delete(path);
+  }
+}
+
+/** Archives restore point `id` of a set-up primary, opened through `primary` (a backend that fails somewhere), into its archive. */
+async function archiveThrough(s: { archiveDir: string }, primaryBackend: ForwardingBackend, id: string): Promise<void> {
+  const primary = await Repository.open(primaryBackend, password);
   const archive = await Repository.open(new DirBackend(s.archiveDir), archivePassword);
   const cacheDir = makeTempDir('tessera-backup-cache-');
   const p = { repo: primary, cache: IndexCache.open(primary.id, cacheDir), pool: new WorkerPool(primary.keys, { workers: 1 }) };
   const a = { repo: archive, cache: IndexCache.open(archive.id, cacheDir), pool: new WorkerPool(archive.keys, { workers: 1 }) };
   try {
-    const entry = await primary.findSnapshot(s.made[0].id);
-    await assert.rejects(archiveRestorePoint(p, a, entry, s.archiveDir, await copiesIn(archive)), /killed/);
-    assert.equal((await copiesIn(archive)).size, 1, 'the copy is in the archive');
+    await archiveRestorePoint(p, a, await primary.findSnapshot(id), s.archiveDir, await copiesIn(archive));
   } finally {
     for (const r of [p, a]) {
       await r.pool.close();
       await r.cache.close();
     }
   }
-  assert.equal((await listJson(s.primaryDir, s.env)).length, 1, 'and the original still in the primary');
+}
+
+test('backup archive stopped after the copy, before the primary forgets, finishes on a rerun without a second copy', async (t) => {
+  const seed = testSeed(t);
+  const dir = makeTempDir('tessera-archive-stop-');
+  const s = await setUp(dir, [{ name: 'vm', ageDays: 10, seed }]);
+  await assert.rejects(archiveThrough(s, new DiesBeforeRecord(s.primaryDir), s.made[0].id), /killed/);
+  assert.equal((await copiesIn(await Repository.open(new DirBackend(s.archiveDir), archivePassword))).size, 1, 'the copy is in the archive');
+  assert.equal((await listJson(s.primaryDir, s.env, { all: true })).length, 1, 'and the original still in the primary, with no record');
   const rerun = await cli(['backup', 'archive', '--repo', s.primaryDir, '--archive-repo', s.archiveDir, '--older-than', '7d', '--json'], s.env);
   assert.equal(rerun.code, 0, rerun.stderr);
   const lines = JSON.parse(rerun.stdout).archived;
@@ -183,6 +197,44 @@ test('backup archive stopped after the copy, before the primary forgets, finishe
   const out = join(dir, 'restored');
   assert.equal((await cli(['backup', 'restore', s.made[0].id, '--repo', s.primaryDir, '--to-file', out], s.env)).code, 0);
   assertSameFile(out, s.made[0].image);
+});
+
+test('backup list shows restore points archived out of the repository and where they went; one an interrupted run did not forget yet is listed once, as here', async (t) => {
+  const seed = testSeed(t);
+  const dir = makeTempDir('tessera-archive-list-');
+  const s = await setUp(dir, [
+    { name: 'older', ageDays: 60, seed },
+    { name: 'old', ageDays: 50, seed: seed + 1, tenant: 'acme' },
+    { name: 'recent', ageDays: 1, seed: seed + 2 },
+  ]);
+  const [older, old, recent] = s.made;
+  const run = await cli(['backup', 'archive', '--repo', s.primaryDir, '--archive-repo', s.archiveDir, '--older-than', '55d', '--json'], s.env);
+  assert.equal(run.code, 0, run.stderr);
+  const copyId = JSON.parse(run.stdout).archived[0].archiveId;
+  // The run archiving `old` dies after its record, before it forgets the restore point.
+  await assert.rejects(archiveThrough(s, new DiesBeforeForget(s.primaryDir), old.id), /killed/);
+
+  const all = await listJson(s.primaryDir, s.env, { all: true });
+  assert.deepEqual(all.map((e) => [e.id, e.where]), [[older.id, 'archived'], [old.id, 'here'], [recent.id, 'here']], 'oldest first; the one not yet forgotten once, as here');
+  const [copy] = await listJson(s.archiveDir, { ...s.env, TESSERA_PASSWORD: archivePassword });
+  assert.deepEqual(all[0], {
+    id: older.id, time: copy.time, kind: null, name: 'older', hostname: null, sizeBytes: null, chunkSizeBytes: null, parent: null, source: null,
+    group: null, tenant: 'default', archivedFrom: null, stats: null, where: 'archived',
+    archive: { location: s.archiveDir, repository: s.archiveId, id: copyId, time: all[0].archive.time },
+  });
+  assert.equal(copy.id, copyId);
+  assert.ok(Date.parse(all[0].archive.time) > Date.parse(copy.time), 'archived after it was made');
+  assert.equal(all[1].archive, null);
+  assert.equal(all[1].tenant, 'acme');
+
+  const text = await cli(['backup', 'list', '--repo', s.primaryDir], s.env);
+  assert.equal(text.code, 0, text.stderr);
+  const lines = text.stdout.trimEnd().split('\n');
+  assert.match(lines[0], /^ID +TIME +KIND +NAME +SIZE +ADDED +WHERE$/);
+  assert.match(lines[1], new RegExp(`^${older.id.slice(0, 8)}  ${copy.time.replace(/\.\d+Z$/, 'Z')}  -     older  +-  +-  archived → ${s.archiveDir}$`));
+  assert.match(lines[2], new RegExp(`^${old.id.slice(0, 8)}  \\S+Z  file  old  .*  here$`));
+  assert.match(lines[3], new RegExp(`^${recent.id.slice(0, 8)}  \\S+Z  file  recent  .*  here$`));
+  assert.equal(lines.length, 4);
 });
 
 test('backup archive killed with SIGKILL while copying: a rerun reuses what was uploaded, makes one copy and restores byte-exact', async (t) => {

@@ -32,12 +32,14 @@ describe('backup CLI', () => {
   test('backup list shows the restore point as a table and as JSON', async () => {
     const text = await cli(['backup', 'list', '--repo', repoDir], env);
     assert.equal(text.code, 0);
-    assert.match(text.stdout, /^ID\s+TIME\s+KIND\s+NAME\s+SIZE\s+ADDED\n/);
-    assert.match(text.stdout, new RegExp(`${id.slice(0, 8)}  \\S+Z  file  vm1`));
+    assert.match(text.stdout, /^ID\s+TIME\s+KIND\s+NAME\s+SIZE\s+ADDED\s+WHERE\n/);
+    assert.match(text.stdout, new RegExp(`${id.slice(0, 8)}  \\S+Z  file  vm1 .* here\n`));
     const json = JSON.parse((await cli(['backup', 'list', '--json'], { ...env, TESSERA_REPO: repoDir })).stdout);
     assert.equal(json.length, 1);
     assert.equal(json[0].id, id);
     assert.equal(json[0].sizeBytes, 20 * 64 * 1024 - 512);
+    assert.equal(json[0].where, 'here');
+    assert.equal(json[0].archive, null);
   });
 
   test('backup restore by id prefix writes the image; an existing target is refused', async () => {

@@ -5,9 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
-import { readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { runCli } from '../../src/cli/index.ts';
 import { backupDisk, catalogReadPageBytes, type DiskSnapshotSource } from '../../src/backup/index.ts';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -15,7 +14,7 @@ import {
   assertFilesEqual, cleanup, nbdcopy, qemuIo, requireTool, run, runOk, seededBytes, spawnTracked, startNode, testSeed, tesseraBin, writeSeededFile,
   type RunResult, type TesseraNode,
 } from '../helpers/index.ts';
-import { assertSameFile, cliEnv, join, makeTempDir, openTestRepo, smallRepo } from './harness.ts';
+import { assertSameFile, cliBytes, cliEnv, join, makeTempDir, openTestRepo, smallRepo } from './harness.ts';
 
 let node: TesseraNode;
 let dir: string;
@@ -27,12 +26,17 @@ before(async () => {
 });
 after(cleanup);
 
-/** A fresh repository (default chunk size unless `init` says otherwise) and the CLI environment for it. */
-async function newRepo(name: string, init = {}): Promise<{ repo: string; env: NodeJS.ProcessEnv }> {
+/** A fresh repository (default chunk size unless `init` says otherwise), its id and the CLI environment for it. */
+async function newRepo(name: string, init = {}): Promise<{ repo: string; id: string; env: NodeJS.ProcessEnv }> {
   const repo = join(dir, name);
   const r = await openTestRepo(repo, { init });
   await r.close();
-  return { repo, env: { ...process.env, ...cliEnv(r.cacheDir) } as NodeJS.ProcessEnv };
+  return { repo, id: r.repo.id, env: { ...process.env, ...cliEnv(r.cacheDir) } as NodeJS.ProcessEnv };
+}
+
+/** Names of node snapshots that backups into the repository `repoId` take. */
+function backupSnapshotOf(repoId: string): RegExp {
+  return new RegExp(`^backup-\\d{4}-\\d\\d-\\d\\dT\\d\\d-\\d\\d-\\d\\d-\\d{3}Z-${repoId.slice(0, 16)}$`);
 }
 
 /** Runs `tessera --api NODE args` with the repository's environment. */
@@ -76,22 +80,9 @@ async function writeChangedBlocks(prev: string, next: string, uri: string): Prom
   return { blocks: runs.reduce((n, r) => n + (r.to - r.from) / 4096, 0), runs: runs.length };
 }
 
-/** Runs the CLI in-process and keeps stdout as bytes (`backup cat` of binary files). */
-async function cliBytes(env: NodeJS.ProcessEnv, args: string[]): Promise<{ code: number; stdout: Buffer; stderr: string }> {
-  const out: Buffer[] = [];
-  let stderr = '';
-  const code = await runCli(args, {
-    stdout: (t) => out.push(Buffer.from(t)),
-    writeBytes: async (b) => void out.push(Buffer.from(b)),
-    stderr: (t) => (stderr += t),
-    env: env as Record<string, string>,
-  });
-  return { code, stdout: Buffer.concat(out), stderr };
-}
-
 /** `backup cat ID FILE` as bytes; fails unless it succeeded. */
 async function catFile(env: NodeJS.ProcessEnv, repo: string, id: string, path: string): Promise<Buffer> {
-  const r = await cliBytes(env, ['backup', 'cat', id, path, '--repo', repo]);
+  const r = await cliBytes(['backup', 'cat', id, path, '--repo', repo], env);
   assert.equal(r.code, 0, `backup cat ${id} ${path}: ${r.stderr}`);
   return r.stdout;
 }
@@ -109,7 +100,7 @@ async function debugfsWrite(image: string, requests: string[]): Promise<void> {
 test('backup create: a full then an incremental backup of an ext4 disk; restores to a file and to disks are byte-exact', async (t) => {
   const seed = testSeed(t);
   requireTool('mkfs.ext4', 'e2fsprogs');
-  const { repo, env } = await newRepo('repo-ext4');
+  const { repo, id: repoId, env } = await newRepo('repo-ext4');
   // Real files: this checkout's sources and docs, plus seeded binary files.
   const src = join(dir, 'tree');
   const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -128,7 +119,7 @@ test('backup create: a full then an incremental backup of an ext4 disk; restores
   assert.equal(full.incremental, false);
   assert.equal(full.parent, null);
   assert.equal(full.group, null);
-  assert.match(full.source.snapshot, /^backup-\d{4}-\d\d-\d\dT/);
+  assert.match(full.source.snapshot, backupSnapshotOf(repoId), 'the snapshot names the time and the repository');
   assert.deepEqual(await snapshotsOf('fs'), [full.source.snapshot]);
   // Only allocated data is read: nbdcopy skips the image's holes, the rest is never read.
   assert.ok(full.stats.bytesScanned < 128 * MiB, `the full backup read ${full.stats.bytesScanned} bytes of a 256 MiB disk`);
@@ -178,7 +169,7 @@ test('backup create: a full then an incremental backup of an ext4 disk; restores
   assert.deepEqual(await catFile(env, repo, full.id, '/docs/api.md'), await readFile(join(src, 'docs', 'api.md')), 'the full backup keeps the old bytes');
   assert.deepEqual(await catFile(env, repo, incr.id, '/bin/new.bin'), await readFile(join(dir, 'new.bin')), 'the added file');
   assert.deepEqual(await catFile(env, repo, incr.id, '/bin/f5'), seededBytes(seed, 'f5', 100_000 + 5 * 250_000), 'an unchanged file');
-  const gone = await cliBytes(env, ['backup', 'cat', incr.id, '/bin/f3', '--repo', repo]);
+  const gone = await cliBytes(['backup', 'cat', incr.id, '/bin/f3', '--repo', repo], env);
   assert.equal(gone.code, 1, 'the removed file is not in the incremental');
 
   // What the disk holds now, read back over NBD, is what both restores give.
@@ -328,21 +319,30 @@ test('incremental backups after trims, zeroes, rewrites and a resize restore byt
   assert.equal(third.sizeBytes, 20 * MiB);
 });
 
-test('backup create killed with SIGKILL mid-way: the rerun completes, restores byte-exact, verify is clean', async (t) => {
+test('backup create killed with SIGKILL mid-way: the next backup into that repository removes the snapshot it left, never one a running backup or another repository needs; it restores byte-exact, verify is clean', async (t) => {
   const seed = testSeed(t);
-  const { repo, env } = await newRepo('repo-kill', smallRepo); // 64 KiB chunks, 256 KiB packs: index files often
+  const a = await newRepo('repo-kill', smallRepo); // 64 KiB chunks, 256 KiB packs: index files often
+  const b = await newRepo('repo-kill-other', smallRepo);
   const random = join(dir, 'random.raw');
   await writeSeededFile(random, seed, 'kill', 64 * MiB);
   await node.cliOk(['disk', 'create', 'kb', '--size', '64M']);
   await nbdcopy(random, node.nbdUri('kb'), ['--flush']);
+  // Another repository backs the same disk up: its base, and a snapshot named like one a killed
+  // backup into it left, are its own; so is one named without a repository (older Tessera).
+  const [b1] = await tesseraJson(b.env, ['backup', 'create', 'kb', '--repo', b.repo]);
+  assert.match(b1.source.snapshot, backupSnapshotOf(b.id));
+  const otherKilled = `backup-2025-01-01T00-00-00-000Z-${b.id.slice(0, 16)}`;
+  const unnamed = 'backup-2025-01-01T00-00-00-000Z';
+  for (const name of [otherKilled, unnamed]) await node.cliOk(['snap', 'create', 'kb', name]);
+
   const count = (sub: string) => {
     try {
-      return readdirSync(join(repo, sub)).filter((n) => /^[0-9a-f]{64}$/.test(n)).length;
+      return readdirSync(join(a.repo, sub)).filter((n) => /^[0-9a-f]{64}$/.test(n)).length;
     } catch {
       return 0;
     }
   };
-  const child = spawnTracked(tesseraBin, ['--api', node.api, 'backup', 'create', 'kb', '--repo', repo], { env });
+  const child = spawnTracked(tesseraBin, ['--api', node.api, 'backup', 'create', 'kb', '--repo', a.repo], { env: a.env });
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -358,19 +358,55 @@ test('backup create killed with SIGKILL mid-way: the rerun completes, restores b
   await exited;
   assert.ok(killedAt >= 3, `killed after index files were written (the backup finished first or failed: ${stderr})`);
   assert.equal(count('snapshots'), 0, 'killed before its restore point');
+  const killed = (await snapshotsOf('kb')).filter((n) => backupSnapshotOf(a.id).test(n));
+  assert.equal(killed.length, 1, 'the killed backup left its snapshot');
 
-  const [rerun] = await tesseraJson(env, ['backup', 'create', 'kb', '--repo', repo]);
+  // A backup into the same repository, held in its --post hook: its snapshot is taken and its
+  // writer marker (which names it) is live, its restore point not written yet.
+  const ready = join(dir, 'held-ready');
+  const go = join(dir, 'held-go');
+  const post = `echo "$TESSERA_SNAPSHOT" > ${ready}.tmp && mv ${ready}.tmp ${ready}; while [ ! -e ${go} ] && kill -0 $PPID 2>/dev/null; do sleep 0.1; done`;
+  const held = spawnTracked(tesseraBin, ['--api', node.api, 'backup', 'create', 'kb', '--repo', a.repo, '--post', post, '--json'], { env: a.env });
+  let heldOut = '';
+  let heldErr = '';
+  held.stdout!.setEncoding('utf8').on('data', (c: string) => (heldOut += c));
+  held.stderr!.setEncoding('utf8').on('data', (c: string) => (heldErr += c));
+  const heldExit = new Promise<number | null>((resolve) => held.once('exit', (code) => resolve(code)));
+  for (let i = 0; !existsSync(ready); i++) {
+    assert.ok(i < 12000 && held.exitCode === null, `the held backup did not reach its --post hook: ${heldErr}`);
+    await sleep(10);
+  }
+  const heldSnap = readFileSync(ready, 'utf8').trim();
+  assert.match(heldSnap, backupSnapshotOf(a.id));
+
+  const [rerun] = await tesseraJson(a.env, ['backup', 'create', 'kb', '--repo', a.repo]);
   assert.equal(rerun.incremental, false);
   assert.ok(rerun.stats.chunksReused > 0, 'chunks the killed run uploaded are reused');
-  const out = join(dir, 'kb.raw');
-  assert.equal((await tessera(env, ['backup', 'restore', rerun.id, '--repo', repo, '--to-file', out])).code, 0);
-  assertSameFile(out, random);
-  const verify = await tessera(env, ['backup', 'verify', '--repo', repo, '--read-data']);
+  assert.deepEqual(rerun.staleSnapshotsRemoved, killed, 'the snapshot the killed backup left is removed');
+  const expected = [b1.source.snapshot, otherKilled, unnamed, heldSnap, rerun.source.snapshot].sort();
+  assert.deepEqual((await snapshotsOf('kb')).sort(), expected, "the running backup's snapshot and the other repository's stay");
+
+  // The held backup completes from its snapshot; the rerun's is the base of a restore point and stays.
+  writeFileSync(go, '');
+  assert.equal(await heldExit, 0, heldErr);
+  const [heldPoint] = JSON.parse(heldOut);
+  assert.equal(heldPoint.source.snapshot, heldSnap);
+  assert.deepEqual(heldPoint.staleSnapshotsRemoved, []);
+  assert.deepEqual((await snapshotsOf('kb')).sort(), expected);
+
+  // The other repository's next backup removes what its own killed backup left, and only that.
+  const [b2] = await tesseraJson(b.env, ['backup', 'create', 'kb', '--repo', b.repo]);
+  assert.equal(b2.incremental, true);
+  assert.deepEqual(b2.staleSnapshotsRemoved, [otherKilled]);
+  assert.deepEqual((await snapshotsOf('kb')).sort(), [unnamed, heldSnap, rerun.source.snapshot, b2.source.snapshot].sort());
+
+  for (const point of [rerun, heldPoint]) {
+    const out = join(dir, `kb-${point.id}.raw`);
+    assert.equal((await tessera(a.env, ['backup', 'restore', point.id, '--repo', a.repo, '--to-file', out])).code, 0);
+    assertSameFile(out, random);
+  }
+  const verify = await tessera(a.env, ['backup', 'verify', '--repo', a.repo, '--read-data']);
   assert.equal(verify.code, 0, verify.stdout + verify.stderr);
-  // The killed run's node snapshot is left behind (named like a backup's); the rerun's is the base.
-  const snaps = await snapshotsOf('kb');
-  assert.ok(snaps.includes(rerun.source.snapshot));
-  assert.equal(snaps.length, 2);
 });
 
 test('backupDisk: a node read that fails while the catalog is built fails the backup (not a damaged catalog)', async () => {

@@ -9,11 +9,10 @@ import { writeFileSync } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
 import { BackupWriter, Catalog, DirBackend, IndexCache, Repository, WorkerPool, backupFile, prune, readCatalogFile, readPackHeader, verify, type ByteRange, type CatalogEntry, type Snapshot } from '../../src/backup/index.ts';
-import { runCli } from '../../src/cli/index.ts';
 import { cleanup, testSeed } from '../helpers/index.ts';
 import { makeExtImage, makeFatImage, makePartitionedImage, makeTree, walkTree, type TreeEntry } from './fs-images.ts';
 import { scanIndex, scanMap } from '../../src/backup/scan.ts';
-import { assertFailure, cliEnv, join, makeTempDir, openTestRepo, password, smallRepo } from './harness.ts';
+import { assertFailure, cliBytes as cliBytesIn, cliEnv, join, makeTempDir, openTestRepo, password, smallRepo } from './harness.ts';
 
 after(cleanup);
 
@@ -138,17 +137,7 @@ async function packKinds(): Promise<Map<string, number>> {
 }
 
 /** Runs the CLI in this process with a binary stdout. */
-async function cliBytes(args: string[]): Promise<{ code: number; stdout: Buffer; stderr: string }> {
-  const out: Buffer[] = [];
-  let stderr = '';
-  const code = await runCli(args, {
-    stdout: (t) => out.push(Buffer.from(t)),
-    writeBytes: async (b) => void out.push(Buffer.from(b)),
-    stderr: (t) => (stderr += t),
-    env: cliEnv(ctx.cacheDir),
-  });
-  return { code, stdout: Buffer.concat(out), stderr };
-}
+const cliBytes = (args: string[]) => cliBytesIn(args, cliEnv(ctx.cacheDir));
 
 describe('file-level restore from ext images', () => {
   let src: string;

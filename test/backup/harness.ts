@@ -123,6 +123,19 @@ export async function cli(args: string[], env: Record<string, string | undefined
   return { code, stdout, stderr };
 }
 
+/** Runs the CLI in this process, keeping stdout as bytes (`backup cat` of binary files). */
+export async function cliBytes(args: string[], env: Record<string, string | undefined>): Promise<{ code: number; stdout: Buffer; stderr: string }> {
+  const out: Buffer[] = [];
+  let stderr = '';
+  const code = await runCli(args, {
+    stdout: (t) => out.push(Buffer.from(t)),
+    writeBytes: async (b) => void out.push(Buffer.from(b)),
+    stderr: (t) => (stderr += t),
+    env,
+  });
+  return { code, stdout: Buffer.concat(out), stderr };
+}
+
 /** Runs bin/tessera as a child process. */
 export async function tessera(args: string[], env: Record<string, string | undefined>): Promise<RunResult> {
   const childEnv: NodeJS.ProcessEnv = { ...process.env };

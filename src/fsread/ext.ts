@@ -5,7 +5,7 @@
  * against the volume before use; loops are bounded by the limits and by visited sets.
  */
 import { corrupt, FsReadError, FsReadErrorCode } from './errors.ts';
-import { readAt, type ByteSource } from './source.ts';
+import { readAt, type ByteSource, type ReadHint } from './source.ts';
 import { limitsOf, pushRun, type FileType, type Filesystem, type FsKind, type FsNode, type ReadLimits } from './types.ts';
 
 /** Superblock offset and magic. */
@@ -44,6 +44,88 @@ const roCompatSparseSuper = 0x1;
 
 /** Inode flags. */
 const InodeFlag = { EXTENTS: 0x80000, INLINE_DATA: 0x10000000 } as const;
+/** Group descriptor flag: the group's inode table was never initialised (no inode in use). */
+const bgInodeUninit = 0x1;
+/** Read-only features under which a group descriptor's count of unused inodes can be trusted. */
+const roCompatGroupChecksums = 0x10 | 0x400;
+/** Bytes prefetch() holds at most, and reads at once. */
+const prefetchBytesMax = 256 << 20;
+const prefetchReadBytesMax = 1 << 20;
+const prefetchReadsMax = 8;
+/** Blocks between two ranges that one prefetch read spans rather than making two. */
+const prefetchGapBlocks = 16;
+
+/**
+ * A source with ranges read ahead held in memory: a read inside one is answered from it, any
+ * other goes to the source underneath.
+ */
+class PrefetchedSource implements ByteSource {
+  readonly sizeBytes: number;
+  private readonly source: ByteSource;
+  /** Held ranges, sorted by offset once loading ends. */
+  private held: { offset: number; bytes: Buffer }[] = [];
+  heldBytes = 0;
+
+  constructor(source: ByteSource) {
+    this.source = source;
+    this.sizeBytes = source.sizeBytes;
+  }
+
+  /** Reads [offset, offset + length) ranges, several at once, and holds them. */
+  async load(ranges: [number, number][]): Promise<{ offset: number; bytes: Buffer }[]> {
+    const loaded: { offset: number; bytes: Buffer }[] = [];
+    let next = 0;
+    const worker = async () => {
+      while (next < ranges.length) {
+        const [offset, length] = ranges[next++];
+        loaded.push({ offset, bytes: await this.source.read(offset, length, { uncached: true }) });
+      }
+    };
+    await Promise.all(Array.from({ length: prefetchReadsMax }, worker));
+    this.held.push(...loaded);
+    this.held.sort((a, b) => a.offset - b.offset);
+    this.heldBytes += loaded.reduce((n, r) => n + r.bytes.length, 0);
+    return loaded;
+  }
+
+  read(offset: number, length: number, hint?: ReadHint): Promise<Buffer> {
+    // The last held range starting at or before offset, if it covers the whole read.
+    let lo = 0;
+    let hi = this.held.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.held[mid].offset <= offset) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    const r = this.held[hi];
+    if (r !== undefined && offset + length <= r.offset + r.bytes.length) return Promise.resolve(r.bytes.subarray(offset - r.offset, offset - r.offset + length));
+    return this.source.read(offset, length, hint);
+  }
+}
+
+/** Calls `add(block, count)` for the initialised extents of an extent node's leaf entries. */
+function addExtents(node: Buffer, entries: number, sizeBlocks: number, add: (block: number, count: number) => void): void {
+  for (let e = 0; e < entries; e++) {
+    const x = 12 + e * 12;
+    const length = node.readUInt16LE(x + 4);
+    if (length <= 32768) add(node.readUInt16LE(x + 6) * 2 ** 32 + node.readUInt32LE(x + 8), Math.min(length, sizeBlocks));
+  }
+}
+
+/** Sorted block runs [block, count] merged into reads of at most prefetchReadBytesMax. */
+function coalesce(runs: [number, number][], blockBytes: number): [number, number][] {
+  runs.sort((a, b) => a[0] - b[0]);
+  const out: [number, number][] = [];
+  const maxBlocks = Math.max(1, Math.floor(prefetchReadBytesMax / blockBytes));
+  for (const [block, count] of runs) {
+    const last = out.at(-1);
+    const end = block + count;
+    if (last !== undefined && block <= last[0] + last[1] + prefetchGapBlocks && end - last[0] <= maxBlocks) last[1] = Math.max(last[1], end - last[0]);
+    else if (count > maxBlocks) for (let b = block; b < end; b += maxBlocks) out.push([b, Math.min(maxBlocks, end - b)]);
+    else out.push([block, count]);
+  }
+  return out.map(([block, count]) => [block * blockBytes, count * blockBytes]);
+}
 
 /** The fields of an inode the catalog needs. */
 interface Inode {
@@ -115,8 +197,10 @@ export class ExtFs implements Filesystem {
   private readonly incompat: number;
   private readonly roCompat: number;
 
+  private readonly prefetched: PrefetchedSource;
+
   constructor(source: ByteSource, sb: Buffer, limits: ReadLimits) {
-    this.source = source;
+    this.source = this.prefetched = new PrefetchedSource(source);
     this.limits = limitsOf(limits);
     const logBlock = sb.readUInt32LE(24);
     if (logBlock > 6) throw corrupt(`ext superblock: block size 2^${10 + logBlock} is out of range`);
@@ -379,6 +463,97 @@ export class ExtFs implements Filesystem {
       target: type === 'l' ? await this.symlinkTarget(inode) : null,
       ref: ino,
     };
+  }
+
+  /**
+   * Reads ahead what a walk of the whole volume needs, in large concurrent reads: the used part
+   * of every inode table, then the blocks of every directory those tables hold (depth-0 extent
+   * trees and direct blocks; the rest is left to the walk). A walk reads metadata one piece at a
+   * time, and directory blocks lie scattered over the volume next to their files; through a node
+   * each such read is a request. Best effort: a damaged descriptor or inode is skipped here and
+   * reported by the walk as it would be without this. At most prefetchBytesMax are held.
+   */
+  async prefetch(): Promise<void> {
+    const tables: [number, number][] = [];
+    let budget = prefetchBytesMax;
+    for (let g = 0; g < this.groupCount; g++) {
+      let desc: Buffer;
+      try {
+        desc = await this.groupDescriptor(g);
+      } catch {
+        return;
+      }
+      if ((this.roCompat & roCompatGroupChecksums) !== 0 && (desc.readUInt16LE(0x12) & bgInodeUninit) !== 0) continue;
+      let used = this.inodesPerGroup;
+      if ((this.roCompat & roCompatGroupChecksums) !== 0) {
+        const unused = desc.readUInt16LE(0x1c) + (this.descBytes >= 64 ? desc.readUInt16LE(0x32) * 65536 : 0);
+        used = Math.max(0, used - unused);
+      }
+      const table = desc.readUInt32LE(8) + (this.descBytes >= 64 ? desc.readUInt32LE(0x28) * 2 ** 32 : 0);
+      const blocks = Math.ceil((used * this.inodeBytes) / this.blockBytes);
+      if (blocks === 0 || !this.holds(table, blocks) || blocks * this.blockBytes > budget) continue;
+      budget -= blocks * this.blockBytes;
+      tables.push([table, blocks]);
+    }
+    const metadata: [number, number][] = [];
+    const dirLeaves: { block: number; sizeBlocks: number }[] = [];
+    // A read that fails here fails again, and is reported, when the walk makes it.
+    const loaded = await this.prefetched.load(coalesce(tables, this.blockBytes)).catch(() => null);
+    for (const { bytes } of loaded ?? []) {
+      for (let at = 0; at + this.inodeBytes <= bytes.length; at += this.inodeBytes) {
+        const raw = bytes.subarray(at, at + this.inodeBytes);
+        if (raw.readUInt16LE(26) === 0) continue; // not in use
+        const type = typeOfMode(raw.readUInt16LE(0));
+        const flags = raw.readUInt32LE(32);
+        const size = raw.readUInt32LE(4);
+        const sizeBlocks = Math.ceil(size / this.blockBytes);
+        if ((flags & InodeFlag.INLINE_DATA) !== 0) continue;
+        // Directories: their blocks. Long symlinks: their target's block. Files with an extent
+        // tree deeper than the inode: its first level. Block-mapped files need nothing more.
+        const wanted = type === 'd' || (type === 'l' && size >= 60) || type === 'f';
+        if (!wanted) continue;
+        const add = (block: number, count: number) => {
+          if (count <= 0 || !this.holds(block, count) || count * this.blockBytes > budget) return;
+          budget -= count * this.blockBytes;
+          metadata.push([block, count]);
+        };
+        if ((flags & InodeFlag.EXTENTS) !== 0) {
+          if (raw.readUInt16LE(40) !== extentMagic) continue;
+          const depth = raw.readUInt16LE(46);
+          const entries = Math.min(raw.readUInt16LE(42), 4);
+          for (let e = 0; e < entries; e++) {
+            const x = 52 + e * 12;
+            if (depth > 0) {
+              const block = raw.readUInt16LE(x + 8) * 2 ** 32 + raw.readUInt32LE(x + 4); // an index or leaf block
+              add(block, 1);
+              if (type === 'd' && depth === 1) dirLeaves.push({ block, sizeBlocks });
+            } else if (type === 'f') break; // its extents are all in the inode
+            else addExtents(raw.subarray(40, 100), entries, sizeBlocks, add);
+          }
+        } else if (type !== 'f') {
+          for (let k = 0; k < Math.min(12, sizeBlocks); k++) add(raw.readUInt32LE(40 + 4 * k), 1);
+        }
+      }
+    }
+    await this.prefetched.load(coalesce(metadata, this.blockBytes)).catch(() => null);
+    // Directories big enough for an extent tree: their blocks, from the leaves just read.
+    const leafBlocks: [number, number][] = [];
+    for (const { block, sizeBlocks } of dirLeaves) {
+      const node = await readAt(this.prefetched, block * this.blockBytes, this.blockBytes, 'extent node').catch(() => null);
+      if (node === null || node.readUInt16LE(0) !== extentMagic || node.readUInt16LE(6) !== 0) continue;
+      addExtents(node, Math.min(node.readUInt16LE(2), (this.blockBytes - 12) / 12), sizeBlocks, (b, n) => {
+        if (n > 0 && this.holds(b, n) && n * this.blockBytes <= budget) {
+          budget -= n * this.blockBytes;
+          leafBlocks.push([b, n]);
+        }
+      });
+    }
+    await this.prefetched.load(coalesce(leafBlocks, this.blockBytes)).catch(() => null);
+  }
+
+  /** Whether `count` blocks from `block` lie in the filesystem and the volume. */
+  private holds(block: number, count: number): boolean {
+    return Number.isSafeInteger(block) && block >= this.firstDataBlock && block + count <= this.blocksCount && (block + count) * this.blockBytes <= this.source.sizeBytes;
   }
 
   async root(): Promise<FsNode> {

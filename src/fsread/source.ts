@@ -10,8 +10,16 @@ import { FsReadError, FsReadErrorCode } from './errors.ts';
 export interface ByteSource {
   /** Size in bytes. */
   readonly sizeBytes: number;
-  /** Exactly `length` bytes at `offset` (the caller keeps the range inside sizeBytes). */
-  read(offset: number, length: number): Promise<Buffer>;
+  /**
+   * Exactly `length` bytes at `offset` (the caller keeps the range inside sizeBytes). With
+   * `uncached`, a page cache reads just that range around itself (a bulk read of known metadata).
+   */
+  read(offset: number, length: number, hint?: ReadHint): Promise<Buffer>;
+}
+
+/** How a read is meant. */
+export interface ReadHint {
+  uncached?: boolean;
 }
 
 /** Checks a range against a source and reads it; a range outside is FSREAD_CORRUPT. */
@@ -34,7 +42,7 @@ export async function readAt(source: ByteSource, offset: number, length: number,
 /** `length` bytes of `source` from `start`: a partition seen as a volume of its own. */
 export function windowSource(source: ByteSource, start: number, length: number): ByteSource {
   assert.ok(start >= 0 && start + length <= source.sizeBytes);
-  return { sizeBytes: length, read: (offset, n) => source.read(start + offset, n) };
+  return { sizeBytes: length, read: (offset, n, hint) => source.read(start + offset, n, hint) };
 }
 
 /** A source over an open file (an image), reading with positioned reads. */
@@ -95,7 +103,8 @@ export function cachedSource(source: ByteSource, options: CacheOptions = {}): By
       while (pages.size > pagesMax) pages.delete(pages.keys().next().value!);
       return p;
     },
-    async read(offset: number, length: number): Promise<Buffer> {
+    async read(offset: number, length: number, hint?: ReadHint): Promise<Buffer> {
+      if (hint?.uncached) return source.read(offset, length, hint);
       const first = Math.floor(offset / pageBytes);
       const last = Math.floor((offset + length - 1) / pageBytes);
       if (first === last) {

@@ -38,6 +38,11 @@ export interface Filesystem {
    * order, adjacent runs merged. Bytes no run covers are zeroes.
    */
   extents(file: FsNode): Promise<number[]>;
+  /**
+   * Optional: reads ahead, in a few large concurrent reads, the metadata a walk of the whole
+   * filesystem will need (best effort; the walk reads whatever it does not find).
+   */
+  prefetch?(): Promise<void>;
 }
 
 /** Limits of the readers; exceeding one is FSREAD_LIMIT. */

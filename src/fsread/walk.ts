@@ -63,6 +63,7 @@ export async function walk(
       await visit(n, [...path, n.name], bytes);
     }
   };
+  await fs.prefetch?.();
   await visit(await fs.root(), [], 0);
   return counts;
 }

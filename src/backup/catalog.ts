@@ -52,6 +52,40 @@ export interface CatalogRoot {
   table: 'gpt' | 'mbr' | null;
   volumes: CatalogVolume[];
   parts: { id: Buffer; first: string; last: string }[];
+  /**
+   * The bytes of the image the catalog was made from: flat sorted runs [offset, length, …]
+   * (runs less than readsGapBytes apart merged). A catalog is a function of these bytes alone, so
+   * a later image of the same size in which none of them changed has the same catalog. Absent in
+   * catalogs of older code.
+   */
+  reads?: number[];
+}
+
+/** Runs of bytes read less than this apart are recorded as one. */
+const readsGapBytes = 64 << 10;
+
+/** Whether any run of `a` overlaps one of `b` (both flat sorted runs [offset, length, …]). */
+export function runsOverlap(a: readonly number[], b: readonly number[]): boolean {
+  let i = 0;
+  let j = 0;
+  while (i < a.length && j < b.length) {
+    if (a[i] + a[i + 1] <= b[j]) i += 2;
+    else if (b[j] + b[j + 1] <= a[i]) j += 2;
+    else return true;
+  }
+  return false;
+}
+
+/** [offset, length] pairs as flat sorted runs, those closer than `gap` merged. */
+function mergeRuns(pairs: [number, number][], gap: number): number[] {
+  pairs.sort((x, y) => x[0] - y[0]);
+  const out: number[] = [];
+  for (const [offset, length] of pairs) {
+    const n = out.length;
+    if (n > 0 && offset <= out[n - 2] + out[n - 1] + gap) out[n - 1] = Math.max(out[n - 1], offset + length - out[n - 2]);
+    else out.push(offset, length);
+  }
+  return out;
 }
 
 /** An entry as stored: [name, type, mode, uid, gid, size, mtimeMs, target, extents]. */
@@ -167,7 +201,18 @@ function storedEntry(n: ListedNode, offsetBytes: number): StoredEntry {
  * be read is recorded in the volumes, not thrown; errors of `store` and of the source's I/O are.
  */
 export async function buildCatalog(source: ByteSource, store: (plain: Buffer) => Promise<Buffer>): Promise<{ id: Buffer; root: CatalogRoot }> {
-  const src = cachedSource(source);
+  const reads: [number, number][] = [];
+  const src = cachedSource({
+    sizeBytes: source.sizeBytes,
+    read: (offset, length, hint) => {
+      reads.push([offset, length]);
+      return source.read(offset, length, hint);
+    },
+  });
+  const finish = async () => {
+    root.reads = mergeRuns(reads, readsGapBytes);
+    return { id: await store(encodeCatalogObject(root)), root };
+  };
   const writer = new PartWriter(store);
   const root: CatalogRoot = { format: catalogFormat.name, version: catalogFormat.version, table: null, volumes: [], parts: writer.parts };
   const blank = (path: string): CatalogVolume => ({ path, partition: null, fs: null, label: '', uuid: '', status: 'unrecognised', error: null, files: 0, bytes: 0 });
@@ -205,7 +250,7 @@ export async function buildCatalog(source: ByteSource, store: (plain: Buffer) =>
     if (!(err instanceof FsReadError)) throw err;
     root.volumes.push({ ...blank('/'), status: 'damaged', error: err.message });
     await writer.flush();
-    return { id: await store(encodeCatalogObject(root)), root };
+    return finish();
   }
   root.table = layout.table;
   if (layout.table === null) {
@@ -223,7 +268,7 @@ export async function buildCatalog(source: ByteSource, store: (plain: Buffer) =>
     }
   }
   await writer.flush();
-  return { id: await store(encodeCatalogObject(root)), root };
+  return finish();
 }
 
 function corrupt(what: string, detail: string): BackupError {
@@ -252,7 +297,8 @@ export function decodeCatalogRoot(plain: Buffer, what = 'Catalog root'): Catalog
   const ok =
     v.format === catalogFormat.name && (v.table === null || v.table === 'gpt' || v.table === 'mbr') && Array.isArray(v.volumes) && Array.isArray(v.parts) &&
     v.parts.every((p: any) => Buffer.isBuffer(p?.id) && p.id.length === idBytes && typeof p.first === 'string' && typeof p.last === 'string') &&
-    v.volumes.every((vol: any) => typeof vol?.path === 'string' && typeof vol.status === 'string');
+    v.volumes.every((vol: any) => typeof vol?.path === 'string' && typeof vol.status === 'string') &&
+    (v.reads === undefined || (Array.isArray(v.reads) && v.reads.length % 2 === 0 && v.reads.every(isCount)));
   if (!ok) throw corrupt(what, 'is not a catalog root');
   return v as CatalogRoot;
 }

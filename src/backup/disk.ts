@@ -5,13 +5,13 @@
  * other map entries are copied from the parent.
  */
 import { cachedSource, type ByteSource } from '../fsread/index.ts';
-import { buildCatalog } from './catalog.ts';
+import { buildCatalog, catalogBlobIds, decodeCatalogRoot, runsOverlap, type CatalogRoot } from './catalog.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 import { idBytes, mapEntriesPerBlob, zeroId } from './format.ts';
 import type { IndexCache } from './cache.ts';
 import type { WorkerPool } from './pool.ts';
 import type { Repository, Snapshot, SnapshotEntry } from './repository.ts';
-import { readMapBlob } from './restore.ts';
+import { readBlob, readMapBlob } from './restore.ts';
 import { BackupWriter, checkTenant, type BackupProgress, type BackupResult, type WriterLimits } from './writer.ts';
 
 /** One run of a snapshot's extents, as the node reports them. */
@@ -95,6 +95,26 @@ export interface DiskBackupResult extends BackupResult {
   chunksRead: number;
   /** Pages of catalogReadPageBytes read from the snapshot for the file catalog (0 without one). */
   catalogPagesRead: number;
+  /** Whether the parent's catalog was kept: none of the bytes it was made from changed. */
+  catalogReused: boolean;
+}
+
+/**
+ * Whether catalog `rootId` (the parent's) holds for an image whose changes since the parent are
+ * `changedRuns`: the root records the bytes it was made from, none of them changed, and the
+ * repository still has its blobs. A damaged or unreadable root only means a new catalog.
+ */
+async function catalogStillHolds(ctx: { repo: Repository; cache: IndexCache; pool: WorkerPool }, writer: BackupWriter, rootId: Buffer, changedRuns: number[]): Promise<boolean> {
+  if (!writer.hasBlob(rootId)) return false;
+  let root: CatalogRoot;
+  try {
+    root = decodeCatalogRoot(await readBlob(ctx, rootId, 'Catalog root'));
+  } catch (err) {
+    if (err instanceof BackupError) return false;
+    throw err;
+  }
+  if (root.reads === undefined || runsOverlap(root.reads, changedRuns)) return false;
+  return catalogBlobIds(rootId, root).every((id) => writer.hasBlob(id));
 }
 
 /** The newest disk restore point of each of `disks` (by name), or none. */
@@ -180,11 +200,18 @@ export async function backupDisk(ctx: { repo: Repository; cache: IndexCache; poo
       });
     }
     const changed = incremental ? new Uint8Array(count) : null;
+    const changedRuns: number[] = [];
     if (changed !== null) {
       await source.extents((e) => {
-        if (e.type === 'changed') mark(changed, chunkSize, e.offset, e.length);
+        if (e.type !== 'changed') return;
+        mark(changed, chunkSize, e.offset, e.length);
+        changedRuns.push(e.offset, e.length);
       }, base!);
     }
+    // The parent's catalog is this one's if no byte it was made from changed (same size: the
+    // catalog also depends on where the image ends).
+    const parentCatalog = incremental && parentSize === source.sizeBytes && (options.catalog ?? true) ? parent!.snapshot.catalog ?? null : null;
+    const catalogReused = parentCatalog !== null && (await catalogStillHolds(ctx, writer, parentCatalog, changedRuns));
     // A chunk is copied only if it is whole (or equally short) in both the parent and this image.
     const copyable = (i: number): boolean => {
       const end = (i + 1) * chunkSize;
@@ -217,7 +244,7 @@ export async function backupDisk(ctx: { repo: Repository; cache: IndexCache; poo
     // while the chunks are read and sealed on the workers.
     let catalogPagesRead = 0;
     let error: unknown = null;
-    const catalogDone = (options.catalog ?? true) ? (async () => {
+    const catalogDone = catalogReused ? Promise.resolve(parentCatalog) : (options.catalog ?? true) ? (async () => {
       const bytes = snapshotByteSource(source);
       const id = (await buildCatalog(bytes, (plain) => writer.putMetaBlob(plain))).id;
       // A node that failed a read is not a damaged filesystem: the backup fails (and can be rerun).
@@ -258,7 +285,7 @@ export async function backupDisk(ctx: { repo: Repository; cache: IndexCache; poo
       tenant: options.tenant,
     });
     progress();
-    return { ...result, incremental, chunksRead, catalogPagesRead };
+    return { ...result, incremental, chunksRead, catalogPagesRead, catalogReused };
   } catch (err) {
     await writer.abort();
     throw err;

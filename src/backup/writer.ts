@@ -207,6 +207,16 @@ export class BackupWriter {
     void t.finally(() => this.tasks.delete(t));
   }
 
+  /**
+   * Whether the repository has blob `id` (or this backup is storing it), for a restore point that
+   * refers to a blob it did not store itself: its pack is then kept for this backup like a
+   * reused chunk's.
+   */
+  hasBlob(id: Buffer): boolean {
+    this.check();
+    return this.known(id);
+  }
+
   /** Whether the repository has blob `id` or this backup is storing it already. */
   private known(id: Buffer): boolean {
     if (this.ownBlobs.has(id.toString('hex'))) return true;

@@ -209,7 +209,7 @@ export const backupCommands: Command[] = [
       if (ctx.values.json) {
         printJson(
           ctx.io,
-          outcomes.map((o) => ({ ...snapshotJson(o.result), incremental: o.result.incremental, fullReason: o.fullReason, catalogPagesRead: o.result.catalogPagesRead, staleSnapshotsRemoved: o.staleSnapshotsRemoved })),
+          outcomes.map((o) => ({ ...snapshotJson(o.result), incremental: o.result.incremental, fullReason: o.fullReason, catalogPagesRead: o.result.catalogPagesRead, catalogReused: o.result.catalogReused, staleSnapshotsRemoved: o.staleSnapshotsRemoved })),
         );
       } else {
         for (const { disk, result } of outcomes) {

@@ -87,6 +87,14 @@ async function catFile(env: NodeJS.ProcessEnv, repo: string, id: string, path: s
   return r.stdout;
 }
 
+/** Compares bytes without a diff of their dumps (which takes gigabytes for large buffers). */
+function assertSameBytes(got: Buffer, want: Buffer, what: string): void {
+  if (got.equals(want)) return;
+  let at = 0;
+  while (at < Math.min(got.length, want.length) && got[at] === want[at]) at++;
+  assert.fail(`${what}: ${got.length} bytes where ${want.length} were expected, first difference at byte ${at}`);
+}
+
 /** Applies debugfs requests to an image and fails if debugfs complained. */
 async function debugfsWrite(image: string, requests: string[]): Promise<void> {
   const cmds = join(dir, `cmds-${Math.random().toString(36).slice(2)}`);
@@ -140,6 +148,7 @@ test('backup create: a full then an incremental backup of an ext4 disk; restores
   assert.ok(incr.stats.bytesScanned <= 16 * MiB, `the incremental read ${incr.stats.bytesScanned} bytes for ${changed.blocks} changed blocks`);
   assert.ok(incr.stats.bytesScanned >= changed.blocks * 4096);
   assert.ok(incr.stats.chunksReused > 0, 'unchanged chunks are copied from the parent');
+  assert.equal(incr.catalogReused, false, 'files were added and removed: the catalog is made anew');
   assert.deepEqual(await snapshotsOf('fs'), [incr.source.snapshot], 'the old base is deleted, the new one kept');
   t.diagnostic(`full read ${full.stats.bytesScanned} bytes in ${full.stats.durationMs} ms; incremental read ${incr.stats.bytesScanned} in ${incr.stats.durationMs} ms`);
 
@@ -285,6 +294,50 @@ test('backup create falls back to a full backup when the base snapshot was delet
   const now = join(dir, 'fb-now.raw');
   await nbdcopy(node.nbdUri('fb'), now);
   assertSameFile(out, now);
+});
+
+test('an incremental whose changes touch no metadata keeps the parent catalog; one that does makes a new one', async (t) => {
+  const seed = testSeed(t);
+  requireTool('mkfs.ext4', 'e2fsprogs');
+  const { repo, env } = await newRepo('repo-catalog-reuse');
+  const src = join(dir, 'reuse-tree');
+  await mkdir(join(src, 'data'), { recursive: true });
+  for (let i = 0; i < 8; i++) await writeFile(join(src, 'data', `f${i}`), seededBytes(seed, `r${i}`, 300_000));
+  const image = join(dir, 'reuse.raw');
+  await runOk('mkfs.ext4', ['-q', '-F', '-b', '4096', '-d', src, image, '64M']);
+  await node.cliOk(['disk', 'create', 'cr', '--size', '64M']);
+  await nbdcopy(image, node.nbdUri('cr'), ['--flush']);
+  const [full] = await tesseraJson(env, ['backup', 'create', 'cr', '--repo', repo]);
+  assert.equal(full.catalogReused, false);
+
+  // Overwrite a file's bytes in place, on the block device: no inode, directory or bitmap changes.
+  const blocks = await runOk(requireTool('debugfs', 'e2fsprogs'), ['-R', 'blocks /data/f3', image]);
+  const first = Number(blocks.trim().split(/\s+/)[0]);
+  const fresh = seededBytes(seed, 'overwrite', 8192);
+  const patch = join(dir, 'reuse-patch');
+  await writeFile(patch, fresh);
+  assert.equal((await qemuIo(node.nbdUri('cr'), [`write -q -s ${patch} ${first * 4096} 8192`, 'flush'])).code, 0);
+  const [second] = await tesseraJson(env, ['backup', 'create', 'cr', '--repo', repo]);
+  assert.equal(second.incremental, true);
+  assert.equal(second.catalogReused, true, 'only file data changed: the parent catalog is kept');
+  const f3 = seededBytes(seed, 'r3', 300_000);
+  fresh.copy(f3, 0);
+  assertSameBytes(await catFile(env, repo, second.id, '/data/f3'), f3, 'cat reads the new bytes through the kept catalog');
+  assertSameBytes(await catFile(env, repo, full.id, '/data/f3'), seededBytes(seed, 'r3', 300_000), 'the full backup keeps the old bytes');
+
+  // A new file: the metadata changed, so the catalog is made anew and lists it.
+  const image2 = join(dir, 'reuse2.raw');
+  await nbdcopy(node.nbdUri('cr'), image2);
+  await writeFile(join(dir, 'reuse-new'), seededBytes(seed, 'new', 5000));
+  await debugfsWrite(image2, [`write ${join(dir, 'reuse-new')} /data/new`]);
+  const now = join(dir, 'reuse-now.raw');
+  await nbdcopy(node.nbdUri('cr'), now);
+  await writeChangedBlocks(now, image2, node.nbdUri('cr'));
+  const [third] = await tesseraJson(env, ['backup', 'create', 'cr', '--repo', repo]);
+  assert.equal(third.catalogReused, false);
+  const ls = await tessera(env, ['backup', 'ls', third.id, '/data', '--repo', repo]);
+  assert.deepEqual(ls.stdout.split('\n').filter((l) => l !== ''), [...Array.from({ length: 8 }, (_, i) => `f${i}`), 'new']);
+  assertSameBytes(await catFile(env, repo, third.id, '/data/new'), seededBytes(seed, 'new', 5000), 'the new file');
 });
 
 test('incremental backups after trims, zeroes, rewrites and a resize restore byte-exact', async (t) => {

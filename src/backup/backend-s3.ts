@@ -11,17 +11,20 @@ import { createHash } from 'node:crypto';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { setTimeout as sleep } from 'node:timers/promises';
-import {
-  DeleteObjectCommand,
-  GetObjectCommand,
-  HeadBucketCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-} from '@aws-sdk/client-s3';
+import { createRequire } from 'node:module';
+import type * as S3Sdk from '@aws-sdk/client-s3';
 import { Backend, objectBytesMax, pathBytesMax, type ByteRange, type ObjectInfo } from './backend.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
+
+/**
+ * The AWS SDK, loaded when the first S3 backend is made: it takes longer to load than the rest of
+ * the CLI, and most commands never need it.
+ */
+let sdkLoaded: typeof S3Sdk | null = null;
+function sdk(): typeof S3Sdk {
+  sdkLoaded ??= createRequire(import.meta.url)('@aws-sdk/client-s3') as typeof S3Sdk;
+  return sdkLoaded;
+}
 
 /** Where a repository is in S3: `s3://BUCKET/PREFIX`. */
 export interface S3Location {
@@ -245,7 +248,7 @@ export class S3Backend extends Backend {
   readonly keyPrefix: string;
   /** The endpoint, or `AWS S3 (REGION)`, for messages. */
   readonly endpointName: string;
-  readonly #client: S3Client;
+  readonly #client: S3Sdk.S3Client;
   readonly #agent: HttpAgent | HttpsAgent;
   readonly #slots: Slots;
   readonly #inFlightMax: number;
@@ -277,7 +280,7 @@ export class S3Backend extends Backend {
     // `Expect: 100-continue`.
     const agentOpts = { keepAlive: true, maxSockets: inFlightMax, maxFreeSockets: inFlightMax };
     this.#agent = https ? new HttpsAgent(agentOpts) : new HttpAgent(agentOpts);
-    this.#client = new S3Client({
+    this.#client = new (sdk().S3Client)({
       region,
       endpoint: opts.endpoint,
       forcePathStyle: opts.forcePathStyle ?? opts.endpoint !== undefined,
@@ -304,7 +307,7 @@ export class S3Backend extends Backend {
     return this.#send('read', path, async () => {
       let out;
       try {
-        out = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.keyPrefix + path, Range }));
+        out = await this.#client.send(new (sdk().GetObjectCommand)({ Bucket: this.bucket, Key: this.keyPrefix + path, Range }));
       } catch (err) {
         if (range && httpStatus(err) === 416) {
           throw new BackupError(BackupErrorCode.INVALID, `Byte range ${range.offset}+${range.length} is past the end of ${path} in ${this.location}`, { cause: err });
@@ -329,7 +332,7 @@ export class S3Backend extends Backend {
   protected async _put(path: string, data: Buffer): Promise<void> {
     const md5 = createHash('md5').update(data).digest('base64');
     await this.#send('write', path, () =>
-      this.#client.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.keyPrefix + path, Body: data, ContentLength: data.length, ContentMD5: md5 })));
+      this.#client.send(new (sdk().PutObjectCommand)({ Bucket: this.bucket, Key: this.keyPrefix + path, Body: data, ContentLength: data.length, ContentMD5: md5 })));
     this.#bucketSeen = true;
   }
 
@@ -338,7 +341,7 @@ export class S3Backend extends Backend {
     let token: string | undefined;
     do {
       const page = await this.#send('list', prefix === '' ? '(all)' : `${prefix}*`, () =>
-        this.#client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.keyPrefix + prefix, ContinuationToken: token, MaxKeys: 1000 })));
+        this.#client.send(new (sdk().ListObjectsV2Command)({ Bucket: this.bucket, Prefix: this.keyPrefix + prefix, ContinuationToken: token, MaxKeys: 1000 })));
       for (const o of page.Contents ?? []) {
         // Keys ending in `/` are the "folders" some S3 consoles create, not objects.
         if (o.Key === undefined || !o.Key.startsWith(this.keyPrefix) || o.Key.endsWith('/')) continue;
@@ -355,7 +358,7 @@ export class S3Backend extends Backend {
 
   protected async _stat(path: string): Promise<ObjectInfo | null> {
     try {
-      const out = await this.#send('stat', path, () => this.#client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.keyPrefix + path })));
+      const out = await this.#send('stat', path, () => this.#client.send(new (sdk().HeadObjectCommand)({ Bucket: this.bucket, Key: this.keyPrefix + path })));
       this.#bucketSeen = true;
       return { path, sizeBytes: out.ContentLength ?? 0 };
     } catch (err) {
@@ -363,7 +366,7 @@ export class S3Backend extends Backend {
     }
     // A HEAD answer has no body to say whether the object or the bucket is missing: ask once.
     if (!this.#bucketSeen) {
-      await this.#send('stat', '(bucket)', () => this.#client.send(new HeadBucketCommand({ Bucket: this.bucket })), true);
+      await this.#send('stat', '(bucket)', () => this.#client.send(new (sdk().HeadBucketCommand)({ Bucket: this.bucket })), true);
       this.#bucketSeen = true;
     }
     return null;
@@ -371,7 +374,7 @@ export class S3Backend extends Backend {
 
   protected async _delete(path: string): Promise<void> {
     try {
-      await this.#send('delete', path, () => this.#client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.keyPrefix + path })));
+      await this.#send('delete', path, () => this.#client.send(new (sdk().DeleteObjectCommand)({ Bucket: this.bucket, Key: this.keyPrefix + path })));
     } catch (err) {
       // S3 answers 204 for a missing key; some compatible servers say 404.
       if (err instanceof BackupError && err.code === BackupErrorCode.NOT_FOUND && (err.cause as ErrorShape | undefined)?.name !== 'NoSuchBucket') return;

@@ -4,7 +4,7 @@
  * closes; nothing here throws into the event loop or rejects unhandled.
  */
 import type { Socket } from 'node:net';
-import type { BufferPool } from './buffer-pool.ts';
+import type { BufferPool } from '../util/buffer-pool.ts';
 import { encodeGreeting } from './codec.ts';
 import { describeError, NbdError, NbdErrorCode } from './errors.ts';
 import { Handshake, SERVER_HANDSHAKE_FLAGS } from './handshake.ts';

@@ -175,6 +175,22 @@ describe('api disk data', () => {
     assert.deepEqual(store.listSnapshots('read').map((s) => s.name), ['s']);
   });
 
+  test('concurrent data reads through reused reply buffers: every reply has its own bytes', async () => {
+    await store.createDisk('many', 32 * MiB);
+    const content = randomBytes(32 * MiB);
+    const v = store.openVolume('many');
+    await v.write(0, content);
+    v.close();
+    await store.createSnapshot('many', 's');
+    // 16 readers of 8 MiB at once: a buffer given back before the socket took its bytes would be
+    // refilled by another reply's read, and some reply would carry another range's bytes.
+    for (let round = 0; round < 3; round++) {
+      const ranges = Array.from({ length: 16 }, (_, i) => [((i * 5 + round) % 24) * MiB, 8 * MiB]);
+      const replies = await Promise.all(ranges.map(([o, n]) => call(base, 'GET', `/disks/many/snapshots/s/data?offset=${o}&length=${n}`)));
+      replies.forEach((r, i) => assert.ok(r.bytes.equals(content.subarray(ranges[i][0], ranges[i][0] + ranges[i][1])), `round ${round} reply ${i}`));
+    }
+  });
+
   test('data reads refuse a range over the limit, past the end, bad queries and unknown objects', async () => {
     await store.createDisk('rbad', MiB);
     await store.createSnapshot('rbad', 's');

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { Store } from '../../src/engine/index.ts';
-import { BufferPool } from '../../src/nbd/buffer-pool.ts';
+import { BufferPool } from '../../src/util/buffer-pool.ts';
 import { NbdServer } from '../../src/nbd/index.ts';
 import { cleanup, makeTempDir, Rng, seededBytes } from '../helpers/index.ts';
 import { NbdClient } from './client.ts';

@@ -64,7 +64,6 @@ class PrefetchedSource implements ByteSource {
   private readonly source: ByteSource;
   /** Held ranges, sorted by offset once loading ends. */
   private held: { offset: number; bytes: Buffer }[] = [];
-  heldBytes = 0;
 
   constructor(source: ByteSource) {
     this.source = source;
@@ -82,9 +81,7 @@ class PrefetchedSource implements ByteSource {
       }
     };
     await Promise.all(Array.from({ length: prefetchReadsMax }, worker));
-    this.held.push(...loaded);
-    this.held.sort((a, b) => a.offset - b.offset);
-    this.heldBytes += loaded.reduce((n, r) => n + r.bytes.length, 0);
+    this.held = this.held.concat(loaded).sort((a, b) => a.offset - b.offset);
     return loaded;
   }
 

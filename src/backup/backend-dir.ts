@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { writeAll } from '../util/write-all.ts';
 import { Backend, type ByteRange, type ObjectInfo } from './backend.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 
@@ -76,11 +77,7 @@ export class DirBackend extends Backend {
       if (made !== undefined) await syncNewDirs(made, dir);
       const fh = await open(temp, 'wx');
       try {
-        let done = 0;
-        while (done < data.length) {
-          const { bytesWritten } = await fh.write(data, done, data.length - done, done);
-          done += bytesWritten;
-        }
+        await writeAll(fh, data, 0);
         await fh.sync();
       } finally {
         await fh.close();

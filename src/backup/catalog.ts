@@ -209,12 +209,12 @@ export async function buildCatalog(source: ByteSource, store: (plain: Buffer) =>
       return source.read(offset, length, hint);
     },
   });
+  const writer = new PartWriter(store);
+  const root: CatalogRoot = { format: catalogFormat.name, version: catalogFormat.version, table: null, volumes: [], parts: writer.parts };
   const finish = async () => {
     root.reads = mergeRuns(reads, readsGapBytes);
     return { id: await store(encodeCatalogObject(root)), root };
   };
-  const writer = new PartWriter(store);
-  const root: CatalogRoot = { format: catalogFormat.name, version: catalogFormat.version, table: null, volumes: [], parts: writer.parts };
   const blank = (path: string): CatalogVolume => ({ path, partition: null, fs: null, label: '', uuid: '', status: 'unrecognised', error: null, files: 0, bytes: 0 });
   let entriesLeft: number = catalogLimits.entriesMax;
   const catalogue = async (vol: CatalogVolume, volSource: ByteSource, offsetBytes: number) => {

@@ -210,7 +210,8 @@ export async function backupDisk(ctx: { repo: Repository; cache: IndexCache; poo
     }
     // The parent's catalog is this one's if no byte it was made from changed (same size: the
     // catalog also depends on where the image ends).
-    const parentCatalog = incremental && parentSize === source.sizeBytes && (options.catalog ?? true) ? parent!.snapshot.catalog ?? null : null;
+    const wantCatalog = options.catalog ?? true;
+    const parentCatalog = wantCatalog && incremental && parentSize === source.sizeBytes ? parent!.snapshot.catalog ?? null : null;
     const catalogReused = parentCatalog !== null && (await catalogStillHolds(ctx, writer, parentCatalog, changedRuns));
     // A chunk is copied only if it is whole (or equally short) in both the parent and this image.
     const copyable = (i: number): boolean => {
@@ -244,14 +245,15 @@ export async function backupDisk(ctx: { repo: Repository; cache: IndexCache; poo
     // while the chunks are read and sealed on the workers.
     let catalogPagesRead = 0;
     let error: unknown = null;
-    const catalogDone = catalogReused ? Promise.resolve(parentCatalog) : (options.catalog ?? true) ? (async () => {
+    const newCatalog = async (): Promise<Buffer> => {
       const bytes = snapshotByteSource(source);
       const id = (await buildCatalog(bytes, (plain) => writer.putMetaBlob(plain))).id;
       // A node that failed a read is not a damaged filesystem: the backup fails (and can be rerun).
       if (bytes.ioError !== null) throw bytes.ioError;
       catalogPagesRead = bytes.pagesRead;
       return id;
-    })() : Promise.resolve(null);
+    };
+    const catalogDone = catalogReused ? Promise.resolve(parentCatalog) : wantCatalog ? newCatalog() : Promise.resolve(null);
     catalogDone.catch((err: unknown) => void (error ??= err)); // stops the reads; awaited below
     const inFlight = new Set<Promise<void>>();
     for (const i of toRead) {

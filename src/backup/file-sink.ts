@@ -12,6 +12,7 @@
  */
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import { writeAll } from '../util/write-all.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 import type { RestoreSink } from './restore.ts';
 
@@ -147,14 +148,5 @@ export class FileSink implements RestoreSink {
     this.direct = null;
     await direct?.close().catch(() => {});
     await this.fh.close();
-  }
-}
-
-/** Writes all of `data` at `position`, going on after short writes. */
-export async function writeAll(fh: FileHandle, data: Buffer, position: number): Promise<void> {
-  let done = 0;
-  while (done < data.length) {
-    const { bytesWritten } = await fh.write(data, done, data.length - done, position + done);
-    done += bytesWritten;
   }
 }

@@ -471,8 +471,14 @@ export class ExtFs implements Filesystem {
    * reported by the walk as it would be without this. At most prefetchBytesMax are held.
    */
   async prefetch(): Promise<void> {
-    const tables: [number, number][] = [];
     let budget = prefetchBytesMax;
+    /** Adds a block run to `list` if it lies in the volume and fits what is left of the budget. */
+    const into = (list: [number, number][]) => (block: number, count: number) => {
+      if (count <= 0 || !this.holds(block, count) || count * this.blockBytes > budget) return;
+      budget -= count * this.blockBytes;
+      list.push([block, count]);
+    };
+    const tables: [number, number][] = [];
     for (let g = 0; g < this.groupCount; g++) {
       let desc: Buffer;
       try {
@@ -480,19 +486,17 @@ export class ExtFs implements Filesystem {
       } catch {
         return;
       }
-      if ((this.roCompat & roCompatGroupChecksums) !== 0 && (desc.readUInt16LE(0x12) & bgInodeUninit) !== 0) continue;
       let used = this.inodesPerGroup;
       if ((this.roCompat & roCompatGroupChecksums) !== 0) {
+        if ((desc.readUInt16LE(0x12) & bgInodeUninit) !== 0) continue;
         const unused = desc.readUInt16LE(0x1c) + (this.descBytes >= 64 ? desc.readUInt16LE(0x32) * 65536 : 0);
         used = Math.max(0, used - unused);
       }
       const table = desc.readUInt32LE(8) + (this.descBytes >= 64 ? desc.readUInt32LE(0x28) * 2 ** 32 : 0);
-      const blocks = Math.ceil((used * this.inodeBytes) / this.blockBytes);
-      if (blocks === 0 || !this.holds(table, blocks) || blocks * this.blockBytes > budget) continue;
-      budget -= blocks * this.blockBytes;
-      tables.push([table, blocks]);
+      into(tables)(table, Math.ceil((used * this.inodeBytes) / this.blockBytes));
     }
     const metadata: [number, number][] = [];
+    const add = into(metadata);
     const dirLeaves: { block: number; sizeBlocks: number }[] = [];
     // A read that fails here fails again, and is reported, when the walk makes it.
     const loaded = await this.prefetched.load(coalesce(tables, this.blockBytes)).catch(() => null);
@@ -504,31 +508,25 @@ export class ExtFs implements Filesystem {
         const flags = raw.readUInt32LE(32);
         const size = raw.readUInt32LE(4);
         const sizeBlocks = Math.ceil(size / this.blockBytes);
-        if ((flags & InodeFlag.INLINE_DATA) !== 0) continue;
         // Directories: their blocks. Long symlinks: their target's block. Files with an extent
         // tree deeper than the inode: its first level. Block-mapped files need nothing more.
-        const wanted = type === 'd' || (type === 'l' && size >= 60) || type === 'f';
-        if (!wanted) continue;
-        const add = (block: number, count: number) => {
-          if (count <= 0 || !this.holds(block, count) || count * this.blockBytes > budget) return;
-          budget -= count * this.blockBytes;
-          metadata.push([block, count]);
-        };
-        if ((flags & InodeFlag.EXTENTS) !== 0) {
-          if (raw.readUInt16LE(40) !== extentMagic) continue;
-          const depth = raw.readUInt16LE(46);
-          const entries = Math.min(raw.readUInt16LE(42), 4);
-          for (let e = 0; e < entries; e++) {
-            const x = 52 + e * 12;
-            if (depth > 0) {
-              const block = raw.readUInt16LE(x + 8) * 2 ** 32 + raw.readUInt32LE(x + 4); // an index or leaf block
-              add(block, 1);
-              if (type === 'd' && depth === 1) dirLeaves.push({ block, sizeBlocks });
-            } else if (type === 'f') break; // its extents are all in the inode
-            else addExtents(raw.subarray(40, 100), entries, sizeBlocks, add);
-          }
-        } else if (type !== 'f') {
-          for (let k = 0; k < Math.min(12, sizeBlocks); k++) add(raw.readUInt32LE(40 + 4 * k), 1);
+        if ((flags & InodeFlag.INLINE_DATA) !== 0 || !(type === 'd' || type === 'f' || (type === 'l' && size >= 60))) continue;
+        if ((flags & InodeFlag.EXTENTS) === 0) {
+          if (type !== 'f') for (let k = 0; k < Math.min(12, sizeBlocks); k++) add(raw.readUInt32LE(40 + 4 * k), 1);
+          continue;
+        }
+        if (raw.readUInt16LE(40) !== extentMagic) continue;
+        const depth = raw.readUInt16LE(46);
+        const entries = Math.min(raw.readUInt16LE(42), 4);
+        if (depth === 0) {
+          if (type !== 'f') addExtents(raw.subarray(40, 100), entries, sizeBlocks, add); // a file's extents are all in the inode
+          continue;
+        }
+        for (let e = 0; e < entries; e++) {
+          const x = 52 + e * 12;
+          const block = raw.readUInt16LE(x + 8) * 2 ** 32 + raw.readUInt32LE(x + 4); // an index or leaf block
+          add(block, 1);
+          if (type === 'd' && depth === 1) dirLeaves.push({ block, sizeBlocks });
         }
       }
     }
@@ -538,12 +536,7 @@ export class ExtFs implements Filesystem {
     for (const { block, sizeBlocks } of dirLeaves) {
       const node = await readAt(this.prefetched, block * this.blockBytes, this.blockBytes, 'extent node').catch(() => null);
       if (node === null || node.readUInt16LE(0) !== extentMagic || node.readUInt16LE(6) !== 0) continue;
-      addExtents(node, Math.min(node.readUInt16LE(2), (this.blockBytes - 12) / 12), sizeBlocks, (b, n) => {
-        if (n > 0 && this.holds(b, n) && n * this.blockBytes <= budget) {
-          budget -= n * this.blockBytes;
-          leafBlocks.push([b, n]);
-        }
-      });
+      addExtents(node, Math.min(node.readUInt16LE(2), (this.blockBytes - 12) / 12), sizeBlocks, into(leafBlocks));
     }
     await this.prefetched.load(coalesce(leafBlocks, this.blockBytes)).catch(() => null);
   }

@@ -6,7 +6,7 @@
 import { open, type RootDatabase, type Database } from 'lmdb';
 import assert from 'node:assert/strict';
 import { EngineError, EngineErrorCode } from './errors.ts';
-import { encodeKey, decodeKey, decodeValue, encodeValue, type Entry } from './format.ts';
+import { encodeKey, decodeKey, decodeValue, encodeValue, entryValueBytes, indexKeyBytes, type Entry } from './format.ts';
 
 /** A version of a block found in the index, with the branch it lives on. */
 export interface Found extends Entry {
@@ -210,18 +210,23 @@ export class BlockIndex {
   }
 
   get(branch: number, block: number, seq: number): Entry | null {
-    const v = this.blocks.get(encodeKey(branch, block, seq));
+    const v = this.blocks.get(encodeKey(branch, block, seq, this.scratchKey));
     return v ? decodeValue(seq, v) : null;
   }
 
+  // lmdb-js copies a key, and in a synchronous transaction a value, before put/remove/get return:
+  // one buffer of each serves every call.
+  private readonly scratchKey = Buffer.alloc(indexKeyBytes);
+  private readonly scratchValue = Buffer.alloc(entryValueBytes);
+
   put(branch: number, block: number, e: Entry): void {
-    this.blocks.putSync(encodeKey(branch, block, e.seq), encodeValue(e));
+    this.blocks.putSync(encodeKey(branch, block, e.seq, this.scratchKey), encodeValue(e, this.scratchValue));
     const chunk = this.chunks.get(`${branch}:${Math.floor(block / CHUNK_BLOCKS)}`);
     if (chunk) setSlot(chunk, block % CHUNK_BLOCKS, e);
   }
 
   remove(branch: number, block: number, seq: number): void {
-    this.blocks.removeSync(encodeKey(branch, block, seq));
+    this.blocks.removeSync(encodeKey(branch, block, seq, this.scratchKey));
     const key = `${branch}:${Math.floor(block / CHUNK_BLOCKS)}`;
     const chunk = this.chunks.get(key);
     // Removing the newest version exposes an older one: refill that chunk when next read.

@@ -185,8 +185,8 @@ export function decodeKey(k: Buffer): { branch: number; block: number; seq: numb
 export const entryValueBytes = 10;
 
 /** Encodes an index value. */
-export function encodeValue(e: Entry): Buffer {
-  const v = Buffer.allocUnsafe(entryValueBytes);
+export function encodeValue(e: Entry, into?: Buffer): Buffer {
+  const v = into ?? Buffer.allocUnsafe(entryValueBytes);
   v.writeUInt8(e.kind, 0);
   v.writeUInt8(e.mask, 1);
   v.writeUInt32LE(e.segment, 2);

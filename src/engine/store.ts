@@ -208,7 +208,7 @@ export class Store {
     }
     this.log.startNewSegment();
     // Segments left with no live data (e.g. after a crash mid-compaction) are dropped now.
-    this.dropDeadSegments();
+    await this.dropDeadSegments();
     for (const b of this.branches.keys()) this.queueSweep(b);
   }
 
@@ -998,7 +998,7 @@ export class Store {
     }
     await this.log.sync();
     this.applyNow();
-    const dropped = this.dropDeadSegments();
+    const dropped = await this.dropDeadSegments();
     stats.segmentsRemoved = dropped.count;
     stats.bytesReclaimed = dropped.bytes;
     return stats;
@@ -1106,7 +1106,9 @@ export class Store {
   }
 
   /** Deletes sealed, fully applied segments that hold no live data; returns what was freed. */
-  private dropDeadSegments(): { count: number; bytes: number } {
+  private async dropDeadSegments(): Promise<{ count: number; bytes: number }> {
+    const removals: Promise<void>[] = [];
+    let failed: unknown = null;
     let count = 0;
     let bytes = 0;
     for (const id of this.log.segmentIds()) {
@@ -1117,11 +1119,13 @@ export class Store {
       if (!empty && (id > this.applied.segment || (id === this.applied.segment && this.applied.offset < this.log.segmentSize(id)))) continue;
       if (this.log.hasPendingIn(id)) continue;
       bytes += this.log.segmentSize(id);
-      this.log.removeSegment(id);
+      removals.push(this.log.removeSegment(id).catch((err) => void (failed ??= ioError(err, 'removing a log segment'))));
       this.index.transaction(() => this.index.segments.removeSync(id));
       this.live.delete(id);
       count++;
     }
+    await Promise.all(removals);
+    if (failed) throw failed;
     return { count, bytes };
   }
 

@@ -48,7 +48,7 @@ export interface NodeInfo extends NodeFacts {
 /** What a handler sees of the server it runs in. */
 export interface RouteContext {
   store: Store;
-  nodeInfo: () => NodeInfo;
+  nodeInfo: () => Promise<NodeInfo>;
   /** Largest range of disk data one request reads or writes. */
   rangeBytesMax: number;
   /** Most extents one extents reply lists. */
@@ -141,7 +141,7 @@ export const routes: readonly Route[] = [
   route('POST', '/disks/{name}/trim', { offset: 'sizeBytes', length: 'sizeBytes' }, trimDisk),
   route('POST', '/disks/{name}/flush', null, flushDisk),
   route('POST', '/snapshots', { name: 'string', disks: 'strings' }, snapshotGroup),
-  route('GET', '/node', null, (_p, _b, { nodeInfo }) => ({ status: 200, body: nodeInfo() })),
+  route('GET', '/node', null, async (_p, _b, { nodeInfo }) => ({ status: 200, body: await nodeInfo() })),
   route('POST', '/compact', null, async (_p, _b, { store }) => ({ status: 200, body: await store.compact() })),
   route('GET', '/openapi.json', null, () => ({ status: 200, body: openApiDocument })),
   ...instantRestoreRoutes,

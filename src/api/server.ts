@@ -54,7 +54,7 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
   let apiUrl: string | null = null;
   let inFlight = 0;
 
-  const nodeInfo = (): NodeInfo => {
+  const nodeInfo = async (): Promise<NodeInfo> => {
     const facts = opts.nodeFacts?.() ?? { version: 'unknown', dataDir: null, nbd: null };
     return {
       ...facts,
@@ -62,7 +62,7 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
       pid: process.pid,
       uptimeMs: Date.now() - startedMs,
       disks: opts.store.listDisks().length,
-      stats: opts.store.stats(),
+      stats: await opts.store.stats(),
     };
   };
   const ctx: RouteContext = { store: opts.store, nodeInfo, rangeBytesMax: opts.rangeBytesMax ?? 16 << 20, extentsMax: opts.extentsMax ?? 65536, restores: opts.restores ?? null };

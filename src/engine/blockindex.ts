@@ -6,6 +6,7 @@
 import { open, type RootDatabase, type Database } from 'lmdb';
 import assert from 'node:assert/strict';
 import { EngineError, EngineErrorCode } from './errors.ts';
+import type { IndexOp } from './index-writer.ts';
 import { encodeKey, decodeKey, decodeValue, encodeValue, entryValueBytes, indexKeyBytes, type Entry } from './format.ts';
 
 /** A version of a block found in the index, with the branch it lives on. */
@@ -234,6 +235,20 @@ export class BlockIndex {
   }
 
 
+  /**
+   * Takes into the head cache what another thread committed: the index writer's batch, whose
+   * puts come before its removes (a block's new version goes in before the old one leaves).
+   */
+  cacheCommitted(ops: readonly IndexOp[]): void {
+    for (const op of ops) {
+      const key = `${op.branch}:${Math.floor(op.block / CHUNK_BLOCKS)}`;
+      const chunk = this.chunks.get(key);
+      if (!chunk) continue;
+      if (op.put) setSlot(chunk, op.block % CHUNK_BLOCKS, op.put);
+      else if (chunk.slots && chunk.slots.seq[op.block % CHUNK_BLOCKS] === op.seq) this.chunks.delete(key);
+    }
+  }
+
   close(): Promise<void> {
     return this.root.close();
   }
@@ -251,7 +266,7 @@ function setSlot(chunk: Chunk, i: number, e: Entry): void {
 }
 
 /** A failed index transaction as the engine reports it: a full file system is ENGINE_NO_SPACE. */
-function indexError(err: unknown): unknown {
+export function indexError(err: unknown): unknown {
   if (err instanceof EngineError) return err;
   const e = err as { code?: unknown; message?: unknown } | null;
   // lmdb-js reports the errno as a number (28 is ENOSPC on Linux) with the C library's message.

@@ -10,6 +10,7 @@ import { crc32 } from 'node:zlib';
 import { Format, RecordType, EntryKind, type RecordHeader, type Entry, type EntryKindValue } from './format.ts';
 import { WriteLog, comparePositions, ioError, type Append, type LogPosition } from './log.ts';
 import { BlockIndex, blockIndexEnd, type Found } from './blockindex.ts';
+import { IndexWriter, type IndexOp } from './index-writer.ts';
 import { EngineError, EngineErrorCode } from './errors.ts';
 import type { DiskInfo, SnapshotInfo, Volume, AllocationExtent, ChangeExtent, WriteOptions, ZeroOptions } from './types.ts';
 
@@ -23,6 +24,10 @@ export interface StoreOptions {
   syncIntervalMs?: number;
   /** How often background sweeping and compaction run; 0 disables them. Default 10 s. */
   maintenanceIntervalMs?: number;
+  /** Longest a durable record waits for its batch to fill before the index absorbs it. Default 1 s. */
+  applyDelayMs?: number;
+  /** Whether batches of writes go into the index on the index writer's thread. Default true. */
+  indexWriter?: boolean;
 }
 
 /** Space figures of a store. */
@@ -95,7 +100,7 @@ const zeroBlocksPerRecordMax = 2 ** 31;
  * half as much per write as many small ones.
  */
 const APPLY_BATCH_BLOCKS = 65536;
-/** Longest a durable record waits in the overlay for a batch to fill. */
+/** Longest a durable record waits in the overlay for a batch to fill (StoreOptions.applyDelayMs). */
 const APPLY_DELAY_MS = 1000;
 /** Wait before applying again after an index transaction failed (e.g. the file system was full). */
 const APPLY_RETRY_MS = 1000;
@@ -129,6 +134,13 @@ export class Store {
   private applyQueueBlocks = 0;
   private applyTimer: NodeJS.Timeout | null = null;
   private applyImmediate = false;
+  private applyDelayMs = APPLY_DELAY_MS;
+  /** The thread that writes batches of writes into the index, once recovery is over. */
+  private writer: IndexWriter | null = null;
+  /** The batch the index writer is committing; nothing else changes the index's blocks meanwhile. */
+  private applying: Promise<void> | null = null;
+  /** @internal Batches the index writer committed (tests check the path is taken). */
+  offThreadApplies = 0;
   private openVolumes = new Map<string, number>();
   private locks = new Map<string, Promise<void>>();
   /**
@@ -164,6 +176,8 @@ export class Store {
     const index = new BlockIndex(path.join(opts.dir, 'index'));
     const store = new Store(opts.dir, log, index);
     await store.recover();
+    store.applyDelayMs = opts.applyDelayMs ?? APPLY_DELAY_MS;
+    if (opts.indexWriter ?? true) store.writer = new IndexWriter(path.join(opts.dir, 'index'));
     log.onDurable = (appends) => store.enqueueApply(appends);
     const syncMs = opts.syncIntervalMs ?? 200;
     store.timers.push(setInterval(() => store.backgroundSync(), syncMs).unref());
@@ -503,8 +517,15 @@ export class Store {
   }
 
   /** Space figures; durable records still waiting for the index are absorbed first, so they count. */
-  stats(): StoreStats {
-    if (!this.closed) this.applyInBackground();
+  async stats(): Promise<StoreStats> {
+    await this.applyIdle();
+    if (!this.closed) {
+      try {
+        this.applyNow();
+      } catch {
+        // Queued again with a retry timer; the figures then leave those records out.
+      }
+    }
     let liveBytes = 0;
     for (const v of this.live.values()) liveBytes += v;
     return { logBytes: this.log.totalBytes(), liveBytes, segments: this.log.segmentIds().length };
@@ -516,11 +537,13 @@ export class Store {
     for (const t of this.timers) clearInterval(t);
     if (this.maintenance) await this.maintenance.catch(() => {});
     await this.log.sync().catch(() => {});
+    await this.applyIdle();
     try {
       this.applyNow();
     } catch {
       // The records stay in the log; the next open replays them into the index.
     }
+    await this.writer?.close();
     this.log.close();
     await this.index.close();
   }
@@ -814,7 +837,7 @@ export class Store {
         this.applyInBackground();
       });
     } else if (this.applyTimer === null && !this.closed) {
-      this.applyTimer = setTimeout(this.applyInBackground, APPLY_DELAY_MS);
+      this.applyTimer = setTimeout(this.applyInBackground, this.applyDelayMs);
       this.applyTimer.unref();
     }
   }
@@ -825,6 +848,7 @@ export class Store {
    * the overlay, and are tried again later; the error is rethrown.
    */
   private applyNow(): void {
+    assert.ok(this.applying === null, 'no batch is in the index writer');
     if (this.applyTimer !== null) {
       clearTimeout(this.applyTimer);
       this.applyTimer = null;
@@ -848,14 +872,135 @@ export class Store {
     for (const a of batch) this.removeFromOverlay(a);
   }
 
-  /** applyNow() from a timer: a failure is retried (see applyNow), never thrown into the loop. */
+  /** Waits until no batch is in the index writer. */
+  private async applyIdle(): Promise<void> {
+    while (this.applying) await this.applying;
+  }
+
+  /**
+   * Applies the queued records from a timer: a batch of writes on the index writer's thread,
+   * anything else (zeroes, trims, relocations) here. A failure is retried (see applyNow), never
+   * thrown into the loop.
+   */
   private readonly applyInBackground = (): void => {
+    // A batch in the writer starts the next when it completes; close() applies what is left.
+    if (this.applying || this.closed) return;
     try {
-      this.applyNow();
+      if (!this.applyOffThread()) this.applyNow();
     } catch {
       // Queued again with a retry timer; the next flush, compaction or close tries too.
     }
   };
+
+  /**
+   * Plans the queued records into index changes and has the index writer commit them; false if
+   * this batch is not for it (no writer, or records other than writes). Until the writer has
+   * answered, the records stay in the overlay, so reads see them; then the in-memory state (head
+   * cache, counters, applied position) takes the batch at once. Should the transaction fail, the
+   * records are queued again, as with applyNow.
+   */
+  private applyOffThread(): boolean {
+    const writer = this.writer;
+    if (!writer?.usable || !this.applyQueue.length) return false;
+    if (this.applyQueue.some((a) => a.header.type !== RecordType.WRITE)) return false;
+    const plan = new ApplyPlan();
+    const delta = new Map<number, number>();
+    const add = (seg: number, n: number) => delta.set(seg, (delta.get(seg) ?? 0) + n);
+    let seqMax = this.seqNext - 1;
+    for (const a of this.applyQueue) {
+      const h = a.header;
+      if (h.seq > seqMax) seqMax = h.seq;
+      if (!this.branches.has(h.branch)) continue; // the branch died since
+      if (!this.planWrite(plan, h, a.segment, a.offset, add)) return false;
+    }
+    if (this.applyTimer !== null) {
+      clearTimeout(this.applyTimer);
+      this.applyTimer = null;
+    }
+    const batch = this.applyQueue;
+    const blocks = this.applyQueueBlocks;
+    this.applyQueue = [];
+    this.applyQueueBlocks = 0;
+    const last = batch[batch.length - 1];
+    const end = { segment: last.segment, offset: last.end };
+    const applied = comparePositions(end, this.applied) > 0 ? end : this.applied;
+    const counters: [number, number][] = [];
+    for (const [seg, n] of delta) {
+      const v = (this.live.get(seg) ?? 0) + n;
+      assert.ok(v >= 0, `live bytes of segment ${seg} stay non-negative`);
+      counters.push([seg, v]);
+    }
+    const ops = plan.ops();
+    this.applying = writer.write(ops, applied, seqMax + 1, counters).then(
+      () => {
+        this.offThreadApplies++;
+        this.index.cacheCommitted(ops);
+        this.applied = applied;
+        for (const [seg, v] of counters) this.live.set(seg, v);
+        if (seqMax + 1 > this.seqNext) this.seqNext = seqMax + 1;
+        for (const a of batch) this.removeFromOverlay(a);
+      },
+      () => {
+        // Nothing was committed: the records go back to the front of the queue, and are tried
+        // again later (through the writer, or here should it have failed).
+        this.applyQueue = batch.concat(this.applyQueue);
+        this.applyQueueBlocks += blocks;
+        if (this.applyTimer === null && !this.closed) {
+          this.applyTimer = setTimeout(this.applyInBackground, APPLY_RETRY_MS);
+          this.applyTimer.unref();
+        }
+      },
+    ).finally(() => {
+      this.applying = null;
+      if (this.closed || this.applyTimer !== null || !this.applyQueue.length) return;
+      if (this.applyQueueBlocks >= APPLY_BATCH_BLOCKS) setImmediate(this.applyInBackground);
+      else {
+        this.applyTimer = setTimeout(this.applyInBackground, this.applyDelayMs);
+        this.applyTimer.unref();
+      }
+    });
+    return true;
+  }
+
+  /**
+   * Adds a WRITE record's versions to the plan: each block's new version, and the removal of the
+   * version it supersedes unless a viewpoint still reads that one. A version planned earlier in
+   * the batch and superseded within it is never written at all. False if the index holds a
+   * version newer than the record (records come in seq order, so it cannot; should the index on
+   * disk say otherwise, the batch goes through applyNow, which asks it exactly).
+   */
+  private planWrite(plan: ApplyPlan, h: RecordHeader, segment: number, offset: number, add: (seg: number, n: number) => void): boolean {
+    const views = this.viewpoints(h.branch);
+    // A version nothing can ever read (its branch lost its head since) is not indexed at all.
+    if (!views.length || views[views.length - 1] < h.seq) return true;
+    const end = h.blockStart + h.blockCount;
+    const planned = plan.branch(h.branch);
+    // The version each block had before this record: planned in this batch, or in the index.
+    const prevs: Map<number, Entry> | null = this.newestBefore(h);
+    if (prevs === null) return false;
+    for (let b = h.blockStart; b < end; b++) {
+      const p = planned.get(b);
+      if (p !== undefined) prevs.set(b, p.e);
+    }
+    const dataOffset = offset + Format.recordHeaderBytes;
+    for (let i = 0; i < h.blockCount; i++) {
+      const block = h.blockStart + i;
+      const e: Entry = { seq: h.seq, kind: EntryKind.DATA, mask: i === 0 ? h.maskFirst : i === h.blockCount - 1 ? h.maskLast : FULL_MASK, segment, offset: dataOffset + i * BS };
+      const prev = prevs.get(block);
+      const drop = prev !== undefined && !this.seenBetween(h.branch, prev.seq, h.seq);
+      if (drop) e.mask |= prev.mask;
+      const put: PlannedPut = { e, cancelled: false };
+      plan.puts.push({ branch: h.branch, block, put });
+      add(segment, BS);
+      const before = planned.get(block);
+      planned.set(block, put);
+      if (!drop) continue;
+      if (before !== undefined && before.e === prev) before.cancelled = true;
+      else plan.removes.push({ branch: h.branch, block, seq: prev.seq, put: null });
+      if (prev.kind === EntryKind.DATA) add(prev.segment, -BS);
+    }
+    return true;
+  }
 
   /**
    * Applies records, in log order, to the index in one transaction that also records how far the
@@ -891,6 +1036,24 @@ export class Store {
     if (seqMax + 1 > this.seqNext) this.seqNext = seqMax + 1;
   }
 
+  /**
+   * The newest indexed version of each block a record covers: records are applied in seq order,
+   * so it is the one before the record, and the head cache has it without an LMDB cursor. Null
+   * if the index holds a version as new as the record (it cannot, but the index is on disk).
+   */
+  private newestBefore(h: RecordHeader): Map<number, Found> | null {
+    const prevs = new Map<number, Found>();
+    let newer = false;
+    this.index.scanLatest(h.branch, h.blockStart, h.blockStart + h.blockCount, Infinity, (f) => {
+      if (f.seq >= h.seq) {
+        newer = true;
+        return false;
+      }
+      prevs.set(f.block, f);
+    });
+    return newer ? null : prevs;
+  }
+
   private applyVersions(h: RecordHeader, segment: number, offset: number, add: (seg: number, n: number) => void): void {
     const views = this.viewpoints(h.branch);
     // A version nothing can ever read (its branch lost its head since) is not indexed at all.
@@ -898,24 +1061,12 @@ export class Store {
     const kind: EntryKindValue = h.type === RecordType.WRITE ? EntryKind.DATA : h.type === RecordType.ZERO ? EntryKind.ZERO : EntryKind.HOLE;
     const end = h.blockStart + h.blockCount;
     // The version each block had before this record: superseded now, and dropped unless a
-    // viewpoint still reads it.
-    const prevs = new Map<number, Found>();
-    // Records are applied in seq order, so the newest indexed version is the one before this
-    // record: the head cache has it without an LMDB cursor. Should a newer one show up (it
-    // cannot, but the index is on disk), the scan falls back to the exact query.
-    let newer = false;
-    this.index.scanLatest(h.branch, h.blockStart, end, Infinity, (f) => {
-      if (f.seq >= h.seq) {
-        newer = true;
-        return false;
-      }
-      prevs.set(f.block, f);
-    });
-    if (newer) {
-      prevs.clear();
-      this.index.scanLatest(h.branch, h.blockStart, end, h.seq - 1, (f) => {
-        prevs.set(f.block, f);
-      });
+    // viewpoint still reads it. Should the index hold a newer one (see newestBefore), the exact
+    // query finds it.
+    let prevs = this.newestBefore(h);
+    if (prevs === null) {
+      const exact = (prevs = new Map());
+      this.index.scanLatest(h.branch, h.blockStart, end, h.seq - 1, (f) => void exact.set(f.block, f));
     }
     const place = (block: number, e: Entry) => {
       const prev = prevs.get(block);
@@ -982,6 +1133,7 @@ export class Store {
   private async maintain(opts: { compactBelow: number }): Promise<CompactStats> {
     const stats: CompactStats = { segmentsRemoved: 0, bytesReclaimed: 0, bytesRewritten: 0 };
     await this.log.sync();
+    await this.applyIdle();
     this.applyNow();
     while (this.sweepQueue.size) {
       const [[branch, after]] = this.sweepQueue;
@@ -997,6 +1149,7 @@ export class Store {
       stats.bytesRewritten += await this.relocate(id);
     }
     await this.log.sync();
+    await this.applyIdle();
     this.applyNow();
     const dropped = await this.dropDeadSegments();
     stats.segmentsRemoved = dropped.count;
@@ -1017,6 +1170,8 @@ export class Store {
     let from = runs[0]?.[0] ?? 0;
     while (run < runs.length) {
       const delta = new Map<number, number>();
+      // The index writer's batch changes versions and counters this pass reads.
+      await this.applyIdle();
       // Read anew each pass: a snapshot taken while this sweep yielded reads what it reads.
       const views = this.viewpoints(branch);
       this.index.transaction(() => {
@@ -1060,6 +1215,7 @@ export class Store {
       await new Promise((r) => setImmediate(r));
     }
     if (!this.viewpoints(branch).length) {
+      await this.applyIdle();
       // Nothing reads this branch: it is gone, and so is its hold on its parent.
       const meta = this.branches.get(branch)!;
       this.index.transaction(() => this.index.meta.removeSync(`branch/${branch}`));
@@ -1333,5 +1489,41 @@ class StoreVolume implements Volume {
     if (this.closed) return;
     this.closed = true;
     this.store.releaseVolume(this.disk, this.snapshot);
+  }
+}
+
+/** A new version planned for the index; cancelled when a later record of the batch drops it. */
+interface PlannedPut {
+  e: Entry;
+  cancelled: boolean;
+}
+
+/**
+ * The index changes of a batch of WRITE records, for the index writer. A block written twice in
+ * the batch gets one version, not a put and a remove.
+ */
+class ApplyPlan {
+  puts: { branch: number; block: number; put: PlannedPut }[] = [];
+  removes: IndexOp[] = [];
+  /** branch → block → its newest planned version. */
+  private newest = new Map<number, Map<number, PlannedPut>>();
+
+  branch(branch: number): Map<number, PlannedPut> {
+    let m = this.newest.get(branch);
+    if (!m) this.newest.set(branch, (m = new Map()));
+    return m;
+  }
+
+  /**
+   * The changes: every put, then every remove, so that in the head cache a block's new version
+   * goes in before its old one leaves, and the cache moves on to it instead of dropping the
+   * chunk. (Sorting them into key order made LMDB's part faster, but that part now runs on the
+   * writer's thread, and the sort cost the event loop more than it saved there.)
+   */
+  ops(): IndexOp[] {
+    const ops: IndexOp[] = [];
+    for (const p of this.puts) if (!p.put.cancelled) ops.push({ branch: p.branch, block: p.block, seq: p.put.e.seq, put: p.put.e });
+    for (const r of this.removes) ops.push(r);
+    return ops;
   }
 }

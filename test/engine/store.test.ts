@@ -159,13 +159,13 @@ test('deleting a snapshot frees its space once compacted', async () => {
       await s.createSnapshot('d', 'snap');
       for (let i = 0; i < 8; i++) await v.write(i * MiB, Buffer.alloc(MiB, 2));
       await s.compact();
-      assert.equal(s.stats().liveBytes, 16 * MiB, 'the snapshot holds the old data');
-      const before = s.stats().logBytes;
+      assert.equal((await s.stats()).liveBytes, 16 * MiB, 'the snapshot holds the old data');
+      const before = (await s.stats()).logBytes;
       await s.deleteSnapshot('d', 'snap');
       const stats = await s.compact();
-      assert.equal(s.stats().liveBytes, 8 * MiB);
+      assert.equal((await s.stats()).liveBytes, 8 * MiB);
       assert.ok(stats.bytesReclaimed >= 7 * MiB, `reclaimed ${stats.bytesReclaimed}`);
-      assert.ok(s.stats().logBytes <= before - 7 * MiB, `log ${s.stats().logBytes} was ${before}`);
+      assert.ok((await s.stats()).logBytes <= before - 7 * MiB, `log ${(await s.stats()).logBytes} was ${before}`);
       assert.ok((await v.read(0, 8 * MiB)).every((x) => x === 2));
       v.close();
     },
@@ -184,10 +184,10 @@ test('deleting the newest snapshot of a line left by a revert frees what only it
     await s.createSnapshot('d', 'b');
     await s.revertDisk('d', 'a');
     await s.compact();
-    assert.equal(s.stats().liveBytes, 2 * MiB);
+    assert.equal((await s.stats()).liveBytes, 2 * MiB);
     await s.deleteSnapshot('d', 'b'); // no viewpoint above b on the old line: sweep what is newer than a
     await s.compact();
-    assert.equal(s.stats().liveBytes, MiB);
+    assert.equal((await s.stats()).liveBytes, MiB);
     assert.ok((await v.read(0, MiB)).every((x) => x === 1));
     v.close();
   });
@@ -213,10 +213,10 @@ test('compaction rewrites the live part of mostly-dead segments and drops them',
       }
       await v.flush();
       await new Promise((r) => setTimeout(r, 100)); // the index absorbs the synced log
-      const before = s.stats();
+      const before = await s.stats();
       assert.equal(before.liveBytes, 8 << 20);
       const stats = await s.compact();
-      const after = s.stats();
+      const after = await s.stats();
       assert.ok(stats.bytesRewritten > 0 || stats.segmentsRemoved > 0, JSON.stringify(stats));
       assert.ok(after.logBytes < before.logBytes, `log shrank: ${before.logBytes} → ${after.logBytes}`);
       assert.ok((await v.read(0, 8 << 20)).equals(model));
@@ -326,12 +326,12 @@ test('a reopened store replays only the log tail its index had not absorbed', as
     s = await Store.open({ dir, maintenanceIntervalMs: 0 });
     assert.equal(s.recovery.recordsReplayed, 0, 'a clean close leaves nothing to replay');
     // Restarts without writes leave no empty segments behind.
-    const segments = s.stats().segments;
+    const segments = (await s.stats()).segments;
     for (let i = 0; i < 3; i++) {
       await s.close();
       s = await Store.open({ dir, maintenanceIntervalMs: 0 });
     }
-    assert.equal(s.stats().segments, segments);
+    assert.equal((await s.stats()).segments, segments);
     v = s.openVolume('d');
     for (let i = 0; i < 64; i++) assert.equal((await v.read(i << 20, 1))[0], i + 1);
     v.close();

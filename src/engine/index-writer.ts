@@ -44,12 +44,13 @@ export class IndexWriter {
 
   constructor(indexPath: string) {
     this.worker = new Worker(new URL('./index-writer-thread.ts', import.meta.url), { workerData: { path: indexPath } });
-    // The store closes the writer; an idle writer must not keep the process alive.
+    // The store closes the writer; an idle one must not keep the process alive.
     this.worker.unref();
     this.worker.on('message', (r: WriterReply) => {
       const w = this.waiting.get(r.id);
       if (!w) return;
       this.waiting.delete(r.id);
+      if (!this.waiting.size) this.worker.unref();
       if (r.ok) w.resolve();
       else w.reject(Object.assign(new Error(r.message), { code: r.code }));
     });
@@ -92,6 +93,8 @@ export class IndexWriter {
     const req: WriterRequest = { id, keys: keys.buffer as ArrayBuffer, values: values.buffer as ArrayBuffer, puts: flags.buffer, applied, seqNext, segments };
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
+      // A batch in flight keeps the process alive until it is committed.
+      this.worker.ref();
       this.worker.postMessage(req, [req.keys, req.values, req.puts]);
     });
   }
@@ -100,6 +103,8 @@ export class IndexWriter {
   async close(): Promise<void> {
     if (this.failure) return;
     const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
+    // Unreferenced, the thread would not keep the process alive while this waits for it.
+    this.worker.ref();
     this.worker.postMessage('close');
     await exited;
   }

@@ -902,7 +902,7 @@ export class Store {
   private applyOffThread(): boolean {
     const writer = this.writer;
     if (!writer?.usable || !this.applyQueue.length) return false;
-    if (this.applyQueue.some((a) => a.header.type !== RecordType.WRITE)) return false;
+    if (this.applyQueue.some((a) => a.header.type !== RecordType.WRITE && a.header.type !== RecordType.RELOCATE)) return false;
     const plan = new ApplyPlan();
     const delta = new Map<number, number>();
     const add = (seg: number, n: number) => delta.set(seg, (delta.get(seg) ?? 0) + n);
@@ -911,7 +911,8 @@ export class Store {
       const h = a.header;
       if (h.seq > seqMax) seqMax = h.seq;
       if (!this.branches.has(h.branch)) continue; // the branch died since
-      if (!this.planWrite(plan, h, a.segment, a.offset, add)) return false;
+      if (h.type === RecordType.RELOCATE) this.planRelocate(plan, h, a.segment, a.offset, add);
+      else if (!this.planWrite(plan, h, a.segment, a.offset, add)) return false;
     }
     if (this.applyTimer !== null) {
       clearTimeout(this.applyTimer);
@@ -963,6 +964,32 @@ export class Store {
   }
 
   /**
+   * Adds a RELOCATE record to the plan: each block whose version the record copied is still in
+   * the index, and not dropped earlier in the batch, points at the copy. A version that is its
+   * block's newest becomes the newest planned one, so that a later write in the batch that drops
+   * it removes it from the index (see planWrite).
+   */
+  private planRelocate(plan: ApplyPlan, h: RecordHeader, segment: number, offset: number, add: (seg: number, n: number) => void): void {
+    const planned = plan.branch(h.branch);
+    const newestSeq = new Map<number, number>();
+    this.index.scanLatest(h.branch, h.blockStart, h.blockStart + h.blockCount, Infinity, (f) => void newestSeq.set(f.block, f.seq));
+    const dataOffset = offset + Format.recordHeaderBytes;
+    for (let i = 0; i < h.blockCount; i++) {
+      const block = h.blockStart + i;
+      if (plan.removed(h.branch, block, h.seq)) continue; // died earlier in this batch
+      const e = this.index.get(h.branch, block, h.seq);
+      if (!e || e.kind !== EntryKind.DATA) continue; // died since the compactor copied it
+      add(e.segment, -BS);
+      const moved: Entry = { ...e, segment, offset: dataOffset + i * BS };
+      add(segment, BS);
+      const put: PlannedPut = { e: moved, cancelled: false, indexed: true };
+      plan.puts.push({ branch: h.branch, block, put });
+      const newer = planned.get(block);
+      if ((newer === undefined || newer.e.seq <= h.seq) && newestSeq.get(block) === h.seq) planned.set(block, put);
+    }
+  }
+
+  /**
    * Adds a WRITE record's versions to the plan: each block's new version, and the removal of the
    * version it supersedes unless a viewpoint still reads that one. A version planned earlier in
    * the batch and superseded within it is never written at all. False if the index holds a
@@ -989,14 +1016,17 @@ export class Store {
       const prev = prevs.get(block);
       const drop = prev !== undefined && !this.seenBetween(h.branch, prev.seq, h.seq);
       if (drop) e.mask |= prev.mask;
-      const put: PlannedPut = { e, cancelled: false };
+      const put: PlannedPut = { e, cancelled: false, indexed: false };
       plan.puts.push({ branch: h.branch, block, put });
       add(segment, BS);
       const before = planned.get(block);
       planned.set(block, put);
       if (!drop) continue;
-      if (before !== undefined && before.e === prev) before.cancelled = true;
-      else plan.removes.push({ branch: h.branch, block, seq: prev.seq, put: null });
+      if (before !== undefined && before.e === prev) {
+        before.cancelled = true;
+        // A relocated version is in the index already: it goes, where a new one is never put.
+        if (before.indexed) plan.remove(h.branch, block, prev.seq);
+      } else plan.remove(h.branch, block, prev.seq);
       if (prev.kind === EntryKind.DATA) add(prev.segment, -BS);
     }
     return true;
@@ -1492,21 +1522,38 @@ class StoreVolume implements Volume {
   }
 }
 
-/** A new version planned for the index; cancelled when a later record of the batch drops it. */
+/**
+ * A version planned for the index: a new one, or (indexed) one already there that a relocation
+ * moves. Cancelled when a later record of the batch drops it.
+ */
 interface PlannedPut {
   e: Entry;
   cancelled: boolean;
+  indexed: boolean;
 }
 
 /**
- * The index changes of a batch of WRITE records, for the index writer. A block written twice in
- * the batch gets one version, not a put and a remove.
+ * The index changes of a batch of WRITE and RELOCATE records, for the index writer. A block
+ * written twice in the batch gets one version, not a put and a remove.
  */
 class ApplyPlan {
   puts: { branch: number; block: number; put: PlannedPut }[] = [];
   removes: IndexOp[] = [];
   /** branch → block → its newest planned version. */
   private newest = new Map<number, Map<number, PlannedPut>>();
+  /** `branch:block:seq` of the removals, made once a relocation asks (see removed()). */
+  private removedKeys: Set<string> | null = null;
+
+  remove(branch: number, block: number, seq: number): void {
+    this.removes.push({ branch, block, seq, put: null });
+    this.removedKeys?.add(`${branch}:${block}:${seq}`);
+  }
+
+  /** Whether the batch removes this version (asked for relocations only). */
+  removed(branch: number, block: number, seq: number): boolean {
+    if (this.removedKeys === null) this.removedKeys = new Set(this.removes.map((r) => `${r.branch}:${r.block}:${r.seq}`));
+    return this.removedKeys.has(`${branch}:${block}:${seq}`);
+  }
 
   branch(branch: number): Map<number, PlannedPut> {
     let m = this.newest.get(branch);

@@ -12,6 +12,9 @@ function tmp(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-model-'));
 }
 
+/** Batches the index writer committed, over all seeds. */
+let writerBatches = 0;
+
 /** One seeded random history of writes, zeroes, trims, snapshots, clones, reverts, deletes, reopens. */
 async function runSeed(seed: number, steps: number): Promise<void> {
   const r = rng(seed);
@@ -145,7 +148,7 @@ async function runSeed(seed: number, steps: number): Promise<void> {
     }
     await check('the end');
     await compactAndCompare('final compact');
-    assert.ok(offThreadApplies + store.offThreadApplies > 0, `seed ${seed}: no batch went through the index writer`);
+    writerBatches += offThreadApplies + store.offThreadApplies;
   } finally {
     for (const v of vols.values()) v.close();
     await store.close();
@@ -161,3 +164,9 @@ for (let i = 0; i < seeds; i++) {
     await runSeed(seed, 200);
   });
 }
+
+// Whether a batch goes to the writer depends on timing (a batch holding a zero or trim does not),
+// so this is asked of all the seeds together, not of each.
+test('the model histories sent batches through the index writer', () => {
+  assert.ok(writerBatches > 0, 'no batch went through the index writer');
+});

@@ -266,7 +266,7 @@ function setSlot(chunk: Chunk, i: number, e: Entry): void {
 }
 
 /** A failed index transaction as the engine reports it: a full file system is ENGINE_NO_SPACE. */
-export function indexError(err: unknown): unknown {
+function indexError(err: unknown): unknown {
   if (err instanceof EngineError) return err;
   const e = err as { code?: unknown; message?: unknown } | null;
   // lmdb-js reports the errno as a number (28 is ENOSPC on Linux) with the C library's message.

@@ -26,8 +26,6 @@ export interface StoreOptions {
   maintenanceIntervalMs?: number;
   /** Longest a durable record waits for its batch to fill before the index absorbs it. Default 1 s. */
   applyDelayMs?: number;
-  /** Whether batches of writes go into the index on the index writer's thread. Default true. */
-  indexWriter?: boolean;
 }
 
 /** Space figures of a store. */
@@ -177,7 +175,7 @@ export class Store {
     const store = new Store(opts.dir, log, index);
     await store.recover();
     store.applyDelayMs = opts.applyDelayMs ?? APPLY_DELAY_MS;
-    if (opts.indexWriter ?? true) store.writer = new IndexWriter(path.join(opts.dir, 'index'));
+    store.writer = new IndexWriter(path.join(opts.dir, 'index'));
     log.onDurable = (appends) => store.enqueueApply(appends);
     const syncMs = opts.syncIntervalMs ?? 200;
     store.timers.push(setInterval(() => store.backgroundSync(), syncMs).unref());
@@ -878,8 +876,8 @@ export class Store {
   }
 
   /**
-   * Applies the queued records from a timer: a batch of writes on the index writer's thread,
-   * anything else (zeroes, trims, relocations) here. A failure is retried (see applyNow), never
+   * Applies the queued records from a timer: a batch of writes and relocations on the index
+   * writer's thread, one holding zeroes or trims here. A failure is retried (see applyNow), never
    * thrown into the loop.
    */
   private readonly applyInBackground = (): void => {
@@ -894,7 +892,7 @@ export class Store {
 
   /**
    * Plans the queued records into index changes and has the index writer commit them; false if
-   * this batch is not for it (no writer, or records other than writes). Until the writer has
+   * this batch is not for it (no writer, or records other than writes and relocations). Until the writer has
    * answered, the records stay in the overlay, so reads see them; then the in-memory state (head
    * cache, counters, applied position) takes the batch at once. Should the transaction fail, the
    * records are queued again, as with applyNow.

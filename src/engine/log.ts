@@ -105,11 +105,7 @@ function after(bufs: Buffer[], skip: number): Buffer[] {
   return [bufs[i].subarray(skip), ...bufs.slice(i + 1)];
 }
 
-/**
- * pwritevAll on the calling thread: for a small batch the thread pool's hand-off (a wake-up there
- * and a completion back) costs more than the write itself, and adds latency to every request
- * waiting on it. Measured with fio 4k random writes at queue depth 16: about a fifth more IOPS.
- */
+/** pwritevAll on the calling thread (see LoopIoGate). */
 function pwritevAllSync(fd: number, bufs: Buffer[], position: number): Promise<void> {
   try {
     const total = byteLength(bufs);
@@ -121,20 +117,41 @@ function pwritevAllSync(fd: number, bufs: Buffer[], position: number): Promise<v
 }
 
 /**
- * Reads up to this size are made on the event loop's thread while they come from the page cache
- * (microseconds): handing each to the thread pool cost more than the read (fio 4k random reads at
- * queue depth 16: 27k IOPS through the pool, 36–50k on the loop). A read that took longer than SYNC_READ_SLOW_MS went to the disk, and
- * sends reads to the pool for SYNC_READ_PAUSE_MS, so an uncached disk never stalls the loop long.
+ * Whether small I/O is done on the event loop's own thread. From the page cache it takes
+ * microseconds, while the thread pool's hand-off and completion cost more and delay every request
+ * waiting on it (fio at queue depth 16: 4k random reads 27k IOPS through the pool, 36–50k on the
+ * loop; 4k random writes about a fifth more). One that takes longer than `slowMs` went to the disk
+ * (a read not cached, a write throttled by writeback): I/O then goes to the pool for `pauseMs`, so
+ * the loop never waits on the disk long.
  */
-const SYNC_READ_BYTES_MAX = 64 * 1024;
-const SYNC_READ_SLOW_MS = 1;
-const SYNC_READ_PAUSE_MS = 1000;
-/** Batches up to this size are written on the event loop's thread (see pwritevAllSync). */
-const SYNC_WRITE_BYTES_MAX = 128 * 1024;
-/** A write on the event loop's thread that takes longer than this… */
-const SYNC_WRITE_SLOW_MS = 2;
-/** …sends writes to the thread pool for this long. */
-const SYNC_WRITE_PAUSE_MS = 1000;
+class LoopIoGate {
+  private pausedUntil = 0;
+  private readonly bytesMax: number;
+  private readonly slowMs: number;
+  private readonly pauseMs: number;
+
+  constructor(bytesMax: number, slowMs: number, pauseMs: number) {
+    this.bytesMax = bytesMax;
+    this.slowMs = slowMs;
+    this.pauseMs = pauseMs;
+  }
+
+  /** Whether I/O of this size goes on the loop now. */
+  allows(bytes: number): boolean {
+    return bytes <= this.bytesMax && performance.now() >= this.pausedUntil;
+  }
+
+  /** Runs `io` on the loop, timing it. */
+  run<T>(io: () => T): T {
+    const t0 = performance.now();
+    try {
+      return io();
+    } finally {
+      const took = performance.now() - t0;
+      if (took > this.slowMs) this.pausedUntil = t0 + took + this.pauseMs;
+    }
+  }
+}
 
 function pwritev(fd: number, bufs: Buffer[], position: number): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -330,10 +347,10 @@ export class WriteLog {
   private ready: Batch[] = [];
   /** pwritevs in flight. */
   private writing = 0;
-  /** Until when small batches go to the thread pool too (after a slow write on the event loop). */
-  private syncWritesPausedUntil = 0;
-  /** Until when small reads go to the thread pool too (after a slow read on the event loop). */
-  private syncReadsPausedUntil = 0;
+  /** Reads up to 64 KiB on the loop (larger ones copy in parallel with the loop's work on the pool). */
+  private readonly loopReads = new LoopIoGate(64 * 1024, 1, 1000);
+  /** Batches up to 128 KiB (random 4 KiB writes make batches of a few records) on the loop. */
+  private readonly loopWrites = new LoopIoGate(128 * 1024, 2, 1000);
   private kickScheduled = false;
 
   private readonly kick = (): void => {
@@ -356,15 +373,7 @@ export class WriteLog {
 
   private issue(b: Batch): void {
     this.writing++;
-    let io: Promise<void>;
-    if (b.bytes <= SYNC_WRITE_BYTES_MAX && performance.now() >= this.syncWritesPausedUntil) {
-      const t0 = performance.now();
-      io = pwritevAllSync(b.seg.fd, b.bufs, b.offset);
-      const took = performance.now() - t0;
-      // The page cache usually takes a small batch in microseconds; a slow one means writeback
-      // is throttling this process, and that must not stall the event loop: use the pool a while.
-      if (took > SYNC_WRITE_SLOW_MS) this.syncWritesPausedUntil = t0 + took + SYNC_WRITE_PAUSE_MS;
-    } else io = pwritevAll(b.seg.fd, b.bufs, b.offset);
+    const io = this.loopWrites.allows(b.bytes) ? this.loopWrites.run(() => pwritevAllSync(b.seg.fd, b.bufs, b.offset)) : pwritevAll(b.seg.fd, b.bufs, b.offset);
     io.then(
       () => {
         this.writing--;
@@ -465,13 +474,7 @@ export class WriteLog {
     if (!seg) throw new EngineError(EngineErrorCode.CORRUPT, `Index points into missing log segment ${segment}`);
     let n: number;
     try {
-      if (out.length <= SYNC_READ_BYTES_MAX && performance.now() >= this.syncReadsPausedUntil) {
-        const t0 = performance.now();
-        n = fs.readSync(seg.fd, out, 0, out.length, offset);
-        const took = performance.now() - t0;
-        // A slow read went to the disk: the data is not cached, so reads use the pool a while.
-        if (took > SYNC_READ_SLOW_MS) this.syncReadsPausedUntil = t0 + took + SYNC_READ_PAUSE_MS;
-      } else n = await pread(seg.fd, out, offset);
+      n = this.loopReads.allows(out.length) ? this.loopReads.run(() => fs.readSync(seg.fd, out, 0, out.length, offset)) : await pread(seg.fd, out, offset);
     } catch (err) {
       throw ioError(err, 'reading the write log');
     }

@@ -48,7 +48,13 @@ if (missing.length > 0) {
 }
 
 /** Wall time of an async step, in seconds. */
+/**
+ * Times one step. Each starts with no dirty data waiting for writeback (`sync` first): the steps
+ * before it (copying the image into the node, another tool's restore into the page cache) would
+ * otherwise write back during it, and slow whichever tool happens to come next.
+ */
 async function timed(what: string, fn: () => Promise<unknown>): Promise<number> {
+  await runOk('sync', []);
   const t0 = performance.now();
   await fn();
   const s = (performance.now() - t0) / 1000;

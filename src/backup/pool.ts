@@ -4,7 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { startThread } from '../util/thread.ts';
 import type { Keys, SealedBlob } from './crypto.ts';
 import { BackupError, type BackupErrorCodeValue } from './errors.ts';
 import type { PackEntry } from './format.ts';
@@ -106,7 +107,7 @@ export class WorkerPool {
     // noise for a knee and left one worker hashing while the other idled.
     this.busy = new AdaptiveLimiter({ min: Math.max(1, Math.min(n, options.busyMin ?? n)), max: n, initial: n, now: options.now });
     for (let i = 0; i < n; i++) {
-      const w = new Worker(new URL('./worker.ts', import.meta.url), { workerData: { encKey: keys.encKey, idKey: keys.idKey } });
+      const w = startThread(new URL('./worker.ts', import.meta.url), { workerData: { encKey: keys.encKey, idKey: keys.idKey } });
       w.unref();
       w.on('message', (msg: { seq: number; result?: any; error?: { code: BackupErrorCodeValue; message: string } }) => {
         const task = this.running[i];

@@ -460,6 +460,11 @@ export async function backupFile(ctx: { repo: Repository; cache: IndexCache; poo
         // the budget waits for both (a budget smaller than readsMax batches would deadlock).
         let next = 0;
         let failed: unknown = null;
+        // The file catalog, from the filesystem metadata of the image, is built on this thread
+        // while the chunks are read and sealed on the workers (after them, the workers idled
+        // through it: about a second of a 2 GiB image's backup).
+        const catalogDone = buildCatalog(fileSource(fh, st.size), (plain) => writer.putMetaBlob(plain));
+        catalogDone.catch((err: unknown) => void (failed ??= err)); // stops the reads; awaited below
         let allocating: Promise<unknown> = Promise.resolve();
         const reader = async (): Promise<void> => {
           while (next < writer.chunkCount && failed === null) {
@@ -484,10 +489,9 @@ export async function backupFile(ctx: { repo: Repository; cache: IndexCache; poo
             }),
           ),
         );
+        const catalog = await catalogDone.catch(() => null);
         if (failed !== null) throw failed;
-        // The file catalog, from the filesystem metadata of the image just read.
-        const catalog = await buildCatalog(fileSource(fh, st.size), (plain) => writer.putMetaBlob(plain));
-        const result = await writer.finish({ kind: 'file', name: options.name, source: { path: resolvePath(path) }, catalog: catalog.id, tenant: options.tenant });
+        const result = await writer.finish({ kind: 'file', name: options.name, source: { path: resolvePath(path) }, catalog: catalog!.id, tenant: options.tenant });
         options.onProgress?.(writer.progress());
         return { ...result, writer };
       } catch (err) {

@@ -280,6 +280,27 @@ async function readArchived(repo: Repository, id: string): Promise<ArchiveRecord
   return v;
 }
 
+/**
+ * Reads every archived record of `repo`: how many, and the damaged ones (for verify). A record
+ * that vanished while being read (a prune or archive run meanwhile) is neither.
+ */
+export async function checkArchived(repo: Repository): Promise<{ count: number; damaged: { id: string; error: BackupError }[] }> {
+  const damaged: { id: string; error: BackupError }[] = [];
+  let count = 0;
+  await mapConcurrent(await repo.listIds(archivedPrefix), 16, async (id) => {
+    try {
+      await readArchived(repo, id);
+      count++;
+    } catch (err) {
+      if (err instanceof BackupError && err.code === BackupErrorCode.NOT_FOUND) return;
+      if (!(err instanceof BackupError && err.code === BackupErrorCode.CORRUPT)) throw err;
+      count++;
+      damaged.push({ id, error: err });
+    }
+  });
+  return { count, damaged: damaged.sort((a, b) => a.id.localeCompare(b.id)) };
+}
+
 /** The archived records of `repo` whose id starts with `idOrPrefix`. */
 export async function findArchived(repo: Repository, idOrPrefix: string): Promise<ArchiveRecord[]> {
   checkIdPrefix(idOrPrefix);

@@ -2,6 +2,7 @@
  * `backup verify` (docs/backup.md, "Verify"): structure always; with readData every pack's hash,
  * header and blobs. Every fault names the restore points it affects.
  */
+import { checkArchived } from './archive.ts';
 import { ByteBudget } from './budget.ts';
 import { layout, packPath } from './format.ts';
 import type { WorkerPool } from './pool.ts';
@@ -10,7 +11,7 @@ import { scanIndex, scanMap, scanMarks, scanSnapshots, type MapScan, type Scanne
 
 /** One problem verify found. */
 export interface VerifyFault {
-  /** What is damaged: `restore point <id>`, `index file <id>`, `pack <id>`, `blob <id>`. */
+  /** What is damaged: `restore point <id>`, `archived record <id>`, `index file <id>`, `pack <id>`, `blob <id>`. */
   subject: string;
   message: string;
   /** Ids of the restore points that cannot be restored whole because of it. */
@@ -20,6 +21,8 @@ export interface VerifyFault {
 /** What verify checked and found. */
 export interface VerifyReport {
   restorePoints: number;
+  /** Records of restore points archived out of this repository (where each went). */
+  archivedRecords: number;
   indexFiles: number;
   packs: number;
   /** Packs read in full (with readData). */
@@ -51,6 +54,11 @@ export async function verify(ctx: { repo: Repository; pool: WorkerPool }, option
 
   const { snapshots, damaged: damagedSnapshots } = await scanSnapshots(repo);
   for (const d of damagedSnapshots) faults.push({ subject: `restore point ${d.id}`, message: d.error.message, restorePoints: [d.id] });
+
+  // A damaged archived record loses the way to its restore point's archived copy (and stops
+  // `backup list`); the restore point it names is the one affected.
+  const archived = await checkArchived(repo);
+  for (const d of archived.damaged) faults.push({ subject: `archived record ${d.id}`, message: d.error.message, restorePoints: [d.id] });
 
   const index = await scanIndex(repo);
   const damagedIndexFaults = index.damaged.map((d) => ({ subject: `index file ${d.id}`, message: d.error.message, restorePoints: [] as string[] }));
@@ -148,6 +156,7 @@ export async function verify(ctx: { repo: Repository; pool: WorkerPool }, option
   for (const f of faults) f.restorePoints = [...new Set(f.restorePoints)].sort();
   return {
     restorePoints: snapshots.length + damagedSnapshots.length,
+    archivedRecords: archived.count,
     indexFiles: index.fileIds.length + index.damaged.length,
     packs: index.packs.size,
     packsRead,

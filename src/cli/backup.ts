@@ -299,7 +299,9 @@ export const backupCommands: Command[] = [
       if (ctx.values.json) printJson(ctx.io, report);
       else {
         ctx.io.stdout(
-          `Checked ${report.restorePoints} restore points, ${report.indexFiles} index files, ${report.packs} packs` +
+          `Checked ${report.restorePoints} restore points, ` +
+            (report.archivedRecords > 0 ? `${report.archivedRecords} archived records, ` : '') +
+            `${report.indexFiles} index files, ${report.packs} packs` +
             (ctx.values['read-data'] ? ` (${report.packsRead} read, ${report.blobsChecked} blobs)` : '') +
             (report.unindexedPacks > 0 ? `; ${report.unindexedPacks} packs of interrupted backups await prune` : '') +
             `: ${report.faults.length === 0 ? 'no faults' : `${report.faults.length} faults`}\n`,

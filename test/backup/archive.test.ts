@@ -3,7 +3,7 @@
  * dry run that changes nothing, different passwords, tenants, and reruns after a kill.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DirBackend, IndexCache, Repository, WorkerPool, archiveRestorePoint, backupFile, copiesIn } from '../../src/backup/index.ts';
@@ -235,6 +235,34 @@ test('backup list shows restore points archived out of the repository and where 
   assert.match(lines[2], new RegExp(`^${old.id.slice(0, 8)}  \\S+Z  file  old  .*  here$`));
   assert.match(lines[3], new RegExp(`^${recent.id.slice(0, 8)}  \\S+Z  file  recent  .*  here$`));
   assert.equal(lines.length, 4);
+});
+
+test('backup verify reads every archived record: a damaged one is a fault naming its restore point, and backup list names it', async (t) => {
+  const seed = testSeed(t);
+  const dir = makeTempDir('tessera-archive-verify-');
+  const s = await setUp(dir, [
+    { name: 'older', ageDays: 60, seed },
+    { name: 'recent', ageDays: 1, seed: seed + 1 },
+  ]);
+  const [older] = s.made;
+  const run = await cli(['backup', 'archive', '--repo', s.primaryDir, '--archive-repo', s.archiveDir, '--older-than', '30d'], s.env);
+  assert.equal(run.code, 0, run.stderr);
+  const clean = await cli(['backup', 'verify', '--repo', s.primaryDir], s.env);
+  assert.equal(clean.code, 0, clean.stdout + clean.stderr);
+  assert.match(clean.stdout, /^Checked 1 restore points, 1 archived records, .*: no faults$/m);
+
+  // One byte of the record flipped: it no longer authenticates.
+  const record = join(s.primaryDir, 'archived', older.id);
+  const bytes = readFileSync(record);
+  bytes[bytes.length >> 1] ^= 0x40;
+  writeFileSync(record, bytes);
+  const v = await cli(['backup', 'verify', '--repo', s.primaryDir, '--json'], s.env);
+  assert.equal(v.code, 1, v.stdout + v.stderr);
+  const report = JSON.parse(v.stdout);
+  assert.equal(report.archivedRecords, 1);
+  assert.deepEqual(report.faults.map((f: any) => [f.subject, f.restorePoints]), [[`archived record ${older.id}`, [older.id]]]);
+  assertFailure(v, 1, /verify found 1 faults affecting 1 restore points/);
+  assertFailure(await cli(['backup', 'list', '--repo', s.primaryDir], s.env), 1, new RegExp(`Archived record ${older.id}`));
 });
 
 test('backup archive killed with SIGKILL while copying: a rerun reuses what was uploaded, makes one copy and restores byte-exact', async (t) => {

@@ -369,6 +369,7 @@ export class Store {
 
   async createDisk(name: string, sizeBytes: number): Promise<DiskInfo> {
     this.checkOpen();
+    await this.applyIdle(); // see applyIdle: the transaction below then never waits on the loop
     Store.checkName('disk', name);
     Store.checkSize(sizeBytes);
     if (this.disks.has(name)) throw new EngineError(EngineErrorCode.EXISTS, `A disk named "${name}" exists already`);
@@ -379,6 +380,7 @@ export class Store {
 
   async deleteDisk(name: string): Promise<void> {
     this.checkOpen();
+    await this.applyIdle();
     const d = this.disk(name);
     const users = this.openVolumes.get(name) ?? 0;
     if (users > 0) throw new EngineError(EngineErrorCode.IN_USE, `Disk "${name}" is in use by ${users} open connection(s)`);
@@ -397,6 +399,7 @@ export class Store {
       // Shrinking deallocates the cut-off part, so growing again later reads zeroes there.
       await this.zeroRange(d, sizeBytes, d.sizeBytes - sizeBytes, RecordType.TRIM, true);
     }
+    await this.applyIdle();
     d.sizeBytes = sizeBytes;
     this.index.transaction(() => this.persistDisk(d));
     return this.info(d);
@@ -438,6 +441,7 @@ export class Store {
     this.invalidateViewpoints();
     try {
       await this.log.sync();
+      await this.applyIdle();
       this.index.transaction(() => {
         for (const { d } of made) this.persistDisk(d);
       });
@@ -451,6 +455,7 @@ export class Store {
 
   async deleteSnapshot(disk: string, snap: string): Promise<void> {
     this.checkOpen();
+    await this.applyIdle();
     const d = this.disk(disk);
     const s = this.snap(d, snap);
     const users = this.openVolumes.get(`${disk}@${snap}`) ?? 0;
@@ -468,6 +473,7 @@ export class Store {
 
   async revertDisk(disk: string, snap: string): Promise<DiskInfo> {
     this.checkOpen();
+    await this.applyIdle();
     const d = this.disk(disk);
     const s = this.snap(d, snap);
     const old = d.branch;
@@ -478,6 +484,7 @@ export class Store {
 
   async cloneDisk(disk: string, snap: string, newName: string): Promise<DiskInfo> {
     this.checkOpen();
+    await this.applyIdle();
     const d = this.disk(disk);
     const s = this.snap(d, snap);
     Store.checkName('disk', newName);
@@ -881,7 +888,12 @@ export class Store {
     await this.applyIdle();
   }
 
-  /** Waits until no batch is in the index writer. */
+  /**
+   * Waits until no batch is in the index writer. A transaction on this thread goes right after
+   * it, in the same turn (no batch starts before a timer or immediate runs): LMDB runs one write
+   * transaction at a time, and one begun while the writer commits blocked the event loop, every
+   * connection with it, until that commit ended (up to a few hundred ms under random writes).
+   */
   private async applyIdle(): Promise<void> {
     while (this.applying) await this.applying;
   }

@@ -835,6 +835,11 @@ export class Store {
       this.applyQueue.push(a);
       this.applyQueueBlocks += a.header.type === RecordType.WRITE || a.header.type === RecordType.RELOCATE ? a.header.blockCount : 1;
     }
+    this.scheduleApply();
+  }
+
+  /** Has the queued records applied soon: at once when a batch is full, else after applyDelayMs. */
+  private scheduleApply(): void {
     if (this.applyQueueBlocks >= APPLY_BATCH_BLOCKS) {
       if (this.applyImmediate) return;
       this.applyImmediate = true;
@@ -974,12 +979,8 @@ export class Store {
       },
     ).finally(() => {
       this.applying = null;
-      if (this.closed || this.applyTimer !== null || !this.applyQueue.length) return;
-      if (this.applyQueueBlocks >= APPLY_BATCH_BLOCKS) setImmediate(this.applyInBackground);
-      else {
-        this.applyTimer = setTimeout(this.applyInBackground, this.applyDelayMs);
-        this.applyTimer.unref();
-      }
+      // What queued meanwhile goes next (unless a failure set its retry timer).
+      if (!this.closed && this.applyTimer === null && this.applyQueue.length) this.scheduleApply();
     });
     return true;
   }

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { writeAll } from '../util/write-all.ts';
+import { writevAll } from '../util/write-all.ts';
 import { Backend, type ByteRange, type ObjectInfo } from './backend.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 
@@ -69,6 +69,10 @@ export class DirBackend extends Backend {
   }
 
   protected async _put(path: string, data: Buffer): Promise<void> {
+    return this._putParts(path, [data]);
+  }
+
+  protected override async _putParts(path: string, parts: readonly Buffer[]): Promise<void> {
     const target = join(this.root, path);
     const dir = dirname(target);
     const temp = join(dir, tempPrefix + randomBytes(8).toString('hex'));
@@ -77,7 +81,7 @@ export class DirBackend extends Backend {
       if (made !== undefined) await syncNewDirs(made, dir);
       const fh = await open(temp, 'wx');
       try {
-        await writeAll(fh, data, 0);
+        await writevAll(fh, parts, 0);
         await fh.sync();
       } finally {
         await fh.close();

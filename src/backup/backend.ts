@@ -69,6 +69,19 @@ export abstract class Backend {
     return this._put(path, data);
   }
 
+  /**
+   * put() of the bytes of `parts` one after the other, without joining them first where the
+   * backend can write them as they are (a directory writes them with one `writev`).
+   */
+  async putParts(path: string, parts: readonly Buffer[]): Promise<void> {
+    checkPath(path);
+    const bytes = parts.reduce((n, p) => n + p.length, 0);
+    if (bytes > objectBytesMax) {
+      throw new BackupError(BackupErrorCode.INVALID, `Object ${path} is ${bytes} bytes, over the limit of ${objectBytesMax}`);
+    }
+    return this._putParts(path, parts);
+  }
+
   /** Every object whose path starts with `prefix` (e.g. `snapshots/`), in no particular order. */
   async list(prefix: string): Promise<ObjectInfo[]> {
     if (prefix !== '' && !pathPattern.test(prefix.replace(/\/$/, ''))) {
@@ -96,6 +109,10 @@ export abstract class Backend {
 
   protected abstract _get(path: string, range: ByteRange | undefined): Promise<Buffer>;
   protected abstract _put(path: string, data: Buffer): Promise<void>;
+  /** Joins the parts and puts them; backends that can write parts as they are override this. */
+  protected async _putParts(path: string, parts: readonly Buffer[]): Promise<void> {
+    return this._put(path, parts.length === 1 ? parts[0] : Buffer.concat(parts));
+  }
   protected abstract _list(prefix: string): Promise<ObjectInfo[]>;
   protected abstract _stat(path: string): Promise<ObjectInfo | null>;
   protected abstract _delete(path: string): Promise<void>;

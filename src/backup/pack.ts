@@ -169,10 +169,10 @@ export class PackWriter {
   }
 
   private async upload(blobs: Buffer[], entries: PackEntry[]): Promise<void> {
-    const { pack, id } = await this.ctx.pool.pack(blobs, entries);
+    const { parts, bytes, id } = await this.ctx.pool.pack(blobs, entries);
     const idHex = id.toString('hex');
-    await this.ctx.backend.put(packPath(idHex), pack);
-    const indexed: IndexedPack = { id, size: pack.length, blobs: indexBlobsOf(entries) };
+    await this.ctx.backend.putParts(packPath(idHex), parts);
+    const indexed: IndexedPack = { id, size: bytes, blobs: indexBlobsOf(entries) };
     const next = this.chain.then(() => this.ctx.onUploaded(indexed));
     this.chain = next.catch(() => {});
     await next;

@@ -200,10 +200,14 @@ export class WorkerPool {
     return r.plains.map(asBuffer);
   }
 
-  /** Builds a pack from sealed blobs (moved) and their entries: its bytes and SHA-256 id. */
-  async pack(blobs: Buffer[], entries: PackEntry[]): Promise<{ pack: Buffer; id: Buffer }> {
-    const r = await this.run<{ pack: Uint8Array; id: Uint8Array }>({ op: 'pack', blobs, entries }, blobs);
-    return { pack: asBuffer(r.pack), id: asBuffer(r.id) };
+  /**
+   * Builds a pack from sealed blobs (moved) and their entries: its parts (the blobs, given back,
+   * then the sealed header and its length), their bytes in all, and the pack's SHA-256 id.
+   */
+  async pack(blobs: Buffer[], entries: PackEntry[]): Promise<{ parts: Buffer[]; bytes: number; id: Buffer }> {
+    const r = await this.run<{ parts: Uint8Array[]; id: Uint8Array }>({ op: 'pack', blobs, entries }, blobs);
+    const parts = r.parts.map(asBuffer);
+    return { parts, bytes: parts.reduce((n, p) => n + p.length, 0), id: asBuffer(r.id) };
   }
 
   /** Checks a whole pack (moved): hash against its name, header, every blob. */

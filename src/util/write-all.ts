@@ -8,3 +8,22 @@ export async function writeAll(fh: FileHandle, data: Buffer, position: number): 
     done += bytesWritten;
   }
 }
+
+/**
+ * Writes `parts` back to back from `position` of an open file in as few `writev` calls as the
+ * kernel allows, going on after short writes.
+ */
+export async function writevAll(fh: FileHandle, parts: readonly Buffer[], position: number): Promise<void> {
+  let rest = parts.filter((p) => p.length > 0);
+  let at = position;
+  while (rest.length > 0) {
+    const { bytesWritten } = await fh.writev(rest, at);
+    at += bytesWritten;
+    let done = bytesWritten;
+    while (rest.length > 0 && done >= rest[0].length) {
+      done -= rest[0].length;
+      rest = rest.slice(1);
+    }
+    if (done > 0) rest = [rest[0].subarray(done), ...rest.slice(1)];
+  }
+}

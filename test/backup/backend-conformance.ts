@@ -58,6 +58,19 @@ export function backendConformance(name: string, factory: BackendFactory): void 
         assert.deepEqual(await b.stat('data/ab/ab01'), { path: 'data/ab/ab01', sizeBytes: 1 });
       }));
 
+    test(`${name} putParts stores its parts back to back, empty parts and many parts included`, () =>
+      withBackend(async (b) => {
+        // 3000 parts: more than one writev takes (IOV_MAX is 1024), some empty, some large.
+        const parts = Array.from({ length: 3000 }, (_, i) => (i % 7 === 3 ? Buffer.alloc(0) : randomBytes(i % 500 === 0 ? 70_000 : 1 + (i % 97))));
+        await b.putParts('data/cd/cd01', parts);
+        const whole = Buffer.concat(parts);
+        assert.deepEqual(await b.get('data/cd/cd01'), whole);
+        assert.deepEqual(await b.stat('data/cd/cd01'), { path: 'data/cd/cd01', sizeBytes: whole.length });
+        await b.putParts('data/cd/cd02', []);
+        assert.equal((await b.get('data/cd/cd02')).length, 0);
+        await assert.rejects(b.putParts('Bad/Path', [Buffer.from('x')]), { code: 'BACKUP_INVALID' });
+      }));
+
     test(`${name} empty objects are stored and read back`, () =>
       withBackend(async (b) => {
         await b.put('empty', Buffer.alloc(0));

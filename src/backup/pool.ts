@@ -14,6 +14,19 @@ import { AdaptiveLimiter, type AdaptiveLimiterStats } from './adapt.ts';
 /** Most worker threads a pool starts. */
 export const workersMax = 16;
 
+/**
+ * Tasks a worker holds at once: the one it runs and one waiting in its port, so that it starts
+ * the next as soon as it answers instead of idling while the main thread receives the answer and
+ * sends more (the main thread is busy reading and writing: workers had been 17–19% idle).
+ */
+export const tasksPerWorker = 2;
+
+/**
+ * Only behind a task of at most this many input bytes does a worker hold a second one: nothing
+ * waits long in a worker's port behind a large request.
+ */
+export const queueBehindBytesMax = 4 << 20;
+
 /** Default number of workers: one per core, at least 1, at most 4. */
 export function defaultWorkerCount(): number {
   return Math.max(1, Math.min(4, availableParallelism()));
@@ -80,18 +93,20 @@ interface Task {
 }
 
 /**
- * A fixed set of worker threads sharing the repository keys. Requests wait in one shared queue;
- * whichever worker is free takes the next one, so a long request on one worker never holds up
- * requests queued behind it (there is no per-worker queue). How many workers may be busy at once
- * is an AdaptiveLimiter between busyMin (default: the pool's size, so all workers are used) and
- * the pool's size: with a lower busyMin it gives back workers that do not add throughput (a
- * machine whose cores the node or the disk already keep busy).
+ * A fixed set of worker threads sharing the repository keys. Requests wait in one shared queue
+ * and go to an idle worker first; a worker that runs a small request (at most
+ * queueBehindBytesMax) may also hold the next one (tasksPerWorker), so it never waits for the
+ * main thread between two. A long request never holds up requests queued behind it: nothing is
+ * queued behind it in its worker. How many tasks may be on workers at once is an
+ * AdaptiveLimiter between busyMin × tasksPerWorker (busyMin defaults to the pool's size, so all
+ * workers are used) and size × tasksPerWorker: with a lower busyMin it gives back workers that do
+ * not add throughput (a machine whose cores the node or the disk already keep busy).
  */
 export class WorkerPool {
   readonly size: number;
   private readonly workers: Worker[] = [];
-  /** The task each worker runs, or null when it is free. */
-  private readonly running: (Task | null)[] = [];
+  /** The tasks on each worker, in the order sent (it answers in that order); empty when it is free. */
+  private readonly running: Task[][] = [];
   private readonly queue: Task[] = [];
   private queueHead = 0;
   private readonly busy: AdaptiveLimiter;
@@ -105,17 +120,17 @@ export class WorkerPool {
     // Every worker stays available unless busyMin asks for less: the work is CPU-bound, and the
     // hill climb, judging windows of mixed hash, seal and pack tasks on a shared machine, took
     // noise for a knee and left one worker hashing while the other idled.
-    this.busy = new AdaptiveLimiter({ min: Math.max(1, Math.min(n, options.busyMin ?? n)), max: n, initial: n, now: options.now });
+    const busyMin = Math.max(1, Math.min(n, options.busyMin ?? n));
+    this.busy = new AdaptiveLimiter({ min: busyMin * tasksPerWorker, max: n * tasksPerWorker, initial: n * tasksPerWorker, now: options.now });
     for (let i = 0; i < n; i++) {
       const w = startThread(new URL('./worker.ts', import.meta.url), { workerData: { encKey: keys.encKey, idKey: keys.idKey } });
       w.unref();
       w.on('message', (msg: { seq: number; result?: any; error?: { code: BackupErrorCodeValue; message: string } }) => {
-        const task = this.running[i];
-        if (task === null) return; // the pool failed meanwhile
+        const task = this.running[i].shift();
+        if (task === undefined) return; // the pool failed meanwhile
         assert.equal(msg.seq, task.seq, 'a worker answered a message it was not sent');
-        this.running[i] = null;
         // Keep a thread referenced only while it has work, so a pending result keeps the process alive.
-        w.unref();
+        if (this.running[i].length === 0) w.unref();
         this.busy.release({ bytes: task.bytes });
         if (msg.error) task.reject(new BackupError(msg.error.code, msg.error.message));
         else task.resolve(msg.result);
@@ -126,7 +141,7 @@ export class WorkerPool {
         if (code !== 0 && this.failure === null) this.fail(new Error(`Backup worker thread exited with code ${code}`));
       });
       this.workers.push(w);
-      this.running.push(null);
+      this.running.push([]);
     }
   }
 
@@ -138,8 +153,8 @@ export class WorkerPool {
   private fail(err: Error): void {
     this.failure = err;
     for (let i = 0; i < this.running.length; i++) {
-      this.running[i]?.reject(err);
-      this.running[i] = null;
+      for (const task of this.running[i]) task.reject(err);
+      this.running[i] = [];
     }
     for (let i = this.queueHead; i < this.queue.length; i++) this.queue[i].reject(err);
     this.queue.length = 0;
@@ -156,17 +171,31 @@ export class WorkerPool {
     });
   }
 
-  /** Hands queued tasks to free workers while the busy-worker limit allows. */
+  /**
+   * A worker for the next task: an idle one, else one whose only task is small enough to queue
+   * behind; -1 if none.
+   */
+  private pickWorker(): number {
+    let second = -1;
+    for (let i = 0; i < this.running.length; i++) {
+      const tasks = this.running[i];
+      if (tasks.length === 0) return i;
+      if (second < 0 && tasks.length < tasksPerWorker && tasks.every((t) => t.bytes <= queueBehindBytesMax)) second = i;
+    }
+    return second;
+  }
+
+  /** Hands queued tasks to workers while the task limit allows. */
   private dispatch(): void {
     while (this.queueHead < this.queue.length && this.failure === null) {
-      const i = this.running.indexOf(null);
+      const i = this.pickWorker();
       if (i < 0 || !this.busy.tryAcquire()) return;
       const task = this.queue[this.queueHead++];
       if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
         this.queue.splice(0, this.queueHead);
         this.queueHead = 0;
       }
-      this.running[i] = task;
+      this.running[i].push(task);
       const w = this.workers[i];
       w.ref();
       w.postMessage({ ...task.req, seq: task.seq }, transferablesOf(task.transfer));

@@ -6,7 +6,8 @@
  *
  * O_DIRECT wants the buffer, the file offset and the length aligned (4 KiB covers 512-byte and
  * 4 KiB sectors). Node's Buffers have no alignment to ask for, but a WebAssembly.Memory is page
- * aligned, so chunks are copied into slots of one. Writes that are not aligned (a short last
+ * aligned: a restore's plaintexts, opened by the workers into slots of shared memory of one
+ * (shared-slots.ts), are written as they are; other chunks are copied into slots of one first. Writes that are not aligned (a short last
  * chunk) go through the page cache, and so does everything once the file system refuses a direct
  * write (EINVAL): the restore never depends on O_DIRECT.
  */
@@ -15,12 +16,12 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { writeAll } from '../util/write-all.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 import type { RestoreSink } from './restore.ts';
+import { directAlignBytes, isDirectAligned } from './shared-slots.ts';
 
 /** The one WebAssembly API used here (the DOM library that types it is not in this project). */
 declare const WebAssembly: { Memory: new (d: { initial: number; maximum?: number }) => { buffer: ArrayBuffer } };
 
-/** Alignment of direct writes: buffer address, file offset and length. */
-export const directAlignBytes = 4096;
+export { directAlignBytes };
 /** Chunks being written directly at once (each holds a slot of page-aligned memory). */
 const directSlots = 8;
 /** Bytes of WebAssembly memory per page. */
@@ -106,6 +107,8 @@ export class FileSink implements RestoreSink {
 
   async write(data: Buffer, offset: number): Promise<void> {
     const aligned = offset % directAlignBytes === 0 && data.length % directAlignBytes === 0;
+    // A slot of aligned shared memory (a restore's plaintexts) is written as it is.
+    if (this.direct !== null && aligned && isDirectAligned(data) && (await this.writeDirect(data, offset))) return;
     if (this.direct !== null && aligned && data.length <= this.slots!.slotBytes) {
       const slot = await this.slots!.take();
       try {

@@ -50,6 +50,7 @@ export type WorkerRequest =
   | { op: 'seal'; plain: Uint8Array; withId: boolean }
   | { op: 'open'; sealed: Uint8Array; flags: number; plainLength: number; id: Uint8Array; what: string }
   | { op: 'openMany'; data: Uint8Array; blobs: OpenSpec[] }
+  | { op: 'openManyInto'; data: Uint8Array; blobs: OpenSpec[]; memory: SharedArrayBuffer; offsets: number[]; slotBytes: number }
   | { op: 'pack'; blobs: Uint8Array[]; entries: PackEntry[] }
   | { op: 'checkPack'; pack: Uint8Array; packIdHex: string };
 
@@ -227,6 +228,16 @@ export class WorkerPool {
   async openMany(data: Buffer, blobs: OpenSpec[]): Promise<Buffer[]> {
     const r = await this.run<{ plains: Uint8Array[] }>({ op: 'openMany', data, blobs }, [data]);
     return r.plains.map(asBuffer);
+  }
+
+  /**
+   * Opens several blobs of one range read (`data` is moved to the worker) into shared memory:
+   * blob i's plaintext goes to `offsets[i]` of `memory` (at most `slotBytes` of it). Returns
+   * the plaintexts' lengths.
+   */
+  async openManyInto(data: Buffer, blobs: OpenSpec[], into: { memory: SharedArrayBuffer; offsets: number[]; slotBytes: number }): Promise<number[]> {
+    const r = await this.run<{ lengths: number[] }>({ op: 'openManyInto', data, blobs, ...into }, [data]);
+    return r.lengths;
   }
 
   /**

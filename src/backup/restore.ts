@@ -12,6 +12,7 @@ import { BackupError, BackupErrorCode } from './errors.ts';
 import { idBytes, mapEntriesPerBlob, packPath, zeroId } from './format.ts';
 import type { OpenSpec, WorkerPool } from './pool.ts';
 import type { Repository, Snapshot } from './repository.ts';
+import { SharedSlots } from './shared-slots.ts';
 
 /** Limits of a restore. */
 export interface RestoreLimits {
@@ -92,15 +93,15 @@ export async function readMapBlob(ctx: { repo: Repository; cache: IndexCache; po
   return entries;
 }
 
-/** Groups the needed blobs of a pack into range reads. */
-function planReads(packIdHex: string, blobs: Needed[], gapBytesMax: number, readBytesMax: number): RangeRead[] {
+/** Groups the needed blobs of a pack into range reads of at most `blobsMax` blobs each. */
+function planReads(packIdHex: string, blobs: Needed[], gapBytesMax: number, readBytesMax: number, blobsMax: number): RangeRead[] {
   blobs.sort((a, b) => a.location.offset - b.location.offset);
   const reads: RangeRead[] = [];
   let cur: RangeRead | null = null;
   for (const b of blobs) {
     const start = b.location.offset;
     const end = start + b.location.storedLength;
-    if (cur !== null && start - (cur.offset + cur.length) <= gapBytesMax && end - cur.offset <= readBytesMax) {
+    if (cur !== null && start - (cur.offset + cur.length) <= gapBytesMax && end - cur.offset <= readBytesMax && cur.blobs.length < blobsMax) {
       cur.length = end - cur.offset;
       cur.blobs.push(b);
     } else {
@@ -158,11 +159,16 @@ export async function restoreTo(
   const reads = new AdaptiveLimiter({ min: Math.min(options.readsMin ?? 1, readsMax), max: readsMax, initial: options.readsInitial ?? 8, errorFractionMax: 0.2 });
   const gapBytesMax = options.gapBytesMax ?? 1 << 20;
   const readBytesMax = Math.max(options.readBytesMax ?? 4 << 20, snapshot.chunkSizeBytes * 2);
-  const budget = new ByteBudget(options.inFlightBytesMax ?? 64 << 20);
+  const inFlightBytesMax = options.inFlightBytesMax ?? 64 << 20;
+  const budget = new ByteBudget(inFlightBytesMax);
   const progress: RestoreProgress = { sizeBytes: snapshot.sizeBytes, bytesWritten: 0, bytesRead: 0 };
   const chunkSize = snapshot.chunkSizeBytes;
   const chunkCount = Math.ceil(snapshot.sizeBytes / chunkSize);
   if (snapshot.map.length !== Math.ceil(chunkCount / mapEntriesPerBlob)) throw new BackupError(BackupErrorCode.CORRUPT, 'The restore point has a map of the wrong length');
+  // Plaintexts are opened into slots of shared memory, one chunk each: as many as the byte
+  // budget holds, and at least a range read's worth (a read takes at most readSlotsMax blobs).
+  const readSlotsMax = Math.max(1, Math.floor(readPlainBytesMax / chunkSize));
+  const slots = new SharedSlots(chunkSize, Math.max(readSlotsMax, Math.floor(inFlightBytesMax / chunkSize)));
 
   await ctx.cache.sync(ctx.repo);
   let error: unknown = null;
@@ -198,17 +204,22 @@ export async function restoreTo(
         id: b.id,
         what: `Blob ${b.id.toString('hex')} in pack ${r.packIdHex}`,
       }));
-      const plains = await ctx.pool.openMany(data, specs);
-      await Promise.all(
-        r.blobs.flatMap((b, i) =>
-          b.chunks.map(async (chunk) => {
-            const expected = Math.min(chunkSize, snapshot.sizeBytes - chunk * chunkSize);
-            if (plains[i].length !== expected) throw new BackupError(BackupErrorCode.CORRUPT, `Blob ${b.id.toString('hex')} is ${plains[i].length} bytes where chunk ${chunk} needs ${expected}`);
-            await sink.write(plains[i], chunk * chunkSize);
-            progress.bytesWritten += expected;
-          }),
-        ),
-      );
+      const taken = await slots.take(r.blobs.length);
+      try {
+        const lengths = await ctx.pool.openManyInto(data, specs, { memory: slots.memory, offsets: taken.map((i) => slots.offsetOf(i)), slotBytes: chunkSize });
+        await Promise.all(
+          r.blobs.flatMap((b, i) =>
+            b.chunks.map(async (chunk) => {
+              const expected = Math.min(chunkSize, snapshot.sizeBytes - chunk * chunkSize);
+              if (lengths[i] !== expected) throw new BackupError(BackupErrorCode.CORRUPT, `Blob ${b.id.toString('hex')} is ${lengths[i]} bytes where chunk ${chunk} needs ${expected}`);
+              await sink.write(slots.view(taken[i], expected), chunk * chunkSize);
+              progress.bytesWritten += expected;
+            }),
+          ),
+        );
+      } finally {
+        slots.give(taken);
+      }
       options.onProgress?.(progress);
     } catch (err) {
       error ??= err;
@@ -256,7 +267,7 @@ export async function restoreTo(
       else list.push(n);
     }
     for (const [packIdHex, blobs] of byPack) {
-      for (const r of planReads(packIdHex, blobs, gapBytesMax, readBytesMax)) {
+      for (const r of planReads(packIdHex, blobs, gapBytesMax, readBytesMax, readSlotsMax)) {
         await reads.acquire();
         // The read's bytes and the plaintexts they open into are held together.
         const held = r.length + r.blobs.reduce((n, b) => n + b.location.plainLength, 0);
@@ -278,6 +289,9 @@ export async function restoreTo(
   const hedges: HedgerStats = hedger?.stats() ?? { requests: 0, timedOut: 0, hedged: 0, hedgesWon: 0, hedgesSkipped: 0, abandoned: 0, deadlineMs: null };
   return { ...progress, movers: { reads: reads.stats(), workers: ctx.pool.stats(), hedges } };
 }
+
+/** Plaintext bytes one range read opens at most (it takes at most this many bytes of chunks in blobs). */
+const readPlainBytesMax = 16 << 20;
 
 /** Zero runs handed to a sink at once. */
 const zeroWritesMax = 8;

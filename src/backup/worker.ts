@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { parentPort, workerData } from 'node:worker_threads';
 import { blobId, openBlob, seal, sealBlob, sha256, type Keys } from './crypto.ts';
-import { BackupError } from './errors.ts';
+import { BackupError, BackupErrorCode } from './errors.ts';
 import { encodePackEntries, headerLengthBytes, type PackEntry } from './format.ts';
 import { parsePackTail } from './pack.ts';
 import type { WorkerRequest } from './pool.ts';
@@ -56,6 +56,18 @@ function handle(msg: WorkerRequest): unknown {
       const data = buf(msg.data);
       return {
         plains: msg.blobs.map((b) => openBlob(keys, data.subarray(b.offset, b.offset + b.storedLength), { flags: b.flags, plainLength: b.plainLength, id: buf(b.id) }, b.what)),
+      };
+    }
+    case 'openManyInto': {
+      // The same, each plaintext copied into its slot of shared memory; returns their lengths.
+      const data = buf(msg.data);
+      return {
+        lengths: msg.blobs.map((b, i) => {
+          const plain = openBlob(keys, data.subarray(b.offset, b.offset + b.storedLength), { flags: b.flags, plainLength: b.plainLength, id: buf(b.id) }, b.what);
+          if (plain.length > msg.slotBytes) throw new BackupError(BackupErrorCode.CORRUPT, `${b.what} is ${plain.length} bytes, more than a chunk`);
+          new Uint8Array(msg.memory, msg.offsets[i], plain.length).set(plain);
+          return plain.length;
+        }),
       };
     }
     case 'pack': {

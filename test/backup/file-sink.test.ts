@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { after, test } from 'node:test';
 import { FileSink } from '../../src/backup/file-sink.ts';
+import { isDirectAligned, SharedSlots } from '../../src/backup/shared-slots.ts';
 import { BackupError } from '../../src/backup/index.ts';
 import { cleanup, makeTempDir, seededBytes, testSeed } from '../helpers/index.ts';
 import { join } from './harness.ts';
@@ -53,6 +54,45 @@ test('without direct writes, and after the file system refuses one, the bytes ar
   const refused = await restoreImage(join(dir, 'refused.raw'), image, { misalignBytes: 16 });
   assert.ok(readFileSync(join(dir, 'refused.raw')).equals(expected(image)));
   assert.deepEqual(refused.stats, { bytesDirect: 0, bytesBuffered: 4 * MiB, directRefused: true });
+});
+
+test("slots of shared memory are written directly as they are, and reused only once given back", async (t) => {
+  const image = seededBytes(testSeed(t), 'slots', 6 * MiB);
+  const slots = new SharedSlots(MiB, 3);
+  assert.ok(isDirectAligned(slots.view(2, MiB)), 'a slot view is aligned');
+  assert.ok(!isDirectAligned(slots.view(0, 1000)), 'a short view is not (its length)');
+  assert.ok(!isDirectAligned(Buffer.alloc(MiB)), 'an ordinary buffer is not');
+  assert.ok(!isDirectAligned(new Uint8Array(new SharedArrayBuffer(MiB))), 'other shared memory is not');
+  assert.throws(() => slots.take(4), RangeError);
+  const path = join(dir, 'slots.raw');
+  const sink = await FileSink.create(path, image.length, MiB);
+  // Six chunks through three slots, two at a time: a take waits until slots come back.
+  let waited = 0;
+  await Promise.all(
+    [0, 2, 4].map(async (first) => {
+      const pending = slots.take(2);
+      let got = false;
+      void pending.then(() => (got = true));
+      await Promise.resolve();
+      if (!got) waited++;
+      const taken = await pending;
+      try {
+        await Promise.all(
+          taken.map((slot, k) => {
+            const view = slots.view(slot, MiB);
+            image.copy(view, 0, (first + k) * MiB, (first + k + 1) * MiB);
+            return sink.write(view, (first + k) * MiB);
+          }),
+        );
+      } finally {
+        slots.give(taken);
+      }
+    }),
+  );
+  await sink.finish();
+  assert.ok(readFileSync(path).equals(image));
+  assert.ok(waited >= 1, 'a take waited for slots to be given back');
+  assert.deepEqual(sink.stats, { bytesDirect: 6 * MiB, bytesBuffered: 0, directRefused: false });
 });
 
 test('a restore never overwrites a file', async () => {

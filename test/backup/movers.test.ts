@@ -8,6 +8,7 @@ import { after, test } from 'node:test';
 import { IndexCache, Repository, WorkerPool, backupFile, restoreToFile, type ByteRange } from '../../src/backup/index.ts';
 import { Hedger } from '../../src/backup/hedge.ts';
 import { tasksPerWorker } from '../../src/backup/pool.ts';
+import { SharedSlots } from '../../src/backup/shared-slots.ts';
 import { cleanup, testSeed, writeSeededFile } from '../helpers/index.ts';
 import { assertSameFile, ForwardingBackend, join, makeTempDir, openTestRepo, password, smallRepo } from './harness.ts';
 
@@ -31,6 +32,26 @@ test('worker pool: while one worker runs a long request, the other takes every s
     // With requests assigned to a worker when queued, about half would wait behind the long one.
     assert.equal(shortBeforeLong, 40, 'every short request finished before the long one');
     assert.ok(pool.stats().max === 2 * tasksPerWorker && pool.stats().limit >= 1);
+  } finally {
+    await pool.close();
+  }
+});
+
+test('worker pool: blobs open into slots of shared memory, and one larger than its slot is refused as damaged', async () => {
+  const keys = { encKey: randomBytes(32), idKey: randomBytes(32) };
+  const pool = new WorkerPool(keys, { workers: 1 });
+  try {
+    const small = randomBytes(100_000);
+    const large = Buffer.concat([small, small, small]); // compresses: sealed smaller than its plaintext
+    const a = await pool.seal(Buffer.from(small), true);
+    const b = await pool.seal(Buffer.from(large), true);
+    const spec = (blob: typeof a, offset: number) => ({ offset, storedLength: blob.sealed.length, flags: blob.flags, plainLength: blob.plainLength, id: blob.id!, what: 'test blob' });
+    const data = Buffer.concat([a.sealed, b.sealed]);
+    const slots = new SharedSlots(300_000, 2);
+    const into = { memory: slots.memory, offsets: [slots.offsetOf(1), slots.offsetOf(0)], slotBytes: 300_000 };
+    assert.deepEqual(await pool.openManyInto(Buffer.from(data), [spec(a, 0), spec(b, a.sealed.length)], into), [100_000, 300_000]);
+    assert.ok(slots.view(1, 100_000).equals(small) && slots.view(0, 300_000).equals(large));
+    await assert.rejects(pool.openManyInto(Buffer.from(data), [spec(a, 0), spec(b, a.sealed.length)], { ...into, slotBytes: 200_000 }), { code: 'BACKUP_CORRUPT' });
   } finally {
     await pool.close();
   }

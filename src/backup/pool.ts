@@ -47,12 +47,21 @@ export interface OpenSpec {
 /** Requests a worker understands. */
 export type WorkerRequest =
   | { op: 'hash'; plain: Uint8Array }
+  | { op: 'hashAt'; memory: SharedArrayBuffer; offset: number; length: number }
+  | { op: 'sealAt'; memory: SharedArrayBuffer; offset: number; length: number }
   | { op: 'seal'; plain: Uint8Array; withId: boolean }
   | { op: 'open'; sealed: Uint8Array; flags: number; plainLength: number; id: Uint8Array; what: string }
   | { op: 'openMany'; data: Uint8Array; blobs: OpenSpec[] }
   | { op: 'openManyInto'; data: Uint8Array; blobs: OpenSpec[]; memory: SharedArrayBuffer; offsets: number[]; slotBytes: number }
   | { op: 'pack'; blobs: Uint8Array[]; entries: PackEntry[] }
   | { op: 'checkPack'; pack: Uint8Array; packIdHex: string };
+
+/** Bytes in memory shared with the workers. */
+export interface SharedBytes {
+  memory: SharedArrayBuffer;
+  offset: number;
+  length: number;
+}
 
 /** What checkPack finds in a pack. */
 export interface PackCheck {
@@ -163,9 +172,9 @@ export class WorkerPool {
   }
 
   /** Queues a request, moving the buffers in `transfer`; a free worker takes it. */
-  private run<T>(req: WorkerRequest, transfer: Uint8Array[]): Promise<T> {
+  private run<T>(req: WorkerRequest, transfer: Uint8Array[], sharedBytes = 0): Promise<T> {
     if (this.failure) return Promise.reject(this.failure);
-    const bytes = transfer.reduce((n, b) => n + b.byteLength, 0);
+    const bytes = transfer.reduce((n, b) => n + b.byteLength, sharedBytes);
     return new Promise<T>((resolve, reject) => {
       this.queue.push({ req, transfer, bytes, seq: this.seq++, resolve, reject });
       this.dispatch();
@@ -207,6 +216,18 @@ export class WorkerPool {
   async hash(plain: Buffer): Promise<{ id: Buffer; plain: Buffer }> {
     const r = await this.run<{ id: Uint8Array; plain: Uint8Array }>({ op: 'hash', plain }, [plain]);
     return { id: asBuffer(r.id), plain: asBuffer(r.plain) };
+  }
+
+  /** The blob id of the `length` bytes at `offset` of shared `memory` (read where they lie). */
+  async hashAt(at: SharedBytes): Promise<Buffer> {
+    const r = await this.run<{ id: Uint8Array }>({ op: 'hashAt', ...at }, [], at.length);
+    return asBuffer(r.id);
+  }
+
+  /** Compresses and seals the `length` bytes at `offset` of shared `memory` (read where they lie). */
+  async sealAt(at: SharedBytes): Promise<SealedBlob> {
+    const r = await this.run<{ sealed: Uint8Array; flags: number; plainLength: number }>({ op: 'sealAt', ...at }, [], at.length);
+    return { sealed: asBuffer(r.sealed), flags: r.flags, plainLength: r.plainLength };
   }
 
   /**

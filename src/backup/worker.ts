@@ -44,6 +44,10 @@ function handle(msg: WorkerRequest): unknown {
   switch (msg.op) {
     case 'hash':
       return { id: blobId(keys.idKey, buf(msg.plain)), plain: msg.plain };
+    case 'hashAt':
+      return { id: blobId(keys.idKey, Buffer.from(msg.memory, msg.offset, msg.length)) };
+    case 'sealAt':
+      return sealBlob(keys.encKey, Buffer.from(msg.memory, msg.offset, msg.length));
     case 'seal': {
       const plain = buf(msg.plain);
       const s = sealBlob(keys.encKey, plain);

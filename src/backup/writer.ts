@@ -17,6 +17,7 @@ import { BlobType, idBytes, indexEveryPacks, layout, mapEntriesPerBlob, zeroId }
 import { PackWriter, indexBlobsOf, readPackHeader, type IndexedPack } from './pack.ts';
 import type { WorkerPool } from './pool.ts';
 import { tenantPattern, type ArchivedFrom, type PruneMark, type Repository, type Snapshot, type SnapshotStats } from './repository.ts';
+import { SharedSlots } from './shared-slots.ts';
 
 /** Limits of a backup. */
 export interface WriterLimits {
@@ -63,9 +64,14 @@ export class BackupWriter {
   private readonly pool: WorkerPool;
   private readonly budget: ByteBudget;
   private readonly zeroes: Buffer;
-  /** Chunk buffers (whole ArrayBuffers of chunkSizeBytes) back from the workers, for allocChunk to reuse. */
-  private readonly spare: Buffer[] = [];
-  private readonly spareMax: number;
+  /**
+   * Chunk buffers: slots of memory shared with the workers, which hash and seal chunks where they
+   * lie (a chunk moved to a worker and back as a transferred buffer counted twice as new external
+   * memory, and V8 ran full collections for it). allocChunk hands out views of slots.
+   */
+  private readonly slots: SharedSlots;
+  /** The slot of each chunk buffer handed out and not yet given back. */
+  private readonly slotOf = new Map<Buffer, number>();
   private readonly data: PackWriter;
   private readonly meta: PackWriter;
   private readonly started: number;
@@ -100,7 +106,8 @@ export class BackupWriter {
     this.chunkCount = Math.ceil(sizeBytes / this.chunkSizeBytes);
     this.budget = new ByteBudget(limits.inFlightBytesMax ?? 64 << 20);
     this.zeroes = Buffer.alloc(this.chunkSizeBytes);
-    this.spareMax = Math.ceil(this.budget.bytesMax / Math.max(1, this.chunkSizeBytes)) + 2;
+    // The budget holds at most this many chunks at once (one more: a short last chunk).
+    this.slots = new SharedSlots(this.chunkSizeBytes, Math.max(1, Math.ceil(this.budget.bytesMax / this.chunkSizeBytes)) + 1);
     const uploadsMax = Math.max(1, Math.min(limits.uploadsMax ?? 8, ctx.repo.backend.requestsMax));
     const packOptions = { packSizeTargetBytes: ctx.repo.config.packSizeTargetBytes, uploadsMax };
     const onUploaded = (p: IndexedPack) => this.packUploaded(p);
@@ -142,16 +149,18 @@ export class BackupWriter {
     this.check();
     const length = this.chunkLength(index);
     await this.budget.acquire(length);
-    if (length === this.chunkSizeBytes) {
-      const spare = this.spare.pop();
-      if (spare !== undefined) return spare;
-    }
-    return Buffer.allocUnsafeSlow(length);
+    const [slot] = await this.slots.take(1);
+    const buf = this.slots.view(slot, length);
+    this.slotOf.set(buf, slot);
+    return buf;
   }
 
-  /** Keeps a chunk buffer nobody refers to any more for allocChunk (only whole, full-size ones). */
-  private recycle(buf: Buffer): void {
-    if (buf.length === this.chunkSizeBytes && buf.byteOffset === 0 && buf.buffer.byteLength === buf.length && this.spare.length < this.spareMax) this.spare.push(buf);
+  /** Gives a chunk buffer's slot back (a buffer not from allocChunk has none). */
+  private releaseChunk(buf: Buffer): void {
+    const slot = this.slotOf.get(buf);
+    if (slot === undefined) return;
+    this.slotOf.delete(buf);
+    this.slots.give([slot]);
   }
 
   /** Hands over chunk `index` (from allocChunk, filled); processing goes on in the background. */
@@ -162,7 +171,7 @@ export class BackupWriter {
     this.stats.bytesScanned += chunk.length;
     if (isAllZero(chunk, this.zeroes)) {
       this.budget.release(chunk.length);
-      this.recycle(chunk);
+      this.releaseChunk(chunk);
       this.stats.chunksZero++;
       this.setMapEntry(index, zeroId);
       return;
@@ -254,15 +263,19 @@ export class BackupWriter {
 
   private async processChunk(index: number, chunk: Buffer): Promise<void> {
     const length = chunk.length;
+    const slot = this.slotOf.get(chunk);
+    const at = slot === undefined ? null : { memory: this.slots.memory, offset: this.slots.offsetOf(slot), length };
     try {
-      const { id, plain } = await this.pool.hash(chunk);
+      // A chunk in a slot is read by the workers where it lies; any other buffer moves to them and back.
+      let plain = chunk;
+      let id: Buffer;
+      if (at !== null) id = await this.pool.hashAt(at);
+      else ({ id, plain } = await this.pool.hash(chunk));
       if (this.known(id)) {
         this.stats.chunksReused++;
-        this.recycle(plain);
       } else {
         this.ownBlobs.add(id.toString('hex'));
-        const blob = await this.pool.seal(plain);
-        if (blob.plain !== undefined) this.recycle(blob.plain);
+        const blob = at !== null ? await this.pool.sealAt(at) : await this.pool.seal(plain);
         this.stats.chunksNew++;
         this.stats.bytesNew += length;
         this.stats.bytesStored += blob.sealed.length;
@@ -270,6 +283,7 @@ export class BackupWriter {
       }
       this.setMapEntry(index, id);
     } finally {
+      this.releaseChunk(chunk);
       this.budget.release(length);
     }
   }

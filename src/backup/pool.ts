@@ -53,7 +53,7 @@ export type WorkerRequest =
   | { op: 'open'; sealed: Uint8Array; flags: number; plainLength: number; id: Uint8Array; what: string }
   | { op: 'openMany'; data: Uint8Array; blobs: OpenSpec[] }
   | { op: 'openManyInto'; data: Uint8Array; blobs: OpenSpec[]; memory: SharedArrayBuffer; offsets: number[]; slotBytes: number }
-  | { op: 'pack'; blobs: Uint8Array[]; entries: PackEntry[] }
+  | { op: 'packTrailer'; entries: PackEntry[] }
   | { op: 'checkPack'; pack: Uint8Array; packIdHex: string };
 
 /** Bytes in memory shared with the workers. */
@@ -261,14 +261,9 @@ export class WorkerPool {
     return r.lengths;
   }
 
-  /**
-   * Builds a pack from sealed blobs (moved) and their entries: its parts (the blobs, given back,
-   * then the sealed header and its length), their bytes in all, and the pack's SHA-256 id.
-   */
-  async pack(blobs: Buffer[], entries: PackEntry[]): Promise<{ parts: Buffer[]; bytes: number; id: Buffer }> {
-    const r = await this.run<{ parts: Uint8Array[]; id: Uint8Array }>({ op: 'pack', blobs, entries }, blobs);
-    const parts = r.parts.map(asBuffer);
-    return { parts, bytes: parts.reduce((n, p) => n + p.length, 0), id: asBuffer(r.id) };
+  /** The tail of a pack of `entries`: its sealed header, then the header's length. */
+  async packTrailer(entries: PackEntry[]): Promise<Buffer> {
+    return asBuffer(await this.run<Uint8Array>({ op: 'packTrailer', entries }, []));
   }
 
   /** Checks a whole pack (moved): hash against its name, header, every blob. */

@@ -3,7 +3,6 @@
  * main thread only moves bytes. Messages are `{seq, op, ...}`; replies `{seq, result}` or
  * `{seq, error: {code, message}}`. Buffers travel as transferred ArrayBuffers where possible.
  */
-import { createHash } from 'node:crypto';
 import { parentPort, workerData } from 'node:worker_threads';
 import { blobId, openBlob, seal, sealBlob, sha256, type Keys } from './crypto.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
@@ -74,17 +73,12 @@ function handle(msg: WorkerRequest): unknown {
         }),
       };
     }
-    case 'pack': {
-      // Blobs, then the sealed header and its length: the pack's parts (the blobs go back as they
-      // came, not copied into one buffer) and the SHA-256 of their bytes one after the other.
+    case 'packTrailer': {
       const header = seal(keys.encKey, encodePackEntries(msg.entries.map((e) => ({ ...e, id: buf(e.id) }))));
       const trailer = Buffer.allocUnsafeSlow(header.length + headerLengthBytes);
       header.copy(trailer, 0);
       trailer.writeUInt32LE(header.length, header.length);
-      const hash = createHash('sha256');
-      for (const b of msg.blobs) hash.update(b);
-      hash.update(trailer);
-      return { parts: [...msg.blobs, trailer], id: hash.digest() };
+      return trailer;
     }
     case 'checkPack':
       return checkPack(buf(msg.pack), msg.packIdHex);

@@ -1,3 +1,5 @@
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
 
 /** Default API URL when neither --api nor TESSERA_API is given. */
@@ -31,20 +33,13 @@ export class ApiClient {
 
   /** Sends a request to `/api/v1` + `path` and returns the parsed JSON reply (undefined for 204). */
   async request(method: string, path: string, opts: RequestOptions = {}): Promise<any> {
-    const url = `${this.baseUrl}/api/v1${path}`;
     const timeoutMs = opts.timeoutMs ?? 60_000;
-    let res: Response;
+    let res: { status: number; ok: boolean };
     let text: string;
     try {
-      res = await fetch(url, {
-        method,
-        headers: opts.body === undefined ? {} : { 'content-type': 'application/json' },
-        body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
-        signal: AbortSignal.timeout(timeoutMs),
-      });
-      text = await res.text();
+      ({ res, text } = await send(new URL(`${this.baseUrl}/api/v1${path}`), method, opts.body === undefined ? undefined : JSON.stringify(opts.body), timeoutMs));
     } catch (err) {
-      if ((err as Error).name === 'TimeoutError') {
+      if (err instanceof TimeoutError) {
         throw new CliError(CliErrorCode.FAILED, `the Tessera node at ${this.baseUrl} did not answer within ${timeoutMs / 1000} s`, { cause: err });
       }
       throw new CliError(CliErrorCode.UNREACHABLE, `cannot reach the Tessera node at ${this.baseUrl}: is \`tessera serve\` running?`, { cause: err });
@@ -63,4 +58,35 @@ export class ApiClient {
     }
     return reply;
   }
+}
+
+/** A request that took longer than its time limit. */
+class TimeoutError extends Error {}
+
+/**
+ * One HTTP request, on a connection of its own, with a limit on its whole duration. node:http,
+ * not fetch: a command's first fetch loads undici and compiles its WebAssembly HTTP parser,
+ * ~70 ms of every command's start.
+ */
+function send(url: URL, method: string, body: string | undefined, timeoutMs: number): Promise<{ res: { status: number; ok: boolean }; text: string }> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string | number> = body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
+    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, { method, headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        clearTimeout(timer);
+        const status = res.statusCode ?? 0;
+        resolve({ res: { status, ok: status >= 200 && status < 300 }, text: Buffer.concat(chunks).toString('utf8') });
+      });
+      res.on('error', fail);
+    });
+    const timer = setTimeout(() => req.destroy(new TimeoutError(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    function fail(err: Error): void {
+      clearTimeout(timer);
+      reject(err);
+    }
+    req.on('error', fail);
+    req.end(body);
+  });
 }

@@ -8,8 +8,9 @@
  * `inFlightMax` requests at once, connect and idle timeouts, a bounded number of attempts.
  */
 import { createHash } from 'node:crypto';
-import { Agent as HttpAgent } from 'node:http';
-import { Agent as HttpsAgent } from 'node:https';
+import type { Agent as HttpAgent } from 'node:http';
+import type { Agent as HttpsAgent } from 'node:https';
+import { http as nodeHttp, https as nodeHttps } from '../util/node-http.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createRequire } from 'node:module';
 import type * as S3Sdk from '@aws-sdk/client-s3';
@@ -279,7 +280,7 @@ export class S3Backend extends Backend {
     // An agent of our own: the SDK would otherwise make an unbounded one for uploads that use
     // `Expect: 100-continue`.
     const agentOpts = { keepAlive: true, maxSockets: inFlightMax, maxFreeSockets: inFlightMax };
-    this.#agent = https ? new HttpsAgent(agentOpts) : new HttpAgent(agentOpts);
+    this.#agent = https ? new nodeHttps.Agent(agentOpts) : new nodeHttp.Agent(agentOpts);
     this.#client = new (sdk().S3Client)({
       region,
       endpoint: opts.endpoint,

@@ -1,5 +1,4 @@
-import { request as httpRequest } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import { http, https } from '../util/node-http.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
 
 /** Default API URL when neither --api nor TESSERA_API is given. */
@@ -71,7 +70,7 @@ class TimeoutError extends Error {}
 function send(url: URL, method: string, body: string | undefined, timeoutMs: number): Promise<{ res: { status: number; ok: boolean }; text: string }> {
   return new Promise((resolve, reject) => {
     const headers: Record<string, string | number> = body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
-    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, { method, headers, agent: false }, (res) => {
+    const req = (url.protocol === 'https:' ? https : http).request(url, { method, headers, agent: false }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {

@@ -50,7 +50,8 @@ export function fileSource(fh: FileHandle, sizeBytes: number): ByteSource {
   return {
     sizeBytes,
     async read(offset, length) {
-      const buf = Buffer.alloc(length);
+      // Not zero-filled: only the bytes read are returned.
+      const buf = Buffer.allocUnsafe(length);
       let done = 0;
       while (done < length) {
         const { bytesRead } = await fh.read(buf, done, length - done, offset + done);

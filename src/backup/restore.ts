@@ -207,7 +207,9 @@ export async function restoreTo(
       const taken = await slots.take(r.blobs.length);
       try {
         const lengths = await ctx.pool.openManyInto(data, specs, { memory: slots.memory, offsets: taken.map((i) => slots.offsetOf(i)), slotBytes: chunkSize });
-        await Promise.all(
+        // Every write settles before the slots go back (a failed one must not let the next read
+        // overwrite a slot another write of this read still reads from).
+        const writes = await Promise.allSettled(
           r.blobs.flatMap((b, i) =>
             b.chunks.map(async (chunk) => {
               const expected = Math.min(chunkSize, snapshot.sizeBytes - chunk * chunkSize);
@@ -217,6 +219,8 @@ export async function restoreTo(
             }),
           ),
         );
+        const failed = writes.find((w) => w.status === 'rejected');
+        if (failed !== undefined) throw failed.reason;
       } finally {
         slots.give(taken);
       }

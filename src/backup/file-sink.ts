@@ -6,51 +6,20 @@
  *
  * O_DIRECT wants the buffer, the file offset and the length aligned (4 KiB covers 512-byte and
  * 4 KiB sectors). Node's Buffers have no alignment to ask for, but a WebAssembly.Memory is page
- * aligned: a restore's plaintexts, opened by the workers into slots of shared memory of one
- * (shared-slots.ts), are written as they are; other chunks are copied into slots of one first. Writes that are not aligned (a short last
- * chunk) go through the page cache, and so does everything once the file system refuses a direct
- * write (EINVAL): the restore never depends on O_DIRECT.
+ * aligned (shared-slots.ts): a restore's plaintexts, opened by the workers into slots of one, are
+ * written as they are; chunks from other buffers are copied into slots of one first. Writes that
+ * are not aligned (a short last chunk) go through the page cache, and so does everything once the
+ * file system refuses a direct write (EINVAL): the restore never depends on O_DIRECT.
  */
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { writeAll } from '../util/write-all.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 import type { RestoreSink } from './restore.ts';
-import { directAlignBytes, isDirectAligned } from './shared-slots.ts';
+import { directAlignBytes, isDirectAligned, SharedSlots } from './shared-slots.ts';
 
-/** The one WebAssembly API used here (the DOM library that types it is not in this project). */
-declare const WebAssembly: { Memory: new (d: { initial: number; maximum?: number }) => { buffer: ArrayBuffer } };
-
-export { directAlignBytes };
-/** Chunks being written directly at once (each holds a slot of page-aligned memory). */
+/** Chunks from other buffers being written directly at once (each copied into a slot first). */
 const directSlots = 8;
-/** Bytes of WebAssembly memory per page. */
-const wasmPageBytes = 65536;
-
-/** Page-aligned buffers of one size, handed out and given back. */
-class AlignedSlots {
-  readonly slotBytes: number;
-  private readonly free: Buffer[] = [];
-  private readonly waiting: ((b: Buffer) => void)[] = [];
-
-  constructor(slotBytes: number, count: number, misalignBytes: number) {
-    this.slotBytes = slotBytes;
-    const pages = Math.ceil((slotBytes * count + misalignBytes) / wasmPageBytes);
-    const memory = Buffer.from(new WebAssembly.Memory({ initial: pages, maximum: pages }).buffer);
-    for (let i = 0; i < count; i++) this.free.push(memory.subarray(misalignBytes + i * slotBytes, misalignBytes + (i + 1) * slotBytes));
-  }
-
-  take(): Promise<Buffer> {
-    const b = this.free.pop();
-    return b !== undefined ? Promise.resolve(b) : new Promise((resolve) => this.waiting.push(resolve));
-  }
-
-  give(b: Buffer): void {
-    const next = this.waiting.shift();
-    if (next !== undefined) next(b);
-    else this.free.push(b);
-  }
-}
 
 /** How a FileSink wrote, for progress reports and tests. */
 export interface FileSinkStats {
@@ -73,9 +42,9 @@ export class FileSink implements RestoreSink {
   readonly stats: FileSinkStats = { bytesDirect: 0, bytesBuffered: 0, directRefused: false };
   private readonly fh: FileHandle;
   private direct: FileHandle | null;
-  private readonly slots: AlignedSlots | null;
+  private readonly slots: SharedSlots | null;
 
-  private constructor(fh: FileHandle, direct: FileHandle | null, slots: AlignedSlots | null) {
+  private constructor(fh: FileHandle, direct: FileHandle | null, slots: SharedSlots | null) {
     this.fh = fh;
     this.direct = direct;
     this.slots = slots;
@@ -100,8 +69,7 @@ export class FileSink implements RestoreSink {
       await fh.close();
       throw err;
     }
-    const slotBytes = Math.ceil(chunkBytes / directAlignBytes) * directAlignBytes;
-    const slots = direct === null ? null : new AlignedSlots(slotBytes, directSlots, options.misalignBytes ?? 0);
+    const slots = direct === null ? null : new SharedSlots(chunkBytes, directSlots, options.misalignBytes ?? 0);
     return new FileSink(fh, direct, slots);
   }
 
@@ -110,12 +78,13 @@ export class FileSink implements RestoreSink {
     // A slot of aligned shared memory (a restore's plaintexts) is written as it is.
     if (this.direct !== null && aligned && isDirectAligned(data) && (await this.writeDirect(data, offset))) return;
     if (this.direct !== null && aligned && data.length <= this.slots!.slotBytes) {
-      const slot = await this.slots!.take();
+      const [slot] = await this.slots!.take(1);
       try {
-        data.copy(slot);
-        if (await this.writeDirect(slot.subarray(0, data.length), offset)) return;
+        const view = this.slots!.view(slot, data.length);
+        data.copy(view);
+        if (await this.writeDirect(view, offset)) return;
       } finally {
-        this.slots!.give(slot);
+        this.slots!.give([slot]);
       }
     }
     await writeAll(this.fh, data, offset);

@@ -46,7 +46,6 @@ export interface OpenSpec {
 
 /** Requests a worker understands. */
 export type WorkerRequest =
-  | { op: 'hash'; plain: Uint8Array }
   | { op: 'hashAt'; memory: SharedArrayBuffer; offset: number; length: number }
   | { op: 'sealAt'; memory: SharedArrayBuffer; offset: number; length: number }
   | { op: 'seal'; plain: Uint8Array; withId: boolean }
@@ -212,12 +211,6 @@ export class WorkerPool {
     }
   }
 
-  /** The blob id of `plain`; `plain` is moved to the worker and back (use the returned one). */
-  async hash(plain: Buffer): Promise<{ id: Buffer; plain: Buffer }> {
-    const r = await this.run<{ id: Uint8Array; plain: Uint8Array }>({ op: 'hash', plain }, [plain]);
-    return { id: asBuffer(r.id), plain: asBuffer(r.plain) };
-  }
-
   /** The blob id of the `length` bytes at `offset` of shared `memory` (read where they lie). */
   async hashAt(at: SharedBytes): Promise<Buffer> {
     const r = await this.run<{ id: Uint8Array }>({ op: 'hashAt', ...at }, [], at.length);
@@ -230,13 +223,10 @@ export class WorkerPool {
     return { sealed: asBuffer(r.sealed), flags: r.flags, plainLength: r.plainLength };
   }
 
-  /**
-   * Compresses and seals `plain` (moved to the worker); with `withId` also returns its id. `plain`
-   * comes back too (moved back when it was transferable), for the caller to reuse.
-   */
-  async seal(plain: Buffer, withId = false): Promise<SealedBlob & { id?: Buffer; plain?: Buffer }> {
-    const r = await this.run<{ sealed: Uint8Array; flags: number; plainLength: number; id?: Uint8Array; plain?: Uint8Array }>({ op: 'seal', plain, withId }, [plain]);
-    return { sealed: asBuffer(r.sealed), flags: r.flags, plainLength: r.plainLength, id: r.id ? asBuffer(r.id) : undefined, plain: r.plain ? asBuffer(r.plain) : undefined };
+  /** Compresses and seals `plain` (moved to the worker); with `withId` also returns its id. */
+  async seal(plain: Buffer, withId = false): Promise<SealedBlob & { id?: Buffer }> {
+    const r = await this.run<{ sealed: Uint8Array; flags: number; plainLength: number; id?: Uint8Array }>({ op: 'seal', plain, withId }, [plain]);
+    return { sealed: asBuffer(r.sealed), flags: r.flags, plainLength: r.plainLength, id: r.id ? asBuffer(r.id) : undefined };
   }
 
   /** Opens one blob and checks it against its id. */

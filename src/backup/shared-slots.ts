@@ -27,7 +27,10 @@ export function isDirectAligned(buf: Uint8Array): boolean {
   );
 }
 
-/** `count` slots of `slotBytes` (rounded up to 4 KiB) in one page-aligned shared memory. */
+/**
+ * `count` slots of `slotBytes` (rounded up to 4 KiB) in one page-aligned shared memory.
+ * `misalignBytes` (a test hook) shifts every slot off alignment, so direct writes of it fail.
+ */
 export class SharedSlots {
   readonly memory: SharedArrayBuffer;
   readonly slotBytes: number;
@@ -35,11 +38,14 @@ export class SharedSlots {
   private readonly free: number[] = [];
   private readonly waiting: { n: number; resolve: (slots: number[]) => void }[] = [];
 
-  constructor(slotBytes: number, count: number) {
+  private readonly baseBytes: number;
+
+  constructor(slotBytes: number, count: number, misalignBytes = 0) {
     if (!Number.isSafeInteger(slotBytes) || slotBytes <= 0 || !Number.isSafeInteger(count) || count <= 0) throw new RangeError(`Bad slots: ${count} of ${slotBytes} bytes`);
     this.slotBytes = Math.ceil(slotBytes / directAlignBytes) * directAlignBytes;
     this.count = count;
-    const pages = Math.ceil((this.slotBytes * count) / wasmPageBytes);
+    this.baseBytes = misalignBytes;
+    const pages = Math.ceil((this.slotBytes * count + misalignBytes) / wasmPageBytes);
     this.memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true }).buffer;
     alignedMemories.add(this.memory);
     for (let i = count - 1; i >= 0; i--) this.free.push(i);
@@ -47,7 +53,7 @@ export class SharedSlots {
 
   /** Byte offset of slot `i` in `memory`. */
   offsetOf(i: number): number {
-    return i * this.slotBytes;
+    return this.baseBytes + i * this.slotBytes;
   }
 
   /** A Buffer over the first `length` bytes of slot `i`. */

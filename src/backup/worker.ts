@@ -41,8 +41,6 @@ function checkPack(pack: Buffer, packIdHex: string): { hashOk: boolean; entries:
 
 function handle(msg: WorkerRequest): unknown {
   switch (msg.op) {
-    case 'hash':
-      return { id: blobId(keys.idKey, buf(msg.plain)), plain: msg.plain };
     case 'hashAt':
       return { id: blobId(keys.idKey, Buffer.from(msg.memory, msg.offset, msg.length)) };
     case 'sealAt':
@@ -50,7 +48,7 @@ function handle(msg: WorkerRequest): unknown {
     case 'seal': {
       const plain = buf(msg.plain);
       const s = sealBlob(keys.encKey, plain);
-      return { ...s, id: msg.withId ? blobId(keys.idKey, plain) : undefined, plain: msg.plain };
+      return { ...s, id: msg.withId ? blobId(keys.idKey, plain) : undefined };
     }
     case 'open':
       return { plain: openBlob(keys, buf(msg.sealed), { flags: msg.flags, plainLength: msg.plainLength, id: buf(msg.id) }, msg.what) };

@@ -155,10 +155,9 @@ export class BackupWriter {
     return buf;
   }
 
-  /** Gives a chunk buffer's slot back (a buffer not from allocChunk has none). */
+  /** Gives a chunk buffer's slot back. */
   private releaseChunk(buf: Buffer): void {
-    const slot = this.slotOf.get(buf);
-    if (slot === undefined) return;
+    const slot = this.slotOf.get(buf)!;
     this.slotOf.delete(buf);
     this.slots.give([slot]);
   }
@@ -166,6 +165,7 @@ export class BackupWriter {
   /** Hands over chunk `index` (from allocChunk, filled); processing goes on in the background. */
   putChunk(index: number, chunk: Buffer): void {
     this.check();
+    assert.ok(this.slotOf.has(chunk), 'putChunk takes a buffer from allocChunk');
     this.claim(index);
     assert.equal(chunk.length, this.chunkLength(index));
     this.stats.bytesScanned += chunk.length;
@@ -263,19 +263,15 @@ export class BackupWriter {
 
   private async processChunk(index: number, chunk: Buffer): Promise<void> {
     const length = chunk.length;
-    const slot = this.slotOf.get(chunk);
-    const at = slot === undefined ? null : { memory: this.slots.memory, offset: this.slots.offsetOf(slot), length };
+    // The workers read the chunk where it lies, in its slot.
+    const at = { memory: this.slots.memory, offset: this.slots.offsetOf(this.slotOf.get(chunk)!), length };
     try {
-      // A chunk in a slot is read by the workers where it lies; any other buffer moves to them and back.
-      let plain = chunk;
-      let id: Buffer;
-      if (at !== null) id = await this.pool.hashAt(at);
-      else ({ id, plain } = await this.pool.hash(chunk));
+      const id = await this.pool.hashAt(at);
       if (this.known(id)) {
         this.stats.chunksReused++;
       } else {
         this.ownBlobs.add(id.toString('hex'));
-        const blob = at !== null ? await this.pool.sealAt(at) : await this.pool.seal(plain);
+        const blob = await this.pool.sealAt(at);
         this.stats.chunksNew++;
         this.stats.bytesNew += length;
         this.stats.bytesStored += blob.sealed.length;

@@ -33,26 +33,26 @@ export class ApiClient {
   /** Sends a request to `/api/v1` + `path` and returns the parsed JSON reply (undefined for 204). */
   async request(method: string, path: string, opts: RequestOptions = {}): Promise<any> {
     const timeoutMs = opts.timeoutMs ?? 60_000;
-    let res: { status: number; ok: boolean };
+    let status: number;
     let text: string;
     try {
-      ({ res, text } = await send(new URL(`${this.baseUrl}/api/v1${path}`), method, opts.body === undefined ? undefined : JSON.stringify(opts.body), timeoutMs));
+      ({ status, text } = await send(new URL(`${this.baseUrl}/api/v1${path}`), method, opts.body === undefined ? undefined : JSON.stringify(opts.body), timeoutMs));
     } catch (err) {
       if (err instanceof TimeoutError) {
         throw new CliError(CliErrorCode.FAILED, `the Tessera node at ${this.baseUrl} did not answer within ${timeoutMs / 1000} s`, { cause: err });
       }
       throw new CliError(CliErrorCode.UNREACHABLE, `cannot reach the Tessera node at ${this.baseUrl}: is \`tessera serve\` running?`, { cause: err });
     }
-    if (res.status === 204) return undefined;
+    if (status === 204) return undefined;
     let reply: any;
     try {
       reply = JSON.parse(text);
     } catch {
-      throw new CliError(CliErrorCode.FAILED, `unexpected reply from ${this.baseUrl} (HTTP ${res.status}, not JSON): is it a Tessera node?`);
+      throw new CliError(CliErrorCode.FAILED, `unexpected reply from ${this.baseUrl} (HTTP ${status}, not JSON): is it a Tessera node?`);
     }
-    if (!res.ok) {
+    if (status < 200 || status >= 300) {
       const message = reply?.error?.message;
-      if (typeof message !== 'string') throw new CliError(CliErrorCode.FAILED, `the node answered HTTP ${res.status} to ${method} ${path}`);
+      if (typeof message !== 'string') throw new CliError(CliErrorCode.FAILED, `the node answered HTTP ${status} to ${method} ${path}`);
       throw new CliError(CliErrorCode.FAILED, message);
     }
     return reply;
@@ -67,7 +67,7 @@ class TimeoutError extends Error {}
  * not fetch: a command's first fetch loads undici and compiles its WebAssembly HTTP parser,
  * ~70 ms of every command's start.
  */
-function send(url: URL, method: string, body: string | undefined, timeoutMs: number): Promise<{ res: { status: number; ok: boolean }; text: string }> {
+function send(url: URL, method: string, body: string | undefined, timeoutMs: number): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
     const headers: Record<string, string | number> = body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
     const req = (url.protocol === 'https:' ? https : http).request(url, { method, headers, agent: false }, (res) => {
@@ -75,8 +75,7 @@ function send(url: URL, method: string, body: string | undefined, timeoutMs: num
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
         clearTimeout(timer);
-        const status = res.statusCode ?? 0;
-        resolve({ res: { status, ok: status >= 200 && status < 300 }, text: Buffer.concat(chunks).toString('utf8') });
+        resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') });
       });
       res.on('error', fail);
     });

@@ -21,6 +21,7 @@ export { backupDisk, backupSnapshotName, latestDiskRestorePoints, diskSizeOf, sn
 export type { DiskExtent, DiskSnapshotSource, DiskBackupOptions, DiskBackupProgress, DiskBackupResult } from './disk.ts';
 export * as format from './format.ts';
 export { seal, tryOpen, makeKeyFile, parseKeyFile, unwrapKeyFile, encodeObject, decodeObject, sealBlob, blobId } from './crypto.ts';
+export type { Keys } from './crypto.ts';
 export { parsePackTail, readPackHeader } from './pack.ts';
 export { verify } from './verify.ts';
 export type { VerifyFault, VerifyOptions, VerifyReport } from './verify.ts';

@@ -122,7 +122,15 @@ export class WorkerPool {
   private failure: Error | null = null;
   private seq = 0;
 
-  constructor(keys: Keys, options: { workers?: number; busyMin?: number; now?: () => number } = {}) {
+  /** Whether the workers have the keys: tasks wait until then. */
+  private keyed = false;
+
+  /**
+   * Starts the threads. `keys` may be a promise: the threads boot meanwhile (a CLI command
+   * starts them while the password's key is derived), and take tasks once it resolves; if it
+   * rejects, every task fails with its error.
+   */
+  constructor(keys: Keys | Promise<Keys>, options: { workers?: number; busyMin?: number; now?: () => number } = {}) {
     const n = options.workers ?? defaultWorkerCount();
     if (!Number.isSafeInteger(n) || n < 1 || n > workersMax) throw new BackupError('BACKUP_INVALID', `Worker count ${n} is not in 1..${workersMax}`);
     this.size = n;
@@ -132,7 +140,7 @@ export class WorkerPool {
     const busyMin = Math.max(1, Math.min(n, options.busyMin ?? n));
     this.busy = new AdaptiveLimiter({ min: busyMin * tasksPerWorker, max: n * tasksPerWorker, initial: n * tasksPerWorker, now: options.now });
     for (let i = 0; i < n; i++) {
-      const w = startThread(new URL('./worker.ts', import.meta.url), { workerData: { encKey: keys.encKey, idKey: keys.idKey } });
+      const w = startThread(new URL('./worker.ts', import.meta.url));
       w.unref();
       w.on('message', (msg: { seq: number; result?: any; error?: { code: BackupErrorCodeValue; message: string } }) => {
         const task = this.running[i].shift();
@@ -152,6 +160,15 @@ export class WorkerPool {
       this.workers.push(w);
       this.running.push([]);
     }
+    const give = (k: Keys): void => {
+      if (this.failure !== null) return;
+      // The first message of each thread; the tasks follow it in its port.
+      for (const w of this.workers) w.postMessage({ op: 'keys', encKey: k.encKey, idKey: k.idKey });
+      this.keyed = true;
+      this.dispatch();
+    };
+    if (keys instanceof Promise) keys.then(give, (err: Error) => this.failure ?? this.fail(err));
+    else give(keys);
   }
 
   /** The busy-worker limiter's record (for `--json` stats). */
@@ -196,7 +213,7 @@ export class WorkerPool {
 
   /** Hands queued tasks to workers while the task limit allows. */
   private dispatch(): void {
-    while (this.queueHead < this.queue.length && this.failure === null) {
+    while (this.keyed && this.queueHead < this.queue.length && this.failure === null) {
       const i = this.pickWorker();
       if (i < 0 || !this.busy.tryAcquire()) return;
       const task = this.queue[this.queueHead++];

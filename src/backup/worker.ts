@@ -3,7 +3,7 @@
  * main thread only moves bytes. Messages are `{seq, op, ...}`; replies `{seq, result}` or
  * `{seq, error: {code, message}}`. Buffers travel as transferred ArrayBuffers where possible.
  */
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import { blobId, openBlob, seal, sealBlob, sha256, type Keys } from './crypto.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 import { encodePackEntries, headerLengthBytes, type PackEntry } from './format.ts';
@@ -11,7 +11,8 @@ import { parsePackTail } from './pack.ts';
 import type { WorkerRequest } from './pool.ts';
 import { transferablesOf } from './pool.ts';
 
-const keys: Keys = { encKey: Buffer.from(workerData.encKey), idKey: Buffer.from(workerData.idKey) };
+/** The repository's keys: the pool's first message (it may start the thread before it has them). */
+let keys: Keys = { encKey: Buffer.alloc(0), idKey: Buffer.alloc(0) };
 
 function buf(u8: Uint8Array): Buffer {
   return Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
@@ -83,7 +84,11 @@ function handle(msg: WorkerRequest): unknown {
   }
 }
 
-parentPort!.on('message', (msg: WorkerRequest & { seq: number }) => {
+parentPort!.on('message', (msg: (WorkerRequest & { seq: number }) | { op: 'keys'; encKey: Uint8Array; idKey: Uint8Array }) => {
+  if (msg.op === 'keys') {
+    keys = { encKey: Buffer.from(msg.encKey), idKey: Buffer.from(msg.idKey) };
+    return;
+  }
   let result: unknown;
   try {
     result = handle(msg);

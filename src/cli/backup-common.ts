@@ -14,6 +14,7 @@ import {
   locateRestorePoint,
   openBackend,
   type ArchiveRecord,
+  type Keys,
   type Located,
   type RepoContext,
   type SnapshotEntry,
@@ -87,24 +88,37 @@ async function withRepository<T>(io: Io, location: string, pw: string, fn: (repo
  * `archive` says it is an archive repository (a wrong password names where its password comes from).
  */
 export async function withRepoAt<T>(io: Io, location: string, pw: string, fn: (r: RepoContext) => Promise<T>, options: { archive?: boolean } = {}): Promise<T> {
-  return withRepository(
-    io,
-    location,
-    pw,
-    async (repo) => {
-      let cache: IndexCache | null = null;
-      let pool: WorkerPool | null = null;
-      try {
-        cache = IndexCache.open(repo.id, cacheRoot(io.env));
-        pool = new WorkerPool(repo.keys);
-        return await fn({ repo, cache, pool });
-      } finally {
-        await pool?.close();
-        await cache?.close();
-      }
-    },
-    options,
+  // The worker threads boot while the password's key is derived (scrypt, ~0.1 s): started once
+  // the repository was open, their start-up took the cores from the command's first steps.
+  let keysOf!: (repo: Repository) => void;
+  let noKeys!: (err: Error) => void;
+  const pool = new WorkerPool(
+    new Promise<Keys>((resolve, reject) => {
+      keysOf = (repo) => resolve(repo.keys);
+      noKeys = reject;
+    }),
   );
+  try {
+    return await withRepository(
+      io,
+      location,
+      pw,
+      async (repo) => {
+        keysOf(repo);
+        let cache: IndexCache | null = null;
+        try {
+          cache = IndexCache.open(repo.id, cacheRoot(io.env));
+          return await fn({ repo, cache, pool });
+        } finally {
+          await cache?.close();
+        }
+      },
+      options,
+    );
+  } finally {
+    noKeys(new BackupError(BackupErrorCode.INVALID, 'The repository was not opened')); // if it never was
+    await pool.close();
+  }
 }
 
 /** Opens the --repo repository with its index cache and a worker pool around `fn`. */

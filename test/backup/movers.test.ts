@@ -58,6 +58,40 @@ test('worker pool: blobs open into slots of shared memory, and one larger than i
   }
 });
 
+test('worker pool: started before its keys, it runs the tasks queued meanwhile with them; keys that never come fail the tasks', async () => {
+  const keys = { encKey: randomBytes(32), idKey: randomBytes(32) };
+  let give!: (k: typeof keys) => void;
+  const pool = new WorkerPool(new Promise((resolve) => (give = resolve)), { workers: 2 });
+  const reference = new WorkerPool(keys, { workers: 1 });
+  try {
+    const plain = randomBytes(50_000);
+    const early = pool.seal(Buffer.from(plain), true);
+    let settled = false;
+    void early.finally(() => (settled = true));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(settled, false, 'a task waits for the keys');
+    give(keys);
+    const sealed = await early;
+    // Sealed and hashed with the keys given: the other pool opens it, and the ids agree.
+    const expectId = (await reference.seal(Buffer.from(plain), true)).id!;
+    assert.ok(sealed.id!.equals(expectId));
+    assert.ok((await reference.open(sealed.sealed, { flags: sealed.flags, plainLength: sealed.plainLength, id: expectId }, 'test blob')).equals(plain));
+  } finally {
+    await pool.close();
+    await reference.close();
+  }
+  let refuse!: (err: Error) => void;
+  const never = new WorkerPool(new Promise((_, reject) => (refuse = reject)), { workers: 1 });
+  try {
+    const task = never.seal(randomBytes(10));
+    refuse(new Error('wrong password'));
+    await assert.rejects(task, /wrong password/);
+    await assert.rejects(never.seal(randomBytes(10)), /wrong password/);
+  } finally {
+    await never.close();
+  }
+});
+
 test('hedger: a request past its deadline is sent again and the first result wins; a failed attempt lets the other win', async () => {
   const h = new Hedger({ samplesMin: 4, deadlineMsMin: 5, factor: 1 });
   for (let i = 0; i < 4; i++) await h.run(async () => i, () => () => {});

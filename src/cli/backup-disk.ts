@@ -92,8 +92,10 @@ export async function runDiskBackup(
   const dup = disks.find((d, i) => disks.indexOf(d) !== i);
   if (dup !== undefined) throw usageError(`disk ${dup} is named twice`);
   if (run.tenant !== undefined) checkTenant(run.tenant); // before any snapshot is taken
-  const infos: DiskInfo[] = [];
-  for (const d of disks) infos.push(await client.request('GET', `/disks/${seg(d)}`));
+  // The snapshot lists, not the disks' info: that counts each disk's allocated bytes (a scan of
+  // its index on the node, 15–30 ms for a 2 GiB disk).
+  const snapshotsOf: string[][] = [];
+  for (const d of disks) snapshotsOf.push(await snapshotNames(client, d));
   const parents = await latestDiskRestorePoints(r.repo, disks);
 
   const snapName = backupSnapshotName((run.now ?? Date.now)(), r.repo.id);
@@ -127,7 +129,7 @@ export async function runDiskBackup(
         let parent: SnapshotEntry | null = parents.get(disk) ?? null;
         let fullReason: string | null = null;
         const base = parent !== null && 'snapshot' in parent.snapshot.source ? parent.snapshot.source.snapshot : null;
-        if (parent !== null && (base === null || !infos[i].snapshots.includes(base))) {
+        if (parent !== null && (base === null || !snapshotsOf[i].includes(base))) {
           fullReason = `the base snapshot ${disk}@${base} of restore point ${parent.id.slice(0, 8)} is gone`;
           io.stderr(`tessera: ${fullReason}: full backup of ${disk}\n`);
           parent = null;
@@ -137,7 +139,7 @@ export async function runDiskBackup(
         }
         const result = await backupDisk(r, data.source(disk, snapName, snaps[i].sizeBytes), { parent, group, tenant: run.tenant, onProgress: run.onProgress });
         backedUp.push({ disk, result, fullReason });
-        if (base !== null && infos[i].snapshots.includes(base)) {
+        if (base !== null && snapshotsOf[i].includes(base)) {
           // The new snapshot is the next base; the old one only pins old data now.
           await client.request('DELETE', `/disks/${seg(disk)}/snapshots/${seg(base)}`).catch((err: Error) => {
             io.stderr(`tessera: warning: could not delete the old base snapshot ${disk}@${base}: ${err.message}\n`);
@@ -160,6 +162,12 @@ export async function runDiskBackup(
   }
 }
 
+/** The names of `disk`'s snapshots. */
+async function snapshotNames(client: ApiClient, disk: string): Promise<string[]> {
+  const snaps: SnapshotInfo[] = await client.request('GET', `/disks/${seg(disk)}/snapshots`);
+  return snaps.map((s) => s.name);
+}
+
 /**
  * Deletes the backup snapshots of `disk` that backups into `repo` killed before their end left
  * on the node (staleBackupSnapshots says which; `current` is this backup's). Best effort: what
@@ -169,8 +177,8 @@ async function removeStaleSnapshots(repo: Repository, client: ApiClient, io: Io,
   const removed: string[] = [];
   try {
     // Listed before staleBackupSnapshots reads the markers and restore points: see there why.
-    const info: DiskInfo = await client.request('GET', `/disks/${seg(disk)}`);
-    for (const name of await staleBackupSnapshots(repo, disk, info.snapshots, current)) {
+    const names = await snapshotNames(client, disk);
+    for (const name of await staleBackupSnapshots(repo, disk, names, current)) {
       await client.request('DELETE', `/disks/${seg(disk)}/snapshots/${seg(name)}`);
       removed.push(name);
       io.stderr(`tessera: removed ${disk}@${name}, left by an interrupted backup into this repository\n`);

@@ -12,6 +12,7 @@ import type { IndexCache } from './cache.ts';
 import type { WorkerPool } from './pool.ts';
 import type { Repository, Snapshot, SnapshotEntry } from './repository.ts';
 import { readBlob, readMapBlob } from './restore.ts';
+import { damagedAdvice, scanSnapshots } from './scan.ts';
 import { BackupWriter, checkTenant, type BackupProgress, type BackupResult, type WriterLimits } from './writer.ts';
 
 /** One run of a snapshot's extents, as the node reports them. */
@@ -117,14 +118,19 @@ async function catalogStillHolds(ctx: { repo: Repository; cache: IndexCache; poo
   return catalogBlobIds(rootId, root).every((id) => writer.hasBlob(id));
 }
 
-/** The newest disk restore point of each of `disks` (by name), or none. */
-export async function latestDiskRestorePoints(repo: Repository, disks: readonly string[]): Promise<Map<string, SnapshotEntry>> {
-  const out = new Map<string, SnapshotEntry>();
-  for (const e of await repo.listSnapshots()) {
+/**
+ * The newest readable disk restore point of each of `disks` (by name), or none, and the ids of
+ * the restore points that cannot be read. A damaged one is not a parent: a backup without its
+ * parent reads more (from an older parent, or all of the disk), never wrong data.
+ */
+export async function latestDiskRestorePoints(repo: Repository, disks: readonly string[]): Promise<{ parents: Map<string, SnapshotEntry>; damaged: string[] }> {
+  const { snapshots, damaged } = await scanSnapshots(repo);
+  const parents = new Map<string, SnapshotEntry>();
+  for (const e of snapshots.sort((a, b) => a.snapshot.time - b.snapshot.time || a.id.localeCompare(b.id))) {
     if (e.snapshot.kind !== 'disk' || !disks.includes(e.snapshot.name) || !('snapshot' in e.snapshot.source)) continue;
-    out.set(e.snapshot.name, e); // oldest first: the last one wins
+    parents.set(e.snapshot.name, e); // oldest first: the last one wins
   }
-  return out;
+  return { parents, damaged: damaged.map((d) => d.id) };
 }
 
 /** Hex digits of the repository id a backup's node snapshot name ends in (64 bits). */
@@ -158,7 +164,10 @@ export async function staleBackupSnapshots(repo: Repository, disk: string, nodeS
   if (ours.length === 0) return [];
   const running = new Set((await repo.liveWriters()).map((m) => m.nodeSnapshot));
   const bases = new Set<string>();
-  for (const e of await repo.listSnapshots()) {
+  const { snapshots, damaged } = await scanSnapshots(repo);
+  // A damaged restore point's base cannot be known: every snapshot stays until it is forgotten.
+  if (damaged.length > 0) throw new BackupError(BackupErrorCode.CORRUPT, `the snapshots interrupted backups left are kept: ${damagedAdvice(damaged.map((d) => d.id))}`);
+  for (const e of snapshots) {
     const s = e.snapshot;
     if (s.kind === 'disk' && s.name === disk && 'snapshot' in s.source) bases.add(s.source.snapshot);
   }

@@ -7,8 +7,8 @@ import { BackupError, BackupErrorCode } from './errors.ts';
 import { layout, packPath, pruneGraceMsDefault } from './format.ts';
 import { indexBlobsOf, readPackHeader, type IndexedPack } from './pack.ts';
 import type { WorkerPool } from './pool.ts';
-import { mapConcurrent, type PruneMark, type Repository, type SnapshotEntry } from './repository.ts';
-import { scanIndex, scanMap, scanMarks, scanSnapshots } from './scan.ts';
+import { mapConcurrent, type PruneMark, type Repository, type Snapshot, type SnapshotEntry } from './repository.ts';
+import { damagedAdvice, scanIndex, scanMap, scanMarks, scanSnapshots } from './scan.ts';
 
 /** Which restore points `forget` keeps, per name; a restore point is kept if any rule keeps it. */
 export interface ForgetPolicy {
@@ -66,11 +66,50 @@ export function applyPolicy(entries: readonly SnapshotEntry[], policy: ForgetPol
   return { kept: entries.filter((e) => kept.has(e)), removed: entries.filter((e) => !kept.has(e)) };
 }
 
-/** Deletes the restore points `policy` does not keep. */
+/**
+ * Deletes the restore points `policy` does not keep. A damaged restore point (one that cannot be
+ * read) has no name or time for the policy to place it by: the call fails before it deletes
+ * anything, saying how to forget it by id.
+ */
 export async function forget(repo: Repository, policy: ForgetPolicy, options: { dryRun?: boolean } = {}): Promise<ForgetResult> {
-  const result = applyPolicy(await repo.listSnapshots(), policy);
+  const { snapshots, damaged } = await scanSnapshots(repo);
+  if (damaged.length > 0) throw new BackupError(BackupErrorCode.CORRUPT, `Forget by policy stops: ${damagedAdvice(damaged.map((d) => d.id))}`);
+  const result = applyPolicy(snapshots.sort((a, b) => a.snapshot.time - b.snapshot.time || a.id.localeCompare(b.id)), policy);
   if (!options.dryRun) await mapConcurrent(result.removed, 8, (e) => repo.backend.delete(layout.snapshots + e.id));
   return result;
+}
+
+/** A restore point forget by id removed: its record, or null if it was damaged. */
+export interface ForgottenById {
+  id: string;
+  snapshot: Snapshot | null;
+}
+
+/**
+ * Deletes the restore points named by `ids` (each a full id or a unique prefix of at least 4 hex
+ * digits), damaged ones included: they are found by their names alone. All are found before
+ * any is deleted.
+ */
+export async function forgetIds(repo: Repository, ids: readonly string[], options: { dryRun?: boolean } = {}): Promise<ForgottenById[]> {
+  const stored = await repo.listIds(layout.snapshots);
+  const found = new Set<string>();
+  for (const prefix of ids) {
+    if (!/^[0-9a-f]{4,64}$/.test(prefix)) throw new BackupError(BackupErrorCode.INVALID, `Bad restore point id '${prefix}': expected at least 4 hex digits`);
+    const matches = stored.filter((id) => id.startsWith(prefix));
+    if (matches.length === 0) throw new BackupError(BackupErrorCode.NOT_FOUND, `No restore point ${prefix} in ${repo.backend.location}`);
+    if (matches.length > 1) throw new BackupError(BackupErrorCode.INVALID, `Restore point id ${prefix} is ambiguous: ${matches.length} match`);
+    found.add(matches[0]);
+  }
+  const out = await mapConcurrent([...found], 8, async (id): Promise<ForgottenById> => {
+    try {
+      return { id, snapshot: await repo.readSnapshot(id) };
+    } catch (err) {
+      if (err instanceof BackupError && err.code === BackupErrorCode.CORRUPT) return { id, snapshot: null };
+      throw err;
+    }
+  });
+  if (!options.dryRun) await mapConcurrent(out, 8, (f) => repo.backend.delete(layout.snapshots + f.id));
+  return out;
 }
 
 /** What prune did. */
@@ -117,7 +156,7 @@ export async function prune(ctx: { repo: Repository; pool: WorkerPool }, options
     }
   }
   const { snapshots, damaged } = await scanSnapshots(repo);
-  if (damaged.length > 0) throw new BackupError(BackupErrorCode.CORRUPT, `${damaged.length} restore points are damaged (${damaged[0].id} …); run \`tessera backup verify\` and forget them first`);
+  if (damaged.length > 0) throw new BackupError(BackupErrorCode.CORRUPT, `Prune stops: ${damagedAdvice(damaged.map((d) => d.id))}`);
   const index = await scanIndex(repo);
   if (index.damaged.length > 0) throw new BackupError(BackupErrorCode.CORRUPT, `Index file ${index.damaged[0].id} is damaged; prune would lose track of its packs (run \`tessera backup verify\`)`);
   const stored = new Map((await repo.backend.list(layout.data)).map((o) => [o.path.slice(o.path.lastIndexOf('/') + 1), o.sizeBytes]));

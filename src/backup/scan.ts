@@ -135,6 +135,12 @@ async function scanCatalog(repo: Repository, pool: WorkerPool, index: ScannedInd
   }
 }
 
+/** What a damaged restore point's message adds: how to be rid of it. */
+export function damagedAdvice(ids: readonly string[]): string {
+  const first = ids[0].slice(0, 8);
+  return `${ids.length === 1 ? `restore point ${first} is damaged` : `${ids.length} restore points are damaged (${first} …)`}: \`tessera backup verify\` says what it affects, \`tessera backup forget ${first}\` removes it`;
+}
+
 /** Every readable restore point, and the ids of those that are damaged. */
 export async function scanSnapshots(repo: Repository): Promise<{ snapshots: SnapshotEntry[]; damaged: { id: string; error: BackupError }[] }> {
   const ids = await repo.listIds(layout.snapshots);

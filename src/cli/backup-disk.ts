@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import {
   backupDisk,
   backupSnapshotName,
+  damagedAdvice,
   checkTenant,
   diskSizeOf,
   latestDiskRestorePoints,
@@ -96,7 +97,8 @@ export async function runDiskBackup(
   // its index on the node, 15–30 ms for a 2 GiB disk).
   const snapshotsOf: string[][] = [];
   for (const d of disks) snapshotsOf.push(await snapshotNames(client, d));
-  const parents = await latestDiskRestorePoints(r.repo, disks);
+  const { parents, damaged } = await latestDiskRestorePoints(r.repo, disks);
+  if (damaged.length > 0) io.stderr(`tessera: warning: ${damagedAdvice(damaged)}; it is not used as a parent\n`);
 
   const snapName = backupSnapshotName((run.now ?? Date.now)(), r.repo.id);
   const hookEnv = { TESSERA_DISKS: disks.join(' '), TESSERA_SNAPSHOT: snapName };

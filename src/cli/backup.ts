@@ -5,11 +5,14 @@
 import {
   Repository,
   backupFile,
+  damagedAdvice,
   forget,
+  forgetIds,
   listArchived,
   openBackend,
   prune,
   restoreToFile,
+  scanSnapshots,
   tenantOf,
   verify,
   type ArchiveRecord,
@@ -262,12 +265,15 @@ export const backupCommands: Command[] = [
   {
     name: 'backup list',
     args: [],
-    summary: 'List the restore points of a repository, oldest first, with those archived out of it (where they went)',
+    summary: 'List the restore points of a repository, oldest first, with those archived out of it (where they went); damaged ones are listed and fail the command',
     options: { repo: repoOption, json: jsonOption },
     examples: ['tessera backup list --repo /srv/backups', 'tessera backup list --repo /srv/backups --json | jq -r \'.[] | select(.where == "here") | .id\''],
     usesApi: false,
     async run(ctx) {
-      const { entries, records } = await withRepo(ctx, async ({ repo }) => ({ entries: await repo.listSnapshots(), records: await listArchived(repo) }));
+      const { entries, damaged, records } = await withRepo(ctx, async ({ repo }) => {
+        const { snapshots, damaged } = await scanSnapshots(repo);
+        return { entries: snapshots, damaged: damaged.map((d) => d.id), records: await listArchived(repo) };
+      });
       // A run of backup archive killed between the record and the forget leaves both: the restore
       // point is still here (and is read here), so it is listed once, as here.
       const here = new Set(entries.map((e) => e.id));
@@ -279,9 +285,12 @@ export const backupCommands: Command[] = [
         ...records
           .filter((r) => !here.has(r.id))
           .map((r) => ({ time: r.snapshotTime, id: r.id, json: archivedJson(r), cells: [r.id.slice(0, 8), formatTime(r.snapshotTime), '-', r.name, '-', '-', `archived → ${r.archive.location}`] })),
+        // A damaged restore point has no time to sort by: it is listed last.
+        ...damaged.map((id) => ({ time: Infinity, id, json: { id, damaged: true, where: 'here' }, cells: [id.slice(0, 8), '-', 'damaged', '-', '-', '-', 'here'] })),
       ].sort((a, b) => a.time - b.time || a.id.localeCompare(b.id));
-      if (ctx.values.json) return printJson(ctx.io, rows.map((r) => r.json));
-      ctx.io.stdout(formatTable({ headers: ['ID', 'TIME', 'KIND', 'NAME', 'SIZE', 'ADDED', 'WHERE'], rows: rows.map((r) => r.cells), align: ['left', 'left', 'left', 'left', 'right', 'right', 'left'] }));
+      if (ctx.values.json) printJson(ctx.io, rows.map((r) => r.json));
+      else ctx.io.stdout(formatTable({ headers: ['ID', 'TIME', 'KIND', 'NAME', 'SIZE', 'ADDED', 'WHERE'], rows: rows.map((r) => r.cells), align: ['left', 'left', 'left', 'left', 'right', 'right', 'left'] }));
+      if (damaged.length > 0) throw new CliError(CliErrorCode.FAILED, damagedAdvice(damaged));
     },
   },
   {
@@ -319,8 +328,8 @@ export const backupCommands: Command[] = [
   },
   {
     name: 'backup forget',
-    args: [],
-    summary: 'Delete restore points by policy, per name; with --prune also free their space',
+    args: ['[ID...]'],
+    summary: 'Delete the restore points given by id (damaged ones too), or those a policy does not keep, per name; with --prune also free their space',
     options: {
       repo: repoOption,
       'keep-last': { type: 'string', valueName: 'N', description: 'Keep the N newest restore points' },
@@ -331,12 +340,28 @@ export const backupCommands: Command[] = [
       grace: graceOption,
       json: jsonOption,
     },
-    examples: ['tessera backup forget --repo /srv/backups --keep-last 3 --keep-daily 7 --keep-weekly 4 --prune'],
+    examples: ['tessera backup forget --repo /srv/backups --keep-last 3 --keep-daily 7 --keep-weekly 4 --prune', 'tessera backup forget --repo /srv/backups 725dd79b'],
     usesApi: false,
     async run(ctx) {
       const policy = { keepLast: count(ctx.values, 'keep-last'), keepDaily: count(ctx.values, 'keep-daily'), keepWeekly: count(ctx.values, 'keep-weekly') };
-      if (Object.values(policy).every((v) => v === undefined)) throw usageError('forget needs at least one of --keep-last, --keep-daily, --keep-weekly');
+      const byPolicy = Object.values(policy).some((v) => v !== undefined);
       const dryRun = ctx.values['dry-run'] === true;
+      if (ctx.args.length > 0) {
+        if (byPolicy) throw usageError('forget takes restore point ids or a policy (--keep-…), not both');
+        const out = await withRepo(ctx, async (r) => {
+          const removed = await forgetIds(r.repo, ctx.args, { dryRun });
+          const pruned = ctx.values.prune && !dryRun ? await runPrune(ctx, r) : null;
+          return { removed, pruned };
+        });
+        if (ctx.values.json) return printJson(ctx.io, { removed: out.removed.map((f) => f.id), damaged: out.removed.filter((f) => f.snapshot === null).map((f) => f.id), prune: out.pruned });
+        for (const f of out.removed) {
+          const what = f.snapshot === null ? '(damaged)' : `${formatTime(f.snapshot.time)} ${f.snapshot.name}`;
+          ctx.io.stdout(`${dryRun ? 'Would forget' : 'Forgot'} ${f.id.slice(0, 8)} ${what}\n`);
+        }
+        if (out.pruned) ctx.io.stdout(pruneSummary(out.pruned));
+        return;
+      }
+      if (!byPolicy) throw usageError('forget needs restore point ids, or at least one of --keep-last, --keep-daily, --keep-weekly');
       const out = await withRepo(ctx, async (r) => {
         const result = await forget(r.repo, policy, { dryRun });
         const pruned = ctx.values.prune && !dryRun ? await runPrune(ctx, r) : null;

@@ -233,11 +233,11 @@ async function dispatch(argv: string[], io: Io): Promise<number> {
     return 0;
   }
   const args = parsed.positionals.slice(wordCount);
-  // A last argument named `X...` takes one or more values.
-  const variadic = cmd.args.at(-1)?.endsWith('...') === true;
+  // A last argument named `X...` takes one or more values, `[X...]` any number.
+  const variadic = /\.\.\.\]?$/.test(cmd.args.at(-1) ?? '');
   // Arguments named `[X]` (last ones) may be left out.
   const argsMin = cmd.args.filter((a) => !a.startsWith('[')).length;
-  if (variadic ? args.length < cmd.args.length : args.length < argsMin || args.length > cmd.args.length) {
+  if (args.length < argsMin || (!variadic && args.length > cmd.args.length)) {
     const what = args.length < cmd.args.length ? `missing ${cmd.args.slice(args.length).join(' ')}` : `unexpected argument '${args[cmd.args.length]}'`;
     throw usageError(`${what}; usage: ${usageLine(cmd)}`);
   }

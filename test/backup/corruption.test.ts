@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { cpSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { backupFile, format } from '../../src/backup/index.ts';
+import { backupFile, backupSnapshotName, format, latestDiskRestorePoints, staleBackupSnapshots } from '../../src/backup/index.ts';
 import { scanIndex, scanMap } from '../../src/backup/scan.ts';
 import { cleanup, testSeed } from '../helpers/index.ts';
-import { cli, cliEnv, join, makeTempDir, openTestRepo, smallRepo, writeSeededImage } from './harness.ts';
+import { assertFailure, cli, cliEnv, join, makeTempDir, openTestRepo, smallRepo, writeSeededImage } from './harness.ts';
 
 after(cleanup);
 
@@ -126,5 +126,38 @@ describe('backup verify on damaged repositories', () => {
     const good = await cli(['backup', 'restore', b, '--repo', d, '--to-file', join(dir, 'out-b')], env);
     assert.equal(good.code, 0, good.stderr);
     assert.ok(readFileSync(join(dir, 'out-b')).equals(readFileSync(join(dir, 'b'))));
+  });
+
+  test('a damaged restore point: list shows it and fails, policies and prune stop, disk backups pass it over, forget by id removes it', async () => {
+    const d = copy('forget-damaged');
+    flipByte(join(d, 'snapshots', b), 40);
+    const advice = new RegExp(`restore point ${b.slice(0, 8)} is damaged: \`tessera backup verify\` says what it affects, \`tessera backup forget ${b.slice(0, 8)}\` removes it`);
+    const list = await cli(['backup', 'list', '--repo', d], env);
+    assertFailure(list, 1, advice);
+    assert.match(list.stdout, new RegExp(`^${a.slice(0, 8)} .* file +a .* here$`, 'm'));
+    assert.match(list.stdout, new RegExp(`^${b.slice(0, 8)} +- +damaged +- .* here$`, 'm'));
+    const json = await cli(['backup', 'list', '--repo', d, '--json'], env);
+    assert.equal(json.code, 1);
+    assert.deepEqual(JSON.parse(json.stdout).map((e: { id: string; damaged?: boolean }) => [e.id, e.damaged === true]), [[a, false], [b, true]]);
+    assertFailure(await cli(['backup', 'forget', '--repo', d, '--keep-last', '1'], env), 1, /Forget by policy stops: restore point/);
+    assertFailure(await cli(['backup', 'prune', '--repo', d], env), 1, /Prune stops: restore point/);
+    assertFailure(await cli(['backup', 'forget', '--repo', d, b.slice(0, 8), '--keep-last', '1'], env), 2, /ids or a policy .*, not both/);
+    // The parents of disk backups: the damaged one is passed over; the snapshots interrupted
+    // backups left are kept, as its base cannot be known.
+    const r = await openTestRepo(d);
+    try {
+      assert.deepEqual((await latestDiskRestorePoints(r.repo, ['a', 'b'])).damaged, [b]);
+      await assert.rejects(staleBackupSnapshots(r.repo, 'b', [backupSnapshotName(0, r.repo.id)], 'current'), { code: 'BACKUP_CORRUPT', message: advice });
+    } finally {
+      await r.close();
+    }
+    const dry = await cli(['backup', 'forget', '--repo', d, b.slice(0, 8), '--dry-run'], env);
+    assert.equal(dry.stdout, `Would forget ${b.slice(0, 8)} (damaged)\n`);
+    const gone = await cli(['backup', 'forget', '--repo', d, b.slice(0, 8), '--prune', '--grace', '0'], env);
+    assert.equal(gone.code, 0, gone.stderr);
+    assert.match(gone.stdout, new RegExp(`^Forgot ${b.slice(0, 8)} \\(damaged\\)\nPruned: `));
+    assert.equal((await cli(['backup', 'list', '--repo', d], env)).code, 0);
+    assert.equal((await cli(['backup', 'verify', '--repo', d, '--read-data'], env)).code, 0);
+    assertFailure(await cli(['backup', 'forget', '--repo', d, b.slice(0, 8)], env), 1, new RegExp(`No restore point ${b.slice(0, 8)} in`));
   });
 });

@@ -10,9 +10,8 @@ import { BackupError, BackupErrorCode } from './errors.ts';
 import { idBytes, mapEntriesPerBlob, zeroId } from './format.ts';
 import type { IndexCache } from './cache.ts';
 import type { WorkerPool } from './pool.ts';
-import type { Repository, Snapshot, SnapshotEntry } from './repository.ts';
+import { damagedAdvice, type Repository, type Snapshot, type SnapshotEntry } from './repository.ts';
 import { readBlob, readMapBlob } from './restore.ts';
-import { damagedAdvice, scanSnapshots } from './scan.ts';
 import { BackupWriter, checkTenant, type BackupProgress, type BackupResult, type WriterLimits } from './writer.ts';
 
 /** One run of a snapshot's extents, as the node reports them. */
@@ -124,9 +123,9 @@ async function catalogStillHolds(ctx: { repo: Repository; cache: IndexCache; poo
  * parent reads more (from an older parent, or all of the disk), never wrong data.
  */
 export async function latestDiskRestorePoints(repo: Repository, disks: readonly string[]): Promise<{ parents: Map<string, SnapshotEntry>; damaged: string[] }> {
-  const { snapshots, damaged } = await scanSnapshots(repo);
+  const { snapshots, damaged } = await repo.readSnapshots();
   const parents = new Map<string, SnapshotEntry>();
-  for (const e of snapshots.sort((a, b) => a.snapshot.time - b.snapshot.time || a.id.localeCompare(b.id))) {
+  for (const e of snapshots) {
     if (e.snapshot.kind !== 'disk' || !disks.includes(e.snapshot.name) || !('snapshot' in e.snapshot.source)) continue;
     parents.set(e.snapshot.name, e); // oldest first: the last one wins
   }
@@ -164,7 +163,7 @@ export async function staleBackupSnapshots(repo: Repository, disk: string, nodeS
   if (ours.length === 0) return [];
   const running = new Set((await repo.liveWriters()).map((m) => m.nodeSnapshot));
   const bases = new Set<string>();
-  const { snapshots, damaged } = await scanSnapshots(repo);
+  const { snapshots, damaged } = await repo.readSnapshots();
   // A damaged restore point's base cannot be known: every snapshot stays until it is forgotten.
   if (damaged.length > 0) throw new BackupError(BackupErrorCode.CORRUPT, `the snapshots interrupted backups left are kept: ${damagedAdvice(damaged.map((d) => d.id))}`);
   for (const e of snapshots) {

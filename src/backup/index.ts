@@ -26,7 +26,7 @@ export { parsePackTail, readPackHeader } from './pack.ts';
 export { verify } from './verify.ts';
 export type { VerifyFault, VerifyOptions, VerifyReport } from './verify.ts';
 export { forget, forgetIds, prune, applyPolicy, isoWeek, type ForgottenById } from './prune.ts';
-export { damagedAdvice, scanSnapshots } from './scan.ts';
+export { damagedAdvice } from './repository.ts';
 export type { ForgetPolicy, ForgetResult, PruneOptions, PruneReport } from './prune.ts';
 export { Catalog, buildCatalog, readFile as readCatalogFile, decodeCatalogRoot, decodeCatalogPart, comparePaths, normalisePath, catalogFormat, catalogLimits } from './catalog.ts';
 export type { CatalogEntry, CatalogRoot, CatalogVolume, ReadFileLimits } from './catalog.ts';

@@ -7,8 +7,8 @@ import { BackupError, BackupErrorCode } from './errors.ts';
 import { layout, packPath, pruneGraceMsDefault } from './format.ts';
 import { indexBlobsOf, readPackHeader, type IndexedPack } from './pack.ts';
 import type { WorkerPool } from './pool.ts';
-import { mapConcurrent, type PruneMark, type Repository, type Snapshot, type SnapshotEntry } from './repository.ts';
-import { damagedAdvice, scanIndex, scanMap, scanMarks, scanSnapshots } from './scan.ts';
+import { damagedAdvice, mapConcurrent, type PruneMark, type Repository, type Snapshot, type SnapshotEntry } from './repository.ts';
+import { scanIndex, scanMap, scanMarks } from './scan.ts';
 
 /** Which restore points `forget` keeps, per name; a restore point is kept if any rule keeps it. */
 export interface ForgetPolicy {
@@ -72,9 +72,9 @@ export function applyPolicy(entries: readonly SnapshotEntry[], policy: ForgetPol
  * anything, saying how to forget it by id.
  */
 export async function forget(repo: Repository, policy: ForgetPolicy, options: { dryRun?: boolean } = {}): Promise<ForgetResult> {
-  const { snapshots, damaged } = await scanSnapshots(repo);
+  const { snapshots, damaged } = await repo.readSnapshots();
   if (damaged.length > 0) throw new BackupError(BackupErrorCode.CORRUPT, `Forget by policy stops: ${damagedAdvice(damaged.map((d) => d.id))}`);
-  const result = applyPolicy(snapshots.sort((a, b) => a.snapshot.time - b.snapshot.time || a.id.localeCompare(b.id)), policy);
+  const result = applyPolicy(snapshots, policy);
   if (!options.dryRun) await mapConcurrent(result.removed, 8, (e) => repo.backend.delete(layout.snapshots + e.id));
   return result;
 }
@@ -155,7 +155,7 @@ export async function prune(ctx: { repo: Repository; pool: WorkerPool }, options
       report.writersRemoved++;
     }
   }
-  const { snapshots, damaged } = await scanSnapshots(repo);
+  const { snapshots, damaged } = await repo.readSnapshots();
   if (damaged.length > 0) throw new BackupError(BackupErrorCode.CORRUPT, `Prune stops: ${damagedAdvice(damaged.map((d) => d.id))}`);
   const index = await scanIndex(repo);
   if (index.damaged.length > 0) throw new BackupError(BackupErrorCode.CORRUPT, `Index file ${index.damaged[0].id} is damaged; prune would lose track of its packs (run \`tessera backup verify\`)`);

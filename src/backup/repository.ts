@@ -321,11 +321,30 @@ export class Repository {
     return this.putObject(layout.snapshots, s);
   }
 
-  /** Every restore point, oldest first. Damaged ones fail the call (verify reports them instead). */
+  /**
+   * Every restore point that can be read, oldest first, and those that cannot (damaged: verify
+   * says what each affects). One deleted while it was being listed is left out.
+   */
+  async readSnapshots(options: { concurrency?: number } = {}): Promise<{ snapshots: SnapshotEntry[]; damaged: { id: string; error: BackupError }[] }> {
+    const damaged: { id: string; error: BackupError }[] = [];
+    const read = await mapConcurrent(await this.listIds(layout.snapshots), options.concurrency ?? 16, async (id) => {
+      try {
+        return { id, snapshot: await this.readSnapshot(id) };
+      } catch (err) {
+        if (err instanceof BackupError && err.code === BackupErrorCode.CORRUPT) damaged.push({ id, error: err });
+        else if (!(err instanceof BackupError && err.code === BackupErrorCode.NOT_FOUND)) throw err;
+        return null;
+      }
+    });
+    const snapshots = read.filter((e) => e !== null).sort((a, b) => a.snapshot.time - b.snapshot.time || a.id.localeCompare(b.id));
+    return { snapshots, damaged: damaged.sort((a, b) => a.id.localeCompare(b.id)) };
+  }
+
+  /** Every restore point, oldest first. A damaged one fails the call (readSnapshots reports them instead). */
   async listSnapshots(options: { concurrency?: number } = {}): Promise<SnapshotEntry[]> {
-    const ids = await this.listIds(layout.snapshots);
-    const out = await mapConcurrent(ids, options.concurrency ?? 16, async (id) => ({ id, snapshot: await this.readSnapshot(id) }));
-    return out.sort((a, b) => a.snapshot.time - b.snapshot.time || a.id.localeCompare(b.id));
+    const { snapshots, damaged } = await this.readSnapshots(options);
+    if (damaged.length > 0) throw damaged[0].error;
+    return snapshots;
   }
 
   /** The restore point whose id is `idOrPrefix` or starts with it (at least 4 hex digits). */
@@ -471,4 +490,10 @@ export async function mapConcurrent<T, R>(items: readonly T[], limit: number, fn
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
   return out;
+}
+
+/** What a damaged restore point's message adds: how to be rid of it. */
+export function damagedAdvice(ids: readonly string[]): string {
+  const first = ids[0].slice(0, 8);
+  return `${ids.length === 1 ? `restore point ${first} is damaged` : `${ids.length} restore points are damaged (${first} …)`}: \`tessera backup verify\` says what it affects, \`tessera backup forget ${first}\` removes it`;
 }

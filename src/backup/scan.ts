@@ -9,7 +9,7 @@ import { BackupError, BackupErrorCode } from './errors.ts';
 import { idBytes, layout, mapEntriesPerBlob, packPath, zeroId } from './format.ts';
 import { readPackHeader, type IndexedPack } from './pack.ts';
 import type { WorkerPool } from './pool.ts';
-import { mapConcurrent, type PruneMark, type Repository, type Snapshot, type SnapshotEntry } from './repository.ts';
+import { mapConcurrent, type PruneMark, type Repository, type Snapshot } from './repository.ts';
 
 /** A pack as the index files list it. */
 export interface ScannedPack {
@@ -133,28 +133,6 @@ async function scanCatalog(repo: Repository, pool: WorkerPool, index: ScannedInd
     if (err instanceof BackupError && err.code !== BackupErrorCode.STORAGE) out.faults.push({ blobIdHex: hex, message: err.message });
     else throw err;
   }
-}
-
-/** What a damaged restore point's message adds: how to be rid of it. */
-export function damagedAdvice(ids: readonly string[]): string {
-  const first = ids[0].slice(0, 8);
-  return `${ids.length === 1 ? `restore point ${first} is damaged` : `${ids.length} restore points are damaged (${first} …)`}: \`tessera backup verify\` says what it affects, \`tessera backup forget ${first}\` removes it`;
-}
-
-/** Every readable restore point, and the ids of those that are damaged. */
-export async function scanSnapshots(repo: Repository): Promise<{ snapshots: SnapshotEntry[]; damaged: { id: string; error: BackupError }[] }> {
-  const ids = await repo.listIds(layout.snapshots);
-  const damaged: { id: string; error: BackupError }[] = [];
-  const read = await mapConcurrent(ids, 16, async (id) => {
-    try {
-      return { id, snapshot: await repo.readSnapshot(id) };
-    } catch (err) {
-      if (err instanceof BackupError && err.code === BackupErrorCode.CORRUPT) damaged.push({ id, error: err });
-      else if (!(err instanceof BackupError && err.code === BackupErrorCode.NOT_FOUND)) throw err;
-      return null;
-    }
-  });
-  return { snapshots: read.filter((s) => s !== null), damaged };
 }
 
 /**

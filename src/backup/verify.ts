@@ -7,7 +7,7 @@ import { ByteBudget } from './budget.ts';
 import { layout, packPath } from './format.ts';
 import type { WorkerPool } from './pool.ts';
 import { mapConcurrent, type Repository } from './repository.ts';
-import { scanIndex, scanMap, scanMarks, scanSnapshots, type MapScan, type ScannedIndex } from './scan.ts';
+import { scanIndex, scanMap, scanMarks, type MapScan, type ScannedIndex } from './scan.ts';
 
 /** One problem verify found. */
 export interface VerifyFault {
@@ -52,7 +52,7 @@ export async function verify(ctx: { repo: Repository; pool: WorkerPool }, option
   /** Faults whose restore points are those using any of their blobs. */
   const blobFaults: { fault: VerifyFault; blobs: string[] }[] = [];
 
-  const { snapshots, damaged: damagedSnapshots } = await scanSnapshots(repo);
+  const { snapshots, damaged: damagedSnapshots } = await repo.readSnapshots();
   for (const d of damagedSnapshots) faults.push({ subject: `restore point ${d.id}`, message: d.error.message, restorePoints: [d.id] });
 
   // A damaged archived record loses the way to its restore point's archived copy (and stops

@@ -12,7 +12,6 @@ import {
   openBackend,
   prune,
   restoreToFile,
-  scanSnapshots,
   tenantOf,
   verify,
   type ArchiveRecord,
@@ -271,7 +270,7 @@ export const backupCommands: Command[] = [
     usesApi: false,
     async run(ctx) {
       const { entries, damaged, records } = await withRepo(ctx, async ({ repo }) => {
-        const { snapshots, damaged } = await scanSnapshots(repo);
+        const { snapshots, damaged } = await repo.readSnapshots();
         return { entries: snapshots, damaged: damaged.map((d) => d.id), records: await listArchived(repo) };
       });
       // A run of backup archive killed between the record and the forget leaves both: the restore

@@ -1,7 +1,8 @@
 /**
  * The local index cache (docs/backup.md, "Index"): an LMDB copy of the repository's index files,
- * so that dedup and restore look blobs up on disk rather than in RAM. It is only a cache: the
- * index files are the truth, and deleting the cache costs one full read of `index/`.
+ * so that dedup and restore look blobs up on disk rather than in RAM, and of the restore point
+ * files read (as stored, encrypted), so that listing them costs one request. It is only a cache:
+ * the files are the truth, and deleting the cache costs one full read of `index/`.
  */
 import { mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -10,7 +11,7 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import { BackupError, BackupErrorCode } from './errors.ts';
 import { idBytes, layout, type BlobTypeValue } from './format.ts';
 import type { IndexedPack } from './pack.ts';
-import { mapConcurrent, type IndexFile, type Repository } from './repository.ts';
+import { mapConcurrent, type IndexFile, type ObjectCache, type Repository } from './repository.ts';
 
 /** Where a blob is stored. */
 export interface BlobLocation {
@@ -57,7 +58,7 @@ export function cacheRoot(env: Record<string, string | undefined> = process.env)
 const syncConcurrency = 8;
 
 /** One repository's index cache. */
-export class IndexCache {
+export class IndexCache implements ObjectCache {
   private readonly root: RootDatabase;
   /** blob id → location (the first pack seen holding it). */
   private readonly blobs: Database<Buffer, Buffer>;
@@ -65,12 +66,15 @@ export class IndexCache {
   private readonly packs: Database<number, Buffer>;
   /** index file id → 1, for the files read. */
   private readonly files: Database<number, string>;
+  /** restore point id → its file as stored (see ObjectCache). */
+  private readonly objectFiles: Database<Buffer, string>;
 
   private constructor(path: string) {
     this.root = open({ path, maxDbs: 4, mapSize: 2 ** 40, noSubdir: false });
     this.blobs = this.root.openDB<Buffer, Buffer>('blobs', { keyEncoding: 'binary', encoding: 'binary' });
     this.packs = this.root.openDB<number, Buffer>('packs', { keyEncoding: 'binary', encoding: 'msgpack' });
     this.files = this.root.openDB<number, string>('files', { encoding: 'msgpack' });
+    this.objectFiles = this.root.openDB<Buffer, string>('objects', { encoding: 'binary' });
   }
 
   /** Opens (creating if needed) the cache of repository `repoId` under `dir` (default cacheRoot()). */
@@ -140,6 +144,20 @@ export class IndexCache {
   /** Size of a pack an index file lists, or undefined. */
   packSize(id: Buffer): number | undefined {
     return this.packs.get(id);
+  }
+
+  getObjectFile(id: string): Buffer | undefined {
+    return this.objectFiles.get(id);
+  }
+
+  updateObjectFiles(existing: readonly string[], add: readonly [string, Buffer][]): void {
+    const keep = new Set(existing);
+    const gone = [...this.objectFiles.getKeys()].filter((id) => !keep.has(id));
+    if (gone.length === 0 && add.length === 0) return;
+    this.root.transactionSync(() => {
+      for (const id of gone) this.objectFiles.removeSync(id);
+      for (const [id, bytes] of add) this.objectFiles.putSync(id, bytes);
+    });
   }
 
   /** Forgets everything (the next sync reads every index file). */

@@ -10,7 +10,7 @@ import { BackupError, BackupErrorCode } from './errors.ts';
 import { idBytes, mapEntriesPerBlob, zeroId } from './format.ts';
 import type { IndexCache } from './cache.ts';
 import type { WorkerPool } from './pool.ts';
-import { damagedAdvice, type Repository, type Snapshot, type SnapshotEntry } from './repository.ts';
+import { damagedAdvice, type ObjectCache, type Repository, type Snapshot, type SnapshotEntry } from './repository.ts';
 import { readBlob, readMapBlob } from './restore.ts';
 import { BackupWriter, checkTenant, type BackupProgress, type BackupResult, type WriterLimits } from './writer.ts';
 
@@ -122,8 +122,8 @@ async function catalogStillHolds(ctx: { repo: Repository; cache: IndexCache; poo
  * the restore points that cannot be read. A damaged one is not a parent: a backup without its
  * parent reads more (from an older parent, or all of the disk), never wrong data.
  */
-export async function latestDiskRestorePoints(repo: Repository, disks: readonly string[]): Promise<{ parents: Map<string, SnapshotEntry>; damaged: string[] }> {
-  const { snapshots, damaged } = await repo.readSnapshots();
+export async function latestDiskRestorePoints(repo: Repository, disks: readonly string[], cache?: ObjectCache): Promise<{ parents: Map<string, SnapshotEntry>; damaged: string[] }> {
+  const { snapshots, damaged } = await repo.readSnapshots({ cache });
   const parents = new Map<string, SnapshotEntry>();
   for (const e of snapshots) {
     if (e.snapshot.kind !== 'disk' || !disks.includes(e.snapshot.name) || !('snapshot' in e.snapshot.source)) continue;
@@ -157,13 +157,13 @@ const backupSnapshotPattern = /^backup-\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d-\d{3}Z-([0
  * points, and a backup writes its marker before its snapshot and its restore point before it
  * removes its marker, so a backup that took a listed snapshot is seen in one of the two.
  */
-export async function staleBackupSnapshots(repo: Repository, disk: string, nodeSnapshots: readonly string[], current: string): Promise<string[]> {
+export async function staleBackupSnapshots(repo: Repository, disk: string, nodeSnapshots: readonly string[], current: string, cache?: ObjectCache): Promise<string[]> {
   const prefix = repo.id.slice(0, snapshotRepoIdDigits);
   const ours = nodeSnapshots.filter((n) => n !== current && backupSnapshotPattern.exec(n)?.[1] === prefix);
   if (ours.length === 0) return [];
   const running = new Set((await repo.liveWriters()).map((m) => m.nodeSnapshot));
   const bases = new Set<string>();
-  const { snapshots, damaged } = await repo.readSnapshots();
+  const { snapshots, damaged } = await repo.readSnapshots({ cache });
   // A damaged restore point's base cannot be known: every snapshot stays until it is forgotten.
   if (damaged.length > 0) throw new BackupError(BackupErrorCode.CORRUPT, `the snapshots interrupted backups left are kept: ${damagedAdvice(damaged.map((d) => d.id))}`);
   for (const e of snapshots) {

@@ -7,7 +7,7 @@ import { BackupError, BackupErrorCode } from './errors.ts';
 import { layout, packPath, pruneGraceMsDefault } from './format.ts';
 import { indexBlobsOf, readPackHeader, type IndexedPack } from './pack.ts';
 import type { WorkerPool } from './pool.ts';
-import { damagedAdvice, mapConcurrent, type PruneMark, type Repository, type Snapshot, type SnapshotEntry } from './repository.ts';
+import { damagedAdvice, mapConcurrent, type ObjectCache, type PruneMark, type Repository, type Snapshot, type SnapshotEntry } from './repository.ts';
 import { scanIndex, scanMap, scanMarks } from './scan.ts';
 
 /** Which restore points `forget` keeps, per name; a restore point is kept if any rule keeps it. */
@@ -71,8 +71,8 @@ export function applyPolicy(entries: readonly SnapshotEntry[], policy: ForgetPol
  * read) has no name or time for the policy to place it by: the call fails before it deletes
  * anything, saying how to forget it by id.
  */
-export async function forget(repo: Repository, policy: ForgetPolicy, options: { dryRun?: boolean } = {}): Promise<ForgetResult> {
-  const { snapshots, damaged } = await repo.readSnapshots();
+export async function forget(repo: Repository, policy: ForgetPolicy, options: { dryRun?: boolean; cache?: ObjectCache } = {}): Promise<ForgetResult> {
+  const { snapshots, damaged } = await repo.readSnapshots({ cache: options.cache });
   if (damaged.length > 0) throw new BackupError(BackupErrorCode.CORRUPT, `Forget by policy stops: ${damagedAdvice(damaged.map((d) => d.id))}`);
   const result = applyPolicy(snapshots, policy);
   if (!options.dryRun) await mapConcurrent(result.removed, 8, (e) => repo.backend.delete(layout.snapshots + e.id));
@@ -140,7 +140,7 @@ export interface PruneOptions {
 }
 
 /** Runs both phases of prune once: sweep old marks, then mark what is unreferenced now. */
-export async function prune(ctx: { repo: Repository; pool: WorkerPool }, options: PruneOptions = {}): Promise<PruneReport> {
+export async function prune(ctx: { repo: Repository; pool: WorkerPool; cache?: ObjectCache }, options: PruneOptions = {}): Promise<PruneReport> {
   const { repo, pool } = ctx;
   const graceMs = options.graceMs ?? pruneGraceMsDefault;
   if (!Number.isSafeInteger(graceMs) || graceMs < 0) throw new BackupError(BackupErrorCode.INVALID, `Bad grace period ${graceMs} ms`);
@@ -155,7 +155,7 @@ export async function prune(ctx: { repo: Repository; pool: WorkerPool }, options
       report.writersRemoved++;
     }
   }
-  const { snapshots, damaged } = await repo.readSnapshots();
+  const { snapshots, damaged } = await repo.readSnapshots({ cache: ctx.cache });
   if (damaged.length > 0) throw new BackupError(BackupErrorCode.CORRUPT, `Prune stops: ${damagedAdvice(damaged.map((d) => d.id))}`);
   const index = await scanIndex(repo);
   if (index.damaged.length > 0) throw new BackupError(BackupErrorCode.CORRUPT, `Index file ${index.damaged[0].id} is damaged; prune would lose track of its packs (run \`tessera backup verify\`)`);

@@ -292,7 +292,11 @@ export class Repository {
 
   /** Reads and decrypts `<prefix><id>`, checking that its name is its hash. */
   async getObject(prefix: string, id: string, what: string): Promise<unknown> {
-    const bytes = await this.backend.get(prefix + id);
+    return this.openObject(await this.backend.get(prefix + id), id, what);
+  }
+
+  /** Opens the bytes of object `id`: they must match its name and open with the key. */
+  private openObject(bytes: Buffer, id: string, what: string): unknown {
     if (sha256(bytes).toString('hex') !== id) throw corrupt(what, 'does not match its name (damaged)');
     return decodeObject(this.keys.encKey, bytes, what);
   }
@@ -323,25 +327,45 @@ export class Repository {
 
   /**
    * Every restore point that can be read, oldest first, and those that cannot (damaged: verify
-   * says what each affects). One deleted while it was being listed is left out.
+   * says what each affects). One deleted while it was being listed is left out. With `cache`,
+   * the files of the restore points it kept are not read again (one listing, then nothing per
+   * restore point), and it keeps only those listed.
    */
-  async readSnapshots(options: { concurrency?: number } = {}): Promise<{ snapshots: SnapshotEntry[]; damaged: { id: string; error: BackupError }[] }> {
+  async readSnapshots(options: { concurrency?: number; cache?: ObjectCache } = {}): Promise<{ snapshots: SnapshotEntry[]; damaged: { id: string; error: BackupError }[] }> {
     const damaged: { id: string; error: BackupError }[] = [];
-    const read = await mapConcurrent(await this.listIds(layout.snapshots), options.concurrency ?? 16, async (id) => {
+    const ids = await this.listIds(layout.snapshots);
+    const { cache } = options;
+    const fresh: [string, Buffer][] = [];
+    const read = await mapConcurrent(ids, options.concurrency ?? 16, async (id) => {
+      const what = `Restore point ${id}`;
+      // A kept copy is opened and authenticated as the stored file would be; one that does not
+      // open (the cache was damaged) is read again.
+      const kept = cache?.getObjectFile(id);
+      if (kept !== undefined) {
+        try {
+          return { id, snapshot: checkSnapshot(this.openObject(kept, id, what), what) };
+        } catch {
+          // read it from the repository below
+        }
+      }
       try {
-        return { id, snapshot: await this.readSnapshot(id) };
+        const bytes = await this.backend.get(layout.snapshots + id);
+        const snapshot = checkSnapshot(this.openObject(bytes, id, what), what);
+        if (cache !== undefined) fresh.push([id, bytes]);
+        return { id, snapshot };
       } catch (err) {
         if (err instanceof BackupError && err.code === BackupErrorCode.CORRUPT) damaged.push({ id, error: err });
         else if (!(err instanceof BackupError && err.code === BackupErrorCode.NOT_FOUND)) throw err;
         return null;
       }
     });
+    cache?.updateObjectFiles(ids, fresh);
     const snapshots = read.filter((e) => e !== null).sort((a, b) => a.snapshot.time - b.snapshot.time || a.id.localeCompare(b.id));
     return { snapshots, damaged: damaged.sort((a, b) => a.id.localeCompare(b.id)) };
   }
 
   /** Every restore point, oldest first. A damaged one fails the call (readSnapshots reports them instead). */
-  async listSnapshots(options: { concurrency?: number } = {}): Promise<SnapshotEntry[]> {
+  async listSnapshots(options: { concurrency?: number; cache?: ObjectCache } = {}): Promise<SnapshotEntry[]> {
     const { snapshots, damaged } = await this.readSnapshots(options);
     if (damaged.length > 0) throw damaged[0].error;
     return snapshots;
@@ -490,6 +514,17 @@ export async function mapConcurrent<T, R>(items: readonly T[], limit: number, fn
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
   return out;
+}
+
+/**
+ * A local copy of objects as stored (encrypted; each named by the SHA-256 of its bytes, which is
+ * checked on every use), so that reading them again costs no request: the index cache keeps the
+ * restore point files it has read (IndexCache).
+ */
+export interface ObjectCache {
+  getObjectFile(id: string): Buffer | undefined;
+  /** Keeps the files `add`, and drops every kept file whose id is not in `existing`. */
+  updateObjectFiles(existing: readonly string[], add: readonly [string, Buffer][]): void;
 }
 
 /** What a damaged restore point's message adds: how to be rid of it. */

@@ -97,7 +97,7 @@ export async function runDiskBackup(
   // its index on the node, 15–30 ms for a 2 GiB disk).
   const snapshotsOf: string[][] = [];
   for (const d of disks) snapshotsOf.push(await snapshotNames(client, d));
-  const { parents, damaged } = await latestDiskRestorePoints(r.repo, disks);
+  const { parents, damaged } = await latestDiskRestorePoints(r.repo, disks, r.cache);
   if (damaged.length > 0) io.stderr(`tessera: warning: ${damagedAdvice(damaged)}; it is not used as a parent\n`);
 
   const snapName = backupSnapshotName((run.now ?? Date.now)(), r.repo.id);
@@ -157,7 +157,7 @@ export async function runDiskBackup(
       data.close();
     }
     const outcomes: DiskBackupOutcome[] = [];
-    for (const o of backedUp) outcomes.push({ ...o, staleSnapshotsRemoved: await removeStaleSnapshots(r.repo, client, io, o.disk, snapName) });
+    for (const o of backedUp) outcomes.push({ ...o, staleSnapshotsRemoved: await removeStaleSnapshots(r, client, io, o.disk, snapName) });
     return { outcomes, postError };
   } finally {
     await marker.stop();
@@ -175,12 +175,12 @@ async function snapshotNames(client: ApiClient, disk: string): Promise<string[]>
  * on the node (staleBackupSnapshots says which; `current` is this backup's). Best effort: what
  * fails is a warning, the backup itself is done.
  */
-async function removeStaleSnapshots(repo: Repository, client: ApiClient, io: Io, disk: string, current: string): Promise<string[]> {
+async function removeStaleSnapshots(r: { repo: Repository; cache: IndexCache }, client: ApiClient, io: Io, disk: string, current: string): Promise<string[]> {
   const removed: string[] = [];
   try {
     // Listed before staleBackupSnapshots reads the markers and restore points: see there why.
     const names = await snapshotNames(client, disk);
-    for (const name of await staleBackupSnapshots(repo, disk, names, current)) {
+    for (const name of await staleBackupSnapshots(r.repo, disk, names, current, r.cache)) {
       await client.request('DELETE', `/disks/${seg(disk)}/snapshots/${seg(name)}`);
       removed.push(name);
       io.stderr(`tessera: removed ${disk}@${name}, left by an interrupted backup into this repository\n`);

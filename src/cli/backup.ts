@@ -15,6 +15,7 @@ import {
   tenantOf,
   verify,
   type ArchiveRecord,
+  type IndexCache,
   type PruneReport,
   type SnapshotEntry,
   type WorkerPool,
@@ -89,7 +90,7 @@ function pruneSummary(r: PruneReport): string {
   return `Pruned: ${parts.join('; ')}\n`;
 }
 
-async function runPrune(ctx: CommandContext, r: { repo: Repository; pool: WorkerPool }): Promise<PruneReport> {
+async function runPrune(ctx: CommandContext, r: { repo: Repository; pool: WorkerPool; cache: IndexCache }): Promise<PruneReport> {
   const grace = ctx.values.grace;
   return prune(r, { graceMs: typeof grace === 'string' ? parseDuration(grace) : undefined });
 }
@@ -269,8 +270,8 @@ export const backupCommands: Command[] = [
     examples: ['tessera backup list --repo /srv/backups', 'tessera backup list --repo /srv/backups --json | jq -r \'.[] | select(.where == "here") | .id\''],
     usesApi: false,
     async run(ctx) {
-      const { entries, damaged, records } = await withRepo(ctx, async ({ repo }) => {
-        const { snapshots, damaged } = await repo.readSnapshots();
+      const { entries, damaged, records } = await withRepo(ctx, async ({ repo, cache }) => {
+        const { snapshots, damaged } = await repo.readSnapshots({ cache });
         return { entries: snapshots, damaged: damaged.map((d) => d.id), records: await listArchived(repo) };
       });
       // A run of backup archive killed between the record and the forget leaves both: the restore
@@ -362,7 +363,7 @@ export const backupCommands: Command[] = [
       }
       if (!byPolicy) throw usageError('forget needs restore point ids, or at least one of --keep-last, --keep-daily, --keep-weekly');
       const out = await withRepo(ctx, async (r) => {
-        const result = await forget(r.repo, policy, { dryRun });
+        const result = await forget(r.repo, policy, { dryRun, cache: r.cache });
         const pruned = ctx.values.prune && !dryRun ? await runPrune(ctx, r) : null;
         return { result, pruned };
       });

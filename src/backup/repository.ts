@@ -317,8 +317,13 @@ export class Repository {
   }
 
   async readSnapshot(id: string): Promise<Snapshot> {
+    return this.openSnapshot(await this.backend.get(layout.snapshots + id), id);
+  }
+
+  /** Opens the bytes of restore point `id`'s file. */
+  private openSnapshot(bytes: Buffer, id: string): Snapshot {
     const what = `Restore point ${id}`;
-    return checkSnapshot(await this.getObject(layout.snapshots, id, what), what);
+    return checkSnapshot(this.openObject(bytes, id, what), what);
   }
 
   async writeSnapshot(s: Snapshot): Promise<string> {
@@ -337,20 +342,19 @@ export class Repository {
     const { cache } = options;
     const fresh: [string, Buffer][] = [];
     const read = await mapConcurrent(ids, options.concurrency ?? 16, async (id) => {
-      const what = `Restore point ${id}`;
       // A kept copy is opened and authenticated as the stored file would be; one that does not
       // open (the cache was damaged) is read again.
       const kept = cache?.getObjectFile(id);
       if (kept !== undefined) {
         try {
-          return { id, snapshot: checkSnapshot(this.openObject(kept, id, what), what) };
+          return { id, snapshot: this.openSnapshot(kept, id) };
         } catch {
           // read it from the repository below
         }
       }
       try {
         const bytes = await this.backend.get(layout.snapshots + id);
-        const snapshot = checkSnapshot(this.openObject(bytes, id, what), what);
+        const snapshot = this.openSnapshot(bytes, id);
         if (cache !== undefined) fresh.push([id, bytes]);
         return { id, snapshot };
       } catch (err) {

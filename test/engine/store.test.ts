@@ -88,6 +88,66 @@ test('a 64 TiB disk is thin: space only for data written', async () => {
   });
 });
 
+test('allocated bytes follow every change, and an unchanged disk is not counted again', async () => {
+  await withStore(async (s) => {
+    const MiB = 1 << 20;
+    // The count the map gives: blocks that hold data (not holes, not allocated zeroes).
+    const fromMap = async (name: string): Promise<number> => {
+      const v = s.openVolume(name);
+      try {
+        return (await v.blockStatus(0, s.getDisk(name).sizeBytes)).filter((e) => !e.zero).reduce((n, e) => n + e.length, 0);
+      } finally {
+        v.close();
+      }
+    };
+    let scans = 0;
+    const visible = (s as any).visible.bind(s);
+    (s as any).visible = (...args: unknown[]) => {
+      scans++;
+      return visible(...args);
+    };
+    const check = async (name: string, what: string): Promise<void> => {
+      const expected = await fromMap(name);
+      const before = scans;
+      assert.equal(s.getDisk(name).allocatedBytes, expected, what);
+      const counted = scans - before;
+      assert.equal(s.getDisk(name).allocatedBytes, expected, `${what}, asked again`);
+      assert.equal(scans - before, counted, `${what}: asked again, not counted again`);
+    };
+    await s.createDisk('d', 16 * MiB);
+    await check('d', 'empty');
+    const v = s.openVolume('d');
+    await v.write(0, Buffer.alloc(3 * MiB, 1));
+    await check('d', 'after a write');
+    await v.write(8 * MiB + 100, Buffer.alloc(5000, 2));
+    await check('d', 'after an unaligned write');
+    await v.writeZeroes(MiB, MiB);
+    await check('d', 'after write-zeroes');
+    await v.trim(0, 512 * 1024);
+    await check('d', 'after a trim');
+    await v.flush();
+    await s.createSnapshot('d', 'snap');
+    await v.write(12 * MiB, Buffer.alloc(MiB, 3));
+    await check('d', 'after a write past the snapshot');
+    v.close();
+    await s.cloneDisk('d', 'snap', 'c');
+    await check('c', 'a clone');
+    await s.revertDisk('d', 'snap');
+    await check('d', 'after a revert');
+    await s.resizeDisk('d', 2 * MiB);
+    await check('d', 'after shrinking');
+    await s.resizeDisk('d', 32 * MiB);
+    await check('d', 'after growing');
+    await s.deleteSnapshot('d', 'snap').catch(() => {}); // the clone may hold it
+    await s.compact();
+    await check('d', 'after compaction');
+    await check('c', 'the clone after compaction');
+    await s.deleteDisk('c');
+    await s.createDisk('c', 4 * MiB);
+    await check('c', 'a new disk of a deleted one\'s name');
+  });
+});
+
 test('unaligned writes and zeroes are byte-exact', async () => {
   await withStore(async (s) => {
     await s.createDisk('d', 64 * 1024);

@@ -50,13 +50,15 @@ export class ApiClient {
     } catch {
       throw new CliError(CliErrorCode.FAILED, `unexpected reply from ${this.baseUrl} (HTTP ${status}, not JSON): is it a Tessera node?`);
     }
-    if (status < 200 || status >= 300) {
-      const message = reply?.error?.message;
-      if (typeof message !== 'string') throw new CliError(CliErrorCode.FAILED, `the node answered HTTP ${status} to ${method} ${path}`);
-      throw new CliError(CliErrorCode.FAILED, message);
-    }
+    if (status < 200 || status >= 300) throw replyError(status, reply, `${method} ${path}`);
     return reply;
   }
+}
+
+/** The error of a reply that is not a success: the node's `error.message`, else its status and `what` was asked. */
+export function replyError(status: number, body: unknown, what: string): CliError {
+  const message = (body as { error?: { message?: unknown } } | null)?.error?.message;
+  return new CliError(CliErrorCode.FAILED, typeof message === 'string' ? message : `the node answered HTTP ${status} to ${what}`);
 }
 
 /** A request that took longer than its time limit. */

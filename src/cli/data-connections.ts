@@ -173,12 +173,10 @@ class Connection {
           if (this.filled === this.into!.length) this.done(Buffer.alloc(0));
           break;
         case State.BODY_SMALL:
-          this.smallLength += n;
-          this.smallProgress();
-          break;
         case State.CHUNKED:
           this.smallLength += n;
-          this.chunkedProgress();
+          if (this.state === State.CHUNKED) this.chunkedProgress();
+          else this.smallProgress();
           break;
         default:
           break;

@@ -5,6 +5,7 @@
  * bodies straight into the caller's buffers.
  */
 import type { DiskExtent, DiskSnapshotSource, RestoreSink } from '../backup/index.ts';
+import { replyError } from './client.ts';
 import { DataConnections, type DataReply, type DataRequest } from './data-connections.ts';
 import { CliError, CliErrorCode } from './errors.ts';
 
@@ -41,14 +42,13 @@ export class NodeData {
   private async send(request: DataRequest): Promise<DataReply> {
     const reply = await this.connections.request({ ...request, path: `/api/v1${request.path}` });
     if (reply.status >= 200 && reply.status < 300) return reply;
-    let message = `the node answered HTTP ${reply.status} to ${request.method} /api/v1${request.path.split('?')[0]}`;
+    let body: unknown = null;
     try {
-      const m = JSON.parse(reply.body.toString('utf8'))?.error?.message;
-      if (typeof m === 'string') message = m;
+      body = JSON.parse(reply.body.toString('utf8'));
     } catch {
-      // not JSON: keep the generic message
+      // not JSON: the status says what failed
     }
-    throw new CliError(CliErrorCode.FAILED, message);
+    throw replyError(reply.status, body, `${request.method} /api/v1${request.path.split('?')[0]}`);
   }
 
   private async json(method: string, path: string, body: unknown = null): Promise<any> {

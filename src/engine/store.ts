@@ -27,6 +27,11 @@ export interface StoreOptions {
   maintenanceIntervalMs?: number;
   /** Longest a durable record waits for its batch to fill before the index absorbs it. Default 1 s. */
   applyDelayMs?: number;
+  /**
+   * Below this many requests a second on its volumes the store is quiet, and background
+   * compaction takes the whole loop (see maintenanceDuty). Default 200.
+   */
+  quietRequestsPerSecond?: number;
 }
 
 /** Space figures of a store. */
@@ -101,6 +106,8 @@ const zeroBlocksPerRecordMax = 2 ** 31;
 const APPLY_BATCH_BLOCKS = 65536;
 /** Longest a durable record waits in the overlay for a batch to fill (StoreOptions.applyDelayMs). */
 const APPLY_DELAY_MS = 1000;
+/** Requests a second on a store's volumes below which it is quiet (StoreOptions.quietRequestsPerSecond). */
+const QUIET_REQUESTS_PER_SECOND = 200;
 /** Wait before applying again after an index transaction failed (e.g. the file system was full). */
 const APPLY_RETRY_MS = 1000;
 
@@ -158,6 +165,11 @@ export class Store {
   private closed = false;
   private maintenance: Promise<unknown> | null = null;
   private readers = new Map<number, number>();
+  /** Requests on the store's volumes: those counted since `loadSince`, and in the second before. */
+  private load = { since: performance.now(), count: 0, before: 0 };
+  private quietRequestsPerSecond = QUIET_REQUESTS_PER_SECOND;
+  /** The file system under the store was short of space when the running maintenance pass began. */
+  private spaceLow = false;
   /** What the last open replayed: the log tail the index had not absorbed yet. */
   readonly recovery = { recordsReplayed: 0, tornBytesDropped: 0 };
 
@@ -183,6 +195,7 @@ export class Store {
     const store = new Store(opts.dir, log, index);
     await store.recover();
     store.applyDelayMs = opts.applyDelayMs ?? APPLY_DELAY_MS;
+    store.quietRequestsPerSecond = opts.quietRequestsPerSecond ?? QUIET_REQUESTS_PER_SECOND;
     store.writer = new IndexWriter(path.join(opts.dir, 'index'));
     log.onDurable = (appends) => store.enqueueApply(appends);
     const syncMs = opts.syncIntervalMs ?? 200;
@@ -1196,16 +1209,51 @@ export class Store {
     return p;
   }
 
+  /** @internal Counts one request on a volume of this store (see quiet). */
+  noteRequest(): void {
+    this.rollLoad().count++;
+  }
+
+  private rollLoad(): { since: number; count: number; before: number } {
+    const load = this.load;
+    const now = performance.now();
+    if (now - load.since >= 1000) {
+      load.before = now - load.since >= 2000 ? 0 : load.count;
+      load.count = 0;
+      load.since = now;
+    }
+    return load;
+  }
+
+  /** Fewer requests than quietRequestsPerSecond came in over the last one to two seconds. */
+  private quiet(): boolean {
+    const load = this.rollLoad();
+    return load.count + load.before < this.quietRequestsPerSecond;
+  }
+
   /**
-   * The share of the event loop a background pass takes: a fifth while live data fills at least
-   * half of the log, more as dead bytes pile up, so that reclaim keeps pace with sustained writes
-   * (at random 4 KiB writes, one 256 MiB segment takes about 0.6 s of the loop to scan).
+   * The share of the event loop a background pass takes, asked after each slice: all of it while
+   * the store is quiet or its file system short of space; when busy, none while dead bytes are
+   * under half of the log, then more as they pile up, so that reclaim keeps pace with sustained
+   * writes (at random 4 KiB writes, one 256 MiB segment takes about 0.6 s of the loop to scan).
    */
   private maintenanceDuty(): number {
+    if (this.spaceLow || this.quiet()) return 1;
     let live = 0;
     for (const v of this.live.values()) live += v;
     const dead = 1 - live / Math.max(1, this.log.totalBytes());
-    return dead < 0.5 ? 0.2 : dead < 0.75 ? 0.5 : 1;
+    return dead < 0.5 ? 0 : dead < 0.75 ? 0.2 : dead < 0.875 ? 0.5 : 1;
+  }
+
+  /** Less than a tenth of the file system, or four segments, is free (false if it cannot tell). */
+  private fileSystemShort(): boolean {
+    try {
+      const fsStats = fs.statfsSync(this.dir);
+      const free = fsStats.bavail * fsStats.bsize;
+      return free < Math.max((fsStats.blocks * fsStats.bsize) / 10, 4 * this.log.segmentBytesMax);
+    } catch {
+      return false;
+    }
   }
 
   private async maintain(opts: { compactBelow: number; background: boolean }): Promise<CompactStats> {
@@ -1217,13 +1265,15 @@ export class Store {
       this.sweepQueue.delete(branch);
       await this.sweep(branch, after);
     }
+    if (opts.background) this.spaceLow = this.fileSystemShort();
+    const pacer = new Pacer(opts.background ? () => this.maintenanceDuty() : 1);
     for (const id of this.log.segmentIds()) {
-      if (this.closed) break;
+      if (this.closed || (opts.background && this.maintenanceDuty() === 0)) break;
       if (id === this.log.activeSegment) continue;
       const size = this.log.segmentSize(id);
       const live = this.live.get(id) ?? 0;
       if (live === 0 || live >= size * opts.compactBelow) continue;
-      stats.bytesRewritten += await this.relocate(id, new Pacer(opts.background ? this.maintenanceDuty() : 1));
+      stats.bytesRewritten += await this.relocate(id, pacer);
     }
     await this.log.sync();
     await this.applyQueued();
@@ -1307,7 +1357,8 @@ export class Store {
    * Copies the live blocks of a sealed segment forward as RELOCATE records; returns bytes copied.
    * Most of a segment chosen for this is dead: a record's checksum is verified (and its bytes
    * copied) only when some block of it is still live. Paced, so that foreground requests keep
-   * the loop.
+   * the loop; stops part-way when the pacer's share falls to none (a later pass finds the blocks
+   * not copied yet still live here, and copies them then).
    */
   private async relocate(segment: number, pacer: Pacer): Promise<number> {
     let copied = 0;
@@ -1343,7 +1394,7 @@ export class Store {
       flushRun(h.blockCount);
       if (writes.length > 64) await Promise.all(writes.splice(0));
       const pause = pacer.pause();
-      if (pause) await pause;
+      if (pause && !(await pause)) break;
     }
     await Promise.all(writes);
     return copied;
@@ -1451,6 +1502,7 @@ class StoreVolume implements Volume {
 
   private check(offset: number, length: number, write: boolean) {
     if (this.closed) throw new EngineError(EngineErrorCode.CLOSED, 'The volume is closed');
+    this.store.noteRequest();
     const t = this.store.target(this.disk, this.snapshot);
     if (write && t.readOnly) throw new EngineError(EngineErrorCode.READ_ONLY, `Snapshot ${this.disk}@${this.snapshot} is read-only`);
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
@@ -1516,6 +1568,7 @@ class StoreVolume implements Volume {
 
   async flush(): Promise<void> {
     if (this.closed) throw new EngineError(EngineErrorCode.CLOSED, 'The volume is closed');
+    this.store.noteRequest();
     await this.store.flush();
   }
 

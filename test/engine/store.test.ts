@@ -293,6 +293,85 @@ test('compaction rewrites the live part of mostly-dead segments and drops them',
   );
 });
 
+/** Reads a block every couple of milliseconds until `stop` is set; returns the reads done. */
+async function keepBusy(s: Store, state: { stop: boolean }): Promise<number> {
+  const v = s.openVolume('d');
+  let n = 0;
+  try {
+    while (!state.stop) {
+      await v.read((n % 2048) * 4096, 4096);
+      n++;
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  } finally {
+    v.close();
+  }
+  return n;
+}
+
+/** A store with a background pass every 50 ms, quiet below 20 requests a second. */
+async function withMaintainedStore(fn: (s: Store, busy: { stop: boolean }) => Promise<void>): Promise<void> {
+  const dir = tmp();
+  const s = await Store.open({ dir, segmentBytesMax: 1 << 20, maintenanceIntervalMs: 50, quietRequestsPerSecond: 20 });
+  const busy = { stop: false };
+  try {
+    await fn(s, busy);
+  } finally {
+    busy.stop = true;
+    await s.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function waitFor(what: string, ms: number, cond: () => Promise<boolean>): Promise<void> {
+  const until = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > until) assert.fail(`${what} within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test('background compaction waits for a quiet store while dead space is under half the log', async () => {
+  await withMaintainedStore(async (s, busy) => {
+    const model = await mostlyDeadSegments(s);
+    const reads = keepBusy(s, busy);
+    const first = await s.stats();
+    assert.ok(first.logBytes - first.liveBytes < first.logBytes / 2, `dead under half: ${JSON.stringify(first)}`);
+    // About 25 passes run while the store is busy: none copies anything, so the log never shrinks.
+    for (let i = 0; i < 25; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      const now = await s.stats();
+      assert.ok(now.logBytes >= first.logBytes, `no compaction while busy: ${first.logBytes} → ${now.logBytes}`);
+    }
+    busy.stop = true;
+    assert.ok((await reads) > 100, 'the store was kept busy');
+    await waitFor('the log shrinks once the store is quiet', 15_000, async () => (await s.stats()).logBytes < first.logBytes * 0.7);
+    const v = s.openVolume('d');
+    assert.ok((await v.read(0, 8 << 20)).equals(model));
+    v.close();
+  });
+});
+
+test('background compaction competes with requests once dead space piles up', async () => {
+  await withMaintainedStore(async (s, busy) => {
+    const model = await mostlyDeadSegments(s);
+    // Three more rounds of the same overwrites: over three quarters of the log dead.
+    const v = s.openVolume('d');
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < 2048; i++) if (i % 8 !== 0) await v.write(i * 4096, model.subarray(i * 4096, (i + 1) * 4096));
+    }
+    await v.flush();
+    const reads = keepBusy(s, busy);
+    const first = await s.stats();
+    assert.ok(first.logBytes - first.liveBytes > (first.logBytes * 3) / 4, `dead over three quarters: ${JSON.stringify(first)}`);
+    await waitFor('the log shrinks while the store is busy', 15_000, async () => (await s.stats()).logBytes < first.logBytes / 2);
+    busy.stop = true;
+    assert.ok((await reads) > 0);
+    assert.ok((await v.read(0, 8 << 20)).equals(model));
+    v.close();
+  });
+});
+
 test('compaction refuses to copy a live block whose record fails its checksum, and keeps its segment', async () => {
   await withStore(
     async (s, dir) => {

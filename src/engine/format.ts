@@ -72,19 +72,29 @@ export interface RecordHeader {
 export function encodeRecordHeader(h: RecordHeader): Buffer {
   assert.ok(Number.isSafeInteger(h.seq) && h.seq >= 0);
   assert.ok(h.blockCount > 0 && h.payloadBytes <= Format.recordPayloadBytesMax);
-  const b = Buffer.alloc(Format.recordHeaderBytes);
+  // One per write request: from Node's shared pool rather than an allocation of its own, and
+  // the 64-bit fields as two 32-bit halves rather than through BigInt.
+  const b = Buffer.allocUnsafe(Format.recordHeaderBytes);
   b.writeUInt32LE(Format.recordMagic, 0);
   b.writeUInt8(h.type, 4);
   b.writeUInt8(h.maskFirst, 5);
   b.writeUInt8(h.maskLast, 6);
-  b.writeBigUInt64LE(BigInt(h.seq), 8);
+  b.writeUInt8(0, 7);
+  writeUInt64LE(b, h.seq, 8);
   b.writeUInt32LE(h.branch, 16);
   b.writeUInt32LE(h.blockCount, 20);
-  b.writeBigUInt64LE(BigInt(h.blockStart), 24);
+  writeUInt64LE(b, h.blockStart, 24);
   b.writeUInt32LE(h.payloadBytes, 32);
   b.writeUInt32LE(h.payloadCrc, 36);
+  b.fill(0, 40, 60);
   b.writeUInt32LE(crc32(b.subarray(0, 60)), 60);
   return b;
+}
+
+/** Writes a safe integer as an unsigned 64-bit little-endian value. */
+function writeUInt64LE(b: Buffer, n: number, at: number): void {
+  b.writeUInt32LE(n % 2 ** 32, at);
+  b.writeUInt32LE(Math.floor(n / 2 ** 32), at + 4);
 }
 
 /** Decodes a record header; returns null when magic or checksum do not match (torn or garbage). */

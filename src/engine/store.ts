@@ -721,10 +721,8 @@ export class Store {
     this.checkOpen();
     const blockCount = payload.length / BS;
     assert.ok(Number.isInteger(blockCount) && blockCount > 0);
-    const writes: Promise<void>[] = [];
     const per = Format.recordPayloadBytesMax / BS;
-    for (let i = 0; i < blockCount; i += per) {
-      const n = Math.min(per, blockCount - i);
+    const record = (i: number, n: number): Promise<void> => {
       const part = n === blockCount ? payload : payload.subarray(i * BS, (i + n) * BS);
       const header: RecordHeader = {
         type: RecordType.WRITE,
@@ -737,9 +735,15 @@ export class Store {
         payloadBytes: part.length,
         payloadCrc: crc32(part),
       };
-      writes.push(this.appendRecord(header, part));
+      return this.appendRecord(header, part);
+    };
+    // One record (every request the NBD server accepts) needs no array of promises to gather.
+    if (blockCount <= per) await record(0, blockCount);
+    else {
+      const writes: Promise<void>[] = [];
+      for (let i = 0; i < blockCount; i += per) writes.push(record(i, Math.min(per, blockCount - i)));
+      await Promise.all(writes);
     }
-    await Promise.all(writes);
     if (fua) await this.log.sync();
   }
 
@@ -758,12 +762,13 @@ export class Store {
     if (fua) await this.log.sync();
   }
 
-  private async appendRecord(header: RecordHeader, payload: Buffer | null): Promise<void> {
+  private appendRecord(header: RecordHeader, payload: Buffer | null): Promise<void> {
     const { append, written } = this.log.append(header, payload);
-    await written;
-    this.addToOverlay(append);
-    // Once readable: a count made before this is stale from now on.
-    this.branchChanges.set(header.branch, (this.branchChanges.get(header.branch) ?? 0) + 1);
+    return written.then(() => {
+      this.addToOverlay(append);
+      // Once readable: a count made before this is stale from now on.
+      this.branchChanges.set(header.branch, (this.branchChanges.get(header.branch) ?? 0) + 1);
+    });
   }
 
   private addToOverlay(a: Append): void {

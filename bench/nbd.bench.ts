@@ -162,6 +162,8 @@ async function measure(
     if (!target) continue;
     try {
       log(`${test} over ${transport} on ${name}...`);
+      // No dirty data left by the step before (the other server's writes) writes back during this one.
+      await runOk('sync', []);
       const v = await fn(target.uri);
       if (name === 'tessera') fig.tessera = v;
       else fig.qemuNbd = v;

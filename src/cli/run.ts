@@ -5,21 +5,34 @@ import { commands as clientCommands } from './commands.ts';
 import type { Command, Io, OptionSpec } from './commands.ts';
 import { CliError, usageError } from './errors.ts';
 import { serveCommand } from './serve.ts';
-import { backupCommands } from './backup.ts';
-import { backupFileCommands } from './backup-files.ts';
-import { backupArchiveCommands } from './backup-archive.ts';
-import { instantRestoreCommands } from './instant-restore.ts';
 
-/** Every command, in the order help lists them. */
-const commands: Command[] = [serveCommand, ...clientCommands, ...backupCommands, ...backupFileCommands, ...backupArchiveCommands, ...instantRestoreCommands];
+/** The commands whose modules load little: the node's, and those that only talk to its API. */
+const lightCommands: Command[] = [serveCommand, ...clientCommands];
+
+/**
+ * Every command, in the order help lists them. The backup commands' modules load the repository
+ * code (lmdb, msgpackr, the worker pool: about 70 ms of every command's start-up), so they are
+ * imported only by a command line that may name one of them.
+ */
+async function allCommands(): Promise<Command[]> {
+  const [backup, files, archive, instant] = await Promise.all([
+    import('./backup.ts'),
+    import('./backup-files.ts'),
+    import('./backup-archive.ts'),
+    import('./instant-restore.ts'),
+  ]);
+  return [...lightCommands, ...backup.backupCommands, ...files.backupFileCommands, ...archive.backupArchiveCommands, ...instant.instantRestoreCommands];
+}
 
 /** Command groups: leading words of multi-word commands (`disk`, `backup`, `backup key`). */
-const groups = new Set(
-  commands.flatMap((c) => {
-    const words = c.name.split(' ');
-    return words.slice(1).map((_, i) => words.slice(0, i + 1).join(' '));
-  }),
-);
+function groupsOf(commands: Command[]): Set<string> {
+  return new Set(
+    commands.flatMap((c) => {
+      const words = c.name.split(' ');
+      return words.slice(1).map((_, i) => words.slice(0, i + 1).join(' '));
+    }),
+  );
+}
 
 const helpOption: OptionSpec = { type: 'boolean', short: 'h', description: 'Show help' };
 const apiOption: OptionSpec = { type: 'string', valueName: 'URL', description: `API of the node (default: $TESSERA_API or ${DEFAULT_API_URL})` };
@@ -77,7 +90,7 @@ const sizeHelp =
   '1G = 1GiB = 1073741824 bytes, as qemu-img reads it. Fractions are fine when the result is a whole\n' +
   'number of bytes (1.5G). Disk sizes are multiples of 512 bytes.';
 
-function globalHelp(): string {
+function globalHelp(commands: Command[]): string {
   const names = commands.map((c) => [synopsis(c, true), c.summary]);
   const width = Math.max(...names.map(([n]) => n.length));
   return [
@@ -115,7 +128,7 @@ function commandHelp(cmd: Command): string {
   ].join('\n');
 }
 
-function groupHelp(group: string): string {
+function groupHelp(commands: Command[], group: string): string {
   const members = commands.filter((c) => c.name.startsWith(group + ' '));
   const width = Math.max(...members.map((c) => synopsis(c).length));
   return [
@@ -130,13 +143,14 @@ function groupHelp(group: string): string {
 }
 
 /** Finds the command named by the leading positionals, or explains what is wrong. */
-function findCommand(words: string[]): { cmd: Command; wordCount: number } | { group: string; wordCount: number } | null {
+function findCommand(commands: Command[], words: string[]): { cmd: Command; wordCount: number } | { group: string; wordCount: number } | null {
   if (words.length === 0) return null;
   // The longest command, else the longest group, that the leading words name.
   for (let n = Math.min(words.length, 3); n >= 1; n--) {
     const cmd = commands.find((c) => c.name === words.slice(0, n).join(' '));
     if (cmd) return { cmd, wordCount: n };
   }
+  const groups = groupsOf(commands);
   for (let n = Math.min(words.length, 2); n >= 1; n--) {
     const group = words.slice(0, n).join(' ');
     if (groups.has(group)) return { group, wordCount: n };
@@ -145,7 +159,7 @@ function findCommand(words: string[]): { cmd: Command; wordCount: number } | { g
 }
 
 /** Every option any command knows, so that option values are not taken for command words. */
-function allParseOptions(): ParseOptions {
+function allParseOptions(commands: Command[]): ParseOptions {
   let all: Record<string, OptionSpec> = { ...globalOptions };
   for (const cmd of commands) all = { ...all, ...cmd.options };
   return toParseOptions(all);
@@ -182,33 +196,44 @@ export async function runCli(argv: string[], io: Io): Promise<number> {
   }
 }
 
+/** Whether the command words may name a command beyond the light ones (or help lists them all). */
+function needsAllCommands(words: string[], version: boolean): boolean {
+  if (words.length === 0) return !version;
+  return words[0] === 'help' || !lightCommands.some((c) => c.name.split(' ')[0] === words[0]);
+}
+
 async function dispatch(argv: string[], io: Io): Promise<number> {
   // First pass: find the command words, knowing which options take values.
-  const first = parseArgs({ args: argv, options: allParseOptions(), allowPositionals: true, strict: false });
+  let commands = lightCommands;
+  let first = parseArgs({ args: argv, options: allParseOptions(commands), allowPositionals: true, strict: false });
+  if (needsAllCommands(first.positionals, first.values.version === true)) {
+    commands = await allCommands();
+    first = parseArgs({ args: argv, options: allParseOptions(commands), allowPositionals: true, strict: false });
+  }
   const words = first.positionals;
   if (words[0] === 'help') {
-    const found = findCommand(words.slice(1));
-    if (found === null) io.stdout(globalHelp());
-    else if ('group' in found) io.stdout(groupHelp(found.group));
+    const found = findCommand(commands, words.slice(1));
+    if (found === null) io.stdout(globalHelp(commands));
+    else if ('group' in found) io.stdout(groupHelp(commands, found.group));
     else io.stdout(commandHelp(found.cmd));
     return 0;
   }
-  const found = findCommand(words);
+  const found = findCommand(commands, words);
   if (found === null) {
     if (first.values.version === true) {
       io.stdout(`tessera ${version()}\n`);
       return 0;
     }
     if (first.values.help === true) {
-      io.stdout(globalHelp());
+      io.stdout(globalHelp(commands));
       return 0;
     }
-    io.stderr(globalHelp());
+    io.stderr(globalHelp(commands));
     return 2;
   }
   if ('group' in found) {
     if (first.values.help === true) {
-      io.stdout(groupHelp(found.group));
+      io.stdout(groupHelp(commands, found.group));
       return 0;
     }
     const next = words[found.wordCount];

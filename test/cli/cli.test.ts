@@ -211,6 +211,30 @@ describe('cli without a node', () => {
     assertFailure(await cli(['disk', 'list', '--api', url], { TESSERA_API: 'http://127.0.0.1:9' }), 1, new RegExp(`at ${url}:`));
   });
 
+  test('commands that talk to a node load none of the backup code; backup commands do', async () => {
+    const url = `http://127.0.0.1:${await closedPort()}`;
+    // A fresh process per command line: how many lmdb and msgpackr modules it loaded.
+    const loaded = async (args: string[]): Promise<number> => {
+      const script = [
+        "import { createRequire } from 'node:module';",
+        `const { runCli } = await import(${JSON.stringify(new URL('../../src/cli/run.ts', import.meta.url).href)});`,
+        'await runCli(process.argv.slice(1), { stdout: () => {}, stderr: () => {}, env: {} });',
+        "const cache = Object.keys(createRequire(import.meta.url).cache);",
+        'process.stdout.write(String(cache.filter((k) => /node_modules[\\/](lmdb|msgpackr)[\\/]/.test(k)).length));',
+      ].join('\n');
+      const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', '--input-type=module', '-e', script, '--', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+      await new Promise((resolve) => child.on('close', resolve));
+      assert.match(out, /^\d+$/, `the probe printed a count: ${out}`);
+      return Number(out);
+    };
+    assert.equal(await loaded(['--api', url, 'disk', 'list']), 0, 'disk list');
+    assert.equal(await loaded(['--api', url, 'snap', 'list', 'vm1']), 0, 'snap list');
+    assert.ok((await loaded(['backup', 'list', '--repo', tempDir()])) > 0, 'backup list loads the repository code');
+    assert.ok((await loaded(['--repo', tempDir(), 'backup', 'list'])) > 0, 'with its options first, too');
+  });
+
   test('defaultDataDir is $XDG_DATA_HOME/tessera, else ~/.local/share/tessera', () => {
     assert.equal(defaultDataDir({ XDG_DATA_HOME: '/srv/data' }), '/srv/data/tessera');
     const fallback = join(homedir(), '.local', 'share', 'tessera');

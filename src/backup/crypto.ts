@@ -3,7 +3,7 @@
  * open with AES-256-GCM, HMAC-SHA-256 blob ids, zstd, scrypt-wrapped master keys, and the
  * encrypted msgpack objects (config, index, snapshots, markers). Pure functions over Buffers.
  */
-import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, scrypt as scryptCb } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, createSecretKey, randomBytes, scrypt as scryptCb, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
 import { constants as zlibConstants, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
 import { pack, unpack } from 'msgpackr';
@@ -26,9 +26,21 @@ export function splitMasterKey(master: Buffer): Keys {
   return { encKey: Buffer.from(master.subarray(0, 32)), idKey: Buffer.from(master.subarray(32, 64)) };
 }
 
+const keyObjects = new WeakMap<Buffer, KeyObject>();
+
+/**
+ * The key as a KeyObject, made once per key buffer: a cipher or HMAC given the raw bytes imports
+ * them anew each time (~18 µs a blob, where the cipher itself takes ~4 µs to set up).
+ */
+function keyObject(key: Buffer): KeyObject {
+  let k = keyObjects.get(key);
+  if (k === undefined) keyObjects.set(key, (k = createSecretKey(key)));
+  return k;
+}
+
 /** nonce(12) ‖ AES-256-GCM(key, plaintext) ‖ tag(16), with a random nonce. */
 export function seal(key: Buffer, plaintext: Buffer, nonce: Buffer = randomBytes(nonceBytes)): Buffer {
-  const cipher = createCipheriv('aes-256-gcm', key, nonce);
+  const cipher = createCipheriv('aes-256-gcm', keyObject(key), nonce);
   const out = Buffer.allocUnsafeSlow(plaintext.length + sealOverheadBytes);
   nonce.copy(out, 0);
   let at = nonceBytes;
@@ -41,7 +53,7 @@ export function seal(key: Buffer, plaintext: Buffer, nonce: Buffer = randomBytes
 /** Opens a sealed buffer, or returns null if it fails authentication (wrong key or damaged). */
 export function tryOpen(key: Buffer, sealed: Buffer): Buffer | null {
   if (sealed.length < sealOverheadBytes) return null;
-  const decipher = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, nonceBytes));
+  const decipher = createDecipheriv('aes-256-gcm', keyObject(key), sealed.subarray(0, nonceBytes));
   decipher.setAuthTag(sealed.subarray(sealed.length - tagBytes));
   const body = decipher.update(sealed.subarray(nonceBytes, sealed.length - tagBytes));
   try {
@@ -61,7 +73,7 @@ export function openSealed(key: Buffer, sealed: Buffer, what: string): Buffer {
 
 /** HMAC-SHA-256(idKey, plaintext): the id of a blob. */
 export function blobId(idKey: Buffer, plaintext: Buffer): Buffer {
-  return createHmac('sha256', idKey).update(plaintext).digest();
+  return createHmac('sha256', keyObject(idKey)).update(plaintext).digest();
 }
 
 /** SHA-256 of some bytes. */

@@ -165,7 +165,7 @@ export class Store {
   private closed = false;
   private maintenance: Promise<unknown> | null = null;
   private readers = new Map<number, number>();
-  /** Requests on the store's volumes: those counted since `loadSince`, and in the second before. */
+  /** Requests on the store's volumes: `count` since `since`, `before` in the second before that. */
   private load = { since: performance.now(), count: 0, before: 0 };
   private quietRequestsPerSecond = QUIET_REQUESTS_PER_SECOND;
   /** The file system under the store was short of space when the running maintenance pass began. */
@@ -762,13 +762,13 @@ export class Store {
     if (fua) await this.log.sync();
   }
 
-  private appendRecord(header: RecordHeader, payload: Buffer | null): Promise<void> {
+  /** Async so that an append refused at once (a segment that cannot be started) is a rejection too. */
+  private async appendRecord(header: RecordHeader, payload: Buffer | null): Promise<void> {
     const { append, written } = this.log.append(header, payload);
-    return written.then(() => {
-      this.addToOverlay(append);
-      // Once readable: a count made before this is stale from now on.
-      this.branchChanges.set(header.branch, (this.branchChanges.get(header.branch) ?? 0) + 1);
-    });
+    await written;
+    this.addToOverlay(append);
+    // Once readable: a count made before this is stale from now on.
+    this.branchChanges.set(header.branch, (this.branchChanges.get(header.branch) ?? 0) + 1);
   }
 
   private addToOverlay(a: Append): void {

@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Store, EngineError } from '../../src/engine/index.ts';
+import { until } from '../helpers/wait.ts';
 
 function tmp(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-store-'));
@@ -323,14 +324,6 @@ async function withMaintainedStore(fn: (s: Store, busy: { stop: boolean }) => Pr
   }
 }
 
-async function waitFor(what: string, ms: number, cond: () => Promise<boolean>): Promise<void> {
-  const until = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > until) assert.fail(`${what} within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 test('background compaction waits for a quiet store while dead space is under half the log', async () => {
   await withMaintainedStore(async (s, busy) => {
     const model = await mostlyDeadSegments(s);
@@ -345,7 +338,7 @@ test('background compaction waits for a quiet store while dead space is under ha
     }
     busy.stop = true;
     assert.ok((await reads) > 100, 'the store was kept busy');
-    await waitFor('the log shrinks once the store is quiet', 15_000, async () => (await s.stats()).logBytes < first.logBytes * 0.7);
+    await until(async () => (await s.stats()).logBytes < first.logBytes * 0.7, 15_000, 'the log to shrink once the store is quiet', 50);
     const v = s.openVolume('d');
     assert.ok((await v.read(0, 8 << 20)).equals(model));
     v.close();
@@ -364,7 +357,7 @@ test('background compaction competes with requests once dead space piles up', as
     const reads = keepBusy(s, busy);
     const first = await s.stats();
     assert.ok(first.logBytes - first.liveBytes > (first.logBytes * 3) / 4, `dead over three quarters: ${JSON.stringify(first)}`);
-    await waitFor('the log shrinks while the store is busy', 15_000, async () => (await s.stats()).logBytes < first.logBytes / 2);
+    await until(async () => (await s.stats()).logBytes < first.logBytes / 2, 15_000, 'the log to shrink while the store is busy', 50);
     busy.stop = true;
     assert.ok((await reads) > 0);
     assert.ok((await v.read(0, 8 << 20)).equals(model));

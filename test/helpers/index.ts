@@ -7,3 +7,4 @@ export { testSeed, Rng, seededBytes, writeSeededFile, parseSize, MiB } from './d
 export type { Diagnostics } from './data.ts';
 export { nbdcopy, nbdinfo, nbdinfoMap, qemuImg, qemuIo, assertFilesEqual } from './clients.ts';
 export type { MapExtent } from './clients.ts';
+export { until } from './wait.ts';

@@ -31,14 +31,7 @@ export function gate(): { promise: Promise<void>; open: () => void } {
   return { promise, open };
 }
 
-/** Waits until `predicate` holds, polling; fails after `ms`. */
-export async function until(predicate: () => boolean, ms = 2000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
+export { until } from '../helpers/wait.ts';
 
 /** Exports of a real store, as the node daemon offers them: DISK and read-only DISK@SNAP. */
 export function storeProvider(store: Store): ExportProvider {

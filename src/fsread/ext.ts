@@ -102,7 +102,7 @@ class PrefetchedSource implements ByteSource {
 
 /** Calls `add(block, count)` for the initialised extents of an extent node's leaf entries. */
 function addExtents(node: Buffer, entries: number, sizeBlocks: number, add: (block: number, count: number) => void): void {
-  for (let e = 0; e < entries; e++) {
+  for (let e = 0; e < entries && 24 + e * 12 <= node.length; e++) {
     const x = 12 + e * 12;
     const length = node.readUInt16LE(x + 4);
     if (length <= 32768) add(node.readUInt16LE(x + 6) * 2 ** 32 + node.readUInt32LE(x + 8), Math.min(length, sizeBlocks));
@@ -536,7 +536,7 @@ export class ExtFs implements Filesystem {
     for (const { block, sizeBlocks } of dirLeaves) {
       const node = await readAt(this.prefetched, block * this.blockBytes, this.blockBytes, 'extent node').catch(() => null);
       if (node === null || node.readUInt16LE(0) !== extentMagic || node.readUInt16LE(6) !== 0) continue;
-      addExtents(node, Math.min(node.readUInt16LE(2), (this.blockBytes - 12) / 12), sizeBlocks, into(leafBlocks));
+      addExtents(node, Math.min(node.readUInt16LE(2), Math.floor((this.blockBytes - 12) / 12)), sizeBlocks, into(leafBlocks));
     }
     await this.prefetched.load(coalesce(leafBlocks, this.blockBytes)).catch(() => null);
   }

@@ -7,6 +7,7 @@ import { createCipheriv, createDecipheriv, createHash, createHmac, createSecretK
 import { promisify } from 'node:util';
 import { constants as zlibConstants, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
 import { pack, unpack } from 'msgpackr';
+import { native } from '../native/index.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 import { BlobFlag, compressionGainDivisor, masterKeyBytes, nonceBytes, saltBytes, scryptParams, sealOverheadBytes, tagBytes, zstdLevel } from './format.ts';
 
@@ -97,6 +98,12 @@ const zstdOneShotBytesMax = 16 << 20;
  */
 export function zstd(data: Buffer): Buffer {
   const chunkSize = data.length <= zstdOneShotBytesMax ? zstdBound(data.length) : undefined;
+  if (native !== null && chunkSize !== undefined) {
+    // The native helper (docs/native.md) writes the same frame into one buffer of the worst case.
+    const out = Buffer.allocUnsafeSlow(chunkSize);
+    const n = native.compress(data, out, zstdLevel);
+    if (n >= 0) return out.subarray(0, n);
+  }
   return zstdCompressSync(data, { params: { [zlibConstants.ZSTD_c_compressionLevel]: zstdLevel }, chunkSize });
 }
 
@@ -110,6 +117,10 @@ const unzstdOneBufferBytesMax = 16 << 20;
  */
 export function unzstd(data: Buffer, maxBytes: number, what: string): Buffer {
   try {
+    if (native !== null && maxBytes <= unzstdOneBufferBytesMax) {
+      const out = Buffer.allocUnsafeSlow(maxBytes);
+      return out.subarray(0, native.decompress(data, out));
+    }
     const chunkSize = maxBytes <= unzstdOneBufferBytesMax ? Math.max(maxBytes, 64) : undefined;
     return zstdDecompressSync(data, { maxOutputLength: Math.max(maxBytes, 1), chunkSize });
   } catch (err) {
@@ -135,11 +146,38 @@ export function sealBlob(encKey: Buffer, plain: Buffer): SealedBlob {
 export function openBlob(keys: Keys, sealed: Buffer, expect: { flags: number; plainLength: number; id: Buffer }, what: string): Buffer {
   const payload = openSealed(keys.encKey, sealed, what);
   const plain = expect.flags & BlobFlag.COMPRESSED ? unzstd(payload, expect.plainLength, what) : payload;
+  checkPlain(keys, plain, expect, what);
+  return plain;
+}
+
+/**
+ * openBlob() into `dst` (a restore's slot of shared memory), returning the plaintext's length.
+ * With the native helper a compressed blob is decompressed where it goes, without a buffer of
+ * its own and a copy; a plaintext larger than `dst` is BACKUP_CORRUPT.
+ */
+export function openBlobInto(keys: Keys, sealed: Buffer, expect: { flags: number; plainLength: number; id: Buffer }, what: string, dst: Buffer): number {
+  if (native === null || !(expect.flags & BlobFlag.COMPRESSED) || expect.plainLength > dst.length) {
+    const plain = openBlob(keys, sealed, expect, what);
+    if (plain.length > dst.length) throw new BackupError(BackupErrorCode.CORRUPT, `${what} is ${plain.length} bytes, more than the ${dst.length} it may be`);
+    plain.copy(dst);
+    return plain.length;
+  }
+  const payload = openSealed(keys.encKey, sealed, what);
+  let n: number;
+  try {
+    n = native.decompress(payload, dst.subarray(0, expect.plainLength));
+  } catch (err) {
+    throw new BackupError(BackupErrorCode.CORRUPT, `${what} does not decompress`, { cause: err });
+  }
+  checkPlain(keys, dst.subarray(0, n), expect, what);
+  return n;
+}
+
+function checkPlain(keys: Keys, plain: Buffer, expect: { plainLength: number; id: Buffer }, what: string): void {
   if (plain.length !== expect.plainLength) {
     throw new BackupError(BackupErrorCode.CORRUPT, `${what} is ${plain.length} bytes, the index says ${expect.plainLength}`);
   }
   if (!blobId(keys.idKey, plain).equals(expect.id)) throw new BackupError(BackupErrorCode.CORRUPT, `${what} does not match its id`);
-  return plain;
 }
 
 /** Largest plaintext of an encrypted object (an index or snapshot file). */

@@ -4,8 +4,8 @@
  * `{seq, error: {code, message}}`. Buffers travel as transferred ArrayBuffers where possible.
  */
 import { parentPort } from 'node:worker_threads';
-import { blobId, openBlob, seal, sealBlob, sha256, type Keys } from './crypto.ts';
-import { BackupError, BackupErrorCode } from './errors.ts';
+import { blobId, openBlob, openBlobInto, seal, sealBlob, sha256, type Keys } from './crypto.ts';
+import type { BackupError } from './errors.ts';
 import { encodePackEntries, headerLengthBytes, type PackEntry } from './format.ts';
 import { parsePackTail } from './pack.ts';
 import type { WorkerRequest } from './pool.ts';
@@ -61,15 +61,12 @@ function handle(msg: WorkerRequest): unknown {
       };
     }
     case 'openManyInto': {
-      // The same, each plaintext copied into its slot of shared memory; returns their lengths.
+      // The same, each plaintext opened into its slot of shared memory; returns their lengths.
       const data = buf(msg.data);
       return {
-        lengths: msg.blobs.map((b, i) => {
-          const plain = openBlob(keys, data.subarray(b.offset, b.offset + b.storedLength), { flags: b.flags, plainLength: b.plainLength, id: buf(b.id) }, b.what);
-          if (plain.length > msg.slotBytes) throw new BackupError(BackupErrorCode.CORRUPT, `${b.what} is ${plain.length} bytes, more than a chunk`);
-          new Uint8Array(msg.memory, msg.offsets[i], plain.length).set(plain);
-          return plain.length;
-        }),
+        lengths: msg.blobs.map((b, i) =>
+          openBlobInto(keys, data.subarray(b.offset, b.offset + b.storedLength), { flags: b.flags, plainLength: b.plainLength, id: buf(b.id) }, b.what, Buffer.from(msg.memory, msg.offsets[i], msg.slotBytes)),
+        ),
       };
     }
     case 'packTrailer': {

@@ -8,6 +8,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { resolve as resolvePath } from 'node:path';
 import { fileSource } from '../fsread/index.ts';
+import { native } from '../native/index.ts';
 import type { AdaptiveLimiterStats } from './adapt.ts';
 import { ByteBudget } from './budget.ts';
 import { buildCatalog } from './catalog.ts';
@@ -442,9 +443,43 @@ async function readFully(fh: FileHandle, bufs: Buffer[], position: number, path:
   }
 }
 
+/** Iterations of holeChunks' walk over a file's data runs, after which the rest counts as data. */
+const dataRunsMax = 1_000_000;
+
 /**
- * Backs up a raw image file. Node's fs cannot SEEK_DATA/SEEK_HOLE, so holes are read and found
- * to be zero like any zero chunk: they cost reading, never storing.
+ * Which chunks of a file lie wholly in its holes (1) and so need not be read, found with
+ * SEEK_DATA/SEEK_HOLE through the native helpers; null without them or when the file system
+ * cannot say (every chunk is then read, and holes are found to be zero like any zero chunk).
+ */
+function holeChunks(fd: number, sizeBytes: number, chunkBytes: number): Uint8Array | null {
+  if (native === null) return null;
+  const chunkCount = Math.ceil(sizeBytes / chunkBytes);
+  const holes = new Uint8Array(chunkCount).fill(1);
+  const markData = (from: number, to: number) => holes.fill(0, Math.floor(from / chunkBytes), Math.ceil(Math.min(to, sizeBytes) / chunkBytes));
+  try {
+    let at = 0;
+    for (let runs = 0; at < sizeBytes; runs++) {
+      if (runs === dataRunsMax) {
+        markData(at, sizeBytes);
+        break;
+      }
+      const data = native.seek(fd, at, false);
+      if (data < 0 || data >= sizeBytes) break;
+      const hole = native.seek(fd, data, true);
+      markData(data, hole < 0 ? sizeBytes : hole);
+      if (hole <= data) break;
+      at = hole;
+    }
+  } catch {
+    return null;
+  }
+  return holes;
+}
+
+/**
+ * Backs up a raw image file. Chunks in the file's holes are recorded as zero without being read
+ * where the native helpers can find holes (holeChunks); other zero chunks cost reading, never
+ * storing.
  */
 export async function backupFile(ctx: { repo: Repository; cache: IndexCache; pool: WorkerPool }, path: string, options: BackupFileOptions): Promise<BackupResult & { writer: BackupWriter }> {
   checkName(options.name);
@@ -476,10 +511,16 @@ export async function backupFile(ctx: { repo: Repository; cache: IndexCache; poo
         const catalogDone = buildCatalog(fileSource(fh, st.size), (plain) => writer.putMetaBlob(plain));
         catalogDone.catch((err: unknown) => void (failed ??= err)); // stops the reads; awaited below
         let allocating: Promise<unknown> = Promise.resolve();
+        const holes = holeChunks(fh.fd, st.size, writer.chunkSizeBytes);
         const reader = async (): Promise<void> => {
           while (next < writer.chunkCount && failed === null) {
+            if (holes?.[next] === 1) {
+              writer.putKnown(next++, zeroId); // a hole: zero, and not read
+              continue;
+            }
             const first = next;
-            const count = Math.min(readChunksMax, writer.chunkCount - first);
+            let count = 1;
+            while (count < readChunksMax && first + count < writer.chunkCount && holes?.[first + count] !== 1) count++;
             next += count;
             const bufs: Buffer[] = [];
             const alloc = allocating.then(async () => {

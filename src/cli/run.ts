@@ -221,7 +221,8 @@ async function dispatch(argv: string[], io: Io): Promise<number> {
   const found = findCommand(commands, words);
   if (found === null) {
     if (first.values.version === true) {
-      io.stdout(`tessera ${version()}\n`);
+      const { nativeStatus } = await import('../native/index.ts');
+      io.stdout(`tessera ${version()}\nnative helpers: ${nativeStatus}\n`);
       return 0;
     }
     if (first.values.help === true) {

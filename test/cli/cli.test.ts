@@ -161,10 +161,12 @@ describe('cli without a node', () => {
     assert.match(serveHelp.stdout, /--nbd-port PORT/);
   });
 
-  test('cli --version prints the package version', async () => {
+  test('cli --version prints the package version and whether the native helpers are in use', async () => {
     const o = await cli(['--version']);
     assert.equal(o.code, 0);
-    assert.equal(o.stdout, `tessera ${packageVersion}\n`);
+    assert.equal(o.stdout, `tessera ${packageVersion}\nnative helpers: loaded\n`, 'the native helpers are built by npm install (apt-get install gcc libzstd-dev)');
+    const off = await tessera(['--version'], { TESSERA_NATIVE: '0' });
+    assert.equal(off.stdout, `tessera ${packageVersion}\nnative helpers: off (TESSERA_NATIVE=0)\n`);
   });
 
   test('cli without a command prints help on stderr and exits 2', async () => {

@@ -1,0 +1,25 @@
+#!/bin/sh
+# Builds Tessera's optional native helpers (docs/native.md) into build/tessera-native.node when
+# the source is newer than the module. Without a C compiler or zstd.h it says what to install and
+# leaves Tessera on Node's own APIs: it never fails an install.
+cd "$(dirname "$0")/.." || exit 0
+src=src/native/tessera-native.c
+out=build/tessera-native.node
+[ -f "$out" ] && [ ! "$src" -nt "$out" ] && exit 0
+say() { echo "tessera: native helpers not built: $*; Tessera runs without them (docs/native.md)" >&2; }
+cc=${CC:-cc}
+command -v "$cc" >/dev/null 2>&1 || cc=gcc
+command -v "$cc" >/dev/null 2>&1 || { say "no C compiler (apt-get install gcc libzstd-dev)"; exit 0; }
+# Node-API headers: those of the Node.js the project installed (node_modules/node/...), else the system's.
+inc=$(ls -d node_modules/node/node_modules/node-*/include/node 2>/dev/null | head -n 1)
+[ -n "$inc" ] || inc=/usr/include/node
+[ -f "$inc/node_api.h" ] || { say "no Node-API headers (run npm install first)"; exit 0; }
+printf '#include <zstd.h>\n' | "$cc" -E -x c - >/dev/null 2>&1 || { say "no zstd.h (apt-get install libzstd-dev)"; exit 0; }
+mkdir -p build
+if "$cc" -O2 -fPIC -shared -Wall -Wextra -Werror -I "$inc" -o "$out.tmp" "$src" -lzstd; then
+  mv "$out.tmp" "$out"
+else
+  rm -f "$out.tmp"
+  say "the compiler failed (above)"
+fi
+exit 0

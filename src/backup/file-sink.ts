@@ -1,8 +1,11 @@
 /**
  * A restore's writes into a new file, with O_DIRECT where the file system takes it. Copying a
  * restore into the page cache cost more CPU than opening its blobs: on the VMs this was measured
- * on, page cache writes moved 0.3–0.5 GB/s of one core's system time, where direct writes of the
- * same chunks moved 1.4 GB/s and left the page cache to the machine's other work.
+ * on, page cache writes moved 0.3–1.3 GB/s of one core's system time, where direct writes of the
+ * same chunks moved 1.4 GB/s and left the page cache to the machine's other work. But the device
+ * takes direct writes only so fast (400–900 MB/s there, from one hour to the next): with
+ * `directWritesMax` the writes beyond that many in flight go through the page cache instead of
+ * queueing for the device, and a restore uses both.
  *
  * O_DIRECT wants the buffer, the file offset and the length aligned (4 KiB covers 512-byte and
  * 4 KiB sectors). Node's Buffers have no alignment to ask for, but a WebAssembly.Memory is page
@@ -27,32 +30,44 @@ export interface FileSinkStats {
   bytesBuffered: number;
   /** Whether direct writes were refused (or never possible) and the page cache took over. */
   directRefused: boolean;
+  /** Whether finish() synced the file (its data, size and the device's cache) before closing it. */
+  synced: boolean;
 }
 
 /** Options of FileSink.create. */
 export interface FileSinkOptions {
   /** Whether to try O_DIRECT at all. Default true. */
   direct?: boolean;
+  /**
+   * Direct writes in flight at most; a write beyond them goes through the page cache instead of
+   * waiting for the device. Default Infinity: every aligned write is direct.
+   */
+  directWritesMax?: number;
   /** Test hook: offsets the slots from page alignment, so direct writes are refused (EINVAL). */
   misalignBytes?: number;
 }
 
-/** A new file that a restore writes into; `finish()` makes it durable and closes it. */
+/** A new file that a restore writes into; `finish()` closes it, made durable first if asked. */
 export class FileSink implements RestoreSink {
-  readonly stats: FileSinkStats = { bytesDirect: 0, bytesBuffered: 0, directRefused: false };
+  readonly stats: FileSinkStats = { bytesDirect: 0, bytesBuffered: 0, directRefused: false, synced: false };
   private readonly fh: FileHandle;
   private direct: FileHandle | null;
   private readonly slots: SharedSlots | null;
+  private readonly directWritesMax: number;
+  private directInFlight = 0;
 
-  private constructor(fh: FileHandle, direct: FileHandle | null, slots: SharedSlots | null) {
+  private constructor(fh: FileHandle, direct: FileHandle | null, slots: SharedSlots | null, directWritesMax: number) {
     this.fh = fh;
     this.direct = direct;
     this.slots = slots;
+    this.directWritesMax = directWritesMax;
     this.stats.directRefused = direct === null;
   }
 
   /** Creates `path` (which must not exist) with `sizeBytes` of holes, for chunks of `chunkBytes`. */
   static async create(path: string, sizeBytes: number, chunkBytes: number, options: FileSinkOptions = {}): Promise<FileSink> {
+    const directWritesMax = options.directWritesMax ?? Infinity;
+    if (!(directWritesMax >= 1)) throw new RangeError(`directWritesMax must be at least 1, not ${directWritesMax}`);
     let fh: FileHandle;
     try {
       fh = await open(path, 'wx');
@@ -70,21 +85,29 @@ export class FileSink implements RestoreSink {
       throw err;
     }
     const slots = direct === null ? null : new SharedSlots(chunkBytes, directSlots, options.misalignBytes ?? 0);
-    return new FileSink(fh, direct, slots);
+    return new FileSink(fh, direct, slots, directWritesMax);
   }
 
   async write(data: Buffer, offset: number): Promise<void> {
     const aligned = offset % directAlignBytes === 0 && data.length % directAlignBytes === 0;
-    // A slot of aligned shared memory (a restore's plaintexts) is written as it is.
-    if (this.direct !== null && aligned && isDirectAligned(data) && (await this.writeDirect(data, offset))) return;
-    if (this.direct !== null && aligned && data.length <= this.slots!.slotBytes) {
-      const [slot] = await this.slots!.take(1);
+    // Beyond directWritesMax direct writes in flight, the page cache takes the write instead.
+    if (this.direct !== null && aligned && this.directInFlight < this.directWritesMax) {
+      this.directInFlight++;
       try {
-        const view = this.slots!.view(slot, data.length);
-        data.copy(view);
-        if (await this.writeDirect(view, offset)) return;
+        // A slot of aligned shared memory (a restore's plaintexts) is written as it is.
+        if (isDirectAligned(data) && (await this.writeDirect(data, offset))) return;
+        if (data.length <= this.slots!.slotBytes) {
+          const [slot] = await this.slots!.take(1);
+          try {
+            const view = this.slots!.view(slot, data.length);
+            data.copy(view);
+            if (await this.writeDirect(view, offset)) return;
+          } finally {
+            this.slots!.give([slot]);
+          }
+        }
       } finally {
-        this.slots!.give([slot]);
+        this.directInFlight--;
       }
     }
     await writeAll(this.fh, data, offset);
@@ -101,16 +124,26 @@ export class FileSink implements RestoreSink {
       return true;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
-      this.direct = null;
-      this.stats.directRefused = true;
-      await direct.close().catch(() => {});
+      if (this.direct === direct) {
+        this.direct = null;
+        this.stats.directRefused = true;
+        await direct.close().catch(() => {});
+      }
       return false;
     }
   }
 
-  /** Makes the file durable (its data and size) and closes it. */
-  async finish(): Promise<void> {
-    await this.fh.sync();
+  /**
+   * Closes the file; with `sync`, first makes it durable (fsync: its data and size, and the
+   * device's write cache). Without, the direct writes are on the device already and the kernel
+   * writes the rest back within seconds, as after cp, restic or borg: the file survives the
+   * process being killed, not a crash of the machine in those seconds.
+   */
+  async finish(options: { sync: boolean }): Promise<void> {
+    if (options.sync) {
+      await this.fh.sync();
+      this.stats.synced = true;
+    }
     await this.close();
   }
 

@@ -124,20 +124,30 @@ export interface RestoreSink {
 }
 
 /**
+ * Direct writes in flight of a restore into a file that is not synced: the writes beyond them go
+ * through the page cache. A restore of 1.3 GiB on the benchmark's VM took 2.4 s with 3 (70–75% of
+ * its bytes went through the cache), 2.4–2.8 s with 2 or 4, 3.0 s with every write direct.
+ */
+const unsyncedDirectWritesMax = 3;
+
+/**
  * Restores `snapshot` into a new file at `path` (which must not exist). Zero chunks stay holes;
- * data chunks are written with O_DIRECT where the file system allows (file-sink.ts). The file is
- * synced before this returns.
+ * data chunks are written with O_DIRECT where the file system allows, up to
+ * unsyncedDirectWritesMax at once and the rest through the page cache (file-sink.ts). With `sync`
+ * every chunk it can is written directly (the page cache would only defer those writes to the
+ * sync), and the file is synced before this returns (FileSink.finish).
  */
 export async function restoreToFile(
   ctx: { repo: Repository; cache: IndexCache; pool: WorkerPool },
   snapshot: Snapshot,
   path: string,
-  options: RestoreLimits & { onProgress?: (p: RestoreProgress) => void; sink?: FileSinkOptions } = {},
+  options: RestoreLimits & { onProgress?: (p: RestoreProgress) => void; sink?: FileSinkOptions; sync?: boolean } = {},
 ): Promise<RestoreResult & { writes: FileSinkStats }> {
-  const sink = await FileSink.create(path, snapshot.sizeBytes, snapshot.chunkSizeBytes, options.sink);
+  const sync = options.sync ?? false;
+  const sink = await FileSink.create(path, snapshot.sizeBytes, snapshot.chunkSizeBytes, { directWritesMax: sync ? Infinity : unsyncedDirectWritesMax, ...options.sink });
   try {
     const result = await restoreTo(ctx, snapshot, sink, options);
-    await sink.finish();
+    await sink.finish({ sync });
     return { ...result, writes: sink.stats };
   } catch (err) {
     await sink.close().catch(() => {});

@@ -233,6 +233,7 @@ export const backupCommands: Command[] = [
     options: {
       repo: repoOption,
       'to-file': { type: 'string', valueName: 'PATH', description: 'New file to write' },
+      sync: { type: 'boolean', description: 'With --to-file: make the file durable (fsync) before reporting success' },
       'to-disk': { type: 'string', valueName: 'NAME', description: 'Disk of the node to write (a new one unless --force)' },
       force: { type: 'boolean', description: 'With --to-disk: restore into an existing disk, replacing its content' },
       json: jsonOption,
@@ -243,6 +244,7 @@ export const backupCommands: Command[] = [
       const to = ctx.values['to-file'];
       const toDisk = ctx.values['to-disk'];
       if (typeof to === 'string' && typeof toDisk === 'string') throw usageError('give one of --to-file PATH and --to-disk NAME');
+      if (ctx.values.sync && typeof toDisk === 'string') throw usageError('--sync goes with --to-file (a restore to a disk always ends with a flush)');
       if (typeof toDisk === 'string' && toDisk !== '') return restoreDiskCommand(ctx, toDisk);
       if (ctx.values.force) throw usageError('--force goes with --to-disk');
       if (typeof to !== 'string' || to === '') throw usageError('missing --to-file PATH or --to-disk NAME');
@@ -251,6 +253,7 @@ export const backupCommands: Command[] = [
       // The restore point may have been moved to an archive repository: its record there says where.
       const { entry, p, from } = await withRestorePoint(ctx, ctx.args[0], async (r, entry, archivedIn) => {
         const p = await restoreToFile(r, entry.snapshot, to, {
+          sync: ctx.values.sync === true,
           onProgress: (p) => progress.update(`restore ${formatSize(p.bytesWritten)} written of ${formatSize(p.sizeBytes)}`),
         }).finally(() => progress.done());
         return { entry, p, from: archivedIn?.archive.location ?? null };
@@ -259,7 +262,7 @@ export const backupCommands: Command[] = [
       if (ctx.values.json) {
         return printJson(ctx.io, { id: entry.id, path: to, sizeBytes: p.sizeBytes, bytesWritten: p.bytesWritten, bytesRead: p.bytesRead, durationMs: ms, archive: from, writes: p.writes, movers: p.movers });
       }
-      ctx.io.stdout(`Restored ${entry.id.slice(0, 8)} (${entry.snapshot.name})${fromArchive(from)} to ${to}: ${formatSize(p.sizeBytes)}, ${formatSize(p.bytesWritten)} of data, in ${(ms / 1000).toFixed(1)} s\n`);
+      ctx.io.stdout(`Restored ${entry.id.slice(0, 8)} (${entry.snapshot.name})${fromArchive(from)} to ${to}: ${formatSize(p.sizeBytes)}, ${formatSize(p.bytesWritten)} of data, in ${(ms / 1000).toFixed(1)} s${p.writes.synced ? ', synced' : ''}\n`);
     },
   },
   {

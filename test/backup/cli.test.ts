@@ -51,6 +51,19 @@ describe('backup CLI', () => {
     assertFailure(await cli(['backup', 'restore', 'ffff', '--repo', repoDir, '--to-file', join(dir, 'x')], env), 1, /No restore point ffff/);
   });
 
+  test('backup restore --sync syncs the file before it reports success; without it the file is left to the kernel', async () => {
+    const plain = JSON.parse((await cli(['backup', 'restore', id, '--repo', repoDir, '--to-file', join(dir, 'unsynced'), '--json'], env)).stdout);
+    assert.equal(plain.writes.synced, false);
+    assertSameFile(join(dir, 'unsynced'), image);
+    const synced = await cli(['backup', 'restore', id, '--repo', repoDir, '--to-file', join(dir, 'synced'), '--sync'], env);
+    assert.equal(synced.code, 0, synced.stderr);
+    assert.match(synced.stdout, /, synced\n$/);
+    assertSameFile(join(dir, 'synced'), image);
+    const json = JSON.parse((await cli(['backup', 'restore', id, '--repo', repoDir, '--to-file', join(dir, 'synced-json'), '--sync', '--json'], env)).stdout);
+    assert.equal(json.writes.synced, true);
+    assertFailure(await cli(['backup', 'restore', id, '--repo', repoDir, '--to-disk', 'vm1', '--sync'], env), 2, /--sync goes with --to-file/);
+  });
+
   test('a wrong password is BACKUP_WRONG_PASSWORD, and the CLI exits 1 with one line', async () => {
     await assert.rejects(Repository.open(new DirBackend(repoDir), 'not the password'), (err: unknown) => err instanceof BackupError && err.code === BackupErrorCode.WRONG_PASSWORD);
     const o = await tessera(['backup', 'list', '--repo', repoDir], { ...env, TESSERA_PASSWORD: 'not the password' });

@@ -25,7 +25,7 @@ async function restoreImage(path: string, image: Buffer, options: Parameters<typ
     [chunks[i], chunks[j]] = [chunks[j], chunks[i]];
   }
   await Promise.all(chunks.map((i) => sink.write(Buffer.from(image.subarray(i * MiB, Math.min(image.length, (i + 1) * MiB))), i * MiB)));
-  await sink.finish();
+  await sink.finish({ sync: true });
   return sink;
 }
 
@@ -45,15 +45,28 @@ test('chunks are written directly, a short last chunk through the page cache; ho
   assert.equal(sink.stats.bytesDirect, 7 * MiB, 'the other written chunks went directly');
 });
 
+test('beyond directWritesMax direct writes in flight, writes go through the page cache; the bytes are the same', async (t) => {
+  const image = seededBytes(testSeed(t), 'sink-max', 16 * MiB);
+  const one = await restoreImage(join(dir, 'max1.raw'), image, { directWritesMax: 1 });
+  assert.ok(readFileSync(join(dir, 'max1.raw')).equals(expected(image)));
+  assert.equal(one.stats.directRefused, false);
+  assert.equal(one.stats.bytesDirect + one.stats.bytesBuffered, 12 * MiB);
+  assert.ok(one.stats.bytesDirect >= MiB, `some writes went directly (${one.stats.bytesDirect})`);
+  assert.ok(one.stats.bytesBuffered >= 6 * MiB, `the writes issued while one was in flight went through the cache (${one.stats.bytesBuffered})`);
+  const all = await restoreImage(join(dir, 'max-all.raw'), image, {});
+  assert.equal(all.stats.bytesDirect, 12 * MiB, 'by default every aligned write is direct');
+  await assert.rejects(FileSink.create(join(dir, 'max0.raw'), MiB, MiB, { directWritesMax: 0 }), RangeError);
+});
+
 test('without direct writes, and after the file system refuses one, the bytes are the same', async (t) => {
   const image = seededBytes(testSeed(t), 'sink2', 6 * MiB);
   const off = await restoreImage(join(dir, 'buffered.raw'), image, { direct: false });
   assert.ok(readFileSync(join(dir, 'buffered.raw')).equals(expected(image)));
-  assert.deepEqual(off.stats, { bytesDirect: 0, bytesBuffered: 4 * MiB, directRefused: true });
+  assert.deepEqual(off.stats, { bytesDirect: 0, bytesBuffered: 4 * MiB, directRefused: true, synced: true });
   // Slots off page alignment: the first direct write fails with EINVAL, the rest go buffered.
   const refused = await restoreImage(join(dir, 'refused.raw'), image, { misalignBytes: 16 });
   assert.ok(readFileSync(join(dir, 'refused.raw')).equals(expected(image)));
-  assert.deepEqual(refused.stats, { bytesDirect: 0, bytesBuffered: 4 * MiB, directRefused: true });
+  assert.deepEqual(refused.stats, { bytesDirect: 0, bytesBuffered: 4 * MiB, directRefused: true, synced: true });
 });
 
 test("slots of shared memory are written directly as they are, and reused only once given back", async (t) => {
@@ -89,10 +102,10 @@ test("slots of shared memory are written directly as they are, and reused only o
       }
     }),
   );
-  await sink.finish();
+  await sink.finish({ sync: true });
   assert.ok(readFileSync(path).equals(image));
   assert.ok(waited >= 1, 'a take waited for slots to be given back');
-  assert.deepEqual(sink.stats, { bytesDirect: 6 * MiB, bytesBuffered: 0, directRefused: false });
+  assert.deepEqual(sink.stats, { bytesDirect: 6 * MiB, bytesBuffered: 0, directRefused: false, synced: true });
 });
 
 test('a restore never overwrites a file', async () => {

@@ -3,9 +3,9 @@
  * restore into the page cache cost more CPU than opening its blobs: on the VMs this was measured
  * on, page cache writes moved 0.3–1.3 GB/s of one core's system time, where direct writes of the
  * same chunks moved 1.4 GB/s and left the page cache to the machine's other work. But the device
- * takes direct writes only so fast (400–900 MB/s there, from one hour to the next): with
- * `directWritesMax` the writes beyond that many in flight go through the page cache instead of
- * queueing for the device, and a restore uses both.
+ * takes direct writes only so fast (400–900 MB/s there, from one hour to the next), and each
+ * holds a thread of libuv's pool: `directWritesMax` bounds those in flight, and past
+ * `directQueueMax` writes waiting for them the page cache takes a write instead.
  *
  * O_DIRECT wants the buffer, the file offset and the length aligned (4 KiB covers 512-byte and
  * 4 KiB sectors). Node's Buffers have no alignment to ask for, but a WebAssembly.Memory is page
@@ -39,10 +39,15 @@ export interface FileSinkOptions {
   /** Whether to try O_DIRECT at all. Default true. */
   direct?: boolean;
   /**
-   * Direct writes in flight at most; a write beyond them goes through the page cache instead of
-   * waiting for the device. Default Infinity: every aligned write is direct.
+   * Direct writes in flight at most (each holds a thread of libuv's pool of 4, which the reads
+   * of a restore need too); a write beyond them waits for one of them. Default Infinity.
    */
   directWritesMax?: number;
+  /**
+   * Writes waiting for a direct write at most; a write beyond them goes through the page cache
+   * instead of waiting for the device. Default Infinity: every aligned write is direct.
+   */
+  directQueueMax?: number;
   /** Test hook: offsets the slots from page alignment, so direct writes are refused (EINVAL). */
   misalignBytes?: number;
 }
@@ -54,20 +59,24 @@ export class FileSink implements RestoreSink {
   private direct: FileHandle | null;
   private readonly slots: SharedSlots | null;
   private readonly directWritesMax: number;
+  private readonly directQueueMax: number;
   private directInFlight = 0;
 
-  private constructor(fh: FileHandle, direct: FileHandle | null, slots: SharedSlots | null, directWritesMax: number) {
+  private constructor(fh: FileHandle, direct: FileHandle | null, slots: SharedSlots | null, directWritesMax: number, directQueueMax: number) {
     this.fh = fh;
     this.direct = direct;
     this.slots = slots;
     this.directWritesMax = directWritesMax;
+    this.directQueueMax = directQueueMax;
     this.stats.directRefused = direct === null;
   }
 
   /** Creates `path` (which must not exist) with `sizeBytes` of holes, for chunks of `chunkBytes`. */
   static async create(path: string, sizeBytes: number, chunkBytes: number, options: FileSinkOptions = {}): Promise<FileSink> {
     const directWritesMax = options.directWritesMax ?? Infinity;
+    const directQueueMax = options.directQueueMax ?? Infinity;
     if (!(directWritesMax >= 1)) throw new RangeError(`directWritesMax must be at least 1, not ${directWritesMax}`);
+    if (!(directQueueMax >= 0)) throw new RangeError(`directQueueMax must be at least 0, not ${directQueueMax}`);
     let fh: FileHandle;
     try {
       fh = await open(path, 'wx');
@@ -85,14 +94,14 @@ export class FileSink implements RestoreSink {
       throw err;
     }
     const slots = direct === null ? null : new SharedSlots(chunkBytes, directSlots, options.misalignBytes ?? 0);
-    return new FileSink(fh, direct, slots, directWritesMax);
+    return new FileSink(fh, direct, slots, directWritesMax, directQueueMax);
   }
 
   async write(data: Buffer, offset: number): Promise<void> {
     const aligned = offset % directAlignBytes === 0 && data.length % directAlignBytes === 0;
-    // Beyond directWritesMax direct writes in flight, the page cache takes the write instead.
-    if (this.direct !== null && aligned && this.directInFlight < this.directWritesMax) {
-      this.directInFlight++;
+    // Beyond directWritesMax direct writes in flight and directQueueMax waiting for one, the
+    // page cache takes the write instead.
+    if (this.direct !== null && aligned && (await this.enterDirect())) {
       try {
         // A slot of aligned shared memory (a restore's plaintexts) is written as it is.
         if (isDirectAligned(data) && (await this.writeDirect(data, offset))) return;
@@ -107,11 +116,30 @@ export class FileSink implements RestoreSink {
           }
         }
       } finally {
-        this.directInFlight--;
+        this.leaveDirect();
       }
     }
     await writeAll(this.fh, data, offset);
     this.stats.bytesBuffered += data.length;
+  }
+
+  private readonly directWaiting: (() => void)[] = [];
+
+  /** Takes a place among the direct writes in flight, waiting in the queue if it has room; false if not. */
+  private async enterDirect(): Promise<boolean> {
+    if (this.directInFlight < this.directWritesMax) {
+      this.directInFlight++;
+      return true;
+    }
+    if (this.directWaiting.length >= this.directQueueMax) return false;
+    await new Promise<void>((resolve) => this.directWaiting.push(resolve));
+    return true; // the place of the write that left (leaveDirect)
+  }
+
+  private leaveDirect(): void {
+    const next = this.directWaiting.shift();
+    if (next !== undefined) next();
+    else this.directInFlight--;
   }
 
   /** One direct write; false once direct writes are refused (the caller writes through the cache). */

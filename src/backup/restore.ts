@@ -124,18 +124,22 @@ export interface RestoreSink {
 }
 
 /**
- * Direct writes in flight of a restore into a file that is not synced: the writes beyond them go
- * through the page cache. A restore of 1.3 GiB on the benchmark's VM took 2.4 s with 3 (70–75% of
- * its bytes went through the cache), 2.4–2.8 s with 2 or 4, 3.0 s with every write direct.
+ * Direct writes of a restore in flight at once (each holds one of the 4 threads of libuv's pool,
+ * which the range reads need too), and, when the file is not synced, writes waiting for them
+ * before the page cache takes one. A restore of 1.3–1.4 GiB on the benchmark's VM (alternating
+ * runs): 2.7–3.1 s with 3 and 16, 3.2–3.5 s with every write direct at once (the reads queued
+ * behind the writes in the pool), 3.4–3.5 s with 3 and none waiting (bursts of a range read's
+ * chunks went through the cache: 70–80% of the bytes, at 1–2 s of system time per GiB there).
  */
-const unsyncedDirectWritesMax = 3;
+const directWritesMax = 3;
+const unsyncedDirectQueueMax = 16;
 
 /**
  * Restores `snapshot` into a new file at `path` (which must not exist). Zero chunks stay holes;
- * data chunks are written with O_DIRECT where the file system allows, up to
- * unsyncedDirectWritesMax at once and the rest through the page cache (file-sink.ts). With `sync`
- * every chunk it can is written directly (the page cache would only defer those writes to the
- * sync), and the file is synced before this returns (FileSink.finish).
+ * data chunks are written with O_DIRECT where the file system allows, directWritesMax at once;
+ * unsynced, a chunk that finds unsyncedDirectQueueMax others waiting goes through the page cache
+ * (file-sink.ts). With `sync` every chunk it can is written directly (the page cache would only
+ * defer those writes to the sync), and the file is synced before this returns (FileSink.finish).
  */
 export async function restoreToFile(
   ctx: { repo: Repository; cache: IndexCache; pool: WorkerPool },
@@ -144,7 +148,11 @@ export async function restoreToFile(
   options: RestoreLimits & { onProgress?: (p: RestoreProgress) => void; sink?: FileSinkOptions; sync?: boolean } = {},
 ): Promise<RestoreResult & { writes: FileSinkStats }> {
   const sync = options.sync ?? false;
-  const sink = await FileSink.create(path, snapshot.sizeBytes, snapshot.chunkSizeBytes, { directWritesMax: sync ? Infinity : unsyncedDirectWritesMax, ...options.sink });
+  const sink = await FileSink.create(path, snapshot.sizeBytes, snapshot.chunkSizeBytes, {
+    directWritesMax,
+    directQueueMax: sync ? Infinity : unsyncedDirectQueueMax,
+    ...options.sink,
+  });
   try {
     const result = await restoreTo(ctx, snapshot, sink, options);
     await sink.finish({ sync });

@@ -45,17 +45,22 @@ test('chunks are written directly, a short last chunk through the page cache; ho
   assert.equal(sink.stats.bytesDirect, 7 * MiB, 'the other written chunks went directly');
 });
 
-test('beyond directWritesMax direct writes in flight, writes go through the page cache; the bytes are the same', async (t) => {
+test('direct writes wait beyond directWritesMax in flight and go through the page cache beyond directQueueMax waiting; the bytes are the same', async (t) => {
   const image = seededBytes(testSeed(t), 'sink-max', 16 * MiB);
-  const one = await restoreImage(join(dir, 'max1.raw'), image, { directWritesMax: 1 });
-  assert.ok(readFileSync(join(dir, 'max1.raw')).equals(expected(image)));
-  assert.equal(one.stats.directRefused, false);
-  assert.equal(one.stats.bytesDirect + one.stats.bytesBuffered, 12 * MiB);
-  assert.ok(one.stats.bytesDirect >= MiB, `some writes went directly (${one.stats.bytesDirect})`);
-  assert.ok(one.stats.bytesBuffered >= 6 * MiB, `the writes issued while one was in flight went through the cache (${one.stats.bytesBuffered})`);
-  const all = await restoreImage(join(dir, 'max-all.raw'), image, {});
-  assert.equal(all.stats.bytesDirect, 12 * MiB, 'by default every aligned write is direct');
+  const spill = await restoreImage(join(dir, 'spill.raw'), image, { directWritesMax: 1, directQueueMax: 0 });
+  assert.ok(readFileSync(join(dir, 'spill.raw')).equals(expected(image)));
+  assert.equal(spill.stats.directRefused, false);
+  assert.equal(spill.stats.bytesDirect + spill.stats.bytesBuffered, 12 * MiB);
+  assert.ok(spill.stats.bytesDirect >= MiB, `some writes went directly (${spill.stats.bytesDirect})`);
+  assert.ok(spill.stats.bytesBuffered >= 6 * MiB, `the writes issued while one was in flight went through the cache (${spill.stats.bytesBuffered})`);
+  const some = await restoreImage(join(dir, 'some.raw'), image, { directWritesMax: 1, directQueueMax: 2 });
+  assert.ok(readFileSync(join(dir, 'some.raw')).equals(expected(image)));
+  assert.ok(some.stats.bytesDirect >= 3 * MiB, `one in flight and two waiting went directly (${some.stats.bytesDirect})`);
+  const queued = await restoreImage(join(dir, 'queued.raw'), image, { directWritesMax: 1 });
+  assert.ok(readFileSync(join(dir, 'queued.raw')).equals(expected(image)));
+  assert.equal(queued.stats.bytesDirect, 12 * MiB, 'with room to wait, every write went directly, one at a time');
   await assert.rejects(FileSink.create(join(dir, 'max0.raw'), MiB, MiB, { directWritesMax: 0 }), RangeError);
+  await assert.rejects(FileSink.create(join(dir, 'queue-1.raw'), MiB, MiB, { directQueueMax: -1 }), RangeError);
 });
 
 test('without direct writes, and after the file system refuses one, the bytes are the same', async (t) => {

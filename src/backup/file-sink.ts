@@ -61,6 +61,8 @@ export class FileSink implements RestoreSink {
   private readonly directWritesMax: number;
   private readonly directQueueMax: number;
   private directInFlight = 0;
+  /** Writes waiting for a place among the direct writes in flight (enterDirect). */
+  private readonly directWaiting: (() => void)[] = [];
 
   private constructor(fh: FileHandle, direct: FileHandle | null, slots: SharedSlots | null, directWritesMax: number, directQueueMax: number) {
     this.fh = fh;
@@ -122,8 +124,6 @@ export class FileSink implements RestoreSink {
     await writeAll(this.fh, data, offset);
     this.stats.bytesBuffered += data.length;
   }
-
-  private readonly directWaiting: (() => void)[] = [];
 
   /** Takes a place among the direct writes in flight, waiting in the queue if it has room; false if not. */
   private async enterDirect(): Promise<boolean> {

@@ -15,8 +15,16 @@ inc=$(ls -d node_modules/node/node_modules/node-*/include/node 2>/dev/null | hea
 [ -n "$inc" ] || inc=/usr/include/node
 [ -f "$inc/node_api.h" ] || { say "no Node-API headers (run npm install first)"; exit 0; }
 printf '#include <zstd.h>\n' | "$cc" -E -x c - >/dev/null 2>&1 || { say "no zstd.h (apt-get install libzstd-dev)"; exit 0; }
+# ISA-L's CRC-32 (Debian: libisal-dev) when its header is there; else the engine keeps zlib's.
+isal=""
+if printf '#include <isa-l/crc.h>\n' | "$cc" -E -x c - >/dev/null 2>&1; then
+  isal="-DTESSERA_ISAL -lisal"
+else
+  echo "tessera: native helpers built without ISA-L's CRC-32 (apt-get install libisal-dev for it)" >&2
+fi
 mkdir -p build
-if "$cc" -O2 -fPIC -shared -Wall -Wextra -Werror -I "$inc" -o "$out.tmp" "$src" -lzstd; then
+# shellcheck disable=SC2086
+if "$cc" -O2 -fPIC -shared -Wall -Wextra -Werror -I "$inc" -o "$out.tmp" "$src" -lzstd $isal; then
   mv "$out.tmp" "$out"
 else
   rm -f "$out.tmp"

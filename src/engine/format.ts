@@ -5,7 +5,7 @@
  * (checksummed on its own, so it can be trusted before its payload is read) followed by its
  * payload (whole 4 KiB blocks for WRITE, nothing for ZERO/TRIM).
  */
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../native/index.ts';
 import assert from 'node:assert/strict';
 
 export const Format = {

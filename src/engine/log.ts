@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import assert from 'node:assert/strict';
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../native/index.ts';
 import { Format, encodeRecordHeader, decodeRecordHeader, encodeSegmentHeader, decodeSegmentHeader, type RecordHeader } from './format.ts';
 import { EngineError, EngineErrorCode } from './errors.ts';
 

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import assert from 'node:assert/strict';
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../native/index.ts';
 import { Format, RecordType, EntryKind, type RecordHeader, type Entry, type EntryKindValue } from './format.ts';
 import { WriteLog, comparePositions, ioError, type Append, type LogPosition } from './log.ts';
 import { BlockIndex, blockIndexEnd, type Found } from './blockindex.ts';

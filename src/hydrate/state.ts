@@ -5,7 +5,7 @@
  */
 import { mkdir, open, readdir, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../native/index.ts';
 import { HydrateError, HydrateErrorCode } from './errors.ts';
 
 /**

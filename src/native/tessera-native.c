@@ -1,6 +1,6 @@
 /*
  * Tessera's optional native helpers (docs/native.md): zstd into and out of caller-given memory,
- * and the holes of sparse files. Node's zlib returns every result in a fresh buffer (a restore
+ * the holes of sparse files, and (with ISA-L) a CRC-32 several times faster than zlib's. Node's zlib returns every result in a fresh buffer (a restore
  * paid a page-faulted 1 MiB allocation, a copy and its garbage collection per chunk) and has no
  * lseek(SEEK_DATA). Each thread that loads the module gets its own zstd contexts (instance data).
  * Everything here is synchronous and bounded by its arguments; errors are thrown as JS Errors
@@ -16,6 +16,9 @@
 #include <node_api.h>
 #include <zstd.h>
 #include <zstd_errors.h>
+#ifdef TESSERA_ISAL
+#include <isa-l/crc.h>
+#endif
 
 typedef struct {
   ZSTD_CCtx *cctx;
@@ -115,6 +118,21 @@ static napi_value seek(napi_env env, napi_callback_info info) {
   return number(env, (double)r);
 }
 
+#ifdef TESSERA_ISAL
+/* crc32(data, value): zlib's CRC-32 (IEEE, reflected) of data, continuing from value (0 to start). */
+static napi_value crc32(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  uint8_t *data;
+  size_t length;
+  uint32_t value;
+  if (!args_of(env, info, 2, argv, NULL) || !bytes_of(env, argv[0], &data, &length) || napi_get_value_uint32(env, argv[1], &value) != napi_ok)
+    return throw_code(env, "ERR_INVALID_ARG_TYPE", "crc32(data: Uint8Array, value: number)");
+  napi_value v;
+  napi_create_uint32(env, crc32_gzip_refl(value, data, length), &v);
+  return v;
+}
+#endif
+
 static napi_value init(napi_env env, napi_value exports) {
   Contexts *c = calloc(1, sizeof *c);
   if (c == NULL) return throw_code(env, "ENOMEM", "Out of memory");
@@ -128,6 +146,9 @@ static napi_value init(napi_env env, napi_value exports) {
     {"compress", NULL, compress, NULL, NULL, NULL, napi_enumerable, NULL},
     {"decompress", NULL, decompress, NULL, NULL, NULL, napi_enumerable, NULL},
     {"seek", NULL, seek, NULL, NULL, NULL, napi_enumerable, NULL},
+#ifdef TESSERA_ISAL
+    {"crc32", NULL, crc32, NULL, NULL, NULL, napi_enumerable, NULL},
+#endif
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { closeSync, ftruncateSync, openSync, writeSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { constants as zlibConstants, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
-import { native as loaded, nativeStatus, type Native } from '../../src/native/index.ts';
+import { crc32 as zlibCrc32 } from 'node:zlib';
+import { crc32, native as loaded, nativeStatus, type Native } from '../../src/native/index.ts';
 import { assertSameFile, cliEnv, join, makeTempDir, tessera } from '../backup/harness.ts';
 import { cleanup, Rng, seededBytes, testSeed } from '../helpers/index.ts';
 
@@ -112,6 +113,25 @@ describe('native helpers', () => {
     assert.throws(() => wrong.compress(data, out, 'one'), zstdError('ERR_INVALID_ARG_TYPE'));
     assert.throws(() => wrong.seek(-1, 0, false), zstdError('EBADF'));
     assert.throws(() => wrong.seek(0, -1, false), zstdError('ERR_INVALID_ARG_TYPE'));
+  });
+
+  test("crc32 is ISA-L's, and equals zlib's for any bytes, views and continuations", () => {
+    const n = helpers();
+    assert.ok(n.crc32 !== undefined, 'the native helpers were built without ISA-L: install libisal-dev (apt-get install libisal-dev), then npm install');
+    const rng = new Rng(seed);
+    for (const size of [0, 1, 3, 60, 4095, 4096, 65537, 1 << 20]) {
+      const data = seededBytes(seed, `crc-${size}`, size);
+      assert.equal(n.crc32(data, 0), zlibCrc32(data), `${size} bytes`);
+      assert.equal(crc32(data), zlibCrc32(data), `${size} bytes through the engine's crc32`);
+      const cut = size === 0 ? 0 : rng.int(size);
+      assert.equal(crc32(data.subarray(cut), crc32(data.subarray(0, cut))), zlibCrc32(data), `${size} bytes, continued at ${cut}`);
+      assert.equal(crc32(data.subarray(1, size - 1 < 1 ? 1 : size - 1)), zlibCrc32(data.subarray(1, size - 1 < 1 ? 1 : size - 1)), `a view inside ${size} bytes`);
+    }
+    assert.equal(crc32(Buffer.from('123456789')), 0xcbf43926, 'the CRC-32 check value');
+    const shared = sharedBuffer(65536);
+    shared.fill(7);
+    assert.equal(crc32(shared), zlibCrc32(Buffer.alloc(65536, 7)));
+    assert.throws(() => (n.crc32 as unknown as (...a: unknown[]) => number)('text', 0), zstdError('ERR_INVALID_ARG_TYPE'));
   });
 
   test('seek finds the data and holes of a sparse file', () => {

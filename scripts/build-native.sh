@@ -1,31 +1,31 @@
 #!/bin/sh
 # Builds Tessera's optional native helpers (docs/native.md) into build/tessera-native.node when
-# the source is newer than the module. Without a C compiler or zstd.h it says what to install and
-# leaves Tessera on Node's own APIs: it never fails an install.
+# the module is missing, older than its source, or was built with other libraries than are
+# installed now. Without a C compiler or zstd.h it says what to install and leaves Tessera on
+# Node's own APIs: it never fails an install.
 cd "$(dirname "$0")/.." || exit 0
 src=src/native/tessera-native.c
 out=build/tessera-native.node
-[ -f "$out" ] && [ ! "$src" -nt "$out" ] && exit 0
 say() { echo "tessera: native helpers not built: $*; Tessera runs without them (docs/native.md)" >&2; }
 cc=${CC:-cc}
 command -v "$cc" >/dev/null 2>&1 || cc=gcc
 command -v "$cc" >/dev/null 2>&1 || { say "no C compiler (apt-get install gcc libzstd-dev)"; exit 0; }
+has() { printf '#include <%s>\n' "$1" | "$cc" -E -x c - >/dev/null 2>&1; }
+# ISA-L's CRC-32 (Debian: libisal-dev) when its header is there; else the engine keeps zlib's.
+isal=""
+has isa-l/crc.h && isal="-DTESSERA_ISAL -lisal"
+[ -f "$out" ] && [ ! "$src" -nt "$out" ] && [ "$(cat "$out.flags" 2>/dev/null)" = "$isal" ] && exit 0
 # Node-API headers: those of the Node.js the project installed (node_modules/node/...), else the system's.
 inc=$(ls -d node_modules/node/node_modules/node-*/include/node 2>/dev/null | head -n 1)
 [ -n "$inc" ] || inc=/usr/include/node
 [ -f "$inc/node_api.h" ] || { say "no Node-API headers (run npm install first)"; exit 0; }
-printf '#include <zstd.h>\n' | "$cc" -E -x c - >/dev/null 2>&1 || { say "no zstd.h (apt-get install libzstd-dev)"; exit 0; }
-# ISA-L's CRC-32 (Debian: libisal-dev) when its header is there; else the engine keeps zlib's.
-isal=""
-if printf '#include <isa-l/crc.h>\n' | "$cc" -E -x c - >/dev/null 2>&1; then
-  isal="-DTESSERA_ISAL -lisal"
-else
-  echo "tessera: native helpers built without ISA-L's CRC-32 (apt-get install libisal-dev for it)" >&2
-fi
+has zstd.h || { say "no zstd.h (apt-get install libzstd-dev)"; exit 0; }
+[ -n "$isal" ] || echo "tessera: native helpers built without ISA-L's CRC-32 (apt-get install libisal-dev for it)" >&2
 mkdir -p build
 # shellcheck disable=SC2086
 if "$cc" -O2 -fPIC -shared -Wall -Wextra -Werror -I "$inc" -o "$out.tmp" "$src" -lzstd $isal; then
   mv "$out.tmp" "$out"
+  printf '%s\n' "$isal" > "$out.flags"
 else
   rm -f "$out.tmp"
   say "the compiler failed (above)"

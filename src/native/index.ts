@@ -47,4 +47,4 @@ const nativeCrc32 = loaded.native?.crc32;
  * Node's zlib made 1.7–3.4), else Node's zlib; the two give the same numbers.
  */
 export const crc32: (data: Uint8Array, value?: number) => number =
-  nativeCrc32 !== undefined ? (data, value = 0) => nativeCrc32(data, value) : (data, value = 0) => zlibCrc32(data, value);
+  nativeCrc32 !== undefined ? (data, value = 0) => nativeCrc32(data, value) : zlibCrc32;

@@ -1,10 +1,11 @@
 /*
  * Tessera's optional native helpers (docs/native.md): zstd into and out of caller-given memory,
- * the holes of sparse files, and (with ISA-L) a CRC-32 several times faster than zlib's. Node's zlib returns every result in a fresh buffer (a restore
- * paid a page-faulted 1 MiB allocation, a copy and its garbage collection per chunk) and has no
- * lseek(SEEK_DATA). Each thread that loads the module gets its own zstd contexts (instance data).
- * Everything here is synchronous and bounded by its arguments; errors are thrown as JS Errors
- * with a code (ERR_ZSTD, ERR_INVALID_ARG_TYPE, or the errno name of a failed lseek), never a crash.
+ * the holes of sparse files, and (with ISA-L) a CRC-32 several times faster than zlib's. Node's
+ * zlib returns every result in a fresh buffer (a restore paid a page-faulted 1 MiB allocation, a
+ * copy and its garbage collection per chunk) and has no lseek(SEEK_DATA). Each thread that loads
+ * the module gets its own zstd contexts (instance data). Everything here is synchronous and
+ * bounded by its arguments; errors are thrown as JS Errors with a code (ERR_ZSTD,
+ * ERR_INVALID_ARG_TYPE, or the errno name of a failed lseek), never a crash.
  */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -3,7 +3,9 @@ import assert from 'node:assert/strict';
 /**
  * Bytes received and not yet parsed, kept as the list of chunks the socket delivered. Parsers
  * take exactly the bytes of one message: a view when the message sits inside one chunk, a single
- * copy when it spans several. Nothing is concatenated beyond the message taken.
+ * copy when it spans several, or a copy into a buffer of their own (takeInto). Nothing is
+ * concatenated beyond the message taken. A chunk its owner will reuse is pushed, parsed, and the
+ * rest kept by retain().
  */
 export class ByteQueue {
   #chunks: Buffer[] = [];
@@ -26,35 +28,41 @@ export class ByteQueue {
 
   /** Takes the next `n` bytes (n <= length): a view if they lie in one chunk, else one copy. */
   take(n: number): Buffer {
-    return this.takeWith(n, Buffer.allocUnsafe).bytes;
-  }
-
-  /**
-   * take(), copying (when the bytes span chunks) into `alloc(n)`, which may return a larger
-   * buffer; `allocated` is that buffer, or null if the bytes are a view of a received chunk.
-   */
-  takeWith(n: number, alloc: (n: number) => Buffer): { bytes: Buffer; allocated: Buffer | null } {
     assert.ok(n <= this.#length, 'take past the end of the queue');
-    if (n === 0) return { bytes: Buffer.alloc(0), allocated: null };
+    if (n === 0) return Buffer.alloc(0);
     const first = this.#chunks[this.#head];
-    const inFirst = first.length - this.#offset;
-    if (n <= inFirst) {
+    if (n <= first.length - this.#offset) {
       const view = first.subarray(this.#offset, this.#offset + n);
       this.#advance(n);
-      return { bytes: view, allocated: null };
+      return view;
     }
-    const allocated = alloc(n);
-    assert.ok(allocated.length >= n, 'alloc returned a short buffer');
-    const out = allocated.length === n ? allocated : allocated.subarray(0, n);
+    const out = Buffer.allocUnsafe(n);
+    this.takeInto(out, 0, n);
+    return out;
+  }
+
+  /** Copies up to `n` of the next bytes into `dst` at `at`; returns how many it copied. */
+  takeInto(dst: Buffer, at: number, n: number): number {
     let filled = 0;
-    while (filled < n) {
+    while (filled < n && this.#length > 0) {
       const chunk = this.#chunks[this.#head];
       const count = Math.min(n - filled, chunk.length - this.#offset);
-      chunk.copy(out, filled, this.#offset, this.#offset + count);
+      chunk.copy(dst, at + filled, this.#offset, this.#offset + count);
       filled += count;
       this.#advance(count);
     }
-    return { bytes: out, allocated };
+    return filled;
+  }
+
+  /**
+   * Copies the unread bytes into a buffer of the queue's own, so that none of them is a view of
+   * a pushed chunk any more: after this, the chunks pushed so far may be reused by their owner.
+   */
+  retain(): void {
+    if (this.#length === 0) return;
+    const own = Buffer.allocUnsafe(this.#length);
+    this.takeInto(own, 0, own.length);
+    this.push(own);
   }
 
   /** Drops up to `n` bytes; returns how many were dropped. */

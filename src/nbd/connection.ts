@@ -5,6 +5,7 @@
  */
 import type { Socket } from 'node:net';
 import type { BufferPool } from '../util/buffer-pool.ts';
+import { useReadBuffer } from '../util/socket-read.ts';
 import { encodeGreeting } from './codec.ts';
 import { describeError, NbdError, NbdErrorCode } from './errors.ts';
 import { Handshake, SERVER_HANDSHAKE_FLAGS } from './handshake.ts';
@@ -51,7 +52,11 @@ export class Connection {
   #timer: NodeJS.Timeout | null;
   #resolveClosed!: () => void;
 
-  constructor(socket: Socket, opts: { provider: ExportProvider; limits: NbdLimits; pool: BufferPool; log: (msg: string) => void }) {
+  /**
+   * `readBuffer`, shared with other connections, receives the socket's reads: what a read brings
+   * is parsed at once (write payloads copied into pooled buffers) and the rest copied.
+   */
+  constructor(socket: Socket, opts: { provider: ExportProvider; limits: NbdLimits; pool: BufferPool; readBuffer: Buffer; log: (msg: string) => void }) {
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
     this.#socket = socket;
     this.#limits = opts.limits;
@@ -62,7 +67,7 @@ export class Connection {
     this.#handshake = new Handshake({ provider: opts.provider, limits: opts.limits, send: (buf) => this.#write([buf]) });
 
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    if (!useReadBuffer(socket, opts.readBuffer, (bytes) => this.#onRead(bytes))) socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('drain', () => this.#pump());
     socket.on('end', () => this.#onEnd());
     socket.on('error', (err: NodeJS.ErrnoException) => this.#onError(err));
@@ -83,6 +88,19 @@ export class Connection {
     return this.closed;
   }
 
+  /** A read into the shared buffer: nothing may keep a view of `bytes` past this call. */
+  #onRead(bytes: Buffer): void {
+    if (this.#phase === 'handshake') this.#onData(Buffer.from(bytes));
+    else if (this.#phase === 'transmission') {
+      const parser = this.#requestParser!;
+      parser.push(bytes);
+      this.#pump();
+      // Bytes left unparsed (a partial header, or requests past the limits) are copied.
+      parser.queue.retain();
+    }
+  }
+
+  /** A chunk the connection may keep. */
   #onData(chunk: Buffer): void {
     if (this.#phase === 'handshake') {
       this.#handshakeParser.push(chunk);
@@ -235,12 +253,16 @@ export class Connection {
   };
 
 
-  /** Stops reading; once in-flight requests are answered, ends the socket (see #settle). */
+  /**
+   * Stops taking requests; once in-flight requests are answered, ends the socket (see #settle).
+   * The socket is still read, and what arrives dropped: a socket reading into the shared buffer
+   * stops reading the kernel's while paused, and would never see the client's FIN.
+   */
   #drainAndEnd(): void {
     if (this.#phase === 'draining' || this.#phase === 'closed') return;
     this.#clearTimer();
     this.#phase = 'draining';
-    this.#setPaused(true);
+    this.#setPaused(false);
     this.#settle();
   }
 

@@ -61,9 +61,12 @@ export interface ParsedRequest {
 }
 
 /**
- * Parses transmission requests. A write payload up to `requestBytesMax` is collected whole; a
- * larger one is dropped as it streams in (no memory held) and the request is yielded with a null
- * payload once the last payload byte has passed, keeping the stream in sync for the next header.
+ * Parses transmission requests. A write payload up to `requestBytesMax` is copied, as it arrives,
+ * into a buffer from `alloc` taken when its header is read, so the queue never holds more than
+ * the bytes after the last complete header (the connection reuses the buffer the socket reads
+ * into, see ByteQueue.retain). A larger payload is dropped as it streams in (no memory held) and
+ * the request is yielded with a null payload once the last payload byte has passed, keeping the
+ * stream in sync for the next header.
  */
 export class RequestParser {
   readonly queue = new ByteQueue();
@@ -71,10 +74,13 @@ export class RequestParser {
   #header: RequestHeader | null = null;
   /** Payload bytes of #header still to drop (oversize writes only). */
   #skipBytes = 0;
+  /** The buffer #header's payload is being copied into (from #alloc), and how far it is filled. */
+  #allocated: Buffer | null = null;
+  #filled = 0;
 
   readonly #alloc: (n: number) => Buffer;
 
-  /** `alloc` provides the buffer a payload spanning received chunks is copied into. */
+  /** `alloc(n)` provides a buffer of at least n bytes for each write payload. */
   constructor(opts: { requestBytesMax: number; alloc?: (n: number) => Buffer }) {
     this.#requestBytesMax = opts.requestBytesMax;
     this.#alloc = opts.alloc ?? Buffer.allocUnsafe;
@@ -97,6 +103,12 @@ export class RequestParser {
       if (header.type !== Command.WRITE || header.length === 0) return { header, payload: null, allocated: null };
       this.#header = header;
       this.#skipBytes = header.length > this.#requestBytesMax ? header.length : 0;
+      if (this.#skipBytes === 0) {
+        const allocated = this.#alloc(header.length);
+        if (allocated.length < header.length) throw new Error('alloc returned a short buffer');
+        this.#allocated = allocated;
+        this.#filled = 0;
+      }
     }
     const header = this.#header;
     if (this.#skipBytes > 0) {
@@ -105,9 +117,12 @@ export class RequestParser {
       this.#header = null;
       return { header, payload: null, allocated: null };
     }
-    if (this.queue.length < header.length) return null;
+    const allocated = this.#allocated!;
+    this.#filled += this.queue.takeInto(allocated, this.#filled, header.length - this.#filled);
+    if (this.#filled < header.length) return null;
     this.#header = null;
-    const { bytes, allocated } = this.queue.takeWith(header.length, this.#alloc);
-    return { header, payload: bytes, allocated };
+    this.#allocated = null;
+    const payload = allocated.length === header.length ? allocated : allocated.subarray(0, header.length);
+    return { header, payload, allocated };
   }
 }

@@ -15,12 +15,17 @@ const SOCKET_HIGH_WATER_MARK_BYTES = 4 * 1024 * 1024;
 /** Idle read buffers kept for reuse across all connections. */
 const POOLED_BYTES_MAX = 64 * 1024 * 1024;
 
+/** The buffer every connection's socket reads land in (see useReadBuffer): bytes per read at most. */
+const READ_BUFFER_BYTES = 256 * 1024;
+
 /** An NBD server: listens on TCP and Unix sockets and serves the provider's exports. */
 export class NbdServer {
   readonly #provider: ExportProvider;
   readonly #limits: NbdLimits;
   /** Read reply buffers shared by all connections. */
   readonly #pool = new BufferPool({ pooledBytesMax: POOLED_BYTES_MAX });
+  /** One buffer for every connection's socket reads: each read is parsed or copied at once. */
+  readonly #readBuffer = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
   readonly #log: (msg: string) => void;
   readonly #listeners: net.Server[] = [];
   /** Connections until fully closed (socket closed and volume released), for close(). */
@@ -96,7 +101,7 @@ export class NbdServer {
     }
     this.#openSockets++;
     socket.once('close', () => this.#openSockets--);
-    const conn = new Connection(socket, { provider: this.#provider, limits: this.#limits, pool: this.#pool, log: this.#log });
+    const conn = new Connection(socket, { provider: this.#provider, limits: this.#limits, pool: this.#pool, readBuffer: this.#readBuffer, log: this.#log });
     this.#connections.add(conn);
     void conn.closed.then(() => this.#connections.delete(conn));
   }

@@ -36,7 +36,7 @@ export class DirBackend extends Backend {
     return new BackupError(BackupErrorCode.STORAGE, `Cannot ${what} ${path} in ${this.root}: ${code ?? (err as Error).message}`, { cause: err });
   }
 
-  protected async _get(path: string, range: ByteRange | undefined): Promise<Buffer> {
+  protected async _get(path: string, range: ByteRange | undefined, alloc?: (n: number) => Buffer): Promise<Buffer> {
     let fh;
     try {
       fh = await open(join(this.root, path), 'r');
@@ -51,7 +51,8 @@ export class DirBackend extends Backend {
       if (offset + length > size) {
         throw new BackupError(BackupErrorCode.INVALID, `Byte range ${offset}+${length} is past the end of ${path} (${size} bytes)`);
       }
-      const buf = Buffer.allocUnsafe(length);
+      const buf = alloc === undefined ? Buffer.allocUnsafe(length) : alloc(length).subarray(0, length);
+      if (buf.length !== length) throw new RangeError(`alloc(${length}) returned ${buf.length} bytes`);
       let done = 0;
       while (done < length) {
         const { bytesRead } = await fh.read(buf, done, length - done, offset + done);

@@ -46,15 +46,19 @@ export abstract class Backend {
     return Infinity;
   }
 
-  /** The whole object, or `range` of it (a range past the end is `BACKUP_INVALID`). */
-  async get(path: string, range?: ByteRange): Promise<Buffer> {
+  /**
+   * The whole object, or `range` of it (a range past the end is `BACKUP_INVALID`). Where the
+   * backend reads into memory of its choosing (a directory), `alloc(n)` provides it: a buffer of
+   * at least n bytes, of which the result is then the first n.
+   */
+  async get(path: string, range?: ByteRange, options: { alloc?: (n: number) => Buffer } = {}): Promise<Buffer> {
     checkPath(path);
     if (range !== undefined) {
       if (!Number.isSafeInteger(range.offset) || !Number.isSafeInteger(range.length) || range.offset < 0 || range.length <= 0) {
         throw new BackupError(BackupErrorCode.INVALID, `Bad byte range ${range.offset}+${range.length} of ${path}`);
       }
     }
-    return this._get(path, range);
+    return this._get(path, range, options.alloc);
   }
 
   /**
@@ -107,7 +111,7 @@ export abstract class Backend {
     return this._close();
   }
 
-  protected abstract _get(path: string, range: ByteRange | undefined): Promise<Buffer>;
+  protected abstract _get(path: string, range: ByteRange | undefined, alloc?: (n: number) => Buffer): Promise<Buffer>;
   protected abstract _put(path: string, data: Buffer): Promise<void>;
   /** Joins the parts and puts them; backends that can write parts as they are override this. */
   protected async _putParts(path: string, parts: readonly Buffer[]): Promise<void> {

@@ -12,7 +12,7 @@ import { BackupError, BackupErrorCode } from './errors.ts';
 import { idBytes, mapEntriesPerBlob, packPath, zeroId } from './format.ts';
 import type { OpenSpec, WorkerPool } from './pool.ts';
 import type { Repository, Snapshot } from './repository.ts';
-import { SharedSlots } from './shared-slots.ts';
+import { SharedBufferPool, SharedSlots } from './shared-slots.ts';
 
 /** Limits of a restore. */
 export interface RestoreLimits {
@@ -188,6 +188,10 @@ export async function restoreTo(
   const readSlotsMax = Math.max(1, Math.floor(readPlainBytesMax / chunkSize));
   const slots = new SharedSlots(chunkSize, Math.max(readSlotsMax, Math.floor(inFlightBytesMax / chunkSize)));
 
+  // Range reads land in reusable shared memory that the workers read where it is.
+  const readBuffers = new SharedBufferPool(inFlightBytesMax);
+  const alloc = (n: number) => readBuffers.take(n);
+
   await ctx.cache.sync(ctx.repo);
   let error: unknown = null;
   const inFlight = new Set<Promise<void>>();
@@ -198,10 +202,10 @@ export async function restoreTo(
     const range = { offset: r.offset, length: r.length };
     let timedOut = false;
     try {
-      if (hedger === null) return await ctx.repo.backend.get(path, range);
+      if (hedger === null) return await ctx.repo.backend.get(path, range, { alloc });
       // A second request's bytes must fit the in-flight budget as the first one's did.
       const result = await hedger.run(
-        () => ctx.repo.backend.get(path, range),
+        () => ctx.repo.backend.get(path, range, { alloc }),
         () => (budget.tryAcquire(r.length) ? () => budget.release(r.length) : null),
       );
       timedOut = result.timedOut;
@@ -211,8 +215,9 @@ export async function restoreTo(
     }
   };
   const runRead = async (r: RangeRead, held: number): Promise<void> => {
+    let data: Buffer | null = null;
     try {
-      const data = await get(r);
+      data = await get(r);
       progress.bytesRead += data.length;
       const specs: OpenSpec[] = r.blobs.map((b) => ({
         offset: b.location.offset - r.offset,
@@ -246,6 +251,8 @@ export async function restoreTo(
     } catch (err) {
       error ??= err;
     } finally {
+      // The worker is done with it (its request settled): the next read may reuse it.
+      if (data !== null) readBuffers.give(data);
       budget.release(held);
     }
   };

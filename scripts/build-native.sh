@@ -1,7 +1,7 @@
 #!/bin/sh
 # Builds Tessera's optional native helpers (docs/native.md) into build/tessera-native.node when
-# the module is missing, older than its source, or was built with other libraries than are
-# installed now. Without a C compiler or zstd.h it says what to install and leaves Tessera on
+# the module is missing, older than its source, or ISA-L's header appeared or went since it was
+# built. Without a C compiler or zstd.h it says what to install and leaves Tessera on
 # Node's own APIs: it never fails an install.
 cd "$(dirname "$0")/.." || exit 0
 src=src/native/tessera-native.c
@@ -11,10 +11,15 @@ cc=${CC:-cc}
 command -v "$cc" >/dev/null 2>&1 || cc=gcc
 command -v "$cc" >/dev/null 2>&1 || { say "no C compiler (apt-get install gcc libzstd-dev)"; exit 0; }
 has() { printf '#include <%s>\n' "$1" | "$cc" -E -x c - >/dev/null 2>&1; }
-# ISA-L's CRC-32 (Debian: libisal-dev) when its header is there; else the engine keeps zlib's.
+# Whether ISA-L's header is in the usual places: a test of files, as this runs before every
+# command (asking the compiler, above, took ~0.1 s a command).
+isal_seen=no
+for d in /usr/local/include /usr/include/*-linux-gnu /usr/include; do [ -f "$d/isa-l/crc.h" ] && isal_seen=yes; done
+# Up to date: built, not older than its source, and ISA-L's header is where it was at that build.
+[ -f "$out" ] && [ ! "$src" -nt "$out" ] && [ "$(cat "$out.probe" 2>/dev/null)" = "isal=$isal_seen" ] && exit 0
+# ISA-L's CRC-32 (Debian: libisal-dev) when the compiler finds its header; else the engine keeps zlib's.
 isal=""
 has isa-l/crc.h && isal="-DTESSERA_ISAL -lisal"
-[ -f "$out" ] && [ ! "$src" -nt "$out" ] && [ "$(cat "$out.flags" 2>/dev/null)" = "$isal" ] && exit 0
 # Node-API headers: those of the Node.js the project installed (node_modules/node/...), else the system's.
 inc=$(ls -d node_modules/node/node_modules/node-*/include/node 2>/dev/null | head -n 1)
 [ -n "$inc" ] || inc=/usr/include/node
@@ -25,7 +30,7 @@ mkdir -p build
 # shellcheck disable=SC2086
 if "$cc" -O2 -fPIC -shared -Wall -Wextra -Werror -I "$inc" -o "$out.tmp" "$src" -lzstd $isal; then
   mv "$out.tmp" "$out"
-  printf '%s\n' "$isal" > "$out.flags"
+  printf 'isal=%s\n' "$isal_seen" > "$out.probe"
 else
   rm -f "$out.tmp"
   say "the compiler failed (above)"

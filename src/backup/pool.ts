@@ -126,9 +126,9 @@ export class WorkerPool {
   private keyed = false;
 
   /**
-   * Starts the threads. `keys` may be a promise: the threads boot meanwhile (a CLI command
-   * starts them while the password's key is derived), and take tasks once it resolves; if it
-   * rejects, every task fails with its error.
+   * Starts the threads. `keys` may be a promise: the first thread boots meanwhile (a CLI command
+   * starts the pool while the password's key is derived), the others once it resolves, and all
+   * take tasks from then on; if it rejects, every task fails with its error.
    */
   constructor(keys: Keys | Promise<Keys>, options: { workers?: number; busyMin?: number; now?: () => number } = {}) {
     const n = options.workers ?? defaultWorkerCount();
@@ -139,29 +139,15 @@ export class WorkerPool {
     // noise for a knee and left one worker hashing while the other idled.
     const busyMin = Math.max(1, Math.min(n, options.busyMin ?? n));
     this.busy = new AdaptiveLimiter({ min: busyMin * tasksPerWorker, max: n * tasksPerWorker, initial: n * tasksPerWorker, now: options.now });
-    for (let i = 0; i < n; i++) {
-      const w = startThread(new URL('./worker.ts', import.meta.url));
-      w.unref();
-      w.on('message', (msg: { seq: number; result?: any; error?: { code: BackupErrorCodeValue; message: string } }) => {
-        const task = this.running[i].shift();
-        if (task === undefined) return; // the pool failed meanwhile
-        assert.equal(msg.seq, task.seq, 'a worker answered a message it was not sent');
-        // Keep a thread referenced only while it has work, so a pending result keeps the process alive.
-        if (this.running[i].length === 0) w.unref();
-        this.busy.release({ bytes: task.bytes });
-        if (msg.error) task.reject(new BackupError(msg.error.code, msg.error.message));
-        else task.resolve(msg.result);
-        this.dispatch();
-      });
-      w.on('error', (err) => this.fail(err));
-      w.on('exit', (code) => {
-        if (code !== 0 && this.failure === null) this.fail(new Error(`Backup worker thread exited with code ${code}`));
-      });
-      this.workers.push(w);
-      this.running.push([]);
-    }
+    // One thread boots at once; the others once the keys are there. A thread's start-up costs
+    // ~0.1 s of CPU (Node's internal modules compiled anew in each), and a command starts its pool
+    // while the password's key is derived: the key, the command's own start and two booting
+    // threads took the two cores of the benchmark's VM from one another.
+    this.startWorker(0);
+    for (let i = 1; i < n; i++) this.running.push([]);
     const give = (k: Keys): void => {
       if (this.failure !== null) return;
+      for (let i = this.workers.length; i < n; i++) this.startWorker(i);
       // The first message of each thread; the tasks follow it in its port.
       for (const w of this.workers) w.postMessage({ op: 'keys', encKey: k.encKey, idKey: k.idKey });
       this.keyed = true;
@@ -169,6 +155,28 @@ export class WorkerPool {
     };
     if (keys instanceof Promise) keys.then(give, (err: Error) => this.failure ?? this.fail(err));
     else give(keys);
+  }
+
+  private startWorker(i: number): void {
+    const w = startThread(new URL('./worker.ts', import.meta.url));
+    w.unref();
+    w.on('message', (msg: { seq: number; result?: any; error?: { code: BackupErrorCodeValue; message: string } }) => {
+      const task = this.running[i].shift();
+      if (task === undefined) return; // the pool failed meanwhile
+      assert.equal(msg.seq, task.seq, 'a worker answered a message it was not sent');
+      // Keep a thread referenced only while it has work, so a pending result keeps the process alive.
+      if (this.running[i].length === 0) w.unref();
+      this.busy.release({ bytes: task.bytes });
+      if (msg.error) task.reject(new BackupError(msg.error.code, msg.error.message));
+      else task.resolve(msg.result);
+      this.dispatch();
+    });
+    w.on('error', (err) => this.fail(err));
+    w.on('exit', (code) => {
+      if (code !== 0 && this.failure === null) this.fail(new Error(`Backup worker thread exited with code ${code}`));
+    });
+    this.workers.push(w);
+    if (this.running.length <= i) this.running.push([]);
   }
 
   /** The busy-worker limiter's record (for `--json` stats). */

@@ -49,7 +49,6 @@ if (missing.length > 0) {
   process.exit(1);
 }
 
-/** Wall time of an async step, in seconds. */
 /**
  * Times one step. Each starts with no dirty data waiting for writeback (`sync` first): the steps
  * before it (copying the image into the node, another tool's restore into the page cache) would

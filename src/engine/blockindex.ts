@@ -101,6 +101,24 @@ export class BlockIndex {
     }
   }
 
+  /**
+   * scanLatest for the head (maxSeq ∞) of a range the cache covers, without an object per block:
+   * `visit(block, kind, segment, offset)`. Returns false, visiting nothing, for a range too long
+   * for the cache (the caller then scans with scanLatest).
+   */
+  forEachHead(branch: number, blockStart: number, blockEnd: number, visit: (block: number, kind: number, segment: number, offset: number) => void): boolean {
+    if (blockEnd - blockStart > CACHED_SCAN_BLOCKS_MAX) return false;
+    for (let c = Math.floor(blockStart / CHUNK_BLOCKS); c * CHUNK_BLOCKS < blockEnd; c++) {
+      const slots = this.chunk(branch, c).slots;
+      if (slots === null) continue;
+      const base = c * CHUNK_BLOCKS;
+      const from = Math.max(blockStart, base) - base;
+      const to = Math.min(blockEnd, base + CHUNK_BLOCKS) - base;
+      for (let i = from; i < to; i++) if (slots.seq[i] !== 0) visit(base + i, slots.kind[i], slots.segment[i], slots.offset[i]);
+    }
+    return true;
+  }
+
   private scanCached(branch: number, blockStart: number, blockEnd: number, visit: (f: Found) => boolean | void): void {
     for (let c = Math.floor(blockStart / CHUNK_BLOCKS); c * CHUNK_BLOCKS < blockEnd; c++) {
       const slots = this.chunk(branch, c).slots;

@@ -708,18 +708,25 @@ export class Store {
     const zeroTo = (at: number) => {
       if (at > filled) out.fill(0, filled, at);
     };
-    this.visible(links, blockStart, blockEnd, (block, e) => {
+    const onBlock = (block: number, kind: number, segment: number, offset: number): void => {
       const at = (block - blockStart) * BS;
       zeroTo(at);
       filled = at + BS;
-      if (e.kind !== EntryKind.DATA) {
+      if (kind !== EntryKind.DATA) {
         out.fill(0, at, at + BS);
         return;
       }
       const last = runs[runs.length - 1];
-      if (last && last.segment === e.segment && last.offset + last.length === e.offset && last.at + last.length === at) last.length += BS;
-      else runs.push({ segment: e.segment, offset: e.offset, at, length: BS });
-    });
+      if (last && last.segment === segment && last.offset + last.length === offset && last.at + last.length === at) last.length += BS;
+      else runs.push({ segment, offset, at, length: BS });
+    };
+    // A disk head's own blocks, all in the index: straight from the head cache, no object per
+    // block (a 1 GiB sequential read made 262,144 of them, and the collections they cost).
+    const [link] = links;
+    const headOnly = links.length === 1 && link.maxSeq === Infinity && !this.overlay.get(link.branch)?.size && !this.overlayRanges.has(link.branch);
+    if (!headOnly || !this.index.forEachHead(link.branch, blockStart, blockEnd, onBlock)) {
+      this.visible(links, blockStart, blockEnd, (block, e) => onBlock(block, e.kind, e.segment, e.offset));
+    }
     zeroTo(out.length);
     // The reads are issued in this same turn as the lookup, so the compactor cannot remove a
     // segment between them; the reader count keeps it until they finish.

@@ -102,13 +102,28 @@ export class BlockIndex {
   }
 
   /**
-   * scanLatest for the head (maxSeq ∞) of a range the cache covers, without an object per block:
-   * `visit(block, kind, segment, offset)`. Returns false, visiting nothing, for a range too long
-   * for the cache (the caller then scans with scanLatest).
+   * scanLatest from the cache, without an object per block: `visit(block, kind, segment, offset)`
+   * for each block in range with a version on `branch` with seq ≤ maxSeq. For the head (maxSeq
+   * ∞) the chunks are loaded as needed; for an earlier point only chunks already cached serve,
+   * and only where no block in range has a newer version (a snapshot of a disk not written
+   * since, as a backup reads it). Returns false, visiting nothing, where the cache cannot answer
+   * (a range longer than the cache covers, or the conditions above): the caller then scans.
    */
-  forEachHead(branch: number, blockStart: number, blockEnd: number, visit: (block: number, kind: number, segment: number, offset: number) => void): boolean {
+  forEachCached(branch: number, blockStart: number, blockEnd: number, maxSeq: number, visit: (block: number, kind: number, segment: number, offset: number) => void): boolean {
     if (blockEnd - blockStart > CACHED_SCAN_BLOCKS_MAX) return false;
-    for (let c = Math.floor(blockStart / CHUNK_BLOCKS); c * CHUNK_BLOCKS < blockEnd; c++) {
+    const cFirst = Math.floor(blockStart / CHUNK_BLOCKS);
+    const cEnd = Math.ceil(blockEnd / CHUNK_BLOCKS);
+    if (maxSeq < SEQ_TOP) {
+      for (let c = cFirst; c < cEnd; c++) {
+        const chunk = this.chunks.get(`${branch}:${c}`);
+        if (chunk === undefined) return false;
+        if (chunk.slots === null) continue;
+        const base = c * CHUNK_BLOCKS;
+        const seqs = chunk.slots.seq;
+        for (let i = Math.max(blockStart, base) - base, to = Math.min(blockEnd, base + CHUNK_BLOCKS) - base; i < to; i++) if (seqs[i] > maxSeq) return false;
+      }
+    }
+    for (let c = cFirst; c < cEnd; c++) {
       const slots = this.chunk(branch, c).slots;
       if (slots === null) continue;
       const base = c * CHUNK_BLOCKS;

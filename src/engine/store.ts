@@ -720,11 +720,12 @@ export class Store {
       if (last && last.segment === segment && last.offset + last.length === offset && last.at + last.length === at) last.length += BS;
       else runs.push({ segment, offset, at, length: BS });
     };
-    // A disk head's own blocks, all in the index: straight from the head cache, no object per
-    // block (a 1 GiB sequential read made 262,144 of them, and the collections they cost).
+    // A disk's own blocks, all in the index: straight from the head cache where it answers (the
+    // head; a snapshot with nothing newer in range), no object per block (a 1 GiB sequential read
+    // made 262,144 of them, and the collections they cost).
     const [link] = links;
-    const headOnly = links.length === 1 && link.maxSeq === Infinity && !this.overlay.get(link.branch)?.size && !this.overlayRanges.has(link.branch);
-    if (!headOnly || !this.index.forEachHead(link.branch, blockStart, blockEnd, onBlock)) {
+    const cached = links.length === 1 && !this.overlay.get(link.branch)?.size && !this.overlayRanges.has(link.branch);
+    if (!cached || !this.index.forEachCached(link.branch, blockStart, blockEnd, link.maxSeq, onBlock)) {
       this.visible(links, blockStart, blockEnd, (block, e) => onBlock(block, e.kind, e.segment, e.offset));
     }
     zeroTo(out.length);

@@ -139,8 +139,8 @@ export class Connection {
     this.#clearTimer();
     this.#session = session;
     this.#phase = 'transmission';
-    // Write payloads spanning socket chunks are copied into pooled buffers, given back below.
-    const parser = new RequestParser({ requestBytesMax: this.#limits.requestBytesMax, alloc: (n) => this.#pool.take(n) });
+    // Write payloads are copied into pooled buffers as they arrive, given back once written (or outgrown).
+    const parser = new RequestParser({ requestBytesMax: this.#limits.requestBytesMax, alloc: (n) => this.#pool.take(n), free: (buf) => this.#pool.give(buf) });
     // A client may already have sent requests behind its last option.
     for (const rest of this.#handshakeParser.queue.drain()) parser.push(rest);
     this.#requestParser = parser;

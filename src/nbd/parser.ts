@@ -60,13 +60,18 @@ export interface ParsedRequest {
   allocated: Buffer | null;
 }
 
+/** First buffer a write payload is copied into; it doubles as more of the payload arrives. */
+const PAYLOAD_BYTES_FIRST = 256 * 1024;
+
 /**
  * Parses transmission requests. A write payload up to `requestBytesMax` is copied, as it arrives,
- * into a buffer from `alloc` taken when its header is read, so the queue never holds more than
- * the bytes after the last complete header (the connection reuses the buffer the socket reads
- * into, see ByteQueue.retain). A larger payload is dropped as it streams in (no memory held) and
- * the request is yielded with a null payload once the last payload byte has passed, keeping the
- * stream in sync for the next header.
+ * into a buffer from `alloc`, so the queue never holds more than the bytes after the last complete
+ * header (the connection reuses the buffer the socket reads into, see ByteQueue.retain). That
+ * buffer is taken when the first payload bytes arrive, at most PAYLOAD_BYTES_FIRST, and doubled
+ * (copying what it holds, the old one going to `free`) as more arrive: a header alone makes the
+ * server hold nothing, and a payload at most twice what was received plus 256 KiB. A payload over
+ * the limit is dropped as it streams in (no memory held) and the request is yielded with a null
+ * payload once the last payload byte has passed, keeping the stream in sync for the next header.
  */
 export class RequestParser {
   readonly queue = new ByteQueue();
@@ -79,11 +84,16 @@ export class RequestParser {
   #filled = 0;
 
   readonly #alloc: (n: number) => Buffer;
+  readonly #free: (buf: Buffer) => void;
 
-  /** `alloc(n)` provides a buffer of at least n bytes for each write payload. */
-  constructor(opts: { requestBytesMax: number; alloc?: (n: number) => Buffer }) {
+  /**
+   * `alloc(n)` provides a buffer of at least n bytes for a write payload; `free` takes back one the
+   * parser outgrew (a larger one took its bytes).
+   */
+  constructor(opts: { requestBytesMax: number; alloc?: (n: number) => Buffer; free?: (buf: Buffer) => void }) {
     this.#requestBytesMax = opts.requestBytesMax;
     this.#alloc = opts.alloc ?? Buffer.allocUnsafe;
+    this.#free = opts.free ?? (() => {});
   }
 
   push(chunk: Buffer): void {
@@ -103,12 +113,8 @@ export class RequestParser {
       if (header.type !== Command.WRITE || header.length === 0) return { header, payload: null, allocated: null };
       this.#header = header;
       this.#skipBytes = header.length > this.#requestBytesMax ? header.length : 0;
-      if (this.#skipBytes === 0) {
-        const allocated = this.#alloc(header.length);
-        if (allocated.length < header.length) throw new Error('alloc returned a short buffer');
-        this.#allocated = allocated;
-        this.#filled = 0;
-      }
+      this.#allocated = null;
+      this.#filled = 0;
     }
     const header = this.#header;
     if (this.#skipBytes > 0) {
@@ -117,12 +123,30 @@ export class RequestParser {
       this.#header = null;
       return { header, payload: null, allocated: null };
     }
+    const length = header.length;
+    while (this.#filled < length && this.queue.length > 0) {
+      const room = Math.min(length, this.#allocated?.length ?? 0);
+      if (this.#filled === room) this.#grow(length);
+      this.#filled += this.queue.takeInto(this.#allocated!, this.#filled, Math.min(length, this.#allocated!.length) - this.#filled);
+    }
+    if (this.#filled < length) return null;
     const allocated = this.#allocated!;
-    this.#filled += this.queue.takeInto(allocated, this.#filled, header.length - this.#filled);
-    if (this.#filled < header.length) return null;
     this.#header = null;
     this.#allocated = null;
-    const payload = allocated.length === header.length ? allocated : allocated.subarray(0, header.length);
+    const payload = allocated.length === length ? allocated : allocated.subarray(0, length);
     return { header, payload, allocated };
+  }
+
+  /** A larger buffer for a payload of `length` bytes: the first, or twice the last, holding its bytes. */
+  #grow(length: number): void {
+    const old = this.#allocated;
+    const size = Math.min(length, old === null ? PAYLOAD_BYTES_FIRST : 2 * old.length);
+    const next = this.#alloc(size);
+    if (next.length < size) throw new Error('alloc returned a short buffer');
+    if (old !== null) {
+      old.copy(next, 0, 0, this.#filled);
+      this.#free(old);
+    }
+    this.#allocated = next;
   }
 }

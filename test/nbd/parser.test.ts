@@ -167,3 +167,44 @@ test('byte queue takes views inside a chunk and copies across chunks', () => {
   assert.equal(q.skip(150), 150);
   assert.deepEqual([...Buffer.concat(q.drain())], Array.from({ length: 50 }, (_, i) => i + 150));
 });
+
+test('request parser holds memory for a write payload only as its bytes arrive: nothing for a header alone, then at most twice what came plus 256 KiB', () => {
+  const held = new Set<Buffer>();
+  const heldBytes = () => [...held].reduce((n, b) => n + b.length, 0);
+  const parser = new RequestParser({
+    requestBytesMax: 32 * 1024 * 1024,
+    alloc: (n) => {
+      const b = Buffer.alloc(n);
+      held.add(b);
+      return b;
+    },
+    free: (b) => {
+      assert.ok(held.delete(b), 'only a buffer the parser was given goes back');
+    },
+  });
+  const length = 32 * 1024 * 1024;
+  parser.push(encodeRequestHeader({ flags: 0, type: Command.WRITE, cookie: 9n, offset: 0, length }));
+  assert.equal(parser.next(), null);
+  assert.equal(heldBytes(), 0, 'a header alone makes the parser take nothing');
+  const payload = Buffer.alloc(length);
+  for (let i = 0; i < length; i += 4096) payload.writeUInt32LE(i, i);
+  let sent = 0;
+  let result = null;
+  for (const piece of [1, 1000, 300_000, 5_000_000, 700_000]) {
+    parser.push(payload.subarray(sent, sent + piece));
+    sent += piece;
+    assert.equal(parser.next(), null);
+    assert.ok(heldBytes() <= 2 * sent + 256 * 1024, `holds ${heldBytes()} bytes after ${sent} received`);
+  }
+  while (sent < length) {
+    const piece = Math.min(3_000_000, length - sent);
+    parser.push(payload.subarray(sent, sent + piece));
+    sent += piece;
+    result = parser.next();
+    assert.ok(heldBytes() <= 2 * sent + 256 * 1024, `holds ${heldBytes()} bytes after ${sent} received`);
+  }
+  assert.ok(result !== null && result.payload !== null);
+  assert.ok(result.payload.equals(payload), 'the payload arrives whole through the buffers it grew through');
+  assert.equal(held.size, 1, 'the buffers outgrown went back');
+  assert.ok(held.has(result.allocated!));
+});

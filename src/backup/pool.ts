@@ -143,8 +143,8 @@ export class WorkerPool {
     // ~0.1 s of CPU (Node's internal modules compiled anew in each), and a command starts its pool
     // while the password's key is derived: the key, the command's own start and two booting
     // threads took the two cores of the benchmark's VM from one another.
+    for (let i = 0; i < n; i++) this.running.push([]);
     this.startWorker(0);
-    for (let i = 1; i < n; i++) this.running.push([]);
     const give = (k: Keys): void => {
       if (this.failure !== null) return;
       for (let i = this.workers.length; i < n; i++) this.startWorker(i);
@@ -157,6 +157,7 @@ export class WorkerPool {
     else give(keys);
   }
 
+  /** Starts thread `i`, whose tasks are `running[i]`. */
   private startWorker(i: number): void {
     const w = startThread(new URL('./worker.ts', import.meta.url));
     w.unref();
@@ -176,7 +177,6 @@ export class WorkerPool {
       if (code !== 0 && this.failure === null) this.fail(new Error(`Backup worker thread exited with code ${code}`));
     });
     this.workers.push(w);
-    if (this.running.length <= i) this.running.push([]);
   }
 
   /** The busy-worker limiter's record (for `--json` stats). */

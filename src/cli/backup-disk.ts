@@ -94,10 +94,12 @@ export async function runDiskBackup(
   if (dup !== undefined) throw usageError(`disk ${dup} is named twice`);
   if (run.tenant !== undefined) checkTenant(run.tenant); // before any snapshot is taken
   // The snapshot lists, not the disks' info: that counts each disk's allocated bytes (a scan of
-  // its index on the node, 15–30 ms for a 2 GiB disk).
-  const snapshotsOf: string[][] = [];
-  for (const d of disks) snapshotsOf.push(await snapshotNames(client, d));
-  const { parents, damaged } = await latestDiskRestorePoints(r.repo, disks, r.cache);
+  // its index on the node, 15–30 ms for a 2 GiB disk). Asked of the node while the repository's
+  // restore points are read.
+  const [snapshotsOf, { parents, damaged }] = await Promise.all([
+    Promise.all(disks.map((d) => snapshotNames(client, d))),
+    latestDiskRestorePoints(r.repo, disks, r.cache),
+  ]);
   if (damaged.length > 0) io.stderr(`tessera: warning: ${damagedAdvice(damaged)}; it is not used as a parent\n`);
 
   const snapName = backupSnapshotName((run.now ?? Date.now)(), r.repo.id);

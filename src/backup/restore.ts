@@ -8,11 +8,12 @@ import { AdaptiveLimiter, type AdaptiveLimiterStats } from './adapt.ts';
 import { ByteBudget } from './budget.ts';
 import { Hedger, type HedgerOptions, type HedgerStats } from './hedge.ts';
 import type { BlobLocation, IndexCache } from './cache.ts';
+import { BufferPool } from '../util/buffer-pool.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 import { idBytes, mapEntriesPerBlob, packPath, zeroId } from './format.ts';
 import type { OpenSpec, WorkerPool } from './pool.ts';
 import type { Repository, Snapshot } from './repository.ts';
-import { SharedBufferPool, SharedSlots } from './shared-slots.ts';
+import { SharedSlots } from './shared-slots.ts';
 
 /** Limits of a restore. */
 export interface RestoreLimits {
@@ -189,7 +190,7 @@ export async function restoreTo(
   const slots = new SharedSlots(chunkSize, Math.max(readSlotsMax, Math.floor(inFlightBytesMax / chunkSize)));
 
   // Range reads land in reusable shared memory that the workers read where it is.
-  const readBuffers = new SharedBufferPool(inFlightBytesMax);
+  const readBuffers = new BufferPool({ pooledBytesMax: inFlightBytesMax, shared: true });
   const alloc = (n: number) => readBuffers.take(n);
 
   await ctx.cache.sync(ctx.repo);
@@ -251,8 +252,9 @@ export async function restoreTo(
     } catch (err) {
       error ??= err;
     } finally {
-      // The worker is done with it (its request settled): the next read may reuse it.
-      if (data !== null) readBuffers.give(data);
+      // The worker is done with it (its request settled): the next read may reuse it. (A backend
+      // that reads into memory of its own, S3, returns no shared memory.)
+      if (data?.buffer instanceof SharedArrayBuffer) readBuffers.give(Buffer.from(data.buffer));
       budget.release(held);
     }
   };

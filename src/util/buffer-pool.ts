@@ -1,8 +1,9 @@
 /**
- * Reusable reply buffers for reads. A fresh Buffer per read reply costs more than the copy into
- * it: every large allocation is external memory that V8 answers with a garbage collection, and
- * at a GB/s of reads that collector took a third of the server's CPU. Buffers come back once the
- * socket has taken their bytes.
+ * Reusable buffers for reads. A fresh Buffer per read costs more than the copy into it: every
+ * large allocation is external memory that V8 answers with a garbage collection, and at a GB/s
+ * of reads that collector took a third of the server's CPU. Buffers come back once their bytes
+ * are used (an NBD reply: once the socket has taken them). With `shared`, they are shared memory
+ * that worker threads read where it lies (a restore's range reads), not moved to them.
  */
 import assert from 'node:assert/strict';
 
@@ -13,17 +14,19 @@ const CLASS_BYTES_MIN = 4096;
 export class BufferPool {
   readonly #free = new Map<number, Buffer[]>();
   readonly #pooledBytesMax: number;
+  readonly #shared: boolean;
   #pooledBytes = 0;
 
-  constructor(opts: { pooledBytesMax: number }) {
+  constructor(opts: { pooledBytesMax: number; shared?: boolean }) {
     this.#pooledBytesMax = opts.pooledBytesMax;
+    this.#shared = opts.shared ?? false;
   }
 
   /** A buffer of at least `length` bytes (its contents are stale); give it back when done. */
   take(length: number): Buffer {
     const size = classOf(length);
     const buf = this.#free.get(size)?.pop();
-    if (buf === undefined) return Buffer.allocUnsafeSlow(size);
+    if (buf === undefined) return this.#shared ? Buffer.from(new SharedArrayBuffer(size)) : Buffer.allocUnsafeSlow(size);
     this.#pooledBytes -= size;
     return buf;
   }

@@ -3,15 +3,16 @@
  * open with AES-256-GCM, HMAC-SHA-256 blob ids, zstd, scrypt-wrapped master keys, and the
  * encrypted msgpack objects (config, index, snapshots, markers). Pure functions over Buffers.
  */
-import { createCipheriv, createDecipheriv, createHash, createHmac, createSecretKey, randomBytes, scrypt as scryptCb, type KeyObject } from 'node:crypto';
-import { promisify } from 'node:util';
+import { createCipheriv, createDecipheriv, createHash, createHmac, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import { constants as zlibConstants, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
 import { pack, unpack } from 'msgpackr';
 import { native } from '../native/index.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
+import { wrappingKey, type KeyFile } from './kdf.ts';
+
+export { parseKeyFile, type KeyFile } from './kdf.ts';
 import { BlobFlag, compressionGainDivisor, masterKeyBytes, nonceBytes, saltBytes, scryptParams, sealOverheadBytes, tagBytes, zstdLevel } from './format.ts';
 
-const scrypt = promisify(scryptCb) as (password: string, salt: Buffer, keylen: number, options: object) => Promise<Buffer>;
 
 /** The two halves of the master key. */
 export interface Keys {
@@ -198,28 +199,6 @@ export function decodeObject(encKey: Buffer, bytes: Buffer, what: string): unkno
   }
 }
 
-/** A key file as stored in `keys/<id>` (plaintext JSON). */
-export interface KeyFile {
-  version: 1;
-  kdf: 'scrypt';
-  N: number;
-  r: number;
-  p: number;
-  /** Base64 of 16 random bytes. */
-  salt: string;
-  /** Base64 of seal(wrappingKey, masterKey). */
-  data: string;
-  /** ISO 8601. */
-  created: string;
-  hostname: string;
-  username: string;
-}
-
-/** scrypt's memory: 128·N·r bytes, with room to spare (Node's default limit is 32 MiB). */
-function scryptMaxmem(N: number, r: number): number {
-  return 256 * N * r;
-}
-
 /** Wraps the master key under `password`; `salt` and `nonce` are random unless given (golden tests). */
 export async function makeKeyFile(
   master: Buffer,
@@ -229,29 +208,13 @@ export async function makeKeyFile(
 ): Promise<Buffer> {
   const salt = fixed.salt ?? randomBytes(saltBytes);
   const { N, r, p } = scryptParams;
-  const wrapping = await scrypt(password, salt, 32, { N, r, p, maxmem: scryptMaxmem(N, r) });
+  const wrapping = await wrappingKey(password, salt, { N, r, p });
   const file: KeyFile = { version: 1, kdf: 'scrypt', N, r, p, salt: salt.toString('base64'), data: seal(wrapping, master, fixed.nonce).toString('base64'), ...meta };
   return Buffer.from(JSON.stringify(file) + '\n');
 }
 
-/** Parses a key file; anything malformed is BACKUP_CORRUPT naming `what`. */
-export function parseKeyFile(bytes: Buffer, what: string): KeyFile {
-  let f: KeyFile;
-  try {
-    f = JSON.parse(bytes.toString('utf8')) as KeyFile;
-  } catch (err) {
-    throw new BackupError(BackupErrorCode.CORRUPT, `${what} is not JSON`, { cause: err });
-  }
-  const ok =
-    f !== null && typeof f === 'object' && f.kdf === 'scrypt' && typeof f.salt === 'string' && typeof f.data === 'string' &&
-    [f.N, f.r, f.p].every((n) => Number.isSafeInteger(n) && n > 0) && f.N <= 1 << 22 && f.r <= 64 && f.p <= 16;
-  if (!ok) throw new BackupError(BackupErrorCode.CORRUPT, `${what} is not a key file this version reads`);
-  if (f.version !== 1) throw new BackupError(BackupErrorCode.UNSUPPORTED, `${what} has version ${f.version}; this Tessera reads version 1`);
-  return f;
-}
-
 /** The master key a key file wraps, or null if `password` is not its password. */
 export async function unwrapKeyFile(f: KeyFile, password: string): Promise<Buffer | null> {
-  const wrapping = await scrypt(password, Buffer.from(f.salt, 'base64'), 32, { N: f.N, r: f.r, p: f.p, maxmem: scryptMaxmem(f.N, f.r) });
+  const wrapping = await wrappingKey(password, Buffer.from(f.salt, 'base64'), f);
   return tryOpen(wrapping, Buffer.from(f.data, 'base64'));
 }

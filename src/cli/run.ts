@@ -4,6 +4,7 @@ import { ApiClient, DEFAULT_API_URL } from './client.ts';
 import { commands as clientCommands } from './commands.ts';
 import type { Command, Io, OptionSpec } from './commands.ts';
 import { CliError, usageError } from './errors.ts';
+import { deriveKeyAhead } from './key-ahead.ts';
 import { serveCommand } from './serve.ts';
 
 /** The commands whose modules load little: the node's, and those that only talk to its API. */
@@ -207,6 +208,7 @@ async function dispatch(argv: string[], io: Io): Promise<number> {
   let commands = lightCommands;
   let first = parseArgs({ args: argv, options: allParseOptions(commands), allowPositionals: true, strict: false });
   if (needsAllCommands(first.positionals, first.values.version === true)) {
+    deriveKeyAhead(argv, io.env);
     commands = await allCommands();
     first = parseArgs({ args: argv, options: allParseOptions(commands), allowPositionals: true, strict: false });
   }

@@ -53,6 +53,7 @@ const wrappingKeyBytes = 32;
 const memoMax = 8;
 const memo = new Map<string, Promise<Buffer>>();
 
+/** The memo's key of a derivation. */
 function memoId(password: string, salt: Buffer, params: ScryptParams): string {
   return `${params.N}:${params.r}:${params.p}:${salt.toString('base64')}:${password}`;
 }
@@ -71,7 +72,9 @@ export function wrappingKey(password: string, salt: Buffer, params: ScryptParams
   let key = memo.get(id);
   if (key === undefined) {
     key = new Promise<Buffer>((resolve, reject) => {
-      scrypt(password, salt, wrappingKeyBytes, { ...params, maxmem: maxmem(params.N, params.r) }, (err, k) => (err ? reject(err) : resolve(k)));
+      // Only the cost fields: `params` may be a whole key file, whose other fields are no options.
+      const { N, r, p } = params;
+      scrypt(password, salt, wrappingKeyBytes, { N, r, p, maxmem: maxmem(N, r) }, (err, k) => (err ? reject(err) : resolve(k)));
     });
     const kept = key;
     kept.catch(() => memo.get(id) === kept && memo.delete(id));

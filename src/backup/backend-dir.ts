@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { writevAll } from '../util/write-all.ts';
-import { Backend, type ByteRange, type ObjectInfo } from './backend.ts';
+import { Backend, type ByteRange, type ObjectInfo, type TemporaryInfo } from './backend.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 
 /** Temporary files start with a dot, which no object path does, so `list` never reports them. */
@@ -136,6 +136,38 @@ export class DirBackend extends Backend {
     }
   }
 
+  /** Every temporary file in the repository's tree (objects live at most two directories down). */
+  protected override async _listTemporaries(): Promise<TemporaryInfo[]> {
+    const out: TemporaryInfo[] = [];
+    const walk = async (rel: string, depth: number): Promise<void> => {
+      let entries;
+      try {
+        entries = await readdir(join(this.root, rel), { withFileTypes: true });
+      } catch (err) {
+        if (missingCodes.has(errnoCode(err) ?? '')) return;
+        throw this.storageError('list', rel || '/', err);
+      }
+      for (const e of entries) {
+        const path = rel === '' ? e.name : `${rel}/${e.name}`;
+        if (e.isDirectory() && !e.name.startsWith('.') && depth < 3) await walk(path, depth + 1);
+        else if (e.isFile() && temporaryName.test(e.name)) {
+          const s = await stat(join(this.root, path)).catch((err) => {
+            if (missingCodes.has(errnoCode(err) ?? '')) return null; // renamed or removed meanwhile
+            throw this.storageError('stat', path, err);
+          });
+          if (s !== null) out.push({ path, sizeBytes: s.size, modifiedMs: s.mtimeMs });
+        }
+      }
+    };
+    await walk('', 0);
+    return out;
+  }
+
+  protected override async _deleteTemporary(path: string): Promise<void> {
+    if (!temporaryName.test(path.slice(path.lastIndexOf('/') + 1))) return; // not one of ours: left alone
+    await this._delete(path);
+  }
+
   protected async _delete(path: string): Promise<void> {
     try {
       await unlink(join(this.root, path));
@@ -150,6 +182,9 @@ export class DirBackend extends Backend {
     }
   }
 }
+
+/** Temporary files a put leaves if its process dies before the rename: `.tmp-` and 16 hex digits. */
+const temporaryName = /^\.tmp-[0-9a-f]{16}$/;
 
 /** fsync the parents of directories `mkdir` just made, `first` (outermost) down to `last`. */
 async function syncNewDirs(first: string, last: string): Promise<void> {

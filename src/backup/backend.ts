@@ -15,6 +15,18 @@ export interface ObjectInfo {
   sizeBytes: number;
 }
 
+/**
+ * A file a writer made on its way to becoming an object and left behind when it was killed (a
+ * directory's temporary files): no object, listed only for prune to remove.
+ */
+export interface TemporaryInfo {
+  /** Path relative to the repository root, `/`-separated, its last part the temporary's name. */
+  path: string;
+  sizeBytes: number;
+  /** When it was last written, by the storage's clock. */
+  modifiedMs: number;
+}
+
 /** A byte range of an object: `length` bytes from `offset`. */
 export interface ByteRange {
   offset: number;
@@ -28,6 +40,8 @@ export const pathBytesMax = 512;
 export const objectBytesMax = 1 << 30;
 
 const pathPattern = /^[a-z0-9][a-z0-9._-]*(\/[a-z0-9][a-z0-9._-]*)*$/;
+/** A temporary's path: object path segments, then a name that starts with a dot. */
+const temporaryPattern = /^([a-z0-9][a-z0-9._-]*\/)*\.[a-z0-9._-]+$/;
 
 /**
  * A repository's storage. Paths are relative, `/`-separated, lowercase ASCII; a missing object
@@ -106,6 +120,22 @@ export abstract class Backend {
     return this._delete(path);
   }
 
+  /**
+   * The temporaries writers left behind (a backend whose puts leave none, like S3's single
+   * PUTs, has none), in no particular order.
+   */
+  async listTemporaries(): Promise<TemporaryInfo[]> {
+    return this._listTemporaries();
+  }
+
+  /** Deletes a temporary listTemporaries reported; a missing one is not an error. */
+  async deleteTemporary(path: string): Promise<void> {
+    if (typeof path !== 'string' || path.length > pathBytesMax || !temporaryPattern.test(path)) {
+      throw new BackupError(BackupErrorCode.INVALID, `Bad temporary path ${JSON.stringify(path)}`);
+    }
+    return this._deleteTemporary(path);
+  }
+
   /** Release connections and handles. */
   async close(): Promise<void> {
     return this._close();
@@ -120,6 +150,10 @@ export abstract class Backend {
   protected abstract _list(prefix: string): Promise<ObjectInfo[]>;
   protected abstract _stat(path: string): Promise<ObjectInfo | null>;
   protected abstract _delete(path: string): Promise<void>;
+  protected async _listTemporaries(): Promise<TemporaryInfo[]> {
+    return [];
+  }
+  protected async _deleteTemporary(_path: string): Promise<void> {}
   protected async _close(): Promise<void> {}
 }
 

@@ -131,11 +131,14 @@ export interface PruneReport {
   indexFilesReplaced: number;
   /** Stale writer markers (of dead backups) removed. */
   writersRemoved: number;
+  /** Temporary files of killed writers removed (older than the grace period), and their bytes. */
+  temporariesRemoved: number;
+  temporaryBytesRemoved: number;
 }
 
 /** Options of prune. */
 export interface PruneOptions {
-  /** Marks younger than this are not swept. Default 1 hour. */
+  /** Marks (and temporary files) younger than this are not swept. Default 1 hour. */
   graceMs?: number;
 }
 
@@ -144,7 +147,7 @@ export async function prune(ctx: { repo: Repository; pool: WorkerPool; cache?: O
   const { repo, pool } = ctx;
   const graceMs = options.graceMs ?? pruneGraceMsDefault;
   if (!Number.isSafeInteger(graceMs) || graceMs < 0) throw new BackupError(BackupErrorCode.INVALID, `Bad grace period ${graceMs} ms`);
-  const report: PruneReport = { marksSwept: 0, marksWaiting: 0, packsDeleted: 0, bytesFreed: 0, packsResurrected: 0, packsMarked: 0, bytesMarked: 0, packsPartlyUsed: 0, bytesPartlyUsed: 0, indexFilesReplaced: 0, writersRemoved: 0 };
+  const report: PruneReport = { marksSwept: 0, marksWaiting: 0, packsDeleted: 0, bytesFreed: 0, packsResurrected: 0, packsMarked: 0, bytesMarked: 0, packsPartlyUsed: 0, bytesPartlyUsed: 0, indexFilesReplaced: 0, writersRemoved: 0, temporariesRemoved: 0, temporaryBytesRemoved: 0 };
 
   // Live writers hold the sweep of marks made after they started; stale markers are removed.
   const writers = await repo.listWriters();
@@ -154,6 +157,14 @@ export async function prune(ctx: { repo: Repository; pool: WorkerPool; cache?: O
       await repo.backend.delete(layout.writers + w.id);
       report.writersRemoved++;
     }
+  }
+  // Temporary files of writers killed in a put: one older than the grace period, and written
+  // before every live writer started, belongs to none of them.
+  for (const t of await repo.backend.listTemporaries()) {
+    if (repo.now() - t.modifiedMs < graceMs || live.some((w) => w.marker.started <= t.modifiedMs)) continue;
+    await repo.backend.deleteTemporary(t.path);
+    report.temporariesRemoved++;
+    report.temporaryBytesRemoved += t.sizeBytes;
   }
   const { snapshots, damaged } = await repo.readSnapshots({ cache: ctx.cache });
   if (damaged.length > 0) throw new BackupError(BackupErrorCode.CORRUPT, `Prune stops: ${damagedAdvice(damaged.map((d) => d.id))}`);

@@ -87,6 +87,7 @@ function pruneSummary(r: PruneReport): string {
   if (r.marksWaiting > 0) parts.push(`${r.marksWaiting} marks waiting for the grace period or running backups`);
   if (r.packsResurrected > 0) parts.push(`${r.packsResurrected} packs kept for a backup that reused them`);
   if (r.packsPartlyUsed > 0) parts.push(`${r.packsPartlyUsed} partly used packs (${formatSize(r.bytesPartlyUsed)}) kept whole`);
+  if (r.temporariesRemoved > 0) parts.push(`${r.temporariesRemoved} temporary files of killed backups (${formatSize(r.temporaryBytesRemoved)}) removed`);
   return `Pruned: ${parts.join('; ')}\n`;
 }
 

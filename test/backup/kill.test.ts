@@ -70,6 +70,9 @@ test('backup file killed with SIGKILL leaves a repository that verifies clean; a
   assert.equal(second.code, 0, second.stderr);
   assert.ok(JSON.parse(second.stdout).packsDeleted > 0, 'and deleted by the next prune');
   assert.equal(count(join(repoDir, 'writers')), 0);
+  const temporaries = readdirSync(repoDir, { recursive: true }).filter((n) => String(n).split('/').pop()!.startsWith('.tmp-'));
+  assert.deepEqual(temporaries, [], 'no temporary file of the killed backup is left');
+  t.diagnostic(`the killed backup's temporary files removed by prune: ${JSON.parse(first.stdout).temporariesRemoved}`);
   const final = await cli(['backup', 'verify', '--repo', repoDir, '--read-data', '--json'], env);
   assert.equal(final.code, 0, final.stdout);
   assert.equal(JSON.parse(final.stdout).unindexedPacks, 0);

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { after, test } from 'node:test';
 import { BackupWriter, applyPolicy, backupFile, forget, isoWeek, prune, restoreToFile, verify, type SnapshotEntry, type Snapshot } from '../../src/backup/index.ts';
 import { cleanup, testSeed } from '../helpers/index.ts';
@@ -163,6 +163,54 @@ test('a stale writer marker (dead backup) does not hold prune, and prune removes
     assert.equal(sweep.marksSwept, 1);
     assert.ok(sweep.packsDeleted > 0);
     assert.equal(await packBytes(r.dir), 0);
+  } finally {
+    await r.close();
+  }
+});
+
+test('prune removes the temporary files of killed writers once older than the grace period and than every live writer', async (t) => {
+  const { r, clock, images } = await setup(testSeed(t));
+  try {
+    const kept = await backupFile(r, images[0], { name: 'vm' });
+    // What a put killed before its rename leaves: `.tmp-` and 16 hex digits, beside the object.
+    const temp = (rel: string, ageMs: number, bytes = 1000): string => {
+      const p = join(r.dir, rel);
+      mkdirSync(join(p, '..'), { recursive: true });
+      writeFileSync(p, Buffer.alloc(bytes, 7));
+      const at = (clock.now() - ageMs) / 1000;
+      utimesSync(p, at, at);
+      return p;
+    };
+    const oldPack = temp('data/ab/.tmp-0123456789abcdef', 2 * hour, 5000);
+    const oldIndex = temp('index/.tmp-00000000000000ff', 3 * hour);
+    const young = temp('data/cd/.tmp-fedcba9876543210', 10 * 60_000);
+    const notOurs = temp('data/ab/.keep-me', 5 * hour);
+    const listed = (await r.repo.backend.listTemporaries()).map((x) => x.path).sort();
+    assert.deepEqual(listed, ['data/ab/.tmp-0123456789abcdef', 'data/cd/.tmp-fedcba9876543210', 'index/.tmp-00000000000000ff']);
+    await assert.rejects(r.repo.backend.deleteTemporary('data/ab/ab01'), /Bad temporary path/, 'an object is no temporary');
+
+    const report = await prune(r, { graceMs: hour });
+    assert.equal(report.temporariesRemoved, 2);
+    assert.equal(report.temporaryBytesRemoved, 6000);
+    assert.equal(existsSync(oldPack), false);
+    assert.equal(existsSync(oldIndex), false);
+    assert.equal(existsSync(young), true, 'younger than the grace period: a writer may be filling it');
+    assert.equal(existsSync(notOurs), true, 'only the names puts make are removed');
+
+    // A live writer may own what was written after it started, whatever the grace period.
+    const marker = await r.repo.startWriter();
+    const itsOwn = temp('data/ef/.tmp-1111111111111111', -1000);
+    clock.advance(2000);
+    const held = await prune(r, { graceMs: 0 });
+    assert.equal(held.temporariesRemoved, 1, 'the one older than the live writer goes');
+    assert.equal(existsSync(young), false);
+    assert.equal(existsSync(itsOwn), true, 'a live writer started before it was written');
+    await marker.stop();
+    assert.equal((await prune(r, { graceMs: 0 })).temporariesRemoved, 1);
+    assert.equal(existsSync(itsOwn), false);
+    const v = await verify(r, { readData: true });
+    assert.deepEqual(v.faults, []);
+    assert.equal((await r.repo.readSnapshots()).snapshots[0].id, kept.id);
   } finally {
     await r.close();
   }

@@ -5,10 +5,11 @@
  *
  *   npm run bench -- [--json] [--size 1G] [--seconds 20] [--transports tcp,unix] [--servers tessera,qemu-nbd] [--dir DIR]
  */
-import { open, rm, unlink } from 'node:fs/promises';
+import { open, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { recycleMemory } from './memory.ts';
 import {
   cleanup, makeTempDir, nbdinfo, parseSize, requireTool, run, runOk, spawnTracked, startNode,
   writeSeededFile, type TesseraNode,
@@ -170,26 +171,6 @@ async function startTessera(dir: string): Promise<{ node: TesseraNode; target(t:
       return target;
     },
   };
-}
-
-/**
- * Hands the next write measurement memory that was in use a moment ago: writes `bytes` into the
- * page cache of a scratch file and deletes it (no disk I/O: the dirty pages are dropped). On a VM
- * that backs guest memory lazily and takes back what the guest frees (this one: free page
- * reporting), a write into memory the guest has not touched lately costs 2-3 s of system time per
- * GiB in page faults the host serves; which server met such memory had been luck
- * (docs/benchmarks.md, Method).
- */
-async function recycleMemory(dir: string, bytes: number): Promise<void> {
-  const path = join(dir, 'recycle.tmp');
-  const chunk = Buffer.alloc(4 * 1024 * 1024, 0x5a);
-  const fh = await open(path, 'w');
-  try {
-    for (let done = 0; done < bytes; done += chunk.length) await fh.write(chunk, 0, Math.min(chunk.length, bytes - done));
-  } finally {
-    await fh.close();
-    await unlink(path);
-  }
 }
 
 async function timed(fn: () => Promise<void>): Promise<number> {

@@ -4,6 +4,7 @@
  * object or none of it.
  */
 import { randomBytes } from 'node:crypto';
+import type { Dirent, Stats } from 'node:fs';
 import { mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { writevAll } from '../util/write-all.ts';
@@ -101,29 +102,37 @@ export class DirBackend extends Backend {
     const start = slash < 0 ? '' : prefix.slice(0, slash);
     const out: ObjectInfo[] = [];
     const walk = async (rel: string): Promise<void> => {
-      let entries;
-      try {
-        entries = await readdir(join(this.root, rel), { withFileTypes: true });
-      } catch (err) {
-        if (missingCodes.has(errnoCode(err) ?? '')) return;
-        throw this.storageError('list', rel || '/', err);
-      }
-      for (const e of entries) {
+      for (const e of await this.entriesOf(rel)) {
         if (e.name.startsWith('.')) continue;
         const path = rel === '' ? e.name : `${rel}/${e.name}`;
         if (e.isDirectory()) {
           if (prefix.startsWith(path + '/') || path.startsWith(prefix) || (path + '/').startsWith(prefix)) await walk(path);
         } else if (e.isFile() && path.startsWith(prefix)) {
-          const s = await stat(join(this.root, path)).catch((err) => {
-            if (missingCodes.has(errnoCode(err) ?? '')) return null; // deleted meanwhile
-            throw this.storageError('stat', path, err);
-          });
+          const s = await this.statOf(path);
           if (s !== null) out.push({ path, sizeBytes: s.size });
         }
       }
     };
     await walk(start);
     return out;
+  }
+
+  /** The entries of directory `rel` (none if it is missing). */
+  private async entriesOf(rel: string): Promise<Dirent[]> {
+    try {
+      return await readdir(join(this.root, rel), { withFileTypes: true });
+    } catch (err) {
+      if (missingCodes.has(errnoCode(err) ?? '')) return [];
+      throw this.storageError('list', rel || '/', err);
+    }
+  }
+
+  /** stat of the file at `path`, or null if it went meanwhile (renamed or deleted). */
+  private async statOf(path: string): Promise<Stats | null> {
+    return stat(join(this.root, path)).catch((err) => {
+      if (missingCodes.has(errnoCode(err) ?? '')) return null;
+      throw this.storageError('stat', path, err);
+    });
   }
 
   protected async _stat(path: string): Promise<ObjectInfo | null> {
@@ -140,21 +149,11 @@ export class DirBackend extends Backend {
   protected override async _listTemporaries(): Promise<TemporaryInfo[]> {
     const out: TemporaryInfo[] = [];
     const walk = async (rel: string, depth: number): Promise<void> => {
-      let entries;
-      try {
-        entries = await readdir(join(this.root, rel), { withFileTypes: true });
-      } catch (err) {
-        if (missingCodes.has(errnoCode(err) ?? '')) return;
-        throw this.storageError('list', rel || '/', err);
-      }
-      for (const e of entries) {
+      for (const e of await this.entriesOf(rel)) {
         const path = rel === '' ? e.name : `${rel}/${e.name}`;
         if (e.isDirectory() && !e.name.startsWith('.') && depth < 3) await walk(path, depth + 1);
         else if (e.isFile() && temporaryName.test(e.name)) {
-          const s = await stat(join(this.root, path)).catch((err) => {
-            if (missingCodes.has(errnoCode(err) ?? '')) return null; // renamed or removed meanwhile
-            throw this.storageError('stat', path, err);
-          });
+          const s = await this.statOf(path);
           if (s !== null) out.push({ path, sizeBytes: s.size, modifiedMs: s.mtimeMs });
         }
       }

@@ -52,18 +52,16 @@ if (missing.length > 0) {
   process.exit(1);
 }
 
-/**
- * Times one step. Each starts with no dirty data waiting for writeback (`sync` first): the steps
- * before it (copying the image into the node, another tool's restore into the page cache) would
- * otherwise write back during it, and slow whichever tool happens to come next.
- */
 /** Where timed() recycles memory (set once the work directory exists). */
 let recycleDir = '';
 
 /**
- * Times one measurement, after `sync` and after handing it memory in use a moment ago (see
- * recycleMemory: a backup started right after restic or Borg freed theirs paid the VM's host for
- * every page it touched, an incremental through the node 0.8-1.5 s instead of 0.5-0.8 s).
+ * Times one step. Each starts on memory in use a moment ago (recycleMemory: a backup started
+ * right after restic or Borg freed theirs paid the VM's host for every page it touched, an
+ * incremental through the node 0.8-1.5 s instead of 0.5-0.8 s), and with no dirty data waiting
+ * for writeback (`sync`): the steps before it (copying the image into the node, another tool's
+ * restore into the page cache) would otherwise write back during it, and slow whichever tool
+ * happens to come next.
  */
 async function timed(what: string, fn: () => Promise<unknown>): Promise<number> {
   await recycleMemory(recycleDir, recycleBytes);

@@ -13,6 +13,8 @@ import { BackupError, BackupErrorCode } from './errors.ts';
 
 /** Temporary files start with a dot, which no object path does, so `list` never reports them. */
 const tempPrefix = '.tmp-';
+/** The name a put gives its temporary file (left behind if its process dies before the rename). */
+const temporaryName = /^\.tmp-[0-9a-f]{16}$/;
 
 /** Errors that say the object (or a directory on its path) is not there. */
 const missingCodes = new Set(['ENOENT', 'ENOTDIR', 'EISDIR']);
@@ -127,7 +129,7 @@ export class DirBackend extends Backend {
     }
   }
 
-  /** stat of the file at `path`, or null if it went meanwhile (renamed or deleted). */
+  /** stat of `path`, or null if nothing is there (or it went meanwhile: renamed or deleted). */
   private async statOf(path: string): Promise<Stats | null> {
     return stat(join(this.root, path)).catch((err) => {
       if (missingCodes.has(errnoCode(err) ?? '')) return null;
@@ -136,13 +138,8 @@ export class DirBackend extends Backend {
   }
 
   protected async _stat(path: string): Promise<ObjectInfo | null> {
-    try {
-      const s = await stat(join(this.root, path));
-      return s.isFile() ? { path, sizeBytes: s.size } : null;
-    } catch (err) {
-      if (missingCodes.has(errnoCode(err) ?? '')) return null;
-      throw this.storageError('stat', path, err);
-    }
+    const s = await this.statOf(path);
+    return s?.isFile() ? { path, sizeBytes: s.size } : null;
   }
 
   /** Every temporary file in the repository's tree (objects live at most two directories down). */
@@ -181,9 +178,6 @@ export class DirBackend extends Backend {
     }
   }
 }
-
-/** Temporary files a put leaves if its process dies before the rename: `.tmp-` and 16 hex digits. */
-const temporaryName = /^\.tmp-[0-9a-f]{16}$/;
 
 /** fsync the parents of directories `mkdir` just made, `first` (outermost) down to `last`. */
 async function syncNewDirs(first: string, last: string): Promise<void> {

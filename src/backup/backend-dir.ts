@@ -5,10 +5,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Dirent, Stats } from 'node:fs';
-import { mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { writevAll } from '../util/write-all.ts';
-import { Backend, type ByteRange, type ObjectInfo, type TemporaryInfo } from './backend.ts';
+import { writeAll, writevAll } from '../util/write-all.ts';
+import { Backend, type ByteRange, type ObjectInfo, type ObjectSink, type TemporaryInfo } from './backend.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 
 /** Temporary files start with a dot, which no object path does, so `list` never reports them. */
@@ -96,6 +96,65 @@ export class DirBackend extends Backend {
       await unlink(temp).catch(() => {});
       throw this.storageError('write', path, err);
     }
+  }
+
+  /**
+   * Writes to a temporary file in `dir` as the bytes come (created with the first write), then
+   * at commit fsyncs it and renames it to its path as _putParts does.
+   */
+  protected override _writeObject(dir: string): ObjectSink {
+    const temp = join(this.root, dir, tempPrefix + randomBytes(8).toString('hex'));
+    let fh: FileHandle | null = null;
+    let position = 0;
+    let failure: unknown = null;
+    let chain: Promise<void> = Promise.resolve();
+    const opened = async (): Promise<FileHandle> => {
+      if (fh === null) {
+        const made = await mkdir(dirname(temp), { recursive: true });
+        if (made !== undefined) await syncNewDirs(made, dirname(temp));
+        fh = await open(temp, 'wx');
+      }
+      return fh;
+    };
+    const drop = async (): Promise<void> => {
+      await chain;
+      await fh?.close().catch(() => {});
+      if (fh !== null) await unlink(temp).catch(() => {});
+    };
+    return {
+      write: (data) => {
+        const at = position;
+        position += data.length;
+        chain = chain.then(async () => {
+          if (failure !== null) return;
+          try {
+            await writeAll(await opened(), data, at);
+          } catch (err) {
+            failure = err; // reported by commit
+          }
+        });
+      },
+      commit: async (path) => {
+        const target = join(this.root, path);
+        try {
+          await chain;
+          if (failure !== null) throw failure;
+          const file = await opened(); // an empty object has had no write
+          await file.sync();
+          await file.close();
+          fh = null;
+          const made = await mkdir(dirname(target), { recursive: true });
+          if (made !== undefined) await syncNewDirs(made, dirname(target));
+          await rename(temp, target);
+          await syncDir(dirname(target));
+        } catch (err) {
+          await drop();
+          await unlink(temp).catch(() => {});
+          throw this.storageError('write', path, err);
+        }
+      },
+      abort: drop,
+    };
   }
 
   protected async _list(prefix: string): Promise<ObjectInfo[]> {

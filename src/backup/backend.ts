@@ -33,6 +33,27 @@ export interface ByteRange {
   length: number;
 }
 
+/**
+ * An object written piece by piece whose path is known only once it is whole (a pack's path is
+ * the hash of its bytes): Backend.writeObject.
+ */
+export interface ObjectWriter {
+  /**
+   * Appends `data` (moved: the caller must not change it). Writes run in order in the
+   * background; a failed one fails commit().
+   */
+  write(data: Buffer): void;
+  /** Bytes written so far. */
+  readonly bytes: number;
+  /** Stores everything written as the object at `path`, as put() would; the writer is then done. */
+  commit(path: string): Promise<void>;
+  /** Drops everything written; the writer is then done. Never fails. */
+  abort(): Promise<void>;
+}
+
+/** What a backend implements of an ObjectWriter (Backend.writeObject checks and counts). */
+export type ObjectSink = Omit<ObjectWriter, 'bytes'>;
+
 /** Longest path a backend accepts (S3 keys are limited to 1024 bytes with the prefix). */
 export const pathBytesMax = 512;
 
@@ -100,6 +121,52 @@ export abstract class Backend {
     return this._putParts(path, parts);
   }
 
+  /**
+   * An object under directory `dir` (e.g. `data`) written as its bytes come: a directory writes
+   * them to a temporary file there as they come, so that committing has only the rest to write;
+   * other backends keep them and put() them at commit.
+   */
+  writeObject(dir: string): ObjectWriter {
+    checkPath(dir);
+    const inner = this._writeObject(dir);
+    let bytes = 0;
+    let done = false;
+    const finish = (): void => {
+      if (done) throw new Error('This object writer was committed or aborted already');
+      done = true;
+    };
+    return {
+      write(data) {
+        if (done) throw new Error('This object writer was committed or aborted already');
+        if (bytes + data.length > objectBytesMax) throw new BackupError(BackupErrorCode.INVALID, `An object under ${dir}/ would be over the limit of ${objectBytesMax} bytes`);
+        bytes += data.length;
+        inner.write(data);
+      },
+      get bytes() {
+        return bytes;
+      },
+      async commit(path) {
+        finish();
+        if (!path.startsWith(dir + '/')) {
+          await inner.abort();
+          throw new BackupError(BackupErrorCode.INVALID, `Object ${path} is not under ${dir}/, where it was written`);
+        }
+        try {
+          checkPath(path);
+        } catch (err) {
+          await inner.abort();
+          throw err;
+        }
+        return inner.commit(path);
+      },
+      async abort() {
+        if (done) return;
+        done = true;
+        return inner.abort();
+      },
+    };
+  }
+
   /** Every object whose path starts with `prefix` (e.g. `snapshots/`), in no particular order. */
   async list(prefix: string): Promise<ObjectInfo[]> {
     if (prefix !== '' && !pathPattern.test(prefix.replace(/\/$/, ''))) {
@@ -146,6 +213,17 @@ export abstract class Backend {
   /** Joins the parts and puts them; backends that can write parts as they are override this. */
   protected async _putParts(path: string, parts: readonly Buffer[]): Promise<void> {
     return this._put(path, parts.length === 1 ? parts[0] : Buffer.concat(parts));
+  }
+  /** Keeps the bytes and puts them at commit; backends that can write them as they come override this. */
+  protected _writeObject(_dir: string): ObjectSink {
+    let parts: Buffer[] = [];
+    return {
+      write: (data) => void parts.push(data),
+      commit: (path) => this._putParts(path, parts),
+      abort: async () => {
+        parts = [];
+      },
+    };
   }
   protected abstract _list(prefix: string): Promise<ObjectInfo[]>;
   protected abstract _stat(path: string): Promise<ObjectInfo | null>;

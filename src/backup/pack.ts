@@ -4,10 +4,10 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, type Hash } from 'node:crypto';
-import type { Backend } from './backend.ts';
+import type { Backend, ObjectWriter } from './backend.ts';
 import { openSealed, type Keys, type SealedBlob } from './crypto.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
-import { decodePackEntries, headerEntryBytes, headerLengthBytes, packPath, sealOverheadBytes, type BlobTypeValue, type PackEntry } from './format.ts';
+import { decodePackEntries, headerEntryBytes, headerLengthBytes, layout, packPath, sealOverheadBytes, type BlobTypeValue, type PackEntry } from './format.ts';
 import type { WorkerPool } from './pool.ts';
 import { AdaptiveLimiter } from './adapt.ts';
 
@@ -88,14 +88,16 @@ export interface PackWriterContext {
 }
 
 /**
- * Collects sealed blobs of one type into packs (hashed as they come; each header sealed on a
+ * Collects sealed blobs of one type into packs (hashed and handed to the backend as they come,
+ * so that a directory has them written by the time the pack is full; each header sealed on a
  * worker) and uploads them.
  * `onUploaded` runs (serially, in completion order) after each pack is stored. How many packs
  * are built or uploaded at once adapts to the upload throughput (an AdaptiveLimiter between
  * uploadsMin and uploadsMax): S3 over a long path wants many, a local disk few.
  */
 export class PackWriter {
-  private blobs: Buffer[] = [];
+  /** The open pack's bytes so far (null until its first blob). */
+  private out: ObjectWriter | null = null;
   private entries: PackEntry[] = [];
   private bytes = 0;
   /**
@@ -131,7 +133,8 @@ export class PackWriter {
       await this.uploadOpenPack(true);
     }
     if (this.error !== null) throw this.error;
-    this.blobs.push(blob.sealed);
+    this.out ??= this.ctx.backend.writeObject(layout.data.slice(0, -1));
+    this.out.write(blob.sealed);
     this.hash.update(blob.sealed);
     this.entries.push({ type: this.ctx.type, flags: blob.flags, storedLength: blob.sealed.length, plainLength: blob.plainLength, id });
     this.bytes += blob.sealed.length;
@@ -149,26 +152,36 @@ export class PackWriter {
     else this.limiter.cancel();
   }
 
-  /** Uploads the open pack (if any blob is in it) and waits for every upload. */
+  /**
+   * Uploads the open pack (if any blob is in it) and waits for every upload; after a failed
+   * upload, drops the open pack and throws.
+   */
   async flush(): Promise<void> {
     while (this.entries.length > 0 && this.error === null) await this.uploadOpenPack(false);
     while (this.uploads.size > 0) await Promise.all(this.uploads);
     await this.chain;
-    if (this.error !== null) throw this.error;
+    if (this.error !== null) {
+      // An upload failed: the open pack is not stored (nor its temporary file left behind).
+      await this.out?.abort();
+      this.out = null;
+      this.entries = [];
+      this.bytes = 0;
+      throw this.error;
+    }
   }
 
   /** Starts uploading the open pack with an upload slot the caller holds. */
   private startUpload(): void {
     assert.ok(this.entries.length > 0);
-    const blobs = this.blobs;
+    const out = this.out!;
     const entries = this.entries;
-    this.blobs = [];
+    this.out = null;
     this.entries = [];
     const bytes = this.bytes;
     this.bytes = 0;
     const hash = this.hash;
     this.hash = createHash('sha256');
-    const upload = this.upload(blobs, entries, hash).then(
+    const upload = this.upload(out, entries, hash).then(
       () => this.limiter.release({ bytes }),
       (err) => {
         this.error ??= err;
@@ -179,13 +192,20 @@ export class PackWriter {
     void upload.finally(() => this.uploads.delete(upload));
   }
 
-  private async upload(blobs: Buffer[], entries: PackEntry[], hash: Hash): Promise<void> {
-    // The pack: its blobs, then the sealed header and its length (sealed on a worker).
-    const trailer = await this.ctx.pool.packTrailer(entries);
+  private async upload(out: ObjectWriter, entries: PackEntry[], hash: Hash): Promise<void> {
+    // The pack: its blobs (written already), then the sealed header and its length (sealed on a worker).
+    let trailer: Buffer;
+    try {
+      trailer = await this.ctx.pool.packTrailer(entries);
+    } catch (err) {
+      await out.abort();
+      throw err;
+    }
     const id = hash.update(trailer).digest();
     const idHex = id.toString('hex');
-    await this.ctx.backend.putParts(packPath(idHex), [...blobs, trailer]);
-    const bytes = blobs.reduce((n, b) => n + b.length, trailer.length);
+    out.write(trailer);
+    const bytes = out.bytes;
+    await out.commit(packPath(idHex));
     const indexed: IndexedPack = { id, size: bytes, blobs: indexBlobsOf(entries) };
     const next = this.chain.then(() => this.ctx.onUploaded(indexed));
     this.chain = next.catch(() => {});

@@ -48,6 +48,7 @@ export interface OpenSpec {
 export type WorkerRequest =
   | { op: 'hashAt'; memory: SharedArrayBuffer; offset: number; length: number }
   | { op: 'sealAt'; memory: SharedArrayBuffer; offset: number; length: number }
+  | { op: 'hashSealAt'; memory: SharedArrayBuffer; offset: number; length: number }
   | { op: 'seal'; plain: Uint8Array; withId: boolean }
   | { op: 'open'; sealed: Uint8Array; flags: number; plainLength: number; id: Uint8Array; what: string }
   | { op: 'openMany'; data: Uint8Array; blobs: OpenSpec[] }
@@ -246,6 +247,15 @@ export class WorkerPool {
   async sealAt(at: SharedBytes): Promise<SealedBlob> {
     const r = await this.run<{ sealed: Uint8Array; flags: number; plainLength: number }>({ op: 'sealAt', ...at }, [], at.length);
     return { sealed: asBuffer(r.sealed), flags: r.flags, plainLength: r.plainLength };
+  }
+
+  /**
+   * hashAt and sealAt in one task: for bytes that are most likely a new blob, one trip to a
+   * worker instead of two (the seal is wasted if the id turns out to be known).
+   */
+  async hashSealAt(at: SharedBytes): Promise<SealedBlob & { id: Buffer }> {
+    const r = await this.run<{ sealed: Uint8Array; flags: number; plainLength: number; id: Uint8Array }>({ op: 'hashSealAt', ...at }, [], at.length);
+    return { sealed: asBuffer(r.sealed), flags: r.flags, plainLength: r.plainLength, id: asBuffer(r.id) };
   }
 
   /** Compresses and seals `plain` (moved to the worker); with `withId` also returns its id. */

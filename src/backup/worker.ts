@@ -46,6 +46,10 @@ function handle(msg: WorkerRequest): unknown {
       return { id: blobId(keys.idKey, Buffer.from(msg.memory, msg.offset, msg.length)) };
     case 'sealAt':
       return sealBlob(keys.encKey, Buffer.from(msg.memory, msg.offset, msg.length));
+    case 'hashSealAt': {
+      const plain = Buffer.from(msg.memory, msg.offset, msg.length);
+      return { ...sealBlob(keys.encKey, plain), id: blobId(keys.idKey, plain) };
+    }
     case 'seal': {
       const plain = buf(msg.plain);
       const s = sealBlob(keys.encKey, plain);

@@ -47,6 +47,11 @@ export interface BackupResult {
   snapshot: Snapshot;
 }
 
+/** Chunks the guess of likelyNew() looks back on, and how many of them must have been new. */
+const recentBits = 16;
+const recentMask = (1 << recentBits) - 1;
+const likelyNewMin = 12;
+
 function isAllZero(buf: Buffer, zeroes: Buffer): boolean {
   return buf.equals(zeroes.length === buf.length ? zeroes : zeroes.subarray(0, buf.length));
 }
@@ -81,6 +86,8 @@ export class BackupWriter {
   private readonly reusedPacks = new Set<string>();
   /** Blob ids (hex) decided to be uploaded by this backup and not yet in the cache. */
   private readonly ownBlobs = new Set<string>();
+  /** Whether each of the last recentBits chunks hashed was new, a bit each (newest lowest); starts all new. */
+  private recentNew = recentMask;
   /** Packs uploaded but not yet listed by an index file. */
   private unindexed: IndexedPack[] = [];
   private readonly tasks = new Set<Promise<void>>();
@@ -262,17 +269,31 @@ export class BackupWriter {
     this.unindexed.push(...relist);
   }
 
+  /**
+   * Whether the next chunk is most likely a new blob: most of the last recentBits chunks hashed
+   * were. It is then hashed and sealed in one trip to a worker rather than two (a full backup,
+   * the changed chunks of an incremental one); a chunk found known wastes its seal.
+   */
+  private likelyNew(): boolean {
+    let n = 0;
+    for (let bits = this.recentNew; bits !== 0; bits &= bits - 1) n++;
+    return n >= likelyNewMin;
+  }
+
   private async processChunk(index: number, chunk: Buffer): Promise<void> {
     const length = chunk.length;
     // The workers read the chunk where it lies, in its slot.
     const at = { memory: this.slots.memory, offset: this.slots.offsetOf(this.slotOf.get(chunk)!), length };
     try {
-      const id = await this.pool.hashAt(at);
-      if (this.known(id)) {
+      const both = this.likelyNew() ? await this.pool.hashSealAt(at) : null;
+      const id = both?.id ?? (await this.pool.hashAt(at));
+      const isNew = !this.known(id);
+      this.recentNew = ((this.recentNew << 1) | (isNew ? 1 : 0)) & recentMask;
+      if (!isNew) {
         this.stats.chunksReused++;
       } else {
         this.ownBlobs.add(id.toString('hex'));
-        const blob = await this.pool.sealAt(at);
+        const blob = both ?? (await this.pool.sealAt(at));
         this.stats.chunksNew++;
         this.stats.bytesNew += length;
         this.stats.bytesStored += blob.sealed.length;

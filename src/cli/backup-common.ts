@@ -161,8 +161,11 @@ export async function locateInRepo(ctx: CommandContext, id: string, location: st
   return { located, password: pw };
 }
 
-/** A progress line on stderr, redrawn at most 4 times a second, only on a terminal. */
-export function progressLine(io: Io): { update(text: string): void; done(): void } {
+/**
+ * A progress line on stderr, redrawn at most 4 times a second, only on a terminal. Progress comes
+ * per chunk: given a function, the text is made only when the line is drawn.
+ */
+export function progressLine(io: Io): { update(text: string | (() => string)): void; done(): void } {
   if (!io.stderrIsTty) return { update() {}, done() {} };
   let last = 0;
   let drawn = false;
@@ -172,7 +175,7 @@ export function progressLine(io: Io): { update(text: string): void; done(): void
       if (now - last < 250) return;
       last = now;
       drawn = true;
-      io.stderr(`\r\x1b[K${text}`);
+      io.stderr(`\r\x1b[K${typeof text === 'function' ? text() : text}`);
     },
     done() {
       if (drawn) io.stderr('\r\x1b[K');

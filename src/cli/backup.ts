@@ -105,7 +105,7 @@ async function restoreDiskCommand(ctx: CommandContext, disk: string): Promise<vo
     const out = await restoreToNodeDisk(r, entry, ctx.client(), {
       disk,
       force: ctx.values.force === true,
-      onProgress: (p) => progress.update(`restore ${formatSize(p.bytesWritten)} written of ${formatSize(p.sizeBytes)}`),
+      onProgress: (p) => progress.update(() => `restore ${formatSize(p.bytesWritten)} written of ${formatSize(p.sizeBytes)}`),
     }).finally(() => progress.done());
     return { entry, out, from: archivedIn?.archive.location ?? null };
   });
@@ -168,7 +168,7 @@ export const backupCommands: Command[] = [
         backupFile(r, ctx.args[0], {
           name,
           tenant: typeof ctx.values.tenant === 'string' ? ctx.values.tenant : undefined,
-          onProgress: (p) => progress.update(`backup ${percent(p.bytesScanned, p.sizeBytes)}  ${formatSize(p.bytesScanned)} of ${formatSize(p.sizeBytes)} read, ${formatSize(p.bytesStored)} stored`),
+          onProgress: (p) => progress.update(() => `backup ${percent(p.bytesScanned, p.sizeBytes)}  ${formatSize(p.bytesScanned)} of ${formatSize(p.sizeBytes)} read, ${formatSize(p.bytesStored)} stored`),
         }).finally(() => progress.done()),
       );
       if (ctx.values.json) return printJson(ctx.io, { ...snapshotJson(r), movers: r.writer.movers() });
@@ -207,7 +207,7 @@ export const backupCommands: Command[] = [
           pre,
           post,
           tenant: typeof ctx.values.tenant === 'string' ? ctx.values.tenant : undefined,
-          onProgress: (p) => progress.update(`backup ${p.disk} ${percent(p.bytesRead, p.bytesToRead)}  ${formatSize(p.bytesRead)} of ${formatSize(p.bytesToRead)} read, ${formatSize(p.bytesStored)} stored`),
+          onProgress: (p) => progress.update(() => `backup ${p.disk} ${percent(p.bytesRead, p.bytesToRead)}  ${formatSize(p.bytesRead)} of ${formatSize(p.bytesToRead)} read, ${formatSize(p.bytesStored)} stored`),
         }).finally(() => progress.done()),
       );
       if (ctx.values.json) {
@@ -255,7 +255,7 @@ export const backupCommands: Command[] = [
       const { entry, p, from } = await withRestorePoint(ctx, ctx.args[0], async (r, entry, archivedIn) => {
         const p = await restoreToFile(r, entry.snapshot, to, {
           sync: ctx.values.sync === true,
-          onProgress: (p) => progress.update(`restore ${formatSize(p.bytesWritten)} written of ${formatSize(p.sizeBytes)}`),
+          onProgress: (p) => progress.update(() => `restore ${formatSize(p.bytesWritten)} written of ${formatSize(p.sizeBytes)}`),
         }).finally(() => progress.done());
         return { entry, p, from: archivedIn?.archive.location ?? null };
       });

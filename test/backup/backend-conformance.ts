@@ -71,6 +71,45 @@ export function backendConformance(name: string, factory: BackendFactory): void 
         await assert.rejects(b.putParts('Bad/Path', [Buffer.from('x')]), { code: 'BACKUP_INVALID' });
       }));
 
+    test(`${name} writeObject stores its writes back to back at the path given at commit, and nothing before`, () =>
+      withBackend(async (b) => {
+        const parts = Array.from({ length: 200 }, (_, i) => randomBytes(i % 50 === 0 ? 70_000 : 1 + i));
+        const w = b.writeObject('data');
+        for (const p of parts.slice(0, 100)) w.write(p);
+        await new Promise((resolve) => setTimeout(resolve, 20)); // writes in the background meanwhile
+        for (const p of parts.slice(100)) w.write(p);
+        const whole = Buffer.concat(parts);
+        assert.equal(w.bytes, whole.length);
+        assert.deepEqual(await b.list('data/'), [], 'no object before the commit');
+        await w.commit('data/ef/ef01');
+        assert.deepEqual(await b.get('data/ef/ef01'), whole);
+        assert.deepEqual(await b.list('data/'), [{ path: 'data/ef/ef01', sizeBytes: whole.length }]);
+        assert.deepEqual(await b.listTemporaries(), [], 'no temporary left behind');
+        assert.throws(() => w.write(Buffer.from('x')), /committed or aborted/);
+        await assert.rejects(w.commit('data/ef/ef02'), /committed or aborted/);
+        // No write at all is an empty object.
+        const empty = b.writeObject('data');
+        await empty.commit('data/ef/ef03');
+        assert.equal((await b.get('data/ef/ef03')).length, 0);
+      }));
+
+    test(`${name} writeObject aborted, or committed outside its directory, stores nothing and leaves nothing`, () =>
+      withBackend(async (b) => {
+        const a = b.writeObject('data');
+        a.write(randomBytes(100_000));
+        await a.abort();
+        await a.abort(); // twice is no error
+        const c = b.writeObject('data');
+        c.write(randomBytes(1000));
+        await rejectsWith(c.commit('index/0123'), BackupErrorCode.INVALID);
+        const d = b.writeObject('data');
+        d.write(randomBytes(1000));
+        await rejectsWith(d.commit('data/Bad'), BackupErrorCode.INVALID);
+        assert.throws(() => b.writeObject('Bad'), { code: 'BACKUP_INVALID' });
+        assert.deepEqual(await b.list(''), []);
+        assert.deepEqual(await b.listTemporaries(), []);
+      }));
+
     test(`${name} empty objects are stored and read back`, () =>
       withBackend(async (b) => {
         await b.put('empty', Buffer.alloc(0));

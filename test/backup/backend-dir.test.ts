@@ -30,7 +30,7 @@ test('DirBackend leaves no temporary file behind and lists none', async () => {
   assert.deepEqual(readdirSync(join(root, 'data/ab')).sort(), ['.tmp-0123456789abcdef', 'ab01']);
 });
 
-test('DirBackend reports a full disk as BACKUP_STORAGE with the cause, and keeps the old object', async (t) => {
+test('DirBackend reports a full disk as BACKUP_STORAGE with the cause, and keeps the old object (put and writeObject)', async (t) => {
   const mnt = tempDir();
   try {
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tessera-test', mnt], { stdio: 'pipe' });
@@ -50,6 +50,17 @@ test('DirBackend reports a full disk as BACKUP_STORAGE with the cause, and keeps
   });
   assert.deepEqual(await b.get('snapshots/s'), Buffer.from('old'));
   assert.deepEqual(readdirSync(join(mnt, 'repo/snapshots')), ['s'], 'the temporary file is removed');
+  // An object written as its bytes come (a pack) fails at commit, whichever write filled the disk.
+  const w = b.writeObject('data');
+  for (let i = 0; i < 8; i++) w.write(Buffer.alloc(64 * 1024, i));
+  await assert.rejects(w.commit('data/ab/ab01'), (err: unknown) => {
+    assert.ok(err instanceof BackupError);
+    assert.equal(err.code, BackupErrorCode.STORAGE);
+    assert.equal((err.cause as NodeJS.ErrnoException).code, 'ENOSPC');
+    return true;
+  });
+  assert.deepEqual(await b.list('data/'), []);
+  assert.deepEqual(readdirSync(join(mnt, 'repo/data')), [], 'the temporary file is removed');
 });
 
 test('DirBackend reports an unreadable root as BACKUP_STORAGE, a missing one as empty', async () => {

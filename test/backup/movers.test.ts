@@ -38,6 +38,24 @@ test('worker pool: while one worker runs a long request, the other takes every s
   }
 });
 
+test('worker pool: hashSealAt gives the id hashAt gives and the blob sealAt makes, in one task', async () => {
+  const keys = { encKey: randomBytes(32), idKey: randomBytes(32) };
+  const pool = new WorkerPool(keys, { workers: 1 });
+  try {
+    const slots = new SharedSlots(200_000, 1);
+    const plain = Buffer.concat([randomBytes(50_000), Buffer.alloc(150_000, 7)]); // compresses
+    plain.copy(slots.view(0, plain.length));
+    const at = { memory: slots.memory, offset: slots.offsetOf(0), length: plain.length };
+    const both = await pool.hashSealAt(at);
+    assert.deepEqual(both.id, await pool.hashAt(at));
+    assert.equal(both.plainLength, plain.length);
+    assert.ok(both.sealed.length < plain.length, 'compressed');
+    assert.deepEqual(await pool.open(both.sealed, both, 'test blob'), plain);
+  } finally {
+    await pool.close();
+  }
+});
+
 test('worker pool: blobs open into slots of shared memory, and one larger than its slot is refused as damaged', async () => {
   const keys = { encKey: randomBytes(32), idKey: randomBytes(32) };
   const pool = new WorkerPool(keys, { workers: 1 });

@@ -3,16 +3,23 @@ import { randomBytes } from 'node:crypto';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DirBackend, WorkerPool, format, readPackHeader, sealBlob } from '../../src/backup/index.ts';
+import type { ObjectSink } from '../../src/backup/backend.ts';
 import { PackWriter, type IndexedPack } from '../../src/backup/pack.ts';
 import { cleanup, makeTempDir } from '../helpers/index.ts';
 
 after(cleanup);
 
-/** A directory backend whose puts take a while, like a slow network. */
+/** A directory backend whose packs take a while to store, like uploads over a slow network. */
 class SlowBackend extends DirBackend {
-  protected override async _put(path: string, data: Buffer): Promise<void> {
-    await sleep(30);
-    return super._put(path, data);
+  protected override _writeObject(dir: string): ObjectSink {
+    const inner = super._writeObject(dir);
+    return {
+      ...inner,
+      commit: async (path) => {
+        await sleep(30);
+        return inner.commit(path);
+      },
+    };
   }
 }
 

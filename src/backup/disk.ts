@@ -35,6 +35,11 @@ export interface DiskSnapshotSource {
   extents(visit: (e: DiskExtent) => void, since?: string): Promise<void>;
   /** Fills `into` with the snapshot's bytes from `offset`. */
   read(offset: number, into: Buffer): Promise<void>;
+  /**
+   * Fills `into`'s buffers one after the other with the snapshot's bytes from `offset`, in one
+   * request where it can (several chunks at once). Optional: without it, each is read alone.
+   */
+  readMany?(offset: number, into: readonly Buffer[]): Promise<void>;
 }
 
 /** Progress of a disk backup. */
@@ -51,7 +56,7 @@ export interface DiskBackupOptions extends WriterLimits {
   parent?: SnapshotEntry | null;
   /** Id shared by the restore points of one consistency group. */
   group?: Buffer | null;
-  /** Chunk reads in flight. Default 4. */
+  /** Reads in flight (each of up to readRunBytesMax of consecutive chunks). Default 4. */
   readsMax?: number;
   onProgress?: (p: DiskBackupProgress) => void;
   /** Tenant of the restore point (archival policies are per tenant); unset means `default`. */
@@ -59,6 +64,12 @@ export interface DiskBackupOptions extends WriterLimits {
   /** Whether to build the file catalog from the snapshot's filesystem metadata. Default true. */
   catalog?: boolean;
 }
+
+/**
+ * Consecutive chunks to read go to the source in one readMany of at most this many bytes: with
+ * 256 KiB chunks, a full backup through the node had made one HTTP request per chunk.
+ */
+export const readRunBytesMax = 4 << 20;
 
 /** Bytes per catalog read of a snapshot: metadata reads are aligned to and cached in pages this big. */
 export const catalogReadPageBytes = 1 << 20;
@@ -279,17 +290,27 @@ export async function backupDisk(ctx: { repo: Repository; cache: IndexCache; poo
     catalogDone.catch((err: unknown) => void (error ??= err));
     copied.catch((err: unknown) => void (error ??= err));
     const inFlight = new Set<Promise<void>>();
+    const runChunksMax = source.readMany === undefined ? 1 : Math.max(1, Math.floor(readRunBytesMax / chunkSize));
     const readAll = async (indexes: readonly number[]): Promise<void> => {
-      for (const i of indexes) {
+      for (let k = 0; k < indexes.length; ) {
+        // A run of consecutive chunks, read in one request.
+        let n = 1;
+        while (n < runChunksMax && k + n < indexes.length && indexes[k + n] === indexes[k] + n) n++;
+        const run = indexes.slice(k, k + n);
+        k += n;
         while (inFlight.size >= readsMax) await Promise.race(inFlight);
         if (error !== null) break;
-        const buf = await writer.allocChunk(i);
+        const bufs: Buffer[] = [];
+        for (const i of run) bufs.push(await writer.allocChunk(i));
         const p = (async () => {
           try {
-            await source.read(i * chunkSize, buf);
-            writer.putChunk(i, buf);
-            chunksRead++;
-            bytesRead += buf.length;
+            if (bufs.length === 1) await source.read(run[0] * chunkSize, bufs[0]);
+            else await source.readMany!(run[0] * chunkSize, bufs);
+            for (const [j, i] of run.entries()) {
+              writer.putChunk(i, bufs[j]);
+              chunksRead++;
+              bytesRead += bufs[j].length;
+            }
             progress();
           } catch (err) {
             error ??= err;

@@ -37,8 +37,11 @@ export interface DataRequest {
   path: string;
   body?: Buffer | null;
   contentType?: string;
-  /** Where a 2xx reply's body goes: it must be exactly this long. Unset: the body is returned. */
-  into?: Buffer;
+  /**
+   * Where a 2xx reply's body goes: a buffer, or buffers filled one after the other (several
+   * chunks read in one request); the body must be exactly as long. Unset: the body is returned.
+   */
+  into?: Buffer | readonly Buffer[];
 }
 
 /** A reply: its status, and its body unless it went into the request's buffer. */
@@ -93,8 +96,9 @@ class Connection {
   private exchange: Exchange | null = null;
   private status = 0;
   private keepAlive = true;
-  /** BODY_INTO: the destination and how much of it is filled. */
-  private into: Buffer | null = null;
+  /** BODY_INTO: the destination's buffers, the one being filled, and how much of it is. */
+  private into: readonly Buffer[] = [];
+  private part = 0;
   private filled = 0;
   /** BODY_SMALL and CHUNKED: the bytes so far (raw chunked encoding for CHUNKED). */
   private small: Buffer = Buffer.alloc(0);
@@ -139,7 +143,7 @@ class Connection {
 
   /** The buffer the socket's next read fills. */
   private nextBuffer(): Uint8Array {
-    if (this.state === State.BODY_INTO) return this.into!.subarray(this.filled);
+    if (this.state === State.BODY_INTO) return this.into[this.part].subarray(this.filled);
     if (this.state === State.BODY_SMALL || this.state === State.CHUNKED) {
       if (this.smallLength === this.small.length) this.grow();
       return this.small.subarray(this.smallLength);
@@ -170,7 +174,7 @@ class Connection {
           break;
         case State.BODY_INTO:
           this.filled += n;
-          if (this.filled === this.into!.length) this.done(Buffer.alloc(0));
+          this.nextPart();
           break;
         case State.BODY_SMALL:
         case State.CHUNKED:
@@ -215,10 +219,12 @@ class Connection {
     const rest = this.head.subarray(end + 4, this.headLength);
     this.headLength = 0;
     if (this.status < 200) throw new ExchangeError(`sent an interim reply (${this.status}), which is not expected`, false);
-    const into = this.exchange!.request.into;
+    const wanted = this.exchange!.request.into;
+    const into = wanted === undefined ? undefined : Buffer.isBuffer(wanted) ? [wanted] : (wanted as readonly Buffer[]).filter((b) => b.length > 0);
+    const intoBytes = into?.reduce((n, b) => n + b.length, 0) ?? 0;
     if (this.status === 204 || this.status === 304 || (length === 0 && !chunked)) {
       if (rest.length > 0) throw new ExchangeError('sent bytes after a reply without a body', false);
-      if (into !== undefined && this.status < 300 && into.length !== 0) throw new ExchangeError(`sent no body where ${into.length} bytes were asked`, false);
+      if (into !== undefined && this.status < 300 && intoBytes !== 0) throw new ExchangeError(`sent no body where ${intoBytes} bytes were asked`, false);
       this.done(Buffer.alloc(0));
       return;
     }
@@ -232,12 +238,19 @@ class Connection {
     }
     if (length === null) throw new ExchangeError('sent a body without a length', false);
     if (into !== undefined && this.status >= 200 && this.status < 300) {
-      if (length !== into.length) throw new ExchangeError(`sent ${length} bytes where ${into.length} were asked`, false);
+      if (length !== intoBytes) throw new ExchangeError(`sent ${length} bytes where ${intoBytes} were asked`, false);
       if (rest.length > length) throw new ExchangeError('sent more bytes than its reply holds', false);
       this.state = State.BODY_INTO;
       this.into = into;
-      this.filled = rest.copy(into);
-      if (this.filled === into.length) this.done(Buffer.alloc(0));
+      this.part = 0;
+      this.filled = 0;
+      // What came with the head, spread over the buffers.
+      for (let at = 0; at < rest.length; ) {
+        const n = rest.copy(into[this.part], this.filled, at);
+        at += n;
+        this.filled += n;
+        this.nextPart();
+      }
       return;
     }
     if (length > smallBodyBytesMax) throw new ExchangeError(`sent a reply of ${length} bytes, over the ${smallBodyBytesMax} expected`, false);
@@ -246,6 +259,15 @@ class Connection {
     this.small = Buffer.allocUnsafe(length);
     this.smallLength = rest.copy(this.small);
     this.smallProgress();
+  }
+
+  /** BODY_INTO: moves on past filled buffers; the reply is done once the last one is full. */
+  private nextPart(): void {
+    while (this.part < this.into.length && this.filled === this.into[this.part].length) {
+      this.part++;
+      this.filled = 0;
+    }
+    if (this.part === this.into.length) this.done(Buffer.alloc(0));
   }
 
   private smallProgress(): void {
@@ -280,7 +302,7 @@ class Connection {
     const exchange = this.exchange!;
     this.exchange = null;
     this.state = State.IDLE;
-    this.into = null;
+    this.into = [];
     this.small = Buffer.alloc(0);
     this.smallLength = 0;
     this.used = true;

@@ -83,6 +83,23 @@ export class NodeData {
     }
   }
 
+  /**
+   * Fills `into`'s buffers one after the other with the bytes of `disk@snap` from `offset`: one
+   * request if they add up to at most rangeBytesMax, else a read per buffer.
+   */
+  async readMany(disk: string, snap: string, offset: number, into: readonly Buffer[]): Promise<void> {
+    const bytes = into.reduce((n, b) => n + b.length, 0);
+    if (bytes === 0) return;
+    if (bytes <= rangeBytesMax) {
+      await this.send({ method: 'GET', path: `/disks/${seg(disk)}/snapshots/${seg(snap)}/data?offset=${offset}&length=${bytes}`, into });
+      return;
+    }
+    for (const buf of into) {
+      await this.read(disk, snap, offset, buf);
+      offset += buf.length;
+    }
+  }
+
   /** Writes `data` to disk `disk` at `offset`. */
   async write(disk: string, offset: number, data: Buffer): Promise<void> {
     for (let at = 0; at < data.length; at += rangeBytesMax) {
@@ -109,6 +126,7 @@ export class NodeData {
       sizeBytes,
       extents: (visit, since) => this.extents(disk, snap, visit, since),
       read: (offset, into) => this.read(disk, snap, offset, into),
+      readMany: (offset, into) => this.readMany(disk, snap, offset, into),
     };
   }
 

@@ -76,6 +76,18 @@ test('data connections: bodies into the caller buffer, JSON, chunked and empty r
     await data.read('d', 's', 12345, small);
     assert.equal(small[0], disk[12345]);
     await data.read('d', 's', 0, Buffer.alloc(0));
+    // One request into several buffers (consecutive chunks), sizes odd and even, some empty; the
+    // first bytes come with the reply's head, so they are spread over the buffers as well.
+    const parts = [7, 0, 65_536, 1, 300_001, 0, 4096].map((n) => Buffer.alloc(n));
+    const before = seen.length;
+    await data.readMany('d', 's', 777, parts);
+    assert.equal(seen.length, before + 1, 'one request');
+    assert.ok(Buffer.concat(parts).equals(disk.subarray(777, 777 + 7 + 65_536 + 1 + 300_001 + 4096)));
+    // Over the largest range of one request: a read per buffer.
+    const large = [Buffer.alloc(5 << 20), Buffer.alloc(3 << 20), Buffer.alloc(9 << 20)];
+    await assert.rejects(data.readMany('d', 's', 0, large), { code: 'CLI_FAILED' }, 'past the 8 MiB disk');
+    await data.readMany('d', 's', 0, large.slice(0, 2));
+    assert.ok(Buffer.concat(large.slice(0, 2)).equals(disk));
     // A write, then the chunked JSON of the extents, page by page.
     const piece = randomBytes(300_000);
     await data.write('d', 4096, piece);

@@ -107,6 +107,10 @@ export async function runDiskBackup(
   // The marker names the snapshot before it exists, so that no other backup into this repository
   // takes it for one an interrupted backup left (see removeStaleSnapshots).
   const marker = await r.repo.startWriter({ nodeSnapshot: snapName });
+  // The index cache is synced (after the marker: see Concurrency in docs/backup.md) while the
+  // hooks run and the node takes the snapshot.
+  const synced = r.cache.sync(r.repo);
+  synced.catch(() => {}); // awaited below, unless the snapshot failed first
   try {
     if (run.pre !== undefined) {
       const preError = await runHook(io, 'pre', run.pre, { ...hookEnv, TESSERA_HOOK: 'pre' });
@@ -128,7 +132,7 @@ export async function runDiskBackup(
     const group = disks.length > 1 ? randomBytes(32) : null;
     const backedUp: Omit<DiskBackupOutcome, 'staleSnapshotsRemoved'>[] = [];
     try {
-      await r.cache.sync(r.repo);
+      await synced;
       for (const [i, disk] of disks.entries()) {
         let parent: SnapshotEntry | null = parents.get(disk) ?? null;
         let fullReason: string | null = null;
@@ -162,6 +166,7 @@ export async function runDiskBackup(
     for (const o of backedUp) outcomes.push({ ...o, staleSnapshotsRemoved: await removeStaleSnapshots(r, client, io, o.disk, snapName) });
     return { outcomes, postError };
   } finally {
+    await synced.catch(() => {}); // no sync runs on after the marker is gone
     await marker.stop();
   }
 }

@@ -119,7 +119,8 @@ export class DirBackend extends Backend {
     const drop = async (): Promise<void> => {
       await chain;
       await fh?.close().catch(() => {});
-      if (fh !== null) await unlink(temp).catch(() => {});
+      fh = null;
+      await unlink(temp).catch(() => {}); // none if nothing was written
     };
     return {
       write: (data) => {
@@ -149,7 +150,6 @@ export class DirBackend extends Backend {
           await syncDir(dirname(target));
         } catch (err) {
           await drop();
-          await unlink(temp).catch(() => {});
           throw this.storageError('write', path, err);
         }
       },

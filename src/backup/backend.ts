@@ -147,12 +147,9 @@ export abstract class Backend {
       },
       async commit(path) {
         finish();
-        if (!path.startsWith(dir + '/')) {
-          await inner.abort();
-          throw new BackupError(BackupErrorCode.INVALID, `Object ${path} is not under ${dir}/, where it was written`);
-        }
         try {
           checkPath(path);
+          if (!path.startsWith(dir + '/')) throw new BackupError(BackupErrorCode.INVALID, `Object ${path} is not under ${dir}/, where it was written`);
         } catch (err) {
           await inner.abort();
           throw err;

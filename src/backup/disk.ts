@@ -66,8 +66,8 @@ export interface DiskBackupOptions extends WriterLimits {
 }
 
 /**
- * Consecutive chunks to read go to the source in one readMany of at most this many bytes: with
- * 256 KiB chunks, a full backup through the node had made one HTTP request per chunk.
+ * Consecutive chunks to read go to the source in one readMany of at most this many bytes: a
+ * request per chunk cost the node and the client CPU per chunk (docs/benchmarks.md).
  */
 export const readRunBytesMax = 4 << 20;
 

@@ -67,7 +67,7 @@ export function runHook(io: Io, which: 'pre' | 'post', command: string, env: Rec
 /** The node's disks and snapshots through its HTTP API, for runDiskBackup. */
 class ApiDiskHost implements DiskHost {
   private readonly client: ApiClient;
-  readonly data: NodeData;
+  private readonly data: NodeData;
 
   constructor(client: ApiClient) {
     this.client = client;
@@ -89,6 +89,11 @@ class ApiDiskHost implements DiskHost {
 
   source(disk: string, snap: string, sizeBytes: number): DiskSnapshotSource {
     return this.data.source(disk, snap, sizeBytes);
+  }
+
+  /** Closes the data connections. */
+  close(): void {
+    this.data.close();
   }
 }
 
@@ -120,7 +125,7 @@ export async function runDiskBackup(
       now: run.now,
     });
   } finally {
-    host.data.close();
+    host.close();
   }
 }
 

@@ -54,6 +54,16 @@ function checkRange(vol: Volume, offset: number, length: number): void {
   }
 }
 
+/**
+ * The runs of [offset, offset + length) of `vol` as the extents route types them: allocation
+ * (`data`, `zero`, `hole`), or with `since` `changed` / `unchanged` (a backup run by the node reads
+ * them this way too).
+ */
+export async function extentRunsOf(vol: Volume, offset: number, length: number, since?: string): Promise<ExtentRun[]> {
+  if (since !== undefined) return (await vol.changedSince(since, offset, length)).map((e) => ({ offset: e.offset, length: e.length, type: e.changed ? 'changed' : 'unchanged' }));
+  return (await vol.blockStatus(offset, length)).map((e) => ({ offset: e.offset, length: e.length, type: !e.zero ? 'data' : e.hole ? 'hole' : 'zero' }));
+}
+
 /** GET /disks/{name}/snapshots/{snap}/extents[?since=SNAP][&offset=N][&length=N] */
 export async function readExtents(p: Record<string, string>, _b: unknown, ctx: RequestContext): Promise<Reply> {
   const q = checkQuery(ctx.query, { since: { type: 'string', required: false }, offset: { type: 'bytes', required: false }, length: { type: 'bytes', required: false } });
@@ -77,11 +87,7 @@ export async function readExtents(p: Record<string, string>, _b: unknown, ctx: R
     let at = offset;
     while (at < end && extents.length < ctx.extentsMax) {
       const n = Math.min(extentWindowBytes - (at % extentWindowBytes), end - at);
-      if (q.since !== undefined) {
-        for (const e of await vol.changedSince(q.since, at, n)) push(e.offset, e.length, e.changed ? 'changed' : 'unchanged');
-      } else {
-        for (const e of await vol.blockStatus(at, n)) push(e.offset, e.length, !e.zero ? 'data' : e.hole ? 'hole' : 'zero');
-      }
+      for (const e of await extentRunsOf(vol, at, n, q.since)) push(e.offset, e.length, e.type);
       at += n;
     }
     const body: ExtentsReply = { sizeBytes, since: q.since ?? null, offset, length: at - offset, extents, next: at < end ? at : null };

@@ -98,11 +98,11 @@ export const instantRestoreRoutes: Route[] = [
 /**
  * The disks a request would change, for the check that refuses changes to disks being restored:
  * every non-GET route with a `{name}` (but a flush, which changes nothing), and the disks of a
- * group snapshot.
+ * group snapshot or a backup (which takes one).
  */
 export function disksChangedBy(method: string, path: string, params: Record<string, string>, body: unknown): string[] {
   if (method === 'GET') return [];
-  if (path === `${prefix}/snapshots`) {
+  if (path === `${prefix}/snapshots` || path === `${prefix}/backups`) {
     const disks = (body as { disks?: unknown } | undefined)?.disks;
     return Array.isArray(disks) ? disks.filter((d): d is string => typeof d === 'string') : [];
   }

@@ -4,6 +4,7 @@
  * routes the router serves.
  */
 import { instantRestorePaths, instantRestoreSchemas } from './instant-restore.ts';
+import { backupPaths } from './backups.ts';
 
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 const json = (schema: unknown) => ({ content: { 'application/json': { schema } } });
@@ -283,6 +284,7 @@ export const openApiDocument = {
       },
     },
     ...instantRestorePaths,
+    ...backupPaths,
   },
   components: {
     schemas: {
@@ -447,7 +449,7 @@ export const openApiDocument = {
       UnsupportedMediaType: errorResponse('UNSUPPORTED_MEDIA_TYPE: the request body is not application/json'),
       NoSpace: errorResponse("NO_SPACE: the node's file system is full"),
       Internal: errorResponse('CORRUPT: stored data failed its checks; INTERNAL: an unexpected failure, see the node log'),
-      Unavailable: errorResponse('CLOSED: the node is shutting down; BUSY: too many requests in flight'),
+      Unavailable: errorResponse('CLOSED: the node is shutting down; BUSY: too many requests in flight, or a backup running already'),
       WrongPassword: errorResponse('WRONG_PASSWORD: no key of the backup repository opens with the password'),
       Repository: errorResponse('REPOSITORY: the backup repository failed, could not be reached, or holds damaged data'),
     },

@@ -7,6 +7,7 @@ import { openApiDocument } from './openapi.ts';
 import { flushDisk, readExtents, readSnapshotData, snapshotGroup, trimDisk, writeDiskData } from './data.ts';
 import type { InstantRestores } from '../hydrate/index.ts';
 import { instantRestoreRoutes } from './instant-restore.ts';
+import { backupRoutes, type BackupRunner } from './backups.ts';
 
 /** Base path of every route. */
 export const API_PREFIX = '/api/v1';
@@ -55,6 +56,8 @@ export interface RouteContext {
   extentsMax: number;
   /** The node's instant restores, or null when the server has none (tests of the API alone). */
   restores: InstantRestores | null;
+  /** The node's backups, or null when the server runs none (tests of the API alone). */
+  backups: BackupRunner | null;
 }
 
 /** What a handler sees of its request besides path parameters and a JSON body. */
@@ -145,6 +148,7 @@ export const routes: readonly Route[] = [
   route('POST', '/compact', null, async (_p, _b, { store }) => ({ status: 200, body: await store.compact() })),
   route('GET', '/openapi.json', null, () => ({ status: 200, body: openApiDocument })),
   ...instantRestoreRoutes,
+  ...backupRoutes,
 ];
 
 /** Result of matching a request path against the route table. */

@@ -2,6 +2,7 @@ import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Store } from '../engine/index.ts';
+import type { BackupRunner } from './backups.ts';
 import type { InstantRestores } from '../hydrate/index.ts';
 import { ApiError, ApiErrorCode, toApiError } from './errors.ts';
 import { readJsonBody, sendError, sendJson } from './http.ts';
@@ -34,6 +35,8 @@ export interface ApiServerOptions {
   extentsMax?: number;
   /** The node's instant restores: served under /instant-restores, and disks being restored refuse changes. */
   restores?: InstantRestores;
+  /** The node's backups, served under /backups. */
+  backups?: BackupRunner;
 }
 
 /** An HTTP server for the JSON API under /api/v1. */
@@ -65,7 +68,7 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
       stats: await opts.store.stats(),
     };
   };
-  const ctx: RouteContext = { store: opts.store, nodeInfo, rangeBytesMax: opts.rangeBytesMax ?? 16 << 20, extentsMax: opts.extentsMax ?? 65536, restores: opts.restores ?? null };
+  const ctx: RouteContext = { store: opts.store, nodeInfo, rangeBytesMax: opts.rangeBytesMax ?? 16 << 20, extentsMax: opts.extentsMax ?? 65536, restores: opts.restores ?? null, backups: opts.backups ?? null };
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const startMs = Date.now();

@@ -2,8 +2,8 @@
  * A disk backup from start to end (docs/backup.md, "Disk backups through the node"): hooks around
  * one (group) snapshot, which base each disk's backup starts from, the node snapshots kept as
  * bases, and the removal of those interrupted backups left. What it asks of the node holding the
- * disks goes through a DiskHost: the CLI's speaks the node's HTTP API (src/cli/backup-disk.ts);
- * one over the engine itself can serve a backup run by the node.
+ * disks goes through a DiskHost: the node's own over its engine (src/node/backups.ts), or, for
+ * `backup create --local`, the CLI's over the node's HTTP API (src/cli/backup-disk.ts).
  */
 import { randomBytes } from 'node:crypto';
 import { backupDisk, backupSnapshotName, latestDiskRestorePoints, staleBackupSnapshots, type DiskBackupProgress, type DiskBackupResult, type DiskSnapshotSource } from './disk.ts';

@@ -20,6 +20,7 @@ export type { RestoreLimits, RestoreProgress, RestoreSink, RestoreMovers, Restor
 export { backupDisk, backupSnapshotName, latestDiskRestorePoints, diskSizeOf, snapshotByteSource, staleBackupSnapshots, catalogReadPageBytes, catalogReadPagesMax } from './disk.ts';
 export type { DiskExtent, DiskSnapshotSource, DiskBackupOptions, DiskBackupProgress, DiskBackupResult } from './disk.ts';
 export { runDiskBackup } from './disk-run.ts';
+export { outcomeJson, restorePointJson } from './json.ts';
 export type { DiskBackupOutcome, DiskBackupRun, DiskHost, HookEnv } from './disk-run.ts';
 export * as format from './format.ts';
 export { seal, tryOpen, makeKeyFile, parseKeyFile, unwrapKeyFile, encodeObject, decodeObject, sealBlob, blobId } from './crypto.ts';

@@ -19,31 +19,11 @@ import {
   type RepoContext,
   type SnapshotEntry,
 } from '../backup/index.ts';
-import type { CommandContext, Io, OptionSpec } from './commands.ts';
-import { CliError, CliErrorCode, usageError } from './errors.ts';
+import type { CommandContext, Io } from './commands.ts';
+import { CliError, CliErrorCode } from './errors.ts';
+import { password, repoLocation } from './backup-options.ts';
 
-export const repoOption: OptionSpec = { type: 'string', valueName: 'PATH', description: 'Repository: a directory (default: $TESSERA_REPO)' };
-export const jsonOption: OptionSpec = { type: 'boolean', description: 'Print JSON instead of text' };
-
-/** The repository location from --repo or $TESSERA_REPO. */
-export function repoLocation(ctx: CommandContext): string {
-  const repo = (ctx.values.repo as string | undefined) ?? ctx.io.env.TESSERA_REPO;
-  if (repo === undefined || repo === '') throw usageError('missing --repo PATH (or set TESSERA_REPO)');
-  return repo;
-}
-
-/** The password from $TESSERA_PASSWORD, else asked on the terminal. */
-export async function password(io: Io, options: { confirm?: boolean; envName?: string; prompt?: string } = {}): Promise<string> {
-  const envName = options.envName ?? 'TESSERA_PASSWORD';
-  const fromEnv = io.env[envName];
-  if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
-  if (io.readSecret === undefined) throw new CliError(CliErrorCode.FAILED, `no password: set ${envName} or run on a terminal`);
-  const prompt = options.prompt ?? 'Repository password';
-  const first = await io.readSecret(`${prompt}: `);
-  if (first === '') throw new CliError(CliErrorCode.FAILED, 'the password must not be empty');
-  if (options.confirm && (await io.readSecret(`${prompt} again: `)) !== first) throw new CliError(CliErrorCode.FAILED, 'the passwords do not match');
-  return first;
-}
+export { awsEnv, formatTime, jsonOption, nodeLocation, parseDuration, password, percent, printJson, progressLine, repoLocation, repoOption } from './backup-options.ts';
 
 /** Runs `fn`, turning BackupErrors into one-line CLI failures. */
 export async function reported<T>(fn: () => Promise<T>): Promise<T> {
@@ -159,49 +139,4 @@ export async function locateInRepo(ctx: CommandContext, id: string, location: st
   const pw = await password(ctx.io);
   const located = await reported(() => withRepository(ctx.io, location, pw, (repo) => locateRestorePoint(repo, id)));
   return { located, password: pw };
-}
-
-/**
- * A progress line on stderr, redrawn at most 4 times a second, only on a terminal. Progress comes
- * per chunk: given a function, the text is made only when the line is drawn.
- */
-export function progressLine(io: Io): { update(text: string | (() => string)): void; done(): void } {
-  if (!io.stderrIsTty) return { update() {}, done() {} };
-  let last = 0;
-  let drawn = false;
-  return {
-    update(text) {
-      const now = Date.now();
-      if (now - last < 250) return;
-      last = now;
-      drawn = true;
-      io.stderr(`\r\x1b[K${typeof text === 'function' ? text() : text}`);
-    },
-    done() {
-      if (drawn) io.stderr('\r\x1b[K');
-    },
-  };
-}
-
-/** `part` of `whole` as a whole percentage. */
-export function percent(part: number, whole: number): string {
-  return whole === 0 ? '100%' : `${Math.floor((100 * part) / whole)}%`;
-}
-
-/** ms since the epoch as ISO 8601 UTC to the second. */
-export function formatTime(ms: number): string {
-  return new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
-}
-
-/** `value` as indented JSON on stdout. */
-export function printJson(io: Io, value: unknown): void {
-  io.stdout(JSON.stringify(value, null, 2) + '\n');
-}
-
-/** `90s`, `30m`, `1h`, `7d`, `0` → ms. */
-export function parseDuration(text: string): number {
-  const m = /^(\d{1,9})(ms|s|m|h|d)?$/.exec(text);
-  if (m === null || (m[2] === undefined && m[1] !== '0')) throw usageError(`invalid duration '${text}': expected e.g. 0, 90s, 30m, 1h, 2d`);
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] ?? 'ms']!;
-  return Number(m[1]) * unit;
 }

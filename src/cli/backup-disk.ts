@@ -1,10 +1,9 @@
 /**
- * The node side of `tessera backup create` and `backup restore --to-disk` (docs/cli.md): the
- * --pre and --post shell hooks, and the node's disks and snapshots through its HTTP API for the
- * backup's steps (src/backup/disk-run.ts). The backup itself runs here, in the CLI process: the
- * password never reaches the node.
+ * The node side of `tessera backup create --local` and `backup restore --to-disk` (docs/cli.md):
+ * the node's disks and snapshots through its HTTP API for the backup's steps
+ * (src/backup/disk-run.ts), which run here, in the CLI process: the password never reaches the
+ * node.
  */
-import { spawn } from 'node:child_process';
 import {
   diskSizeOf,
   restoreTo,
@@ -24,10 +23,10 @@ import type { DiskInfo, SnapshotInfo } from '../engine/index.ts';
 import type { ApiClient } from './client.ts';
 import type { Io } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
+import { runHook } from './hooks.ts';
 import { NodeData } from './node-data.ts';
 
-/** A hook runs at most this long before it is killed and counts as failed. */
-export const hookTimeoutMs = 10 * 60_000;
+export { hookTimeoutMs, runHook } from './hooks.ts';
 
 const seg = encodeURIComponent;
 
@@ -43,25 +42,6 @@ export interface DiskBackupRun {
   tenant?: string;
   /** Clock, for the snapshot name. */
   now?: () => number;
-}
-
-/** Runs `command` with `sh -c`, its output on our stderr; resolves to a failure message or null. */
-export function runHook(io: Io, which: 'pre' | 'post', command: string, env: Record<string, string>): Promise<string | null> {
-  return new Promise((resolve) => {
-    const child = spawn('/bin/sh', ['-c', command], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...io.env, ...env } as NodeJS.ProcessEnv });
-    child.stdout.setEncoding('utf8').on('data', (t: string) => io.stderr(t));
-    child.stderr.setEncoding('utf8').on('data', (t: string) => io.stderr(t));
-    const timer = setTimeout(() => child.kill('SIGKILL'), hookTimeoutMs);
-    child.once('error', (err) => {
-      clearTimeout(timer);
-      resolve(`the --${which} hook could not run: ${err.message}`);
-    });
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      if (code === 0) resolve(null);
-      else resolve(`the --${which} hook failed (${signal !== null ? `killed by ${signal}` : `exit ${code}`}): ${command}`);
-    });
-  });
 }
 
 /** The node's disks and snapshots through its HTTP API, for runDiskBackup. */

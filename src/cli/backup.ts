@@ -3,6 +3,8 @@
  * in the CLI process: the password and the data never reach a node.
  */
 import {
+  outcomeJson,
+  restorePointJson,
   Repository,
   backupFile,
   damagedAdvice,
@@ -22,32 +24,11 @@ import {
 } from '../backup/index.ts';
 import { formatTime, jsonOption, parseDuration, password, percent, printJson, progressLine, repoLocation, repoOption, reported, withRepo, withRestorePoint } from './backup-common.ts';
 import { runDiskBackup, restoreToNodeDisk } from './backup-disk.ts';
+import { backedUpLine, progressText } from './backup-create.ts';
 import type { Command, CommandContext, OptionSpec } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
 import { formatSize, parseSize } from './size.ts';
 import { formatTable } from './table.ts';
-
-/** A restore point as JSON shows it: ids as hex, times as ISO 8601; `where` is `here` (in this repository). */
-function snapshotJson(e: SnapshotEntry): object {
-  const s = e.snapshot;
-  return {
-    id: e.id,
-    time: new Date(s.time).toISOString(),
-    kind: s.kind,
-    name: s.name,
-    hostname: s.hostname,
-    sizeBytes: s.sizeBytes,
-    chunkSizeBytes: s.chunkSizeBytes,
-    parent: s.parent?.toString('hex') ?? null,
-    source: s.source,
-    group: s.group?.toString('hex') ?? null,
-    tenant: tenantOf(s),
-    archivedFrom: s.archivedFrom ?? null,
-    stats: s.stats,
-    where: 'here',
-    archive: null,
-  };
-}
 
 /**
  * A restore point archived out of this repository as `backup list --json` shows it: the fields
@@ -171,60 +152,12 @@ export const backupCommands: Command[] = [
           onProgress: (p) => progress.update(() => `backup ${percent(p.bytesScanned, p.sizeBytes)}  ${formatSize(p.bytesScanned)} of ${formatSize(p.sizeBytes)} read, ${formatSize(p.bytesStored)} stored`),
         }).finally(() => progress.done()),
       );
-      if (ctx.values.json) return printJson(ctx.io, { ...snapshotJson(r), movers: r.writer.movers() });
+      if (ctx.values.json) return printJson(ctx.io, { ...restorePointJson(r), movers: r.writer.movers() });
       const s = r.snapshot.stats;
       ctx.io.stdout(
         `Backed up ${ctx.args[0]} as restore point ${r.id.slice(0, 8)} (${name}): ${formatSize(s.bytesScanned)} read, ` +
           `${formatSize(s.bytesNew)} new stored as ${formatSize(s.bytesStored)}, ${s.chunksReused} chunks reused, ${s.chunksZero} zero, in ${(s.durationMs / 1000).toFixed(1)} s\n`,
       );
-    },
-  },
-  {
-    name: 'backup create',
-    args: ['DISK...'],
-    summary: "Back up disks of the node: a snapshot, then only allocated data (first time) or changed chunks",
-    options: {
-      repo: repoOption,
-      pre: { type: 'string', valueName: 'CMD', description: 'Shell command run before the snapshot (e.g. fsfreeze -f); failing aborts' },
-      post: { type: 'string', valueName: 'CMD', description: 'Shell command run after the snapshot, even if it failed (e.g. fsfreeze -u)' },
-      tenant: { type: 'string', valueName: 'NAME', description: 'Tenant the restore points belong to, for archival policies (default: default)' },
-      json: jsonOption,
-    },
-    examples: [
-      'tessera backup create vm1 --repo /srv/backups',
-      'tessera backup create vm1-root vm1-data --repo /srv/backups   # one consistency group',
-      "tessera backup create vm1 --pre 'ssh vm1 fsfreeze -f /srv' --post 'ssh vm1 fsfreeze -u /srv'",
-      'tessera backup create vm1 --repo /srv/backups --tenant acme',
-    ],
-    usesApi: true,
-    async run(ctx) {
-      const pre = ctx.values.pre as string | undefined;
-      const post = ctx.values.post as string | undefined;
-      const progress = progressLine(ctx.io);
-      const { outcomes, postError } = await withRepo(ctx, (r) =>
-        runDiskBackup(r, ctx.client(), ctx.io, {
-          disks: ctx.args,
-          pre,
-          post,
-          tenant: typeof ctx.values.tenant === 'string' ? ctx.values.tenant : undefined,
-          onProgress: (p) => progress.update(() => `backup ${p.disk} ${percent(p.bytesRead, p.bytesToRead)}  ${formatSize(p.bytesRead)} of ${formatSize(p.bytesToRead)} read, ${formatSize(p.bytesStored)} stored`),
-        }).finally(() => progress.done()),
-      );
-      if (ctx.values.json) {
-        printJson(
-          ctx.io,
-          outcomes.map((o) => ({ ...snapshotJson(o.result), incremental: o.result.incremental, fullReason: o.fullReason, catalogPagesRead: o.result.catalogPagesRead, catalogReused: o.result.catalogReused, staleSnapshotsRemoved: o.staleSnapshotsRemoved })),
-        );
-      } else {
-        for (const { disk, result } of outcomes) {
-          const s = result.snapshot.stats;
-          ctx.io.stdout(
-            `Backed up ${disk} as restore point ${result.id.slice(0, 8)} (${result.incremental ? 'incremental' : 'full'}): ${formatSize(s.bytesScanned)} read, ` +
-              `${formatSize(s.bytesNew)} new stored as ${formatSize(s.bytesStored)}, ${s.chunksReused} chunks reused, ${s.chunksZero} zero, in ${(s.durationMs / 1000).toFixed(1)} s\n`,
-          );
-        }
-      }
-      if (postError !== null) throw new CliError(CliErrorCode.FAILED, `${postError} (the backup itself completed)`);
     },
   },
   {
@@ -284,7 +217,7 @@ export const backupCommands: Command[] = [
       const rows: { time: number; id: string; json: object; cells: string[] }[] = [
         ...entries.map((e) => {
           const s = e.snapshot;
-          return { time: s.time, id: e.id, json: snapshotJson(e), cells: [e.id.slice(0, 8), formatTime(s.time), s.kind, s.name, formatSize(s.sizeBytes), formatSize(s.stats.bytesStored), 'here'] };
+          return { time: s.time, id: e.id, json: restorePointJson(e), cells: [e.id.slice(0, 8), formatTime(s.time), s.kind, s.name, formatSize(s.sizeBytes), formatSize(s.stats.bytesStored), 'here'] };
         }),
         ...records
           .filter((r) => !here.has(r.id))
@@ -432,3 +365,23 @@ export const backupCommands: Command[] = [
     },
   },
 ];
+
+/**
+ * `backup create --local`: the backup runs in this process (src/cli/backup-disk.ts); the command
+ * itself is backup-create.ts, which loads this module only then.
+ */
+export async function createLocally(ctx: CommandContext): Promise<void> {
+  const progress = progressLine(ctx.io);
+  const { outcomes, postError } = await withRepo(ctx, (r) =>
+    runDiskBackup(r, ctx.client(), ctx.io, {
+      disks: ctx.args,
+      pre: ctx.values.pre as string | undefined,
+      post: ctx.values.post as string | undefined,
+      tenant: typeof ctx.values.tenant === 'string' ? ctx.values.tenant : undefined,
+      onProgress: (p) => progress.update(() => progressText(p)),
+    }).finally(() => progress.done()),
+  );
+  if (ctx.values.json) printJson(ctx.io, outcomes.map(outcomeJson));
+  else for (const { disk, result } of outcomes) ctx.io.stdout(backedUpLine(disk, result.id, result.incremental, result.snapshot.stats));
+  if (postError !== null) throw new CliError(CliErrorCode.FAILED, `${postError} (the backup itself completed)`);
+}

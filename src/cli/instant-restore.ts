@@ -4,9 +4,8 @@
  * AWS variables) go to it in the request; it keeps them in memory only. The command looks the
  * restore point up first, so that one moved to an archive is restored from the archive.
  */
-import { resolve } from 'node:path';
 import type { InstantRestoreInfo } from '../hydrate/index.ts';
-import { archivePassword, locateInRepo, password, percent, printJson, repoLocation } from './backup-common.ts';
+import { archivePassword, awsEnv, locateInRepo, nodeLocation, password, percent, printJson, repoLocation } from './backup-common.ts';
 import type { Command, Io, OptionSpec } from './commands.ts';
 import { usageError } from './errors.ts';
 import { formatSize } from './size.ts';
@@ -14,28 +13,6 @@ import { formatTable } from './table.ts';
 
 const jsonOption: OptionSpec = { type: 'boolean', description: "Print the node's JSON reply instead of text" };
 const seg = encodeURIComponent;
-
-/** A repository location as the node opens it: a directory made absolute, as the node's working directory is not ours. */
-function nodeLocation(location: string): string {
-  return location.startsWith('s3://') ? location : resolve(location);
-}
-
-/**
- * The AWS variables a node takes with a restore (the node's list, `awsVariables` of src/hydrate,
- * is the one that decides; repeated here so that client commands do not load the engine).
- */
-const awsVariables = ['AWS_ENDPOINT_URL_S3', 'AWS_ENDPOINT_URL', 'AWS_REGION', 'AWS_DEFAULT_REGION', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN'];
-
-/** The AWS variables of this environment that are set: the node needs them for an s3:// repository. */
-function awsEnv(io: Io, repo: string): Record<string, string> {
-  const env: Record<string, string> = {};
-  if (!repo.startsWith('s3://')) return env;
-  for (const k of awsVariables) {
-    const v = io.env[k];
-    if (v !== undefined && v !== '') env[k] = v;
-  }
-  return env;
-}
 
 /** One line of progress: `1.2 GiB of 2.0 GiB copied (60%), 3 chunks for clients`. */
 function progressText(r: InstantRestoreInfo): string {

@@ -23,7 +23,11 @@ function repoOf(argv: readonly string[], env: Record<string, string | undefined>
 
 /** Starts the derivation, if the command line names a repository it can find a key file of. */
 export function deriveKeyAhead(argv: readonly string[], env: Record<string, string | undefined>): void {
-  const repo = repoOf(argv, env);
+  deriveKeyFor(repoOf(argv, env), env);
+}
+
+/** The same for a repository location known already (`backup create --local`, before it loads the backup modules). */
+export function deriveKeyFor(repo: string | undefined, env: Record<string, string | undefined>): void {
   const password = env.TESSERA_PASSWORD;
   if (repo === undefined || repo === '' || repo.includes('://') || password === undefined || password === '') return;
   try {

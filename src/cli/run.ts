@@ -6,9 +6,13 @@ import type { Command, Io, OptionSpec } from './commands.ts';
 import { CliError, usageError } from './errors.ts';
 import { deriveKeyAhead } from './key-ahead.ts';
 import { serveCommand } from './serve.ts';
+import { backupCreateCommand } from './backup-create.ts';
 
-/** The commands whose modules load little: the node's, and those that only talk to its API. */
-const lightCommands: Command[] = [serveCommand, ...clientCommands];
+/**
+ * The commands whose modules load little: the node's, and those that only talk to its API
+ * (`backup create`, which the node runs, among them).
+ */
+const lightCommands: Command[] = [serveCommand, ...clientCommands, backupCreateCommand];
 
 /**
  * Every command, in the order help lists them. The backup commands' modules load the repository
@@ -200,7 +204,10 @@ export async function runCli(argv: string[], io: Io): Promise<number> {
 /** Whether the command words may name a command beyond the light ones (or help lists them all). */
 function needsAllCommands(words: string[], version: boolean): boolean {
   if (words.length === 0) return !version;
-  return words[0] === 'help' || !lightCommands.some((c) => c.name.split(' ')[0] === words[0]);
+  if (words[0] === 'help') return true;
+  if (lightCommands.some((c) => c.name.split(' ').every((w, i) => words[i] === w))) return false;
+  // The other backup commands are not light, though `backup create` is.
+  return words[0] === 'backup' || !lightCommands.some((c) => c.name.split(' ')[0] === words[0]);
 }
 
 async function dispatch(argv: string[], io: Io): Promise<number> {

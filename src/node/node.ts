@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import { createApiServer } from '../api/index.ts';
 import { Store } from '../engine/index.ts';
 import { InstantRestores } from '../hydrate/index.ts';
+import { NodeBackups } from './backups.ts';
 import { NbdServer } from '../nbd/index.ts';
 import { NodeError, NodeErrorCode } from './errors.ts';
 import { acquireLock } from './lock.ts';
@@ -88,9 +89,13 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     await listen({ what: 'NBD', address: socketPath }, () => nbd.listenUnix(socketPath));
     undo.push(() => unlink(socketPath).catch(() => {}));
 
+    // Disk backups the node runs itself (docs/backup.md, "Disk backups run by the node").
+    const backups = new NodeBackups({ store, dataDir });
+    undo.push(() => backups.close());
     const api = createApiServer({
       store,
       restores,
+      backups,
       log,
       nodeFacts: () => ({
         version: VERSION,
@@ -115,6 +120,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
           await unlink(socketPath).catch(() => {});
           await api.close();
           await restores.close();
+          await backups.close();
           await store.close();
           await lock.release();
           log('node: stopped');

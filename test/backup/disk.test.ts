@@ -374,7 +374,7 @@ test('incremental backups after trims, zeroes, rewrites and a resize restore byt
   assert.equal(third.sizeBytes, 20 * MiB);
 });
 
-test('backup create killed with SIGKILL mid-way: the next backup into that repository removes the snapshot it left, never one a running backup or another repository needs; it restores byte-exact, verify is clean', async (t) => {
+test('backup create --local killed with SIGKILL mid-way: the next backup into that repository removes the snapshot it left, never one a running backup or another repository needs; it restores byte-exact, verify is clean', async (t) => {
   const seed = testSeed(t);
   const a = await newRepo('repo-kill', smallRepo); // 64 KiB chunks, 256 KiB packs: index files often
   const b = await newRepo('repo-kill-other', smallRepo);
@@ -397,7 +397,7 @@ test('backup create killed with SIGKILL mid-way: the next backup into that repos
       return 0;
     }
   };
-  const child = spawnTracked(tesseraBin, ['--api', node.api, 'backup', 'create', 'kb', '--repo', a.repo], { env: a.env });
+  const child = spawnTracked(tesseraBin, ['--api', node.api, 'backup', 'create', 'kb', '--repo', a.repo, '--local'], { env: a.env });
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -421,7 +421,7 @@ test('backup create killed with SIGKILL mid-way: the next backup into that repos
   const ready = join(dir, 'held-ready');
   const go = join(dir, 'held-go');
   const post = `echo "$TESSERA_SNAPSHOT" > ${ready}.tmp && mv ${ready}.tmp ${ready}; while [ ! -e ${go} ] && kill -0 $PPID 2>/dev/null; do sleep 0.1; done`;
-  const held = spawnTracked(tesseraBin, ['--api', node.api, 'backup', 'create', 'kb', '--repo', a.repo, '--post', post, '--json'], { env: a.env });
+  const held = spawnTracked(tesseraBin, ['--api', node.api, 'backup', 'create', 'kb', '--repo', a.repo, '--local', '--post', post, '--json'], { env: a.env });
   let heldOut = '';
   let heldErr = '';
   held.stdout!.setEncoding('utf8').on('data', (c: string) => (heldOut += c));
@@ -434,7 +434,7 @@ test('backup create killed with SIGKILL mid-way: the next backup into that repos
   const heldSnap = readFileSync(ready, 'utf8').trim();
   assert.match(heldSnap, backupSnapshotOf(a.id));
 
-  const [rerun] = await tesseraJson(a.env, ['backup', 'create', 'kb', '--repo', a.repo]);
+  const [rerun] = await tesseraJson(a.env, ['backup', 'create', 'kb', '--repo', a.repo, '--local']);
   assert.equal(rerun.incremental, false);
   assert.ok(rerun.stats.chunksReused > 0, 'chunks the killed run uploaded are reused');
   assert.deepEqual(rerun.staleSnapshotsRemoved, killed, 'the snapshot the killed backup left is removed');

@@ -1,0 +1,143 @@
+/**
+ * POST /api/v1/backups (docs/api.md, "Backups"): a disk backup the node runs itself, its events
+ * streamed back as JSON lines. The node opens the repository with the password (and, for s3://,
+ * the AWS variables) the request carries, and keeps them in memory only.
+ */
+import type { ServerResponse } from 'node:http';
+import { awsVariables } from '../hydrate/index.ts';
+import { ApiError, ApiErrorCode } from './errors.ts';
+import type { Route, RequestContext } from './routes.ts';
+import { checkBody } from './validate.ts';
+
+const prefix = '/api/v1';
+
+/** What the node's backup service is asked (src/node/backups.ts implements it). */
+export interface BackupRunner {
+  /** Whether a backup is running (another is refused meanwhile). */
+  readonly busy: boolean;
+  run(
+    req: { disks: string[]; repo: string; password: string; env: Record<string, string>; tenant?: string },
+    onEvent: (e: { event: string } & Record<string, unknown>) => void,
+    signal: AbortSignal,
+  ): Promise<{ outcomes: object[] }>;
+}
+
+/** Most disks one backup takes (a consistency group). */
+const disksMax = 64;
+/** Progress lines at most this often. */
+const progressEveryMs = 250;
+
+function service(ctx: RequestContext): BackupRunner {
+  if (ctx.backups === null) throw new ApiError(ApiErrorCode.NO_ROUTE, 'This server runs no backups');
+  return ctx.backups;
+}
+
+/** The optional fields of a backup request, checked; the required ones go to checkBody. */
+function checkRequest(raw: unknown): { disks: string[]; repo: string; password: string; env: Record<string, string>; tenant?: string } {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new ApiError(ApiErrorCode.BAD_REQUEST, 'The body must be a JSON object');
+  const { env, tenant, ...rest } = raw as Record<string, unknown>;
+  const fields = checkBody(rest, { disks: 'strings', repo: 'string', password: 'string' });
+  if (fields.disks.length === 0 || fields.disks.length > disksMax) throw new ApiError(ApiErrorCode.BAD_REQUEST, `Field 'disks' must name 1 to ${disksMax} disks`);
+  if (new Set(fields.disks).size !== fields.disks.length) throw new ApiError(ApiErrorCode.BAD_REQUEST, "Field 'disks' names a disk twice");
+  if (env !== undefined && (env === null || typeof env !== 'object' || Array.isArray(env) || !Object.values(env).every((v) => typeof v === 'string'))) {
+    throw new ApiError(ApiErrorCode.BAD_REQUEST, "Field 'env' must be an object of strings");
+  }
+  const unknown = Object.keys(env ?? {}).find((k) => !(awsVariables as readonly string[]).includes(k));
+  if (unknown !== undefined) throw new ApiError(ApiErrorCode.BAD_REQUEST, `Variable ${unknown} is not one the node takes; expected some of ${awsVariables.join(', ')}`);
+  if (tenant !== undefined && typeof tenant !== 'string') throw new ApiError(ApiErrorCode.BAD_REQUEST, "Field 'tenant' must be a string");
+  return { ...fields, env: (env ?? {}) as Record<string, string>, ...(tenant !== undefined ? { tenant } : {}) };
+}
+
+/** Writes one JSON line; resolves once the socket took it. */
+function writeLine(res: ServerResponse, value: unknown): Promise<void> {
+  return new Promise((resolve) => {
+    if (res.destroyed) return resolve();
+    res.write(JSON.stringify(value) + '\n', () => resolve());
+  });
+}
+
+/** The backup routes. */
+export const backupRoutes: Route[] = [
+  {
+    method: 'POST',
+    path: `${prefix}/backups`,
+    // Read as JSON; checked by checkRequest (`env` and `tenant` are optional).
+    body: { disks: 'strings', repo: 'string', password: 'string' },
+    handle: async (_p, raw, ctx) => {
+      const runner = service(ctx);
+      const req = checkRequest(raw);
+      if (runner.busy) throw new ApiError(ApiErrorCode.BUSY, 'A backup is running on this node already; try again when it is done');
+      return {
+        status: 200,
+        headers: { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' },
+        async stream(res: ServerResponse) {
+          // A client that goes away cancels the backup (it fails as a backup killed half-way
+          // would not: its new snapshots are deleted again).
+          const gone = new AbortController();
+          res.on('close', () => {
+            if (!res.writableFinished) gone.abort();
+          });
+          let lastProgress = 0;
+          try {
+            const { outcomes } = await runner.run(
+              req,
+              (e) => {
+                if (e.event === 'progress') {
+                  const now = Date.now();
+                  if (now - lastProgress < progressEveryMs) return;
+                  lastProgress = now;
+                }
+                void writeLine(res, e);
+              },
+              gone.signal,
+            );
+            await writeLine(res, { event: 'done', outcomes });
+          } catch (err) {
+            const e = err as { code?: string; message?: string };
+            await writeLine(res, { event: 'error', code: e.code ?? 'INTERNAL', message: e.message ?? String(err) });
+          }
+          res.end();
+        },
+      };
+    },
+  },
+];
+
+const json = (schema: unknown) => ({ content: { 'application/json': { schema } } });
+const errorRef = (name: string) => ({ $ref: `#/components/responses/${name}` });
+
+/** OpenAPI paths of the backup routes. */
+export const backupPaths = {
+  '/api/v1/backups': {
+    post: {
+      operationId: 'runBackup',
+      summary: 'Back up disks of this node into a repository, run by the node; its events stream back as JSON lines',
+      description:
+        'The node takes one snapshot of the disks, backs each up (incrementally from the newest restore point of the disk whose base snapshot it still has) ' +
+        'and answers with lines: `{"event":"snapshot","name"}` once the snapshot is taken, `{"event":"progress","progress"}` at most 4 times a second, ' +
+        '`{"event":"note","message"}`, then `{"event":"done","outcomes":[…]}` (what `tessera backup create --json` prints) or `{"event":"error","code","message"}`. ' +
+        'Closing the connection cancels the backup. One backup runs at a time; the repository and its worker threads stay open for a minute after one.',
+      requestBody: {
+        required: true,
+        ...json({
+          type: 'object',
+          required: ['disks', 'repo', 'password'],
+          additionalProperties: false,
+          properties: {
+            disks: { type: 'array', items: { type: 'string' }, minItems: 1, maxItems: disksMax },
+            repo: { type: 'string', description: 'Repository as the node sees it: an absolute directory path or s3://bucket/prefix' },
+            password: { type: 'string', description: 'Repository password; kept in memory only' },
+            env: { type: 'object', additionalProperties: { type: 'string' }, description: 'AWS_* variables for an s3:// repository' },
+            tenant: { type: 'string' },
+          },
+        }),
+      },
+      responses: {
+        '200': { description: 'The backup\'s events, one JSON object per line', content: { 'application/x-ndjson': { schema: { type: 'string' } } } },
+        '400': errorRef('BadRequest'),
+        '503': errorRef('Unavailable'),
+        '500': errorRef('Internal'),
+      },
+    },
+  },
+};

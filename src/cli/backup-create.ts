@@ -1,0 +1,71 @@
+/**
+ * `tessera backup create` (docs/cli.md): by default the node runs the backup
+ * (backup-on-node.ts), and this command only needs the modules of a client of the node; with
+ * `--local` it runs here (createLocally of backup.ts, loaded then).
+ */
+import { backupOnNode } from './backup-on-node.ts';
+import { jsonOption, password, percent, printJson, progressLine, repoLocation, repoOption } from './backup-options.ts';
+import type { Command } from './commands.ts';
+import { CliError, CliErrorCode, usageError } from './errors.ts';
+import { deriveKeyFor } from './key-ahead.ts';
+import { formatSize } from './size.ts';
+
+/** The line `backup create` prints per disk. */
+export function backedUpLine(disk: string, id: string, incremental: boolean, s: { bytesScanned: number; bytesNew: number; bytesStored: number; chunksReused: number; chunksZero: number; durationMs: number }): string {
+  return (
+    `Backed up ${disk} as restore point ${id.slice(0, 8)} (${incremental ? 'incremental' : 'full'}): ${formatSize(s.bytesScanned)} read, ` +
+    `${formatSize(s.bytesNew)} new stored as ${formatSize(s.bytesStored)}, ${s.chunksReused} chunks reused, ${s.chunksZero} zero, in ${(s.durationMs / 1000).toFixed(1)} s\n`
+  );
+}
+
+/** The progress line of a disk backup. */
+export function progressText(p: { disk: string; bytesRead: number; bytesToRead: number; bytesStored: number }): string {
+  return `backup ${p.disk} ${percent(p.bytesRead, p.bytesToRead)}  ${formatSize(p.bytesRead)} of ${formatSize(p.bytesToRead)} read, ${formatSize(p.bytesStored)} stored`;
+}
+
+/** `tessera backup create` (docs/cli.md). */
+export const backupCreateCommand: Command = {
+  name: 'backup create',
+  args: ['DISK...'],
+  summary: 'Back up disks of the node (the node runs it): a snapshot, then only allocated data (first time) or changed chunks',
+  options: {
+    repo: repoOption,
+    pre: { type: 'string', valueName: 'CMD', description: 'Shell command run before the snapshot (e.g. fsfreeze -f); failing aborts' },
+    post: { type: 'string', valueName: 'CMD', description: 'Shell command run after the snapshot, even if it failed (e.g. fsfreeze -u)' },
+    tenant: { type: 'string', valueName: 'NAME', description: 'Tenant the restore points belong to, for archival policies (default: default)' },
+    local: { type: 'boolean', description: 'Run the backup in this process, not on the node (the password stays here; for a repository only this host reaches)' },
+    json: jsonOption,
+  },
+  examples: [
+    'tessera backup create vm1 --repo /srv/backups',
+    "tessera backup create vm1 --repo /srv/backups --local   # this process reads the node's disk and writes the repository",
+    'tessera backup create vm1-root vm1-data --repo /srv/backups   # one consistency group',
+    "tessera backup create vm1 --pre 'ssh vm1 fsfreeze -f /srv' --post 'ssh vm1 fsfreeze -u /srv'",
+    'tessera backup create vm1 --repo /srv/backups --tenant acme',
+  ],
+  usesApi: true,
+  async run(ctx) {
+    const disks = ctx.args;
+    const dup = disks.find((d, i) => disks.indexOf(d) !== i);
+    if (dup !== undefined) throw usageError(`disk ${dup} is named twice`);
+    if (ctx.values.local === true) {
+      // The key is derived while the backup modules load (see key-ahead.ts).
+      deriveKeyFor((ctx.values.repo as string | undefined) ?? ctx.io.env.TESSERA_REPO, ctx.io.env);
+      const { createLocally } = await import('./backup.ts');
+      return createLocally(ctx);
+    }
+    const progress = progressLine(ctx.io);
+    const done = await backupOnNode(ctx.client().baseUrl, ctx.io, {
+      disks,
+      repo: repoLocation(ctx),
+      password: await password(ctx.io),
+      pre: ctx.values.pre as string | undefined,
+      post: ctx.values.post as string | undefined,
+      tenant: typeof ctx.values.tenant === 'string' ? ctx.values.tenant : undefined,
+      onProgress: (p) => progress.update(() => progressText(p)),
+    }).finally(() => progress.done());
+    if (ctx.values.json) printJson(ctx.io, done.outcomes);
+    else for (const o of done.outcomes) ctx.io.stdout(backedUpLine(o.name, o.id, o.incremental, o.stats));
+    if (done.postError !== null) throw new CliError(CliErrorCode.FAILED, `${done.postError} (the backup itself completed)`);
+  },
+};

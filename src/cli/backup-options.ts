@@ -1,0 +1,98 @@
+/**
+ * The backup commands' options and output helpers that need no backup code: the commands that
+ * only talk to a node (`backup create`, which the node runs) load this, not backup-common.ts.
+ */
+import { resolve } from 'node:path';
+import type { CommandContext, Io, OptionSpec } from './commands.ts';
+import { CliError, CliErrorCode, usageError } from './errors.ts';
+
+export const repoOption: OptionSpec = { type: 'string', valueName: 'PATH', description: 'Repository: a directory (default: $TESSERA_REPO)' };
+export const jsonOption: OptionSpec = { type: 'boolean', description: 'Print JSON instead of text' };
+
+/** The repository location from --repo or $TESSERA_REPO. */
+export function repoLocation(ctx: CommandContext): string {
+  const repo = (ctx.values.repo as string | undefined) ?? ctx.io.env.TESSERA_REPO;
+  if (repo === undefined || repo === '') throw usageError('missing --repo PATH (or set TESSERA_REPO)');
+  return repo;
+}
+
+/** The password from $TESSERA_PASSWORD, else asked on the terminal. */
+export async function password(io: Io, options: { confirm?: boolean; envName?: string; prompt?: string } = {}): Promise<string> {
+  const envName = options.envName ?? 'TESSERA_PASSWORD';
+  const fromEnv = io.env[envName];
+  if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
+  if (io.readSecret === undefined) throw new CliError(CliErrorCode.FAILED, `no password: set ${envName} or run on a terminal`);
+  const prompt = options.prompt ?? 'Repository password';
+  const first = await io.readSecret(`${prompt}: `);
+  if (first === '') throw new CliError(CliErrorCode.FAILED, 'the password must not be empty');
+  if (options.confirm && (await io.readSecret(`${prompt} again: `)) !== first) throw new CliError(CliErrorCode.FAILED, 'the passwords do not match');
+  return first;
+}
+
+/**
+ * A progress line on stderr, redrawn at most 4 times a second, only on a terminal. Progress comes
+ * per chunk: given a function, the text is made only when the line is drawn.
+ */
+export function progressLine(io: Io): { update(text: string | (() => string)): void; done(): void } {
+  if (!io.stderrIsTty) return { update() {}, done() {} };
+  let last = 0;
+  let drawn = false;
+  return {
+    update(text) {
+      const now = Date.now();
+      if (now - last < 250) return;
+      last = now;
+      drawn = true;
+      io.stderr(`\r\x1b[K${typeof text === 'function' ? text() : text}`);
+    },
+    done() {
+      if (drawn) io.stderr('\r\x1b[K');
+    },
+  };
+}
+
+/** `part` of `whole` as a whole percentage. */
+export function percent(part: number, whole: number): string {
+  return whole === 0 ? '100%' : `${Math.floor((100 * part) / whole)}%`;
+}
+
+/** ms since the epoch as ISO 8601 UTC to the second. */
+export function formatTime(ms: number): string {
+  return new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
+}
+
+/** `value` as indented JSON on stdout. */
+export function printJson(io: Io, value: unknown): void {
+  io.stdout(JSON.stringify(value, null, 2) + '\n');
+}
+
+/** `90s`, `30m`, `1h`, `7d`, `0` → ms. */
+export function parseDuration(text: string): number {
+  const m = /^(\d{1,9})(ms|s|m|h|d)?$/.exec(text);
+  if (m === null || (m[2] === undefined && m[1] !== '0')) throw usageError(`invalid duration '${text}': expected e.g. 0, 90s, 30m, 1h, 2d`);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] ?? 'ms']!;
+  return Number(m[1]) * unit;
+}
+
+/** A repository location as the node opens it: a directory made absolute, as the node's working directory is not ours. */
+export function nodeLocation(location: string): string {
+  return location.startsWith('s3://') ? location : resolve(location);
+}
+
+/**
+ * The AWS variables a node takes with a restore (the node's list, `awsVariables` of src/hydrate,
+ * is the one that decides; repeated here so that client commands do not load the engine); an
+ * instant restore and a backup run by the node take them.
+ */
+const awsVariables = ['AWS_ENDPOINT_URL_S3', 'AWS_ENDPOINT_URL', 'AWS_REGION', 'AWS_DEFAULT_REGION', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN'];
+
+/** The AWS variables of this environment that are set: the node needs them for an s3:// repository. */
+export function awsEnv(io: Io, repo: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  if (!repo.startsWith('s3://')) return env;
+  for (const k of awsVariables) {
+    const v = io.env[k];
+    if (v !== undefined && v !== '') env[k] = v;
+  }
+  return env;
+}

@@ -1,0 +1,205 @@
+/**
+ * Disk backups run by the node (docs/backup.md, "Disk backups run by the node"): the steps of
+ * runDiskBackup over the engine itself, with the repository's worker threads and derived key kept
+ * between backups, so that a backup pays neither a process's start nor the node's HTTP API.
+ */
+import { join } from 'node:path';
+import {
+  BackupError,
+  BackupErrorCode,
+  IndexCache,
+  Repository,
+  WorkerPool,
+  openBackend,
+  outcomeJson,
+  runDiskBackup,
+  type Backend,
+  type DiskBackupProgress,
+  type DiskHost,
+  type DiskSnapshotSource,
+} from '../backup/index.ts';
+import { extentRunsOf } from '../api/data.ts';
+import type { Store, Volume } from '../engine/index.ts';
+
+/** A backup the node is asked to run. */
+export interface NodeBackupRequest {
+  disks: string[];
+  /** Repository location as this node sees it: a directory path or `s3://bucket/prefix`. */
+  repo: string;
+  password: string;
+  /** AWS variables for an s3:// repository. */
+  env: Record<string, string>;
+  tenant?: string;
+}
+
+/** What a running backup reports. */
+export type NodeBackupEvent = { event: 'snapshot'; name: string } | { event: 'progress'; progress: DiskBackupProgress } | { event: 'note'; message: string };
+
+/** Extents asked of the engine per call: the API's window. */
+const extentWindowBytes = 1 << 30;
+
+/**
+ * The engine's disks and snapshots, for runDiskBackup: `onSnapshot` hears the snapshot once it is
+ * taken; reads fail once `signal` aborts.
+ */
+export class EngineDiskHost implements DiskHost {
+  private readonly store: Store;
+  private readonly signal: AbortSignal | undefined;
+  private readonly onSnapshot: ((name: string) => void) | undefined;
+
+  constructor(store: Store, options: { signal?: AbortSignal; onSnapshot?: (name: string) => void } = {}) {
+    this.store = store;
+    this.signal = options.signal;
+    this.onSnapshot = options.onSnapshot;
+  }
+
+  async snapshotNames(disk: string): Promise<string[]> {
+    return this.store.listSnapshots(disk).map((s) => s.name);
+  }
+
+  async snapshot(name: string, disks: readonly string[]): Promise<{ sizeBytes: number }[]> {
+    const snaps = await this.store.createSnapshots(disks, name);
+    this.onSnapshot?.(name);
+    return snaps;
+  }
+
+  deleteSnapshot(disk: string, name: string): Promise<void> {
+    return this.store.deleteSnapshot(disk, name);
+  }
+
+  source(disk: string, snap: string, sizeBytes: number): DiskSnapshotSource {
+    const { store, signal } = this;
+    const check = (): void => {
+      if (signal?.aborted) throw new BackupError(BackupErrorCode.INVALID, 'The backup was cancelled: its client went away');
+    };
+    const withVolume = async <T>(fn: (v: Volume) => Promise<T>): Promise<T> => {
+      check();
+      const vol = store.openVolume(disk, snap);
+      try {
+        return await fn(vol);
+      } finally {
+        vol.close();
+      }
+    };
+    return {
+      disk,
+      snapshot: snap,
+      sizeBytes,
+      extents: (visit, since) =>
+        withVolume(async (vol) => {
+          for (let at = 0; at < sizeBytes; at += extentWindowBytes) {
+            for (const e of await extentRunsOf(vol, at, Math.min(extentWindowBytes, sizeBytes - at), since)) visit(e);
+          }
+        }),
+      read: (offset, into) => withVolume((vol) => readInto(vol, offset, into)),
+      readMany: (offset, into) =>
+        withVolume(async (vol) => {
+          for (const buf of into) {
+            await readInto(vol, offset, buf);
+            offset += buf.length;
+          }
+        }),
+    };
+  }
+}
+
+/** Reads `into.length` bytes at `offset` of `vol` into `into` (the engine may return them elsewhere). */
+async function readInto(vol: Volume, offset: number, into: Buffer): Promise<void> {
+  const got = await vol.read(offset, into.length, into);
+  if (got.buffer !== into.buffer || got.byteOffset !== into.byteOffset) got.copy(into);
+}
+
+/** A repository opened for backups, kept between them with its worker threads. */
+interface OpenRepository {
+  location: string;
+  password: string;
+  env: string;
+  backend: Backend;
+  repo: Repository;
+  cache: IndexCache;
+  pool: WorkerPool;
+}
+
+/** The worker threads and the repository stay open this long after a backup. */
+export const keepOpenMs = 60_000;
+
+/**
+ * The node's backups: one at a time (another is refused while one runs); the last repository
+ * stays open, with its index cache and worker threads, for keepOpenMs.
+ */
+export class NodeBackups {
+  private readonly store: Store;
+  private readonly cacheDir: string;
+  private running = false;
+
+  /** Whether a backup is running (run() refuses another meanwhile). */
+  get busy(): boolean {
+    return this.running;
+  }
+  private open: OpenRepository | null = null;
+  private idleTimer: NodeJS.Timeout | null = null;
+
+  constructor(options: { store: Store; dataDir: string }) {
+    this.store = options.store;
+    // Not the instant restores' cache directory: each opens its own caches.
+    this.cacheDir = join(options.dataDir, 'backup-writer-cache');
+  }
+
+  /** Runs a backup; `onEvent` hears its snapshot and progress; `signal` cancels it. Outcomes as `backup create --json` prints them. */
+  async run(req: NodeBackupRequest, onEvent: (e: NodeBackupEvent) => void, signal?: AbortSignal): Promise<{ outcomes: object[] }> {
+    if (this.running) throw new BackupError(BackupErrorCode.INVALID, 'A backup is running on this node already; try again when it is done');
+    this.running = true;
+    if (this.idleTimer !== null) clearTimeout(this.idleTimer);
+    try {
+      const r = await this.repository(req);
+      const host = new EngineDiskHost(this.store, { signal, onSnapshot: (name) => onEvent({ event: 'snapshot', name }) });
+      const { outcomes } = await runDiskBackup(r, host, {
+        disks: req.disks,
+        tenant: req.tenant,
+        hookFailed: (message) => new BackupError(BackupErrorCode.INVALID, message), // no hooks here: the client runs them
+        note: (message) => onEvent({ event: 'note', message }),
+        onProgress: (progress) => onEvent({ event: 'progress', progress }),
+      });
+      return { outcomes: outcomes.map(outcomeJson) };
+    } finally {
+      this.running = false;
+      this.idleTimer = setTimeout(() => void this.closeRepository(), keepOpenMs);
+      this.idleTimer.unref();
+    }
+  }
+
+  /** The request's repository: the one kept open if it is the same, else opened anew. */
+  private async repository(req: NodeBackupRequest): Promise<OpenRepository> {
+    const env = JSON.stringify(Object.entries(req.env).sort());
+    const o = this.open;
+    if (o !== null && o.location === req.repo && o.password === req.password && o.env === env) return o;
+    await this.closeRepository();
+    const backend = await openBackend(req.repo, req.env as NodeJS.ProcessEnv);
+    try {
+      const repo = await Repository.open(backend, req.password);
+      const cache = IndexCache.open(repo.id, this.cacheDir);
+      const pool = new WorkerPool(repo.keys);
+      this.open = { location: req.repo, password: req.password, env, backend, repo, cache, pool };
+      return this.open;
+    } catch (err) {
+      await backend.close();
+      throw err;
+    }
+  }
+
+  private async closeRepository(): Promise<void> {
+    const o = this.open;
+    if (o === null || this.running) return;
+    this.open = null;
+    await o.pool.close();
+    await o.cache.close();
+    await o.backend.close();
+  }
+
+  /** Closes what is kept open (a running backup is not waited for). */
+  async close(): Promise<void> {
+    if (this.idleTimer !== null) clearTimeout(this.idleTimer);
+    this.running = false;
+    await this.closeRepository();
+  }
+}

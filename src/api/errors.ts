@@ -1,3 +1,4 @@
+import { CodedError } from '../util/coded-error.ts';
 import { BackupError, BackupErrorCode, type BackupErrorCodeValue } from '../backup/index.ts';
 import { EngineError, EngineErrorCode } from '../engine/index.ts';
 import type { EngineErrorCodeValue } from '../engine/index.ts';
@@ -82,14 +83,11 @@ const codeOfEngineCode: Record<EngineErrorCodeValue, ApiErrorCodeValue> = {
 };
 
 /** The API's one error class: a request the server refuses, with a stable code. */
-export class ApiError extends Error {
-  readonly code: ApiErrorCodeValue;
+export class ApiError extends CodedError<ApiErrorCodeValue> {
   /** Extra response headers, e.g. `allow` of a 405. */
   readonly headers: Record<string, string>;
   constructor(code: ApiErrorCodeValue, message: string, options?: { cause?: unknown; headers?: Record<string, string> }) {
-    super(message, options);
-    this.name = 'ApiError';
-    this.code = code;
+    super(code, message, options);
     this.headers = options?.headers ?? {};
   }
 

@@ -1,3 +1,5 @@
+import { CodedError } from '../util/coded-error.ts';
+
 /** Stable codes of BackupError. */
 export const BackupErrorCode = {
   /** A malformed argument: bad path, bad range, bad option. */
@@ -20,11 +22,4 @@ export const BackupErrorCode = {
 export type BackupErrorCodeValue = (typeof BackupErrorCode)[keyof typeof BackupErrorCode];
 
 /** The backup subsystem's one error class: what the world did wrong, with a stable code. */
-export class BackupError extends Error {
-  readonly code: BackupErrorCodeValue;
-  constructor(code: BackupErrorCodeValue, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'BackupError';
-    this.code = code;
-  }
-}
+export class BackupError extends CodedError<BackupErrorCodeValue> {}

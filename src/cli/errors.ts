@@ -1,3 +1,5 @@
+import { CodedError } from '../util/coded-error.ts';
+
 /** Stable codes of CliError. */
 export const CliErrorCode = {
   /** The command line is wrong: unknown command or option, missing argument, bad SIZE. */
@@ -12,14 +14,7 @@ export const CliErrorCode = {
 export type CliErrorCodeValue = (typeof CliErrorCode)[keyof typeof CliErrorCode];
 
 /** The CLI's one error class; its message is the one line the user sees. */
-export class CliError extends Error {
-  readonly code: CliErrorCodeValue;
-  constructor(code: CliErrorCodeValue, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'CliError';
-    this.code = code;
-  }
-
+export class CliError extends CodedError<CliErrorCodeValue> {
   /** Process exit status: 2 for usage errors, 1 for everything else. */
   get exitCode(): number {
     return this.code === CliErrorCode.USAGE ? 2 : 1;

@@ -1,3 +1,5 @@
+import { CodedError } from '../util/coded-error.ts';
+
 /** Stable codes of EngineError. */
 export const EngineErrorCode = {
   /** Unknown disk or snapshot. */
@@ -23,11 +25,4 @@ export const EngineErrorCode = {
 export type EngineErrorCodeValue = (typeof EngineErrorCode)[keyof typeof EngineErrorCode];
 
 /** The engine's one error class: what the world did wrong, with a stable code. */
-export class EngineError extends Error {
-  readonly code: EngineErrorCodeValue;
-  constructor(code: EngineErrorCodeValue, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'EngineError';
-    this.code = code;
-  }
-}
+export class EngineError extends CodedError<EngineErrorCodeValue> {}

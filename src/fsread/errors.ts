@@ -1,3 +1,5 @@
+import { CodedError } from '../util/coded-error.ts';
+
 /** Stable codes of FsReadError. */
 export const FsReadErrorCode = {
   /** The image's metadata is inconsistent: a bad magic, an offset outside the volume, a cycle. */
@@ -14,14 +16,7 @@ export const FsReadErrorCode = {
 export type FsReadErrorCodeValue = (typeof FsReadErrorCode)[keyof typeof FsReadErrorCode];
 
 /** The filesystem readers' one error class: what a damaged or unusual image did, with a stable code. */
-export class FsReadError extends Error {
-  readonly code: FsReadErrorCodeValue;
-  constructor(code: FsReadErrorCodeValue, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'FsReadError';
-    this.code = code;
-  }
-}
+export class FsReadError extends CodedError<FsReadErrorCodeValue> {}
 
 /** Shorthand for a CORRUPT error. */
 export function corrupt(message: string): FsReadError {

@@ -1,3 +1,5 @@
+import { CodedError } from '../util/coded-error.ts';
+
 /** Stable codes of HydrateError. */
 export const HydrateErrorCode = {
   /** A malformed request: bad disk name, unknown environment variable, repository too large. */
@@ -20,11 +22,4 @@ export const HydrateErrorCode = {
 export type HydrateErrorCodeValue = (typeof HydrateErrorCode)[keyof typeof HydrateErrorCode];
 
 /** The instant restore subsystem's one error class. Repository failures stay BackupErrors. */
-export class HydrateError extends Error {
-  readonly code: HydrateErrorCodeValue;
-  constructor(code: HydrateErrorCodeValue, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'HydrateError';
-    this.code = code;
-  }
-}
+export class HydrateError extends CodedError<HydrateErrorCodeValue> {}

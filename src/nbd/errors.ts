@@ -1,3 +1,4 @@
+import { CodedError } from '../util/coded-error.ts';
 import { EngineError, EngineErrorCode } from '../engine/index.ts';
 import { Errno, OptionReply } from './protocol.ts';
 
@@ -21,14 +22,7 @@ export const NbdErrorCode = {
 export type NbdErrorCodeValue = (typeof NbdErrorCode)[keyof typeof NbdErrorCode];
 
 /** The NBD server's one error class: what a client or the caller did wrong, with a stable code. */
-export class NbdError extends Error {
-  readonly code: NbdErrorCodeValue;
-  constructor(code: NbdErrorCodeValue, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'NbdError';
-    this.code = code;
-  }
-}
+export class NbdError extends CodedError<NbdErrorCodeValue> {}
 
 /**
  * The NBD error number to reply with when a command fails with `err`: the one place that decides

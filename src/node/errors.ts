@@ -1,3 +1,5 @@
+import { CodedError } from '../util/coded-error.ts';
+
 /** Stable codes of NodeError. */
 export const NodeErrorCode = {
   /** Another process holds the data directory. */
@@ -12,11 +14,4 @@ export const NodeErrorCode = {
 export type NodeErrorCodeValue = (typeof NodeErrorCode)[keyof typeof NodeErrorCode];
 
 /** The daemon's one error class: why a node could not start. */
-export class NodeError extends Error {
-  readonly code: NodeErrorCodeValue;
-  constructor(code: NodeErrorCodeValue, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'NodeError';
-    this.code = code;
-  }
-}
+export class NodeError extends CodedError<NodeErrorCodeValue> {}

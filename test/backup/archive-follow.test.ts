@@ -10,7 +10,7 @@ import { mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from
 import { after, before, test } from 'node:test';
 import { DirBackend, Repository, backupFile } from '../../src/backup/index.ts';
 import { cleanup, nbdcopy, seededBytes, startNode, type TesseraNode } from '../helpers/index.ts';
-import { makeExtImage, walkTree } from './fs-images.ts';
+import { makeExtImage, walkTree } from '../helpers/fs-images.ts';
 import { assertFailure, assertSameFile, cli, cliBytes, cliEnv, join, makeTempDir, openTestRepo, password, smallRepo } from './harness.ts';
 
 const day = 86_400_000;

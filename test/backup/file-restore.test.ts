@@ -10,7 +10,7 @@ import { open, readFile } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
 import { BackupWriter, Catalog, DirBackend, IndexCache, Repository, WorkerPool, backupFile, prune, readCatalogFile, readPackHeader, verify, type ByteRange, type CatalogEntry, type Snapshot } from '../../src/backup/index.ts';
 import { cleanup, testSeed } from '../helpers/index.ts';
-import { makeExtImage, makeFatImage, makePartitionedImage, makeTree, walkTree, type TreeEntry } from './fs-images.ts';
+import { makeExtImage, makeFatImage, makePartitionedImage, makeTree, walkTree, type TreeEntry } from '../helpers/fs-images.ts';
 import { scanIndex, scanMap } from '../../src/backup/scan.ts';
 import { assertFailure, cliBytes as cliBytesIn, cliEnv, join, makeTempDir, openTestRepo, password, smallRepo } from './harness.ts';
 

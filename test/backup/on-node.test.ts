@@ -6,20 +6,14 @@
  */
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { cleanup, nbdcopy, qemuIo, run, spawnTracked, startNode, tesseraBin, type RunResult, type TesseraNode } from '../helpers/index.ts';
+import { nbdcopy, qemuIo, run, spawnTracked, useNode, tesseraBin, type RunResult } from '../helpers/index.ts';
 import { cliEnv, join, makeTempDir, openTestRepo, password } from './harness.ts';
 
-let node: TesseraNode;
-let dir: string;
+const node = useNode();
+const dir = makeTempDir('tessera-on-node-');
 const MiB = 1 << 20;
-
-before(async () => {
-  node = await startNode();
-  dir = makeTempDir('tessera-on-node-');
-});
-after(cleanup);
 
 async function newRepo(name: string): Promise<{ repo: string; env: NodeJS.ProcessEnv }> {
   const repo = join(dir, name);

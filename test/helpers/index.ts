@@ -1,5 +1,5 @@
 /** Shared harness of the integration tests and the benchmark: real node, real clients, cleanup. */
-export { startNode, TesseraNode, tesseraBin } from './node.ts';
+export { startNode, useNode, TesseraNode, tesseraBin } from './node.ts';
 export type { StartNodeOptions, StoreStats } from './node.ts';
 export { run, runOk, spawnTracked, requireTool, requirePythonNbd, makeTempDir, cleanup, cleanupSync } from './process.ts';
 export type { RunResult, RunOptions } from './process.ts';

@@ -6,7 +6,8 @@ import type { ChildProcess } from 'node:child_process';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { makeTempDir, run, spawnTracked, type RunOptions, type RunResult } from './process.ts';
+import { after, before } from 'node:test';
+import { cleanup, makeTempDir, run, spawnTracked, type RunOptions, type RunResult } from './process.ts';
 
 /** Absolute path of bin/tessera in this checkout. */
 export const tesseraBin = fileURLToPath(new URL('../../bin/tessera', import.meta.url));
@@ -208,5 +209,22 @@ function findStats(v: unknown): StoreStats | null {
 export async function startNode(opts: StartNodeOptions = {}): Promise<TesseraNode> {
   const node = new TesseraNode(opts);
   await node.start();
+  return node;
+}
+
+/**
+ * The shared fixture of the test files that drive a real node: the file's node, constructed at
+ * once (its temp dirs made) and started by a `before` hook registered for the calling file, with
+ * an `after` hook that kills every child the file started and removes its temp dirs. A file's
+ * whole prelude is `const node = useNode();`; what the file's tests need on the node before they
+ * run goes in `setup` (a second `before` of the file's own could run before the node is up).
+ */
+export function useNode(opts: StartNodeOptions & { setup?: (node: TesseraNode) => Promise<void> } = {}): TesseraNode {
+  const node = new TesseraNode(opts);
+  before(async () => {
+    await node.start();
+    await opts.setup?.(node);
+  });
+  after(cleanup);
   return node;
 }

@@ -6,23 +6,16 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import {
-  assertFilesEqual, cleanup, makeTempDir, MiB, nbdcopy, qemuIo, requirePythonNbd, Rng, runOk, spawnTracked, startNode,
-  tesseraBin, testSeed, writeSeededFile, type TesseraNode,
+  assertFilesEqual, makeTempDir, MiB, nbdcopy, qemuIo, requirePythonNbd, Rng, runOk, spawnTracked, startNode, useNode, tesseraBin, testSeed, writeSeededFile,
 } from '../helpers/index.ts';
 
 const crashload = fileURLToPath(new URL('../helpers/crashload.py', import.meta.url));
 const blockBytes = 4096;
 
-let node: TesseraNode;
-let dir: string;
-
-before(async () => {
-  node = await startNode();
-  dir = makeTempDir();
-});
-after(cleanup);
+const node = useNode();
+const dir = makeTempDir();
 
 /** A running crashload writer: resolves `flushed(n)` once it reported n completed FLUSHes. */
 function startWriter(py: string, uri: string, state: string, seed: number, blocks: number) {

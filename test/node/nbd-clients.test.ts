@@ -4,20 +4,13 @@
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import {
-  assertFilesEqual, cleanup, makeTempDir, MiB, nbdcopy, nbdinfo, nbdinfoMap, qemuIo, Rng, startNode, testSeed,
-  writeSeededFile, type MapExtent, type TesseraNode,
+  assertFilesEqual, makeTempDir, MiB, nbdcopy, nbdinfo, nbdinfoMap, qemuIo, Rng, useNode, testSeed, writeSeededFile, type MapExtent,
 } from '../helpers/index.ts';
 
-let node: TesseraNode;
-let dir: string;
-
-before(async () => {
-  node = await startNode();
-  dir = makeTempDir();
-});
-after(cleanup);
+const node = useNode();
+const dir = makeTempDir();
 
 test('nbdcopy copies into an export and back byte for byte over TCP and the Unix socket', async (t) => {
   const seed = testSeed(t);

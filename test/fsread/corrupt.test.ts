@@ -9,9 +9,9 @@ import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { buildCatalog } from '../../src/backup/index.ts';
 import { bufferSource, FsReadError, openFilesystem, partitionSource, readLayout, walk, type ByteSource } from '../../src/fsread/index.ts';
-import { cleanup, Rng, testSeed } from '../helpers/index.ts';
-import { makeExtImage, makeFatImage, makePartitionedImage, makeTree } from './fs-images.ts';
-import { join, makeTempDir } from './harness.ts';
+import { join } from 'node:path';
+import { cleanup, makeTempDir, Rng, testSeed } from '../helpers/index.ts';
+import { makeExtImage, makeFatImage, makePartitionedImage, makeTree } from '../helpers/fs-images.ts';
 
 after(cleanup);
 

@@ -6,20 +6,13 @@ import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import {
-  assertFilesEqual, cleanup, makeTempDir, MiB, nbdcopy, qemuImg, qemuIo, requirePythonNbd, runOk, seededBytes, startNode,
-  tesseraBin, testSeed, writeSeededFile, type TesseraNode,
+  assertFilesEqual, makeTempDir, MiB, nbdcopy, qemuImg, qemuIo, requirePythonNbd, runOk, seededBytes, startNode, useNode, tesseraBin, testSeed, writeSeededFile,
 } from '../helpers/index.ts';
 
-let node: TesseraNode;
-let dir: string;
-
-before(async () => {
-  node = await startNode();
-  dir = makeTempDir();
-});
-after(cleanup);
+const node = useNode();
+const dir = makeTempDir();
 
 let pulls = 0;
 

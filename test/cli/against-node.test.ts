@@ -5,20 +5,18 @@
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import {
-  cleanup, makeTempDir, MiB, nbdinfo, qemuIo, requirePythonNbd, requireTool, run, spawnTracked, startNode, tesseraBin, type TesseraNode,
+  makeTempDir, MiB, nbdinfo, qemuIo, requirePythonNbd, requireTool, run, spawnTracked, startNode, useNode, tesseraBin,
 } from '../helpers/index.ts';
 
-let node: TesseraNode;
-
-before(async () => {
-  node = await startNode();
-  await node.cliOk(['disk', 'create', 'there', '--size', '8M']);
-  await node.cliOk(['snap', 'create', 'there', 's1']);
-  await node.cliOk(['disk', 'create', 'other', '--size', '1M']);
+const node = useNode({
+  setup: async (n) => {
+    await n.cliOk(['disk', 'create', 'there', '--size', '8M']);
+    await n.cliOk(['snap', 'create', 'there', 's1']);
+    await n.cliOk(['disk', 'create', 'other', '--size', '1M']);
+  },
 });
-after(cleanup);
 
 /** Each failing command, and a word its error line must contain. */
 const failures: [string, string[], RegExp][] = [

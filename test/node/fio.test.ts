@@ -1,16 +1,10 @@
 /** fio's nbd engine against a real node: verified random writes at queue depth 16. */
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { cleanup, makeTempDir, MiB, requireTool, run, startNode, testSeed, type TesseraNode } from '../helpers/index.ts';
+import { test } from 'node:test';
+import { makeTempDir, MiB, requireTool, run, useNode, testSeed } from '../helpers/index.ts';
 
-let node: TesseraNode;
-let dir: string;
-
-before(async () => {
-  node = await startNode();
-  dir = makeTempDir();
-});
-after(cleanup);
+const node = useNode();
+const dir = makeTempDir();
 
 interface FioJob {
   error: number;

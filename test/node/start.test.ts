@@ -10,7 +10,7 @@ import { after, test } from 'node:test';
 import { NodeError, NodeErrorCode, startNode, storeExports } from '../../src/node/index.ts';
 import type { RunningNode } from '../../src/node/index.ts';
 import { Store } from '../../src/engine/index.ts';
-import { nbdOpen } from './nbd-handshake.ts';
+import { nbdOpen } from '../cli/nbd-handshake.ts';
 
 const dirs: string[] = [];
 const nodes: RunningNode[] = [];

@@ -5,20 +5,11 @@
 import assert from 'node:assert/strict';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-import { after, before, test } from 'node:test';
-import {
-  assertFilesEqual, cleanup, makeTempDir, nbdcopy, requireTool, Rng, run, runOk, seededBytes, startNode, testSeed,
-  type TesseraNode,
-} from '../helpers/index.ts';
+import { test } from 'node:test';
+import { assertFilesEqual, makeTempDir, nbdcopy, requireTool, Rng, run, runOk, seededBytes, useNode, testSeed } from '../helpers/index.ts';
 
-let node: TesseraNode;
-let dir: string;
-
-before(async () => {
-  node = await startNode();
-  dir = makeTempDir();
-});
-after(cleanup);
+const node = useNode();
+const dir = makeTempDir();
 
 /** Every regular file under `root`, by path relative to it. */
 async function readTree(root: string): Promise<Map<string, Buffer>> {

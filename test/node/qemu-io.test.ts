@@ -1,14 +1,9 @@
 /** qemu-io against a real node: byte-exact writes at any alignment, read-only snapshot exports. */
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { cleanup, qemuIo, Rng, startNode, testSeed, type TesseraNode } from '../helpers/index.ts';
+import { test } from 'node:test';
+import { qemuIo, Rng, useNode, testSeed } from '../helpers/index.ts';
 
-let node: TesseraNode;
-
-before(async () => {
-  node = await startNode();
-});
-after(cleanup);
+const node = useNode();
 
 /** Splits a model buffer into runs of one byte value: the `read -P` checks that cover it. */
 function runsOf(model: Buffer): { offset: number; length: number; value: number }[] {

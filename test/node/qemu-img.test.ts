@@ -1,20 +1,11 @@
 /** qemu-img against a real node: image info, byte-exact conversion in and out, thin allocation map. */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
-import {
-  assertFilesEqual, cleanup, makeTempDir, MiB, qemuImg, qemuIo, runOk, startNode, testSeed, writeSeededFile,
-  type TesseraNode,
-} from '../helpers/index.ts';
+import { test } from 'node:test';
+import { assertFilesEqual, makeTempDir, MiB, qemuImg, qemuIo, runOk, useNode, testSeed, writeSeededFile } from '../helpers/index.ts';
 
-let node: TesseraNode;
-let dir: string;
-
-before(async () => {
-  node = await startNode();
-  dir = makeTempDir();
-});
-after(cleanup);
+const node = useNode();
+const dir = makeTempDir();
 
 test('qemu-img info reports the size of a disk export', async () => {
   await node.cliOk(['disk', 'create', 'info', '--size', '48M']);

@@ -6,7 +6,7 @@
  */
 import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, symlinkSync, utimesSync, writeFileSync, writeSync, ftruncateSync } from 'node:fs';
 import { join } from 'node:path';
-import { Rng, requireTool, runOk, seededBytes } from '../helpers/index.ts';
+import { Rng, requireTool, runOk, seededBytes } from './index.ts';
 
 /** What a source tree holds besides plain files and directories. */
 export interface TreeOptions {

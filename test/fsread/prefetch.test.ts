@@ -8,9 +8,9 @@ import { readFileSync } from 'node:fs';
 import { after, test } from 'node:test';
 import { bufferSource, openFilesystem, walk, type ByteSource, type ListedNode } from '../../src/fsread/index.ts';
 import type { ReadHint } from '../../src/fsread/source.ts';
-import { cleanup, testSeed } from '../helpers/index.ts';
-import { makeExtImage, makeTree } from './fs-images.ts';
-import { join, makeTempDir } from './harness.ts';
+import { join } from 'node:path';
+import { cleanup, makeTempDir, testSeed } from '../helpers/index.ts';
+import { makeExtImage, makeTree } from '../helpers/fs-images.ts';
 
 after(cleanup);
 

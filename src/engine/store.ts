@@ -1501,7 +1501,11 @@ export class Store {
       }
       for (const r of this.overlayRanges.get(branch) ?? []) {
         if (r.seq <= lo || r.seq > hi) continue;
-        this.visible(from, Math.max(r.blockStart, blockStart), Math.min(r.blockEnd, blockEnd), (block, e) => {
+        // A range outside the one asked about changes nothing in it (and an empty one is no scan).
+        const rangeStart = Math.max(r.blockStart, blockStart);
+        const rangeEnd = Math.min(r.blockEnd, blockEnd);
+        if (rangeStart >= rangeEnd) continue;
+        this.visible(from, rangeStart, rangeEnd, (block, e) => {
           if (e.kind === EntryKind.DATA) out.set(block, FULL_MASK);
         });
       }

@@ -53,6 +53,24 @@ export class MemoryStore implements ExportProvider {
     return disk;
   }
 
+  /** Resizes a disk: growing reads zeroes past the old end, as does what a shrink cut off. */
+  resize(diskName: string, sizeBytes: number): void {
+    const disk = this.#disk(diskName);
+    const sectors = Math.ceil(sizeBytes / SECTOR);
+    const keep = Math.min(sizeBytes, disk.data.length);
+    const data = Buffer.alloc(sizeBytes);
+    disk.data.copy(data, 0, 0, keep);
+    const allocated = new Uint8Array(sectors);
+    allocated.set(disk.allocated.subarray(0, Math.min(sectors, disk.allocated.length)));
+    const writtenSeq = new Float64Array(sectors);
+    writtenSeq.set(disk.writtenSeq.subarray(0, Math.min(sectors, disk.writtenSeq.length)));
+    // Sectors past the old end may have held data a shrink cut off: changed, to be safe.
+    writtenSeq.fill(++this.seq, Math.min(sectors, disk.writtenSeq.length));
+    disk.data = data;
+    disk.allocated = allocated;
+    disk.writtenSeq = writtenSeq;
+  }
+
   snapshot(diskName: string, snap: string): void {
     const disk = this.#disk(diskName);
     disk.snapshots.set(snap, { data: Buffer.from(disk.data), allocated: disk.allocated.slice(), seq: ++this.seq });
@@ -186,7 +204,8 @@ class MemoryVolume implements Volume {
   }
 
   close(): void {
-    if (this.#closed) throw new Error('Volume closed twice');
+    // Idempotent, as the Volume contract says: a second close releases nothing twice.
+    if (this.#closed) return;
     this.#closed = true;
     this.#store.openVolumes--;
   }

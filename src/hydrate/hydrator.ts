@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { AllocationExtent, ChangeExtent, Volume, WriteOptions, ZeroOptions } from '../engine/index.ts';
+import { EngineError, EngineErrorCode, type AllocationExtent, type ChangeExtent, type Volume, type WriteOptions, type ZeroOptions } from '../engine/index.ts';
 import type { CopiedLog } from './state.ts';
 import type { ChunkSource } from './source.ts';
 
@@ -470,8 +470,14 @@ class HydratingVolume implements Volume {
   get blockBytes(): number {
     return this.inner.blockBytes;
   }
-  /** A range the inner volume refuses is passed straight to it, so its error is the one the client gets. */
+  private closed = false;
+  /**
+   * Whether the hydrator should make the range present first. A range the inner volume refuses
+   * is passed straight to it, so its error is the one the client gets; a closed volume is
+   * refused here, before a chunk is fetched for it.
+   */
   private valid(offset: number, length: number): boolean {
+    if (this.closed) throw new EngineError(EngineErrorCode.CLOSED, 'The volume is closed');
     return Number.isSafeInteger(offset) && Number.isSafeInteger(length) && offset >= 0 && length >= 0 && offset + length <= this.inner.sizeBytes;
   }
   async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
@@ -501,6 +507,7 @@ class HydratingVolume implements Volume {
     return this.inner.changedSince(sinceSnapshot, offset, length);
   }
   close(): void {
+    this.closed = true;
     this.inner.close();
   }
 }

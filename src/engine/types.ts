@@ -61,9 +61,11 @@ export interface ZeroOptions extends WriteOptions {
 
 /**
  * An open handle on a disk's head (read-write) or on a snapshot (read-only). Offsets and
- * lengths are bytes; any alignment is accepted and handled byte-exactly. Requests beyond the
- * end of the disk are rejected with EngineError code ENGINE_OUT_OF_RANGE; writes to a
- * read-only volume with ENGINE_READ_ONLY.
+ * lengths are bytes; any alignment is accepted and handled byte-exactly. Methods that return a
+ * promise reject, never throw. Refusals are EngineErrors, the first that applies: a closed
+ * volume ENGINE_CLOSED, a write, write-zeroes or trim of a read-only volume ENGINE_READ_ONLY,
+ * an offset or length that is not a non-negative safe integer ENGINE_INVALID, a range past the
+ * end ENGINE_OUT_OF_RANGE. Every implementation passes test/engine/volume-conformance.ts.
  */
 export interface Volume {
   /** Disk name. */
@@ -96,6 +98,6 @@ export interface Volume {
    * order, covering the range exactly. Tracked at 512-byte granularity.
    */
   changedSince(sinceSnapshot: string, offset: number, length: number): Promise<ChangeExtent[]>;
-  /** Release the handle. */
+  /** Release the handle. A second call does nothing; other handles on the disk go on. */
   close(): void;
 }

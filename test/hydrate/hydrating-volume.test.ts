@@ -84,7 +84,8 @@ volumeConformance('HydratingVolume', {
   lacks: {
     snapshots: 'a disk being restored takes no snapshot until its restore is done (InstantRestores.checkDiskChange)',
     resize: 'a disk being restored is not resized until its restore is done (InstantRestores.checkDiskChange)',
-    crash: 'a restart resumes from the copied log; test/hydrate/instant-restore.test.ts kills a node mid-restore',
+    // It does survive one; this factory does not yet rebuild store, copied log and hydrator together.
+    crash: 'not built into this factory (store, copied log and hydrator would be rebuilt together); test/hydrate/instant-restore.test.ts kills a node mid-restore and resumes it',
   },
   open: openHydrating,
 });

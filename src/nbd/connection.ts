@@ -6,17 +6,22 @@
 import type { Socket } from 'node:net';
 import type { BufferPool } from '../util/buffer-pool.ts';
 import { useReadBuffer } from '../util/socket-read.ts';
-import { encodeGreeting } from './codec.ts';
+import { crash, isBug, stackOf } from '../util/bug.ts';
+import { encodeGreeting, type RequestHeader } from './codec.ts';
 import { describeError, NbdError, NbdErrorCode } from './errors.ts';
 import { Handshake, SERVER_HANDSHAKE_FLAGS } from './handshake.ts';
 import type { NbdLimits } from './limits.ts';
 import { HandshakeParser, RequestParser, type ParsedRequest } from './parser.ts';
-import { Command, Errno } from './protocol.ts';
-import { encodeReply, execute, type Reply, type Session } from './transmission.ts';
+import { Command } from './protocol.ts';
+import { commandName, errnoName } from './rules.ts';
+import { encodeReply, execute, type Session } from './transmission.ts';
 import type { ExportProvider } from './types.ts';
 
 /** Time a closing connection gives the client to read its last replies before being cut off. */
 const CLOSE_GRACE_MS = 5_000;
+
+/** Error replies one connection logs; a client sending nothing but bad requests must not flood the log. */
+export const ERROR_LINES_MAX = 100;
 
 type Phase =
   /** Negotiating options. */
@@ -49,6 +54,7 @@ export class Connection {
   #ended = false;
   #released = false;
   #socketClosed = false;
+  #errorLines = 0;
   #timer: NodeJS.Timeout | null;
   #resolveClosed!: () => void;
 
@@ -120,7 +126,8 @@ export class Connection {
         if (event === null) return;
         outcome = this.#handshake.handle(event);
       } catch (err) {
-        this.#abort(err);
+        if (isBug(err)) this.#bug(err, 'in the handshake');
+        else this.#abort(err);
         return;
       }
       if (outcome.kind === 'close') {
@@ -165,7 +172,8 @@ export class Connection {
       try {
         parsed = parser.next();
       } catch (err) {
-        this.#abort(err);
+        if (isBug(err)) this.#bug(err, 'parsing a request');
+        else this.#abort(err);
         return;
       }
       if (parsed === null) break;
@@ -196,27 +204,52 @@ export class Connection {
       const bs = session.volume.blockBytes;
       pooled = this.#pool.take(Math.ceil((offset + length) / bs) * bs - Math.floor(offset / bs) * bs);
     }
-    let buffers: Buffer[];
+    let buffers: Buffer[] | null = null;
     try {
       const reply = await execute(request.header, request.payload, session, pooled ?? undefined);
-      if (reply.kind === 'error' && (reply.errno === Errno.EIO || reply.errno === Errno.ESHUTDOWN)) {
-        this.#log(`nbd: ${this.#peer}: ${session.exportName}: ${reply.message}`);
-      }
+      if (reply.kind === 'error') this.#logErrorReply(request.header, reply);
       buffers = encodeReply(cookie, reply, session.structuredReplies);
     } catch (err) {
-      // Only a bug gets here (execute does not throw); answer EIO and keep serving others.
-      this.#log(`nbd: ${this.#peer}: internal error: ${describeError(err)}`);
-      const reply: Reply = { kind: 'error', errno: Errno.EIO, message: 'Internal error' };
-      buffers = encodeReply(cookie, reply, session.structuredReplies);
+      // Only a bug gets here (execute answers the world's failures): no reply, see #bug.
+      this.#bug(err, `serving ${commandName(type)} offset ${offset} length ${length}`);
     }
     // The volume has let go of the payload once the write settled (Volume.write's contract).
     if (request.allocated !== null) this.#pool.give(request.allocated);
     this.#inflightRequests--;
     this.#inflightBytes -= held;
     const release = pooled;
-    this.#write(buffers, release === null ? undefined : () => this.#pool.give(release));
+    if (buffers === null) {
+      if (release !== null) this.#pool.give(release);
+    } else {
+      this.#write(buffers, release === null ? undefined : () => this.#pool.give(release));
+    }
     if (this.#phase === 'transmission') this.#pump();
     else this.#settle();
+  }
+
+  /**
+   * Logs an error reply: a rejection names the rule it broke, a failure its error's code. The
+   * one place request errors reach the log; at most ERROR_LINES_MAX lines per connection.
+   */
+  #logErrorReply(header: RequestHeader, reply: { errno: number; message: string }): void {
+    if (this.#errorLines > ERROR_LINES_MAX) return;
+    this.#errorLines++;
+    const what =
+      this.#errorLines > ERROR_LINES_MAX
+        ? `further error replies on this connection are not logged (limit ${ERROR_LINES_MAX})`
+        : `${commandName(header.type)} cookie ${header.cookie}: ${errnoName(reply.errno)}: ${reply.message}`;
+    this.#log(`nbd: ${this.#peer}: ${this.#session!.exportName}: ${what}`);
+  }
+
+  /**
+   * A bug while `doing` something (see util/bug.ts): logged with its stack, the process crashed,
+   * and this connection cut off meanwhile, so that the client sees no answer rather than a wrong
+   * one. (Where something catches the crash, the test runner, the server goes on consistently.)
+   */
+  #bug(err: unknown, doing: string): void {
+    this.#log(`nbd: ${this.#peer}: bug ${doing}: ${stackOf(err)}`);
+    crash(err);
+    this.#abort(null);
   }
 
   #setPaused(paused: boolean): void {
@@ -288,7 +321,8 @@ export class Connection {
     try {
       this.#session.volume.close();
     } catch (err) {
-      this.#log(`nbd: ${this.#peer}: closing volume failed: ${describeError(err)}`);
+      if (isBug(err)) this.#bug(err, 'closing the volume');
+      else this.#log(`nbd: ${this.#peer}: closing volume failed: ${describeError(err)}`);
     }
   }
 

@@ -75,7 +75,7 @@ export function allContexts(snapshots: readonly string[] | null): ContextSpec[] 
 /**
  * Block status of [offset, offset+length) in one context: descriptors in order from `offset`,
  * adjacent runs of equal state merged, at most `extentsMax` of them (so possibly covering less
- * than asked, as the protocol allows). Throws if the engine's answer breaks its contract.
+ * than asked, as the protocol allows). Asserts that the engine's answer keeps its contract.
  */
 export async function queryContext(
   volume: Volume,
@@ -100,9 +100,9 @@ export async function queryContext(
   const out: BlockDescriptor[] = [];
   let at = offset;
   for (const run of runs) {
-    if (run.offset !== at || !(run.length > 0) || at + run.length > offset + length) {
-      throw new Error(`Engine returned a run [${run.offset}, +${run.length}) where one at ${at} was due`);
-    }
+    // A run out of place would tell the client wrong things about its data (a backup skipping
+    // what it took for a hole): the engine's contract, asserted.
+    assert.ok(run.offset === at && run.length > 0 && at + run.length <= offset + length, `the engine returned a run [${run.offset}, +${run.length}) where one at ${at} was due`);
     at += run.length;
     const last = out[out.length - 1];
     if (last !== undefined && last.flags === run.flags) {
@@ -113,6 +113,6 @@ export async function queryContext(
     if (out.length === extentsMax) break;
     out.push({ length: run.length, flags: run.flags });
   }
-  if (out.length === 0) throw new Error('Engine returned no runs');
+  assert.ok(out.length > 0, 'the engine returned runs for a range of nonzero length');
   return out;
 }

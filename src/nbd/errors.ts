@@ -1,3 +1,5 @@
+import assert from 'node:assert/strict';
+import { isBug } from '../util/bug.ts';
 import { CodedError } from '../util/coded-error.ts';
 import { EngineError, EngineErrorCode } from '../engine/index.ts';
 import { Errno, OptionReply } from './protocol.ts';
@@ -25,10 +27,13 @@ export type NbdErrorCodeValue = (typeof NbdErrorCode)[keyof typeof NbdErrorCode]
 export class NbdError extends CodedError<NbdErrorCodeValue> {}
 
 /**
- * The NBD error number to reply with when a command fails with `err`: the one place that decides
- * it. Anything that is not an EngineError is a bug or an unexpected failure and becomes EIO.
+ * The NBD error number to reply with when a command fails with `err`, a failure of the world
+ * (see util/bug.ts: bugs never get here, they crash the process): the one place that decides it.
+ * EngineErrors map by code; every other typed error (a hydrating volume's repository failing)
+ * and a system error that reached us unwrapped (a drive's EIO) are EIO.
  */
 export function errnoOf(err: unknown): number {
+  assert.ok(!isBug(err), 'errnoOf is given failures of the world, not bugs');
   if (!(err instanceof EngineError)) return Errno.EIO;
   switch (err.code) {
     case EngineErrorCode.READ_ONLY:
@@ -42,13 +47,17 @@ export function errnoOf(err: unknown): number {
       // The store closes when the node shuts down; ESHUTDOWN tells the client to disconnect.
       return Errno.ESHUTDOWN;
     case EngineErrorCode.CORRUPT:
+      // Also a drive's I/O error: the engine's log reports a failing read or write as CORRUPT
+      // (engine/log.ts ioError), and the client must see it as the EIO it is.
+      return Errno.EIO;
     default:
       return Errno.EIO;
   }
 }
 
-/** The option reply error to send when opening or listing an export fails with `err`. */
+/** The option reply error to send when opening or listing an export fails with `err`, a failure of the world. */
 export function optionReplyErrorOf(err: unknown): number {
+  assert.ok(!isBug(err), 'optionReplyErrorOf is given failures of the world, not bugs');
   if (!(err instanceof EngineError)) return OptionReply.ERR_POLICY;
   switch (err.code) {
     case EngineErrorCode.NOT_FOUND:

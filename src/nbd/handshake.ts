@@ -17,6 +17,7 @@ import {
   encodeRepServer,
 } from './codec.ts';
 import { allContexts, resolveQuery, SELECTED_CONTEXTS_MAX, type ContextSpec, type SelectedContext } from './contexts.ts';
+import { throwIfBug } from '../util/bug.ts';
 import { describeError, NbdError, NbdErrorCode, optionReplyErrorOf } from './errors.ts';
 import type { NbdLimits } from './limits.ts';
 import type { HandshakeEvent } from './parser.ts';
@@ -124,6 +125,7 @@ export class Handshake {
     try {
       volume = this.#provider.openExport(name);
     } catch (err) {
+      throwIfBug(err);
       const error = new NbdError(NbdErrorCode.PROTOCOL, `Export ${JSON.stringify(name)} cannot be opened: ${describeError(err)}`, { cause: err });
       return { kind: 'close', error, graceful: false };
     }
@@ -138,6 +140,7 @@ export class Handshake {
     try {
       names = this.#provider.listExports();
     } catch (err) {
+      throwIfBug(err);
       return this.#error(Option.LIST, optionReplyErrorOf(err), describeError(err));
     }
     for (const name of names) this.#send(encodeRepServer(Option.LIST, name));
@@ -152,6 +155,7 @@ export class Handshake {
     try {
       volume = this.#provider.openExport(request.name);
     } catch (err) {
+      throwIfBug(err);
       return this.#error(option, optionReplyErrorOf(err), `Export ${JSON.stringify(request.name)}: ${describeError(err)}`);
     }
     const session = this.#session(request.name, volume);
@@ -181,6 +185,7 @@ export class Handshake {
       this.#provider.openExport(request.name).close(); // Only to learn that it exists.
       snapshots = this.#provider.listSnapshots ? this.#provider.listSnapshots(request.name) : null;
     } catch (err) {
+      throwIfBug(err);
       return this.#error(option, optionReplyErrorOf(err), `Export ${JSON.stringify(request.name)}: ${describeError(err)}`);
     }
     let found: ContextSpec[] = [];

@@ -3,7 +3,9 @@
  * acceptable (validateRequest), what each command does to the volume, and how replies are
  * encoded. The connection feeds requests in and writes the replies' buffers out.
  */
+import assert from 'node:assert/strict';
 import type { Volume } from '../engine/index.ts';
+import { throwIfBug } from '../util/bug.ts';
 import {
   encodeBlockStatusChunk,
   encodeErrorChunk,
@@ -15,6 +17,7 @@ import {
 import { EXTENTS_PER_REPLY_MAX, queryContext, type SelectedContext } from './contexts.ts';
 import { describeError, errnoOf } from './errors.ts';
 import { Command, CommandFlag, Errno, ReplyFlag, TransmissionFlag } from './protocol.ts';
+import { commandName, describeRejection, RequestRule, type Rejection, type RequestRuleId } from './rules.ts';
 
 /** What the handshake agreed on for one connection. */
 export interface Session {
@@ -58,35 +61,55 @@ const flagsAllowed: Record<number, number> = {
   [Command.BLOCK_STATUS]: CommandFlag.FUA | CommandFlag.REQ_ONE,
 };
 
+/** Command types the protocol defines (NBD_CMD_DISC included, though it never gets here). */
+const knownCommands = new Set<number>(Object.values(Command));
+
+/** A rejection of `header` for `rule`: `summary` says what was wrong, the request's fields follow. */
+function reject(rule: RequestRuleId, errno: number, summary: string, header: RequestHeader, extra = ''): Rejection {
+  const flags = header.flags === 0 ? '' : ` flags 0x${header.flags.toString(16)}`;
+  return { rule, errno, message: `${summary}: ${commandName(header.type)}${flags} offset ${header.offset} length ${header.length}${extra}` };
+}
+
 /**
- * Decides whether a request is acceptable; returns the NBD error to reply with, or Errno.OK.
- * The one gate: code past it trusts the request. NBD_CMD_DISC never gets here. `sizeBytes` is the
- * export's current size.
+ * Decides whether a request is acceptable: null if it is, else the rule it broke, the NBD error
+ * to reply with and a message (see rules.ts). The one gate: code past it trusts the request.
+ * NBD_CMD_DISC never gets here. `sizeBytes` is the export's current size.
  */
-export function validateRequest(header: RequestHeader, session: Session, sizeBytes: number): number {
+export function validateRequest(header: RequestHeader, session: Session, sizeBytes: number): Rejection | null {
   const { type, flags, offset, length } = header;
   const advertised = session.transmissionFlags;
   const isWrite = type === Command.WRITE || type === Command.TRIM || type === Command.WRITE_ZEROES;
 
+  if (!knownCommands.has(type)) return reject(RequestRule.UNKNOWN_COMMAND, Errno.EINVAL, 'Unknown command', header);
   const allowed = flagsAllowed[type];
-  if (allowed === undefined) return Errno.EINVAL; // Unknown, or known but not offered (CACHE).
-  if (isWrite && (advertised & TransmissionFlag.READ_ONLY) !== 0) return Errno.EPERM;
-  if (type === Command.TRIM && (advertised & TransmissionFlag.SEND_TRIM) === 0) return Errno.EINVAL;
-  if (type === Command.WRITE_ZEROES && (advertised & TransmissionFlag.SEND_WRITE_ZEROES) === 0) return Errno.EINVAL;
-  if (type === Command.BLOCK_STATUS && (!session.structuredReplies || session.contexts.length === 0)) return Errno.EINVAL;
+  // Known but never offered (CACHE, RESIZE), or not advertised for this export.
+  const notNegotiated = (what: string) => reject(RequestRule.COMMAND_NOT_NEGOTIATED, Errno.EINVAL, `${what} not negotiated`, header);
+  if (allowed === undefined) return notNegotiated(commandName(type));
+  if (isWrite && (advertised & TransmissionFlag.READ_ONLY) !== 0) return reject(RequestRule.READ_ONLY, Errno.EPERM, 'Write to a read-only export', header);
+  if (type === Command.TRIM && (advertised & TransmissionFlag.SEND_TRIM) === 0) return notNegotiated('NBD_CMD_TRIM');
+  if (type === Command.WRITE_ZEROES && (advertised & TransmissionFlag.SEND_WRITE_ZEROES) === 0) return notNegotiated('NBD_CMD_WRITE_ZEROES');
+  if (type === Command.BLOCK_STATUS) {
+    if (!session.structuredReplies) return reject(RequestRule.STRUCTURED_REPLIES_NOT_NEGOTIATED, Errno.EINVAL, 'Block status without structured replies negotiated', header);
+    if (session.contexts.length === 0) return reject(RequestRule.NO_META_CONTEXT, Errno.EINVAL, 'Block status without a metadata context selected', header);
+  }
 
-  if ((flags & ~allowed) !== 0) return Errno.EINVAL;
-  if ((flags & CommandFlag.FUA) !== 0 && (advertised & TransmissionFlag.SEND_FUA) === 0) return Errno.EINVAL;
-  if ((flags & CommandFlag.FAST_ZERO) !== 0 && (advertised & TransmissionFlag.SEND_FAST_ZERO) === 0) return Errno.EINVAL;
+  if ((flags & ~allowed) !== 0) return reject(RequestRule.FLAG_NOT_VALID, Errno.EINVAL, `Flags 0x${(flags & ~allowed).toString(16)} not valid on ${commandName(type)}`, header);
+  if ((flags & CommandFlag.FUA) !== 0 && (advertised & TransmissionFlag.SEND_FUA) === 0) return reject(RequestRule.FUA_NOT_NEGOTIATED, Errno.EINVAL, 'FUA not negotiated', header);
+  if ((flags & CommandFlag.FAST_ZERO) !== 0 && (advertised & TransmissionFlag.SEND_FAST_ZERO) === 0) {
+    return reject(RequestRule.FAST_ZERO_NOT_NEGOTIATED, Errno.EINVAL, 'FAST_ZERO not negotiated', header);
+  }
 
-  if (type === Command.FLUSH) return offset === 0 && length === 0 ? Errno.OK : Errno.EINVAL;
-  if (length === 0) return Errno.EINVAL;
-  if ((type === Command.READ || type === Command.WRITE) && length > session.requestBytesMax) return Errno.EINVAL;
+  if (type === Command.FLUSH) return offset === 0 && length === 0 ? null : reject(RequestRule.FLUSH_WITH_RANGE, Errno.EINVAL, 'Flush with a nonzero offset or length', header);
+  if (length === 0) return reject(RequestRule.ZERO_LENGTH, Errno.EINVAL, 'Length 0', header);
+  if ((type === Command.READ || type === Command.WRITE) && length > session.requestBytesMax) {
+    return reject(RequestRule.PAYLOAD_TOO_LARGE, Errno.EINVAL, `Length exceeds the maximum payload ${session.requestBytesMax}`, header);
+  }
   if (offset > sizeBytes || length > sizeBytes - offset) {
     // The protocol asks for ENOSPC on writes past the end, EINVAL for everything else.
-    return type === Command.WRITE || type === Command.WRITE_ZEROES ? Errno.ENOSPC : Errno.EINVAL;
+    const errno = type === Command.WRITE || type === Command.WRITE_ZEROES ? Errno.ENOSPC : Errno.EINVAL;
+    return reject(RequestRule.PAST_END, errno, 'Offset+length past the end of the export', header, ` size ${sizeBytes}`);
   }
-  return Errno.OK;
+  return null;
 }
 
 /** What a request's reply carries, before encoding. */
@@ -97,9 +120,10 @@ export type Reply =
   | { kind: 'status'; chunks: { contextId: number; extents: BlockDescriptor[] }[] };
 
 /**
- * Carries out one request (header validated here first) and describes the reply. Engine errors
- * become error replies through errnoOf; this function does not throw. A read may land in
- * `readInto`, which then backs the reply's data.
+ * Carries out one request (header validated here first) and describes the reply. A rejection or
+ * a failure of the world (a typed error, a system error) becomes an error reply through errnoOf,
+ * with its message; a bug (an assertion, any other error) is thrown, for the connection to crash
+ * the process with. A read may land in `readInto`, which then backs the reply's data.
  */
 export async function execute(header: RequestHeader, payload: Buffer | null, session: Session, readInto?: Buffer): Promise<Reply> {
   const volume = session.volume;
@@ -107,17 +131,20 @@ export async function execute(header: RequestHeader, payload: Buffer | null, ses
   const fua = (flags & CommandFlag.FUA) !== 0;
   try {
     // The size is read per request: it follows resizes (and throws if the disk went away).
-    const errno = validateRequest(header, session, volume.sizeBytes);
-    if (errno !== Errno.OK) return { kind: 'error', errno, message: rejectionMessage(header, errno) };
+    const rejection = validateRequest(header, session, volume.sizeBytes);
+    if (rejection !== null) return { kind: 'error', errno: rejection.errno, message: describeRejection(rejection) };
     switch (type) {
       case Command.READ: {
         const data = await volume.read(offset, length, readInto);
         // A simple reply promises exactly `length` bytes; anything else would desync the stream.
-        if (data.length !== length) throw new Error(`Engine read returned ${data.length} bytes, expected ${length}`);
+        assert.equal(data.length, length, 'the engine read returns the length asked for');
         return { kind: 'data', offset, data };
       }
       case Command.WRITE:
-        if (payload === null || payload.length !== length) throw new Error('Write payload missing');
+        // The parser yields a write without its payload only when it is over the limit, which
+        // validateRequest refused: a write of other bytes than the header announced would land
+        // the client's data at the wrong place.
+        assert.ok(payload !== null && payload.length === length, 'a valid write has its whole payload');
         await volume.write(offset, payload, { fua });
         return { kind: 'ok' };
       case Command.FLUSH:
@@ -139,22 +166,11 @@ export async function execute(header: RequestHeader, payload: Buffer | null, ses
         return { kind: 'status', chunks };
       }
       default:
-        throw new Error(`Unreachable command ${type}`);
+        assert.fail(`validateRequest let command ${type} through`);
     }
   } catch (err) {
+    throwIfBug(err);
     return { kind: 'error', errno: errnoOf(err), message: describeError(err) };
-  }
-}
-
-function rejectionMessage(header: RequestHeader, errno: number): string {
-  const what = `command ${header.type} flags 0x${header.flags.toString(16)} at ${header.offset} length ${header.length}`;
-  switch (errno) {
-    case Errno.EPERM:
-      return `Export is read-only: ${what}`;
-    case Errno.ENOSPC:
-      return `Write past the end of the export: ${what}`;
-    default:
-      return `Invalid request: ${what}`;
   }
 }
 

@@ -2,9 +2,11 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
 import { EngineError, EngineErrorCode } from '../../src/engine/index.ts';
+import { errnoName } from '../../src/nbd/rules.ts';
+import { CodedError } from '../../src/util/coded-error.ts';
 import { decodeSimpleReply, encodeOptionRequest, encodeRequestHeader } from '../../src/nbd/codec.ts';
 import { ClientFlag, Command, CommandFlag, Errno, Option, Size } from '../../src/nbd/protocol.ts';
-import { greet, NbdClient, NbdReplyError, Wire } from './client.ts';
+import { greet, NbdClient, NbdReplyError, Wire, type ReplyResult } from './client.ts';
 import { startMemoryServer, type MemoryServer } from './harness.ts';
 
 const KiB = 1024;
@@ -17,6 +19,10 @@ beforeEach(() => {
   ms.store.hook = null;
   ms.store.fuaLog = [];
 });
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
 
 function pattern(length: number, seed: number): Buffer {
   const buf = Buffer.alloc(length);
@@ -145,35 +151,40 @@ test('transmission refuses writes, trims and zeroes on a read-only export with E
   await client.disconnect();
 });
 
-test('transmission validates requests: ranges, lengths, commands and flags', async () => {
+test('transmission validates requests: each rejection names its rule in the error chunk and the log', async () => {
   for (const structured of [true, false]) {
     const client = await NbdClient.connect(ms.target, { exportName: 'other', structured });
     const size = 64 * KiB;
-    const cases: [string, Promise<unknown>, number][] = [
-      ['read past the end', client.read(size - 512, 1024), Errno.EINVAL],
-      ['read at a huge offset', client.read(2 ** 60, 512), Errno.EINVAL],
-      ['write past the end', client.write(size - 10, Buffer.alloc(20)), Errno.ENOSPC],
-      ['zero past the end', client.writeZeroes(size, 1), Errno.ENOSPC],
-      ['trim past the end', client.trim(size, 1), Errno.EINVAL],
-      ['zero-length read', client.read(0, 0), Errno.EINVAL],
-      ['zero-length trim', client.trim(0, 0), Errno.EINVAL],
-      ['read over requestBytesMax', client.read(0, 32 * 1024 * 1024 + 1), Errno.EINVAL],
-      ['unknown command', client.request(0x42, 0, 0, 512), Errno.EINVAL],
-      ['NBD_CMD_CACHE (not offered)', client.request(Command.CACHE, 0, 0, 512), Errno.EINVAL],
-      ['unknown flag', client.request(Command.READ, 0x8000, 0, 512), Errno.EINVAL],
-      ['DF (not offered)', client.request(Command.READ, CommandFlag.DF, 0, 512), Errno.EINVAL],
-      ['NO_HOLE on a write', client.request(Command.WRITE, CommandFlag.NO_HOLE, 0, 4, Buffer.alloc(4)), Errno.EINVAL],
-      ['REQ_ONE on a read', client.request(Command.READ, CommandFlag.REQ_ONE, 0, 512), Errno.EINVAL],
-      ['flush with a length', client.request(Command.FLUSH, 0, 0, 512), Errno.EINVAL],
-      ['block status without contexts', client.request(Command.BLOCK_STATUS, 0, 0, 512), Errno.EINVAL],
+    const cases: [string, Promise<ReplyResult>, number, string][] = [
+      ['read past the end', client.request(Command.READ, 0, size - 512, 1024), Errno.EINVAL, 'past-end: Offset+length past the end of the export: NBD_CMD_READ offset 65024 length 1024 size 65536'],
+      ['read at a huge offset', client.request(Command.READ, 0, 2 ** 60, 512), Errno.EINVAL, `past-end: Offset+length past the end of the export: NBD_CMD_READ offset ${2 ** 60} length 512 size 65536`],
+      ['write past the end', client.request(Command.WRITE, 0, size - 10, 20, Buffer.alloc(20)), Errno.ENOSPC, 'past-end: Offset+length past the end of the export: NBD_CMD_WRITE offset 65526 length 20 size 65536'],
+      ['zero past the end', client.request(Command.WRITE_ZEROES, 0, size, 1), Errno.ENOSPC, 'past-end: Offset+length past the end of the export: NBD_CMD_WRITE_ZEROES offset 65536 length 1 size 65536'],
+      ['trim past the end', client.request(Command.TRIM, 0, size, 1), Errno.EINVAL, 'past-end: Offset+length past the end of the export: NBD_CMD_TRIM offset 65536 length 1 size 65536'],
+      ['zero-length read', client.request(Command.READ, 0, 0, 0), Errno.EINVAL, 'zero-length: Length 0: NBD_CMD_READ offset 0 length 0'],
+      ['zero-length trim', client.request(Command.TRIM, 0, 0, 0), Errno.EINVAL, 'zero-length: Length 0: NBD_CMD_TRIM offset 0 length 0'],
+      ['read over requestBytesMax', client.request(Command.READ, 0, 0, 32 * 1024 * 1024 + 1), Errno.EINVAL, 'payload-too-large: Length exceeds the maximum payload 33554432: NBD_CMD_READ offset 0 length 33554433'],
+      ['unknown command', client.request(0x42, 0, 0, 512), Errno.EINVAL, 'unknown-command: Unknown command: command 66 offset 0 length 512'],
+      ['NBD_CMD_CACHE (not offered)', client.request(Command.CACHE, 0, 0, 512), Errno.EINVAL, 'command-not-negotiated: NBD_CMD_CACHE not negotiated: NBD_CMD_CACHE offset 0 length 512'],
+      ['unknown flag', client.request(Command.READ, 0x8000, 0, 512), Errno.EINVAL, 'flag-not-valid: Flags 0x8000 not valid on NBD_CMD_READ: NBD_CMD_READ flags 0x8000 offset 0 length 512'],
+      ['DF (not offered)', client.request(Command.READ, CommandFlag.DF, 0, 512), Errno.EINVAL, 'flag-not-valid: Flags 0x4 not valid on NBD_CMD_READ: NBD_CMD_READ flags 0x4 offset 0 length 512'],
+      ['NO_HOLE on a write', client.request(Command.WRITE, CommandFlag.NO_HOLE, 0, 4, Buffer.alloc(4)), Errno.EINVAL, 'flag-not-valid: Flags 0x2 not valid on NBD_CMD_WRITE: NBD_CMD_WRITE flags 0x2 offset 0 length 4'],
+      ['REQ_ONE on a read', client.request(Command.READ, CommandFlag.REQ_ONE, 0, 512), Errno.EINVAL, 'flag-not-valid: Flags 0x8 not valid on NBD_CMD_READ: NBD_CMD_READ flags 0x8 offset 0 length 512'],
+      ['flush with a length', client.request(Command.FLUSH, 0, 0, 512), Errno.EINVAL, 'flush-with-range: Flush with a nonzero offset or length: NBD_CMD_FLUSH offset 0 length 512'],
+      structured
+        ? ['block status without contexts', client.request(Command.BLOCK_STATUS, 0, 0, 512), Errno.EINVAL, 'no-meta-context: Block status without a metadata context selected: NBD_CMD_BLOCK_STATUS offset 0 length 512']
+        : ['block status without structured replies', client.request(Command.BLOCK_STATUS, 0, 0, 512), Errno.EINVAL, 'structured-replies-not-negotiated: Block status without structured replies negotiated: NBD_CMD_BLOCK_STATUS offset 0 length 512'],
     ];
-    for (const [what, promise, errno] of cases) {
-      const result = await promise.then(
-        (r) => (r as { errno?: number } | undefined)?.errno ?? 0,
-        (err: unknown) => (err instanceof NbdReplyError ? err.errno : Promise.reject(err)),
-      );
-      assert.equal(result, errno, `${what} (${structured ? 'structured' : 'simple'})`);
+    const logged = ms.logs.length;
+    for (const [what, promise, errno, message] of cases) {
+      const r = await promise;
+      const mode = structured ? 'structured' : 'simple';
+      assert.equal(r.errno, errno, `${what} (${mode})`);
+      // A simple reply has no room for a message; the log has it either way.
+      assert.equal(r.message, structured ? message : '', `${what} (${mode})`);
+      assert.ok(ms.logs.slice(logged).some((line) => line.endsWith(`: ${errnoName(errno)}: ${message}`)), `${what} (${mode}) is logged: ${ms.logs.slice(logged).join('\n')}`);
     }
+    assert.equal(ms.logs.length - logged, cases.length, 'one line per rejection');
     // After all that the connection still serves.
     await client.write(0, pattern(512, 2));
     assert.deepEqual(await client.read(0, 512), pattern(512, 2));
@@ -196,27 +207,36 @@ test('transmission drops an oversize write payload, answers EINVAL and keeps ser
   }
 });
 
-test('transmission maps engine errors to NBD errors in one place', async () => {
+test('transmission maps the world\'s failures to NBD errors in one place, each with its message', async () => {
   const client = await NbdClient.connect(ms.target, { exportName: 'other' });
-  const cases: [unknown, number][] = [
-    [new EngineError(EngineErrorCode.NO_SPACE, 'full'), Errno.ENOSPC],
-    [new EngineError(EngineErrorCode.CORRUPT, 'bad checksum'), Errno.EIO],
-    [new EngineError(EngineErrorCode.READ_ONLY, 'ro'), Errno.EPERM],
-    [new EngineError(EngineErrorCode.OUT_OF_RANGE, 'far'), Errno.EINVAL],
-    [new EngineError(EngineErrorCode.INVALID, 'bad'), Errno.EINVAL],
-    [new EngineError(EngineErrorCode.CLOSED, 'closing'), Errno.ESHUTDOWN],
-    [new EngineError(EngineErrorCode.NOT_FOUND, 'gone'), Errno.EIO],
-    [new TypeError('a bug'), Errno.EIO],
+  class OtherError extends CodedError<'OTHER_FAILED'> {}
+  // What fs gives for a drive that fails a read, should one reach the server unwrapped.
+  const driveEio = Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO', errno: -5, syscall: 'read' });
+  const cases: [Error, number, string][] = [
+    [new EngineError(EngineErrorCode.NO_SPACE, 'No space left while appending to the write log'), Errno.ENOSPC, 'ENGINE_NO_SPACE: No space left while appending to the write log'],
+    [new EngineError(EngineErrorCode.CORRUPT, 'Bad checksum'), Errno.EIO, 'ENGINE_CORRUPT: Bad checksum'],
+    [new EngineError(EngineErrorCode.READ_ONLY, 'Read-only'), Errno.EPERM, 'ENGINE_READ_ONLY: Read-only'],
+    [new EngineError(EngineErrorCode.OUT_OF_RANGE, 'Far'), Errno.EINVAL, 'ENGINE_OUT_OF_RANGE: Far'],
+    [new EngineError(EngineErrorCode.INVALID, 'Bad'), Errno.EINVAL, 'ENGINE_INVALID: Bad'],
+    [new EngineError(EngineErrorCode.CLOSED, 'Closing'), Errno.ESHUTDOWN, 'ENGINE_CLOSED: Closing'],
+    [new EngineError(EngineErrorCode.NOT_FOUND, 'Gone'), Errno.EIO, 'ENGINE_NOT_FOUND: Gone'],
+    [new OtherError('OTHER_FAILED', 'Repository unreachable'), Errno.EIO, 'OTHER_FAILED: Repository unreachable'],
+    [driveEio, Errno.EIO, 'EIO: EIO: i/o error, read'],
   ];
-  for (const [error, errno] of cases) {
+  for (const [error, errno, message] of cases) {
     ms.store.hook = () => {
       throw error;
     };
-    assert.equal(await errnoOf(client.write(0, Buffer.alloc(512))), errno, String(error));
+    const logged = ms.logs.length;
+    const write = await client.request(Command.WRITE, 0, 0, 512, Buffer.alloc(512));
+    assert.deepEqual([write.errno, write.message], [errno, message], String(error));
     const r = await client.request(Command.READ, 0, 0, 512);
-    assert.equal(r.errno, errno);
+    assert.deepEqual([r.errno, r.message], [errno, message], String(error));
     assert.equal(r.data, null, 'no data with an error');
-    assert.match(r.message, /.+/, 'structured errors carry a message');
+    const lines = ms.logs.slice(logged);
+    assert.equal(lines.length, 2, lines.join('\n'));
+    assert.match(lines[0], new RegExp(`: other: NBD_CMD_WRITE cookie \\d+: ${errnoName(errno)}: ${escapeRegExp(message)}$`));
+    assert.match(lines[1], new RegExp(`: other: NBD_CMD_READ cookie \\d+: ${errnoName(errno)}: ${escapeRegExp(message)}$`));
   }
   ms.store.hook = null;
   assert.equal((await client.read(0, 512)).length, 512);

@@ -1,0 +1,56 @@
+/**
+ * A bug is a crash, not an EIO: when the engine breaks the Volume contract or throws an untyped
+ * error, the server logs the stack, answers nothing, and the process dies (buggy-server.ts).
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { after, test } from 'node:test';
+import { cleanup, spawnTracked } from '../helpers/index.ts';
+import { NbdClient } from './client.ts';
+
+after(cleanup);
+
+async function crashOn(mode: string, request: (client: NbdClient) => Promise<unknown>): Promise<{ code: number | null; stderr: string; outcome: string }> {
+  const child = spawnTracked(process.execPath, [new URL('./buggy-server.ts', import.meta.url).pathname, mode]);
+  let stdout = '';
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const exited = once(child, 'exit') as Promise<[number | null]>;
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+      stdout += chunk;
+      const m = /port (\d+)\n/.exec(stdout);
+      if (m) resolve(Number(m[1]));
+    });
+    void exited.then(() => reject(new Error(`buggy server exited before listening: ${stderr}`)));
+  });
+  const client = await NbdClient.connect({ host: '127.0.0.1', port }, { exportName: 'disk', metaContexts: ['base:allocation'] });
+  const outcome = await request(client).then(
+    (r) => `answered ${JSON.stringify(r)}`,
+    (err: Error) => `failed: ${err.message}`,
+  );
+  const [code] = await exited;
+  return { code, stderr, outcome };
+}
+
+test('invariants: a read the engine answers short crashes the node with the assertion in the log', async () => {
+  const r = await crashOn('short-read', (c) => c.request(0, 0, 0, 4096));
+  assert.equal(r.code, 1, r.stderr);
+  assert.doesNotMatch(r.outcome, /^answered/, 'the client gets no reply');
+  assert.match(r.stderr, /nbd: 127\.0\.0\.1:\d+: bug serving NBD_CMD_READ offset 0 length 4096: AssertionError \[ERR_ASSERTION\]: the engine read returns the length asked for/);
+  assert.match(r.stderr, /\n\s+at execute \(/, 'the log has the stack');
+});
+
+test('invariants: a block status run out of place crashes the node', async () => {
+  const r = await crashOn('misplaced-run', (c) => c.blockStatus(0, 4096));
+  assert.equal(r.code, 1, r.stderr);
+  assert.doesNotMatch(r.outcome, /^answered/);
+  assert.match(r.stderr, /bug serving NBD_CMD_BLOCK_STATUS offset 0 length 4096: AssertionError \[ERR_ASSERTION\]: the engine returned a run \[512, \+4096\) where one at 0 was due/);
+});
+
+test('invariants: an untyped error from the engine crashes the node instead of becoming EIO', async () => {
+  const r = await crashOn('type-error', (c) => c.request(0, 0, 0, 512));
+  assert.equal(r.code, 1, r.stderr);
+  assert.doesNotMatch(r.outcome, /^answered/);
+  assert.match(r.stderr, /bug serving NBD_CMD_READ offset 0 length 512: TypeError: Cannot read properties of null/);
+});

@@ -3,6 +3,7 @@
  * (allocation, or changes since another snapshot), its bytes by range, writes and trims of a
  * disk for restores, and consistency-group snapshots.
  */
+import assert from 'node:assert/strict';
 import type { ServerResponse } from 'node:http';
 import type { Volume } from '../engine/index.ts';
 import { ApiError, ApiErrorCode } from './errors.ts';
@@ -87,7 +88,15 @@ export async function readExtents(p: Record<string, string>, _b: unknown, ctx: R
     let at = offset;
     while (at < end && extents.length < ctx.extentsMax) {
       const n = Math.min(extentWindowBytes - (at % extentWindowBytes), end - at);
-      for (const e of await extentRunsOf(vol, at, n, q.since)) push(e.offset, e.length, e.type);
+      let covered = at;
+      for (const e of await extentRunsOf(vol, at, n, q.since)) {
+        // The reply promises runs covering the range exactly: a gap or an overlap would tell a
+        // backup client that data is a hole, or unchanged, where it is not.
+        assert.ok(e.offset === covered && e.length > 0, `the engine returned a run [${e.offset}, +${e.length}) where one at ${covered} was due`);
+        covered += e.length;
+        push(e.offset, e.length, e.type);
+      }
+      assert.equal(covered, at + n, 'the engine\'s runs cover the window asked for');
       at += n;
     }
     const body: ExtentsReply = { sizeBytes, since: q.since ?? null, offset, length: at - offset, extents, next: at < end ? at : null };
@@ -145,16 +154,20 @@ async function streamRange(vol: Volume, offset: number, length: number, res: Ser
   let next = length > 0 ? readPiece(at) : null;
   while (next !== null) {
     const { buf, piece } = await next;
+    // The reply promised `length` bytes in its Content-Length: a short piece would shift every
+    // byte after it to the wrong offset of the client's copy.
+    assert.equal(piece.length, Math.min(pieceBytes, end - at), 'the engine read returns the length asked for');
     at += piece.length;
     next = at < end ? readPiece(at) : null;
     // A read that fails while the previous piece is sent must not go unhandled.
     next?.catch(() => {});
     if (res.destroyed) {
+      // The client went away: nothing left to send it.
       replyPool.give(buf);
-      throw new Error('the client closed the connection');
+      return;
     }
     // Given back from the write's callback, when the socket is done with the bytes (or failed).
-    if (!res.write(piece, () => replyPool.give(buf))) await drained(res);
+    if (!res.write(piece, () => replyPool.give(buf)) && !(await drained(res))) return;
   }
   res.end();
 }
@@ -172,6 +185,9 @@ export async function writeDiskData(p: Record<string, string>, _b: unknown, ctx:
   try {
     const data = await readOctetsBody(ctx.req, ctx.rangeBytesMax);
     checkRange(vol, q.offset, data.length);
+    // readOctetsBody answers exactly Content-Length bytes or fails; fewer would leave stale bytes
+    // on the disk where the client believes its data went.
+    assert.equal(data.length, Number(ctx.req.headers['content-length']), 'a write has the whole body the client sent');
     await vol.write(q.offset, data);
     return { status: 204 };
   } finally {

@@ -1,3 +1,4 @@
+import { isBug } from '../util/bug.ts';
 import { CodedError } from '../util/coded-error.ts';
 import { BackupError, BackupErrorCode, type BackupErrorCodeValue } from '../backup/index.ts';
 import { EngineError, EngineErrorCode } from '../engine/index.ts';
@@ -120,22 +121,25 @@ const codeOfBackupCode: Record<BackupErrorCodeValue, ApiErrorCodeValue> = {
 };
 
 /**
- * The error to send for anything a handler threw. Engine errors keep their message (it is
- * written for users); anything else is a bug, reported with a generic message and flagged for
- * logging so its details stay in the node's log.
+ * The error to send for anything a handler threw: the one place that decides it. Typed errors of
+ * the subsystems the API speaks for keep their message (it is written for users) and map by code.
+ * Other failures of the world (a system error such as a drive's EIO, a typed error without a wire
+ * code) are 500 INTERNAL with a generic message, flagged `unexpected` so the server logs their
+ * details. A bug (src/util/bug.ts: an assertion, a TypeError, any untyped error) is flagged `bug`:
+ * the server does not answer it but logs its stack and crashes the node.
  */
-export function toApiError(err: unknown): { error: ApiError; unexpected: boolean } {
-  if (err instanceof ApiError) return { error: err, unexpected: false };
+export function toApiError(err: unknown): { error: ApiError; unexpected: boolean; bug: boolean } {
+  if (err instanceof ApiError) return { error: err, unexpected: false, bug: false };
   if (err instanceof EngineError && Object.hasOwn(codeOfEngineCode, err.code)) {
     const code = codeOfEngineCode[err.code];
     // A corrupt store is worth a line in the log even though the client is told.
-    return { error: new ApiError(code, err.message, { cause: err }), unexpected: code === ApiErrorCode.CORRUPT };
+    return { error: new ApiError(code, err.message, { cause: err }), unexpected: code === ApiErrorCode.CORRUPT, bug: false };
   }
   if (err instanceof HydrateError && Object.hasOwn(codeOfHydrateCode, err.code)) {
-    return { error: new ApiError(codeOfHydrateCode[err.code], err.message, { cause: err }), unexpected: false };
+    return { error: new ApiError(codeOfHydrateCode[err.code], err.message, { cause: err }), unexpected: false, bug: false };
   }
   if (err instanceof BackupError && Object.hasOwn(codeOfBackupCode, err.code)) {
-    return { error: new ApiError(codeOfBackupCode[err.code], err.message, { cause: err }), unexpected: false };
+    return { error: new ApiError(codeOfBackupCode[err.code], err.message, { cause: err }), unexpected: false, bug: false };
   }
-  return { error: new ApiError(ApiErrorCode.INTERNAL, 'Internal error; see the node log', { cause: err }), unexpected: true };
+  return { error: new ApiError(ApiErrorCode.INTERNAL, 'Internal error; see the node log', { cause: err }), unexpected: true, bug: isBug(err) };
 }

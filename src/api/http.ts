@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ApiError, ApiErrorCode } from './errors.ts';
 
@@ -20,13 +21,17 @@ export async function readJsonBody(req: IncomingMessage, bodyBytesMax: number): 
   }
   const chunks: Buffer[] = [];
   let bytes = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    bytes += chunk.length;
-    if (bytes > bodyBytesMax) {
-      req.resume();
-      throw tooLarge(bodyBytesMax);
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      bytes += chunk.length;
+      if (bytes > bodyBytesMax) {
+        req.resume();
+        throw tooLarge(bodyBytesMax);
+      }
+      chunks.push(chunk);
     }
-    chunks.push(chunk);
+  } catch (err) {
+    throw bodyReadError(err);
   }
   const text = Buffer.concat(chunks, bytes).toString('utf8');
   if (text.trim() === '') throw new ApiError(ApiErrorCode.BAD_REQUEST, 'Request body is empty; a JSON object is required');
@@ -35,6 +40,17 @@ export async function readJsonBody(req: IncomingMessage, bodyBytesMax: number): 
   } catch (err) {
     throw new ApiError(ApiErrorCode.BAD_REQUEST, `Request body is not valid JSON: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/**
+ * A body that stopped arriving is the client's doing, not a bug: Node's HTTP parser reports a
+ * client that went away mid-body as an untyped `aborted` error. Bugs (a failed assertion) and
+ * our own ApiErrors pass unchanged.
+ */
+function bodyReadError(err: unknown): unknown {
+  if (err instanceof ApiError || err instanceof assert.AssertionError) return err;
+  const reason = err instanceof Error ? err.message : String(err);
+  return new ApiError(ApiErrorCode.BAD_REQUEST, `Request body could not be read: ${reason}`, { cause: err, headers: { connection: 'close' } });
 }
 
 function tooLarge(bodyBytesMax: number): ApiError {
@@ -80,25 +96,32 @@ export async function readOctetsBody(req: IncomingMessage, bytesMax: number): Pr
   }
   const out = Buffer.allocUnsafe(declared);
   let at = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    // Node's parser never delivers more than Content-Length; the assertion documents it.
-    if (at + chunk.length > declared) throw new Error('request body longer than its Content-Length');
-    at += chunk.copy(out, at);
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      // Node's parser never delivers more than Content-Length; past it, bytes would be dropped.
+      assert.ok(at + chunk.length <= declared, 'a request body is no longer than its Content-Length');
+      at += chunk.copy(out, at);
+    }
+  } catch (err) {
+    throw bodyReadError(err);
   }
   if (at !== declared) throw new ApiError(ApiErrorCode.BAD_REQUEST, `Request body ended after ${at} of ${declared} bytes`);
   return out;
 }
 
-/** Resolves when `res` can take more data; rejects if the connection closes first. */
-export function drained(res: ServerResponse): Promise<void> {
-  return new Promise((resolve, reject) => {
+/**
+ * Resolves true when `res` can take more data, false if the connection closes first (the client
+ * went away: nothing to answer, and nothing wrong with the server).
+ */
+export function drained(res: ServerResponse): Promise<boolean> {
+  return new Promise((resolve) => {
     const onDrain = () => {
       res.off('close', onClose);
-      resolve();
+      resolve(true);
     };
     const onClose = () => {
       res.off('drain', onDrain);
-      reject(new Error('the client closed the connection'));
+      resolve(false);
     };
     res.once('drain', onDrain);
     res.once('close', onClose);

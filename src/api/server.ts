@@ -4,6 +4,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Store } from '../engine/index.ts';
 import type { BackupRunner } from './backups.ts';
 import type { InstantRestores } from '../hydrate/index.ts';
+import { crash, stackOf } from '../util/bug.ts';
 import { ApiError, ApiErrorCode, toApiError } from './errors.ts';
 import { readJsonBody, sendError, sendJson } from './http.ts';
 import type { JsonReply } from './http.ts';
@@ -117,7 +118,14 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
       }
     } catch (err) {
       if (!req.readableEnded) req.resume(); // a body the handler did not get to read
-      const { error, unexpected } = toApiError(err);
+      const { error, unexpected, bug } = toApiError(err);
+      if (bug) {
+        // Not answered: logged with its stack, and the node crashes (src/util/bug.ts).
+        log(`api: ${method} ${pathname}: bug: ${stackOf(err)}`);
+        crash(err);
+        res.destroy();
+        return;
+      }
       if (unexpected) log(`api: ${method} ${pathname} failed: ${(err as Error)?.stack ?? String(err)}`);
       else log(`api: ${method} ${pathname} ${error.status} ${error.code}: ${error.message} (${Date.now() - startMs} ms)`);
       if (res.headersSent) res.destroy();

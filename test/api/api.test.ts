@@ -3,10 +3,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { once } from 'node:events';
 import { after, before, describe, test } from 'node:test';
 import { createApiServer, listRoutes, openApiDocument } from '../../src/api/index.ts';
 import type { ApiServer, ApiServerOptions } from '../../src/api/index.ts';
 import { EngineError, EngineErrorCode, Store } from '../../src/engine/index.ts';
+import { spawnTracked } from '../helpers/index.ts';
 import type { EngineErrorCodeValue } from '../../src/engine/index.ts';
 
 const MiB = 1024 * 1024;
@@ -390,11 +392,12 @@ describe('api error mapping', () => {
     }
   });
 
-  test('an unexpected error answers 500 INTERNAL with a generic message, is logged, and the server keeps serving', async () => {
+  test('a failure of the world without a code of its own answers 500 INTERNAL with a generic message, is logged, and the server keeps serving', async () => {
     const logged: string[] = [];
     const stub = {
       listDisks(): never {
-        throw new TypeError('secret detail of a bug');
+        // What fs gives for a drive that fails a read.
+        throw Object.assign(new Error('EIO: i/o error, read secret detail'), { code: 'EIO', errno: -5, syscall: 'read' });
       },
       async compact() {
         return { segmentsRemoved: 1, bytesReclaimed: 2, bytesRewritten: 3 };
@@ -405,13 +408,38 @@ describe('api error mapping', () => {
       const r = await call(base, 'GET', '/disks');
       assertError(r, 500, 'INTERNAL');
       assert.doesNotMatch(r.body.error.message, /secret/);
-      assert.ok(logged.some((l) => l.includes('secret detail of a bug')), 'the cause is in the log');
+      assert.ok(logged.some((l) => l.includes('EIO: i/o error, read secret detail')), 'the cause is in the log');
       const after = await call(base, 'POST', '/compact');
       assert.equal(after.status, 200);
       assert.deepEqual(after.body, { segmentsRemoved: 1, bytesReclaimed: 2, bytesRewritten: 3 });
     } finally {
       await server.close();
     }
+  });
+
+  test('a bug in a handler is not answered: its stack is logged and the node crashes', async (t) => {
+    const child = spawnTracked(process.execPath, [new URL('./buggy-api.ts', import.meta.url).pathname]);
+    t.after(() => void (child.exitCode === null && child.signalCode === null && child.kill('SIGKILL')));
+    let stdout = '';
+    let stderr = '';
+    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    const exited = once(child, 'exit') as Promise<[number | null]>;
+    const port = await new Promise<number>((resolve, reject) => {
+      child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+        stdout += chunk;
+        const m = /port (\d+)\n/.exec(stdout);
+        if (m) resolve(Number(m[1]));
+      });
+      void exited.then(() => reject(new Error(`buggy API exited before listening: ${stderr}`)));
+    });
+    const outcome = await fetch(`http://127.0.0.1:${port}/api/v1/disks`).then(
+      (res) => `answered ${res.status}`,
+      (err: Error) => `failed: ${err.message}`,
+    );
+    const [code] = await exited;
+    assert.equal(code, 1, stderr);
+    assert.match(outcome, /^failed/, 'no reply, not even a 500');
+    assert.match(stderr, /api: GET \/api\/v1\/disks: bug: TypeError: secret detail of a bug\n\s+at /);
   });
 
   test('requests beyond the in-flight limit answer 503 BUSY', async () => {

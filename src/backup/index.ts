@@ -16,6 +16,8 @@ export { WorkerPool, defaultWorkerCount, workersMax } from './pool.ts';
 export { BackupWriter, backupFile, checkName, checkTenant } from './writer.ts';
 export type { BackupFileOptions, BackupProgress, BackupResult, WriterLimits } from './writer.ts';
 export { restoreToFile, restoreTo } from './restore.ts';
+export { planRangeReads } from './plan-reads.ts';
+export type { RangeRead, RangeReadLimits, StoredRange } from './plan-reads.ts';
 export type { RestoreLimits, RestoreProgress, RestoreSink, RestoreMovers, RestoreResult } from './restore.ts';
 export { backupDisk, backupSnapshotName, latestDiskRestorePoints, diskSizeOf, snapshotByteSource, staleBackupSnapshots, catalogReadPageBytes, catalogReadPagesMax } from './disk.ts';
 export type { DiskExtent, DiskSnapshotSource, DiskBackupOptions, DiskBackupProgress, DiskBackupResult } from './disk.ts';

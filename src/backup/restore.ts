@@ -13,6 +13,7 @@ import { BackupError, BackupErrorCode } from './errors.ts';
 import { idBytes, mapEntriesPerBlob, packPath, zeroId } from './format.ts';
 import type { OpenSpec, WorkerPool } from './pool.ts';
 import type { Repository, Snapshot } from './repository.ts';
+import { planRangeReads, type RangeRead as PlannedRead } from './plan-reads.ts';
 import { SharedSlots } from './shared-slots.ts';
 
 /** Limits of a restore. */
@@ -63,12 +64,7 @@ interface Needed {
 }
 
 /** One range read of a pack and the blobs in it. */
-interface RangeRead {
-  packIdHex: string;
-  offset: number;
-  length: number;
-  blobs: Needed[];
-}
+type RangeRead = PlannedRead<Needed>;
 
 /** Looks up a blob in the cache; one that is missing is a damaged repository. */
 function locate(cache: IndexCache, id: Buffer, what: string): BlobLocation {
@@ -92,25 +88,6 @@ export async function readMapBlob(ctx: { repo: Repository; cache: IndexCache; po
   const entries = await readBlob(ctx, s.map[g], 'Map blob');
   if (entries.length !== count * idBytes) throw new BackupError(BackupErrorCode.CORRUPT, `Map blob ${s.map[g].toString('hex')} has ${entries.length / idBytes} entries, expected ${count}`);
   return entries;
-}
-
-/** Groups the needed blobs of a pack into range reads of at most `blobsMax` blobs each. */
-function planReads(packIdHex: string, blobs: Needed[], gapBytesMax: number, readBytesMax: number, blobsMax: number): RangeRead[] {
-  blobs.sort((a, b) => a.location.offset - b.location.offset);
-  const reads: RangeRead[] = [];
-  let cur: RangeRead | null = null;
-  for (const b of blobs) {
-    const start = b.location.offset;
-    const end = start + b.location.storedLength;
-    if (cur !== null && start - (cur.offset + cur.length) <= gapBytesMax && end - cur.offset <= readBytesMax && cur.blobs.length < blobsMax) {
-      cur.length = end - cur.offset;
-      cur.blobs.push(b);
-    } else {
-      cur = { packIdHex, offset: start, length: end - start, blobs: [b] };
-      reads.push(cur);
-    }
-  }
-  return reads;
 }
 
 /** Where a restore writes: a file, or a disk of a node. */
@@ -298,7 +275,7 @@ export async function restoreTo(
       else list.push(n);
     }
     for (const [packIdHex, blobs] of byPack) {
-      for (const r of planReads(packIdHex, blobs, gapBytesMax, readBytesMax, readSlotsMax)) {
+      for (const r of planRangeReads(packIdHex, blobs, { gapBytesMax, readBytesMax, blobsMax: readSlotsMax })) {
         await reads.acquire();
         // The read's bytes and the plaintexts they open into are held together.
         const held = r.length + r.blobs.reduce((n, b) => n + b.location.plainLength, 0);

@@ -3,7 +3,7 @@
  * pool and a writer marker, the restore point's whole map, and chunk fetches planned as range
  * reads of packs (docs/backup.md, "Instant restore").
  */
-import { BackupError, BackupErrorCode, IndexCache, Repository, WorkerPool, format, openBackend, type Backend, type BlobLocation, type Snapshot } from '../backup/index.ts';
+import { BackupError, BackupErrorCode, IndexCache, Repository, WorkerPool, format, openBackend, planRangeReads, type Backend, type BlobLocation, type RangeRead, type Snapshot } from '../backup/index.ts';
 import { HydrateError, HydrateErrorCode } from './errors.ts';
 
 /** Most chunks one restore may have (32 bytes of map and one byte of state each in memory). */
@@ -13,6 +13,8 @@ export const chunksMax = 4 * 1024 * 1024;
 const gapBytesMax = 1 << 20;
 /** Largest range read. */
 const readBytesMax = 16 << 20;
+/** Plaintext bytes one range read opens at most (its blobs' chunks), as a restore's reads. */
+const readPlainBytesMax = 16 << 20;
 
 /** The AWS variables a restore from s3:// may carry to the node; nothing else is accepted. */
 export const awsVariables = [
@@ -41,12 +43,11 @@ export interface RepoCredentials {
   env: Record<string, string>;
 }
 
-/** One range read of a pack and the chunks it fills. */
-interface RangeRead {
-  packIdHex: string;
-  offset: number;
-  length: number;
-  blobs: { id: Buffer; location: BlobLocation; chunks: number[] }[];
+/** A blob to fetch and the chunks it fills. */
+interface Needed {
+  id: Buffer;
+  location: BlobLocation;
+  chunks: number[];
 }
 
 /** An open repository reading one restore point. */
@@ -132,8 +133,8 @@ export class ChunkSource {
   }
 
   /** Plans the range reads that fetch `chunks` (none of them zero). */
-  private plan(chunks: readonly number[]): RangeRead[] {
-    const byPack = new Map<string, Map<string, { id: Buffer; location: BlobLocation; chunks: number[] }>>();
+  private plan(chunks: readonly number[]): RangeRead<Needed>[] {
+    const byPack = new Map<string, Map<string, Needed>>();
     for (const c of chunks) {
       const id = this.map.subarray(c * format.idBytes, (c + 1) * format.idBytes);
       const key = id.toString('hex');
@@ -146,22 +147,9 @@ export class ChunkSource {
       if (b === undefined) blobs.set(key, { id: Buffer.from(id), location, chunks: [c] });
       else b.chunks.push(c);
     }
-    const reads: RangeRead[] = [];
-    for (const [packIdHex, blobs] of byPack) {
-      let cur: RangeRead | null = null;
-      for (const b of [...blobs.values()].sort((x, y) => x.location.offset - y.location.offset)) {
-        const start = b.location.offset;
-        const end = start + b.location.storedLength;
-        if (cur !== null && start - (cur.offset + cur.length) <= gapBytesMax && end - cur.offset <= readBytesMax) {
-          cur.length = Math.max(cur.length, end - cur.offset);
-          cur.blobs.push(b);
-        } else {
-          cur = { packIdHex, offset: start, length: end - start, blobs: [b] };
-          reads.push(cur);
-        }
-      }
-    }
-    return reads;
+    // A read takes at most as many blobs as there are chunks in readPlainBytesMax.
+    const limits = { gapBytesMax, readBytesMax, blobsMax: Math.max(1, Math.floor(readPlainBytesMax / this.snapshot.chunkSizeBytes)) };
+    return [...byPack].flatMap(([packIdHex, blobs]) => planRangeReads(packIdHex, [...blobs.values()], limits));
   }
 
   /**
@@ -176,7 +164,7 @@ export class ChunkSource {
     if (failed !== undefined) throw failed.reason;
   }
 
-  private async runRead(r: RangeRead, deliver: (chunk: number, plain: Buffer) => Promise<void>): Promise<void> {
+  private async runRead(r: RangeRead<Needed>, deliver: (chunk: number, plain: Buffer) => Promise<void>): Promise<void> {
     const data = await this.backend.get(format.packPath(r.packIdHex), { offset: r.offset, length: r.length });
     this.bytesRead += data.length;
     this.reads++;

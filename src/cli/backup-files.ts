@@ -10,6 +10,7 @@ import type { Command, CommandContext } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
 import { formatSize } from './size.ts';
 import { formatTable } from './table.ts';
+import { writeAll } from '../util/write-all.ts';
 
 type Ctx = { repo: Repository; cache: IndexCache; pool: WorkerPool };
 
@@ -61,18 +62,13 @@ function volumeNote(cat: Catalog, path: string): string | null {
   return vol.status === 'unrecognised' ? `${where} holds no filesystem Tessera reads (ext2/3/4, FAT)` : `the catalog of ${where} is incomplete: ${vol.error}`;
 }
 
-async function writeAll(fh: import('node:fs/promises').FileHandle, bytes: Buffer): Promise<void> {
-  let done = 0;
-  while (done < bytes.length) done += (await fh.write(bytes, done, bytes.length - done)).bytesWritten;
-}
-
 /** Restores `entry` at catalog path `path` to `dest`; counts what it made. */
 async function restoreTree(r: Ctx, cat: Catalog, path: string, entry: CatalogEntry, dest: string, counts: { files: number; dirs: number; links: number; skipped: number; bytes: number }): Promise<void> {
   switch (entry.type) {
     case 'f': {
       const fh = await open(dest, 'wx', 0o600);
       try {
-        await readCatalogFile(r, cat.snapshot, entry, (b) => writeAll(fh, b));
+        await readCatalogFile(r, cat.snapshot, entry, (b) => writeAll(fh, b, null));
       } finally {
         await fh.close();
       }

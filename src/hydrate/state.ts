@@ -6,6 +6,7 @@
 import { mkdir, open, readdir, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from '../native/index.ts';
+import { writeAll } from '../util/write-all.ts';
 import { HydrateError, HydrateErrorCode } from './errors.ts';
 
 /**
@@ -186,8 +187,7 @@ export class CopiedLog {
   async append(chunks: readonly number[]): Promise<void> {
     if (chunks.length === 0) return;
     const bytes = Buffer.concat(chunks.map(encodeCopied));
-    let done = 0;
-    while (done < bytes.length) done += (await this.fh.write(bytes, done, bytes.length - done)).bytesWritten;
+    await writeAll(this.fh, bytes, null);
     await this.fh.datasync();
   }
 

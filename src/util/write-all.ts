@@ -1,10 +1,17 @@
+import assert from 'node:assert/strict';
 import type { FileHandle } from 'node:fs/promises';
 
-/** Writes all of `data` at `position` of an open file, going on after short writes. */
-export async function writeAll(fh: FileHandle, data: Buffer, position: number): Promise<void> {
+/**
+ * Writes all of `data` at `position` of an open file, going on after short writes. A `null`
+ * position writes where the file is (and moves it on): a file written front to back, or one
+ * opened for appending (where the kernel ignores positions anyway).
+ */
+export async function writeAll(fh: FileHandle, data: Buffer, position: number | null): Promise<void> {
   let done = 0;
   while (done < data.length) {
-    const { bytesWritten } = await fh.write(data, done, data.length - done, position + done);
+    const { bytesWritten } = await fh.write(data, done, data.length - done, position === null ? null : position + done);
+    // A write that took nothing and failed nothing would loop forever.
+    assert.ok(bytesWritten > 0, 'a write of a nonempty buffer takes at least one byte');
     done += bytesWritten;
   }
 }

@@ -70,6 +70,10 @@ function reject(rule: RequestRuleId, errno: number, summary: string, header: Req
   return { rule, errno, message: `${summary}: ${commandName(header.type)}${flags} offset ${header.offset} length ${header.length}${extra}` };
 }
 
+function notNegotiated(header: RequestHeader): Rejection {
+  return reject(RequestRule.COMMAND_NOT_NEGOTIATED, Errno.EINVAL, `${commandName(header.type)} not negotiated`, header);
+}
+
 /**
  * Decides whether a request is acceptable: null if it is, else the rule it broke, the NBD error
  * to reply with and a message (see rules.ts). The one gate: code past it trusts the request.
@@ -83,11 +87,10 @@ export function validateRequest(header: RequestHeader, session: Session, sizeByt
   if (!knownCommands.has(type)) return reject(RequestRule.UNKNOWN_COMMAND, Errno.EINVAL, 'Unknown command', header);
   const allowed = flagsAllowed[type];
   // Known but never offered (CACHE, RESIZE), or not advertised for this export.
-  const notNegotiated = (what: string) => reject(RequestRule.COMMAND_NOT_NEGOTIATED, Errno.EINVAL, `${what} not negotiated`, header);
-  if (allowed === undefined) return notNegotiated(commandName(type));
+  if (allowed === undefined) return notNegotiated(header);
   if (isWrite && (advertised & TransmissionFlag.READ_ONLY) !== 0) return reject(RequestRule.READ_ONLY, Errno.EPERM, 'Write to a read-only export', header);
-  if (type === Command.TRIM && (advertised & TransmissionFlag.SEND_TRIM) === 0) return notNegotiated('NBD_CMD_TRIM');
-  if (type === Command.WRITE_ZEROES && (advertised & TransmissionFlag.SEND_WRITE_ZEROES) === 0) return notNegotiated('NBD_CMD_WRITE_ZEROES');
+  if (type === Command.TRIM && (advertised & TransmissionFlag.SEND_TRIM) === 0) return notNegotiated(header);
+  if (type === Command.WRITE_ZEROES && (advertised & TransmissionFlag.SEND_WRITE_ZEROES) === 0) return notNegotiated(header);
   if (type === Command.BLOCK_STATUS) {
     if (!session.structuredReplies) return reject(RequestRule.STRUCTURED_REPLIES_NOT_NEGOTIATED, Errno.EINVAL, 'Block status without structured replies negotiated', header);
     if (session.contexts.length === 0) return reject(RequestRule.NO_META_CONTEXT, Errno.EINVAL, 'Block status without a metadata context selected', header);

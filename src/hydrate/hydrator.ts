@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EngineError, EngineErrorCode, type AllocationExtent, type ChangeExtent, type Volume, type WriteOptions, type ZeroOptions } from '../engine/index.ts';
+import { HydrateError, HydrateErrorCode } from './errors.ts';
 import type { CopiedLog } from './state.ts';
 import type { ChunkSource } from './source.ts';
 
@@ -234,7 +235,7 @@ export class Hydrator {
         }
         let error: unknown = null;
         for (const w of waits) await w.catch((err) => (error ??= err));
-        if (chunks.some((c) => this.state[c] === MISSING)) throw error ?? new Error('chunk fetch failed');
+        if (chunks.some((c) => this.state[c] === MISSING)) throw error ?? missingChunks();
       } finally {
         this.clientSlots.give();
       }
@@ -242,7 +243,7 @@ export class Hydrator {
     }
     let error: unknown = null;
     for (const w of waits) await w.catch((err) => (error ??= err));
-    if (chunks.some((c) => this.state[c] === MISSING)) throw error ?? new Error('chunk fetch failed');
+    if (chunks.some((c) => this.state[c] === MISSING)) throw error ?? missingChunks();
   }
 
   /**
@@ -448,6 +449,15 @@ export class Hydrator {
 }
 
 /** The Volume an NBD client gets while its disk is restored: every call first makes its chunks present. */
+/**
+ * The failure of a read whose chunks are still missing after every fetch for them settled
+ * without an error of its own (e.g. the restore was stopped): a typed error, so a client gets
+ * an EIO reply rather than the node taking it for a bug.
+ */
+function missingChunks(): HydrateError {
+  return new HydrateError(HydrateErrorCode.CLOSED, 'The chunks this request needs were not copied in: the instant restore stopped');
+}
+
 class HydratingVolume implements Volume {
   private readonly h: Hydrator;
   private readonly inner: Volume;

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import type { ServerResponse } from 'node:http';
 import type { Volume } from '../engine/index.ts';
 import { ApiError, ApiErrorCode } from './errors.ts';
-import { BufferPool } from '../util/buffer-pool.ts';
+import { BufferPool } from '../flow/index.ts';
 import { drained, readOctetsBody } from './http.ts';
 import type { Reply, RequestContext } from './routes.ts';
 import { checkQuery } from './validate.ts';

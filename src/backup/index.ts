@@ -12,7 +12,7 @@ export type { RepoConfig, Snapshot, SnapshotEntry, SnapshotStats, KeyInfo, InitO
 export { defaultTenant, tenantOf } from './repository.ts';
 export { IndexCache, cacheRoot } from './cache.ts';
 export type { BlobLocation } from './cache.ts';
-export { WorkerPool, defaultWorkerCount, workersMax } from './pool.ts';
+export { WorkerPool } from './pool.ts';
 export { BackupWriter, backupFile, checkName, checkTenant } from './writer.ts';
 export type { BackupFileOptions, BackupProgress, BackupResult, WriterLimits } from './writer.ts';
 export { restoreToFile, restoreTo } from './restore.ts';
@@ -37,7 +37,3 @@ export { Catalog, buildCatalog, readFile as readCatalogFile, decodeCatalogRoot, 
 export type { CatalogEntry, CatalogRoot, CatalogVolume, ReadFileLimits } from './catalog.ts';
 export { archiveRestorePoint, copiesIn, dueForArchive, findArchived, listArchived, locateRestorePoint, parsePolicy, policyBytesMax } from './archive.ts';
 export type { ArchiveOutcome, ArchivePolicy, ArchiveRecord, ArchiveRule, ArchiveTask, Located, RepoContext } from './archive.ts';
-export { AdaptiveLimiter } from './adapt.ts';
-export type { AdaptiveLimiterOptions, AdaptiveLimiterStats } from './adapt.ts';
-export { Hedger } from './hedge.ts';
-export type { HedgerOptions, HedgerStats } from './hedge.ts';

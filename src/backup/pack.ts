@@ -9,7 +9,7 @@ import { openSealed, type Keys, type SealedBlob } from './crypto.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 import { decodePackEntries, headerEntryBytes, headerLengthBytes, layout, packPath, sealOverheadBytes, type BlobTypeValue, type PackEntry } from './format.ts';
 import type { WorkerPool } from './pool.ts';
-import { AdaptiveLimiter } from './adapt.ts';
+import { AdaptiveLimiter } from '../flow/index.ts';
 
 /** One blob of a pack as an index file lists it: [type, flags, offset, storedLength, plainLength, id]. */
 export type IndexBlob = [type: BlobTypeValue, flags: number, offset: number, storedLength: number, plainLength: number, id: Buffer];

@@ -1,31 +1,16 @@
 /**
- * A small pool of data mover threads (worker.ts) that hash, compress, seal and open blobs, so
- * the event loop keeps reading and uploading meanwhile.
+ * The backup's data mover threads (worker.ts) on a ThreadPool (src/flow): the tasks they run
+ * (hash, compress, seal and open blobs, build and check packs), the keys they are given first,
+ * and their failures as BackupErrors.
  */
-import assert from 'node:assert/strict';
 import { availableParallelism } from 'node:os';
-import type { Worker } from 'node:worker_threads';
-import { startThread } from '../util/thread.ts';
+import { ThreadPool, threadsMax, type AdaptiveLimiterStats } from '../flow/index.ts';
 import type { Keys, SealedBlob } from './crypto.ts';
-import { BackupError, type BackupErrorCodeValue } from './errors.ts';
+import { BackupError, BackupErrorCode, type BackupErrorCodeValue } from './errors.ts';
 import type { PackEntry } from './format.ts';
-import { AdaptiveLimiter, type AdaptiveLimiterStats } from './adapt.ts';
 
 /** Most worker threads a pool starts. */
-export const workersMax = 16;
-
-/**
- * Tasks a worker holds at once: the one it runs and one waiting in its port, so that it starts
- * the next as soon as it answers instead of idling while the main thread receives the answer and
- * sends more (the main thread is busy reading and writing: workers had been 17–19% idle).
- */
-export const tasksPerWorker = 2;
-
-/**
- * Only behind a task of at most this many input bytes does a worker hold a second one: nothing
- * waits long in a worker's port behind a large request.
- */
-export const queueBehindBytesMax = 4 << 20;
+export const workersMax = threadsMax;
 
 /** Default number of workers: one per core, at least 1, at most 4. */
 export function defaultWorkerCount(): number {
@@ -73,58 +58,25 @@ export interface PackCheck {
   badBlobs: { index: number; message: string }[];
 }
 
-/**
- * ArrayBuffers that can be moved rather than copied: those a Uint8Array views whole (a Buffer
- * on Node's shared slab must be copied). Looks two levels deep into objects and arrays.
- */
-export function transferablesOf(value: unknown, depth = 0, out = new Set<ArrayBuffer>()): ArrayBuffer[] {
-  if (value instanceof Uint8Array) {
-    if (value.byteOffset === 0 && value.byteLength === value.buffer.byteLength && value.buffer instanceof ArrayBuffer) out.add(value.buffer);
-  } else if (depth < 2 && value !== null && typeof value === 'object') {
-    for (const v of Array.isArray(value) ? value : Object.values(value)) transferablesOf(v, depth + 1, out);
-  }
-  return [...out];
-}
-
 function asBuffer(u8: Uint8Array): Buffer {
   return Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
 }
 
-/** A request waiting in the shared queue, then running on one worker. */
-interface Task {
-  req: WorkerRequest;
-  transfer: Uint8Array[];
-  /** Input bytes, for the busy-worker limiter's throughput. */
-  bytes: number;
-  /** Number of the message to the worker; its reply carries it back. */
-  seq: number;
-  resolve(value: any): void;
-  reject(err: Error): void;
+/** What a worker thread is given first: the repository's keys. */
+export interface WorkerInit {
+  encKey: Uint8Array;
+  idKey: Uint8Array;
 }
 
 /**
- * A fixed set of worker threads sharing the repository keys. Requests wait in one shared queue
- * and go to an idle worker first; a worker that runs a small request (at most
- * queueBehindBytesMax) may also hold the next one (tasksPerWorker), so it never waits for the
- * main thread between two. A long request never holds up requests queued behind it: nothing is
- * queued behind it in its worker. How many tasks may be on workers at once is an
- * AdaptiveLimiter between busyMin × tasksPerWorker (busyMin defaults to the pool's size, so all
- * workers are used) and size × tasksPerWorker: with a lower busyMin it gives back workers that do
- * not add throughput (a machine whose cores the node or the disk already keep busy).
+ * The data mover threads of one repository, sharing its keys: a ThreadPool (src/flow) whose
+ * tasks are the requests above. Requests wait in its one shared queue and go to an idle worker
+ * first; with a lower busyMin it gives back workers that do not add throughput.
  */
 export class WorkerPool {
+  /** Number of worker threads. */
   readonly size: number;
-  private readonly workers: Worker[] = [];
-  /** The tasks on each worker, in the order sent (it answers in that order); empty when it is free. */
-  private readonly running: Task[][] = [];
-  private readonly queue: Task[] = [];
-  private queueHead = 0;
-  private readonly busy: AdaptiveLimiter;
-  private failure: Error | null = null;
-  private seq = 0;
-
-  /** Whether the workers have the keys: tasks wait until then. */
-  private keyed = false;
+  private readonly threads: ThreadPool<WorkerRequest, WorkerInit>;
 
   /**
    * Starts the threads. `keys` may be a promise: the first thread boots meanwhile (a CLI command
@@ -133,108 +85,28 @@ export class WorkerPool {
    */
   constructor(keys: Keys | Promise<Keys>, options: { workers?: number; busyMin?: number; now?: () => number } = {}) {
     const n = options.workers ?? defaultWorkerCount();
-    if (!Number.isSafeInteger(n) || n < 1 || n > workersMax) throw new BackupError('BACKUP_INVALID', `Worker count ${n} is not in 1..${workersMax}`);
+    if (!Number.isSafeInteger(n) || n < 1 || n > workersMax) throw new BackupError(BackupErrorCode.INVALID, `Worker count ${n} is not in 1..${workersMax}`);
     this.size = n;
-    // Every worker stays available unless busyMin asks for less: the work is CPU-bound, and the
-    // hill climb, judging windows of mixed hash, seal and pack tasks on a shared machine, took
-    // noise for a knee and left one worker hashing while the other idled.
-    const busyMin = Math.max(1, Math.min(n, options.busyMin ?? n));
-    this.busy = new AdaptiveLimiter({ min: busyMin * tasksPerWorker, max: n * tasksPerWorker, initial: n * tasksPerWorker, now: options.now });
-    // One thread boots at once; the others once the keys are there. A thread's start-up costs
-    // ~0.1 s of CPU (Node's internal modules compiled anew in each), and a command starts its pool
-    // while the password's key is derived: the key, the command's own start and two booting
-    // threads took the two cores of the benchmark's VM from one another.
-    for (let i = 0; i < n; i++) this.running.push([]);
-    this.startWorker(0);
-    const give = (k: Keys): void => {
-      if (this.failure !== null) return;
-      for (let i = this.workers.length; i < n; i++) this.startWorker(i);
-      // The first message of each thread; the tasks follow it in its port.
-      for (const w of this.workers) w.postMessage({ op: 'keys', encKey: k.encKey, idKey: k.idKey });
-      this.keyed = true;
-      this.dispatch();
-    };
-    if (keys instanceof Promise) keys.then(give, (err: Error) => this.failure ?? this.fail(err));
-    else give(keys);
-  }
-
-  /** Starts thread `i`, whose tasks are `running[i]`. */
-  private startWorker(i: number): void {
-    const w = startThread(new URL('./worker.ts', import.meta.url));
-    w.unref();
-    w.on('message', (msg: { seq: number; result?: any; error?: { code: BackupErrorCodeValue; message: string } }) => {
-      const task = this.running[i].shift();
-      if (task === undefined) return; // the pool failed meanwhile
-      assert.equal(msg.seq, task.seq, 'a worker answered a message it was not sent');
-      // Keep a thread referenced only while it has work, so a pending result keeps the process alive.
-      if (this.running[i].length === 0) w.unref();
-      this.busy.release({ bytes: task.bytes });
-      if (msg.error) task.reject(new BackupError(msg.error.code, msg.error.message));
-      else task.resolve(msg.result);
-      this.dispatch();
+    const init = (k: Keys): WorkerInit => ({ encKey: k.encKey, idKey: k.idKey });
+    this.threads = new ThreadPool<WorkerRequest, WorkerInit>({
+      module: new URL('./worker.ts', import.meta.url),
+      threads: n,
+      init: keys instanceof Promise ? keys.then(init) : init(keys),
+      errorOf: (failure) => new BackupError(failure.code as BackupErrorCodeValue, failure.message),
+      name: 'Backup worker',
+      busyMin: options.busyMin,
+      now: options.now,
     });
-    w.on('error', (err) => this.fail(err));
-    w.on('exit', (code) => {
-      if (code !== 0 && this.failure === null) this.fail(new Error(`Backup worker thread exited with code ${code}`));
-    });
-    this.workers.push(w);
   }
 
   /** The busy-worker limiter's record (for `--json` stats). */
   stats(): AdaptiveLimiterStats {
-    return this.busy.stats();
-  }
-
-  private fail(err: Error): void {
-    this.failure = err;
-    for (let i = 0; i < this.running.length; i++) {
-      for (const task of this.running[i]) task.reject(err);
-      this.running[i] = [];
-    }
-    for (let i = this.queueHead; i < this.queue.length; i++) this.queue[i].reject(err);
-    this.queue.length = 0;
-    this.queueHead = 0;
+    return this.threads.stats();
   }
 
   /** Queues a request, moving the buffers in `transfer`; a free worker takes it. */
   private run<T>(req: WorkerRequest, transfer: Uint8Array[], sharedBytes = 0): Promise<T> {
-    if (this.failure) return Promise.reject(this.failure);
-    const bytes = transfer.reduce((n, b) => n + b.byteLength, sharedBytes);
-    return new Promise<T>((resolve, reject) => {
-      this.queue.push({ req, transfer, bytes, seq: this.seq++, resolve, reject });
-      this.dispatch();
-    });
-  }
-
-  /**
-   * A worker for the next task: an idle one, else one whose only task is small enough to queue
-   * behind; -1 if none.
-   */
-  private pickWorker(): number {
-    let second = -1;
-    for (let i = 0; i < this.running.length; i++) {
-      const tasks = this.running[i];
-      if (tasks.length === 0) return i;
-      if (second < 0 && tasks.length < tasksPerWorker && tasks.every((t) => t.bytes <= queueBehindBytesMax)) second = i;
-    }
-    return second;
-  }
-
-  /** Hands queued tasks to workers while the task limit allows. */
-  private dispatch(): void {
-    while (this.keyed && this.queueHead < this.queue.length && this.failure === null) {
-      const i = this.pickWorker();
-      if (i < 0 || !this.busy.tryAcquire()) return;
-      const task = this.queue[this.queueHead++];
-      if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
-        this.queue.splice(0, this.queueHead);
-        this.queueHead = 0;
-      }
-      this.running[i].push(task);
-      const w = this.workers[i];
-      w.ref();
-      w.postMessage({ ...task.req, seq: task.seq }, transferablesOf(task.transfer));
-    }
+    return this.threads.run<T>(req, transfer, sharedBytes);
   }
 
   /** The blob id of the `length` bytes at `offset` of shared `memory` (read where they lie). */
@@ -299,7 +171,6 @@ export class WorkerPool {
 
   /** Stops the threads. */
   async close(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.terminate()));
-    this.fail(new BackupError('BACKUP_INVALID', 'The worker pool is closed'));
+    await this.threads.close(new BackupError(BackupErrorCode.INVALID, 'The worker pool is closed'));
   }
 }

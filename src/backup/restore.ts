@@ -4,17 +4,13 @@
  * in parallel under a byte budget, blobs are opened on workers and written at their offsets.
  */
 import { FileSink, type FileSinkOptions, type FileSinkStats } from './file-sink.ts';
-import { AdaptiveLimiter, type AdaptiveLimiterStats } from './adapt.ts';
-import { ByteBudget } from './budget.ts';
-import { Hedger, type HedgerOptions, type HedgerStats } from './hedge.ts';
+import { AdaptiveLimiter, BufferPool, ByteBudget, Hedger, SharedSlots, type AdaptiveLimiterStats, type HedgerOptions, type HedgerStats } from '../flow/index.ts';
 import type { BlobLocation, IndexCache } from './cache.ts';
-import { BufferPool } from '../util/buffer-pool.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 import { idBytes, mapEntriesPerBlob, packPath, zeroId } from './format.ts';
 import type { OpenSpec, WorkerPool } from './pool.ts';
 import type { Repository, Snapshot } from './repository.ts';
 import { planRangeReads, type RangeRead as PlannedRead } from './plan-reads.ts';
-import { SharedSlots } from './shared-slots.ts';
 
 /** Limits of a restore. */
 export interface RestoreLimits {

@@ -3,7 +3,7 @@
  * header and blobs. Every fault names the restore points it affects.
  */
 import { checkArchived } from './archive.ts';
-import { ByteBudget } from './budget.ts';
+import { ByteBudget } from '../flow/index.ts';
 import { layout, packPath } from './format.ts';
 import type { WorkerPool } from './pool.ts';
 import { mapConcurrent, type Repository } from './repository.ts';

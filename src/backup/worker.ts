@@ -1,15 +1,14 @@
 /**
  * A data mover thread: hashes, compresses, seals, opens and checks blobs and packs so that the
- * main thread only moves bytes. Messages are `{seq, op, ...}`; replies `{seq, result}` or
- * `{seq, error: {code, message}}`. Buffers travel as transferred ArrayBuffers where possible.
+ * main thread only moves bytes. It answers the WorkerPool's requests through serveTasks
+ * (src/flow/thread-worker.ts); buffers travel as transferred ArrayBuffers where possible.
  */
-import { parentPort } from 'node:worker_threads';
+import { serveTasks } from '../flow/thread-worker.ts';
 import { blobId, openBlob, openBlobInto, seal, sealBlob, sha256, type Keys } from './crypto.ts';
-import type { BackupError } from './errors.ts';
+import { BackupErrorCode } from './errors.ts';
 import { encodePackEntries, headerLengthBytes, type PackEntry } from './format.ts';
 import { parsePackTail } from './pack.ts';
-import type { WorkerRequest } from './pool.ts';
-import { transferablesOf } from './pool.ts';
+import type { WorkerInit, WorkerRequest } from './pool.ts';
 
 /** The repository's keys: the pool's first message (it may start the thread before it has them). */
 let keys: Keys = { encKey: Buffer.alloc(0), idKey: Buffer.alloc(0) };
@@ -85,18 +84,11 @@ function handle(msg: WorkerRequest): unknown {
   }
 }
 
-parentPort!.on('message', (msg: (WorkerRequest & { seq: number }) | { op: 'keys'; encKey: Uint8Array; idKey: Uint8Array }) => {
-  if (msg.op === 'keys') {
-    keys = { encKey: Buffer.from(msg.encKey), idKey: Buffer.from(msg.idKey) };
-    return;
-  }
-  let result: unknown;
-  try {
-    result = handle(msg);
-  } catch (err) {
-    const e = err as BackupError;
-    parentPort!.postMessage({ seq: msg.seq, error: { code: e.code ?? 'BACKUP_CORRUPT', message: e.message ?? String(err) } });
-    return;
-  }
-  parentPort!.postMessage({ seq: msg.seq, result }, transferablesOf(result));
+serveTasks<WorkerRequest, WorkerInit>({
+  init(k) {
+    keys = { encKey: Buffer.from(k.encKey), idKey: Buffer.from(k.idKey) };
+  },
+  handle,
+  // An error without a code came from opening damaged data (a library's plain Error).
+  codeOfUncoded: BackupErrorCode.CORRUPT,
 });

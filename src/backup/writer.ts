@@ -9,8 +9,7 @@ import { hostname } from 'node:os';
 import { resolve as resolvePath } from 'node:path';
 import { fileSource } from '../fsread/index.ts';
 import { native } from '../native/index.ts';
-import type { AdaptiveLimiterStats } from './adapt.ts';
-import { ByteBudget } from './budget.ts';
+import { ByteBudget, SharedSlots, type AdaptiveLimiterStats } from '../flow/index.ts';
 import { buildCatalog } from './catalog.ts';
 import type { IndexCache } from './cache.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
@@ -18,7 +17,6 @@ import { BlobType, idBytes, indexEveryPacks, layout, mapEntriesPerBlob, zeroId }
 import { PackWriter, indexBlobsOf, readPackHeader, type IndexedPack } from './pack.ts';
 import type { WorkerPool } from './pool.ts';
 import { tenantPattern, type ArchivedFrom, type PruneMark, type Repository, type Snapshot, type SnapshotStats } from './repository.ts';
-import { SharedSlots } from './shared-slots.ts';
 
 /** Limits of a backup. */
 export interface WriterLimits {

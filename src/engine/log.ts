@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { crc32 } from '../native/index.ts';
 import { Format, encodeRecordHeader, decodeRecordHeader, encodeSegmentHeader, decodeSegmentHeader, type RecordHeader } from './format.ts';
 import { EngineError, EngineErrorCode } from './errors.ts';
+import { LoopIoGate } from '../flow/index.ts';
 
 /** A position in the log: the byte offset of a record header within a segment. */
 export interface LogPosition {
@@ -113,50 +114,6 @@ function pwritevAllSync(fd: number, bufs: Buffer[], position: number): Promise<v
     return Promise.resolve();
   } catch (err) {
     return Promise.reject(err);
-  }
-}
-
-/**
- * Whether small I/O is done on the event loop's own thread. From the page cache it takes
- * microseconds, while the thread pool's hand-off and completion cost more and delay every request
- * waiting on it (fio at queue depth 16: 4k random reads 27k IOPS through the pool, 36–50k on the
- * loop; 4k random writes about a fifth more). One that takes longer than `slowMs` went to the disk
- * (a read not cached, a write held by writeback): I/O then goes to the pool for a pause, so the
- * loop never waits on the disk long. The pause starts at `pauseMinMs` and doubles, up to
- * `pauseMaxMs`, while the first I/O back on the loop is slow again; a fast one resets it.
- */
-class LoopIoGate {
-  private pausedUntil = 0;
-  private pauseMs: number;
-  private readonly bytesMax: number;
-  private readonly slowMs: number;
-  private readonly pauseMinMs: number;
-  private readonly pauseMaxMs: number;
-
-  constructor(opts: { bytesMax: number; slowMs: number; pauseMinMs: number; pauseMaxMs: number }) {
-    this.bytesMax = opts.bytesMax;
-    this.slowMs = opts.slowMs;
-    this.pauseMinMs = this.pauseMs = opts.pauseMinMs;
-    this.pauseMaxMs = opts.pauseMaxMs;
-  }
-
-  /** Whether I/O of this size goes on the loop now. */
-  allows(bytes: number): boolean {
-    return bytes <= this.bytesMax && performance.now() >= this.pausedUntil;
-  }
-
-  /** Runs `io` on the loop, timing it. */
-  run<T>(io: () => T): T {
-    const t0 = performance.now();
-    try {
-      return io();
-    } finally {
-      const took = performance.now() - t0;
-      if (took > this.slowMs) {
-        this.pausedUntil = t0 + took + this.pauseMs;
-        this.pauseMs = Math.min(this.pauseMs * 2, this.pauseMaxMs);
-      } else this.pauseMs = this.pauseMinMs;
-    }
   }
 }
 

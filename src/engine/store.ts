@@ -12,7 +12,7 @@ import { WriteLog, comparePositions, ioError, type Append, type LogPosition } fr
 import { BlockIndex, blockIndexEnd, type Found } from './blockindex.ts';
 import { IndexWriter, type IndexOp } from './index-writer.ts';
 import { EngineError, EngineErrorCode } from './errors.ts';
-import { Pacer } from './pacer.ts';
+import { Pacer } from '../flow/index.ts';
 import type { DiskInfo, SnapshotInfo, Volume, AllocationExtent, ChangeExtent, WriteOptions, ZeroOptions } from './types.ts';
 
 /** Options of Store.open. */

@@ -4,7 +4,7 @@
  * closes; nothing here throws into the event loop or rejects unhandled.
  */
 import type { Socket } from 'node:net';
-import type { BufferPool } from '../util/buffer-pool.ts';
+import type { BufferPool } from '../flow/index.ts';
 import { useReadBuffer } from '../util/socket-read.ts';
 import { crash, isBug, stackOf } from '../util/bug.ts';
 import { encodeGreeting, type RequestHeader } from './codec.ts';

@@ -1,6 +1,6 @@
 import { lstat, unlink } from 'node:fs/promises';
 import net from 'node:net';
-import { BufferPool } from '../util/buffer-pool.ts';
+import { BufferPool } from '../flow/index.ts';
 import { Connection } from './connection.ts';
 import { NbdError, NbdErrorCode } from './errors.ts';
 import { resolveLimits, type NbdLimits } from './limits.ts';

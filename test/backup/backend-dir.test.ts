@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { BackupError, BackupErrorCode, DirBackend } from '../../src/backup/index.ts';
-import { BufferPool } from '../../src/util/buffer-pool.ts';
+import { BufferPool } from '../../src/flow/index.ts';
 import { backendConformance } from './backend-conformance.ts';
 
 const dirs: string[] = [];

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { after, test } from 'node:test';
 import { FileSink } from '../../src/backup/file-sink.ts';
-import { isDirectAligned, SharedSlots } from '../../src/backup/shared-slots.ts';
+import { isDirectAligned, SharedSlots } from '../../src/flow/index.ts';
 import { BackupError } from '../../src/backup/index.ts';
 import { cleanup, makeTempDir, seededBytes, testSeed } from '../helpers/index.ts';
 import { join } from './harness.ts';

@@ -1,14 +1,14 @@
 /**
- * Data movers: the worker pool's shared queue, hedged range reads, and a restore through a
- * backend that holds some reads back. Events are counted; no duration is compared.
+ * Data movers: the backup worker pool's tasks and its shared queue, and a restore through a
+ * backend that holds some reads back (hedged range reads). Events are counted; no duration is
+ * compared. The hedger and the thread pool alone: test/flow/.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, test } from 'node:test';
 import { IndexCache, Repository, WorkerPool, backupFile, restoreToFile, type ByteRange } from '../../src/backup/index.ts';
-import { Hedger } from '../../src/backup/hedge.ts';
-import { tasksPerWorker } from '../../src/backup/pool.ts';
-import { SharedSlots } from '../../src/backup/shared-slots.ts';
+import { SharedSlots } from '../../src/flow/index.ts';
+import { tasksPerWorker } from '../../src/flow/thread-pool.ts';
 import { cleanup, testSeed, writeSeededFile } from '../helpers/index.ts';
 import { assertSameFile, ForwardingBackend, join, makeTempDir, openTestRepo, password, smallRepo } from './harness.ts';
 
@@ -108,39 +108,6 @@ test('worker pool: started before its keys, it runs the tasks queued meanwhile w
   } finally {
     await never.close();
   }
-});
-
-test('hedger: a request past its deadline is sent again and the first result wins; a failed attempt lets the other win', async () => {
-  const h = new Hedger({ samplesMin: 4, deadlineMsMin: 5, factor: 1 });
-  for (let i = 0; i < 4; i++) await h.run(async () => i, () => () => {});
-  let released = 0;
-  let calls = 0;
-  let holdFirst!: (v: string) => void;
-  const r = await h.run(
-    () => (++calls === 1 ? new Promise<string>((resolve) => (holdFirst = resolve)) : Promise.resolve('second')),
-    () => () => released++,
-  );
-  assert.deepEqual(r, { value: 'second', timedOut: true });
-  assert.equal(h.stats().abandoned, 1, 'the first request still runs, abandoned');
-  assert.equal(released, 0, "the hedge's budget is held while the loser's bytes may still arrive");
-  holdFirst('first');
-  await new Promise((resolve) => setImmediate(resolve));
-  assert.equal(h.stats().abandoned, 0);
-  assert.equal(released, 1);
-
-  calls = 0;
-  let failFirst!: (e: Error) => void;
-  const r2 = await h.run(
-    () => (++calls === 1 ? new Promise<string>((_, reject) => (failFirst = reject)) : new Promise<string>((resolve) => setTimeout(() => resolve('hedge'), 20))),
-    () => () => {},
-  );
-  void failFirst;
-  assert.equal(r2.value, 'hedge');
-  await assert.rejects(
-    h.run(() => Promise.reject(new Error('both fail')), () => () => {}),
-    /both fail/,
-  );
-  assert.equal(h.stats().hedgesWon, 2);
 });
 
 /**

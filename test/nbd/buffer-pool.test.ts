@@ -1,34 +1,13 @@
-/** Pooled read buffers: size classes, the idle bound, and no reply ever carrying another's bytes. */
+/** The NBD server's pooled read and payload buffers: no reply ever carries another's bytes (the pool alone: test/flow/buffer-pool.test.ts). */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { Store } from '../../src/engine/index.ts';
-import { BufferPool } from '../../src/util/buffer-pool.ts';
 import { NbdServer } from '../../src/nbd/index.ts';
 import { cleanup, makeTempDir, Rng, seededBytes } from '../helpers/index.ts';
 import { NbdClient } from './client.ts';
 import { storeProvider } from './harness.ts';
 
 after(() => cleanup());
-
-test('buffer pool hands out power-of-two classes, reuses returned buffers and bounds idle bytes', () => {
-  const pool = new BufferPool({ pooledBytesMax: 3 * 65536 });
-  const a = pool.take(1);
-  assert.equal(a.length, 4096);
-  const b = pool.take(65536);
-  const c = pool.take(65537);
-  assert.equal(b.length, 65536);
-  assert.equal(c.length, 131072);
-  pool.give(b);
-  assert.equal(pool.pooledBytes, 65536);
-  assert.equal(pool.take(40000), b, 'a returned buffer of the class is reused');
-  assert.equal(pool.pooledBytes, 0);
-  pool.give(c);
-  pool.give(b);
-  assert.equal(pool.pooledBytes, 3 * 65536);
-  pool.give(pool.take(1 << 20).fill(1));
-  assert.equal(pool.pooledBytes, 3 * 65536, 'a buffer over the bound is dropped, not kept');
-  assert.throws(() => pool.give(Buffer.alloc(5000)), /only buffers from take/);
-});
 
 test('buffer pool: hundreds of concurrent reads on two connections each get exactly their own bytes', async () => {
   const store = await Store.open({ dir: makeTempDir('tessera-pool-') });

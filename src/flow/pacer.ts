@@ -6,10 +6,12 @@
  */
 const SLICE_MS = 4;
 
+/** Slices background work and rests between slices (the engine's sweeps and compaction use it). */
 export class Pacer {
   private readonly duty: () => number;
   private sliceStart = performance.now();
 
+  /** `duty`: the share of the loop's time the work may take, 0 to 1, or a function asked after each slice. */
   constructor(duty: number | (() => number)) {
     this.duty = typeof duty === 'number' ? () => duty : duty;
   }

@@ -1,6 +1,10 @@
-/** A byte budget: callers wait for room before holding more bytes in flight. */
+/**
+ * A byte budget: callers wait for room before holding more bytes in flight, so that a pipeline
+ * of reads, workers and writes holds at most a set amount of memory however fast each stage is.
+ */
 import assert from 'node:assert/strict';
 
+/** At most `bytesMax` bytes held at once; waiters are served in order. */
 export class ByteBudget {
   readonly bytesMax: number;
   private used = 0;
@@ -32,6 +36,7 @@ export class ByteBudget {
     return true;
   }
 
+  /** Gives `bytes` back and lets the waiters that now fit go on, in order. */
   release(bytes: number): void {
     this.used -= bytes;
     assert.ok(this.used >= 0, 'released more bytes than acquired');

@@ -1,9 +1,9 @@
 /**
  * Reusable buffers for reads. A fresh Buffer per read costs more than the copy into it: every
  * large allocation is external memory that V8 answers with a garbage collection, and at a GB/s
- * of reads that collector took a third of the server's CPU. Buffers come back once their bytes
- * are used (an NBD reply: once the socket has taken them). With `shared`, they are shared memory
- * that worker threads read where it lies (a restore's range reads), not moved to them.
+ * of reads that collector took a third of the NBD server's CPU. Buffers come back once their
+ * bytes are used (an NBD reply: once the socket has taken them). With `shared`, they are shared
+ * memory that worker threads read where it lies (a restore's range reads), not moved to them.
  */
 import assert from 'node:assert/strict';
 
@@ -17,6 +17,7 @@ export class BufferPool {
   readonly #shared: boolean;
   #pooledBytes = 0;
 
+  /** `pooledBytesMax`: idle bytes kept for reuse; `shared`: hand out SharedArrayBuffer memory. */
   constructor(opts: { pooledBytesMax: number; shared?: boolean }) {
     this.#pooledBytesMax = opts.pooledBytesMax;
     this.#shared = opts.shared ?? false;

@@ -1,7 +1,8 @@
 /**
- * Adaptive concurrency of the data movers (docs/backup.md, "Data movers"): a counting limiter
- * whose limit is tuned by hill climbing on measured throughput, with a multiplicative decrease
- * when errors or timeouts appear.
+ * Adaptive concurrency (docs/flow.md): a counting limiter whose limit is tuned by hill climbing
+ * on measured throughput, with a multiplicative decrease when errors or timeouts appear. The
+ * backup data movers use it for range reads, uploads and worker tasks (docs/backup.md, "Data
+ * movers").
  *
  * Why hill climbing and not plain AIMD: AIMD raises until a loss, but an I/O stage that is past
  * its best concurrency rarely loses anything, it only stops getting faster (a directory on one

@@ -1,8 +1,9 @@
 /**
- * Hedged requests (docs/backup.md, "Data movers"): a request still running past a deadline taken
- * from the measured latencies is issued again; the first result wins and the other is discarded.
- * One slow disk, one slow S3 connection or one overloaded server node then costs one request's
- * worth of duplicated work instead of holding up everything queued behind it.
+ * Hedged requests (docs/flow.md; a restore's range reads use them, docs/backup.md, "Data
+ * movers"): a request still running past a deadline taken from the measured latencies is issued
+ * again; the first result wins and the other is discarded. One slow disk, one slow S3 connection
+ * or one overloaded server node then costs one request's worth of duplicated work instead of
+ * holding up everything queued behind it.
  */
 import assert from 'node:assert/strict';
 
@@ -92,6 +93,7 @@ export class Hedger {
     return Math.min(this.deadlineMsMax, Math.max(this.deadlineMsMin, this.factor * q));
   }
 
+  /** What the hedger did so far. */
   stats(): HedgerStats {
     return { ...this.counters, abandoned: this.abandoned, deadlineMs: this.deadlineMs() };
   }

@@ -1,10 +1,11 @@
 /**
- * Page-aligned memory shared with the worker threads, cut into equal slots. A restore's workers
- * open blobs straight into slots and the main thread writes from them, so plaintexts neither
- * cross threads as transferred ArrayBuffers nor land in fresh memory: a transferred buffer counted
- * as new external memory, V8 ran a full GC about every 20 of them, and each plaintext's pages
- * were faulted in anew (a restore of 1.4 GiB grew to 1.6 GB resident before V8 collected any).
- * A FileSink writes a slot with O_DIRECT as it is (isDirectAligned), without copying it first.
+ * Page-aligned memory shared with worker threads, cut into equal slots. Workers write results
+ * straight into slots and the main thread writes from them (a restore's workers open blobs into
+ * them), so the bytes neither cross threads as transferred ArrayBuffers nor land in fresh memory:
+ * a transferred buffer counted as new external memory, V8 ran a full GC about every 20 of them,
+ * and each buffer's pages were faulted in anew (a restore of 1.4 GiB grew to 1.6 GB resident
+ * before V8 collected any). A writer with O_DIRECT writes a slot as it is (isDirectAligned),
+ * without copying it first.
  */
 
 /** The one WebAssembly API used here (the DOM library that types it is not in this project). */
@@ -32,8 +33,11 @@ export function isDirectAligned(buf: Uint8Array): boolean {
  * `misalignBytes` (a test hook) shifts every slot off alignment, so direct writes of it fail.
  */
 export class SharedSlots {
+  /** The one shared memory every slot lies in (what a worker is given). */
   readonly memory: SharedArrayBuffer;
+  /** Bytes of one slot: the size asked for, rounded up to 4 KiB. */
   readonly slotBytes: number;
+  /** Number of slots. */
   readonly count: number;
   private readonly free: number[] = [];
   private readonly waiting: { n: number; resolve: (slots: number[]) => void }[] = [];

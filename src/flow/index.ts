@@ -1,0 +1,15 @@
+/**
+ * Flow control with no knowledge of what flows (docs/flow.md): concurrency that adapts to
+ * throughput, hedged requests, byte budgets, pooled and shared memory, pacing of background
+ * work, the event loop's I/O gate, and a pool of worker threads.
+ */
+export { AdaptiveLimiter } from './adapt.ts';
+export type { AdaptiveLimiterOptions, AdaptiveLimiterStats } from './adapt.ts';
+export { Hedger } from './hedge.ts';
+export type { HedgerOptions, HedgerStats } from './hedge.ts';
+export { ByteBudget } from './budget.ts';
+export { SharedSlots, isDirectAligned, directAlignBytes } from './shared-slots.ts';
+export { BufferPool } from './buffer-pool.ts';
+export { Pacer } from './pacer.ts';
+export { LoopIoGate } from './io-gate.ts';
+export { ThreadPool, threadsMax } from './thread-pool.ts';

@@ -1,10 +1,5 @@
-/** Backups: the repository format of docs/backup.md, its backends, and the commands' logic. */
-export { Backend, pathBytesMax, objectBytesMax } from './backend.ts';
-export type { ObjectInfo, ByteRange } from './backend.ts';
-export { DirBackend } from './backend-dir.ts';
-export { S3Backend, openS3Backend, parseS3Url, s3OptionsFromEnv } from './backend-s3.ts';
-export type { S3BackendOptions, S3Credentials, S3Location } from './backend-s3.ts';
-export { openBackend } from './open-backend.ts';
+/** Backups: the repository format of docs/backup.md and the commands' logic; its storage is an object store (src/objstore). */
+export { openRepoBackend } from './storage.ts';
 export { BackupError, BackupErrorCode } from './errors.ts';
 export type { BackupErrorCodeValue } from './errors.ts';
 export { Repository } from './repository.ts';

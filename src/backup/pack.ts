@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, type Hash } from 'node:crypto';
-import type { Backend, ObjectWriter } from './backend.ts';
+import type { Backend, ObjectWriter } from '../objstore/index.ts';
 import { openSealed, type Keys, type SealedBlob } from './crypto.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
 import { decodePackEntries, headerEntryBytes, headerLengthBytes, layout, packPath, sealOverheadBytes, type BlobTypeValue, type PackEntry } from './format.ts';

@@ -4,9 +4,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { hostname, userInfo } from 'node:os';
-import type { Backend } from './backend.ts';
+import type { Backend } from '../objstore/index.ts';
 import { decodeObject, encodeObject, makeKeyFile, parseKeyFile, sha256, splitMasterKey, unwrapKeyFile, type Keys } from './crypto.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
+import { repoBackend } from './storage.ts';
 import { BlobType, chunkSizeBytes as chunkLimits, idBytes, isHexId, layout, masterKeyBytes, packSizeTargetBytes as packLimits, repositoryFormat, writerMarker } from './format.ts';
 import type { IndexBlob, IndexedPack } from './pack.ts';
 
@@ -182,6 +183,7 @@ interface RepoMarker {
 
 /** An open repository: the backend, the keys and the config. */
 export class Repository {
+  /** Its storage, failing with BackupErrors (storage.ts) whatever backend it was opened on. */
   readonly backend: Backend;
   readonly keys: Keys;
   readonly config: RepoConfig;
@@ -205,6 +207,7 @@ export class Repository {
 
   /** Creates a repository at an empty location. */
   static async init(backend: Backend, password: string, options: InitOptions = {}): Promise<Repository> {
+    backend = repoBackend(backend);
     const now = options.now ?? Date.now;
     const chunkSizeBytes = options.chunkSizeBytes ?? chunkLimits.default;
     if (!isPowerOfTwo(chunkSizeBytes) || chunkSizeBytes < chunkLimits.min || chunkSizeBytes > chunkLimits.max) {
@@ -231,6 +234,7 @@ export class Repository {
 
   /** Opens a repository with one of its passwords. */
   static async open(backend: Backend, password: string, options: { now?: () => number } = {}): Promise<Repository> {
+    backend = repoBackend(backend);
     const markerBytes = await backend.get(layout.marker).catch((err) => {
       if (err instanceof BackupError && err.code === BackupErrorCode.NOT_FOUND) {
         throw new BackupError(BackupErrorCode.NOT_FOUND, `No backup repository at ${backend.location} (run \`tessera backup init\` to create one)`, { cause: err });

@@ -12,7 +12,7 @@ import {
   WorkerPool,
   cacheRoot,
   locateRestorePoint,
-  openBackend,
+  openRepoBackend,
   type ArchiveRecord,
   type Keys,
   type Located,
@@ -49,7 +49,7 @@ const archivePasswordNote = "the archive's password comes from TESSERA_ARCHIVE_P
 
 /** Opens the repository at `location` around `fn`: the repository alone (no index cache, no worker threads). */
 async function withRepository<T>(io: Io, location: string, pw: string, fn: (repo: Repository) => Promise<T>, options: { archive?: boolean } = {}): Promise<T> {
-  const backend = await openBackend(location, io.env);
+  const backend = await openRepoBackend(location, io.env);
   try {
     const repo = await Repository.open(backend, pw).catch((err) => {
       if (options.archive && err instanceof BackupError && err.code === BackupErrorCode.WRONG_PASSWORD) {

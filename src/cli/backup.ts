@@ -11,7 +11,7 @@ import {
   forget,
   forgetIds,
   listArchived,
-  openBackend,
+  openRepoBackend,
   prune,
   restoreToFile,
   tenantOf,
@@ -118,7 +118,7 @@ export const backupCommands: Command[] = [
       const chunkSizeBytes = typeof chunk === 'string' ? parseSize(chunk) : undefined;
       const pw = await password(ctx.io, { confirm: true, prompt: 'New repository password' });
       const repo = await reported(async () => {
-        const backend = await openBackend(location, ctx.io.env);
+        const backend = await openRepoBackend(location, ctx.io.env);
         try {
           return await Repository.init(backend, pw, { chunkSizeBytes });
         } finally {

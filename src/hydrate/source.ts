@@ -3,7 +3,8 @@
  * pool and a writer marker, the restore point's whole map, and chunk fetches planned as range
  * reads of packs (docs/backup.md, "Instant restore").
  */
-import { BackupError, BackupErrorCode, IndexCache, Repository, WorkerPool, format, openBackend, planRangeReads, type Backend, type BlobLocation, type RangeRead, type Snapshot } from '../backup/index.ts';
+import { BackupError, BackupErrorCode, IndexCache, Repository, WorkerPool, format, openRepoBackend, planRangeReads, type BlobLocation, type RangeRead, type Snapshot } from '../backup/index.ts';
+import type { Backend } from '../objstore/index.ts';
 import { HydrateError, HydrateErrorCode } from './errors.ts';
 
 /** Most chunks one restore may have (32 bytes of map and one byte of state each in memory). */
@@ -83,7 +84,7 @@ export class ChunkSource {
    * (so a prune keeps the packs it reads). Everything opened is closed again on failure.
    */
   static async open(creds: RepoCredentials, snapshot: string, options: { cacheDir: string; workers?: number }): Promise<ChunkSource> {
-    const backend = await openBackend(creds.repo, creds.env);
+    const backend = await openRepoBackend(creds.repo, creds.env);
     let cache: IndexCache | null = null;
     let pool: WorkerPool | null = null;
     let writer: { stop(): Promise<void> } | null = null;

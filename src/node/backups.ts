@@ -10,14 +10,14 @@ import {
   IndexCache,
   Repository,
   WorkerPool,
-  openBackend,
+  openRepoBackend,
   outcomeJson,
   runDiskBackup,
-  type Backend,
   type DiskBackupProgress,
   type DiskHost,
   type DiskSnapshotSource,
 } from '../backup/index.ts';
+import type { Backend } from '../objstore/index.ts';
 import { extentRunsOf } from '../api/data.ts';
 import type { Store, Volume } from '../engine/index.ts';
 
@@ -174,7 +174,7 @@ export class NodeBackups {
     const o = this.open;
     if (o !== null && o.location === req.repo && o.password === req.password && o.env === env) return o;
     await this.closeRepository();
-    const backend = await openBackend(req.repo, req.env as NodeJS.ProcessEnv);
+    const backend = await openRepoBackend(req.repo, req.env as NodeJS.ProcessEnv);
     try {
       const repo = await Repository.open(backend, req.password);
       const cache = IndexCache.open(repo.id, this.cacheDir);

@@ -7,7 +7,8 @@ import { createHash } from 'node:crypto';
 import { closeSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { runCli } from '../../src/cli/index.ts';
-import { Backend, DirBackend, IndexCache, Repository, WorkerPool, type ByteRange, type InitOptions, type ObjectInfo } from '../../src/backup/index.ts';
+import { IndexCache, Repository, WorkerPool, type InitOptions } from '../../src/backup/index.ts';
+import { Backend, DirBackend, type ByteRange, type ObjectInfo } from '../../src/objstore/index.ts';
 import { makeTempDir, Rng, run, seededBytes, tesseraBin, type RunResult } from '../helpers/index.ts';
 
 export { makeTempDir };

@@ -6,7 +6,8 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, test } from 'node:test';
-import { IndexCache, Repository, WorkerPool, backupFile, restoreToFile, type ByteRange } from '../../src/backup/index.ts';
+import { IndexCache, Repository, WorkerPool, backupFile, restoreToFile } from '../../src/backup/index.ts';
+import { type ByteRange } from '../../src/objstore/index.ts';
 import { SharedSlots } from '../../src/flow/index.ts';
 import { tasksPerWorker } from '../../src/flow/thread-pool.ts';
 import { cleanup, testSeed, writeSeededFile } from '../helpers/index.ts';

@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DirBackend, WorkerPool, format, readPackHeader, sealBlob } from '../../src/backup/index.ts';
-import type { ObjectSink } from '../../src/backup/backend.ts';
+import { WorkerPool, format, readPackHeader, sealBlob } from '../../src/backup/index.ts';
+import { DirBackend } from '../../src/objstore/index.ts';
+import type { ObjectSink } from '../../src/objstore/index.ts';
 import { PackWriter, type IndexedPack } from '../../src/backup/pack.ts';
 import { cleanup, makeTempDir } from '../helpers/index.ts';
 

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { after, test } from 'node:test';
 import { IndexCache, Repository, WorkerPool, backupFile, format } from '../../src/backup/index.ts';
-import type { ByteRange } from '../../src/backup/backend.ts';
+import type { ByteRange } from '../../src/objstore/index.ts';
 import { cleanup, testSeed } from '../helpers/index.ts';
 import { ForwardingBackend, join, makeTempDir, password, smallRepo, writeSeededImage } from './harness.ts';
 

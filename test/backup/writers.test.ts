@@ -4,7 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { Repository, type ByteRange } from '../../src/backup/index.ts';
+import { Repository } from '../../src/backup/index.ts';
+import { type ByteRange } from '../../src/objstore/index.ts';
 import { cleanup } from '../helpers/index.ts';
 import { ForwardingBackend, join, makeTempDir, openTestRepo, password, smallRepo } from './harness.ts';
 

@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { copyFileSync, cpSync, mkdirSync, openSync, closeSync, writeSync, renameSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { DirBackend, Repository } from '../../src/backup/index.ts';
+import { Repository } from '../../src/backup/index.ts';
+import { DirBackend } from '../../src/objstore/index.ts';
 import {
   assertFilesEqual, cleanup, makeTempDir, nbdcopy, qemuIo, requireTool, runOk, run, seededBytes, startNode, tesseraBin, type TesseraNode, MiB,
 } from '../helpers/index.ts';

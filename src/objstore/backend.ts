@@ -1,16 +1,17 @@
 /**
- * Storage backends of a backup repository: a flat object store (docs/backup.md, "Layout").
+ * Object storage backends: a flat store of objects named by paths (docs/objstore.md). Backup
+ * repositories keep their files in one (docs/backup.md, "Layout").
  *
  * Backend validates arguments and owns the public face; subclasses implement the `_`-methods
  * for one kind of storage (a directory, an S3 bucket). Every backend must pass the shared
- * conformance suite in test/backup/backend-conformance.ts.
+ * conformance suite in test/objstore/conformance.ts.
  */
 
-import { BackupError, BackupErrorCode } from './errors.ts';
+import { ObjstoreError, ObjstoreErrorCode } from './errors.ts';
 
 /** One stored object as `list` reports it. */
 export interface ObjectInfo {
-  /** Path relative to the repository root, `/`-separated, e.g. `data/ab/ab12…`. */
+  /** Path relative to the store's root, `/`-separated, e.g. `data/ab/ab12…`. */
   path: string;
   sizeBytes: number;
 }
@@ -20,7 +21,7 @@ export interface ObjectInfo {
  * directory's temporary files): no object, listed only for prune to remove.
  */
 export interface TemporaryInfo {
-  /** Path relative to the repository root, `/`-separated, its last part the temporary's name. */
+  /** Path relative to the store's root, `/`-separated, its last part the temporary's name. */
   path: string;
   sizeBytes: number;
   /** When it was last written, by the storage's clock. */
@@ -65,8 +66,8 @@ const pathPattern = /^[a-z0-9][a-z0-9._-]*(\/[a-z0-9][a-z0-9._-]*)*$/;
 const temporaryPattern = /^([a-z0-9][a-z0-9._-]*\/)*\.[a-z0-9._-]+$/;
 
 /**
- * A repository's storage. Paths are relative, `/`-separated, lowercase ASCII; a missing object
- * is `BACKUP_NOT_FOUND`; failures of the storage itself are `BACKUP_STORAGE` with the cause
+ * An object store: a directory, an S3 prefix. Paths are relative, `/`-separated, lowercase ASCII; a missing object
+ * is `OBJSTORE_NOT_FOUND`; failures of the storage itself are `OBJSTORE_STORAGE` with the cause
  * chained. Operations may run concurrently.
  */
 export abstract class Backend {
@@ -82,7 +83,7 @@ export abstract class Backend {
   }
 
   /**
-   * The whole object, or `range` of it (a range past the end is `BACKUP_INVALID`). Where the
+   * The whole object, or `range` of it (a range past the end is `OBJSTORE_INVALID`). Where the
    * backend reads into memory of its choosing (a directory), `alloc(n)` provides it: a buffer of
    * at least n bytes, of which the result is then the first n.
    */
@@ -90,7 +91,7 @@ export abstract class Backend {
     checkPath(path);
     if (range !== undefined) {
       if (!Number.isSafeInteger(range.offset) || !Number.isSafeInteger(range.length) || range.offset < 0 || range.length <= 0) {
-        throw new BackupError(BackupErrorCode.INVALID, `Bad byte range ${range.offset}+${range.length} of ${path}`);
+        throw new ObjstoreError(ObjstoreErrorCode.INVALID, `Bad byte range ${range.offset}+${range.length} of ${path}`);
       }
     }
     return this._get(path, range, options.alloc);
@@ -103,7 +104,7 @@ export abstract class Backend {
   async put(path: string, data: Buffer): Promise<void> {
     checkPath(path);
     if (data.length > objectBytesMax) {
-      throw new BackupError(BackupErrorCode.INVALID, `Object ${path} is ${data.length} bytes, over the limit of ${objectBytesMax}`);
+      throw new ObjstoreError(ObjstoreErrorCode.INVALID, `Object ${path} is ${data.length} bytes, over the limit of ${objectBytesMax}`);
     }
     return this._put(path, data);
   }
@@ -116,7 +117,7 @@ export abstract class Backend {
     checkPath(path);
     const bytes = parts.reduce((n, p) => n + p.length, 0);
     if (bytes > objectBytesMax) {
-      throw new BackupError(BackupErrorCode.INVALID, `Object ${path} is ${bytes} bytes, over the limit of ${objectBytesMax}`);
+      throw new ObjstoreError(ObjstoreErrorCode.INVALID, `Object ${path} is ${bytes} bytes, over the limit of ${objectBytesMax}`);
     }
     return this._putParts(path, parts);
   }
@@ -138,7 +139,7 @@ export abstract class Backend {
     return {
       write(data) {
         if (done) throw new Error('This object writer was committed or aborted already');
-        if (bytes + data.length > objectBytesMax) throw new BackupError(BackupErrorCode.INVALID, `An object under ${dir}/ would be over the limit of ${objectBytesMax} bytes`);
+        if (bytes + data.length > objectBytesMax) throw new ObjstoreError(ObjstoreErrorCode.INVALID, `An object under ${dir}/ would be over the limit of ${objectBytesMax} bytes`);
         bytes += data.length;
         inner.write(data);
       },
@@ -149,7 +150,7 @@ export abstract class Backend {
         finish();
         try {
           checkPath(path);
-          if (!path.startsWith(dir + '/')) throw new BackupError(BackupErrorCode.INVALID, `Object ${path} is not under ${dir}/, where it was written`);
+          if (!path.startsWith(dir + '/')) throw new ObjstoreError(ObjstoreErrorCode.INVALID, `Object ${path} is not under ${dir}/, where it was written`);
         } catch (err) {
           await inner.abort();
           throw err;
@@ -167,7 +168,7 @@ export abstract class Backend {
   /** Every object whose path starts with `prefix` (e.g. `snapshots/`), in no particular order. */
   async list(prefix: string): Promise<ObjectInfo[]> {
     if (prefix !== '' && !pathPattern.test(prefix.replace(/\/$/, ''))) {
-      throw new BackupError(BackupErrorCode.INVALID, `Bad path prefix ${JSON.stringify(prefix)}`);
+      throw new ObjstoreError(ObjstoreErrorCode.INVALID, `Bad path prefix ${JSON.stringify(prefix)}`);
     }
     return this._list(prefix);
   }
@@ -195,7 +196,7 @@ export abstract class Backend {
   /** Deletes a temporary listTemporaries reported; a missing one is not an error. */
   async deleteTemporary(path: string): Promise<void> {
     if (typeof path !== 'string' || path.length > pathBytesMax || !temporaryPattern.test(path)) {
-      throw new BackupError(BackupErrorCode.INVALID, `Bad temporary path ${JSON.stringify(path)}`);
+      throw new ObjstoreError(ObjstoreErrorCode.INVALID, `Bad temporary path ${JSON.stringify(path)}`);
     }
     return this._deleteTemporary(path);
   }
@@ -234,6 +235,6 @@ export abstract class Backend {
 
 function checkPath(path: string): void {
   if (typeof path !== 'string' || path.length > pathBytesMax || !pathPattern.test(path)) {
-    throw new BackupError(BackupErrorCode.INVALID, `Bad object path ${JSON.stringify(path)}`);
+    throw new ObjstoreError(ObjstoreErrorCode.INVALID, `Bad object path ${JSON.stringify(path)}`);
   }
 }

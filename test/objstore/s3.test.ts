@@ -6,10 +6,10 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { BackupError, BackupErrorCode, S3Backend, openBackend, openS3Backend, parseS3Url, s3OptionsFromEnv, type S3BackendOptions } from '../../src/backup/index.ts';
+import { ObjstoreError, ObjstoreErrorCode, S3Backend, openBackend, openS3Backend, parseS3Url, s3OptionsFromEnv, type S3BackendOptions } from '../../src/objstore/index.ts';
 import { cleanup } from '../helpers/process.ts';
 import { startS3Server, type S3Server } from '../helpers/s3.ts';
-import { backendConformance } from './backend-conformance.ts';
+import { backendConformance } from './conformance.ts';
 
 let server: S3Server;
 const bucket = 'tessera-tests';
@@ -35,11 +35,11 @@ function optionsOf(s: S3Server, more: Partial<S3BackendOptions> = {}): S3Backend
   };
 }
 
-/** Rejects with a BackupError of `code` whose message matches every pattern; returns it. */
-async function rejectsWith(promise: Promise<unknown>, code: string, ...patterns: RegExp[]): Promise<BackupError> {
-  let caught: BackupError | undefined;
+/** Rejects with a ObjstoreError of `code` whose message matches every pattern; returns it. */
+async function rejectsWith(promise: Promise<unknown>, code: string, ...patterns: RegExp[]): Promise<ObjstoreError> {
+  let caught: ObjstoreError | undefined;
   await assert.rejects(promise, (err: unknown) => {
-    assert.ok(err instanceof BackupError, `a BackupError, got ${String(err)}`);
+    assert.ok(err instanceof ObjstoreError, `a ObjstoreError, got ${String(err)}`);
     assert.equal(err.code, code, `code of: ${err.message}`);
     for (const p of patterns) assert.match(err.message, p);
     caught = err;
@@ -52,13 +52,13 @@ const escape = (s: string) => new RegExp(s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'
 
 backendConformance('S3Backend', { create: async () => new S3Backend(optionsOf(server)) });
 
-describe('S3 repository URLs and environment', () => {
+describe('S3 store URLs and environment', () => {
   test('parseS3Url takes s3://BUCKET[/PREFIX] and refuses anything else', () => {
     assert.deepEqual(parseS3Url('s3://bkt'), { bucket: 'bkt', prefix: '' });
     assert.deepEqual(parseS3Url('s3://bkt/'), { bucket: 'bkt', prefix: '' });
     assert.deepEqual(parseS3Url('s3://my.bucket-1/a/b_c/'), { bucket: 'my.bucket-1', prefix: 'a/b_c' });
     for (const bad of ['s3://', 's3://b', 's3://Upper', 's3://bkt//x', 's3://bkt/a//b', 's3://bkt/../x', 's3://bkt/sp ace', 'http://bkt/x', '/srv/repo', `s3://bkt/${'x'.repeat(600)}`]) {
-      assert.throws(() => parseS3Url(bad), (err: unknown) => err instanceof BackupError && err.code === BackupErrorCode.INVALID, bad);
+      assert.throws(() => parseS3Url(bad), (err: unknown) => err instanceof ObjstoreError && err.code === ObjstoreErrorCode.INVALID, bad);
     }
   });
 
@@ -98,10 +98,10 @@ describe('S3 repository URLs and environment', () => {
     } finally {
       await b.close();
     }
-    await assert.rejects(openBackend('s3://Bad_Bucket/x'), (err: unknown) => err instanceof BackupError && err.code === BackupErrorCode.INVALID);
+    await assert.rejects(openBackend('s3://Bad_Bucket/x'), (err: unknown) => err instanceof ObjstoreError && err.code === ObjstoreErrorCode.INVALID);
   });
 
-  test('repositories under different prefixes of one bucket do not see each other', async () => {
+  test('stores under different prefixes of one bucket do not see each other', async () => {
     const a = new S3Backend(optionsOf(server, { prefix: 'shared/a' }));
     const ab = new S3Backend(optionsOf(server, { prefix: 'shared/ab' }));
     const root = new S3Backend(optionsOf(server, { prefix: '' }));
@@ -119,7 +119,7 @@ describe('S3 repository URLs and environment', () => {
 });
 
 describe('S3Backend errors', () => {
-  test('wrong credentials are BACKUP_STORAGE naming the endpoint and bucket, at once (no retries)', async () => {
+  test('wrong credentials are OBJSTORE_STORAGE naming the endpoint and bucket, at once (no retries)', async () => {
     for (const credentials of [
       { accessKeyId: 'TSNOSUCHKEY000000000', secretAccessKey: server.secretAccessKey },
       { accessKeyId: server.accessKeyId, secretAccessKey: 'wrong-secret' },
@@ -128,11 +128,11 @@ describe('S3Backend errors', () => {
       try {
         const started = performance.now();
         const patterns = [/refused access/, escape(server.endpoint), escape(`s3://${bucket}/`), /InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|HTTP 403/];
-        await rejectsWith(b.put('config', Buffer.from('x')), BackupErrorCode.STORAGE, ...patterns);
-        await rejectsWith(b.get('config'), BackupErrorCode.STORAGE, ...patterns);
-        await rejectsWith(b.list(''), BackupErrorCode.STORAGE, ...patterns);
-        await rejectsWith(b.stat('config'), BackupErrorCode.STORAGE, /refused access/, escape(server.endpoint));
-        await rejectsWith(b.delete('config'), BackupErrorCode.STORAGE, ...patterns);
+        await rejectsWith(b.put('config', Buffer.from('x')), ObjstoreErrorCode.STORAGE, ...patterns);
+        await rejectsWith(b.get('config'), ObjstoreErrorCode.STORAGE, ...patterns);
+        await rejectsWith(b.list(''), ObjstoreErrorCode.STORAGE, ...patterns);
+        await rejectsWith(b.stat('config'), ObjstoreErrorCode.STORAGE, /refused access/, escape(server.endpoint));
+        await rejectsWith(b.delete('config'), ObjstoreErrorCode.STORAGE, ...patterns);
         assert.ok(performance.now() - started < 5000, 'a refusal is not retried (one retry would wait 2.5 s or more)');
       } finally {
         await b.close();
@@ -140,25 +140,25 @@ describe('S3Backend errors', () => {
     }
   });
 
-  test('a missing bucket is BACKUP_NOT_FOUND naming the bucket, for every operation', async () => {
+  test('a missing bucket is OBJSTORE_NOT_FOUND naming the bucket, for every operation', async () => {
     const b = new S3Backend(optionsOf(server, { bucket: 'no-such-bucket' }));
     try {
       const patterns = [/No bucket no-such-bucket/, escape(server.endpoint)];
-      await rejectsWith(b.put('config', Buffer.from('x')), BackupErrorCode.NOT_FOUND, ...patterns);
-      await rejectsWith(b.get('config'), BackupErrorCode.NOT_FOUND, ...patterns);
-      await rejectsWith(b.get('config', { offset: 0, length: 1 }), BackupErrorCode.NOT_FOUND, ...patterns);
-      await rejectsWith(b.list('snapshots/'), BackupErrorCode.NOT_FOUND, ...patterns);
-      await rejectsWith(b.stat('config'), BackupErrorCode.NOT_FOUND, ...patterns);
-      await rejectsWith(b.delete('config'), BackupErrorCode.NOT_FOUND, ...patterns);
+      await rejectsWith(b.put('config', Buffer.from('x')), ObjstoreErrorCode.NOT_FOUND, ...patterns);
+      await rejectsWith(b.get('config'), ObjstoreErrorCode.NOT_FOUND, ...patterns);
+      await rejectsWith(b.get('config', { offset: 0, length: 1 }), ObjstoreErrorCode.NOT_FOUND, ...patterns);
+      await rejectsWith(b.list('snapshots/'), ObjstoreErrorCode.NOT_FOUND, ...patterns);
+      await rejectsWith(b.stat('config'), ObjstoreErrorCode.NOT_FOUND, ...patterns);
+      await rejectsWith(b.delete('config'), ObjstoreErrorCode.NOT_FOUND, ...patterns);
     } finally {
       await b.close();
     }
   });
 
-  test('a missing object is BACKUP_NOT_FOUND naming the object and the repository', async () => {
+  test('a missing object is OBJSTORE_NOT_FOUND naming the object and the store', async () => {
     const b = new S3Backend(optionsOf(server));
     try {
-      await rejectsWith(b.get('keys/none'), BackupErrorCode.NOT_FOUND, /No object keys\/none in s3:\/\/tessera-tests\/repo-/);
+      await rejectsWith(b.get('keys/none'), ObjstoreErrorCode.NOT_FOUND, /No object keys\/none in s3:\/\/tessera-tests\/repo-/);
     } finally {
       await b.close();
     }
@@ -172,8 +172,8 @@ describe('S3Backend errors', () => {
       assert.equal(first.status, 'fulfilled');
       assert.equal(second.status, 'fulfilled');
       assert.equal(third.status, 'rejected');
-      assert.equal((third.reason as BackupError).code, BackupErrorCode.STORAGE);
-      assert.match((third.reason as BackupError).message, /Too many S3 requests waiting .* limit of 1/);
+      assert.equal((third.reason as ObjstoreError).code, ObjstoreErrorCode.STORAGE);
+      assert.match((third.reason as ObjstoreError).message, /Too many S3 requests waiting .* limit of 1/);
     } finally {
       await b.close();
     }
@@ -182,7 +182,7 @@ describe('S3Backend errors', () => {
   test('a closed backend refuses requests', async () => {
     const b = new S3Backend(optionsOf(server));
     await b.close();
-    await rejectsWith(b.get('config'), BackupErrorCode.INVALID, /closed/);
+    await rejectsWith(b.get('config'), ObjstoreErrorCode.INVALID, /closed/);
   });
 });
 
@@ -195,14 +195,14 @@ describe('S3Backend when the gateway fails', () => {
   });
   after(() => flaky?.stop());
 
-  test('a frozen gateway times out as BACKUP_STORAGE after the idle timeout, then works again when thawed', async () => {
+  test('a frozen gateway times out as OBJSTORE_STORAGE after the idle timeout, then works again when thawed', async () => {
     const b = new S3Backend(optionsOf(flaky, { idleTimeoutMs: 1000, attemptsMax: 2, retryDelayMs: 50 }));
     try {
       await b.put('config', Buffer.from('before'));
       flaky.freezeGateway();
       try {
         const started = performance.now();
-        await rejectsWith(b.get('config'), BackupErrorCode.STORAGE, /did not answer in time/, escape(flaky.endpoint), /after 2 attempts/);
+        await rejectsWith(b.get('config'), ObjstoreErrorCode.STORAGE, /did not answer in time/, escape(flaky.endpoint), /after 2 attempts/);
         const ms = performance.now() - started;
         assert.ok(ms >= 1900 && ms < 30_000, `two attempts of 1 s each, took ${Math.round(ms)} ms`);
       } finally {
@@ -232,7 +232,7 @@ describe('S3Backend when the gateway fails', () => {
     }
   });
 
-  test('a gateway killed mid-way fails every request in flight and after as BACKUP_STORAGE, without a crash', async () => {
+  test('a gateway killed mid-way fails every request in flight and after as OBJSTORE_STORAGE, without a crash', async () => {
     const b = new S3Backend(optionsOf(flaky, { attemptsMax: 3, retryDelayMs: 50 }));
     try {
       await b.put('snapshots/small', Buffer.from('x'));
@@ -249,18 +249,18 @@ describe('S3Backend when the gateway fails', () => {
       for (const r of results) {
         // A request the gateway finished before it died may have succeeded; none may fail otherwise.
         if (r.status === 'rejected') {
-          assert.ok(r.reason instanceof BackupError, `a BackupError, got ${String(r.reason)}`);
-          assert.equal(r.reason.code, BackupErrorCode.STORAGE, r.reason.message);
+          assert.ok(r.reason instanceof ObjstoreError, `a ObjstoreError, got ${String(r.reason)}`);
+          assert.equal(r.reason.code, ObjstoreErrorCode.STORAGE, r.reason.message);
           assert.match(r.reason.message, escape(flaky.endpoint));
         }
       }
       assert.ok(results.some((r) => r.status === 'rejected'), 'something was in flight when the gateway died');
       const patterns = [/Cannot reach S3 endpoint/, escape(flaky.endpoint), escape(`s3://${bucket}/`), /ECONNREFUSED/, /after 3 attempts/];
-      await rejectsWith(b.get('snapshots/small'), BackupErrorCode.STORAGE, ...patterns);
-      await rejectsWith(b.put('snapshots/other', Buffer.from('y')), BackupErrorCode.STORAGE, ...patterns);
-      await rejectsWith(b.list(''), BackupErrorCode.STORAGE, ...patterns);
-      await rejectsWith(b.stat('snapshots/small'), BackupErrorCode.STORAGE, ...patterns);
-      await rejectsWith(b.delete('snapshots/small'), BackupErrorCode.STORAGE, ...patterns);
+      await rejectsWith(b.get('snapshots/small'), ObjstoreErrorCode.STORAGE, ...patterns);
+      await rejectsWith(b.put('snapshots/other', Buffer.from('y')), ObjstoreErrorCode.STORAGE, ...patterns);
+      await rejectsWith(b.list(''), ObjstoreErrorCode.STORAGE, ...patterns);
+      await rejectsWith(b.stat('snapshots/small'), ObjstoreErrorCode.STORAGE, ...patterns);
+      await rejectsWith(b.delete('snapshots/small'), ObjstoreErrorCode.STORAGE, ...patterns);
     } finally {
       await b.close();
     }

@@ -1,5 +1,5 @@
 /**
- * A repository in a local directory: one file per object, written to a temporary name, fsynced,
+ * An object store in a local directory: one file per object, written to a temporary name, fsynced,
  * renamed over the final name, and the directory fsynced, so a reader (or a crash) sees the whole
  * object or none of it.
  */
@@ -9,7 +9,7 @@ import { mkdir, open, readdir, rename, stat, unlink, type FileHandle } from 'nod
 import { dirname, join } from 'node:path';
 import { writeAll, writevAll } from '../util/write-all.ts';
 import { Backend, type ByteRange, type ObjectInfo, type ObjectSink, type TemporaryInfo } from './backend.ts';
-import { BackupError, BackupErrorCode } from './errors.ts';
+import { ObjstoreError, ObjstoreErrorCode } from './errors.ts';
 
 /** Temporary files start with a dot, which no object path does, so `list` never reports them. */
 const tempPrefix = '.tmp-';
@@ -34,9 +34,9 @@ export class DirBackend extends Backend {
     this.location = root;
   }
 
-  private storageError(what: string, path: string, err: unknown): BackupError {
+  private storageError(what: string, path: string, err: unknown): ObjstoreError {
     const code = errnoCode(err);
-    return new BackupError(BackupErrorCode.STORAGE, `Cannot ${what} ${path} in ${this.root}: ${code ?? (err as Error).message}`, { cause: err });
+    return new ObjstoreError(ObjstoreErrorCode.STORAGE, `Cannot ${what} ${path} in ${this.root}: ${code ?? (err as Error).message}`, { cause: err });
   }
 
   protected async _get(path: string, range: ByteRange | undefined, alloc?: (n: number) => Buffer): Promise<Buffer> {
@@ -44,7 +44,7 @@ export class DirBackend extends Backend {
     try {
       fh = await open(join(this.root, path), 'r');
     } catch (err) {
-      if (missingCodes.has(errnoCode(err) ?? '')) throw new BackupError(BackupErrorCode.NOT_FOUND, `No object ${path} in ${this.root}`, { cause: err });
+      if (missingCodes.has(errnoCode(err) ?? '')) throw new ObjstoreError(ObjstoreErrorCode.NOT_FOUND, `No object ${path} in ${this.root}`, { cause: err });
       throw this.storageError('open', path, err);
     }
     try {
@@ -52,20 +52,20 @@ export class DirBackend extends Backend {
       const offset = range?.offset ?? 0;
       const length = range?.length ?? size;
       if (offset + length > size) {
-        throw new BackupError(BackupErrorCode.INVALID, `Byte range ${offset}+${length} is past the end of ${path} (${size} bytes)`);
+        throw new ObjstoreError(ObjstoreErrorCode.INVALID, `Byte range ${offset}+${length} is past the end of ${path} (${size} bytes)`);
       }
       const buf = alloc === undefined ? Buffer.allocUnsafe(length) : alloc(length).subarray(0, length);
       if (buf.length !== length) throw new RangeError(`alloc(${length}) returned ${buf.length} bytes`);
       let done = 0;
       while (done < length) {
         const { bytesRead } = await fh.read(buf, done, length - done, offset + done);
-        if (bytesRead === 0) throw new BackupError(BackupErrorCode.STORAGE, `Object ${path} in ${this.root} shrank while being read`);
+        if (bytesRead === 0) throw new ObjstoreError(ObjstoreErrorCode.STORAGE, `Object ${path} in ${this.root} shrank while being read`);
         done += bytesRead;
       }
       return buf;
     } catch (err) {
-      if (err instanceof BackupError) throw err;
-      if (missingCodes.has(errnoCode(err) ?? '')) throw new BackupError(BackupErrorCode.NOT_FOUND, `No object ${path} in ${this.root}`, { cause: err });
+      if (err instanceof ObjstoreError) throw err;
+      if (missingCodes.has(errnoCode(err) ?? '')) throw new ObjstoreError(ObjstoreErrorCode.NOT_FOUND, `No object ${path} in ${this.root}`, { cause: err });
       throw this.storageError('read', path, err);
     } finally {
       await fh.close();
@@ -201,7 +201,7 @@ export class DirBackend extends Backend {
     return s?.isFile() ? { path, sizeBytes: s.size } : null;
   }
 
-  /** Every temporary file in the repository's tree (objects live at most two directories down). */
+  /** Every temporary file in the store's tree, at most three directories down (a backup repository's objects live two down). */
   protected override async _listTemporaries(): Promise<TemporaryInfo[]> {
     const out: TemporaryInfo[] = [];
     const walk = async (rel: string, depth: number): Promise<void> => {

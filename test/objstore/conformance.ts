@@ -1,5 +1,5 @@
 /**
- * The conformance suite every backup Backend must pass (docs/backup.md, "Layout"). A test file
+ * The conformance suite every object store Backend must pass (docs/objstore.md). A test file
  * per backend calls `backendConformance` with a factory of fresh, empty backends:
  *
  *   backendConformance('DirBackend', { create: async () => new DirBackend(tempDir()) });
@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
-import { Backend, BackupError, BackupErrorCode } from '../../src/backup/index.ts';
+import { Backend, ObjstoreError, ObjstoreErrorCode } from '../../src/objstore/index.ts';
 
 /** How the suite gets backends. */
 export interface BackendFactory {
@@ -21,10 +21,10 @@ export interface BackendFactory {
   largeObjectBytes?: number;
 }
 
-/** Rejects with a BackupError of `code`. */
+/** Rejects with a ObjstoreError of `code`. */
 async function rejectsWith(promise: Promise<unknown>, code: string): Promise<void> {
   await assert.rejects(promise, (err: unknown) => {
-    assert.ok(err instanceof BackupError, `a BackupError, got ${String(err)}`);
+    assert.ok(err instanceof ObjstoreError, `a ObjstoreError, got ${String(err)}`);
     assert.equal(err.code, code, `code of: ${err.message}`);
     return true;
   });
@@ -68,7 +68,7 @@ export function backendConformance(name: string, factory: BackendFactory): void 
         assert.deepEqual(await b.stat('data/cd/cd01'), { path: 'data/cd/cd01', sizeBytes: whole.length });
         await b.putParts('data/cd/cd02', []);
         assert.equal((await b.get('data/cd/cd02')).length, 0);
-        await assert.rejects(b.putParts('Bad/Path', [Buffer.from('x')]), { code: 'BACKUP_INVALID' });
+        await assert.rejects(b.putParts('Bad/Path', [Buffer.from('x')]), { code: 'OBJSTORE_INVALID' });
       }));
 
     test(`${name} writeObject stores its writes back to back at the path given at commit, and nothing before`, () =>
@@ -101,11 +101,11 @@ export function backendConformance(name: string, factory: BackendFactory): void 
         await a.abort(); // twice is no error
         const c = b.writeObject('data');
         c.write(randomBytes(1000));
-        await rejectsWith(c.commit('index/0123'), BackupErrorCode.INVALID);
+        await rejectsWith(c.commit('index/0123'), ObjstoreErrorCode.INVALID);
         const d = b.writeObject('data');
         d.write(randomBytes(1000));
-        await rejectsWith(d.commit('data/Bad'), BackupErrorCode.INVALID);
-        assert.throws(() => b.writeObject('Bad'), { code: 'BACKUP_INVALID' });
+        await rejectsWith(d.commit('data/Bad'), ObjstoreErrorCode.INVALID);
+        assert.throws(() => b.writeObject('Bad'), { code: 'OBJSTORE_INVALID' });
         assert.deepEqual(await b.list(''), []);
         assert.deepEqual(await b.listTemporaries(), []);
       }));
@@ -127,25 +127,25 @@ export function backendConformance(name: string, factory: BackendFactory): void 
         assert.deepEqual(await b.get('index/r', { offset: 0, length: 10_000 }), data);
       }));
 
-    test(`${name} range get past the end or malformed is BACKUP_INVALID`, () =>
+    test(`${name} range get past the end or malformed is OBJSTORE_INVALID`, () =>
       withBackend(async (b) => {
         await b.put('index/r', randomBytes(100));
-        await rejectsWith(b.get('index/r', { offset: 50, length: 51 }), BackupErrorCode.INVALID);
-        await rejectsWith(b.get('index/r', { offset: 100, length: 1 }), BackupErrorCode.INVALID);
-        await rejectsWith(b.get('index/r', { offset: -1, length: 1 }), BackupErrorCode.INVALID);
-        await rejectsWith(b.get('index/r', { offset: 0, length: 0 }), BackupErrorCode.INVALID);
-        await rejectsWith(b.get('index/r', { offset: 0.5, length: 1 }), BackupErrorCode.INVALID);
+        await rejectsWith(b.get('index/r', { offset: 50, length: 51 }), ObjstoreErrorCode.INVALID);
+        await rejectsWith(b.get('index/r', { offset: 100, length: 1 }), ObjstoreErrorCode.INVALID);
+        await rejectsWith(b.get('index/r', { offset: -1, length: 1 }), ObjstoreErrorCode.INVALID);
+        await rejectsWith(b.get('index/r', { offset: 0, length: 0 }), ObjstoreErrorCode.INVALID);
+        await rejectsWith(b.get('index/r', { offset: 0.5, length: 1 }), ObjstoreErrorCode.INVALID);
       }));
 
-    test(`${name} missing objects are BACKUP_NOT_FOUND for get and null for stat`, () =>
+    test(`${name} missing objects are OBJSTORE_NOT_FOUND for get and null for stat`, () =>
       withBackend(async (b) => {
-        await rejectsWith(b.get('snapshots/none'), BackupErrorCode.NOT_FOUND);
-        await rejectsWith(b.get('snapshots/none', { offset: 0, length: 1 }), BackupErrorCode.NOT_FOUND);
+        await rejectsWith(b.get('snapshots/none'), ObjstoreErrorCode.NOT_FOUND);
+        await rejectsWith(b.get('snapshots/none', { offset: 0, length: 1 }), ObjstoreErrorCode.NOT_FOUND);
         assert.equal(await b.stat('snapshots/none'), null);
         await b.put('data/ab/abcd', Buffer.from('x'));
         // A "directory" is not an object.
         assert.equal(await b.stat('data/ab'), null);
-        await rejectsWith(b.get('data/ab'), BackupErrorCode.NOT_FOUND);
+        await rejectsWith(b.get('data/ab'), ObjstoreErrorCode.NOT_FOUND);
       }));
 
     test(`${name} list returns every object under a prefix with its size, and nothing else`, () =>
@@ -196,7 +196,7 @@ export function backendConformance(name: string, factory: BackendFactory): void 
         await b.put('prune/p', Buffer.from('mark'));
         await b.delete('prune/p');
         assert.equal(await b.stat('prune/p'), null);
-        await rejectsWith(b.get('prune/p'), BackupErrorCode.NOT_FOUND);
+        await rejectsWith(b.get('prune/p'), ObjstoreErrorCode.NOT_FOUND);
         assert.deepEqual(await b.list('prune/'), []);
         await b.delete('prune/p');
         await b.delete('never/was');
@@ -218,8 +218,8 @@ export function backendConformance(name: string, factory: BackendFactory): void 
         const readers = (async () => {
           for (let round = 0; round < 20; round++) {
             for (const o of objects) {
-              const got = await b.get(o.path).catch((err: BackupError) => {
-                assert.equal(err.code, BackupErrorCode.NOT_FOUND);
+              const got = await b.get(o.path).catch((err: ObjstoreError) => {
+                assert.equal(err.code, ObjstoreErrorCode.NOT_FOUND);
                 return null;
               });
               if (got !== null && !got.equals(o.data)) partial++;
@@ -233,17 +233,17 @@ export function backendConformance(name: string, factory: BackendFactory): void 
         assert.equal((await b.list('data/')).length, objects.length);
       }));
 
-    test(`${name} bad paths and prefixes are BACKUP_INVALID and touch nothing`, () =>
+    test(`${name} bad paths and prefixes are OBJSTORE_INVALID and touch nothing`, () =>
       withBackend(async (b) => {
         const bad = ['', '/abs', 'a//b', 'a/', '../x', 'a/../b', 'UPPER', 'sp ace', 'a\\b', '.hidden', 'a/.tmp', 'x'.repeat(600), 'é'];
         for (const path of bad) {
-          await rejectsWith(b.put(path, Buffer.from('x')), BackupErrorCode.INVALID);
-          await rejectsWith(b.get(path), BackupErrorCode.INVALID);
-          await rejectsWith(b.stat(path), BackupErrorCode.INVALID);
-          await rejectsWith(b.delete(path), BackupErrorCode.INVALID);
+          await rejectsWith(b.put(path, Buffer.from('x')), ObjstoreErrorCode.INVALID);
+          await rejectsWith(b.get(path), ObjstoreErrorCode.INVALID);
+          await rejectsWith(b.stat(path), ObjstoreErrorCode.INVALID);
+          await rejectsWith(b.delete(path), ObjstoreErrorCode.INVALID);
         }
-        await rejectsWith(b.list('../'), BackupErrorCode.INVALID);
-        await rejectsWith(b.list('/'), BackupErrorCode.INVALID);
+        await rejectsWith(b.list('../'), ObjstoreErrorCode.INVALID);
+        await rejectsWith(b.list('/'), ObjstoreErrorCode.INVALID);
         assert.deepEqual(await b.list(''), []);
       }));
 

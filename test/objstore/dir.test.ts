@@ -4,9 +4,9 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { BackupError, BackupErrorCode, DirBackend } from '../../src/backup/index.ts';
+import { DirBackend, ObjstoreError, ObjstoreErrorCode } from '../../src/objstore/index.ts';
 import { BufferPool } from '../../src/flow/index.ts';
-import { backendConformance } from './backend-conformance.ts';
+import { backendConformance } from './conformance.ts';
 
 const dirs: string[] = [];
 after(() => {
@@ -30,7 +30,7 @@ test('DirBackend leaves no temporary file behind and lists none', async () => {
   assert.deepEqual(readdirSync(join(root, 'data/ab')).sort(), ['.tmp-0123456789abcdef', 'ab01']);
 });
 
-test('DirBackend reports a full disk as BACKUP_STORAGE with the cause, and keeps the old object (put and writeObject)', async (t) => {
+test('DirBackend reports a full disk as OBJSTORE_STORAGE with the cause, and keeps the old object (put and writeObject)', async (t) => {
   const mnt = tempDir();
   try {
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tessera-test', mnt], { stdio: 'pipe' });
@@ -42,8 +42,8 @@ test('DirBackend reports a full disk as BACKUP_STORAGE with the cause, and keeps
   const b = new DirBackend(join(mnt, 'repo'));
   await b.put('snapshots/s', Buffer.from('old'));
   await assert.rejects(b.put('snapshots/s', Buffer.alloc(512 * 1024, 1)), (err: unknown) => {
-    assert.ok(err instanceof BackupError);
-    assert.equal(err.code, BackupErrorCode.STORAGE);
+    assert.ok(err instanceof ObjstoreError);
+    assert.equal(err.code, ObjstoreErrorCode.STORAGE);
     assert.equal((err.cause as NodeJS.ErrnoException).code, 'ENOSPC');
     assert.match(err.message, /ENOSPC/);
     return true;
@@ -54,8 +54,8 @@ test('DirBackend reports a full disk as BACKUP_STORAGE with the cause, and keeps
   const w = b.writeObject('data');
   for (let i = 0; i < 8; i++) w.write(Buffer.alloc(64 * 1024, i));
   await assert.rejects(w.commit('data/ab/ab01'), (err: unknown) => {
-    assert.ok(err instanceof BackupError);
-    assert.equal(err.code, BackupErrorCode.STORAGE);
+    assert.ok(err instanceof ObjstoreError);
+    assert.equal(err.code, ObjstoreErrorCode.STORAGE);
     assert.equal((err.cause as NodeJS.ErrnoException).code, 'ENOSPC');
     return true;
   });
@@ -63,12 +63,12 @@ test('DirBackend reports a full disk as BACKUP_STORAGE with the cause, and keeps
   assert.deepEqual(readdirSync(join(mnt, 'repo/data')), [], 'the temporary file is removed');
 });
 
-test('DirBackend reports an unreadable root as BACKUP_STORAGE, a missing one as empty', async () => {
+test('DirBackend reports an unreadable root as OBJSTORE_STORAGE, a missing one as empty', async () => {
   const root = tempDir();
   const file = join(root, 'not-a-dir');
   writeFileSync(file, 'x');
   assert.deepEqual(await new DirBackend(join(root, 'missing')).list(''), []);
-  await assert.rejects(new DirBackend(file).put('config', Buffer.from('x')), (err: unknown) => err instanceof BackupError && err.code === BackupErrorCode.STORAGE);
+  await assert.rejects(new DirBackend(file).put('config', Buffer.from('x')), (err: unknown) => err instanceof ObjstoreError && err.code === ObjstoreErrorCode.STORAGE);
 });
 
 test('DirBackend reads a range into the memory alloc gives it; a shared BufferPool reuses what comes back', async () => {

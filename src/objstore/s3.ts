@@ -1,10 +1,10 @@
 /**
- * A repository under a key prefix of an S3 bucket (AWS or any S3-compatible server: Ceph RGW,
+ * An object store under a key prefix of an S3 bucket (AWS or any S3-compatible server: Ceph RGW,
  * MinIO, Garage…), through @aws-sdk/client-s3.
  *
  * S3 already gives what the Backend contract asks: a PUT is atomic (readers see the old object,
  * or the new one whole) and durable once answered. What this file adds is the mapping of S3's
- * failures onto BackupError codes, retries of the transient ones, and limits: at most
+ * failures onto ObjstoreError codes, retries of the transient ones, and limits: at most
  * `inFlightMax` requests at once, connect and idle timeouts, a bounded number of attempts.
  */
 import { createHash } from 'node:crypto';
@@ -15,7 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createRequire } from 'node:module';
 import type * as S3Sdk from '@aws-sdk/client-s3';
 import { Backend, objectBytesMax, pathBytesMax, type ByteRange, type ObjectInfo } from './backend.ts';
-import { BackupError, BackupErrorCode } from './errors.ts';
+import { ObjstoreError, ObjstoreErrorCode } from './errors.ts';
 
 /**
  * The AWS SDK, loaded when the first S3 backend is made: it takes longer to load than the rest of
@@ -27,7 +27,7 @@ function sdk(): typeof S3Sdk {
   return sdkLoaded;
 }
 
-/** Where a repository is in S3: `s3://BUCKET/PREFIX`. */
+/** Where an object store is in S3: `s3://BUCKET/PREFIX`. */
 export interface S3Location {
   bucket: string;
   /** Key prefix without leading or trailing `/`; empty for the bucket's root. */
@@ -41,7 +41,7 @@ export interface S3Credentials {
   sessionToken?: string;
 }
 
-/** Options of S3Backend. Limits have defaults; see docs/backup.md, "S3 backend". */
+/** Options of S3Backend. Limits have defaults; see docs/objstore.md, "S3". */
 export interface S3BackendOptions extends S3Location {
   /** Endpoint URL of an S3-compatible server, e.g. `http://127.0.0.1:7480`; AWS when omitted. */
   endpoint?: string;
@@ -63,7 +63,7 @@ export interface S3BackendOptions extends S3Location {
   retryDelayMsMax?: number;
   /** Requests in flight at once (also the connection pool's size). Default 16. */
   inFlightMax?: number;
-  /** Requests waiting for a free slot; one more is refused with BACKUP_STORAGE. Default 4096. */
+  /** Requests waiting for a free slot; one more is refused with OBJSTORE_STORAGE. Default 4096. */
   waitingMax?: number;
 }
 
@@ -73,10 +73,10 @@ export const s3PrefixBytesMax = 1024 - pathBytesMax - 1;
 const bucketPattern = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 const prefixSegmentPattern = /^[A-Za-z0-9_.-]+$/;
 
-/** Parses `s3://BUCKET[/PREFIX][/]`; anything else is BACKUP_INVALID. */
+/** Parses `s3://BUCKET[/PREFIX][/]`; anything else is OBJSTORE_INVALID. */
 export function parseS3Url(url: string): S3Location {
   const m = /^s3:\/\/([^/]*)(?:\/(.*))?$/.exec(url);
-  const bad = (why: string) => new BackupError(BackupErrorCode.INVALID, `Bad S3 repository URL ${JSON.stringify(url)}: ${why}`);
+  const bad = (why: string) => new ObjstoreError(ObjstoreErrorCode.INVALID, `Bad S3 repository URL ${JSON.stringify(url)}: ${why}`);
   if (!m) throw bad('expected s3://BUCKET/PREFIX');
   const bucket = m[1];
   if (!bucketPattern.test(bucket) || bucket.includes('..')) throw bad(`bucket name ${JSON.stringify(bucket)} is not a valid S3 bucket name`);
@@ -91,7 +91,7 @@ export function parseS3Url(url: string): S3Location {
 }
 
 /**
- * Options for the repository at `url` (`s3://BUCKET/PREFIX`) from the usual AWS environment
+ * Options for the store at `url` (`s3://BUCKET/PREFIX`) from the usual AWS environment
  * variables: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, AWS_REGION or AWS_DEFAULT_REGION,
  * AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN.
  */
@@ -100,14 +100,14 @@ export function s3OptionsFromEnv(url: string, env: NodeJS.ProcessEnv = process.e
   const endpointVar = env.AWS_ENDPOINT_URL_S3 ? 'AWS_ENDPOINT_URL_S3' : 'AWS_ENDPOINT_URL';
   const endpoint = env[endpointVar] || undefined;
   if (endpoint !== undefined && !/^https?:\/\/[^/]+\/?$/.test(endpoint)) {
-    throw new BackupError(BackupErrorCode.INVALID, `Bad S3 endpoint ${JSON.stringify(endpoint)} in ${endpointVar}: expected http(s)://HOST[:PORT]`);
+    throw new ObjstoreError(ObjstoreErrorCode.INVALID, `Bad S3 endpoint ${JSON.stringify(endpoint)} in ${endpointVar}: expected http(s)://HOST[:PORT]`);
   }
   const region = env.AWS_REGION || env.AWS_DEFAULT_REGION || undefined;
   const accessKeyId = env.AWS_ACCESS_KEY_ID || undefined;
   const secretAccessKey = env.AWS_SECRET_ACCESS_KEY || undefined;
   if ((accessKeyId === undefined) !== (secretAccessKey === undefined)) {
     const missing = accessKeyId === undefined ? 'AWS_ACCESS_KEY_ID' : 'AWS_SECRET_ACCESS_KEY';
-    throw new BackupError(BackupErrorCode.INVALID, `${missing} is not set while its pair is: set both, or neither to use the AWS SDK's credential chain`);
+    throw new ObjstoreError(ObjstoreErrorCode.INVALID, `${missing} is not set while its pair is: set both, or neither to use the AWS SDK's credential chain`);
   }
   const credentials = accessKeyId !== undefined && secretAccessKey !== undefined
     ? { accessKeyId, secretAccessKey, ...(env.AWS_SESSION_TOKEN ? { sessionToken: env.AWS_SESSION_TOKEN } : {}) }
@@ -115,7 +115,7 @@ export function s3OptionsFromEnv(url: string, env: NodeJS.ProcessEnv = process.e
   return { ...location, endpoint, region, credentials };
 }
 
-/** The S3 backend of the repository at `url`, configured from the AWS environment variables. */
+/** The S3 backend of the store at `url`, configured from the AWS environment variables. */
 export function openS3Backend(url: string, env: NodeJS.ProcessEnv = process.env): S3Backend {
   return new S3Backend(s3OptionsFromEnv(url, env));
 }
@@ -200,7 +200,7 @@ async function readBody(body: AsyncIterable<Uint8Array> | undefined, length: num
     let total = 0;
     for await (const chunk of body ?? []) {
       total += chunk.length;
-      if (total > objectBytesMax) throw new BackupError(BackupErrorCode.STORAGE, `S3 sent a response body over ${objectBytesMax} bytes`);
+      if (total > objectBytesMax) throw new ObjstoreError(ObjstoreErrorCode.STORAGE, `S3 sent a response body over ${objectBytesMax} bytes`);
       chunks.push(chunk);
     }
     return Buffer.concat(chunks, total);
@@ -208,7 +208,7 @@ async function readBody(body: AsyncIterable<Uint8Array> | undefined, length: num
   const buf = Buffer.allocUnsafe(length);
   let done = 0;
   for await (const chunk of body ?? []) {
-    if (done + chunk.length > length) throw new BackupError(BackupErrorCode.STORAGE, `S3 sent more than the ${length} bytes it announced`);
+    if (done + chunk.length > length) throw new ObjstoreError(ObjstoreErrorCode.STORAGE, `S3 sent more than the ${length} bytes it announced`);
     buf.set(chunk, done);
     done += chunk.length;
   }
@@ -311,7 +311,7 @@ export class S3Backend extends Backend {
         out = await this.#client.send(new (sdk().GetObjectCommand)({ Bucket: this.bucket, Key: this.keyPrefix + path, Range }));
       } catch (err) {
         if (range && httpStatus(err) === 416) {
-          throw new BackupError(BackupErrorCode.INVALID, `Byte range ${range.offset}+${range.length} is past the end of ${path} in ${this.location}`, { cause: err });
+          throw new ObjstoreError(ObjstoreErrorCode.INVALID, `Byte range ${range.offset}+${range.length} is past the end of ${path} in ${this.location}`, { cause: err });
         }
         throw err;
       }
@@ -320,11 +320,11 @@ export class S3Backend extends Backend {
         // S3 answers a range that runs past the end with what there is.
         (out.Body as { destroy?: () => void } | undefined)?.destroy?.();
         const size = /\/(\d+)$/.exec(out.ContentRange ?? '')?.[1] ?? '?';
-        throw new BackupError(BackupErrorCode.INVALID, `Byte range ${range.offset}+${range.length} is past the end of ${path} in ${this.location} (${size} bytes)`);
+        throw new ObjstoreError(ObjstoreErrorCode.INVALID, `Byte range ${range.offset}+${range.length} is past the end of ${path} in ${this.location} (${size} bytes)`);
       }
       const data = await readBody(out.Body as AsyncIterable<Uint8Array> | undefined, length);
       if (range && data.length !== range.length) {
-        throw new BackupError(BackupErrorCode.INVALID, `Byte range ${range.offset}+${range.length} is past the end of ${path} in ${this.location}`);
+        throw new ObjstoreError(ObjstoreErrorCode.INVALID, `Byte range ${range.offset}+${range.length} is past the end of ${path} in ${this.location}`);
       }
       return data;
     });
@@ -350,7 +350,7 @@ export class S3Backend extends Backend {
       }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
       if (page.IsTruncated && !token) {
-        throw new BackupError(BackupErrorCode.STORAGE, `S3 at ${this.endpointName} said the listing of ${this.location} goes on but gave no continuation token`);
+        throw new ObjstoreError(ObjstoreErrorCode.STORAGE, `S3 at ${this.endpointName} said the listing of ${this.location} goes on but gave no continuation token`);
       }
     } while (token !== undefined);
     this.#bucketSeen = true;
@@ -363,7 +363,7 @@ export class S3Backend extends Backend {
       this.#bucketSeen = true;
       return { path, sizeBytes: out.ContentLength ?? 0 };
     } catch (err) {
-      if (!(err instanceof BackupError) || err.code !== BackupErrorCode.NOT_FOUND) throw err;
+      if (!(err instanceof ObjstoreError) || err.code !== ObjstoreErrorCode.NOT_FOUND) throw err;
     }
     // A HEAD answer has no body to say whether the object or the bucket is missing: ask once.
     if (!this.#bucketSeen) {
@@ -378,7 +378,7 @@ export class S3Backend extends Backend {
       await this.#send('delete', path, () => this.#client.send(new (sdk().DeleteObjectCommand)({ Bucket: this.bucket, Key: this.keyPrefix + path })));
     } catch (err) {
       // S3 answers 204 for a missing key; some compatible servers say 404.
-      if (err instanceof BackupError && err.code === BackupErrorCode.NOT_FOUND && (err.cause as ErrorShape | undefined)?.name !== 'NoSuchBucket') return;
+      if (err instanceof ObjstoreError && err.code === ObjstoreErrorCode.NOT_FOUND && (err.cause as ErrorShape | undefined)?.name !== 'NoSuchBucket') return;
       throw err;
     }
   }
@@ -391,18 +391,18 @@ export class S3Backend extends Backend {
 
   /**
    * Runs one S3 request in a slot, retrying transient failures with exponential backoff and
-   * full jitter, and turns what fails into a BackupError. `isBucket`: a 404 means the bucket.
+   * full jitter, and turns what fails into an ObjstoreError. `isBucket`: a 404 means the bucket.
    */
   async #send<T>(op: 'read' | 'write' | 'list' | 'stat' | 'delete', path: string, request: () => Promise<T>, isBucket = false): Promise<T> {
     for (let attempt = 1; ; attempt++) {
-      if (this.#closed) throw new BackupError(BackupErrorCode.INVALID, `The backend of ${this.location} is closed`);
+      if (this.#closed) throw new ObjstoreError(ObjstoreErrorCode.INVALID, `The backend of ${this.location} is closed`);
       if (!(await this.#slots.acquire())) {
-        throw new BackupError(BackupErrorCode.STORAGE, `Too many S3 requests waiting for ${this.location}: over the limit of ${this.#slots.waitingMax}`);
+        throw new ObjstoreError(ObjstoreErrorCode.STORAGE, `Too many S3 requests waiting for ${this.location}: over the limit of ${this.#slots.waitingMax}`);
       }
       try {
         return await request();
       } catch (err) {
-        if (err instanceof BackupError || !isTransient(err) || attempt >= this.#attemptsMax) throw this.#toBackupError(op, path, err, attempt, isBucket);
+        if (err instanceof ObjstoreError || !isTransient(err) || attempt >= this.#attemptsMax) throw this.#toObjstoreError(op, path, err, attempt, isBucket);
       } finally {
         this.#slots.release();
       }
@@ -412,38 +412,38 @@ export class S3Backend extends Backend {
     }
   }
 
-  #toBackupError(op: string, path: string, err: unknown, attempts: number, isBucket: boolean): BackupError {
-    if (err instanceof BackupError) return err;
+  #toObjstoreError(op: string, path: string, err: unknown, attempts: number, isBucket: boolean): ObjstoreError {
+    if (err instanceof ObjstoreError) return err;
     const e = err as ErrorShape;
     const status = httpStatus(err);
     const where = `${this.location} at ${this.endpointName}`;
     const tries = attempts > 1 ? ` (after ${attempts} attempts)` : '';
     if (e?.name === 'NoSuchBucket' || (isBucket && status === 404)) {
-      return new BackupError(BackupErrorCode.NOT_FOUND, `No bucket ${this.bucket} at ${this.endpointName}`, { cause: err });
+      return new ObjstoreError(ObjstoreErrorCode.NOT_FOUND, `No bucket ${this.bucket} at ${this.endpointName}`, { cause: err });
     }
     if (e?.name === 'NoSuchKey' || (status === 404 && (op === 'read' || op === 'stat' || op === 'delete'))) {
-      return new BackupError(BackupErrorCode.NOT_FOUND, `No object ${path} in ${this.location}`, { cause: err });
+      return new ObjstoreError(ObjstoreErrorCode.NOT_FOUND, `No object ${path} in ${this.location}`, { cause: err });
     }
     if (status === 401 || status === 403) {
-      return new BackupError(BackupErrorCode.STORAGE, `S3 refused access to ${where}: ${describeError(err)}; check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket's permissions`, { cause: err });
+      return new ObjstoreError(ObjstoreErrorCode.STORAGE, `S3 refused access to ${where}: ${describeError(err)}; check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket's permissions`, { cause: err });
     }
     if (status === 301 || e?.name === 'PermanentRedirect' || e?.name === 'AuthorizationHeaderMalformed') {
-      return new BackupError(BackupErrorCode.STORAGE, `S3 says bucket ${this.bucket} is not in region being used at ${this.endpointName}: ${describeError(err)}; set AWS_REGION`, { cause: err });
+      return new ObjstoreError(ObjstoreErrorCode.STORAGE, `S3 says bucket ${this.bucket} is not in region being used at ${this.endpointName}: ${describeError(err)}; set AWS_REGION`, { cause: err });
     }
     if (e?.name === 'CredentialsProviderError') {
-      return new BackupError(BackupErrorCode.STORAGE, `No S3 credentials for ${where}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (${e.message})`, { cause: err });
+      return new ObjstoreError(ObjstoreErrorCode.STORAGE, `No S3 credentials for ${where}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (${e.message})`, { cause: err });
     }
     if (e?.name === 'TimeoutError') {
-      return new BackupError(BackupErrorCode.STORAGE, `S3 endpoint ${this.endpointName} did not answer in time to ${op} ${path} in ${this.location}${tries}: ${describeError(err)}`, { cause: err });
+      return new ObjstoreError(ObjstoreErrorCode.STORAGE, `S3 endpoint ${this.endpointName} did not answer in time to ${op} ${path} in ${this.location}${tries}: ${describeError(err)}`, { cause: err });
     }
     if (status === undefined) {
-      return new BackupError(BackupErrorCode.STORAGE, `Cannot reach S3 endpoint ${this.endpointName} to ${op} ${path} in ${this.location}${tries}: ${describeError(err)}`, { cause: err });
+      return new ObjstoreError(ObjstoreErrorCode.STORAGE, `Cannot reach S3 endpoint ${this.endpointName} to ${op} ${path} in ${this.location}${tries}: ${describeError(err)}`, { cause: err });
     }
-    return new BackupError(BackupErrorCode.STORAGE, `S3 failed to ${op} ${path} in ${where}${tries}: ${describeError(err)}`, { cause: err });
+    return new ObjstoreError(ObjstoreErrorCode.STORAGE, `S3 failed to ${op} ${path} in ${where}${tries}: ${describeError(err)}`, { cause: err });
   }
 }
 
 function positive(n: number, name: string): number {
-  if (!Number.isSafeInteger(n) || n <= 0) throw new BackupError(BackupErrorCode.INVALID, `S3 backend option ${name} must be a positive integer, got ${n}`);
+  if (!Number.isSafeInteger(n) || n <= 0) throw new ObjstoreError(ObjstoreErrorCode.INVALID, `S3 backend option ${name} must be a positive integer, got ${n}`);
   return n;
 }

@@ -6,7 +6,7 @@
  */
 const SLICE_MS = 4;
 
-/** Slices background work and rests between slices (the engine's sweeps and compaction use it). */
+/** Slices background work and rests between slices (the engine's compaction uses it). */
 export class Pacer {
   private readonly duty: () => number;
   private sliceStart = performance.now();

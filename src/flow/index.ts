@@ -4,7 +4,7 @@
  * work, the event loop's I/O gate, and a pool of worker threads.
  */
 export { AdaptiveLimiter } from './adapt.ts';
-export type { AdaptiveLimiterOptions, AdaptiveLimiterStats } from './adapt.ts';
+export type { AdaptiveLimiterStats } from './adapt.ts';
 export { Hedger } from './hedge.ts';
 export type { HedgerOptions, HedgerStats } from './hedge.ts';
 export { ByteBudget } from './budget.ts';

@@ -2,11 +2,9 @@
  * Object storage (docs/objstore.md): a flat store of objects behind a small abstract base, with
  * a directory and an S3 backend that pass one conformance suite. Backup repositories live in one.
  */
-export { Backend, pathBytesMax, objectBytesMax } from './backend.ts';
+export { Backend } from './backend.ts';
 export type { ObjectInfo, ByteRange, ObjectWriter, ObjectSink, TemporaryInfo } from './backend.ts';
 export { DirBackend } from './dir.ts';
-export { S3Backend, openS3Backend, parseS3Url, s3OptionsFromEnv } from './s3.ts';
-export type { S3BackendOptions, S3Credentials, S3Location } from './s3.ts';
 export { openBackend } from './open.ts';
 export { ObjstoreError, ObjstoreErrorCode } from './errors.ts';
 export type { ObjstoreErrorCodeValue } from './errors.ts';

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { AdaptiveLimiter, type AdaptiveLimiterOptions } from '../../src/flow/index.ts';
+import { AdaptiveLimiter, type AdaptiveLimiterOptions } from '../../src/flow/adapt.ts';
 import { Rng, testSeed } from '../helpers/index.ts';
 
 const requestBytes = 1 << 20;

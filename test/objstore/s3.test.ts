@@ -6,7 +6,8 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { ObjstoreError, ObjstoreErrorCode, S3Backend, openBackend, openS3Backend, parseS3Url, s3OptionsFromEnv, type S3BackendOptions } from '../../src/objstore/index.ts';
+import { ObjstoreError, ObjstoreErrorCode, openBackend } from '../../src/objstore/index.ts';
+import { S3Backend, openS3Backend, parseS3Url, s3OptionsFromEnv, type S3BackendOptions } from '../../src/objstore/s3.ts';
 import { cleanup } from '../helpers/process.ts';
 import { startS3Server, type S3Server } from '../helpers/s3.ts';
 import { backendConformance } from './conformance.ts';

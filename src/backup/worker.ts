@@ -1,9 +1,9 @@
 /**
  * A data mover thread: hashes, compresses, seals, opens and checks blobs and packs so that the
  * main thread only moves bytes. It answers the WorkerPool's requests through serveTasks
- * (src/flow/thread-worker.ts); buffers travel as transferred ArrayBuffers where possible.
+ * (src/flow); buffers travel as transferred ArrayBuffers where possible.
  */
-import { serveTasks } from '../flow/thread-worker.ts';
+import { serveTasks } from '../flow/index.ts';
 import { blobId, openBlob, openBlobInto, seal, sealBlob, sha256, type Keys } from './crypto.ts';
 import { BackupErrorCode } from './errors.ts';
 import { encodePackEntries, headerLengthBytes, type PackEntry } from './format.ts';

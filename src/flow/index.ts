@@ -13,3 +13,4 @@ export { BufferPool } from './buffer-pool.ts';
 export { Pacer } from './pacer.ts';
 export { LoopIoGate } from './io-gate.ts';
 export { ThreadPool, threadsMax } from './thread-pool.ts';
+export { serveTasks } from './thread-worker.ts';

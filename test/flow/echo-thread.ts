@@ -2,7 +2,7 @@
  * The thread module of test/flow/thread-pool.test.ts: tasks that add, spin, fail or exit, so
  * the pool's queue, errors and failures can be seen without any real work.
  */
-import { serveTasks } from '../../src/flow/thread-worker.ts';
+import { serveTasks } from '../../src/flow/index.ts';
 
 /** Requests this thread answers. */
 export type EchoRequest =

@@ -18,7 +18,7 @@ export interface ObjectInfo {
 
 /**
  * A file a writer made on its way to becoming an object and left behind when it was killed (a
- * directory's temporary files): no object, listed only for prune to remove.
+ * directory's temporary files): no object, listed only for a cleaner (a backup's prune) to remove.
  */
 export interface TemporaryInfo {
   /** Path relative to the store's root, `/`-separated, its last part the temporary's name. */
@@ -66,9 +66,9 @@ const pathPattern = /^[a-z0-9][a-z0-9._-]*(\/[a-z0-9][a-z0-9._-]*)*$/;
 const temporaryPattern = /^([a-z0-9][a-z0-9._-]*\/)*\.[a-z0-9._-]+$/;
 
 /**
- * An object store: a directory, an S3 prefix. Paths are relative, `/`-separated, lowercase ASCII; a missing object
- * is `OBJSTORE_NOT_FOUND`; failures of the storage itself are `OBJSTORE_STORAGE` with the cause
- * chained. Operations may run concurrently.
+ * An object store: a directory, an S3 prefix. Paths are relative, `/`-separated, lowercase
+ * ASCII; a missing object is `OBJSTORE_NOT_FOUND`; failures of the storage itself are
+ * `OBJSTORE_STORAGE` with the cause chained. Operations may run concurrently.
  */
 export abstract class Backend {
   /** Human-readable location, e.g. `/srv/repo` or `s3://bucket/prefix`, for messages. */

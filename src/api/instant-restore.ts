@@ -6,6 +6,7 @@ import type { InstantRestores } from '../hydrate/index.ts';
 import { ApiError, ApiErrorCode } from './errors.ts';
 import { checkBody, type BodySpec } from './validate.ts';
 import type { RequestContext, Route } from './routes.ts';
+import { instantRestoreWire } from './to-wire.ts';
 
 const prefix = '/api/v1';
 
@@ -56,7 +57,7 @@ export const instantRestoreRoutes: Route[] = [
     method: 'GET',
     path: `${prefix}/instant-restores`,
     body: null,
-    handle: (_p, _b, ctx) => ({ status: 200, body: service(ctx).list() }),
+    handle: (_p, _b, ctx) => ({ status: 200, body: service(ctx).list().map(instantRestoreWire) }),
   },
   {
     method: 'POST',
@@ -66,14 +67,14 @@ export const instantRestoreRoutes: Route[] = [
       const { rest, archivedFrom } = takeArchivedFrom(raw);
       const { fields, env } = checkRestoreBody(rest, startBody);
       const info = await service(ctx).start({ ...fields, env, archivedFrom });
-      return { status: 201, body: info, headers: location(info.disk) };
+      return { status: 201, body: instantRestoreWire(info), headers: location(info.disk) };
     },
   },
   {
     method: 'GET',
     path: `${prefix}/instant-restores/{disk}`,
     body: null,
-    handle: (p, _b, ctx) => ({ status: 200, body: service(ctx).get(p.disk) }),
+    handle: (p, _b, ctx) => ({ status: 200, body: instantRestoreWire(service(ctx).get(p.disk)) }),
   },
   {
     method: 'POST',
@@ -81,7 +82,7 @@ export const instantRestoreRoutes: Route[] = [
     body: resumeBody,
     handle: async (p, raw, ctx) => {
       const { fields, env } = checkRestoreBody(raw, resumeBody);
-      return { status: 200, body: await service(ctx).resume(p.disk, { password: fields.password, env }) };
+      return { status: 200, body: instantRestoreWire(await service(ctx).resume(p.disk, { password: fields.password, env })) };
     },
   },
   {

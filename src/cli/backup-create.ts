@@ -4,10 +4,10 @@
  * `--local` it runs here (createLocally of backup.ts, loaded then).
  */
 import { backupOnNode } from './backup-on-node.ts';
-import { jsonOption, password, percent, printJson, progressLine, repoLocation, repoOption } from './backup-options.ts';
+import { password, percent, progressLine, repoLocation, repoOption } from './backup-options.ts';
+import { jsonOption, printJson } from './output.ts';
 import type { Command } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
-import { deriveKeyFor } from './key-ahead.ts';
 import { formatSize } from './size.ts';
 
 /** The line `backup create` prints per disk. */
@@ -50,12 +50,12 @@ export const backupCreateCommand: Command = {
     if (dup !== undefined) throw usageError(`disk ${dup} is named twice`);
     if (ctx.values.local === true) {
       // The key is derived while the backup modules load (see key-ahead.ts).
-      deriveKeyFor((ctx.values.repo as string | undefined) ?? ctx.io.env.TESSERA_REPO, ctx.io.env);
+      (await import('./key-ahead.ts')).deriveKeyFor((ctx.values.repo as string | undefined) ?? ctx.io.env.TESSERA_REPO, ctx.io.env);
       const { createLocally } = await import('./backup.ts');
       return createLocally(ctx);
     }
     const progress = progressLine(ctx.io);
-    const done = await backupOnNode(ctx.client().baseUrl, ctx.io, {
+    const done = await backupOnNode(ctx.client(), ctx.io, {
       disks,
       repo: repoLocation(ctx),
       password: await password(ctx.io),

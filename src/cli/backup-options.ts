@@ -6,8 +6,8 @@ import { resolve } from 'node:path';
 import type { CommandContext, Io, OptionSpec } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
 
-export const repoOption: OptionSpec = { type: 'string', valueName: 'PATH', description: 'Repository: a directory (default: $TESSERA_REPO)' };
-export const jsonOption: OptionSpec = { type: 'boolean', description: 'Print JSON instead of text' };
+/** The `--repo` option of every backup command. */
+export const repoOption: OptionSpec = { type: 'string', valueName: 'PATH', description: 'Repository: a directory or s3://BUCKET/PREFIX (default: $TESSERA_REPO)' };
 
 /** The repository location from --repo or $TESSERA_REPO. */
 export function repoLocation(ctx: CommandContext): string {
@@ -54,16 +54,6 @@ export function progressLine(io: Io): { update(text: string | (() => string)): v
 /** `part` of `whole` as a whole percentage. */
 export function percent(part: number, whole: number): string {
   return whole === 0 ? '100%' : `${Math.floor((100 * part) / whole)}%`;
-}
-
-/** ms since the epoch as ISO 8601 UTC to the second. */
-export function formatTime(ms: number): string {
-  return new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
-}
-
-/** `value` as indented JSON on stdout. */
-export function printJson(io: Io, value: unknown): void {
-  io.stdout(JSON.stringify(value, null, 2) + '\n');
 }
 
 /** `90s`, `30m`, `1h`, `7d`, `0` → ms. */

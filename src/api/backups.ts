@@ -9,6 +9,7 @@ import { ApiError, ApiErrorCode } from './errors.ts';
 import type { Route, RequestContext } from './routes.ts';
 import { checkBody } from './validate.ts';
 import { backupOutcomeWire, backupProgressWire } from './to-wire.ts';
+import { wireObject } from './schema.ts';
 import { API_PREFIX as prefix, type BackupEvent, type BackupProgress, type BackupRequest } from './wire.ts';
 
 /** What the node's backup service is asked (src/node/backups.ts implements it). */
@@ -128,18 +129,19 @@ export const backupPaths = {
         'Closing the connection cancels the backup. One backup runs at a time; the repository and its worker threads stay open for a minute after one.',
       requestBody: {
         required: true,
-        ...json({
-          type: 'object',
-          required: ['disks', 'repo', 'password'],
-          additionalProperties: false,
-          properties: {
-            disks: { type: 'array', items: { type: 'string' }, minItems: 1, maxItems: disksMax },
-            repo: { type: 'string', description: 'Repository as the node sees it: an absolute directory path or s3://bucket/prefix' },
-            password: { type: 'string', description: 'Repository password; kept in memory only' },
-            env: { type: 'object', additionalProperties: { type: 'string' }, description: 'AWS_* variables for an s3:// repository' },
-            tenant: { type: 'string' },
-          },
-        }),
+        ...json(
+          wireObject<BackupRequest>()({
+            required: ['disks', 'repo', 'password'],
+            additionalProperties: false,
+            properties: {
+              disks: { type: 'array', items: { type: 'string' }, minItems: 1, maxItems: disksMax },
+              repo: { type: 'string', description: 'Repository as the node sees it: an absolute directory path or s3://bucket/prefix' },
+              password: { type: 'string', description: 'Repository password; kept in memory only' },
+              env: { type: 'object', additionalProperties: { type: 'string' }, description: 'AWS_* variables for an s3:// repository' },
+              tenant: { type: 'string' },
+            },
+          }),
+        ),
       },
       responses: {
         '200': { description: 'The backup\'s events, one JSON object per line', content: { 'application/x-ndjson': { schema: { type: 'string' } } } },

@@ -7,6 +7,8 @@ import { ApiError, ApiErrorCode } from './errors.ts';
 import { checkBody, type BodySpec } from './validate.ts';
 import type { RequestContext, Route } from './routes.ts';
 import { instantRestoreWire } from './to-wire.ts';
+import { wireObject } from './schema.ts';
+import type { ArchivedOrigin, InstantRestoreInfo, InstantRestoreRequest, InstantRestoreState, ResumeRequest } from './wire.ts';
 
 const prefix = '/api/v1';
 
@@ -182,8 +184,7 @@ const envSchema = {
 
 /** OpenAPI schemas of the instant restore routes. */
 export const instantRestoreSchemas = {
-  InstantRestoreRequest: {
-    type: 'object',
+  InstantRestoreRequest: wireObject<InstantRestoreRequest>()({
     required: ['disk', 'repo', 'snapshot', 'password'],
     additionalProperties: false,
     properties: {
@@ -194,9 +195,8 @@ export const instantRestoreSchemas = {
       env: envSchema,
       archivedFrom: ref('ArchivedOrigin'),
     },
-  },
-  ArchivedOrigin: {
-    type: 'object',
+  }),
+  ArchivedOrigin: wireObject<ArchivedOrigin>()({
     required: ['repo', 'snapshot'],
     additionalProperties: false,
     description: 'For a restore from an archive repository: the primary repository and the id of the restore point there that `repo`/`snapshot` is the archived copy of',
@@ -204,21 +204,19 @@ export const instantRestoreSchemas = {
       repo: { type: 'string', description: 'Primary repository location' },
       snapshot: { type: 'string', description: 'Restore point id in the primary repository (64 hex digits)' },
     },
-  },
-  ResumeRequest: {
-    type: 'object',
+  }),
+  ResumeRequest: wireObject<ResumeRequest>()({
     required: ['password'],
     additionalProperties: false,
     properties: { password: { type: 'string' }, env: envSchema },
-  },
-  InstantRestoreInfo: {
-    type: 'object',
+  }),
+  InstantRestoreInfo: wireObject<InstantRestoreInfo>()({
     required: ['disk', 'repo', 'snapshot', 'state', 'imageBytes', 'chunkSizeBytes', 'chunks', 'chunksZero', 'chunksCopied', 'chunksMissing', 'bytesCopied', 'chunksFetchedForClients', 'bytesRead', 'startedMs', 'finishedMs', 'lastError', 'archivedFrom'],
     properties: {
       disk: { type: 'string' },
       repo: { type: 'string' },
       snapshot: { type: ['string', 'null'], description: 'Restore point id (null for a damaged state file)' },
-      state: { type: 'string', enum: ['copying', 'retrying', 'needs-password', 'done', 'damaged'] },
+      state: { type: 'string', enum: ['copying', 'retrying', 'needs-password', 'done', 'damaged'] satisfies InstantRestoreState[] },
       imageBytes: { type: 'integer', description: 'Image size in the restore point' },
       chunkSizeBytes: { type: 'integer' },
       chunks: { type: 'integer' },
@@ -233,5 +231,5 @@ export const instantRestoreSchemas = {
       lastError: { type: ['string', 'null'], description: 'Why the copier is retrying (or the state is damaged)' },
       archivedFrom: { oneOf: [ref('ArchivedOrigin'), { type: 'null' }], description: 'Set for a restore from an archive repository' },
     },
-  },
+  }),
 };

@@ -10,7 +10,7 @@ import type { Route, RequestContext } from './routes.ts';
 import { checkBody } from './validate.ts';
 import { backupOutcomeWire, backupProgressWire } from './to-wire.ts';
 import { wireObject } from './schema.ts';
-import { API_PREFIX as prefix, type BackupEvent, type BackupProgress, type BackupRequest } from './wire.ts';
+import { API_PREFIX as prefix, type BackupEvent, type BackupProgress, type BackupRequest } from './client/wire.ts';
 
 /** What the node's backup service is asked (src/node/backups.ts implements it). */
 export interface BackupRunner {

@@ -12,7 +12,7 @@ import { drained, readOctetsBody } from './http.ts';
 import type { Reply, RequestContext } from './routes.ts';
 import { checkQuery } from './validate.ts';
 import { snapshotWire } from './to-wire.ts';
-import type { ExtentRun, ExtentsReply } from './wire.ts';
+import type { ExtentRun, ExtentsReply } from './client/wire.ts';
 
 /** Disks one consistency group may hold. */
 export const groupDisksMax = 256;

@@ -4,10 +4,10 @@ import { BackupError, BackupErrorCode, type BackupErrorCodeValue } from '../back
 import { EngineError, EngineErrorCode } from '../engine/index.ts';
 import type { EngineErrorCodeValue } from '../engine/index.ts';
 import { HydrateError, HydrateErrorCode, type HydrateErrorCodeValue } from '../hydrate/index.ts';
-import { ApiErrorCode, type ApiErrorCodeValue } from './wire.ts';
+import { ApiErrorCode, type ApiErrorCodeValue } from './client/wire.ts';
 
 // The codes are part of the wire format: declared with it (wire.ts), where clients find them.
-export { ApiErrorCode, type ApiErrorCodeValue } from './wire.ts';
+export { ApiErrorCode, type ApiErrorCodeValue } from './client/wire.ts';
 
 /** HTTP status of every ApiError code: the one place that decides it. */
 const statusOfCode: Record<ApiErrorCodeValue, number> = {

@@ -5,5 +5,5 @@ export { ApiError, ApiErrorCode } from './errors.ts';
 export type { ApiErrorCodeValue } from './errors.ts';
 export { API_PREFIX, listRoutes } from './routes.ts';
 export type { NodeFacts } from './routes.ts';
-export type * from './wire.ts';
+export type * from './client/wire.ts';
 export { openApiDocument } from './openapi.ts';

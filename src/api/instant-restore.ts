@@ -8,7 +8,7 @@ import { checkBody, type BodySpec } from './validate.ts';
 import type { RequestContext, Route } from './routes.ts';
 import { instantRestoreWire } from './to-wire.ts';
 import { wireObject } from './schema.ts';
-import type { ArchivedOrigin, InstantRestoreInfo, InstantRestoreRequest, InstantRestoreState, ResumeRequest } from './wire.ts';
+import type { ArchivedOrigin, InstantRestoreInfo, InstantRestoreRequest, InstantRestoreState, ResumeRequest } from './client/wire.ts';
 
 const prefix = '/api/v1';
 

@@ -6,7 +6,7 @@
 import { instantRestorePaths, instantRestoreSchemas } from './instant-restore.ts';
 import { backupPaths } from './backups.ts';
 import { wireObject } from './schema.ts';
-import { ApiErrorCode } from './wire.ts';
+import { ApiErrorCode } from './client/wire.ts';
 import type {
   CloneRequest,
   CompactStats,
@@ -23,7 +23,7 @@ import type {
   SnapshotInfo,
   StoreStats,
   TrimRequest,
-} from './wire.ts';
+} from './client/wire.ts';
 
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 const json = (schema: unknown) => ({ content: { 'application/json': { schema } } });

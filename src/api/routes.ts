@@ -9,9 +9,9 @@ import type { InstantRestores } from '../hydrate/index.ts';
 import { instantRestoreRoutes } from './instant-restore.ts';
 import { backupRoutes, type BackupRunner } from './backups.ts';
 import { compactStatsWire, diskWire, snapshotWire } from './to-wire.ts';
-import { API_PREFIX, type NbdEndpoints, type NodeInfo } from './wire.ts';
+import { API_PREFIX, type NbdEndpoints, type NodeInfo } from './client/wire.ts';
 
-export { API_PREFIX } from './wire.ts';
+export { API_PREFIX } from './client/wire.ts';
 
 /** HTTP methods the API uses. */
 export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';

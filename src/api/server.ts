@@ -12,7 +12,7 @@ import { disksChangedBy, guardDisk } from './instant-restore.ts';
 import { matchRoute } from './routes.ts';
 import type { NodeFacts, RequestContext, RouteContext } from './routes.ts';
 import { storeStatsWire } from './to-wire.ts';
-import type { NodeInfo } from './wire.ts';
+import type { NodeInfo } from './client/wire.ts';
 
 /** Options of createApiServer. */
 export interface ApiServerOptions {

@@ -4,7 +4,7 @@
  */
 import type { CompactStats as EngineCompactStats, DiskInfo as EngineDisk, SnapshotInfo as EngineSnapshot, StoreStats as EngineStoreStats } from '../engine/index.ts';
 import type { InstantRestoreInfo as HydrateRestore } from '../hydrate/index.ts';
-import type { BackupOutcome, BackupProgress, CompactStats, DiskInfo, InstantRestoreInfo, SnapshotInfo, StoreStats } from './wire.ts';
+import type { BackupOutcome, BackupProgress, CompactStats, DiskInfo, InstantRestoreInfo, SnapshotInfo, StoreStats } from './client/wire.ts';
 
 /** A disk on the wire. */
 export function diskWire(d: EngineDisk): DiskInfo {

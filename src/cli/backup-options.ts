@@ -5,6 +5,7 @@
 import { resolve } from 'node:path';
 import type { CommandContext, Io, OptionSpec } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
+import { formatSize } from './size.ts';
 
 /** The `--repo` option of every backup command. */
 export const repoOption: OptionSpec = { type: 'string', valueName: 'PATH', description: 'Repository: a directory or s3://BUCKET/PREFIX (default: $TESSERA_REPO)' };
@@ -85,4 +86,17 @@ export function awsEnv(io: Io, repo: string): Record<string, string> {
     if (v !== undefined && v !== '') env[k] = v;
   }
   return env;
+}
+
+/** The line `backup create` prints per disk. */
+export function backedUpLine(disk: string, id: string, incremental: boolean, s: { bytesScanned: number; bytesNew: number; bytesStored: number; chunksReused: number; chunksZero: number; durationMs: number }): string {
+  return (
+    `Backed up ${disk} as restore point ${id.slice(0, 8)} (${incremental ? 'incremental' : 'full'}): ${formatSize(s.bytesScanned)} read, ` +
+    `${formatSize(s.bytesNew)} new stored as ${formatSize(s.bytesStored)}, ${s.chunksReused} chunks reused, ${s.chunksZero} zero, in ${(s.durationMs / 1000).toFixed(1)} s\n`
+  );
+}
+
+/** The progress line of a disk backup (`backup create`, run here or by the node). */
+export function progressText(p: { disk: string; bytesRead: number; bytesToRead: number; bytesStored: number }): string {
+  return `backup ${p.disk} ${percent(p.bytesRead, p.bytesToRead)}  ${formatSize(p.bytesRead)} of ${formatSize(p.bytesToRead)} read, ${formatSize(p.bytesStored)} stored`;
 }

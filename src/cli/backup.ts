@@ -23,9 +23,9 @@ import {
   type WorkerPool,
 } from '../backup/index.ts';
 import { parseDuration, password, percent, progressLine, repoLocation, repoOption, reported, withRepo, withRestorePoint } from './backup-common.ts';
+import { backedUpLine, progressText } from './backup-options.ts';
 import { formatTime, isoTime, jsonOption, printJson } from './output.ts';
 import { runDiskBackup, restoreToNodeDisk } from './backup-disk.ts';
-import { backedUpLine, progressText } from './backup-create.ts';
 import type { Command, CommandContext, OptionSpec } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
 import { formatSize, parseSize } from './size.ts';

@@ -2,13 +2,14 @@
  * How every command prints: its `--json` option, the JSON itself, and times. One place, so
  * that `--json` output and times read the same in every command.
  */
-import type { Io, OptionSpec } from './commands.ts';
+// No import of commands.ts (whose commands import this): the shapes are spelled out, and
+// commands.ts's OptionSpec and Io take them as they are.
 
 /** The `--json` option of every command that prints something. */
-export const jsonOption: OptionSpec = { type: 'boolean', description: 'Print JSON instead of text' };
+export const jsonOption = { type: 'boolean', description: 'Print JSON instead of text' } as const;
 
 /** `value` as indented JSON on stdout. */
-export function printJson(io: Io, value: unknown): void {
+export function printJson(io: { stdout(text: string): void }, value: unknown): void {
   io.stdout(JSON.stringify(value, null, 2) + '\n');
 }
 

@@ -20,8 +20,8 @@ import type {
   NodeInfo,
   ResumeRequest,
   SnapshotInfo,
-} from '../wire.ts';
-import { API_PREFIX } from '../wire.ts';
+} from './wire.ts';
+import { API_PREFIX } from './wire.ts';
 import { ClientError, ClientErrorCode, replyError } from './errors.ts';
 
 /** Default API URL: where `tessera serve` listens unless told otherwise. */

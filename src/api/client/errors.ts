@@ -1,5 +1,5 @@
 import { CodedError } from '../../util/coded-error.ts';
-import type { ApiErrorCodeValue } from '../wire.ts';
+import type { ApiErrorCodeValue } from './wire.ts';
 
 /** Stable codes of ClientError. */
 export const ClientErrorCode = {

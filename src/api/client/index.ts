@@ -12,5 +12,5 @@ export { DataConnections, headBytesMax, smallBodyBytesMax } from './data-connect
 export type { DataConnectionsOptions, DataReply, DataRequest } from './data-connections.ts';
 export { ClientError, ClientErrorCode } from './errors.ts';
 export type { ClientErrorCodeValue } from './errors.ts';
-export { API_PREFIX, ApiErrorCode } from '../wire.ts';
-export type * from '../wire.ts';
+export { API_PREFIX, ApiErrorCode } from './wire.ts';
+export type * from './wire.ts';

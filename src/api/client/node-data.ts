@@ -4,7 +4,7 @@
  * Requests go over a small pool of keep-alive connections (data-connections.ts) that read bodies
  * straight into the caller's buffers.
  */
-import { API_PREFIX, type ExtentRun, type ExtentsReply } from '../wire.ts';
+import { API_PREFIX, type ExtentRun, type ExtentsReply } from './wire.ts';
 import { DataConnections, type DataReply, type DataRequest } from './data-connections.ts';
 import { ClientError, ClientErrorCode, replyError } from './errors.ts';
 

@@ -1,10 +1,12 @@
 /**
  * The JSON the HTTP API sends and accepts (docs/api.md), declared here as the API's own types:
- * the routes convert engine, hydrate and backup objects to them explicitly, and the client
- * (src/api/client) and the CLI use only these. The OpenAPI document (openapi.ts) describes the
- * same shapes; its object schemas are checked against these types by the compiler.
+ * the server's routes convert engine, hydrate and backup objects to them explicitly
+ * (src/api/to-wire.ts), and the client and the CLI use only these. The OpenAPI document
+ * (src/api/openapi.ts) describes the same shapes; the compiler checks its object schemas against
+ * these types (src/api/schema.ts).
  *
- * Types and constants only: the client loads this file without loading the server.
+ * They live with the client, which may load nothing of the server: the server imports them from
+ * here. Types and constants only.
  */
 
 /** Base path of every route. */

@@ -5,7 +5,7 @@
  */
 import type { ServerResponse } from 'node:http';
 import { awsVariables } from '../hydrate/index.ts';
-import { ApiError, ApiErrorCode } from './errors.ts';
+import { ApiError, ApiErrorCode, toApiError } from './errors.ts';
 import type { Route, RequestContext } from './routes.ts';
 import { checkBody } from './validate.ts';
 import { backupOutcomeWire, backupProgressWire } from './to-wire.ts';
@@ -103,8 +103,10 @@ export const backupRoutes: Route[] = [
             );
             await writeLine(res, { event: 'done', outcomes: outcomes.map(backupOutcomeWire) });
           } catch (err) {
-            const e = err as { code?: string; message?: string };
-            await writeLine(res, { event: 'error', code: e.code ?? 'INTERNAL', message: e.message ?? String(err) });
+            // The code a client sees is the API's, as in an error reply (errors.ts maps it); the
+            // message stays the backup's own, which says what failed.
+            const { error } = toApiError(err);
+            await writeLine(res, { event: 'error', code: error.code, message: (err as Error)?.message ?? String(err) });
           }
           res.end();
         },

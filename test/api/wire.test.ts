@@ -9,6 +9,8 @@ import { after, test } from 'node:test';
 import { ApiClient, ClientError } from '../../src/api/client/index.ts';
 import { createApiServer, openApiDocument } from '../../src/api/index.ts';
 import { Store } from '../../src/engine/index.ts';
+import { BackupError, BackupErrorCode } from '../../src/backup/index.ts';
+import type { BackupEvent, BackupProgress } from '../../src/api/client/index.ts';
 import { cleanup, makeTempDir } from '../helpers/index.ts';
 
 after(cleanup);
@@ -80,6 +82,41 @@ test('replies of a real server hold exactly what the OpenAPI document says', asy
     assert.ok(refused instanceof ClientError && refused.nodeCode === 'NOT_FOUND', String(refused));
     const raw = await fetch(`http://127.0.0.1:${port}/api/v1/disks/nope`);
     conforms(await raw.json(), 'Error');
+  } finally {
+    await server.close();
+    await store.close();
+  }
+});
+
+test('a backup run by the node streams wire events: progress as the API declares it, failures with the API code', async () => {
+  const dir = makeTempDir('tessera-wire-');
+  const store = await Store.open({ dir: join(dir, 'store') });
+  const progress: BackupProgress = { disk: 'vm1', bytesToRead: 2, bytesRead: 1, sizeBytes: 4, bytesScanned: 1, bytesStored: 1, chunksNew: 1, chunksReused: 0, chunksZero: 0 };
+  // A stand-in for the node's backup service: events as the backup code makes them (with more
+  // fields than the API declares), then a failure of the repository.
+  const backups = {
+    busy: false,
+    async run(_req: unknown, onEvent: (e: { event: string } & Record<string, unknown>) => void): Promise<{ outcomes: object[] }> {
+      onEvent({ event: 'snapshot', name: 'tessera-1' });
+      onEvent({ event: 'progress', progress: { ...progress, movers: { internal: true } } });
+      onEvent({ event: 'note', message: 'full backup of vm1' });
+      throw new BackupError(BackupErrorCode.WRONG_PASSWORD, 'Wrong password for the repository at /srv/b');
+    },
+  };
+  const server = createApiServer({ store, backups });
+  const { port } = await server.listen({ host: '127.0.0.1', port: 0 });
+  const client = new ApiClient(`http://127.0.0.1:${port}`);
+  try {
+    const events: BackupEvent[] = [];
+    const failed = await client.runBackup({ disks: ['vm1'], repo: '/srv/b', password: 'pw' }, (e) => void events.push(e)).catch((err: unknown) => err);
+    assert.deepEqual(events, [
+      { event: 'snapshot', name: 'tessera-1' },
+      { event: 'progress', progress },
+      { event: 'note', message: 'full backup of vm1' },
+    ]);
+    assert.ok(failed instanceof ClientError, String(failed));
+    assert.equal(failed.nodeCode, 'WRONG_PASSWORD');
+    assert.equal(failed.message, 'Wrong password for the repository at /srv/b');
   } finally {
     await server.close();
     await store.close();

@@ -211,7 +211,7 @@ export class ApiClient {
         } catch {
           throw new ClientError(ClientErrorCode.BAD_REPLY, 'the node sent a line of its backup that is not JSON');
         }
-        if (e.event === 'error') throw new ClientError(ClientErrorCode.REFUSED, e.message, { status: 200, nodeCode: e.code as ClientError['nodeCode'] });
+        if (e.event === 'error') throw new ClientError(ClientErrorCode.REFUSED, e.message, { status: 200, nodeCode: e.code });
         if (e.event === 'done') return e.outcomes;
         await onEvent(e);
       }

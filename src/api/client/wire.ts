@@ -327,4 +327,4 @@ export type BackupEvent =
   | { event: 'progress'; progress: BackupProgress }
   | { event: 'note'; message: string }
   | { event: 'done'; outcomes: BackupOutcome[] }
-  | { event: 'error'; code: string; message: string };
+  | { event: 'error'; code: ApiErrorCodeValue; message: string };

@@ -27,12 +27,14 @@ inc=$(ls -d node_modules/node/node_modules/node-*/include/node 2>/dev/null | hea
 has zstd.h || { say "no zstd.h (apt-get install libzstd-dev)"; exit 0; }
 [ -n "$isal" ] || echo "tessera: native helpers built without ISA-L's CRC-32 (apt-get install libisal-dev for it)" >&2
 mkdir -p build
+# A temporary of its own: two commands started at once may both build.
+tmp="$out.tmp.$$"
 # shellcheck disable=SC2086
-if "$cc" -O2 -fPIC -shared -Wall -Wextra -Werror -I "$inc" -o "$out.tmp" "$src" -lzstd $isal; then
-  mv "$out.tmp" "$out"
+if "$cc" -O2 -fPIC -shared -Wall -Wextra -Werror -I "$inc" -o "$tmp" "$src" -lzstd $isal; then
+  mv "$tmp" "$out"
   printf 'isal=%s\n' "$isal_seen" > "$out.probe"
 else
-  rm -f "$out.tmp"
+  rm -f "$tmp"
   say "the compiler failed (above)"
 fi
 exit 0

@@ -5,11 +5,12 @@
  */
 import type { ServerResponse } from 'node:http';
 import { awsVariables } from '../hydrate/index.ts';
-import { ApiError, ApiErrorCode } from './errors.ts';
+import { ApiError, ApiErrorCode, toApiError } from './errors.ts';
 import type { Route, RequestContext } from './routes.ts';
 import { checkBody } from './validate.ts';
-
-const prefix = '/api/v1';
+import { backupOutcomeWire, backupProgressWire } from './to-wire.ts';
+import { wireObject } from './schema.ts';
+import { API_PREFIX as prefix, type BackupEvent, type BackupProgress, type BackupRequest } from './client/wire.ts';
 
 /** What the node's backup service is asked (src/node/backups.ts implements it). */
 export interface BackupRunner {
@@ -33,7 +34,7 @@ function service(ctx: RequestContext): BackupRunner {
 }
 
 /** The optional fields of a backup request, checked; the required ones go to checkBody. */
-function checkRequest(raw: unknown): { disks: string[]; repo: string; password: string; env: Record<string, string>; tenant?: string } {
+function checkRequest(raw: unknown): BackupRequest & { env: Record<string, string> } {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new ApiError(ApiErrorCode.BAD_REQUEST, 'The body must be a JSON object');
   const { env, tenant, ...rest } = raw as Record<string, unknown>;
   const fields = checkBody(rest, { disks: 'strings', repo: 'string', password: 'string' });
@@ -48,8 +49,16 @@ function checkRequest(raw: unknown): { disks: string[]; repo: string; password: 
   return { ...fields, env: (env ?? {}) as Record<string, string>, ...(tenant !== undefined ? { tenant } : {}) };
 }
 
+/** The event to send for one the runner reported, converted to the wire's shape. */
+function eventWire(e: { event: string } & Record<string, unknown>): BackupEvent | null {
+  if (e.event === 'snapshot') return { event: 'snapshot', name: String(e.name) };
+  if (e.event === 'progress') return { event: 'progress', progress: backupProgressWire(e.progress as BackupProgress) };
+  if (e.event === 'note') return { event: 'note', message: String(e.message) };
+  return null;
+}
+
 /** Writes one JSON line; resolves once the socket took it. */
-function writeLine(res: ServerResponse, value: unknown): Promise<void> {
+function writeLine(res: ServerResponse, value: BackupEvent): Promise<void> {
   return new Promise((resolve) => {
     if (res.destroyed) return resolve();
     res.write(JSON.stringify(value) + '\n', () => resolve());
@@ -87,14 +96,17 @@ export const backupRoutes: Route[] = [
                   if (now - lastProgress < progressEveryMs) return;
                   lastProgress = now;
                 }
-                void writeLine(res, e);
+                const wire = eventWire(e);
+                if (wire !== null) void writeLine(res, wire);
               },
               gone.signal,
             );
-            await writeLine(res, { event: 'done', outcomes });
+            await writeLine(res, { event: 'done', outcomes: outcomes.map(backupOutcomeWire) });
           } catch (err) {
-            const e = err as { code?: string; message?: string };
-            await writeLine(res, { event: 'error', code: e.code ?? 'INTERNAL', message: e.message ?? String(err) });
+            // The code a client sees is the API's, as in an error reply (errors.ts maps it); the
+            // message stays the backup's own, which says what failed.
+            const { error } = toApiError(err);
+            await writeLine(res, { event: 'error', code: error.code, message: (err as Error)?.message ?? String(err) });
           }
           res.end();
         },
@@ -119,18 +131,19 @@ export const backupPaths = {
         'Closing the connection cancels the backup. One backup runs at a time; the repository and its worker threads stay open for a minute after one.',
       requestBody: {
         required: true,
-        ...json({
-          type: 'object',
-          required: ['disks', 'repo', 'password'],
-          additionalProperties: false,
-          properties: {
-            disks: { type: 'array', items: { type: 'string' }, minItems: 1, maxItems: disksMax },
-            repo: { type: 'string', description: 'Repository as the node sees it: an absolute directory path or s3://bucket/prefix' },
-            password: { type: 'string', description: 'Repository password; kept in memory only' },
-            env: { type: 'object', additionalProperties: { type: 'string' }, description: 'AWS_* variables for an s3:// repository' },
-            tenant: { type: 'string' },
-          },
-        }),
+        ...json(
+          wireObject<BackupRequest>()({
+            required: ['disks', 'repo', 'password'],
+            additionalProperties: false,
+            properties: {
+              disks: { type: 'array', items: { type: 'string' }, minItems: 1, maxItems: disksMax },
+              repo: { type: 'string', description: 'Repository as the node sees it: an absolute directory path or s3://bucket/prefix' },
+              password: { type: 'string', description: 'Repository password; kept in memory only' },
+              env: { type: 'object', additionalProperties: { type: 'string' }, description: 'AWS_* variables for an s3:// repository' },
+              tenant: { type: 'string' },
+            },
+          }),
+        ),
       },
       responses: {
         '200': { description: 'The backup\'s events, one JSON object per line', content: { 'application/x-ndjson': { schema: { type: 'string' } } } },

@@ -11,30 +11,8 @@ import { BufferPool } from '../flow/index.ts';
 import { drained, readOctetsBody } from './http.ts';
 import type { Reply, RequestContext } from './routes.ts';
 import { checkQuery } from './validate.ts';
-
-/** One run of an extents reply. */
-export interface ExtentRun {
-  offset: number;
-  length: number;
-  /** Allocation: `data`, `zero` (reads as zeroes, allocated) or `hole`; with `since`: `changed` or `unchanged`. */
-  type: 'data' | 'zero' | 'hole' | 'changed' | 'unchanged';
-}
-
-/** What GET .../extents answers. */
-export interface ExtentsReply {
-  /** Size of the snapshot. */
-  sizeBytes: number;
-  /** The snapshot changes are reported against, or null for allocation. */
-  since: string | null;
-  /** First byte covered. */
-  offset: number;
-  /** Bytes covered by `extents`, from `offset`. */
-  length: number;
-  /** Runs in order, covering [offset, offset + length) exactly, adjacent runs of one type merged. */
-  extents: ExtentRun[];
-  /** Where to continue when the reply stopped at the extent limit before the range's end, else null. */
-  next: number | null;
-}
+import { snapshotWire } from './to-wire.ts';
+import type { ExtentRun, ExtentsReply } from './client/wire.ts';
 
 /** Disks one consistency group may hold. */
 export const groupDisksMax = 256;
@@ -221,5 +199,5 @@ export async function flushDisk(p: Record<string, string>, _b: unknown, ctx: Req
 /** POST /snapshots {name, disks}: one snapshot of every disk at the same instant. */
 export async function snapshotGroup(_p: Record<string, string>, b: { name: string; disks: string[] }, ctx: RequestContext): Promise<Reply> {
   if (b.disks.length === 0 || b.disks.length > groupDisksMax) throw new ApiError(ApiErrorCode.BAD_REQUEST, `Field 'disks' must name 1 to ${groupDisksMax} disks`);
-  return { status: 201, body: await ctx.store.createSnapshots(b.disks, b.name) };
+  return { status: 201, body: (await ctx.store.createSnapshots(b.disks, b.name)).map(snapshotWire) };
 }

@@ -4,49 +4,10 @@ import { BackupError, BackupErrorCode, type BackupErrorCodeValue } from '../back
 import { EngineError, EngineErrorCode } from '../engine/index.ts';
 import type { EngineErrorCodeValue } from '../engine/index.ts';
 import { HydrateError, HydrateErrorCode, type HydrateErrorCodeValue } from '../hydrate/index.ts';
+import { ApiErrorCode, type ApiErrorCodeValue } from './client/wire.ts';
 
-/** Stable codes of ApiError; they are also the `error.code` values clients see on the wire. */
-export const ApiErrorCode = {
-  /** Unknown disk or snapshot. */
-  NOT_FOUND: 'NOT_FOUND',
-  /** A disk or snapshot of that name exists already. */
-  EXISTS: 'EXISTS',
-  /** A well-formed request asked for something invalid: bad name, bad size. */
-  INVALID: 'INVALID',
-  /** The object is still needed, e.g. a disk or snapshot with open NBD connections. */
-  IN_USE: 'IN_USE',
-  /** A write to a read-only object. */
-  READ_ONLY: 'READ_ONLY',
-  /** A range past the end of a disk. */
-  OUT_OF_RANGE: 'OUT_OF_RANGE',
-  /** The node's file system is full. */
-  NO_SPACE: 'NO_SPACE',
-  /** Stored data failed its checks. */
-  CORRUPT: 'CORRUPT',
-  /** The store is closed or closing: the node is shutting down. */
-  CLOSED: 'CLOSED',
-  /** The request body is not valid JSON, or its fields have the wrong types. */
-  BAD_REQUEST: 'BAD_REQUEST',
-  /** No route has this path. */
-  NO_ROUTE: 'NO_ROUTE',
-  /** The path exists but not with this method. */
-  METHOD_NOT_ALLOWED: 'METHOD_NOT_ALLOWED',
-  /** The request body is larger than the server accepts. */
-  BODY_TOO_LARGE: 'BODY_TOO_LARGE',
-  /** A request body that is not `application/json`. */
-  UNSUPPORTED_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
-  /** Too many requests in flight. */
-  BUSY: 'BUSY',
-  /** A bug or an unexpected failure; details are in the node's log. */
-  INTERNAL: 'INTERNAL',
-  /** No key of the backup repository opens with the password given. */
-  WRONG_PASSWORD: 'WRONG_PASSWORD',
-  /** The backup repository failed, could not be reached, or holds damaged data. */
-  REPOSITORY: 'REPOSITORY',
-} as const;
-
-/** One of the ApiErrorCode values. */
-export type ApiErrorCodeValue = (typeof ApiErrorCode)[keyof typeof ApiErrorCode];
+// The codes are part of the wire format: declared with it (wire.ts), where clients find them.
+export { ApiErrorCode, type ApiErrorCodeValue } from './client/wire.ts';
 
 /** HTTP status of every ApiError code: the one place that decides it. */
 const statusOfCode: Record<ApiErrorCodeValue, number> = {

@@ -4,5 +4,6 @@ export type { ApiServer, ApiServerOptions } from './server.ts';
 export { ApiError, ApiErrorCode } from './errors.ts';
 export type { ApiErrorCodeValue } from './errors.ts';
 export { API_PREFIX, listRoutes } from './routes.ts';
-export type { NodeFacts, NodeInfo } from './routes.ts';
+export type { NodeFacts } from './routes.ts';
+export type * from './client/wire.ts';
 export { openApiDocument } from './openapi.ts';

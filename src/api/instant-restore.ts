@@ -6,6 +6,9 @@ import type { InstantRestores } from '../hydrate/index.ts';
 import { ApiError, ApiErrorCode } from './errors.ts';
 import { checkBody, type BodySpec } from './validate.ts';
 import type { RequestContext, Route } from './routes.ts';
+import { instantRestoreWire } from './to-wire.ts';
+import { wireObject } from './schema.ts';
+import type { ArchivedOrigin, InstantRestoreInfo, InstantRestoreRequest, InstantRestoreState, ResumeRequest } from './client/wire.ts';
 
 const prefix = '/api/v1';
 
@@ -56,7 +59,7 @@ export const instantRestoreRoutes: Route[] = [
     method: 'GET',
     path: `${prefix}/instant-restores`,
     body: null,
-    handle: (_p, _b, ctx) => ({ status: 200, body: service(ctx).list() }),
+    handle: (_p, _b, ctx) => ({ status: 200, body: service(ctx).list().map(instantRestoreWire) }),
   },
   {
     method: 'POST',
@@ -66,14 +69,14 @@ export const instantRestoreRoutes: Route[] = [
       const { rest, archivedFrom } = takeArchivedFrom(raw);
       const { fields, env } = checkRestoreBody(rest, startBody);
       const info = await service(ctx).start({ ...fields, env, archivedFrom });
-      return { status: 201, body: info, headers: location(info.disk) };
+      return { status: 201, body: instantRestoreWire(info), headers: location(info.disk) };
     },
   },
   {
     method: 'GET',
     path: `${prefix}/instant-restores/{disk}`,
     body: null,
-    handle: (p, _b, ctx) => ({ status: 200, body: service(ctx).get(p.disk) }),
+    handle: (p, _b, ctx) => ({ status: 200, body: instantRestoreWire(service(ctx).get(p.disk)) }),
   },
   {
     method: 'POST',
@@ -81,7 +84,7 @@ export const instantRestoreRoutes: Route[] = [
     body: resumeBody,
     handle: async (p, raw, ctx) => {
       const { fields, env } = checkRestoreBody(raw, resumeBody);
-      return { status: 200, body: await service(ctx).resume(p.disk, { password: fields.password, env }) };
+      return { status: 200, body: instantRestoreWire(await service(ctx).resume(p.disk, { password: fields.password, env })) };
     },
   },
   {
@@ -181,8 +184,7 @@ const envSchema = {
 
 /** OpenAPI schemas of the instant restore routes. */
 export const instantRestoreSchemas = {
-  InstantRestoreRequest: {
-    type: 'object',
+  InstantRestoreRequest: wireObject<InstantRestoreRequest>()({
     required: ['disk', 'repo', 'snapshot', 'password'],
     additionalProperties: false,
     properties: {
@@ -193,9 +195,8 @@ export const instantRestoreSchemas = {
       env: envSchema,
       archivedFrom: ref('ArchivedOrigin'),
     },
-  },
-  ArchivedOrigin: {
-    type: 'object',
+  }),
+  ArchivedOrigin: wireObject<ArchivedOrigin>()({
     required: ['repo', 'snapshot'],
     additionalProperties: false,
     description: 'For a restore from an archive repository: the primary repository and the id of the restore point there that `repo`/`snapshot` is the archived copy of',
@@ -203,21 +204,19 @@ export const instantRestoreSchemas = {
       repo: { type: 'string', description: 'Primary repository location' },
       snapshot: { type: 'string', description: 'Restore point id in the primary repository (64 hex digits)' },
     },
-  },
-  ResumeRequest: {
-    type: 'object',
+  }),
+  ResumeRequest: wireObject<ResumeRequest>()({
     required: ['password'],
     additionalProperties: false,
     properties: { password: { type: 'string' }, env: envSchema },
-  },
-  InstantRestoreInfo: {
-    type: 'object',
+  }),
+  InstantRestoreInfo: wireObject<InstantRestoreInfo>()({
     required: ['disk', 'repo', 'snapshot', 'state', 'imageBytes', 'chunkSizeBytes', 'chunks', 'chunksZero', 'chunksCopied', 'chunksMissing', 'bytesCopied', 'chunksFetchedForClients', 'bytesRead', 'startedMs', 'finishedMs', 'lastError', 'archivedFrom'],
     properties: {
       disk: { type: 'string' },
       repo: { type: 'string' },
       snapshot: { type: ['string', 'null'], description: 'Restore point id (null for a damaged state file)' },
-      state: { type: 'string', enum: ['copying', 'retrying', 'needs-password', 'done', 'damaged'] },
+      state: { type: 'string', enum: ['copying', 'retrying', 'needs-password', 'done', 'damaged'] satisfies InstantRestoreState[] },
       imageBytes: { type: 'integer', description: 'Image size in the restore point' },
       chunkSizeBytes: { type: 'integer' },
       chunks: { type: 'integer' },
@@ -232,5 +231,5 @@ export const instantRestoreSchemas = {
       lastError: { type: ['string', 'null'], description: 'Why the copier is retrying (or the state is damaged)' },
       archivedFrom: { oneOf: [ref('ArchivedOrigin'), { type: 'null' }], description: 'Set for a restore from an archive repository' },
     },
-  },
+  }),
 };

@@ -5,6 +5,25 @@
  */
 import { instantRestorePaths, instantRestoreSchemas } from './instant-restore.ts';
 import { backupPaths } from './backups.ts';
+import { wireObject } from './schema.ts';
+import { ApiErrorCode } from './client/wire.ts';
+import type {
+  CloneRequest,
+  CompactStats,
+  CreateDiskRequest,
+  CreateSnapshotRequest,
+  DiskInfo,
+  ErrorBody,
+  ExtentRun,
+  ExtentsReply,
+  GroupSnapshotRequest,
+  NbdEndpoints,
+  NodeInfo,
+  ResizeRequest,
+  SnapshotInfo,
+  StoreStats,
+  TrimRequest,
+} from './client/wire.ts';
 
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 const json = (schema: unknown) => ({ content: { 'application/json': { schema } } });
@@ -288,8 +307,7 @@ export const openApiDocument = {
   },
   components: {
     schemas: {
-      DiskInfo: {
-        type: 'object',
+      DiskInfo: wireObject<DiskInfo>()({
         required: ['name', 'sizeBytes', 'allocatedBytes', 'snapshots', 'origin', 'createdMs'],
         properties: {
           name: { type: 'string', description: 'Unique name; also the NBD export name' },
@@ -299,9 +317,8 @@ export const openApiDocument = {
           origin: { type: ['string', 'null'], description: '`DISK@SNAP` the disk was cloned from' },
           createdMs: { type: 'integer', description: 'Creation time, ms since the epoch' },
         },
-      },
-      SnapshotInfo: {
-        type: 'object',
+      }),
+      SnapshotInfo: wireObject<SnapshotInfo>()({
         required: ['name', 'disk', 'sizeBytes', 'seq', 'createdMs'],
         properties: {
           name: { type: 'string' },
@@ -310,72 +327,67 @@ export const openApiDocument = {
           seq: { type: 'integer', description: 'Write log sequence number the snapshot stands at' },
           createdMs: { type: 'integer' },
         },
-      },
-      StoreStats: {
-        type: 'object',
+      }),
+      StoreStats: wireObject<StoreStats>()({
         required: ['logBytes', 'liveBytes', 'segments'],
         properties: {
           logBytes: { type: 'integer', description: 'Bytes in write log segment files' },
           liveBytes: { type: 'integer', description: 'Bytes of data still referenced' },
           segments: { type: 'integer' },
         },
-      },
-      CompactStats: {
-        type: 'object',
+      }),
+      CompactStats: wireObject<CompactStats>()({
         required: ['segmentsRemoved', 'bytesReclaimed', 'bytesRewritten'],
         properties: {
           segmentsRemoved: { type: 'integer' },
           bytesReclaimed: { type: 'integer' },
           bytesRewritten: { type: 'integer' },
         },
-      },
-      NodeInfo: {
-        type: 'object',
+      }),
+      NodeInfo: wireObject<NodeInfo>()({
         required: ['version', 'dataDir', 'nbd', 'api', 'pid', 'uptimeMs', 'disks', 'stats'],
         properties: {
           version: { type: 'string' },
           dataDir: { type: ['string', 'null'] },
-          nbd: {
+          nbd: wireObject<NbdEndpoints>()({
             type: ['object', 'null'],
+            required: ['tcp', 'socket', 'connections'],
             properties: {
-              tcp: {
+              tcp: wireObject<NonNullable<NbdEndpoints['tcp']>>()({
                 type: ['object', 'null'],
+                required: ['host', 'port'],
                 properties: { host: { type: 'string' }, port: { type: 'integer' } },
-              },
+              }),
               socket: { type: ['string', 'null'] },
               connections: { type: 'integer' },
             },
-          },
+          }),
           api: { type: ['string', 'null'], description: 'Base URL of this API' },
           pid: { type: 'integer' },
           uptimeMs: { type: 'integer' },
           disks: { type: 'integer', description: 'Number of disks' },
           stats: ref('StoreStats'),
         },
-      },
-      CreateDiskRequest: {
-        type: 'object',
+      }),
+      CreateDiskRequest: wireObject<CreateDiskRequest>()({
         required: ['name', 'sizeBytes'],
         additionalProperties: false,
         properties: { name: { type: 'string' }, sizeBytes: { type: 'integer', minimum: 0 } },
-      },
-      ResizeRequest: {
-        type: 'object',
+      }),
+      ResizeRequest: wireObject<ResizeRequest>()({
         required: ['sizeBytes'],
         additionalProperties: false,
         properties: { sizeBytes: { type: 'integer', minimum: 0 } },
-      },
-      CloneRequest: {
-        type: 'object',
+      }),
+      CloneRequest: wireObject<CloneRequest>()({
         required: ['snapshot', 'name'],
         additionalProperties: false,
         properties: {
           snapshot: { type: 'string', description: 'Snapshot of the disk in the path to clone' },
           name: { type: 'string', description: 'Name of the new disk' },
         },
-      },
-      ExtentsReply: {
-        type: 'object',
+      }),
+      ExtentsReply: wireObject<ExtentsReply>()({
         required: ['sizeBytes', 'since', 'offset', 'length', 'extents', 'next'],
         properties: {
           sizeBytes: { type: 'integer', description: 'Size of the snapshot' },
@@ -384,62 +396,49 @@ export const openApiDocument = {
           length: { type: 'integer', description: 'Bytes covered by `extents`' },
           extents: {
             type: 'array',
-            items: {
-              type: 'object',
+            items: wireObject<ExtentRun>()({
               required: ['offset', 'length', 'type'],
               properties: {
                 offset: { type: 'integer' },
                 length: { type: 'integer' },
-                type: { type: 'string', enum: ['data', 'zero', 'hole', 'changed', 'unchanged'] },
+                type: { type: 'string', enum: ['data', 'zero', 'hole', 'changed', 'unchanged'] satisfies ExtentRun['type'][] },
               },
-            },
+            }),
           },
           next: { type: ['integer', 'null'], description: 'Offset to continue from when the reply stopped at its extent limit' },
         },
-      },
-      TrimRequest: {
-        type: 'object',
+      }),
+      TrimRequest: wireObject<TrimRequest>()({
         required: ['offset', 'length'],
         additionalProperties: false,
         properties: { offset: { type: 'integer', minimum: 0 }, length: { type: 'integer', minimum: 0 } },
-      },
-      GroupSnapshotRequest: {
-        type: 'object',
+      }),
+      GroupSnapshotRequest: wireObject<GroupSnapshotRequest>()({
         required: ['name', 'disks'],
         additionalProperties: false,
         properties: {
           name: { type: 'string', description: 'Name of the snapshot on every disk' },
           disks: { type: 'array', items: { type: 'string' }, minItems: 1, maxItems: 256, description: 'Disks to snapshot, each once' },
         },
-      },
-      CreateSnapshotRequest: {
-        type: 'object',
+      }),
+      CreateSnapshotRequest: wireObject<CreateSnapshotRequest>()({
         required: ['name'],
         additionalProperties: false,
         properties: { name: { type: 'string' } },
-      },
+      }),
       ...instantRestoreSchemas,
-      Error: {
-        type: 'object',
+      Error: wireObject<ErrorBody>()({
         required: ['error'],
         properties: {
-          error: {
-            type: 'object',
+          error: wireObject<ErrorBody['error']>()({
             required: ['code', 'message'],
             properties: {
-              code: {
-                type: 'string',
-                enum: [
-                  'NOT_FOUND', 'EXISTS', 'INVALID', 'IN_USE', 'READ_ONLY', 'OUT_OF_RANGE', 'NO_SPACE', 'CORRUPT',
-                  'CLOSED', 'BAD_REQUEST', 'NO_ROUTE', 'METHOD_NOT_ALLOWED', 'BODY_TOO_LARGE',
-                  'UNSUPPORTED_MEDIA_TYPE', 'BUSY', 'INTERNAL', 'WRONG_PASSWORD', 'REPOSITORY',
-                ],
-              },
+              code: { type: 'string', enum: Object.values(ApiErrorCode) },
               message: { type: 'string' },
             },
-          },
+          }),
         },
-      },
+      }),
     },
     responses: {
       BadRequest: errorResponse('BAD_REQUEST: malformed JSON or wrong field types; INVALID: a bad name or size; OUT_OF_RANGE'),

@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import type { Store, StoreStats } from '../engine/index.ts';
+import type { Store } from '../engine/index.ts';
 import { checkBody } from './validate.ts';
 import type { BodySpec, BodyOf } from './validate.ts';
 import type { JsonReply, StreamReply } from './http.ts';
@@ -8,9 +8,10 @@ import { flushDisk, readExtents, readSnapshotData, snapshotGroup, trimDisk, writ
 import type { InstantRestores } from '../hydrate/index.ts';
 import { instantRestoreRoutes } from './instant-restore.ts';
 import { backupRoutes, type BackupRunner } from './backups.ts';
+import { compactStatsWire, diskWire, snapshotWire } from './to-wire.ts';
+import { API_PREFIX, type NbdEndpoints, type NodeInfo } from './client/wire.ts';
 
-/** Base path of every route. */
-export const API_PREFIX = '/api/v1';
+export { API_PREFIX } from './client/wire.ts';
 
 /** HTTP methods the API uses. */
 export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -22,28 +23,7 @@ export interface NodeFacts {
   /** Data directory of the node. */
   dataDir: string | null;
   /** Where the NBD server listens. */
-  nbd: {
-    /** TCP endpoint, or null when not listening on TCP. */
-    tcp: { host: string; port: number } | null;
-    /** Unix socket path, or null when not listening on one. */
-    socket: string | null;
-    /** Open NBD connections. */
-    connections: number;
-  } | null;
-}
-
-/** What GET /api/v1/node returns. */
-export interface NodeInfo extends NodeFacts {
-  /** Base URL of this API, e.g. `http://127.0.0.1:7480`. */
-  api: string | null;
-  /** Process id of the node. */
-  pid: number;
-  /** Milliseconds since the API server started. */
-  uptimeMs: number;
-  /** Number of disks. */
-  disks: number;
-  /** Space figures of the store. */
-  stats: StoreStats;
+  nbd: NbdEndpoints | null;
 }
 
 /** What a handler sees of the server it runs in. */
@@ -101,18 +81,18 @@ const diskLocation = (name: string): Record<string, string> => ({ location: `${A
 const resizeBody = { sizeBytes: 'sizeBytes' } as const;
 const resize = async (p: Record<string, string>, b: BodyOf<typeof resizeBody>, { store }: RouteContext): Promise<Reply> => ({
   status: 200,
-  body: await store.resizeDisk(p.name, b.sizeBytes),
+  body: diskWire(await store.resizeDisk(p.name, b.sizeBytes)),
 });
 
 /** Every route the API serves; the OpenAPI document describes exactly these. */
 export const routes: readonly Route[] = [
-  route('GET', '/disks', null, (_p, _b, { store }) => ({ status: 200, body: store.listDisks() })),
+  route('GET', '/disks', null, (_p, _b, { store }) => ({ status: 200, body: store.listDisks().map(diskWire) })),
   route('POST', '/disks', { name: 'string', sizeBytes: 'sizeBytes' }, async (_p, b, { store }) => ({
     status: 201,
-    body: await store.createDisk(b.name, b.sizeBytes),
+    body: diskWire(await store.createDisk(b.name, b.sizeBytes)),
     headers: diskLocation(b.name),
   })),
-  route('GET', '/disks/{name}', null, (p, _b, { store }) => ({ status: 200, body: store.getDisk(p.name) })),
+  route('GET', '/disks/{name}', null, (p, _b, { store }) => ({ status: 200, body: diskWire(store.getDisk(p.name)) })),
   route('PATCH', '/disks/{name}', resizeBody, resize),
   route('DELETE', '/disks/{name}', null, async (p, _b, { store }) => {
     await store.deleteDisk(p.name);
@@ -121,13 +101,13 @@ export const routes: readonly Route[] = [
   route('POST', '/disks/{name}/resize', resizeBody, resize),
   route('POST', '/disks/{name}/clone', { snapshot: 'string', name: 'string' }, async (p, b, { store }) => ({
     status: 201,
-    body: await store.cloneDisk(p.name, b.snapshot, b.name),
+    body: diskWire(await store.cloneDisk(p.name, b.snapshot, b.name)),
     headers: diskLocation(b.name),
   })),
-  route('GET', '/disks/{name}/snapshots', null, (p, _b, { store }) => ({ status: 200, body: store.listSnapshots(p.name) })),
+  route('GET', '/disks/{name}/snapshots', null, (p, _b, { store }) => ({ status: 200, body: store.listSnapshots(p.name).map(snapshotWire) })),
   route('POST', '/disks/{name}/snapshots', { name: 'string' }, async (p, b, { store }) => ({
     status: 201,
-    body: await store.createSnapshot(p.name, b.name),
+    body: snapshotWire(await store.createSnapshot(p.name, b.name)),
     headers: { location: `${API_PREFIX}/disks/${encodeURIComponent(p.name)}/snapshots/${encodeURIComponent(b.name)}` },
   })),
   route('DELETE', '/disks/{name}/snapshots/{snap}', null, async (p, _b, { store }) => {
@@ -136,7 +116,7 @@ export const routes: readonly Route[] = [
   }),
   route('POST', '/disks/{name}/snapshots/{snap}/revert', null, async (p, _b, { store }) => ({
     status: 200,
-    body: await store.revertDisk(p.name, p.snap),
+    body: diskWire(await store.revertDisk(p.name, p.snap)),
   })),
   route('GET', '/disks/{name}/snapshots/{snap}/extents', null, readExtents),
   route('GET', '/disks/{name}/snapshots/{snap}/data', null, readSnapshotData),
@@ -145,7 +125,7 @@ export const routes: readonly Route[] = [
   route('POST', '/disks/{name}/flush', null, flushDisk),
   route('POST', '/snapshots', { name: 'string', disks: 'strings' }, snapshotGroup),
   route('GET', '/node', null, async (_p, _b, { nodeInfo }) => ({ status: 200, body: await nodeInfo() })),
-  route('POST', '/compact', null, async (_p, _b, { store }) => ({ status: 200, body: await store.compact() })),
+  route('POST', '/compact', null, async (_p, _b, { store }) => ({ status: 200, body: compactStatsWire(await store.compact()) })),
   route('GET', '/openapi.json', null, () => ({ status: 200, body: openApiDocument })),
   ...instantRestoreRoutes,
   ...backupRoutes,

@@ -10,7 +10,9 @@ import { readJsonBody, sendError, sendJson } from './http.ts';
 import type { JsonReply } from './http.ts';
 import { disksChangedBy, guardDisk } from './instant-restore.ts';
 import { matchRoute } from './routes.ts';
-import type { NodeFacts, NodeInfo, RequestContext, RouteContext } from './routes.ts';
+import type { NodeFacts, RequestContext, RouteContext } from './routes.ts';
+import { storeStatsWire } from './to-wire.ts';
+import type { NodeInfo } from './client/wire.ts';
 
 /** Options of createApiServer. */
 export interface ApiServerOptions {
@@ -61,12 +63,14 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
   const nodeInfo = async (): Promise<NodeInfo> => {
     const facts = opts.nodeFacts?.() ?? { version: 'unknown', dataDir: null, nbd: null };
     return {
-      ...facts,
+      version: facts.version,
+      dataDir: facts.dataDir,
+      nbd: facts.nbd,
       api: apiUrl,
       pid: process.pid,
       uptimeMs: Date.now() - startedMs,
       disks: opts.store.listDisks().length,
-      stats: await opts.store.stats(),
+      stats: storeStatsWire(await opts.store.stats()),
     };
   };
   const ctx: RouteContext = { store: opts.store, nodeInfo, rangeBytesMax: opts.rangeBytesMax ?? 16 << 20, extentsMax: opts.extentsMax ?? 65536, restores: opts.restores ?? null, backups: opts.backups ?? null };

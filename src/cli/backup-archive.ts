@@ -5,7 +5,8 @@
  */
 import { readFile } from 'node:fs/promises';
 import { archiveRestorePoint, checkTenant, copiesIn, dueForArchive, parsePolicy, type ArchiveOutcome, type ArchiveRule, type SnapshotEntry } from '../backup/index.ts';
-import { archivePassword, formatTime, parseDuration, printJson, progressLine, reported, withRepo, withRepoAt } from './backup-common.ts';
+import { archivePassword, parseDuration, progressLine, repoOption, reported, withRepo, withRepoAt } from './backup-common.ts';
+import { formatTime, isoTime, jsonOption, printJson } from './output.ts';
 import type { Command, CommandContext, OptionSpec } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
 import { formatSize } from './size.ts';
@@ -53,9 +54,6 @@ async function ruleOf(ctx: CommandContext): Promise<ArchiveRule> {
   return { archive: v['archive-repo'], olderThanMs: parseDuration(v['older-than']), tenant };
 }
 
-const repoOption: OptionSpec = { type: 'string', valueName: 'PATH', description: 'Repository: a directory or s3://BUCKET/PREFIX (default: $TESSERA_REPO)' };
-const jsonOption: OptionSpec = { type: 'boolean', description: 'Print JSON instead of text' };
-
 /** The archive commands. */
 export const backupArchiveCommands: Command[] = [
   {
@@ -85,7 +83,7 @@ export const backupArchiveCommands: Command[] = [
         id: e.id,
         name: e.snapshot.name,
         tenant,
-        time: new Date(e.snapshot.time).toISOString(),
+        time: isoTime(e.snapshot.time),
         archive,
         archiveId: o?.archiveId ?? null,
         copied: o?.copied ?? false,

@@ -23,7 +23,7 @@ import type { CommandContext, Io } from './commands.ts';
 import { CliError, CliErrorCode } from './errors.ts';
 import { password, repoLocation } from './backup-options.ts';
 
-export { awsEnv, formatTime, jsonOption, nodeLocation, parseDuration, password, percent, printJson, progressLine, repoLocation, repoOption } from './backup-options.ts';
+export { awsEnv, nodeLocation, parseDuration, password, percent, progressLine, repoLocation, repoOption } from './backup-options.ts';
 
 /** Runs `fn`, turning BackupErrors into one-line CLI failures. */
 export async function reported<T>(fn: () => Promise<T>): Promise<T> {

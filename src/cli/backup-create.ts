@@ -4,24 +4,10 @@
  * `--local` it runs here (createLocally of backup.ts, loaded then).
  */
 import { backupOnNode } from './backup-on-node.ts';
-import { jsonOption, password, percent, printJson, progressLine, repoLocation, repoOption } from './backup-options.ts';
+import { backedUpLine, password, progressLine, progressText, repoLocation, repoOption } from './backup-options.ts';
+import { jsonOption, printJson } from './output.ts';
 import type { Command } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
-import { deriveKeyFor } from './key-ahead.ts';
-import { formatSize } from './size.ts';
-
-/** The line `backup create` prints per disk. */
-export function backedUpLine(disk: string, id: string, incremental: boolean, s: { bytesScanned: number; bytesNew: number; bytesStored: number; chunksReused: number; chunksZero: number; durationMs: number }): string {
-  return (
-    `Backed up ${disk} as restore point ${id.slice(0, 8)} (${incremental ? 'incremental' : 'full'}): ${formatSize(s.bytesScanned)} read, ` +
-    `${formatSize(s.bytesNew)} new stored as ${formatSize(s.bytesStored)}, ${s.chunksReused} chunks reused, ${s.chunksZero} zero, in ${(s.durationMs / 1000).toFixed(1)} s\n`
-  );
-}
-
-/** The progress line of a disk backup. */
-export function progressText(p: { disk: string; bytesRead: number; bytesToRead: number; bytesStored: number }): string {
-  return `backup ${p.disk} ${percent(p.bytesRead, p.bytesToRead)}  ${formatSize(p.bytesRead)} of ${formatSize(p.bytesToRead)} read, ${formatSize(p.bytesStored)} stored`;
-}
 
 /** `tessera backup create` (docs/cli.md). */
 export const backupCreateCommand: Command = {
@@ -50,12 +36,12 @@ export const backupCreateCommand: Command = {
     if (dup !== undefined) throw usageError(`disk ${dup} is named twice`);
     if (ctx.values.local === true) {
       // The key is derived while the backup modules load (see key-ahead.ts).
-      deriveKeyFor((ctx.values.repo as string | undefined) ?? ctx.io.env.TESSERA_REPO, ctx.io.env);
+      (await import('./key-ahead.ts')).deriveKeyFor((ctx.values.repo as string | undefined) ?? ctx.io.env.TESSERA_REPO, ctx.io.env);
       const { createLocally } = await import('./backup.ts');
       return createLocally(ctx);
     }
     const progress = progressLine(ctx.io);
-    const done = await backupOnNode(ctx.client().baseUrl, ctx.io, {
+    const done = await backupOnNode(ctx.client(), ctx.io, {
       disks,
       repo: repoLocation(ctx),
       password: await password(ctx.io),

@@ -16,19 +16,16 @@ import {
   type IndexCache,
   type Repository,
   type RestoreProgress,
+  type RestoreSink,
   type SnapshotEntry,
   type WorkerPool,
 } from '../backup/index.ts';
-import type { DiskInfo, SnapshotInfo } from '../engine/index.ts';
-import type { ApiClient } from './client.ts';
+import { ApiErrorCode, ClientError, NodeData, type ApiClient, type DiskInfo, type SnapshotInfo } from '../api/client/index.ts';
 import type { Io } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
 import { runHook } from './hooks.ts';
-import { NodeData } from './node-data.ts';
 
 export { hookTimeoutMs, runHook } from './hooks.ts';
-
-const seg = encodeURIComponent;
 
 /** Options of runDiskBackup. */
 export interface DiskBackupRun {
@@ -55,20 +52,19 @@ class ApiDiskHost implements DiskHost {
   }
 
   async snapshotNames(disk: string): Promise<string[]> {
-    const snaps: SnapshotInfo[] = await this.client.request('GET', `/disks/${seg(disk)}/snapshots`);
-    return snaps.map((s) => s.name);
+    return (await this.client.listSnapshots(disk)).map((s) => s.name);
   }
 
   snapshot(name: string, disks: readonly string[]): Promise<SnapshotInfo[]> {
-    return this.client.request('POST', '/snapshots', { body: { name, disks } });
+    return this.client.snapshotGroup({ name, disks: [...disks] });
   }
 
   async deleteSnapshot(disk: string, name: string): Promise<void> {
-    await this.client.request('DELETE', `/disks/${seg(disk)}/snapshots/${seg(name)}`);
+    await this.client.deleteSnapshot(disk, name);
   }
 
   source(disk: string, snap: string, sizeBytes: number): DiskSnapshotSource {
-    return this.data.source(disk, snap, sizeBytes);
+    return sourceOf(this.data, disk, snap, sizeBytes);
   }
 
   /** Closes the data connections. */
@@ -121,35 +117,54 @@ export async function restoreToNodeDisk(
   options: { disk: string; force: boolean; onProgress?: (p: RestoreProgress) => void },
 ): Promise<{ progress: RestoreProgress; created: boolean }> {
   const sizeBytes = diskSizeOf(entry.snapshot);
-  const path = `/disks/${seg(options.disk)}`;
   let created = false;
   let existing: DiskInfo | null = null;
   if (options.force) {
-    existing = await client.request('GET', path).catch((err: CliError) => {
-      if (/No disk named/.test(err.message)) return null;
+    existing = await client.getDisk(options.disk).catch((err: unknown) => {
+      if (err instanceof ClientError && err.nodeCode === ApiErrorCode.NOT_FOUND) return null;
       throw err;
     });
   }
   if (existing === null) {
-    await client.request('POST', '/disks', { body: { name: options.disk, sizeBytes } }).catch((err: CliError) => {
-      if (/exists already/.test(err.message)) throw new CliError(CliErrorCode.FAILED, `${err.message}; --force restores into it`);
+    await client.createDisk({ name: options.disk, sizeBytes }).catch((err: unknown) => {
+      if (err instanceof ClientError && err.nodeCode === ApiErrorCode.EXISTS) throw new CliError(CliErrorCode.FAILED, `${err.message}; --force restores into it`, { cause: err });
       throw err;
     });
     created = true;
   } else if (existing.sizeBytes !== sizeBytes) {
-    await client.request('POST', `${path}/resize`, { body: { sizeBytes } });
+    await client.resizeDisk(options.disk, sizeBytes);
   }
   const data = new NodeData(client.baseUrl);
   try {
-    const progress = await restoreTo(r, entry.snapshot, data.sink(options.disk, !created), { onProgress: options.onProgress });
+    const progress = await restoreTo(r, entry.snapshot, sinkOf(data, options.disk, !created), { onProgress: options.onProgress });
     // An image whose size is not a multiple of 512 leaves a tail of the disk that is not its own.
     if (!created && sizeBytes > entry.snapshot.sizeBytes) await data.trim(options.disk, entry.snapshot.sizeBytes, sizeBytes - entry.snapshot.sizeBytes);
     await data.flush(options.disk);
     return { progress, created };
   } catch (err) {
-    if (created) await client.request('DELETE', path).catch(() => {});
+    if (created) await client.deleteDisk(options.disk).catch(() => {});
     throw err;
   } finally {
     data.close();
   }
+}
+
+/** A backup source over `disk@snap` of the node. */
+function sourceOf(data: NodeData, disk: string, snap: string, sizeBytes: number): DiskSnapshotSource {
+  return {
+    disk,
+    snapshot: snap,
+    sizeBytes,
+    extents: (visit, since) => data.extents(disk, snap, visit, since),
+    read: (offset, into) => data.read(disk, snap, offset, into),
+    readMany: (offset, into) => data.readMany(disk, snap, offset, into),
+  };
+}
+
+/** A restore sink into `disk` of the node; with `trimZeroes`, zero chunks are trimmed (the disk held data). */
+function sinkOf(data: NodeData, disk: string, trimZeroes: boolean): RestoreSink {
+  return {
+    write: (bytes, offset) => data.write(disk, offset, bytes),
+    zero: trimZeroes ? (offset, length) => data.trim(disk, offset, length) : undefined,
+  };
 }

@@ -5,7 +5,8 @@
 import { lstat, lutimes, mkdir, open, symlink, utimes, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BackupError, BackupErrorCode, Catalog, normalisePath, readCatalogFile, type CatalogEntry, type IndexCache, type Repository, type SnapshotEntry, type WorkerPool } from '../backup/index.ts';
-import { formatTime, jsonOption, printJson, repoOption, withRestorePoint } from './backup-common.ts';
+import { repoOption, withRestorePoint } from './backup-common.ts';
+import { formatTime, isoTime, jsonOption, printJson } from './output.ts';
 import type { Command, CommandContext } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
 import { formatSize } from './size.ts';
@@ -49,7 +50,7 @@ function entryJson(dir: string, e: CatalogEntry): object {
     uid: e.uid,
     gid: e.gid,
     sizeBytes: e.sizeBytes,
-    mtime: new Date(e.mtimeMs).toISOString(),
+    mtime: isoTime(e.mtimeMs),
     target: e.target,
   };
 }

@@ -5,9 +5,10 @@
 import { resolve } from 'node:path';
 import type { CommandContext, Io, OptionSpec } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
+import { formatSize } from './size.ts';
 
-export const repoOption: OptionSpec = { type: 'string', valueName: 'PATH', description: 'Repository: a directory (default: $TESSERA_REPO)' };
-export const jsonOption: OptionSpec = { type: 'boolean', description: 'Print JSON instead of text' };
+/** The `--repo` option of every backup command. */
+export const repoOption: OptionSpec = { type: 'string', valueName: 'PATH', description: 'Repository: a directory or s3://BUCKET/PREFIX (default: $TESSERA_REPO)' };
 
 /** The repository location from --repo or $TESSERA_REPO. */
 export function repoLocation(ctx: CommandContext): string {
@@ -56,16 +57,6 @@ export function percent(part: number, whole: number): string {
   return whole === 0 ? '100%' : `${Math.floor((100 * part) / whole)}%`;
 }
 
-/** ms since the epoch as ISO 8601 UTC to the second. */
-export function formatTime(ms: number): string {
-  return new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
-}
-
-/** `value` as indented JSON on stdout. */
-export function printJson(io: Io, value: unknown): void {
-  io.stdout(JSON.stringify(value, null, 2) + '\n');
-}
-
 /** `90s`, `30m`, `1h`, `7d`, `0` → ms. */
 export function parseDuration(text: string): number {
   const m = /^(\d{1,9})(ms|s|m|h|d)?$/.exec(text);
@@ -95,4 +86,17 @@ export function awsEnv(io: Io, repo: string): Record<string, string> {
     if (v !== undefined && v !== '') env[k] = v;
   }
   return env;
+}
+
+/** The line `backup create` prints per disk. */
+export function backedUpLine(disk: string, id: string, incremental: boolean, s: { bytesScanned: number; bytesNew: number; bytesStored: number; chunksReused: number; chunksZero: number; durationMs: number }): string {
+  return (
+    `Backed up ${disk} as restore point ${id.slice(0, 8)} (${incremental ? 'incremental' : 'full'}): ${formatSize(s.bytesScanned)} read, ` +
+    `${formatSize(s.bytesNew)} new stored as ${formatSize(s.bytesStored)}, ${s.chunksReused} chunks reused, ${s.chunksZero} zero, in ${(s.durationMs / 1000).toFixed(1)} s\n`
+  );
+}
+
+/** The progress line of a disk backup (`backup create`, run here or by the node). */
+export function progressText(p: { disk: string; bytesRead: number; bytesToRead: number; bytesStored: number }): string {
+  return `backup ${p.disk} ${percent(p.bytesRead, p.bytesToRead)}  ${formatSize(p.bytesRead)} of ${formatSize(p.bytesToRead)} read, ${formatSize(p.bytesStored)} stored`;
 }

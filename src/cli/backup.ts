@@ -22,9 +22,10 @@ import {
   type SnapshotEntry,
   type WorkerPool,
 } from '../backup/index.ts';
-import { formatTime, jsonOption, parseDuration, password, percent, printJson, progressLine, repoLocation, repoOption, reported, withRepo, withRestorePoint } from './backup-common.ts';
+import { parseDuration, password, percent, progressLine, repoLocation, repoOption, reported, withRepo, withRestorePoint } from './backup-common.ts';
+import { backedUpLine, progressText } from './backup-options.ts';
+import { formatTime, isoTime, jsonOption, printJson } from './output.ts';
 import { runDiskBackup, restoreToNodeDisk } from './backup-disk.ts';
-import { backedUpLine, progressText } from './backup-create.ts';
 import type { Command, CommandContext, OptionSpec } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
 import { formatSize, parseSize } from './size.ts';
@@ -37,7 +38,7 @@ import { formatTable } from './table.ts';
 function archivedJson(r: ArchiveRecord): object {
   return {
     id: r.id,
-    time: new Date(r.snapshotTime).toISOString(),
+    time: isoTime(r.snapshotTime),
     kind: null,
     name: r.name,
     hostname: null,
@@ -50,7 +51,7 @@ function archivedJson(r: ArchiveRecord): object {
     archivedFrom: null,
     stats: null,
     where: 'archived',
-    archive: { location: r.archive.location, repository: r.archive.repository, id: r.archive.id, time: new Date(r.archivedTime).toISOString() },
+    archive: { location: r.archive.location, repository: r.archive.repository, id: r.archive.id, time: isoTime(r.archivedTime) },
   };
 }
 

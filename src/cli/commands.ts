@@ -1,7 +1,6 @@
-import type { DiskInfo, SnapshotInfo } from '../engine/index.ts';
-import type { NodeInfo } from '../api/index.ts';
-import type { ApiClient } from './client.ts';
+import type { ApiClient } from '../api/client/index.ts';
 import { usageError } from './errors.ts';
+import { formatTime, jsonOption, printJson } from './output.ts';
 import { formatSize, parseDiskSize } from './size.ts';
 import { formatFields, formatTable } from './table.ts';
 
@@ -47,18 +46,12 @@ export interface Command {
   summary: string;
   options: Record<string, OptionSpec>;
   examples: string[];
-  /** Whether it talks to a node (and so takes --api). */
+  /** Whether it talks to a node (and so uses --api; every command accepts it). */
   usesApi: boolean;
   run(ctx: CommandContext): Promise<void>;
 }
 
-const jsonOption: OptionSpec = { type: 'boolean', description: "Print the node's JSON reply instead of text" };
 const sizeOption: OptionSpec = { type: 'string', valueName: 'SIZE', description: 'Virtual size: bytes or e.g. 512M, 10G, 1.5T (a multiple of 512 bytes)' };
-
-/** ms since the epoch as an ISO 8601 UTC time to the second. */
-function formatTime(ms: number): string {
-  return new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
-}
 
 /** `1 segment`, `2 segments`. */
 function plural(n: number, noun: string): string {
@@ -77,12 +70,6 @@ function requireSize(values: CommandContext['values']): number {
   return parseDiskSize(values.size);
 }
 
-const seg = encodeURIComponent;
-
-function printJson(io: Io, value: unknown): void {
-  io.stdout(JSON.stringify(value, null, 2) + '\n');
-}
-
 /** Every client command, in the order help lists them. `serve` is added by the runner. */
 export const commands: Command[] = [
   {
@@ -94,7 +81,7 @@ export const commands: Command[] = [
     usesApi: true,
     async run({ args: [name], values, io, client }) {
       const sizeBytes = requireSize(values);
-      const disk: DiskInfo = await client().request('POST', '/disks', { body: { name, sizeBytes } });
+      const disk = await client().createDisk({ name, sizeBytes });
       if (values.json) return printJson(io, disk);
       io.stdout(`Created disk ${disk.name} (${formatSize(disk.sizeBytes)})\n`);
     },
@@ -107,7 +94,7 @@ export const commands: Command[] = [
     examples: ['tessera disk list', 'tessera disk list --json | jq -r ".[].name"'],
     usesApi: true,
     async run({ values, io, client }) {
-      const disks: DiskInfo[] = await client().request('GET', '/disks');
+      const disks = await client().listDisks();
       if (values.json) return printJson(io, disks);
       const rows = disks.map((d) => [
         d.name,
@@ -128,7 +115,7 @@ export const commands: Command[] = [
     examples: ['tessera disk info vm1', 'tessera disk info vm1 --json'],
     usesApi: true,
     async run({ args: [name], values, io, client }) {
-      const d: DiskInfo = await client().request('GET', `/disks/${seg(name)}`);
+      const d = await client().getDisk(name);
       if (values.json) return printJson(io, d);
       io.stdout(formatFields([
         ['Name', d.name],
@@ -150,7 +137,7 @@ export const commands: Command[] = [
     usesApi: true,
     async run({ args: [name], values, io, client }) {
       const sizeBytes = requireSize(values);
-      const d: DiskInfo = await client().request('POST', `/disks/${seg(name)}/resize`, { body: { sizeBytes } });
+      const d = await client().resizeDisk(name, sizeBytes);
       if (values.json) return printJson(io, d);
       io.stdout(`Resized disk ${d.name} to ${formatSize(d.sizeBytes)}\n`);
     },
@@ -164,7 +151,7 @@ export const commands: Command[] = [
     usesApi: true,
     async run({ args: [ref, newName], values, io, client }) {
       const { disk, snap } = parseSnapshotRef(ref);
-      const d: DiskInfo = await client().request('POST', `/disks/${seg(disk)}/clone`, { body: { snapshot: snap, name: newName } });
+      const d = await client().cloneDisk(disk, { snapshot: snap, name: newName });
       if (values.json) return printJson(io, d);
       io.stdout(`Cloned ${disk}@${snap} to disk ${d.name} (${formatSize(d.sizeBytes)})\n`);
     },
@@ -177,7 +164,7 @@ export const commands: Command[] = [
     examples: ['tessera disk rm scratch'],
     usesApi: true,
     async run({ args: [name], io, client }) {
-      await client().request('DELETE', `/disks/${seg(name)}`);
+      await client().deleteDisk(name);
       io.stdout(`Deleted disk ${name}\n`);
     },
   },
@@ -189,7 +176,7 @@ export const commands: Command[] = [
     examples: ['tessera snap create vm1 before-upgrade'],
     usesApi: true,
     async run({ args: [disk, snap], values, io, client }) {
-      const s: SnapshotInfo = await client().request('POST', `/disks/${seg(disk)}/snapshots`, { body: { name: snap } });
+      const s = await client().createSnapshot(disk, snap);
       if (values.json) return printJson(io, s);
       io.stdout(`Created snapshot ${s.disk}@${s.name}\n`);
     },
@@ -202,7 +189,7 @@ export const commands: Command[] = [
     examples: ['tessera snap list vm1', 'tessera snap list vm1 --json'],
     usesApi: true,
     async run({ args: [disk], values, io, client }) {
-      const snaps: SnapshotInfo[] = await client().request('GET', `/disks/${seg(disk)}/snapshots`);
+      const snaps = await client().listSnapshots(disk);
       if (values.json) return printJson(io, snaps);
       const rows = snaps.map((s) => [s.name, formatSize(s.sizeBytes), formatTime(s.createdMs), `${s.disk}@${s.name}`]);
       io.stdout(formatTable({ headers: ['NAME', 'SIZE', 'CREATED', 'NBD EXPORT'], rows, align: ['left', 'right'] }));
@@ -216,7 +203,7 @@ export const commands: Command[] = [
     examples: ['tessera snap revert vm1 before-upgrade'],
     usesApi: true,
     async run({ args: [disk, snap], values, io, client }) {
-      const d: DiskInfo = await client().request('POST', `/disks/${seg(disk)}/snapshots/${seg(snap)}/revert`);
+      const d = await client().revertDisk(disk, snap);
       if (values.json) return printJson(io, d);
       io.stdout(`Reverted disk ${disk} to snapshot ${snap}\n`);
     },
@@ -229,7 +216,7 @@ export const commands: Command[] = [
     examples: ['tessera snap rm vm1 before-upgrade'],
     usesApi: true,
     async run({ args: [disk, snap], io, client }) {
-      await client().request('DELETE', `/disks/${seg(disk)}/snapshots/${seg(snap)}`);
+      await client().deleteSnapshot(disk, snap);
       io.stdout(`Deleted snapshot ${disk}@${snap}\n`);
     },
   },
@@ -241,7 +228,7 @@ export const commands: Command[] = [
     examples: ['tessera node info', 'tessera --api http://10.0.0.5:7480 node info --json'],
     usesApi: true,
     async run({ values, io, client }) {
-      const n: NodeInfo = await client().request('GET', '/node');
+      const n = await client().nodeInfo();
       if (values.json) return printJson(io, n);
       const tcp = n.nbd?.tcp;
       io.stdout(formatFields([
@@ -267,8 +254,7 @@ export const commands: Command[] = [
     examples: ['tessera compact'],
     usesApi: true,
     async run({ values, io, client }) {
-      // A pass over a large store can take long; the node keeps serving meanwhile.
-      const s = await client().request('POST', '/compact', { timeoutMs: 60 * 60_000 });
+      const s = await client().compact();
       if (values.json) return printJson(io, s);
       io.stdout(`Compacted: ${plural(s.segmentsRemoved, 'segment')} removed, ${formatSize(s.bytesReclaimed)} reclaimed, ${formatSize(s.bytesRewritten)} rewritten\n`);
     },

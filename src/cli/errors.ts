@@ -4,10 +4,8 @@ import { CodedError } from '../util/coded-error.ts';
 export const CliErrorCode = {
   /** The command line is wrong: unknown command or option, missing argument, bad SIZE. */
   USAGE: 'CLI_USAGE',
-  /** The node refused the request or could not carry it out. */
+  /** The command could not be carried out (the node's own failures are the client's ClientError). */
   FAILED: 'CLI_FAILED',
-  /** No node answers at the API URL. */
-  UNREACHABLE: 'CLI_UNREACHABLE',
 } as const;
 
 /** One of the CliErrorCode values. */

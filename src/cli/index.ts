@@ -1,10 +1,9 @@
 /** The command-line interface: `tessera serve` and the client commands. See docs/cli.md. */
-export { runCli, version } from './run.ts';
+export { allCommands, runCli, version } from './run.ts';
 export type { Io } from './commands.ts';
 export { parseSize, parseDiskSize, formatSize } from './size.ts';
 export { formatTable, formatFields } from './table.ts';
 export type { Align, Table } from './table.ts';
 export { CliError, CliErrorCode } from './errors.ts';
 export type { CliErrorCodeValue } from './errors.ts';
-export { ApiClient, DEFAULT_API_URL } from './client.ts';
 export { defaultDataDir } from './serve.ts';

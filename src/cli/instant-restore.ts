@@ -4,15 +4,13 @@
  * AWS variables) go to it in the request; it keeps them in memory only. The command looks the
  * restore point up first, so that one moved to an archive is restored from the archive.
  */
-import type { InstantRestoreInfo } from '../hydrate/index.ts';
-import { archivePassword, awsEnv, locateInRepo, nodeLocation, password, percent, printJson, repoLocation } from './backup-common.ts';
-import type { Command, Io, OptionSpec } from './commands.ts';
+import type { InstantRestoreInfo, InstantRestoreRequest } from '../api/client/index.ts';
+import { archivePassword, awsEnv, locateInRepo, nodeLocation, password, percent, repoLocation, repoOption } from './backup-common.ts';
+import type { Command } from './commands.ts';
 import { usageError } from './errors.ts';
+import { jsonOption, printJson } from './output.ts';
 import { formatSize } from './size.ts';
 import { formatTable } from './table.ts';
-
-const jsonOption: OptionSpec = { type: 'boolean', description: "Print the node's JSON reply instead of text" };
-const seg = encodeURIComponent;
 
 /** One line of progress: `1.2 GiB of 2.0 GiB copied (60%), 3 chunks for clients`. */
 function progressText(r: InstantRestoreInfo): string {
@@ -27,7 +25,7 @@ export const instantRestoreCommands: Command[] = [
     args: ['ID'],
     summary: 'Create a disk from a restore point and serve it over NBD at once; the node copies the data in behind the reads',
     options: {
-      repo: { type: 'string', valueName: 'URL', description: 'Repository: a directory or s3://bucket/prefix (default: $TESSERA_REPO)' },
+      repo: repoOption,
       'to-disk': { type: 'string', valueName: 'NAME', description: 'New disk to create (required)' },
       json: jsonOption,
     },
@@ -41,7 +39,7 @@ export const instantRestoreCommands: Command[] = [
       // repository is restored from its copy there, and the node is sent the archive's location
       // and password only (never the primary's).
       const { located, password: pw } = await locateInRepo(ctx, ctx.args[0], repo);
-      let body: object;
+      let body: InstantRestoreRequest;
       if ('entry' in located) {
         body = { disk, repo, snapshot: located.entry.id, password: pw, env: awsEnv(ctx.io, repo) };
       } else {
@@ -49,7 +47,7 @@ export const instantRestoreCommands: Command[] = [
         const archive = nodeLocation(rec.archive.location);
         body = { disk, repo: archive, snapshot: rec.archive.id, password: await archivePassword(ctx.io), env: awsEnv(ctx.io, archive), archivedFrom: { repo, snapshot: rec.id } };
       }
-      const r: InstantRestoreInfo = await ctx.client().request('POST', '/instant-restores', { body, timeoutMs: 300_000 });
+      const r = await ctx.client().startInstantRestore(body);
       if (ctx.values.json) return printJson(ctx.io, r);
       const what = r.archivedFrom ? `${r.archivedFrom.snapshot.slice(0, 8)}, archived to ${r.repo} as ${r.snapshot!.slice(0, 8)}` : r.snapshot!.slice(0, 8);
       ctx.io.stdout(
@@ -66,7 +64,7 @@ export const instantRestoreCommands: Command[] = [
     examples: ['tessera backup instant-restore status', 'tessera backup instant-restore status --json'],
     usesApi: true,
     async run(ctx) {
-      const list: InstantRestoreInfo[] = await ctx.client().request('GET', '/instant-restores');
+      const list = await ctx.client().listInstantRestores();
       if (ctx.values.json) return printJson(ctx.io, list);
       const rows = list.map((r) => [
         r.disk,
@@ -91,13 +89,10 @@ export const instantRestoreCommands: Command[] = [
     usesApi: true,
     async run(ctx) {
       const disk = ctx.args[0];
-      const current: InstantRestoreInfo = await ctx.client().request('GET', `/instant-restores/${seg(disk)}`);
+      const current = await ctx.client().getInstantRestore(disk);
       // The restore reads the repository it started with: an archive's takes the archive's password.
       const pw = current.archivedFrom ? await archivePassword(ctx.io) : await password(ctx.io);
-      const r: InstantRestoreInfo = await ctx.client().request('POST', `/instant-restores/${seg(disk)}/resume`, {
-        body: { password: pw, env: awsEnv(ctx.io, current.repo) },
-        timeoutMs: 300_000,
-      });
+      const r = await ctx.client().resumeInstantRestore(disk, { password: pw, env: awsEnv(ctx.io, current.repo) });
       if (ctx.values.json) return printJson(ctx.io, r);
       ctx.io.stdout(`Resumed the instant restore of disk ${r.disk}: ${progressText(r)}\n`);
     },
@@ -110,7 +105,7 @@ export const instantRestoreCommands: Command[] = [
     examples: ['tessera backup instant-restore cancel vm1-restored'],
     usesApi: true,
     async run(ctx) {
-      await ctx.client().request('DELETE', `/instant-restores/${seg(ctx.args[0])}`);
+      await ctx.client().cancelInstantRestore(ctx.args[0]);
       ctx.io.stdout(`Cancelled the instant restore of disk ${ctx.args[0]} and deleted the disk\n`);
     },
   },

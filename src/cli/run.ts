@@ -1,10 +1,9 @@
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { ApiClient, DEFAULT_API_URL } from './client.ts';
+import { ApiClient, ClientError, ClientErrorCode, DEFAULT_API_URL } from '../api/client/index.ts';
+import { tesseraVersion } from '../util/version.ts';
 import { commands as clientCommands } from './commands.ts';
 import type { Command, Io, OptionSpec } from './commands.ts';
 import { CliError, usageError } from './errors.ts';
-import { deriveKeyAhead } from './key-ahead.ts';
 import { serveCommand } from './serve.ts';
 import { backupCreateCommand } from './backup-create.ts';
 
@@ -19,7 +18,7 @@ const lightCommands: Command[] = [serveCommand, ...clientCommands, backupCreateC
  * code (lmdb, msgpackr, the worker pool: about 70 ms of every command's start-up), so they are
  * imported only by a command line that may name one of them.
  */
-async function allCommands(): Promise<Command[]> {
+export async function allCommands(): Promise<Command[]> {
   const [backup, files, archive, instant] = await Promise.all([
     import('./backup.ts'),
     import('./backup-files.ts'),
@@ -39,19 +38,19 @@ function groupsOf(commands: Command[]): Set<string> {
   );
 }
 
-const helpOption: OptionSpec = { type: 'boolean', short: 'h', description: 'Show help' };
-const apiOption: OptionSpec = { type: 'string', valueName: 'URL', description: `API of the node (default: $TESSERA_API or ${DEFAULT_API_URL})` };
+/**
+ * Options every command accepts, before or after the command words: a script can put
+ * `--api URL` in front of any command line. A command that talks to no node ignores --api.
+ * (`--json` is every command's that prints something: its own option, anywhere on the line too.)
+ */
 const globalOptions: Record<string, OptionSpec> = {
-  api: apiOption,
-  help: helpOption,
+  api: { type: 'string', valueName: 'URL', description: `API of the node the command talks to (default: $TESSERA_API or ${DEFAULT_API_URL})` },
+  help: { type: 'boolean', short: 'h', description: 'Show help' },
   version: { type: 'boolean', description: 'Show the version' },
 };
 
 /** The version in package.json. */
-export function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
+export const version = tesseraVersion;
 
 type ParseOptions = Record<string, { type: 'string' | 'boolean'; short?: string }>;
 
@@ -61,9 +60,15 @@ function toParseOptions(specs: Record<string, OptionSpec>): ParseOptions {
   return out;
 }
 
-/** Options a command accepts: its own, --help, and --api if it talks to a node. */
+/** Options a command accepts: its own and the global ones. */
 function optionsOf(cmd: Command): Record<string, OptionSpec> {
-  return cmd.usesApi ? { ...cmd.options, api: apiOption, help: helpOption } : { ...cmd.options, help: helpOption };
+  return { ...cmd.options, ...globalOptions };
+}
+
+/** Options its help lists: its own, and of the global ones those that concern it. */
+function helpOptionsOf(cmd: Command): Record<string, OptionSpec> {
+  const { api, ...rest } = globalOptions;
+  return cmd.usesApi ? { ...cmd.options, api, ...rest } : { ...cmd.options, ...rest };
 }
 
 /** `disk create NAME --size SIZE [--json]`: the command with its arguments; the optional ones unless `brief`. */
@@ -124,7 +129,7 @@ function commandHelp(cmd: Command): string {
     cmd.summary + '.',
     '',
     'Options:',
-    optionLines(optionsOf(cmd)),
+    optionLines(helpOptionsOf(cmd)),
     ...(cmd.options.size ? ['', sizeHelp] : []),
     '',
     'Examples:',
@@ -196,6 +201,11 @@ export async function runCli(argv: string[], io: Io): Promise<number> {
       io.stderr(`tessera: error: ${err.message}\n`);
       return err.exitCode;
     }
+    if (err instanceof ClientError) {
+      const hint = err.code === ClientErrorCode.UNREACHABLE ? '; is `tessera serve` running?' : '';
+      io.stderr(`tessera: error: ${err.message}${hint}\n`);
+      return err.code === ClientErrorCode.BAD_URL ? 2 : 1;
+    }
     io.stderr(`tessera: error: internal error: ${(err as Error)?.stack ?? String(err)}\n`);
     return 1;
   }
@@ -210,12 +220,21 @@ function needsAllCommands(words: string[], version: boolean): boolean {
   return words[0] === 'backup' || !lightCommands.some((c) => c.name.split(' ')[0] === words[0]);
 }
 
+/** `--version`: the version and whether the native helpers loaded. */
+async function printVersion(io: Io): Promise<number> {
+  const { nativeStatus } = await import('../native/index.ts');
+  io.stdout(`tessera ${version()}\nnative helpers: ${nativeStatus}\n`);
+  return 0;
+}
+
 async function dispatch(argv: string[], io: Io): Promise<number> {
   // First pass: find the command words, knowing which options take values.
   let commands = lightCommands;
   let first = parseArgs({ args: argv, options: allParseOptions(commands), allowPositionals: true, strict: false });
   if (needsAllCommands(first.positionals, first.values.version === true)) {
-    deriveKeyAhead(argv, io.env);
+    // key-ahead.ts loads the key derivation of the backup code: only command lines that may
+    // name a backup command pay for it (a few ms), before the backup modules' ~70 ms.
+    (await import('./key-ahead.ts')).deriveKeyAhead(argv, io.env);
     commands = await allCommands();
     first = parseArgs({ args: argv, options: allParseOptions(commands), allowPositionals: true, strict: false });
   }
@@ -229,11 +248,7 @@ async function dispatch(argv: string[], io: Io): Promise<number> {
   }
   const found = findCommand(commands, words);
   if (found === null) {
-    if (first.values.version === true) {
-      const { nativeStatus } = await import('../native/index.ts');
-      io.stdout(`tessera ${version()}\nnative helpers: ${nativeStatus}\n`);
-      return 0;
-    }
+    if (first.values.version === true) return printVersion(io);
     if (first.values.help === true) {
       io.stdout(globalHelp(commands));
       return 0;
@@ -267,6 +282,7 @@ async function dispatch(argv: string[], io: Io): Promise<number> {
     io.stdout(commandHelp(cmd));
     return 0;
   }
+  if (parsed.values.version === true) return printVersion(io);
   const args = parsed.positionals.slice(wordCount);
   // A last argument named `X...` takes one or more values, `[X...]` any number.
   const variadic = /\.\.\.\]?$/.test(cmd.args.at(-1) ?? '');

@@ -2,6 +2,7 @@ import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import type { Command, Io } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
+import { isoTime } from './output.ts';
 
 /** How long a graceful shutdown may take before the node exits anyway. */
 const shutdownMsMax = 30_000;
@@ -51,7 +52,7 @@ export const serveCommand: Command = {
     const nbdPort = parsePort('nbd-port', values['nbd-port'], 10809);
     const apiPort = parsePort('api-port', values['api-port'], 7480);
     const socketPath = resolve(typeof values.socket === 'string' ? values.socket : join(dataDir, 'nbd.sock'));
-    const log = (msg: string): void => io.stderr(`${new Date().toISOString()} ${msg}\n`);
+    const log = (msg: string): void => io.stderr(`${isoTime(Date.now())} ${msg}\n`);
 
     // Loaded here so that client commands do not pay for loading the engine.
     const { startNode } = await import('../node/index.ts');

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { mkdir, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { createApiServer } from '../api/index.ts';
@@ -10,6 +9,7 @@ import { NodeError, NodeErrorCode } from './errors.ts';
 import { acquireLock } from './lock.ts';
 import type { DirLock } from './lock.ts';
 import { storeExports } from './provider.ts';
+import { tesseraVersion } from '../util/version.ts';
 
 /** Options of startNode. */
 export interface NodeOptions {
@@ -46,7 +46,7 @@ export interface RunningNode {
 }
 
 /** The version in package.json. */
-export const VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+export const VERSION: string = tesseraVersion();
 
 /** Name of the lock file in the data directory. */
 const LOCK_FILE = 'tessera.lock';

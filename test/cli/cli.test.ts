@@ -200,41 +200,51 @@ describe('cli without a node', () => {
       [['--api', 'ftp://x', 'disk', 'list'], /invalid API URL/],
       [['serve', '--api-port', '70000'], /invalid --api-port '70000'/],
       [['serve', '--nbd-port', 'x'], /invalid --nbd-port 'x'/],
-      [['serve', '--api', 'http://x'], /unknown option '--api'/],
     ];
     for (const [args, pattern] of cases) assertFailure(await cli(args, { TESSERA_API: 'http://127.0.0.1:9' }), 2, pattern);
   });
 
   test('cli reports a node that is not running with the serve hint, exit 1', async () => {
     const url = `http://127.0.0.1:${await closedPort()}`;
-    assertFailure(await cli(['--api', url, 'disk', 'list']), 1, new RegExp(`^tessera: error: cannot reach the Tessera node at ${url}: is \`tessera serve\` running\\?$`));
+    assertFailure(await cli(['--api', url, 'disk', 'list']), 1, new RegExp(`^tessera: error: cannot reach the Tessera node at ${url}: ECONNREFUSED; is \`tessera serve\` running\\?$`));
     // TESSERA_API is the default; --api after the command works too.
     assertFailure(await cli(['node', 'info'], { TESSERA_API: url }), 1, new RegExp(`cannot reach the Tessera node at ${url}`));
     assertFailure(await cli(['disk', 'list', '--api', url], { TESSERA_API: 'http://127.0.0.1:9' }), 1, new RegExp(`at ${url}:`));
   });
 
-  test('commands that talk to a node load none of the backup code; backup commands do', async () => {
+  test('commands that talk to a node load none of the backup code, nor the server, engine or node; backup commands do', async () => {
     const url = `http://127.0.0.1:${await closedPort()}`;
-    // A fresh process per command line: how many lmdb and msgpackr modules it loaded.
-    const loaded = async (args: string[]): Promise<number> => {
+    const src = new URL('../../src/', import.meta.url).href;
+    // A fresh process per command line: the project's modules it loaded (a load hook sees the
+    // ES modules), and how many lmdb and msgpackr modules.
+    const loaded = async (args: string[]): Promise<{ packages: number; src: string[] }> => {
       const script = [
-        "import { createRequire } from 'node:module';",
+        "import { createRequire, registerHooks } from 'node:module';",
+        'const seen = [];',
+        'registerHooks({ load(url, context, next) { seen.push(url); return next(url, context); } });',
         `const { runCli } = await import(${JSON.stringify(new URL('../../src/cli/run.ts', import.meta.url).href)});`,
         'await runCli(process.argv.slice(1), { stdout: () => {}, stderr: () => {}, env: {} });',
         "const cache = Object.keys(createRequire(import.meta.url).cache);",
-        'process.stdout.write(String(cache.filter((k) => /node_modules[\\/](lmdb|msgpackr)[\\/]/.test(k)).length));',
+        'const packages = cache.filter((k) => /node_modules[\\/](lmdb|msgpackr)[\\/]/.test(k)).length;',
+        `process.stdout.write(JSON.stringify({ packages, src: seen.filter((u) => u.startsWith(${JSON.stringify(src)})).map((u) => u.slice(${src.length})) }));`,
       ].join('\n');
       const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', '--input-type=module', '-e', script, '--', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
       let out = '';
       child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
       await new Promise((resolve) => child.on('close', resolve));
-      assert.match(out, /^\d+$/, `the probe printed a count: ${out}`);
-      return Number(out);
+      assert.match(out, /^\{/, `the probe printed its findings: ${out}`);
+      return JSON.parse(out);
     };
-    assert.equal(await loaded(['--api', url, 'disk', 'list']), 0, 'disk list');
-    assert.equal(await loaded(['--api', url, 'snap', 'list', 'vm1']), 0, 'snap list');
-    assert.ok((await loaded(['backup', 'list', '--repo', tempDir()])) > 0, 'backup list loads the repository code');
-    assert.ok((await loaded(['--repo', tempDir(), 'backup', 'list'])) > 0, 'with its options first, too');
+    // The client side of the API and the CLI's own modules only.
+    const light = /^(cli|util|native)\/|^api\/(client\/|wire\.ts$)/;
+    for (const args of [['--api', url, 'disk', 'list'], ['--api', url, 'snap', 'list', 'vm1'], ['--version'], ['--api', url, 'backup', 'create', 'vm1', '--repo', tempDir()]]) {
+      const { packages, src: modules } = await loaded(args);
+      assert.equal(packages, 0, args.join(' '));
+      assert.ok(modules.includes('api/client/api-client.ts') || args[0] === '--version', `${args.join(' ')} loads the client: ${modules.join(' ')}`);
+      assert.deepEqual(modules.filter((m) => !light.test(m)), [], `${args.join(' ')} loads nothing of the server, engine, node or backup code`);
+    }
+    assert.ok((await loaded(['backup', 'list', '--repo', tempDir()])).packages > 0, 'backup list loads the repository code');
+    assert.ok((await loaded(['--repo', tempDir(), 'backup', 'list'])).packages > 0, 'with its options first, too');
   });
 
   test('defaultDataDir is $XDG_DATA_HOME/tessera, else ~/.local/share/tessera', () => {
@@ -274,7 +284,7 @@ describe('cli without a node', () => {
 
   test('bin/tessera reports a node that is not running, exit 1', async () => {
     const url = `http://127.0.0.1:${await closedPort()}`;
-    assertFailure(await tessera(['--api', url, 'disk', 'list']), 1, /cannot reach the Tessera node at .*: is `tessera serve` running\?/);
+    assertFailure(await tessera(['--api', url, 'disk', 'list']), 1, /cannot reach the Tessera node at .*: ECONNREFUSED; is `tessera serve` running\?/);
   });
 });
 

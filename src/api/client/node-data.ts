@@ -1,13 +1,12 @@
 /**
- * Disk data of a node over its HTTP API (docs/api.md, "Disk data"), for the backup commands: a
- * snapshot's extents and bytes as a backup source, and a disk's writes and trims as a restore
- * sink. Requests go over a small pool of keep-alive connections (data-connections.ts) that read
- * bodies straight into the caller's buffers.
+ * Disk data of a node over its HTTP API (docs/api.md, "Disk data"): a snapshot's extents and
+ * bytes (what a backup reads), a disk's writes, trims and flushes (what a restore writes).
+ * Requests go over a small pool of keep-alive connections (data-connections.ts) that read bodies
+ * straight into the caller's buffers.
  */
-import type { DiskExtent, DiskSnapshotSource, RestoreSink } from '../backup/index.ts';
-import { replyError } from './client.ts';
+import { API_PREFIX, type ExtentRun, type ExtentsReply } from './wire.ts';
 import { DataConnections, type DataReply, type DataRequest } from './data-connections.ts';
-import { CliError, CliErrorCode } from './errors.ts';
+import { ClientError, ClientErrorCode, replyError } from './errors.ts';
 
 /** Largest range one data request reads or writes (the node's default limit). */
 export const rangeBytesMax = 16 << 20;
@@ -36,11 +35,11 @@ export class NodeData {
   }
 
   /**
-   * Sends one request to `/api/v1` + its path; resolves to a 2xx reply, and turns any other
-   * status into a CliError with the node's message.
+   * Sends one request to API_PREFIX + its path; resolves to a 2xx reply, and turns any other
+   * status into a ClientError with the node's message and code.
    */
   private async send(request: DataRequest): Promise<DataReply> {
-    const reply = await this.connections.request({ ...request, path: `/api/v1${request.path}` });
+    const reply = await this.connections.request({ ...request, path: `${API_PREFIX}${request.path}` });
     if (reply.status >= 200 && reply.status < 300) return reply;
     let body: unknown = null;
     try {
@@ -48,7 +47,7 @@ export class NodeData {
     } catch {
       // not JSON: the status says what failed
     }
-    throw replyError(reply.status, body, `${request.method} /api/v1${request.path.split('?')[0]}`);
+    throw replyError(reply.status, body, `${request.method} ${API_PREFIX}${request.path.split('?')[0]}`);
   }
 
   private async json(method: string, path: string, body: unknown = null): Promise<any> {
@@ -58,19 +57,19 @@ export class NodeData {
     try {
       return JSON.parse(text);
     } catch {
-      throw new CliError(CliErrorCode.FAILED, `the node answered ${method} /api/v1${path.split('?')[0]} with something other than JSON`);
+      throw new ClientError(ClientErrorCode.BAD_REPLY, `the node answered ${method} ${API_PREFIX}${path.split('?')[0]} with something other than JSON`);
     }
   }
 
   /** Calls `visit` with every extent run of `disk@snap` (allocation, or changes since `since`), page by page. */
-  async extents(disk: string, snap: string, visit: (e: DiskExtent) => void, since?: string): Promise<void> {
+  async extents(disk: string, snap: string, visit: (e: ExtentRun) => void, since?: string): Promise<void> {
     let next: number | null = 0;
     while (next !== null) {
       const q = new URLSearchParams({ offset: String(next) });
       if (since !== undefined) q.set('since', since);
-      const reply: { extents: DiskExtent[]; next: number | null } = await this.json('GET', `/disks/${seg(disk)}/snapshots/${seg(snap)}/extents?${q}`);
+      const reply: ExtentsReply = await this.json('GET', `/disks/${seg(disk)}/snapshots/${seg(snap)}/extents?${q}`);
       for (const e of reply.extents) visit(e);
-      if (reply.next !== null && reply.next <= next) throw new CliError(CliErrorCode.FAILED, `the node's extents did not advance past offset ${next}`);
+      if (reply.next !== null && reply.next <= next) throw new ClientError(ClientErrorCode.BAD_REPLY, `the node's extents did not advance past offset ${next}`);
       next = reply.next;
     }
   }
@@ -116,26 +115,6 @@ export class NodeData {
   /** Makes everything written to `disk` durable. */
   async flush(disk: string): Promise<void> {
     await this.json('POST', `/disks/${seg(disk)}/flush`);
-  }
-
-  /** A backup source over `disk@snap`. */
-  source(disk: string, snap: string, sizeBytes: number): DiskSnapshotSource {
-    return {
-      disk,
-      snapshot: snap,
-      sizeBytes,
-      extents: (visit, since) => this.extents(disk, snap, visit, since),
-      read: (offset, into) => this.read(disk, snap, offset, into),
-      readMany: (offset, into) => this.readMany(disk, snap, offset, into),
-    };
-  }
-
-  /** A restore sink into `disk`; with `trimZeroes`, zero chunks are trimmed (the disk held data). */
-  sink(disk: string, trimZeroes: boolean): RestoreSink {
-    return {
-      write: (data, offset) => this.write(disk, offset, data),
-      zero: trimZeroes ? (offset, length) => this.trim(disk, offset, length) : undefined,
-    };
   }
 }
 

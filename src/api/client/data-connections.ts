@@ -12,7 +12,7 @@
  * route used this way may be repeated (reads, writes of the same bytes, trims, flushes).
  */
 import { connect, type Socket } from 'node:net';
-import { CliError, CliErrorCode } from './errors.ts';
+import { ClientError, ClientErrorCode, type ClientErrorCodeValue } from './errors.ts';
 
 /** Bytes of a reply's status line and headers, at most. */
 export const headBytesMax = 16 << 10;
@@ -58,12 +58,15 @@ interface Exchange {
   answered: boolean;
 }
 
-/** Why an exchange failed, and whether it may be sent again on a new connection. */
+/** Why an exchange failed, what kind of failure it is, and whether it may be sent again on a new connection. */
 class ExchangeError extends Error {
   readonly retry: boolean;
-  constructor(message: string, retry: boolean, options?: ErrorOptions) {
+  readonly kind: ClientErrorCodeValue;
+  constructor(message: string, retry: boolean, options?: ErrorOptions & { kind?: ClientErrorCodeValue }) {
     super(message, options);
     this.retry = retry;
+    // Most failures are replies the API would not send.
+    this.kind = options?.kind ?? ClientErrorCode.BAD_REPLY;
   }
 }
 
@@ -116,13 +119,13 @@ class Connection {
       onread: { buffer: () => this.nextBuffer(), callback: (n: number) => this.received(n) },
     });
     this.socket.once('connect', () => (this.connected = true));
-    this.socket.setTimeout(idleTimeoutMs, () => this.fail(new ExchangeError(`did not answer within ${idleTimeoutMs / 1000} s`, false)));
+    this.socket.setTimeout(idleTimeoutMs, () => this.fail(new ExchangeError(`did not answer within ${idleTimeoutMs / 1000} s`, false, { kind: ClientErrorCode.TIMEOUT })));
     this.socket.on('error', (err: NodeJS.ErrnoException) => {
       const lost = err.code === 'ECONNRESET' || err.code === 'EPIPE';
-      this.fail(new ExchangeError(lost ? 'closed the connection' : (err.code ?? err.message), lost && this.used, { cause: err }));
+      this.fail(new ExchangeError(lost ? 'closed the connection' : (err.code ?? err.message), lost && this.used, { cause: err, kind: ClientErrorCode.LOST }));
     });
-    this.socket.on('end', () => this.fail(new ExchangeError('closed the connection', this.used)));
-    this.socket.on('close', () => this.fail(new ExchangeError('closed the connection', this.used)));
+    this.socket.on('end', () => this.fail(new ExchangeError('closed the connection', this.used, { kind: ClientErrorCode.LOST })));
+    this.socket.on('close', () => this.fail(new ExchangeError('closed the connection', this.used, { kind: ClientErrorCode.LOST })));
   }
 
   /** Sends `exchange`'s request; the connection must be idle. */
@@ -317,7 +320,7 @@ class Connection {
     if (exchange === null) return;
     // A reply half read is lost, whatever the connection's past.
     const retry = err.retry && !exchange.answered;
-    exchange.reject(retry ? err : new ExchangeError(err.message, false, { cause: err.cause }));
+    exchange.reject(retry ? err : new ExchangeError(err.message, false, { cause: err.cause, kind: err.kind }));
   }
 
   busy(): boolean {
@@ -345,14 +348,14 @@ export class DataConnections {
 
   constructor(baseUrl: string, options: DataConnectionsOptions = {}) {
     const url = new URL(baseUrl);
-    if (url.protocol !== 'http:') throw new CliError(CliErrorCode.USAGE, `the node's disk data is read over http:// only, not ${url.protocol}`);
+    if (url.protocol !== 'http:') throw new ClientError(ClientErrorCode.BAD_URL, `the node's disk data is read over http:// only, not ${url.protocol}`);
     this.url = url;
     this.baseUrl = baseUrl;
     this.connectionsMax = options.connectionsMax ?? 8;
     this.idleTimeoutMs = options.idleTimeoutMs ?? 60_000;
   }
 
-  /** Sends `request`; resolves to the reply (any status), rejects with a CliError if the exchange failed. */
+  /** Sends `request`; resolves to the reply (any status), rejects with a ClientError if the exchange failed. */
   async request(request: DataRequest): Promise<DataReply> {
     for (let attempt = 0; ; attempt++) {
       const conn = await this.take();
@@ -364,8 +367,8 @@ export class DataConnections {
         this.give(conn);
         if (err instanceof ExchangeError && err.retry && attempt < this.connectionsMax) continue;
         const what = `${request.method} ${request.path.split('?')[0]}`;
-        throw new CliError(
-          conn.connected ? CliErrorCode.FAILED : CliErrorCode.UNREACHABLE,
+        throw new ClientError(
+          !conn.connected ? ClientErrorCode.UNREACHABLE : err instanceof ExchangeError ? err.kind : ClientErrorCode.LOST,
           conn.connected ? `the Tessera node at ${this.baseUrl} failed ${what}: it ${(err as Error).message}` : `cannot reach the Tessera node at ${this.baseUrl}: ${(err as Error).message}`,
           { cause: err },
         );
@@ -380,7 +383,7 @@ export class DataConnections {
   }
 
   private take(): Promise<Connection> {
-    if (this.closed) return Promise.reject(new CliError(CliErrorCode.FAILED, 'the node connections are closed'));
+    if (this.closed) return Promise.reject(new ClientError(ClientErrorCode.CLOSED, 'the node connections are closed'));
     const c = this.idle.pop();
     if (c !== undefined) return Promise.resolve(c);
     if (this.all.size < this.connectionsMax) {

@@ -1,17 +1,16 @@
 /**
- * The node data connections (src/cli/data-connections.ts) and NodeData over them: bodies read
+ * The node data connections (src/api/client/data-connections.ts) and NodeData over them: bodies read
  * straight into the caller's buffer from a node:http server (as the node's API is), replies of
  * every framing the API uses, a request the node closed the connection under sent again, and
  * servers that misbehave (garbage, too many bytes, endless headers, silence, a closed port), each
- * one clear CliError that leaves the pool usable.
+ * one clear ClientError that leaves the pool usable.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { test } from 'node:test';
-import { DataConnections, headBytesMax, smallBodyBytesMax } from '../../src/cli/data-connections.ts';
-import { NodeData } from '../../src/cli/node-data.ts';
+import { DataConnections, NodeData, headBytesMax, smallBodyBytesMax, type ExtentRun } from '../../../src/api/client/index.ts';
 
 async function listen(server: Server | NetServer): Promise<string> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -38,7 +37,7 @@ test('data connections: bodies into the caller buffer, JSON, chunked and empty r
         const offset = Number(url.searchParams.get('offset'));
         const length = Number(url.searchParams.get('length'));
         if (offset + length > disk.length) {
-          res.writeHead(416, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { message: `range ${offset}+${length} is past the end` } }));
+          res.writeHead(416, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'OUT_OF_RANGE', message: `range ${offset}+${length} is past the end` } }));
           return;
         }
         res.writeHead(200, { 'content-length': String(length) });
@@ -85,7 +84,7 @@ test('data connections: bodies into the caller buffer, JSON, chunked and empty r
     assert.ok(Buffer.concat(parts).equals(disk.subarray(777, 777 + 7 + 65_536 + 1 + 300_001 + 4096)));
     // Over the largest range of one request: a read per buffer.
     const large = [Buffer.alloc(5 << 20), Buffer.alloc(3 << 20), Buffer.alloc(9 << 20)];
-    await assert.rejects(data.readMany('d', 's', 0, large), { code: 'CLI_FAILED' }, 'past the 8 MiB disk');
+    await assert.rejects(data.readMany('d', 's', 0, large), { code: 'CLIENT_REFUSED', status: 416 }, 'past the 8 MiB disk');
     await data.readMany('d', 's', 0, large.slice(0, 2));
     assert.ok(Buffer.concat(large.slice(0, 2)).equals(disk));
     // A write, then the chunked JSON of the extents, page by page.
@@ -96,8 +95,8 @@ test('data connections: bodies into the caller buffer, JSON, chunked and empty r
     await data.extents('d', 's', (e) => extents.push(e.offset));
     assert.deepEqual(extents, [0, 4096]);
     // Error replies: the node's message, or the status when there is none.
-    await assert.rejects(data.read('d', 's', (8 << 20) - 10, Buffer.alloc(20)), { code: 'CLI_FAILED', message: `range ${(8 << 20) - 10}+20 is past the end` });
-    await assert.rejects(data.flush('d'), { code: 'CLI_FAILED', message: 'the node answered HTTP 404 to POST /api/v1/disks/d/flush' });
+    await assert.rejects(data.read('d', 's', (8 << 20) - 10, Buffer.alloc(20)), { code: 'CLIENT_REFUSED', status: 416, nodeCode: 'OUT_OF_RANGE', message: `range ${(8 << 20) - 10}+20 is past the end` });
+    await assert.rejects(data.flush('d'), { code: 'CLIENT_REFUSED', status: 404, nodeCode: null, message: 'the node answered HTTP 404 to POST /api/v1/disks/d/flush' });
     // The pool still works after them.
     const again = Buffer.alloc(4096);
     await data.read('d', 's', 4096 * 7, again);
@@ -141,7 +140,7 @@ test('data connections: a request lost with a reused connection is sent again, o
     assert.equal(connections, 3);
     // A new connection closed before it answers is the node failing: no second try.
     const fresh = new DataConnections(url);
-    await assert.rejects(fresh.request({ method: 'GET', path: '/first-lost' }), { code: 'CLI_FAILED', message: /it closed the connection/ });
+    await assert.rejects(fresh.request({ method: 'GET', path: '/first-lost' }), { code: 'CLIENT_LOST', message: /it closed the connection/ });
     fresh.close();
     assert.equal(connections, 4);
   } finally {
@@ -150,7 +149,7 @@ test('data connections: a request lost with a reused connection is sent again, o
   }
 });
 
-test('data connections: garbage, too many bytes, endless headers, a cut reply, silence and a closed port are one CliError each', async () => {
+test('data connections: garbage, too many bytes, endless headers, a cut reply, silence and a closed port are one ClientError each', async () => {
   const sockets = new Set<Socket>();
   const server = createNetServer((s) => {
     sockets.add(s);
@@ -177,15 +176,15 @@ test('data connections: garbage, too many bytes, endless headers, a cut reply, s
   const pool = new DataConnections(url, { connectionsMax: 2, idleTimeoutMs: 300 });
   const get = (path: string, n = 4) => pool.request({ method: 'GET', path, into: Buffer.alloc(n) });
   try {
-    const failed = { code: 'CLI_FAILED' };
+    const failed = { code: 'CLIENT_BAD_REPLY' };
     await assert.rejects(get('/garbage'), { ...failed, message: /GET \/garbage: it sent something other than an HTTP\/1.1 reply/ });
     await assert.rejects(get('/long'), { ...failed, message: /it sent 8 bytes where 4 were asked/ });
     await assert.rejects(get('/extra'), { ...failed, message: /it sent more bytes than its reply holds/ });
     await assert.rejects(get('/headers'), { ...failed, message: new RegExp(`it sent over ${headBytesMax} bytes of headers`) });
-    await assert.rejects(get('/cut'), { ...failed, message: /it closed the connection/ });
+    await assert.rejects(get('/cut'), { code: 'CLIENT_LOST', message: /it closed the connection/ });
     await assert.rejects(get('/nolength'), { ...failed, message: /it sent a body without a length/ });
     await assert.rejects(pool.request({ method: 'GET', path: '/huge' }), { ...failed, message: new RegExp(`it sent a reply of ${smallBodyBytesMax + 1} bytes, over the ${smallBodyBytesMax} expected`) });
-    await assert.rejects(get('/silent'), { ...failed, message: /it did not answer within 0.3 s/ });
+    await assert.rejects(get('/silent'), { code: 'CLIENT_TIMEOUT', message: /it did not answer within 0.3 s/ });
     // Each failure closed its connection only: the pool goes on.
     const ok = Buffer.alloc(4);
     await pool.request({ method: 'GET', path: '/ok', into: ok });
@@ -194,6 +193,6 @@ test('data connections: garbage, too many bytes, endless headers, a cut reply, s
     pool.close();
     await stop(server, sockets);
   }
-  await assert.rejects(new DataConnections(url).request({ method: 'GET', path: '/ok' }), { code: 'CLI_UNREACHABLE', message: /cannot reach the Tessera node at .*: ECONNREFUSED/ });
-  assert.throws(() => new DataConnections('https://127.0.0.1:1'), { code: 'CLI_USAGE' });
+  await assert.rejects(new DataConnections(url).request({ method: 'GET', path: '/ok' }), { code: 'CLIENT_UNREACHABLE', message: /cannot reach the Tessera node at .*: ECONNREFUSED/ });
+  assert.throws(() => new DataConnections('https://127.0.0.1:1'), { code: 'CLIENT_BAD_URL' });
 });

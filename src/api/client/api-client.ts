@@ -1,0 +1,290 @@
+/**
+ * A client of a node's HTTP API (docs/api.md): one method per route, taking and returning the
+ * API's wire types. The CLI is one of its users; a web console, peers and DR orchestration are
+ * meant to be others. Disk data goes over NodeData (node-data.ts) instead, which reads bodies
+ * into the caller's buffers.
+ */
+import type { IncomingMessage } from 'node:http';
+import { http, https } from '../../util/node-http.ts';
+import type {
+  BackupEvent,
+  BackupOutcome,
+  BackupRequest,
+  CloneRequest,
+  CompactStats,
+  CreateDiskRequest,
+  DiskInfo,
+  GroupSnapshotRequest,
+  InstantRestoreInfo,
+  InstantRestoreRequest,
+  NodeInfo,
+  ResumeRequest,
+  SnapshotInfo,
+} from './wire.ts';
+import { API_PREFIX } from './wire.ts';
+import { ClientError, ClientErrorCode, replyError } from './errors.ts';
+
+/** Default API URL: where `tessera serve` listens unless told otherwise. */
+export const DEFAULT_API_URL = 'http://127.0.0.1:7480';
+
+/** A request's time limit unless it says otherwise. */
+export const requestTimeoutMsDefault = 60_000;
+
+/** A compaction may take long on a large store; the node keeps serving meanwhile. */
+const compactTimeoutMs = 60 * 60_000;
+
+/** Starting or resuming an instant restore opens a repository (an S3 one may be slow). */
+const restoreStartTimeoutMs = 300_000;
+
+/** One line of a backup's reply is at most this long. */
+const backupLineBytesMax = 16 << 20;
+
+/** Options of a request. */
+export interface RequestOptions {
+  /** JSON body to send. */
+  body?: unknown;
+  /** Give up after this long. Default requestTimeoutMsDefault. */
+  timeoutMs?: number;
+}
+
+const seg = encodeURIComponent;
+
+/** A client of one node's API; every failure is a ClientError with a one-line message. */
+export class ApiClient {
+  /** Base URL without a trailing slash, e.g. `http://127.0.0.1:7480`. */
+  readonly baseUrl: string;
+
+  constructor(baseUrl: string) {
+    let url: URL;
+    try {
+      url = new URL(baseUrl);
+    } catch {
+      throw new ClientError(ClientErrorCode.BAD_URL, `invalid API URL '${baseUrl}': expected e.g. ${DEFAULT_API_URL}`);
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+      throw new ClientError(ClientErrorCode.BAD_URL, `invalid API URL '${baseUrl}': expected an http:// or https:// URL`);
+    }
+    this.baseUrl = url.href.replace(/\/+$/, '');
+  }
+
+  /**
+   * Sends a request to API_PREFIX + `path` and resolves to the parsed JSON reply (undefined for
+   * 204). The typed methods below are the usual way in; this is for routes they do not cover.
+   */
+  async request<T = unknown>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
+    const timeoutMs = opts.timeoutMs ?? requestTimeoutMsDefault;
+    let status: number;
+    let text: string;
+    try {
+      ({ status, text } = await send(new URL(`${this.baseUrl}${API_PREFIX}${path}`), method, opts.body === undefined ? undefined : JSON.stringify(opts.body), timeoutMs));
+    } catch (err) {
+      if (err instanceof TimeoutError) {
+        throw new ClientError(ClientErrorCode.TIMEOUT, `the Tessera node at ${this.baseUrl} did not answer within ${timeoutMs / 1000} s`, { cause: err });
+      }
+      throw unreachable(this.baseUrl, err);
+    }
+    if (status === 204) return undefined as T;
+    let reply: unknown;
+    try {
+      reply = JSON.parse(text);
+    } catch {
+      throw new ClientError(ClientErrorCode.BAD_REPLY, `unexpected reply from ${this.baseUrl} (HTTP ${status}, not JSON): is it a Tessera node?`);
+    }
+    if (status < 200 || status >= 300) throw replyError(status, reply, `${method} ${path}`);
+    return reply as T;
+  }
+
+  /** Every disk, by name. */
+  listDisks(): Promise<DiskInfo[]> {
+    return this.request('GET', '/disks');
+  }
+
+  /** One disk. */
+  getDisk(name: string): Promise<DiskInfo> {
+    return this.request('GET', `/disks/${seg(name)}`);
+  }
+
+  /** Creates an empty (thin) disk. */
+  createDisk(req: CreateDiskRequest): Promise<DiskInfo> {
+    return this.request('POST', '/disks', { body: req });
+  }
+
+  /** Grows or shrinks a disk. */
+  resizeDisk(name: string, sizeBytes: number): Promise<DiskInfo> {
+    return this.request('POST', `/disks/${seg(name)}/resize`, { body: { sizeBytes } });
+  }
+
+  /** Creates disk `req.name` from snapshot `req.snapshot` of disk `name`. */
+  cloneDisk(name: string, req: CloneRequest): Promise<DiskInfo> {
+    return this.request('POST', `/disks/${seg(name)}/clone`, { body: req });
+  }
+
+  /** Deletes a disk and its snapshots. */
+  async deleteDisk(name: string): Promise<void> {
+    await this.request('DELETE', `/disks/${seg(name)}`);
+  }
+
+  /** A disk's snapshots, oldest first. */
+  listSnapshots(disk: string): Promise<SnapshotInfo[]> {
+    return this.request('GET', `/disks/${seg(disk)}/snapshots`);
+  }
+
+  /** Takes snapshot `name` of `disk`. */
+  createSnapshot(disk: string, name: string): Promise<SnapshotInfo> {
+    return this.request('POST', `/disks/${seg(disk)}/snapshots`, { body: { name } });
+  }
+
+  /** Deletes snapshot `snap` of `disk`. */
+  async deleteSnapshot(disk: string, snap: string): Promise<void> {
+    await this.request('DELETE', `/disks/${seg(disk)}/snapshots/${seg(snap)}`);
+  }
+
+  /** Makes `disk` read as its snapshot `snap` again. */
+  revertDisk(disk: string, snap: string): Promise<DiskInfo> {
+    return this.request('POST', `/disks/${seg(disk)}/snapshots/${seg(snap)}/revert`);
+  }
+
+  /** One snapshot of several disks at the same instant (a consistency group). */
+  snapshotGroup(req: GroupSnapshotRequest): Promise<SnapshotInfo[]> {
+    return this.request('POST', '/snapshots', { body: req });
+  }
+
+  /** The node: version, endpoints, space figures. */
+  nodeInfo(): Promise<NodeInfo> {
+    return this.request('GET', '/node');
+  }
+
+  /** Runs one compaction pass. */
+  compact(): Promise<CompactStats> {
+    return this.request('POST', '/compact', { timeoutMs: compactTimeoutMs });
+  }
+
+  /** The node's instant restores. */
+  listInstantRestores(): Promise<InstantRestoreInfo[]> {
+    return this.request('GET', '/instant-restores');
+  }
+
+  /** The instant restore of `disk`. */
+  getInstantRestore(disk: string): Promise<InstantRestoreInfo> {
+    return this.request('GET', `/instant-restores/${seg(disk)}`);
+  }
+
+  /** Starts an instant restore: the disk is served once this resolves. */
+  startInstantRestore(req: InstantRestoreRequest): Promise<InstantRestoreInfo> {
+    return this.request('POST', '/instant-restores', { body: req, timeoutMs: restoreStartTimeoutMs });
+  }
+
+  /** Gives the password again to an instant restore that waits for it. */
+  resumeInstantRestore(disk: string, req: ResumeRequest): Promise<InstantRestoreInfo> {
+    return this.request('POST', `/instant-restores/${seg(disk)}/resume`, { body: req, timeoutMs: restoreStartTimeoutMs });
+  }
+
+  /** Stops an unfinished instant restore and deletes its disk. */
+  async cancelInstantRestore(disk: string): Promise<void> {
+    await this.request('DELETE', `/instant-restores/${seg(disk)}`);
+  }
+
+  /**
+   * Has the node back up disks (POST /backups) and resolves to the outcomes. `onEvent` hears the
+   * snapshot, progress and notes as they come; the next line is read once it resolves. An
+   * `error` event rejects with a REFUSED ClientError carrying the node's code.
+   */
+  async runBackup(req: BackupRequest, onEvent: (e: BackupEvent) => void | Promise<void> = () => {}): Promise<BackupOutcome[]> {
+    const res = await this.post('/backups', Buffer.from(JSON.stringify(req)));
+    if (res.statusCode !== 200) {
+      let text = '';
+      for await (const chunk of res) text += chunk;
+      let body: unknown = null;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        // not JSON: the status says what failed
+      }
+      throw replyError(res.statusCode ?? 0, body, `POST ${API_PREFIX}/backups`);
+    }
+    const lost = (cause?: unknown) => new ClientError(ClientErrorCode.LOST, 'the node closed the connection before the backup was done', { cause });
+    try {
+      for await (const line of lines(res, backupLineBytesMax)) {
+        let e: BackupEvent;
+        try {
+          e = JSON.parse(line);
+        } catch {
+          throw new ClientError(ClientErrorCode.BAD_REPLY, 'the node sent a line of its backup that is not JSON');
+        }
+        if (e.event === 'error') throw new ClientError(ClientErrorCode.REFUSED, e.message, { status: 200, nodeCode: e.code });
+        if (e.event === 'done') return e.outcomes;
+        await onEvent(e);
+      }
+    } catch (err) {
+      // A reset connection fails the reply stream with a bare error; whatever onEvent threw goes on as it is.
+      if ((err as NodeJS.ErrnoException).code === 'ECONNRESET' || (err as Error).message === 'aborted') throw lost(err);
+      throw err;
+    } finally {
+      res.destroy();
+    }
+    throw lost();
+  }
+
+  /** POSTs a JSON body; resolves once the reply's head came, without a time limit (a backup may run for hours). */
+  private post(path: string, body: Buffer): Promise<IncomingMessage> {
+    const url = new URL(`${this.baseUrl}${API_PREFIX}${path}`);
+    return new Promise((resolve, reject) => {
+      const req = (url.protocol === 'https:' ? https : http).request(url, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': String(body.length) }, agent: false }, resolve);
+      req.on('error', (err) => reject(unreachable(this.baseUrl, err)));
+      req.end(body);
+    });
+  }
+}
+
+/** The error of a request that reached no node. */
+function unreachable(baseUrl: string, err: unknown): ClientError {
+  const e = err as NodeJS.ErrnoException;
+  return new ClientError(ClientErrorCode.UNREACHABLE, `cannot reach the Tessera node at ${baseUrl}: ${e.code ?? e.message}`, { cause: err });
+}
+
+/** The reply's lines, as they come; a line longer than `lineBytesMax` fails. */
+async function* lines(res: IncomingMessage, lineBytesMax: number): AsyncGenerator<string> {
+  let rest = '';
+  res.setEncoding('utf8');
+  for await (const chunk of res as AsyncIterable<string>) {
+    rest += chunk;
+    let nl: number;
+    while ((nl = rest.indexOf('\n')) >= 0) {
+      const line = rest.slice(0, nl);
+      rest = rest.slice(nl + 1);
+      if (line !== '') yield line;
+    }
+    if (rest.length > lineBytesMax) throw new ClientError(ClientErrorCode.BAD_REPLY, `the node sent a line of its backup over ${lineBytesMax} bytes`);
+  }
+  if (rest !== '') yield rest;
+}
+
+/** A request that took longer than its time limit. */
+class TimeoutError extends Error {}
+
+/**
+ * One HTTP request, on a connection of its own, with a limit on its whole duration. node:http,
+ * not fetch: a command's first fetch loads undici and compiles its WebAssembly HTTP parser,
+ * ~70 ms of every command's start.
+ */
+function send(url: URL, method: string, body: string | undefined, timeoutMs: number): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string | number> = body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
+    const req = (url.protocol === 'https:' ? https : http).request(url, { method, headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        clearTimeout(timer);
+        resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') });
+      });
+      res.on('error', fail);
+    });
+    const timer = setTimeout(() => req.destroy(new TimeoutError(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    function fail(err: Error): void {
+      clearTimeout(timer);
+      reject(err);
+    }
+    req.on('error', fail);
+    req.end(body);
+  });
+}

@@ -1,0 +1,330 @@
+/**
+ * The JSON the HTTP API sends and accepts (docs/api.md), declared here as the API's own types:
+ * the server's routes convert engine, hydrate and backup objects to them explicitly
+ * (src/api/to-wire.ts), and the client and the CLI use only these. The OpenAPI document
+ * (src/api/openapi.ts) describes the same shapes; the compiler checks its object schemas against
+ * these types (src/api/schema.ts).
+ *
+ * They live with the client, which may load nothing of the server: the server imports them from
+ * here. Types and constants only.
+ */
+
+/** Base path of every route. */
+export const API_PREFIX = '/api/v1';
+
+/** Stable `error.code` values of an error reply (ApiError's codes, errors.ts). */
+export const ApiErrorCode = {
+  /** Unknown disk or snapshot. */
+  NOT_FOUND: 'NOT_FOUND',
+  /** A disk or snapshot of that name exists already. */
+  EXISTS: 'EXISTS',
+  /** A well-formed request asked for something invalid: bad name, bad size. */
+  INVALID: 'INVALID',
+  /** The object is still needed, e.g. a disk or snapshot with open NBD connections. */
+  IN_USE: 'IN_USE',
+  /** A write to a read-only object. */
+  READ_ONLY: 'READ_ONLY',
+  /** A range past the end of a disk. */
+  OUT_OF_RANGE: 'OUT_OF_RANGE',
+  /** The node's file system is full. */
+  NO_SPACE: 'NO_SPACE',
+  /** Stored data failed its checks. */
+  CORRUPT: 'CORRUPT',
+  /** The store is closed or closing: the node is shutting down. */
+  CLOSED: 'CLOSED',
+  /** The request body is not valid JSON, or its fields have the wrong types. */
+  BAD_REQUEST: 'BAD_REQUEST',
+  /** No route has this path. */
+  NO_ROUTE: 'NO_ROUTE',
+  /** The path exists but not with this method. */
+  METHOD_NOT_ALLOWED: 'METHOD_NOT_ALLOWED',
+  /** The request body is larger than the server accepts. */
+  BODY_TOO_LARGE: 'BODY_TOO_LARGE',
+  /** A request body that is not `application/json`. */
+  UNSUPPORTED_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+  /** Too many requests in flight. */
+  BUSY: 'BUSY',
+  /** A bug or an unexpected failure; details are in the node's log. */
+  INTERNAL: 'INTERNAL',
+  /** No key of the backup repository opens with the password given. */
+  WRONG_PASSWORD: 'WRONG_PASSWORD',
+  /** The backup repository failed, could not be reached, or holds damaged data. */
+  REPOSITORY: 'REPOSITORY',
+} as const;
+
+/** One of the ApiErrorCode values. */
+export type ApiErrorCodeValue = (typeof ApiErrorCode)[keyof typeof ApiErrorCode];
+
+/** The body of every error reply. */
+export interface ErrorBody {
+  error: {
+    /** Stable, for programs. */
+    code: ApiErrorCodeValue;
+    /** One line for people. */
+    message: string;
+  };
+}
+
+/** A disk (`DiskInfo` in the OpenAPI document). */
+export interface DiskInfo {
+  /** Unique name; also the NBD export name. */
+  name: string;
+  /** Virtual size in bytes, a multiple of 512. */
+  sizeBytes: number;
+  /** Bytes of data the disk references (thin). */
+  allocatedBytes: number;
+  /** Snapshot names, oldest first. */
+  snapshots: string[];
+  /** `DISK@SNAP` the disk was cloned from, or null. */
+  origin: string | null;
+  /** Creation time, ms since the epoch. */
+  createdMs: number;
+}
+
+/** A snapshot of a disk. */
+export interface SnapshotInfo {
+  name: string;
+  disk: string;
+  /** Size of the disk when the snapshot was taken. */
+  sizeBytes: number;
+  /** Write log sequence number the snapshot stands at. */
+  seq: number;
+  /** Creation time, ms since the epoch. */
+  createdMs: number;
+}
+
+/** Space figures of a node's store. */
+export interface StoreStats {
+  /** Bytes in write log segment files. */
+  logBytes: number;
+  /** Bytes of data still referenced. */
+  liveBytes: number;
+  segments: number;
+}
+
+/** What one compaction pass did (POST /compact). */
+export interface CompactStats {
+  segmentsRemoved: number;
+  bytesReclaimed: number;
+  bytesRewritten: number;
+}
+
+/** Where a node's NBD server listens. */
+export interface NbdEndpoints {
+  /** TCP endpoint, or null when not listening on TCP. */
+  tcp: { host: string; port: number } | null;
+  /** Unix socket path, or null when not listening on one. */
+  socket: string | null;
+  /** Open NBD connections. */
+  connections: number;
+}
+
+/** What GET /node answers. */
+export interface NodeInfo {
+  /** Tessera version the node runs. */
+  version: string;
+  /** Data directory of the node. */
+  dataDir: string | null;
+  nbd: NbdEndpoints | null;
+  /** Base URL of this API, e.g. `http://127.0.0.1:7480`. */
+  api: string | null;
+  /** Process id of the node. */
+  pid: number;
+  /** Milliseconds since the API server started. */
+  uptimeMs: number;
+  /** Number of disks. */
+  disks: number;
+  stats: StoreStats;
+}
+
+/** POST /disks. */
+export interface CreateDiskRequest {
+  name: string;
+  sizeBytes: number;
+}
+
+/** POST /disks/{name}/resize and PATCH /disks/{name}. */
+export interface ResizeRequest {
+  sizeBytes: number;
+}
+
+/** POST /disks/{name}/clone. */
+export interface CloneRequest {
+  /** Snapshot of the disk in the path to clone. */
+  snapshot: string;
+  /** Name of the new disk. */
+  name: string;
+}
+
+/** POST /disks/{name}/snapshots. */
+export interface CreateSnapshotRequest {
+  name: string;
+}
+
+/** POST /snapshots: one snapshot of several disks at the same instant. */
+export interface GroupSnapshotRequest {
+  /** Name of the snapshot on every disk. */
+  name: string;
+  /** Disks to snapshot, each once. */
+  disks: string[];
+}
+
+/** POST /disks/{name}/trim. */
+export interface TrimRequest {
+  offset: number;
+  length: number;
+}
+
+/** One run of an extents reply. */
+export interface ExtentRun {
+  offset: number;
+  length: number;
+  /** Allocation: `data`, `zero` (reads as zeroes, allocated) or `hole`; with `since`: `changed` or `unchanged`. */
+  type: 'data' | 'zero' | 'hole' | 'changed' | 'unchanged';
+}
+
+/** What GET /disks/{name}/snapshots/{snap}/extents answers. */
+export interface ExtentsReply {
+  /** Size of the snapshot. */
+  sizeBytes: number;
+  /** The snapshot changes are reported against, or null for allocation. */
+  since: string | null;
+  /** First byte covered. */
+  offset: number;
+  /** Bytes covered by `extents`, from `offset`. */
+  length: number;
+  /** Runs in order, covering [offset, offset + length) exactly, adjacent runs of one type merged. */
+  extents: ExtentRun[];
+  /** Where to continue when the reply stopped at the extent limit before the range's end, else null. */
+  next: number | null;
+}
+
+/** States of an instant restore. */
+export type InstantRestoreState = 'copying' | 'retrying' | 'needs-password' | 'done' | 'damaged';
+
+/** Where a restore point read from an archive repository was archived from. */
+export interface ArchivedOrigin {
+  /** The primary repository's location. */
+  repo: string;
+  /** The original restore point's id there. */
+  snapshot: string;
+}
+
+/** An instant restore and its progress. */
+export interface InstantRestoreInfo {
+  disk: string;
+  /** Repository location. */
+  repo: string;
+  /** Restore point id, or null for a damaged state file. */
+  snapshot: string | null;
+  state: InstantRestoreState;
+  /** Image size in the restore point. */
+  imageBytes: number;
+  chunkSizeBytes: number;
+  chunks: number;
+  /** Chunks that are all zeroes: nothing to copy. */
+  chunksZero: number;
+  chunksCopied: number;
+  chunksMissing: number;
+  bytesCopied: number;
+  /** Chunks a client needed before the copier got to them. */
+  chunksFetchedForClients: number;
+  /** Bytes read from the repository since the node started. */
+  bytesRead: number;
+  startedMs: number;
+  finishedMs: number | null;
+  /** Why the copier is retrying, or why the restore is damaged. */
+  lastError: string | null;
+  /** Set for a restore from an archive repository. */
+  archivedFrom: ArchivedOrigin | null;
+}
+
+/** POST /instant-restores. */
+export interface InstantRestoreRequest {
+  /** New disk to create. */
+  disk: string;
+  /** Repository as the node sees it: an absolute directory path or s3://bucket/prefix. */
+  repo: string;
+  /** Restore point id or unique prefix. */
+  snapshot: string;
+  /** Repository password; the node keeps it in memory only. */
+  password: string;
+  /** AWS_* variables for an s3:// repository. */
+  env?: Record<string, string>;
+  /** For a restore point moved to an archive: the original. */
+  archivedFrom?: ArchivedOrigin;
+}
+
+/** POST /instant-restores/{disk}/resume. */
+export interface ResumeRequest {
+  password: string;
+  env?: Record<string, string>;
+}
+
+/** POST /backups: a backup the node runs. */
+export interface BackupRequest {
+  /** Disks backed up as one consistency group. */
+  disks: string[];
+  /** Repository as the node sees it: an absolute directory path or s3://bucket/prefix. */
+  repo: string;
+  /** Repository password; the node keeps it in memory only. */
+  password: string;
+  /** AWS_* variables for an s3:// repository. */
+  env?: Record<string, string>;
+  /** Tenant the restore points belong to; unset means `default`. */
+  tenant?: string;
+}
+
+/** Progress of a backup run by the node, per disk. */
+export interface BackupProgress {
+  disk: string;
+  /** Bytes of the chunks the backup reads (allocated, or changed since the parent). */
+  bytesToRead: number;
+  bytesRead: number;
+  sizeBytes: number;
+  bytesScanned: number;
+  bytesStored: number;
+  chunksNew: number;
+  chunksReused: number;
+  chunksZero: number;
+}
+
+/** What a backup made of one disk, as `tessera backup create --json` prints it. */
+export interface BackupOutcome {
+  /** Restore point id, 64 hex digits. */
+  id: string;
+  /** ISO 8601 time of the restore point. */
+  time: string;
+  kind: 'disk' | 'file';
+  /** The disk's name. */
+  name: string;
+  hostname: string;
+  sizeBytes: number;
+  chunkSizeBytes: number;
+  /** The restore point this one is incremental to, or null. */
+  parent: string | null;
+  /** The node snapshot it was read from. */
+  source: { snapshot: string } | { path: string };
+  /** Id shared by the restore points of one consistency group, or null. */
+  group: string | null;
+  tenant: string;
+  archivedFrom: { repository: string; id: string } | null;
+  stats: { bytesScanned: number; bytesNew: number; bytesStored: number; chunksNew: number; chunksReused: number; chunksZero: number; durationMs: number };
+  where: 'here';
+  archive: null;
+  incremental: boolean;
+  /** Why a backup that could have been incremental was full, or null. */
+  fullReason: string | null;
+  catalogPagesRead: number;
+  catalogReused: boolean;
+  /** Older node snapshots of earlier backups that this one deleted. */
+  staleSnapshotsRemoved: string[];
+}
+
+/** One line of POST /backups' reply. */
+export type BackupEvent =
+  | { event: 'snapshot'; name: string }
+  | { event: 'progress'; progress: BackupProgress }
+  | { event: 'note'; message: string }
+  | { event: 'done'; outcomes: BackupOutcome[] }
+  | { event: 'error'; code: ApiErrorCodeValue; message: string };

@@ -1,0 +1,96 @@
+/**
+ * Engine, instant-restore and backup objects as the API sends them (wire.ts): field by field, so
+ * that a field added to an internal type reaches clients only when the API declares it.
+ */
+import type { CompactStats as EngineCompactStats, DiskInfo as EngineDisk, SnapshotInfo as EngineSnapshot, StoreStats as EngineStoreStats } from '../engine/index.ts';
+import type { InstantRestoreInfo as HydrateRestore } from '../hydrate/index.ts';
+import type { BackupOutcome, BackupProgress, CompactStats, DiskInfo, InstantRestoreInfo, SnapshotInfo, StoreStats } from './client/wire.ts';
+
+/** A disk on the wire. */
+export function diskWire(d: EngineDisk): DiskInfo {
+  return { name: d.name, sizeBytes: d.sizeBytes, allocatedBytes: d.allocatedBytes, snapshots: [...d.snapshots], origin: d.origin, createdMs: d.createdMs };
+}
+
+/** A snapshot on the wire. */
+export function snapshotWire(s: EngineSnapshot): SnapshotInfo {
+  return { name: s.name, disk: s.disk, sizeBytes: s.sizeBytes, seq: s.seq, createdMs: s.createdMs };
+}
+
+/** The store's space figures on the wire. */
+export function storeStatsWire(s: EngineStoreStats): StoreStats {
+  return { logBytes: s.logBytes, liveBytes: s.liveBytes, segments: s.segments };
+}
+
+/** A compaction pass on the wire. */
+export function compactStatsWire(s: EngineCompactStats): CompactStats {
+  return { segmentsRemoved: s.segmentsRemoved, bytesReclaimed: s.bytesReclaimed, bytesRewritten: s.bytesRewritten };
+}
+
+/** An instant restore on the wire. */
+export function instantRestoreWire(r: HydrateRestore): InstantRestoreInfo {
+  return {
+    disk: r.disk,
+    repo: r.repo,
+    snapshot: r.snapshot,
+    state: r.state,
+    imageBytes: r.imageBytes,
+    chunkSizeBytes: r.chunkSizeBytes,
+    chunks: r.chunks,
+    chunksZero: r.chunksZero,
+    chunksCopied: r.chunksCopied,
+    chunksMissing: r.chunksMissing,
+    bytesCopied: r.bytesCopied,
+    chunksFetchedForClients: r.chunksFetchedForClients,
+    bytesRead: r.bytesRead,
+    startedMs: r.startedMs,
+    finishedMs: r.finishedMs,
+    lastError: r.lastError,
+    archivedFrom: r.archivedFrom === null ? null : { repo: r.archivedFrom.repo, snapshot: r.archivedFrom.snapshot },
+  };
+}
+
+/** A backup's progress on the wire (the backup code's object carries more than the API promises). */
+export function backupProgressWire(p: BackupProgress): BackupProgress {
+  return {
+    disk: p.disk,
+    bytesToRead: p.bytesToRead,
+    bytesRead: p.bytesRead,
+    sizeBytes: p.sizeBytes,
+    bytesScanned: p.bytesScanned,
+    bytesStored: p.bytesStored,
+    chunksNew: p.chunksNew,
+    chunksReused: p.chunksReused,
+    chunksZero: p.chunksZero,
+  };
+}
+
+/**
+ * A disk backup's outcome on the wire. The node's backup service hands over the backup code's
+ * own JSON (src/backup/json.ts, what `backup create --local --json` prints): the fields the API
+ * declares are taken from it, so the two outputs of `backup create --json` stay one shape.
+ */
+export function backupOutcomeWire(o: object): BackupOutcome {
+  const j = o as BackupOutcome;
+  return {
+    id: j.id,
+    time: j.time,
+    kind: j.kind,
+    name: j.name,
+    hostname: j.hostname,
+    sizeBytes: j.sizeBytes,
+    chunkSizeBytes: j.chunkSizeBytes,
+    parent: j.parent,
+    source: j.source,
+    group: j.group,
+    tenant: j.tenant,
+    archivedFrom: j.archivedFrom,
+    stats: j.stats,
+    where: j.where,
+    archive: j.archive,
+    incremental: j.incremental,
+    fullReason: j.fullReason,
+    catalogPagesRead: j.catalogPagesRead,
+    catalogReused: j.catalogReused,
+    staleSnapshotsRemoved: j.staleSnapshotsRemoved,
+  };
+}

@@ -1,0 +1,124 @@
+/**
+ * The API's replies are its wire types as the OpenAPI document describes them: every JSON reply
+ * of a real server, driven through the API client, holds exactly the properties its schema
+ * names (none of the engine's own fields slip through), of the schema's types.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { ApiClient, ClientError } from '../../src/api/client/index.ts';
+import { createApiServer, openApiDocument } from '../../src/api/index.ts';
+import { Store } from '../../src/engine/index.ts';
+import { BackupError, BackupErrorCode } from '../../src/backup/index.ts';
+import type { BackupEvent, BackupProgress } from '../../src/api/client/index.ts';
+import { cleanup, makeTempDir } from '../helpers/index.ts';
+
+after(cleanup);
+
+type Schema = { $ref?: string; type?: string | readonly string[]; required?: readonly string[]; properties?: Record<string, Schema>; items?: Schema; oneOf?: readonly Schema[]; enum?: readonly unknown[] };
+
+const schemas = openApiDocument.components.schemas as unknown as Record<string, Schema>;
+
+/** Where `value` breaks `schema`, or null: types, required and no other properties, enums, items. */
+function mismatch(value: unknown, schema: Schema, at: string): string | null {
+  if (schema.$ref !== undefined) return mismatch(value, schemas[schema.$ref.split('/').at(-1)!], at);
+  if (schema.oneOf !== undefined) return schema.oneOf.some((s) => mismatch(value, s, at) === null) ? null : `${at}: matches none of oneOf`;
+  const types = schema.type === undefined ? [] : typeof schema.type === 'string' ? [schema.type] : schema.type;
+  const typeOf = value === null ? 'null' : Array.isArray(value) ? 'array' : Number.isInteger(value) ? 'integer' : typeof value;
+  if (types.length > 0 && !types.includes(typeOf) && !(typeOf === 'integer' && types.includes('number'))) return `${at}: ${typeOf}, not ${types.join(' or ')}`;
+  if (schema.enum !== undefined && !schema.enum.includes(value)) return `${at}: ${String(value)} is not one of ${schema.enum.join(', ')}`;
+  if (typeOf === 'array' && schema.items !== undefined) {
+    for (const [i, v] of (value as unknown[]).entries()) {
+      const m = mismatch(v, schema.items, `${at}[${i}]`);
+      if (m !== null) return m;
+    }
+  }
+  if (typeOf === 'object' && schema.properties !== undefined) {
+    const o = value as Record<string, unknown>;
+    for (const k of Object.keys(o)) if (!Object.hasOwn(schema.properties, k)) return `${at}.${k}: not in the schema`;
+    for (const k of schema.required ?? []) if (!Object.hasOwn(o, k)) return `${at}.${k}: missing`;
+    for (const [k, s] of Object.entries(schema.properties)) {
+      if (!Object.hasOwn(o, k)) continue;
+      const m = mismatch(o[k], s, `${at}.${k}`);
+      if (m !== null) return m;
+    }
+  }
+  return null;
+}
+
+function conforms(value: unknown, schema: string): void {
+  assert.equal(mismatch(value, schemas[schema], schema), null);
+}
+
+test('mismatch finds a property the schema does not name, one missing, and a wrong type', () => {
+  const disk = { name: 'd', sizeBytes: 512, allocatedBytes: 0, snapshots: [], origin: null, createdMs: 1 };
+  assert.equal(mismatch(disk, schemas.DiskInfo, 'DiskInfo'), null);
+  assert.match(mismatch({ ...disk, id: 7 }, schemas.DiskInfo, 'DiskInfo')!, /DiskInfo\.id: not in the schema/);
+  const { origin: _, ...noOrigin } = disk;
+  assert.match(mismatch(noOrigin, schemas.DiskInfo, 'DiskInfo')!, /origin: missing/);
+  assert.match(mismatch({ ...disk, sizeBytes: '512' }, schemas.DiskInfo, 'DiskInfo')!, /sizeBytes: string/);
+});
+
+test('replies of a real server hold exactly what the OpenAPI document says', async () => {
+  const dir = makeTempDir('tessera-wire-');
+  const store = await Store.open({ dir: join(dir, 'store') });
+  const server = createApiServer({ store, nodeFacts: () => ({ version: '0.0.0', dataDir: dir, nbd: { tcp: { host: '127.0.0.1', port: 10809 }, socket: null, connections: 0 } }) });
+  const { port } = await server.listen({ host: '127.0.0.1', port: 0 });
+  const client = new ApiClient(`http://127.0.0.1:${port}`);
+  try {
+    conforms(await client.createDisk({ name: 'vm1', sizeBytes: 1 << 20 }), 'DiskInfo');
+    conforms(await client.createSnapshot('vm1', 's1'), 'SnapshotInfo');
+    conforms(await client.cloneDisk('vm1', { snapshot: 's1', name: 'vm2' }), 'DiskInfo');
+    for (const d of await client.listDisks()) conforms(d, 'DiskInfo');
+    conforms(await client.getDisk('vm2'), 'DiskInfo');
+    conforms(await client.resizeDisk('vm1', 2 << 20), 'DiskInfo');
+    for (const s of await client.listSnapshots('vm1')) conforms(s, 'SnapshotInfo');
+    for (const s of await client.snapshotGroup({ name: 'g', disks: ['vm1', 'vm2'] })) conforms(s, 'SnapshotInfo');
+    conforms(await client.revertDisk('vm1', 's1'), 'DiskInfo');
+    conforms(await client.request('GET', '/disks/vm1/snapshots/s1/extents'), 'ExtentsReply');
+    conforms(await client.nodeInfo(), 'NodeInfo');
+    conforms(await client.compact(), 'CompactStats');
+    const refused = await client.getDisk('nope').catch((err: unknown) => err);
+    assert.ok(refused instanceof ClientError && refused.nodeCode === 'NOT_FOUND', String(refused));
+    const raw = await fetch(`http://127.0.0.1:${port}/api/v1/disks/nope`);
+    conforms(await raw.json(), 'Error');
+  } finally {
+    await server.close();
+    await store.close();
+  }
+});
+
+test('a backup run by the node streams wire events: progress as the API declares it, failures with the API code', async () => {
+  const dir = makeTempDir('tessera-wire-');
+  const store = await Store.open({ dir: join(dir, 'store') });
+  const progress: BackupProgress = { disk: 'vm1', bytesToRead: 2, bytesRead: 1, sizeBytes: 4, bytesScanned: 1, bytesStored: 1, chunksNew: 1, chunksReused: 0, chunksZero: 0 };
+  // A stand-in for the node's backup service: events as the backup code makes them (with more
+  // fields than the API declares), then a failure of the repository.
+  const backups = {
+    busy: false,
+    async run(_req: unknown, onEvent: (e: { event: string } & Record<string, unknown>) => void): Promise<{ outcomes: object[] }> {
+      onEvent({ event: 'snapshot', name: 'tessera-1' });
+      onEvent({ event: 'progress', progress: { ...progress, movers: { internal: true } } });
+      onEvent({ event: 'note', message: 'full backup of vm1' });
+      throw new BackupError(BackupErrorCode.WRONG_PASSWORD, 'Wrong password for the repository at /srv/b');
+    },
+  };
+  const server = createApiServer({ store, backups });
+  const { port } = await server.listen({ host: '127.0.0.1', port: 0 });
+  const client = new ApiClient(`http://127.0.0.1:${port}`);
+  try {
+    const events: BackupEvent[] = [];
+    const failed = await client.runBackup({ disks: ['vm1'], repo: '/srv/b', password: 'pw' }, (e) => void events.push(e)).catch((err: unknown) => err);
+    assert.deepEqual(events, [
+      { event: 'snapshot', name: 'tessera-1' },
+      { event: 'progress', progress },
+      { event: 'note', message: 'full backup of vm1' },
+    ]);
+    assert.ok(failed instanceof ClientError, String(failed));
+    assert.equal(failed.nodeCode, 'WRONG_PASSWORD');
+    assert.equal(failed.message, 'Wrong password for the repository at /srv/b');
+  } finally {
+    await server.close();
+    await store.close();
+  }
+});

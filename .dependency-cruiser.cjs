@@ -71,7 +71,9 @@ module.exports = {
       comment:
         "Another room's files are reached through its index.ts face (util/ is a shelf of separate leaf files, each its own face)",
       severity: 'error',
-      from: { path: '^src/([^/]+)/' },
+      // The one exception: src/cli/key-ahead.ts derives a repository key while the CLI loads,
+      // from backup/kdf.ts alone, since backup's face loads lmdb and the repository code.
+      from: { path: '^src/([^/]+)/', pathNot: '^src/cli/key-ahead\\.ts$' },
       to: {
         path: '^src/([^/]+)/',
         pathNot: ['^src/$1/', '^src/[^/]+/index\\.ts$', '^src/api/client/index\\.ts$', '^src/util/'],

@@ -7,3 +7,4 @@ export { API_PREFIX, listRoutes } from './routes.ts';
 export type { NodeFacts } from './routes.ts';
 export type * from './client/wire.ts';
 export { openApiDocument } from './openapi.ts';
+export { extentRunsOf } from './data.ts';

@@ -18,7 +18,7 @@ import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { writeAll } from '../util/write-all.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
-import type { RestoreSink } from './restore.ts';
+import type { RestoreSink } from './sink.ts';
 import { directAlignBytes, isDirectAligned, SharedSlots } from '../flow/index.ts';
 
 /** Chunks from other buffers being written directly at once (each copied into a slot first). */

@@ -4,6 +4,7 @@
  * in parallel under a byte budget, blobs are opened on workers and written at their offsets.
  */
 import { FileSink, type FileSinkOptions, type FileSinkStats } from './file-sink.ts';
+import type { RestoreSink } from './sink.ts';
 import { AdaptiveLimiter, BufferPool, ByteBudget, Hedger, SharedSlots, type AdaptiveLimiterStats, type HedgerOptions, type HedgerStats } from '../flow/index.ts';
 import type { BlobLocation, IndexCache } from './cache.ts';
 import { BackupError, BackupErrorCode } from './errors.ts';
@@ -11,6 +12,8 @@ import { idBytes, mapEntriesPerBlob, packPath, zeroId } from './format.ts';
 import type { OpenSpec, WorkerPool } from './pool.ts';
 import type { Repository, Snapshot } from './repository.ts';
 import { planRangeReads, type RangeRead as PlannedRead } from './plan-reads.ts';
+
+export type { RestoreSink } from './sink.ts';
 
 /** Limits of a restore. */
 export interface RestoreLimits {
@@ -84,17 +87,6 @@ export async function readMapBlob(ctx: { repo: Repository; cache: IndexCache; po
   const entries = await readBlob(ctx, s.map[g], 'Map blob');
   if (entries.length !== count * idBytes) throw new BackupError(BackupErrorCode.CORRUPT, `Map blob ${s.map[g].toString('hex')} has ${entries.length / idBytes} entries, expected ${count}`);
   return entries;
-}
-
-/** Where a restore writes: a file, or a disk of a node. */
-export interface RestoreSink {
-  /** Writes the bytes of one chunk at `offset`. */
-  write(data: Buffer, offset: number): Promise<void>;
-  /**
-   * Makes [offset, offset + length) read as zeroes (runs of zero chunks). Absent when the target
-   * reads as zeroes already (a new file or disk): zero chunks are then left alone.
-   */
-  zero?(offset: number, length: number): Promise<void>;
 }
 
 /**

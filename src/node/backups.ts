@@ -18,7 +18,7 @@ import {
   type DiskSnapshotSource,
 } from '../backup/index.ts';
 import type { Backend } from '../objstore/index.ts';
-import { extentRunsOf } from '../api/data.ts';
+import { extentRunsOf } from '../api/index.ts';
 import type { Store, Volume } from '../engine/index.ts';
 
 /** A backup the node is asked to run. */

@@ -8,9 +8,9 @@
  * segment counters, the applied position) until the reply; see Store.applyOffThread.
  */
 import type { Worker } from 'node:worker_threads';
-import { startThread } from '../util/thread.ts';
-import { entryValueBytes, indexKeyBytes, encodeKey, encodeValue, type Entry } from './format.ts';
-import type { LogPosition } from './log.ts';
+import { startThread } from '../../util/thread.ts';
+import { entryValueBytes, indexKeyBytes, encodeKey, encodeValue, type Entry } from '../format.ts';
+import type { LogPosition } from '../log/write-log.ts';
 
 /** One change of a planned batch. */
 export interface IndexOp {
@@ -44,7 +44,7 @@ export class IndexWriter {
   private failure: Error | null = null;
 
   constructor(indexPath: string) {
-    this.worker = startThread(new URL('./index-writer-thread.ts', import.meta.url), { workerData: { path: indexPath } });
+    this.worker = startThread(new URL('./writer-thread.ts', import.meta.url), { workerData: { path: indexPath } });
     // The store closes the writer; an idle one must not keep the process alive.
     this.worker.unref();
     this.worker.on('message', (r: WriterReply) => {

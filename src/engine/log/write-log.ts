@@ -7,10 +7,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import assert from 'node:assert/strict';
-import { crc32 } from '../native/index.ts';
-import { Format, encodeRecordHeader, decodeRecordHeader, encodeSegmentHeader, decodeSegmentHeader, type RecordHeader } from './format.ts';
-import { EngineError, EngineErrorCode } from './errors.ts';
-import { LoopIoGate } from '../flow/index.ts';
+import { crc32 } from '../../native/index.ts';
+import { Format, encodeRecordHeader, decodeRecordHeader, encodeSegmentHeader, decodeSegmentHeader, type RecordHeader } from '../format.ts';
+import { EngineError, EngineErrorCode } from '../errors.ts';
+import { LoopIoGate } from '../../flow/index.ts';
 
 /** A position in the log: the byte offset of a record header within a segment. */
 export interface LogPosition {

@@ -5,9 +5,9 @@
  */
 import { open, type RootDatabase, type Database } from 'lmdb';
 import assert from 'node:assert/strict';
-import { EngineError, EngineErrorCode } from './errors.ts';
-import type { IndexOp } from './index-writer.ts';
-import { encodeKey, decodeKey, decodeValue, encodeValue, entryValueBytes, indexKeyBytes, type Entry } from './format.ts';
+import { EngineError, EngineErrorCode } from '../errors.ts';
+import type { IndexOp } from './writer.ts';
+import { encodeKey, decodeKey, decodeValue, encodeValue, entryValueBytes, indexKeyBytes, type Entry } from '../format.ts';
 
 /** A version of a block found in the index, with the branch it lives on. */
 export interface Found extends Entry {

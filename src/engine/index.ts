@@ -5,3 +5,4 @@ export type { CompactStats } from './gc/compact.ts';
 export { EngineError, EngineErrorCode } from './errors.ts';
 export type { EngineErrorCodeValue } from './errors.ts';
 export type { DiskInfo, SnapshotInfo, Volume, AllocationExtent, ChangeExtent, WriteOptions, ZeroOptions } from './types.ts';
+export type { Feed, FeedRecord, FeedSubscriber, FeedSubscription, FallBehind } from './feed.ts';

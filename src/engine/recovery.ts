@@ -36,6 +36,9 @@ export async function recover(parts: {
     const applied = applier.applied;
     if (id < applied.segment) continue;
     const from = id === applied.segment ? applied.offset : 0;
+    // A killed process leaves bytes in the page cache that no sync made durable: they are made
+    // so before the index points at them (and the feed may hand them on).
+    log.syncSegment(id);
     let batch: ApplyRecord[] = [];
     const flush = () => {
       if (batch.length) applier.applyRecords(batch);

@@ -5,6 +5,7 @@
  * the public face; docs/engine.md says which file holds which part.
  */
 import fs from 'node:fs';
+import assert from 'node:assert/strict';
 import path from 'node:path';
 import { RecordType } from './format.ts';
 import { WriteLog } from './log/write-log.ts';
@@ -20,6 +21,7 @@ import { Sweeper } from './gc/sweep.ts';
 import { Compactor, quietRequestsPerSecondDefault, type CompactStats } from './gc/compact.ts';
 import { recover, type RecoveryStats } from './recovery.ts';
 import { StoreVolume, type VolumeHost, type VolumeTarget } from './volume.ts';
+import { Feed } from './feed.ts';
 import type { DiskInfo, SnapshotInfo, Volume } from './types.ts';
 
 
@@ -58,6 +60,8 @@ export class Store {
   readonly dir: string;
   /** What the last open replayed: the log tail the index had not absorbed yet. */
   readonly recovery: RecoveryStats = { recordsReplayed: 0, tornBytesDropped: 0 };
+  /** Every log record once durable, in log order; the index apply is its first subscriber. */
+  readonly feed: Feed;
   private readonly log: WriteLog;
   private readonly index: BlockIndex;
   private readonly history: History;
@@ -81,7 +85,8 @@ export class Store {
     this.dir = dir;
     this.log = log;
     this.index = index;
-    const { live, overlay } = this;
+    this.feed = new Feed(log);
+    const { live, overlay, feed } = this;
     this.history = new History(index);
     const history = this.history;
     this.reader = new Reader({ index, overlay, log });
@@ -91,7 +96,7 @@ export class Store {
     this.applier = new Applier({ index, history, live, reader, overlay });
     const applier = this.applier;
     this.sweeper = new Sweeper({ index, history, overlay, applier, live });
-    this.compactor = new Compactor({ dir, log, index, history, reader, applier, sweeper: this.sweeper, live, isClosed: () => this.closed });
+    this.compactor = new Compactor({ dir, log, index, history, reader, applier, sweeper: this.sweeper, live, isClosed: () => this.closed, pinned: (id) => feed.pins(id) });
     const changes = this.changes;
     const appender = this.appender;
     this.host = {
@@ -125,7 +130,15 @@ export class Store {
     await recover({ log, index, history, applier, sweeper, compactor, live }, store.recovery);
     compactor.setQuietRequestsPerSecond(opts.quietRequestsPerSecond ?? quietRequestsPerSecondDefault);
     applier.start({ indexPath: path.join(opts.dir, 'index'), delayMs: opts.applyDelayMs ?? applyDelayMsDefault });
-    log.onDurable = (appends) => applier.enqueue(appends);
+    const { feed } = store;
+    feed.start(history.seqNext - 1);
+    feed.subscribe({
+      fromSeq: history.seqNext,
+      relocations: true,
+      onRecords: (records) => applier.enqueue(records),
+      onFallBehind: (info) => assert.fail(`the index apply takes every record at once, yet fell behind: ${JSON.stringify(info)}`),
+    });
+    log.onDurable = (appends) => feed.publish(appends);
     const syncMs = opts.syncIntervalMs ?? 200;
     store.timers.push(setInterval(() => store.backgroundSync(), syncMs).unref());
     const maintMs = opts.maintenanceIntervalMs ?? 10_000;

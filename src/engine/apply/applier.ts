@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { RecordType } from '../format.ts';
-import { comparePositions, type Append, type LogPosition } from '../log/write-log.ts';
+import { comparePositions, type LogPosition } from '../log/write-log.ts';
+import type { FeedRecord } from '../feed.ts';
 import { IndexWriter } from '../index/writer.ts';
 import type { Overlay } from '../read/overlay.ts';
 import type { Reader } from '../read/reader.ts';
@@ -31,7 +32,7 @@ export class Applier {
   offThreadApplies = 0;
   private readonly ctx: ApplyContext & { reader: Reader };
   private readonly overlay: Overlay;
-  private queue: Append[] = [];
+  private queue: FeedRecord[] = [];
   /** Blocks the records in the queue cover (zero/trim records count one). */
   private queueBlocks = 0;
   private timer: NodeJS.Timeout | null = null;
@@ -59,8 +60,8 @@ export class Applier {
     this.writer = new IndexWriter(opts.indexPath);
   }
 
-  /** Takes durable records, in log order, and has them applied soon. */
-  enqueue(appends: readonly Append[]): void {
+  /** Takes durable records, in log order, and has them applied soon (the apply's feed subscription). */
+  enqueue(appends: readonly FeedRecord[]): void {
     for (const a of appends) {
       this.queue.push(a);
       this.queueBlocks += a.header.type === RecordType.WRITE || a.header.type === RecordType.RELOCATE ? a.header.blockCount : 1;
@@ -124,7 +125,7 @@ export class Applier {
     this.queue = [];
     this.queueBlocks = 0;
     try {
-      this.applyRecords(batch.map((a) => ({ header: a.header, segment: a.segment, offset: a.offset, end: a.end })));
+      this.applyRecords(batch);
     } catch (err) {
       this.queue = batch.concat(this.queue);
       this.queueBlocks += blocks;

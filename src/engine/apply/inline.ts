@@ -6,19 +6,14 @@ import assert from 'node:assert/strict';
 import { Format, RecordType, EntryKind, type RecordHeader, type Entry, type EntryKindValue } from '../format.ts';
 import { comparePositions, type LogPosition } from '../log/write-log.ts';
 import type { Reader } from '../read/reader.ts';
+import type { FeedRecord } from '../feed.ts';
 import { newestBefore, type AddLive, type ApplyContext } from './plan.ts';
 
 const BS = Format.blockBytes;
 const FULL_MASK = 0xff;
 
-/** A record to apply: its header and where it is in the log. */
-export interface ApplyRecord {
-  header: RecordHeader;
-  segment: number;
-  offset: number;
-  /** Offset just past the record. */
-  end: number;
-}
+/** A record to apply: its header and where it is in the log (a published or a replayed one). */
+export type ApplyRecord = FeedRecord;
 
 /** What a committed inline apply changed, for the caller to take into memory. */
 export interface InlineResult {
@@ -60,7 +55,7 @@ export function applyInline(ctx: ApplyContext & { reader: Reader }, recs: readon
   return { applied, delta, seqMax };
 }
 
-function applyVersions(ctx: ApplyContext & { reader: Reader }, h: RecordHeader, segment: number, offset: number, add: AddLive): void {
+function applyVersions(ctx: ApplyContext & { reader: Reader }, h: Readonly<RecordHeader>, segment: number, offset: number, add: AddLive): void {
   const { index, history } = ctx;
   const views = history.viewpoints(h.branch);
   // A version nothing can ever read (its branch lost its head since) is not indexed at all.
@@ -104,7 +99,7 @@ function applyVersions(ctx: ApplyContext & { reader: Reader }, h: RecordHeader, 
   for (const block of blocks) place(block, { seq: h.seq, kind, mask: FULL_MASK, segment: 0, offset: 0 });
 }
 
-function applyRelocate(ctx: ApplyContext, h: RecordHeader, segment: number, offset: number, add: AddLive): void {
+function applyRelocate(ctx: ApplyContext, h: Readonly<RecordHeader>, segment: number, offset: number, add: AddLive): void {
   const dataOffset = offset + Format.recordHeaderBytes;
   for (let i = 0; i < h.blockCount; i++) {
     const block = h.blockStart + i;

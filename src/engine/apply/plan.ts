@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { Format, RecordType, EntryKind, type RecordHeader, type Entry } from '../format.ts';
-import type { Append } from '../log/write-log.ts';
+import type { FeedRecord } from '../feed.ts';
 import type { BlockIndex, Found } from '../index/block-index.ts';
 import type { IndexOp } from '../index/writer.ts';
 import type { History } from '../history.ts';
@@ -88,7 +88,7 @@ export interface PlannedBatch {
  * batch must be applied on this thread instead (the index holds a version newer than a record,
  * see planWrite).
  */
-export function planBatch(ctx: ApplyContext, batch: readonly Append[], seqMaxBefore: number): PlannedBatch | null {
+export function planBatch(ctx: ApplyContext, batch: readonly FeedRecord[], seqMaxBefore: number): PlannedBatch | null {
   const plan = new ApplyPlan();
   const delta = new Map<number, number>();
   const add: AddLive = (seg, n) => delta.set(seg, (delta.get(seg) ?? 0) + n);
@@ -115,7 +115,7 @@ export function planBatch(ctx: ApplyContext, batch: readonly Append[], seqMaxBef
  * block's newest becomes the newest planned one, so that a later write in the batch that drops
  * it removes it from the index (see planWrite).
  */
-function planRelocate(ctx: ApplyContext, plan: ApplyPlan, h: RecordHeader, segment: number, offset: number, add: AddLive): void {
+function planRelocate(ctx: ApplyContext, plan: ApplyPlan, h: Readonly<RecordHeader>, segment: number, offset: number, add: AddLive): void {
   const planned = plan.branch(h.branch);
   const newestSeq = new Map<number, number>();
   ctx.index.scanLatest(h.branch, h.blockStart, h.blockStart + h.blockCount, Infinity, (f) => void newestSeq.set(f.block, f.seq));
@@ -142,7 +142,7 @@ function planRelocate(ctx: ApplyContext, plan: ApplyPlan, h: RecordHeader, segme
  * version newer than the record (records come in seq order, so it cannot; should the index on
  * disk say otherwise, the batch is applied on this thread, which asks it exactly).
  */
-function planWrite(ctx: ApplyContext, plan: ApplyPlan, h: RecordHeader, segment: number, offset: number, add: AddLive): boolean {
+function planWrite(ctx: ApplyContext, plan: ApplyPlan, h: Readonly<RecordHeader>, segment: number, offset: number, add: AddLive): boolean {
   const views = ctx.history.viewpoints(h.branch);
   // A version nothing can ever read (its branch lost its head since) is not indexed at all.
   if (!views.length || views[views.length - 1] < h.seq) return true;
@@ -183,7 +183,7 @@ function planWrite(ctx: ApplyContext, plan: ApplyPlan, h: RecordHeader, segment:
  * so it is the one before the record, and the head cache has it without an LMDB cursor. Null
  * if the index holds a version as new as the record (it cannot, but the index is on disk).
  */
-export function newestBefore(index: BlockIndex, h: RecordHeader): Map<number, Found> | null {
+export function newestBefore(index: BlockIndex, h: Readonly<RecordHeader>): Map<number, Found> | null {
   const prevs = new Map<number, Found>();
   let newer = false;
   index.scanLatest(h.branch, h.blockStart, h.blockStart + h.blockCount, Infinity, (f) => {

@@ -38,6 +38,8 @@ export class Compactor {
   private readonly sweeper: Sweeper;
   private readonly live: Map<number, number>;
   private readonly isClosed: () => boolean;
+  /** Whether a feed subscriber still needs a segment (see Feed.pins). */
+  private readonly pinned: (segment: number) => boolean;
   /** The pass running, if any. */
   private running: Promise<unknown> | null = null;
   /** Requests on the store's volumes: `count` since `since`, `before` in the second before that. */
@@ -48,7 +50,7 @@ export class Compactor {
 
   constructor(opts: {
     dir: string; log: WriteLog; index: BlockIndex; history: History; reader: Reader; applier: Applier; sweeper: Sweeper;
-    live: Map<number, number>; isClosed: () => boolean;
+    live: Map<number, number>; isClosed: () => boolean; pinned: (segment: number) => boolean;
   }) {
     this.dir = opts.dir;
     this.log = opts.log;
@@ -59,6 +61,7 @@ export class Compactor {
     this.sweeper = opts.sweeper;
     this.live = opts.live;
     this.isClosed = opts.isClosed;
+    this.pinned = opts.pinned;
   }
 
   /** Sets the request rate below which the store counts as quiet. */
@@ -213,7 +216,7 @@ export class Compactor {
       // started and stopped before writing) has none.
       const empty = this.log.segmentSize(id) <= Format.segmentHeaderBytes;
       if (!empty && (id > applied.segment || (id === applied.segment && applied.offset < this.log.segmentSize(id)))) continue;
-      if (this.log.hasPendingIn(id)) continue;
+      if (this.log.hasPendingIn(id) || this.pinned(id)) continue;
       bytes += this.log.segmentSize(id);
       dead.push(id);
     }

@@ -4,6 +4,7 @@
  */
 import { Format, RecordType, EntryKind, type Entry, type EntryKindValue } from '../format.ts';
 import type { Append } from '../log/write-log.ts';
+import type { FeedRecord } from '../feed.ts';
 
 /** A zero or trim range visible to readers before the index transaction holding it has committed. */
 export interface OverlayRange {
@@ -78,7 +79,7 @@ export class Overlay {
   }
 
   /** Lets go of a record the index has committed. */
-  remove(a: Append): void {
+  remove(a: FeedRecord): void {
     const h = a.header;
     if (h.type === RecordType.WRITE) {
       const ob = this.writes.get(h.branch);

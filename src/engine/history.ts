@@ -1,63 +1,20 @@
 /**
  * The history a store's disks stand on: disks and their snapshots, the branches of history they
  * read, and the seq and branch counters. Held in memory, persisted in the index's metadata; the
- * concepts (branch, viewpoint, chain) are in docs/engine.md.
+ * concepts (branch, viewpoint, chain) are in docs/engine.md. Changes go through the MetaStore
+ * first and are taken into memory once it has them.
  */
 import assert from 'node:assert/strict';
 import { EngineError, EngineErrorCode } from './errors.ts';
-import { Format } from './format.ts';
-import type { BlockIndex } from './index/block-index.ts';
+import type { BranchMeta, DiskMeta, MetaStore, SnapMeta } from './meta/meta-store.ts';
 
-/** A snapshot as stored: a point (branch, seq) of a disk's history. */
-export interface SnapMeta {
-  name: string;
-  branch: number;
-  seq: number;
-  sizeBytes: number;
-  createdMs: number;
-}
-
-/** A disk as stored: the branch its head is on, and its snapshots, oldest first. */
-export interface DiskMeta {
-  name: string;
-  branch: number;
-  sizeBytes: number;
-  createdMs: number;
-  origin: string | null;
-  snapshots: SnapMeta[];
-}
-
-/** One line of history. */
-export interface BranchMeta {
-  id: number;
-  /** Branch this one forked from, or null for a fresh disk. */
-  parent: number | null;
-  /** Seq on the parent the fork sees (inclusive). */
-  forkSeq: number;
-}
+export type { BranchMeta, DiskMeta, SnapMeta } from './meta/meta-store.ts';
+export { checkName, checkSize } from './meta/meta-store.ts';
 
 /** One step of a read path: a branch and the newest seq visible on it. */
 export interface ChainLink {
   branch: number;
   maxSeq: number;
-}
-
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-/** Largest virtual disk: 1 PiB. */
-export const diskBytesMax = 2 ** 50;
-
-/** Throws ENGINE_INVALID unless `name` is a valid disk or snapshot name. */
-export function checkName(kind: string, name: string): void {
-  if (typeof name !== 'string' || !NAME_RE.test(name)) {
-    throw new EngineError(EngineErrorCode.INVALID, `Invalid ${kind} name "${name}": use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit`);
-  }
-}
-
-/** Throws ENGINE_INVALID unless `sizeBytes` is a valid disk size. */
-export function checkSize(sizeBytes: number): void {
-  if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % Format.sectorBytes !== 0 || sizeBytes > diskBytesMax) {
-    throw new EngineError(EngineErrorCode.INVALID, `Invalid size ${sizeBytes}: a disk size must be a positive multiple of 512 bytes, at most 1 PiB`);
-  }
 }
 
 /** Disks, snapshots and branches in memory, each change persisted before it is taken in. */
@@ -68,19 +25,18 @@ export class History {
   seqNext = 1;
   private branchNext = 1;
   private viewpointCache = new Map<number, number[]>();
-  private readonly index: BlockIndex;
+  private readonly meta: MetaStore;
 
-  constructor(index: BlockIndex) {
-    this.index = index;
+  constructor(meta: MetaStore) {
+    this.meta = meta;
   }
 
-  /** Reads what the index's metadata holds (at open). */
-  load(): void {
-    const m = this.index.meta;
-    for (const { value } of m.getRange({ start: 'branch/', end: 'branch0' })) this.branches.set(value.id, value as BranchMeta);
-    for (const { value } of m.getRange({ start: 'disk/', end: 'disk0' })) this.disks.set((value as DiskMeta).name, value as DiskMeta);
-    this.seqNext = m.get('seqNext') ?? 1;
-    this.branchNext = m.get('branchNext') ?? 1;
+  /** Reads what the metadata store holds (at open). */
+  async load(): Promise<void> {
+    const m = await this.meta.load();
+    for (const b of m.branches) this.branches.set(b.id, b);
+    for (const d of m.disks) this.disks.set(d.name, d);
+    this.branchNext = m.branchNext;
     this.invalidate();
   }
 
@@ -145,47 +101,38 @@ export class History {
 
   /**
    * Starts a branch (forked at `parent`, or fresh) with disk `d` heading it — at the parent's
-   * size, if it has one — durably in one transaction, and takes both into memory.
+   * size, if it has one — durably in one commit, then takes both into memory at once (until
+   * then, readers see the disk as it was).
    */
-  headNewBranch(d: DiskMeta, parent: { branch: number; seq: number; sizeBytes?: number } | null): void {
+  async headNewBranch(d: DiskMeta, parent: { branch: number; seq: number; sizeBytes?: number } | null): Promise<void> {
     const branch: BranchMeta = { id: this.branchNext, parent: parent?.branch ?? null, forkSeq: parent?.seq ?? 0 };
-    const before = { branch: d.branch, sizeBytes: d.sizeBytes };
+    const sizeBytes = parent?.sizeBytes ?? d.sizeBytes;
+    // The same fields in the same order as the disk in memory: the stored bytes stay the format's.
+    const next: DiskMeta = { ...d, branch: branch.id, sizeBytes };
+    await this.meta.commit([{ op: 'putBranch', branch }, { op: 'putDisk', disk: next }, { op: 'setBranchNext', value: branch.id + 1 }]);
     d.branch = branch.id;
-    if (parent?.sizeBytes !== undefined) d.sizeBytes = parent.sizeBytes;
-    try {
-      this.index.transaction(() => {
-        this.index.meta.putSync(`branch/${branch.id}`, branch);
-        this.index.meta.putSync(`disk/${d.name}`, d);
-        this.index.meta.putSync('branchNext', branch.id + 1);
-      });
-    } catch (err) {
-      // Nothing was persisted: the disk stays as it was.
-      Object.assign(d, before);
-      throw err;
-    }
+    d.sizeBytes = sizeBytes;
     this.branchNext = branch.id + 1;
     this.branches.set(branch.id, branch);
     this.disks.set(d.name, d);
     this.invalidate();
   }
 
-  /** Persists the disks (changed in memory by the caller) in one transaction. */
-  persistDisks(ds: readonly DiskMeta[]): void {
-    this.index.transaction(() => {
-      for (const d of ds) this.index.meta.putSync(`disk/${d.name}`, d);
-    });
+  /** Persists the disks (changed in memory by the caller) in one commit. */
+  async persistDisks(ds: readonly DiskMeta[]): Promise<void> {
+    await this.meta.commit(ds.map((disk) => ({ op: 'putDisk', disk })));
   }
 
   /** Deletes a disk durably, then from memory. Its branches stay until swept. */
-  removeDisk(name: string): void {
-    this.index.transaction(() => this.index.meta.removeSync(`disk/${name}`));
+  async removeDisk(name: string): Promise<void> {
+    await this.meta.commit([{ op: 'deleteDisk', name }]);
     this.disks.delete(name);
     this.invalidate();
   }
 
   /** Deletes a branch nothing reads any more (its versions are swept already). */
-  removeBranch(id: number): void {
-    this.index.transaction(() => this.index.meta.removeSync(`branch/${id}`));
+  async removeBranch(id: number): Promise<void> {
+    await this.meta.commit([{ op: 'deleteBranch', id }]);
     this.branches.delete(id);
     this.invalidate();
   }

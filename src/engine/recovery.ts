@@ -29,8 +29,10 @@ export async function recover(parts: {
   log: WriteLog; index: BlockIndex; history: History; applier: Applier; sweeper: Sweeper; compactor: Compactor; live: Map<number, number>;
 }, stats: RecoveryStats): Promise<void> {
   const { log, index, history, applier } = parts;
-  history.load();
-  applier.load();
+  await history.load();
+  const checkpoint = index.checkpoint();
+  applier.applied = checkpoint.applied;
+  history.seqNext = checkpoint.seqNext;
   for (const { key, value } of index.segments.getRange({})) parts.live.set(key, value);
   for (const id of log.segmentIds()) {
     const applied = applier.applied;

@@ -22,6 +22,7 @@ import { Compactor, quietRequestsPerSecondDefault, type CompactStats } from './g
 import { recover, type RecoveryStats } from './recovery.ts';
 import { StoreVolume, type VolumeHost, type VolumeTarget } from './volume.ts';
 import { Feed } from './feed.ts';
+import { LmdbMetaStore } from './meta/lmdb.ts';
 import type { DiskInfo, SnapshotInfo, Volume } from './types.ts';
 
 
@@ -87,7 +88,7 @@ export class Store {
     this.index = index;
     this.feed = new Feed(log);
     const { live, overlay, feed } = this;
-    this.history = new History(index);
+    this.history = new History(new LmdbMetaStore(index));
     const history = this.history;
     this.reader = new Reader({ index, overlay, log });
     const reader = this.reader;
@@ -186,7 +187,7 @@ export class Store {
     checkSize(sizeBytes);
     if (this.history.disks.has(name)) throw new EngineError(EngineErrorCode.EXISTS, `A disk named "${name}" exists already`);
     const d: DiskMeta = { name, branch: 0, sizeBytes, createdMs: Date.now(), origin: null, snapshots: [] };
-    this.history.headNewBranch(d, null);
+    await this.history.headNewBranch(d, null);
     return this.info(d);
   }
 
@@ -197,7 +198,7 @@ export class Store {
     const d = this.history.disk(name);
     const users = this.openVolumes.get(name) ?? 0;
     if (users > 0) throw new EngineError(EngineErrorCode.IN_USE, `Disk "${name}" is in use by ${users} open connection(s)`);
-    this.history.removeDisk(name);
+    await this.history.removeDisk(name);
     this.changes.forget(name);
     this.sweeper.enqueue(d.branch);
     for (const s of d.snapshots) this.sweeper.enqueue(s.branch);
@@ -214,7 +215,7 @@ export class Store {
     }
     await this.applier.idle();
     d.sizeBytes = sizeBytes;
-    this.history.persistDisks([d]);
+    await this.history.persistDisks([d]);
     return this.info(d);
   }
 
@@ -257,7 +258,7 @@ export class Store {
     try {
       await this.log.sync();
       await this.applier.idle();
-      this.history.persistDisks(made.map(({ d }) => d));
+      await this.history.persistDisks(made.map(({ d }) => d));
     } catch (err) {
       for (const { d, s } of made) d.snapshots = d.snapshots.filter((x) => x !== s);
       this.history.invalidate();
@@ -275,7 +276,7 @@ export class Store {
     const users = this.openVolumes.get(`${disk}@${snap}`) ?? 0;
     if (users > 0) throw new EngineError(EngineErrorCode.IN_USE, `Snapshot ${disk}@${snap} is in use by ${users} open connection(s)`);
     d.snapshots = d.snapshots.filter((x) => x !== s);
-    this.history.persistDisks([d]);
+    await this.history.persistDisks([d]);
     this.history.invalidate();
     // Clones forked from it keep their own viewpoint, so what they read stays. A version only
     // this snapshot read lies between the viewpoints left around it: with one above, the block
@@ -292,7 +293,7 @@ export class Store {
     const d = this.history.disk(disk);
     const s = this.history.snap(d, snap);
     const old = d.branch;
-    this.history.headNewBranch(d, s);
+    await this.history.headNewBranch(d, s);
     this.sweeper.enqueue(old);
     return this.info(d);
   }
@@ -306,7 +307,7 @@ export class Store {
     checkName('disk', newName);
     if (this.history.disks.has(newName)) throw new EngineError(EngineErrorCode.EXISTS, `A disk named "${newName}" exists already`);
     const c: DiskMeta = { name: newName, branch: 0, sizeBytes: s.sizeBytes, createdMs: Date.now(), origin: `${disk}@${snap}`, snapshots: [] };
-    this.history.headNewBranch(c, s);
+    await this.history.headNewBranch(c, s);
     return this.info(c);
   }
 

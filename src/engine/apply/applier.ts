@@ -49,11 +49,6 @@ export class Applier {
     this.overlay = opts.overlay;
   }
 
-  /** Reads the applied position from the index (at open). */
-  load(): void {
-    this.applied = this.ctx.index.meta.get('applied') ?? { segment: 0, offset: 0 };
-  }
-
   /** Recovery is over: batches of writes go to the index writer thread from now on. */
   start(opts: { indexPath: string; delayMs: number }): void {
     this.delayMs = opts.delayMs;

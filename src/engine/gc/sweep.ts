@@ -108,7 +108,7 @@ export class Sweeper {
       await this.applier.idle();
       // Nothing reads this branch: it is gone, and so is its hold on its parent.
       const meta = this.history.branches.get(branch)!;
-      this.history.removeBranch(branch);
+      await this.history.removeBranch(branch);
       this.overlay.dropBranch(branch);
       if (meta.parent !== null) await this.sweep(meta.parent);
     }

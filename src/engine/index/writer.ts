@@ -5,7 +5,7 @@
  * here and written there, it takes about a fifth of that.
  *
  * The store sends one batch at a time and changes nothing its batch touches (block versions,
- * segment counters, the applied position) until the reply; see Store.applyOffThread.
+ * segment counters, the applied position) until the reply; see Applier.applyOffThread (apply/applier.ts).
  */
 import type { Worker } from 'node:worker_threads';
 import { startThread } from '../../util/thread.ts';

@@ -1,6 +1,8 @@
 /** The volume engine: write log + versioned block index; disks, snapshots, clones. */
 export { Store } from './store.ts';
-export type { StoreOptions, StoreStats, CompactStats } from './store.ts';
+export type { StoreOptions, StoreStats } from './store.ts';
+export type { CompactStats } from './gc/compact.ts';
 export { EngineError, EngineErrorCode } from './errors.ts';
 export type { EngineErrorCodeValue } from './errors.ts';
 export type { DiskInfo, SnapshotInfo, Volume, AllocationExtent, ChangeExtent, WriteOptions, ZeroOptions } from './types.ts';
+export type { Feed, FeedRecord, FeedSubscriber, FeedSubscription, FallBehind } from './feed.ts';

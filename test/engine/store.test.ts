@@ -102,8 +102,10 @@ test('allocated bytes follow every change, and an unchanged disk is not counted 
       }
     };
     let scans = 0;
-    const visible = (s as any).visible.bind(s);
-    (s as any).visible = (...args: unknown[]) => {
+    // Every count walks the disk's chain through the read path's visible().
+    const reader = (s as any).reader;
+    const visible = reader.visible.bind(reader);
+    reader.visible = (...args: unknown[]) => {
       scans++;
       return visible(...args);
     };

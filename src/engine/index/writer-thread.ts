@@ -1,13 +1,13 @@
 /**
  * The index writer's thread: makes a batch of index changes, planned on the main thread, in one
- * LMDB write transaction of its own (see index-writer.ts). It opens the same environment as the
+ * LMDB write transaction of its own (see writer.ts). It opens the same environment as the
  * main thread; LMDB lets one write transaction run at a time, so a main-thread transaction that
  * comes meanwhile waits for this one to commit.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { BlockIndex } from './blockindex.ts';
-import { entryValueBytes, indexKeyBytes } from './format.ts';
-import type { WriterReply, WriterRequest } from './index-writer.ts';
+import { BlockIndex } from './block-index.ts';
+import { entryValueBytes, indexKeyBytes } from '../format.ts';
+import type { WriterReply, WriterRequest } from './writer.ts';
 
 const index = new BlockIndex(workerData.path as string);
 const port = parentPort!;

@@ -1,13 +1,14 @@
 /**
  * The versioned block index, kept in LMDB: one entry per retained version of each block, keyed
- * so that the versions of a block sort newest first. Also holds the store's metadata (disks,
- * snapshots, branches), per-segment live-byte counters and the log position applied so far.
+ * so that the versions of a block sort newest first. Also holds per-segment live-byte counters,
+ * the log position applied so far, and (in the same environment) the store's metadata.
  */
 import { open, type RootDatabase, type Database } from 'lmdb';
 import assert from 'node:assert/strict';
-import { EngineError, EngineErrorCode } from './errors.ts';
-import type { IndexOp } from './index-writer.ts';
-import { encodeKey, decodeKey, decodeValue, encodeValue, entryValueBytes, indexKeyBytes, type Entry } from './format.ts';
+import { EngineError, EngineErrorCode } from '../errors.ts';
+import type { IndexOp } from './writer.ts';
+import type { LogPosition } from '../log/write-log.ts';
+import { encodeKey, decodeKey, decodeValue, encodeValue, entryValueBytes, indexKeyBytes, type Entry } from '../format.ts';
 
 /** A version of a block found in the index, with the branch it lives on. */
 export interface Found extends Entry {
@@ -57,7 +58,11 @@ function newSlots(): Slots {
 export class BlockIndex {
   readonly root: RootDatabase;
   readonly blocks: Database<Buffer, Buffer>;
-  /** Metadata: 'disk/<name>', 'branch/<id>', 'applied', 'seqNext', 'branchNext', 'format'. */
+  /**
+   * The `meta` database: the index's checkpoint ('applied', 'seqNext', written in the same
+   * transactions as the versions), and the engine's metadata ('disk/<name>', 'branch/<id>',
+   * 'branchNext'), which goes through meta/lmdb.ts.
+   */
   readonly meta: Database<any, string>;
   /** Segment id → live data bytes. */
   readonly segments: Database<number, number>;
@@ -72,6 +77,11 @@ export class BlockIndex {
     this.segments = this.root.openDB<number, number>('segments', { keyEncoding: 'uint32', encoding: 'msgpack' });
   }
 
+
+  /** How far the log is applied, and the next seq to hand out, as last committed. */
+  checkpoint(): { applied: LogPosition; seqNext: number } {
+    return { applied: this.meta.get('applied') ?? { segment: 0, offset: 0 }, seqNext: this.meta.get('seqNext') ?? 1 };
+  }
 
   /**
    * Visits, for each block in [blockStart, blockEnd) that has one on `branch`, the newest version

@@ -5,12 +5,12 @@
  * here and written there, it takes about a fifth of that.
  *
  * The store sends one batch at a time and changes nothing its batch touches (block versions,
- * segment counters, the applied position) until the reply; see Store.applyOffThread.
+ * segment counters, the applied position) until the reply; see Applier.applyOffThread (apply/applier.ts).
  */
 import type { Worker } from 'node:worker_threads';
-import { startThread } from '../util/thread.ts';
-import { entryValueBytes, indexKeyBytes, encodeKey, encodeValue, type Entry } from './format.ts';
-import type { LogPosition } from './log.ts';
+import { startThread } from '../../util/thread.ts';
+import { entryValueBytes, indexKeyBytes, encodeKey, encodeValue, type Entry } from '../format.ts';
+import type { LogPosition } from '../log/write-log.ts';
 
 /** One change of a planned batch. */
 export interface IndexOp {
@@ -44,7 +44,7 @@ export class IndexWriter {
   private failure: Error | null = null;
 
   constructor(indexPath: string) {
-    this.worker = startThread(new URL('./index-writer-thread.ts', import.meta.url), { workerData: { path: indexPath } });
+    this.worker = startThread(new URL('./writer-thread.ts', import.meta.url), { workerData: { path: indexPath } });
     // The store closes the writer; an idle one must not keep the process alive.
     this.worker.unref();
     this.worker.on('message', (r: WriterReply) => {

@@ -7,10 +7,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import assert from 'node:assert/strict';
-import { crc32 } from '../native/index.ts';
-import { Format, encodeRecordHeader, decodeRecordHeader, encodeSegmentHeader, decodeSegmentHeader, type RecordHeader } from './format.ts';
-import { EngineError, EngineErrorCode } from './errors.ts';
-import { LoopIoGate } from '../flow/index.ts';
+import { crc32 } from '../../native/index.ts';
+import { Format, encodeRecordHeader, decodeRecordHeader, encodeSegmentHeader, decodeSegmentHeader, type RecordHeader } from '../format.ts';
+import { EngineError, EngineErrorCode } from '../errors.ts';
+import { LoopIoGate } from '../../flow/index.ts';
 
 /** A position in the log: the byte offset of a record header within a segment. */
 export interface LogPosition {
@@ -439,6 +439,13 @@ export class WriteLog {
     this.onDurable(ready);
   }
 
+  /** fdatasyncs a segment: bytes a killed process left in the page cache become durable. */
+  syncSegment(segment: number): void {
+    const seg = this.segments.get(segment);
+    assert.ok(seg, `sync of unknown segment ${segment}`);
+    fs.fdatasyncSync(seg.fd);
+  }
+
   /** Whether an append into this segment is still in flight or not yet durable. */
   hasPendingIn(segment: number): boolean {
     return this.pending.some((a) => a.segment === segment) || this.durableQueue.some((a) => a.segment === segment);
@@ -465,13 +472,16 @@ export class WriteLog {
    * With `verify: false` (a sealed segment known valid, whose reader checks what it uses) payload
    * checksums are left to the caller, and payloads are views into the read window, valid until
    * the generator resumes; where the valid part ends is not recorded.
+   *
+   * With `end`, bytes from there on are not read: the active segment's records past a point may
+   * still be in flight (the feed reads up to what it has published).
    */
-  async *scan(segment: number, offset: number, opts: { payloads: boolean; verify?: boolean }): AsyncGenerator<ScannedRecord, void, void> {
+  async *scan(segment: number, offset: number, opts: { payloads: boolean; verify?: boolean; end?: number }): AsyncGenerator<ScannedRecord, void, void> {
     const verify = opts.verify ?? true;
     const seg = this.segments.get(segment);
     assert.ok(seg, `scan of unknown segment ${segment}`);
     let pos = Math.max(offset, Format.segmentHeaderBytes);
-    const size = fs.fstatSync(seg.fd).size;
+    const size = Math.min(fs.fstatSync(seg.fd).size, opts.end ?? Infinity);
     let skipped = 0;
     let validEnd = pos;
     // Records are read through a large window: one pread per few MiB, not two per record.

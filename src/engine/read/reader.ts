@@ -1,0 +1,164 @@
+/**
+ * The read path: which version of each block a chain of branches sees (overlay first, then the
+ * index), and reading those blocks from the log (docs/engine.md, Read path).
+ */
+import { Format, EntryKind, type Entry } from '../format.ts';
+import type { Append, WriteLog } from '../log/write-log.ts';
+import type { BlockIndex } from '../index/block-index.ts';
+import type { ChainLink } from '../history.ts';
+import { overlayEntry, overlayGroupBlocks, type Overlay } from './overlay.ts';
+
+const BS = Format.blockBytes;
+const FULL_MASK = 0xff;
+
+/** Resolves blocks along a chain and reads them; counts readers per segment so none is removed under them. */
+export class Reader {
+  private readonly index: BlockIndex;
+  private readonly overlay: Overlay;
+  private readonly log: WriteLog;
+  /** Segment → reads in flight from it. */
+  private readonly readers = new Map<number, number>();
+
+  constructor(opts: { index: BlockIndex; overlay: Overlay; log: WriteLog }) {
+    this.index = opts.index;
+    this.overlay = opts.overlay;
+    this.log = opts.log;
+  }
+
+  /** Whether a read from `segment` is in flight (the compactor must not remove it). */
+  reading(segment: number): boolean {
+    return this.readers.has(segment);
+  }
+
+  /**
+   * Calls visit(block, entry, branch) for each block in [blockStart, blockEnd) that has a
+   * visible version along the chain, in block order. Blocks with none are holes.
+   */
+  visible(links: ChainLink[], blockStart: number, blockEnd: number, visit: (block: number, e: Entry, branch: number) => void): void {
+    const ranges = this.overlay.ranges;
+    const hasRanges = links.some((l) => ranges.has(l.branch));
+    if (links.length === 1 && !hasRanges) {
+      this.visibleOn(links[0], blockStart, blockEnd, visit);
+      return;
+    }
+    const found = new Map<number, { e: Entry; branch: number; level: number }>();
+    links.forEach((link, level) => {
+      this.visibleOn(link, blockStart, blockEnd, (block, e, branch) => {
+        if (!found.has(block)) found.set(block, { e, branch, level });
+      });
+    });
+    // Zero/trim ranges not yet in the index shadow what their branch and its ancestors hold.
+    // Blocks holding nothing anywhere stay holes, as they will once the range is indexed.
+    links.forEach((link, level) => {
+      for (const r of ranges.get(link.branch) ?? []) {
+        if (r.seq > link.maxSeq) continue;
+        for (const [block, f] of found) {
+          if (block < r.blockStart || block >= r.blockEnd) continue;
+          if (f.level > level || (f.level === level && f.e.seq < r.seq)) {
+            found.set(block, { e: { seq: r.seq, kind: r.kind, mask: FULL_MASK, segment: 0, offset: 0 }, branch: link.branch, level });
+          }
+        }
+      }
+    });
+    for (const block of [...found.keys()].sort((x, y) => x - y)) {
+      const f = found.get(block)!;
+      visit(block, f.e, f.branch);
+    }
+  }
+
+  /** visible() for one link: index versions merged with not-yet-committed block versions. */
+  private visibleOn(link: ChainLink, blockStart: number, blockEnd: number, visit: (block: number, e: Entry, branch: number) => void): void {
+    const { branch, maxSeq } = link;
+    const ob = this.overlay.writes.get(branch);
+    if (!ob?.size) {
+      this.index.scanLatest(branch, blockStart, blockEnd, maxSeq, (f) => visit(f.block, f, branch));
+      return;
+    }
+    // The overlay's newest visible version per block, in block order, merged with the index's
+    // (also in block order) as they stream by: no map of every block of a wide range.
+    const pending: { block: number; e: Entry }[] = [];
+    // The newest record with seq <= maxSeq of each block of the group in range.
+    const consider = (g: number, list: Append[]) => {
+      const lo = Math.max(blockStart, g * overlayGroupBlocks);
+      const hi = Math.min(blockEnd, (g + 1) * overlayGroupBlocks);
+      const found: (Append | undefined)[] = new Array(hi - lo);
+      let missing = hi - lo;
+      for (let i = list.length - 1; i >= 0 && missing > 0; i--) {
+        const h = list[i].header;
+        if (h.seq > maxSeq) continue;
+        for (let b = Math.max(lo, h.blockStart), end = Math.min(hi, h.blockStart + h.blockCount); b < end; b++) {
+          if (found[b - lo] === undefined) {
+            found[b - lo] = list[i];
+            missing--;
+          }
+        }
+      }
+      for (let b = lo; b < hi; b++) if (found[b - lo] !== undefined) pending.push({ block: b, e: overlayEntry(found[b - lo]!, b) });
+    };
+    const gFirst = Math.floor(blockStart / overlayGroupBlocks);
+    const gEnd = Math.ceil(blockEnd / overlayGroupBlocks);
+    if (gEnd - gFirst < ob.size) {
+      for (let g = gFirst; g < gEnd; g++) {
+        const list = ob.get(g);
+        if (list) consider(g, list);
+      }
+    } else {
+      for (const [g, list] of ob) if (g >= gFirst && g < gEnd) consider(g, list);
+      pending.sort((x, y) => x.block - y.block);
+    }
+    let next = 0;
+    this.index.scanLatest(branch, blockStart, blockEnd, maxSeq, (f) => {
+      while (next < pending.length && pending[next].block < f.block) {
+        visit(pending[next].block, pending[next].e, branch);
+        next++;
+      }
+      if (next < pending.length && pending[next].block === f.block) {
+        const p = pending[next++];
+        visit(f.block, p.e.seq > f.seq ? p.e : f, branch);
+      } else visit(f.block, f, branch);
+    });
+    for (; next < pending.length; next++) visit(pending[next].block, pending[next].e, branch);
+  }
+
+  /** Reads whole blocks [blockStart, blockEnd) of a chain into `out` (length = blocks × 4 KiB). */
+  async readBlocks(links: ChainLink[], blockStart: number, blockEnd: number, out: Buffer): Promise<void> {
+    const runs: { segment: number; offset: number; at: number; length: number }[] = [];
+    let filled = 0; // bytes of `out` accounted for (holes zeroed up to here)
+    const zeroTo = (at: number) => {
+      if (at > filled) out.fill(0, filled, at);
+    };
+    const onBlock = (block: number, kind: number, segment: number, offset: number): void => {
+      const at = (block - blockStart) * BS;
+      zeroTo(at);
+      filled = at + BS;
+      if (kind !== EntryKind.DATA) {
+        out.fill(0, at, at + BS);
+        return;
+      }
+      const last = runs[runs.length - 1];
+      if (last && last.segment === segment && last.offset + last.length === offset && last.at + last.length === at) last.length += BS;
+      else runs.push({ segment, offset, at, length: BS });
+    };
+    // A disk's own blocks, all in the index: straight from the head cache where it answers (the
+    // head; a snapshot with nothing newer in range), no object per block (a 1 GiB sequential read
+    // made 262,144 of them, and the collections they cost).
+    const [link] = links;
+    const cached = links.length === 1 && !this.overlay.writes.get(link.branch)?.size && !this.overlay.ranges.has(link.branch);
+    if (!cached || !this.index.forEachCached(link.branch, blockStart, blockEnd, link.maxSeq, onBlock)) {
+      this.visible(links, blockStart, blockEnd, (block, e) => onBlock(block, e.kind, e.segment, e.offset));
+    }
+    zeroTo(out.length);
+    // The reads are issued in this same turn as the lookup, so the compactor cannot remove a
+    // segment between them; the reader count keeps it until they finish.
+    for (const r of runs) this.readers.set(r.segment, (this.readers.get(r.segment) ?? 0) + 1);
+    try {
+      await Promise.all(runs.map((r) => this.log.readInto(r.segment, r.offset, out.subarray(r.at, r.at + r.length))));
+    } finally {
+      for (const r of runs) {
+        const n = this.readers.get(r.segment)! - 1;
+        if (n) this.readers.set(r.segment, n);
+        else this.readers.delete(r.segment);
+      }
+    }
+  }
+}

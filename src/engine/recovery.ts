@@ -1,0 +1,67 @@
+/**
+ * Recovery at open: metadata is loaded, and the log tail the index had not absorbed is replayed
+ * through the index apply (docs/engine.md, Recovery).
+ */
+import { Format } from './format.ts';
+import type { WriteLog } from './log/write-log.ts';
+import type { BlockIndex } from './index/block-index.ts';
+import type { History } from './history.ts';
+import type { Applier } from './apply/applier.ts';
+import type { ApplyRecord } from './apply/inline.ts';
+import type { Sweeper } from './gc/sweep.ts';
+import type { Compactor } from './gc/compact.ts';
+
+/** What an open replayed: the log tail the index had not absorbed yet. */
+export interface RecoveryStats {
+  recordsReplayed: number;
+  tornBytesDropped: number;
+}
+
+/** Records replayed per index transaction. */
+const REPLAY_BATCH_RECORDS = 1024;
+
+/**
+ * Loads the store's state and replays every record after the applied position, segment by
+ * segment; each segment's valid records end at its first torn one, which is cut off. Then starts
+ * a new active segment, drops segments without live data and queues a sweep of every branch.
+ */
+export async function recover(parts: {
+  log: WriteLog; index: BlockIndex; history: History; applier: Applier; sweeper: Sweeper; compactor: Compactor; live: Map<number, number>;
+}, stats: RecoveryStats): Promise<void> {
+  const { log, index, history, applier } = parts;
+  await history.load();
+  const checkpoint = index.checkpoint();
+  applier.applied = checkpoint.applied;
+  history.seqNext = checkpoint.seqNext;
+  for (const { key, value } of index.segments.getRange({})) parts.live.set(key, value);
+  for (const id of log.segmentIds()) {
+    const applied = applier.applied;
+    if (id < applied.segment) continue;
+    const from = id === applied.segment ? applied.offset : 0;
+    // A killed process leaves bytes in the page cache that no sync made durable: they are made
+    // so before the index points at them (and the feed may hand them on).
+    log.syncSegment(id);
+    let batch: ApplyRecord[] = [];
+    const flush = () => {
+      if (batch.length) applier.applyRecords(batch);
+      batch = [];
+    };
+    for await (const rec of log.scan(id, from, { payloads: false })) {
+      stats.recordsReplayed++;
+      batch.push(rec);
+      if (batch.length >= REPLAY_BATCH_RECORDS) flush();
+    }
+    flush();
+    stats.tornBytesDropped += log.skippedBytes.get(id) ?? 0;
+    const end = log.validEnd.get(id)!;
+    if (end < log.segmentSize(id)) {
+      stats.tornBytesDropped += log.segmentSize(id) - end;
+      log.truncate(id, Math.max(end, Format.segmentHeaderBytes));
+    }
+  }
+  log.startNewSegment();
+  // Segments left with no live data (e.g. after a crash mid-compaction) are dropped now, at
+  // full speed: no request is waiting yet.
+  await parts.compactor.dropDeadSegments({ paced: false });
+  for (const b of history.branches.keys()) parts.sweeper.enqueue(b);
+}

@@ -104,9 +104,12 @@ export const backupRoutes: Route[] = [
             await writeLine(res, { event: 'done', outcomes: outcomes.map(backupOutcomeWire) });
           } catch (err) {
             // The code a client sees is the API's, as in an error reply (errors.ts maps it); the
-            // message stays the backup's own, which says what failed.
+            // message stays the backup's own, which says what failed. The reply is under way
+            // (200): the error goes in its last line, and in the log by the same request id.
             const { error } = toApiError(err);
-            await writeLine(res, { event: 'error', code: error.code, message: (err as Error)?.message ?? String(err) });
+            const message = (err as Error)?.message ?? String(err);
+            ctx.log.warn(`backup failed: ${message}`, { code: error.code, disks: req.disks, err });
+            await writeLine(res, { event: 'error', code: error.code, message, requestId: ctx.requestId });
           }
           res.end();
         },

@@ -21,9 +21,9 @@ const extentWindowBytes = 1 << 30;
 /** A data reply is read from the engine and sent in pieces of this size, one read ahead. */
 const pieceBytes = 1 << 20;
 
-/** Opens `disk@snap` (or the head) for one request; the caller closes it. */
+/** Opens `disk@snap` (or the head) for one request, through the node's counting when it has one; the caller closes it. */
 function openVolume(ctx: RequestContext, disk: string, snap: string | null): Volume {
-  return ctx.store.openVolume(disk, snap);
+  return ctx.openVolume(disk, snap);
 }
 
 /** Checks [offset, offset + length) against a volume's size. */

@@ -26,6 +26,7 @@ const statusOfCode: Record<ApiErrorCodeValue, number> = {
   BODY_TOO_LARGE: 413,
   UNSUPPORTED_MEDIA_TYPE: 415,
   BUSY: 503,
+  NOT_READY: 503,
   INTERNAL: 500,
   WRONG_PASSWORD: 403,
   REPOSITORY: 502,

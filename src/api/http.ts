@@ -145,7 +145,7 @@ export function sendJson(res: ServerResponse, { status, body, headers = {} }: Js
   res.end(data);
 }
 
-/** Sends the JSON error body every failure of the API uses. */
-export function sendError(res: ServerResponse, error: ApiError): void {
-  sendJson(res, { status: error.status, body: { error: { code: error.code, message: error.message } }, headers: error.headers });
+/** Sends the JSON error body every failure of the API uses; `requestId` finds it in the node's log. */
+export function sendError(res: ServerResponse, error: ApiError, requestId: string): void {
+  sendJson(res, { status: error.status, body: { error: { code: error.code, message: error.message, requestId } }, headers: error.headers });
 }

@@ -73,7 +73,8 @@ export const openApiDocument = {
     version: '1',
     description:
       'Manages the disks and snapshots of one Tessera node. Sizes are integers in bytes. Every ' +
-      'error has a JSON body `{"error": {"code", "message"}}`; `code` is stable, `message` is for people.',
+      'error has a JSON body `{"error": {"code", "message", "requestId"}}`; `code` is stable, `message` is for people, ' +
+      '`requestId` (also the `x-request-id` header of every reply; a client may send its own) finds the error in the node log.',
   },
   servers: [{ url: '/' }],
   paths: {
@@ -431,10 +432,11 @@ export const openApiDocument = {
         required: ['error'],
         properties: {
           error: wireObject<ErrorBody['error']>()({
-            required: ['code', 'message'],
+            required: ['code', 'message', 'requestId'],
             properties: {
               code: { type: 'string', enum: Object.values(ApiErrorCode) },
               message: { type: 'string' },
+              requestId: { type: 'string', description: "The request's id (also the `x-request-id` response header): the node's log names it with the error" },
             },
           }),
         },
@@ -448,7 +450,7 @@ export const openApiDocument = {
       UnsupportedMediaType: errorResponse('UNSUPPORTED_MEDIA_TYPE: the request body is not application/json'),
       NoSpace: errorResponse("NO_SPACE: the node's file system is full"),
       Internal: errorResponse('CORRUPT: stored data failed its checks; INTERNAL: an unexpected failure, see the node log'),
-      Unavailable: errorResponse('CLOSED: the node is shutting down; BUSY: too many requests in flight, or a backup running already'),
+      Unavailable: errorResponse('CLOSED: the node is shutting down; NOT_READY: the node is starting; BUSY: too many requests in flight, or a backup running already'),
       WrongPassword: errorResponse('WRONG_PASSWORD: no key of the backup repository opens with the password'),
       Repository: errorResponse('REPOSITORY: the backup repository failed, could not be reached, or holds damaged data'),
     },

@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
-import type { Store } from '../engine/index.ts';
+import type { Store, Volume } from '../engine/index.ts';
+import type { Logger } from '../observe/index.ts';
 import { checkBody } from './validate.ts';
 import type { BodySpec, BodyOf } from './validate.ts';
 import type { JsonReply, StreamReply } from './http.ts';
@@ -38,6 +39,8 @@ export interface RouteContext {
   restores: InstantRestores | null;
   /** The node's backups, or null when the server runs none (tests of the API alone). */
   backups: BackupRunner | null;
+  /** Opens a disk's head (snap null) or a snapshot for the data routes; the caller closes it. */
+  openVolume: (disk: string, snap: string | null) => Volume;
 }
 
 /** What a handler sees of its request besides path parameters and a JSON body. */
@@ -46,6 +49,10 @@ export interface RequestContext extends RouteContext {
   query: URLSearchParams;
   /** The request, for routes that read a binary body themselves. */
   req: IncomingMessage;
+  /** The request's id, sent back in `x-request-id` and in error bodies. */
+  requestId: string;
+  /** The API's logger bound to this request's id. */
+  log: Logger;
 }
 
 /** What a handler answers: a status and a JSON body (none for 204), or a body it streams. */

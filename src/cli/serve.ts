@@ -2,7 +2,7 @@ import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import type { Command, Io } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
-import { isoTime } from './output.ts';
+import { Logger, logFormats, logLevels, parseLogFormat, parseLogLevel, type LogFormat, type LogLevel } from '../observe/index.ts';
 
 /** How long a graceful shutdown may take before the node exits anyway. */
 const shutdownMsMax = 30_000;
@@ -27,6 +27,16 @@ function hostPort(host: string, port: number): string {
   return `${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
+/** A `--log-…` option's value checked by `parse`, or `fallback` when not given. */
+function option<T>(value: string | boolean | undefined, name: string, parse: (text: string) => T, fallback: T): T {
+  if (value === undefined) return fallback;
+  try {
+    return parse(String(value));
+  } catch (err) {
+    throw usageError(`invalid --${name}: ${(err as Error).message}`);
+  }
+}
+
 /** `tessera serve`: runs a node until SIGINT or SIGTERM. */
 export const serveCommand: Command = {
   name: 'serve',
@@ -38,11 +48,14 @@ export const serveCommand: Command = {
     'api-port': { type: 'string', valueName: 'PORT', description: 'HTTP API port; 0 picks a free one (default: 7480)' },
     host: { type: 'string', valueName: 'HOST', description: 'Address to listen on (default: 127.0.0.1)' },
     socket: { type: 'string', valueName: 'PATH', description: 'NBD Unix socket (default: DIR/nbd.sock)' },
+    'log-level': { type: 'string', valueName: 'LEVEL', description: `Least severe log records written: ${logLevels.join(', ')} (default: info)` },
+    'log-format': { type: 'string', valueName: 'FORMAT', description: `Log records on stderr as ${logFormats.join(' or ')} lines (default: text when stderr is a terminal, else json)` },
   },
   examples: [
     'tessera serve',
     'tessera serve --data /srv/tessera --host 0.0.0.0',
     'tessera serve --data /tmp/t --nbd-port 0 --api-port 0   # free ports, see the ready line',
+    'tessera serve --log-level debug --log-format json 2>>node.log',
   ],
   usesApi: false,
   async run({ values, io }) {
@@ -52,13 +65,16 @@ export const serveCommand: Command = {
     const nbdPort = parsePort('nbd-port', values['nbd-port'], 10809);
     const apiPort = parsePort('api-port', values['api-port'], 7480);
     const socketPath = resolve(typeof values.socket === 'string' ? values.socket : join(dataDir, 'nbd.sock'));
-    const log = (msg: string): void => io.stderr(`${isoTime(Date.now())} ${msg}\n`);
+    const level = option(values['log-level'], 'log-level', parseLogLevel, 'info' as LogLevel);
+    const format = option(values['log-format'], 'log-format', parseLogFormat, (io.stderrIsTty === true ? 'text' : 'json') as LogFormat);
+    const root = Logger.create({ level, format, write: (line) => io.stderr(line) });
+    const log = root.child({ component: 'node' });
 
     // Loaded here so that client commands do not pay for loading the engine.
     const { startNode } = await import('../node/index.ts');
     let node;
     try {
-      node = await startNode({ dataDir, host, nbdPort, apiPort, socketPath, log });
+      node = await startNode({ dataDir, host, nbdPort, apiPort, socketPath, log: root });
     } catch (err) {
       throw new CliError(CliErrorCode.FAILED, `cannot start the node: ${(err as Error).message}`, { cause: err });
     }
@@ -71,9 +87,9 @@ export const serveCommand: Command = {
         const now = (): never => process.exit(1);
         process.once('SIGINT', now);
         process.once('SIGTERM', now);
-        log(`node: ${signal}: shutting down`);
+        log.info(`${signal}: shutting down`);
         const timer = setTimeout(() => {
-          log(`node: shutdown took over ${shutdownMsMax} ms; exiting anyway`);
+          log.error(`shutdown took over ${shutdownMsMax} ms; exiting anyway`);
           process.exit(1);
         }, shutdownMsMax);
         timer.unref();

@@ -1,6 +1,6 @@
 /** The volume engine: write log + versioned block index; disks, snapshots, clones. */
 export { Store } from './store.ts';
-export type { StoreOptions, StoreStats } from './store.ts';
+export type { StoreOptions, StoreStats, StoreMetrics } from './store.ts';
 export type { CompactStats } from './gc/compact.ts';
 export { EngineError, EngineErrorCode } from './errors.ts';
 export type { EngineErrorCodeValue } from './errors.ts';

@@ -6,16 +6,17 @@
 import type { Socket } from 'node:net';
 import type { BufferPool } from '../flow/index.ts';
 import { useReadBuffer } from '../util/socket-read.ts';
-import { crash, isBug, stackOf } from '../util/bug.ts';
+import { crash, isBug } from '../util/bug.ts';
 import { encodeGreeting, type RequestHeader } from './codec.ts';
 import { describeError, NbdError, NbdErrorCode } from './errors.ts';
 import { Handshake, SERVER_HANDSHAKE_FLAGS } from './handshake.ts';
 import type { NbdLimits } from './limits.ts';
 import { HandshakeParser, RequestParser, type ParsedRequest } from './parser.ts';
-import { Command } from './protocol.ts';
+import { Command, Errno } from './protocol.ts';
 import { commandName, errnoName } from './rules.ts';
 import { encodeReply, execute, type Session } from './transmission.ts';
 import type { ExportProvider } from './types.ts';
+import type { Logger } from '../observe/index.ts';
 
 /** Time a closing connection gives the client to read its last replies before being cut off. */
 const CLOSE_GRACE_MS = 5_000;
@@ -40,7 +41,8 @@ export class Connection {
   readonly #socket: Socket;
   readonly #limits: NbdLimits;
   readonly #pool: BufferPool;
-  readonly #log: (msg: string) => void;
+  /** Bound to this connection's id; its records name the peer and, for requests, the disk. */
+  readonly #log: Logger;
   readonly #peer: string;
   readonly #handshakeParser: HandshakeParser;
   readonly #handshake: Handshake;
@@ -62,13 +64,13 @@ export class Connection {
    * `readBuffer`, shared with other connections, receives the socket's reads: what a read brings
    * is parsed at once (write payloads copied into pooled buffers) and the rest copied.
    */
-  constructor(socket: Socket, opts: { provider: ExportProvider; limits: NbdLimits; pool: BufferPool; readBuffer: Buffer; log: (msg: string) => void }) {
+  constructor(socket: Socket, opts: { provider: ExportProvider; limits: NbdLimits; pool: BufferPool; readBuffer: Buffer; log: Logger }) {
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
     this.#socket = socket;
     this.#limits = opts.limits;
     this.#pool = opts.pool;
-    this.#log = opts.log;
     this.#peer = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unix socket';
+    this.#log = opts.log.child({ peer: this.#peer });
     this.#handshakeParser = new HandshakeParser({ optionBytesMax: opts.limits.optionBytesMax });
     this.#handshake = new Handshake({ provider: opts.provider, limits: opts.limits, send: (buf) => this.#write([buf]) });
 
@@ -131,7 +133,7 @@ export class Connection {
         return;
       }
       if (outcome.kind === 'close') {
-        if (outcome.error !== null) this.#log(`nbd: ${this.#peer}: closing: ${describeError(outcome.error)}`);
+        if (outcome.error !== null) this.#log.warn(`closing: ${describeError(outcome.error)}`);
         if (outcome.graceful) this.#drainAndEnd();
         else this.#abort(null);
         return;
@@ -234,11 +236,17 @@ export class Connection {
   #logErrorReply(header: RequestHeader, reply: { errno: number; message: string }): void {
     if (this.#errorLines > ERROR_LINES_MAX) return;
     this.#errorLines++;
-    const what =
-      this.#errorLines > ERROR_LINES_MAX
-        ? `further error replies on this connection are not logged (limit ${ERROR_LINES_MAX})`
-        : `${commandName(header.type)} cookie ${header.cookie}: ${errnoName(reply.errno)}: ${reply.message}`;
-    this.#log(`nbd: ${this.#peer}: ${this.#session!.exportName}: ${what}`);
+    const disk = this.#session!.exportName;
+    if (this.#errorLines > ERROR_LINES_MAX) {
+      this.#log.warn(`further error replies on this connection are not logged (limit ${ERROR_LINES_MAX})`, { disk });
+      return;
+    }
+    // Found by connection id (bound to the logger) and handle, the cookie the client chose.
+    const fields = { disk, handle: header.cookie, command: commandName(header.type), offset: header.offset, length: header.length, errno: errnoName(reply.errno) };
+    const severe = reply.errno === Errno.EIO || reply.errno === Errno.ESHUTDOWN;
+    const msg = `${commandName(header.type)} cookie ${header.cookie}: ${errnoName(reply.errno)}: ${reply.message}`;
+    if (severe) this.#log.error(msg, fields);
+    else this.#log.warn(msg, fields);
   }
 
   /**
@@ -247,7 +255,7 @@ export class Connection {
    * one. (Where something catches the crash, the test runner, the server goes on consistently.)
    */
   #bug(err: unknown, doing: string): void {
-    this.#log(`nbd: ${this.#peer}: bug ${doing}: ${stackOf(err)}`);
+    this.#log.error(`bug ${doing}`, { err });
     crash(err);
     this.#abort(null);
   }
@@ -322,14 +330,14 @@ export class Connection {
       this.#session.volume.close();
     } catch (err) {
       if (isBug(err)) this.#bug(err, 'closing the volume');
-      else this.#log(`nbd: ${this.#peer}: closing volume failed: ${describeError(err)}`);
+      else this.#log.error('closing the volume failed', { err });
     }
   }
 
 
   /** Hard disconnect, logging `error` if given. */
   #abort(error: unknown): void {
-    if (error !== null && !this.#socket.destroyed) this.#log(`nbd: ${this.#peer}: closing: ${describeError(error)}`);
+    if (error !== null && !this.#socket.destroyed) this.#log.warn(`closing: ${describeError(error)}`);
     this.#clearTimer();
     this.#phase = 'closed';
     this.#socket.destroy();
@@ -346,7 +354,7 @@ export class Connection {
 
   #onError(err: NodeJS.ErrnoException): void {
     const vanished = err.code === 'ECONNRESET' || err.code === 'EPIPE';
-    this.#log(`nbd: ${this.#peer}: ${vanished ? 'client vanished' : 'socket error'}: ${describeError(err)}`);
+    this.#log.warn(`${vanished ? 'client vanished' : 'socket error'}: ${describeError(err)}`);
   }
 
   #onClose(): void {

@@ -5,6 +5,7 @@ import { Connection } from './connection.ts';
 import { NbdError, NbdErrorCode } from './errors.ts';
 import { resolveLimits, type NbdLimits } from './limits.ts';
 import type { ExportProvider, NbdServerOptions } from './types.ts';
+import { Logger } from '../observe/index.ts';
 
 /**
  * Socket buffer size per connection: large enough that a reply of the largest request (32 MiB by
@@ -26,22 +27,29 @@ export class NbdServer {
   readonly #pool = new BufferPool({ pooledBytesMax: POOLED_BYTES_MAX });
   /** One buffer for every connection's socket reads: each read is parsed or copied at once. */
   readonly #readBuffer = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
-  readonly #log: (msg: string) => void;
+  readonly #log: Logger;
   readonly #listeners: net.Server[] = [];
   /** Connections until fully closed (socket closed and volume released), for close(). */
   readonly #connections = new Set<Connection>();
   #openSockets = 0;
+  /** Connections accepted since the server started; also the id of the latest, in its log records. */
+  #accepted = 0;
   #closing: Promise<void> | null = null;
 
   constructor(opts: NbdServerOptions) {
     this.#provider = opts.provider;
     this.#limits = resolveLimits(opts.limits);
-    this.#log = opts.log ?? (() => {});
+    this.#log = opts.log ?? Logger.silent();
   }
 
   /** Open client connections, handshaking or transmitting. */
   get connections(): number {
     return this.#openSockets;
+  }
+
+  /** Client connections accepted since the server started (refused ones not counted). */
+  get connectionsAccepted(): number {
+    return this.#accepted;
   }
 
   /** Listens on TCP; port 0 picks a free port. Resolves with the bound address. */
@@ -83,7 +91,7 @@ export class NbdServer {
       start(server, resolve);
     });
     // After listening, errors are per connection or fatal to the process; log the rest.
-    server.on('error', (err) => this.#log(`nbd: listener ${where}: ${err.message}`));
+    server.on('error', (err) => this.#log.error('listener failed', { listener: where, err }));
     this.#listeners.push(server);
     return server;
   }
@@ -94,14 +102,15 @@ export class NbdServer {
       return;
     }
     if (this.#openSockets >= this.#limits.connectionsMax) {
-      this.#log(`nbd: refusing connection from ${socket.remoteAddress ?? 'unix socket'}: ${this.#limits.connectionsMax} connections open`);
+      this.#log.warn(`refusing a connection: ${this.#limits.connectionsMax} connections open`, { peer: socket.remoteAddress ?? 'unix socket' });
       socket.on('error', () => {});
       socket.destroy();
       return;
     }
     this.#openSockets++;
+    const id = ++this.#accepted;
     socket.once('close', () => this.#openSockets--);
-    const conn = new Connection(socket, { provider: this.#provider, limits: this.#limits, pool: this.#pool, readBuffer: this.#readBuffer, log: this.#log });
+    const conn = new Connection(socket, { provider: this.#provider, limits: this.#limits, pool: this.#pool, readBuffer: this.#readBuffer, log: this.#log.child({ conn: id }) });
     this.#connections.add(conn);
     void conn.closed.then(() => this.#connections.delete(conn));
   }

@@ -1,5 +1,6 @@
 import type { Volume } from '../engine/index.ts';
 import type { NbdLimits } from './limits.ts';
+import type { Logger } from '../observe/index.ts';
 
 /** Where the NBD server gets its exports from. The node daemon implements it over the engine. */
 export interface ExportProvider {
@@ -24,6 +25,9 @@ export interface NbdServerOptions {
   provider: ExportProvider;
   /** Overrides of the default limits (see NbdLimits). */
   limits?: Partial<NbdLimits>;
-  /** Receives one line per noteworthy event: connections refused or dropped, client errors. */
-  log?: (msg: string) => void;
+  /**
+   * Receives noteworthy events: connections refused or dropped, and every request answered with an
+   * error (with its connection id and handle, so a client's error can be found). Default: silent.
+   */
+  log?: Logger;
 }

@@ -20,6 +20,7 @@ import {
 import type { Backend } from '../objstore/index.ts';
 import { extentRunsOf } from '../api/index.ts';
 import type { Store, Volume } from '../engine/index.ts';
+import { BackupTotals } from './metrics.ts';
 
 /** A backup the node is asked to run. */
 export interface NodeBackupRequest {
@@ -131,6 +132,7 @@ export class NodeBackups {
   private readonly store: Store;
   private readonly cacheDir: string;
   private running = false;
+  private readonly totals: BackupTotals;
 
   /** Whether a backup is running (run() refuses another meanwhile). */
   get busy(): boolean {
@@ -139,8 +141,10 @@ export class NodeBackups {
   private open: OpenRepository | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
 
-  constructor(options: { store: Store; dataDir: string }) {
+  /** `totals` hears what each backup read, stored and found deduplicated (the node's metrics). */
+  constructor(options: { store: Store; dataDir: string; totals?: BackupTotals }) {
     this.store = options.store;
+    this.totals = options.totals ?? new BackupTotals();
     // Not the instant restores' cache directory: each opens its own caches.
     this.cacheDir = join(options.dataDir, 'backup-writer-cache');
   }
@@ -149,19 +153,36 @@ export class NodeBackups {
   async run(req: NodeBackupRequest, onEvent: (e: NodeBackupEvent) => void, signal?: AbortSignal): Promise<{ outcomes: object[] }> {
     if (this.running) throw new BackupError(BackupErrorCode.INVALID, 'A backup is running on this node already; try again when it is done');
     this.running = true;
+    const totals = this.totals;
+    totals.running++;
+    let succeeded = false;
     if (this.idleTimer !== null) clearTimeout(this.idleTimer);
     try {
       const r = await this.repository(req);
       const host = new EngineDiskHost(this.store, { signal, onSnapshot: (name) => onEvent({ event: 'snapshot', name }) });
+      // Progress figures are per disk and cumulative; the totals grow by their differences.
+      const seen = new Map<string, { read: number; stored: number; reused: number }>();
+      const chunkBytes = r.repo.config.chunkSizeBytes;
       const { outcomes } = await runDiskBackup(r, host, {
         disks: req.disks,
         tenant: req.tenant,
         hookFailed: (message) => new BackupError(BackupErrorCode.INVALID, message), // no hooks here: the client runs them
         note: (message) => onEvent({ event: 'note', message }),
-        onProgress: (progress) => onEvent({ event: 'progress', progress }),
+        onProgress: (progress) => {
+          const last = seen.get(progress.disk) ?? { read: 0, stored: 0, reused: 0 };
+          totals.readBytes += progress.bytesRead - last.read;
+          totals.storedBytes += progress.bytesStored - last.stored;
+          totals.dedupedBytes += (progress.chunksReused - last.reused) * chunkBytes;
+          seen.set(progress.disk, { read: progress.bytesRead, stored: progress.bytesStored, reused: progress.chunksReused });
+          onEvent({ event: 'progress', progress });
+        },
       });
+      succeeded = true;
       return { outcomes: outcomes.map(outcomeJson) };
     } finally {
+      totals.running--;
+      if (succeeded) totals.runsSucceeded++;
+      else totals.runsFailed++;
       this.running = false;
       this.idleTimer = setTimeout(() => void this.closeRepository(), keepOpenMs);
       this.idleTimer.unref();

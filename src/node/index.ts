@@ -1,5 +1,5 @@
 /** The daemon: one node serving a store over NBD and the HTTP API. */
-export { startNode, VERSION } from './node.ts';
+export { startNode, VERSION, NotReady } from './node.ts';
 export type { NodeOptions, RunningNode } from './node.ts';
 export { NodeError, NodeErrorCode } from './errors.ts';
 export type { NodeErrorCodeValue } from './errors.ts';

@@ -5,6 +5,10 @@ import { Store } from '../engine/index.ts';
 import { InstantRestores } from '../hydrate/index.ts';
 import { NodeBackups } from './backups.ts';
 import { NbdServer } from '../nbd/index.ts';
+import type { Volume } from '../engine/index.ts';
+import { Logger } from '../observe/index.ts';
+import { MeteredVolume } from './metered-volume.ts';
+import { NodeMetrics } from './metrics.ts';
 import { NodeError, NodeErrorCode } from './errors.ts';
 import { acquireLock } from './lock.ts';
 import type { DirLock } from './lock.ts';
@@ -23,8 +27,8 @@ export interface NodeOptions {
   apiPort: number;
   /** Path of the NBD Unix socket. */
   socketPath: string;
-  /** Where the node logs; one line per call. */
-  log?: (msg: string) => void;
+  /** Where the node logs (docs/observability.md, "Logs"). Default: nowhere. */
+  log?: Logger;
   /**
    * Bytes per second an instant restore's background copier reads at most (client reads are
    * never held back); null for no limit. Default: `$TESSERA_RESTORE_RATE` (a whole number of
@@ -45,6 +49,17 @@ export interface RunningNode {
   close(): Promise<void>;
 }
 
+/**
+ * Why a node is not ready, step by step (GET /readyz answers 503 with it): the API listens from
+ * the first step on, so probes can tell a node recovering its store from one that is gone.
+ */
+export const NotReady = {
+  STORE: 'recovering the store: replaying the write log tail into the index',
+  RESTORES: 'reopening instant restores',
+  NBD: 'NBD listeners not up yet',
+  CLOSING: 'shutting down',
+} as const;
+
 /** The version in package.json. */
 export const VERSION: string = tesseraVersion();
 
@@ -61,53 +76,70 @@ function hostPort(host: string, port: number): string {
  * if a later step fails.
  */
 export async function startNode(opts: NodeOptions): Promise<RunningNode> {
-  const log = opts.log ?? (() => {});
+  const root = opts.log ?? Logger.silent();
+  const log = root.child({ component: 'node' });
   const dataDir = resolve(opts.dataDir);
   const socketPath = resolve(opts.socketPath);
   const undo: Array<() => Promise<void>> = [];
   const rollback = async (): Promise<void> => {
-    for (const step of undo.reverse()) await step().catch((err) => log(`node: cleanup failed: ${(err as Error).message}`));
+    for (const step of undo.reverse()) await step().catch((err) => log.error('cleanup failed', { err }));
   };
+  let notReady: string | null = NotReady.STORE;
+  const metrics = new NodeMetrics({ version: VERSION, ready: () => notReady === null });
   try {
     await mkdir(dataDir, { recursive: true });
     const lock: DirLock = await acquireLock(join(dataDir, LOCK_FILE));
     undo.push(() => lock.release());
 
+    // The API listens first: its probes answer while the store recovers, its routes once all is up.
+    const api = createApiServer({
+      log: root,
+      probes: { notReady: () => notReady, metrics: async () => ({ contentType: metrics.registry.contentType, text: await metrics.registry.text() }) },
+      onRequestDone: (r) => metrics.apiRequestDone(r),
+    });
+    undo.push(() => api.close());
+    const apiAddress = await listen({ what: 'API', address: hostPort(opts.host, opts.apiPort) }, () => api.listen({ host: opts.host, port: opts.apiPort }));
+    const apiUrl = `http://${hostPort(apiAddress.host, apiAddress.port)}`;
+    log.info(`API listening on ${apiUrl}; ${notReady}`, { dataDir });
+
     const store = await Store.open({ dir: join(dataDir, 'store') });
     undo.push(() => store.close());
+    log.info('store open', { recordsReplayed: store.recovery.recordsReplayed, tornBytesDropped: store.recovery.tornBytesDropped });
 
     // Disks being restored from a backup are served through their hydrator (docs/backup.md, "Instant restore").
+    notReady = NotReady.RESTORES;
     const copyBytesPerSecondMax = opts.restoreCopyBytesPerSecondMax === undefined ? restoreRateFromEnv(process.env) : opts.restoreCopyBytesPerSecondMax;
-    const restores = await InstantRestores.open({ store, dir: join(dataDir, 'instant-restore'), cacheDir: join(dataDir, 'backup-cache'), log, limits: { copyBytesPerSecondMax } });
+    const restores = await InstantRestores.open({ store, dir: join(dataDir, 'instant-restore'), cacheDir: join(dataDir, 'backup-cache'), log: lineLog(root.child({ component: 'hydrate' })), limits: { copyBytesPerSecondMax } });
     undo.push(() => restores.close());
+    // Every volume a client gets counts its disk's I/O (docs/observability.md, "Disk I/O").
+    const metered = (vol: Volume): Volume => new MeteredVolume(vol, metrics.disks.of(vol.disk));
     const exports = storeExports(store);
-    const provider = { ...exports, openExport: (name: string) => restores.openExport(name) ?? exports.openExport(name) };
+    const provider = { ...exports, openExport: (name: string) => metered(restores.openExport(name) ?? exports.openExport(name)) };
 
-    const nbd = new NbdServer({ provider, log });
+    notReady = NotReady.NBD;
+    const nbd = new NbdServer({ provider, log: root.child({ component: 'nbd' }) });
     undo.push(() => nbd.close());
     const nbdAddress = await listen({ what: 'NBD', address: hostPort(opts.host, opts.nbdPort) }, () => nbd.listenTcp({ host: opts.host, port: opts.nbdPort }));
     await listen({ what: 'NBD', address: socketPath }, () => nbd.listenUnix(socketPath));
     undo.push(() => unlink(socketPath).catch(() => {}));
 
     // Disk backups the node runs itself (docs/backup.md, "Disk backups run by the node").
-    const backups = new NodeBackups({ store, dataDir });
+    const backups = new NodeBackups({ store, dataDir, totals: metrics.backups });
     undo.push(() => backups.close());
-    const api = createApiServer({
+    metrics.register({ store, nbd, restores });
+    api.attach({
       store,
       restores,
       backups,
-      log,
+      openVolume: (disk, snap) => metered(store.openVolume(disk, snap)),
       nodeFacts: () => ({
         version: VERSION,
         dataDir,
         nbd: { tcp: nbdAddress, socket: socketPath, connections: nbd.connections },
       }),
     });
-    undo.push(() => api.close());
-    const apiAddress = await listen({ what: 'API', address: hostPort(opts.host, opts.apiPort) }, () => api.listen({ host: opts.host, port: opts.apiPort }));
-
-    const apiUrl = `http://${hostPort(apiAddress.host, apiAddress.port)}`;
-    log(`node: serving ${dataDir}: api=${apiUrl} nbd=${hostPort(nbdAddress.host, nbdAddress.port)} socket=${socketPath}`);
+    notReady = null;
+    log.info(`serving ${dataDir}: api=${apiUrl} nbd=${hostPort(nbdAddress.host, nbdAddress.port)} socket=${socketPath}`);
     let closing: Promise<void> | null = null;
     return {
       api: apiUrl,
@@ -116,6 +148,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       close() {
         // Order: stop taking NBD and API work, then flush and close the store, then unlock.
         closing ??= (async () => {
+          notReady = NotReady.CLOSING;
           await nbd.close();
           await unlink(socketPath).catch(() => {});
           await api.close();
@@ -123,7 +156,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
           await backups.close();
           await store.close();
           await lock.release();
-          log('node: stopped');
+          log.info('stopped');
         })();
         return closing;
       },
@@ -132,6 +165,18 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     await rollback();
     throw err;
   }
+}
+
+/**
+ * A `(msg) => void` log for rooms that log lines (instant restores write `hydrate: DISK: what`):
+ * each becomes an info record of `log`, the disk in its field.
+ */
+function lineLog(log: Logger): (msg: string) => void {
+  return (msg) => {
+    const m = /^[a-z]+: ([A-Za-z0-9][A-Za-z0-9._-]{0,127}): ([^]*)$/.exec(msg);
+    if (m === null) log.info(msg);
+    else log.info(m[2], { disk: m[1] });
+  };
 }
 
 /** `$TESSERA_RESTORE_RATE`: bytes per second, a positive whole number; unset or empty means no limit. */

@@ -10,6 +10,7 @@ import type { ApiServer, ApiServerOptions } from '../../src/api/index.ts';
 import { EngineError, EngineErrorCode, Store } from '../../src/engine/index.ts';
 import { spawnTracked } from '../helpers/index.ts';
 import type { EngineErrorCodeValue } from '../../src/engine/index.ts';
+import { Logger } from '../../src/observe/index.ts';
 
 const MiB = 1024 * 1024;
 
@@ -59,7 +60,7 @@ describe('api on a real store', () => {
     store = await Store.open({ dir: join(dir, 'store') });
     ({ server, base } = await startApi({
       store,
-      log: (msg) => logged.push(msg),
+      log: Logger.create({ level: 'debug', write: (line) => logged.push(line) }),
       nodeFacts: () => ({ version: '9.9.9', dataDir: dir, nbd: { tcp: { host: '127.0.0.1', port: 10809 }, socket: '/tmp/x.sock', connections: 0 } }),
     }));
   });
@@ -403,7 +404,7 @@ describe('api error mapping', () => {
         return { segmentsRemoved: 1, bytesReclaimed: 2, bytesRewritten: 3 };
       },
     } as unknown as Store;
-    const { server, base } = await startApi({ store: stub, log: (m) => logged.push(m) });
+    const { server, base } = await startApi({ store: stub, log: Logger.create({ level: 'debug', write: (line) => logged.push(line) }) });
     try {
       const r = await call(base, 'GET', '/disks');
       assertError(r, 500, 'INTERNAL');
@@ -439,7 +440,7 @@ describe('api error mapping', () => {
     const [code] = await exited;
     assert.equal(code, 1, stderr);
     assert.match(outcome, /^failed/, 'no reply, not even a 500');
-    assert.match(stderr, /api: GET \/api\/v1\/disks: bug: TypeError: secret detail of a bug\n\s+at /);
+    assert.match(stderr, /ERROR api: bug: secret detail of a bug [^\n]*method=GET path=\/api\/v1\/disks[^\n]*\n\s+TypeError: secret detail of a bug\n\s+at /);
   });
 
   test('requests beyond the in-flight limit answer 503 BUSY', async () => {

@@ -4,12 +4,13 @@
  */
 import { createApiServer } from '../../src/api/index.ts';
 import type { Store } from '../../src/engine/index.ts';
+import { Logger } from '../../src/observe/index.ts';
 
 const store = {
   listDisks(): never {
     throw new TypeError('secret detail of a bug');
   },
 } as unknown as Store;
-const server = createApiServer({ store, log: (msg) => process.stderr.write(`${msg}\n`) });
+const server = createApiServer({ store, log: Logger.create({ format: 'text', write: (line) => process.stderr.write(line) }) });
 const { port } = await server.listen({ host: '127.0.0.1', port: 0 });
 process.stdout.write(`port ${port}\n`);

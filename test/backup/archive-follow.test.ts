@@ -133,7 +133,8 @@ test('backup instant-restore of an archived restore point: the node reads the co
   const post = async (archivedFrom: unknown) => {
     const body = { disk: 'refused', repo: archiveDir, snapshot: copyId, password: archivePassword, archivedFrom };
     const res = await fetch(`${node.api}/api/v1/instant-restores`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-    return { status: res.status, error: ((await res.json()) as { error: { code: string; message: string } }).error };
+    const { code, message } = ((await res.json()) as { error: { code: string; message: string } }).error;
+    return { status: res.status, error: { code, message } };
   };
   assert.deepEqual(await post('x'), { status: 400, error: { code: 'BAD_REQUEST', message: "Field 'archivedFrom' must be an object {repo, snapshot}" } });
   assert.equal((await post({ repo: primaryDir })).error.message, "In 'archivedFrom': Missing field 'snapshot'");

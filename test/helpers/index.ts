@@ -8,3 +8,4 @@ export type { Diagnostics } from './data.ts';
 export { nbdcopy, nbdinfo, nbdinfoMap, qemuImg, qemuIo, assertFilesEqual } from './clients.ts';
 export type { MapExtent } from './clients.ts';
 export { until } from './wait.ts';
+export { promtoolCheck } from './promtool.ts';

@@ -7,6 +7,7 @@
  */
 import type { Volume } from '../../src/engine/index.ts';
 import { NbdServer } from '../../src/nbd/index.ts';
+import { Logger } from '../../src/observe/index.ts';
 import { MemoryStore } from './memory-volume.ts';
 
 const mode = process.argv[2];
@@ -28,7 +29,7 @@ function buggy(inner: Volume): Volume {
 
 const server = new NbdServer({
   provider: { listExports: () => store.listExports(), openExport: (name) => buggy(store.openExport(name)) },
-  log: (msg) => process.stderr.write(`${msg}\n`),
+  log: Logger.create({ format: 'text', write: (line) => process.stderr.write(line) }).child({ component: 'nbd' }),
 });
 const { port } = await server.listenTcp({ host: '127.0.0.1', port: 0 });
 process.stdout.write(`port ${port}\n`);

@@ -12,6 +12,7 @@ import { NbdServer } from '../../src/nbd/index.ts';
 import { cleanup, makeTempDir, requireTool, run, runOk, testSeed, writeSeededFile } from '../helpers/index.ts';
 import { NbdClient } from './client.ts';
 import { storeProvider } from './harness.ts';
+import { Logger } from '../../src/observe/index.ts';
 
 const MiB = 1024 * 1024;
 const SIZE = 16 * MiB;
@@ -35,7 +36,7 @@ const unix = (name: string) => `nbd+unix:///${name}?socket=${socketPath}`;
 before(async () => {
   dir = makeTempDir('tessera-nbd-clients-');
   store = await Store.open({ dir: join(dir, 'store') });
-  server = new NbdServer({ provider: storeProvider(store), log: (msg) => logs.push(msg) });
+  server = new NbdServer({ provider: storeProvider(store), log: Logger.create({ level: 'debug', format: 'text', write: (line) => logs.push(line) }) });
   port = (await server.listenTcp({ host: '127.0.0.1', port: 0 })).port;
   socketPath = join(dir, 'nbd.sock');
   await server.listenUnix(socketPath);

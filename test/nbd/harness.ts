@@ -3,12 +3,16 @@ import type { Store } from '../../src/engine/index.ts';
 import { NbdServer, type ExportProvider, type NbdLimits } from '../../src/nbd/index.ts';
 import type { Target } from './client.ts';
 import { MemoryStore } from './memory-volume.ts';
+import { Logger } from '../../src/observe/index.ts';
 
 export interface MemoryServer {
   server: NbdServer;
   store: MemoryStore;
   target: Target;
+  /** The server's log records, each as `nbd: PEER: DISK: msg` (the disk when the record names one). */
   logs: string[];
+  /** The same records as the server wrote them (JSON). */
+  records: Array<Record<string, unknown>>;
   close(): Promise<void>;
 }
 
@@ -19,9 +23,18 @@ export async function startMemoryServer(limits: Partial<NbdLimits> = {}): Promis
   store.snapshot('disk', 's1');
   store.createDisk('other', 64 * 1024);
   const logs: string[] = [];
-  const server = new NbdServer({ provider: store, limits, log: (msg) => logs.push(msg) });
+  const records: Array<Record<string, unknown>> = [];
+  const log = Logger.create({
+    level: 'debug',
+    write: (line) => {
+      const r = JSON.parse(line) as Record<string, unknown>;
+      records.push(r);
+      logs.push(['nbd', r.peer, r.disk, r.msg].filter((x) => x !== undefined).join(': '));
+    },
+  });
+  const server = new NbdServer({ provider: store, limits, log });
   const address = await server.listenTcp({ host: '127.0.0.1', port: 0 });
-  return { server, store, target: address, logs, close: () => server.close() };
+  return { server, store, target: address, logs, records, close: () => server.close() };
 }
 
 /** A promise with its resolver, for gating engine operations. */

@@ -44,6 +44,8 @@ export const ApiErrorCode = {
   UNSUPPORTED_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
   /** Too many requests in flight. */
   BUSY: 'BUSY',
+  /** The node is starting (recovering its store) and serves only its probes and metrics yet. */
+  NOT_READY: 'NOT_READY',
   /** A bug or an unexpected failure; details are in the node's log. */
   INTERNAL: 'INTERNAL',
   /** No key of the backup repository opens with the password given. */
@@ -62,6 +64,8 @@ export interface ErrorBody {
     code: ApiErrorCodeValue;
     /** One line for people. */
     message: string;
+    /** The request's id (also its `x-request-id` header): the node logs the error with it. */
+    requestId: string;
   };
 }
 
@@ -327,4 +331,4 @@ export type BackupEvent =
   | { event: 'progress'; progress: BackupProgress }
   | { event: 'note'; message: string }
   | { event: 'done'; outcomes: BackupOutcome[] }
-  | { event: 'error'; code: ApiErrorCodeValue; message: string };
+  | { event: 'error'; code: ApiErrorCodeValue; message: string; requestId: string };

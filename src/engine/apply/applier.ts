@@ -30,6 +30,8 @@ export class Applier {
   applied: LogPosition = { segment: 0, offset: 0 };
   /** Batches the index writer committed (tests check the path is taken). */
   offThreadApplies = 0;
+  /** Since open: records taken and records applied (their difference is the apply lag), bytes taken. */
+  readonly totals = { records: 0, appliedRecords: 0, bytes: 0 };
   private readonly ctx: ApplyContext & { reader: Reader };
   private readonly overlay: Overlay;
   private queue: FeedRecord[] = [];
@@ -58,6 +60,8 @@ export class Applier {
   /** Takes durable records, in log order, and has them applied soon (the apply's feed subscription). */
   enqueue(appends: readonly FeedRecord[]): void {
     for (const a of appends) {
+      this.totals.records++;
+      this.totals.bytes += a.end - a.offset;
       this.queue.push(a);
       this.queueBlocks += a.header.type === RecordType.WRITE || a.header.type === RecordType.RELOCATE ? a.header.blockCount : 1;
     }
@@ -127,6 +131,7 @@ export class Applier {
       this.retryLater();
       throw err;
     }
+    this.totals.appliedRecords += batch.length;
     for (const a of batch) this.overlay.remove(a);
   }
 
@@ -191,6 +196,7 @@ export class Applier {
     this.applying = writer.write(ops, applied, seqMax + 1, counters).then(
       () => {
         this.offThreadApplies++;
+        this.totals.appliedRecords += batch.length;
         index.cacheCommitted(ops);
         this.applied = applied;
         for (const [seg, v] of counters) live.set(seg, v);

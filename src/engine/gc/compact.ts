@@ -47,6 +47,8 @@ export class Compactor {
   private quietRequestsPerSecond = quietRequestsPerSecondDefault;
   /** The file system under the store was short of space when the running pass began. */
   private spaceLow = false;
+  /** Since open: passes finished, live bytes they copied, segment bytes they removed. */
+  readonly totals = { runs: 0, rewrittenBytes: 0, reclaimedBytes: 0 };
 
   constructor(opts: {
     dir: string; log: WriteLog; index: BlockIndex; history: History; reader: Reader; applier: Applier; sweeper: Sweeper;
@@ -155,6 +157,9 @@ export class Compactor {
     const dropped = await this.dropDeadSegments({ paced: true });
     stats.segmentsRemoved = dropped.count;
     stats.bytesReclaimed = dropped.bytes;
+    this.totals.runs++;
+    this.totals.rewrittenBytes += stats.bytesRewritten;
+    this.totals.reclaimedBytes += stats.bytesReclaimed;
     return stats;
   }
 

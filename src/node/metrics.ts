@@ -1,0 +1,136 @@
+/**
+ * The node's metrics (docs/observability.md lists each): per-disk client I/O, NBD connections, the
+ * engine's space and background work, backups and instant restores, API requests. Figures are
+ * kept where the work happens and read here when /metrics is scraped.
+ */
+import type { Store } from '../engine/index.ts';
+import type { InstantRestores } from '../hydrate/index.ts';
+import type { NbdServer } from '../nbd/index.ts';
+import type { ApiRequestDone } from '../api/index.ts';
+import { DiskIoStats, MetricsRegistry, type Sample } from '../observe/index.ts';
+
+/** Totals of the backups the node ran (NodeBackups counts into them). */
+export class BackupTotals {
+  runsSucceeded = 0;
+  runsFailed = 0;
+  /** Backups running now (0 or 1: the node runs one at a time). */
+  running = 0;
+  /** Bytes read from the disks' snapshots. */
+  readBytes = 0;
+  /** Sealed bytes written to repositories: new chunks and metadata. */
+  storedBytes = 0;
+  /** Plaintext bytes of chunks the repositories held already, in whole chunks. */
+  dedupedBytes = 0;
+}
+
+/** What the node's metrics read from. */
+export interface MetricSources {
+  store: Store;
+  nbd: NbdServer;
+  restores: InstantRestores;
+}
+
+/** The registry of one node and the figures only the node keeps. */
+export class NodeMetrics {
+  readonly registry: MetricsRegistry;
+  /** Client I/O per disk, counted by MeteredVolume. */
+  readonly disks = new DiskIoStats();
+  readonly backups = new BackupTotals();
+  /** API requests by method, route template and status. */
+  readonly #apiRequests = new Map<string, Sample>();
+  /** What instant restores had read and copied at the last scrape, per disk, for counters that only grow. */
+  readonly #restoreSeen = new Map<string, { read: number; copied: number }>();
+  readonly #restoreTotals = { readBytes: 0, storedBytes: 0 };
+
+  /** `ready` says whether the node is ready; these two metrics are there from the start, the rest from register(). */
+  constructor(opts: { version: string; ready: () => boolean; processMetrics?: boolean }) {
+    const r = (this.registry = new MetricsRegistry({ processMetrics: opts.processMetrics }));
+    r.gauge('tessera_build_info', 'Tessera version this node runs (value always 1)', () => [{ labels: { version: opts.version }, value: 1 }]);
+    r.gauge('tessera_ready', 'Whether the node is ready (GET /readyz answers 200): 1, else 0', () => [{ value: opts.ready() ? 1 : 0 }]);
+  }
+
+  /** Counts one API request (ApiServerOptions.onRequestDone). */
+  apiRequestDone(r: ApiRequestDone): void {
+    const key = `${r.method} ${r.route} ${r.status}`;
+    const s = this.#apiRequests.get(key);
+    if (s !== undefined) s.value++;
+    else this.#apiRequests.set(key, { labels: { method: r.method, route: r.route, status: String(r.status) }, value: 1 });
+  }
+
+  /** Registers every Tessera metric, reading `src` at each scrape. Call once. */
+  register(src: MetricSources): void {
+    const r = this.registry;
+    const d = this.disks;
+
+    // Disks: what clients do to them (NBD and the API's data routes).
+    r.gauge('tessera_disks', 'Disks of the node', () => [{ value: src.store.listDisks().length }]);
+    r.gauge('tessera_disk_size_bytes', 'Virtual size of each disk', () => {
+      const disks = src.store.listDisks();
+      d.prune(new Set(disks.map((x) => x.name)));
+      return disks.map((x) => ({ labels: { disk: x.name }, value: x.sizeBytes }));
+    });
+    r.gauge('tessera_disk_allocated_bytes', "Bytes of data a disk's head references", () => src.store.listDisks().map((x) => ({ labels: { disk: x.name }, value: x.allocatedBytes })));
+    r.counter('tessera_disk_ops_total', 'Client operations on a disk, by op (read, write, trim, zero, flush), failed ones included', () => d.perOp((s) => s.ops));
+    r.counter('tessera_disk_op_errors_total', 'Client operations on a disk that failed, by op', () => d.perOp((s) => s.errors));
+    r.counter('tessera_disk_bytes_total', 'Bytes clients read, wrote, trimmed or zeroed on a disk, by op (successful operations only)', () => d.perOp((s) => s.bytes, ['read', 'write', 'trim', 'zero']));
+    r.histogram('tessera_disk_op_duration_seconds', 'Time a client operation on a disk took in the engine, by op', () => d.latency());
+    r.gauge('tessera_disk_requests_in_flight', 'Client operations on a disk started and not finished', () => d.inFlight());
+
+    // NBD.
+    r.gauge('tessera_nbd_connections', 'Open NBD client connections, handshaking or transmitting', () => [{ value: src.nbd.connections }]);
+    r.counter('tessera_nbd_connections_accepted_total', 'NBD client connections accepted since the node started', () => [{ value: src.nbd.connectionsAccepted }]);
+
+    // Engine.
+    // One stats() per scrape for the three gauges (it has the index absorb what is queued first).
+    let pending: ReturnType<Store['stats']> | null = null;
+    const space = () => (pending ??= src.store.stats().finally(() => (pending = null)));
+    r.gauge('tessera_engine_log_bytes', 'Bytes in write log segment files', async () => [{ value: (await space()).logBytes }]);
+    r.gauge('tessera_engine_live_bytes', 'Bytes of data blocks some disk, snapshot or clone still references', async () => [{ value: (await space()).liveBytes }]);
+    r.gauge('tessera_engine_log_segments', 'Write log segment files', async () => [{ value: (await space()).segments }]);
+    r.counter('tessera_engine_appended_bytes_total', 'Bytes of log records made durable since the node started (data, zeroes, trims, compaction copies)', () => [{ value: src.store.metrics().appendedBytes }]);
+    r.gauge('tessera_engine_apply_lag_records', 'Durable log records the index has not absorbed yet', () => [{ value: src.store.metrics().applyLagRecords }]);
+    r.counter('tessera_engine_compaction_runs_total', 'Compaction passes finished since the node started', () => [{ value: src.store.metrics().compactionRuns }]);
+    r.counter('tessera_engine_compaction_rewritten_bytes_total', 'Live bytes compaction copied out of mostly-dead segments', () => [{ value: src.store.metrics().compactionRewrittenBytes }]);
+    r.counter('tessera_engine_compaction_reclaimed_bytes_total', 'Bytes of segment files compaction removed', () => [{ value: src.store.metrics().compactionReclaimedBytes }]);
+    r.gauge('tessera_engine_recovery_replayed_records', 'Log records the last start replayed into the index', () => [{ value: src.store.recovery.recordsReplayed }]);
+
+    // Backups run by the node.
+    const b = this.backups;
+    r.counter('tessera_backup_runs_total', 'Backups the node ran, by result (succeeded, failed)', () => [
+      { labels: { result: 'succeeded' }, value: b.runsSucceeded },
+      { labels: { result: 'failed' }, value: b.runsFailed },
+    ]);
+    r.gauge('tessera_backup_running', 'Backups running now', () => [{ value: b.running }]);
+    r.counter('tessera_backup_read_bytes_total', "Bytes backups read from disks' snapshots", () => [{ value: b.readBytes }]);
+    r.counter('tessera_backup_stored_bytes_total', 'Bytes backups wrote to repositories (sealed: compressed and encrypted chunks and metadata)', () => [{ value: b.storedBytes }]);
+    r.counter('tessera_backup_deduped_bytes_total', 'Bytes of chunks backups referenced that the repository held already, in whole chunks', () => [{ value: b.dedupedBytes }]);
+
+    // Instant restores.
+    r.gauge('tessera_restores', 'Instant restores of this node run, by state (copying, retrying, needs-password, done, damaged)', () => {
+      const byState = new Map<string, number>([['copying', 0], ['retrying', 0], ['needs-password', 0], ['done', 0], ['damaged', 0]]);
+      for (const i of src.restores.list()) byState.set(i.state, (byState.get(i.state) ?? 0) + 1);
+      return [...byState].map(([state, value]) => ({ labels: { state }, value }));
+    });
+    r.counter('tessera_restore_read_bytes_total', 'Bytes instant restores read from repositories', () => [{ value: this.#restores(src.restores).readBytes }]);
+    r.counter('tessera_restore_stored_bytes_total', 'Bytes instant restores copied into their disks', () => [{ value: this.#restores(src.restores).storedBytes }]);
+
+    // API.
+    r.counter('tessera_api_requests_total', 'Requests of the HTTP API under /api/v1, by method, route template and status (0: connection cut)', () => [...this.#apiRequests.values()]);
+  }
+
+  /**
+   * The restores' totals, grown by what each restore read and copied since the last look: a
+   * restore's own figures restart with the node, and a cancelled one leaves the list.
+   */
+  #restores(restores: InstantRestores): { readBytes: number; storedBytes: number } {
+    const t = this.#restoreTotals;
+    for (const i of restores.list()) {
+      const seen = this.#restoreSeen.get(i.disk) ?? { read: 0, copied: 0 };
+      // Smaller than seen: a new restore of a disk of the same name; all of it is new.
+      t.readBytes += i.bytesRead >= seen.read ? i.bytesRead - seen.read : i.bytesRead;
+      t.storedBytes += i.bytesCopied >= seen.copied ? i.bytesCopied - seen.copied : i.bytesCopied;
+      this.#restoreSeen.set(i.disk, { read: i.bytesRead, copied: i.bytesCopied });
+    }
+    return t;
+  }
+}

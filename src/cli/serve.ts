@@ -2,7 +2,6 @@ import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import type { Command, Io } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
-import { Logger, logFormats, logLevels, parseLogFormat, parseLogLevel, type LogFormat, type LogLevel } from '../observe/index.ts';
 
 /** How long a graceful shutdown may take before the node exits anyway. */
 const shutdownMsMax = 30_000;
@@ -48,8 +47,8 @@ export const serveCommand: Command = {
     'api-port': { type: 'string', valueName: 'PORT', description: 'HTTP API port; 0 picks a free one (default: 7480)' },
     host: { type: 'string', valueName: 'HOST', description: 'Address to listen on (default: 127.0.0.1)' },
     socket: { type: 'string', valueName: 'PATH', description: 'NBD Unix socket (default: DIR/nbd.sock)' },
-    'log-level': { type: 'string', valueName: 'LEVEL', description: `Least severe log records written: ${logLevels.join(', ')} (default: info)` },
-    'log-format': { type: 'string', valueName: 'FORMAT', description: `Log records on stderr as ${logFormats.join(' or ')} lines (default: text when stderr is a terminal, else json)` },
+    'log-level': { type: 'string', valueName: 'LEVEL', description: 'Least severe log records written: debug, info, warn, error (default: info)' },
+    'log-format': { type: 'string', valueName: 'FORMAT', description: 'Log records on stderr as json or text lines (default: text when stderr is a terminal, else json)' },
   },
   examples: [
     'tessera serve',
@@ -65,8 +64,10 @@ export const serveCommand: Command = {
     const nbdPort = parsePort('nbd-port', values['nbd-port'], 10809);
     const apiPort = parsePort('api-port', values['api-port'], 7480);
     const socketPath = resolve(typeof values.socket === 'string' ? values.socket : join(dataDir, 'nbd.sock'));
-    const level = option(values['log-level'], 'log-level', parseLogLevel, 'info' as LogLevel);
-    const format = option(values['log-format'], 'log-format', parseLogFormat, (io.stderrIsTty === true ? 'text' : 'json') as LogFormat);
+    // Loaded here, as the node is below: client commands load none of the server side.
+    const { Logger, parseLogFormat, parseLogLevel } = await import('../observe/index.ts');
+    const level = option(values['log-level'], 'log-level', parseLogLevel, 'info');
+    const format = option(values['log-format'], 'log-format', parseLogFormat, io.stderrIsTty === true ? 'text' : 'json');
     const root = Logger.create({ level, format, write: (line) => io.stderr(line) });
     const log = root.child({ component: 'node' });
 

@@ -6,22 +6,11 @@
 import type { ServerResponse } from 'node:http';
 import { awsVariables } from '../hydrate/index.ts';
 import { ApiError, ApiErrorCode, toApiError } from './errors.ts';
-import type { Route, RequestContext } from './routes.ts';
+import type { BackupRunner, Route, RequestContext } from './route.ts';
 import { checkBody } from './validate.ts';
 import { backupOutcomeWire, backupProgressWire } from './to-wire.ts';
 import { wireObject } from './schema.ts';
 import { API_PREFIX as prefix, type BackupEvent, type BackupProgress, type BackupRequest } from './client/wire.ts';
-
-/** What the node's backup service is asked (src/node/backups.ts implements it). */
-export interface BackupRunner {
-  /** Whether a backup is running (another is refused meanwhile). */
-  readonly busy: boolean;
-  run(
-    req: { disks: string[]; repo: string; password: string; env: Record<string, string>; tenant?: string },
-    onEvent: (e: { event: string } & Record<string, unknown>) => void,
-    signal: AbortSignal,
-  ): Promise<{ outcomes: object[] }>;
-}
 
 /** Most disks one backup takes (a consistency group). */
 const disksMax = 64;

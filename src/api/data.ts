@@ -9,7 +9,7 @@ import type { Volume } from '../engine/index.ts';
 import { ApiError, ApiErrorCode } from './errors.ts';
 import { BufferPool } from '../flow/index.ts';
 import { drained, readOctetsBody } from './http.ts';
-import type { Reply, RequestContext } from './routes.ts';
+import type { Reply, RequestContext } from './route.ts';
 import { checkQuery } from './validate.ts';
 import { snapshotWire } from './to-wire.ts';
 import type { ExtentRun, ExtentsReply } from './client/wire.ts';

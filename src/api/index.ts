@@ -4,7 +4,7 @@ export type { ApiServer, ApiServerOptions, ApiServices, ApiProbes, ApiRequestDon
 export { ApiError, ApiErrorCode } from './errors.ts';
 export type { ApiErrorCodeValue } from './errors.ts';
 export { API_PREFIX, listRoutes } from './routes.ts';
-export type { NodeFacts } from './routes.ts';
+export type { NodeFacts } from './route.ts';
 export type * from './client/wire.ts';
 export { openApiDocument } from './openapi.ts';
 export { extentRunsOf } from './data.ts';

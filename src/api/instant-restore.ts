@@ -5,7 +5,7 @@
 import type { InstantRestores } from '../hydrate/index.ts';
 import { ApiError, ApiErrorCode } from './errors.ts';
 import { checkBody, type BodySpec } from './validate.ts';
-import type { RequestContext, Route } from './routes.ts';
+import type { RequestContext, Route } from './route.ts';
 import { instantRestoreWire } from './to-wire.ts';
 import { wireObject } from './schema.ts';
 import type { ArchivedOrigin, InstantRestoreInfo, InstantRestoreRequest, InstantRestoreState, ResumeRequest } from './client/wire.ts';

@@ -1,72 +1,14 @@
-import type { IncomingMessage } from 'node:http';
-import type { Store, Volume } from '../engine/index.ts';
-import type { Logger } from '../observe/index.ts';
 import { checkBody } from './validate.ts';
 import type { BodySpec, BodyOf } from './validate.ts';
-import type { JsonReply, StreamReply } from './http.ts';
 import { openApiDocument } from './openapi.ts';
 import { flushDisk, readExtents, readSnapshotData, snapshotGroup, trimDisk, writeDiskData } from './data.ts';
-import type { InstantRestores } from '../hydrate/index.ts';
 import { instantRestoreRoutes } from './instant-restore.ts';
-import { backupRoutes, type BackupRunner } from './backups.ts';
+import { backupRoutes } from './backups.ts';
+import type { Method, Reply, RequestContext, Route, RouteContext } from './route.ts';
 import { compactStatsWire, diskWire, snapshotWire } from './to-wire.ts';
-import { API_PREFIX, type NbdEndpoints, type NodeInfo } from './client/wire.ts';
+import { API_PREFIX } from './client/wire.ts';
 
 export { API_PREFIX } from './client/wire.ts';
-
-/** HTTP methods the API uses. */
-export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
-
-/** Facts about the node that only the daemon knows, for GET /api/v1/node. */
-export interface NodeFacts {
-  /** Tessera version the node runs. */
-  version: string;
-  /** Data directory of the node. */
-  dataDir: string | null;
-  /** Where the NBD server listens. */
-  nbd: NbdEndpoints | null;
-}
-
-/** What a handler sees of the server it runs in. */
-export interface RouteContext {
-  store: Store;
-  nodeInfo: () => Promise<NodeInfo>;
-  /** Largest range of disk data one request reads or writes. */
-  rangeBytesMax: number;
-  /** Most extents one extents reply lists. */
-  extentsMax: number;
-  /** The node's instant restores, or null when the server has none (tests of the API alone). */
-  restores: InstantRestores | null;
-  /** The node's backups, or null when the server runs none (tests of the API alone). */
-  backups: BackupRunner | null;
-  /** Opens a disk's head (snap null) or a snapshot for the data routes; the caller closes it. */
-  openVolume: (disk: string, snap: string | null) => Volume;
-}
-
-/** What a handler sees of its request besides path parameters and a JSON body. */
-export interface RequestContext extends RouteContext {
-  /** The query string, to be checked with checkQuery. */
-  query: URLSearchParams;
-  /** The request, for routes that read a binary body themselves. */
-  req: IncomingMessage;
-  /** The request's id, sent back in `x-request-id` and in error bodies. */
-  requestId: string;
-  /** The API's logger bound to this request's id. */
-  log: Logger;
-}
-
-/** What a handler answers: a status and a JSON body (none for 204), or a body it streams. */
-export type Reply = JsonReply | StreamReply;
-
-/** One route: a method and a path template whose `{param}` segments match one segment each. */
-export interface Route {
-  method: Method;
-  /** Template below API_PREFIX-less root, e.g. `/api/v1/disks/{name}`. */
-  path: string;
-  /** Fields of the JSON body, when the route takes one; `octets` when it reads a binary body itself. */
-  body: BodySpec | 'octets' | null;
-  handle(params: Record<string, string>, body: any, ctx: RequestContext): Promise<Reply> | Reply;
-}
 
 /** A route with a JSON body checked against `body` (or none) before `handle` runs. */
 function route<S extends BodySpec>(

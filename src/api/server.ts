@@ -4,7 +4,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Store, Volume } from '../engine/index.ts';
 import { Logger } from '../observe/index.ts';
-import type { BackupRunner } from './backups.ts';
+import type { BackupRunner } from './route.ts';
 import type { InstantRestores } from '../hydrate/index.ts';
 import { crash } from '../util/bug.ts';
 import { ApiError, ApiErrorCode, toApiError } from './errors.ts';
@@ -12,7 +12,7 @@ import { readJsonBody, sendError, sendJson } from './http.ts';
 import type { JsonReply } from './http.ts';
 import { disksChangedBy, guardDisk } from './instant-restore.ts';
 import { matchRoute } from './routes.ts';
-import type { NodeFacts, RequestContext, RouteContext } from './routes.ts';
+import type { NodeFacts, RequestContext, RouteContext } from './route.ts';
 import { storeStatsWire } from './to-wire.ts';
 import type { NodeInfo } from './client/wire.ts';
 

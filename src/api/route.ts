@@ -1,0 +1,77 @@
+/**
+ * What a route is and what its handler sees: the types the route table (routes.ts), the handlers
+ * (data.ts, backups.ts, instant-restore.ts) and the server share, in a file of their own so that
+ * the table can import the handlers without the handlers importing the table.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { Store, Volume } from '../engine/index.ts';
+import type { InstantRestores } from '../hydrate/index.ts';
+import type { Logger } from '../observe/index.ts';
+import type { JsonReply, StreamReply } from './http.ts';
+import type { BodySpec } from './validate.ts';
+import type { NbdEndpoints, NodeInfo } from './client/wire.ts';
+
+/** HTTP methods the API uses. */
+export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+/** Facts about the node that only the daemon knows, for GET /api/v1/node. */
+export interface NodeFacts {
+  /** Tessera version the node runs. */
+  version: string;
+  /** Data directory of the node. */
+  dataDir: string | null;
+  /** Where the NBD server listens. */
+  nbd: NbdEndpoints | null;
+}
+
+/** What a handler sees of the server it runs in. */
+export interface RouteContext {
+  store: Store;
+  nodeInfo: () => Promise<NodeInfo>;
+  /** Largest range of disk data one request reads or writes. */
+  rangeBytesMax: number;
+  /** Most extents one extents reply lists. */
+  extentsMax: number;
+  /** The node's instant restores, or null when the server has none (tests of the API alone). */
+  restores: InstantRestores | null;
+  /** The node's backups, or null when the server runs none (tests of the API alone). */
+  backups: BackupRunner | null;
+  /** Opens a disk's head (snap null) or a snapshot for the data routes; the caller closes it. */
+  openVolume: (disk: string, snap: string | null) => Volume;
+}
+
+/** What a handler sees of its request besides path parameters and a JSON body. */
+export interface RequestContext extends RouteContext {
+  /** The query string, to be checked with checkQuery. */
+  query: URLSearchParams;
+  /** The request, for routes that read a binary body themselves. */
+  req: IncomingMessage;
+  /** The request's id, sent back in `x-request-id` and in error bodies. */
+  requestId: string;
+  /** The API's logger bound to this request's id. */
+  log: Logger;
+}
+
+/** What a handler answers: a status and a JSON body (none for 204), or a body it streams. */
+export type Reply = JsonReply | StreamReply;
+
+/** One route: a method and a path template whose `{param}` segments match one segment each. */
+export interface Route {
+  method: Method;
+  /** Template below API_PREFIX-less root, e.g. `/api/v1/disks/{name}`. */
+  path: string;
+  /** Fields of the JSON body, when the route takes one; `octets` when it reads a binary body itself. */
+  body: BodySpec | 'octets' | null;
+  handle(params: Record<string, string>, body: any, ctx: RequestContext): Promise<Reply> | Reply;
+}
+
+/** What the node's backup service is asked (src/node/backups.ts implements it). */
+export interface BackupRunner {
+  /** Whether a backup is running (another is refused meanwhile). */
+  readonly busy: boolean;
+  run(
+    req: { disks: string[]; repo: string; password: string; env: Record<string, string>; tenant?: string },
+    onEvent: (e: { event: string } & Record<string, unknown>) => void,
+    signal: AbortSignal,
+  ): Promise<{ outcomes: object[] }>;
+}

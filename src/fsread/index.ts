@@ -5,10 +5,10 @@
  */
 export { FsReadError, FsReadErrorCode } from './errors.ts';
 export type { FsReadErrorCodeValue } from './errors.ts';
-export { readAt, windowSource, fileSource, bufferSource, cachedSource } from './source.ts';
+export { fileSource, cachedSource } from './source.ts';
 export type { ByteSource, CacheOptions } from './source.ts';
 export type { FileType, FsKind, FsNode, Filesystem, ReadLimits } from './types.ts';
-export { readLayout, openFilesystem, partitionSource, partitionsMax } from './volumes.ts';
+export { readLayout, openFilesystem, partitionSource } from './volumes.ts';
 export type { DiskLayout, Partition } from './volumes.ts';
 export { walk, compareNames } from './walk.ts';
 export type { ListedNode, WalkLimits } from './walk.ts';

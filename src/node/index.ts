@@ -1,7 +1,5 @@
 /** The daemon: one node serving a store over NBD and the HTTP API. */
-export { startNode, VERSION, NotReady } from './node.ts';
+export { startNode } from './node.ts';
 export type { NodeOptions, RunningNode } from './node.ts';
 export { NodeError, NodeErrorCode } from './errors.ts';
 export type { NodeErrorCodeValue } from './errors.ts';
-export { storeExports } from './provider.ts';
-export type { StoreExports } from './provider.ts';

@@ -4,7 +4,6 @@
  */
 export { Backend } from './backend.ts';
 export type { ObjectInfo, ByteRange, ObjectWriter, ObjectSink, TemporaryInfo } from './backend.ts';
-export { DirBackend } from './dir.ts';
 export { openBackend } from './open.ts';
 export { ObjstoreError, ObjstoreErrorCode } from './errors.ts';
 export type { ObjstoreErrorCodeValue } from './errors.ts';

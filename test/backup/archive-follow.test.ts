@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { Repository, backupFile } from '../../src/backup/index.ts';
-import { DirBackend } from '../../src/objstore/index.ts';
+import { DirBackend } from '../../src/objstore/dir.ts';
 import { cleanup, nbdcopy, seededBytes, startNode, type TesseraNode } from '../helpers/index.ts';
 import { makeExtImage, walkTree } from '../helpers/fs-images.ts';
 import { assertFailure, assertSameFile, cli, cliBytes, cliEnv, join, makeTempDir, openTestRepo, password, smallRepo } from './harness.ts';

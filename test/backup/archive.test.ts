@@ -7,7 +7,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { IndexCache, Repository, WorkerPool, archiveRestorePoint, backupFile, copiesIn } from '../../src/backup/index.ts';
-import { DirBackend } from '../../src/objstore/index.ts';
+import { DirBackend } from '../../src/objstore/dir.ts';
 import { cleanup, spawnTracked, testSeed, tesseraBin, writeSeededFile } from '../helpers/index.ts';
 import { assertFailure, assertSameFile, cli, cliEnv, ForwardingBackend, join, makeTempDir, openTestRepo, password, smallRepo, writeSeededImage } from './harness.ts';
 

@@ -6,7 +6,8 @@
 import assert from 'node:assert/strict';
 import { pack } from 'msgpackr';
 import { test } from 'node:test';
-import { BackupError, BackupErrorCode, comparePaths, decodeCatalogPart, decodeCatalogRoot, normalisePath } from '../../src/backup/index.ts';
+import { BackupError, BackupErrorCode, normalisePath } from '../../src/backup/index.ts';
+import { comparePaths, decodeCatalogPart, decodeCatalogRoot } from '../../src/backup/catalog.ts';
 
 /** A v1 part: three entries of `/` (file, directory, symlink) and a file over 4 GiB in `/d`. */
 const partV1 = Buffer.from(

@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { BackupError, BackupErrorCode, Repository } from '../../src/backup/index.ts';
-import { DirBackend } from '../../src/objstore/index.ts';
+import { DirBackend } from '../../src/objstore/dir.ts';
 import { cleanup, writeSeededFile } from '../helpers/index.ts';
 import { assertFailure, assertSameFile, cli, cliEnv, join, makeTempDir, tessera, writeSeededImage } from './harness.ts';
 

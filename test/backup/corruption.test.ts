@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { cpSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { backupFile, backupSnapshotName, format, latestDiskRestorePoints, staleBackupSnapshots } from '../../src/backup/index.ts';
+import { backupFile, format } from '../../src/backup/index.ts';
+import { backupSnapshotName, latestDiskRestorePoints, staleBackupSnapshots } from '../../src/backup/disk.ts';
 import { scanIndex, scanMap } from '../../src/backup/scan.ts';
 import { cleanup, testSeed } from '../helpers/index.ts';
 import { assertFailure, cli, cliEnv, join, makeTempDir, openTestRepo, smallRepo, writeSeededImage } from './harness.ts';

@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { backupDisk, catalogReadPageBytes, type DiskSnapshotSource } from '../../src/backup/index.ts';
+import { type DiskSnapshotSource } from '../../src/backup/index.ts';
+import { backupDisk, catalogReadPageBytes } from '../../src/backup/disk.ts';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {

@@ -3,19 +3,9 @@ import { createHash } from 'node:crypto';
 import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { after, test } from 'node:test';
-import {
-  BackupError,
-  BackupErrorCode,
-  blobId,
-  format,
-  makeKeyFile,
-  parseKeyFile,
-  parsePackTail,
-  seal,
-  sealBlob,
-  tryOpen,
-  unwrapKeyFile,
-} from '../../src/backup/index.ts';
+import { BackupError, BackupErrorCode, format, parseKeyFile, seal } from '../../src/backup/index.ts';
+import { blobId, makeKeyFile, sealBlob, tryOpen, unwrapKeyFile } from '../../src/backup/crypto.ts';
+import { parsePackTail } from '../../src/backup/pack.ts';
 import { cleanup } from '../helpers/index.ts';
 import { cli, cliEnv, join, makeTempDir, openTestRepo, password, sha256File } from './harness.ts';
 

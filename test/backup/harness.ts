@@ -6,9 +6,10 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { closeSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { runCli } from '../../src/cli/index.ts';
+import { runCli } from '../../src/cli/run.ts';
 import { IndexCache, Repository, WorkerPool, type InitOptions } from '../../src/backup/index.ts';
-import { Backend, DirBackend, type ByteRange, type ObjectInfo } from '../../src/objstore/index.ts';
+import { Backend, type ByteRange, type ObjectInfo } from '../../src/objstore/index.ts';
+import { DirBackend } from '../../src/objstore/dir.ts';
 import { makeTempDir, Rng, run, seededBytes, tesseraBin, type RunResult } from '../helpers/index.ts';
 
 export { makeTempDir };

@@ -7,7 +7,7 @@ import { scryptSync } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { after, test } from 'node:test';
 import { BackupErrorCode, Repository } from '../../src/backup/index.ts';
-import { DirBackend } from '../../src/objstore/index.ts';
+import { DirBackend } from '../../src/objstore/dir.ts';
 import { parseKeyFile, wrappingKey, wrappingKeyKept } from '../../src/backup/kdf.ts';
 import { deriveKeyAhead } from '../../src/cli/key-ahead.ts';
 import { cleanup } from '../helpers/index.ts';

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { after, test } from 'node:test';
-import { BackupWriter, applyPolicy, backupFile, forget, isoWeek, prune, restoreToFile, verify, type SnapshotEntry, type Snapshot } from '../../src/backup/index.ts';
+import { backupFile, forget, prune, restoreToFile, verify, type SnapshotEntry, type Snapshot } from '../../src/backup/index.ts';
+import { BackupWriter } from '../../src/backup/writer.ts';
+import { applyPolicy, isoWeek } from '../../src/backup/prune.ts';
 import { cleanup, testSeed } from '../helpers/index.ts';
 import { assertSameFile, join, makeTempDir, openTestRepo, packBytes, smallRepo, writeSeededImage, type TestRepo } from './harness.ts';
 

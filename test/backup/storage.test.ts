@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { BackupError, BackupErrorCode, Repository, openRepoBackend } from '../../src/backup/index.ts';
 import { repoBackend } from '../../src/backup/storage.ts';
-import { DirBackend, ObjstoreError, ObjstoreErrorCode } from '../../src/objstore/index.ts';
+import { ObjstoreError, ObjstoreErrorCode } from '../../src/objstore/index.ts';
+import { DirBackend } from '../../src/objstore/dir.ts';
 import { cleanup } from '../helpers/index.ts';
 import { ForwardingBackend, join, makeTempDir, password } from './harness.ts';
 

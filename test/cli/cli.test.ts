@@ -7,7 +7,8 @@ import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
-import { defaultDataDir, runCli } from '../../src/cli/index.ts';
+import { defaultDataDir } from '../../src/cli/serve.ts';
+import { runCli } from '../../src/cli/run.ts';
 import { nbdOpen } from './nbd-handshake.ts';
 
 const tesseraBin = fileURLToPath(new URL('../../bin/tessera', import.meta.url));

@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { allCommands, runCli, version } from '../../src/cli/index.ts';
+import { version } from '../../src/cli/index.ts';
+import { allCommands, runCli } from '../../src/cli/run.ts';
 import { cleanup, makeTempDir, run, tesseraBin } from '../helpers/index.ts';
 
 after(cleanup);

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { CliError, formatFields, formatSize, formatTable, parseDiskSize, parseSize } from '../../src/cli/index.ts';
+import { CliError, parseSize } from '../../src/cli/index.ts';
+import { formatFields, formatTable } from '../../src/cli/table.ts';
+import { formatSize, parseDiskSize } from '../../src/cli/size.ts';
 
 const K = 1024;
 const M = K * K;

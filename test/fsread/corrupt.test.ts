@@ -7,8 +7,9 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { buildCatalog } from '../../src/backup/index.ts';
-import { bufferSource, FsReadError, openFilesystem, partitionSource, readLayout, walk, type ByteSource } from '../../src/fsread/index.ts';
+import { buildCatalog } from '../../src/backup/catalog.ts';
+import { FsReadError, openFilesystem, partitionSource, readLayout, walk, type ByteSource } from '../../src/fsread/index.ts';
+import { bufferSource } from '../../src/fsread/source.ts';
 import { join } from 'node:path';
 import { cleanup, makeTempDir, Rng, testSeed } from '../helpers/index.ts';
 import { makeExtImage, makeFatImage, makePartitionedImage, makeTree } from '../helpers/fs-images.ts';

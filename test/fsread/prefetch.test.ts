@@ -6,7 +6,8 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, test } from 'node:test';
-import { bufferSource, openFilesystem, walk, type ByteSource, type ListedNode } from '../../src/fsread/index.ts';
+import { openFilesystem, walk, type ByteSource, type ListedNode } from '../../src/fsread/index.ts';
+import { bufferSource } from '../../src/fsread/source.ts';
 import type { ReadHint } from '../../src/fsread/source.ts';
 import { join } from 'node:path';
 import { cleanup, makeTempDir, testSeed } from '../helpers/index.ts';

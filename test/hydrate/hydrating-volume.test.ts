@@ -9,7 +9,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { backupFile, IndexCache, Repository, WorkerPool } from '../../src/backup/index.ts';
-import { DirBackend } from '../../src/objstore/index.ts';
+import { DirBackend } from '../../src/objstore/dir.ts';
 import { EngineErrorCode, Store } from '../../src/engine/index.ts';
 import { Hydrator } from '../../src/hydrate/hydrator.ts';
 import { ChunkSource } from '../../src/hydrate/source.ts';

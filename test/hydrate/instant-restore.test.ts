@@ -9,7 +9,7 @@ import { copyFileSync, cpSync, mkdirSync, openSync, closeSync, writeSync, rename
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { Repository } from '../../src/backup/index.ts';
-import { DirBackend } from '../../src/objstore/index.ts';
+import { DirBackend } from '../../src/objstore/dir.ts';
 import {
   assertFilesEqual, cleanup, makeTempDir, nbdcopy, qemuIo, requireTool, runOk, run, seededBytes, startNode, tesseraBin, type TesseraNode, MiB,
 } from '../helpers/index.ts';

@@ -4,7 +4,8 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { DirBackend, ObjstoreError, ObjstoreErrorCode } from '../../src/objstore/index.ts';
+import { ObjstoreError, ObjstoreErrorCode } from '../../src/objstore/index.ts';
+import { DirBackend } from '../../src/objstore/dir.ts';
 import { BufferPool } from '../../src/flow/index.ts';
 import { backendConformance } from './conformance.ts';
 

@@ -1,7 +1,8 @@
 /** The metrics registry and the per-disk I/O counters, checked by Prometheus's own promtool. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { DiskIoStats, IoOpIndex, MetricsRegistry, ObserveError, ioLatencyBoundsSeconds } from '../../src/observe/index.ts';
+import { DiskIoStats, IoOpIndex, MetricsRegistry, ObserveError } from '../../src/observe/index.ts';
+import { ioLatencyBoundsSeconds } from '../../src/observe/io-stats.ts';
 import { promtoolCheck } from '../helpers/index.ts';
 
 test('registry output passes promtool check metrics, process metrics included', async () => {

@@ -4,11 +4,10 @@
  * (disk data into the caller's buffers). It loads none of the server, the engine or the backup
  * code.
  */
-export { ApiClient, DEFAULT_API_URL, requestTimeoutMsDefault } from './api-client.ts';
+export { ApiClient, DEFAULT_API_URL } from './api-client.ts';
 export type { RequestOptions } from './api-client.ts';
 export { NodeData, rangeBytesMax } from './node-data.ts';
 export type { NodeDataOptions } from './node-data.ts';
-export { DataConnections, headBytesMax, smallBodyBytesMax } from './data-connections.ts';
 export type { DataConnectionsOptions, DataReply, DataRequest } from './data-connections.ts';
 export { ClientError, ClientErrorCode } from './errors.ts';
 export type { ClientErrorCodeValue } from './errors.ts';

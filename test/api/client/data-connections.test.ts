@@ -10,7 +10,8 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { test } from 'node:test';
-import { DataConnections, NodeData, headBytesMax, smallBodyBytesMax, type ExtentRun } from '../../../src/api/client/index.ts';
+import { NodeData, type ExtentRun } from '../../../src/api/client/index.ts';
+import { DataConnections, headBytesMax, smallBodyBytesMax } from '../../../src/api/client/data-connections.ts';
 
 async function listen(server: Server | NetServer): Promise<string> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

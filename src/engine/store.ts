@@ -66,6 +66,12 @@ export interface StoreMetrics {
   compactionRewrittenBytes: number;
   /** Bytes of segment files compaction removed. */
   compactionReclaimedBytes: number;
+  /** Bytes in log segment files. */
+  logBytes: number;
+  /** Bytes of blocks the index says some disk, snapshot or clone references (records still queued for it not counted). */
+  liveBytes: number;
+  /** Log segment files. */
+  segments: number;
 }
 
 const FORMAT_TAG = 'tessera-store/1';
@@ -382,7 +388,15 @@ export class Store {
       compactionRuns: c.runs,
       compactionRewrittenBytes: c.rewrittenBytes,
       compactionReclaimedBytes: c.reclaimedBytes,
+      ...this.#space(),
     };
+  }
+
+  /** Log, live and segment figures as they stand (no work done for them). */
+  #space(): StoreStats {
+    let liveBytes = 0;
+    for (const v of this.live.values()) liveBytes += v;
+    return { logBytes: this.log.totalBytes(), liveBytes, segments: this.log.segmentIds().length };
   }
 
   /** Space figures; durable records still waiting for the index are absorbed first, so they count. */
@@ -394,9 +408,7 @@ export class Store {
         // Queued again with a retry timer; the figures then leave those records out.
       }
     }
-    let liveBytes = 0;
-    for (const v of this.live.values()) liveBytes += v;
-    return { logBytes: this.log.totalBytes(), liveBytes, segments: this.log.segmentIds().length };
+    return this.#space();
   }
 
   /**

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { crc32 } from '../native/index.ts';
 import { writeAll } from '../util/write-all.ts';
 import { HydrateError, HydrateErrorCode } from './errors.ts';
+import { syncDir } from '../util/sync-dir.ts';
 
 /**
  * Where the restore point of an instant restore from an archive repository came from: the
@@ -79,15 +80,6 @@ async function writeAtomic(dir: string, path: string, bytes: Buffer): Promise<vo
   }
   await rename(tmp, path);
   await syncDir(dir);
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const d = await open(dir, 'r');
-  try {
-    await d.sync();
-  } finally {
-    await d.close();
-  }
 }
 
 /** Writes (or replaces) the state file of `state.disk`. */

@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import { writeAll, writevAll } from '../util/write-all.ts';
 import { Backend, type ByteRange, type ObjectInfo, type ObjectSink, type TemporaryInfo } from './backend.ts';
 import { ObjstoreError, ObjstoreErrorCode } from './errors.ts';
+import { syncDir } from '../util/sync-dir.ts';
 
 /** Temporary files start with a dot, which no object path does, so `list` never reports them. */
 const tempPrefix = '.tmp-';
@@ -246,12 +247,3 @@ async function syncNewDirs(first: string, last: string): Promise<void> {
   }
 }
 
-/** fsync a directory so that a rename in it is durable. */
-async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}

@@ -3,14 +3,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { once } from 'node:events';
 import { after, before, describe, test } from 'node:test';
 import { createApiServer } from '../../src/api/index.ts';
 import { listRoutes } from '../../src/api/routes.ts';
 import { openApiDocument } from '../../src/api/openapi.ts';
 import type { ApiServer, ApiServerOptions } from '../../src/api/index.ts';
 import { EngineError, EngineErrorCode, Store } from '../../src/engine/index.ts';
-import { spawnTracked } from '../helpers/index.ts';
+import { cleanup, startPortChild } from '../helpers/index.ts';
 import type { EngineErrorCodeValue } from '../../src/engine/index.ts';
 import { Logger } from '../../src/observe/index.ts';
 
@@ -421,28 +420,16 @@ describe('api error mapping', () => {
   });
 
   test('a bug in a handler is not answered: its stack is logged and the node crashes', async (t) => {
-    const child = spawnTracked(process.execPath, [new URL('./buggy-api.ts', import.meta.url).pathname]);
-    t.after(() => void (child.exitCode === null && child.signalCode === null && child.kill('SIGKILL')));
-    let stdout = '';
-    let stderr = '';
-    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    const exited = once(child, 'exit') as Promise<[number | null]>;
-    const port = await new Promise<number>((resolve, reject) => {
-      child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-        stdout += chunk;
-        const m = /port (\d+)\n/.exec(stdout);
-        if (m) resolve(Number(m[1]));
-      });
-      void exited.then(() => reject(new Error(`buggy API exited before listening: ${stderr}`)));
-    });
+    t.after(cleanup);
+    const { port, exited, stderr } = await startPortChild(new URL('./buggy-api.ts', import.meta.url).pathname);
     const outcome = await fetch(`http://127.0.0.1:${port}/api/v1/disks`).then(
       (res) => `answered ${res.status}`,
       (err: Error) => `failed: ${err.message}`,
     );
-    const [code] = await exited;
-    assert.equal(code, 1, stderr);
+    const code = await exited;
+    assert.equal(code, 1, stderr());
     assert.match(outcome, /^failed/, 'no reply, not even a 500');
-    assert.match(stderr, /ERROR api: bug: secret detail of a bug [^\n]*method=GET path=\/api\/v1\/disks[^\n]*\n\s+TypeError: secret detail of a bug\n\s+at /);
+    assert.match(stderr(), /ERROR api: bug: secret detail of a bug [^\n]*method=GET path=\/api\/v1\/disks[^\n]*\n\s+TypeError: secret detail of a bug\n\s+at /);
   });
 
   test('requests beyond the in-flight limit answer 503 BUSY', async () => {

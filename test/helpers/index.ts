@@ -1,8 +1,8 @@
 /** Shared harness of the integration tests and the benchmark: real node, real clients, cleanup. */
 export { startNode, useNode, TesseraNode, tesseraBin } from './node.ts';
 export type { StartNodeOptions, StoreStats } from './node.ts';
-export { run, runOk, spawnTracked, requireTool, requirePythonNbd, makeTempDir, cleanup, cleanupSync } from './process.ts';
-export type { RunResult, RunOptions } from './process.ts';
+export { run, runOk, spawnTracked, startPortChild, requireTool, requirePythonNbd, makeTempDir, cleanup, cleanupSync } from './process.ts';
+export type { PortChild, RunResult, RunOptions } from './process.ts';
 export { testSeed, Rng, seededBytes, writeSeededFile, parseSize, MiB } from './data.ts';
 export type { Diagnostics } from './data.ts';
 export { nbdcopy, nbdinfo, nbdinfoMap, qemuImg, qemuIo, assertFilesEqual } from './clients.ts';

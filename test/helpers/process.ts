@@ -165,3 +165,33 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1));
   });
 }
+
+/** A child server that printed `port N` on stdout: its port, its exit and its stderr so far. */
+export interface PortChild {
+  port: number;
+  /** Resolves with the exit code once the child is gone. */
+  exited: Promise<number | null>;
+  /** Everything the child wrote on stderr up to now. */
+  stderr(): string;
+}
+
+/**
+ * Runs `node SCRIPT ARGS…` (tracked, so cleanup() kills it) and waits for its `port N` line;
+ * fails with its stderr if it exits first. The planted-bug servers of the NBD and API tests.
+ */
+export async function startPortChild(script: string, args: string[] = []): Promise<PortChild> {
+  const child = spawnTracked(process.execPath, [script, ...args]);
+  let stdout = '';
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+      stdout += chunk;
+      const m = /port (\d+)\n/.exec(stdout);
+      if (m) resolve(Number(m[1]));
+    });
+    void exited.then(() => reject(new Error(`${script} exited before listening: ${stderr}`)));
+  });
+  return { port, exited, stderr: () => stderr };
+}

@@ -3,34 +3,21 @@
  * error, the server logs the stack, answers nothing, and the process dies (buggy-server.ts).
  */
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { after, test } from 'node:test';
-import { cleanup, spawnTracked } from '../helpers/index.ts';
+import { cleanup, startPortChild } from '../helpers/index.ts';
 import { NbdClient } from './client.ts';
 
 after(cleanup);
 
 async function crashOn(mode: string, request: (client: NbdClient) => Promise<unknown>): Promise<{ code: number | null; stderr: string; outcome: string }> {
-  const child = spawnTracked(process.execPath, [new URL('./buggy-server.ts', import.meta.url).pathname, mode]);
-  let stdout = '';
-  let stderr = '';
-  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  const exited = once(child, 'exit') as Promise<[number | null]>;
-  const port = await new Promise<number>((resolve, reject) => {
-    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-      stdout += chunk;
-      const m = /port (\d+)\n/.exec(stdout);
-      if (m) resolve(Number(m[1]));
-    });
-    void exited.then(() => reject(new Error(`buggy server exited before listening: ${stderr}`)));
-  });
+  const { port, exited, stderr } = await startPortChild(new URL('./buggy-server.ts', import.meta.url).pathname, [mode]);
   const client = await NbdClient.connect({ host: '127.0.0.1', port }, { exportName: 'disk', metaContexts: ['base:allocation'] });
   const outcome = await request(client).then(
     (r) => `answered ${JSON.stringify(r)}`,
     (err: Error) => `failed: ${err.message}`,
   );
-  const [code] = await exited;
-  return { code, stderr, outcome };
+  const code = await exited;
+  return { code, stderr: stderr(), outcome };
 }
 
 test('invariants: a read the engine answers short crashes the node with the assertion in the log', async () => {

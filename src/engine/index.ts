@@ -2,6 +2,7 @@
 export { Store } from './store.ts';
 export type { StoreOptions, StoreStats, StoreMetrics } from './store.ts';
 export type { CompactStats } from './gc/compact.ts';
+export type { SpaceOptions, SpaceFigures, SpaceState } from './space.ts';
 export { EngineError, EngineErrorCode } from './errors.ts';
 export type { EngineErrorCodeValue } from './errors.ts';
 export type { DiskInfo, SnapshotInfo, Volume, AllocationExtent, ChangeExtent, WriteOptions, ZeroOptions } from './types.ts';

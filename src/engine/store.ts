@@ -23,6 +23,7 @@ import { recover, type RecoveryStats } from './recovery.ts';
 import { StoreVolume, type VolumeHost, type VolumeTarget } from './volume.ts';
 import { Feed } from './feed.ts';
 import { LmdbMetaStore } from './meta/lmdb.ts';
+import { SpaceGuard, readFileSystem, type SpaceFigures, type SpaceOptions } from './space.ts';
 import type { DiskInfo, SnapshotInfo, Volume } from './types.ts';
 
 
@@ -43,6 +44,8 @@ export interface StoreOptions {
    * compaction takes the whole loop. Default 200.
    */
   quietRequestsPerSecond?: number;
+  /** The reserve and the nearfull and full ratios (docs/engine.md, "The reserve and the thresholds"). */
+  space?: SpaceOptions;
 }
 
 /** Space figures of a store. */
@@ -95,6 +98,7 @@ export class Store {
   private readonly applier: Applier;
   private readonly sweeper: Sweeper;
   private readonly compactor: Compactor;
+  private readonly spaceGuard: SpaceGuard;
   /** What every volume of this store reaches the engine through. */
   private readonly host: VolumeHost;
   /** `disk` and `disk@snap` → open volumes on it. */
@@ -102,10 +106,11 @@ export class Store {
   private timers: NodeJS.Timeout[] = [];
   private closed = false;
 
-  private constructor(dir: string, log: WriteLog, index: BlockIndex) {
+  private constructor(dir: string, log: WriteLog, index: BlockIndex, space: SpaceGuard) {
     this.dir = dir;
     this.log = log;
     this.index = index;
+    this.spaceGuard = space;
     this.feed = new Feed(log);
     const { live, overlay, feed } = this;
     this.history = new History(new LmdbMetaStore(index));
@@ -113,11 +118,11 @@ export class Store {
     this.reader = new Reader({ index, overlay, log });
     const reader = this.reader;
     this.changes = new Changes({ index, overlay, reader, history });
-    this.appender = new Appender({ log, history, overlay, reader, checkOpen: () => this.checkOpen() });
+    this.appender = new Appender({ log, history, overlay, reader, checkOpen: () => this.checkOpen(), space });
     this.applier = new Applier({ index, history, live, reader, overlay });
     const applier = this.applier;
     this.sweeper = new Sweeper({ index, history, overlay, applier, live });
-    this.compactor = new Compactor({ dir, log, index, history, reader, applier, sweeper: this.sweeper, live, isClosed: () => this.closed, pinned: (id) => feed.pins(id) });
+    this.compactor = new Compactor({ log, index, history, reader, applier, sweeper: this.sweeper, live, space, isClosed: () => this.closed, pinned: (id) => feed.pins(id) });
     const changes = this.changes;
     const appender = this.appender;
     this.host = {
@@ -145,8 +150,16 @@ export class Store {
       fs.writeFileSync(tagFile, FORMAT_TAG + '\n');
     }
     const log = WriteLog.open(path.join(opts.dir, 'log'), opts.segmentBytesMax ?? 256 * 1024 * 1024);
+    const space = new SpaceGuard({ ...opts.space, read: () => readFileSystem(opts.dir), appendedBytes: () => log.appendedBytes });
+    // Recovery, compaction and the index live in the reserve: a store whose file system is
+    // already below it (filled by something else) does not start writing there.
+    const short = space.belowReserve();
+    if (short !== null) {
+      log.close();
+      throw new EngineError(EngineErrorCode.NO_SPACE, `Cannot open the store in ${opts.dir}: ${short}; free space, grow the file system or lower the reserve, or open it read-only to copy data off`);
+    }
     const index = new BlockIndex(path.join(opts.dir, 'index'));
-    const store = new Store(opts.dir, log, index);
+    const store = new Store(opts.dir, log, index, space);
     const { history, applier, sweeper, compactor, live } = store;
     await recover({ log, index, history, applier, sweeper, compactor, live }, store.recovery);
     compactor.setQuietRequestsPerSecond(opts.quietRequestsPerSecond ?? quietRequestsPerSecondDefault);
@@ -163,7 +176,11 @@ export class Store {
     const syncMs = opts.syncIntervalMs ?? 200;
     store.timers.push(setInterval(() => store.backgroundSync(), syncMs).unref());
     const maintMs = opts.maintenanceIntervalMs ?? 10_000;
-    if (maintMs > 0) store.timers.push(setInterval(() => compactor.background(), maintMs).unref());
+    if (maintMs > 0) {
+      store.timers.push(setInterval(() => compactor.background(), maintMs).unref());
+      compactor.startAuto();
+      space.onRefused = () => compactor.soon();
+    }
     return store;
   }
 
@@ -222,6 +239,7 @@ export class Store {
     this.changes.forget(name);
     this.sweeper.enqueue(d.branch);
     for (const s of d.snapshots) this.sweeper.enqueue(s.branch);
+    this.compactor.soon();
   }
 
   /** Changes a disk's size; shrinking deallocates the part cut off. */
@@ -304,6 +322,7 @@ export class Store {
     const views = this.history.viewpoints(s.branch);
     const above = views.some((v) => v > s.seq);
     this.sweeper.enqueue(s.branch, above ? s.seq : (views.filter((v) => v < s.seq).at(-1) ?? 0));
+    this.compactor.soon();
   }
 
   /** Moves a disk's head back to a snapshot, on a new branch; every snapshot stays. */
@@ -315,6 +334,7 @@ export class Store {
     const old = d.branch;
     await this.history.headNewBranch(d, s);
     this.sweeper.enqueue(old);
+    this.compactor.soon();
     return this.info(d);
   }
 
@@ -376,6 +396,11 @@ export class Store {
     this.log.sync().catch(() => {
       // A failing sync surfaces to the next flush/FUA caller; nothing to do here.
     });
+  }
+
+  /** How full the file system under the store is, read again if the last reading is over a second old. */
+  space(): SpaceFigures {
+    return this.spaceGuard.figures();
   }
 
   /** Running totals since open, read without waiting (the figures the node's /metrics reports). */

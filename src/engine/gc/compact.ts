@@ -3,7 +3,6 @@
  * forward and delete segments left without live data, paced against foreground requests
  * (docs/engine.md, Space reclaim).
  */
-import fs from 'node:fs';
 import { crc32 } from '../../native/index.ts';
 import { Format, RecordType, EntryKind, type RecordHeader } from '../format.ts';
 import { ioError, type WriteLog } from '../log/write-log.ts';
@@ -14,6 +13,7 @@ import type { Applier } from '../apply/applier.ts';
 import type { Sweeper } from './sweep.ts';
 import { EngineError, EngineErrorCode } from '../errors.ts';
 import { Pacer } from '../../flow/index.ts';
+import type { SpaceGuard } from '../space.ts';
 
 const BS = Format.blockBytes;
 const FULL_MASK = 0xff;
@@ -29,7 +29,6 @@ export interface CompactStats {
 
 /** Runs maintenance passes, one at a time, in the background or when asked. */
 export class Compactor {
-  private readonly dir: string;
   private readonly log: WriteLog;
   private readonly index: BlockIndex;
   private readonly history: History;
@@ -37,6 +36,7 @@ export class Compactor {
   private readonly applier: Applier;
   private readonly sweeper: Sweeper;
   private readonly live: Map<number, number>;
+  private readonly space: SpaceGuard;
   private readonly isClosed: () => boolean;
   /** Whether a feed subscriber still needs a segment (see Feed.pins). */
   private readonly pinned: (segment: number) => boolean;
@@ -47,14 +47,21 @@ export class Compactor {
   private quietRequestsPerSecond = quietRequestsPerSecondDefault;
   /** The file system under the store was short of space when the running pass began. */
   private spaceLow = false;
+  /** Passes start on their own (soon) only when background maintenance is on. */
+  private auto = false;
+  /** A pass asked for by soon() while one was running; started when that one ends. */
+  private again = false;
+  /** When the last pass asked for by soon() started (soon starts at most one a second). */
+  private soonAtMs = -Infinity;
+  /** Set by soon(): the next pass seals a mostly dead active segment so that it can go. */
+  private sealActive = false;
   /** Since open: passes finished, live bytes they copied, segment bytes they removed. */
   readonly totals = { runs: 0, rewrittenBytes: 0, reclaimedBytes: 0 };
 
   constructor(opts: {
-    dir: string; log: WriteLog; index: BlockIndex; history: History; reader: Reader; applier: Applier; sweeper: Sweeper;
-    live: Map<number, number>; isClosed: () => boolean; pinned: (segment: number) => boolean;
+    log: WriteLog; index: BlockIndex; history: History; reader: Reader; applier: Applier; sweeper: Sweeper;
+    live: Map<number, number>; space: SpaceGuard; isClosed: () => boolean; pinned: (segment: number) => boolean;
   }) {
-    this.dir = opts.dir;
     this.log = opts.log;
     this.index = opts.index;
     this.history = opts.history;
@@ -62,6 +69,7 @@ export class Compactor {
     this.applier = opts.applier;
     this.sweeper = opts.sweeper;
     this.live = opts.live;
+    this.space = opts.space;
     this.isClosed = opts.isClosed;
     this.pinned = opts.pinned;
   }
@@ -71,10 +79,36 @@ export class Compactor {
     this.quietRequestsPerSecond = n;
   }
 
+  /** Lets passes start on their own: after deletes, and when a write is refused for space (soon). */
+  startAuto(): void {
+    this.auto = true;
+  }
+
   /** Starts a paced background pass unless one is running. */
   background(): void {
     if (this.isClosed() || this.running) return;
-    this.running = this.maintain({ compactBelow: 0.25, background: true }).catch(() => {}).finally(() => (this.running = null));
+    this.running = this.maintain({ compactBelow: 0.25, background: true })
+      .catch(() => {})
+      .finally(() => {
+        this.running = null;
+        if (this.again) {
+          this.again = false;
+          this.background();
+        }
+      });
+  }
+
+  /**
+   * Space may be had now (a disk or snapshot deleted, a revert, a write refused for space): a
+   * background pass starts at once, or when the running one ends, and seals a mostly dead active
+   * segment. At most one a second; none while background maintenance is off.
+   */
+  soon(): void {
+    if (!this.auto || this.isClosed() || performance.now() - this.soonAtMs < 1000) return;
+    this.soonAtMs = performance.now();
+    this.sealActive = true;
+    if (this.running) this.again = true;
+    else this.background();
   }
 
   /** Runs an unpaced pass now, once any running pass is over. */
@@ -114,7 +148,8 @@ export class Compactor {
 
   /**
    * The share of the event loop a background pass takes, asked after each slice: all of it while
-   * the store is quiet or its file system short of space; when busy, none while dead bytes are
+   * the store is quiet or its file system short of space (not `ok`, or less than a tenth or four
+   * segments free); when busy, none while dead bytes are
    * under half of the log, then more as they pile up, so that reclaim keeps pace with sustained
    * writes (at random 4 KiB writes, one 256 MiB segment takes about 0.6 s of the loop to scan).
    */
@@ -126,37 +161,63 @@ export class Compactor {
     return dead < 0.5 ? 0 : dead < 0.75 ? 0.2 : dead < 0.875 ? 0.5 : 1;
   }
 
-  /** Less than a tenth of the file system, or four segments, is free (false if it cannot tell). */
+  /** The node is nearfull or full, or less than a tenth of the file system, or four segments, is free. */
   private fileSystemShort(): boolean {
-    try {
-      const fsStats = fs.statfsSync(this.dir);
-      const free = fsStats.bavail * fsStats.bsize;
-      return free < Math.max((fsStats.blocks * fsStats.bsize) / 10, 4 * this.log.segmentBytesMax);
-    } catch {
-      return false;
-    }
+    const f = this.space.figures();
+    return f.state !== 'ok' || f.freeBytes < Math.max(f.totalBytes / 10, 4 * this.log.segmentBytesMax);
   }
 
+  /**
+   * One pass: sweep, delete dead segments, copy the live blocks of mostly dead ones forward and
+   * delete those. Short of space (docs/engine.md, "Getting space back"), the segments with the
+   * least live data go first, each only if its live bytes fit in the free space, and each is
+   * deleted as soon as its blocks are copied and indexed: a pass never needs more than one
+   * segment's live bytes of room, and frees more than it uses.
+   */
   private async maintain(opts: { compactBelow: number; background: boolean }): Promise<CompactStats> {
     const stats: CompactStats = { segmentsRemoved: 0, bytesReclaimed: 0, bytesRewritten: 0 };
+    const drop = async () => {
+      await this.log.sync();
+      await this.applier.applyQueued();
+      const dropped = await this.dropDeadSegments({ paced: true });
+      stats.segmentsRemoved += dropped.count;
+      stats.bytesReclaimed += dropped.bytes;
+      if (dropped.count > 0) this.space.refresh();
+    };
+    const sealActive = this.sealActive || !opts.background;
+    this.sealActive = false;
     await this.log.sync();
     await this.applier.applyQueued();
     await this.sweeper.sweepQueued();
-    if (opts.background) this.spaceLow = this.fileSystemShort();
-    const pacer = new Pacer(opts.background ? () => this.duty() : 1);
-    for (const id of this.log.segmentIds()) {
-      if (this.isClosed() || (opts.background && this.duty() === 0)) break;
-      if (id === this.log.activeSegment) continue;
-      const size = this.log.segmentSize(id);
-      const live = this.live.get(id) ?? 0;
-      if (live === 0 || live >= size * opts.compactBelow) continue;
-      stats.bytesRewritten += await this.relocate(id, pacer);
+    const short = this.fileSystemShort();
+    if (opts.background) this.spaceLow = short;
+    // Segments left with nothing live go first: deleting them copies nothing.
+    await drop();
+    // A delete may leave the active segment mostly dead; sealed, it can go like any other.
+    const activeSize = this.log.segmentSize(this.log.activeSegment);
+    const activeLive = this.live.get(this.log.activeSegment) ?? 0;
+    const activeDead = activeSize - Format.segmentHeaderBytes - activeLive;
+    if ((sealActive || (short && activeDead >= this.log.segmentBytesMax / 8)) && activeDead > 0 && activeLive < activeSize * Math.max(opts.compactBelow, 0.5)) {
+      this.log.startNewSegment();
+      await drop();
     }
-    await this.log.sync();
-    await this.applier.applyQueued();
-    const dropped = await this.dropDeadSegments({ paced: true });
-    stats.segmentsRemoved = dropped.count;
-    stats.bytesReclaimed = dropped.bytes;
+    const pacer = new Pacer(opts.background ? () => this.duty() : 1);
+    // Short of space, copying any segment that is a tenth dead frees more than it takes.
+    const below = short ? Math.max(opts.compactBelow, 0.9) : opts.compactBelow;
+    const candidates = this.log.segmentIds().filter((id) => {
+      const live = this.live.get(id) ?? 0;
+      return id !== this.log.activeSegment && live > 0 && live < this.log.segmentSize(id) * below;
+    });
+    if (short) candidates.sort((a, b) => (this.live.get(a) ?? 0) - (this.live.get(b) ?? 0));
+    for (const id of candidates) {
+      if (this.isClosed() || (opts.background && this.duty() === 0)) break;
+      const live = this.live.get(id) ?? 0;
+      if (live === 0 || !this.log.segmentIds().includes(id)) continue;
+      if (short && live + (1 << 20) > this.space.figures().freeBytes) continue;
+      stats.bytesRewritten += await this.relocate(id, pacer);
+      if (short) await drop();
+    }
+    await drop();
     this.totals.runs++;
     this.totals.rewrittenBytes += stats.bytesRewritten;
     this.totals.reclaimedBytes += stats.bytesReclaimed;

@@ -189,6 +189,8 @@ export class WriteLog {
   /** Called with appends that are complete and durable, in order, ready for the index. */
   onDurable: (appends: Append[]) => void = () => {};
   private durableQueue: Append[] = [];
+  /** Bytes of records appended since open (the space guard counts them used until it reads the file system again). */
+  appendedBytes = 0;
 
   private constructor(dir: string, segmentBytesMax: number) {
     this.dir = dir;
@@ -291,6 +293,7 @@ export class WriteLog {
     const seg = this.active;
     const a: Append = { lsn: this.nextLsn++, header, segment: seg.id, offset: seg.size, end: seg.size + recordBytes, done: false, error: null };
     seg.size += recordBytes;
+    this.appendedBytes += recordBytes;
     seg.dirty = true;
     this.pending.push(a);
     let batch = this.gathering;

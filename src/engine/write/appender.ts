@@ -9,6 +9,7 @@ import type { WriteLog } from '../log/write-log.ts';
 import type { DiskMeta, History } from '../history.ts';
 import type { Overlay } from '../read/overlay.ts';
 import type { Reader } from '../read/reader.ts';
+import type { SpaceGuard } from '../space.ts';
 
 const BS = Format.blockBytes;
 const FULL_MASK = 0xff;
@@ -34,15 +35,18 @@ export class Appender {
   private readonly overlay: Overlay;
   private readonly reader: Reader;
   private readonly checkOpen: () => void;
+  /** Refuses client writes once the node is full (docs/engine.md, "The reserve and the thresholds"). */
+  private readonly space: SpaceGuard;
   /** `branch:block` → the read-modify-write holding that block. */
   private readonly locks = new Map<string, Promise<void>>();
 
-  constructor(opts: { log: WriteLog; history: History; overlay: Overlay; reader: Reader; checkOpen: () => void }) {
+  constructor(opts: { log: WriteLog; history: History; overlay: Overlay; reader: Reader; checkOpen: () => void; space: SpaceGuard }) {
     this.log = opts.log;
     this.history = opts.history;
     this.overlay = opts.overlay;
     this.reader = opts.reader;
     this.checkOpen = opts.checkOpen;
+    this.space = opts.space;
   }
 
   /** Serialises read-modify-write of blocks: `fn` runs once every earlier holder of them is done. */
@@ -61,11 +65,16 @@ export class Appender {
     }
   }
 
-  /** Appends whole blocks of data to a disk's head; resolves when written (and durable with fua). */
-  async appendData(d: DiskMeta, blockStart: number, payload: Buffer, maskFirst: number, maskLast: number, fua: boolean): Promise<void> {
+  /**
+   * Appends whole blocks of data to a disk's head; resolves when written (and durable with fua).
+   * `zeroing`: the edge of a trim or write-zeroes, admitted as they are while the node is full.
+   */
+  async appendData(d: DiskMeta, blockStart: number, payload: Buffer, maskFirst: number, maskLast: number, fua: boolean, zeroing = false): Promise<void> {
     this.checkOpen();
     const blockCount = payload.length / BS;
     assert.ok(Number.isInteger(blockCount) && blockCount > 0);
+    if (zeroing) this.space.admitZero();
+    else this.space.admitData(payload.length + Format.recordHeaderBytes * Math.ceil(payload.length / Format.recordPayloadBytesMax));
     const per = Format.recordPayloadBytesMax / BS;
     const record = (i: number, n: number): Promise<void> => {
       const part = n === blockCount ? payload : payload.subarray(i * BS, (i + n) * BS);
@@ -95,6 +104,7 @@ export class Appender {
   /** Appends ZERO or TRIM records over whole blocks. */
   async appendZero(d: DiskMeta, blockStart: number, blockCount: number, type: ZeroType, fua: boolean): Promise<void> {
     this.checkOpen();
+    this.space.admitZero();
     const writes: Promise<void>[] = [];
     for (let i = 0; i < blockCount; i += zeroBlocksPerRecordMax) {
       const n = Math.min(zeroBlocksPerRecordMax, blockCount - i);
@@ -131,7 +141,7 @@ export class Appender {
         if (buf.subarray(rel, rel + (to - from)).every((x) => x === 0)) return;
         buf.fill(0, rel, rel + (to - from));
         const m = sectorMask(rel, rel + (to - from));
-        await this.appendData(d, block, buf, m, m, false);
+        await this.appendData(d, block, buf, m, m, false, true);
       });
     };
     if (firstFull > lastFull) {

@@ -137,21 +137,25 @@ export class SpaceGuard {
   }
 
   /**
-   * Whether the free space stays at or above `floor` once `bytes` more are written. A reading that
-   * says no is taken again first (space may have been freed since), as is one over a second old.
+   * Null if `ok` says the figures allow a write of `bytes`, else the figures that refuse it. A
+   * reading that refuses is taken again first (space may have been freed since), as is one over a
+   * second old.
    */
-  private fits(bytes: number, floor: (f: SpaceFigures) => number): SpaceFigures | null {
+  private fits(bytes: number, ok: (f: SpaceFigures, bytes: number) => boolean): SpaceFigures | null {
     this.fresh();
     let f = this.figuresOf(this.free());
-    if (f.freeBytes - bytes >= floor(f)) return null;
+    if (ok(f, bytes)) return null;
     this.refresh();
     f = this.figuresOf(this.free());
-    return f.freeBytes - bytes >= floor(f) ? null : f;
+    return ok(f, bytes) ? null : f;
   }
 
-  /** Refuses (ENGINE_NO_SPACE) a client write of `bytes` that would take the node past its full ratio. */
+  /**
+   * Refuses (ENGINE_NO_SPACE) a client write of `bytes` while the node is full, or when it would
+   * take free space below the reserve.
+   */
   admitData(bytes: number): void {
-    const refused = this.fits(bytes, (f) => f.totalBytes - f.usableBytes * f.fullRatio);
+    const refused = this.fits(bytes, (f, n) => f.state !== 'full' && f.freeBytes - n >= f.reserveBytes);
     if (refused) {
       this.onRefused();
       throw new EngineError(EngineErrorCode.NO_SPACE, `The node is full: ${mib(refused.usedBytes)} of ${mib(refused.usableBytes)} usable used (${Math.round(refused.usedRatio * 100)}%, writes stop at ${Math.round(refused.fullRatio * 100)}%); free space by deleting disks or snapshots, trimming, or growing the file system`);
@@ -160,7 +164,7 @@ export class SpaceGuard {
 
   /** Refuses a trim or write-zeroes only once free space is down to half the reserve. */
   admitZero(): void {
-    const refused = this.fits(ZERO_RECORD_BYTES, (f) => f.reserveBytes / 2);
+    const refused = this.fits(ZERO_RECORD_BYTES, (f, n) => f.freeBytes - n >= f.reserveBytes / 2);
     if (refused) {
       this.onRefused();
       throw new EngineError(EngineErrorCode.NO_SPACE, `The node is full: ${mib(refused.freeBytes)} free, half its reserve of ${mib(refused.reserveBytes)}`);

@@ -51,7 +51,7 @@ export class Compactor {
   private auto = false;
   /** A pass asked for by soon() while one was running; started when that one ends. */
   private again = false;
-  /** When the last pass asked for by soon() started (soon starts at most one a second). */
+  /** When the last pass soon() scheduled started (soon starts at most one a second). */
   private soonAtMs = -Infinity;
   /** Set by soon(): the next pass seals a mostly dead active segment so that it can go. */
   private sealActive = false;
@@ -104,12 +104,25 @@ export class Compactor {
    * segment. At most one a second; none while background maintenance is off.
    */
   soon(): void {
-    if (!this.auto || this.isClosed() || performance.now() - this.soonAtMs < 1000) return;
-    this.soonAtMs = performance.now();
+    if (!this.auto || this.isClosed()) return;
     this.sealActive = true;
-    if (this.running) this.again = true;
-    else this.background();
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    if (this.soonTimer !== null) return;
+    const waitMs = Math.max(0, this.soonAtMs + 1000 - performance.now());
+    this.soonTimer = setTimeout(() => {
+      this.soonTimer = null;
+      this.soonAtMs = performance.now();
+      if (this.running) this.again = true;
+      else this.background();
+    }, waitMs);
+    this.soonTimer.unref();
   }
+
+  /** The pass soon() has scheduled, if any. */
+  private soonTimer: NodeJS.Timeout | null = null;
 
   /** Runs an unpaced pass now, once any running pass is over. */
   async compact(): Promise<CompactStats> {
@@ -121,7 +134,11 @@ export class Compactor {
 
   /** Waits for the running pass to end (close). */
   async idle(): Promise<void> {
-    if (this.running) await this.running.catch(() => {});
+    if (this.soonTimer !== null && this.isClosed()) {
+      clearTimeout(this.soonTimer);
+      this.soonTimer = null;
+    }
+    while (this.running) await this.running.catch(() => {});
   }
 
   /** Counts one request on a volume of this store (see quiet). */

@@ -1,0 +1,58 @@
+/**
+ * Small real file systems for the full-drive tests: a tmpfs of a given size, mounted on a fresh
+ * directory and unmounted after the test. Mounting needs root (or CAP_SYS_ADMIN); a test that
+ * cannot mount fails saying so.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+/** What node:test's `t` offers that a mount needs. */
+interface AfterHook {
+  after(fn: () => void | Promise<void>): void;
+}
+
+/** Mounts a tmpfs of `sizeBytes` (a multiple of 4 KiB) and returns its directory; unmounted after the test. */
+export function mountTmpfs(t: AfterHook, sizeBytes: number): string {
+  const mnt = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-fs-'));
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${sizeBytes}`, 'tessera-test', mnt], { stdio: 'pipe' });
+  } catch (err) {
+    fs.rmSync(mnt, { recursive: true, force: true });
+    assert.fail(`this test mounts a ${sizeBytes}-byte tmpfs and needs root (or CAP_SYS_ADMIN): ${(err as Error).message}`);
+  }
+  t.after(() => {
+    // A node killed by the test may still hold files for a moment: a lazy unmount does not wait.
+    execFileSync('umount', ['-l', mnt]);
+    fs.rmSync(mnt, { recursive: true, force: true });
+  });
+  return mnt;
+}
+
+/** Fills the file system under `dir` with a ballast file until at most `leaveBytes` are free; returns its path. */
+export function fillTo(dir: string, leaveBytes: number, name = 'ballast'): string {
+  const file = path.join(dir, name);
+  const s = fs.statfsSync(dir);
+  const free = s.bavail * s.bsize;
+  const bytes = Math.max(0, free - leaveBytes);
+  const fd = fs.openSync(file, 'a');
+  try {
+    const chunk = Buffer.alloc(1 << 20, 0x5a);
+    for (let done = 0; done < bytes; ) {
+      const n = Math.min(chunk.length, bytes - done);
+      fs.writeSync(fd, chunk, 0, n);
+      done += n;
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return file;
+}
+
+/** Bytes free for an unprivileged writer on the file system under `dir`. */
+export function freeBytes(dir: string): number {
+  const s = fs.statfsSync(dir);
+  return s.bavail * s.bsize;
+}

@@ -19,6 +19,7 @@ import type {
   GroupSnapshotRequest,
   NbdEndpoints,
   NodeInfo,
+  NodeSpace,
   ResizeRequest,
   SnapshotInfo,
   StoreStats,
@@ -345,8 +346,23 @@ export const openApiDocument = {
           bytesRewritten: { type: 'integer' },
         },
       }),
+      NodeSpace: wireObject<NodeSpace>()({
+        description: 'How full the file system under the data directory is; client writes are refused from fullRatio on',
+        required: ['state', 'totalBytes', 'freeBytes', 'reserveBytes', 'usableBytes', 'usedBytes', 'usedRatio', 'nearfullRatio', 'fullRatio'],
+        properties: {
+          state: { type: 'string', enum: ['ok', 'nearfull', 'full'] },
+          totalBytes: { type: 'integer' },
+          freeBytes: { type: 'integer' },
+          reserveBytes: { type: 'integer', description: 'Kept for compaction, the index and recovery' },
+          usableBytes: { type: 'integer', description: 'totalBytes - reserveBytes' },
+          usedBytes: { type: 'integer', description: 'totalBytes - freeBytes, whoever\'s files they are' },
+          usedRatio: { type: 'number', description: 'usedBytes / usableBytes' },
+          nearfullRatio: { type: 'number' },
+          fullRatio: { type: 'number' },
+        },
+      }),
       NodeInfo: wireObject<NodeInfo>()({
-        required: ['version', 'dataDir', 'nbd', 'api', 'pid', 'uptimeMs', 'disks', 'stats'],
+        required: ['version', 'dataDir', 'nbd', 'api', 'pid', 'uptimeMs', 'disks', 'stats', 'space'],
         properties: {
           version: { type: 'string' },
           dataDir: { type: ['string', 'null'] },
@@ -368,6 +384,7 @@ export const openApiDocument = {
           uptimeMs: { type: 'integer' },
           disks: { type: 'integer', description: 'Number of disks' },
           stats: ref('StoreStats'),
+          space: ref('NodeSpace'),
         },
       }),
       CreateDiskRequest: wireObject<CreateDiskRequest>()({

@@ -13,7 +13,7 @@ import type { JsonReply } from './http.ts';
 import { disksChangedBy, guardDisk } from './instant-restore.ts';
 import { matchRoute } from './routes.ts';
 import type { NodeFacts, RequestContext, RouteContext } from './route.ts';
-import { storeStatsWire } from './to-wire.ts';
+import { storeStatsWire, spaceWire } from './to-wire.ts';
 import type { NodeInfo } from './client/wire.ts';
 
 /** What the API's routes serve; a node attaches them once its store is open (ApiServer.attach). */
@@ -115,6 +115,7 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
         uptimeMs: Date.now() - startedMs,
         disks: store.listDisks().length,
         stats: storeStatsWire(await store.stats()),
+        space: spaceWire(store.space()),
       };
     };
     ctx = {

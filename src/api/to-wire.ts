@@ -2,9 +2,9 @@
  * Engine, instant-restore and backup objects as the API sends them (wire.ts): field by field, so
  * that a field added to an internal type reaches clients only when the API declares it.
  */
-import type { CompactStats as EngineCompactStats, DiskInfo as EngineDisk, SnapshotInfo as EngineSnapshot, StoreStats as EngineStoreStats } from '../engine/index.ts';
+import type { CompactStats as EngineCompactStats, DiskInfo as EngineDisk, SnapshotInfo as EngineSnapshot, SpaceFigures, StoreStats as EngineStoreStats } from '../engine/index.ts';
 import type { InstantRestoreInfo as HydrateRestore } from '../hydrate/index.ts';
-import type { BackupOutcome, BackupProgress, CompactStats, DiskInfo, InstantRestoreInfo, SnapshotInfo, StoreStats } from './client/wire.ts';
+import type { BackupOutcome, BackupProgress, CompactStats, DiskInfo, InstantRestoreInfo, NodeSpace, SnapshotInfo, StoreStats } from './client/wire.ts';
 
 /** A disk on the wire. */
 export function diskWire(d: EngineDisk): DiskInfo {
@@ -19,6 +19,14 @@ export function snapshotWire(s: EngineSnapshot): SnapshotInfo {
 /** The store's space figures on the wire. */
 export function storeStatsWire(s: EngineStoreStats): StoreStats {
   return { logBytes: s.logBytes, liveBytes: s.liveBytes, segments: s.segments };
+}
+
+/** The space figures on the wire (a ratio of an empty usable part, Infinity, is sent as a large number JSON can carry). */
+export function spaceWire(f: SpaceFigures): NodeSpace {
+  return {
+    state: f.state, totalBytes: f.totalBytes, freeBytes: f.freeBytes, reserveBytes: f.reserveBytes, usableBytes: f.usableBytes, usedBytes: f.usedBytes,
+    usedRatio: Number.isFinite(f.usedRatio) ? f.usedRatio : Number.MAX_SAFE_INTEGER, nearfullRatio: f.nearfullRatio, fullRatio: f.fullRatio,
+  };
 }
 
 /** A compaction pass on the wire. */

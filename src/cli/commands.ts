@@ -1,4 +1,4 @@
-import type { ApiClient } from '../api/client/index.ts';
+import type { ApiClient, NodeSpace } from '../api/client/index.ts';
 import { usageError } from './errors.ts';
 import { formatTime, jsonOption, printJson } from './output.ts';
 import { formatSize, parseDiskSize } from './size.ts';
@@ -94,7 +94,9 @@ export const commands: Command[] = [
     examples: ['tessera disk list', 'tessera disk list --json | jq -r ".[].name"'],
     usesApi: true,
     async run({ values, io, client }) {
-      const disks = await client().listDisks();
+      const [disks, node] = await Promise.all([client().listDisks(), client().nodeInfo()]);
+      const warning = spaceWarning(node.space);
+      if (warning !== null) io.stderr(`warning: ${warning}\n`);
       if (values.json) return printJson(io, disks);
       const rows = disks.map((d) => [
         d.name,
@@ -243,7 +245,11 @@ export const commands: Command[] = [
         ['Disks', String(n.disks)],
         ['Log', `${formatSize(n.stats.logBytes)} in ${plural(n.stats.segments, 'segment')}`],
         ['Live data', formatSize(n.stats.liveBytes)],
+        ['Space', `${n.space.state}: ${formatSize(n.space.usedBytes)} of ${formatSize(n.space.usableBytes)} usable used (${percent(n.space.usedRatio)}), ${formatSize(n.space.freeBytes)} free, ${formatSize(n.space.reserveBytes)} reserved`],
+        ['Thresholds', `nearfull ${percent(n.space.nearfullRatio)}, full ${percent(n.space.fullRatio)} (client writes refused)`],
       ]));
+      const warning = spaceWarning(n.space);
+      if (warning !== null) io.stderr(`warning: ${warning}\n`);
     },
   },
   {
@@ -260,3 +266,16 @@ export const commands: Command[] = [
     },
   },
 ];
+
+/** `0.873` as `87%`. */
+function percent(ratio: number): string {
+  return `${Math.round(ratio * 100)}%`;
+}
+
+/** What to tell a user of a node that is nearfull or full, or null when it is ok. */
+export function spaceWarning(space: NodeSpace): string | null {
+  if (space.state === 'ok') return null;
+  const used = `${percent(space.usedRatio)} of its usable space used (${formatSize(space.usedBytes)} of ${formatSize(space.usableBytes)})`;
+  if (space.state === 'nearfull') return `the node is nearfull: ${used}; client writes stop at ${percent(space.fullRatio)}`;
+  return `the node is full: ${used}; client writes are refused until space is freed (disk rm, snap rm, trim, or a larger file system)`;
+}

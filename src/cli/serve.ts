@@ -2,6 +2,7 @@ import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import type { Command, Io } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
+import { parseSize } from './size.ts';
 
 /** How long a graceful shutdown may take before the node exits anyway. */
 const shutdownMsMax = 30_000;
@@ -26,7 +27,14 @@ function hostPort(host: string, port: number): string {
   return `${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
-/** A `--log-…` option's value checked by `parse`, or `fallback` when not given. */
+/** A ratio above 0 and at most 1, e.g. 0.95. */
+function parseRatio(text: string): number {
+  const n = /^(0(\.\d+)?|1(\.0+)?|\.\d+)$/.test(text) ? Number(text) : NaN;
+  if (!(n > 0 && n <= 1)) throw new Error(`'${text}' is not a ratio above 0 and at most 1 (e.g. 0.95)`);
+  return n;
+}
+
+/** An option's value checked by `parse`, or `fallback` when not given. */
 function option<T>(value: string | boolean | undefined, name: string, parse: (text: string) => T, fallback: T): T {
   if (value === undefined) return fallback;
   try {
@@ -47,6 +55,9 @@ export const serveCommand: Command = {
     'api-port': { type: 'string', valueName: 'PORT', description: 'HTTP API port; 0 picks a free one (default: 7480)' },
     host: { type: 'string', valueName: 'HOST', description: 'Address to listen on (default: 127.0.0.1)' },
     socket: { type: 'string', valueName: 'PATH', description: 'NBD Unix socket (default: DIR/nbd.sock)' },
+    reserve: { type: 'string', valueName: 'SIZE', description: 'Space of the file system kept for compaction, the index and recovery (default: the larger of 2% and 1G, at most a tenth)' },
+    'nearfull-ratio': { type: 'string', valueName: 'RATIO', description: 'Share of the usable space (total less the reserve) in use from which the node warns (default: 0.85)' },
+    'full-ratio': { type: 'string', valueName: 'RATIO', description: 'Share of the usable space in use from which client writes are refused (default: 0.95)' },
     'log-level': { type: 'string', valueName: 'LEVEL', description: 'Least severe log records written: debug, info, warn, error (default: info)' },
     'log-format': { type: 'string', valueName: 'FORMAT', description: 'Log records on stderr as json or text lines (default: text when stderr is a terminal, else json)' },
   },
@@ -64,6 +75,12 @@ export const serveCommand: Command = {
     const nbdPort = parsePort('nbd-port', values['nbd-port'], 10809);
     const apiPort = parsePort('api-port', values['api-port'], 7480);
     const socketPath = resolve(typeof values.socket === 'string' ? values.socket : join(dataDir, 'nbd.sock'));
+    const space = {
+      reserveBytes: option(values.reserve, 'reserve', parseSize, undefined),
+      nearfullRatio: option(values['nearfull-ratio'], 'nearfull-ratio', parseRatio, undefined),
+      fullRatio: option(values['full-ratio'], 'full-ratio', parseRatio, undefined),
+    };
+    if ((space.nearfullRatio ?? 0.85) > (space.fullRatio ?? 0.95)) throw usageError(`--nearfull-ratio (${space.nearfullRatio ?? 0.85}) must not be above --full-ratio (${space.fullRatio ?? 0.95})`);
     // Loaded here, as the node is below: client commands load none of the server side.
     const { Logger, parseLogFormat, parseLogLevel } = await import('../observe/index.ts');
     const level = option(values['log-level'], 'log-level', parseLogLevel, 'info');
@@ -75,7 +92,7 @@ export const serveCommand: Command = {
     const { startNode } = await import('../node/index.ts');
     let node;
     try {
-      node = await startNode({ dataDir, host, nbdPort, apiPort, socketPath, log: root });
+      node = await startNode({ dataDir, host, nbdPort, apiPort, socketPath, log: root, space });
     } catch (err) {
       throw new CliError(CliErrorCode.FAILED, `cannot start the node: ${(err as Error).message}`, { cause: err });
     }

@@ -171,6 +171,15 @@ export class SpaceGuard {
     }
   }
 
+  /**
+   * The largest log segment that compaction can always copy inside the reserve: a quarter of
+   * it, in whole 4 KiB blocks, at least 1 MiB.
+   */
+  segmentBytesMax(): number {
+    this.fresh();
+    return Math.max(MiB, Math.floor(this.reserve() / 4 / 4096) * 4096);
+  }
+
   /** Null when at least the reserve is free; else why the store cannot start writing there. */
   belowReserve(): string | null {
     this.refresh();

@@ -149,15 +149,18 @@ export class Store {
     } else {
       fs.writeFileSync(tagFile, FORMAT_TAG + '\n');
     }
-    const log = WriteLog.open(path.join(opts.dir, 'log'), opts.segmentBytesMax ?? 256 * 1024 * 1024);
-    const space = new SpaceGuard({ ...opts.space, read: () => readFileSystem(opts.dir), appendedBytes: () => log.appendedBytes });
+    let log: WriteLog | null = null;
+    const space = new SpaceGuard({ ...opts.space, read: () => readFileSystem(opts.dir), appendedBytes: () => log?.appendedBytes ?? 0 });
     // Recovery, compaction and the index live in the reserve: a store whose file system is
     // already below it (filled by something else) does not start writing there.
     const short = space.belowReserve();
     if (short !== null) {
-      log.close();
       throw new EngineError(EngineErrorCode.NO_SPACE, `Cannot open the store in ${opts.dir}: ${short}; free space, grow the file system or lower the reserve, or open it read-only to copy data off`);
     }
+    // Compacting one segment needs room for its live blocks: a segment is at most a quarter of
+    // the reserve, so that always fits (docs/engine.md, "Getting space back").
+    const segmentBytesMax = Math.min(opts.segmentBytesMax ?? 256 * 1024 * 1024, space.segmentBytesMax());
+    log = WriteLog.open(path.join(opts.dir, 'log'), segmentBytesMax);
     const index = new BlockIndex(path.join(opts.dir, 'index'));
     const store = new Store(opts.dir, log, index, space);
     const { history, applier, sweeper, compactor, live } = store;

@@ -8,6 +8,8 @@ export const NodeErrorCode = {
   LISTEN: 'NODE_LISTEN',
   /** A setting of the node is malformed. */
   INVALID: 'NODE_INVALID',
+  /** The file system under the data directory has less than the reserve free. */
+  NO_SPACE: 'NODE_NO_SPACE',
 } as const;
 
 /** One of the NodeErrorCode values. */

@@ -91,6 +91,17 @@ export class NodeMetrics {
     r.counter('tessera_engine_compaction_runs_total', 'Compaction passes finished since the node started', () => [{ value: src.store.metrics().compactionRuns }]);
     r.counter('tessera_engine_compaction_rewritten_bytes_total', 'Live bytes compaction copied out of mostly-dead segments', () => [{ value: src.store.metrics().compactionRewrittenBytes }]);
     r.counter('tessera_engine_compaction_reclaimed_bytes_total', 'Bytes of segment files compaction removed', () => [{ value: src.store.metrics().compactionReclaimedBytes }]);
+    // Space of the file system under the data directory (docs/engine.md, "The reserve and the thresholds").
+    r.gauge('tessera_space_total_bytes', 'Size of the file system under the data directory', () => [{ value: src.store.space().totalBytes }]);
+    r.gauge('tessera_space_free_bytes', 'Bytes free on that file system', () => [{ value: src.store.space().freeBytes }]);
+    r.gauge('tessera_space_reserve_bytes', 'Bytes of it kept for compaction, the index and recovery', () => [{ value: src.store.space().reserveBytes }]);
+    r.gauge('tessera_space_used_ratio', 'Bytes used on it over the bytes the node may use (total less the reserve); client writes stop at the full ratio', () => [{ value: Math.min(src.store.space().usedRatio, 1e6) }]);
+    r.gauge('tessera_space_full_ratio', 'Used ratio from which client writes are refused', () => [{ value: src.store.space().fullRatio }]);
+    r.gauge('tessera_space_nearfull_ratio', 'Used ratio from which the node warns', () => [{ value: src.store.space().nearfullRatio }]);
+    r.gauge('tessera_space_state', 'Space state: 1 for the current one of ok, nearfull, full', () => {
+      const state = src.store.space().state;
+      return (['ok', 'nearfull', 'full'] as const).map((s) => ({ labels: { state: s }, value: s === state ? 1 : 0 }));
+    });
     r.gauge('tessera_engine_recovery_replayed_records', 'Log records the last start replayed into the index', () => [{ value: src.store.recovery.recordsReplayed }]);
 
     // Backups run by the node.

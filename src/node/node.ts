@@ -1,7 +1,8 @@
 import { mkdir, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { createApiServer } from '../api/index.ts';
-import { Store } from '../engine/index.ts';
+import { EngineError, EngineErrorCode, Store } from '../engine/index.ts';
+import type { SpaceOptions, SpaceState } from '../engine/index.ts';
 import { InstantRestores } from '../hydrate/index.ts';
 import { NodeBackups } from './backups.ts';
 import { NbdServer } from '../nbd/index.ts';
@@ -35,6 +36,8 @@ export interface NodeOptions {
    * bytes per second), else no limit.
    */
   restoreCopyBytesPerSecondMax?: number | null;
+  /** The space reserve and the nearfull and full ratios (docs/engine.md, "The reserve and the thresholds"). */
+  space?: SpaceOptions;
 }
 
 /** A running node. */
@@ -102,8 +105,19 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     const apiUrl = `http://${hostPort(apiAddress.host, apiAddress.port)}`;
     log.info(`API listening on ${apiUrl}; ${notReady}`, { dataDir });
 
-    const store = await Store.open({ dir: join(dataDir, 'store') });
+    let store: Store;
+    try {
+      store = await Store.open({ dir: join(dataDir, 'store'), space: opts.space });
+    } catch (err) {
+      // Below the reserve: the store says how much is free and needed; the node names its options.
+      if (err instanceof EngineError && err.code === EngineErrorCode.NO_SPACE) {
+        throw new NodeError(NodeErrorCode.NO_SPACE, `${err.message} (--reserve SIZE sets the reserve; --read-only serves every disk read-only)`, { cause: err });
+      }
+      throw err;
+    }
     undo.push(() => store.close());
+    const spaceWatch = watchSpace(store, log);
+    undo.push(async () => clearInterval(spaceWatch));
     log.info('store open', { recordsReplayed: store.recovery.recordsReplayed, tornBytesDropped: store.recovery.tornBytesDropped });
 
     // Disks being restored from a backup are served through their hydrator (docs/backup.md, "Instant restore").
@@ -154,6 +168,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
           await api.close();
           await restores.close();
           await backups.close();
+          clearInterval(spaceWatch);
           await store.close();
           await lock.release();
           log.info('stopped');
@@ -165,6 +180,35 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     await rollback();
     throw err;
   }
+}
+
+/** How often the node reads the space figures to log a change of state. */
+const SPACE_WATCH_MS = 1000;
+
+/**
+ * Logs the space state when the node starts other than ok and at every change: warn at nearfull,
+ * error at full, info back to ok (docs/engine.md, "The reserve and the thresholds").
+ */
+function watchSpace(store: Store, log: Logger): NodeJS.Timeout {
+  let last: SpaceState = 'ok';
+  const look = (): void => {
+    let f;
+    try {
+      f = store.space();
+    } catch (err) {
+      log.warn('cannot read the space of the data directory\'s file system', { err });
+      return;
+    }
+    if (f.state === last) return;
+    last = f.state;
+    const fields = { state: f.state, usedBytes: f.usedBytes, usableBytes: f.usableBytes, freeBytes: f.freeBytes, reserveBytes: f.reserveBytes };
+    const used = `${Math.round(f.usedRatio * 100)}% of the usable space used`;
+    if (f.state === 'full') log.error(`space full: ${used}; client writes are refused until space is freed (delete disks or snapshots, trim, or grow the file system)`, fields);
+    else if (f.state === 'nearfull') log.warn(`space nearfull: ${used}; client writes stop at ${Math.round(f.fullRatio * 100)}%`, fields);
+    else log.info(`space ok: ${used}`, fields);
+  };
+  look();
+  return setInterval(look, SPACE_WATCH_MS).unref();
 }
 
 /**

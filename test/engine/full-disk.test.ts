@@ -59,9 +59,13 @@ test('client writes stop at the full ratio with the reserve still free; deleting
   let refusal: unknown = null;
   for (let i = 0; i < 64 && refusal === null; i++) {
     try {
-      await keep.write(i * MiB, pattern(i));
+      // In quarters, in turn: every segment (a quarter of the reserve, 1.6 MiB here) holds both.
+      for (let q = 0; q < 4; q++) {
+        const part = (b: Buffer) => b.subarray(q * (MiB / 4), (q + 1) * (MiB / 4));
+        await keep.write(i * MiB + q * (MiB / 4), part(pattern(i)));
+        await fill.write(i * MiB + q * (MiB / 4), part(pattern(100 + i)));
+      }
       kept.push(i);
-      await fill.write(i * MiB, pattern(100 + i));
       await store.flush();
     } catch (err) {
       refusal = err;

@@ -106,6 +106,28 @@ export interface StoreStats {
   segments: number;
 }
 
+/** How full the node's file system is (docs/engine.md, "The reserve and the thresholds"). */
+export interface NodeSpace {
+  /** ok; nearfull (a warning); full (client writes refused with 507 NO_SPACE / NBD ENOSPC). */
+  state: 'ok' | 'nearfull' | 'full';
+  /** Size of the file system under the data directory. */
+  totalBytes: number;
+  /** Bytes still free there. */
+  freeBytes: number;
+  /** Bytes kept for the store's own work (compaction, the index, recovery). */
+  reserveBytes: number;
+  /** totalBytes − reserveBytes: what the node may use. */
+  usableBytes: number;
+  /** totalBytes − freeBytes, whoever's files they are. */
+  usedBytes: number;
+  /** usedBytes ÷ usableBytes. */
+  usedRatio: number;
+  /** usedRatio from which the state is nearfull. */
+  nearfullRatio: number;
+  /** usedRatio from which client writes are refused. */
+  fullRatio: number;
+}
+
 /** What one compaction pass did (POST /compact). */
 export interface CompactStats {
   segmentsRemoved: number;
@@ -139,6 +161,7 @@ export interface NodeInfo {
   /** Number of disks. */
   disks: number;
   stats: StoreStats;
+  space: NodeSpace;
 }
 
 /** POST /disks. */

@@ -87,6 +87,11 @@ export class TesseraNode {
       let ready = false;
       const fail = (why: string) => {
         clearTimeout(timer);
+        // A node that never got ready can be started again.
+        if (this.#child === child) {
+          this.#child = null;
+          this.#exited = null;
+        }
         reject(new Error(`tessera serve ${why}\nargs: ${args.join(' ')}\nstdout: ${out.slice(-2000)}\nlog: ${this.#logTail.slice(-4000)}`));
       };
       const timer = setTimeout(() => {

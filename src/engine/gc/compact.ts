@@ -214,7 +214,9 @@ export class Compactor {
     const activeSize = this.log.segmentSize(this.log.activeSegment);
     const activeLive = this.live.get(this.log.activeSegment) ?? 0;
     const activeDead = activeSize - Format.segmentHeaderBytes - activeLive;
-    if ((sealActive || (short && activeDead >= this.log.segmentBytesMax / 8)) && activeDead > 0 && activeLive < activeSize * Math.max(opts.compactBelow, 0.5)) {
+    // Only with an eighth of a segment dead in it: sealing at every snapshot delete would leave
+    // the log in small segments.
+    if ((sealActive || short) && activeDead >= this.log.segmentBytesMax / 8 && activeLive < activeSize * Math.max(opts.compactBelow, 0.5)) {
       this.log.startNewSegment();
       await drop();
     }

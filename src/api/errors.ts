@@ -43,6 +43,8 @@ const codeOfEngineCode: Record<EngineErrorCodeValue, ApiErrorCodeValue> = {
   [EngineErrorCode.NO_SPACE]: ApiErrorCode.NO_SPACE,
   [EngineErrorCode.CORRUPT]: ApiErrorCode.CORRUPT,
   [EngineErrorCode.CLOSED]: ApiErrorCode.CLOSED,
+  // Only opening a store meets it (a node does not start); should a request ever, it is the node's fault.
+  [EngineErrorCode.ACCESS]: ApiErrorCode.INTERNAL,
 };
 
 /** The API's one error class: a request the server refuses, with a stable code. */
@@ -95,7 +97,7 @@ export function toApiError(err: unknown): { error: ApiError; unexpected: boolean
   if (err instanceof EngineError && Object.hasOwn(codeOfEngineCode, err.code)) {
     const code = codeOfEngineCode[err.code];
     // A corrupt store is worth a line in the log even though the client is told.
-    return { error: new ApiError(code, err.message, { cause: err }), unexpected: code === ApiErrorCode.CORRUPT, bug: false };
+    return { error: new ApiError(code, err.message, { cause: err }), unexpected: code === ApiErrorCode.CORRUPT || code === ApiErrorCode.INTERNAL, bug: false };
   }
   if (err instanceof HydrateError && Object.hasOwn(codeOfHydrateCode, err.code)) {
     return { error: new ApiError(codeOfHydrateCode[err.code], err.message, { cause: err }), unexpected: false, bug: false };

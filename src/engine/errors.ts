@@ -10,7 +10,10 @@ export const EngineErrorCode = {
   INVALID: 'ENGINE_INVALID',
   /** The object is still needed (e.g. a disk with open volumes). */
   IN_USE: 'ENGINE_IN_USE',
-  /** A write to a snapshot view. */
+  /**
+   * A change of something read-only: a write to a snapshot view, any change of a store opened
+   * read-only, or opening a store for writing on a read-only file system.
+   */
   READ_ONLY: 'ENGINE_READ_ONLY',
   /** A request past the end of the disk. */
   OUT_OF_RANGE: 'ENGINE_OUT_OF_RANGE',
@@ -20,6 +23,8 @@ export const EngineErrorCode = {
   CORRUPT: 'ENGINE_CORRUPT',
   /** The store is closed or closing. */
   CLOSED: 'ENGINE_CLOSED',
+  /** The operating system refused the store's files (permission denied) at open. */
+  ACCESS: 'ENGINE_ACCESS',
 } as const;
 
 export type EngineErrorCodeValue = (typeof EngineErrorCode)[keyof typeof EngineErrorCode];

@@ -10,8 +10,12 @@ import type { Applier } from './apply/applier.ts';
 import type { ApplyRecord } from './apply/inline.ts';
 import type { Sweeper } from './gc/sweep.ts';
 import type { Compactor } from './gc/compact.ts';
+import type { Overlay } from './read/overlay.ts';
 
-/** What an open replayed: the log tail the index had not absorbed yet. */
+/**
+ * What an open replayed: the log tail the index had not absorbed yet. A read-only open reads the
+ * tail into the overlay instead, and leaves the torn bytes it counts where they are.
+ */
 export interface RecoveryStats {
   recordsReplayed: number;
   tornBytesDropped: number;
@@ -64,4 +68,30 @@ export async function recover(parts: {
   // full speed: no request is waiting yet.
   await parts.compactor.dropDeadSegments({ paced: false });
   for (const b of history.branches.keys()) parts.sweeper.enqueue(b);
+}
+
+/**
+ * The read-only open's recovery: loads the store's state and reads the log tail the index had not
+ * absorbed into the overlay, where reads find it, instead of into the index. Nothing is synced,
+ * cut, started, dropped or swept; torn and skipped bytes are counted and left as they are.
+ */
+export async function loadReadOnly(parts: {
+  log: WriteLog; index: BlockIndex; history: History; overlay: Overlay; live: Map<number, number>;
+}, stats: RecoveryStats): Promise<void> {
+  const { log, index, history, overlay } = parts;
+  await history.load();
+  const { applied, seqNext } = index.checkpoint();
+  history.seqNext = seqNext;
+  for (const { key, value } of index.segments.getRange({})) parts.live.set(key, value);
+  for (const id of log.segmentIds()) {
+    if (id < applied.segment) continue;
+    const from = id === applied.segment ? applied.offset : 0;
+    for await (const rec of log.scan(id, from, { payloads: false })) {
+      stats.recordsReplayed++;
+      // As a record just written enters it (Appender): readers see it from now on.
+      overlay.add({ lsn: 0, header: rec.header, segment: rec.segment, offset: rec.offset, end: rec.end, done: true, error: null });
+      if (rec.header.seq >= history.seqNext) history.seqNext = rec.header.seq + 1;
+    }
+    stats.tornBytesDropped += (log.skippedBytes.get(id) ?? 0) + Math.max(0, log.segmentSize(id) - log.validEnd.get(id)!);
+  }
 }

@@ -4,7 +4,6 @@
  * Snapshots, clones and revert are metadata over branches of history (history.ts). This file is
  * the public face; docs/engine.md says which file holds which part.
  */
-import fs from 'node:fs';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { RecordType } from './format.ts';
@@ -19,7 +18,8 @@ import { Appender } from './write/appender.ts';
 import { Applier, applyDelayMsDefault } from './apply/applier.ts';
 import { Sweeper } from './gc/sweep.ts';
 import { Compactor, quietRequestsPerSecondDefault, type CompactStats } from './gc/compact.ts';
-import { recover, type RecoveryStats } from './recovery.ts';
+import { loadReadOnly, recover, type RecoveryStats } from './recovery.ts';
+import { checkStoreDir, damagedSegments, openError } from './open-check.ts';
 import { StoreVolume, type VolumeHost, type VolumeTarget } from './volume.ts';
 import { Feed } from './feed.ts';
 import { LmdbMetaStore } from './meta/lmdb.ts';
@@ -46,6 +46,11 @@ export interface StoreOptions {
   quietRequestsPerSecond?: number;
   /** The reserve and the nearfull and full ratios (docs/engine.md, "The reserve and the thresholds"). */
   space?: SpaceOptions;
+  /**
+   * Opens an existing store without writing anything to its directory, also on a read-only file
+   * system; every change is refused with ENGINE_READ_ONLY (docs/engine.md, "Read-only mode").
+   */
+  readOnly?: boolean;
 }
 
 /** Space figures of a store. */
@@ -77,11 +82,16 @@ export interface StoreMetrics {
   segments: number;
 }
 
-const FORMAT_TAG = 'tessera-store/1';
-
 /** Disks, snapshots, clones and revert over one write log and one block index. */
 export class Store {
   readonly dir: string;
+  /** Opened read-only: nothing is written, every change is refused. */
+  readonly readOnly: boolean;
+  /**
+   * What a read-only open found damaged in the log, one sentence each: segments missing or cut
+   * short (reads of their blocks fail). A read-write open refuses such a store instead.
+   */
+  readonly damage: readonly string[];
   /** What the last open replayed: the log tail the index had not absorbed yet. */
   readonly recovery: RecoveryStats = { recordsReplayed: 0, tornBytesDropped: 0 };
   /** Every log record once durable, in log order; the index apply is its first subscriber. */
@@ -106,8 +116,10 @@ export class Store {
   private timers: NodeJS.Timeout[] = [];
   private closed = false;
 
-  private constructor(dir: string, log: WriteLog, index: BlockIndex, space: SpaceGuard) {
+  private constructor(dir: string, log: WriteLog, index: BlockIndex, space: SpaceGuard, opts: { readOnly: boolean; damage: string[] }) {
     this.dir = dir;
+    this.readOnly = opts.readOnly;
+    this.damage = opts.damage;
     this.log = log;
     this.index = index;
     this.spaceGuard = space;
@@ -139,30 +151,55 @@ export class Store {
     };
   }
 
-  /** Opens (creating if needed) a store and recovers it: replays the log tail into the index. */
+  /**
+   * Opens (creating if needed) a store and recovers it: replays the log tail into the index.
+   * Before anything is changed, the log segments the index points into are checked to be there
+   * and whole: a missing or cut one is ENGINE_CORRUPT naming it (read-only, it is listed in
+   * `damage` and the rest is served). Should the open fail part-way, what it opened is closed.
+   */
   static async open(opts: StoreOptions): Promise<Store> {
-    fs.mkdirSync(opts.dir, { recursive: true });
-    const tagFile = path.join(opts.dir, 'FORMAT');
-    if (fs.existsSync(tagFile)) {
-      const tag = fs.readFileSync(tagFile, 'utf8').trim();
-      if (tag !== FORMAT_TAG) throw new EngineError(EngineErrorCode.CORRUPT, `Unsupported store format "${tag}" in ${opts.dir}`);
-    } else {
-      fs.writeFileSync(tagFile, FORMAT_TAG + '\n');
+    const readOnly = opts.readOnly === true;
+    checkStoreDir(opts.dir, readOnly);
+    const opened: { index: BlockIndex | null; log: WriteLog | null; store: Store | null } = { index: null, log: null, store: null };
+    try {
+      return await Store.openParts(opts, readOnly, opened);
+    } catch (err) {
+      // Half open: nothing is applied or synced on the way out, only the files let go.
+      await opened.store?.abandon();
+      opened.log?.close();
+      await opened.index?.close();
+      throw openError(err, opts.dir);
     }
+  }
+
+  /** Store.open's steps; what they opened is in `opened`, for open to close should one fail. */
+  private static async openParts(opts: StoreOptions, readOnly: boolean, opened: { index: BlockIndex | null; log: WriteLog | null; store: Store | null }): Promise<Store> {
     let log: WriteLog | null = null;
     const space = new SpaceGuard({ ...opts.space, read: () => readFileSystem(opts.dir), appendedBytes: () => log?.appendedBytes ?? 0 });
     // Recovery, compaction and the index live in the reserve: a store whose file system is
-    // already below it (filled by something else) does not start writing there.
-    const short = space.belowReserve();
+    // already below it (filled by something else) does not start writing there. Read-only, it
+    // writes nothing.
+    const short = readOnly ? null : space.belowReserve();
     if (short !== null) {
       throw new EngineError(EngineErrorCode.NO_SPACE, `Cannot open the store in ${opts.dir}: ${short}; free space, grow the file system or lower the reserve, or open it read-only to copy data off`);
     }
     // Compacting one segment needs room for its live blocks: a segment is at most a quarter of
     // the reserve, so that always fits (docs/engine.md, "Getting space back").
     const segmentBytesMax = Math.min(opts.segmentBytesMax ?? 256 * 1024 * 1024, space.segmentBytesMax());
-    log = WriteLog.open(path.join(opts.dir, 'log'), segmentBytesMax);
-    const index = new BlockIndex(path.join(opts.dir, 'index'));
-    const store = new Store(opts.dir, log, index, space);
+    const index = (opened.index = new BlockIndex(path.join(opts.dir, 'index'), { readOnly }));
+    const damage = damagedSegments(index, path.join(opts.dir, 'log'));
+    if (damage.length > 0 && !readOnly) {
+      throw new EngineError(EngineErrorCode.CORRUPT, `The write log is damaged: ${damage.join('; ')}. Nothing was changed; a read-only open serves what is left`);
+    }
+    if (!readOnly) index.keepSegmentEnds();
+    log = opened.log = WriteLog.open(path.join(opts.dir, 'log'), segmentBytesMax, { readOnly });
+    const store = (opened.store = new Store(opts.dir, log, index, space, { readOnly, damage }));
+    if (readOnly) {
+      // Nothing is applied, synced, swept or compacted: no feed, no index writer, no timers.
+      const { history, overlay, live } = store;
+      await loadReadOnly({ log, index, history, overlay, live }, store.recovery);
+      return store;
+    }
     const { history, applier, sweeper, compactor, live } = store;
     await recover({ log, index, history, applier, sweeper, compactor, live }, store.recovery);
     compactor.setQuietRequestsPerSecond(opts.quietRequestsPerSecond ?? quietRequestsPerSecondDefault);
@@ -187,6 +224,14 @@ export class Store {
     return store;
   }
 
+  /** Lets go of a store whose open failed: the timers, the index writer thread. */
+  private async abandon(): Promise<void> {
+    this.closed = true;
+    this.applier.stop();
+    for (const t of this.timers) clearInterval(t);
+    await this.applier.close();
+  }
+
   /** @internal Batches the index writer committed (tests check the path is taken). */
   get offThreadApplies(): number {
     return this.applier.offThreadApplies;
@@ -194,6 +239,12 @@ export class Store {
 
   private checkOpen(): void {
     if (this.closed) throw new EngineError(EngineErrorCode.CLOSED, 'The store is closed');
+  }
+
+  /** checkOpen, and refuses a change of a store opened read-only. */
+  private checkWritable(): void {
+    this.checkOpen();
+    if (this.readOnly) throw new EngineError(EngineErrorCode.READ_ONLY, `The store in ${this.dir} is open read-only: nothing in it can be changed`);
   }
 
   private info(d: DiskMeta): DiskInfo {
@@ -221,7 +272,7 @@ export class Store {
 
   /** Creates an empty thin disk. */
   async createDisk(name: string, sizeBytes: number): Promise<DiskInfo> {
-    this.checkOpen();
+    this.checkWritable();
     await this.applier.idle(); // see Applier.idle: the transaction below then never waits on the loop
     checkName('disk', name);
     checkSize(sizeBytes);
@@ -233,7 +284,7 @@ export class Store {
 
   /** Deletes a disk and its snapshots; clones of them stay. ENGINE_IN_USE while a volume is open on it. */
   async deleteDisk(name: string): Promise<void> {
-    this.checkOpen();
+    this.checkWritable();
     await this.applier.idle();
     const d = this.history.disk(name);
     const users = this.openVolumes.get(name) ?? 0;
@@ -247,7 +298,7 @@ export class Store {
 
   /** Changes a disk's size; shrinking deallocates the part cut off. */
   async resizeDisk(name: string, sizeBytes: number): Promise<DiskInfo> {
-    this.checkOpen();
+    this.checkWritable();
     const d = this.history.disk(name);
     checkSize(sizeBytes);
     if (sizeBytes < d.sizeBytes) {
@@ -279,7 +330,7 @@ export class Store {
    * made durable by one log sync and persisted in one index transaction, or none is.
    */
   async createSnapshots(disks: readonly string[], snap: string): Promise<SnapshotInfo[]> {
-    this.checkOpen();
+    this.checkWritable();
     if (disks.length === 0) throw new EngineError(EngineErrorCode.INVALID, 'A snapshot needs at least one disk');
     const ds = disks.map((name) => this.history.disk(name));
     checkName('snapshot', snap);
@@ -310,7 +361,7 @@ export class Store {
 
   /** Deletes a snapshot; its space is reclaimed by the next sweep. ENGINE_IN_USE while a volume is open on it. */
   async deleteSnapshot(disk: string, snap: string): Promise<void> {
-    this.checkOpen();
+    this.checkWritable();
     await this.applier.idle();
     const d = this.history.disk(disk);
     const s = this.history.snap(d, snap);
@@ -330,7 +381,7 @@ export class Store {
 
   /** Moves a disk's head back to a snapshot, on a new branch; every snapshot stays. */
   async revertDisk(disk: string, snap: string): Promise<DiskInfo> {
-    this.checkOpen();
+    this.checkWritable();
     await this.applier.idle();
     const d = this.history.disk(disk);
     const s = this.history.snap(d, snap);
@@ -343,7 +394,7 @@ export class Store {
 
   /** A new disk forked at `disk@snap`, copying nothing. */
   async cloneDisk(disk: string, snap: string, newName: string): Promise<DiskInfo> {
-    this.checkOpen();
+    this.checkWritable();
     await this.applier.idle();
     const d = this.history.disk(disk);
     const s = this.history.snap(d, snap);
@@ -356,14 +407,14 @@ export class Store {
 
   // ---------------------------------------------------------------- volumes
 
-  /** Opens a disk's head (read-write) or one of its snapshots (read-only). */
+  /** Opens a disk's head (read-write; read-only in a store opened so) or one of its snapshots (read-only). */
   openVolume(disk: string, snap?: string | null): Volume {
     this.checkOpen();
     const d = this.history.disk(disk);
     if (snap != null) this.history.snap(d, snap);
     this.countUser(disk, 1);
     if (snap != null) this.countUser(`${disk}@${snap}`, 1);
-    return new StoreVolume(this.host, d.name, snap ?? null);
+    return new StoreVolume(this.host, d.name, snap ?? null, { storeReadOnly: this.readOnly });
   }
 
   private countUser(key: string, n: number): void {
@@ -381,16 +432,17 @@ export class Store {
   private target(disk: string, snap: string | null): VolumeTarget {
     this.checkOpen();
     const d = this.history.disk(disk);
-    if (snap === null) return { d, links: this.history.chain(d.branch, Infinity), sizeBytes: d.sizeBytes, readOnly: false };
+    if (snap === null) return { d, links: this.history.chain(d.branch, Infinity), sizeBytes: d.sizeBytes, readOnly: this.readOnly };
     const s = this.history.snap(d, snap);
     return { d, links: this.history.chain(s.branch, s.seq), sizeBytes: s.sizeBytes, readOnly: true };
   }
 
   // ---------------------------------------------------------------- the whole store
 
-  /** Makes everything acknowledged so far durable. */
+  /** Makes everything acknowledged so far durable (read-only: there is nothing to). */
   async flush(): Promise<void> {
     this.checkOpen();
+    if (this.readOnly) return;
     await this.log.sync();
   }
 
@@ -444,7 +496,7 @@ export class Store {
    * drops segments left without live data, and rewrites the live data of mostly-dead segments.
    */
   async compact(): Promise<CompactStats> {
-    this.checkOpen();
+    this.checkWritable();
     return this.compactor.compact();
   }
 

@@ -58,11 +58,12 @@ export class StoreVolume implements Volume {
   private readonly host: VolumeHost;
   private closed = false;
 
-  constructor(host: VolumeHost, disk: string, snapshot: string | null) {
+  /** A snapshot view is read-only, and so is every volume of a store opened read-only. */
+  constructor(host: VolumeHost, disk: string, snapshot: string | null, opts: { storeReadOnly?: boolean } = {}) {
     this.host = host;
     this.disk = disk;
     this.snapshot = snapshot;
-    this.readOnly = snapshot !== null;
+    this.readOnly = snapshot !== null || opts.storeReadOnly === true;
   }
 
   get sizeBytes(): number {
@@ -73,7 +74,9 @@ export class StoreVolume implements Volume {
     if (this.closed) throw new EngineError(EngineErrorCode.CLOSED, 'The volume is closed');
     this.host.noteRequest();
     const t = this.host.target(this.disk, this.snapshot);
-    if (write && t.readOnly) throw new EngineError(EngineErrorCode.READ_ONLY, `Snapshot ${this.disk}@${this.snapshot} is read-only`);
+    if (write && t.readOnly) {
+      throw new EngineError(EngineErrorCode.READ_ONLY, this.snapshot !== null ? `Snapshot ${this.disk}@${this.snapshot} is read-only` : `Disk "${this.disk}" is read-only: its store is open read-only`);
+    }
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
       throw new EngineError(EngineErrorCode.INVALID, `Invalid range offset=${offset} length=${length}`);
     }

@@ -62,6 +62,25 @@ test('store format 1 fixture: opens with recovery, every disk and snapshot reads
   }
 });
 
+test('store format 1 fixture: opens read-only and reads the same, the tail from the overlay, changing no file', async () => {
+  const dir = copyOfFixture();
+  const before = treeDigest(dir);
+  const store = await Store.open({ dir, readOnly: true, ...options });
+  try {
+    assert.equal(store.readOnly, true);
+    assert.deepEqual(store.damage, []);
+    // The same records read (into the overlay, not the index), the same torn bytes (left where they are).
+    assert.deepEqual(await storeContents(store), { recovery: manifest.recovery, disks: manifest.disks, snapshots: manifest.snapshots });
+    await assert.rejects(store.createDisk('new', 1 << 20), { code: 'ENGINE_READ_ONLY' });
+  } finally {
+    await store.close();
+  }
+  // LMDB's lock file is made where it can be (it is the readers' table, no data); nothing else.
+  const after = treeDigest(dir);
+  delete after['index/lock.mdb'];
+  assert.deepEqual(after, before, 'a read-only open changes no file of the store');
+});
+
 test('store format 1 fixture: a copy takes writes, snapshots and clones, and opens again with them', async () => {
   const dir = copyOfFixture();
   let store = await Store.open({ dir, ...options });

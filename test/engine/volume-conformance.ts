@@ -125,7 +125,7 @@ function changedSectors(extents: ChangeExtent[], volumeBytes: number): Uint8Arra
 }
 
 /** Marks the sectors [offset, offset+length) touches. */
-function touch(sectors: Uint8Array, offset: number, length: number): void {
+export function touch(sectors: Uint8Array, offset: number, length: number): void {
   for (let s = Math.floor(offset / 512); s * 512 < offset + length; s++) sectors[s] = 1;
 }
 
@@ -681,3 +681,160 @@ export function volumeConformance(name: string, factory: VolumeFactory): void {
   });
 }
 
+
+/** One read-only view of a disk's head opened for a test (readOnlyVolumeConformance). */
+export interface ReadOnlyVolumeUnderTest {
+  /** A read-only handle on a disk's head: `readOnly` true, `snapshot` null. */
+  volume: Volume;
+  /** Everything it reads: not a whole number of 4 KiB blocks, at least 64 KiB. */
+  content: Buffer;
+  /** Another handle on the same disk's head (closed by the suite). */
+  openHandle(): Volume;
+  /**
+   * A snapshot of the disk, what it holds, and what happened on the head since: the sectors data
+   * was written to and those touched by writes, zeroes and trims (see assertChanges).
+   */
+  snapshot: { name: string; content: Buffer; written: Uint8Array; touched: Uint8Array };
+  /** Releases everything the factory made. */
+  dispose(): Promise<void>;
+}
+
+/**
+ * The contract of a disk's head that cannot be written (a store opened read-only): reads, block
+ * status and changes as of any volume, every kind of write refused with ENGINE_READ_ONLY before
+ * its range is looked at, a flush that succeeds, the same order of refusals and the same close.
+ */
+export function readOnlyVolumeConformance(name: string, factory: { open(): Promise<ReadOnlyVolumeUnderTest> }): void {
+  async function withVolume(fn: (u: ReadOnlyVolumeUnderTest, handles: Volume[]) => Promise<void>): Promise<void> {
+    const u = await factory.open();
+    const handles: Volume[] = [u.volume];
+    try {
+      assert.ok(u.content.length >= 64 * KiB && u.content.length % 4096 !== 0, `${name}: content of ${u.content.length} bytes, its last block partial`);
+      await fn(u, handles);
+    } finally {
+      for (const h of handles) h.close();
+      await u.dispose();
+    }
+  }
+
+  describe(`${name} read-only volume conformance`, () => {
+    test(`${name} a read-only head says what it is and reads its content at every alignment, with or without a buffer`, () =>
+      withVolume(async (u) => {
+        const v = u.volume;
+        const size = u.content.length;
+        assert.equal(v.snapshot, null);
+        assert.equal(v.readOnly, true);
+        assert.equal(v.sizeBytes, size);
+        await assertWhole(v, u.content, 'the whole content');
+        for (const offset of edgeOffsets) {
+          for (const length of edgeLengths) {
+            const at = (offset + 5 * 4096) % (size - length);
+            const want = u.content.subarray(at, at + length);
+            assertBytes(await v.read(at, length), want, `read of ${length} at ${at}`, at);
+            const whole = (Math.ceil((at + length) / 4096) - Math.floor(at / 4096) + 1) * 4096;
+            for (const room of [whole, 512]) assertBytes(await v.read(at, length, Buffer.alloc(room, 0xcc)), want, `read of ${length} at ${at} into a buffer of ${room}`, at);
+          }
+        }
+        assert.deepEqual(await v.read(size - 1, 1), u.content.subarray(size - 1), 'the last byte');
+      }));
+
+    test(`${name} every kind of write is refused as read-only before its range is looked at; a flush succeeds`, () =>
+      withVolume(async (u) => {
+        const v = u.volume;
+        const size = u.content.length;
+        for (const [offset, length] of [[0, 1], [0, 0], [size, 0], [size, 1], [size - 1, 2], [-1, 1], [1.5, 1]] as const) {
+          const what = `at ${offset}+${length}`;
+          await rejectsWithCode(() => v.write(offset, Buffer.alloc(Math.max(0, length))), EngineErrorCode.READ_ONLY, `write ${what}`);
+          await rejectsWithCode(() => v.write(offset, Buffer.alloc(Math.max(0, length)), { fua: true }), EngineErrorCode.READ_ONLY, `FUA write ${what}`);
+          await rejectsWithCode(() => v.writeZeroes(offset, length), EngineErrorCode.READ_ONLY, `writeZeroes ${what}`);
+          await rejectsWithCode(() => v.writeZeroes(offset, length, { mayTrim: true, fua: true }), EngineErrorCode.READ_ONLY, `writeZeroes (may trim, FUA) ${what}`);
+          await rejectsWithCode(() => v.trim(offset, length), EngineErrorCode.READ_ONLY, `trim ${what}`);
+        }
+        await v.flush();
+        await assertWhole(v, u.content, 'after the refused writes');
+      }));
+
+    test(`${name} reads, block status and changes: invalid and out-of-range arguments, empty requests`, () =>
+      withVolume(async (u) => {
+        const v = u.volume;
+        const size = u.content.length;
+        const I = EngineErrorCode.INVALID;
+        const R = EngineErrorCode.OUT_OF_RANGE;
+        const cases: [offset: number, length: number, code: EngineErrorCodeValue][] = [
+          [-1, 1, I], [0, -1, I], [1.5, 1, I], [NaN, 1, I], [0, Infinity, I], [2 ** 53, 1, I],
+          [size, 1, R], [size + 1, 0, R], [size - 1, 2, R], [0, size + 1, R], [Number.MAX_SAFE_INTEGER, 1, R],
+        ];
+        for (const [offset, length, code] of cases) {
+          const what = `offset ${offset} length ${length}`;
+          await rejectsWithCode(() => v.read(offset, length), code, `read ${what}`);
+          await rejectsWithCode(() => v.blockStatus(offset, length), code, `blockStatus ${what}`);
+          await rejectsWithCode(() => v.changedSince(u.snapshot.name, offset, length), code, `changedSince ${what}`);
+        }
+        await rejectsWithCode(() => v.changedSince('no-such-snapshot', 0, 512), EngineErrorCode.NOT_FOUND, 'changedSince of an unknown snapshot');
+        for (const at of [0, 4097, size - 1, size]) {
+          assert.equal((await v.read(at, 0)).length, 0, `an empty read at ${at}`);
+          assert.deepEqual(await v.blockStatus(at, 0), [], `an empty block status at ${at}`);
+          assert.deepEqual(await v.changedSince(u.snapshot.name, at, 0), [], `no changes in an empty range at ${at}`);
+        }
+      }));
+
+    test(`${name} block status covers any range exactly and never calls data zero; changes since a snapshot are exact`, (t) =>
+      withVolume(async (u) => {
+        const v = u.volume;
+        const size = u.content.length;
+        const rng = new Rng(testSeed(t));
+        for (const [offset, length] of [[0, size], [1, size - 2], [4095, 2], [size - 1, 1]] as const) {
+          assertStatusTrue(await v.blockStatus(offset, length), u.content, offset, length, `block status of ${offset}+${length}`);
+        }
+        for (let i = 0; i < 30; i++) {
+          const offset = rng.int(size);
+          const length = rng.int(size - offset + 1);
+          assertStatusTrue(await v.blockStatus(offset, length), u.content, offset, length, `block status of ${offset}+${length}`);
+        }
+        const s = u.snapshot;
+        assertChanges(await v.changedSince(s.name, 0, size), { before: s.content, now: u.content, written: s.written, touched: s.touched, what: `changes since ${s.name}` });
+      }));
+
+    test(`${name} close: later requests fail as closed (before read-only), a second close does nothing, other handles go on`, () =>
+      withVolume(async (u, handles) => {
+        const v = u.volume;
+        const other = u.openHandle();
+        handles.push(other);
+        assert.equal(other.readOnly, true);
+        v.close();
+        v.close();
+        const C = EngineErrorCode.CLOSED;
+        await rejectsWithCode(() => v.read(0, 1), C, 'read after close');
+        await rejectsWithCode(() => v.write(0, Buffer.alloc(1)), C, 'write after close');
+        await rejectsWithCode(() => v.writeZeroes(0, 512), C, 'writeZeroes after close');
+        await rejectsWithCode(() => v.trim(0, 4096), C, 'trim after close');
+        await rejectsWithCode(() => v.flush(), C, 'flush after close');
+        await rejectsWithCode(() => v.blockStatus(0, 4096), C, 'blockStatus after close');
+        await assertWhole(other, u.content, 'another handle after the first closed');
+      }));
+
+    test(`${name} concurrent reads on two handles match the content`, (t) =>
+      withVolume(async (u, handles) => {
+        const seed = testSeed(t);
+        const rng = new Rng(seed);
+        const vols = [u.volume, u.openHandle()];
+        handles.push(vols[1]);
+        const size = u.content.length;
+        for (let wave = 0; wave < 20; wave++) {
+          const ops: Promise<void>[] = [];
+          for (let i = 0; i < 8; i++) {
+            const offset = rng.int(size);
+            const length = rng.int(Math.min(size - offset, 6 * 4096) + 1);
+            const into = rng.next() < 0.5 ? Buffer.alloc(length + 2 * 4096) : undefined;
+            ops.push(vols[rng.int(2)].read(offset, length, into).then((got) => assertBytes(got, u.content.subarray(offset, offset + length), `wave ${wave}: read of ${length} at ${offset} (seed ${seed})`, offset)));
+          }
+          await Promise.all(ops);
+        }
+      }));
+  });
+}
+
+/** Reads a whole volume and checks it against the content it should hold. */
+async function assertWhole(v: Volume, model: Buffer, what: string): Promise<void> {
+  assertBytes(await v.read(0, model.length), model, what);
+}

@@ -8,5 +8,7 @@ export type { Diagnostics } from './data.ts';
 export { nbdcopy, nbdinfo, nbdinfoMap, qemuImg, qemuIo, assertFilesEqual } from './clients.ts';
 export type { MapExtent } from './clients.ts';
 export { until } from './wait.ts';
-export { mountTmpfs, mountLoop, fillTo, freeBytes } from './mounts.ts';
+export { mountTmpfs, mountLoop, remount, fillTo, freeBytes } from './mounts.ts';
 export { promtoolCheck } from './promtool.ts';
+export { treeState } from './tree-state.ts';
+export { asNobody, nobody } from './users.ts';

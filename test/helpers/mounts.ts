@@ -1,7 +1,7 @@
 /**
- * Small real file systems for the full-drive tests: a tmpfs of a given size, mounted on a fresh
- * directory and unmounted after the test. Mounting needs root (or CAP_SYS_ADMIN); a test that
- * cannot mount fails saying so.
+ * Small real file systems for tests: a tmpfs or a loop-mounted image of a given size, mounted on
+ * a fresh directory and unmounted after the test, filled up or turned read-only. Mounting needs
+ * root (or CAP_SYS_ADMIN); a test that cannot mount fails saying so.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -14,6 +14,9 @@ interface AfterHook {
   after(fn: () => void | Promise<void>): void;
 }
 
+/** Mount points of mountTmpfs not unmounted yet. */
+const mounted = new Set<string>();
+
 /** Mounts a tmpfs of `sizeBytes` (a multiple of 4 KiB) and returns its directory; unmounted after the test. */
 export function mountTmpfs(t: AfterHook, sizeBytes: number): string {
   const mnt = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-fs-'));
@@ -23,8 +26,11 @@ export function mountTmpfs(t: AfterHook, sizeBytes: number): string {
     fs.rmSync(mnt, { recursive: true, force: true });
     assert.fail(`this test mounts a ${sizeBytes}-byte tmpfs and needs root (or CAP_SYS_ADMIN): ${(err as Error).message}`);
   }
+  mounted.add(mnt);
   t.after(() => {
-    // A node killed by the test may still hold files for a moment: a lazy unmount does not wait.
+    mounted.delete(mnt);
+    // A node killed by the test may still hold files for a moment (and lmdb-js never closes an
+    // index it opened read-only on a read-only file system): a lazy unmount does not wait.
     execFileSync('umount', ['-l', mnt]);
     fs.rmSync(mnt, { recursive: true, force: true });
   });
@@ -61,6 +67,12 @@ export function mountLoop(t: AfterHook, sizeBytes: number, type: 'ext4' | 'xfs')
     fs.rmSync(image, { force: true });
   });
   return mnt;
+}
+
+/** Remounts a file system mounted by mountTmpfs read-only, or read-write again. */
+export function remount(mnt: string, mode: 'ro' | 'rw'): void {
+  assert.ok(mounted.has(mnt), `${mnt} was mounted by mountTmpfs`);
+  execFileSync('mount', ['-o', `remount,${mode}`, mnt], { stdio: 'pipe' });
 }
 
 /** Fills the file system under `dir` with a ballast file until at most `leaveBytes` are free; returns its path. */

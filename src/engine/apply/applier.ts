@@ -11,7 +11,7 @@ import { IndexWriter } from '../index/writer.ts';
 import type { Overlay } from '../read/overlay.ts';
 import type { Reader } from '../read/reader.ts';
 import { planBatch, type ApplyContext } from './plan.ts';
-import { applyInline, type ApplyRecord } from './inline.ts';
+import { applyInline, segmentEnds, type ApplyRecord } from './inline.ts';
 
 /**
  * Blocks of durable records gathered before the index absorbs them. One transaction rewrites
@@ -193,7 +193,7 @@ export class Applier {
     const last = batch[batch.length - 1];
     const end = { segment: last.segment, offset: last.end };
     const applied = comparePositions(end, this.applied) > 0 ? end : this.applied;
-    this.applying = writer.write(ops, applied, seqMax + 1, counters).then(
+    this.applying = writer.write(ops, applied, seqMax + 1, counters, [...segmentEnds(batch)]).then(
       () => {
         this.offThreadApplies++;
         this.totals.appliedRecords += batch.length;

@@ -46,6 +46,7 @@ export function applyInline(ctx: ApplyContext & { reader: Reader }, recs: readon
     if (comparePositions(pos, applied) > 0) applied = pos;
     index.meta.putSync('applied', applied);
     index.meta.putSync('seqNext', seqMax + 1);
+    for (const [seg, end] of segmentEnds(recs)) index.segmentEnds!.putSync(seg, end);
     for (const [seg, n] of delta) {
       const v = (ctx.live.get(seg) ?? 0) + n;
       assert.ok(v >= 0, `live bytes of segment ${seg} stay non-negative`);
@@ -53,6 +54,17 @@ export function applyInline(ctx: ApplyContext & { reader: Reader }, recs: readon
     }
   });
   return { applied, delta, seqMax };
+}
+
+/**
+ * Per segment, where the last of `recs` in it ends: bytes made durable before they were applied,
+ * kept with the index (BlockIndex.segmentEnds) so that open can tell a segment that was cut.
+ * Records are applied in log order, so the last one seen in a segment is its furthest.
+ */
+export function segmentEnds(recs: readonly ApplyRecord[]): Map<number, number> {
+  const ends = new Map<number, number>();
+  for (const r of recs) ends.set(r.segment, r.end);
+  return ends;
 }
 
 function applyVersions(ctx: ApplyContext & { reader: Reader }, h: Readonly<RecordHeader>, segment: number, offset: number, add: AddLive): void {

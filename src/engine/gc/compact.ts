@@ -307,7 +307,10 @@ export class Compactor {
     }
     if (!dead.length) return { count: 0, bytes: 0 };
     this.index.transaction(() => {
-      for (const id of dead) this.index.segments.removeSync(id);
+      for (const id of dead) {
+        this.index.segments.removeSync(id);
+        this.index.segmentEnds!.removeSync(id);
+      }
     });
     let failed: unknown = null;
     const removals = dead.map((id) => {

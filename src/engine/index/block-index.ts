@@ -3,7 +3,7 @@
  * so that the versions of a block sort newest first. Also holds per-segment live-byte counters,
  * the log position applied so far, and (in the same environment) the store's metadata.
  */
-import { open, type RootDatabase, type Database } from 'lmdb';
+import { open, type RootDatabase, type Database, type DatabaseOptions } from 'lmdb';
 import assert from 'node:assert/strict';
 import { EngineError, EngineErrorCode } from '../errors.ts';
 import type { IndexOp } from './writer.ts';
@@ -17,6 +17,7 @@ export interface Found extends Entry {
 }
 
 const SEQ_TOP = 2 ** 48 - 1;
+const segmentEndsOptions = { keyEncoding: 'uint32', encoding: 'msgpack' } as const;
 /** One past the last block number a key can hold. */
 export const blockIndexEnd = 2 ** 48 - 1;
 
@@ -66,17 +67,47 @@ export class BlockIndex {
   readonly meta: Database<any, string>;
   /** Segment id → live data bytes. */
   readonly segments: Database<number, number>;
+  /**
+   * Segment id → the offset just past the last of its records the index has absorbed: bytes the
+   * log made durable before the index took them, so a segment file shorter than this was cut
+   * (see open-check.ts). Null in a store made before it was kept, until keepSegmentEnds().
+   */
+  segmentEnds: Database<number, number> | null;
 
   /** Write-through cache of the newest versions: `${branch}:${chunk}` → chunk. */
   private chunks = new Map<string, Chunk>();
 
-  constructor(path: string) {
-    this.root = open({ path, maxDbs: 8, mapSize: 2 ** 40 });
-    this.blocks = this.root.openDB<Buffer, Buffer>('blocks', { keyEncoding: 'binary', encoding: 'binary' });
-    this.meta = this.root.openDB<any, string>('meta', { encoding: 'msgpack' });
-    this.segments = this.root.openDB<number, number>('segments', { keyEncoding: 'uint32', encoding: 'msgpack' });
+  /**
+   * Opens the index in `path`. Read-only, LMDB writes nothing, and works on a read-only file
+   * system (it then keeps no lock file; nobody can write there either).
+   */
+  constructor(path: string, opts: { readOnly?: boolean } = {}) {
+    const readOnly = opts.readOnly === true;
+    this.root = open({ path, maxDbs: 8, mapSize: 2 ** 40, readOnly });
+    try {
+      // Read-only, a database that is not there opens as undefined (lmdb-js cannot create it).
+      const blocks: Database<Buffer, Buffer> | undefined = this.root.openDB<Buffer, Buffer>('blocks', { keyEncoding: 'binary', encoding: 'binary' });
+      const meta: Database<any, string> | undefined = this.root.openDB<any, string>('meta', { encoding: 'msgpack' });
+      const segments: Database<number, number> | undefined = this.root.openDB<number, number>('segments', { keyEncoding: 'uint32', encoding: 'msgpack' });
+      if (!blocks || !meta || !segments) throw new EngineError(EngineErrorCode.CORRUPT, `The block index in ${path} lacks its databases: not a store's index`);
+      this.blocks = blocks;
+      this.meta = meta;
+      this.segments = segments;
+      // Not created here: an open that finds the log damaged must leave the index as it was
+      // (`create: false`, which lmdb-js takes but does not declare, opens it only if it is there).
+      const ends: Database<number, number> | undefined = this.root.openDB<number, number>('segmentEnds', { ...segmentEndsOptions, create: false } as DatabaseOptions);
+      this.segmentEnds = ends ?? null;
+    } catch (err) {
+      void this.root.close();
+      throw err;
+    }
   }
 
+
+  /** Creates the segmentEnds database should the store have none yet (a store made before it was kept). */
+  keepSegmentEnds(): void {
+    this.segmentEnds ??= this.root.openDB<number, number>('segmentEnds', segmentEndsOptions);
+  }
 
   /** How far the log is applied, and the next seq to hand out, as last committed. */
   checkpoint(): { applied: LogPosition; seqNext: number } {

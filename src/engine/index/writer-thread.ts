@@ -34,6 +34,7 @@ port.on('message', (m: WriterRequest | 'close') => {
       index.meta.putSync('applied', m.applied);
       index.meta.putSync('seqNext', m.seqNext);
       for (const [seg, bytes] of m.segments) index.segments.putSync(seg, bytes);
+      for (const [seg, end] of m.ends) index.segmentEnds!.putSync(seg, end);
     });
     reply = { id: m.id, ok: true };
   } catch (err) {

@@ -32,6 +32,8 @@ export interface WriterRequest {
   seqNext: number;
   /** Segment → its live bytes after the batch. */
   segments: [number, number][];
+  /** Segment → where the batch's last record in it ends (BlockIndex.segmentEnds). */
+  ends: [number, number][];
 }
 
 /** @internal What the thread answers. */
@@ -70,11 +72,11 @@ export class IndexWriter {
   }
 
   /**
-   * Makes `ops`, the applied position, the next seq and the segment counters
-   * durable in one transaction. Resolves once committed; rejects, with nothing changed, if the
+   * Makes `ops`, the applied position, the next seq, the segment counters and the segments'
+   * applied ends durable in one transaction. Resolves once committed; rejects, with nothing changed, if the
    * transaction failed.
    */
-  write(ops: IndexOp[], applied: LogPosition, seqNext: number, segments: [number, number][]): Promise<void> {
+  write(ops: IndexOp[], applied: LogPosition, seqNext: number, segments: [number, number][], ends: [number, number][]): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
     let puts = 0;
     for (const op of ops) if (op.put) puts++;
@@ -91,7 +93,7 @@ export class IndexWriter {
       }
     });
     const id = this.nextId++;
-    const req: WriterRequest = { id, keys: keys.buffer as ArrayBuffer, values: values.buffer as ArrayBuffer, puts: flags.buffer, applied, seqNext, segments };
+    const req: WriterRequest = { id, keys: keys.buffer as ArrayBuffer, values: values.buffer as ArrayBuffer, puts: flags.buffer, applied, seqNext, segments, ends };
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
       // A batch in flight keeps the process alive until it is committed.

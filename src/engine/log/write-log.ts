@@ -79,7 +79,18 @@ interface Segment {
   dirty: boolean;
 }
 
-const segmentName = (id: number) => `${String(id).padStart(10, '0')}.seg`;
+/** The file name of segment `id` in the log directory. */
+export const segmentName = (id: number): string => `${String(id).padStart(10, '0')}.seg`;
+
+/** Reads a segment's header into `head`; the file is closed should the read fail. */
+function readHead(fd: number, head: Buffer): number {
+  try {
+    return fs.readSync(fd, head, 0, head.length, 0);
+  } catch (err) {
+    fs.closeSync(fd);
+    throw err;
+  }
+}
 
 function pread(fd: number, buf: Buffer, position: number): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -197,20 +208,37 @@ export class WriteLog {
     this.segmentBytesMax = segmentBytesMax;
   }
 
-  /** Opens the segment files of a directory (creating it). Does not replay; see scan(). */
-  static open(dir: string, segmentBytesMax: number): WriteLog {
-    fs.mkdirSync(dir, { recursive: true });
+  /**
+   * Opens the segment files of a directory (creating it). Does not replay; see scan(). Read-only,
+   * the files are opened for reading and nothing is created or removed: a log that is only read
+   * (Store.open with readOnly) has no active segment and takes no appends.
+   */
+  static open(dir: string, segmentBytesMax: number, opts: { readOnly?: boolean } = {}): WriteLog {
     const log = new WriteLog(dir, segmentBytesMax);
-    const ids = fs.readdirSync(dir).filter((n) => /^\d{10}\.seg$/.test(n)).map((n) => Number(n.slice(0, 10))).sort((a, b) => a - b);
+    try {
+      log.openSegments(opts.readOnly === true);
+    } catch (err) {
+      // A log opened halfway keeps no file open.
+      log.close();
+      throw err;
+    }
+    return log;
+  }
+
+  private openSegments(readOnly: boolean): void {
+    const { dir } = this;
+    if (!readOnly) fs.mkdirSync(dir, { recursive: true });
+    const names = readOnly && !fs.existsSync(dir) ? [] : fs.readdirSync(dir);
+    const ids = names.filter((n) => /^\d{10}\.seg$/.test(n)).map((n) => Number(n.slice(0, 10))).sort((a, b) => a - b);
     for (const id of ids) {
-      const fd = fs.openSync(path.join(dir, segmentName(id)), 'r+');
+      const fd = fs.openSync(path.join(dir, segmentName(id)), readOnly ? 'r' : 'r+');
       const head = Buffer.alloc(Format.segmentHeaderBytes);
-      const n = fs.readSync(fd, head, 0, head.length, 0);
+      const n = readHead(fd, head);
       if (n < head.length && id === ids[ids.length - 1]) {
         // The newest segment's creation was cut short (a crash or a full disk before its header
-        // was complete): it holds no record. Drop it.
+        // was complete): it holds no record. Drop it (read-only: leave it, unread).
         fs.closeSync(fd);
-        fs.rmSync(path.join(dir, segmentName(id)));
+        if (!readOnly) fs.rmSync(path.join(dir, segmentName(id)));
         continue;
       }
       const decoded = n === head.length ? decodeSegmentHeader(head) : null;
@@ -218,9 +246,8 @@ export class WriteLog {
         fs.closeSync(fd);
         throw new EngineError(EngineErrorCode.CORRUPT, `Log segment ${segmentName(id)} has a bad header`);
       }
-      log.segments.set(id, { id, fd, size: fs.fstatSync(fd).size, dirty: false });
+      this.segments.set(id, { id, fd, size: fs.fstatSync(fd).size, dirty: false });
     }
-    return log;
   }
 
   /** Segment ids present, ascending. */

@@ -171,7 +171,7 @@ export const instantRestorePaths = {
       summary: 'Give the password again to a restore that waits for it after a node restart',
       parameters: [diskParam],
       requestBody: { required: true, ...json(ref('ResumeRequest')) },
-      responses: { '200': { description: 'The restore', ...json(ref('InstantRestoreInfo')) }, '400': errorRef('BadRequest'), '404': errorRef('NotFound'), ...repoErrors, ...common },
+      responses: { '200': { description: 'The restore', ...json(ref('InstantRestoreInfo')) }, '400': errorRef('BadRequest'), '404': errorRef('NotFound'), '409': errorRef('Conflict'), ...repoErrors, ...common },
     },
   },
 };

@@ -237,6 +237,7 @@ export const openApiDocument = {
           '204': { description: 'Written' },
           ...bodyErrors,
           '404': errorRef('NotFound'),
+          '409': errorRef('Conflict'),
           '507': errorRef('NoSpace'),
           ...commonErrors,
         },
@@ -252,6 +253,7 @@ export const openApiDocument = {
           '204': { description: 'Trimmed' },
           ...bodyErrors,
           '404': errorRef('NotFound'),
+          '409': errorRef('Conflict'),
           '507': errorRef('NoSpace'),
           ...commonErrors,
         },
@@ -294,7 +296,7 @@ export const openApiDocument = {
         operationId: 'compact',
         summary: 'Run one compaction pass over the write log and report what it did',
         description: 'Takes no request body. May take a long time on a large store.',
-        responses: { '200': { description: 'What the pass did', ...json(ref('CompactStats')) }, ...commonErrors },
+        responses: { '200': { description: 'What the pass did', ...json(ref('CompactStats')) }, '409': errorRef('Conflict'), ...commonErrors },
       },
     },
     '/api/v1/openapi.json': {
@@ -362,7 +364,7 @@ export const openApiDocument = {
         },
       }),
       NodeInfo: wireObject<NodeInfo>()({
-        required: ['version', 'dataDir', 'nbd', 'api', 'pid', 'uptimeMs', 'disks', 'stats', 'space'],
+        required: ['version', 'dataDir', 'nbd', 'api', 'pid', 'uptimeMs', 'disks', 'readOnly', 'stats', 'space'],
         properties: {
           version: { type: 'string' },
           dataDir: { type: ['string', 'null'] },
@@ -383,6 +385,7 @@ export const openApiDocument = {
           pid: { type: 'integer' },
           uptimeMs: { type: 'integer' },
           disks: { type: 'integer', description: 'Number of disks' },
+          readOnly: { type: 'boolean', description: 'The node serves its store read-only (serve --read-only): every change is refused with 409 READ_ONLY' },
           stats: ref('StoreStats'),
           space: ref('NodeSpace'),
         },
@@ -462,7 +465,7 @@ export const openApiDocument = {
     responses: {
       BadRequest: errorResponse('BAD_REQUEST: malformed JSON or wrong field types; INVALID: a bad name or size; OUT_OF_RANGE'),
       NotFound: errorResponse('NOT_FOUND: no such disk or snapshot'),
-      Conflict: errorResponse('EXISTS: the name is taken; IN_USE: still in use (open NBD connections); READ_ONLY'),
+      Conflict: errorResponse('EXISTS: the name is taken; IN_USE: still in use (open NBD connections); READ_ONLY: a snapshot, or any change of a node that runs read-only (serve --read-only)'),
       BodyTooLarge: errorResponse('BODY_TOO_LARGE: the request body is over the limit (1 MiB by default)'),
       UnsupportedMediaType: errorResponse('UNSUPPORTED_MEDIA_TYPE: the request body is not application/json'),
       NoSpace: errorResponse("NO_SPACE: the node's file system is full"),

@@ -80,6 +80,16 @@ export const routes: readonly Route[] = [
   ...backupRoutes,
 ];
 
+/**
+ * Whether a request to route `path` changes the node's store, so that a node that runs read-only
+ * refuses it: every route but reads, a flush (nothing to make durable) and a backup (which reads
+ * the disks and writes its repository; docs/backup.md).
+ */
+export function changesStore(method: string, path: string): boolean {
+  if (method === 'GET' || method === 'HEAD') return false;
+  return path !== `${API_PREFIX}/disks/{name}/flush` && path !== `${API_PREFIX}/backups`;
+}
+
 /** Result of matching a request path against the route table. */
 export type Match =
   | { kind: 'route'; route: Route; params: Record<string, string> }

@@ -11,7 +11,7 @@ import { ApiError, ApiErrorCode, toApiError } from './errors.ts';
 import { readJsonBody, sendError, sendJson } from './http.ts';
 import type { JsonReply } from './http.ts';
 import { disksChangedBy, guardDisk } from './instant-restore.ts';
-import { matchRoute } from './routes.ts';
+import { changesStore, matchRoute } from './routes.ts';
 import type { NodeFacts, RequestContext, RouteContext } from './route.ts';
 import { storeStatsWire, spaceWire } from './to-wire.ts';
 import type { NodeInfo } from './client/wire.ts';
@@ -114,6 +114,7 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
         pid: process.pid,
         uptimeMs: Date.now() - startedMs,
         disks: store.listDisks().length,
+        readOnly: store.readOnly,
         stats: storeStatsWire(await store.stats()),
         space: spaceWire(store.space()),
       };
@@ -184,6 +185,11 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
         if (routeCtx === null) {
           req.resume();
           throw new ApiError(ApiErrorCode.NOT_READY, `The node is not ready: ${notReady() ?? 'starting'}`);
+        }
+        // A store opened read-only takes no change: refused here, before a body is read.
+        if (routeCtx.store.readOnly && changesStore(method, match.route.path)) {
+          req.resume();
+          throw new ApiError(ApiErrorCode.READ_ONLY, `The node runs read-only (tessera serve --read-only): ${method} ${pathname} would change it`);
         }
         let body: unknown;
         if (match.route.body === 'octets') {

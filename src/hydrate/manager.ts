@@ -66,6 +66,11 @@ export interface InstantRestoresOptions {
   limits?: HydratorLimits;
   /** Worker threads per restore. Default 2. */
   workers?: number;
+  /**
+   * The node runs read-only: nothing is written to `dir`, no restore starts, resumes or is
+   * cancelled, and the disk of an unfinished one is refused (its data is incomplete).
+   */
+  readOnly?: boolean;
 }
 
 interface Entry {
@@ -98,6 +103,7 @@ export class InstantRestores {
   private readonly log: (msg: string) => void;
   private readonly limits: HydratorLimits | undefined;
   private readonly workers: number | undefined;
+  private readonly readOnly: boolean;
   private readonly entries = new Map<string, Entry>();
   private closed = false;
 
@@ -108,6 +114,7 @@ export class InstantRestores {
     this.log = opts.log ?? (() => {});
     this.limits = opts.limits;
     this.workers = opts.workers;
+    this.readOnly = opts.readOnly === true;
   }
 
   /**
@@ -126,13 +133,15 @@ export class InstantRestores {
       }
       const ours = disk !== null && (s.diskCreatedMs === null ? disk.createdMs >= s.startedMs : disk.createdMs === s.diskCreatedMs);
       if (!ours) {
-        self.log(`hydrate: ${s.disk}: dropping an unfinished instant restore whose disk is gone`);
-        await removeState(opts.dir, s.disk);
+        self.log(`hydrate: ${s.disk}: ${self.readOnly ? 'leaving' : 'dropping'} an unfinished instant restore whose disk is gone`);
+        if (!self.readOnly) await removeState(opts.dir, s.disk);
         continue;
       }
-      if (s.diskCreatedMs === null) await writeState(opts.dir, { ...s, diskCreatedMs: disk!.createdMs });
+      if (s.diskCreatedMs === null && !self.readOnly) await writeState(opts.dir, { ...s, diskCreatedMs: disk!.createdMs });
       self.entries.set(s.disk, { disk: s.disk, state: { ...s, diskCreatedMs: disk!.createdMs }, hydrator: null, bytesRead: 0, source: null, finishedMs: null, damaged: null, busy: false, final: null });
-      self.log(`hydrate: ${s.disk}: unfinished instant restore waits for its password (tessera backup instant-restore resume ${s.disk})`);
+      self.log(self.readOnly
+        ? `hydrate: ${s.disk}: unfinished instant restore; the node runs read-only, so the disk is refused (its data is incomplete)`
+        : `hydrate: ${s.disk}: unfinished instant restore waits for its password (tessera backup instant-restore resume ${s.disk})`);
     }
     for (const d of damaged) {
       self.entries.set(d.disk, { disk: d.disk, state: null, hydrator: null, bytesRead: 0, source: null, finishedMs: null, damaged: d.error.message, busy: false, final: null });
@@ -143,6 +152,12 @@ export class InstantRestores {
 
   private checkOpen(): void {
     if (this.closed) throw new HydrateError(HydrateErrorCode.CLOSED, 'The node is shutting down');
+  }
+
+  /** checkOpen, and refuses to start, resume or cancel a restore on a node that runs read-only. */
+  private checkWritable(): void {
+    this.checkOpen();
+    if (this.readOnly) throw new EngineError(EngineErrorCode.READ_ONLY, 'The node runs read-only: instant restores do not start, resume or cancel');
   }
 
   private entry(disk: string): Entry {
@@ -156,7 +171,7 @@ export class InstantRestores {
    * it resolves the disk is exported and serves reads and writes.
    */
   async start(opts: StartOptions): Promise<InstantRestoreInfo> {
-    this.checkOpen();
+    this.checkWritable();
     if (typeof opts.disk !== 'string' || !diskNamePattern.test(opts.disk)) {
       throw new HydrateError(HydrateErrorCode.INVALID, `Invalid disk name "${opts.disk}": 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit`);
     }
@@ -238,7 +253,7 @@ export class InstantRestores {
 
   /** Resumes a restore that waits for its password (after a node restart). */
   async resume(disk: string, creds: { password: string; env: Record<string, unknown> }): Promise<InstantRestoreInfo> {
-    this.checkOpen();
+    this.checkWritable();
     const e = this.entry(disk);
     if (e.damaged !== null) throw new HydrateError(HydrateErrorCode.CORRUPT, `${e.damaged}; cancel the restore`);
     if (e.busy || e.hydrator !== null || e.finishedMs !== null) return this.info(e);
@@ -306,7 +321,7 @@ export class InstantRestores {
 
   /** Stops an unfinished restore and deletes its disk (refused while NBD clients have it open). */
   async cancel(disk: string): Promise<void> {
-    this.checkOpen();
+    this.checkWritable();
     const e = this.entry(disk);
     if (e.busy) throw new HydrateError(HydrateErrorCode.BUSY, `The restore of disk "${disk}" is starting or resuming; try again`);
     if (e.finishedMs !== null) throw new HydrateError(HydrateErrorCode.INVALID, `The restore of disk "${disk}" is done; the disk is an ordinary disk now`);
@@ -342,7 +357,11 @@ export class InstantRestores {
     const e = this.entries.get(name);
     if (e === undefined || e.finishedMs !== null) return null;
     if (e.hydrator === null) {
-      const why = e.damaged !== null ? `its restore state is damaged (${e.damaged})` : `its instant restore waits for the repository password: run \`tessera backup instant-restore resume ${name}\``;
+      const why = e.damaged !== null
+        ? `its restore state is damaged (${e.damaged})`
+        : this.readOnly
+          ? 'its instant restore is unfinished and the node runs read-only (its data is incomplete until the restore resumes)'
+          : `its instant restore waits for the repository password: run \`tessera backup instant-restore resume ${name}\``;
       throw new HydrateError(HydrateErrorCode.NEEDS_PASSWORD, `Disk "${name}" cannot be opened yet: ${why}`);
     }
     return e.hydrator.wrap(this.store.openVolume(name));

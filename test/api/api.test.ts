@@ -315,6 +315,52 @@ describe('api on a real store', () => {
   });
 });
 
+describe('api on a store opened read-only', () => {
+  test('every change answers 409 READ_ONLY saying the node runs read-only, before a body is read; reads, a flush and GET /node work', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-api-ro-'));
+    let store = await Store.open({ dir, maintenanceIntervalMs: 0 });
+    await store.createDisk('d', MiB);
+    await store.createSnapshot('d', 's');
+    await store.close();
+    store = await Store.open({ dir, readOnly: true });
+    const { server, base } = await startApi({ store });
+    try {
+      const changes: [string, string, unknown][] = [
+        ['POST', '/disks', { name: 'x', sizeBytes: MiB }],
+        ['DELETE', '/disks/d', undefined],
+        ['PATCH', '/disks/d', { sizeBytes: 2 * MiB }],
+        ['POST', '/disks/d/resize', { sizeBytes: 2 * MiB }],
+        ['POST', '/disks/d/clone', { snapshot: 's', name: 'c' }],
+        ['POST', '/disks/d/snapshots', { name: 't' }],
+        ['DELETE', '/disks/d/snapshots/s', undefined],
+        ['POST', '/disks/d/snapshots/s/revert', undefined],
+        ['POST', '/disks/d/trim', { offset: 0, length: 4096 }],
+        ['POST', '/snapshots', { name: 'g', disks: ['d'] }],
+        ['POST', '/compact', undefined],
+        // Refused before the body is looked at: even a malformed one gets 409.
+        ['POST', '/disks', '{not json'],
+      ];
+      for (const [method, path, body] of changes) {
+        const r = await call(base, method, path, body);
+        assertError(r, 409, 'READ_ONLY');
+        assert.equal(r.body.error.message, `The node runs read-only (tessera serve --read-only): ${method} /api/v1${path} would change it`);
+      }
+      const put = await call(base, 'PUT', '/disks/d/data?offset=0', 'x'.repeat(4096), 'application/octet-stream');
+      assertError(put, 409, 'READ_ONLY');
+      assert.equal((await call(base, 'POST', '/disks/d/flush')).status, 204);
+      assert.equal((await call(base, 'GET', '/disks/d')).status, 200);
+      assert.equal((await call(base, 'GET', '/disks/d/snapshots/s/extents')).status, 200);
+      const node = await call(base, 'GET', '/node');
+      assert.equal(node.body.readOnly, true);
+      assert.deepEqual(store.listDisks().map((d) => d.name), ['d'], 'nothing changed');
+    } finally {
+      await server.close();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('api openapi document', () => {
   test('openapi.json names exactly the routes the router serves', () => {
     const served = listRoutes().map((r) => `${r.method} ${r.path}`).sort();
@@ -371,6 +417,7 @@ describe('api error mapping', () => {
     [EngineErrorCode.NO_SPACE, 507, 'NO_SPACE'],
     [EngineErrorCode.CORRUPT, 500, 'CORRUPT'],
     [EngineErrorCode.CLOSED, 503, 'CLOSED'],
+    [EngineErrorCode.ACCESS, 500, 'INTERNAL'],
   ];
 
   test('every engine error code maps to its HTTP status and wire code, message kept', async () => {

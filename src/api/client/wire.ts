@@ -22,7 +22,7 @@ export const ApiErrorCode = {
   INVALID: 'INVALID',
   /** The object is still needed, e.g. a disk or snapshot with open NBD connections. */
   IN_USE: 'IN_USE',
-  /** A write to a read-only object. */
+  /** A write to a read-only object: a snapshot, or anything of a node that runs read-only. */
   READ_ONLY: 'READ_ONLY',
   /** A range past the end of a disk. */
   OUT_OF_RANGE: 'OUT_OF_RANGE',
@@ -160,6 +160,8 @@ export interface NodeInfo {
   uptimeMs: number;
   /** Number of disks. */
   disks: number;
+  /** The node serves its store read-only (`serve --read-only`): every change is refused with 409 READ_ONLY. */
+  readOnly: boolean;
   stats: StoreStats;
   space: NodeSpace;
 }

@@ -239,7 +239,7 @@ export const commands: Command[] = [
         ['NBD', tcp ? `${tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host}:${tcp.port}` : '-'],
         ['NBD socket', n.nbd?.socket ?? '-'],
         ['NBD connections', String(n.nbd?.connections ?? 0)],
-        ['Data dir', n.dataDir ?? '-'],
+        ['Data dir', n.readOnly ? `${n.dataDir ?? '-'} (read-only)` : (n.dataDir ?? '-')],
         ['PID', String(n.pid)],
         ['Uptime', `${Math.floor(n.uptimeMs / 1000)} s`],
         ['Disks', String(n.disks)],

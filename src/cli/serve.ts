@@ -1,4 +1,4 @@
-import { homedir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import type { Command, Io } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
@@ -54,10 +54,11 @@ export const serveCommand: Command = {
     'nbd-port': { type: 'string', valueName: 'PORT', description: 'NBD TCP port; 0 picks a free one (default: 10809)' },
     'api-port': { type: 'string', valueName: 'PORT', description: 'HTTP API port; 0 picks a free one (default: 7480)' },
     host: { type: 'string', valueName: 'HOST', description: 'Address to listen on (default: 127.0.0.1)' },
-    socket: { type: 'string', valueName: 'PATH', description: 'NBD Unix socket (default: DIR/nbd.sock)' },
+    socket: { type: 'string', valueName: 'PATH', description: 'NBD Unix socket (default: DIR/nbd.sock; with --read-only, tessera-PID.sock in the temporary directory)' },
     reserve: { type: 'string', valueName: 'SIZE', description: 'Space of the file system kept for compaction, the index and recovery (default: the larger of 2% and 1G, at most a tenth)' },
     'nearfull-ratio': { type: 'string', valueName: 'RATIO', description: 'Share of the usable space (total less the reserve) in use from which the node warns (default: 0.85)' },
     'full-ratio': { type: 'string', valueName: 'RATIO', description: 'Share of the usable space in use from which client writes are refused (default: 0.95)' },
+    'read-only': { type: 'boolean', description: 'Serve the disks read-only, writing nothing to DIR (also on a read-only file system): to copy data off a node that cannot start otherwise' },
     'log-level': { type: 'string', valueName: 'LEVEL', description: 'Least severe log records written: debug, info, warn, error (default: info)' },
     'log-format': { type: 'string', valueName: 'FORMAT', description: 'Log records on stderr as json or text lines (default: text when stderr is a terminal, else json)' },
   },
@@ -66,6 +67,7 @@ export const serveCommand: Command = {
     'tessera serve --data /srv/tessera --host 0.0.0.0',
     'tessera serve --data /tmp/t --nbd-port 0 --api-port 0   # free ports, see the ready line',
     'tessera serve --log-level debug --log-format json 2>>node.log',
+    'tessera serve --data /mnt/rescued/tessera --read-only   # then nbdcopy or backup create the disks off it',
   ],
   usesApi: false,
   async run({ values, io }) {
@@ -74,7 +76,9 @@ export const serveCommand: Command = {
     if (host === '') throw usageError('--host must not be empty');
     const nbdPort = parsePort('nbd-port', values['nbd-port'], 10809);
     const apiPort = parsePort('api-port', values['api-port'], 7480);
-    const socketPath = resolve(typeof values.socket === 'string' ? values.socket : join(dataDir, 'nbd.sock'));
+    const readOnly = values['read-only'] === true;
+    // Read-only, nothing is written to the data directory, not even the socket.
+    const socketPath = resolve(typeof values.socket === 'string' ? values.socket : readOnly ? join(tmpdir(), `tessera-${process.pid}.sock`) : join(dataDir, 'nbd.sock'));
     const space = {
       reserveBytes: option(values.reserve, 'reserve', parseSize, undefined),
       nearfullRatio: option(values['nearfull-ratio'], 'nearfull-ratio', parseRatio, undefined),
@@ -92,7 +96,7 @@ export const serveCommand: Command = {
     const { startNode } = await import('../node/index.ts');
     let node;
     try {
-      node = await startNode({ dataDir, host, nbdPort, apiPort, socketPath, log: root, space });
+      node = await startNode({ dataDir, host, nbdPort, apiPort, socketPath, log: root, space, readOnly });
     } catch (err) {
       throw new CliError(CliErrorCode.FAILED, `cannot start the node: ${(err as Error).message}`, { cause: err });
     }
@@ -125,7 +129,7 @@ export const serveCommand: Command = {
       process.on('SIGINT', stop);
       process.on('SIGTERM', stop);
       // The one line on stdout; scripts and tests wait for it.
-      io.stdout(`tessera ready api=${running.api} nbd=${hostPort(running.nbd.host, running.nbd.port)} socket=${running.socket}\n`);
+      io.stdout(`tessera ready api=${running.api} nbd=${hostPort(running.nbd.host, running.nbd.port)} socket=${running.socket}${running.readOnly ? ' read-only' : ''}\n`);
     });
   },
 };

@@ -42,11 +42,17 @@ const extentWindowBytes = 1 << 30;
 /**
  * The engine's disks and snapshots, for runDiskBackup: `onSnapshot` hears the snapshot once it is
  * taken; reads fail once `signal` aborts.
+ *
+ * A store opened read-only takes no snapshot and needs none: its disks cannot change. The backup
+ * reads their heads under the snapshot's name, which the node then never has, so the next backup
+ * of those disks is a full one.
  */
 export class EngineDiskHost implements DiskHost {
   private readonly store: Store;
   private readonly signal: AbortSignal | undefined;
   private readonly onSnapshot: ((name: string) => void) | undefined;
+  /** Snapshot names that stand for the disks' heads (a read-only store). */
+  private readonly heads = new Set<string>();
 
   constructor(store: Store, options: { signal?: AbortSignal; onSnapshot?: (name: string) => void } = {}) {
     this.store = store;
@@ -59,12 +65,17 @@ export class EngineDiskHost implements DiskHost {
   }
 
   async snapshot(name: string, disks: readonly string[]): Promise<{ sizeBytes: number }[]> {
+    if (this.store.readOnly) {
+      this.heads.add(name);
+      return disks.map((d) => ({ sizeBytes: this.store.getDisk(d).sizeBytes }));
+    }
     const snaps = await this.store.createSnapshots(disks, name);
     this.onSnapshot?.(name);
     return snaps;
   }
 
   deleteSnapshot(disk: string, name: string): Promise<void> {
+    if (this.heads.has(name)) return Promise.resolve();
     return this.store.deleteSnapshot(disk, name);
   }
 
@@ -75,7 +86,7 @@ export class EngineDiskHost implements DiskHost {
     };
     const withVolume = async <T>(fn: (v: Volume) => Promise<T>): Promise<T> => {
       check();
-      const vol = store.openVolume(disk, snap);
+      const vol = store.openVolume(disk, this.heads.has(snap) ? null : snap);
       try {
         return await fn(vol);
       } finally {
@@ -141,12 +152,15 @@ export class NodeBackups {
   private open: OpenRepository | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
 
-  /** `totals` hears what each backup read, stored and found deduplicated (the node's metrics). */
-  constructor(options: { store: Store; dataDir: string; totals?: BackupTotals }) {
+  /**
+   * `totals` hears what each backup read, stored and found deduplicated (the node's metrics).
+   * The repository's index cache goes in `cacheDir`, by default `DATA/backup-writer-cache`.
+   */
+  constructor(options: { store: Store; dataDir: string; totals?: BackupTotals; cacheDir?: string }) {
     this.store = options.store;
     this.totals = options.totals ?? new BackupTotals();
     // Not the instant restores' cache directory: each opens its own caches.
-    this.cacheDir = join(options.dataDir, 'backup-writer-cache');
+    this.cacheDir = options.cacheDir ?? join(options.dataDir, 'backup-writer-cache');
   }
 
   /** Runs a backup; `onEvent` hears its snapshot and progress; `signal` cancels it. Outcomes as `backup create --json` prints them. */
@@ -158,6 +172,7 @@ export class NodeBackups {
     let succeeded = false;
     if (this.idleTimer !== null) clearTimeout(this.idleTimer);
     try {
+      if (this.store.readOnly) onEvent({ event: 'note', message: 'the node runs read-only: the disks are backed up as they are, without a snapshot (they cannot change); their next backup is a full one' });
       const r = await this.repository(req);
       const host = new EngineDiskHost(this.store, { signal, onSnapshot: (name) => onEvent({ event: 'snapshot', name }) });
       // Progress figures are per disk and cumulative; the totals grow by their differences.

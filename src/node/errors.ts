@@ -10,6 +10,8 @@ export const NodeErrorCode = {
   INVALID: 'NODE_INVALID',
   /** The file system under the data directory has less than the reserve free. */
   NO_SPACE: 'NODE_NO_SPACE',
+  /** The data directory cannot be used as asked: missing, not permitted, or on a read-only file system. */
+  DATA_DIR: 'NODE_DATA_DIR',
 } as const;
 
 /** One of the NodeErrorCode values. */

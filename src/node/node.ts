@@ -1,4 +1,5 @@
-import { mkdir, unlink } from 'node:fs/promises';
+import { mkdtemp, rm, unlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createApiServer } from '../api/index.ts';
 import { EngineError, EngineErrorCode, Store } from '../engine/index.ts';
@@ -13,6 +14,7 @@ import { NodeMetrics } from './metrics.ts';
 import { NodeError, NodeErrorCode } from './errors.ts';
 import { acquireLock } from './lock.ts';
 import type { DirLock } from './lock.ts';
+import { checkDataDir, dataDirError } from './data-dir.ts';
 import { storeExports } from './provider.ts';
 import { tesseraVersion } from '../util/version.ts';
 
@@ -38,6 +40,13 @@ export interface NodeOptions {
   restoreCopyBytesPerSecondMax?: number | null;
   /** The space reserve and the nearfull and full ratios (docs/engine.md, "The reserve and the thresholds"). */
   space?: SpaceOptions;
+  /**
+   * Serve the store read-only (docs/engine.md, "Read-only mode"), to copy data off a node that
+   * cannot start otherwise: nothing is written to the data directory but the lock file (left
+   * out where the file system is read-only), every disk is exported read-only, the API refuses
+   * changes, no instant restore resumes. Default false.
+   */
+  readOnly?: boolean;
 }
 
 /** A running node. */
@@ -48,6 +57,8 @@ export interface RunningNode {
   nbd: { host: string; port: number };
   /** NBD Unix socket path. */
   socket: string;
+  /** Whether the node serves its store read-only. */
+  readOnly: boolean;
   /** Closes NBD connections, the API server and the store, then releases the data directory. */
   close(): Promise<void>;
 }
@@ -83,6 +94,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
   const log = root.child({ component: 'node' });
   const dataDir = resolve(opts.dataDir);
   const socketPath = resolve(opts.socketPath);
+  const readOnly = opts.readOnly === true;
   const undo: Array<() => Promise<void>> = [];
   const rollback = async (): Promise<void> => {
     for (const step of undo.reverse()) await step().catch((err) => log.error('cleanup failed', { err }));
@@ -90,8 +102,8 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
   let notReady: string | null = NotReady.STORE;
   const metrics = new NodeMetrics({ version: VERSION, ready: () => notReady === null });
   try {
-    await mkdir(dataDir, { recursive: true });
-    const lock: DirLock = await acquireLock(join(dataDir, LOCK_FILE));
+    await checkDataDir(dataDir, { readOnly });
+    const lock = await takeLock(join(dataDir, LOCK_FILE), { readOnly, log });
     undo.push(() => lock.release());
 
     // The API listens first: its probes answer while the store recovers, its routes once all is up.
@@ -107,7 +119,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
 
     let store: Store;
     try {
-      store = await Store.open({ dir: join(dataDir, 'store'), space: opts.space });
+      store = await Store.open({ dir: join(dataDir, 'store'), space: opts.space, readOnly });
     } catch (err) {
       // Below the reserve: the store says how much is free and needed; the node names its options.
       if (err instanceof EngineError && err.code === EngineErrorCode.NO_SPACE) {
@@ -118,12 +130,13 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     undo.push(() => store.close());
     const spaceWatch = watchSpace(store, log);
     undo.push(async () => clearInterval(spaceWatch));
-    log.info('store open', { recordsReplayed: store.recovery.recordsReplayed, tornBytesDropped: store.recovery.tornBytesDropped });
+    log.info(readOnly ? 'store open read-only' : 'store open', { recordsReplayed: store.recovery.recordsReplayed, tornBytesDropped: store.recovery.tornBytesDropped });
+    for (const damage of store.damage) log.error(`store damaged: ${damage}; reads of those blocks fail`);
 
     // Disks being restored from a backup are served through their hydrator (docs/backup.md, "Instant restore").
     notReady = NotReady.RESTORES;
     const copyBytesPerSecondMax = opts.restoreCopyBytesPerSecondMax === undefined ? restoreRateFromEnv(process.env) : opts.restoreCopyBytesPerSecondMax;
-    const restores = await InstantRestores.open({ store, dir: join(dataDir, 'instant-restore'), cacheDir: join(dataDir, 'backup-cache'), log: lineLog(root.child({ component: 'hydrate' })), limits: { copyBytesPerSecondMax } });
+    const restores = await InstantRestores.open({ store, dir: join(dataDir, 'instant-restore'), cacheDir: join(dataDir, 'backup-cache'), log: lineLog(root.child({ component: 'hydrate' })), limits: { copyBytesPerSecondMax }, readOnly });
     undo.push(() => restores.close());
     // Every volume a client gets counts its disk's I/O (docs/observability.md, "Disk I/O").
     const metered = (vol: Volume): Volume => new MeteredVolume(vol, metrics.disks.of(vol.disk));
@@ -138,7 +151,13 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     undo.push(() => unlink(socketPath).catch(() => {}));
 
     // Disk backups the node runs itself (docs/backup.md, "Disk backups run by the node").
-    const backups = new NodeBackups({ store, dataDir, totals: metrics.backups });
+    // Read-only, a backup's index cache goes to a directory of its own, not the data directory.
+    const backupCache = readOnly ? await mkdtemp(join(tmpdir(), 'tessera-backup-cache-')) : undefined;
+    const removeBackupCache = async (): Promise<void> => {
+      if (backupCache !== undefined) await rm(backupCache, { recursive: true, force: true });
+    };
+    undo.push(removeBackupCache);
+    const backups = new NodeBackups({ store, dataDir, totals: metrics.backups, cacheDir: backupCache });
     undo.push(() => backups.close());
     metrics.register({ store, nbd, restores });
     api.attach({
@@ -153,12 +172,13 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       }),
     });
     notReady = null;
-    log.info(`serving ${dataDir}: api=${apiUrl} nbd=${hostPort(nbdAddress.host, nbdAddress.port)} socket=${socketPath}`);
+    log.info(`serving ${dataDir}${readOnly ? ' read-only' : ''}: api=${apiUrl} nbd=${hostPort(nbdAddress.host, nbdAddress.port)} socket=${socketPath}`);
     let closing: Promise<void> | null = null;
     return {
       api: apiUrl,
       nbd: nbdAddress,
       socket: socketPath,
+      readOnly,
       close() {
         // Order: stop taking NBD and API work, then flush and close the store, then unlock.
         closing ??= (async () => {
@@ -169,6 +189,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
           await restores.close();
           await backups.close();
           clearInterval(spaceWatch);
+          await removeBackupCache();
           await store.close();
           await lock.release();
           log.info('stopped');
@@ -209,6 +230,22 @@ function watchSpace(store: Store, log: Logger): NodeJS.Timeout {
   };
   look();
   return setInterval(look, SPACE_WATCH_MS).unref();
+}
+
+/**
+ * Takes the data directory's lock file. Read-only on a read-only file system there is none to
+ * take, and none needed: nobody can write the directory there either.
+ */
+async function takeLock(path: string, opts: { readOnly: boolean; log: Logger }): Promise<DirLock> {
+  try {
+    return await acquireLock(path);
+  } catch (err) {
+    if (opts.readOnly && (err as NodeJS.ErrnoException).code === 'EROFS') {
+      opts.log.info('the data directory is on a read-only file system: no lock file is taken (nobody can write it)', { path });
+      return { path, release: () => Promise.resolve() };
+    }
+    throw dataDirError(err, path, opts);
+  }
 }
 
 /**

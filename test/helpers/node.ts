@@ -23,7 +23,7 @@ export interface StartNodeOptions {
 }
 
 /** The stdout line of a node that is ready, as the daemon's contract states it. */
-const readyLine = /^tessera ready api=(http:\/\/\S+) nbd=(\S+):(\d+) socket=(\S+)$/;
+const readyLine = /^tessera ready api=(http:\/\/\S+) nbd=(\S+):(\d+) socket=(\S+)( read-only)?$/;
 
 /** A running (or stopped, restartable) Tessera node. */
 export class TesseraNode {
@@ -35,6 +35,8 @@ export class TesseraNode {
   nbdPort = 0;
   /** Path of the NBD Unix socket. */
   socket: string;
+  /** Whether the ready line said the node serves read-only (`serve --read-only`). */
+  readOnly = false;
   readonly dataDir: string;
   /** File the node's stderr (its log) goes to, across restarts. */
   readonly logPath: string;
@@ -111,6 +113,7 @@ export class TesseraNode {
         this.nbdHost = m[2]!;
         this.nbdPort = Number(m[3]);
         this.socket = m[4]!;
+        this.readOnly = m[5] !== undefined;
         resolve();
       });
       child.once('exit', (code, signal) => {

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { EngineError, Store, type Volume } from '../../src/engine/index.ts';
-import { cleanup, makeTempDir, MiB, mountTmpfs, remount, seededBytes, treeState } from '../helpers/index.ts';
+import { cleanup, fillTo, makeTempDir, MiB, mountTmpfs, remount, seededBytes, treeState } from '../helpers/index.ts';
 import { readOnlyVolumeConformance, touch } from './volume-conformance.ts';
 
 after(cleanup);
@@ -230,6 +230,22 @@ test('a read-only open of a writable store writes nothing to it (but LMDB\'s loc
   await checkReadOnly(dir);
   assert.deepEqual(treeState(dir, skip), before);
   assert.deepEqual(openFilesUnder(dir), [], 'every file is closed');
+});
+
+test('a store whose file system is below its reserve, which does not open for writing, opens read-only and reads', async (t) => {
+  const mnt = mountTmpfs(t, 32 * MiB);
+  const dir = join(mnt, 'store');
+  fs.cpSync(built.dir, dir, { recursive: true });
+  fillTo(mnt, MiB);
+  await assert.rejects(Store.open({ dir }), { code: 'ENGINE_NO_SPACE' });
+  const store = await Store.open({ dir, readOnly: true });
+  try {
+    const v = store.openVolume('vm', 'later');
+    assert.ok((await v.read(0, v.sizeBytes)).equals(built.contents.get('vm@later')!));
+    v.close();
+  } finally {
+    await store.close();
+  }
 });
 
 test('a read-only open creates nothing: a directory that is not a store is refused', async () => {

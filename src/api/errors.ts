@@ -19,6 +19,7 @@ const statusOfCode: Record<ApiErrorCodeValue, number> = {
   OUT_OF_RANGE: 400,
   NO_SPACE: 507,
   CORRUPT: 500,
+  IO_ERROR: 500,
   CLOSED: 503,
   BAD_REQUEST: 400,
   NO_ROUTE: 404,
@@ -42,6 +43,7 @@ const codeOfEngineCode: Record<EngineErrorCodeValue, ApiErrorCodeValue> = {
   [EngineErrorCode.OUT_OF_RANGE]: ApiErrorCode.OUT_OF_RANGE,
   [EngineErrorCode.NO_SPACE]: ApiErrorCode.NO_SPACE,
   [EngineErrorCode.CORRUPT]: ApiErrorCode.CORRUPT,
+  [EngineErrorCode.IO]: ApiErrorCode.IO_ERROR,
   [EngineErrorCode.CLOSED]: ApiErrorCode.CLOSED,
   // Only opening a store meets it (a node does not start); should a request ever, it is the node's fault.
   [EngineErrorCode.ACCESS]: ApiErrorCode.INTERNAL,

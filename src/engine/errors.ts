@@ -21,6 +21,12 @@ export const EngineErrorCode = {
   NO_SPACE: 'ENGINE_NO_SPACE',
   /** Stored data failed its checksum or structure check. */
   CORRUPT: 'ENGINE_CORRUPT',
+  /**
+   * The drive failed: a read (an I/O error, a truncated or missing segment, a record failing its
+   * checksum), or, once the store is failing, any write, flush or change (docs/engine.md, "A
+   * failing drive").
+   */
+  IO: 'ENGINE_IO',
   /** The store is closed or closing. */
   CLOSED: 'ENGINE_CLOSED',
   /** The operating system refused the store's files (permission denied) at open. */
@@ -29,5 +35,21 @@ export const EngineErrorCode = {
 
 export type EngineErrorCodeValue = (typeof EngineErrorCode)[keyof typeof EngineErrorCode];
 
+/** Where a read failed: the node logs it and counts it per disk (ENGINE_IO of a read). */
+export interface ReadFault {
+  disk: string;
+  /** Byte offset in the disk of the first byte that could not be read. */
+  offset: number;
+  /** The bytes were read but their record failed its checksum (else the read itself failed). */
+  checksum: boolean;
+}
+
 /** The engine's one error class: what the world did wrong, with a stable code. */
-export class EngineError extends CodedError<EngineErrorCodeValue> {}
+export class EngineError extends CodedError<EngineErrorCodeValue> {
+  /** Set on the ENGINE_IO of a failed read. */
+  readonly readFault: ReadFault | null;
+  constructor(code: EngineErrorCodeValue, message: string, options?: { cause?: unknown; readFault?: ReadFault }) {
+    super(code, message, options);
+    this.readFault = options?.readFault ?? null;
+  }
+}

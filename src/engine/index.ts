@@ -1,9 +1,11 @@
 /** The volume engine: write log + versioned block index; disks, snapshots, clones. */
 export { Store } from './store.ts';
 export type { StoreOptions, StoreStats, StoreMetrics } from './store.ts';
+export type { StoreHealth } from './health.ts';
+export type { LogFiles } from './log/files.ts';
 export type { CompactStats } from './gc/compact.ts';
 export type { SpaceOptions, SpaceFigures, SpaceState } from './space.ts';
 export { EngineError, EngineErrorCode } from './errors.ts';
-export type { EngineErrorCodeValue } from './errors.ts';
+export type { EngineErrorCodeValue, ReadFault } from './errors.ts';
 export type { DiskInfo, SnapshotInfo, Volume, AllocationExtent, ChangeExtent, WriteOptions, ZeroOptions } from './types.ts';
 export type { Feed, FeedRecord, FeedSubscriber, FeedSubscription, FallBehind } from './feed.ts';

@@ -8,6 +8,8 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { RecordType } from './format.ts';
 import { WriteLog } from './log/write-log.ts';
+import { nodeLogFiles, type LogFiles } from './log/files.ts';
+import { DriveHealth, type StoreHealth } from './health.ts';
 import { BlockIndex } from './index/block-index.ts';
 import { EngineError, EngineErrorCode } from './errors.ts';
 import { History, checkName, checkSize, type DiskMeta, type SnapMeta } from './history.ts';
@@ -51,6 +53,13 @@ export interface StoreOptions {
    * system; every change is refused with ENGINE_READ_ONLY (docs/engine.md, "Read-only mode").
    */
   readOnly?: boolean;
+  /**
+   * Called once when the drive starts failing (docs/engine.md, "A failing drive"), with what
+   * health() says from then on.
+   */
+  onDriveFailing?: (health: StoreHealth) => void;
+  /** @internal The file layer the write log goes through (tests put a faulty drive here). Default node:fs. */
+  files?: LogFiles;
 }
 
 /** Space figures of a store. */
@@ -98,6 +107,7 @@ export class Store {
   readonly feed: Feed;
   private readonly log: WriteLog;
   private readonly index: BlockIndex;
+  private readonly drive: DriveHealth;
   private readonly history: History;
   /** Live data bytes per segment, as committed in the index. */
   private readonly live = new Map<number, number>();
@@ -116,12 +126,13 @@ export class Store {
   private timers: NodeJS.Timeout[] = [];
   private closed = false;
 
-  private constructor(dir: string, log: WriteLog, index: BlockIndex, space: SpaceGuard, opts: { readOnly: boolean; damage: string[] }) {
+  private constructor(dir: string, log: WriteLog, index: BlockIndex, space: SpaceGuard, opts: { readOnly: boolean; damage: string[]; health: DriveHealth }) {
     this.dir = dir;
     this.readOnly = opts.readOnly;
     this.damage = opts.damage;
     this.log = log;
     this.index = index;
+    const health = (this.drive = opts.health);
     this.spaceGuard = space;
     this.feed = new Feed(log);
     const { live, overlay, feed } = this;
@@ -130,17 +141,17 @@ export class Store {
     this.reader = new Reader({ index, overlay, log });
     const reader = this.reader;
     this.changes = new Changes({ index, overlay, reader, history });
-    this.appender = new Appender({ log, history, overlay, reader, checkOpen: () => this.checkOpen(), space });
-    this.applier = new Applier({ index, history, live, reader, overlay });
+    this.appender = new Appender({ log, history, overlay, reader, checkWritable: () => this.checkWritable(), space });
+    this.applier = new Applier({ index, history, live, reader, overlay, health });
     const applier = this.applier;
     this.sweeper = new Sweeper({ index, history, overlay, applier, live });
-    this.compactor = new Compactor({ log, index, history, reader, applier, sweeper: this.sweeper, live, space, isClosed: () => this.closed, pinned: (id) => feed.pins(id) });
+    this.compactor = new Compactor({ log, index, history, reader, applier, sweeper: this.sweeper, live, space, isClosed: () => this.closed || health.failing, pinned: (id) => feed.pins(id) });
     const changes = this.changes;
     const appender = this.appender;
     this.host = {
       target: (disk, snap) => this.target(disk, snap),
       noteRequest: () => this.compactor.noteRequest(),
-      readBlocks: (links, a, e, out) => reader.readBlocks(links, a, e, out),
+      readBlocks: (links, a, e, out, disk) => reader.readBlocks(links, a, e, out, disk),
       appendData: (d, a, payload, first, last, fua) => appender.appendData(d, a, payload, first, last, fua),
       zeroRange: (d, offset, length, type, fua) => appender.zeroRange(d, offset, length, type, fua),
       withBlockLocks: (branch, blocks, fn) => appender.withBlockLocks(branch, blocks, fn),
@@ -186,14 +197,15 @@ export class Store {
     // Compacting one segment needs room for its live blocks: a segment is at most a quarter of
     // the reserve, so that always fits (docs/engine.md, "Getting space back").
     const segmentBytesMax = Math.min(opts.segmentBytesMax ?? 256 * 1024 * 1024, space.segmentBytesMax());
-    const index = (opened.index = new BlockIndex(path.join(opts.dir, 'index'), { readOnly }));
+    const health = new DriveHealth(opts.onDriveFailing);
+    const index = (opened.index = new BlockIndex(path.join(opts.dir, 'index'), { readOnly, health }));
     const damage = damagedSegments(index, path.join(opts.dir, 'log'));
     if (damage.length > 0 && !readOnly) {
       throw new EngineError(EngineErrorCode.CORRUPT, `The write log is damaged: ${damage.join('; ')}. Nothing was changed; a read-only open serves what is left`);
     }
     if (!readOnly) index.keepSegmentEnds();
-    log = opened.log = WriteLog.open(path.join(opts.dir, 'log'), segmentBytesMax, { readOnly });
-    const store = (opened.store = new Store(opts.dir, log, index, space, { readOnly, damage }));
+    log = opened.log = WriteLog.open(path.join(opts.dir, 'log'), segmentBytesMax, { readOnly, files: opts.files ?? nodeLogFiles, health });
+    const store = (opened.store = new Store(opts.dir, log, index, space, { readOnly, damage, health }));
     if (readOnly) {
       // Nothing is applied, synced, swept or compacted: no feed, no index writer, no timers.
       const { history, overlay, live } = store;
@@ -241,10 +253,21 @@ export class Store {
     if (this.closed) throw new EngineError(EngineErrorCode.CLOSED, 'The store is closed');
   }
 
-  /** checkOpen, and refuses a change of a store opened read-only. */
+  /** checkOpen, and refuses a change of a store opened read-only (ENGINE_READ_ONLY) or on a failing drive (ENGINE_IO). */
   private checkWritable(): void {
     this.checkOpen();
     if (this.readOnly) throw new EngineError(EngineErrorCode.READ_ONLY, `The store in ${this.dir} is open read-only: nothing in it can be changed`);
+    this.drive.check();
+  }
+
+  /**
+   * The drive under the store: `ok`, or `failing` since a log write, a log sync or an index
+   * transaction failed (not for a full file system). While failing, writes, zeroes, trims,
+   * flushes, compaction and disk and snapshot changes are refused with ENGINE_IO; reads go on.
+   * It lasts until the store is opened again.
+   */
+  health(): StoreHealth {
+    return this.drive.status();
   }
 
   private info(d: DiskMeta): DiskInfo {
@@ -443,11 +466,12 @@ export class Store {
   async flush(): Promise<void> {
     this.checkOpen();
     if (this.readOnly) return;
+    this.drive.check();
     await this.log.sync();
   }
 
   private backgroundSync(): void {
-    if (this.closed || !this.log.hasUnsynced) return;
+    if (this.closed || this.drive.failing || !this.log.hasUnsynced) return;
     this.log.sync().catch(() => {
       // A failing sync surfaces to the next flush/FUA caller; nothing to do here.
     });

@@ -31,8 +31,8 @@ export interface VolumeHost {
   target(disk: string, snap: string | null): VolumeTarget;
   /** Counts one request (background compaction yields to a busy store). */
   noteRequest(): void;
-  /** Reads whole blocks of a chain into `out`. */
-  readBlocks(links: ChainLink[], blockStart: number, blockEnd: number, out: Buffer): Promise<void>;
+  /** Reads whole blocks of a chain of `disk` into `out` (a failure names the disk). */
+  readBlocks(links: ChainLink[], blockStart: number, blockEnd: number, out: Buffer, disk: string): Promise<void>;
   /** Appends whole blocks to a disk's head. */
   appendData(d: DiskMeta, blockStart: number, payload: Buffer, maskFirst: number, maskLast: number, fua: boolean): Promise<void>;
   /** Zeroes or deallocates a byte range of a disk's head. */
@@ -93,7 +93,7 @@ export class StoreVolume implements Volume {
     const e = Math.ceil((offset + length) / BS);
     const need = (e - a) * BS;
     const out = into !== undefined && into.length >= need ? into.subarray(0, need) : Buffer.allocUnsafe(need);
-    await this.host.readBlocks(t.links, a, e, out);
+    await this.host.readBlocks(t.links, a, e, out, this.disk);
     const rel = offset - a * BS;
     return rel === 0 && length === out.length ? out : out.subarray(rel, rel + length);
   }
@@ -116,8 +116,8 @@ export class StoreVolume implements Volume {
     const branch = t.d.branch;
     await this.host.withBlockLocks(branch, edges, async () => {
       const buf = Buffer.allocUnsafe((e - a) * BS);
-      if (offset % BS) await this.host.readBlocks(t.links, a, a + 1, buf.subarray(0, BS));
-      if (end % BS && (e - 1 !== a || offset % BS === 0)) await this.host.readBlocks(t.links, e - 1, e, buf.subarray((e - 1 - a) * BS));
+      if (offset % BS) await this.host.readBlocks(t.links, a, a + 1, buf.subarray(0, BS), this.disk);
+      if (end % BS && (e - 1 !== a || offset % BS === 0)) await this.host.readBlocks(t.links, e - 1, e, buf.subarray((e - 1 - a) * BS), this.disk);
       data.copy(buf, offset - a * BS);
       const firstTo = e - a === 1 ? end - a * BS : BS;
       const maskFirst = sectorMask(offset - a * BS, firstTo);

@@ -46,9 +46,10 @@ export function errnoOf(err: unknown): number {
     case EngineErrorCode.CLOSED:
       // The store closes when the node shuts down; ESHUTDOWN tells the client to disconnect.
       return Errno.ESHUTDOWN;
+    case EngineErrorCode.IO:
+      // A read the drive failed, or any write or flush while the drive is failing.
+      return Errno.EIO;
     case EngineErrorCode.CORRUPT:
-      // Also a drive's I/O error: the engine's log reports a failing read or write as CORRUPT
-      // (engine/log.ts ioError), and the client must see it as the EIO it is.
       return Errno.EIO;
     default:
       return Errno.EIO;

@@ -416,6 +416,7 @@ describe('api error mapping', () => {
     [EngineErrorCode.OUT_OF_RANGE, 400, 'OUT_OF_RANGE'],
     [EngineErrorCode.NO_SPACE, 507, 'NO_SPACE'],
     [EngineErrorCode.CORRUPT, 500, 'CORRUPT'],
+    [EngineErrorCode.IO, 500, 'IO_ERROR'],
     [EngineErrorCode.CLOSED, 503, 'CLOSED'],
     [EngineErrorCode.ACCESS, 500, 'INTERNAL'],
   ];

@@ -165,9 +165,9 @@ for what, fn in [
  */
 test('rules: an engine error reaches qemu-io as EIO with its message in the error chunk', async () => {
   const qemuIo = requireTool('qemu-io', 'qemu-utils');
-  const message = 'ENGINE_CORRUPT: I/O error while reading the write log: EIO: i/o error, read';
+  const message = 'ENGINE_IO: Read of disk "other" failed at byte 0: I/O error while reading log segment 1 at 128: EIO: i/o error, read';
   ms.store.hook = (op) => {
-    if (op === 'read') throw new EngineError(EngineErrorCode.CORRUPT, message.slice('ENGINE_CORRUPT: '.length));
+    if (op === 'read') throw new EngineError(EngineErrorCode.IO, message.slice('ENGINE_IO: '.length));
   };
   const logged = ms.logs.length;
   try {

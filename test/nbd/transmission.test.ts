@@ -215,6 +215,7 @@ test('transmission maps the world\'s failures to NBD errors in one place, each w
   const cases: [Error, number, string][] = [
     [new EngineError(EngineErrorCode.NO_SPACE, 'No space left while appending to the write log'), Errno.ENOSPC, 'ENGINE_NO_SPACE: No space left while appending to the write log'],
     [new EngineError(EngineErrorCode.CORRUPT, 'Bad checksum'), Errno.EIO, 'ENGINE_CORRUPT: Bad checksum'],
+    [new EngineError(EngineErrorCode.IO, 'The drive under the store is failing'), Errno.EIO, 'ENGINE_IO: The drive under the store is failing'],
     [new EngineError(EngineErrorCode.READ_ONLY, 'Read-only'), Errno.EPERM, 'ENGINE_READ_ONLY: Read-only'],
     [new EngineError(EngineErrorCode.OUT_OF_RANGE, 'Far'), Errno.EINVAL, 'ENGINE_OUT_OF_RANGE: Far'],
     [new EngineError(EngineErrorCode.INVALID, 'Bad'), Errno.EINVAL, 'ENGINE_INVALID: Bad'],

@@ -30,6 +30,11 @@ export const ApiErrorCode = {
   NO_SPACE: 'NO_SPACE',
   /** Stored data failed its checks. */
   CORRUPT: 'CORRUPT',
+  /**
+   * The node's drive failed: a read of this request, or, while the drive is failing (GET
+   * /api/v1/node says `drive.state: failing`), any write, flush or change of disks and snapshots.
+   */
+  IO_ERROR: 'IO_ERROR',
   /** The store is closed or closing: the node is shutting down. */
   CLOSED: 'CLOSED',
   /** The request body is not valid JSON, or its fields have the wrong types. */

@@ -8,6 +8,9 @@ import { RecordType } from '../format.ts';
 import { comparePositions, type LogPosition } from '../log/write-log.ts';
 import type { FeedRecord } from '../feed.ts';
 import { IndexWriter } from '../index/writer.ts';
+import { indexError } from '../index/block-index.ts';
+import { EngineError, EngineErrorCode } from '../errors.ts';
+import type { DriveHealth } from '../health.ts';
 import type { Overlay } from '../read/overlay.ts';
 import type { Reader } from '../read/reader.ts';
 import { planBatch, type ApplyContext } from './plan.ts';
@@ -21,7 +24,10 @@ import { applyInline, segmentEnds, type ApplyRecord } from './inline.ts';
 const APPLY_BATCH_BLOCKS = 65536;
 /** Longest a durable record waits in the overlay for a batch to fill (StoreOptions.applyDelayMs). */
 export const applyDelayMsDefault = 1000;
-/** Wait before applying again after an index transaction failed (e.g. the file system was full). */
+/**
+ * Wait before applying again after an index transaction failed for a full file system. One the
+ * drive failed is not tried again (docs/engine.md, "A failing drive").
+ */
 const APPLY_RETRY_MS = 1000;
 
 /** Queues durable records and applies them to the index; owns the log position applied so far. */
@@ -34,6 +40,7 @@ export class Applier {
   readonly totals = { records: 0, appliedRecords: 0, bytes: 0 };
   private readonly ctx: ApplyContext & { reader: Reader };
   private readonly overlay: Overlay;
+  private readonly health: DriveHealth;
   private queue: FeedRecord[] = [];
   /** Blocks the records in the queue cover (zero/trim records count one). */
   private queueBlocks = 0;
@@ -46,9 +53,10 @@ export class Applier {
   private applying: Promise<void> | null = null;
   private stopped = false;
 
-  constructor(opts: ApplyContext & { reader: Reader; overlay: Overlay }) {
+  constructor(opts: ApplyContext & { reader: Reader; overlay: Overlay; health: DriveHealth }) {
     this.ctx = { index: opts.index, history: opts.history, live: opts.live, reader: opts.reader };
     this.overlay = opts.overlay;
+    this.health = opts.health;
   }
 
   /** Recovery is over: batches of writes go to the index writer thread from now on. */
@@ -113,12 +121,14 @@ export class Applier {
   /**
    * Moves the queued durable records into the index on this thread. Should the transaction fail
    * (a full file system), nothing was applied: the records stay queued, durable in the log and
-   * visible through the overlay, and are tried again later; the error is rethrown.
+   * visible through the overlay, and are tried again later; the error is rethrown. While the
+   * drive is failing nothing is applied: the records stay in the overlay, and in the log for the
+   * next open to replay.
    */
   applyNow(): void {
     assert.ok(this.applying === null, 'no batch is in the index writer');
     this.clearTimer();
-    if (!this.queue.length) return;
+    if (!this.queue.length || this.health.failing) return;
     const batch = this.queue;
     const blocks = this.queueBlocks;
     this.queue = [];
@@ -128,7 +138,7 @@ export class Applier {
     } catch (err) {
       this.queue = batch.concat(this.queue);
       this.queueBlocks += blocks;
-      this.retryLater();
+      if (!this.health.failing) this.retryLater();
       throw err;
     }
     this.totals.appliedRecords += batch.length;
@@ -162,7 +172,7 @@ export class Applier {
    */
   private readonly applyInBackground = (): void => {
     // A batch in the writer starts the next when it completes; close() applies what is left.
-    if (this.applying || this.stopped) return;
+    if (this.applying || this.stopped || this.health.failing) return;
     try {
       if (!this.applyOffThread()) this.applyNow();
     } catch {
@@ -179,7 +189,7 @@ export class Applier {
    */
   private applyOffThread(): boolean {
     const writer = this.writer;
-    if (!writer?.usable || !this.queue.length) return false;
+    if (!writer?.usable || !this.queue.length || this.health.failing) return false;
     if (this.queue.some((a) => a.header.type !== RecordType.WRITE && a.header.type !== RecordType.RELOCATE)) return false;
     const { history, live, index } = this.ctx;
     const planned = planBatch(this.ctx, this.queue, history.seqNext - 1);
@@ -203,17 +213,20 @@ export class Applier {
         if (seqMax + 1 > history.seqNext) history.seqNext = seqMax + 1;
         for (const a of batch) this.overlay.remove(a);
       },
-      () => {
+      (err) => {
         // Nothing was committed: the records go back to the front of the queue, and are tried
-        // again later (through the writer, or here should it have failed).
+        // again later (through the writer, or here should it have failed), unless the drive
+        // failed the transaction.
         this.queue = batch.concat(this.queue);
         this.queueBlocks += blocks;
-        this.retryLater();
+        const e = indexError(err);
+        if (e instanceof EngineError && e.code === EngineErrorCode.IO) this.health.fail(err, 'updating the block index');
+        else this.retryLater();
       },
     ).finally(() => {
       this.applying = null;
       // What queued meanwhile goes next (unless a failure set its retry timer).
-      if (!this.stopped && this.timer === null && this.queue.length) this.schedule();
+      if (!this.stopped && !this.health.failing && this.timer === null && this.queue.length) this.schedule();
     });
     return true;
   }

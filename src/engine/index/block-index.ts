@@ -6,6 +6,7 @@
 import { open, type RootDatabase, type Database, type DatabaseOptions } from 'lmdb';
 import assert from 'node:assert/strict';
 import { EngineError, EngineErrorCode } from '../errors.ts';
+import type { DriveHealth } from '../health.ts';
 import type { IndexOp } from './writer.ts';
 import type { LogPosition } from '../log/write-log.ts';
 import { encodeKey, decodeKey, decodeValue, encodeValue, entryValueBytes, indexKeyBytes, type Entry } from '../format.ts';
@@ -76,12 +77,15 @@ export class BlockIndex {
 
   /** Write-through cache of the newest versions: `${branch}:${chunk}` → chunk. */
   private chunks = new Map<string, Chunk>();
+  /** The drive's state (the store's index; the writer thread's has none, the store judges its failures). */
+  private readonly health: DriveHealth | null;
 
   /**
    * Opens the index in `path`. Read-only, LMDB writes nothing, and works on a read-only file
    * system (it then keeps no lock file; nobody can write there either).
    */
-  constructor(path: string, opts: { readOnly?: boolean } = {}) {
+  constructor(path: string, opts: { readOnly?: boolean; health?: DriveHealth } = {}) {
+    this.health = opts.health ?? null;
     const readOnly = opts.readOnly === true;
     this.root = open({ path, maxDbs: 8, mapSize: 2 ** 40, readOnly });
     try {
@@ -205,14 +209,19 @@ export class BlockIndex {
 
   /**
    * Runs fn in one write transaction. Should it throw, the transaction is rolled back, and so is
-   * the cache (dropped whole, to be refilled from what was committed).
+   * the cache (dropped whole, to be refilled from what was committed). A transaction the drive
+   * failed (not for a full file system) puts the store in the failing state; while failing, no
+   * transaction is begun (ENGINE_IO).
    */
   transaction(fn: () => void): void {
+    this.health?.check();
     try {
       this.root.transactionSync(fn);
     } catch (err) {
       this.chunks.clear();
-      throw indexError(err);
+      const e = indexError(err);
+      if (e instanceof EngineError && e.code === EngineErrorCode.IO) throw this.health?.fail(err, 'updating the block index') ?? e;
+      throw e;
     }
   }
 
@@ -339,12 +348,31 @@ function setSlot(chunk: Chunk, i: number, e: Entry): void {
   slots.mask[i] = e.mask;
 }
 
-/** A failed index transaction as the engine reports it: a full file system is ENGINE_NO_SPACE. */
-function indexError(err: unknown): unknown {
+/** LMDB's own error codes (lmdb-js reports them, and errnos, as a number `code`). */
+const Mdb = {
+  /** The environment's map size is reached: a limit, not the drive. */
+  MAP_FULL: -30792,
+  /** A page of the index is not what LMDB wrote. */
+  CORRUPTED: -30796,
+  PAGE_NOTFOUND: -30797,
+  /** Writing a meta page failed, or the environment had a fatal error: the drive. */
+  PANIC: -30795,
+} as const;
+
+/**
+ * A failed index transaction as the engine reports it: a full file system is ENGINE_NO_SPACE,
+ * damaged pages ENGINE_CORRUPT, an error of the system (lmdb-js gives the errno as a positive
+ * number) or LMDB's panic ENGINE_IO, the drive's failure. Anything else (an EngineError or a bug
+ * of the transaction's own code, LMDB's other codes: limits and misuse) is passed on as it is.
+ */
+export function indexError(err: unknown): unknown {
   if (err instanceof EngineError) return err;
-  const e = err as { code?: unknown; message?: unknown } | null;
-  // lmdb-js reports the errno as a number (28 is ENOSPC on Linux) with the C library's message.
-  const full = e?.code === 28 || e?.code === 'ENOSPC' || e?.code === 'EDQUOT' || (typeof e?.message === 'string' && /No space left/.test(e.message));
+  const e = err as { code?: unknown; message?: unknown; syscall?: unknown } | null;
+  // lmdb-js reports the errno as a number (28 is ENOSPC, 122 EDQUOT on Linux) with the C library's message.
+  const full = e?.code === 28 || e?.code === 122 || e?.code === Mdb.MAP_FULL || e?.code === 'ENOSPC' || e?.code === 'EDQUOT' || (typeof e?.message === 'string' && /No space left/.test(e.message));
   if (full) return new EngineError(EngineErrorCode.NO_SPACE, 'No space left while updating the block index', { cause: err });
+  if (e?.code === Mdb.CORRUPTED || e?.code === Mdb.PAGE_NOTFOUND) return new EngineError(EngineErrorCode.CORRUPT, `The block index is damaged: ${String(e.message)}`, { cause: err });
+  const drive = (typeof e?.code === 'number' && e.code > 0) || e?.code === Mdb.PANIC || typeof e?.syscall === 'string';
+  if (drive) return new EngineError(EngineErrorCode.IO, `I/O error while updating the block index: ${String(e?.message)}`, { cause: err });
   return err;
 }

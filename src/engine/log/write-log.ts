@@ -4,13 +4,15 @@
  * prefix is durable (fdatasync), because recovery replays a segment only up to its first torn
  * record — so anything acknowledged as durable must sit in a complete, synced prefix.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import assert from 'node:assert/strict';
 import { crc32 } from '../../native/index.ts';
 import { Format, encodeRecordHeader, decodeRecordHeader, encodeSegmentHeader, decodeSegmentHeader, type RecordHeader } from '../format.ts';
 import { EngineError, EngineErrorCode } from '../errors.ts';
+import type { DriveHealth } from '../health.ts';
 import { LoopIoGate } from '../../flow/index.ts';
+import { isBug } from '../../util/bug.ts';
+import type { LogFiles } from './files.ts';
 
 /** A position in the log: the byte offset of a record header within a segment. */
 export interface LogPosition {
@@ -18,15 +20,20 @@ export interface LogPosition {
   offset: number;
 }
 
-/** Sequential reads of a file through one large buffer. */
+/** Sequential reads of a file through one large buffer; a failed read is ENGINE_IO. */
 class ReadWindow {
   private start = 0;
   private buf = Buffer.alloc(0);
+  private readonly files: LogFiles;
   private readonly fd: number;
   private readonly size: number;
-  constructor(fd: number, size: number) {
+  /** The file, for errors: `log segment 7`. */
+  private readonly what: string;
+  constructor(files: LogFiles, fd: number, size: number, what: string) {
+    this.files = files;
     this.fd = fd;
     this.size = size;
+    this.what = what;
   }
 
   /** Bytes [pos, pos+length) — a view valid until the next call — or null past the end. */
@@ -34,7 +41,9 @@ class ReadWindow {
     if (pos + length > this.size) return null;
     if (pos < this.start || pos + length > this.start + this.buf.length) {
       const buf = Buffer.allocUnsafe(Math.min(Math.max(length, 4 * 1024 * 1024), this.size - pos));
-      const n = await pread(this.fd, buf, pos);
+      const n = await pread(this.files, this.fd, buf, pos).catch((err) => {
+        throw ioError(err, `reading ${this.what} at ${pos}`);
+      });
       this.start = pos;
       this.buf = buf.subarray(0, n);
       if (n < length) return null;
@@ -83,25 +92,25 @@ interface Segment {
 export const segmentName = (id: number): string => `${String(id).padStart(10, '0')}.seg`;
 
 /** Reads a segment's header into `head`; the file is closed should the read fail. */
-function readHead(fd: number, head: Buffer): number {
+function readHead(files: LogFiles, fd: number, head: Buffer): number {
   try {
-    return fs.readSync(fd, head, 0, head.length, 0);
+    return files.readSync(fd, head, 0, head.length, 0);
   } catch (err) {
-    fs.closeSync(fd);
+    files.closeSync(fd);
     throw err;
   }
 }
 
-function pread(fd: number, buf: Buffer, position: number): Promise<number> {
+function pread(files: LogFiles, fd: number, buf: Buffer, position: number): Promise<number> {
   return new Promise((resolve, reject) => {
-    fs.read(fd, buf, 0, buf.length, position, (err, n) => (err ? reject(err) : resolve(n)));
+    files.read(fd, buf, 0, buf.length, position, (err, n) => (err ? reject(err) : resolve(n)));
   });
 }
 
 /** Writes all of `bufs` at `position`, continuing after short writes (ENOSPC shows on the retry). */
-async function pwritevAll(fd: number, bufs: Buffer[], position: number): Promise<void> {
+async function pwritevAll(files: LogFiles, fd: number, bufs: Buffer[], position: number): Promise<void> {
   const total = byteLength(bufs);
-  for (let done = await pwritev(fd, bufs, position); done < total; ) done += await pwritev(fd, after(bufs, done), position + done);
+  for (let done = await pwritev(files, fd, bufs, position); done < total; ) done += await pwritev(files, fd, after(bufs, done), position + done);
 }
 
 function byteLength(bufs: Buffer[]): number {
@@ -118,20 +127,33 @@ function after(bufs: Buffer[], skip: number): Buffer[] {
 }
 
 /** pwritevAll on the calling thread (see LoopIoGate). */
-function pwritevAllSync(fd: number, bufs: Buffer[], position: number): Promise<void> {
+function pwritevAllSync(files: LogFiles, fd: number, bufs: Buffer[], position: number): Promise<void> {
   try {
     const total = byteLength(bufs);
-    for (let done = fs.writevSync(fd, bufs, position); done < total; ) done += fs.writevSync(fd, after(bufs, done), position + done);
+    for (let done = wrote(files.writevSync(fd, bufs, position)); done < total; ) done += wrote(files.writevSync(fd, after(bufs, done), position + done));
     return Promise.resolve();
   } catch (err) {
     return Promise.reject(err);
   }
 }
 
-function pwritev(fd: number, bufs: Buffer[], position: number): Promise<number> {
+function pwritev(files: LogFiles, fd: number, bufs: Buffer[], position: number): Promise<number> {
   return new Promise((resolve, reject) => {
-    fs.writev(fd, bufs, position, (err, n) => (err ? reject(err) : resolve(n)));
+    files.writev(fd, bufs, position, (err, n) => (err ? reject(err) : n === 0 ? reject(zeroWrite()) : resolve(n)));
   });
+}
+
+/**
+ * A write that wrote nothing and reported no error would be retried forever: the drive failed
+ * it. (A file system reports a full disk as ENOSPC on the retry after a short write, never as 0.)
+ */
+function wrote(n: number): number {
+  if (n === 0) throw zeroWrite();
+  return n;
+}
+
+function zeroWrite(): NodeJS.ErrnoException {
+  return Object.assign(new Error('EIO: a write wrote no byte, writev'), { code: 'EIO', errno: -5, syscall: 'writev' });
 }
 
 /** Most buffers in one pwritev (IOV_MAX is 1024 on Linux; each record takes up to two). */
@@ -174,20 +196,37 @@ function newBatch(seg: Segment, offset: number): Batch {
   return { seg, offset, bufs: [], bytes: 0, appends: [], written, resolve, reject };
 }
 
-function fdatasync(fd: number): Promise<void> {
-  return new Promise((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+function fdatasync(files: LogFiles, fd: number): Promise<void> {
+  return new Promise((resolve, reject) => files.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
 }
 
-/** Maps a file-system error to an EngineError. */
-export function ioError(err: unknown, what: string): EngineError {
+/** Whether a file-system error says the file system is full (not that the drive failed). */
+export function isNoSpace(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException)?.code;
-  if (code === 'ENOSPC' || code === 'EDQUOT') return new EngineError(EngineErrorCode.NO_SPACE, `No space left while ${what}`, { cause: err });
-  return new EngineError(EngineErrorCode.CORRUPT, `I/O error while ${what}: ${(err as Error)?.message}`, { cause: err });
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
+/**
+ * Maps a file-system error to an EngineError: a full file system is ENGINE_NO_SPACE, anything
+ * else ENGINE_IO (a drive's error is not corrupt data). A bug is passed on as it is.
+ */
+export function ioError(err: unknown, what: string): Error {
+  if (err instanceof EngineError || isBug(err)) return err as Error;
+  if (isNoSpace(err)) return new EngineError(EngineErrorCode.NO_SPACE, `No space left while ${what}`, { cause: err });
+  return new EngineError(EngineErrorCode.IO, `I/O error while ${what}: ${(err as Error)?.message}`, { cause: err });
+}
+
+/** What a write log works through: its file layer, and the drive's state it shares with the store. */
+export interface WriteLogOptions {
+  files: LogFiles;
+  health: DriveHealth;
 }
 
 export class WriteLog {
   readonly dir: string;
   readonly segmentBytesMax: number;
+  private readonly files: LogFiles;
+  private readonly health: DriveHealth;
   private segments = new Map<number, Segment>();
   private active!: Segment;
   private nextLsn = 0;
@@ -203,9 +242,11 @@ export class WriteLog {
   /** Bytes of records appended since open (the space guard counts them used until it reads the file system again). */
   appendedBytes = 0;
 
-  private constructor(dir: string, segmentBytesMax: number) {
+  private constructor(dir: string, segmentBytesMax: number, opts: WriteLogOptions) {
     this.dir = dir;
     this.segmentBytesMax = segmentBytesMax;
+    this.files = opts.files;
+    this.health = opts.health;
   }
 
   /**
@@ -213,8 +254,8 @@ export class WriteLog {
    * the files are opened for reading and nothing is created or removed: a log that is only read
    * (Store.open with readOnly) has no active segment and takes no appends.
    */
-  static open(dir: string, segmentBytesMax: number, opts: { readOnly?: boolean } = {}): WriteLog {
-    const log = new WriteLog(dir, segmentBytesMax);
+  static open(dir: string, segmentBytesMax: number, opts: WriteLogOptions & { readOnly?: boolean }): WriteLog {
+    const log = new WriteLog(dir, segmentBytesMax, opts);
     try {
       log.openSegments(opts.readOnly === true);
     } catch (err) {
@@ -226,27 +267,27 @@ export class WriteLog {
   }
 
   private openSegments(readOnly: boolean): void {
-    const { dir } = this;
-    if (!readOnly) fs.mkdirSync(dir, { recursive: true });
-    const names = readOnly && !fs.existsSync(dir) ? [] : fs.readdirSync(dir);
+    const { dir, files } = this;
+    if (!readOnly) files.mkdirSync(dir, { recursive: true });
+    const names = readOnly && !files.existsSync(dir) ? [] : files.readdirSync(dir);
     const ids = names.filter((n) => /^\d{10}\.seg$/.test(n)).map((n) => Number(n.slice(0, 10))).sort((a, b) => a - b);
     for (const id of ids) {
-      const fd = fs.openSync(path.join(dir, segmentName(id)), readOnly ? 'r' : 'r+');
+      const fd = files.openSync(path.join(dir, segmentName(id)), readOnly ? 'r' : 'r+');
       const head = Buffer.alloc(Format.segmentHeaderBytes);
-      const n = readHead(fd, head);
+      const n = readHead(files, fd, head);
       if (n < head.length && id === ids[ids.length - 1]) {
         // The newest segment's creation was cut short (a crash or a full disk before its header
         // was complete): it holds no record. Drop it (read-only: leave it, unread).
-        fs.closeSync(fd);
-        if (!readOnly) fs.rmSync(path.join(dir, segmentName(id)));
+        files.closeSync(fd);
+        if (!readOnly) files.rmSync(path.join(dir, segmentName(id)));
         continue;
       }
       const decoded = n === head.length ? decodeSegmentHeader(head) : null;
       if (!decoded || decoded.id !== id) {
-        fs.closeSync(fd);
+        files.closeSync(fd);
         throw new EngineError(EngineErrorCode.CORRUPT, `Log segment ${segmentName(id)} has a bad header`);
       }
-      this.segments.set(id, { id, fd, size: fs.fstatSync(fd).size, dirty: false });
+      this.segments.set(id, { id, fd, size: files.fstatSync(fd).size, dirty: false });
     }
   }
 
@@ -275,29 +316,47 @@ export class WriteLog {
     return { segment: this.active.id, offset: this.active.size };
   }
 
+  /**
+   * A log write or sync failed with `err`: a full file system is ENGINE_NO_SPACE, anything else
+   * puts the store in the failing state (see DriveHealth) and is ENGINE_IO.
+   */
+  private writeFailed(err: unknown, what: string): Error {
+    if (err instanceof EngineError || isBug(err)) return err as Error;
+    return isNoSpace(err) ? ioError(err, what) : this.health.fail(err, what);
+  }
+
   /** Starts a fresh active segment after recovery (never appends into a recovered one). */
   startNewSegment(): void {
+    this.health.check();
+    const { files } = this;
     const ids = this.segmentIds();
     const id = ids.length ? ids[ids.length - 1] + 1 : 1;
     const file = path.join(this.dir, segmentName(id));
     let fd: number;
     try {
-      fd = fs.openSync(file, 'wx+');
+      fd = files.openSync(file, 'wx+');
     } catch (err) {
-      throw ioError(err, 'starting a log segment');
+      throw this.writeFailed(err, 'starting a log segment');
     }
     try {
       const head = encodeSegmentHeader(id, Date.now());
-      if (fs.writeSync(fd, head, 0, head.length, 0) !== head.length) throw Object.assign(new Error('short write'), { code: 'ENOSPC' });
-      fs.fdatasyncSync(fd);
-      const dfd = fs.openSync(this.dir, 'r');
-      fs.fsyncSync(dfd);
-      fs.closeSync(dfd);
+      if (files.writeSync(fd, head, 0, head.length, 0) !== head.length) throw Object.assign(new Error('short write'), { code: 'ENOSPC' });
+      files.fdatasyncSync(fd);
+      const dfd = files.openSync(this.dir, 'r');
+      try {
+        files.fsyncSync(dfd);
+      } finally {
+        files.closeSync(dfd);
+      }
     } catch (err) {
       // A segment without its header would stop the next open: leave none behind.
-      fs.closeSync(fd);
-      fs.rmSync(file, { force: true });
-      throw ioError(err, 'starting a log segment');
+      try {
+        files.closeSync(fd);
+        files.rmSync(file, { force: true });
+      } catch {
+        // The drive fails more: the error that matters is the first.
+      }
+      throw this.writeFailed(err, 'starting a log segment');
     }
     const seg: Segment = { id, fd, size: Format.segmentHeaderBytes, dirty: false };
     this.segments.set(id, seg);
@@ -311,9 +370,11 @@ export class WriteLog {
    * Group commit: records appended in one turn gather into a batch written by one pwritev, on
    * the next tick; while WRITES_INFLIGHT_MAX writes are in flight, new records gather into the
    * next batch, issued as one completes. A thread-pool hand-off per 4 KiB record cost more than
-   * the write itself. A failed batch fails every record in it.
+   * the write itself. A failed batch fails every record in it. While the drive is failing,
+   * nothing is appended: ENGINE_IO, thrown.
    */
   append(header: RecordHeader, payload: Buffer | null): { append: Append; written: Promise<void> } {
+    this.health.check();
     const headerBytes = encodeRecordHeader(header);
     const recordBytes = Format.recordHeaderBytes + header.payloadBytes;
     if (this.active.size + recordBytes > this.segmentBytesMax && this.active.size > Format.segmentHeaderBytes) this.startNewSegment();
@@ -364,8 +425,18 @@ export class WriteLog {
     this.writeNext();
   };
 
-  /** Issues waiting batches, oldest first, up to WRITES_INFLIGHT_MAX in flight. */
+  /**
+   * Issues waiting batches, oldest first, up to WRITES_INFLIGHT_MAX in flight. Once the drive is
+   * failing, nothing more is written: batches not issued yet fail as the failed one did.
+   */
   private writeNext(): void {
+    if (this.health.failing) {
+      const waiting = this.gathering === null ? this.ready : [...this.ready, this.gathering];
+      this.ready = [];
+      this.gathering = null;
+      for (const b of waiting) this.fail(b, this.health.refusal());
+      return;
+    }
     while (this.writing < WRITES_INFLIGHT_MAX) {
       let batch = this.ready.shift();
       if (batch === undefined) {
@@ -379,7 +450,8 @@ export class WriteLog {
 
   private issue(b: Batch): void {
     this.writing++;
-    const io = this.loopWrites.allows(b.bytes) ? this.loopWrites.run(() => pwritevAllSync(b.seg.fd, b.bufs, b.offset)) : pwritevAll(b.seg.fd, b.bufs, b.offset);
+    const { files } = this;
+    const io = this.loopWrites.allows(b.bytes) ? this.loopWrites.run(() => pwritevAllSync(files, b.seg.fd, b.bufs, b.offset)) : pwritevAll(files, b.seg.fd, b.bufs, b.offset);
     io.then(
       () => {
         this.writing--;
@@ -389,17 +461,22 @@ export class WriteLog {
       },
       (err) => {
         this.writing--;
-        for (const a of b.appends) this.complete(a, err as Error);
-        b.reject(ioError(err, 'appending to the write log'));
+        this.fail(b, this.writeFailed(err, 'appending to the write log'));
         this.writeNext();
       },
     );
   }
 
+  /** Fails every record of a batch with `err`. */
+  private fail(b: Batch, err: Error): void {
+    for (const a of b.appends) this.complete(a, err);
+    b.reject(err);
+  }
+
   private complete(a: Append, error: Error | null): void {
     a.done = true;
     a.error = error;
-    if (error) {
+    if (error && !this.health.failing) {
       // The failed record's bytes are a hole in this segment: recovery would stop there and drop
       // everything after it. Seal the segment so later records land in a new one.
       if (this.active.id === a.segment) {
@@ -433,7 +510,8 @@ export class WriteLog {
 
   /**
    * Makes every append reserved before this call durable: waits for the complete prefix to
-   * reach it, then fdatasyncs the segments written. Concurrent calls share a sync.
+   * reach it, then fdatasyncs the segments written. Concurrent calls share a sync. While the
+   * drive is failing, nothing is made durable any more: ENGINE_IO.
    */
   async sync(): Promise<void> {
     const target = this.nextLsn;
@@ -443,16 +521,18 @@ export class WriteLog {
         await this.syncing;
         continue;
       }
+      this.health.check();
       const upTo = this.completeLsn;
       const dirty = [...this.segments.values()].filter((s) => s.dirty);
       for (const s of dirty) s.dirty = false;
-      this.syncing = Promise.all(dirty.map((s) => fdatasync(s.fd)))
+      const { files } = this;
+      this.syncing = Promise.all(dirty.map((s) => fdatasync(files, s.fd)))
         .then(() => {
           this.syncedLsn = Math.max(this.syncedLsn, upTo);
           this.releaseDurable();
         }, (err) => {
           for (const s of dirty) s.dirty = true;
-          throw ioError(err, 'syncing the write log');
+          throw this.writeFailed(err, 'syncing the write log');
         })
         .finally(() => {
           this.syncing = null;
@@ -473,7 +553,11 @@ export class WriteLog {
   syncSegment(segment: number): void {
     const seg = this.segments.get(segment);
     assert.ok(seg, `sync of unknown segment ${segment}`);
-    fs.fdatasyncSync(seg.fd);
+    try {
+      this.files.fdatasyncSync(seg.fd);
+    } catch (err) {
+      throw this.writeFailed(err, `syncing log segment ${segment}`);
+    }
   }
 
   /** Whether an append into this segment is still in flight or not yet durable. */
@@ -481,17 +565,21 @@ export class WriteLog {
     return this.pending.some((a) => a.segment === segment) || this.durableQueue.some((a) => a.segment === segment);
   }
 
-  /** Reads bytes from a segment into `out` (exactly out.length bytes). */
+  /**
+   * Reads bytes from a segment into `out` (exactly out.length bytes). A read that fails (an I/O
+   * error, a segment shorter than the index says, a missing segment) is ENGINE_IO.
+   */
   async readInto(segment: number, offset: number, out: Buffer): Promise<void> {
     const seg = this.segments.get(segment);
-    if (!seg) throw new EngineError(EngineErrorCode.CORRUPT, `Index points into missing log segment ${segment}`);
+    if (!seg) throw new EngineError(EngineErrorCode.IO, `Log segment ${segment} is missing`);
+    const { files } = this;
     let n: number;
     try {
-      n = this.loopReads.allows(out.length) ? this.loopReads.run(() => fs.readSync(seg.fd, out, 0, out.length, offset)) : await pread(seg.fd, out, offset);
+      n = this.loopReads.allows(out.length) ? this.loopReads.run(() => files.readSync(seg.fd, out, 0, out.length, offset)) : await pread(files, seg.fd, out, offset);
     } catch (err) {
-      throw ioError(err, 'reading the write log');
+      throw ioError(err, `reading log segment ${segment} at ${offset}`);
     }
-    if (n !== out.length) throw new EngineError(EngineErrorCode.CORRUPT, `Short read in log segment ${segment} at ${offset}`);
+    if (n !== out.length) throw new EngineError(EngineErrorCode.IO, `Short read in log segment ${segment} at ${offset}: ${n} of ${out.length} bytes (the segment is truncated)`);
   }
 
 
@@ -511,17 +599,23 @@ export class WriteLog {
     const seg = this.segments.get(segment);
     assert.ok(seg, `scan of unknown segment ${segment}`);
     let pos = Math.max(offset, Format.segmentHeaderBytes);
-    const size = Math.min(fs.fstatSync(seg.fd).size, opts.end ?? Infinity);
+    let fileBytes: number;
+    try {
+      fileBytes = this.files.fstatSync(seg.fd).size;
+    } catch (err) {
+      throw ioError(err, `reading log segment ${segment}`);
+    }
+    const size = Math.min(fileBytes, opts.end ?? Infinity);
     let skipped = 0;
     let validEnd = pos;
     // Records are read through a large window: one pread per few MiB, not two per record.
-    const win = new ReadWindow(seg.fd, size);
+    const win = new ReadWindow(this.files, seg.fd, size, `log segment ${segment}`);
     while (pos + Format.recordHeaderBytes <= size) {
-      const rec = await this.readRecord(seg.fd, pos, size, opts.payloads, win, verify);
+      const rec = await this.readRecord(segment, seg.fd, pos, size, opts.payloads, win, verify);
       if (!rec) {
         // A torn or failed append. Usually this is the tail; but a record whose write failed
         // (e.g. ENOSPC) leaves a hole with complete records after it, so look for the next one.
-        const next = await this.findRecord(seg.fd, pos + 1, size);
+        const next = await this.findRecord(segment, seg.fd, pos + 1, size);
         if (next < 0) break;
         skipped += next - pos;
         pos = next;
@@ -537,8 +631,8 @@ export class WriteLog {
   }
 
   /** Reads and verifies the record at `pos`, or returns null if there is no valid one. */
-  private async readRecord(fd: number, pos: number, size: number, withPayload: boolean, win?: ReadWindow, verify = true): Promise<{ header: RecordHeader; end: number; payload: Buffer | null } | null> {
-    const w = win ?? new ReadWindow(fd, size);
+  private async readRecord(segment: number, fd: number, pos: number, size: number, withPayload: boolean, win?: ReadWindow, verify = true): Promise<{ header: RecordHeader; end: number; payload: Buffer | null } | null> {
+    const w = win ?? new ReadWindow(this.files, fd, size, `log segment ${segment}`);
     const headBuf = await w.at(pos, Format.recordHeaderBytes);
     if (!headBuf) return null;
     const header = decodeRecordHeader(headBuf);
@@ -559,15 +653,17 @@ export class WriteLog {
   }
 
   /** Offset of the next valid record at or after `from`, or -1. */
-  private async findRecord(fd: number, from: number, size: number): Promise<number> {
+  private async findRecord(segment: number, fd: number, from: number, size: number): Promise<number> {
     const window = Buffer.allocUnsafe(4 * 1024 * 1024);
     const magic = Buffer.alloc(4);
     magic.writeUInt32LE(Format.recordMagic, 0);
     for (let base = from; base + Format.recordHeaderBytes <= size; base += window.length - 3) {
-      const n = await pread(fd, window, base);
+      const n = await pread(this.files, fd, window, base).catch((err) => {
+        throw ioError(err, `reading log segment ${segment} at ${base}`);
+      });
       let i = window.subarray(0, n).indexOf(magic);
       while (i >= 0) {
-        if (await this.readRecord(fd, base + i, size, false)) return base + i;
+        if (await this.readRecord(segment, fd, base + i, size, false)) return base + i;
         i = window.subarray(0, n).indexOf(magic, i + 1);
       }
       if (n < window.length) break;
@@ -584,8 +680,12 @@ export class WriteLog {
   truncate(segment: number, end: number): void {
     const seg = this.segments.get(segment);
     assert.ok(seg);
-    fs.ftruncateSync(seg.fd, end);
-    fs.fdatasyncSync(seg.fd);
+    try {
+      this.files.ftruncateSync(seg.fd, end);
+      this.files.fdatasyncSync(seg.fd);
+    } catch (err) {
+      throw this.writeFailed(err, `cutting the torn tail of log segment ${segment}`);
+    }
     seg.size = end;
   }
 
@@ -602,21 +702,28 @@ export class WriteLog {
     assert.ok(seg && seg !== this.active, 'only sealed segments are removed');
     this.segments.delete(id);
     const file = path.join(this.dir, segmentName(id));
+    const { files } = this;
     return (async () => {
       try {
         for (let size = seg.size - REMOVE_STEP_BYTES; opts.paced && size > Format.segmentHeaderBytes; size -= REMOVE_STEP_BYTES) {
-          await new Promise<void>((resolve) => fs.ftruncate(seg.fd, size, () => resolve()));
+          await new Promise<void>((resolve) => files.ftruncate(seg.fd, size, () => resolve()));
           await new Promise((resolve) => setTimeout(resolve, REMOVE_PAUSE_MS));
         }
-        await fs.promises.unlink(file);
+        await new Promise<void>((resolve, reject) => files.unlink(file, (err) => (err ? reject(err) : resolve())));
       } finally {
-        await new Promise<void>((resolve) => fs.close(seg.fd, () => resolve()));
+        await new Promise<void>((resolve) => files.close(seg.fd, () => resolve()));
       }
     })();
   }
 
   close(): void {
-    for (const s of this.segments.values()) fs.closeSync(s.fd);
+    for (const s of this.segments.values()) {
+      try {
+        this.files.closeSync(s.fd);
+      } catch {
+        // A failing drive can fail a close too; the descriptor is released all the same.
+      }
+    }
     this.segments.clear();
   }
 }

@@ -3,6 +3,7 @@
  * index), and reading those blocks from the log (docs/engine.md, Read path).
  */
 import { Format, EntryKind, type Entry } from '../format.ts';
+import { EngineError, EngineErrorCode } from '../errors.ts';
 import type { Append, WriteLog } from '../log/write-log.ts';
 import type { BlockIndex } from '../index/block-index.ts';
 import type { ChainLink } from '../history.ts';
@@ -120,9 +121,12 @@ export class Reader {
     for (; next < pending.length; next++) visit(pending[next].block, pending[next].e, branch);
   }
 
-  /** Reads whole blocks [blockStart, blockEnd) of a chain into `out` (length = blocks × 4 KiB). */
-  async readBlocks(links: ChainLink[], blockStart: number, blockEnd: number, out: Buffer): Promise<void> {
-    const runs: { segment: number; offset: number; at: number; length: number }[] = [];
+  /**
+   * Reads whole blocks [blockStart, blockEnd) of a chain of `disk` into `out` (length = blocks ×
+   * 4 KiB). A part the drive fails to read is ENGINE_IO naming the disk and the byte offset.
+   */
+  async readBlocks(links: ChainLink[], blockStart: number, blockEnd: number, out: Buffer, disk: string): Promise<void> {
+    const runs: Run[] = [];
     let filled = 0; // bytes of `out` accounted for (holes zeroed up to here)
     const zeroTo = (at: number) => {
       if (at > filled) out.fill(0, filled, at);
@@ -152,7 +156,9 @@ export class Reader {
     // segment between them; the reader count keeps it until they finish.
     for (const r of runs) this.readers.set(r.segment, (this.readers.get(r.segment) ?? 0) + 1);
     try {
-      await Promise.all(runs.map((r) => this.log.readInto(r.segment, r.offset, out.subarray(r.at, r.at + r.length))));
+      // One run (a small read) is awaited as it is: no array of promises to gather.
+      if (runs.length === 1) await this.readRun(runs[0], out, disk, blockStart);
+      else if (runs.length > 1) await Promise.all(runs.map((r) => this.readRun(r, out, disk, blockStart)));
     } finally {
       for (const r of runs) {
         const n = this.readers.get(r.segment)! - 1;
@@ -161,4 +167,29 @@ export class Reader {
       }
     }
   }
+
+  /** Reads one run into its part of `out`; a failure becomes the ENGINE_IO of the read. */
+  private async readRun(r: Run, out: Buffer, disk: string, blockStart: number): Promise<void> {
+    try {
+      await this.log.readInto(r.segment, r.offset, out.subarray(r.at, r.at + r.length));
+    } catch (err) {
+      throw err instanceof EngineError ? readFailed(err, disk, blockStart * BS + r.at, false) : err;
+    }
+  }
+}
+
+/** Blocks of a read that lie back to back in one segment: one read of the log. */
+interface Run {
+  segment: number;
+  /** Offset in the segment. */
+  offset: number;
+  /** Offset in the output buffer. */
+  at: number;
+  length: number;
+}
+
+/** The ENGINE_IO of a read of `disk` that failed at byte `offset` (the reason in `err`'s message). */
+function readFailed(err: unknown, disk: string, offset: number, checksum: boolean): EngineError {
+  const why = err instanceof Error ? err.message : String(err);
+  return new EngineError(EngineErrorCode.IO, `Read of disk "${disk}" failed at byte ${offset}: ${why}`, { cause: err, readFault: { disk, offset, checksum } });
 }

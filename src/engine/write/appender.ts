@@ -34,18 +34,19 @@ export class Appender {
   private readonly history: History;
   private readonly overlay: Overlay;
   private readonly reader: Reader;
-  private readonly checkOpen: () => void;
+  /** Throws what refuses a write: a closed store, a failing drive. */
+  private readonly checkWritable: () => void;
   /** Refuses client writes once the node is full (docs/engine.md, "The reserve and the thresholds"). */
   private readonly space: SpaceGuard;
   /** `branch:block` → the read-modify-write holding that block. */
   private readonly locks = new Map<string, Promise<void>>();
 
-  constructor(opts: { log: WriteLog; history: History; overlay: Overlay; reader: Reader; checkOpen: () => void; space: SpaceGuard }) {
+  constructor(opts: { log: WriteLog; history: History; overlay: Overlay; reader: Reader; checkWritable: () => void; space: SpaceGuard }) {
     this.log = opts.log;
     this.history = opts.history;
     this.overlay = opts.overlay;
     this.reader = opts.reader;
-    this.checkOpen = opts.checkOpen;
+    this.checkWritable = opts.checkWritable;
     this.space = opts.space;
   }
 
@@ -70,7 +71,7 @@ export class Appender {
    * `zeroing`: the edge of a trim or write-zeroes, admitted as they are while the node is full.
    */
   async appendData(d: DiskMeta, blockStart: number, payload: Buffer, maskFirst: number, maskLast: number, fua: boolean, zeroing = false): Promise<void> {
-    this.checkOpen();
+    this.checkWritable();
     const blockCount = payload.length / BS;
     assert.ok(Number.isInteger(blockCount) && blockCount > 0);
     if (zeroing) this.space.admitZero();
@@ -103,7 +104,7 @@ export class Appender {
 
   /** Appends ZERO or TRIM records over whole blocks. */
   async appendZero(d: DiskMeta, blockStart: number, blockCount: number, type: ZeroType, fua: boolean): Promise<void> {
-    this.checkOpen();
+    this.checkWritable();
     this.space.admitZero();
     const writes: Promise<void>[] = [];
     for (let i = 0; i < blockCount; i += zeroBlocksPerRecordMax) {
@@ -126,6 +127,7 @@ export class Appender {
 
   /** Zeroes or deallocates a byte range of a disk's head. */
   async zeroRange(d: DiskMeta, offset: number, length: number, type: ZeroType, fua: boolean): Promise<void> {
+    this.checkWritable();
     const end = offset + length;
     const firstFull = Math.ceil(offset / BS);
     const lastFull = Math.floor(end / BS);
@@ -136,7 +138,7 @@ export class Appender {
       const to = Math.min(end, (block + 1) * BS);
       await this.withBlockLocks(d.branch, [block], async () => {
         const buf = Buffer.allocUnsafe(BS);
-        await this.reader.readBlocks(this.history.chain(d.branch, Infinity), block, block + 1, buf);
+        await this.reader.readBlocks(this.history.chain(d.branch, Infinity), block, block + 1, buf, d.name);
         const rel = from - block * BS;
         if (buf.subarray(rel, rel + (to - from)).every((x) => x === 0)) return;
         buf.fill(0, rel, rel + (to - from));

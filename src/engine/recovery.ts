@@ -36,7 +36,13 @@ export async function recover(parts: {
   await history.load();
   const checkpoint = index.checkpoint();
   applier.applied = checkpoint.applied;
-  history.seqNext = checkpoint.seqNext;
+  // A snapshot or a fork stands at the last seq handed out when it was taken, which may belong to
+  // a record that was never written (refused for a full file system) and so is in neither the
+  // index's checkpoint nor the log: new records must come after it, or the snapshot would see them.
+  let seqNext = checkpoint.seqNext;
+  for (const d of history.disks.values()) for (const s of d.snapshots) seqNext = Math.max(seqNext, s.seq + 1);
+  for (const b of history.branches.values()) seqNext = Math.max(seqNext, b.forkSeq + 1);
+  history.seqNext = seqNext;
   for (const { key, value } of index.segments.getRange({})) parts.live.set(key, value);
   for (const id of log.segmentIds()) {
     const applied = applier.applied;

@@ -340,7 +340,7 @@ export class WriteLog {
     }
     try {
       const head = encodeSegmentHeader(id, Date.now());
-      if (files.writeSync(fd, head, 0, head.length, 0) !== head.length) throw Object.assign(new Error('short write'), { code: 'ENOSPC' });
+      for (let done = 0; done < head.length; ) done += wrote(files.writeSync(fd, head, done, head.length - done, done));
       files.fdatasyncSync(fd);
       const dfd = files.openSync(this.dir, 'r');
       try {

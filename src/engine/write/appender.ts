@@ -97,7 +97,7 @@ export class Appender {
     else {
       const writes: Promise<void>[] = [];
       for (let i = 0; i < blockCount; i += per) writes.push(record(i, Math.min(per, blockCount - i)));
-      await Promise.all(writes);
+      await allDone(writes);
     }
     if (fua) await this.log.sync();
   }
@@ -114,7 +114,7 @@ export class Appender {
       };
       writes.push(this.appendRecord(header, null));
     }
-    await Promise.all(writes);
+    await allDone(writes);
     if (fua) await this.log.sync();
   }
 
@@ -153,7 +153,18 @@ export class Appender {
       if (end % BS) work.push(edge(Math.floor(end / BS)));
       if (lastFull > firstFull) work.push(this.appendZero(d, firstFull, lastFull - firstFull, type, false));
     }
-    await Promise.all(work);
+    await allDone(work);
     if (fua) await this.log.sync();
   }
+}
+
+/**
+ * Waits for every part of a request, then fails with the first part's error if one failed. A
+ * request reported failed must not go on changing the disk: a part still running (the edge of a
+ * write-zeroes reading its block) would land after the client's next write and undo it.
+ */
+async function allDone(parts: Promise<void>[]): Promise<void> {
+  let failure: { err: unknown } | null = null;
+  await Promise.all(parts.map((p) => p.catch((err: unknown) => void (failure ??= { err }))));
+  if (failure !== null) throw (failure as { err: unknown }).err;
 }

@@ -1,7 +1,8 @@
 /**
  * What a disk may hold after a crash: every byte as of the last durable point (a flush, a FUA
- * write, a snapshot), or as some write since then left it, acknowledged or failed (a failed
- * request may have landed; an acknowledged one not made durable may be lost). Never anything
+ * write, a snapshot), or as some write since then left it (an acknowledged one not made durable
+ * may be lost), or as a failed write left it (a failed request may have landed: the part of a
+ * batch a full drive took, the records a failing drive wrote before it failed). Never anything
  * else: a byte no one wrote is corrupt data reported as good.
  */
 import assert from 'node:assert/strict';
@@ -15,8 +16,10 @@ export class CrashModel {
   current: Buffer;
   /** The bytes as of the last durable point. */
   #durable: Buffer;
-  /** Writes since the last durable point, acknowledged or failed. */
+  /** Acknowledged writes since the last durable point. */
   #since: { offset: number; data: Buffer }[] = [];
+  /** Failed writes since the last crash: they may turn up then, whatever was made durable since. */
+  #failed: { offset: number; data: Buffer }[] = [];
 
   constructor(sizeBytes: number, initial?: Buffer) {
     this.current = initial ? Buffer.from(initial) : Buffer.alloc(sizeBytes);
@@ -25,8 +28,11 @@ export class CrashModel {
 
   /** A write of `data` at `offset` that was acknowledged, or failed. */
   write(offset: number, data: Buffer, outcome: Outcome): void {
-    this.#since.push({ offset, data: Buffer.from(data) });
-    if (outcome === 'acked') data.copy(this.current, offset);
+    if (outcome === 'failed') this.#failed.push({ offset, data: Buffer.from(data) });
+    else {
+      this.#since.push({ offset, data: Buffer.from(data) });
+      data.copy(this.current, offset);
+    }
   }
 
   /** A write-zeroes or trim. */
@@ -40,11 +46,6 @@ export class CrashModel {
     this.#since = [];
   }
 
-  /** Whether a crash may have changed anything: writes since the last durable point. */
-  get uncertain(): boolean {
-    return this.#since.length > 0;
-  }
-
   /** Reads while running must return the acknowledged bytes. */
   checkRunning(got: Buffer, what: string): void {
     const at = firstDifference(got, this.current);
@@ -52,19 +53,35 @@ export class CrashModel {
   }
 
   /**
+   * While running, after a request of several records failed (a write-zeroes: its edges and its
+   * middle): each byte is as acknowledged, or as the failed requests left it. The model takes
+   * what the disk holds as what reads return from now on.
+   */
+  settle(got: Buffer, what: string): void {
+    this.#check(got, this.current, [this.#failed], `${what}: byte %b is %v: neither %c (acknowledged) nor what a failed request put there`);
+    this.current = Buffer.from(got);
+  }
+
+  /**
    * After a crash (or a reopen after failed writes): each byte is as of the last durable point,
    * or as a write since left it. The model then takes what the disk holds as its new durable state.
    */
   checkAfterCrash(got: Buffer, what: string): void {
+    this.#check(got, this.#durable, [this.#since, this.#failed], `${what}: byte %b is %v: neither %c (durable) nor what a later or failed write put there`);
+    this.current = Buffer.from(got);
+    this.#failed = [];
+    this.durable();
+  }
+
+  /** Asserts each byte of `got` is `base`'s or one of the writes'; `%b`, `%v`, `%c` in `message` name the byte, its value and base's. */
+  #check(got: Buffer, base: Buffer, writes: { offset: number; data: Buffer }[][], message: string): void {
     const ok = new Uint8Array(got.length);
-    for (let b = 0; b < got.length; b++) if (got[b] === this.#durable[b]) ok[b] = 1;
-    for (const w of this.#since) {
-      for (let i = 0; i < w.data.length; i++) if (got[w.offset + i] === w.data[i]) ok[w.offset + i] = 1;
+    for (let b = 0; b < got.length; b++) if (got[b] === base[b]) ok[b] = 1;
+    for (const list of writes) {
+      for (const w of list) for (let i = 0; i < w.data.length; i++) if (got[w.offset + i] === w.data[i]) ok[w.offset + i] = 1;
     }
     const bad = ok.indexOf(0);
-    assert.ok(bad < 0, `${what}: byte ${bad} is ${got[bad]}: neither ${this.#durable[bad]} (durable) nor what a later write put there`);
-    this.current = Buffer.from(got);
-    this.durable();
+    assert.ok(bad < 0, message.replace('%b', String(bad)).replace('%v', String(got[bad])).replace('%c', String(base[bad])));
   }
 }
 

@@ -9,8 +9,9 @@
  *   so they complete out of order; a synchronous one blocks the thread as a slow drive would);
  * - power loss: `copyAfterPowerLoss` copies a store directory as a machine that lost power would
  *   find it: every byte an fdatasync covered, and of the rest, each write kept whole, torn (a
- *   random-length prefix kept) or lost. A sync that failed covers nothing, then or later (the
- *   kernel may have dropped the pages it could not write, and a later fsync reports success).
+ *   random-length prefix kept) or lost. A sync that failed with EIO covers nothing, then or later
+ *   (the kernel may have dropped the pages it could not write, and a later fsync reports
+ *   success); one that failed with ENOSPC leaves them for a later sync.
  *
  * Every random choice comes from the seed, so a failing test replays with TESSERA_TEST_SEED.
  */
@@ -208,8 +209,8 @@ export class FaultyFiles implements LogFiles {
     for (const b of bufs) total += b.length;
     const fault = this.#writeFault();
     if (fault !== null) {
-      // A drive that fails a write may have written some of it.
-      if (fault === 'EIO') this.#writeFor(fd, bufs, pos, this.#rng.int(total + 1));
+      // A drive that fails a write may have written some of it (a full one, the part that fit).
+      this.#writeFor(fd, bufs, pos, this.#rng.int(fault === 'EIO' ? total + 1 : total));
       throw systemError(fault, 'write');
     }
     return this.#writeFor(fd, bufs, pos, this.#writeBytes(total));
@@ -230,7 +231,9 @@ export class FaultyFiles implements LogFiles {
     if (st) {
       st.unsynced = st.unsynced.filter((w) => !covered.includes(w));
       if (fault === null) for (const w of covered) st.durableBytes = Math.max(st.durableBytes, w.pos + w.len);
-      else st.poisoned.push(...covered);
+      else if (fault === 'EIO') st.poisoned.push(...covered);
+      // ENOSPC: the pages stay dirty, for a later sync to cover.
+      else st.unsynced.unshift(...covered);
     }
     if (fault !== null) throw systemError(fault, dir !== undefined ? 'fsync' : 'fdatasync');
   }
@@ -381,6 +384,17 @@ export class FaultyFiles implements LogFiles {
   }
 
   // ------------------------------------------------------------------ power loss
+
+  /**
+   * Whether a file under `dir` has writes a sync failed to cover (EIO). A process restarted on
+   * them would find them in the page cache, though the drive may never have taken them: what a
+   * reboot (a power loss here) settles.
+   */
+  poisoned(dir: string): boolean {
+    const root = fs.realpathSync(dir);
+    for (const st of this.#byPath.values()) if (st.poisoned.length > 0 && !path.relative(root, st.path).startsWith('..')) return true;
+    return false;
+  }
 
   /**
    * Copies the store directory `from` to `to` as a power loss would leave it (see the file's

@@ -22,9 +22,8 @@ export const EngineErrorCode = {
   /** Stored data failed its checksum or structure check. */
   CORRUPT: 'ENGINE_CORRUPT',
   /**
-   * The drive failed: a read (an I/O error, a truncated or missing segment, a record failing its
-   * checksum), or, once the store is failing, any write, flush or change (docs/engine.md, "A
-   * failing drive").
+   * The drive failed: a read (an I/O error, a truncated or missing segment), or, once the store
+   * is failing, any write, flush or change (docs/engine.md, "A failing drive").
    */
   IO: 'ENGINE_IO',
   /** The store is closed or closing. */
@@ -38,10 +37,8 @@ export type EngineErrorCodeValue = (typeof EngineErrorCode)[keyof typeof EngineE
 /** Where a read failed: the node logs it and counts it per disk (ENGINE_IO of a read). */
 export interface ReadFault {
   disk: string;
-  /** Byte offset in the disk of the first byte that could not be read. */
+  /** Byte offset in the disk where the part that could not be read starts. */
   offset: number;
-  /** The bytes were read but their record failed its checksum (else the read itself failed). */
-  checksum: boolean;
 }
 
 /** The engine's one error class: what the world did wrong, with a stable code. */

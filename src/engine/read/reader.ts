@@ -173,7 +173,7 @@ export class Reader {
     try {
       await this.log.readInto(r.segment, r.offset, out.subarray(r.at, r.at + r.length));
     } catch (err) {
-      throw err instanceof EngineError ? readFailed(err, disk, blockStart * BS + r.at, false) : err;
+      throw err instanceof EngineError ? readFailed(err, disk, blockStart * BS + r.at) : err;
     }
   }
 }
@@ -189,7 +189,7 @@ interface Run {
 }
 
 /** The ENGINE_IO of a read of `disk` that failed at byte `offset` (the reason in `err`'s message). */
-function readFailed(err: unknown, disk: string, offset: number, checksum: boolean): EngineError {
+function readFailed(err: unknown, disk: string, offset: number): EngineError {
   const why = err instanceof Error ? err.message : String(err);
-  return new EngineError(EngineErrorCode.IO, `Read of disk "${disk}" failed at byte ${offset}: ${why}`, { cause: err, readFault: { disk, offset, checksum } });
+  return new EngineError(EngineErrorCode.IO, `Read of disk "${disk}" failed at byte ${offset}: ${why}`, { cause: err, readFault: { disk, offset } });
 }

@@ -98,8 +98,8 @@ export function toApiError(err: unknown): { error: ApiError; unexpected: boolean
   if (err instanceof ApiError) return { error: err, unexpected: false, bug: false };
   if (err instanceof EngineError && Object.hasOwn(codeOfEngineCode, err.code)) {
     const code = codeOfEngineCode[err.code];
-    // A corrupt store is worth a line in the log even though the client is told.
-    return { error: new ApiError(code, err.message, { cause: err }), unexpected: code === ApiErrorCode.CORRUPT || code === ApiErrorCode.INTERNAL, bug: false };
+    // A corrupt store or a failing drive is worth a line in the log even though the client is told.
+    return { error: new ApiError(code, err.message, { cause: err }), unexpected: code === ApiErrorCode.CORRUPT || code === ApiErrorCode.INTERNAL || code === ApiErrorCode.IO_ERROR, bug: false };
   }
   if (err instanceof HydrateError && Object.hasOwn(codeOfHydrateCode, err.code)) {
     return { error: new ApiError(codeOfHydrateCode[err.code], err.message, { cause: err }), unexpected: false, bug: false };

@@ -13,6 +13,7 @@ import type {
   CreateDiskRequest,
   CreateSnapshotRequest,
   DiskInfo,
+  DriveHealth,
   ErrorBody,
   ExtentRun,
   ExtentsReply,
@@ -364,7 +365,7 @@ export const openApiDocument = {
         },
       }),
       NodeInfo: wireObject<NodeInfo>()({
-        required: ['version', 'dataDir', 'nbd', 'api', 'pid', 'uptimeMs', 'disks', 'readOnly', 'stats', 'space'],
+        required: ['version', 'dataDir', 'nbd', 'api', 'pid', 'uptimeMs', 'disks', 'readOnly', 'stats', 'space', 'drive'],
         properties: {
           version: { type: 'string' },
           dataDir: { type: ['string', 'null'] },
@@ -388,6 +389,15 @@ export const openApiDocument = {
           readOnly: { type: 'boolean', description: 'The node serves its store read-only (serve --read-only): every change is refused with 409 READ_ONLY' },
           stats: ref('StoreStats'),
           space: ref('NodeSpace'),
+          drive: wireObject<DriveHealth>()({
+            required: ['state', 'error', 'sinceMs'],
+            description: 'The drive under the store: `failing` once a write, sync or index update failed on it (not for a full file system); writes, flushes and disk and snapshot changes then get IO_ERROR until the node is restarted, reads go on',
+            properties: {
+              state: { type: 'string', enum: ['ok', 'failing'] },
+              error: { type: ['string', 'null'], description: 'What failed first, when failing' },
+              sinceMs: { type: ['integer', 'null'], description: 'When the drive started failing, ms since the epoch' },
+            },
+          }),
         },
       }),
       CreateDiskRequest: wireObject<CreateDiskRequest>()({
@@ -469,7 +479,7 @@ export const openApiDocument = {
       BodyTooLarge: errorResponse('BODY_TOO_LARGE: the request body is over the limit (1 MiB by default)'),
       UnsupportedMediaType: errorResponse('UNSUPPORTED_MEDIA_TYPE: the request body is not application/json'),
       NoSpace: errorResponse("NO_SPACE: the node's file system is full"),
-      Internal: errorResponse('CORRUPT: stored data failed its checks; INTERNAL: an unexpected failure, see the node log'),
+      Internal: errorResponse("CORRUPT: stored data failed its checks; IO_ERROR: the node's drive failed a read of this request, or is failing (GET /api/v1/node, `drive`) and writes and changes are refused; INTERNAL: an unexpected failure, see the node log"),
       Unavailable: errorResponse('CLOSED: the node is shutting down; NOT_READY: the node is starting; BUSY: too many requests in flight, or a backup running already'),
       WrongPassword: errorResponse('WRONG_PASSWORD: no key of the backup repository opens with the password'),
       Repository: errorResponse('REPOSITORY: the backup repository failed, could not be reached, or holds damaged data'),

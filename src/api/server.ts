@@ -13,7 +13,7 @@ import type { JsonReply } from './http.ts';
 import { disksChangedBy, guardDisk } from './instant-restore.ts';
 import { changesStore, matchRoute } from './routes.ts';
 import type { NodeFacts, RequestContext, RouteContext } from './route.ts';
-import { storeStatsWire, spaceWire } from './to-wire.ts';
+import { driveHealthWire, spaceWire, storeStatsWire } from './to-wire.ts';
 import type { NodeInfo } from './client/wire.ts';
 
 /** What the API's routes serve; a node attaches them once its store is open (ApiServer.attach). */
@@ -117,6 +117,7 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
         readOnly: store.readOnly,
         stats: storeStatsWire(await store.stats()),
         space: spaceWire(store.space()),
+        drive: driveHealthWire(store.health()),
       };
     };
     ctx = {

@@ -2,9 +2,9 @@
  * Engine, instant-restore and backup objects as the API sends them (wire.ts): field by field, so
  * that a field added to an internal type reaches clients only when the API declares it.
  */
-import type { CompactStats as EngineCompactStats, DiskInfo as EngineDisk, SnapshotInfo as EngineSnapshot, SpaceFigures, StoreStats as EngineStoreStats } from '../engine/index.ts';
+import type { CompactStats as EngineCompactStats, DiskInfo as EngineDisk, SnapshotInfo as EngineSnapshot, SpaceFigures, StoreHealth, StoreStats as EngineStoreStats } from '../engine/index.ts';
 import type { InstantRestoreInfo as HydrateRestore } from '../hydrate/index.ts';
-import type { BackupOutcome, BackupProgress, CompactStats, DiskInfo, InstantRestoreInfo, NodeSpace, SnapshotInfo, StoreStats } from './client/wire.ts';
+import type { BackupOutcome, BackupProgress, CompactStats, DiskInfo, DriveHealth, InstantRestoreInfo, NodeSpace, SnapshotInfo, StoreStats } from './client/wire.ts';
 
 /** A disk on the wire. */
 export function diskWire(d: EngineDisk): DiskInfo {
@@ -27,6 +27,11 @@ export function spaceWire(f: SpaceFigures): NodeSpace {
     state: f.state, totalBytes: f.totalBytes, freeBytes: f.freeBytes, reserveBytes: f.reserveBytes, usableBytes: f.usableBytes, usedBytes: f.usedBytes,
     usedRatio: Number.isFinite(f.usedRatio) ? f.usedRatio : Number.MAX_SAFE_INTEGER, nearfullRatio: f.nearfullRatio, fullRatio: f.fullRatio,
   };
+}
+
+/** The drive's health on the wire. */
+export function driveHealthWire(h: StoreHealth): DriveHealth {
+  return { state: h.drive, error: h.error ?? null, sinceMs: h.sinceMs ?? null };
 }
 
 /** A compaction pass on the wire. */

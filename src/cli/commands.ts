@@ -225,7 +225,7 @@ export const commands: Command[] = [
   {
     name: 'node info',
     args: [],
-    summary: 'Show the node: version, data directory, NBD endpoints, space used',
+    summary: 'Show the node: version, data directory, NBD endpoints, space used, the state of its drive',
     options: { json: jsonOption },
     examples: ['tessera node info', 'tessera --api http://10.0.0.5:7480 node info --json'],
     usesApi: true,
@@ -247,6 +247,7 @@ export const commands: Command[] = [
         ['Live data', formatSize(n.stats.liveBytes)],
         ['Space', `${n.space.state}: ${formatSize(n.space.usedBytes)} of ${formatSize(n.space.usableBytes)} usable used (${percent(n.space.usedRatio)}), ${formatSize(n.space.freeBytes)} free, ${formatSize(n.space.reserveBytes)} reserved`],
         ['Thresholds', `nearfull ${percent(n.space.nearfullRatio)}, full ${percent(n.space.fullRatio)} (client writes refused)`],
+        ['Drive', n.drive.state === 'ok' ? 'ok' : `FAILING since ${new Date(n.drive.sinceMs ?? 0).toISOString()}: writes refused until the node is restarted; ${n.drive.error ?? ''}`],
       ]));
       const warning = spaceWarning(n.space);
       if (warning !== null) io.stderr(`warning: ${warning}\n`);

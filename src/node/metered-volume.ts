@@ -1,10 +1,12 @@
 /**
  * A Volume that counts its disk's I/O (docs/observability.md, "Disk I/O"): every volume a client
  * gets, over NBD or the API's data routes, is one of these, so the per-disk figures cover all
- * client I/O and nothing the node does itself (backups, compaction, a restore's copier).
+ * client I/O and nothing the node does itself (backups, compaction, a restore's copier). A read
+ * the drive failed (for a read, or a write's read of the blocks it merges with) is counted too,
+ * and handed on to be logged with where it failed.
  */
-import type { AllocationExtent, ChangeExtent, Volume, WriteOptions, ZeroOptions } from '../engine/index.ts';
-import { IoOpIndex, type IoStats } from '../observe/index.ts';
+import { EngineError, type AllocationExtent, type ChangeExtent, type ReadFault, type Volume, type WriteOptions, type ZeroOptions } from '../engine/index.ts';
+import { IoOpIndex, type IoStats, type Logger } from '../observe/index.ts';
 
 const READ = IoOpIndex.read;
 const WRITE = IoOpIndex.write;
@@ -12,16 +14,28 @@ const TRIM = IoOpIndex.trim;
 const ZERO = IoOpIndex.zero;
 const FLUSH = IoOpIndex.flush;
 
+/** Hears a read the drive failed: its disk and offset, and the error the client got. */
+export type ReadFaultListener = (fault: ReadFault, err: EngineError) => void;
+
 /** Wraps `inner`, counting into `stats` (the stats of inner's disk); closing it releases both. */
 export class MeteredVolume implements Volume {
   readonly #inner: Volume;
   readonly #stats: IoStats;
+  readonly #onReadFault: ReadFaultListener | null;
   #closed = false;
 
-  constructor(inner: Volume, stats: IoStats) {
+  constructor(inner: Volume, stats: IoStats, onReadFault: ReadFaultListener | null = null) {
     this.#inner = inner;
     this.#stats = stats;
+    this.#onReadFault = onReadFault;
     stats.users++;
+  }
+
+  /** Counts a failure that is a read the drive failed, and hands it on. */
+  #failed(err: unknown): void {
+    if (!(err instanceof EngineError) || err.readFault === null) return;
+    this.#stats.readErrors++;
+    this.#onReadFault?.(err.readFault, err);
   }
 
   get disk(): string {
@@ -49,6 +63,7 @@ export class MeteredVolume implements Volume {
       return out;
     } catch (err) {
       s.end(READ, t, 0, true);
+      this.#failed(err);
       throw err;
     }
   }
@@ -61,6 +76,7 @@ export class MeteredVolume implements Volume {
       s.end(WRITE, t, data.length, false);
     } catch (err) {
       s.end(WRITE, t, 0, true);
+      this.#failed(err);
       throw err;
     }
   }
@@ -73,6 +89,7 @@ export class MeteredVolume implements Volume {
       s.end(ZERO, t, length, false);
     } catch (err) {
       s.end(ZERO, t, 0, true);
+      this.#failed(err);
       throw err;
     }
   }
@@ -85,6 +102,7 @@ export class MeteredVolume implements Volume {
       s.end(TRIM, t, length, false);
     } catch (err) {
       s.end(TRIM, t, 0, true);
+      this.#failed(err);
       throw err;
     }
   }
@@ -115,4 +133,35 @@ export class MeteredVolume implements Volume {
     this.#stats.users--;
     this.#inner.close();
   }
+}
+
+/** Reads the drive failed are logged one by one up to this many a minute (each one is counted). */
+const READ_FAULTS_LOGGED_PER_MINUTE_MAX = 100;
+
+/**
+ * Logs the reads the drive failed at `error`, with their disk and offset: one by one up to
+ * READ_FAULTS_LOGGED_PER_MINUTE_MAX a minute, then, with the next after that minute, how many
+ * were not (a dying drive fails every read; the metric counts them all).
+ */
+export class ReadFaultLog {
+  readonly #log: Logger;
+  #minuteStartMs = 0;
+  #logged = 0;
+  #unlogged = 0;
+
+  constructor(log: Logger) {
+    this.#log = log;
+  }
+
+  readonly onFault: ReadFaultListener = (fault, err) => {
+    const now = Date.now();
+    if (now - this.#minuteStartMs >= 60_000) {
+      if (this.#unlogged > 0) this.#log.error(`${this.#unlogged} more reads failed in the minute from ${new Date(this.#minuteStartMs).toISOString()} (not logged one by one)`);
+      this.#minuteStartMs = now;
+      this.#logged = 0;
+      this.#unlogged = 0;
+    }
+    if (this.#logged++ < READ_FAULTS_LOGGED_PER_MINUTE_MAX) this.#log.error(err.message, { disk: fault.disk, offset: fault.offset });
+    else this.#unlogged++;
+  };
 }

@@ -75,6 +75,7 @@ export class NodeMetrics {
     r.counter('tessera_disk_bytes_total', 'Bytes clients read, wrote, trimmed or zeroed on a disk, by op (successful operations only)', () => d.perOp((s) => s.bytes, ['read', 'write', 'trim', 'zero']));
     r.histogram('tessera_disk_op_duration_seconds', 'Time a client operation on a disk took in the engine, by op', () => d.latency());
     r.gauge('tessera_disk_requests_in_flight', 'Client operations on a disk started and not finished', () => d.inFlight());
+    r.counter('tessera_read_errors_total', 'Client operations on a disk that failed because the drive failed a read (an I/O error, a truncated or missing log segment)', () => d.perDisk((s) => s.readErrors));
 
     // NBD.
     r.gauge('tessera_nbd_connections', 'Open NBD client connections, handshaking or transmitting', () => [{ value: src.nbd.connections }]);
@@ -103,6 +104,7 @@ export class NodeMetrics {
       return (['ok', 'nearfull', 'full'] as const).map((s) => ({ labels: { state: s }, value: s === state ? 1 : 0 }));
     });
     r.gauge('tessera_engine_recovery_replayed_records', 'Log records the last start replayed into the index', () => [{ value: src.store.recovery.recordsReplayed }]);
+    r.gauge('tessera_drive_failing', 'Whether the drive under the store is failing (a write, sync or index update failed on it: writes are refused until restart): 1, else 0', () => [{ value: src.store.health().drive === 'failing' ? 1 : 0 }]);
 
     // Backups run by the node.
     const b = this.backups;

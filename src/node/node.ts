@@ -7,9 +7,9 @@ import type { SpaceOptions, SpaceState } from '../engine/index.ts';
 import { InstantRestores } from '../hydrate/index.ts';
 import { NodeBackups } from './backups.ts';
 import { NbdServer } from '../nbd/index.ts';
-import type { Volume } from '../engine/index.ts';
+import type { LogFiles, Volume } from '../engine/index.ts';
 import { Logger } from '../observe/index.ts';
-import { MeteredVolume } from './metered-volume.ts';
+import { MeteredVolume, ReadFaultLog } from './metered-volume.ts';
 import { NodeMetrics } from './metrics.ts';
 import { NodeError, NodeErrorCode } from './errors.ts';
 import { acquireLock } from './lock.ts';
@@ -47,6 +47,8 @@ export interface NodeOptions {
    * changes, no instant restore resumes. Default false.
    */
   readOnly?: boolean;
+  /** @internal The file layer under the store's write log (StoreOptions.files): tests put a faulty drive here. */
+  files?: LogFiles;
 }
 
 /** A running node. */
@@ -119,7 +121,14 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
 
     let store: Store;
     try {
-      store = await Store.open({ dir: join(dataDir, 'store'), space: opts.space, readOnly });
+      store = await Store.open({
+        dir: join(dataDir, 'store'),
+        space: opts.space,
+        readOnly,
+        files: opts.files,
+        // Said once, when it starts: the store refuses writes from then on (docs/engine.md, "A failing drive").
+        onDriveFailing: (h) => log.error(`the drive under the store is failing: writes, flushes and disk and snapshot changes are refused until the node is restarted; reads go on. ${h.error}`, { dataDir }),
+      });
     } catch (err) {
       // Below the reserve: the store says how much is free and needed; the node names its options.
       if (err instanceof EngineError && err.code === EngineErrorCode.NO_SPACE) {
@@ -138,8 +147,10 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     const copyBytesPerSecondMax = opts.restoreCopyBytesPerSecondMax === undefined ? restoreRateFromEnv(process.env) : opts.restoreCopyBytesPerSecondMax;
     const restores = await InstantRestores.open({ store, dir: join(dataDir, 'instant-restore'), cacheDir: join(dataDir, 'backup-cache'), log: lineLog(root.child({ component: 'hydrate' })), limits: { copyBytesPerSecondMax }, readOnly });
     undo.push(() => restores.close());
-    // Every volume a client gets counts its disk's I/O (docs/observability.md, "Disk I/O").
-    const metered = (vol: Volume): Volume => new MeteredVolume(vol, metrics.disks.of(vol.disk));
+    // Every volume a client gets counts its disk's I/O (docs/observability.md, "Disk I/O"), and
+    // its failed reads, logged with where they failed.
+    const readFaults = new ReadFaultLog(log);
+    const metered = (vol: Volume): Volume => new MeteredVolume(vol, metrics.disks.of(vol.disk), readFaults.onFault);
     const exports = storeExports(store);
     const provider = { ...exports, openExport: (name: string) => metered(restores.openExport(name) ?? exports.openExport(name)) };
 

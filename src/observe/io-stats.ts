@@ -28,6 +28,8 @@ export class IoStats {
   inFlight = 0;
   /** Volumes open on the disk through a counting wrapper (a disk's stats are dropped at 0, once deleted). */
   users = 0;
+  /** Requests that failed because the drive failed a read (also counted in `errors` by op). */
+  readErrors = 0;
   readonly ops = new Float64Array(opCount);
   readonly bytes = new Float64Array(opCount);
   readonly errors = new Float64Array(opCount);
@@ -79,6 +81,11 @@ export class DiskIoStats {
     const out: Sample[] = [];
     for (const [disk, s] of this.#disks) for (const op of ops) out.push({ labels: { disk, op }, value: pick(s)[IoOpIndex[op]] });
     return out;
+  }
+
+  /** One sample per disk of the figure `pick` chooses. */
+  perDisk(pick: (s: IoStats) => number): Sample[] {
+    return [...this.#disks].map(([disk, s]) => ({ labels: { disk }, value: pick(s) }));
   }
 
   /** Requests in flight per disk. */

@@ -382,6 +382,8 @@ describe('cli against a running node', () => {
     const text = await ok(['node', 'info']);
     assert.match(text, new RegExp(`^NBD:\\s+${node.nbd}$`, 'm'));
     assert.match(text, new RegExp(`^Version:\\s+${packageVersion.replaceAll('.', '\\.')}$`, 'm'));
+    assert.deepEqual(info.drive, { state: 'ok', error: null, sinceMs: null });
+    assert.match(text, /^Drive:\s+ok$/m);
     assert.match(await ok(['compact']), /^Compacted: \d+ segments? removed, .+ reclaimed, .+ rewritten\n$/);
   });
 

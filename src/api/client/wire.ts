@@ -140,6 +140,19 @@ export interface CompactStats {
   bytesRewritten: number;
 }
 
+/** The drive under a node's store (docs/engine.md, "A failing drive"). */
+export interface DriveHealth {
+  /**
+   * `failing` once a write, sync or index update the drive failed: writes, flushes and changes
+   * of disks and snapshots are refused (IO_ERROR, NBD EIO) until the node is restarted; reads go on.
+   */
+  state: 'ok' | 'failing';
+  /** What failed first, when failing. */
+  error: string | null;
+  /** When the drive started failing, ms since the epoch. */
+  sinceMs: number | null;
+}
+
 /** Where a node's NBD server listens. */
 export interface NbdEndpoints {
   /** TCP endpoint, or null when not listening on TCP. */
@@ -169,6 +182,7 @@ export interface NodeInfo {
   readOnly: boolean;
   stats: StoreStats;
   space: NodeSpace;
+  drive: DriveHealth;
 }
 
 /** POST /disks. */

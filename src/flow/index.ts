@@ -14,3 +14,4 @@ export { Pacer } from './pacer.ts';
 export { LoopIoGate } from './io-gate.ts';
 export { ThreadPool, threadsMax } from './thread-pool.ts';
 export { serveTasks } from './thread-worker.ts';
+export { RateLimiter } from './rate.ts';

@@ -5,6 +5,7 @@ export type { StoreHealth } from './health.ts';
 export type { LogFiles } from './log/files.ts';
 export type { CompactStats } from './gc/compact.ts';
 export type { SpaceOptions, SpaceFigures, SpaceState } from './space.ts';
+export type { ScrubOptions, ScrubReport, ScrubProgress, DamagedExtent, DamageReason } from './scrub.ts';
 export { EngineError, EngineErrorCode } from './errors.ts';
 export type { EngineErrorCodeValue, ReadFault } from './errors.ts';
 export type { DiskInfo, SnapshotInfo, Volume, AllocationExtent, ChangeExtent, WriteOptions, ZeroOptions } from './types.ts';

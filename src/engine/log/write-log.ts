@@ -300,6 +300,11 @@ export class WriteLog {
     return this.segments.get(id)?.size ?? 0;
   }
 
+  /** Path of a segment's file (scrub opens its own descriptor on it). */
+  segmentPath(id: number): string {
+    return path.join(this.dir, segmentName(id));
+  }
+
   /** Total bytes of all segment files. */
   totalBytes(): number {
     let n = 0;

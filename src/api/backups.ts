@@ -8,6 +8,7 @@ import { awsVariables } from '../hydrate/index.ts';
 import { ApiError, ApiErrorCode, toApiError } from './errors.ts';
 import type { BackupRunner, Route, RequestContext } from './route.ts';
 import { checkBody } from './validate.ts';
+import { writeJsonLine } from './http.ts';
 import { backupOutcomeWire, backupProgressWire } from './to-wire.ts';
 import { wireObject } from './schema.ts';
 import { API_PREFIX as prefix, type BackupEvent, type BackupProgress, type BackupRequest } from './client/wire.ts';
@@ -46,13 +47,8 @@ function eventWire(e: { event: string } & Record<string, unknown>): BackupEvent 
   return null;
 }
 
-/** Writes one JSON line; resolves once the socket took it. */
-function writeLine(res: ServerResponse, value: BackupEvent): Promise<void> {
-  return new Promise((resolve) => {
-    if (res.destroyed) return resolve();
-    res.write(JSON.stringify(value) + '\n', () => resolve());
-  });
-}
+/** Writes one JSON line (an event of the backup); resolves once the socket took it. */
+const writeLine = (res: ServerResponse, value: BackupEvent): Promise<void> => writeJsonLine(res, value);
 
 /** The backup routes. */
 export const backupRoutes: Route[] = [

@@ -128,6 +128,14 @@ export function drained(res: ServerResponse): Promise<boolean> {
   });
 }
 
+/** Writes one JSON line of a streamed reply (application/x-ndjson); resolves once the socket took it, or at once if it is gone. */
+export function writeJsonLine(res: ServerResponse, value: unknown): Promise<void> {
+  return new Promise((resolve) => {
+    if (res.destroyed) return resolve();
+    res.write(JSON.stringify(value) + '\n', () => resolve());
+  });
+}
+
 /** Sends a reply as JSON; a 204 is sent without a body. */
 export function sendJson(res: ServerResponse, { status, body, headers = {} }: JsonReply): void {
   if (status === 204) {

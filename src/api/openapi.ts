@@ -5,6 +5,7 @@
  */
 import { instantRestorePaths, instantRestoreSchemas } from './instant-restore.ts';
 import { backupPaths } from './backups.ts';
+import { scrubPaths, scrubSchemas } from './scrub.ts';
 import { wireObject } from './schema.ts';
 import { ApiErrorCode } from './client/wire.ts';
 import type {
@@ -309,6 +310,7 @@ export const openApiDocument = {
     },
     ...instantRestorePaths,
     ...backupPaths,
+    ...scrubPaths,
   },
   components: {
     schemas: {
@@ -365,7 +367,7 @@ export const openApiDocument = {
         },
       }),
       NodeInfo: wireObject<NodeInfo>()({
-        required: ['version', 'dataDir', 'nbd', 'api', 'pid', 'uptimeMs', 'disks', 'readOnly', 'stats', 'space', 'drive'],
+        required: ['version', 'dataDir', 'nbd', 'api', 'pid', 'uptimeMs', 'disks', 'readOnly', 'stats', 'space', 'drive', 'scrub'],
         properties: {
           version: { type: 'string' },
           dataDir: { type: ['string', 'null'] },
@@ -398,6 +400,7 @@ export const openApiDocument = {
               sinceMs: { type: ['integer', 'null'], description: 'When the drive started failing, ms since the epoch' },
             },
           }),
+          scrub: ref('ScrubStatus'),
         },
       }),
       CreateDiskRequest: wireObject<CreateDiskRequest>()({
@@ -458,6 +461,7 @@ export const openApiDocument = {
         properties: { name: { type: 'string' } },
       }),
       ...instantRestoreSchemas,
+      ...scrubSchemas,
       Error: wireObject<ErrorBody>()({
         required: ['error'],
         properties: {

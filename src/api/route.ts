@@ -4,12 +4,12 @@
  * the table can import the handlers without the handlers importing the table.
  */
 import type { IncomingMessage } from 'node:http';
-import type { Store, Volume } from '../engine/index.ts';
+import type { ScrubProgress, ScrubReport, Store, Volume } from '../engine/index.ts';
 import type { InstantRestores } from '../hydrate/index.ts';
 import type { Logger } from '../observe/index.ts';
 import type { JsonReply, StreamReply } from './http.ts';
 import type { BodySpec } from './validate.ts';
-import type { NbdEndpoints, NodeInfo } from './client/wire.ts';
+import type { NbdEndpoints, NodeInfo, ScrubStatus } from './client/wire.ts';
 
 /** HTTP methods the API uses. */
 export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -36,6 +36,8 @@ export interface RouteContext {
   restores: InstantRestores | null;
   /** The node's backups, or null when the server runs none (tests of the API alone). */
   backups: BackupRunner | null;
+  /** The node's scrubs, or null when the server has none (then POST /scrub asks the store itself). */
+  scrubs: ScrubRunner | null;
   /** Opens a disk's head (snap null) or a snapshot for the data routes; the caller closes it. */
   openVolume: (disk: string, snap: string | null) => Volume;
 }
@@ -74,4 +76,12 @@ export interface BackupRunner {
     onEvent: (e: { event: string } & Record<string, unknown>) => void,
     signal: AbortSignal,
   ): Promise<{ outcomes: object[] }>;
+}
+
+/** What the node's scrub service is asked (src/node/scrub.ts implements it). */
+export interface ScrubRunner {
+  /** Runs a scrub now, at full speed; one of every disk counts as the node's last pass. */
+  run(req: { disks?: string[] }, onProgress: (p: ScrubProgress) => void, signal: AbortSignal): Promise<ScrubReport>;
+  /** The background scrub and the last pass over every disk, for GET /node. */
+  status(): ScrubStatus;
 }

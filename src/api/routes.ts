@@ -4,6 +4,7 @@ import { openApiDocument } from './openapi.ts';
 import { flushDisk, readExtents, readSnapshotData, snapshotGroup, trimDisk, writeDiskData } from './data.ts';
 import { instantRestoreRoutes } from './instant-restore.ts';
 import { backupRoutes } from './backups.ts';
+import { scrubRoutes } from './scrub.ts';
 import type { Method, Reply, RequestContext, Route, RouteContext } from './route.ts';
 import { compactStatsWire, diskWire, snapshotWire } from './to-wire.ts';
 import { API_PREFIX } from './client/wire.ts';
@@ -78,6 +79,7 @@ export const routes: readonly Route[] = [
   route('GET', '/openapi.json', null, () => ({ status: 200, body: openApiDocument })),
   ...instantRestoreRoutes,
   ...backupRoutes,
+  ...scrubRoutes,
 ];
 
 /**

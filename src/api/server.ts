@@ -4,7 +4,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Store, Volume } from '../engine/index.ts';
 import { Logger } from '../observe/index.ts';
-import type { BackupRunner } from './route.ts';
+import type { BackupRunner, ScrubRunner } from './route.ts';
 import type { InstantRestores } from '../hydrate/index.ts';
 import { crash } from '../util/bug.ts';
 import { ApiError, ApiErrorCode, toApiError } from './errors.ts';
@@ -26,6 +26,8 @@ export interface ApiServices {
   restores?: InstantRestores;
   /** The node's backups, served under /backups. */
   backups?: BackupRunner;
+  /** The node's scrubs: POST /scrub runs through them, GET /node shows their state. */
+  scrubs?: ScrubRunner;
   /** Opens the volumes of the disk data routes (the node's counts their I/O). Default: the store's. */
   openVolume?: (disk: string, snap: string | null) => Volume;
 }
@@ -118,6 +120,7 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
         stats: storeStatsWire(await store.stats()),
         space: spaceWire(store.space()),
         drive: driveHealthWire(store.health()),
+        scrub: services.scrubs?.status() ?? null,
       };
     };
     ctx = {
@@ -127,6 +130,7 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
       extentsMax: opts.extentsMax ?? 65536,
       restores: services.restores ?? null,
       backups: services.backups ?? null,
+      scrubs: services.scrubs ?? null,
       openVolume: services.openVolume ?? ((disk, snap) => store.openVolume(disk, snap)),
     };
   };

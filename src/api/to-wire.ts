@@ -2,9 +2,18 @@
  * Engine, instant-restore and backup objects as the API sends them (wire.ts): field by field, so
  * that a field added to an internal type reaches clients only when the API declares it.
  */
-import type { CompactStats as EngineCompactStats, DiskInfo as EngineDisk, SnapshotInfo as EngineSnapshot, SpaceFigures, StoreHealth, StoreStats as EngineStoreStats } from '../engine/index.ts';
+import type {
+  CompactStats as EngineCompactStats,
+  DiskInfo as EngineDisk,
+  ScrubProgress as EngineScrubProgress,
+  ScrubReport as EngineScrubReport,
+  SnapshotInfo as EngineSnapshot,
+  SpaceFigures,
+  StoreHealth,
+  StoreStats as EngineStoreStats,
+} from '../engine/index.ts';
 import type { InstantRestoreInfo as HydrateRestore } from '../hydrate/index.ts';
-import type { BackupOutcome, BackupProgress, CompactStats, DiskInfo, DriveHealth, InstantRestoreInfo, NodeSpace, SnapshotInfo, StoreStats } from './client/wire.ts';
+import type { BackupOutcome, BackupProgress, CompactStats, DiskInfo, DriveHealth, InstantRestoreInfo, NodeSpace, ScrubProgress, ScrubReport, SnapshotInfo, StoreStats } from './client/wire.ts';
 
 /** A disk on the wire. */
 export function diskWire(d: EngineDisk): DiskInfo {
@@ -37,6 +46,35 @@ export function driveHealthWire(h: StoreHealth): DriveHealth {
 /** A compaction pass on the wire. */
 export function compactStatsWire(s: EngineCompactStats): CompactStats {
   return { segmentsRemoved: s.segmentsRemoved, bytesReclaimed: s.bytesReclaimed, bytesRewritten: s.bytesRewritten };
+}
+
+/** A scrub's progress on the wire. */
+export function scrubProgressWire(p: EngineScrubProgress): ScrubProgress {
+  return { segments: p.segments, segmentsDone: p.segmentsDone, bytesToRead: p.bytesToRead, bytesRead: p.bytesRead };
+}
+
+/** What a scrub found, on the wire. */
+export function scrubReportWire(r: EngineScrubReport): ScrubReport {
+  return {
+    disks: [...r.disks],
+    segments: r.segments,
+    segmentsSkipped: r.segmentsSkipped,
+    records: r.records,
+    bytesChecked: r.bytesChecked,
+    bytesRead: r.bytesRead,
+    durationMs: r.durationMs,
+    damagedBlocks: r.damagedBlocks,
+    damaged: r.damaged.map((e) => ({
+      disk: e.disk,
+      offset: e.offset,
+      length: e.length,
+      head: e.head,
+      snapshots: [...e.snapshots],
+      segment: e.segment,
+      recordOffset: e.recordOffset,
+      reason: e.reason,
+    })),
+  };
 }
 
 /** An instant restore on the wire. */

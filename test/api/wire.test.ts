@@ -69,6 +69,7 @@ test('replies of a real server hold exactly what the OpenAPI document says', asy
   try {
     conforms(await client.createDisk({ name: 'vm1', sizeBytes: 1 << 20 }), 'DiskInfo');
     conforms(await client.createSnapshot('vm1', 's1'), 'SnapshotInfo');
+    await fetch(`http://127.0.0.1:${port}/api/v1/disks/vm1/data?offset=0`, { method: 'PUT', headers: { 'content-type': 'application/octet-stream' }, body: Buffer.alloc(8192, 1) });
     conforms(await client.cloneDisk('vm1', { snapshot: 's1', name: 'vm2' }), 'DiskInfo');
     for (const d of await client.listDisks()) conforms(d, 'DiskInfo');
     conforms(await client.getDisk('vm2'), 'DiskInfo');
@@ -79,6 +80,16 @@ test('replies of a real server hold exactly what the OpenAPI document says', asy
     conforms(await client.request('GET', '/disks/vm1/snapshots/s1/extents'), 'ExtentsReply');
     conforms(await client.nodeInfo(), 'NodeInfo');
     conforms(await client.compact(), 'CompactStats');
+    const progress: unknown[] = [];
+    const report = await client.scrub({}, (p) => void progress.push(p));
+    conforms(report, 'ScrubReport');
+    assert.ok(progress.length > 0, 'a progress line first');
+    for (const p of progress) conforms(p, 'ScrubProgress');
+    conforms(await client.scrub({ disks: ['vm2'] }), 'ScrubReport');
+    const unknownDisk = await client.scrub({ disks: ['nope'] }).catch((err: unknown) => err);
+    assert.ok(unknownDisk instanceof ClientError && unknownDisk.status === 404 && unknownDisk.nodeCode === 'NOT_FOUND', String(unknownDisk));
+    const twice = await client.scrub({ disks: ['vm1', 'vm1'] }).catch((err: unknown) => err);
+    assert.ok(twice instanceof ClientError && twice.status === 400, String(twice));
     const refused = await client.getDisk('nope').catch((err: unknown) => err);
     assert.ok(refused instanceof ClientError && refused.nodeCode === 'NOT_FOUND', String(refused));
     const raw = await fetch(`http://127.0.0.1:${port}/api/v1/disks/nope`);

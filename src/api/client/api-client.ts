@@ -19,9 +19,13 @@ import type {
   InstantRestoreRequest,
   NodeInfo,
   ResumeRequest,
+  ScrubEvent,
+  ScrubProgress,
+  ScrubReport,
+  ScrubRequest,
   SnapshotInfo,
 } from './wire.ts';
-import { API_PREFIX } from './wire.ts';
+import { API_PREFIX, type ApiErrorCodeValue } from './wire.ts';
 import { ClientError, ClientErrorCode, replyError } from './errors.ts';
 
 /** Default API URL: where `tessera serve` listens unless told otherwise. */
@@ -36,8 +40,8 @@ const compactTimeoutMs = 60 * 60_000;
 /** Starting or resuming an instant restore opens a repository (an S3 one may be slow). */
 const restoreStartTimeoutMs = 300_000;
 
-/** One line of a backup's reply is at most this long. */
-const backupLineBytesMax = 16 << 20;
+/** One line of a streamed reply (a backup's outcomes, a scrub's report) is at most this long. */
+const lineBytesMax = 16 << 20;
 
 /** Options of a request. */
 export interface RequestOptions {
@@ -190,7 +194,33 @@ export class ApiClient {
    * `error` event rejects with a REFUSED ClientError carrying the node's code.
    */
   async runBackup(req: BackupRequest, onEvent: (e: BackupEvent) => void | Promise<void> = () => {}): Promise<BackupOutcome[]> {
-    const res = await this.post('/backups', Buffer.from(JSON.stringify(req)));
+    for await (const e of this.events<BackupEvent>('/backups', req, 'backup')) {
+      if (e.event === 'done') return e.outcomes;
+      await onEvent(e);
+    }
+    throw lost('backup');
+  }
+
+  /**
+   * Has the node scrub disks (POST /scrub; all of them when `req.disks` is left out) and resolves
+   * to the report, damage or none. `onProgress` hears the progress lines as they come; an `error`
+   * line rejects with a REFUSED ClientError carrying the node's code.
+   */
+  async scrub(req: ScrubRequest = {}, onProgress: (p: ScrubProgress) => void | Promise<void> = () => {}): Promise<ScrubReport> {
+    for await (const e of this.events<ScrubEvent>('/scrub', req, 'scrub')) {
+      if (e.event === 'done') return e.report;
+      if (e.event === 'progress') await onProgress(e.progress);
+    }
+    throw lost('scrub');
+  }
+
+  /**
+   * POSTs `req` to a route whose reply is JSON lines and yields its events as they come, up to
+   * and with `done`: an `error` line rejects with a REFUSED ClientError carrying the node's
+   * code, a reply cut short with LOST. The next line is read once the caller asks for it.
+   */
+  private async *events<E extends { event: string }>(path: string, req: unknown, what: string): AsyncGenerator<E, void, void> {
+    const res = await this.post(path, Buffer.from(JSON.stringify(req)));
     if (res.statusCode !== 200) {
       let text = '';
       for await (const chunk of res) text += chunk;
@@ -200,29 +230,30 @@ export class ApiClient {
       } catch {
         // not JSON: the status says what failed
       }
-      throw replyError(res.statusCode ?? 0, body, `POST ${API_PREFIX}/backups`);
+      throw replyError(res.statusCode ?? 0, body, `POST ${API_PREFIX}${path}`);
     }
-    const lost = (cause?: unknown) => new ClientError(ClientErrorCode.LOST, 'the node closed the connection before the backup was done', { cause });
     try {
-      for await (const line of lines(res, backupLineBytesMax)) {
-        let e: BackupEvent;
+      for await (const line of lines(res, lineBytesMax, what)) {
+        let e: E;
         try {
           e = JSON.parse(line);
         } catch {
-          throw new ClientError(ClientErrorCode.BAD_REPLY, 'the node sent a line of its backup that is not JSON');
+          throw new ClientError(ClientErrorCode.BAD_REPLY, `the node sent a line of its ${what} that is not JSON`);
         }
-        if (e.event === 'error') throw new ClientError(ClientErrorCode.REFUSED, e.message, { status: 200, nodeCode: e.code });
-        if (e.event === 'done') return e.outcomes;
-        await onEvent(e);
+        if (e.event === 'error') {
+          const { message, code } = e as unknown as { message: string; code: ApiErrorCodeValue };
+          throw new ClientError(ClientErrorCode.REFUSED, message, { status: 200, nodeCode: code });
+        }
+        yield e;
+        if (e.event === 'done') return;
       }
     } catch (err) {
-      // A reset connection fails the reply stream with a bare error; whatever onEvent threw goes on as it is.
-      if ((err as NodeJS.ErrnoException).code === 'ECONNRESET' || (err as Error).message === 'aborted') throw lost(err);
+      // A reset connection fails the reply stream with a bare error; whatever the caller threw goes on as it is.
+      if ((err as NodeJS.ErrnoException).code === 'ECONNRESET' || (err as Error).message === 'aborted') throw lost(what, err);
       throw err;
     } finally {
       res.destroy();
     }
-    throw lost();
   }
 
   /** POSTs a JSON body; resolves once the reply's head came, without a time limit (a backup may run for hours). */
@@ -242,8 +273,13 @@ function unreachable(baseUrl: string, err: unknown): ClientError {
   return new ClientError(ClientErrorCode.UNREACHABLE, `cannot reach the Tessera node at ${baseUrl}: ${e.code ?? e.message}`, { cause: err });
 }
 
+/** The error of a streamed reply that ended before its last line. */
+function lost(what: string, cause?: unknown): ClientError {
+  return new ClientError(ClientErrorCode.LOST, `the node closed the connection before the ${what} was done`, { cause });
+}
+
 /** The reply's lines, as they come; a line longer than `lineBytesMax` fails. */
-async function* lines(res: IncomingMessage, lineBytesMax: number): AsyncGenerator<string> {
+async function* lines(res: IncomingMessage, lineBytesMax: number, what: string): AsyncGenerator<string> {
   let rest = '';
   res.setEncoding('utf8');
   for await (const chunk of res as AsyncIterable<string>) {
@@ -254,7 +290,7 @@ async function* lines(res: IncomingMessage, lineBytesMax: number): AsyncGenerato
       rest = rest.slice(nl + 1);
       if (line !== '') yield line;
     }
-    if (rest.length > lineBytesMax) throw new ClientError(ClientErrorCode.BAD_REPLY, `the node sent a line of its backup over ${lineBytesMax} bytes`);
+    if (rest.length > lineBytesMax) throw new ClientError(ClientErrorCode.BAD_REPLY, `the node sent a line of its ${what} over ${lineBytesMax} bytes`);
   }
   if (rest !== '') yield rest;
 }

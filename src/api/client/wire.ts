@@ -153,6 +153,94 @@ export interface DriveHealth {
   sinceMs: number | null;
 }
 
+/** Why a block is damaged: its record fails its checksum, the drive failed the read, its segment is gone, or the segment was cut short before it. */
+export type DamageReason = 'checksum' | 'unreadable' | 'missing-segment' | 'truncated';
+
+/** A run of damaged blocks as one disk sees them. */
+export interface DamagedExtent {
+  disk: string;
+  /** Byte offset in the disk (a multiple of 4096, the block size). */
+  offset: number;
+  /** Bytes: whole 4 KiB blocks, cut at the disk's (or snapshot's) size. */
+  length: number;
+  /** Whether the disk's head reads these blocks. */
+  head: boolean;
+  /** Snapshots of the disk that read them too, oldest first. */
+  snapshots: string[];
+  /** Write log segment holding the damaged record. */
+  segment: number;
+  /** Offset of the record (or of the unreadable stretch) in the segment; null when none could be placed. */
+  recordOffset: number | null;
+  reason: DamageReason;
+}
+
+/** POST /scrub. */
+export interface ScrubRequest {
+  /** Disks to check (their heads, snapshots, and what clones read of their parents); every disk when left out. */
+  disks?: string[];
+}
+
+/** How far a scrub is. */
+export interface ScrubProgress {
+  /** Segments to read. */
+  segments: number;
+  segmentsDone: number;
+  /** Bytes of those segments. */
+  bytesToRead: number;
+  bytesRead: number;
+}
+
+/** What a scrub found (the last line of POST /scrub; `tessera scrub --json`). */
+export interface ScrubReport {
+  /** The disks checked. */
+  disks: string[];
+  /** Write log segments read. */
+  segments: number;
+  /** Segments compaction removed while the scrub ran (their blocks had moved, and were checked as they were copied). */
+  segmentsSkipped: number;
+  /** Records holding live blocks whose checksums were checked. */
+  records: number;
+  /** Bytes of those records. */
+  bytesChecked: number;
+  /** Bytes read from the drive. */
+  bytesRead: number;
+  durationMs: number;
+  /** Damaged block versions some disk or snapshot reads (a block seen by a disk, its snapshots and clones counts once). */
+  damagedBlocks: number;
+  /** Those blocks as each disk sees them, by disk and offset; empty when the data is clean. */
+  damaged: DamagedExtent[];
+}
+
+/** One line of POST /scrub's reply. */
+export type ScrubEvent =
+  | { event: 'progress'; progress: ScrubProgress }
+  | { event: 'done'; report: ScrubReport }
+  | { event: 'error'; code: ApiErrorCodeValue; message: string; requestId: string };
+
+/** The node's scrubs: the background pass and the last pass over every disk (GET /node). */
+export interface ScrubStatus {
+  /** Bytes a second the background scrub reads at most; 0 when it is off. */
+  rateBytesPerSecond: number;
+  /** Time between the starts of two background passes. */
+  intervalMs: number;
+  /** Whether a pass over every disk is running (in the background, or asked for). */
+  running: boolean;
+  /** When the next background pass starts; null when it is off or one is running. */
+  nextStartMs: number | null;
+  /** When the last pass over every disk started (it may be running). */
+  lastStartedMs: number | null;
+  /** When the last pass over every disk finished; null before the first. */
+  lastFinishedMs: number | null;
+  /** Damaged blocks the last finished pass found; null before the first. */
+  damagedBlocks: number | null;
+  /** Disks with damaged blocks in the last finished pass. */
+  damagedDisks: string[];
+  /** Bytes of records the last finished pass checked. */
+  bytesChecked: number | null;
+  /** Why the last pass stopped short (a restart is not a failure), or null. */
+  lastError: string | null;
+}
+
 /** Where a node's NBD server listens. */
 export interface NbdEndpoints {
   /** TCP endpoint, or null when not listening on TCP. */
@@ -183,6 +271,8 @@ export interface NodeInfo {
   stats: StoreStats;
   space: NodeSpace;
   drive: DriveHealth;
+  /** The node's scrubs; null where no node runs them (an API server on its own). */
+  scrub: ScrubStatus | null;
 }
 
 /** POST /disks. */

@@ -2,6 +2,7 @@ import { homedir, tmpdir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import type { Command, Io } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
+import { parseDuration } from './backup-options.ts';
 import { parseSize } from './size.ts';
 
 /** How long a graceful shutdown may take before the node exits anyway. */
@@ -44,6 +45,15 @@ function option<T>(value: string | boolean | undefined, name: string, parse: (te
   }
 }
 
+/** `parse`, refusing 0 with `hint`. */
+function positive(parse: (text: string) => number, hint: string): (text: string) => number {
+  return (text) => {
+    const n = parse(text);
+    if (n === 0) throw new Error(`'${text}' is no time at all; ${hint}`);
+    return n;
+  };
+}
+
 /** `tessera serve`: runs a node until SIGINT or SIGTERM. */
 export const serveCommand: Command = {
   name: 'serve',
@@ -61,6 +71,8 @@ export const serveCommand: Command = {
     'read-only': { type: 'boolean', description: 'Serve the disks read-only, writing nothing to DIR (also on a read-only file system): to copy data off a node that cannot start otherwise' },
     'log-level': { type: 'string', valueName: 'LEVEL', description: 'Least severe log records written: debug, info, warn, error (default: info)' },
     'log-format': { type: 'string', valueName: 'FORMAT', description: 'Log records on stderr as json or text lines (default: text when stderr is a terminal, else json)' },
+    'scrub-rate': { type: 'string', valueName: 'SIZE', description: 'Bytes a second the background scrub reads, e.g. 4M; 0 turns it off (default: 4M)' },
+    'scrub-interval': { type: 'string', valueName: 'DURATION', description: 'Time between the starts of two background scrub passes, e.g. 12h, 7d (default: 1d)' },
   },
   examples: [
     'tessera serve',
@@ -68,6 +80,7 @@ export const serveCommand: Command = {
     'tessera serve --data /tmp/t --nbd-port 0 --api-port 0   # free ports, see the ready line',
     'tessera serve --log-level debug --log-format json 2>>node.log',
     'tessera serve --data /mnt/rescued/tessera --read-only   # then nbdcopy or backup create the disks off it',
+    'tessera serve --scrub-rate 16M --scrub-interval 12h',
   ],
   usesApi: false,
   async run({ values, io }) {
@@ -85,6 +98,10 @@ export const serveCommand: Command = {
       fullRatio: option(values['full-ratio'], 'full-ratio', parseRatio, undefined),
     };
     if ((space.nearfullRatio ?? 0.85) > (space.fullRatio ?? 0.95)) throw usageError(`--nearfull-ratio (${space.nearfullRatio ?? 0.85}) must not be above --full-ratio (${space.fullRatio ?? 0.95})`);
+    const scrub = {
+      rateBytesPerSecond: option(values['scrub-rate'], 'scrub-rate', parseSize, undefined),
+      intervalMs: option(values['scrub-interval'], 'scrub-interval', positive(parseDuration, 'use --scrub-rate 0 to turn the background scrub off'), undefined),
+    };
     // Loaded here, as the node is below: client commands load none of the server side.
     const { Logger, parseLogFormat, parseLogLevel } = await import('../observe/index.ts');
     const level = option(values['log-level'], 'log-level', parseLogLevel, 'info');
@@ -96,7 +113,7 @@ export const serveCommand: Command = {
     const { startNode } = await import('../node/index.ts');
     let node;
     try {
-      node = await startNode({ dataDir, host, nbdPort, apiPort, socketPath, log: root, space, readOnly });
+      node = await startNode({ dataDir, host, nbdPort, apiPort, socketPath, log: root, space, readOnly, scrub });
     } catch (err) {
       throw new CliError(CliErrorCode.FAILED, `cannot start the node: ${(err as Error).message}`, { cause: err });
     }

@@ -6,7 +6,7 @@
 import type { Store } from '../engine/index.ts';
 import type { InstantRestores } from '../hydrate/index.ts';
 import type { NbdServer } from '../nbd/index.ts';
-import type { ApiRequestDone } from '../api/index.ts';
+import type { ApiRequestDone, ScrubStatus } from '../api/index.ts';
 import { DiskIoStats, MetricsRegistry, type Sample } from '../observe/index.ts';
 
 /** Totals of the backups the node ran (NodeBackups counts into them). */
@@ -23,11 +23,25 @@ export class BackupTotals {
   dedupedBytes = 0;
 }
 
+/** Totals of the node's scrubs, background and asked for (NodeScrubs counts into them). */
+export class ScrubTotals {
+  /** Scrubs running now. */
+  running = 0;
+  runsSucceeded = 0;
+  runsFailed = 0;
+  /** Bytes scrubs read from the write log, counted as they read. */
+  readBytes = 0;
+  /** Bytes of records scrubs checked, counted as each scrub ends. */
+  checkedBytes = 0;
+}
+
 /** What the node's metrics read from. */
 export interface MetricSources {
   store: Store;
   nbd: NbdServer;
   restores: InstantRestores;
+  /** The node's scrubs: the last pass over every disk. */
+  scrub: () => ScrubStatus;
 }
 
 /** The registry of one node and the figures only the node keeps. */
@@ -36,6 +50,7 @@ export class NodeMetrics {
   /** Client I/O per disk, counted by MeteredVolume. */
   readonly disks = new DiskIoStats();
   readonly backups = new BackupTotals();
+  readonly scrubs = new ScrubTotals();
   /** API requests by method, route template and status. */
   readonly #apiRequests = new Map<string, Sample>();
   /** What instant restores had read and copied at the last scrape, per disk, for counters that only grow. */
@@ -116,6 +131,24 @@ export class NodeMetrics {
     r.counter('tessera_backup_read_bytes_total', "Bytes backups read from disks' snapshots", () => [{ value: b.readBytes }]);
     r.counter('tessera_backup_stored_bytes_total', 'Bytes backups wrote to repositories (sealed: compressed and encrypted chunks and metadata)', () => [{ value: b.storedBytes }]);
     r.counter('tessera_backup_deduped_bytes_total', 'Bytes of chunks backups referenced that the repository held already, in whole chunks', () => [{ value: b.dedupedBytes }]);
+
+    // Scrubs: the last pass over every disk, and what all scrubs read and checked.
+    const sc = this.scrubs;
+    r.gauge('tessera_scrub_damaged_blocks', 'Damaged blocks the last finished scrub of every disk found (absent before the first)', () => {
+      const n = src.scrub().damagedBlocks;
+      return n === null ? [] : [{ value: n }];
+    });
+    r.gauge('tessera_scrub_last_finished_timestamp_seconds', 'When the last scrub of every disk finished, seconds since the epoch (absent before the first)', () => {
+      const ms = src.scrub().lastFinishedMs;
+      return ms === null ? [] : [{ value: ms / 1000 }];
+    });
+    r.gauge('tessera_scrub_running', 'Scrubs running now, background and asked for', () => [{ value: sc.running }]);
+    r.counter('tessera_scrub_runs_total', 'Scrubs the node ran, by result (succeeded, failed; one stopped by a shutdown or its client is neither)', () => [
+      { labels: { result: 'succeeded' }, value: sc.runsSucceeded },
+      { labels: { result: 'failed' }, value: sc.runsFailed },
+    ]);
+    r.counter('tessera_scrub_read_bytes_total', 'Bytes scrubs read from the write log', () => [{ value: sc.readBytes }]);
+    r.counter('tessera_scrub_checked_bytes_total', 'Bytes of log records scrubs checked, counted as each scrub ends', () => [{ value: sc.checkedBytes }]);
 
     // Instant restores.
     r.gauge('tessera_restores', 'Instant restores of this node run, by state (copying, retrying, needs-password, done, damaged)', () => {

@@ -6,6 +6,7 @@ import { EngineError, EngineErrorCode, Store } from '../engine/index.ts';
 import type { SpaceOptions, SpaceState } from '../engine/index.ts';
 import { InstantRestores } from '../hydrate/index.ts';
 import { NodeBackups } from './backups.ts';
+import { NodeScrubs, scrubIntervalMsDefault, scrubRateBytesPerSecondDefault } from './scrub.ts';
 import { NbdServer } from '../nbd/index.ts';
 import type { LogFiles, Volume } from '../engine/index.ts';
 import { Logger } from '../observe/index.ts';
@@ -49,6 +50,12 @@ export interface NodeOptions {
   readOnly?: boolean;
   /** @internal The file layer under the store's write log (StoreOptions.files): tests put a faulty drive here. */
   files?: LogFiles;
+  /**
+   * The background scrub (docs/engine.md, "Scrub"): bytes a second it reads (default 4 MiB/s;
+   * 0 turns it off), the time between two passes (default a day), and the wait before the first
+   * pass after the start (default the interval, at most 5 minutes).
+   */
+  scrub?: { rateBytesPerSecond?: number; intervalMs?: number; firstDelayMs?: number };
 }
 
 /** A running node. */
@@ -170,11 +177,26 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     undo.push(removeBackupCache);
     const backups = new NodeBackups({ store, dataDir, totals: metrics.backups, cacheDir: backupCache });
     undo.push(() => backups.close());
-    metrics.register({ store, nbd, restores });
+    // The background scrub, and scrubs asked for through the API (docs/engine.md, "Scrub").
+    const scrubs = new NodeScrubs({
+      store,
+      stateFile: join(dataDir, 'scrub.json'),
+      // Read-only, the last pass is read but not written: nothing is written to the data directory.
+      keepState: !readOnly,
+      rateBytesPerSecond: opts.scrub?.rateBytesPerSecond ?? scrubRateBytesPerSecondDefault,
+      intervalMs: opts.scrub?.intervalMs ?? scrubIntervalMsDefault,
+      firstDelayMs: opts.scrub?.firstDelayMs,
+      log: root.child({ component: 'scrub' }),
+      totals: metrics.scrubs,
+    });
+    await scrubs.start();
+    undo.push(() => scrubs.close());
+    metrics.register({ store, nbd, restores, scrub: () => scrubs.status() });
     api.attach({
       store,
       restores,
       backups,
+      scrubs,
       openVolume: (disk, snap) => metered(store.openVolume(disk, snap)),
       nodeFacts: () => ({
         version: VERSION,
@@ -201,6 +223,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
           await backups.close();
           clearInterval(spaceWatch);
           await removeBackupCache();
+          await scrubs.close();
           await store.close();
           await lock.release();
           log.info('stopped');

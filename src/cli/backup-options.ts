@@ -7,6 +7,10 @@ import type { CommandContext, Io, OptionSpec } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
 import { formatSize } from './size.ts';
 
+import { percent, progressLine } from './output.ts';
+
+export { percent, progressLine };
+
 /** The `--repo` option of every backup command. */
 export const repoOption: OptionSpec = { type: 'string', valueName: 'PATH', description: 'Repository: a directory or s3://BUCKET/PREFIX (default: $TESSERA_REPO)' };
 
@@ -28,33 +32,6 @@ export async function password(io: Io, options: { confirm?: boolean; envName?: s
   if (first === '') throw new CliError(CliErrorCode.FAILED, 'the password must not be empty');
   if (options.confirm && (await io.readSecret(`${prompt} again: `)) !== first) throw new CliError(CliErrorCode.FAILED, 'the passwords do not match');
   return first;
-}
-
-/**
- * A progress line on stderr, redrawn at most 4 times a second, only on a terminal. Progress comes
- * per chunk: given a function, the text is made only when the line is drawn.
- */
-export function progressLine(io: Io): { update(text: string | (() => string)): void; done(): void } {
-  if (!io.stderrIsTty) return { update() {}, done() {} };
-  let last = 0;
-  let drawn = false;
-  return {
-    update(text) {
-      const now = Date.now();
-      if (now - last < 250) return;
-      last = now;
-      drawn = true;
-      io.stderr(`\r\x1b[K${typeof text === 'function' ? text() : text}`);
-    },
-    done() {
-      if (drawn) io.stderr('\r\x1b[K');
-    },
-  };
-}
-
-/** `part` of `whole` as a whole percentage. */
-export function percent(part: number, whole: number): string {
-  return whole === 0 ? '100%' : `${Math.floor((100 * part) / whole)}%`;
 }
 
 /** `90s`, `30m`, `1h`, `7d`, `0` → ms. */

@@ -1,6 +1,6 @@
-import type { ApiClient, NodeSpace } from '../api/client/index.ts';
-import { usageError } from './errors.ts';
-import { formatTime, jsonOption, printJson } from './output.ts';
+import type { ApiClient, NodeSpace, ScrubReport, ScrubStatus } from '../api/client/index.ts';
+import { CliError, CliErrorCode, usageError } from './errors.ts';
+import { formatTime, jsonOption, percent as percentOf, printJson, progressLine } from './output.ts';
 import { formatSize, parseDiskSize } from './size.ts';
 import { formatFields, formatTable } from './table.ts';
 
@@ -68,6 +68,33 @@ function parseSnapshotRef(text: string): { disk: string; snap: string } {
 function requireSize(values: CommandContext['values']): number {
   if (typeof values.size !== 'string') throw usageError('missing --size SIZE');
   return parseDiskSize(values.size);
+}
+
+/** The node's scrub state in a line: the last pass over every disk, and the next. */
+function scrubLine(s: ScrubStatus | null): string {
+  if (s === null) return '-';
+  const last =
+    s.lastFinishedMs === null ? 'never finished' : `last ${formatTime(s.lastFinishedMs)}: ${s.damagedBlocks ? `${plural(s.damagedBlocks, 'damaged block')} on ${s.damagedDisks.join(', ')}` : 'clean'}`;
+  const now = s.running ? '; running' : s.nextStartMs !== null ? `; next ${formatTime(s.nextStartMs)}` : '';
+  const bg = s.rateBytesPerSecond > 0 ? `background at ${formatSize(s.rateBytesPerSecond)}/s` : 'background off';
+  return `${last}${now} (${bg})${s.lastError !== null ? `; last failed: ${s.lastError}` : ''}`;
+}
+
+/** A scrub's report for people: a summary line, then the damaged extents by disk and offset. */
+function scrubText(r: ScrubReport): string {
+  const summary =
+    `Scrubbed ${plural(r.disks.length, 'disk')}: ${plural(r.records, 'record')}, ${formatSize(r.bytesChecked)} checked in ${(r.durationMs / 1000).toFixed(1)} s: ` +
+    (r.damagedBlocks === 0 ? 'clean\n' : `${plural(r.damagedBlocks, 'damaged block')}\n`);
+  if (r.damaged.length === 0) return summary;
+  const rows = r.damaged.map((e) => [
+    e.disk,
+    String(e.offset),
+    formatSize(e.length),
+    [...(e.head ? ['head'] : []), ...e.snapshots.map((s) => `@${s}`)].join(', '),
+    e.reason,
+    `segment ${e.segment}${e.recordOffset === null ? '' : ` at ${e.recordOffset}`}`,
+  ]);
+  return summary + formatTable({ headers: ['DISK', 'OFFSET', 'LENGTH', 'READ BY', 'REASON', 'WHERE'], rows, align: ['left', 'right', 'right'] });
 }
 
 /** Every client command, in the order help lists them. `serve` is added by the runner. */
@@ -248,6 +275,7 @@ export const commands: Command[] = [
         ['Space', `${n.space.state}: ${formatSize(n.space.usedBytes)} of ${formatSize(n.space.usableBytes)} usable used (${percent(n.space.usedRatio)}), ${formatSize(n.space.freeBytes)} free, ${formatSize(n.space.reserveBytes)} reserved`],
         ['Thresholds', `nearfull ${percent(n.space.nearfullRatio)}, full ${percent(n.space.fullRatio)} (client writes refused)`],
         ['Drive', n.drive.state === 'ok' ? 'ok' : `FAILING since ${new Date(n.drive.sinceMs ?? 0).toISOString()}: writes refused until the node is restarted; ${n.drive.error ?? ''}`],
+        ['Scrub', scrubLine(n.scrub)],
       ]));
       const warning = spaceWarning(n.space);
       if (warning !== null) io.stderr(`warning: ${warning}\n`);
@@ -264,6 +292,30 @@ export const commands: Command[] = [
       const s = await client().compact();
       if (values.json) return printJson(io, s);
       io.stdout(`Compacted: ${plural(s.segmentsRemoved, 'segment')} removed, ${formatSize(s.bytesReclaimed)} reclaimed, ${formatSize(s.bytesRewritten)} rewritten\n`);
+    },
+  },
+  {
+    name: 'scrub',
+    args: ['[DISK...]'],
+    summary: "Check the stored data of the node's disks (all, or those named) against its checksums; exits 3 if any is damaged",
+    options: { json: jsonOption },
+    examples: ['tessera scrub', 'tessera scrub vm1 vm2', 'tessera scrub --json | jq ".damaged"'],
+    usesApi: true,
+    async run({ args, values, io, client }) {
+      const dup = args.find((d, i) => args.indexOf(d) !== i);
+      if (dup !== undefined) throw usageError(`disk ${dup} is named twice`);
+      const progress = progressLine(io);
+      const report = await client()
+        .scrub(args.length > 0 ? { disks: args } : {}, (p) => {
+          progress.update(() => `scrub ${percentOf(p.bytesRead, p.bytesToRead)}  ${formatSize(p.bytesRead)} of ${formatSize(p.bytesToRead)} read, segment ${p.segmentsDone} of ${p.segments}`);
+        })
+        .finally(() => progress.done());
+      if (values.json) printJson(io, report);
+      else io.stdout(scrubText(report));
+      if (report.damagedBlocks > 0) {
+        const disks = [...new Set(report.damaged.map((e) => e.disk))];
+        throw new CliError(CliErrorCode.DAMAGED, `scrub found ${plural(report.damagedBlocks, 'damaged block')} on ${plural(disks.length, 'disk')}: ${disks.join(', ')}`);
+      }
     },
   },
 ];

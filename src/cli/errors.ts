@@ -6,6 +6,8 @@ export const CliErrorCode = {
   USAGE: 'CLI_USAGE',
   /** The command could not be carried out (the node's own failures are the client's ClientError). */
   FAILED: 'CLI_FAILED',
+  /** The command ran and found damaged data (`tessera scrub`). */
+  DAMAGED: 'CLI_DAMAGED',
 } as const;
 
 /** One of the CliErrorCode values. */
@@ -13,9 +15,9 @@ export type CliErrorCodeValue = (typeof CliErrorCode)[keyof typeof CliErrorCode]
 
 /** The CLI's one error class; its message is the one line the user sees. */
 export class CliError extends CodedError<CliErrorCodeValue> {
-  /** Process exit status: 2 for usage errors, 1 for everything else. */
+  /** Process exit status: 2 for usage errors, 3 for damage found, 1 for everything else. */
   get exitCode(): number {
-    return this.code === CliErrorCode.USAGE ? 2 : 1;
+    return this.code === CliErrorCode.USAGE ? 2 : this.code === CliErrorCode.DAMAGED ? 3 : 1;
   }
 }
 

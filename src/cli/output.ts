@@ -22,3 +22,30 @@ export function formatTime(ms: number): string {
 export function isoTime(ms: number): string {
   return new Date(ms).toISOString();
 }
+
+/**
+ * A progress line on stderr, redrawn at most 4 times a second, only on a terminal. Progress comes
+ * per chunk: given a function, the text is made only when the line is drawn.
+ */
+export function progressLine(io: { stderr(text: string): void; stderrIsTty?: boolean }): { update(text: string | (() => string)): void; done(): void } {
+  if (!io.stderrIsTty) return { update() {}, done() {} };
+  let last = 0;
+  let drawn = false;
+  return {
+    update(text) {
+      const now = Date.now();
+      if (now - last < 250) return;
+      last = now;
+      drawn = true;
+      io.stderr(`\r\x1b[K${typeof text === 'function' ? text() : text}`);
+    },
+    done() {
+      if (drawn) io.stderr('\r\x1b[K');
+    },
+  };
+}
+
+/** `part` of `whole` as a whole percentage. */
+export function percent(part: number, whole: number): string {
+  return whole === 0 ? '100%' : `${Math.floor((100 * part) / whole)}%`;
+}

@@ -80,8 +80,8 @@ export interface BackupRunner {
 
 /** What the node's scrub service is asked (src/node/scrub.ts implements it). */
 export interface ScrubRunner {
-  /** Runs a scrub now, at full speed; one of every disk counts as the node's last pass. */
-  run(req: { disks?: string[] }, onProgress: (p: ScrubProgress) => void, signal: AbortSignal): Promise<ScrubReport>;
+  /** Runs a scrub now (at full speed unless a rate is asked); one of every disk counts as the node's last pass. */
+  run(req: { disks?: string[]; rateBytesPerSecond?: number }, onProgress: (p: ScrubProgress) => void, signal: AbortSignal): Promise<ScrubReport>;
   /** The background scrub and the last pass over every disk, for GET /node. */
   status(): ScrubStatus;
 }

@@ -18,17 +18,25 @@ const disksMax = 256;
 /** Progress lines at most this often. */
 const progressEveryMs = 250;
 
-/** The request, checked: an object with at most `disks`, 1 to disksMax names, each once. */
+/**
+ * The request, checked: an object with at most `disks` (1 to disksMax names, each once) and
+ * `rateBytesPerSecond` (a positive whole number).
+ */
 function checkRequest(raw: unknown): ScrubRequest {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new ApiError(ApiErrorCode.BAD_REQUEST, "The body must be a JSON object: {} or {\"disks\": [...]}");
-  const { disks, ...rest } = raw as Record<string, unknown>;
+  const { disks, rateBytesPerSecond: rate, ...rest } = raw as Record<string, unknown>;
   const unknown = Object.keys(rest)[0];
-  if (unknown !== undefined) throw new ApiError(ApiErrorCode.BAD_REQUEST, `Unknown field '${unknown}'; expected 'disks'`);
-  if (disks === undefined) return {};
+  if (unknown !== undefined) throw new ApiError(ApiErrorCode.BAD_REQUEST, `Unknown field '${unknown}'; expected 'disks', 'rateBytesPerSecond'`);
+  const req: ScrubRequest = {};
+  if (rate !== undefined) {
+    if (typeof rate !== 'number' || !Number.isSafeInteger(rate) || rate <= 0) throw new ApiError(ApiErrorCode.BAD_REQUEST, "Field 'rateBytesPerSecond' must be a positive whole number of bytes a second");
+    req.rateBytesPerSecond = rate;
+  }
+  if (disks === undefined) return req;
   if (!Array.isArray(disks) || !disks.every((d) => typeof d === 'string')) throw new ApiError(ApiErrorCode.BAD_REQUEST, "Field 'disks' must be an array of strings");
   if (disks.length === 0 || disks.length > disksMax) throw new ApiError(ApiErrorCode.BAD_REQUEST, `Field 'disks' must name 1 to ${disksMax} disks; leave it out for all`);
   if (new Set(disks).size !== disks.length) throw new ApiError(ApiErrorCode.BAD_REQUEST, "Field 'disks' names a disk twice");
-  return { disks };
+  return { ...req, disks };
 }
 
 const writeLine = (res: ServerResponse, value: ScrubEvent): Promise<void> => writeJsonLine(res, value);
@@ -38,7 +46,7 @@ export const scrubRoutes: Route[] = [
   {
     method: 'POST',
     path: `${prefix}/scrub`,
-    // Read as JSON; checked by checkRequest (`disks` is optional).
+    // Read as JSON; checked by checkRequest (both fields are optional).
     body: { disks: 'strings' },
     handle: (_p, raw, ctx) => {
       const req = checkRequest(raw);
@@ -88,7 +96,7 @@ export const scrubPaths = {
       operationId: 'scrub',
       summary: "Check the stored data of some disks or all of them; the scrub's progress and report stream back as JSON lines",
       description:
-        'Reads every write log record that holds live blocks of the disks asked (all when `disks` is left out) and checks its checksums, at full speed. ' +
+        'Reads every write log record that holds live blocks of the disks asked (all when `disks` is left out) and checks its checksums, at full speed unless `rateBytesPerSecond` says otherwise. ' +
         'Answers with lines: `{"event":"progress","progress"}` (a `ScrubProgress`) at most 4 times a second, then `{"event":"done","report"}` (a `ScrubReport`, ' +
         'what `tessera scrub --json` prints) or `{"event":"error","code","message","requestId"}`. Damage is in the report, not an error: a clean store has ' +
         '`damaged: []`. Closing the connection stops the scrub. A scrub of every disk also counts as the node\'s last pass (`scrub` in GET /api/v1/node).',
@@ -113,6 +121,7 @@ export const scrubSchemas = {
     additionalProperties: false,
     properties: {
       disks: { type: 'array', items: { type: 'string' }, minItems: 1, maxItems: disksMax, uniqueItems: true, description: 'Disks to check; all when left out' },
+      rateBytesPerSecond: { type: 'integer', minimum: 1, description: 'Bytes a second the scrub reads at most; full speed when left out' },
     },
   }),
   ScrubProgress: wireObject<ScrubProgress>()({

@@ -1,7 +1,7 @@
 import type { ApiClient, NodeSpace, ScrubReport, ScrubStatus } from '../api/client/index.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
 import { formatTime, jsonOption, percent as percentOf, printJson, progressLine } from './output.ts';
-import { formatSize, parseDiskSize } from './size.ts';
+import { formatSize, parseDiskSize, parseSize } from './size.ts';
 import { formatFields, formatTable } from './table.ts';
 
 /** Where a command writes, and what it knows of its environment. */
@@ -298,15 +298,17 @@ export const commands: Command[] = [
     name: 'scrub',
     args: ['[DISK...]'],
     summary: "Check the stored data of the node's disks (all, or those named) against its checksums; exits 3 if any is damaged",
-    options: { json: jsonOption },
-    examples: ['tessera scrub', 'tessera scrub vm1 vm2', 'tessera scrub --json | jq ".damaged"'],
+    options: { rate: { type: 'string', valueName: 'SIZE', description: 'Bytes a second the scrub reads at most, e.g. 50M, to spare a busy node (default: full speed)' }, json: jsonOption },
+    examples: ['tessera scrub', 'tessera scrub vm1 vm2', 'tessera scrub --rate 50M', 'tessera scrub --json | jq ".damaged"'],
     usesApi: true,
     async run({ args, values, io, client }) {
       const dup = args.find((d, i) => args.indexOf(d) !== i);
       if (dup !== undefined) throw usageError(`disk ${dup} is named twice`);
+      const rate = typeof values.rate === 'string' ? parseSize(values.rate) : undefined;
+      if (rate === 0) throw usageError('invalid --rate 0: leave --rate out for full speed');
       const progress = progressLine(io);
       const report = await client()
-        .scrub(args.length > 0 ? { disks: args } : {}, (p) => {
+        .scrub({ ...(args.length > 0 ? { disks: args } : {}), ...(rate !== undefined ? { rateBytesPerSecond: rate } : {}) }, (p) => {
           progress.update(() => `scrub ${percentOf(p.bytesRead, p.bytesToRead)}  ${formatSize(p.bytesRead)} of ${formatSize(p.bytesToRead)} read, segment ${p.segmentsDone} of ${p.segments}`);
         })
         .finally(() => progress.done());

@@ -107,9 +107,9 @@ export class NodeScrubs implements ScrubRunner {
     };
   }
 
-  /** A scrub asked for (POST /scrub): at full speed; one of every disk counts as the last pass. */
-  run(req: { disks?: string[] }, onProgress: (p: ScrubProgress) => void, signal: AbortSignal): Promise<ScrubReport> {
-    return this.scrub({ disks: req.disks, onProgress, signal, background: false });
+  /** A scrub asked for (POST /scrub): at full speed unless a rate is asked; one of every disk counts as the last pass. */
+  run(req: { disks?: string[]; rateBytesPerSecond?: number }, onProgress: (p: ScrubProgress) => void, signal: AbortSignal): Promise<ScrubReport> {
+    return this.scrub({ disks: req.disks, rateBytesPerSecond: req.rateBytesPerSecond, onProgress, signal, background: false });
   }
 
   /** Stops the background pass and its timer; scrubs asked for stop with the store. */
@@ -147,7 +147,7 @@ export class NodeScrubs implements ScrubRunner {
   }
 
   /** One scrub, counted, logged, and kept as the last pass when it covered every disk. */
-  private async scrub(opts: { disks?: string[]; onProgress?: (p: ScrubProgress) => void; signal: AbortSignal; background: boolean }): Promise<ScrubReport> {
+  private async scrub(opts: { disks?: string[]; rateBytesPerSecond?: number; onProgress?: (p: ScrubProgress) => void; signal: AbortSignal; background: boolean }): Promise<ScrubReport> {
     const whole = opts.disks === undefined;
     const startedMs = Date.now();
     const what = opts.background ? 'background scrub' : whole ? 'scrub of every disk' : `scrub of ${opts.disks!.join(', ')}`;
@@ -161,7 +161,7 @@ export class NodeScrubs implements ScrubRunner {
     try {
       const report = await this.store.scrub({
         disks: opts.disks,
-        rateBytesPerSecond: opts.background ? this.rate : undefined,
+        rateBytesPerSecond: opts.background ? this.rate : opts.rateBytesPerSecond,
         signal: opts.signal,
         onProgress: (p) => {
           this.totals.readBytes += p.bytesRead - read;

@@ -90,6 +90,9 @@ test('replies of a real server hold exactly what the OpenAPI document says', asy
     assert.ok(unknownDisk instanceof ClientError && unknownDisk.status === 404 && unknownDisk.nodeCode === 'NOT_FOUND', String(unknownDisk));
     const twice = await client.scrub({ disks: ['vm1', 'vm1'] }).catch((err: unknown) => err);
     assert.ok(twice instanceof ClientError && twice.status === 400, String(twice));
+    conforms(await client.scrub({ rateBytesPerSecond: 1 << 30 }), 'ScrubReport');
+    const noRate = await client.scrub({ rateBytesPerSecond: 0 }).catch((err: unknown) => err);
+    assert.ok(noRate instanceof ClientError && noRate.status === 400, String(noRate));
     const refused = await client.getDisk('nope').catch((err: unknown) => err);
     assert.ok(refused instanceof ClientError && refused.nodeCode === 'NOT_FOUND', String(refused));
     const raw = await fetch(`http://127.0.0.1:${port}/api/v1/disks/nope`);

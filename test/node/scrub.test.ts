@@ -78,6 +78,9 @@ test('tessera scrub on clean data: exit 0, a clean report, and the background pa
   assert.deepEqual(report.disks, ['a', 'b', 'c']);
   assert.ok(report.records >= 4 && report.bytesChecked >= 5 * BS, JSON.stringify(report));
   assert.match(await node.cliOk(['scrub', 'b']), /^Scrubbed 1 disk: 1 record, [\d.]+ KiB checked in \d+\.\d s: clean\n$/);
+  assert.deepEqual((await node.cliJson<ScrubReport>(['scrub', 'a', '--rate', '1M'])).damaged, []);
+  const zero = await node.cli(['scrub', '--rate', '0']);
+  assert.equal(zero.code, 2, zero.stderr);
 
   await until(async () => (await nodeInfo(node)).scrub?.lastFinishedMs != null, 20_000, 'a finished scrub pass');
   const s = (await nodeInfo(node)).scrub!;

@@ -178,6 +178,8 @@ export interface DamagedExtent {
 export interface ScrubRequest {
   /** Disks to check (their heads, snapshots, and what clones read of their parents); every disk when left out. */
   disks?: string[];
+  /** Bytes a second the scrub reads at most; full speed when left out. */
+  rateBytesPerSecond?: number;
 }
 
 /** How far a scrub is. */

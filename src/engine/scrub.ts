@@ -3,21 +3,20 @@
  * checksums, and reports the damaged blocks by disk and offset, with the snapshots and clones
  * that see them.
  *
- * Segments are read in order, each sequentially through a window of its own descriptor, opened
- * with O_DIRECT where the file system takes it: what is checked is what the drive holds, not the
- * page cache, and a pass over the whole store does not push the foreground's pages out of the
- * cache. A record counts when some block of it is still live (its index version points at it);
- * only those are verified. Blocks the index points at but no readable record holds (a damaged
+ * Segments are read in order, each sequentially through a window of a descriptor of its own
+ * (log/segment-reader.ts: O_DIRECT where the file system takes it, so that what is checked is
+ * what the drive holds). A record counts when some block of it is still live (its index version
+ * points at it); only those are verified. Blocks the index points at but no readable record holds (a damaged
  * header, a truncated or missing segment) are found by walking the index versions, which only a
  * segment that shows such a sign pays for: its live counter says more blocks than its records
  * hold, it is shorter than the log knows it, or it is gone.
  */
-import fs from 'node:fs';
 import assert from 'node:assert/strict';
 import { crc32 } from '../native/index.ts';
 import { Format, RecordType, EntryKind, decodeRecordHeader, type RecordHeader } from './format.ts';
 import { EngineError, EngineErrorCode } from './errors.ts';
 import type { LogPosition, WriteLog } from './log/write-log.ts';
+import { openSegmentReader, type SegmentReader } from './log/segment-reader.ts';
 import type { BlockIndex, Found } from './index/block-index.ts';
 import type { ChainLink, History } from './history.ts';
 import type { Reader } from './read/reader.ts';
@@ -350,24 +349,18 @@ export class ScrubPass {
   private async scanSegment(id: number, end: number, counted: boolean): Promise<void> {
     const { log, live } = this.p;
     const storeSize = log.segmentSize(id);
-    let fd: number;
-    let direct = true;
+    let file: SegmentReader;
     try {
-      fd = openSegment(log.segmentPath(id), true);
+      file = openSegmentReader(log.segmentPath(id));
     } catch (err) {
+      // Gone from the directory (the log still reads it through its own descriptor, until the
+      // next open), or not readable at all.
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EINVAL') {
-        direct = false;
-        fd = openSegment(log.segmentPath(id), false);
-      } else {
-        // Gone from the directory (the log still reads it through its own descriptor, until the
-        // next open), or not readable at all.
-        if (log.segmentSize(id) > 0) {
-          const bad: BadRange[] = code === 'ENOENT' ? [] : [{ start: 0, end: Infinity, reason: 'unreadable' }];
-          this.suspects.set(id, { missing: code === 'ENOENT', fileSize: Infinity, bad, end });
-        }
-        return;
+      if (log.segmentSize(id) > 0) {
+        const bad: BadRange[] = code === 'ENOENT' ? [] : [{ start: 0, end: Infinity, reason: 'unreadable' }];
+        this.suspects.set(id, { missing: code === 'ENOENT', fileSize: Infinity, bad, end });
       }
+      return;
     }
     const damaged: Damaged[] = [];
     const bad: BadRange[] = [];
@@ -376,15 +369,8 @@ export class ScrubPass {
       const read = async (buf: Buffer, pos: number): Promise<number> => {
         let n: number;
         try {
-          n = await pread(fd, buf, pos);
+          n = await file.read(buf, pos);
         } catch (err) {
-          if (direct && (err as NodeJS.ErrnoException).code === 'EINVAL') {
-            // The file system took O_DIRECT at open but not this read: go on through the cache.
-            direct = false;
-            fs.closeSync(fd);
-            fd = openSegment(log.segmentPath(id), false);
-            return read(buf, pos);
-          }
           throw new ReadFailed(pos, pos + buf.length, err);
         }
         // Removed meanwhile (perhaps shrunk before it was unlinked): what was read means nothing.
@@ -402,7 +388,7 @@ export class ScrubPass {
         }
         return n;
       };
-      const win = new Window(this.window(), fs.fstatSync(fd).size, read);
+      const win = new Window(this.window(), file.size(), read);
       const last = Math.min(win.size, end);
       let pos: number = Format.segmentHeaderBytes;
       while (pos < last && pos < win.size) {
@@ -446,7 +432,7 @@ export class ScrubPass {
       this.suspects.delete(id);
       this.report.segmentsSkipped++;
     } finally {
-      fs.closeSync(fd);
+      file.close();
     }
   }
 
@@ -619,15 +605,4 @@ export class ScrubPass {
     this.report.damaged = extents;
     this.report.damagedBlocks = blocksSeen;
   }
-}
-
-/** Opens a segment file for reading, with O_DIRECT if asked. */
-function openSegment(file: string, direct: boolean): number {
-  return fs.openSync(file, fs.constants.O_RDONLY | (direct ? fs.constants.O_DIRECT : 0));
-}
-
-function pread(fd: number, buf: Buffer, position: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    fs.read(fd, buf, 0, buf.length, position, (err, n) => (err ? reject(err) : resolve(n)));
-  });
 }

@@ -151,7 +151,7 @@ export const scrubSchemas = {
     },
   }),
   ScrubReport: wireObject<ScrubReport>()({
-    required: ['disks', 'segments', 'segmentsSkipped', 'records', 'bytesChecked', 'bytesRead', 'durationMs', 'damagedBlocks', 'damaged'],
+    required: ['disks', 'segments', 'segmentsSkipped', 'records', 'bytesChecked', 'bytesRead', 'durationMs', 'damagedBlocks', 'damagedDisks', 'damagedExtents', 'damaged'],
     properties: {
       disks: { type: 'array', items: { type: 'string' }, description: 'The disks checked' },
       segments: { type: 'integer', description: 'Write log segments read' },
@@ -161,7 +161,9 @@ export const scrubSchemas = {
       bytesRead: { type: 'integer' },
       durationMs: { type: 'integer' },
       damagedBlocks: { type: 'integer', description: 'Damaged block versions some disk or snapshot reads' },
-      damaged: { type: 'array', items: ref('DamagedExtent'), description: 'The damaged blocks as each disk sees them, by disk and offset' },
+      damagedDisks: { type: 'array', items: { type: 'string' }, description: 'The disks that read some of them' },
+      damagedExtents: { type: 'integer', description: 'Extents they make, listed or not' },
+      damaged: { type: 'array', items: ref('DamagedExtent'), maxItems: 10000, description: 'The damaged blocks as each disk sees them, by disk and offset: the first 10,000 extents' },
     },
   }),
   ScrubStatus: wireObject<ScrubStatus>()({

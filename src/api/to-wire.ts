@@ -64,6 +64,8 @@ export function scrubReportWire(r: EngineScrubReport): ScrubReport {
     bytesRead: r.bytesRead,
     durationMs: r.durationMs,
     damagedBlocks: r.damagedBlocks,
+    damagedDisks: [...r.damagedDisks],
+    damagedExtents: r.damagedExtents,
     damaged: r.damaged.map((e) => ({
       disk: e.disk,
       offset: e.offset,

@@ -86,6 +86,7 @@ function scrubText(r: ScrubReport): string {
     `Scrubbed ${plural(r.disks.length, 'disk')}: ${plural(r.records, 'record')}, ${formatSize(r.bytesChecked)} checked in ${(r.durationMs / 1000).toFixed(1)} s: ` +
     (r.damagedBlocks === 0 ? 'clean\n' : `${plural(r.damagedBlocks, 'damaged block')}\n`);
   if (r.damaged.length === 0) return summary;
+  const omitted = r.damagedExtents - r.damaged.length;
   const rows = r.damaged.map((e) => [
     e.disk,
     String(e.offset),
@@ -94,7 +95,8 @@ function scrubText(r: ScrubReport): string {
     e.reason,
     `segment ${e.segment}${e.recordOffset === null ? '' : ` at ${e.recordOffset}`}`,
   ]);
-  return summary + formatTable({ headers: ['DISK', 'OFFSET', 'LENGTH', 'READ BY', 'REASON', 'WHERE'], rows, align: ['left', 'right', 'right'] });
+  const table = formatTable({ headers: ['DISK', 'OFFSET', 'LENGTH', 'READ BY', 'REASON', 'WHERE'], rows, align: ['left', 'right', 'right'] });
+  return summary + table + (omitted > 0 ? `(${omitted} more extents not listed: scrub fewer disks at a time to see them)\n` : '');
 }
 
 /** Every client command, in the order help lists them. `serve` is added by the runner. */
@@ -315,7 +317,7 @@ export const commands: Command[] = [
       if (values.json) printJson(io, report);
       else io.stdout(scrubText(report));
       if (report.damagedBlocks > 0) {
-        const disks = [...new Set(report.damaged.map((e) => e.disk))];
+        const disks = report.damagedDisks;
         throw new CliError(CliErrorCode.DAMAGED, `scrub found ${plural(report.damagedBlocks, 'damaged block')} on ${plural(disks.length, 'disk')}: ${disks.join(', ')}`);
       }
     },

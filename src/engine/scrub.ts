@@ -82,7 +82,11 @@ export interface ScrubReport {
   durationMs: number;
   /** Damaged block versions that some disk or snapshot reads. */
   damagedBlocks: number;
-  /** Those blocks as each disk sees them, by disk and offset. */
+  /** The disks that read some of them. */
+  damagedDisks: string[];
+  /** Extents they make, listed or not. */
+  damagedExtents: number;
+  /** Those blocks as each disk sees them, by disk and offset: the first DAMAGED_EXTENTS_MAX extents. */
   damaged: DamagedExtent[];
 }
 
@@ -92,6 +96,8 @@ const HEADER = Format.recordHeaderBytes;
 const WINDOW_BYTES = 1 << 20;
 /** Direct I/O wants offsets and lengths in these units. */
 const ALIGN = 4096;
+/** Most damaged extents a report lists (a missing segment of 4 KiB records is 65,536 of them). */
+export const DAMAGED_EXTENTS_MAX = 10_000;
 /** Index versions walked in one turn of the event loop. */
 const WALK_VERSIONS_PER_TURN = 20_000;
 
@@ -233,7 +239,7 @@ export class ScrubPass {
     this.disks = names.sort((a, b) => a.localeCompare(b));
     this.branches = opts.disks === undefined ? null : new Set(this.viewpoints().flatMap((v) => v.links.map((l) => l.branch)));
     this.stop = opts.signal === undefined ? parts.closing : AbortSignal.any([opts.signal, parts.closing]);
-    this.report = { disks: this.disks, segments: 0, segmentsSkipped: 0, records: 0, bytesChecked: 0, bytesRead: 0, durationMs: 0, damagedBlocks: 0, damaged: [] };
+    this.report = { disks: this.disks, segments: 0, segmentsSkipped: 0, records: 0, bytesChecked: 0, bytesRead: 0, durationMs: 0, damagedBlocks: 0, damagedDisks: [], damagedExtents: 0, damaged: [] };
   }
 
   async run(): Promise<ScrubReport> {
@@ -602,7 +608,9 @@ export class ScrubPass {
       }
     }
     extents.sort((a, b) => a.disk.localeCompare(b.disk) || a.offset - b.offset || a.segment - b.segment);
-    this.report.damaged = extents;
+    this.report.damaged = extents.slice(0, DAMAGED_EXTENTS_MAX);
+    this.report.damagedExtents = extents.length;
+    this.report.damagedDisks = [...new Set(extents.map((e) => e.disk))];
     this.report.damagedBlocks = blocksSeen;
   }
 }

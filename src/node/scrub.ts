@@ -173,8 +173,7 @@ export class NodeScrubs implements ScrubRunner {
       this.totals.checkedBytes += report.bytesChecked;
       this.logReport(what, report);
       if (whole) {
-        const damagedDisks = [...new Set(report.damaged.map((e) => e.disk))];
-        this.last = { startedMs, finishedMs: Date.now(), damagedBlocks: report.damagedBlocks, damagedDisks, bytesChecked: report.bytesChecked };
+        this.last = { startedMs, finishedMs: Date.now(), damagedBlocks: report.damagedBlocks, damagedDisks: [...report.damagedDisks], bytesChecked: report.bytesChecked };
         this.lastError = null;
         await this.writeState(this.last);
         // A pass asked for counts as the interval's: the background one waits a whole interval from it.
@@ -210,9 +209,9 @@ export class NodeScrubs implements ScrubRunner {
         disk: e.disk, offset: e.offset, length: e.length, head: e.head, snapshots: e.snapshots, segment: e.segment, recordOffset: e.recordOffset, reason: e.reason,
       });
     }
-    const disks = [...new Set(r.damaged.map((e) => e.disk))];
-    const more = r.damaged.length > extentsLoggedMax ? ` (${r.damaged.length - extentsLoggedMax} more extents not logged one by one)` : '';
-    this.log.warn(`${what} finished: ${r.damagedBlocks} damaged blocks on disks ${disks.join(', ')}${more}`, { damagedBlocks: r.damagedBlocks, disks, extents: r.damaged.length });
+    const disks = r.damagedDisks;
+    const more = r.damagedExtents > extentsLoggedMax ? ` (${r.damagedExtents - extentsLoggedMax} more extents not logged one by one)` : '';
+    this.log.warn(`${what} finished: ${r.damagedBlocks} damaged blocks on disks ${disks.join(', ')}${more}`, { damagedBlocks: r.damagedBlocks, disks, extents: r.damagedExtents });
   }
 
   private async readState(): Promise<LastPass | null> {

@@ -437,3 +437,28 @@ test('scrub under concurrent writes, snapshots, clones, deletes and background c
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('scrub lists at most 10,000 damaged extents, and counts them all', async () => {
+  await withStore(async (s, dir) => {
+    await s.createDisk('many', 128 << 20);
+    const v = s.openVolume('many');
+    const n = 10_050;
+    const writes: Promise<void>[] = [];
+    for (let i = 0; i < n; i++) {
+      writes.push(v.write(2 * i * BS, Buffer.alloc(BS, 1)));
+      if (writes.length >= 64) await Promise.all(writes.splice(0));
+    }
+    await Promise.all(writes);
+    await v.write(2 * n * BS, Buffer.alloc(BS, 2)); // the log's last record, in a segment of its own
+    await settle(s);
+    const [first] = segmentFiles(dir);
+    assert.notEqual(first, segmentFiles(dir).at(-1));
+    fs.rmSync(first);
+    const r = await s.scrub();
+    assert.equal(r.damagedBlocks, n);
+    assert.equal(r.damagedExtents, n);
+    assert.deepEqual(r.damagedDisks, ['many']);
+    assert.equal(r.damaged.length, 10_000);
+    assert.deepEqual(r.damaged.slice(0, 2).map((e) => [e.offset, e.length, e.reason]), [[0, BS, 'missing-segment'], [2 * BS, BS, 'missing-segment']]);
+  }, { segmentBytesMax: 10_050 * (BS + 64) + 64 });
+});

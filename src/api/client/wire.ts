@@ -209,7 +209,11 @@ export interface ScrubReport {
   durationMs: number;
   /** Damaged block versions some disk or snapshot reads (a block seen by a disk, its snapshots and clones counts once). */
   damagedBlocks: number;
-  /** Those blocks as each disk sees them, by disk and offset; empty when the data is clean. */
+  /** The disks that read some of them. */
+  damagedDisks: string[];
+  /** Extents they make, listed or not. */
+  damagedExtents: number;
+  /** Those blocks as each disk sees them, by disk and offset (the first 10,000 extents); empty when the data is clean. */
   damaged: DamagedExtent[];
 }
 

@@ -427,8 +427,9 @@ export class ScrubPass {
         pos = recordEnd;
       }
       // A sealed segment's live counter says how many blocks its records hold; one that is
-      // shorter than the log knows it lost some. (The segment still written grows meanwhile.)
-      const shrunk = counted && win.size < storeSize;
+      // shorter than the log knows it, or than the index took records from, lost some. (The
+      // segment still written grows meanwhile.)
+      const shrunk = counted && win.size < Math.max(storeSize, this.p.index.segmentEnds?.get(id) ?? 0);
       const lost = counted && (live.get(id) ?? 0) > found * BS;
       if (shrunk || lost || (bad.length > 0 && !counted)) this.suspects.set(id, { missing: false, fileSize: win.size, bad, end });
       this.damaged.push(...damaged);

@@ -538,7 +538,9 @@ export class Store {
   async scrub(opts: ScrubOptions = {}): Promise<ScrubReport> {
     this.checkOpen();
     const { log, index, history, reader, live, applier } = this;
-    const pass = new ScrubPass({ log, index, history, reader, live, applied: () => applier.applied, isClosed: () => this.closed, closing: this.closing.signal }, opts);
+    // Read-only, the applier takes nothing: the index's own checkpoint says what it holds (the
+    // tail past it is in the overlay).
+    const pass = new ScrubPass({ log, index, history, reader, live, applied: () => (this.readOnly ? index.checkpoint().applied : applier.applied), isClosed: () => this.closed, closing: this.closing.signal }, opts);
     const running = pass.run();
     const settled: Promise<unknown> = running.then(
       () => this.scrubs.delete(settled),

@@ -217,7 +217,7 @@ function blocksFrom(file: string, tag: string, blocks: number, from: number): nu
   return out;
 }
 
-test('scrub reports the blocks of a truncated sealed segment, while open and after a reopen', async () => {
+test('scrub reports the blocks of a truncated sealed segment, while open and in a read-only open (a writable one refuses)', async () => {
   const dir = tmp();
   const opts = { dir, maintenanceIntervalMs: 0, segmentBytesMax: 64 * 1024 };
   try {
@@ -246,7 +246,8 @@ test('scrub reports the blocks of a truncated sealed segment, while open and aft
     };
     expect(await s.scrub());
     await s.close();
-    s = await Store.open(opts);
+    await assert.rejects(Store.open(opts), (e) => code(e) === 'ENGINE_CORRUPT' && /truncated/.test((e as Error).message));
+    s = await Store.open({ ...opts, readOnly: true });
     expect(await s.scrub());
     await s.close();
   } finally {
@@ -254,7 +255,7 @@ test('scrub reports the blocks of a truncated sealed segment, while open and aft
   }
 });
 
-test('scrub reports the blocks of a missing segment, while open and after a reopen', async () => {
+test('scrub reports the blocks of a missing segment, while open and in a read-only open (a writable one refuses)', async () => {
   const dir = tmp();
   const opts = { dir, maintenanceIntervalMs: 0, segmentBytesMax: 64 * 1024 };
   try {
@@ -270,7 +271,8 @@ test('scrub reports the blocks of a missing segment, while open and after a reop
     };
     expect(await s.scrub());
     await s.close();
-    s = await Store.open(opts);
+    await assert.rejects(Store.open(opts), (e) => code(e) === 'ENGINE_CORRUPT' && /missing/.test((e as Error).message));
+    s = await Store.open({ ...opts, readOnly: true });
     expect(await s.scrub());
     await s.close();
   } finally {

@@ -84,12 +84,12 @@ export const routes: readonly Route[] = [
 
 /**
  * Whether a request to route `path` changes the node's store, so that a node that runs read-only
- * refuses it: every route but reads, a flush (nothing to make durable) and a backup (which reads
- * the disks and writes its repository; docs/backup.md).
+ * refuses it: every route but reads, a flush (nothing to make durable), a backup (which reads
+ * the disks and writes its repository; docs/backup.md) and a scrub (which only reads).
  */
 export function changesStore(method: string, path: string): boolean {
   if (method === 'GET' || method === 'HEAD') return false;
-  return path !== `${API_PREFIX}/disks/{name}/flush` && path !== `${API_PREFIX}/backups`;
+  return path !== `${API_PREFIX}/disks/{name}/flush` && path !== `${API_PREFIX}/backups` && path !== `${API_PREFIX}/scrub`;
 }
 
 /** Result of matching a request path against the route table. */

@@ -316,7 +316,7 @@ describe('api on a real store', () => {
 });
 
 describe('api on a store opened read-only', () => {
-  test('every change answers 409 READ_ONLY saying the node runs read-only, before a body is read; reads, a flush and GET /node work', async () => {
+  test('every change answers 409 READ_ONLY saying the node runs read-only, before a body is read; reads, a flush, a scrub and GET /node work', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tessera-api-ro-'));
     let store = await Store.open({ dir, maintenanceIntervalMs: 0 });
     await store.createDisk('d', MiB);
@@ -348,6 +348,7 @@ describe('api on a store opened read-only', () => {
       const put = await call(base, 'PUT', '/disks/d/data?offset=0', 'x'.repeat(4096), 'application/octet-stream');
       assertError(put, 409, 'READ_ONLY');
       assert.equal((await call(base, 'POST', '/disks/d/flush')).status, 204);
+      assert.equal((await call(base, 'POST', '/scrub', {})).status, 200);
       assert.equal((await call(base, 'GET', '/disks/d')).status, 200);
       assert.equal((await call(base, 'GET', '/disks/d/snapshots/s/extents')).status, 200);
       const node = await call(base, 'GET', '/node');

@@ -4,7 +4,8 @@
  * a restart, and the serve options that set it.
  */
 import assert from 'node:assert/strict';
-import { readdir, readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -140,7 +141,7 @@ test('tessera scrub on damaged data: the extents by disk, offset and view, exit 
   assert.equal(warned[0].reason, 'checksum');
 });
 
-test('the last pass outlasts a restart; serve --scrub-rate 0 turns the background scrub off; bad values are usage errors', async () => {
+test('the last pass outlasts a restart; a read-only node scrubs and keeps nothing; serve --scrub-rate 0 turns the background scrub off; bad values are usage errors', async () => {
   const before = (await nodeInfo(node)).scrub!;
   assert.ok(before.lastFinishedMs !== null);
   await node.restart();
@@ -159,6 +160,18 @@ test('the last pass outlasts a restart; serve --scrub-rate 0 turns the backgroun
     assert.match(await off.cliOk(['node', 'info']), /^Scrub: +never finished \(background off\)$/m);
   } finally {
     await off.stop();
+  }
+  // Read-only, a node scrubs as well, and writes nothing to its data directory: not its last pass either.
+  await node.stop();
+  await rm(join(node.dataDir, 'scrub.json'));
+  const ro = await startNode({ dataDir: node.dataDir, args: ['--read-only', '--scrub-interval', '1s'] });
+  try {
+    await until(async () => (await nodeInfo(ro)).scrub?.lastFinishedMs != null, 20_000, 'a finished scrub pass, read-only');
+    assert.equal((await nodeInfo(ro)).scrub!.damagedBlocks, 3);
+    assert.equal((await ro.cli(['scrub'])).code, 3);
+    assert.equal(existsSync(join(node.dataDir, 'scrub.json')), false);
+  } finally {
+    await ro.stop();
   }
   for (const args of [['--scrub-rate', 'fast'], ['--scrub-interval', '0'], ['--scrub-interval', 'daily']]) {
     const r = await run(tesseraBin, ['serve', '--data', join(node.dataDir, 'unused'), ...args], { timeoutMs: 60_000 });

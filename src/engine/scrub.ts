@@ -16,7 +16,7 @@ import { crc32 } from '../native/index.ts';
 import { Format, RecordType, EntryKind, decodeRecordHeader, type RecordHeader } from './format.ts';
 import { EngineError, EngineErrorCode } from './errors.ts';
 import type { LogPosition, WriteLog } from './log/write-log.ts';
-import { openSegmentReader, type SegmentReader } from './log/segment-reader.ts';
+import type { SegmentReader } from './log/segment-reader.ts';
 import type { BlockIndex, Found } from './index/block-index.ts';
 import type { ChainLink, History } from './history.ts';
 import type { Reader } from './read/reader.ts';
@@ -357,7 +357,7 @@ export class ScrubPass {
     const storeSize = log.segmentSize(id);
     let file: SegmentReader;
     try {
-      file = openSegmentReader(log.segmentPath(id));
+      file = log.segmentReader(id);
     } catch (err) {
       // Gone from the directory (the log still reads it through its own descriptor, until the
       // next open), or not readable at all.
@@ -397,6 +397,9 @@ export class ScrubPass {
       const win = new Window(this.window(), file.size(), read);
       const last = Math.min(win.size, end);
       let pos: number = Format.segmentHeaderBytes;
+      // After a read the drive failed, the scan goes on in the middle of some record: what lies
+      // up to the next header found is part of the unreadable stretch, not a damaged header.
+      let resumed = false;
       while (pos < last && pos < win.size) {
         await this.pace();
         let head: Buffer | null;
@@ -406,17 +409,19 @@ export class ScrubPass {
           if (!(err instanceof ReadFailed)) throw err;
           bad.push({ start: err.start, end: err.end, reason: 'unreadable' });
           pos = err.end;
+          resumed = true;
           continue;
         }
         if (head === null) break; // less than a header left: a torn tail, or cut off (judged below)
         const h = decodeRecordHeader(head);
         if (h === null) {
           const next = await this.nextHeader(win, pos + 1, last, bad);
-          bad.push({ start: pos, end: next < 0 ? Infinity : next, reason: 'checksum' });
+          bad.push({ start: pos, end: next < 0 ? Infinity : next, reason: resumed ? 'unreadable' : 'checksum' });
           if (next < 0) break;
           pos = next;
           continue;
         }
+        resumed = false;
         const recordEnd = pos + HEADER + h.payloadBytes;
         if (recordEnd > win.size) {
           // The file ends inside this record.

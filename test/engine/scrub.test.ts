@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Store, EngineError, type DamagedExtent, type ScrubReport } from '../../src/engine/index.ts';
 import { rng, randInt } from './model.ts';
+import { FaultyFiles } from '../helpers/faulty-files.ts';
 
 const BS = 4096;
 
@@ -463,4 +464,34 @@ test('scrub lists at most 10,000 damaged extents, and counts them all', async ()
     assert.equal(r.damaged.length, 10_000);
     assert.deepEqual(r.damaged.slice(0, 2).map((e) => [e.offset, e.length, e.reason]), [[0, BS, 'missing-segment'], [2 * BS, BS, 'missing-segment']]);
   }, { segmentBytesMax: 10_050 * (BS + 64) + 64 });
+});
+
+test('scrub reports what the drive fails to read as unreadable: a record whose payload read fails, and a stretch whose header read fails', async () => {
+  const dir = tmp();
+  // No read may fail by chance: the plan below names the one that does.
+  const files = new FaultyFiles({ seed: 1 });
+  const s = await Store.open({ dir, maintenanceIntervalMs: 0, files });
+  try {
+    await s.createDisk('a', 8 << 20);
+    await s.createSnapshot('a', 'empty');
+    const v = s.openVolume('a');
+    await v.write(0, Buffer.alloc(2 << 20, 5)); // one record of 512 blocks, longer than a read of the scrub
+    await v.write(4 << 20, pattern('x', 1024));
+    await settle(s);
+    // The scrub's second read: the first holds the record's header and first MiB, the second the rest of it.
+    files.plan({ readErrorAt: 2 });
+    const second = await s.scrub();
+    assert.deepEqual(views(second), [{ disk: 'a', offset: 0, length: 2 << 20, head: true, snapshots: [], reason: 'unreadable' }]);
+    assert.equal(second.damaged[0].recordOffset, 64);
+    // The first read: no header can be read, so what the index points into the stretch is found through it.
+    files.plan({ readErrorAt: 1 });
+    const first = await s.scrub();
+    assert.deepEqual(views(first), [{ disk: 'a', offset: 0, length: 2 << 20, head: true, snapshots: [], reason: 'unreadable' }]);
+    assert.equal(first.damaged[0].recordOffset, null);
+    files.plan({});
+    assert.deepEqual((await s.scrub()).damaged, [], 'the drive reads again: clean');
+  } finally {
+    await s.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

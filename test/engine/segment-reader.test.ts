@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { openSegmentReader } from '../../src/engine/log/segment-reader.ts';
+import { nodeLogFiles } from '../../src/engine/log/files.ts';
 import { SharedSlots } from '../../src/flow/index.ts';
 
 test('segment reader: the file as written (still in the page cache), to its end, on a disk file system and on tmpfs; a missing file is ENOENT', async () => {
@@ -16,7 +17,7 @@ test('segment reader: the file as written (still in the page cache), to its end,
       const bytes = Buffer.alloc(3 * 4096 + 100);
       for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 7) & 255;
       fs.writeFileSync(file, bytes); // still in the page cache: a direct read must see it all the same
-      const r = openSegmentReader(file);
+      const r = openSegmentReader(nodeLogFiles, file);
       try {
         assert.equal(r.size(), bytes.length);
         const buf = new SharedSlots(8192, 1).view(0, 8192); // aligned, as direct reads need
@@ -27,7 +28,7 @@ test('segment reader: the file as written (still in the page cache), to its end,
       } finally {
         r.close();
       }
-      assert.throws(() => openSegmentReader(path.join(root, 'gone.seg')), { code: 'ENOENT' });
+      assert.throws(() => openSegmentReader(nodeLogFiles, path.join(root, 'gone.seg')), { code: 'ENOENT' });
     } finally {
       fs.rmSync(root, { recursive: true, force: true });
     }

@@ -252,11 +252,12 @@ export class FaultyFiles implements LogFiles {
     return fs.existsSync(file);
   }
 
-  openSync(file: string, flags: 'r+' | 'wx+' | 'r'): number {
+  openSync(file: string, flags: 'r+' | 'wx+' | 'r' | number): number {
     const fd = fs.openSync(file, flags);
     const real = fs.realpathSync(file);
-    if (flags === 'r') {
-      // A directory, to sync it; or a segment of a log opened read-only, which nothing writes.
+    if (flags === 'r' || typeof flags === 'number') {
+      // A directory, to sync it; or a segment of a log opened read-only, or by the scrub's reader
+      // (numeric flags: O_RDONLY, O_DIRECT), which nothing writes.
       if (fs.fstatSync(fd).isDirectory()) this.#dirFds.set(fd, real);
       return fd;
     }

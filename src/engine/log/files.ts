@@ -16,8 +16,12 @@ export interface LogFiles {
   readdirSync(dir: string): string[];
   /** Whether a path exists. */
   existsSync(path: string): boolean;
-  /** Opens a file: `r+` a segment, `wx+` a new segment, `r` a directory (to sync it) or a segment of a log opened read-only. */
-  openSync(path: string, flags: 'r+' | 'wx+' | 'r'): number;
+  /**
+   * Opens a file: `r+` a segment, `wx+` a new segment, `r` a directory (to sync it) or a segment
+   * of a log opened read-only; numeric flags only read-only, `O_RDONLY` with or without
+   * `O_DIRECT` (the scrub's reader, log/segment-reader.ts).
+   */
+  openSync(path: string, flags: 'r+' | 'wx+' | 'r' | number): number;
   closeSync(fd: number): void;
   close(fd: number, cb: (err: NodeJS.ErrnoException | null) => void): void;
   /** The file's size (other fields unused). */

@@ -6,6 +6,7 @@
  * readable should the log remove the segment meanwhile (the caller checks that).
  */
 import fs from 'node:fs';
+import type { LogFiles } from './files.ts';
 
 /** Reads of one segment file; `close` when done. */
 export interface SegmentReader {
@@ -18,24 +19,27 @@ export interface SegmentReader {
   close(): void;
 }
 
-/** Opens `file` for reading, directly if the file system allows; throws the system's error (ENOENT: it is gone). */
-export function openSegmentReader(file: string): SegmentReader {
+/**
+ * Opens `file` for reading through `files` (the log's file layer, where a test's faulty drive
+ * sits), directly if the file system allows; throws the system's error (ENOENT: it is gone).
+ */
+export function openSegmentReader(files: LogFiles, file: string): SegmentReader {
   let fd: number;
   let direct = true;
   try {
-    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_DIRECT);
+    fd = files.openSync(file, fs.constants.O_RDONLY | fs.constants.O_DIRECT);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
     direct = false;
-    fd = fs.openSync(file, fs.constants.O_RDONLY);
+    fd = files.openSync(file, fs.constants.O_RDONLY);
   }
   const pread = (buf: Buffer, position: number) =>
-    new Promise<number>((resolve, reject) => fs.read(fd, buf, 0, buf.length, position, (err, n) => (err ? reject(err) : resolve(n))));
+    new Promise<number>((resolve, reject) => files.read(fd, buf, 0, buf.length, position, (err, n) => (err ? reject(err) : resolve(n))));
   return {
     get direct() {
       return direct;
     },
-    size: () => fs.fstatSync(fd).size,
+    size: () => files.fstatSync(fd).size,
     async read(buf, position) {
       try {
         return await pread(buf, position);
@@ -43,11 +47,11 @@ export function openSegmentReader(file: string): SegmentReader {
         if (!direct || (err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
         // The file system took O_DIRECT at open but not this read: go on through the cache.
         direct = false;
-        fs.closeSync(fd);
-        fd = fs.openSync(file, fs.constants.O_RDONLY);
+        files.closeSync(fd);
+        fd = files.openSync(file, fs.constants.O_RDONLY);
         return pread(buf, position);
       }
     },
-    close: () => fs.closeSync(fd),
+    close: () => files.closeSync(fd),
   };
 }

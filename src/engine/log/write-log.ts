@@ -13,6 +13,7 @@ import type { DriveHealth } from '../health.ts';
 import { LoopIoGate } from '../../flow/index.ts';
 import { isBug } from '../../util/bug.ts';
 import type { LogFiles } from './files.ts';
+import { openSegmentReader, type SegmentReader } from './segment-reader.ts';
 
 /** A position in the log: the byte offset of a record header within a segment. */
 export interface LogPosition {
@@ -300,9 +301,9 @@ export class WriteLog {
     return this.segments.get(id)?.size ?? 0;
   }
 
-  /** Path of a segment's file (scrub opens its own descriptor on it). */
-  segmentPath(id: number): string {
-    return path.join(this.dir, segmentName(id));
+  /** A reader of a segment's file on a descriptor of its own, through the log's file layer (the scrub's). Throws ENOENT when the file is gone. */
+  segmentReader(id: number): SegmentReader {
+    return openSegmentReader(this.files, path.join(this.dir, segmentName(id)));
   }
 
   /** Total bytes of all segment files. */

@@ -39,6 +39,8 @@ export interface ReadFault {
   disk: string;
   /** Byte offset in the disk where the part that could not be read starts. */
   offset: number;
+  /** The bytes were read but fail their record's checksum (else the drive failed the read). */
+  checksum: boolean;
 }
 
 /** The engine's one error class: what the world did wrong, with a stable code. */

@@ -34,7 +34,8 @@ export class MeteredVolume implements Volume {
   /** Counts a failure that is a read the drive failed, and hands it on. */
   #failed(err: unknown): void {
     if (!(err instanceof EngineError) || err.readFault === null) return;
-    this.#stats.readErrors++;
+    if (err.readFault.checksum) this.#stats.checksumErrors++;
+    else this.#stats.readErrors++;
     this.#onReadFault?.(err.readFault, err);
   }
 
@@ -161,7 +162,7 @@ export class ReadFaultLog {
       this.#logged = 0;
       this.#unlogged = 0;
     }
-    if (this.#logged++ < READ_FAULTS_LOGGED_PER_MINUTE_MAX) this.#log.error(err.message, { disk: fault.disk, offset: fault.offset });
+    if (this.#logged++ < READ_FAULTS_LOGGED_PER_MINUTE_MAX) this.#log.error(err.message, { disk: fault.disk, offset: fault.offset, checksum: fault.checksum });
     else this.#unlogged++;
   };
 }

@@ -91,6 +91,7 @@ export class NodeMetrics {
     r.histogram('tessera_disk_op_duration_seconds', 'Time a client operation on a disk took in the engine, by op', () => d.latency());
     r.gauge('tessera_disk_requests_in_flight', 'Client operations on a disk started and not finished', () => d.inFlight());
     r.counter('tessera_read_errors_total', 'Client operations on a disk that failed because the drive failed a read (an I/O error, a truncated or missing log segment)', () => d.perDisk((s) => s.readErrors));
+    r.counter('tessera_checksum_errors_total', "Client reads of a disk that failed because the bytes read fail their record's checksum", () => d.perDisk((s) => s.checksumErrors));
 
     // NBD.
     r.gauge('tessera_nbd_connections', 'Open NBD client connections, handshaking or transmitting', () => [{ value: src.nbd.connections }]);

@@ -30,6 +30,8 @@ export class IoStats {
   users = 0;
   /** Requests that failed because the drive failed a read (also counted in `errors` by op). */
   readErrors = 0;
+  /** Requests that failed because the bytes read failed their record's checksum (also counted in `errors`). */
+  checksumErrors = 0;
   readonly ops = new Float64Array(opCount);
   readonly bytes = new Float64Array(opCount);
   readonly errors = new Float64Array(opCount);

@@ -262,7 +262,7 @@ test('a read the drive fails gets ENGINE_IO naming the disk and offset, for that
     const err = await v.read(128 * KiB + 4096, 8192).then(() => null, (e: unknown) => e);
     assert.ok(err instanceof EngineError && err.code === 'ENGINE_IO', `ENGINE_IO, got ${String(err)}`);
     assert.match(err.message, /^Read of disk "d" failed at byte 135168: I\/O error while reading log segment \d+ at \d+: EIO/);
-    assert.deepEqual(err.readFault, { disk: 'd', offset: 128 * KiB + 4096 });
+    assert.deepEqual(err.readFault, { disk: 'd', offset: 128 * KiB + 4096, checksum: false });
     assert.equal(store.health().drive, 'ok');
     assert.ok((await v.read(128 * KiB, a.length)).equals(a), 'the next read works');
     await v.write(0, Buffer.alloc(4096, 1), { fua: true });

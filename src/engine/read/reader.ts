@@ -2,7 +2,8 @@
  * The read path: which version of each block a chain of branches sees (overlay first, then the
  * index), and reading those blocks from the log (docs/engine.md, Read path).
  */
-import { Format, EntryKind, type Entry } from '../format.ts';
+import { crc32 } from '../../native/index.ts';
+import { Format, EntryKind, RecordType, decodeRecordHeader, type Entry } from '../format.ts';
 import { EngineError, EngineErrorCode } from '../errors.ts';
 import type { Append, WriteLog } from '../log/write-log.ts';
 import type { BlockIndex } from '../index/block-index.ts';
@@ -168,14 +169,36 @@ export class Reader {
     }
   }
 
-  /** Reads one run into its part of `out`; a failure becomes the ENGINE_IO of the read. */
+  /**
+   * Reads one run into its part of `out`; a failure becomes the ENGINE_IO of the read. A run that
+   * is a record's whole payload (a write read back at its own size) is checked against the
+   * record's checksum: its header, the 64 bytes before it, is read too and must name the run's
+   * first block and length.
+   */
   private async readRun(r: Run, out: Buffer, disk: string, blockStart: number): Promise<void> {
+    const data = out.subarray(r.at, r.at + r.length);
+    const block = blockStart + r.at / BS;
+    let header: ReturnType<typeof decodeRecordHeader> = null;
     try {
-      await this.log.readInto(r.segment, r.offset, out.subarray(r.at, r.at + r.length));
+      await this.log.readInto(r.segment, r.offset, data);
+      if (r.offset >= Format.segmentHeaderBytes + Format.recordHeaderBytes) {
+        const head = Buffer.allocUnsafe(Format.recordHeaderBytes);
+        await this.log.readInto(r.segment, r.offset - Format.recordHeaderBytes, head);
+        header = decodeRecordHeader(head);
+      }
     } catch (err) {
-      throw err instanceof EngineError ? readFailed(err, disk, blockStart * BS + r.at) : err;
+      throw err instanceof EngineError ? readFailed(err, disk, block * BS) : err;
+    }
+    if (header === null || header.payloadBytes !== r.length || header.blockStart !== block) return;
+    if (header.type !== RecordType.WRITE && header.type !== RecordType.RELOCATE) return;
+    this.verifiedRuns++;
+    if (crc32(data) !== header.payloadCrc) {
+      throw new EngineError(EngineErrorCode.IO, `Read of disk "${disk}" failed at byte ${block * BS}: ${r.length} bytes at ${r.offset} in log segment ${r.segment} fail their record's checksum (tessera scrub lists what is damaged)`, { readFault: { disk, offset: block * BS, checksum: true } });
     }
   }
+
+  /** Runs read whose record's checksum was checked (tests see that the check is made). */
+  verifiedRuns = 0;
 }
 
 /** Blocks of a read that lie back to back in one segment: one read of the log. */
@@ -191,5 +214,5 @@ interface Run {
 /** The ENGINE_IO of a read of `disk` that failed at byte `offset` (the reason in `err`'s message). */
 function readFailed(err: unknown, disk: string, offset: number): EngineError {
   const why = err instanceof Error ? err.message : String(err);
-  return new EngineError(EngineErrorCode.IO, `Read of disk "${disk}" failed at byte ${offset}: ${why}`, { cause: err, readFault: { disk, offset } });
+  return new EngineError(EngineErrorCode.IO, `Read of disk "${disk}" failed at byte ${offset}: ${why}`, { cause: err, readFault: { disk, offset, checksum: false } });
 }

@@ -6,6 +6,7 @@
  * ENGINE_NO_SPACE, nothing flushed is lost and the store reopens.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -190,4 +191,24 @@ test('a file system filled by something else gives ENGINE_NO_SPACE; flushed data
   } finally {
     await store.close();
   }
+});
+
+test('a full store takes writes again once its file system grows, without a restart', async (t) => {
+  const mnt = mountTmpfs(t, 32 * MiB);
+  const dir = path.join(mnt, 'store');
+  const store = await Store.open({ dir, maintenanceIntervalMs: 3_600_000 });
+  t.after(() => store.close());
+  await store.createDisk('d', 128 * MiB);
+  const v = store.openVolume('d');
+  const { written, refusal } = await writeUntilRefused(v, 0, 128);
+  assertNoSpace(refusal, 'full');
+  assert.equal(store.space().state, 'full');
+  // The administrator grows the file system (tmpfs grows in place).
+  execFileSync('mount', ['-o', 'remount,size=96m', mnt]);
+  await until(() => store.space().state === 'ok', 5000, 'the larger file system seen');
+  const next = written.length;
+  await v.write(next * MiB, pattern(next));
+  await v.flush();
+  for (const i of [...written, next]) assert.ok((await v.read(i * MiB, MiB)).equals(pattern(i)), `MiB ${i} reads back`);
+  v.close();
 });

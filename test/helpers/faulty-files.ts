@@ -300,6 +300,20 @@ export class FaultyFiles implements LogFiles {
     });
   }
 
+  readvSync(fd: number, bufs: readonly Buffer[], position: number): number {
+    this.#stall();
+    if (this.#readFault()) throw systemError('EIO', 'read');
+    return fs.readvSync(fd, bufs, position);
+  }
+
+  readv(fd: number, bufs: readonly Buffer[], position: number, cb: (err: NodeJS.ErrnoException | null, bytesRead: number) => void): void {
+    const fault = this.#readFault();
+    this.#later(() => {
+      if (fault) cb(systemError('EIO', 'read'), 0);
+      else fs.readv(fd, bufs, position, (err, n) => this.#later(() => cb(err, n)));
+    });
+  }
+
   writeSync(fd: number, buf: Buffer, offset: number, length: number, position: number): number {
     this.#stall();
     return this.#write(fd, [buf.subarray(offset, offset + length)], position);

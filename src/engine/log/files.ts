@@ -28,6 +28,9 @@ export interface LogFiles {
   fstatSync(fd: number): { size: number };
   readSync(fd: number, buf: Buffer, offset: number, length: number, position: number): number;
   read(fd: number, buf: Buffer, offset: number, length: number, position: number, cb: (err: NodeJS.ErrnoException | null, bytesRead: number) => void): void;
+  /** Reads into `bufs` back to back from `position`; returns the bytes read. */
+  readvSync(fd: number, bufs: readonly Buffer[], position: number): number;
+  readv(fd: number, bufs: readonly Buffer[], position: number, cb: (err: NodeJS.ErrnoException | null, bytesRead: number) => void): void;
   writeSync(fd: number, buf: Buffer, offset: number, length: number, position: number): number;
   /** Writes `bufs` back to back at `position`; may write fewer bytes than asked (a short write). */
   writevSync(fd: number, bufs: readonly Buffer[], position: number): number;
@@ -54,6 +57,8 @@ export const nodeLogFiles: LogFiles = {
   fstatSync: fs.fstatSync,
   readSync: fs.readSync,
   read: fs.read,
+  readvSync: fs.readvSync,
+  readv: fs.readv,
   writeSync: fs.writeSync,
   writevSync: fs.writevSync,
   writev: fs.writev,

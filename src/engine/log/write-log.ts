@@ -575,6 +575,27 @@ export class WriteLog {
    * Reads bytes from a segment into `out` (exactly out.length bytes). A read that fails (an I/O
    * error, a segment shorter than the index says, a missing segment) is ENGINE_IO.
    */
+  /**
+   * Reads the 64 bytes before `offset` into `head` and the bytes from `offset` into `out`, in one
+   * system call (a record's header with its payload, to check it). Short reads as readInto.
+   */
+  async readWithHeader(segment: number, offset: number, head: Buffer, out: Buffer): Promise<void> {
+    const seg = this.segments.get(segment);
+    if (!seg) throw new EngineError(EngineErrorCode.IO, `Log segment ${segment} is missing`);
+    const { files } = this;
+    const bufs = [head, out];
+    const at = offset - head.length;
+    let n: number;
+    try {
+      n = this.loopReads.allows(out.length)
+        ? this.loopReads.run(() => files.readvSync(seg.fd, bufs, at))
+        : await new Promise<number>((resolve, reject) => files.readv(seg.fd, bufs, at, (err, got) => (err ? reject(err) : resolve(got))));
+    } catch (err) {
+      throw ioError(err, `reading log segment ${segment} at ${offset}`);
+    }
+    if (n !== head.length + out.length) throw new EngineError(EngineErrorCode.IO, `Short read in log segment ${segment} at ${offset}: ${Math.max(0, n - head.length)} of ${out.length} bytes (the segment is truncated)`);
+  }
+
   async readInto(segment: number, offset: number, out: Buffer): Promise<void> {
     const seg = this.segments.get(segment);
     if (!seg) throw new EngineError(EngineErrorCode.IO, `Log segment ${segment} is missing`);

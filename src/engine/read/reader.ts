@@ -180,12 +180,13 @@ export class Reader {
     const block = blockStart + r.at / BS;
     let header: ReturnType<typeof decodeRecordHeader> = null;
     try {
-      await this.log.readInto(r.segment, r.offset, data);
       if (r.offset >= Format.segmentHeaderBytes + Format.recordHeaderBytes) {
+        // The 64 bytes before the run come in the same system call: the record's header, if the
+        // run starts a record.
         const head = Buffer.allocUnsafe(Format.recordHeaderBytes);
-        await this.log.readInto(r.segment, r.offset - Format.recordHeaderBytes, head);
+        await this.log.readWithHeader(r.segment, r.offset, head, data);
         header = decodeRecordHeader(head);
-      }
+      } else await this.log.readInto(r.segment, r.offset, data);
     } catch (err) {
       throw err instanceof EngineError ? readFailed(err, disk, block * BS) : err;
     }

@@ -8,15 +8,13 @@ import { awsVariables } from '../hydrate/index.ts';
 import { ApiError, ApiErrorCode, toApiError } from './errors.ts';
 import type { BackupRunner, Route, RequestContext } from './route.ts';
 import { checkBody } from './validate.ts';
-import { writeJsonLine } from './http.ts';
+import { streamClient, writeJsonLine } from './http.ts';
 import { backupOutcomeWire, backupProgressWire } from './to-wire.ts';
 import { wireObject } from './schema.ts';
 import { API_PREFIX as prefix, type BackupEvent, type BackupProgress, type BackupRequest } from './client/wire.ts';
 
 /** Most disks one backup takes (a consistency group). */
 const disksMax = 64;
-/** Progress lines at most this often. */
-const progressEveryMs = 250;
 
 function service(ctx: RequestContext): BackupRunner {
   if (ctx.backups === null) throw new ApiError(ApiErrorCode.NO_ROUTE, 'This server runs no backups');
@@ -67,24 +65,16 @@ export const backupRoutes: Route[] = [
         async stream(res: ServerResponse) {
           // A client that goes away cancels the backup (it fails as a backup killed half-way
           // would not: its new snapshots are deleted again).
-          const gone = new AbortController();
-          res.on('close', () => {
-            if (!res.writableFinished) gone.abort();
-          });
-          let lastProgress = 0;
+          const client = streamClient(res);
           try {
             const { outcomes } = await runner.run(
               req,
               (e) => {
-                if (e.event === 'progress') {
-                  const now = Date.now();
-                  if (now - lastProgress < progressEveryMs) return;
-                  lastProgress = now;
-                }
+                if (e.event === 'progress' && !client.progressDue()) return;
                 const wire = eventWire(e);
                 if (wire !== null) void writeLine(res, wire);
               },
-              gone.signal,
+              client.signal,
             );
             await writeLine(res, { event: 'done', outcomes: outcomes.map(backupOutcomeWire) });
           } catch (err) {

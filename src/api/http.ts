@@ -136,6 +136,31 @@ export function writeJsonLine(res: ServerResponse, value: unknown): Promise<void
   });
 }
 
+/** Progress lines of a streamed reply come at most this often. */
+const progressLineEveryMs = 250;
+
+/**
+ * What a streamed reply's work needs to know of its client: `signal` aborts when the client goes
+ * away before the reply is finished, and `progressDue()` says whether a progress line may be
+ * written now (at most one every 250 ms).
+ */
+export function streamClient(res: ServerResponse): { signal: AbortSignal; progressDue: () => boolean } {
+  const gone = new AbortController();
+  res.on('close', () => {
+    if (!res.writableFinished) gone.abort();
+  });
+  let lastProgressMs = 0;
+  return {
+    signal: gone.signal,
+    progressDue() {
+      const now = Date.now();
+      if (now - lastProgressMs < progressLineEveryMs) return false;
+      lastProgressMs = now;
+      return true;
+    },
+  };
+}
+
 /** Sends a reply as JSON; a 204 is sent without a body. */
 export function sendJson(res: ServerResponse, { status, body, headers = {} }: JsonReply): void {
   if (status === 204) {

@@ -6,7 +6,7 @@
 import type { ServerResponse } from 'node:http';
 import type { ScrubProgress as EngineScrubProgress } from '../engine/index.ts';
 import { ApiError, ApiErrorCode, toApiError } from './errors.ts';
-import { writeJsonLine } from './http.ts';
+import { streamClient, writeJsonLine } from './http.ts';
 import type { Route } from './route.ts';
 import { scrubProgressWire, scrubReportWire } from './to-wire.ts';
 import { wireObject } from './schema.ts';
@@ -15,8 +15,6 @@ import type { DamagedExtent, DamageReason, ScrubEvent, ScrubProgress, ScrubRepor
 
 /** Most disks one scrub names. */
 const disksMax = 256;
-/** Progress lines at most this often. */
-const progressEveryMs = 250;
 
 /**
  * The request, checked: an object with at most `disks` (1 to disksMax names, each once) and
@@ -56,22 +54,16 @@ export const scrubRoutes: Route[] = [
         status: 200,
         headers: { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' },
         async stream(res: ServerResponse) {
-          const gone = new AbortController();
-          res.on('close', () => {
-            if (!res.writableFinished) gone.abort();
-          });
-          let lastProgress = 0;
+          const client = streamClient(res);
+          const { signal } = client;
           const onProgress = (p: EngineScrubProgress): void => {
-            const now = Date.now();
-            if (now - lastProgress < progressEveryMs) return;
-            lastProgress = now;
-            void writeLine(res, { event: 'progress', progress: scrubProgressWire(p) });
+            if (client.progressDue()) void writeLine(res, { event: 'progress', progress: scrubProgressWire(p) });
           };
           try {
-            const report = ctx.scrubs !== null ? await ctx.scrubs.run(req, onProgress, gone.signal) : await ctx.store.scrub({ ...req, onProgress, signal: gone.signal });
+            const report = ctx.scrubs !== null ? await ctx.scrubs.run(req, onProgress, signal) : await ctx.store.scrub({ ...req, onProgress, signal });
             await writeLine(res, { event: 'done', report: scrubReportWire(report) });
           } catch (err) {
-            if (gone.signal.aborted) return; // the client went away: nobody to tell
+            if (signal.aborted) return; // the client went away: nobody to tell
             // The reply is under way (200): the error goes in its last line, and in the log by the same request id.
             const { error } = toApiError(err);
             const message = (err as Error)?.message ?? String(err);

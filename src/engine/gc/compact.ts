@@ -231,7 +231,7 @@ export class Compactor {
     for (const id of candidates) {
       if (this.isClosed() || (opts.background && this.duty() === 0)) break;
       const live = this.live.get(id) ?? 0;
-      if (live === 0 || !this.log.segmentIds().includes(id)) continue;
+      if (live === 0) continue; // dropped by an earlier step of this pass
       if (short && live + (1 << 20) > this.space.figures().freeBytes) continue;
       stats.bytesRewritten += await this.relocate(id, pacer);
       if (short) await drop();

@@ -12,3 +12,5 @@ export { mountTmpfs, mountLoop, remount, fillTo, freeBytes } from './mounts.ts';
 export { promtoolCheck } from './promtool.ts';
 export { treeState } from './tree-state.ts';
 export { asNobody, nobody } from './users.ts';
+export { startEtcd, freePort } from './etcd.ts';
+export type { EtcdServer } from './etcd.ts';

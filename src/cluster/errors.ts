@@ -32,6 +32,8 @@ export const ClusterErrorCode = {
   NOT_HEAD: 'CLUSTER_NOT_HEAD',
   /** A concurrent change won a compare-and-swap; retry with fresh state. */
   CONFLICT: 'CLUSTER_CONFLICT',
+  /** An op arrived out of stream order (a gap, or an epoch this replica is not configured for yet): the sender resends from its oldest unacknowledged op. */
+  OUT_OF_ORDER: 'CLUSTER_OUT_OF_ORDER',
   /** A limit was exceeded (sizes, in-flight requests). */
   LIMIT: 'CLUSTER_LIMIT',
   /** The cluster is closed. */

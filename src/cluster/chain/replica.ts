@@ -19,8 +19,8 @@ export interface ReplicaStore {
   readonly blockBytes: number;
   /** Applies an op to this copy; resolves once done (durable for a flush, or a write with fua). */
   apply(op: ChainOp): Promise<void>;
-  /** Reads bytes of the copy (the head serves reads). */
-  read(offset: number, length: number): Promise<Buffer>;
+  /** Reads bytes of the copy (the head serves reads); `into` as Volume.read takes it. */
+  read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
 }
 
 /** How a replica reaches the next node of a chain. */
@@ -266,9 +266,9 @@ export class ChainReplica {
   }
 
   /** A client's read at the head. */
-  async read(offset: number, length: number): Promise<Buffer> {
+  async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
     this.#assertHead();
-    return this.#store.read(offset, length);
+    return this.#store.read(offset, length, into);
   }
 
   /** Whether this replica is copying its data in (configured `fresh` and listed catching up). */

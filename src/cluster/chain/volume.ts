@@ -1,0 +1,105 @@
+/**
+ * The Volume clients of a replicated disk get at its head (docs/cluster.md, "Replication: the
+ * chain"): reads, block status and changes come from the head's own copy; writes, zeroes, trims
+ * and flushes go through the chain and complete once every replica has them. Requests are
+ * validated here, once, before they enter the chain, in the order of the Volume contract.
+ */
+import { EngineError, EngineErrorCode } from '../../engine/index.ts';
+import type { AllocationExtent, ChangeExtent, Volume, WriteOptions, ZeroOptions } from '../../engine/index.ts';
+import { ClusterError } from '../errors.ts';
+import type { ChainOp } from './ops.ts';
+import type { ChainReplica } from './replica.ts';
+
+/** A handle on a replicated disk at its head. */
+export class ReplicatedVolume implements Volume {
+  readonly disk: string;
+  readonly snapshot = null;
+  readonly readOnly = false;
+  readonly #replica: ChainReplica;
+  /** The head's own handle on its copy: reads, and the size. */
+  readonly #local: Volume;
+  #closed = false;
+
+  constructor(replica: ChainReplica, local: Volume) {
+    this.disk = local.disk;
+    this.#replica = replica;
+    this.#local = local;
+  }
+
+  get sizeBytes(): number {
+    return this.#local.sizeBytes;
+  }
+
+  get blockBytes(): number {
+    return this.#local.blockBytes;
+  }
+
+  /** The contract's refusals, first that applies: closed, invalid range, out of range. */
+  #check(offset: number, length: number): void {
+    if (this.#closed) throw new EngineError(EngineErrorCode.CLOSED, 'The volume is closed');
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
+      throw new EngineError(EngineErrorCode.INVALID, `Invalid range offset=${offset} length=${length}`);
+    }
+    if (offset + length > this.sizeBytes) {
+      throw new EngineError(EngineErrorCode.OUT_OF_RANGE, `Range ${offset}+${length} is past the end of the disk (${this.sizeBytes} bytes)`);
+    }
+  }
+
+  /** Sends an op down the chain; what the cluster fails with, the client sees as an I/O error. */
+  async #submit(op: ChainOp): Promise<void> {
+    try {
+      await this.#replica.submit(op);
+    } catch (err) {
+      if (err instanceof ClusterError) throw new EngineError(EngineErrorCode.IO, `Disk "${this.disk}": ${err.message}`, { cause: err });
+      throw err;
+    }
+  }
+
+  async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    this.#check(offset, length);
+    try {
+      return await this.#replica.read(offset, length, into);
+    } catch (err) {
+      if (err instanceof ClusterError) throw new EngineError(EngineErrorCode.IO, `Disk "${this.disk}": ${err.message}`, { cause: err });
+      throw err;
+    }
+  }
+
+  async write(offset: number, data: Buffer, opts: WriteOptions = {}): Promise<void> {
+    this.#check(offset, data.length);
+    if (data.length === 0) return;
+    // The chain keeps the op until every replica acknowledged it, past the caller's reuse of `data`.
+    await this.#submit({ kind: 'write', offset, data: Buffer.from(data), fua: opts.fua === true });
+  }
+
+  async writeZeroes(offset: number, length: number, opts: ZeroOptions = {}): Promise<void> {
+    this.#check(offset, length);
+    if (length === 0) return;
+    await this.#submit({ kind: 'zero', offset, length, fua: opts.fua === true, mayTrim: opts.mayTrim === true });
+  }
+
+  async trim(offset: number, length: number, opts: WriteOptions = {}): Promise<void> {
+    this.#check(offset, length);
+    if (length === 0) return;
+    await this.#submit({ kind: 'trim', offset, length, fua: opts.fua === true });
+  }
+
+  async flush(): Promise<void> {
+    if (this.#closed) throw new EngineError(EngineErrorCode.CLOSED, 'The volume is closed');
+    await this.#submit({ kind: 'flush' });
+  }
+
+  async blockStatus(offset: number, length: number): Promise<AllocationExtent[]> {
+    this.#check(offset, length);
+    return this.#local.blockStatus(offset, length);
+  }
+
+  async changedSince(sinceSnapshot: string, offset: number, length: number): Promise<ChangeExtent[]> {
+    this.#check(offset, length);
+    return this.#local.changedSince(sinceSnapshot, offset, length);
+  }
+
+  close(): void {
+    this.#closed = true;
+  }
+}

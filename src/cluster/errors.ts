@@ -20,6 +20,8 @@ export const ClusterErrorCode = {
   IDENTITY: 'CLUSTER_IDENTITY',
   /** A message carried an older epoch than the receiver's (the fencing token); `current` says the newer one. */
   STALE_EPOCH: 'CLUSTER_STALE_EPOCH',
+  /** A message carried a newer epoch than the receiver's: it refreshes the disk record from etcd, the sender retries. */
+  EPOCH_AHEAD: 'CLUSTER_EPOCH_AHEAD',
   /** A peer is unreachable or its connection was lost. */
   PEER_UNAVAILABLE: 'CLUSTER_PEER_UNAVAILABLE',
   /** A peer broke the protocol (bad frame, bad checksum, unexpected message). */

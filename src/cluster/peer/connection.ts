@@ -200,8 +200,10 @@ export class PeerConnection {
 
   /**
    * Connects to `host:port` and runs the client handshake; resolves once it succeeded. A connect
-   * that takes over `connectTimeoutMs` or fails is CLUSTER_PEER_UNAVAILABLE; a refused
-   * handshake rejects with the server's code (CLUSTER_AUTH_FAILED, CLUSTER_NO_COMMON_VERSION).
+   * that takes over `connectTimeoutMs` or fails, and a handshake that breaks or takes too long,
+   * is CLUSTER_PEER_UNAVAILABLE; a refused handshake rejects with its code (CLUSTER_AUTH_FAILED,
+   * CLUSTER_NO_COMMON_VERSION), and a server that proves another node id than `expectNode` with
+   * CLUSTER_PEER_UNAVAILABLE.
    */
   static async connect(opts: Omit<PeerConnectionOptions, 'role'> & { host: string; port: number; connectTimeoutMs: number }): Promise<PeerConnection> {
     const where = `${opts.expectNode ?? 'peer'} at ${opts.host}:${opts.port}`;
@@ -222,7 +224,14 @@ export class PeerConnection {
       });
     });
     const conn = new PeerConnection(socket, { ...opts, role: 'client' });
-    await conn.ready;
+    try {
+      await conn.ready;
+    } catch (err) {
+      // Refusals keep their code; anything else means no peer could be spoken to there.
+      const refused = err instanceof ClusterError && (err.code === ClusterErrorCode.AUTH_FAILED || err.code === ClusterErrorCode.NO_COMMON_VERSION);
+      if (refused) throw err;
+      throw new ClusterError(ClusterErrorCode.PEER_UNAVAILABLE, `Handshake with ${where} failed: ${(err as Error).message}`, { cause: err });
+    }
     return conn;
   }
 

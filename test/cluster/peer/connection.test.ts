@@ -350,3 +350,22 @@ test('the pool: unknown nodes, unreachable ones, the wrong node at an address', 
   await p.close();
   await rejectsWith(p.connection('n2'), ClusterErrorCode.CLOSED);
 });
+
+test('backpressure: a receiver behind stops reading a sender that ignores its limits', async () => {
+  const { server, port } = await startServer({ limits: { inflightRequestsMax: 2 } });
+  let running = 0;
+  let runningMax = 0;
+  server.handle(MessageType.OP, async (req) => {
+    running++;
+    runningMax = Math.max(runningMax, running);
+    await sleep(5);
+    running--;
+    return { body: { disk: req.body.disk, epoch: req.body.epoch, id: req.body.id } };
+  });
+  // This sender allows itself 100 in flight; the receiver takes 2 at a time all the same.
+  const conn = await pool(port, { limits: { inflightRequestsMax: 100 } }).connection('n2');
+  const acks = await Promise.all(Array.from({ length: 30 }, (_, i) => conn.request(MessageType.OP, { ...scoped, id: [4, i + 1], kind: 'flush' })));
+  assert.equal(acks.length, 30);
+  assert.ok(runningMax <= 2, `receiver ran ${runningMax} at once`);
+  for (const c of server.connections) assert.deepEqual(c.incoming, { requests: 0, bytes: 0 });
+});

@@ -36,6 +36,8 @@ export const ClusterErrorCode = {
   CONFLICT: 'CLUSTER_CONFLICT',
   /** An op arrived out of stream order (a gap, or an epoch this replica is not configured for yet): the sender resends from its oldest unacknowledged op. */
   OUT_OF_ORDER: 'CLUSTER_OUT_OF_ORDER',
+  /** A replica could not apply an op to its own copy (its drive failed, it is full): the op fails, and that replica leaves the chain. */
+  REPLICA_IO: 'CLUSTER_REPLICA_IO',
   /** A limit was exceeded (sizes, in-flight requests). */
   LIMIT: 'CLUSTER_LIMIT',
   /** The cluster is closed. */

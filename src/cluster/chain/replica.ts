@@ -390,7 +390,7 @@ export class ChainReplica {
       this.#onTrouble({ disk: this.disk, successor, kind: 'stale', current: (err as ClusterError).current, error: err });
       return;
     }
-    if (code === ClusterErrorCode.PEER_UNAVAILABLE || code === ClusterErrorCode.OUT_OF_ORDER || code === ClusterErrorCode.CLOSED) {
+    if (code === ClusterErrorCode.PEER_UNAVAILABLE || code === ClusterErrorCode.OUT_OF_ORDER || code === ClusterErrorCode.EPOCH_AHEAD || code === ClusterErrorCode.CLOSED || code === ClusterErrorCode.DISK_NOT_FOUND) {
       this.#onTrouble({ disk: this.disk, successor, kind: 'unavailable', current: null, error: err });
       this.#scheduleResend();
       return;

@@ -37,7 +37,7 @@ export interface PeerRejection {
 }
 
 /** How a field must look. `?` after a kind: may be absent; `|null`: may be null. */
-type FieldKind = 'string' | 'uint' | 'bool' | 'bigint' | 'opId' | 'strings' | 'string|null' | 'bigint?';
+type FieldKind = 'string' | 'uint' | 'bool' | 'bigint' | 'opId' | 'opId|null' | 'strings' | 'strings?' | 'string|null' | 'bigint?';
 type Fields = Record<string, FieldKind>;
 
 const DISK_SCOPED: Fields = { disk: 'string', epoch: 'uint', rev: 'uint', hlc: 'bigint' };
@@ -69,7 +69,7 @@ const IO_FIELDS: Record<(typeof IO_KINDS)[number], Fields> = {
 /** Fields of each request type without kinds. */
 const TYPE_FIELDS: Partial<Record<number, Fields>> = {
   [MessageType.PING]: { hlc: 'bigint?' },
-  [MessageType.CONFIGURE]: { ...DISK_SCOPED, chain: 'strings', sizeBytes: 'uint' },
+  [MessageType.CONFIGURE]: { ...DISK_SCOPED, chain: 'strings', sizeBytes: 'uint', catchingUp: 'strings?' },
   [MessageType.ACK]: { disk: 'string', epoch: 'uint', id: 'opId' },
   [MessageType.EXTENTS]: { ...DISK_SCOPED, snapshot: 'string', since: 'string|null', ...RANGE },
   [MessageType.READ_SNAP]: { ...DISK_SCOPED, snapshot: 'string', ...RANGE },
@@ -93,6 +93,10 @@ function fits(kind: FieldKind, v: unknown): boolean {
       return v === undefined || (typeof v === 'bigint' && v >= 0n);
     case 'opId':
       return Array.isArray(v) && v.length === 2 && isUint(v[0]) && isUint(v[1]);
+    case 'opId|null':
+      return v === null || (Array.isArray(v) && v.length === 2 && isUint(v[0]) && isUint(v[1]));
+    case 'strings?':
+      return v === undefined || (Array.isArray(v) && v.every((s) => typeof s === 'string' && s.length > 0));
     case 'strings':
       return Array.isArray(v) && v.length > 0 && v.every((s) => typeof s === 'string' && s.length > 0);
     case 'string|null':
@@ -107,6 +111,8 @@ const KIND_WORDS: Record<FieldKind, string> = {
   bigint: 'a 64-bit unsigned integer',
   'bigint?': 'absent or a 64-bit unsigned integer',
   opId: 'an op id [epoch, n]',
+  'opId|null': 'null or an op id [epoch, n]',
+  'strings?': 'absent or a list of non-empty strings',
   strings: 'a non-empty list of non-empty strings',
   'string|null': 'null or a non-empty string',
 };
@@ -169,7 +175,7 @@ export function validatePeerRequest(ctx: GateContext, header: FrameHeader, body:
       return { code: ClusterErrorCode.PROTOCOL, rule: `${name} kind ${describe(kind)} is not one of ${Object.keys(kinds).join(', ')}` };
     }
     label = `${name} ${kind.toUpperCase().replace('-', '_')}`;
-    fields = { ...DISK_SCOPED, ...(type === MessageType.OP ? { id: 'opId' } : {}), ...kinds[kind] };
+    fields = { ...DISK_SCOPED, ...(type === MessageType.OP ? { id: 'opId', prev: 'opId|null', restart: 'bool' } : {}), ...kinds[kind] };
   } else {
     fields = TYPE_FIELDS[type]!;
   }

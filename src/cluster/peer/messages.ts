@@ -77,6 +77,8 @@ export interface ConfigureBody extends DiskScoped {
   chain: string[];
   /** The disk's size at this epoch. */
   sizeBytes: number;
+  /** Nodes of the chain copying their data in (docs/cluster.md, "Failure, catch-up and rebuild"). */
+  catchingUp?: string[];
 }
 
 /** CONFIGURE's answer: the last op id the receiver received, so its predecessor resends what is above. */
@@ -97,7 +99,13 @@ export type OpKind =
   | { kind: 'resize'; sizeBytes: number };
 
 /** OP: one changing op down the stream. */
-export type OpBody = DiskScoped & { id: OpId } & OpKind;
+export type OpBody = DiskScoped & {
+  id: OpId;
+  /** The op the sender sent this receiver just before (null with `restart`): nothing is skipped. */
+  prev: OpId | null;
+  /** The first op of a (re)sending: what came before it the receiver has, or copies in. */
+  restart: boolean;
+} & OpKind;
 
 /** ACK: ops up to `id` are done on the sender and everything after it in the chain. */
 export interface AckBody {
@@ -123,9 +131,12 @@ export type IoKind =
 /** IO: one I/O on a disk, sent to its head. */
 export type IoBody = DiskScoped & IoKind;
 
-/** IO's answer: empty, or `extents` for block status and changed since (a read's data is the payload). */
+/** IO's answer: empty, or the runs of block status or changed since (a read's data is the payload). */
 export interface IoReply {
-  extents?: Extent[];
+  /** Block status: `[offset, length, flags]`, flags bit 0 hole, bit 1 zero. */
+  allocation?: Array<[offset: number, length: number, flags: number]>;
+  /** Changed since: `[offset, length, changed 0|1]`. */
+  changes?: Array<[offset: number, length: number, changed: number]>;
 }
 
 /** EXTENTS: the allocated ranges of `snapshot`, or those changed since `since`, within a range. */

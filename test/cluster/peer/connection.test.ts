@@ -244,7 +244,7 @@ test('errors travel back with their code, rule and current epoch', async () => {
     throw new ClusterError(ClusterErrorCode.STALE_EPOCH, 'Disk vm1 is at epoch 9', { current: 9 });
   });
   const p = pool(port);
-  const op: OpBody = { ...scoped, id: [4, 1], kind: 'flush' };
+  const op: OpBody = { ...scoped, id: [4, 1], prev: null, restart: true, kind: 'flush' };
   const err = await rejectsWith(p.request('n2', MessageType.OP, op), ClusterErrorCode.STALE_EPOCH, /Disk vm1 is at epoch 9/);
   assert.equal(err.current, 9);
   const gate = await rejectsWith(p.request('n2', MessageType.OP, { ...op, epoch: 3 }), ClusterErrorCode.STALE_EPOCH, /^OP FLUSH for disk vm1 at epoch 3, older than ours 4$/);
@@ -275,7 +275,7 @@ test('backpressure: a sender stays within the in-flight limits of a slow handler
   let outMax = 0;
   const sample = setInterval(() => (outMax = Math.max(outMax, conn.outgoing.requests)), 1);
   const ops = Array.from({ length: 40 }, (_, i) =>
-    conn.request(MessageType.OP, { ...scoped, id: [4, i + 1], kind: 'write', offset: i * 4000, fua: false }, Buffer.alloc(i < 20 ? 100 : 4000, i)),
+    conn.request(MessageType.OP, { ...scoped, id: [4, i + 1], prev: null, restart: true, kind: 'write', offset: i * 4000, fua: false }, Buffer.alloc(i < 20 ? 100 : 4000, i)),
   );
   assert.ok(conn.outgoing.requests <= 4 && conn.outgoing.queued >= 36, `${JSON.stringify(conn.outgoing)}: the rest waits`);
   const acks = await Promise.all(ops);
@@ -299,7 +299,7 @@ test('backpressure: bytes in flight bound the sender too', async () => {
     return { body: { disk: req.body.disk, epoch: req.body.epoch, id: req.body.id } };
   });
   const conn = await pool(port, { limits: { inflightBytesMax: 10_000 } }).connection('n2');
-  await Promise.all(Array.from({ length: 12 }, (_, i) => conn.request(MessageType.OP, { ...scoped, id: [4, i + 1], kind: 'write', offset: 0, fua: false }, Buffer.alloc(4000))));
+  await Promise.all(Array.from({ length: 12 }, (_, i) => conn.request(MessageType.OP, { ...scoped, id: [4, i + 1], prev: null, restart: true, kind: 'write', offset: 0, fua: false }, Buffer.alloc(4000))));
   assert.ok(runningMax <= 2, `two 4000-byte writes fit in 10000 bytes, not three (ran ${runningMax})`);
 });
 
@@ -312,7 +312,7 @@ test('a lost connection rejects every pending and waiting request', async () => 
   });
   const p = pool(port, { limits: { inflightRequestsMax: 2 } });
   const conn = await p.connection('n2');
-  const ops = Array.from({ length: 5 }, (_, i) => conn.request(MessageType.OP, { ...scoped, id: [4, i + 1], kind: 'flush' }));
+  const ops = Array.from({ length: 5 }, (_, i) => conn.request(MessageType.OP, { ...scoped, id: [4, i + 1], prev: null, restart: true, kind: 'flush' }));
   const settled = Promise.allSettled(ops);
   while (started < 2) await sleep(5);
   for (const c of server.connections) await c.close();
@@ -364,7 +364,7 @@ test('backpressure: a receiver behind stops reading a sender that ignores its li
   });
   // This sender allows itself 100 in flight; the receiver takes 2 at a time all the same.
   const conn = await pool(port, { limits: { inflightRequestsMax: 100 } }).connection('n2');
-  const acks = await Promise.all(Array.from({ length: 30 }, (_, i) => conn.request(MessageType.OP, { ...scoped, id: [4, i + 1], kind: 'flush' })));
+  const acks = await Promise.all(Array.from({ length: 30 }, (_, i) => conn.request(MessageType.OP, { ...scoped, id: [4, i + 1], prev: null, restart: true, kind: 'flush' })));
   assert.equal(acks.length, 30);
   assert.ok(runningMax <= 2, `receiver ran ${runningMax} at once`);
   for (const c of server.connections) assert.deepEqual(c.incoming, { requests: 0, bytes: 0 });

@@ -29,13 +29,13 @@ test('gate lets well-formed requests through', () => {
   assert.equal(verdict(MessageType.PING, {}), null);
   assert.equal(verdict(MessageType.PING, { hlc: 5n }), null);
   assert.equal(verdict(MessageType.PING, {}, undefined, 1), null);
-  assert.equal(verdict(MessageType.OP, { ...scoped, id: [7, 1], kind: 'write', offset: SIZE - 4, fua: false }, Buffer.alloc(4)), null);
-  assert.equal(verdict(MessageType.OP, { ...scoped, id: [7, 2], kind: 'zero', offset: 0, length: SIZE, fua: true, mayTrim: true }), null);
-  assert.equal(verdict(MessageType.OP, { ...scoped, id: [7, 3], kind: 'flush' }), null);
-  assert.equal(verdict(MessageType.OP, { ...scoped, id: [7, 4], kind: 'snapshot', name: 's1' }), null);
-  assert.equal(verdict(MessageType.OP, { ...scoped, id: [7, 5], kind: 'snapshot-delete', name: 's1' }), null);
-  assert.equal(verdict(MessageType.OP, { ...scoped, id: [7, 6], kind: 'revert', snapshot: 's1' }), null);
-  assert.equal(verdict(MessageType.OP, { ...scoped, id: [7, 7], kind: 'resize', sizeBytes: 2 * SIZE }), null);
+  assert.equal(verdict(MessageType.OP, { ...scoped, id: [7, 1], prev: null, restart: true, kind: 'write', offset: SIZE - 4, fua: false }, Buffer.alloc(4)), null);
+  assert.equal(verdict(MessageType.OP, { ...scoped, id: [7, 2], prev: null, restart: true, kind: 'zero', offset: 0, length: SIZE, fua: true, mayTrim: true }), null);
+  assert.equal(verdict(MessageType.OP, { ...scoped, id: [7, 3], prev: null, restart: true, kind: 'flush' }), null);
+  assert.equal(verdict(MessageType.OP, { ...scoped, id: [7, 4], prev: null, restart: true, kind: 'snapshot', name: 's1' }), null);
+  assert.equal(verdict(MessageType.OP, { ...scoped, id: [7, 5], prev: null, restart: true, kind: 'snapshot-delete', name: 's1' }), null);
+  assert.equal(verdict(MessageType.OP, { ...scoped, id: [7, 6], prev: null, restart: true, kind: 'revert', snapshot: 's1' }), null);
+  assert.equal(verdict(MessageType.OP, { ...scoped, id: [7, 7], prev: null, restart: true, kind: 'resize', sizeBytes: 2 * SIZE }), null);
   assert.equal(verdict(MessageType.ACK, { disk: 'vm1', epoch: 7, id: [7, 7] }), null);
   assert.equal(verdict(MessageType.CONFIGURE, { ...scoped, disk: 'new', epoch: 1, chain: ['n1', 'n2'], sizeBytes: SIZE }), null);
   assert.equal(verdict(MessageType.CONFIGURE, { ...scoped, epoch: 8, chain: ['n1'], sizeBytes: SIZE }), null);
@@ -59,34 +59,34 @@ test('gate: a well-formed body of bounded size', () => {
   const header = decodeHeader(Buffer.concat(encodeFrame(MessageType.OP, 0, 1n, encodeBody(undefined))).subarray(0, 32));
   const bad = validatePeerRequest(ctx(), header, { meta: null, payload: null, malformed: 'not a msgpack map' });
   refused(bad, ClusterErrorCode.PROTOCOL, 'OP body malformed: not a msgpack map');
-  refused(verdict(MessageType.OP, { ...scoped, id: [7, 1], kind: 'snapshot', name: 'x'.repeat(5000) }), ClusterErrorCode.LIMIT, /^OP fields of 50\d\d bytes exceed 4096$/);
+  refused(verdict(MessageType.OP, { ...scoped, id: [7, 1], prev: null, restart: true, kind: 'snapshot', name: 'x'.repeat(5000) }), ClusterErrorCode.LIMIT, /^OP fields of 50\d\d bytes exceed 4096$/);
 });
 
 test('gate: required fields present and well typed', () => {
-  refused(verdict(MessageType.OP, { ...scoped, id: [7, 1], kind: 'explode' }), ClusterErrorCode.PROTOCOL, 'OP kind "explode" is not one of write, zero, trim, flush, snapshot, snapshot-delete, revert, resize');
+  refused(verdict(MessageType.OP, { ...scoped, id: [7, 1], prev: null, restart: true, kind: 'explode' }), ClusterErrorCode.PROTOCOL, 'OP kind "explode" is not one of write, zero, trim, flush, snapshot, snapshot-delete, revert, resize');
   refused(verdict(MessageType.IO, { ...scoped }), ClusterErrorCode.PROTOCOL, /^IO kind absent is not one of read, write/);
   refused(verdict(MessageType.OP, { ...scoped, kind: 'flush' }), ClusterErrorCode.PROTOCOL, 'OP FLUSH field id must be an op id [epoch, n], is absent');
-  refused(verdict(MessageType.OP, { ...scoped, id: [7, -1], kind: 'flush' }), ClusterErrorCode.PROTOCOL, 'OP FLUSH field id must be an op id [epoch, n], is a list');
-  refused(verdict(MessageType.OP, { ...scoped, hlc: 5, id: [7, 1], kind: 'flush' }), ClusterErrorCode.PROTOCOL, 'OP FLUSH field hlc must be a 64-bit unsigned integer, is number 5');
+  refused(verdict(MessageType.OP, { ...scoped, id: [7, -1], prev: null, restart: true, kind: 'flush' }), ClusterErrorCode.PROTOCOL, 'OP FLUSH field id must be an op id [epoch, n], is a list');
+  refused(verdict(MessageType.OP, { ...scoped, hlc: 5, id: [7, 1], prev: null, restart: true, kind: 'flush' }), ClusterErrorCode.PROTOCOL, 'OP FLUSH field hlc must be a 64-bit unsigned integer, is number 5');
   refused(verdict(MessageType.IO, { ...scoped, kind: 'read', offset: 1.5, length: 1 }), ClusterErrorCode.PROTOCOL, 'IO READ field offset must be a non-negative integer, is number 1.5');
   refused(verdict(MessageType.IO, { ...scoped, disk: '', kind: 'flush' }), ClusterErrorCode.PROTOCOL, 'IO FLUSH field disk must be a non-empty string, is ""');
-  refused(verdict(MessageType.OP, { ...scoped, id: [7, 1], kind: 'zero', offset: 0, length: 1, fua: 'yes', mayTrim: true }), ClusterErrorCode.PROTOCOL, 'OP ZERO field fua must be a boolean, is "yes"');
+  refused(verdict(MessageType.OP, { ...scoped, id: [7, 1], prev: null, restart: true, kind: 'zero', offset: 0, length: 1, fua: 'yes', mayTrim: true }), ClusterErrorCode.PROTOCOL, 'OP ZERO field fua must be a boolean, is "yes"');
   refused(verdict(MessageType.CONFIGURE, { ...scoped, chain: [], sizeBytes: 1 }), ClusterErrorCode.PROTOCOL, 'CONFIGURE field chain must be a non-empty list of non-empty strings, is a list');
   refused(verdict(MessageType.EXTENTS, { ...scoped, snapshot: 's1', offset: 0, length: 1 }), ClusterErrorCode.PROTOCOL, 'EXTENTS field since must be null or a non-empty string, is absent');
   refused(verdict(MessageType.PING, { hlc: 'soon' }), ClusterErrorCode.PROTOCOL, 'PING field hlc must be absent or a 64-bit unsigned integer, is "soon"');
 });
 
 test('gate: data only where a write carries it, reads within a frame', () => {
-  refused(verdict(MessageType.OP, { ...scoped, id: [7, 1], kind: 'write', offset: 0, fua: false }), ClusterErrorCode.PROTOCOL, 'OP WRITE has no data');
-  refused(verdict(MessageType.OP, { ...scoped, id: [7, 1], kind: 'write', offset: 0, fua: false }, Buffer.alloc(0)), ClusterErrorCode.PROTOCOL, 'OP WRITE of 0 bytes');
+  refused(verdict(MessageType.OP, { ...scoped, id: [7, 1], prev: null, restart: true, kind: 'write', offset: 0, fua: false }), ClusterErrorCode.PROTOCOL, 'OP WRITE has no data');
+  refused(verdict(MessageType.OP, { ...scoped, id: [7, 1], prev: null, restart: true, kind: 'write', offset: 0, fua: false }, Buffer.alloc(0)), ClusterErrorCode.PROTOCOL, 'OP WRITE of 0 bytes');
   refused(verdict(MessageType.IO, { ...scoped, kind: 'flush' }, Buffer.alloc(3)), ClusterErrorCode.PROTOCOL, 'IO FLUSH carries 3 bytes of data it does not take');
   refused(verdict(MessageType.IO, { ...scoped, kind: 'read', offset: 0, length: Size.PAYLOAD_BYTES_MAX + 1 }), ClusterErrorCode.LIMIT, 'IO READ of 8388609 bytes exceeds 8388608');
   refused(verdict(MessageType.READ_SNAP, { ...scoped, snapshot: 's', offset: 0, length: Size.PAYLOAD_BYTES_MAX + 1 }), ClusterErrorCode.LIMIT, 'READ_SNAP of 8388609 bytes exceeds 8388608');
 });
 
 test('gate: the disk known here, at our epoch, IO at its head', () => {
-  refused(verdict(MessageType.OP, { ...scoped, disk: 'vm9', id: [7, 1], kind: 'flush' }), ClusterErrorCode.DISK_NOT_FOUND, 'OP FLUSH for disk vm9, unknown here');
-  const stale = verdict(MessageType.OP, { ...scoped, epoch: 6, id: [6, 1], kind: 'flush' });
+  refused(verdict(MessageType.OP, { ...scoped, disk: 'vm9', id: [7, 1], prev: null, restart: true, kind: 'flush' }), ClusterErrorCode.DISK_NOT_FOUND, 'OP FLUSH for disk vm9, unknown here');
+  const stale = verdict(MessageType.OP, { ...scoped, epoch: 6, id: [6, 1], prev: null, restart: true, kind: 'flush' });
   refused(stale, ClusterErrorCode.STALE_EPOCH, 'OP FLUSH for disk vm1 at epoch 6, older than ours 7');
   assert.equal(stale!.current, 7);
   refused(verdict(MessageType.CONFIGURE, { ...scoped, epoch: 6, chain: ['n1'], sizeBytes: 1 }), ClusterErrorCode.STALE_EPOCH, 'CONFIGURE for disk vm1 at epoch 6, older than ours 7');
@@ -97,7 +97,7 @@ test('gate: the disk known here, at our epoch, IO at its head', () => {
 
 test('gate: offset+length within the disk', () => {
   refused(
-    verdict(MessageType.OP, { ...scoped, id: [7, 1], kind: 'write', offset: SIZE - 4, fua: false }, Buffer.alloc(5)),
+    verdict(MessageType.OP, { ...scoped, id: [7, 1], prev: null, restart: true, kind: 'write', offset: SIZE - 4, fua: false }, Buffer.alloc(5)),
     ClusterErrorCode.INVALID,
     'OP WRITE past the end: offset+length 10737418241 > size 10737418240',
   );

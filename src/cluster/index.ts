@@ -43,3 +43,8 @@ export type {
   ExtentsReply,
   ReadSnapBody,
 } from './peer/index.ts';
+export { Coordinator, leaseTtlSDefault, connectTimeoutMsDefault, liveIntervalMsDefault, secretBytes } from './coord/coordinator.ts';
+export type { CoordinatorOptions, CoordinatorEvents, JoinOptions, NodeView, VersionedDisk } from './coord/coordinator.ts';
+export { checkNodeId, etcdPrefixDefault, normalizePrefix } from './coord/keys.ts';
+export { etcdRequestKinds } from './coord/etcd.ts';
+export type { EtcdRequestCounts, EtcdRequestKind } from './coord/etcd.ts';

@@ -10,6 +10,8 @@ import { wireObject } from './schema.ts';
 import { ApiErrorCode } from './client/wire.ts';
 import type {
   CloneRequest,
+  ClusterNode,
+  ClusterStatus,
   CompactStats,
   CreateDiskRequest,
   CreateSnapshotRequest,
@@ -293,6 +295,16 @@ export const openApiDocument = {
         responses: { '200': { description: 'The node', ...json(ref('NodeInfo')) }, ...commonErrors },
       },
     },
+    '/api/v1/cluster': {
+      get: {
+        operationId: 'getCluster',
+        summary: "List the cluster's nodes: state, zone, endpoints, controller, space",
+        description:
+          'Every member of the cluster, up (its etcd lease lives) or down, from the node\'s cache of etcd: it answers while etcd is unreachable, with what it saw last. ' +
+          'A node started without etcd answers with itself alone (id `local`, up, controller).',
+        responses: { '200': { description: 'The nodes', ...json(ref('ClusterStatus')) }, ...commonErrors },
+      },
+    },
     '/api/v1/compact': {
       post: {
         operationId: 'compact',
@@ -366,6 +378,21 @@ export const openApiDocument = {
           fullRatio: { type: 'number' },
         },
       }),
+      ClusterNode: wireObject<ClusterNode>()({
+        required: ['id', 'state', 'zone', 'api', 'nbd', 'peer', 'controller', 'capacityBytes', 'usedBytes'],
+        properties: {
+          id: { type: 'string', description: 'Node id (`--node-id`); `local` for a node without etcd' },
+          state: { type: 'string', enum: ['up', 'down'], description: 'up while its etcd lease lives' },
+          zone: { type: 'string', description: 'Failure domain (`--zone`)' },
+          api: { type: 'string', description: 'HOST:PORT of its HTTP API, as advertised' },
+          nbd: { type: 'string', description: 'HOST:PORT of its NBD server, as advertised' },
+          peer: { type: ['string', 'null'], description: 'HOST:PORT of its peer protocol; null without etcd' },
+          controller: { type: 'boolean', description: "Whether it is the cluster's controller" },
+          capacityBytes: { type: 'integer', description: 'Usable bytes of its store; 0 while down' },
+          usedBytes: { type: 'integer', description: 'Bytes of its store in use; 0 while down' },
+        },
+      }),
+      ClusterStatus: wireObject<ClusterStatus>()({ required: ['nodes'], properties: { nodes: { type: 'array', items: ref('ClusterNode') } } }),
       NodeInfo: wireObject<NodeInfo>()({
         required: ['version', 'dataDir', 'nbd', 'api', 'pid', 'uptimeMs', 'disks', 'readOnly', 'stats', 'space', 'drive', 'scrub'],
         properties: {

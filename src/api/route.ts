@@ -9,7 +9,7 @@ import type { InstantRestores } from '../hydrate/index.ts';
 import type { Logger } from '../observe/index.ts';
 import type { JsonReply, StreamReply } from './http.ts';
 import type { BodySpec } from './validate.ts';
-import type { NbdEndpoints, NodeInfo, ScrubStatus } from './client/wire.ts';
+import type { ClusterStatus, NbdEndpoints, NodeInfo, ScrubStatus } from './client/wire.ts';
 
 /** HTTP methods the API uses. */
 export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -40,6 +40,8 @@ export interface RouteContext {
   scrubs: ScrubRunner | null;
   /** Opens a disk's head (snap null) or a snapshot for the data routes; the caller closes it. */
   openVolume: (disk: string, snap: string | null) => Volume;
+  /** The cluster's nodes (GET /cluster): the node's coordinator's view, or this node alone. */
+  clusterStatus: () => ClusterStatus;
 }
 
 /** What a handler sees of its request besides path parameters and a JSON body. */

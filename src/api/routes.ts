@@ -75,6 +75,7 @@ export const routes: readonly Route[] = [
   route('POST', '/disks/{name}/flush', null, flushDisk),
   route('POST', '/snapshots', { name: 'string', disks: 'strings' }, snapshotGroup),
   route('GET', '/node', null, async (_p, _b, { nodeInfo }) => ({ status: 200, body: await nodeInfo() })),
+  route('GET', '/cluster', null, (_p, _b, { clusterStatus }) => ({ status: 200, body: clusterStatus() })),
   route('POST', '/compact', null, async (_p, _b, { store }) => ({ status: 200, body: compactStatsWire(await store.compact()) })),
   route('GET', '/openapi.json', null, () => ({ status: 200, body: openApiDocument })),
   ...instantRestoreRoutes,

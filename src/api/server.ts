@@ -14,7 +14,7 @@ import { disksChangedBy, guardDisk } from './instant-restore.ts';
 import { changesStore, matchRoute } from './routes.ts';
 import type { NodeFacts, RequestContext, RouteContext } from './route.ts';
 import { driveHealthWire, spaceWire, storeStatsWire } from './to-wire.ts';
-import type { NodeInfo } from './client/wire.ts';
+import type { ClusterNode, NodeInfo } from './client/wire.ts';
 
 /** What the API's routes serve; a node attaches them once its store is open (ApiServer.attach). */
 export interface ApiServices {
@@ -30,6 +30,8 @@ export interface ApiServices {
   scrubs?: ScrubRunner;
   /** Opens the volumes of the disk data routes (the node's counts their I/O). Default: the store's. */
   openVolume?: (disk: string, snap: string | null) => Volume;
+  /** The cluster's nodes for GET /cluster (a node in cluster mode). Default: this node alone, up and its own controller. */
+  clusterNodes?: () => ClusterNode[];
 }
 
 /** The node's probes and metrics, served outside /api/v1 (docs/observability.md). */
@@ -132,6 +134,23 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
       backups: services.backups ?? null,
       scrubs: services.scrubs ?? null,
       openVolume: services.openVolume ?? ((disk, snap) => store.openVolume(disk, snap)),
+      clusterStatus: () => ({ nodes: services.clusterNodes?.() ?? [singleNode()] }),
+    };
+    // A node without etcd is a cluster of one, so that `cluster status` works everywhere.
+    const singleNode = (): ClusterNode => {
+      const tcp = services.nodeFacts?.().nbd?.tcp ?? null;
+      const space = store.space();
+      return {
+        id: 'local',
+        state: 'up',
+        zone: 'default',
+        api: apiUrl === null ? '' : new URL(apiUrl).host,
+        nbd: tcp === null ? '' : `${tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host}:${tcp.port}`,
+        peer: null,
+        controller: true,
+        capacityBytes: space.usableBytes,
+        usedBytes: space.usedBytes,
+      };
     };
   };
   if (opts.store !== undefined) attach({ ...opts, store: opts.store });

@@ -1,4 +1,4 @@
-import type { ApiClient, NodeSpace, ScrubReport, ScrubStatus } from '../api/client/index.ts';
+import type { ApiClient, ClusterStatus, NodeSpace, ScrubReport, ScrubStatus } from '../api/client/index.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
 import { formatTime, jsonOption, percent as percentOf, printJson, progressLine } from './output.ts';
 import { formatSize, parseDiskSize, parseSize } from './size.ts';
@@ -283,6 +283,8 @@ export const commands: Command[] = [
       if (warning !== null) io.stderr(`warning: ${warning}\n`);
     },
   },
+  clusterStatusCommand('cluster status', "Show the cluster's nodes: state, zone, endpoints, the controller, space used", ['tessera cluster status', 'tessera --api http://10.0.0.5:7480 cluster status --json']),
+  clusterStatusCommand('node list', "List the cluster's nodes (as cluster status)", ['tessera node list', 'tessera node list --json | jq -r \'.nodes[] | select(.state == "down") | .id\'']),
   {
     name: 'compact',
     args: [],
@@ -323,6 +325,41 @@ export const commands: Command[] = [
     },
   },
 ];
+
+/** `cluster status` and `node list`: the same table of GET /cluster. */
+function clusterStatusCommand(name: string, summary: string, examples: string[]): Command {
+  return {
+    name,
+    args: [],
+    summary,
+    options: { json: jsonOption },
+    examples,
+    usesApi: true,
+    async run({ values, io, client }) {
+      const s = await client().clusterStatus();
+      if (values.json) return printJson(io, s);
+      io.stdout(clusterTable(s));
+    },
+  };
+}
+
+/** The nodes as a table, the controller marked. */
+function clusterTable(s: ClusterStatus): string {
+  const rows = s.nodes.map((n) => [
+    n.id,
+    n.state,
+    n.controller ? 'yes' : '-',
+    n.zone,
+    n.api,
+    n.nbd,
+    n.peer ?? '-',
+    n.state === 'up' ? formatSize(n.usedBytes) : '-',
+    n.state === 'up' ? formatSize(n.capacityBytes) : '-',
+  ]);
+  const up = s.nodes.filter((n) => n.state === 'up').length;
+  const table = formatTable({ headers: ['ID', 'STATE', 'CONTROLLER', 'ZONE', 'API', 'NBD', 'PEER', 'USED', 'CAPACITY'], rows, align: ['left', 'left', 'left', 'left', 'left', 'left', 'left', 'right', 'right'] });
+  return `${table}${plural(s.nodes.length, 'node')}, ${up} up\n`;
+}
 
 /** `0.873` as `87%`. */
 function percent(ratio: number): string {

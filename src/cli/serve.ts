@@ -54,6 +54,41 @@ function positive(parse: (text: string) => number, hint: string): (text: string)
   };
 }
 
+/** The cluster options of `serve`, checked; undefined without --etcd (then none of them may be given). */
+function clusterOptions(values: Record<string, string | boolean | undefined>): { etcd: string[]; nodeId: string; advertise?: string; zone?: string; prefix?: string; peerPort: number; leaseTtlS?: number; secretFile?: string } | undefined {
+  const str = (name: string): string | undefined => (typeof values[name] === 'string' ? (values[name] as string) : undefined);
+  const only = ['node-id', 'advertise', 'zone', 'etcd-prefix', 'peer-port', 'lease-ttl', 'cluster-secret-file'];
+  const etcd = str('etcd');
+  if (etcd === undefined) {
+    const given = only.find((o) => values[o] !== undefined);
+    if (given !== undefined) throw usageError(`--${given} is an option of cluster mode: give --etcd URL too`);
+    return undefined;
+  }
+  const urls = etcd.split(',').map((u) => u.trim());
+  for (const u of urls) {
+    let url: URL | null = null;
+    try {
+      url = new URL(u);
+    } catch {}
+    if (url === null || (url.protocol !== 'http:' && url.protocol !== 'https:')) throw usageError(`invalid --etcd '${u}': expected http://HOST:PORT (several separated by commas)`);
+  }
+  const nodeId = str('node-id');
+  if (nodeId === undefined) throw usageError('--etcd needs --node-id ID: the name of this node in the cluster, for life');
+  for (const o of ['advertise', 'zone']) if (str(o) === '') throw usageError(`--${o} must not be empty`);
+  const ttl = str('lease-ttl');
+  if (ttl !== undefined && !(/^\d{1,4}$/.test(ttl) && Number(ttl) >= 2 && Number(ttl) <= 3600)) throw usageError(`invalid --lease-ttl '${ttl}': expected a whole number of seconds from 2 to 3600`);
+  return {
+    etcd: urls,
+    nodeId,
+    advertise: str('advertise'),
+    zone: str('zone'),
+    prefix: str('etcd-prefix'),
+    peerPort: parsePort('peer-port', values['peer-port'], 0),
+    leaseTtlS: ttl === undefined ? undefined : Number(ttl),
+    secretFile: str('cluster-secret-file'),
+  };
+}
+
 /** `tessera serve`: runs a node until SIGINT or SIGTERM. */
 export const serveCommand: Command = {
   name: 'serve',
@@ -73,6 +108,14 @@ export const serveCommand: Command = {
     'log-format': { type: 'string', valueName: 'FORMAT', description: 'Log records on stderr as json or text lines (default: text when stderr is a terminal, else json)' },
     'scrub-rate': { type: 'string', valueName: 'SIZE', description: 'Bytes a second the background scrub reads, e.g. 4M; 0 turns it off (default: 4M)' },
     'scrub-interval': { type: 'string', valueName: 'DURATION', description: 'Time between the starts of two background scrub passes, e.g. 12h, 7d (default: 1d)' },
+    etcd: { type: 'string', valueName: 'URL[,URL...]', description: 'Run as a node of the cluster coordinated by this etcd (docs/cluster.md); needs --node-id' },
+    'node-id': { type: 'string', valueName: 'ID', description: 'The node\'s id in the cluster, for life: 1 to 64 of A-Z a-z 0-9 . _ -' },
+    advertise: { type: 'string', valueName: 'HOST', description: 'Host the other nodes and clients reach this node at (default: --host)' },
+    zone: { type: 'string', valueName: 'ZONE', description: 'Failure domain of the node, e.g. a rack (default: default)' },
+    'etcd-prefix': { type: 'string', valueName: 'PREFIX', description: 'Prefix of the cluster\'s etcd keys; clusters may share an etcd under different ones (default: /tessera/)' },
+    'peer-port': { type: 'string', valueName: 'PORT', description: 'Port of the peer protocol between nodes; 0 picks a free one (default: 0)' },
+    'lease-ttl': { type: 'string', valueName: 'SECONDS', description: 'Seconds after which a node that stopped answering etcd counts as down (default: 10)' },
+    'cluster-secret-file': { type: 'string', valueName: 'FILE', description: 'File holding the cluster secret, 32 bytes in base64; checked against the cluster\'s (default: the cluster makes its own)' },
   },
   examples: [
     'tessera serve',
@@ -81,6 +124,7 @@ export const serveCommand: Command = {
     'tessera serve --log-level debug --log-format json 2>>node.log',
     'tessera serve --data /mnt/rescued/tessera --read-only   # then nbdcopy or backup create the disks off it',
     'tessera serve --scrub-rate 16M --scrub-interval 12h',
+    'tessera serve --data /srv/tessera --host 10.0.0.5 --etcd http://10.0.0.1:2379 --node-id n1 --zone rack1',
   ],
   usesApi: false,
   async run({ values, io }) {
@@ -102,6 +146,7 @@ export const serveCommand: Command = {
       rateBytesPerSecond: option(values['scrub-rate'], 'scrub-rate', parseSize, undefined),
       intervalMs: option(values['scrub-interval'], 'scrub-interval', positive(parseDuration, 'use --scrub-rate 0 to turn the background scrub off'), undefined),
     };
+    const cluster = clusterOptions(values);
     // Loaded here, as the node is below: client commands load none of the server side.
     const { Logger, parseLogFormat, parseLogLevel } = await import('../observe/index.ts');
     const level = option(values['log-level'], 'log-level', parseLogLevel, 'info');
@@ -113,7 +158,7 @@ export const serveCommand: Command = {
     const { startNode } = await import('../node/index.ts');
     let node;
     try {
-      node = await startNode({ dataDir, host, nbdPort, apiPort, socketPath, log: root, space, readOnly, scrub });
+      node = await startNode({ dataDir, host, nbdPort, apiPort, socketPath, log: root, space, readOnly, scrub, ...(cluster !== undefined ? { cluster } : {}) });
     } catch (err) {
       throw new CliError(CliErrorCode.FAILED, `cannot start the node: ${(err as Error).message}`, { cause: err });
     }

@@ -72,6 +72,15 @@ export class NodeMetrics {
     else this.#apiRequests.set(key, { labels: { method: r.method, route: r.route, status: String(r.status) }, value: 1 });
   }
 
+  /** Registers the cluster's metrics (a node in cluster mode): the etcd requests it made, by kind; whether it is the controller. */
+  registerCluster(src: { etcdRequests: () => Readonly<Record<string, number>>; isController: () => boolean }): void {
+    const r = this.registry;
+    r.counter('tessera_etcd_requests_total', 'Requests the node made to etcd, by kind (range, put, txn, lease-grant, lease-revoke, keepalive, watch, election)', () =>
+      Object.entries(src.etcdRequests()).map(([kind, value]) => ({ labels: { kind }, value })),
+    );
+    r.gauge('tessera_cluster_controller', "Whether this node is the cluster's controller: 1, else 0", () => [{ value: src.isController() ? 1 : 0 }]);
+  }
+
   /** Registers every Tessera metric, reading `src` at each scrape. Call once. */
   register(src: MetricSources): void {
     const r = this.registry;

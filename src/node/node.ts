@@ -18,6 +18,7 @@ import type { DirLock } from './lock.ts';
 import { checkDataDir, dataDirError } from './data-dir.ts';
 import { storeExports } from './provider.ts';
 import { tesseraVersion } from '../util/version.ts';
+import type { ClusterMode, ClusterModeOptions } from './cluster.ts';
 
 /** Options of startNode. */
 export interface NodeOptions {
@@ -56,6 +57,8 @@ export interface NodeOptions {
    * pass after the start (default the interval, at most 5 minutes).
    */
   scrub?: { rateBytesPerSecond?: number; intervalMs?: number; firstDelayMs?: number };
+  /** Cluster mode (`serve --etcd …`, docs/cluster.md); without it the node is a single node and no etcd code loads. */
+  cluster?: ClusterModeOptions;
 }
 
 /** A running node. */
@@ -80,6 +83,7 @@ export const NotReady = {
   STORE: 'recovering the store: replaying the write log tail into the index',
   RESTORES: 'reopening instant restores',
   NBD: 'NBD listeners not up yet',
+  CLUSTER: 'joining the cluster',
   CLOSING: 'shutting down',
 } as const;
 
@@ -125,6 +129,15 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     const apiAddress = await listen({ what: 'API', address: hostPort(opts.host, opts.apiPort) }, () => api.listen({ host: opts.host, port: opts.apiPort }));
     const apiUrl = `http://${hostPort(apiAddress.host, apiAddress.port)}`;
     log.info(`API listening on ${apiUrl}; ${notReady}`, { dataDir });
+
+    // The cluster first (docs/cluster.md): a wrong identity or an unreachable etcd fails before the store's recovery.
+    let cluster: ClusterMode | null = null;
+    if (opts.cluster !== undefined) {
+      if (readOnly) throw new NodeError(NodeErrorCode.INVALID, 'a read-only node serves its store alone: start it without --etcd');
+      const { connectCluster } = await import('./cluster.ts');
+      cluster = await connectCluster({ ...opts.cluster, dataDir, log: root });
+      undo.push(() => cluster!.close());
+    }
 
     let store: Store;
     try {
@@ -192,12 +205,28 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     await scrubs.start();
     undo.push(() => scrubs.close());
     metrics.register({ store, nbd, restores, scrub: () => scrubs.status() });
+    if (cluster !== null) {
+      notReady = NotReady.CLUSTER;
+      const c = cluster;
+      await c.join({
+        host: opts.host,
+        apiPort: apiAddress.port,
+        nbdPort: nbdAddress.port,
+        version: VERSION,
+        usage: () => {
+          const s = store.space();
+          return { capacityBytes: s.usableBytes, usedBytes: s.usedBytes };
+        },
+      });
+      metrics.registerCluster({ etcdRequests: () => c.coordinator.requests, isController: () => c.coordinator.isController });
+    }
     api.attach({
       store,
       restores,
       backups,
       scrubs,
       openVolume: (disk, snap) => metered(store.openVolume(disk, snap)),
+      ...(cluster !== null ? { clusterNodes: () => cluster.nodes() } : {}),
       nodeFacts: () => ({
         version: VERSION,
         dataDir,
@@ -216,6 +245,8 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
         // Order: stop taking NBD and API work, then flush and close the store, then unlock.
         closing ??= (async () => {
           notReady = NotReady.CLOSING;
+          // Leaving first: the others see the node down at once, not a lease TTL later.
+          await cluster?.close();
           await nbd.close();
           await unlink(socketPath).catch(() => {});
           await api.close();

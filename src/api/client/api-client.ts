@@ -11,6 +11,7 @@ import type {
   BackupOutcome,
   BackupRequest,
   CloneRequest,
+  ClusterStatus,
   CompactStats,
   CreateDiskRequest,
   DiskInfo,
@@ -156,6 +157,11 @@ export class ApiClient {
   /** The node: version, endpoints, space figures. */
   nodeInfo(): Promise<NodeInfo> {
     return this.request('GET', '/node');
+  }
+
+  /** The cluster's nodes (a node without etcd lists itself alone). */
+  clusterStatus(): Promise<ClusterStatus> {
+    return this.request('GET', '/cluster');
   }
 
   /** Runs one compaction pass. */

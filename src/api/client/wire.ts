@@ -281,6 +281,33 @@ export interface NodeInfo {
   scrub: ScrubStatus | null;
 }
 
+/** One node of the cluster, as GET /cluster lists it (docs/cluster.md, "Contract"). */
+export interface ClusterNode {
+  /** The node's id (`--node-id`); `local` for a node without etcd. */
+  id: string;
+  /** up while its lease lives; down while it is a member without one. */
+  state: 'up' | 'down';
+  /** Its failure domain (`--zone`). */
+  zone: string;
+  /** `HOST:PORT` of its HTTP API, as advertised. */
+  api: string;
+  /** `HOST:PORT` of its NBD server, as advertised. */
+  nbd: string;
+  /** `HOST:PORT` of its peer protocol, as advertised; null for a node without etcd. */
+  peer: string | null;
+  /** Whether it is the cluster's controller (a node without etcd is its own). */
+  controller: boolean;
+  /** Usable bytes of its store (0 while down). */
+  capacityBytes: number;
+  /** Bytes of its store in use (0 while down). */
+  usedBytes: number;
+}
+
+/** What GET /cluster answers. */
+export interface ClusterStatus {
+  nodes: ClusterNode[];
+}
+
 /** POST /disks. */
 export interface CreateDiskRequest {
   name: string;

@@ -1,0 +1,156 @@
+/**
+ * A node's cluster mode (docs/cluster.md): the identity its data directory remembers
+ * (`DIR/cluster.json`), the cluster secret it may be given, the peer listener and the
+ * coordinator it joins with. Loaded only by a node started with `--etcd`.
+ */
+import { readFile, rename, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:net';
+import { join } from 'node:path';
+import { checkNodeId, ClusterError, ClusterErrorCode, Coordinator, etcdPrefixDefault, normalizePrefix, secretBytes } from '../cluster/index.ts';
+import type { NodeView } from '../cluster/index.ts';
+import type { Logger } from '../observe/index.ts';
+
+/** What `serve --etcd …` asks of the node. */
+export interface ClusterModeOptions {
+  /** etcd client URLs. */
+  etcd: string[];
+  /** The node's id for life. */
+  nodeId: string;
+  /** The host others reach it at; default the listen host. */
+  advertise?: string;
+  /** Its failure domain; default `default`. */
+  zone?: string;
+  /** etcd key prefix; default `/tessera/`. */
+  prefix?: string;
+  /** Port of the peer protocol; 0 picks a free one. Default 0. */
+  peerPort?: number;
+  /** Lease TTL in seconds; default 10. */
+  leaseTtlS?: number;
+  /** A file holding the cluster secret (32 bytes, base64). */
+  secretFile?: string;
+  /** @internal Interval of the live record's rewrite (tests shorten it). */
+  liveIntervalMs?: number;
+}
+
+/** What `DIR/cluster.json` remembers: the node a data directory belongs to, and its cluster. */
+interface Identity {
+  nodeId: string;
+  clusterId: string;
+  prefix: string;
+}
+
+/** Name of the identity file in the data directory. */
+const IDENTITY_FILE = 'cluster.json';
+
+/** The identity the data directory remembers, or null for one never started in a cluster. */
+async function readIdentity(dataDir: string): Promise<Identity | null> {
+  let text: string;
+  try {
+    text = await readFile(join(dataDir, IDENTITY_FILE), 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  const v = JSON.parse(text) as Partial<Identity>;
+  if (typeof v.nodeId !== 'string' || typeof v.clusterId !== 'string' || typeof v.prefix !== 'string') {
+    throw new ClusterError(ClusterErrorCode.IDENTITY, `${join(dataDir, IDENTITY_FILE)} is not a cluster identity (nodeId, clusterId, prefix)`);
+  }
+  return { nodeId: v.nodeId, clusterId: v.clusterId, prefix: v.prefix };
+}
+
+/** Writes the identity whole (a temp file renamed over), so that a crash leaves the old or the new. */
+async function writeIdentity(dataDir: string, id: Identity): Promise<void> {
+  const path = join(dataDir, IDENTITY_FILE);
+  await writeFile(`${path}.tmp`, JSON.stringify(id, null, 2) + '\n');
+  await rename(`${path}.tmp`, path);
+}
+
+/** The secret in `--cluster-secret-file`: 32 bytes, base64 (`openssl rand -base64 32`). */
+async function readSecret(path: string): Promise<Buffer> {
+  const text = (await readFile(path, 'utf8')).trim();
+  const secret = Buffer.from(text, 'base64');
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(text) || secret.length !== secretBytes) {
+    throw new ClusterError(ClusterErrorCode.INVALID, `${path} must hold the cluster secret as ${secretBytes} bytes in base64 (e.g. made by: openssl rand -base64 32)`);
+  }
+  return secret;
+}
+
+/**
+ * The peer protocol's listener. For now it only takes the port, so that the member record names
+ * a port that is the node's: the peer protocol (cluster/peer/) serves it once it exists.
+ */
+export async function listenPeer(host: string, port: number): Promise<{ port: number; close(): Promise<void> }> {
+  const server: Server = createServer((socket) => socket.destroy());
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host, port }, () => resolve());
+  });
+  return {
+    port: (server.address() as { port: number }).port,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
+/** A node's membership in the cluster, once connected. */
+export interface ClusterMode {
+  readonly coordinator: Coordinator;
+  /** Joins with the node's endpoints (the listeners are up). */
+  join(j: { host: string; apiPort: number; nbdPort: number; version: string; usage: () => { capacityBytes: number; usedBytes: number } }): Promise<void>;
+  /** The nodes for GET /cluster. */
+  nodes(): NodeView[];
+  /** Leaves the cluster (the node shows down at once) and closes the peer listener. */
+  close(): Promise<void>;
+}
+
+function hostPort(host: string, port: number): string {
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+/**
+ * Connects the node to its cluster before its store opens, so that a wrong setting fails fast:
+ * checks the node id, the identity the data directory remembers, reaches etcd (or fails naming
+ * the URLs tried) and takes the cluster record, then remembers the identity.
+ */
+export async function connectCluster(opts: ClusterModeOptions & { dataDir: string; log: Logger }): Promise<ClusterMode> {
+  const nodeId = checkNodeId(opts.nodeId);
+  const prefix = normalizePrefix(opts.prefix ?? etcdPrefixDefault);
+  const known = await readIdentity(opts.dataDir);
+  const belongs = (id: Identity): string => `node ${id.nodeId} of cluster ${id.clusterId} (etcd prefix ${id.prefix})`;
+  if (known !== null && (known.nodeId !== nodeId || known.prefix !== prefix)) {
+    throw new ClusterError(ClusterErrorCode.IDENTITY, `the data directory ${opts.dataDir} belongs to ${belongs(known)}, not to node ${nodeId} under etcd prefix ${prefix}`);
+  }
+  const secret = opts.secretFile === undefined ? null : await readSecret(opts.secretFile);
+  const coordinator = await Coordinator.connect({ etcd: opts.etcd, nodeId, prefix, leaseTtlS: opts.leaseTtlS, secret, log: opts.log, liveIntervalMs: opts.liveIntervalMs });
+  let peer: { port: number; close(): Promise<void> } | null = null;
+  try {
+    if (known !== null && known.clusterId !== coordinator.clusterId) {
+      throw new ClusterError(ClusterErrorCode.IDENTITY, `the data directory ${opts.dataDir} belongs to ${belongs(known)}; etcd at ${opts.etcd.join(', ')} holds cluster ${coordinator.clusterId} under that prefix`);
+    }
+    if (known === null) await writeIdentity(opts.dataDir, { nodeId, clusterId: coordinator.clusterId, prefix });
+  } catch (err) {
+    await coordinator.close();
+    throw err;
+  }
+  return {
+    coordinator,
+    async join(j) {
+      const host = opts.advertise ?? j.host;
+      peer = await listenPeer(j.host, opts.peerPort ?? 0);
+      await coordinator.join({
+        zone: opts.zone ?? 'default',
+        api: hostPort(host, j.apiPort),
+        nbd: hostPort(host, j.nbdPort),
+        peer: hostPort(host, peer.port),
+        version: j.version,
+        protocol: [1, 2],
+        // Load comes with the chain's I/O; until then a node reports none.
+        usage: () => ({ ...j.usage(), load: 0 }),
+      });
+    },
+    nodes: () => coordinator.nodes(),
+    async close() {
+      await coordinator.close();
+      await peer?.close();
+    },
+  };
+}

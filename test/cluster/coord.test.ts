@@ -1,0 +1,108 @@
+/**
+ * The coordination layer on a real etcd, in-process (docs/cluster.md, "etcd"): disk records by
+ * compare-and-swap, owners under the lease, clusters under different prefixes apart, the cache
+ * through an etcd restart, and the lease given back by close().
+ */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { ClusterError, Coordinator } from '../../src/cluster/index.ts';
+import type { DiskRecord } from '../../src/cluster/index.ts';
+import { cleanup, startEtcd, until } from '../helpers/index.ts';
+import type { EtcdServer } from '../helpers/index.ts';
+
+let etcd: EtcdServer;
+const open: Coordinator[] = [];
+before(async () => {
+  etcd = await startEtcd();
+});
+after(async () => {
+  for (const c of open) await c.close();
+  await cleanup();
+});
+
+/** A coordinator joined as `id` under `prefix`. */
+async function member(id: string, prefix: string, rank = 0): Promise<Coordinator> {
+  const c = await Coordinator.connect({ etcd: [etcd.url], nodeId: id, prefix, leaseTtlS: 2 });
+  open.push(c);
+  await c.join({ zone: 'default', api: `127.0.0.1:${id}`, nbd: '127.0.0.1:1', peer: '127.0.0.1:2', version: 'test', protocol: [1, 2], usage: () => ({ capacityBytes: 1000, usedBytes: 10, load: 0 }), rank: () => rank });
+  return c;
+}
+
+const disk = (name: string, epoch = 1): DiskRecord => ({
+  name,
+  sizeBytes: 1 << 30,
+  createdMs: Date.now(),
+  origin: null,
+  policy: { replicas: 2, failureDomain: 'node' },
+  epoch,
+  chain: [{ node: 'a1', state: 'healthy' }, { node: 'a2', state: 'healthy' }],
+  away: [],
+  sync: null,
+});
+
+const code = (c: string) => (err: unknown) => err instanceof ClusterError && err.code === c;
+
+test('disk records change by compare-and-swap, every member sees them; owners are taken once, under the lease', async () => {
+  const a = await member('a1', '/cas/');
+  const b = await member('a2', '/cas/', 1);
+  const rev = await a.createDisk(disk('vm1'));
+  await assert.rejects(b.createDisk(disk('vm1')), code('CLUSTER_DISK_EXISTS'));
+  await b.reach(rev);
+  const seen = b.disk('vm1')!;
+  assert.equal(seen.modRevision, rev);
+  assert.equal(seen.record.epoch, 1);
+  // Two writers from the same revision: one wins, the other gets CONFLICT.
+  const won = await a.updateDisk(disk('vm1', 2), seen.modRevision);
+  await assert.rejects(b.updateDisk(disk('vm1', 3), seen.modRevision), code('CLUSTER_CONFLICT'));
+  await b.reach(won);
+  assert.equal(b.disk('vm1')!.record.epoch, 2);
+  const events: string[] = [];
+  a.on('disk', (name, d) => events.push(`${name}:${d === null ? 'gone' : d.record.epoch}`));
+  await assert.rejects(b.deleteDisk('vm1', seen.modRevision), code('CLUSTER_CONFLICT'));
+  await a.reach(await b.deleteDisk('vm1', won));
+  assert.equal(a.disk('vm1'), null);
+  assert.deepEqual(events, ['vm1:gone']);
+
+  const t1 = await a.takeOwner('vm2', 5);
+  assert.deepEqual(t1, { taken: true, owner: { node: 'a1', epoch: 5 } });
+  assert.deepEqual(await b.takeOwner('vm2', 6), { taken: false, owner: { node: 'a1', epoch: 5 } });
+  // The owner key goes with its node's lease.
+  await a.close();
+  await until(() => b.cache.get('owners/vm2') === undefined, 10_000, 'the owner key gone with the lease', 50);
+  assert.equal((await b.takeOwner('vm2', 6)).taken, true);
+});
+
+test('two clusters under different prefixes on one etcd do not see each other', async () => {
+  const x = await member('same', '/x/');
+  const y = await member('same', '/y/');
+  assert.notEqual(x.clusterId, y.clusterId);
+  assert.ok(!x.secret.equals(y.secret));
+  await y.reach(await x.createDisk(disk('only-x')));
+  await until(() => x.isController && y.isController, 10_000, 'each its own controller', 50);
+  assert.deepEqual(x.nodes().map((n) => n.id), ['same']);
+  assert.deepEqual(y.nodes().map((n) => n.id), ['same']);
+  assert.equal(y.disk('only-x'), null);
+  assert.equal(y.disks().length, 0);
+  // A prefix is a directory: /x/ and /xy/ are apart too.
+  const xy = await member('other', '/xy');
+  assert.deepEqual(xy.nodes().map((n) => n.id), ['other']);
+  assert.deepEqual(x.nodes().map((n) => n.id), ['same']);
+});
+
+test('the cache outlives an etcd restart: it serves meanwhile, resumes, and sees a change made after', async () => {
+  const a = await member('r1', '/restart/');
+  const b = await member('r2', '/restart/', 1);
+  await until(() => a.isController, 10_000, 'r1 controller', 50);
+  await etcd.kill();
+  await until(() => !a.cache.following && !b.cache.following, 10_000, 'the watches broken', 50);
+  // Served from the cache while etcd is away.
+  assert.deepEqual(a.nodes().map((n) => [n.id, n.state]), [['r1', 'up'], ['r2', 'up']]);
+  await assert.rejects(a.createDisk(disk('while-down')), code('CLUSTER_ETCD_UNAVAILABLE'));
+  await etcd.start();
+  await until(() => a.cache.following && b.cache.following, 30_000, 'the watches resumed', 100);
+  const rev = await b.createDisk(disk('after'));
+  await a.reach(rev);
+  assert.equal(a.disk('after')!.record.name, 'after');
+  // Both still members, one controller.
+  await until(() => a.nodes().every((n) => n.state === 'up') && a.isController !== b.isController, 30_000, 'both up, one controller', 100);
+});

@@ -77,6 +77,26 @@ test('three nodes join, one is controller; a node killed -9 is down within TTL +
   assert.notEqual(s2.code, 0);
 });
 
+test('a node paused past its lease shows down, and up again once it resumes', async () => {
+  const prefix = '/pause/';
+  const [sleeper, witness] = ['p1', 'p2'].map((id) => clusterNode(id, ['--etcd-prefix', prefix]));
+  await sleeper.start();
+  await witness.start();
+  const state = async (): Promise<string | undefined> => (await status(witness)).nodes.find((n) => n.id === 'p1')?.state;
+  await until(async () => (await state()) === 'up', 30_000, 'p1 up', 100);
+  sleeper.signal('SIGSTOP');
+  try {
+    await until(async () => (await state()) === 'down', (ttlS + 2) * 1000 + 5000, 'p1 down while paused', 100);
+  } finally {
+    sleeper.signal('SIGCONT');
+  }
+  // It finds its lease gone, takes a new one and joins again.
+  await until(async () => (await state()) === 'up', 30_000, 'p1 up after it resumed', 100);
+  assert.equal((await status(sleeper)).nodes.filter((n) => n.controller).length, 1);
+  await sleeper.stop();
+  await witness.stop();
+});
+
 test('a node without etcd answers cluster status with itself alone', async () => {
   const node = new TesseraNode({});
   await node.start();

@@ -136,6 +136,12 @@ export class TesseraNode {
     return result;
   }
 
+  /** Sends `signal` to the running node without waiting (SIGSTOP and SIGCONT pause and resume it). */
+  signal(signal: NodeJS.Signals): void {
+    if (!this.#child) throw new Error('node not running');
+    this.#child.kill(signal);
+  }
+
   /**
    * Stops the node with `signal` if it is running, then starts it again on the same data dir.
    * Ports change (they are ephemeral): use api/nbdUri() afresh after a restart.

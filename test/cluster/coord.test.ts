@@ -4,10 +4,13 @@
  * through an etcd restart, and the lease given back by close().
  */
 import assert from 'node:assert/strict';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { after, before, test } from 'node:test';
+import { noop } from 'cockatiel';
+import { Etcd3 } from 'etcd3';
 import { ClusterError, Coordinator } from '../../src/cluster/index.ts';
 import type { DiskRecord } from '../../src/cluster/index.ts';
-import { cleanup, startEtcd, until } from '../helpers/index.ts';
+import { cleanup, freePort, startEtcd, until } from '../helpers/index.ts';
 import type { EtcdServer } from '../helpers/index.ts';
 
 let etcd: EtcdServer;
@@ -20,9 +23,9 @@ after(async () => {
   await cleanup();
 });
 
-/** A coordinator joined as `id` under `prefix`. */
-async function member(id: string, prefix: string, rank = 0): Promise<Coordinator> {
-  const c = await Coordinator.connect({ etcd: [etcd.url], nodeId: id, prefix, leaseTtlS: 2 });
+/** A coordinator joined as `id` under `prefix` (through `url`, default etcd's own). */
+async function member(id: string, prefix: string, rank = 0, url = etcd.url): Promise<Coordinator> {
+  const c = await Coordinator.connect({ etcd: [url], nodeId: id, prefix, leaseTtlS: 2 });
   open.push(c);
   await c.join({ zone: 'default', api: `127.0.0.1:${id}`, nbd: '127.0.0.1:1', peer: '127.0.0.1:2', version: 'test', protocol: [1, 2], usage: () => ({ capacityBytes: 1000, usedBytes: 10, load: 0 }), rank: () => rank });
   return c;
@@ -105,4 +108,59 @@ test('the cache outlives an etcd restart: it serves meanwhile, resumes, and sees
   assert.equal(a.disk('after')!.record.name, 'after');
   // Both still members, one controller.
   await until(() => a.nodes().every((n) => n.state === 'up') && a.isController !== b.isController, 30_000, 'both up, one controller', 100);
+});
+
+/** A TCP relay to etcd that can be cut and restored on the same port: one client's etcd goes away while etcd stays. */
+async function relay(target: number): Promise<{ url: string; cut(): Promise<void>; restore(): Promise<void> }> {
+  const port = await freePort();
+  const sockets = new Set<Socket>();
+  let server: Server | null = null;
+  const listen = () =>
+    new Promise<void>((resolve) => {
+      server = createServer((down) => {
+        const up = createConnection({ host: '127.0.0.1', port: target });
+        for (const s of [down, up]) {
+          sockets.add(s);
+          s.on('close', () => sockets.delete(s));
+          s.on('error', () => {});
+        }
+        down.pipe(up).pipe(down);
+      });
+      server.listen(port, '127.0.0.1', () => resolve());
+    });
+  await listen();
+  return {
+    url: `http://127.0.0.1:${port}`,
+    cut: async () => {
+      const s = server!;
+      await new Promise<void>((resolve) => {
+        s.close(() => resolve());
+        for (const c of sockets) c.destroy();
+      });
+    },
+    restore: listen,
+  };
+}
+
+test('a cache whose watch comes back after etcd compacted past its revision reloads everything', async () => {
+  const r = await relay(Number(new URL(etcd.url).port));
+  const a = await member('k1', '/compact/', 0, r.url);
+  const direct = new Etcd3({ hosts: etcd.url, faultHandling: { host: () => noop, global: noop } });
+  try {
+    const resumed: string[] = [];
+    a.cache.on('resumed', (how) => resumed.push(how));
+    await r.cut();
+    await until(() => !a.cache.following, 10_000, 'the watch broken', 20);
+    await direct.put('/compact/disks/vm9').value(JSON.stringify(disk('vm9')));
+    const { header } = await direct.put('/compact/disks/vm9').value(JSON.stringify(disk('vm9', 2)));
+    await direct.kv.compact({ revision: header.revision, physical: true });
+    await r.restore();
+    await until(() => a.disk('vm9')?.record.epoch === 2, 20_000, 'vm9 seen after the reload', 50);
+    assert.ok(resumed.includes('reloaded'), `resumed: ${resumed.join(', ')}`);
+    assert.ok(a.revision >= Number(header.revision));
+  } finally {
+    direct.close();
+    await a.close();
+    await r.cut();
+  }
 });

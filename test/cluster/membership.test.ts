@@ -52,6 +52,11 @@ test('three nodes join, one is controller; a node killed -9 is down within TTL +
   assert.match(text, /^ID +STATE +CONTROLLER/);
   assert.match(text, /3 nodes, 3 up/);
 
+  // Each node counts its etcd requests in its metrics; the controller says it is one.
+  const metrics = await Promise.all(nodes.map(async (n) => (await fetch(`${n.api}/metrics`)).text()));
+  for (const m of metrics) assert.match(m, /^tessera_etcd_requests_total\{kind="keepalive"\} [1-9]/m);
+  assert.equal(metrics.filter((m) => /^tessera_cluster_controller 1$/m.test(m)).length, 1);
+
   // Kill the controller: it is down within TTL + 2 s, and another takes over.
   const controller = s.nodes.find((n) => n.controller)!.id;
   const victim = nodes[s.nodes.findIndex((n) => n.id === controller)];

@@ -4,6 +4,7 @@ import { BackupError, BackupErrorCode, type BackupErrorCodeValue } from '../back
 import { EngineError, EngineErrorCode } from '../engine/index.ts';
 import type { EngineErrorCodeValue } from '../engine/index.ts';
 import { HydrateError, HydrateErrorCode, type HydrateErrorCodeValue } from '../hydrate/index.ts';
+import { ClusterError, ClusterErrorCode, type ClusterErrorCodeValue } from '../cluster/index.ts';
 import { ApiErrorCode, type ApiErrorCodeValue } from './client/wire.ts';
 
 // The codes are part of the wire format: declared with it (wire.ts), where clients find them.
@@ -31,6 +32,9 @@ const statusOfCode: Record<ApiErrorCodeValue, number> = {
   INTERNAL: 500,
   WRONG_PASSWORD: 403,
   REPOSITORY: 502,
+  POLICY_UNMET: 409,
+  ETCD_UNAVAILABLE: 503,
+  UNAVAILABLE: 503,
 };
 
 /** The wire code of every engine error code. */
@@ -76,6 +80,30 @@ const codeOfHydrateCode: Record<HydrateErrorCodeValue, ApiErrorCodeValue> = {
 };
 
 /** The wire code of every backup repository error code (the node reads repositories for instant restores). */
+const codeOfClusterCode: Record<ClusterErrorCodeValue, ApiErrorCodeValue> = {
+  [ClusterErrorCode.INVALID]: ApiErrorCode.INVALID,
+  [ClusterErrorCode.ETCD_UNAVAILABLE]: ApiErrorCode.ETCD_UNAVAILABLE,
+  // Start-up refusals: a request never meets them; should one, it is the node's fault.
+  [ClusterErrorCode.NODE_LIVE]: ApiErrorCode.INTERNAL,
+  [ClusterErrorCode.IDENTITY]: ApiErrorCode.INTERNAL,
+  [ClusterErrorCode.NODE_NOT_FOUND]: ApiErrorCode.NOT_FOUND,
+  [ClusterErrorCode.DISK_NOT_FOUND]: ApiErrorCode.NOT_FOUND,
+  [ClusterErrorCode.DISK_EXISTS]: ApiErrorCode.EXISTS,
+  [ClusterErrorCode.POLICY_UNMET]: ApiErrorCode.POLICY_UNMET,
+  [ClusterErrorCode.STALE_EPOCH]: ApiErrorCode.UNAVAILABLE,
+  [ClusterErrorCode.EPOCH_AHEAD]: ApiErrorCode.UNAVAILABLE,
+  [ClusterErrorCode.OUT_OF_ORDER]: ApiErrorCode.UNAVAILABLE,
+  [ClusterErrorCode.PEER_UNAVAILABLE]: ApiErrorCode.UNAVAILABLE,
+  [ClusterErrorCode.NOT_HEAD]: ApiErrorCode.UNAVAILABLE,
+  [ClusterErrorCode.CONFLICT]: ApiErrorCode.UNAVAILABLE,
+  [ClusterErrorCode.PROTOCOL]: ApiErrorCode.UNAVAILABLE,
+  [ClusterErrorCode.AUTH_FAILED]: ApiErrorCode.UNAVAILABLE,
+  [ClusterErrorCode.NO_COMMON_VERSION]: ApiErrorCode.UNAVAILABLE,
+  [ClusterErrorCode.REPLICA_IO]: ApiErrorCode.IO_ERROR,
+  [ClusterErrorCode.LIMIT]: ApiErrorCode.BUSY,
+  [ClusterErrorCode.CLOSED]: ApiErrorCode.CLOSED,
+};
+
 const codeOfBackupCode: Record<BackupErrorCodeValue, ApiErrorCodeValue> = {
   [BackupErrorCode.INVALID]: ApiErrorCode.INVALID,
   [BackupErrorCode.NOT_FOUND]: ApiErrorCode.NOT_FOUND,
@@ -103,6 +131,12 @@ export function toApiError(err: unknown): { error: ApiError; unexpected: boolean
   }
   if (err instanceof HydrateError && Object.hasOwn(codeOfHydrateCode, err.code)) {
     return { error: new ApiError(codeOfHydrateCode[err.code], err.message, { cause: err }), unexpected: false, bug: false };
+  }
+  if (err instanceof ClusterError && Object.hasOwn(codeOfClusterCode, err.code)) {
+    // What a remote store refused keeps its own code (a snapshot not found at the head is a 404 here too).
+    const engine = err.engine !== null && Object.hasOwn(codeOfEngineCode, err.engine) ? codeOfEngineCode[err.engine as EngineErrorCodeValue] : null;
+    const code = engine ?? codeOfClusterCode[err.code];
+    return { error: new ApiError(code, err.message, { cause: err }), unexpected: code === ApiErrorCode.INTERNAL, bug: false };
   }
   if (err instanceof BackupError && Object.hasOwn(codeOfBackupCode, err.code)) {
     return { error: new ApiError(codeOfBackupCode[err.code], err.message, { cause: err }), unexpected: false, bug: false };

@@ -335,6 +335,26 @@ export const openApiDocument = {
           snapshots: { type: 'array', items: { type: 'string' }, description: 'Snapshot names, oldest first' },
           origin: { type: ['string', 'null'], description: '`DISK@SNAP` the disk was cloned from' },
           createdMs: { type: 'integer', description: 'Creation time, ms since the epoch' },
+          replicas: {
+            type: 'array',
+            description: 'In a cluster: the replicas in chain order, head first',
+            items: {
+              type: 'object',
+              required: ['node', 'role', 'state'],
+              properties: {
+                node: { type: 'string' },
+                role: { type: 'string', enum: ['head', 'middle', 'tail'] },
+                state: { type: 'string', enum: ['healthy', 'rebuilding', 'catching-up', 'stale'] },
+              },
+            },
+          },
+          epoch: { type: 'integer', description: 'In a cluster: grows at every change of the replica set or head' },
+          policy: {
+            type: 'object',
+            description: 'In a cluster: the placement policy',
+            required: ['replicas', 'failureDomain'],
+            properties: { replicas: { type: 'integer', minimum: 1, maximum: 5 }, failureDomain: { type: 'string', enum: ['node', 'zone'] } },
+          },
         },
       }),
       SnapshotInfo: wireObject<SnapshotInfo>()({
@@ -433,7 +453,12 @@ export const openApiDocument = {
       CreateDiskRequest: wireObject<CreateDiskRequest>()({
         required: ['name', 'sizeBytes'],
         additionalProperties: false,
-        properties: { name: { type: 'string' }, sizeBytes: { type: 'integer', minimum: 0 } },
+        properties: {
+          name: { type: 'string' },
+          sizeBytes: { type: 'integer', minimum: 0 },
+          replicas: { type: 'integer', minimum: 1, maximum: 5, description: 'In a cluster: replicas (default 3, or the node count below 3)' },
+          failureDomain: { type: 'string', enum: ['node', 'zone'], description: 'In a cluster: what two replicas may not share (default node)' },
+        },
       }),
       ResizeRequest: wireObject<ResizeRequest>()({
         required: ['sizeBytes'],

@@ -6,6 +6,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { ScrubProgress, ScrubReport, Store, Volume } from '../engine/index.ts';
 import type { InstantRestores } from '../hydrate/index.ts';
+import type { Replication } from '../cluster/index.ts';
 import type { Logger } from '../observe/index.ts';
 import type { JsonReply, StreamReply } from './http.ts';
 import type { BodySpec } from './validate.ts';
@@ -42,6 +43,8 @@ export interface RouteContext {
   openVolume: (disk: string, snap: string | null) => Volume;
   /** The cluster's nodes (GET /cluster): the node's coordinator's view, or this node alone. */
   clusterStatus: () => ClusterStatus;
+  /** In a cluster: the node's replication, which the disk routes go through; null on a single node. */
+  cluster: Replication | null;
 }
 
 /** What a handler sees of its request besides path parameters and a JSON body. */

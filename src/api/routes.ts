@@ -8,6 +8,11 @@ import { scrubRoutes } from './scrub.ts';
 import type { Method, Reply, RequestContext, Route, RouteContext } from './route.ts';
 import { compactStatsWire, diskWire, snapshotWire } from './to-wire.ts';
 import { API_PREFIX } from './client/wire.ts';
+import type { DiskInfo } from './client/wire.ts';
+import { ApiClient, ClientError } from './client/index.ts';
+import { ApiError, ApiErrorCode } from './errors.ts';
+import { reservedSnapshot } from '../cluster/index.ts';
+import type { ClusterDiskInfo, Replication } from '../cluster/index.ts';
 
 export { API_PREFIX } from './client/wire.ts';
 
@@ -28,46 +33,110 @@ function route<S extends BodySpec>(
 
 const diskLocation = (name: string): Record<string, string> => ({ location: `${API_PREFIX}/disks/${encodeURIComponent(name)}` });
 
+/**
+ * In a cluster (docs/cluster.md, "Contract"), a change of a disk's history or size goes through
+ * its chain at its head: done here when this node is the head, else asked of the head's API and
+ * its answer passed on, so any node answers for the whole cluster.
+ */
+async function atHead(ctx: RouteContext, disk: string, here: (r: Replication) => Promise<Reply>, there: (head: ApiClient) => Promise<unknown>, status: number): Promise<Reply> {
+  const r = ctx.cluster!;
+  const api = r.headApi(disk);
+  if (api === null) return here(r);
+  try {
+    const body = await there(new ApiClient(`http://${api}`));
+    return status === 204 ? { status } : { status, body };
+  } catch (err) {
+    if (err instanceof ClientError && err.nodeCode !== null) throw new ApiError(err.nodeCode, err.message, { cause: err });
+    throw new ApiError(ApiErrorCode.UNAVAILABLE, `the head of disk ${disk} (${api}) did not answer: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** A cluster disk on the wire: DiskInfo and its replicas, epoch and policy. */
+function clusterDiskWire(d: ClusterDiskInfo): DiskInfo & Pick<ClusterDiskInfo, 'replicas' | 'epoch' | 'policy'> {
+  return { ...diskWire(d), replicas: d.replicas.map((x) => ({ ...x })), epoch: d.epoch, policy: { ...d.policy } };
+}
+
+/** A snapshot name users may not take: the cluster's own sync snapshots. */
+function checkSnapshotName(ctx: RouteContext, name: string): void {
+  if (ctx.cluster !== null && reservedSnapshot(name)) throw new ApiError(ApiErrorCode.INVALID, `Snapshot names starting with "tessera-" are the cluster's own: ${name}`);
+}
+
 const resizeBody = { sizeBytes: 'sizeBytes' } as const;
-const resize = async (p: Record<string, string>, b: BodyOf<typeof resizeBody>, { store }: RouteContext): Promise<Reply> => ({
-  status: 200,
-  body: diskWire(await store.resizeDisk(p.name, b.sizeBytes)),
-});
+const resize = async (p: Record<string, string>, b: BodyOf<typeof resizeBody>, ctx: RouteContext): Promise<Reply> => {
+  if (ctx.cluster !== null) {
+    return atHead(ctx, p.name, async (r) => {
+      await r.disks.submit(p.name, { kind: 'resize', sizeBytes: b.sizeBytes });
+      return { status: 200, body: clusterDiskWire(r.info(p.name)) };
+    }, (head) => head.resizeDisk(p.name, b.sizeBytes), 200);
+  }
+  return { status: 200, body: diskWire(await ctx.store.resizeDisk(p.name, b.sizeBytes)) };
+};
 
 /** Every route the API serves; the OpenAPI document describes exactly these. */
 export const routes: readonly Route[] = [
-  route('GET', '/disks', null, (_p, _b, { store }) => ({ status: 200, body: store.listDisks().map(diskWire) })),
-  route('POST', '/disks', { name: 'string', sizeBytes: 'sizeBytes' }, async (_p, b, { store }) => ({
-    status: 201,
-    body: diskWire(await store.createDisk(b.name, b.sizeBytes)),
-    headers: diskLocation(b.name),
-  })),
-  route('GET', '/disks/{name}', null, (p, _b, { store }) => ({ status: 200, body: diskWire(store.getDisk(p.name)) })),
+  route('GET', '/disks', null, (_p, _b, { store, cluster }) => ({ status: 200, body: cluster !== null ? cluster.list().map(clusterDiskWire) : store.listDisks().map(diskWire) })),
+  route('POST', '/disks', { name: 'string', sizeBytes: 'sizeBytes', replicas: 'count?', failureDomain: 'string?' }, async (_p, b, { store, cluster }) => {
+    if (cluster === null) {
+      if (b.replicas !== undefined || b.failureDomain !== undefined) throw new ApiError(ApiErrorCode.INVALID, 'replicas and failureDomain need a cluster: this node runs without etcd');
+      return { status: 201, body: diskWire(await store.createDisk(b.name, b.sizeBytes)), headers: diskLocation(b.name) };
+    }
+    if (b.failureDomain !== undefined && b.failureDomain !== 'node' && b.failureDomain !== 'zone') throw new ApiError(ApiErrorCode.INVALID, `failureDomain must be node or zone: got ${b.failureDomain}`);
+    const info = await cluster.createDisk(b.name, b.sizeBytes, { replicas: b.replicas, failureDomain: b.failureDomain as 'node' | 'zone' | undefined });
+    return { status: 201, body: clusterDiskWire(info), headers: diskLocation(b.name) };
+  }),
+  route('GET', '/disks/{name}', null, (p, _b, { store, cluster }) => ({ status: 200, body: cluster !== null ? clusterDiskWire(cluster.info(p.name)) : diskWire(store.getDisk(p.name)) })),
   route('PATCH', '/disks/{name}', resizeBody, resize),
-  route('DELETE', '/disks/{name}', null, async (p, _b, { store }) => {
-    await store.deleteDisk(p.name);
+  route('DELETE', '/disks/{name}', null, async (p, _b, { store, cluster }) => {
+    if (cluster !== null) await cluster.deleteDisk(p.name);
+    else await store.deleteDisk(p.name);
     return { status: 204 };
   }),
   route('POST', '/disks/{name}/resize', resizeBody, resize),
-  route('POST', '/disks/{name}/clone', { snapshot: 'string', name: 'string' }, async (p, b, { store }) => ({
-    status: 201,
-    body: diskWire(await store.cloneDisk(p.name, b.snapshot, b.name)),
-    headers: diskLocation(b.name),
-  })),
-  route('GET', '/disks/{name}/snapshots', null, (p, _b, { store }) => ({ status: 200, body: store.listSnapshots(p.name).map(snapshotWire) })),
-  route('POST', '/disks/{name}/snapshots', { name: 'string' }, async (p, b, { store }) => ({
-    status: 201,
-    body: snapshotWire(await store.createSnapshot(p.name, b.name)),
-    headers: { location: `${API_PREFIX}/disks/${encodeURIComponent(p.name)}/snapshots/${encodeURIComponent(b.name)}` },
-  })),
-  route('DELETE', '/disks/{name}/snapshots/{snap}', null, async (p, _b, { store }) => {
-    await store.deleteSnapshot(p.name, p.snap);
+  route('POST', '/disks/{name}/clone', { snapshot: 'string', name: 'string' }, async (p, b, { store, cluster }) => {
+    if (cluster !== null) throw new ApiError(ApiErrorCode.INVALID, `cloning a replicated disk is not built yet: copy ${p.name}@${b.snapshot} with nbdcopy into a new disk`);
+    return { status: 201, body: diskWire(await store.cloneDisk(p.name, b.snapshot, b.name)), headers: diskLocation(b.name) };
+  }),
+  route('GET', '/disks/{name}/snapshots', null, (p, _b, ctx) => {
+    if (ctx.cluster !== null) {
+      return atHead(ctx, p.name, async () => ({ status: 200, body: ctx.store.listSnapshots(p.name).filter((s) => !reservedSnapshot(s.name)).map(snapshotWire) }), (head) => head.listSnapshots(p.name), 200);
+    }
+    return { status: 200, body: ctx.store.listSnapshots(p.name).map(snapshotWire) };
+  }),
+  route('POST', '/disks/{name}/snapshots', { name: 'string' }, async (p, b, ctx) => {
+    const location = { location: `${API_PREFIX}/disks/${encodeURIComponent(p.name)}/snapshots/${encodeURIComponent(b.name)}` };
+    if (ctx.cluster !== null) {
+      checkSnapshotName(ctx, b.name);
+      const reply = await atHead(ctx, p.name, async (r) => {
+        await r.disks.submit(p.name, { kind: 'snapshot', name: b.name });
+        return { status: 201, body: snapshotWire(ctx.store.listSnapshots(p.name).find((s) => s.name === b.name)!) };
+      }, (head) => head.createSnapshot(p.name, b.name), 201);
+      return { ...reply, headers: location };
+    }
+    return { status: 201, body: snapshotWire(await ctx.store.createSnapshot(p.name, b.name)), headers: location };
+  }),
+  route('DELETE', '/disks/{name}/snapshots/{snap}', null, async (p, _b, ctx) => {
+    if (ctx.cluster !== null) {
+      checkSnapshotName(ctx, p.snap);
+      return atHead(ctx, p.name, async (r) => {
+        if (!ctx.store.listSnapshots(p.name).some((s) => s.name === p.snap)) throw new ApiError(ApiErrorCode.NOT_FOUND, `Snapshot "${p.name}@${p.snap}" not found`);
+        await r.disks.submit(p.name, { kind: 'snapshot-delete', name: p.snap });
+        return { status: 204 };
+      }, (head) => head.deleteSnapshot(p.name, p.snap), 204);
+    }
+    await ctx.store.deleteSnapshot(p.name, p.snap);
     return { status: 204 };
   }),
-  route('POST', '/disks/{name}/snapshots/{snap}/revert', null, async (p, _b, { store }) => ({
-    status: 200,
-    body: diskWire(await store.revertDisk(p.name, p.snap)),
-  })),
+  route('POST', '/disks/{name}/snapshots/{snap}/revert', null, async (p, _b, ctx) => {
+    if (ctx.cluster !== null) {
+      checkSnapshotName(ctx, p.snap);
+      return atHead(ctx, p.name, async (r) => {
+        if (!ctx.store.listSnapshots(p.name).some((s) => s.name === p.snap)) throw new ApiError(ApiErrorCode.NOT_FOUND, `Snapshot "${p.name}@${p.snap}" not found`);
+        await r.disks.submit(p.name, { kind: 'revert', snapshot: p.snap });
+        return { status: 200, body: clusterDiskWire(r.info(p.name)) };
+      }, (head) => head.revertDisk(p.name, p.snap), 200);
+    }
+    return { status: 200, body: diskWire(await ctx.store.revertDisk(p.name, p.snap)) };
+  }),
   route('GET', '/disks/{name}/snapshots/{snap}/extents', null, readExtents),
   route('GET', '/disks/{name}/snapshots/{snap}/data', null, readSnapshotData),
   { method: 'PUT', path: `${API_PREFIX}/disks/{name}/data`, body: 'octets', handle: writeDiskData },

@@ -6,6 +6,7 @@ import type { Store, Volume } from '../engine/index.ts';
 import { Logger } from '../observe/index.ts';
 import type { BackupRunner, ScrubRunner } from './route.ts';
 import type { InstantRestores } from '../hydrate/index.ts';
+import type { Replication } from '../cluster/index.ts';
 import { crash } from '../util/bug.ts';
 import { ApiError, ApiErrorCode, toApiError } from './errors.ts';
 import { readJsonBody, sendError, sendJson } from './http.ts';
@@ -32,6 +33,8 @@ export interface ApiServices {
   openVolume?: (disk: string, snap: string | null) => Volume;
   /** The cluster's nodes for GET /cluster (a node in cluster mode). Default: this node alone, up and its own controller. */
   clusterNodes?: () => ClusterNode[];
+  /** In a cluster: the node's replication, which the disk routes go through (docs/cluster.md, "Contract"). */
+  cluster?: Replication | null;
 }
 
 /** The node's probes and metrics, served outside /api/v1 (docs/observability.md). */
@@ -135,6 +138,7 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
       scrubs: services.scrubs ?? null,
       openVolume: services.openVolume ?? ((disk, snap) => store.openVolume(disk, snap)),
       clusterStatus: () => ({ nodes: services.clusterNodes?.() ?? [singleNode()] }),
+      cluster: services.cluster ?? null,
     };
     // A node without etcd is a cluster of one, so that `cluster status` works everywhere.
     const singleNode = (): ClusterNode => {

@@ -1,13 +1,15 @@
 import { ApiError, ApiErrorCode } from './errors.ts';
 
 /** Type of one body field, as the boundary checks it. */
-type FieldType = 'string' | 'sizeBytes' | 'strings';
+type FieldType = 'string' | 'sizeBytes' | 'strings' | 'string?' | 'count?';
 
-/** What a request body must hold: field name → type. Every field is required. */
+/** What a request body must hold: field name → type. Fields whose type ends in `?` may be left out. */
 export type BodySpec = Record<string, FieldType>;
 
 /** The body a spec describes, once checked. */
-export type BodyOf<S extends BodySpec> = { [K in keyof S]: S[K] extends 'string' ? string : S[K] extends 'strings' ? string[] : number };
+export type BodyOf<S extends BodySpec> = {
+  [K in keyof S]: S[K] extends 'string' ? string : S[K] extends 'strings' ? string[] : S[K] extends 'string?' ? string | undefined : S[K] extends 'count?' ? number | undefined : number;
+};
 
 /**
  * Checks a parsed JSON body against `spec`, once, at the boundary: it must be an object with
@@ -27,7 +29,14 @@ export function checkBody<S extends BodySpec>(body: unknown, spec: S): BodyOf<S>
   }
   for (const [key, type] of Object.entries(spec)) {
     const value = record[key];
+    if (value === undefined && type.endsWith('?')) continue;
     if (value === undefined) throw new ApiError(ApiErrorCode.BAD_REQUEST, `Missing field '${key}'`);
+    if (type === 'string?' && typeof value !== 'string') {
+      throw new ApiError(ApiErrorCode.BAD_REQUEST, `Field '${key}' must be a string`);
+    }
+    if (type === 'count?' && !(typeof value === 'number' && Number.isSafeInteger(value) && value >= 0)) {
+      throw new ApiError(ApiErrorCode.BAD_REQUEST, `Field '${key}' must be a non-negative integer`);
+    }
     if (type === 'string' && typeof value !== 'string') {
       throw new ApiError(ApiErrorCode.BAD_REQUEST, `Field '${key}' must be a string`);
     }

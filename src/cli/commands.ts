@@ -1,4 +1,4 @@
-import type { ApiClient, ClusterStatus, NodeSpace, ScrubReport, ScrubStatus } from '../api/client/index.ts';
+import type { ApiClient, ClusterStatus, CreateDiskRequest, NodeSpace, ScrubReport, ScrubStatus } from '../api/client/index.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
 import { formatTime, jsonOption, percent as percentOf, printJson, progressLine } from './output.ts';
 import { formatSize, parseDiskSize, parseSize } from './size.ts';
@@ -105,14 +105,31 @@ export const commands: Command[] = [
     name: 'disk create',
     args: ['NAME'],
     summary: 'Create an empty (thin) disk',
-    options: { size: sizeOption, json: jsonOption },
-    examples: ['tessera disk create vm1 --size 20G', 'tessera disk create scratch --size 512M'],
+    options: {
+      size: sizeOption,
+      replicas: { type: 'string', valueName: 'N', description: 'In a cluster: replicas, 1 to 5 (default 3, or the node count below 3)' },
+      'failure-domain': { type: 'string', valueName: 'node|zone', description: 'In a cluster: what two replicas may not share (default node)' },
+      json: jsonOption,
+    },
+    examples: ['tessera disk create vm1 --size 20G', 'tessera disk create scratch --size 512M', 'tessera disk create vm1 --size 20G --replicas 3 --failure-domain zone'],
     usesApi: true,
     async run({ args: [name], values, io, client }) {
       const sizeBytes = requireSize(values);
-      const disk = await client().createDisk({ name, sizeBytes });
+      const req: CreateDiskRequest = { name, sizeBytes };
+      if (values.replicas !== undefined) {
+        const n = Number(values.replicas);
+        if (!/^\d+$/.test(String(values.replicas)) || n < 1 || n > 5) throw new CliError(CliErrorCode.USAGE, `--replicas must be a whole number from 1 to 5: got ${String(values.replicas)}`);
+        req.replicas = n;
+      }
+      const fd = values['failure-domain'];
+      if (fd !== undefined) {
+        if (fd !== 'node' && fd !== 'zone') throw new CliError(CliErrorCode.USAGE, `--failure-domain must be node or zone: got ${String(fd)}`);
+        req.failureDomain = fd;
+      }
+      const disk = await client().createDisk(req);
       if (values.json) return printJson(io, disk);
-      io.stdout(`Created disk ${disk.name} (${formatSize(disk.sizeBytes)})\n`);
+      const where = disk.replicas !== undefined ? ` on ${disk.replicas.map((r) => r.node).join(', ')}` : '';
+      io.stdout(`Created disk ${disk.name} (${formatSize(disk.sizeBytes)})${where}\n`);
     },
   },
   {
@@ -156,6 +173,11 @@ export const commands: Command[] = [
         ['Origin', d.origin ?? '-'],
         ['Created', formatTime(d.createdMs)],
         ['NBD export', d.name],
+        ...(d.replicas !== undefined ? [
+          ['Replicas', d.replicas.map((r) => `${r.node} (${r.role}${r.state === 'healthy' ? '' : `, ${r.state}`})`).join(', ')] as [string, string],
+          ['Epoch', String(d.epoch)] as [string, string],
+          ['Policy', `${d.policy!.replicas} replicas, one per ${d.policy!.failureDomain}`] as [string, string],
+        ] : []),
       ]));
     },
   },

@@ -51,8 +51,14 @@ export type ClusterErrorCodeValue = (typeof ClusterErrorCode)[keyof typeof Clust
 export class ClusterError extends CodedError<ClusterErrorCodeValue> {
   /** With STALE_EPOCH: the newer epoch the receiver holds. */
   readonly current: number | null;
-  constructor(code: ClusterErrorCodeValue, message: string, options?: { cause?: unknown; current?: number }) {
+  /**
+   * With REPLICA_IO: the engine's code of what the remote store refused (`ENGINE_NOT_FOUND`, …),
+   * so a client served through another node gets the same typed error as one served locally.
+   */
+  readonly engine: string | null;
+  constructor(code: ClusterErrorCodeValue, message: string, options?: { cause?: unknown; current?: number; engine?: string }) {
     super(code, message, options);
     this.current = options?.current ?? null;
+    this.engine = options?.engine ?? null;
   }
 }

@@ -4,9 +4,9 @@
  * coordinator it joins with. Loaded only by a node started with `--etcd`.
  */
 import { readFile, rename, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
-import { checkNodeId, ClusterError, ClusterErrorCode, Coordinator, etcdPrefixDefault, normalizePrefix, secretBytes } from '../cluster/index.ts';
+import { checkNodeId, ClusterError, ClusterErrorCode, Coordinator, etcdPrefixDefault, normalizePrefix, Replication, secretBytes } from '../cluster/index.ts';
+import type { Store } from '../engine/index.ts';
 import type { NodeView } from '../cluster/index.ts';
 import type { Logger } from '../observe/index.ts';
 
@@ -75,27 +75,11 @@ async function readSecret(path: string): Promise<Buffer> {
   return secret;
 }
 
-/**
- * The peer protocol's listener. For now it only takes the port, so that the member record names
- * a port that is the node's: the peer protocol (cluster/peer/) serves it once it exists.
- */
-export async function listenPeer(host: string, port: number): Promise<{ port: number; close(): Promise<void> }> {
-  const server: Server = createServer((socket) => socket.destroy());
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host, port }, () => resolve());
-  });
-  return {
-    port: (server.address() as { port: number }).port,
-    close: () => new Promise((resolve) => server.close(() => resolve())),
-  };
-}
-
 /** A node's membership in the cluster, once connected. */
 export interface ClusterMode {
   readonly coordinator: Coordinator;
-  /** Joins with the node's endpoints (the listeners are up). */
-  join(j: { host: string; apiPort: number; nbdPort: number; version: string; usage: () => { capacityBytes: number; usedBytes: number } }): Promise<void>;
+  /** Joins with the node's endpoints (the listeners are up), then takes part in the replicated disks. */
+  join(j: { host: string; apiPort: number; nbdPort: number; version: string; store: Store; usage: () => { capacityBytes: number; usedBytes: number } }): Promise<Replication>;
   /** The nodes for GET /cluster. */
   nodes(): NodeView[];
   /** Leaves the cluster (the node shows down at once) and closes the peer listener. */
@@ -121,7 +105,7 @@ export async function connectCluster(opts: ClusterModeOptions & { dataDir: strin
   }
   const secret = opts.secretFile === undefined ? null : await readSecret(opts.secretFile);
   const coordinator = await Coordinator.connect({ etcd: opts.etcd, nodeId, prefix, leaseTtlS: opts.leaseTtlS, secret, log: opts.log, liveIntervalMs: opts.liveIntervalMs });
-  let peer: { port: number; close(): Promise<void> } | null = null;
+  let replication: Replication | null = null;
   try {
     if (known !== null && known.clusterId !== coordinator.clusterId) {
       throw new ClusterError(ClusterErrorCode.IDENTITY, `the data directory ${opts.dataDir} belongs to ${belongs(known)}; etcd at ${opts.etcd.join(', ')} holds cluster ${coordinator.clusterId} under that prefix`);
@@ -135,22 +119,36 @@ export async function connectCluster(opts: ClusterModeOptions & { dataDir: strin
     coordinator,
     async join(j) {
       const host = opts.advertise ?? j.host;
-      peer = await listenPeer(j.host, opts.peerPort ?? 0);
+      const r = new Replication({ coord: coordinator, store: j.store, host: j.host, port: opts.peerPort ?? 0, log: opts.log.child({ component: 'cluster' }), protocolMax: protocolMaxFromEnv() });
+      replication = r;
+      const peerPort = await r.listen(j.host, opts.peerPort ?? 0);
       await coordinator.join({
         zone: opts.zone ?? 'default',
         api: hostPort(host, j.apiPort),
         nbd: hostPort(host, j.nbdPort),
-        peer: hostPort(host, peer.port),
+        peer: hostPort(host, peerPort),
         version: j.version,
         protocol: [1, 2],
         // Load comes with the chain's I/O; until then a node reports none.
         usage: () => ({ ...j.usage(), load: 0 }),
       });
+      r.start();
+      return r;
     },
     nodes: () => coordinator.nodes(),
     async close() {
+      // Replicas stop first (their pending ops fail), then the node leaves: it shows down at once.
+      await replication?.close();
       await coordinator.close();
-      await peer?.close();
     },
   };
+}
+
+/** `TESSERA_PEER_PROTOCOL_MAX`: the newest peer protocol version to speak, to try a rolling upgrade. */
+function protocolMaxFromEnv(): number | undefined {
+  const text = process.env.TESSERA_PEER_PROTOCOL_MAX;
+  if (text === undefined || text === '') return undefined;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new ClusterError(ClusterErrorCode.INVALID, `TESSERA_PEER_PROTOCOL_MAX=${text} is not a protocol version`);
+  return n;
 }

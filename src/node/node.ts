@@ -16,7 +16,8 @@ import { NodeError, NodeErrorCode } from './errors.ts';
 import { acquireLock } from './lock.ts';
 import type { DirLock } from './lock.ts';
 import { checkDataDir, dataDirError } from './data-dir.ts';
-import { storeExports } from './provider.ts';
+import { clusterExports, storeExports } from './provider.ts';
+import type { Replication } from '../cluster/index.ts';
 import { tesseraVersion } from '../util/version.ts';
 import type { ClusterMode, ClusterModeOptions } from './cluster.ts';
 
@@ -171,8 +172,15 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     // its failed reads, logged with where they failed.
     const readFaults = new ReadFaultLog(log);
     const metered = (vol: Volume): Volume => new MeteredVolume(vol, metrics.disks.of(vol.disk), readFaults.onFault);
+    // In a cluster, exports are the cluster's disks, served here whichever node heads them (docs/cluster.md, "Any node serves any disk").
+    let replication: Replication | null = null;
     const exports = storeExports(store);
-    const provider = { ...exports, openExport: (name: string) => metered(restores.openExport(name) ?? exports.openExport(name)) };
+    const provider = {
+      ...exports,
+      listExports: () => (replication !== null ? clusterExports(replication).listExports() : exports.listExports()),
+      listSnapshots: (name: string) => (replication !== null ? clusterExports(replication).listSnapshots(name) : exports.listSnapshots(name)),
+      openExport: (name: string) => metered(restores.openExport(name) ?? (replication !== null ? clusterExports(replication).openExport(name) : exports.openExport(name))),
+    };
 
     notReady = NotReady.NBD;
     const nbd = new NbdServer({ provider, log: root.child({ component: 'nbd' }) });
@@ -208,7 +216,8 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     if (cluster !== null) {
       notReady = NotReady.CLUSTER;
       const c = cluster;
-      await c.join({
+      replication = await c.join({
+        store,
         host: opts.host,
         apiPort: apiAddress.port,
         nbdPort: nbdAddress.port,
@@ -225,8 +234,8 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       restores,
       backups,
       scrubs,
-      openVolume: (disk, snap) => metered(store.openVolume(disk, snap)),
-      ...(cluster !== null ? { clusterNodes: () => cluster.nodes() } : {}),
+      openVolume: (disk, snap) => metered(replication !== null ? replication.openVolume(disk, snap) : store.openVolume(disk, snap)),
+      ...(cluster !== null ? { clusterNodes: () => cluster.nodes(), cluster: replication } : {}),
       nodeFacts: () => ({
         version: VERSION,
         dataDir,

@@ -1,4 +1,5 @@
 import type { Store } from '../engine/index.ts';
+import type { Replication } from '../cluster/index.ts';
 import type { ExportProvider } from '../nbd/index.ts';
 
 /** An ExportProvider over a store; listSnapshots is always there. */
@@ -34,6 +35,38 @@ export function storeExports(store: Store): StoreExports {
       // older ones for a snapshot view.
       const { disk, snap } = parseExportName(exportName);
       const names = store.listSnapshots(disk).map((s) => s.name);
+      return snap === null ? names : names.slice(0, Math.max(0, names.indexOf(snap)));
+    },
+  };
+}
+
+/**
+ * Exports of a cluster node: every disk of the cluster as `NAME` (its head's volume here, or a
+ * gateway to it), and `NAME@SNAP` for the snapshots of disks this node holds a copy of. The
+ * cluster's own sync snapshots are not exported.
+ */
+export function clusterExports(r: Replication): StoreExports {
+  return {
+    listExports() {
+      const names: string[] = [];
+      for (const disk of r.list()) {
+        names.push(disk.name);
+        for (const snap of disk.snapshots) names.push(`${disk.name}@${snap}`);
+      }
+      return names;
+    },
+    openExport(name) {
+      const { disk, snap } = parseExportName(name);
+      return r.openVolume(disk, snap);
+    },
+    listSnapshots(exportName) {
+      const { disk, snap } = parseExportName(exportName);
+      let names: string[];
+      try {
+        names = r.info(disk).snapshots;
+      } catch {
+        return [];
+      }
       return snap === null ? names : names.slice(0, Math.max(0, names.indexOf(snap)));
     },
   };

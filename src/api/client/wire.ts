@@ -57,6 +57,12 @@ export const ApiErrorCode = {
   WRONG_PASSWORD: 'WRONG_PASSWORD',
   /** The backup repository failed, could not be reached, or holds damaged data. */
   REPOSITORY: 'REPOSITORY',
+  /** Cluster: the placement policy cannot be met by the nodes up (409). */
+  POLICY_UNMET: 'POLICY_UNMET',
+  /** Cluster: etcd does not answer; changes wait until it does (503). */
+  ETCD_UNAVAILABLE: 'ETCD_UNAVAILABLE',
+  /** Cluster: the disk's head or a replica cannot be reached now, or the chain is changing (503; retry). */
+  UNAVAILABLE: 'UNAVAILABLE',
 } as const;
 
 /** One of the ApiErrorCode values. */
@@ -88,6 +94,12 @@ export interface DiskInfo {
   origin: string | null;
   /** Creation time, ms since the epoch. */
   createdMs: number;
+  /** In a cluster: the disk's replicas in chain order, head first (docs/cluster.md). */
+  replicas?: Array<{ node: string; role: 'head' | 'middle' | 'tail'; state: 'healthy' | 'rebuilding' | 'catching-up' | 'stale' }>;
+  /** In a cluster: grows at every change of the replica set or head. */
+  epoch?: number;
+  /** In a cluster: the disk's placement policy. */
+  policy?: { replicas: number; failureDomain: 'node' | 'zone' };
 }
 
 /** A snapshot of a disk. */
@@ -312,6 +324,10 @@ export interface ClusterStatus {
 export interface CreateDiskRequest {
   name: string;
   sizeBytes: number;
+  /** In a cluster: how many replicas (1 to 5; default 3, or the node count below 3). */
+  replicas?: number;
+  /** In a cluster: what two replicas may not share, `node` (default) or `zone`. */
+  failureDomain?: 'node' | 'zone';
 }
 
 /** POST /disks/{name}/resize and PATCH /disks/{name}. */

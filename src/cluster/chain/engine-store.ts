@@ -40,6 +40,8 @@ export class EngineReplicaStore implements ReplicaStore {
         await this.#store.createSnapshot(this.#disk, op.name);
         return;
       case 'snapshot-delete':
+        // Idempotent on a replica: one that joined later never had the head's older sync snapshots.
+        if (!this.#store.listSnapshots(this.#disk).some((s) => s.name === op.name)) return;
         await this.#store.deleteSnapshot(this.#disk, op.name);
         return;
       case 'revert':

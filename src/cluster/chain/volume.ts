@@ -18,12 +18,20 @@ export class ReplicatedVolume implements Volume {
   readonly #replica: ChainReplica;
   /** The head's own handle on its copy: reads, and the size. */
   readonly #local: Volume;
+  readonly #leaseValid: () => boolean;
   #closed = false;
 
-  constructor(replica: ChainReplica, local: Volume) {
+  /** `leaseValid`: whether the node's etcd lease still holds; past it, a head serves nothing (docs/cluster.md, "Leases and liveness"). */
+  constructor(replica: ChainReplica, local: Volume, opts: { leaseValid?: () => boolean } = {}) {
     this.disk = local.disk;
     this.#replica = replica;
     this.#local = local;
+    this.#leaseValid = opts.leaseValid ?? (() => true);
+  }
+
+  /** A head whose lease ran out may have been replaced: it serves nothing until it knows. */
+  #checkLease(): void {
+    if (!this.#leaseValid()) throw new EngineError(EngineErrorCode.IO, `Disk "${this.disk}": this node's lease in etcd ran out; another node may head the disk now`);
   }
 
   get sizeBytes(): number {
@@ -47,6 +55,7 @@ export class ReplicatedVolume implements Volume {
 
   /** Sends an op down the chain; what the cluster fails with, the client sees as an I/O error. */
   async #submit(op: ChainOp): Promise<void> {
+    this.#checkLease();
     try {
       await this.#replica.submit(op);
     } catch (err) {
@@ -57,6 +66,7 @@ export class ReplicatedVolume implements Volume {
 
   async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
     this.#check(offset, length);
+    this.#checkLease();
     try {
       return await this.#replica.read(offset, length, into);
     } catch (err) {
@@ -91,15 +101,19 @@ export class ReplicatedVolume implements Volume {
 
   async blockStatus(offset: number, length: number): Promise<AllocationExtent[]> {
     this.#check(offset, length);
+    this.#checkLease();
     return this.#local.blockStatus(offset, length);
   }
 
   async changedSince(sinceSnapshot: string, offset: number, length: number): Promise<ChangeExtent[]> {
     this.#check(offset, length);
+    this.#checkLease();
     return this.#local.changedSince(sinceSnapshot, offset, length);
   }
 
   close(): void {
+    if (this.#closed) return;
     this.#closed = true;
+    this.#local.close();
   }
 }

@@ -148,8 +148,9 @@ const knownCodes = new Set<string>(Object.values(ClusterErrorCode));
  * a notice (request id 0) that the sender is closing the connection for `err`.
  */
 export function encodeErrorFrame(type: number, requestId: bigint, err: ClusterError, response: boolean): Buffer[] {
-  const body: { code: string; message: string; current?: number } = { code: err.code, message: err.message };
+  const body: { code: string; message: string; current?: number; engine?: string } = { code: err.code, message: err.message };
   if (err.current !== null) body.current = err.current;
+  if (err.engine !== null) body.engine = err.engine;
   return encodeFrame(type, Flag.ERROR | (response ? Flag.RESPONSE : 0), requestId, encodeBody(body));
 }
 
@@ -161,5 +162,6 @@ export function errorFromBody(body: DecodedBody): ClusterError {
   }
   if (!knownCodes.has(meta.code)) return protocolError(`The peer answered with an unknown error ${meta.code}: ${meta.message}`);
   const current = typeof meta.current === 'number' && Number.isSafeInteger(meta.current) ? meta.current : undefined;
-  return new ClusterError(meta.code as ClusterError['code'], meta.message, current === undefined ? undefined : { current });
+  const engine = typeof meta.engine === 'string' && /^ENGINE_[A-Z_]{1,40}$/.test(meta.engine) ? meta.engine : undefined;
+  return new ClusterError(meta.code as ClusterError['code'], meta.message, { current, engine });
 }

@@ -47,6 +47,8 @@ export interface ErrorBody {
   message: string;
   /** With CLUSTER_STALE_EPOCH: the epoch the receiver holds. */
   current?: number;
+  /** With CLUSTER_REPLICA_IO: the engine's error code of what the remote store refused. */
+  engine?: string;
 }
 
 /** PING; `hlc` on version 2 and later only. */

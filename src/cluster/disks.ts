@@ -1,0 +1,574 @@
+/**
+ * A node's part in every replicated disk (docs/cluster.md, "Replication: the chain" and
+ * "Failure, catch-up and rebuild"): for each disk record that names this node, a copy in the
+ * node's own store and a ChainReplica; as head, the owner key, the members configured and a sync
+ * snapshot at each epoch; as a replica copying in, the copy from the healthy ones; for every
+ * disk, the volume a client gets here (the head's own, or a gateway to the head). The peer
+ * handlers of the chain, gateway and copy families live here too.
+ */
+import { EngineError, EngineErrorCode } from '../engine/index.ts';
+import type { Store, Volume } from '../engine/index.ts';
+import type { Logger } from '../observe/index.ts';
+import { ClusterError, ClusterErrorCode } from './errors.ts';
+import type { Coordinator, VersionedDisk } from './coord/coordinator.ts';
+import { ChainReplica } from './chain/replica.ts';
+import type { ChainConfig, ChainTransport } from './chain/replica.ts';
+import { EngineReplicaStore } from './chain/engine-store.ts';
+import { ReplicatedVolume } from './chain/volume.ts';
+import { GatewayVolume } from './chain/gateway.ts';
+import type { GatewayHost, HeadView } from './chain/gateway.ts';
+import type { ChainOp, OpMessage } from './chain/ops.ts';
+import { MessageType } from './peer/index.ts';
+import type { DiskView, IoBody, IoReply, OpBody, PeerPool, PeerReply, PeerRequest, PeerServer } from './peer/index.ts';
+import type { DiskRecord } from './types.ts';
+
+/** The prefix of the sync snapshots heads put through their chains; users cannot take these names. */
+export const SYNC_PREFIX = 'tessera-sync-';
+
+/** The sync snapshot of an epoch. */
+export function syncName(epoch: number): string {
+  return `${SYNC_PREFIX}${epoch}`;
+}
+
+/** Whether a snapshot name is reserved for the cluster (hidden from listings, refused to users). */
+export function reservedSnapshot(name: string): boolean {
+  return name.startsWith('tessera-');
+}
+
+/** A disk this node holds a replica of. */
+interface Held {
+  name: string;
+  local: EngineReplicaStore;
+  replica: ChainReplica;
+  /** The epoch this node serves clients at as head (members configured, owner key held); null when it does not. */
+  servingEpoch: number | null;
+  /** The epoch it joined at as a replica copying in (its local copy prepared), or null. */
+  joinedEpoch: number | null;
+  /** A copy in running. */
+  copying: Promise<void> | null;
+}
+
+/** Options of ReplicatedDisks. */
+export interface ReplicatedDisksOptions {
+  nodeId: string;
+  store: Store;
+  coord: Coordinator;
+  pool: PeerPool;
+  log: Logger;
+  /** The hybrid logical clock, stamped on requests. */
+  hlc: () => bigint;
+  /** Bytes a second a copy in reads at most (`--rebuild-rate`). */
+  copyBytesPerSecond?: number;
+}
+
+const COPY_CHUNK_BYTES = 1024 * 1024;
+const COPY_PARALLEL = 4;
+
+/** Every replicated disk as this node takes part in it. */
+export class ReplicatedDisks {
+  readonly #o: ReplicatedDisksOptions;
+  readonly #held = new Map<string, Held>();
+  /** Per disk, the reconcile running (they are serialized per disk). */
+  readonly #reconciling = new Map<string, Promise<void>>();
+  readonly #again = new Set<string>();
+  #closed = false;
+  readonly #onDisk = (name: string): void => this.reconcile(name);
+
+  constructor(opts: ReplicatedDisksOptions) {
+    this.#o = opts;
+  }
+
+  /** Registers the peer handlers of the chain, gateway and copy families on `server`. */
+  register(server: PeerServer): void {
+    server.handle(MessageType.CONFIGURE, (req) => this.#onConfigure(req));
+    server.handle(MessageType.OP, (req) => this.#onOp(req));
+    server.handle(MessageType.IO, (req) => this.#onIo(req));
+    server.handle(MessageType.EXTENTS, (req) => this.#onExtents(req));
+    server.handle(MessageType.READ_SNAP, (req) => this.#onReadSnap(req));
+  }
+
+  /** Takes part in every disk record known now and later (the node has joined: it holds a lease). */
+  start(): void {
+    this.#o.coord.on('disk', this.#onDisk);
+    for (const d of this.#o.coord.disks()) this.reconcile(d.record.name);
+  }
+
+  /** The gate's view of a disk here (PeerServerOptions.disks). */
+  view(name: string): DiskView | null {
+    const h = this.#held.get(name);
+    if (h === undefined) return null;
+    return { sizeBytes: h.local.volume.sizeBytes, epoch: h.replica.epoch, head: h.servingEpoch !== null && h.servingEpoch === h.replica.epoch };
+  }
+
+  /** Whether this node serves `disk` as its head now. */
+  isHead(disk: string): boolean {
+    const h = this.#held.get(disk);
+    return h !== undefined && h.servingEpoch !== null && h.servingEpoch === h.replica.epoch;
+  }
+
+  /** The volume a client of this node gets for a disk of the cluster: the head's own, or a gateway. */
+  openVolume(disk: string): Volume {
+    const vd = this.#o.coord.disk(disk);
+    if (vd === null) throw new EngineError(EngineErrorCode.NOT_FOUND, `Disk "${disk}" not found`);
+    const h = this.#held.get(disk);
+    if (h !== undefined && vd.record.chain[0]?.node === this.#o.nodeId) {
+      return new ReplicatedVolume(h.replica, this.#o.store.openVolume(disk), { leaseValid: () => this.#o.coord.leaseValid() });
+    }
+    return new GatewayVolume(disk, this.#gatewayHost());
+  }
+
+  /** A snapshot of a disk, read here if this node holds it, else at the head. */
+  openSnapshot(disk: string, snap: string): Volume {
+    return this.#o.store.openVolume(disk, snap);
+  }
+
+  /** Puts a changing op through the disk's chain at its head (snapshots, reverts, resizes, deletes). */
+  async submit(disk: string, op: ChainOp): Promise<void> {
+    const h = this.#held.get(disk);
+    if (h === undefined || !this.isHead(disk)) throw new ClusterError(ClusterErrorCode.NOT_HEAD, `${this.#o.nodeId} is not the head of ${disk}`);
+    await h.replica.submit(op);
+  }
+
+  /** Takes part in a disk as its record says now; runs after any reconcile of it still running. */
+  reconcile(name: string): void {
+    if (this.#closed) return;
+    if (this.#reconciling.has(name)) {
+      this.#again.add(name);
+      return;
+    }
+    const run = this.#reconcile(name)
+      .catch((err: unknown) => this.#o.log.warn(`disk ${name}: ${(err as Error).message}`, { disk: name }))
+      .finally(() => {
+        this.#reconciling.delete(name);
+        if (this.#again.delete(name)) this.reconcile(name);
+      });
+    this.#reconciling.set(name, run);
+  }
+
+  async #reconcile(name: string): Promise<void> {
+    const me = this.#o.nodeId;
+    const vd = this.#o.coord.disk(name);
+    const held = this.#held.get(name);
+    if (vd === null) {
+      // Deleted: the replica goes, and the local copy with it.
+      if (held !== undefined) this.#drop(held);
+      if (this.#o.store.listDisks().some((d) => d.name === name)) await this.#o.store.deleteDisk(name);
+      return;
+    }
+    const r = vd.record;
+    const ids = r.chain.map((e) => e.node);
+    const entry = r.chain.find((e) => e.node === me);
+    if (entry === undefined) {
+      // Not in the chain (any more): stop serving it, keep the copy as the base of a later catch-up.
+      if (held !== undefined) {
+        if (held.replica.epoch <= r.epoch) held.replica.configure(this.#config(r));
+        this.#drop(held);
+      }
+      return;
+    }
+    const h = held ?? (await this.#hold(r, entry.state === 'healthy' ? null : (entry.base ?? null)));
+    if (entry.state !== 'healthy' && h.joinedEpoch === null) await this.#prepareJoin(h, r, entry.base ?? null);
+    if (h.replica.epoch < r.epoch) h.replica.configure(this.#config(r));
+    if (ids[0] === me && h.servingEpoch !== r.epoch) await this.#becomeHead(h, vd);
+    if (entry.state !== 'healthy' && h.copying === null) {
+      h.copying = this.#copyIn(h, entry.base ?? null).finally(() => (h.copying = null));
+    }
+  }
+
+  /** The chain config of a record. */
+  #config(r: DiskRecord): ChainConfig {
+    return { epoch: r.epoch, chain: r.chain.map((e) => e.node), catchingUp: r.chain.filter((e) => e.state !== 'healthy').map((e) => e.node) };
+  }
+
+  /** Opens (creating if missing) this node's copy of a disk and its replica. */
+  async #hold(r: DiskRecord, _base: string | null): Promise<Held> {
+    const store = this.#o.store;
+    if (!store.listDisks().some((d) => d.name === r.name)) await store.createDisk(r.name, r.sizeBytes);
+    const existing = this.#held.get(r.name);
+    if (existing !== undefined) return existing;
+    const local = new EngineReplicaStore(store, r.name);
+    const replica = new ChainReplica({
+      disk: r.name,
+      node: this.#o.nodeId,
+      store: local,
+      transport: this.#transport(),
+      onTrouble: (t) => {
+        if (t.kind === 'stale') this.reconcile(r.name);
+        else if (t.kind === 'failed') this.#o.log.warn(`disk ${r.name}: ${t.successor} could not apply an op: ${t.error.message}`, { disk: r.name });
+      },
+    });
+    const h: Held = { name: r.name, local, replica, servingEpoch: null, joinedEpoch: null, copying: null };
+    this.#held.set(r.name, h);
+    return h;
+  }
+
+  /**
+   * Before a replica copying in takes its first op: its copy goes back to `base` (a sync
+   * snapshot it shares with the healthy replicas), dropping what it had past it, or, without
+   * one, starts empty.
+   */
+  async #prepareJoin(h: Held, r: DiskRecord, base: string | null): Promise<void> {
+    const store = this.#o.store;
+    const snaps = store.listSnapshots(r.name).map((s) => s.name);
+    if (base !== null && snaps.includes(base)) {
+      await store.revertDisk(r.name, base);
+    } else {
+      await store.deleteDisk(r.name).catch(() => {});
+      await store.createDisk(r.name, r.sizeBytes);
+    }
+    const sizeNow = h.local.volume.sizeBytes;
+    if (sizeNow !== r.sizeBytes) await store.resizeDisk(r.name, r.sizeBytes);
+    h.joinedEpoch = r.epoch;
+  }
+
+  #drop(h: Held): void {
+    h.replica.close();
+    h.local.close();
+    this.#held.delete(h.name);
+  }
+
+  /**
+   * Becomes the head at the record's epoch: takes the owner key (waiting while an old head's lease
+   * lasts), configures every member, tail first, then serves, and puts the epoch's sync snapshot
+   * through the chain.
+   */
+  async #becomeHead(h: Held, vd: VersionedDisk): Promise<void> {
+    const r = vd.record;
+    const me = this.#o.nodeId;
+    const still = (): boolean => {
+      const now = this.#o.coord.disk(r.name);
+      return !this.#closed && now !== null && now.record.epoch === r.epoch && now.record.chain[0]?.node === me;
+    };
+    for (;;) {
+      if (!still()) return;
+      const { taken, owner } = await this.#o.coord.takeOwner(r.name, r.epoch);
+      if (taken || owner?.node === me) break;
+      await pause(500);
+    }
+    const cfg = this.#config(r);
+    for (const node of [...cfg.chain].reverse()) {
+      if (node === me) continue;
+      for (let attempt = 0; ; attempt++) {
+        if (!still()) return;
+        try {
+          await this.#o.pool.request(node, MessageType.CONFIGURE, { disk: r.name, epoch: r.epoch, rev: this.#o.coord.revision, hlc: this.#o.hlc(), chain: [...cfg.chain], sizeBytes: r.sizeBytes, catchingUp: [...(cfg.catchingUp ?? [])] });
+          break;
+        } catch (err) {
+          if (attempt % 10 === 0) this.#o.log.info(`disk ${r.name}: waiting for ${node} to take epoch ${r.epoch}: ${(err as Error).message}`, { disk: r.name });
+          await pause(200);
+        }
+      }
+    }
+    if (h.replica.epoch < r.epoch) h.replica.configure(cfg);
+    h.servingEpoch = r.epoch;
+    this.#o.log.info(`disk ${r.name}: head at epoch ${r.epoch}, chain ${cfg.chain.join(' > ')}`, { disk: r.name });
+    await this.#takeSync(h, r);
+  }
+
+  /** Puts this epoch's sync snapshot through the chain, then drops sync snapshots nobody needs. */
+  async #takeSync(h: Held, r: DiskRecord): Promise<void> {
+    const name = syncName(r.epoch);
+    try {
+      await h.replica.submit({ kind: 'snapshot', name }, { internal: true });
+    } catch (err) {
+      this.#o.log.warn(`disk ${r.name}: sync snapshot ${name} not taken: ${(err as Error).message}`, { disk: r.name });
+      return;
+    }
+    const keep = new Set<string>([name]);
+    for (const e of r.chain) if (e.base !== undefined) keep.add(e.base);
+    for (const a of r.away) if (a.base !== null) keep.add(a.base);
+    for (const s of this.#o.store.listSnapshots(r.name)) {
+      if (!s.name.startsWith(SYNC_PREFIX) || keep.has(s.name)) continue;
+      await h.replica.submit({ kind: 'snapshot-delete', name: s.name }, { internal: true }).catch(() => {});
+    }
+    // The record names the newest sync point, for the base of a replica that leaves later.
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const now = this.#o.coord.disk(r.name);
+      if (now === null || now.record.epoch !== r.epoch || now.record.sync === name) return;
+      try {
+        await this.#o.coord.updateDisk({ ...now.record, sync: name }, now.modRevision);
+        return;
+      } catch (err) {
+        if (!(err instanceof ClusterError) || err.code !== ClusterErrorCode.CONFLICT) throw err;
+      }
+    }
+  }
+
+  /**
+   * Copies this replica's data in from the healthy replicas' newest sync snapshot: the ranges
+   * changed since `base`, or everything without one; then says so in the record (healthy, a new
+   * epoch). Runs again from the start if a source or the sync point goes away meanwhile.
+   */
+  async #copyIn(h: Held, base: string | null): Promise<void> {
+    const name = h.name;
+    for (let attempt = 0; !this.#closed && this.#held.get(name) === h; attempt++) {
+      const vd = this.#o.coord.disk(name);
+      const entry = vd?.record.chain.find((e) => e.node === this.#o.nodeId);
+      if (vd === null || entry === undefined || entry.state === 'healthy') return;
+      const r = vd.record;
+      const sources = r.chain.filter((e) => e.state === 'healthy').map((e) => e.node);
+      // A sync snapshot the head took after this replica joined: the record's, once it is of a later epoch.
+      const sync = r.sync;
+      if (sync === null || h.joinedEpoch === null || Number(sync.slice(SYNC_PREFIX.length)) < h.joinedEpoch || sources.length === 0) {
+        await pause(200);
+        continue;
+      }
+      try {
+        const copied = await this.#copyFrom(h, r, sources, sync, base);
+        await h.local.volume.flush();
+        h.replica.copyInDone();
+        this.#o.log.info(`disk ${name}: copied in ${copied} bytes from ${sources.join(', ')} (${base === null ? 'full copy' : `changes since ${base}`})`, { disk: name });
+        await this.#markHealthy(name);
+        return;
+      } catch (err) {
+        if (attempt % 5 === 0) this.#o.log.info(`disk ${name}: copy in from ${sync} interrupted, starting again: ${(err as Error).message}`, { disk: name });
+        await pause(500);
+      }
+    }
+  }
+
+  /** The copy itself: ranges dealt round-robin to the sources, a few at a time. Resolves to the bytes copied. */
+  async #copyFrom(h: Held, r: DiskRecord, sources: string[], sync: string, base: string | null): Promise<number> {
+    const ask = (node: string, offset: number, length: number, since: string | null) =>
+      this.#o.pool.request(node, MessageType.EXTENTS, { disk: r.name, epoch: r.epoch, rev: this.#o.coord.revision, hlc: this.#o.hlc(), snapshot: sync, since, offset, length });
+    // What to copy: the ranges changed since base, or all of the disk (allocated ranges as data, the rest as zeroes).
+    const size = r.sizeBytes;
+    const first = sources[0];
+    let ranges: Array<[number, number, boolean]>;
+    if (base !== null) {
+      const changed = (await ask(first, 0, size, base)).body.extents;
+      ranges = changed.map(([o, l]) => [o, l, true]);
+    } else {
+      const allocated = (await ask(first, 0, size, null)).body.extents;
+      ranges = [];
+      let at = 0;
+      for (const [o, l] of allocated) {
+        if (o > at) ranges.push([at, o - at, false]);
+        ranges.push([o, l, true]);
+        at = o + l;
+      }
+      if (at < size) ranges.push([at, size - at, false]);
+    }
+    const chunks: Array<[number, number, boolean]> = [];
+    for (const [o, l, data] of ranges) {
+      if (!data) chunks.push([o, l, false]);
+      else for (let a = o; a < o + l; a += COPY_CHUNK_BYTES) chunks.push([a, Math.min(COPY_CHUNK_BYTES, o + l - a), true]);
+    }
+    let next = 0;
+    let copied = 0;
+    const rate = this.#o.copyBytesPerSecond ?? 100 * 1024 * 1024;
+    const started = performance.now();
+    const worker = async (w: number): Promise<void> => {
+      for (let i = next++; i < chunks.length; i = next++) {
+        const [offset, length, data] = chunks[i];
+        if (!data) {
+          await h.replica.copyIn(offset, length, null);
+          continue;
+        }
+        const source = sources[(i + w) % sources.length];
+        const res = await this.#o.pool.request(source, MessageType.READ_SNAP, { disk: r.name, epoch: r.epoch, rev: this.#o.coord.revision, hlc: this.#o.hlc(), snapshot: sync, offset, length });
+        await h.replica.copyIn(offset, length, res.payload ?? Buffer.alloc(length));
+        copied += length;
+        // The rate limit: no faster than `rate` on average since the start.
+        const ahead = (copied / rate) * 1000 - (performance.now() - started);
+        if (ahead > 0) await pause(ahead);
+      }
+    };
+    await Promise.all(Array.from({ length: COPY_PARALLEL }, (_, w) => worker(w)));
+    return copied;
+  }
+
+  /** Marks this node's entry healthy in the record, at a new epoch. */
+  async #markHealthy(name: string): Promise<void> {
+    for (;;) {
+      const vd = this.#o.coord.disk(name);
+      if (vd === null) return;
+      const r = vd.record;
+      if (!r.chain.some((e) => e.node === this.#o.nodeId && e.state !== 'healthy')) return;
+      const chain = r.chain.map((e) => (e.node === this.#o.nodeId ? { node: e.node, state: 'healthy' as const } : e));
+      // Healthy replicas first, in their order: the head stays the head.
+      chain.sort((a, b) => Number(a.state !== 'healthy') - Number(b.state !== 'healthy'));
+      try {
+        const rev = await this.#o.coord.updateDisk({ ...r, epoch: r.epoch + 1, chain }, vd.modRevision);
+        await this.#o.coord.reach(rev).catch(() => {});
+        return;
+      } catch (err) {
+        if (!(err instanceof ClusterError) || err.code !== ClusterErrorCode.CONFLICT) throw err;
+      }
+    }
+  }
+
+  #transport(): ChainTransport {
+    return {
+      forward: async (node: string, msg: OpMessage) => {
+        const { op } = msg;
+        const scoped = { disk: msg.disk, epoch: msg.epoch, rev: this.#o.coord.revision, hlc: this.#o.hlc(), id: [msg.id[0], msg.id[1]] as [number, number], prev: msg.prev === null ? null : ([msg.prev[0], msg.prev[1]] as [number, number]), restart: msg.restart };
+        if (op.kind === 'write') {
+          await this.#o.pool.request(node, MessageType.OP, { ...scoped, kind: 'write', offset: op.offset, fua: op.fua }, op.data);
+        } else {
+          await this.#o.pool.request(node, MessageType.OP, { ...scoped, ...op } as OpBody);
+        }
+      },
+    };
+  }
+
+  #gatewayHost(): GatewayHost {
+    return {
+      head: (disk): HeadView | null => {
+        const vd = this.#o.coord.disk(disk);
+        const head = vd?.record.chain[0];
+        return vd === null || head === undefined ? null : { node: head.node, epoch: vd.record.epoch, sizeBytes: vd.record.sizeBytes, rev: this.#o.coord.revision };
+      },
+      gone: (disk) => this.#o.coord.disk(disk) === null,
+      io: async (node, body, payload) => {
+        if (node === this.#o.nodeId) return this.#io({ ...body, hlc: this.#o.hlc() } as IoBody, payload);
+        const res = await this.#o.pool.request(node, MessageType.IO, { ...body, hlc: this.#o.hlc() } as IoBody, payload ?? undefined);
+        return { body: res.body, payload: res.payload };
+      },
+      pause,
+    };
+  }
+
+  // Peer handlers. What the engine refuses becomes REPLICA_IO with the engine's code; the rest of
+  // the cluster's errors go as they are.
+
+  async #onConfigure(req: PeerRequest<typeof MessageType.CONFIGURE>): Promise<PeerReply<typeof MessageType.CONFIGURE>> {
+    const b = req.body;
+    // The head's cache may be ahead of ours: catch up to its revision, then take part as the record says.
+    await this.#o.coord.reach(b.rev, 5000).catch(() => {});
+    this.reconcile(b.disk);
+    await this.#reconciling.get(b.disk);
+    const h = this.#held.get(b.disk);
+    if (h === undefined) throw new ClusterError(ClusterErrorCode.DISK_NOT_FOUND, `${this.#o.nodeId} holds no replica of ${b.disk} at epoch ${b.epoch}`);
+    if (h.replica.epoch < b.epoch) {
+      await wrapEngine(() => Promise.resolve(h.replica.configure({ epoch: b.epoch, chain: b.chain, catchingUp: b.catchingUp ?? [] })));
+    }
+    if (h.replica.epoch > b.epoch) throw new ClusterError(ClusterErrorCode.STALE_EPOCH, `${b.disk}: epoch ${b.epoch} is older than ${h.replica.epoch} on ${this.#o.nodeId}`, { current: h.replica.epoch });
+    const last = h.replica.lastId;
+    return { body: { lastId: last === null ? null : [last[0], last[1]] } };
+  }
+
+  async #onOp(req: PeerRequest<typeof MessageType.OP>): Promise<PeerReply<typeof MessageType.OP>> {
+    const b = req.body;
+    const h = this.#held.get(b.disk);
+    if (h === undefined) throw new ClusterError(ClusterErrorCode.DISK_NOT_FOUND, `${this.#o.nodeId} holds no replica of ${b.disk}`);
+    const op = opOf(b, req.payload);
+    await wrapEngine(() => h.replica.receive({ disk: b.disk, epoch: b.epoch, id: b.id, prev: b.prev, restart: b.restart, op }));
+    return { body: { disk: b.disk, epoch: b.epoch, id: b.id } };
+  }
+
+  async #onIo(req: PeerRequest<typeof MessageType.IO>): Promise<PeerReply<typeof MessageType.IO>> {
+    return this.#io(req.body, req.payload);
+  }
+
+  async #io(b: IoBody, payload: Buffer | null): Promise<{ body: IoReply; payload: Buffer | null }> {
+    if (!this.isHead(b.disk)) throw new ClusterError(ClusterErrorCode.NOT_HEAD, `${this.#o.nodeId} is not the head of ${b.disk} now`);
+    const h = this.#held.get(b.disk)!;
+    const v = new ReplicatedVolume(h.replica, this.#o.store.openVolume(b.disk), { leaseValid: () => this.#o.coord.leaseValid() });
+    try {
+      return await wrapEngine(async () => {
+        switch (b.kind) {
+          case 'read':
+            return { body: {}, payload: await v.read(b.offset, b.length) };
+          case 'write':
+            await v.write(b.offset, payload!, { fua: b.fua });
+            return { body: {}, payload: null };
+          case 'zero':
+            await v.writeZeroes(b.offset, b.length, { fua: b.fua, mayTrim: b.mayTrim });
+            return { body: {}, payload: null };
+          case 'trim':
+            await v.trim(b.offset, b.length, { fua: b.fua });
+            return { body: {}, payload: null };
+          case 'flush':
+            await v.flush();
+            return { body: {}, payload: null };
+          case 'block-status': {
+            const runs = await v.blockStatus(b.offset, b.length);
+            return { body: { allocation: runs.map((e) => [e.offset, e.length, (e.hole ? 1 : 0) | (e.zero ? 2 : 0)] as [number, number, number]) }, payload: null };
+          }
+          case 'changed-since': {
+            const runs = await v.changedSince(b.snapshot, b.offset, b.length);
+            return { body: { changes: runs.map((e) => [e.offset, e.length, e.changed ? 1 : 0] as [number, number, number]) }, payload: null };
+          }
+        }
+      });
+    } finally {
+      v.close();
+    }
+  }
+
+  async #onExtents(req: PeerRequest<typeof MessageType.EXTENTS>): Promise<PeerReply<typeof MessageType.EXTENTS>> {
+    const b = req.body;
+    return wrapEngine(async () => {
+      const v = this.#o.store.openVolume(b.disk, b.snapshot);
+      try {
+        const extents: Array<[number, number]> = [];
+        const end = Math.min(b.offset + b.length, v.sizeBytes);
+        if (b.since === null) {
+          for (const e of await v.blockStatus(b.offset, end - b.offset)) if (!e.hole) extents.push([e.offset, e.length]);
+        } else {
+          for (const e of await v.changedSince(b.since, b.offset, end - b.offset)) if (e.changed) extents.push([e.offset, e.length]);
+        }
+        return { body: { extents } };
+      } finally {
+        v.close();
+      }
+    });
+  }
+
+  async #onReadSnap(req: PeerRequest<typeof MessageType.READ_SNAP>): Promise<PeerReply<typeof MessageType.READ_SNAP>> {
+    const b = req.body;
+    return wrapEngine(async () => {
+      const v = this.#o.store.openVolume(b.disk, b.snapshot);
+      try {
+        return { payload: await v.read(b.offset, b.length) };
+      } finally {
+        v.close();
+      }
+    });
+  }
+
+  /** Stops taking part: replicas close (their pending ops fail), copies stop. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#o.coord.off('disk', this.#onDisk);
+    await Promise.all([...this.#reconciling.values()]);
+    for (const h of [...this.#held.values()]) this.#drop(h);
+  }
+}
+
+/** The chain op a request carries. */
+function opOf(b: OpBody, payload: Buffer | null): ChainOp {
+  switch (b.kind) {
+    case 'write':
+      return { kind: 'write', offset: b.offset, data: Buffer.from(payload!), fua: b.fua };
+    case 'zero':
+      return { kind: 'zero', offset: b.offset, length: b.length, fua: b.fua, mayTrim: b.mayTrim };
+    case 'trim':
+      return { kind: 'trim', offset: b.offset, length: b.length, fua: b.fua };
+    case 'flush':
+      return { kind: 'flush' };
+    case 'snapshot':
+      return { kind: 'snapshot', name: b.name };
+    case 'snapshot-delete':
+      return { kind: 'snapshot-delete', name: b.name };
+    case 'revert':
+      return { kind: 'revert', snapshot: b.snapshot };
+    case 'resize':
+      return { kind: 'resize', sizeBytes: b.sizeBytes };
+  }
+}
+
+/** Runs `fn`; an EngineError becomes REPLICA_IO carrying the engine's code (a peer answers only ClusterErrors). */
+async function wrapEngine<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof EngineError) throw new ClusterError(ClusterErrorCode.REPLICA_IO, err.message, { cause: err, engine: err.code });
+    throw err;
+  }
+}
+
+function pause(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}

@@ -1,0 +1,186 @@
+/**
+ * What a node runs in a cluster besides its coordinator (docs/cluster.md): the peer listener
+ * and pool, its part in every replicated disk, the controller while it is elected, and the
+ * cluster-wide disk operations the API asks for.
+ */
+import type { Store, DiskInfo, Volume } from '../engine/index.ts';
+import { EngineError, EngineErrorCode } from '../engine/index.ts';
+import type { Logger } from '../observe/index.ts';
+import { ClusterError, ClusterErrorCode } from './errors.ts';
+import type { Coordinator } from './coord/coordinator.ts';
+import { Controller } from './controller.ts';
+import { ReplicatedDisks, reservedSnapshot } from './disks.ts';
+import { PeerPool, PeerServer } from './peer/index.ts';
+import type { DiskRecord, FailureDomain, ReplicaState } from './types.ts';
+
+/** A disk as the cluster reports it: the engine's DiskInfo and its replicas (docs/cluster.md, "Contract"). */
+export interface ClusterDiskInfo extends DiskInfo {
+  replicas: Array<{ node: string; role: 'head' | 'middle' | 'tail'; state: ReplicaState }>;
+  epoch: number;
+  policy: { replicas: number; failureDomain: FailureDomain };
+}
+
+/** Options of startReplication. */
+export interface ReplicationOptions {
+  coord: Coordinator;
+  store: Store;
+  /** Host and port the peer listener binds. */
+  host: string;
+  port: number;
+  log: Logger;
+  /** The newest peer protocol version to speak (rolling upgrades). */
+  protocolMax?: number;
+}
+
+/** The replication side of a cluster node. */
+export class Replication {
+  readonly coord: Coordinator;
+  readonly disks: ReplicatedDisks;
+  readonly #server: PeerServer;
+  readonly #pool: PeerPool;
+  readonly #store: Store;
+  readonly #log: Logger;
+  #controller: Controller | null = null;
+  #port = 0;
+
+  constructor(opts: ReplicationOptions) {
+    const c = opts.coord;
+    this.coord = c;
+    this.#store = opts.store;
+    this.#log = opts.log;
+    const hlc = (): bigint => BigInt(Date.now()) << 16n;
+    const identity = { node: c.nodeId, cluster: c.clusterId, secret: c.secret, protocolMax: opts.protocolMax, log: opts.log };
+    this.#pool = new PeerPool({
+      ...identity,
+      resolve: (node) => {
+        const m = c.nodes().find((n) => n.id === node);
+        return m === undefined || m.peer === null ? null : m.peer;
+      },
+    });
+    this.disks = new ReplicatedDisks({ nodeId: c.nodeId, store: opts.store, coord: c, pool: this.#pool, log: opts.log, hlc });
+    this.#server = new PeerServer({ ...identity, disks: (name) => this.disks.view(name) });
+    this.disks.register(this.#server);
+  }
+
+  /** Listens for peers; resolves to the bound port. */
+  async listen(host: string, port: number): Promise<number> {
+    const a = await this.#server.listen({ host, port });
+    this.#port = a.port;
+    return a.port;
+  }
+
+  /** Once the node joined: takes part in the disks and runs the controller when elected. */
+  start(): void {
+    this.disks.start();
+    this.#controller = new Controller({ coord: this.coord, log: this.#log });
+  }
+
+  get port(): number {
+    return this.#port;
+  }
+
+  /** Creates a replicated disk: placed on `replicas` nodes of distinct failure domains; resolves once its head serves it. */
+  async createDisk(name: string, sizeBytes: number, policy: { replicas?: number; failureDomain?: FailureDomain }): Promise<ClusterDiskInfo> {
+    const up = this.coord.nodes().filter((n) => n.state === 'up');
+    const replicas = policy.replicas ?? Math.min(3, up.length);
+    const failureDomain = policy.failureDomain ?? 'node';
+    if (!Number.isInteger(replicas) || replicas < 1 || replicas > 5) throw new ClusterError(ClusterErrorCode.INVALID, `replicas must be between 1 and 5: got ${replicas}`);
+    const chosen: string[] = [];
+    const zones = new Set<string>();
+    for (const n of [...up].sort((a, b) => a.usedBytes / Math.max(1, a.capacityBytes) - b.usedBytes / Math.max(1, b.capacityBytes) || a.id.localeCompare(b.id))) {
+      if (chosen.length === replicas) break;
+      if (failureDomain === 'zone' && zones.has(n.zone)) continue;
+      chosen.push(n.id);
+      zones.add(n.zone);
+    }
+    if (chosen.length < replicas) {
+      const what = failureDomain === 'zone' ? `distinct zones: the cluster has ${new Set(up.map((n) => n.zone)).size} zones up` : `distinct nodes: the cluster has ${up.length} nodes up`;
+      throw new ClusterError(ClusterErrorCode.POLICY_UNMET, `cannot place ${replicas} replicas in ${what}`);
+    }
+    const record: DiskRecord = {
+      name,
+      sizeBytes,
+      createdMs: Date.now(),
+      origin: null,
+      policy: { replicas, failureDomain },
+      epoch: 1,
+      chain: chosen.map((node) => ({ node, state: 'healthy' as const })),
+      away: [],
+      sync: null,
+    };
+    const rev = await this.coord.createDisk(record);
+    await this.coord.reach(rev).catch(() => {});
+    return this.waitServed(name, 30_000);
+  }
+
+  /** Resolves with the disk's info once its record's head serves it (its first epoch configured). */
+  async waitServed(name: string, timeoutMs: number): Promise<ClusterDiskInfo> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const vd = this.coord.disk(name);
+      if (vd === null) throw new EngineError(EngineErrorCode.NOT_FOUND, `Disk "${name}" not found`);
+      if (vd.record.sync !== null || this.disks.isHead(name)) return this.info(name);
+      if (performance.now() > deadline) throw new ClusterError(ClusterErrorCode.PEER_UNAVAILABLE, `disk ${name}: its head ${vd.record.chain[0]?.node} did not start serving it within ${Math.round(timeoutMs / 1000)} s`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** The disk's info: the engine's, from this node's copy where it holds one, with its replicas. */
+  info(name: string): ClusterDiskInfo {
+    const vd = this.coord.disk(name);
+    if (vd === null) throw new EngineError(EngineErrorCode.NOT_FOUND, `Disk "${name}" not found`);
+    const r = vd.record;
+    let base: DiskInfo;
+    try {
+      base = this.#store.getDisk(name);
+    } catch {
+      base = { name, sizeBytes: r.sizeBytes, allocatedBytes: 0, snapshots: [], origin: r.origin, createdMs: r.createdMs };
+    }
+    const last = r.chain.length - 1;
+    return {
+      ...base,
+      sizeBytes: r.sizeBytes,
+      snapshots: base.snapshots.filter((s) => !reservedSnapshot(s)),
+      replicas: [
+        ...r.chain.map((e, i) => ({ node: e.node, role: i === 0 ? ('head' as const) : i === last ? ('tail' as const) : ('middle' as const), state: e.state as ReplicaState })),
+        ...r.away.map((a) => ({ node: a.node, role: 'tail' as const, state: 'stale' as ReplicaState })),
+      ],
+      epoch: r.epoch,
+      policy: { ...r.policy },
+    };
+  }
+
+  /** Every disk of the cluster. */
+  list(): ClusterDiskInfo[] {
+    return this.coord.disks().map((d) => this.info(d.record.name));
+  }
+
+  /** Deletes a disk from the cluster: every replica drops its copy when it sees the record go. */
+  async deleteDisk(name: string): Promise<void> {
+    const vd = this.coord.disk(name);
+    if (vd === null) throw new EngineError(EngineErrorCode.NOT_FOUND, `Disk "${name}" not found`);
+    const rev = await this.coord.deleteDisk(name, vd.modRevision);
+    await this.coord.reach(rev).catch(() => {});
+  }
+
+  /** The API address of the disk's head, or null when this node is its head (or it has none). */
+  headApi(name: string): string | null {
+    const vd = this.coord.disk(name);
+    const head = vd?.record.chain[0]?.node;
+    if (head === undefined || head === this.coord.nodeId) return null;
+    return this.coord.nodes().find((n) => n.id === head)?.api ?? null;
+  }
+
+  /** The volume a client of this node gets for a disk. */
+  openVolume(disk: string, snap: string | null): Volume {
+    if (snap !== null) return this.#store.openVolume(disk, snap);
+    return this.disks.openVolume(disk);
+  }
+
+  async close(): Promise<void> {
+    await this.#controller?.close();
+    await this.disks.close();
+    await this.#server.close();
+    await this.#pool.close();
+  }
+}

@@ -27,6 +27,11 @@ const readyLine = /^tessera ready api=(http:\/\/\S+) nbd=(\S+):(\d+) socket=(\S+
 
 /** A running (or stopped, restartable) Tessera node. */
 export class TesseraNode {
+  /** Whether the node's process is running (started, not yet stopped or killed). */
+  get running(): boolean {
+    return this.#child !== null && this.#child !== undefined;
+  }
+
   /** Base URL of the HTTP API, e.g. http://127.0.0.1:41234 */
   api = '';
   /** NBD TCP host. */

@@ -5,7 +5,7 @@
  */
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { checkNodeId, ClusterError, ClusterErrorCode, Coordinator, etcdPrefixDefault, normalizePrefix, Replication, secretBytes } from '../cluster/index.ts';
+import { checkNodeId, ClusterError, ClusterErrorCode, Coordinator, etcdPrefixDefault, normalizePrefix, PeerProtocolVersion, Replication, secretBytes } from '../cluster/index.ts';
 import type { Store } from '../engine/index.ts';
 import type { NodeView } from '../cluster/index.ts';
 import type { Logger } from '../observe/index.ts';
@@ -119,7 +119,8 @@ export async function connectCluster(opts: ClusterModeOptions & { dataDir: strin
     coordinator,
     async join(j) {
       const host = opts.advertise ?? j.host;
-      const r = new Replication({ coord: coordinator, store: j.store, host: j.host, port: opts.peerPort ?? 0, log: opts.log.child({ component: 'cluster' }), protocolMax: protocolMaxFromEnv() });
+      const protocolMax = protocolMaxFromEnv();
+      const r = new Replication({ coord: coordinator, store: j.store, host: j.host, port: opts.peerPort ?? 0, log: opts.log.child({ component: 'cluster' }), protocolMax });
       replication = r;
       const peerPort = await r.listen(j.host, opts.peerPort ?? 0);
       await coordinator.join({
@@ -128,7 +129,7 @@ export async function connectCluster(opts: ClusterModeOptions & { dataDir: strin
         nbd: hostPort(host, j.nbdPort),
         peer: hostPort(host, peerPort),
         version: j.version,
-        protocol: [1, 2],
+        protocol: [PeerProtocolVersion.MIN, Math.min(protocolMax ?? PeerProtocolVersion.MAX, PeerProtocolVersion.MAX)],
         // Load comes with the chain's I/O; until then a node reports none.
         usage: () => ({ ...j.usage(), load: 0 }),
       });

@@ -18,6 +18,8 @@ export interface StartNodeOptions {
   dataDir?: string;
   /** Extra arguments to `tessera serve`. */
   args?: string[];
+  /** Extra environment variables of the node's process. */
+  env?: Record<string, string>;
   /** Bound on waiting for the ready line. Default 2 minutes (a first run may install npm deps). */
   readyTimeoutMs?: number;
 }
@@ -46,6 +48,7 @@ export class TesseraNode {
   /** File the node's stderr (its log) goes to, across restarts. */
   readonly logPath: string;
   #args: string[];
+  #env: Record<string, string> | undefined;
   #readyTimeoutMs: number;
   #child: ChildProcess | null = null;
   #exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> | null = null;
@@ -59,6 +62,7 @@ export class TesseraNode {
     this.logPath = join(runDir, 'node.log');
     this.#log = createWriteStream(this.logPath, { flags: 'a' });
     this.#args = opts.args ?? [];
+    this.#env = opts.env;
     this.#readyTimeoutMs = opts.readyTimeoutMs ?? 120_000;
   }
 
@@ -81,7 +85,7 @@ export class TesseraNode {
   async start(): Promise<void> {
     if (this.#child) throw new Error('node already running');
     const args = ['serve', '--data', this.dataDir, '--nbd-port', '0', '--api-port', '0', '--host', '127.0.0.1', '--socket', this.socket, ...this.#args];
-    const child = spawnTracked(tesseraBin, args);
+    const child = spawnTracked(tesseraBin, args, this.#env === undefined ? {} : { env: { ...process.env, ...this.#env } });
     this.#child = child;
     this.#exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
     child.stdin!.end();

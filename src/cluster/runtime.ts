@@ -13,6 +13,10 @@ import { ReplicatedDisks, reservedSnapshot } from './disks.ts';
 import { PeerPool, PeerServer } from './peer/index.ts';
 import type { DiskRecord, FailureDomain, ReplicaState } from './types.ts';
 
+/** When a node first measures its round trips to the others, and how often after. */
+const RTT_FIRST_MS = 2000;
+const RTT_INTERVAL_MS = 30_000;
+
 /** A disk as the cluster reports it: the engine's DiskInfo and its replicas (docs/cluster.md, "Contract"). */
 export interface ClusterDiskInfo extends DiskInfo {
   replicas: Array<{ node: string; role: 'head' | 'middle' | 'tail'; state: ReplicaState }>;
@@ -42,6 +46,7 @@ export class Replication {
   readonly #log: Logger;
   #controller: Controller | null = null;
   #port = 0;
+  #rttTimer: NodeJS.Timeout | null = null;
 
   constructor(opts: ReplicationOptions) {
     const c = opts.coord;
@@ -73,6 +78,41 @@ export class Replication {
   start(): void {
     this.disks.start();
     this.#controller = new Controller({ coord: this.coord, log: this.#log });
+    // Round trips to the other nodes, published for placement and the controller's rank: soon after the start, then every 30 s.
+    const tick = (): void => {
+      void this.#measureRtt();
+      this.#rttTimer = setTimeout(tick, RTT_INTERVAL_MS).unref();
+    };
+    this.#rttTimer = setTimeout(tick, RTT_FIRST_MS).unref();
+  }
+
+  async #measureRtt(): Promise<void> {
+    const others = this.coord.nodes().filter((n) => n.state === 'up' && n.id !== this.coord.nodeId).map((n) => n.id);
+    if (others.length === 0) return;
+    try {
+      const rtt = await this.#pool.pingAll(others);
+      await this.coord.publishRtt(rtt);
+    } catch (err) {
+      this.#log.debug(`round trips not published: ${(err as Error).message}`);
+    }
+  }
+
+  /**
+   * This node's rank as a controller candidate: how many up nodes have a lower mean round trip to
+   * the others (ties by id), so the best connected campaigns first (docs/cluster.md, "Failure,
+   * catch-up and rebuild"). 0 until round trips are known.
+   */
+  rank(): number {
+    const rtts = this.coord.rtts();
+    const up = new Set(this.coord.nodes().filter((n) => n.state === 'up').map((n) => n.id));
+    const mean = (id: string): number => {
+      const v = Object.entries(rtts[id] ?? {}).filter(([peer]) => up.has(peer)).map(([, ms]) => ms);
+      return v.length === 0 ? Infinity : v.reduce((a, b) => a + b, 0) / v.length;
+    };
+    const me = this.coord.nodeId;
+    const mine = mean(me);
+    if (mine === Infinity) return 0;
+    return [...up].filter((id) => id !== me && (mean(id) < mine || (mean(id) === mine && id < me))).length;
   }
 
   get port(): number {
@@ -178,6 +218,7 @@ export class Replication {
   }
 
   async close(): Promise<void> {
+    if (this.#rttTimer !== null) clearTimeout(this.#rttTimer);
     await this.#controller?.close();
     await this.disks.close();
     await this.#server.close();

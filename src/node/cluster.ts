@@ -132,6 +132,7 @@ export async function connectCluster(opts: ClusterModeOptions & { dataDir: strin
         protocol: [PeerProtocolVersion.MIN, Math.min(protocolMax ?? PeerProtocolVersion.MAX, PeerProtocolVersion.MAX)],
         // Load comes with the chain's I/O; until then a node reports none.
         usage: () => ({ ...j.usage(), load: 0 }),
+        rank: () => r.rank(),
       });
       r.start();
       return r;

@@ -395,6 +395,26 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     return { id: this.nodeId, startedMs: this.#startedMs, version: j.version, protocol: j.protocol, capacityBytes: u.capacityBytes, usedBytes: u.usedBytes, load: u.load, hlc: j.hlc?.() ?? String(Date.now()) };
   }
 
+  /** Publishes the round trips this node measured (`P/rtt/ID`, under its lease): one put. */
+  async publishRtt(rttMs: Record<string, number>): Promise<void> {
+    const lease = this.leaseId;
+    if (lease === null || this.#closed) return;
+    await this.#etcd.put(this.keys.rtt(this.nodeId), JSON.stringify(rttMs), lease);
+  }
+
+  /** Every node's published round trips: node → peer → ms. */
+  rtts(): Record<string, Record<string, number>> {
+    const out: Record<string, Record<string, number>> = {};
+    for (const e of this.#cache.under('rtt/')) {
+      try {
+        out[e.key.slice(e.key.lastIndexOf('/') + 1)] = JSON.parse(e.text) as Record<string, number>;
+      } catch {
+        // A malformed record counts as none.
+      }
+    }
+    return out;
+  }
+
   async #rewriteLive(): Promise<void> {
     const lease = this.leaseId;
     if (lease === null || this.#closed) return;

@@ -43,6 +43,10 @@ export class Keys {
   live(id: string): string {
     return `${this.root}live/${id}`;
   }
+  /** `P/rtt/ID`: the round trips the node measured to the others, under its lease. */
+  rtt(id: string): string {
+    return `${this.root}rtt/${id}`;
+  }
   /** `P/disks/NAME`. */
   disk(name: string): string {
     return `${this.root}disks/${name}`;

@@ -42,6 +42,8 @@ export const ClusterErrorCode = {
   LIMIT: 'CLUSTER_LIMIT',
   /** The cluster is closed. */
   CLOSED: 'CLUSTER_CLOSED',
+  /** A peer's hybrid logical clock is too far ahead of ours to take (docs/cluster.md, "Time"). */
+  CLOCK_SKEW: 'CLUSTER_CLOCK_SKEW',
 } as const;
 
 /** One of the ClusterErrorCode values. */

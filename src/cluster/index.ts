@@ -52,3 +52,12 @@ export { Replication } from './runtime.ts';
 export type { ClusterDiskInfo, ReplicationOptions } from './runtime.ts';
 export { reservedSnapshot, syncName } from './disks.ts';
 export { chainAfter } from './controller.ts';
+export {
+  defaultReplicas, place, planChange, reservedBytesOf, rttFromRecords, validatePolicy, REPLICAS_DEFAULT, REPLICAS_MAX, REPLICAS_MIN,
+} from './placement.ts';
+export type { PlacementDisk, PlacementInput, PlacementNode, PlacementPlan, RttLookup } from './placement.ts';
+export {
+  encodeHlc, fileBoundStore, formatHlc, Hlc, hlcLogical, hlcWallMs, parseHlc, HLC_LOGICAL_BITS, HLC_LOGICAL_MAX,
+  HLC_MAX_AHEAD_MS_DEFAULT, HLC_WALL_MS_MAX, HLC_WINDOW_MS_DEFAULT,
+} from './hlc.ts';
+export type { HlcBoundStore, HlcOptions, HlcTimestamp } from './hlc.ts';

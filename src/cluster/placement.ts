@@ -113,20 +113,14 @@ function fillOf(node: PlacementNode, extraBytes: number): number {
   return node.capacityBytes > 0 ? weight / node.capacityBytes : Number.POSITIVE_INFINITY;
 }
 
-const namesShownMax = 10;
-
-function listOf(names: readonly string[]): string {
-  const sorted = [...names].sort();
-  const shown = sorted.slice(0, namesShownMax).join(', ');
-  return sorted.length > namesShownMax ? `${shown}, … ${sorted.length - namesShownMax} more` : shown;
-}
-
+/** The refusal of a policy; `domains` are fewer than REPLICAS_MAX, so the message names them all. */
 function unmet(policy: Policy, domains: readonly string[]): ClusterError {
   const { replicas, failureDomain } = policy;
+  const names = [...domains].sort().join(', ');
   const message =
     failureDomain === 'zone'
-      ? `cannot place ${replicas} replicas in distinct zones: the cluster has ${domains.length} zone${domains.length === 1 ? '' : 's'} up (${listOf(domains)})`
-      : `cannot place ${replicas} replicas on distinct nodes: the cluster has ${domains.length} node${domains.length === 1 ? '' : 's'} up and active (${listOf(domains)})`;
+      ? `cannot place ${replicas} replicas in distinct zones: the cluster has ${domains.length} zone${domains.length === 1 ? '' : 's'} up (${names})`
+      : `cannot place ${replicas} replicas on distinct nodes: the cluster has ${domains.length} node${domains.length === 1 ? '' : 's'} up and active (${names})`;
   return new ClusterError(ClusterErrorCode.POLICY_UNMET, domains.length === 0 ? message.replace(' ()', '') : message);
 }
 

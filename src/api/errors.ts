@@ -102,6 +102,8 @@ const codeOfClusterCode: Record<ClusterErrorCodeValue, ApiErrorCodeValue> = {
   [ClusterErrorCode.REPLICA_IO]: ApiErrorCode.IO_ERROR,
   [ClusterErrorCode.LIMIT]: ApiErrorCode.BUSY,
   [ClusterErrorCode.CLOSED]: ApiErrorCode.CLOSED,
+  // A peer's clock far ahead of ours: the cluster is misconfigured (NTP), not the request.
+  [ClusterErrorCode.CLOCK_SKEW]: ApiErrorCode.UNAVAILABLE,
 };
 
 const codeOfBackupCode: Record<BackupErrorCodeValue, ApiErrorCodeValue> = {

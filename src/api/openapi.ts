@@ -109,7 +109,22 @@ export const openApiDocument = {
         parameters: [nameParam],
         responses: { '200': { description: 'The disk', ...json(ref('DiskInfo')) }, '404': errorRef('NotFound'), ...commonErrors },
       },
-      patch: resizeOperation('patchDisk', 'Resize a disk (same as POST .../resize)'),
+      patch: {
+        ...resizeOperation('patchDisk', 'Resize a disk, or (in a cluster) change its replica count'),
+        description:
+          'With `sizeBytes`: grows or shrinks the disk (same as POST .../resize); shrinking drops the data past the new end. ' +
+          'With `replicas` (a cluster only, `disk set`): the new replica count, 1 to 5; the controller adds or drops replicas to meet it, the disk online. ' +
+          'A count the nodes up cannot hold is refused with 409 POLICY_UNMET.',
+        requestBody: {
+          required: true,
+          ...json({
+            type: 'object',
+            additionalProperties: false,
+            minProperties: 1,
+            properties: { sizeBytes: { type: 'integer', minimum: 0 }, replicas: { type: 'integer', minimum: 1, maximum: 5 } },
+          }),
+        },
+      },
       delete: {
         operationId: 'deleteDisk',
         summary: 'Delete a disk and its snapshots',
@@ -303,6 +318,24 @@ export const openApiDocument = {
           'Every member of the cluster, up (its etcd lease lives) or down, from the node\'s cache of etcd: it answers while etcd is unreachable, with what it saw last. ' +
           'A node started without etcd answers with itself alone (id `local`, up, controller).',
         responses: { '200': { description: 'The nodes', ...json(ref('ClusterStatus')) }, ...commonErrors },
+      },
+    },
+    '/api/v1/nodes/{id}/drain': {
+      post: {
+        operationId: 'drainNode',
+        summary: "Drain a node: move each of its replicas to other nodes, the disks online (`node drain`)",
+        description: 'Marks the member draining: it takes no new replica, and the controller places a replacement for each of its replicas, removing the drained one once the replacement is healthy.',
+        parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+        responses: { '202': { description: 'Draining', ...json({ type: 'object', properties: { node: { type: 'string' }, state: { type: 'string' } } }) }, '404': errorRef('NotFound'), ...commonErrors },
+      },
+    },
+    '/api/v1/nodes/{id}': {
+      delete: {
+        operationId: 'removeNode',
+        summary: 'Forget a drained or dead node (`node rm`)',
+        description: "Refused (400 INVALID) for a node that is up and holds replicas (drain it first) or holds a disk's last healthy replica. A dead node's replicas are rebuilt elsewhere at once.",
+        parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+        responses: { '204': { description: 'Forgotten' }, '400': errorRef('BadRequest'), '404': errorRef('NotFound'), ...commonErrors },
       },
     },
     '/api/v1/compact': {
@@ -531,12 +564,12 @@ export const openApiDocument = {
     responses: {
       BadRequest: errorResponse('BAD_REQUEST: malformed JSON or wrong field types; INVALID: a bad name or size; OUT_OF_RANGE'),
       NotFound: errorResponse('NOT_FOUND: no such disk or snapshot'),
-      Conflict: errorResponse('EXISTS: the name is taken; IN_USE: still in use (open NBD connections); READ_ONLY: a snapshot, or any change of a node that runs read-only (serve --read-only)'),
+      Conflict: errorResponse('EXISTS: the name is taken; IN_USE: still in use (open NBD connections); READ_ONLY: a snapshot, or any change of a node that runs read-only (serve --read-only); POLICY_UNMET: in a cluster, the nodes up cannot hold the replicas asked for'),
       BodyTooLarge: errorResponse('BODY_TOO_LARGE: the request body is over the limit (1 MiB by default)'),
       UnsupportedMediaType: errorResponse('UNSUPPORTED_MEDIA_TYPE: the request body is not application/json'),
       NoSpace: errorResponse("NO_SPACE: the node's file system is full"),
       Internal: errorResponse("CORRUPT: stored data failed its checks; IO_ERROR: the node's drive failed a read of this request, or is failing (GET /api/v1/node, `drive`) and writes and changes are refused; INTERNAL: an unexpected failure, see the node log"),
-      Unavailable: errorResponse('CLOSED: the node is shutting down; NOT_READY: the node is starting; BUSY: too many requests in flight, or a backup running already'),
+      Unavailable: errorResponse("CLOSED: the node is shutting down; NOT_READY: the node is starting; BUSY: too many requests in flight, or a backup running already; in a cluster, UNAVAILABLE: the disk's head or a replica cannot be reached now or its chain is changing (retry), ETCD_UNAVAILABLE: etcd does not answer, so changes wait"),
       WrongPassword: errorResponse('WRONG_PASSWORD: no key of the backup repository opens with the password'),
       Repository: errorResponse('REPOSITORY: the backup repository failed, could not be reached, or holds damaged data'),
     },

@@ -85,7 +85,15 @@ export const routes: readonly Route[] = [
     return { status: 201, body: clusterDiskWire(info), headers: diskLocation(b.name) };
   }),
   route('GET', '/disks/{name}', null, (p, _b, { store, cluster }) => ({ status: 200, body: cluster !== null ? clusterDiskWire(cluster.info(p.name)) : diskWire(store.getDisk(p.name)) })),
-  route('PATCH', '/disks/{name}', resizeBody, resize),
+  route('PATCH', '/disks/{name}', { sizeBytes: 'count?', replicas: 'count?' }, async (p, b, ctx) => {
+    if (b.sizeBytes === undefined && b.replicas === undefined) throw new ApiError(ApiErrorCode.BAD_REQUEST, "Request body must hold 'sizeBytes' or 'replicas'");
+    if (b.replicas !== undefined) {
+      if (ctx.cluster === null) throw new ApiError(ApiErrorCode.INVALID, 'replicas need a cluster: this node runs without etcd');
+      if (b.sizeBytes === undefined) return { status: 200, body: clusterDiskWire(await ctx.cluster.setReplicas(p.name, b.replicas)) };
+      await ctx.cluster.setReplicas(p.name, b.replicas);
+    }
+    return resize(p, { sizeBytes: b.sizeBytes! }, ctx);
+  }),
   route('DELETE', '/disks/{name}', null, async (p, _b, { store, cluster }) => {
     if (cluster !== null) await cluster.deleteDisk(p.name);
     else await store.deleteDisk(p.name);
@@ -145,6 +153,16 @@ export const routes: readonly Route[] = [
   route('POST', '/snapshots', { name: 'string', disks: 'strings' }, snapshotGroup),
   route('GET', '/node', null, async (_p, _b, { nodeInfo }) => ({ status: 200, body: await nodeInfo() })),
   route('GET', '/cluster', null, (_p, _b, { clusterStatus }) => ({ status: 200, body: clusterStatus() })),
+  route('POST', '/nodes/{id}/drain', null, async (p, _b, { cluster }) => {
+    if (cluster === null) throw new ApiError(ApiErrorCode.INVALID, 'draining needs a cluster: this node runs without etcd');
+    await cluster.drainNode(p.id);
+    return { status: 202, body: { node: p.id, state: 'draining' } };
+  }),
+  route('DELETE', '/nodes/{id}', null, async (p, _b, { cluster }) => {
+    if (cluster === null) throw new ApiError(ApiErrorCode.INVALID, 'removing a node needs a cluster: this node runs without etcd');
+    await cluster.removeNode(p.id);
+    return { status: 204 };
+  }),
   route('POST', '/compact', null, async (_p, _b, { store }) => ({ status: 200, body: compactStatsWire(await store.compact()) })),
   route('GET', '/openapi.json', null, () => ({ status: 200, body: openApiDocument })),
   ...instantRestoreRoutes,

@@ -308,6 +308,47 @@ export const commands: Command[] = [
   clusterStatusCommand('cluster status', "Show the cluster's nodes: state, zone, endpoints, the controller, space used", ['tessera cluster status', 'tessera --api http://10.0.0.5:7480 cluster status --json']),
   clusterStatusCommand('node list', "List the cluster's nodes (as cluster status)", ['tessera node list', 'tessera node list --json | jq -r \'.nodes[] | select(.state == "down") | .id\'']),
   {
+    name: 'node drain',
+    args: ['ID'],
+    summary: "Move every replica off a node, its disks online (watch with disk info); then node rm",
+    options: {},
+    examples: ['tessera node drain n3'],
+    usesApi: true,
+    async run({ args: [id], io, client }) {
+      await client().drainNode(id);
+      io.stdout(`Draining node ${id}: each of its replicas is copied to another node, then removed from it\n`);
+    },
+  },
+  {
+    name: 'node rm',
+    args: ['ID'],
+    summary: 'Forget a drained or dead node (its replicas are rebuilt elsewhere)',
+    options: {},
+    examples: ['tessera node rm n3'],
+    usesApi: true,
+    async run({ args: [id], io, client }) {
+      await client().removeNode(id);
+      io.stdout(`Node ${id} is forgotten\n`);
+    },
+  },
+  {
+    name: 'disk set',
+    args: ['NAME'],
+    summary: "Change a replicated disk's policy online: its replica count",
+    options: { replicas: { type: 'string', valueName: 'N', description: 'Replicas, 1 to 5' }, json: jsonOption },
+    examples: ['tessera disk set vm1 --replicas 3'],
+    usesApi: true,
+    async run({ args: [name], values, io, client }) {
+      const text = values.replicas;
+      if (text === undefined) throw new CliError(CliErrorCode.USAGE, 'disk set needs --replicas N');
+      const n = Number(text);
+      if (!/^\d+$/.test(String(text)) || n < 1 || n > 5) throw new CliError(CliErrorCode.USAGE, `--replicas must be a whole number from 1 to 5: got ${String(text)}`);
+      const d = await client().setReplicas(name, n);
+      if (values.json) return printJson(io, d);
+      io.stdout(`Disk ${d.name}: ${n} replicas asked; replicas now ${(d.replicas ?? []).map((r) => `${r.node} (${r.state})`).join(', ')}\n`);
+    },
+  },
+  {
     name: 'compact',
     args: [],
     summary: 'Reclaim the space of data no disk or snapshot references any more',

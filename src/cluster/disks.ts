@@ -159,15 +159,28 @@ export class ReplicatedDisks {
     const ids = r.chain.map((e) => e.node);
     const entry = r.chain.find((e) => e.node === me);
     if (entry === undefined) {
-      // Not in the chain (any more): stop serving it, keep the copy as the base of a later catch-up.
+      // Not in the chain (any more): stop serving it; keep the copy as the base of a later
+      // catch-up while the record lists it away, else (moved elsewhere, drained) delete it.
       if (held !== undefined) {
         if (held.replica.epoch <= r.epoch) held.replica.configure(this.#config(r));
         this.#drop(held);
       }
+      if (!r.away.some((a) => a.node === me) && this.#o.store.listDisks().some((d) => d.name === name)) {
+        await this.#o.store.deleteDisk(name);
+        this.#o.log.info(`disk ${name}: this node holds no replica of it any more; its copy is deleted`, { disk: name });
+      }
       return;
     }
-    const h = held ?? (await this.#hold(r, entry.state === 'healthy' ? null : (entry.base ?? null)));
-    if (entry.state !== 'healthy' && h.joinedEpoch === null) await this.#prepareJoin(h, r, entry.base ?? null);
+    let h = held;
+    if (entry.state !== 'healthy' && (h === undefined || h.joinedEpoch === null)) {
+      // Joining to copy in: a fresh replica over a copy prepared first (no volume open on it).
+      if (h !== undefined) this.#drop(h);
+      await this.#prepareJoin(r, entry.base ?? null);
+      h = await this.#hold(r);
+      h.joinedEpoch = r.epoch;
+    }
+    h ??= await this.#hold(r);
+    if (entry.state === 'healthy') h.joinedEpoch = null;
     if (h.replica.epoch < r.epoch) h.replica.configure(this.#config(r));
     if (ids[0] === me && h.servingEpoch !== r.epoch) await this.#becomeHead(h, vd);
     if (entry.state !== 'healthy' && h.copying === null) {
@@ -181,7 +194,7 @@ export class ReplicatedDisks {
   }
 
   /** Opens (creating if missing) this node's copy of a disk and its replica. */
-  async #hold(r: DiskRecord, _base: string | null): Promise<Held> {
+  async #hold(r: DiskRecord): Promise<Held> {
     const store = this.#o.store;
     if (!store.listDisks().some((d) => d.name === r.name)) await store.createDisk(r.name, r.sizeBytes);
     const existing = this.#held.get(r.name);
@@ -204,21 +217,25 @@ export class ReplicatedDisks {
 
   /**
    * Before a replica copying in takes its first op: its copy goes back to `base` (a sync
-   * snapshot it shares with the healthy replicas), dropping what it had past it, or, without
-   * one, starts empty.
+   * snapshot it shares with the healthy replicas), dropping what it had past it; without one it
+   * starts empty (a full copy then writes every byte of the disk, so a copy that cannot be
+   * deleted, still open somewhere, only loses its snapshots).
    */
-  async #prepareJoin(h: Held, r: DiskRecord, base: string | null): Promise<void> {
+  async #prepareJoin(r: DiskRecord, base: string | null): Promise<void> {
     const store = this.#o.store;
-    const snaps = store.listSnapshots(r.name).map((s) => s.name);
+    const exists = store.listDisks().some((d) => d.name === r.name);
+    const snaps = exists ? store.listSnapshots(r.name).map((s) => s.name) : [];
     if (base !== null && snaps.includes(base)) {
       await store.revertDisk(r.name, base);
-    } else {
-      await store.deleteDisk(r.name).catch(() => {});
-      await store.createDisk(r.name, r.sizeBytes);
+    } else if (exists) {
+      try {
+        await store.deleteDisk(r.name);
+      } catch {
+        for (const s of snaps) await store.deleteSnapshot(r.name, s);
+      }
     }
-    const sizeNow = h.local.volume.sizeBytes;
-    if (sizeNow !== r.sizeBytes) await store.resizeDisk(r.name, r.sizeBytes);
-    h.joinedEpoch = r.epoch;
+    if (!store.listDisks().some((d) => d.name === r.name)) await store.createDisk(r.name, r.sizeBytes);
+    if (store.getDisk(r.name).sizeBytes !== r.sizeBytes) await store.resizeDisk(r.name, r.sizeBytes);
   }
 
   #drop(h: Held): void {

@@ -8,7 +8,8 @@ import { EngineError, EngineErrorCode } from '../engine/index.ts';
 import type { Logger } from '../observe/index.ts';
 import { ClusterError, ClusterErrorCode } from './errors.ts';
 import type { Coordinator } from './coord/coordinator.ts';
-import { Controller } from './controller.ts';
+import { Controller, placementNodes } from './controller.ts';
+import { defaultReplicas, place, rttFromRecords, validatePolicy } from './placement.ts';
 import { ReplicatedDisks, reservedSnapshot } from './disks.ts';
 import { PeerPool, PeerServer } from './peer/index.ts';
 import type { DiskRecord, FailureDomain, ReplicaState } from './types.ts';
@@ -34,6 +35,10 @@ export interface ReplicationOptions {
   log: Logger;
   /** The newest peer protocol version to speak (rolling upgrades). */
   protocolMax?: number;
+  /** How long a replica may stay away before the controller places a new one (`--rebuild-delay`). */
+  rebuildDelayMs?: number;
+  /** Bytes a second a copy in reads at most (`--rebuild-rate`). */
+  rebuildBytesPerSecond?: number;
 }
 
 /** The replication side of a cluster node. */
@@ -47,6 +52,7 @@ export class Replication {
   #controller: Controller | null = null;
   #port = 0;
   #rttTimer: NodeJS.Timeout | null = null;
+  readonly #rebuildDelayMs: number | undefined;
 
   constructor(opts: ReplicationOptions) {
     const c = opts.coord;
@@ -62,7 +68,8 @@ export class Replication {
         return m === undefined || m.peer === null ? null : m.peer;
       },
     });
-    this.disks = new ReplicatedDisks({ nodeId: c.nodeId, store: opts.store, coord: c, pool: this.#pool, log: opts.log, hlc });
+    this.disks = new ReplicatedDisks({ nodeId: c.nodeId, store: opts.store, coord: c, pool: this.#pool, log: opts.log, hlc, copyBytesPerSecond: opts.rebuildBytesPerSecond });
+    this.#rebuildDelayMs = opts.rebuildDelayMs;
     this.#server = new PeerServer({ ...identity, disks: (name) => this.disks.view(name) });
     this.disks.register(this.#server);
   }
@@ -77,7 +84,7 @@ export class Replication {
   /** Once the node joined: takes part in the disks and runs the controller when elected. */
   start(): void {
     this.disks.start();
-    this.#controller = new Controller({ coord: this.coord, log: this.#log });
+    this.#controller = new Controller({ coord: this.coord, log: this.#log, rebuildDelayMs: this.#rebuildDelayMs });
     // Round trips to the other nodes, published for placement and the controller's rank: soon after the start, then every 30 s.
     const tick = (): void => {
       void this.#measureRtt();
@@ -121,22 +128,12 @@ export class Replication {
 
   /** Creates a replicated disk: placed on `replicas` nodes of distinct failure domains; resolves once its head serves it. */
   async createDisk(name: string, sizeBytes: number, policy: { replicas?: number; failureDomain?: FailureDomain }): Promise<ClusterDiskInfo> {
-    const up = this.coord.nodes().filter((n) => n.state === 'up');
-    const replicas = policy.replicas ?? Math.min(3, up.length);
-    const failureDomain = policy.failureDomain ?? 'node';
-    if (!Number.isInteger(replicas) || replicas < 1 || replicas > 5) throw new ClusterError(ClusterErrorCode.INVALID, `replicas must be between 1 and 5: got ${replicas}`);
-    const chosen: string[] = [];
-    const zones = new Set<string>();
-    for (const n of [...up].sort((a, b) => a.usedBytes / Math.max(1, a.capacityBytes) - b.usedBytes / Math.max(1, b.capacityBytes) || a.id.localeCompare(b.id))) {
-      if (chosen.length === replicas) break;
-      if (failureDomain === 'zone' && zones.has(n.zone)) continue;
-      chosen.push(n.id);
-      zones.add(n.zone);
-    }
-    if (chosen.length < replicas) {
-      const what = failureDomain === 'zone' ? `distinct zones: the cluster has ${new Set(up.map((n) => n.zone)).size} zones up` : `distinct nodes: the cluster has ${up.length} nodes up`;
-      throw new ClusterError(ClusterErrorCode.POLICY_UNMET, `cannot place ${replicas} replicas in ${what}`);
-    }
+    const nodes = placementNodes(this.coord);
+    const p = { replicas: policy.replicas ?? defaultReplicas(nodes.length), failureDomain: policy.failureDomain ?? ('node' as const) };
+    validatePolicy(p);
+    const chosen = place({ nodes, disk: { sizeBytes, policy: p }, rttMs: rttFromRecords(this.coord.rtts()) });
+    const replicas = p.replicas;
+    const failureDomain = p.failureDomain;
     const record: DiskRecord = {
       name,
       sizeBytes,
@@ -193,6 +190,66 @@ export class Replication {
   /** Every disk of the cluster. */
   list(): ClusterDiskInfo[] {
     return this.coord.disks().map((d) => this.info(d.record.name));
+  }
+
+  /** Changes a disk's replica count (`disk set`): the controller adds or drops replicas to meet it. */
+  async setReplicas(name: string, replicas: number): Promise<ClusterDiskInfo> {
+    for (;;) {
+      const vd = this.coord.disk(name);
+      if (vd === null) throw new EngineError(EngineErrorCode.NOT_FOUND, `Disk "${name}" not found`);
+      const policy = { ...vd.record.policy, replicas };
+      validatePolicy(policy);
+      // Refused now rather than left waiting: the nodes up cannot hold that many.
+      place({ nodes: placementNodes(this.coord), disk: { sizeBytes: vd.record.sizeBytes, policy, chain: vd.record.chain, away: vd.record.away } });
+      try {
+        const rev = await this.coord.updateDisk({ ...vd.record, policy }, vd.modRevision);
+        await this.coord.reach(rev).catch(() => {});
+        return this.info(name);
+      } catch (err) {
+        if (!(err instanceof ClusterError) || err.code !== ClusterErrorCode.CONFLICT) throw err;
+      }
+    }
+  }
+
+  /** Drains a node (`node drain`): the controller moves each of its replicas elsewhere, the disks online. */
+  async drainNode(id: string): Promise<void> {
+    await this.coord.drainMember(id);
+  }
+
+  /**
+   * Forgets a node (`node rm`): one that holds no replica (drained), or one that is down (its
+   * replicas away are forgotten, so the controller rebuilds them elsewhere at once). Refused for
+   * a node up with replicas, or one holding the last healthy replica of a disk.
+   */
+  async removeNode(id: string): Promise<void> {
+    const m = this.coord.members().find((x) => x.record.id === id);
+    if (m === undefined) throw new ClusterError(ClusterErrorCode.NODE_NOT_FOUND, `no node ${id} in the cluster`);
+    const holding = this.coord.disks().filter((d) => d.record.chain.some((e) => e.node === id));
+    if (m.up && holding.length > 0) {
+      throw new ClusterError(ClusterErrorCode.INVALID, `node ${id} is up and holds replicas of ${holding.length} disk(s) (${holding.slice(0, 5).map((d) => d.record.name).join(', ')}): drain it first (tessera node drain ${id})`);
+    }
+    for (const d of holding) {
+      if (!d.record.chain.some((e) => e.node !== id && e.state === 'healthy')) {
+        throw new ClusterError(ClusterErrorCode.INVALID, `node ${id} holds the only healthy replica of disk ${d.record.name}: it cannot be forgotten`);
+      }
+    }
+    for (const name of this.coord.disks().filter((d) => d.record.chain.some((e) => e.node === id) || d.record.away.some((a) => a.node === id)).map((d) => d.record.name)) {
+      for (;;) {
+        const vd = this.coord.disk(name);
+        if (vd === null) break;
+        const r = vd.record;
+        const chain = r.chain.filter((e) => e.node !== id);
+        const next = { ...r, chain, away: r.away.filter((a) => a.node !== id), epoch: chain.length !== r.chain.length ? r.epoch + 1 : r.epoch };
+        try {
+          await this.coord.updateDisk(next, vd.modRevision);
+          break;
+        } catch (err) {
+          if (!(err instanceof ClusterError) || err.code !== ClusterErrorCode.CONFLICT) throw err;
+        }
+      }
+    }
+    if (m.up) this.#log.warn(`node ${id} is forgotten while up: stop it`);
+    await this.coord.removeMember(id);
   }
 
   /** Deletes a disk from the cluster: every replica drops its copy when it sees the record go. */

@@ -28,6 +28,10 @@ export interface ClusterModeOptions {
   leaseTtlS?: number;
   /** A file holding the cluster secret (32 bytes, base64). */
   secretFile?: string;
+  /** How long a replica may stay away before a new one is placed elsewhere; default 60 s. */
+  rebuildDelayMs?: number;
+  /** Bytes a second a copy in reads at most; default 100 MiB/s. */
+  rebuildBytesPerSecond?: number;
   /** @internal Interval of the live record's rewrite (tests shorten it). */
   liveIntervalMs?: number;
 }
@@ -120,7 +124,7 @@ export async function connectCluster(opts: ClusterModeOptions & { dataDir: strin
     async join(j) {
       const host = opts.advertise ?? j.host;
       const protocolMax = protocolMaxFromEnv();
-      const r = new Replication({ coord: coordinator, store: j.store, host: j.host, port: opts.peerPort ?? 0, log: opts.log.child({ component: 'cluster' }), protocolMax });
+      const r = new Replication({ coord: coordinator, store: j.store, host: j.host, port: opts.peerPort ?? 0, log: opts.log.child({ component: 'cluster' }), protocolMax, rebuildDelayMs: opts.rebuildDelayMs, rebuildBytesPerSecond: opts.rebuildBytesPerSecond });
       replication = r;
       const peerPort = await r.listen(j.host, opts.peerPort ?? 0);
       await coordinator.join({

@@ -164,6 +164,21 @@ export class ApiClient {
     return this.request('GET', '/cluster');
   }
 
+  /** In a cluster: changes a disk's replica count (`disk set`). */
+  setReplicas(disk: string, replicas: number): Promise<DiskInfo> {
+    return this.request('PATCH', `/disks/${encodeURIComponent(disk)}`, { body: { replicas } });
+  }
+
+  /** In a cluster: drains a node (`node drain`). */
+  async drainNode(id: string): Promise<void> {
+    await this.request('POST', `/nodes/${encodeURIComponent(id)}/drain`);
+  }
+
+  /** In a cluster: forgets a drained or dead node (`node rm`). */
+  async removeNode(id: string): Promise<void> {
+    await this.request('DELETE', `/nodes/${encodeURIComponent(id)}`);
+  }
+
   /** Runs one compaction pass. */
   compact(): Promise<CompactStats> {
     return this.request('POST', '/compact', { timeoutMs: compactTimeoutMs });

@@ -257,6 +257,37 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     });
   }
 
+  /** Every member record with its revision, up or down. */
+  members(): Array<{ record: MemberRecord; modRevision: number; up: boolean; live: LiveRecord | null }> {
+    return this.#cache.under('members/').flatMap((e) => {
+      const m = parse<MemberRecord>(e);
+      if (m === undefined) return [];
+      const live = this.#cache.json<LiveRecord>(`live/${m.id}`) ?? null;
+      return [{ record: m, modRevision: e.modRevision, up: live !== null, live }];
+    });
+  }
+
+  /** Marks a member draining (`node drain`): NODE_NOT_FOUND for an unknown id; CONFLICT when another change won. */
+  async drainMember(id: string): Promise<void> {
+    const m = this.members().find((x) => x.record.id === id);
+    if (m === undefined) throw new ClusterError(ClusterErrorCode.NODE_NOT_FOUND, `no node ${id} in the cluster`);
+    if (m.record.state === 'draining') return;
+    const key = this.keys.member(id);
+    const r = await this.#etcd.txn({ compare: [{ key, target: 'Mod', value: m.modRevision }], success: [{ put: key, value: JSON.stringify({ ...m.record, state: 'draining' }) }], failure: [{ get: key }] });
+    if (!r.succeeded) throw this.#conflict(`member ${id}`, m.modRevision, r.gets[0] ?? null);
+    await this.#cache.reach(r.revision).catch(() => {});
+  }
+
+  /** Forgets a member (`node rm`): its member record goes; the caller checked it holds nothing. */
+  async removeMember(id: string): Promise<void> {
+    const m = this.members().find((x) => x.record.id === id);
+    if (m === undefined) throw new ClusterError(ClusterErrorCode.NODE_NOT_FOUND, `no node ${id} in the cluster`);
+    const key = this.keys.member(id);
+    const r = await this.#etcd.txn({ compare: [{ key, target: 'Mod', value: m.modRevision }], success: [{ delete: key }], failure: [{ get: key }] });
+    if (!r.succeeded) throw this.#conflict(`member ${id}`, m.modRevision, r.gets[0] ?? null);
+    await this.#cache.reach(r.revision).catch(() => {});
+  }
+
   /** A disk record from the cache, or null. */
   disk(name: string): VersionedDisk | null {
     const e = this.#cache.get(`disks/${name}`);

@@ -112,9 +112,18 @@ export class ReplicatedDisks {
     if (vd === null) throw new EngineError(EngineErrorCode.NOT_FOUND, `Disk "${disk}" not found`);
     const h = this.#held.get(disk);
     if (h !== undefined && vd.record.chain[0]?.node === this.#o.nodeId) {
-      return new ReplicatedVolume(h.replica, this.#o.store.openVolume(disk), { leaseValid: () => this.#o.coord.leaseValid() });
+      return new ReplicatedVolume(h.replica, this.#o.store.openVolume(disk), { leaseValid: () => this.#mayServe(disk) });
     }
     return new GatewayVolume(disk, this.#gatewayHost());
+  }
+
+  /**
+   * Whether a head may serve a client now: its lease valid, its cache caught up since it last
+   * joined, and the record there still naming it head (a paused head learns it was replaced
+   * before its replica is reconfigured).
+   */
+  #mayServe(disk: string): boolean {
+    return this.#o.coord.leaseValid() && this.#o.coord.disk(disk)?.record.chain[0]?.node === this.#o.nodeId;
   }
 
   /** A snapshot of a disk, read here if this node holds it, else at the head. */
@@ -148,23 +157,34 @@ export class ReplicatedDisks {
   async #reconcile(name: string): Promise<void> {
     const me = this.#o.nodeId;
     const vd = this.#o.coord.disk(name);
-    const held = this.#held.get(name);
+    let held = this.#held.get(name);
     if (vd === null) {
       // Deleted: the replica goes, and the local copy with it.
-      if (held !== undefined) this.#drop(held);
+      if (held !== undefined) await this.#letGo(held, 'the disk was deleted');
       if (this.#o.store.listDisks().some((d) => d.name === name)) await this.#o.store.deleteDisk(name);
       return;
     }
     const r = vd.record;
     const ids = r.chain.map((e) => e.node);
     const entry = r.chain.find((e) => e.node === me);
-    if (entry === undefined) {
-      // Not in the chain (any more): stop serving it; keep the copy as the base of a later
-      // catch-up while the record lists it away, else (moved elsewhere, drained) delete it.
-      if (held !== undefined) {
-        if (held.replica.epoch <= r.epoch) held.replica.configure(this.#config(r));
-        this.#drop(held);
+    if (held !== undefined) {
+      // Fenced (docs/cluster.md, "Epochs, ownership and fencing"): out of the chain; or a head at
+      // an older epoch that another node heads now, whose unacknowledged ops must fail rather than
+      // count as done downstream; or a replica back from away, whose copy must go back to its base
+      // before it takes the stream. The copy stays, as the base of a later catch-up.
+      const why =
+        entry === undefined ? `not in the chain of epoch ${r.epoch}`
+        : held.servingEpoch !== null && ids[0] !== me ? `${ids[0]} heads it at epoch ${r.epoch}`
+        : entry.state !== 'healthy' && held.joinedEpoch === null ? `it rejoins at epoch ${r.epoch}, ${entry.state}`
+        : null;
+      if (why !== null) {
+        await this.#letGo(held, why);
+        held = undefined;
       }
+    }
+    if (entry === undefined) {
+      // Out of the chain: the copy stays as the base of a later catch-up while the record lists
+      // this node away, else (moved elsewhere, drained, forgotten) it is deleted.
       if (!r.away.some((a) => a.node === me) && this.#o.store.listDisks().some((d) => d.name === name)) {
         await this.#o.store.deleteDisk(name);
         this.#o.log.info(`disk ${name}: this node holds no replica of it any more; its copy is deleted`, { disk: name });
@@ -172,9 +192,8 @@ export class ReplicatedDisks {
       return;
     }
     let h = held;
-    if (entry.state !== 'healthy' && (h === undefined || h.joinedEpoch === null)) {
+    if (entry.state !== 'healthy' && h === undefined) {
       // Joining to copy in: a fresh replica over a copy prepared first (no volume open on it).
-      if (h !== undefined) this.#drop(h);
       await this.#prepareJoin(r, entry.base ?? null);
       h = await this.#hold(r);
       h.joinedEpoch = r.epoch;
@@ -236,6 +255,18 @@ export class ReplicatedDisks {
     }
     if (!store.listDisks().some((d) => d.name === r.name)) await store.createDisk(r.name, r.sizeBytes);
     if (store.getDisk(r.name).sizeBytes !== r.sizeBytes) await store.resizeDisk(r.name, r.sizeBytes);
+  }
+
+  /**
+   * Stops taking part as `h`: its pending ops fail (a client of this node as head gets EIO), a
+   * copy in stops, and once every local apply queued has finished the copy is left as it is.
+   */
+  async #letGo(h: Held, why: string): Promise<void> {
+    if (h.servingEpoch !== null || h.replica.pendingOps > 0) this.#o.log.info(`disk ${h.name}: fenced at epoch ${h.replica.epoch}: ${why}`, { disk: h.name });
+    h.replica.fence(why);
+    this.#drop(h);
+    await h.copying?.catch(() => {});
+    await h.replica.settled();
   }
 
   #drop(h: Held): void {
@@ -481,7 +512,7 @@ export class ReplicatedDisks {
   async #io(b: IoBody, payload: Buffer | null): Promise<{ body: IoReply; payload: Buffer | null }> {
     if (!this.isHead(b.disk)) throw new ClusterError(ClusterErrorCode.NOT_HEAD, `${this.#o.nodeId} is not the head of ${b.disk} now`);
     const h = this.#held.get(b.disk)!;
-    const v = new ReplicatedVolume(h.replica, this.#o.store.openVolume(b.disk), { leaseValid: () => this.#o.coord.leaseValid() });
+    const v = new ReplicatedVolume(h.replica, this.#o.store.openVolume(b.disk), { leaseValid: () => this.#mayServe(b.disk) });
     try {
       return await wrapEngine(async () => {
         switch (b.kind) {

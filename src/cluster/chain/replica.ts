@@ -281,12 +281,14 @@ export class ChainReplica {
    * replica joined (`data` null: zeroes there). Ordered with live ops on the same blocks.
    */
   copyIn(offset: number, length: number, data: Buffer | null): Promise<void> {
+    if (this.#closed) return Promise.reject(new ClusterError(ClusterErrorCode.CLOSED, `the replica of ${this.disk} on ${this.node} is closed`));
     if (this.#live === null) return Promise.reject(new ClusterError(ClusterErrorCode.INVALID, `${this.disk}: ${this.node} is not copying in`));
     assert.ok(data === null || data.length === length);
     const order = orderOf({ kind: 'trim', offset, length, fua: false }, this.#store.blockBytes);
     return this.#queue.run(order, async () => {
       const live = this.#live;
-      if (live === null) return;
+      // Closed meanwhile: the copy may be reverted for another join; nothing of this one lands.
+      if (live === null || this.#closed) return;
       for (const [a, b] of live.gaps(offset, offset + length)) {
         if (data === null) await this.#store.apply({ kind: 'zero', offset: a, length: b - a, fua: false, mayTrim: true });
         else await this.#store.apply({ kind: 'write', offset: a, data: data.subarray(a - offset, b - offset), fua: false });
@@ -310,6 +312,15 @@ export class ChainReplica {
   /** Resolves once every op taken so far is done here (or failed). */
   async idle(): Promise<void> {
     await Promise.all([...this.#ops.values()].map((p) => p.done.catch(() => {})));
+  }
+
+  /**
+   * Resolves once every local apply queued so far has finished (done or failed), whatever became
+   * of the ops downstream: a fenced or closed replica's copy is still until then, so it can be
+   * reverted safely.
+   */
+  settled(): Promise<void> {
+    return this.#queue.idle();
   }
 
   /** Stops: pending ops fail with CLOSED, retries stop. */

@@ -21,7 +21,7 @@ export class ReplicatedVolume implements Volume {
   readonly #leaseValid: () => boolean;
   #closed = false;
 
-  /** `leaseValid`: whether the node's etcd lease still holds; past it, a head serves nothing (docs/cluster.md, "Leases and liveness"). */
+  /** `leaseValid`: whether the node's etcd lease still holds and it still heads the disk; past it, a head serves nothing (docs/cluster.md, "Leases and liveness"). */
   constructor(replica: ChainReplica, local: Volume, opts: { leaseValid?: () => boolean } = {}) {
     this.disk = local.disk;
     this.#replica = replica;
@@ -31,7 +31,7 @@ export class ReplicatedVolume implements Volume {
 
   /** A head whose lease ran out may have been replaced: it serves nothing until it knows. */
   #checkLease(): void {
-    if (!this.#leaseValid()) throw new EngineError(EngineErrorCode.IO, `Disk "${this.disk}": this node's lease in etcd ran out; another node may head the disk now`);
+    if (!this.#leaseValid()) throw new EngineError(EngineErrorCode.IO, `Disk "${this.disk}": this node cannot serve it as its head now: its lease in etcd ran out, or another node heads the disk`);
   }
 
   get sizeBytes(): number {

@@ -123,6 +123,12 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   /** Leases this process held before the current one: a live key under one of them is its own. */
   #formerLeases = new Set<string>();
   #registered = false;
+  /**
+   * The revision of the node's last (re)join: until its cache has seen it, a node whose lease was
+   * lost does not count its new lease valid, so that a head paused past its lease learns what
+   * changed meanwhile (its disk moved to another head) before it serves anything.
+   */
+  #joinRevision = Infinity;
   #startedMs = Date.now();
   #joinedMs: number | null = null;
   /** Monotonic ms (performance.now()) of the send of the last keep-alive etcd answered. */
@@ -220,7 +226,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
 
   /** Whether the node's own lease is valid by its monotonic clock. */
   leaseValid(): boolean {
-    return this.#registered && performance.now() < this.leaseValidUntilMs();
+    return this.#registered && this.#cache.revision >= this.#joinRevision && performance.now() < this.leaseValidUntilMs();
   }
 
   /**
@@ -307,10 +313,15 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     return r.revision;
   }
 
-  /** Writes a disk record if it is still at `modRevision`; CONFLICT when another change won. */
-  async updateDisk(record: DiskRecord, modRevision: number): Promise<number> {
+  /**
+   * Writes a disk record if it is still at `modRevision`; CONFLICT when another change won.
+   * `dropOwner` deletes `P/owners/NAME` in the same transaction (a lease broken by an operator:
+   * the old owner's key, its lease still alive, must not keep the new head waiting).
+   */
+  async updateDisk(record: DiskRecord, modRevision: number, opts: { dropOwner?: boolean } = {}): Promise<number> {
     const key = this.keys.disk(record.name);
-    const r = await this.#etcd.txn({ compare: [{ key, target: 'Mod', value: modRevision }], success: [{ put: key, value: JSON.stringify(record) }], failure: [{ get: key }] });
+    const success = [{ put: key, value: JSON.stringify(record) }, ...(opts.dropOwner === true ? [{ delete: this.keys.owner(record.name) }] : [])];
+    const r = await this.#etcd.txn({ compare: [{ key, target: 'Mod', value: modRevision }], success, failure: [{ get: key }] });
     if (!r.succeeded) throw this.#conflict(record.name, modRevision, r.gets[0] ?? null);
     return r.revision;
   }
@@ -336,6 +347,17 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     if (r.succeeded) return { taken: true, owner: mine };
     const kv = r.gets[0] ?? null;
     return { taken: false, owner: kv === null ? null : (JSON.parse(kv.value.toString()) as OwnerRecord) };
+  }
+
+  /**
+   * The owner of a disk as the cache holds it (`P/owners/NAME`), with the seconds its lease has
+   * left, asked of etcd (one request; null when there is no owner or its lease is gone).
+   */
+  async owner(name: string): Promise<{ owner: OwnerRecord | null; ttlSeconds: number | null }> {
+    const e = this.#cache.get(`owners/${name}`);
+    const owner = e === undefined ? null : (parse<OwnerRecord>(e) ?? null);
+    if (e === undefined || owner === null || e.lease === '0') return { owner, ttlSeconds: null };
+    return { owner, ttlSeconds: await this.#etcd.leaseTtl(e.lease) };
   }
 
   /** Resolves once the cache has seen revision `revision` (e.g. of a change this node made). */
@@ -394,6 +416,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
         r = await this.#etcd.txn({ compare: [{ key: liveKey, target: 'Mod', value: holder.modRevision }], success: [...puts, ...former], failure: [{ get: liveKey }] });
       }
       if (!r.succeeded) throw this.#liveElsewhere(r.gets[0] ?? null);
+      this.#joinRevision = r.revision;
       this.#registered = true;
       await this.#cache.reach(r.revision).catch(() => {});
     } catch (err) {
@@ -501,6 +524,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     if (this.#closed || lease !== this.#lease) return;
     this.#log.warn(`the node's lease was lost (${err.message}); joining again`);
     this.#registered = false;
+    this.#joinRevision = Infinity;
     this.#formerLeases.add(this.#leaseId!);
     this.#lease = null;
     if (this.#campaignTimer !== null) clearTimeout(this.#campaignTimer);

@@ -8,7 +8,7 @@ import type { Etcd3, Lease, Watcher } from 'etcd3';
 import { ClusterError, ClusterErrorCode } from '../errors.ts';
 
 /** The kinds of etcd request the coordination layer makes (a txn that campaigns counts as `election`). */
-export const etcdRequestKinds = ['range', 'put', 'txn', 'lease-grant', 'lease-revoke', 'keepalive', 'watch', 'election'] as const;
+export const etcdRequestKinds = ['range', 'put', 'txn', 'lease-grant', 'lease-revoke', 'keepalive', 'watch', 'election', 'lease-ttl'] as const;
 
 /** One of etcdRequestKinds. */
 export type EtcdRequestKind = (typeof etcdRequestKinds)[number];
@@ -145,6 +145,18 @@ export class EtcdClient {
     const lease = this.#etcd.lease(ttlS);
     lease.on('keepaliveFired', () => this.requests.keepalive++);
     return lease;
+  }
+
+  /** Seconds lease `id` has left, or null when etcd no longer holds it (expired or revoked). */
+  async leaseTtl(id: string): Promise<number | null> {
+    this.requests['lease-ttl']++;
+    try {
+      const res = await this.#etcd.leaseClient.leaseTimeToLive({ ID: id });
+      const ttl = Number(res.TTL);
+      return ttl < 0 ? null : ttl;
+    } catch (err) {
+      throw this.unavailable(err, `a TTL query of lease ${id}`);
+    }
   }
 
   /** Revokes a lease: its keys go at once. */

@@ -12,6 +12,7 @@ import type {
   CloneRequest,
   ClusterNode,
   ClusterStatus,
+  DiskLease,
   CompactStats,
   CreateDiskRequest,
   CreateSnapshotRequest,
@@ -193,6 +194,26 @@ export const openApiDocument = {
           '409': errorRef('Conflict'),
           ...commonErrors,
         },
+      },
+    },
+    '/api/v1/disks/{name}/lease': {
+      get: {
+        operationId: 'getDiskLease',
+        summary: "In a cluster: the disk's owner, epoch and the time its owner's lease has left",
+        description: 'The owner and head from the node\'s cache of etcd; `ttlSeconds` asked of etcd. A node without etcd answers 400 INVALID.',
+        parameters: [nameParam],
+        responses: { '200': { description: 'The lease', ...json(ref('DiskLease')) }, '400': errorRef('BadRequest'), '404': errorRef('NotFound'), ...commonErrors },
+      },
+    },
+    '/api/v1/disks/{name}/lease/break': {
+      post: {
+        operationId: 'breakDiskLease',
+        summary: "In a cluster: move the disk's head to its next healthy replica at a new epoch, even while the owner's lease lives",
+        description:
+          'For an operator who knows the owner is dead. Takes no request body. The old head leaves the chain (as a node down does); if it is alive it is fenced by the new epoch ' +
+          'and comes back as a replica catching up. 409 POLICY_UNMET when no other healthy replica is up to take over.',
+        parameters: [nameParam],
+        responses: { '200': { description: 'The lease after the break', ...json(ref('DiskLease')) }, '400': errorRef('BadRequest'), '404': errorRef('NotFound'), '409': errorRef('Conflict'), ...commonErrors },
       },
     },
     '/api/v1/disks/{name}/snapshots/{snap}/revert': {
@@ -445,6 +466,17 @@ export const openApiDocument = {
           usedBytes: { type: 'integer', description: 'Bytes of its store in use; 0 while down' },
         },
       }),
+      DiskLease: wireObject<DiskLease>()({
+        required: ['disk', 'owner', 'epoch', 'ownerEpoch', 'ttlSeconds', 'head'],
+        properties: {
+          disk: { type: 'string' },
+          owner: { type: ['string', 'null'], description: "The node holding the disk's owner key in etcd; null while none does" },
+          epoch: { type: 'integer', description: "The disk's epoch now (the fencing token)" },
+          ownerEpoch: { type: ['integer', 'null'], description: 'The epoch the owner took the key at' },
+          ttlSeconds: { type: ['integer', 'null'], description: "Seconds the owner's etcd lease has left without a keep-alive" },
+          head: { type: ['string', 'null'], description: "The head the disk's record names" },
+        },
+      }),
       ClusterStatus: wireObject<ClusterStatus>()({ required: ['nodes'], properties: { nodes: { type: 'array', items: ref('ClusterNode') } } }),
       NodeInfo: wireObject<NodeInfo>()({
         required: ['version', 'dataDir', 'nbd', 'api', 'pid', 'uptimeMs', 'disks', 'readOnly', 'stats', 'space', 'drive', 'scrub'],
@@ -564,7 +596,7 @@ export const openApiDocument = {
     responses: {
       BadRequest: errorResponse('BAD_REQUEST: malformed JSON or wrong field types; INVALID: a bad name or size; OUT_OF_RANGE'),
       NotFound: errorResponse('NOT_FOUND: no such disk or snapshot'),
-      Conflict: errorResponse('EXISTS: the name is taken; IN_USE: still in use (open NBD connections); READ_ONLY: a snapshot, or any change of a node that runs read-only (serve --read-only); POLICY_UNMET: in a cluster, the nodes up cannot hold the replicas asked for'),
+      Conflict: errorResponse('EXISTS: the name is taken; IN_USE: still in use (open NBD connections); READ_ONLY: a snapshot, or any change of a node that runs read-only (serve --read-only); POLICY_UNMET: in a cluster, the nodes up cannot meet the placement policy, or no other healthy replica can take over a disk'),
       BodyTooLarge: errorResponse('BODY_TOO_LARGE: the request body is over the limit (1 MiB by default)'),
       UnsupportedMediaType: errorResponse('UNSUPPORTED_MEDIA_TYPE: the request body is not application/json'),
       NoSpace: errorResponse("NO_SPACE: the node's file system is full"),

@@ -56,6 +56,12 @@ function clusterDiskWire(d: ClusterDiskInfo): DiskInfo & Pick<ClusterDiskInfo, '
   return { ...diskWire(d), replicas: d.replicas.map((x) => ({ ...x })), epoch: d.epoch, policy: { ...d.policy } };
 }
 
+/** The node's replication, or INVALID on a node without etcd. */
+function inCluster(cluster: Replication | null, what: string): Replication {
+  if (cluster === null) throw new ApiError(ApiErrorCode.INVALID, `${what} need a cluster: this node runs without etcd`);
+  return cluster;
+}
+
 /** A snapshot name users may not take: the cluster's own sync snapshots. */
 function checkSnapshotName(ctx: RouteContext, name: string): void {
   if (ctx.cluster !== null && reservedSnapshot(name)) throw new ApiError(ApiErrorCode.INVALID, `Snapshot names starting with "tessera-" are the cluster's own: ${name}`);
@@ -134,6 +140,8 @@ export const routes: readonly Route[] = [
     await ctx.store.deleteSnapshot(p.name, p.snap);
     return { status: 204 };
   }),
+  route('GET', '/disks/{name}/lease', null, async (p, _b, { cluster }) => ({ status: 200, body: { ...(await inCluster(cluster, 'disk leases').lease(p.name)) } })),
+  route('POST', '/disks/{name}/lease/break', null, async (p, _b, { cluster }) => ({ status: 200, body: { ...(await inCluster(cluster, 'disk leases').breakLease(p.name)) } })),
   route('POST', '/disks/{name}/snapshots/{snap}/revert', null, async (p, _b, ctx) => {
     if (ctx.cluster !== null) {
       checkSnapshotName(ctx, p.snap);

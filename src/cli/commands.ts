@@ -1,4 +1,4 @@
-import type { ApiClient, ClusterStatus, CreateDiskRequest, NodeSpace, ScrubReport, ScrubStatus } from '../api/client/index.ts';
+import type { ApiClient, ClusterStatus, CreateDiskRequest, DiskLease, NodeSpace, ScrubReport, ScrubStatus } from '../api/client/index.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
 import { formatTime, jsonOption, percent as percentOf, printJson, progressLine } from './output.ts';
 import { formatSize, parseDiskSize, parseSize } from './size.ts';
@@ -179,6 +179,32 @@ export const commands: Command[] = [
           ['Policy', `${d.policy!.replicas} replicas, one per ${d.policy!.failureDomain}`] as [string, string],
         ] : []),
       ]));
+    },
+  },
+  {
+    name: 'disk lease show',
+    args: ['NAME'],
+    summary: "In a cluster: show who owns a disk, its epoch and the time the owner's lease has left",
+    options: { json: jsonOption },
+    examples: ['tessera disk lease show vm1', 'tessera disk lease show vm1 --json'],
+    usesApi: true,
+    async run({ args: [name], values, io, client }) {
+      const l = await client().diskLease(name);
+      if (values.json) return printJson(io, l);
+      io.stdout(leaseFields(l));
+    },
+  },
+  {
+    name: 'disk lease break',
+    args: ['NAME'],
+    summary: "In a cluster: move a disk's head to its next healthy replica at a new epoch, even while the owner's lease lives (for an owner known dead)",
+    options: { json: jsonOption },
+    examples: ['tessera disk lease break vm1'],
+    usesApi: true,
+    async run({ args: [name], values, io, client }) {
+      const l = await client().breakDiskLease(name);
+      if (values.json) return printJson(io, l);
+      io.stdout(`Broke the lease of disk ${l.disk}: epoch ${l.epoch}, head ${l.head ?? '-'}\n`);
     },
   },
   {
@@ -404,6 +430,17 @@ function clusterStatusCommand(name: string, summary: string, examples: string[])
       io.stdout(clusterTable(s));
     },
   };
+}
+
+/** `disk lease show` for people. */
+function leaseFields(l: DiskLease): string {
+  return formatFields([
+    ['Disk', l.disk],
+    ['Owner', l.owner === null ? '- (none holds the lease now)' : `${l.owner} (since epoch ${l.ownerEpoch})`],
+    ['Epoch', String(l.epoch)],
+    ['Lease TTL', l.ttlSeconds === null ? '-' : `${l.ttlSeconds} s`],
+    ['Head', l.head ?? '-'],
+  ]);
 }
 
 /** The nodes as a table, the controller marked. */

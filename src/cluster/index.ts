@@ -49,7 +49,7 @@ export { checkNodeId, etcdPrefixDefault, normalizePrefix } from './coord/keys.ts
 export { etcdRequestKinds } from './coord/etcd.ts';
 export type { EtcdRequestCounts, EtcdRequestKind } from './coord/etcd.ts';
 export { Replication } from './runtime.ts';
-export type { ClusterDiskInfo, ReplicationOptions } from './runtime.ts';
+export type { ClusterDiskInfo, DiskLeaseInfo, ReplicationOptions } from './runtime.ts';
 export { reservedSnapshot, syncName } from './disks.ts';
 export { chainAfter } from './controller.ts';
 export {

@@ -25,6 +25,21 @@ export interface ClusterDiskInfo extends DiskInfo {
   policy: { replicas: number; failureDomain: FailureDomain };
 }
 
+/** A disk's ownership as `disk lease show` reports it (docs/cluster.md, "Epochs, ownership and fencing"). */
+export interface DiskLeaseInfo {
+  disk: string;
+  /** The node holding `P/owners/NAME`, or null while none does (between heads, or after a break). */
+  owner: string | null;
+  /** The disk record's epoch: the fencing token now. */
+  epoch: number;
+  /** The epoch the owner took the key at, or null without an owner. */
+  ownerEpoch: number | null;
+  /** Seconds the owner's etcd lease has left (etcd's TTL of the lease the key is under), or null. */
+  ttlSeconds: number | null;
+  /** The head the record names. */
+  head: string | null;
+}
+
 /** Options of startReplication. */
 export interface ReplicationOptions {
   coord: Coordinator;
@@ -258,6 +273,45 @@ export class Replication {
     if (vd === null) throw new EngineError(EngineErrorCode.NOT_FOUND, `Disk "${name}" not found`);
     const rev = await this.coord.deleteDisk(name, vd.modRevision);
     await this.coord.reach(rev).catch(() => {});
+  }
+
+  /** Who owns a disk now, at which epoch, and for how long its lease lasts without a keep-alive. */
+  async lease(name: string): Promise<DiskLeaseInfo> {
+    const vd = this.coord.disk(name);
+    if (vd === null) throw new EngineError(EngineErrorCode.NOT_FOUND, `Disk "${name}" not found`);
+    const { owner, ttlSeconds } = await this.coord.owner(name);
+    return { disk: name, owner: owner?.node ?? null, epoch: vd.record.epoch, ownerEpoch: owner?.epoch ?? null, ttlSeconds, head: vd.record.chain[0]?.node ?? null };
+  }
+
+  /**
+   * Breaks a disk's lease, for an operator who knows its owner is dead: at a new epoch the next
+   * healthy replica heads the disk and the old head leaves the chain for `away` (as a node down
+   * does), its owner key deleted in the same transaction so its lease, alive or not, keeps
+   * nobody waiting. An old head still alive is fenced by the new epoch and comes back as a
+   * replica catching up. POLICY_UNMET when no other healthy replica could take over.
+   */
+  async breakLease(name: string): Promise<DiskLeaseInfo> {
+    for (;;) {
+      const vd = this.coord.disk(name);
+      if (vd === null) throw new EngineError(EngineErrorCode.NOT_FOUND, `Disk "${name}" not found`);
+      const r = vd.record;
+      const head = r.chain[0];
+      const up = new Set(this.coord.nodes().filter((n) => n.state === 'up').map((n) => n.id));
+      const next = r.chain.find((e, i) => i > 0 && e.state === 'healthy' && up.has(e.node));
+      if (head === undefined || next === undefined) {
+        throw new ClusterError(ClusterErrorCode.POLICY_UNMET, `cannot break the lease of disk ${name}: no other healthy replica is up to take over from ${head?.node ?? 'its head'}`);
+      }
+      const chain = [next, ...r.chain.filter((e) => e !== head && e !== next)];
+      const away = [...r.away.filter((a) => a.node !== head.node), { node: head.node, base: r.sync, sinceMs: Date.now() }];
+      try {
+        const rev = await this.coord.updateDisk({ ...r, epoch: r.epoch + 1, chain, away }, vd.modRevision, { dropOwner: true });
+        await this.coord.reach(rev).catch(() => {});
+        this.#log.warn(`disk ${name}: lease of ${head.node} broken by an operator: epoch ${r.epoch + 1}, head ${next.node}`, { disk: name });
+        return await this.lease(name);
+      } catch (err) {
+        if (!(err instanceof ClusterError) || err.code !== ClusterErrorCode.CONFLICT) throw err;
+      }
+    }
   }
 
   /** The API address of the disk's head, or null when this node is its head (or it has none). */

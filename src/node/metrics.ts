@@ -75,7 +75,7 @@ export class NodeMetrics {
   /** Registers the cluster's metrics (a node in cluster mode): the etcd requests it made, by kind; whether it is the controller. */
   registerCluster(src: { etcdRequests: () => Readonly<Record<string, number>>; isController: () => boolean }): void {
     const r = this.registry;
-    r.counter('tessera_etcd_requests_total', 'Requests the node made to etcd, by kind (range, put, txn, lease-grant, lease-revoke, keepalive, watch, election)', () =>
+    r.counter('tessera_etcd_requests_total', 'Requests the node made to etcd, by kind (range, put, txn, lease-grant, lease-revoke, keepalive, watch, election, lease-ttl)', () =>
       Object.entries(src.etcdRequests()).map(([kind, value]) => ({ labels: { kind }, value })),
     );
     r.gauge('tessera_cluster_controller', "Whether this node is the cluster's controller: 1, else 0", () => [{ value: src.isController() ? 1 : 0 }]);

@@ -13,6 +13,7 @@ import type {
   CloneRequest,
   ClusterStatus,
   CompactStats,
+  DiskLease,
   CreateDiskRequest,
   DiskInfo,
   GroupSnapshotRequest,
@@ -152,6 +153,16 @@ export class ApiClient {
   /** One snapshot of several disks at the same instant (a consistency group). */
   snapshotGroup(req: GroupSnapshotRequest): Promise<SnapshotInfo[]> {
     return this.request('POST', '/snapshots', { body: req });
+  }
+
+  /** Who owns a disk of the cluster, at which epoch, and its lease's time left. */
+  diskLease(name: string): Promise<DiskLease> {
+    return this.request('GET', `/disks/${seg(name)}/lease`);
+  }
+
+  /** Moves a disk's head to its next healthy replica at a new epoch, even while the owner's lease lives. */
+  breakDiskLease(name: string): Promise<DiskLease> {
+    return this.request('POST', `/disks/${seg(name)}/lease/break`);
   }
 
   /** The node: version, endpoints, space figures. */

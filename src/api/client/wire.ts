@@ -320,6 +320,21 @@ export interface ClusterStatus {
   nodes: ClusterNode[];
 }
 
+/** A disk's ownership in a cluster, as GET /disks/{name}/lease answers (docs/cluster.md, "Epochs, ownership and fencing"). */
+export interface DiskLease {
+  disk: string;
+  /** The node holding the disk's owner key in etcd, or null while none does (between heads, or after a break). */
+  owner: string | null;
+  /** The disk's epoch: grows at every change of its replicas or head. */
+  epoch: number;
+  /** The epoch the owner took the key at, or null without an owner. */
+  ownerEpoch: number | null;
+  /** Seconds the owner's etcd lease has left without a keep-alive, or null without an owner. */
+  ttlSeconds: number | null;
+  /** The head the disk's record names (the owner once it has taken the key). */
+  head: string | null;
+}
+
 /** POST /disks. */
 export interface CreateDiskRequest {
   name: string;

@@ -39,6 +39,8 @@ export type RttLookup = (a: string, b: string) => number | undefined;
 
 /** The disk being placed: its size, policy and, when it exists, where its replicas are. */
 export interface PlacementDisk {
+  /** Its name: spreads equally good choices differently per disk (see place()). */
+  readonly name?: string;
   readonly sizeBytes: number;
   readonly policy: Policy;
   /** The current chain, head first (empty or absent for a new disk). */
@@ -106,6 +108,16 @@ function domainOf(node: PlacementNode, failureDomain: FailureDomain): string {
   return failureDomain === 'zone' ? node.zone : node.id;
 }
 
+/**
+ * Fills closer than this count as equal. Without it the one least-filled node takes every next
+ * replica, so nodes that are filled together take the same disks together: losing one node
+ * would leave its disks' surviving replicas on a handful of nodes, which then carry the whole
+ * rebuild, and a second loss among them hits many disks twice. With it, among the nodes within
+ * one step of fill, load, round-trip times and then a hash of the disk's name and the node's id
+ * decide, which scatters disks over many partners; the spread of fill stays within about a step.
+ */
+export const FILL_STEP = 0.01;
+
 /** The fraction of its capacity a node's weight fills, with `extraBytes` more. */
 function fillOf(node: PlacementNode, extraBytes: number): number {
   const weight = Math.max(node.usedBytes, node.reservedBytes) + extraBytes;
@@ -139,11 +151,38 @@ function rttScore(node: string, chosen: readonly string[], rttMs: RttLookup | un
   return [missing, sum];
 }
 
+/** FNV-1a of `text`: a cheap, stable hash. */
+function fnv1a(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+/** Node ids' hashes: a node is compared thousands of times per disk in a large cluster. */
+const idHashes = new Map<string, number>();
+
+/** The tie-breaking rank of node `id` for the disk whose name hashes to `diskHash`. */
+function tieRank(diskHash: number, id: string): number {
+  let h = idHashes.get(id);
+  if (h === undefined) idHashes.set(id, (h = fnv1a(id)));
+  // murmur3's finaliser over both: FNV alone leaves related ids (n0001, n0002) close.
+  h ^= diskHash;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
 /** Negative when `a` is the better node to receive a replica of `sizeBytes`. */
-function compareCandidates(a: PlacementNode, b: PlacementNode, sizeBytes: number, chosen: readonly string[], rttMs: RttLookup | undefined): number {
-  const fillA = fillOf(a, sizeBytes);
-  const fillB = fillOf(b, sizeBytes);
-  if (fillA !== fillB) return fillA < fillB ? -1 : 1;
+function compareCandidates(a: PlacementNode, b: PlacementNode, sizeBytes: number, chosen: readonly string[], rttMs: RttLookup | undefined, diskHash: number): number {
+  const stepA = Math.floor(fillOf(a, sizeBytes) / FILL_STEP);
+  const stepB = Math.floor(fillOf(b, sizeBytes) / FILL_STEP);
+  if (stepA !== stepB) return stepA < stepB ? -1 : 1;
   if (a.load !== b.load) return a.load < b.load ? -1 : 1;
   if (chosen.length > 0) {
     const [missA, sumA] = rttScore(a.id, chosen, rttMs);
@@ -151,6 +190,9 @@ function compareCandidates(a: PlacementNode, b: PlacementNode, sizeBytes: number
     if (missA !== missB) return missA - missB;
     if (sumA !== sumB) return sumA < sumB ? -1 : 1;
   }
+  const hashA = tieRank(diskHash, a.id);
+  const hashB = tieRank(diskHash, b.id);
+  if (hashA !== hashB) return hashA - hashB;
   return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
 }
 
@@ -168,10 +210,12 @@ export function place(input: PlacementInput): string[] {
   validatePolicy(policy);
   const { replicas, failureDomain } = policy;
 
+  const current = [...(disk.chain ?? []), ...(disk.away ?? [])].map(({ node }) => node);
+  // Only a disk with replicas needs nodes by id (a new one: a thousand map entries saved per disk).
   const byId = new Map<string, PlacementNode>();
   const domains = new Set<string>();
   for (const node of nodes) {
-    byId.set(node.id, node);
+    if (current.length > 0) byId.set(node.id, node);
     if (eligible(node)) domains.add(domainOf(node, failureDomain));
   }
   if (domains.size < replicas) throw unmet(policy, [...domains]);
@@ -179,7 +223,7 @@ export function place(input: PlacementInput): string[] {
   // Keep what can stay: one replica per domain, first come in chain order, then away entries.
   const kept: string[] = [];
   const takenDomains = new Set<string>();
-  for (const { node: id } of [...(disk.chain ?? []), ...(disk.away ?? [])]) {
+  for (const id of current) {
     const node = byId.get(id);
     if (!eligible(node) || kept.includes(id)) continue;
     const domain = domainOf(node, failureDomain);
@@ -193,11 +237,12 @@ export function place(input: PlacementInput): string[] {
   // Fill up: each round, the best node in a domain not taken yet (a scan, not a sort: placement
   // runs over a thousand nodes per disk in the simulation).
   const chosen = kept;
+  const diskHash = fnv1a(disk.name ?? '');
   while (chosen.length < replicas) {
     let best: PlacementNode | undefined;
     for (const node of nodes) {
       if (!eligible(node) || takenDomains.has(domainOf(node, failureDomain))) continue;
-      if (best === undefined || compareCandidates(node, best, sizeBytes, chosen, rttMs) < 0) best = node;
+      if (best === undefined || compareCandidates(node, best, sizeBytes, chosen, rttMs, diskHash) < 0) best = node;
     }
     // The domain count was checked above, so a node is always left.
     if (best === undefined) throw unmet(policy, [...domains]);

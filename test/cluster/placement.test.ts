@@ -92,15 +92,20 @@ describe('placement rules', () => {
     assert.deepEqual(place({ nodes, disk: { ...disk(1), sizeBytes: 90 * GiB } }), ['big']);
   });
 
-  test('ties: least load, then lowest RTT to the chosen nodes, then node id', () => {
-    const nodes = [node('a', { load: 5 }), node('b', { load: 1 }), node('c', { load: 1 }), node('d', { load: 1 }), node('e', { load: 9 })];
-    // b and c and d tie on fill and load: with no RTTs, by id.
-    assert.deepEqual(place({ nodes, disk: disk(3) }), ['b', 'c', 'd']);
-    const rttMs = rttFromRecords({ b: { c: 2.0, d: 0.2 }, c: {} });
-    assert.deepEqual(place({ nodes, disk: disk(3), rttMs }), ['b', 'd', 'c']);
+  test('ties: fills within FILL_STEP are equal; then least load, lowest RTT to the chosen nodes, a hash of disk and node', () => {
+    // x is fuller than y, but by less than one step: x's lower load decides.
+    assert.deepEqual(place({ nodes: [node('x', { usedBytes: 2 * GiB, load: 0 }), node('y', { load: 1 })], disk: { ...disk(1), sizeBytes: GiB } }), ['x']);
+    const nodes = [node('a', { load: 5 }), node('b', { load: 0 }), node('c', { load: 1 }), node('d', { load: 1 }), node('e', { load: 9 })];
+    assert.deepEqual(place({ nodes, disk: disk(3) }).slice(0, 1), ['b']);
+    assert.deepEqual(place({ nodes, disk: disk(3), rttMs: rttFromRecords({ b: { c: 2.0, d: 0.2 }, c: {} }) }), ['b', 'd', 'c']);
+    assert.deepEqual(place({ nodes, disk: disk(3), rttMs: rttFromRecords({ b: { c: 0.2, d: 2.0 } }) }), ['b', 'c', 'd']);
     // A measured pair wins over an unmeasured one.
     assert.deepEqual(place({ nodes, disk: disk(2), rttMs: rttFromRecords({ c: { b: 50 } }) }), ['b', 'c']);
     assert.deepEqual(place({ nodes, disk: disk(2), rttMs: rttFromRecords({ d: { b: 50 } }) }), ['b', 'd']);
+    // Equal nodes: the disk's name decides, so disks spread over them rather than all taking the same.
+    const equal = ['p', 'q', 'r', 's', 't', 'u'].map((id) => node(id));
+    const heads = new Set(Array.from({ length: 60 }, (_, i) => place({ nodes: equal, disk: { ...disk(2), name: `vm${i}` } })[0]));
+    assert.ok(heads.size >= 5, `60 disks took only ${heads.size} distinct heads`);
   });
 
   test('deterministic: the same input in any order gives the same answer', () => {
@@ -115,7 +120,8 @@ describe('placement rules', () => {
 });
 
 describe('placement changes move only what must move', () => {
-  const nodes = ['a', 'b', 'c', 'd', 'e'].map((id, i) => node(id, { usedBytes: (5 - i) * GiB }));
+  // Fills 3% apart: more than FILL_STEP, so fill alone decides.
+  const nodes = ['a', 'b', 'c', 'd', 'e'].map((id, i) => node(id, { usedBytes: (5 - i) * 30 * GiB }));
 
   test('an existing valid chain is kept as it is, in order', () => {
     assert.deepEqual(place({ nodes, disk: disk(3, 'node', ['a', 'c', 'b']) }), ['a', 'c', 'b']);
@@ -148,7 +154,7 @@ describe('placement changes move only what must move', () => {
   });
 
   test('fewer replicas: the fullest nodes lose theirs, never the head', () => {
-    // a is the fullest (5 GiB used) and the head: it stays; b (4 GiB) and c (3 GiB) go.
+    // a is the fullest and the head: it stays; b and c, the next fullest, go.
     assert.deepEqual(place({ nodes, disk: disk(2, 'node', ['a', 'b', 'c', 'e']) }), ['a', 'e']);
     assert.deepEqual(place({ nodes, disk: disk(1, 'node', ['c', 'a', 'b']) }), ['c']);
   });

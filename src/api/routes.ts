@@ -106,8 +106,12 @@ export const routes: readonly Route[] = [
     return { status: 204 };
   }),
   route('POST', '/disks/{name}/resize', resizeBody, resize),
-  route('POST', '/disks/{name}/clone', { snapshot: 'string', name: 'string' }, async (p, b, { store, cluster }) => {
-    if (cluster !== null) throw new ApiError(ApiErrorCode.INVALID, `cloning a replicated disk is not built yet: copy ${p.name}@${b.snapshot} with nbdcopy into a new disk`);
+  route('POST', '/disks/{name}/clone', { snapshot: 'string', name: 'string' }, async (p, b, ctx) => {
+    const { store, cluster } = ctx;
+    if (cluster !== null) {
+      const reply = await atHead(ctx, p.name, async (r) => ({ status: 201, body: clusterDiskWire(await r.cloneDisk(p.name, b.snapshot, b.name)) }), (head) => head.cloneDisk(p.name, { snapshot: b.snapshot, name: b.name }), 201);
+      return { ...reply, headers: diskLocation(b.name) };
+    }
     return { status: 201, body: diskWire(await store.cloneDisk(p.name, b.snapshot, b.name)), headers: diskLocation(b.name) };
   }),
   route('GET', '/disks/{name}/snapshots', null, (p, _b, ctx) => {

@@ -57,6 +57,8 @@ export interface ReplicatedDisksOptions {
   log: Logger;
   /** The hybrid logical clock, stamped on requests. */
   hlc: () => bigint;
+  /** Hears the clock of a request received, so this node's clock stays above it. */
+  seen?: (hlc: bigint) => void;
   /** Bytes a second a copy in reads at most (`--rebuild-rate`). */
   copyBytesPerSecond?: number;
 }
@@ -215,7 +217,16 @@ export class ReplicatedDisks {
   /** Opens (creating if missing) this node's copy of a disk and its replica. */
   async #hold(r: DiskRecord): Promise<Held> {
     const store = this.#o.store;
-    if (!store.listDisks().some((d) => d.name === r.name)) await store.createDisk(r.name, r.sizeBytes);
+    if (!store.listDisks().some((d) => d.name === r.name)) {
+      if (r.origin !== null) {
+        // A clone is placed where its origin is: each replica clones its own copy of the snapshot, nothing moves.
+        const [disk, snap] = r.origin.split('@');
+        if (!store.listSnapshots(disk).some((s) => s.name === snap)) throw new ClusterError(ClusterErrorCode.DISK_NOT_FOUND, `disk ${r.name} is a clone of ${r.origin}, which this node does not hold`);
+        await store.cloneDisk(disk, snap, r.name);
+      } else {
+        await store.createDisk(r.name, r.sizeBytes);
+      }
+    }
     const existing = this.#held.get(r.name);
     if (existing !== undefined) return existing;
     const local = new EngineReplicaStore(store, r.name);
@@ -482,6 +493,7 @@ export class ReplicatedDisks {
 
   async #onConfigure(req: PeerRequest<typeof MessageType.CONFIGURE>): Promise<PeerReply<typeof MessageType.CONFIGURE>> {
     const b = req.body;
+    this.#o.seen?.(b.hlc);
     // The head's cache may be ahead of ours: catch up to its revision, then take part as the record says.
     await this.#o.coord.reach(b.rev, 5000).catch(() => {});
     this.reconcile(b.disk);
@@ -498,6 +510,7 @@ export class ReplicatedDisks {
 
   async #onOp(req: PeerRequest<typeof MessageType.OP>): Promise<PeerReply<typeof MessageType.OP>> {
     const b = req.body;
+    this.#o.seen?.(b.hlc);
     const h = this.#held.get(b.disk);
     if (h === undefined) throw new ClusterError(ClusterErrorCode.DISK_NOT_FOUND, `${this.#o.nodeId} holds no replica of ${b.disk}`);
     const op = opOf(b, req.payload);
@@ -506,6 +519,7 @@ export class ReplicatedDisks {
   }
 
   async #onIo(req: PeerRequest<typeof MessageType.IO>): Promise<PeerReply<typeof MessageType.IO>> {
+    this.#o.seen?.(req.body.hlc);
     return this.#io(req.body, req.payload);
   }
 
@@ -547,6 +561,7 @@ export class ReplicatedDisks {
 
   async #onExtents(req: PeerRequest<typeof MessageType.EXTENTS>): Promise<PeerReply<typeof MessageType.EXTENTS>> {
     const b = req.body;
+    this.#o.seen?.(b.hlc);
     return wrapEngine(async () => {
       const v = this.#o.store.openVolume(b.disk, b.snapshot);
       try {
@@ -566,6 +581,7 @@ export class ReplicatedDisks {
 
   async #onReadSnap(req: PeerRequest<typeof MessageType.READ_SNAP>): Promise<PeerReply<typeof MessageType.READ_SNAP>> {
     const b = req.body;
+    this.#o.seen?.(b.hlc);
     return wrapEngine(async () => {
       const v = this.#o.store.openVolume(b.disk, b.snapshot);
       try {

@@ -13,6 +13,7 @@ import { defaultReplicas, place, rttFromRecords, validatePolicy } from './placem
 import { ReplicatedDisks, reservedSnapshot } from './disks.ts';
 import { PeerPool, PeerServer } from './peer/index.ts';
 import type { DiskRecord, FailureDomain, ReplicaState } from './types.ts';
+import type { Hlc } from './hlc.ts';
 
 /** When a node first measures its round trips to the others, and how often after. */
 const RTT_FIRST_MS = 2000;
@@ -50,6 +51,8 @@ export interface ReplicationOptions {
   log: Logger;
   /** The newest peer protocol version to speak (rolling upgrades). */
   protocolMax?: number;
+  /** The node's hybrid logical clock: stamps peer messages and learns from theirs. Default: wall-clock ms, unpersisted (tests). */
+  hlc?: Hlc;
   /** How long a replica may stay away before the controller places a new one (`--rebuild-delay`). */
   rebuildDelayMs?: number;
   /** Bytes a second a copy in reads at most (`--rebuild-rate`). */
@@ -74,8 +77,9 @@ export class Replication {
     this.coord = c;
     this.#store = opts.store;
     this.#log = opts.log;
-    const hlc = (): bigint => BigInt(Date.now()) << 16n;
-    const identity = { node: c.nodeId, cluster: c.clusterId, secret: c.secret, protocolMax: opts.protocolMax, log: opts.log };
+    const clock = opts.hlc;
+    const hlc = clock !== undefined ? (): bigint => clock.now() : (): bigint => BigInt(Date.now()) << 16n;
+    const identity = { node: c.nodeId, cluster: c.clusterId, secret: c.secret, protocolMax: opts.protocolMax, log: opts.log, clock };
     this.#pool = new PeerPool({
       ...identity,
       resolve: (node) => {
@@ -83,7 +87,7 @@ export class Replication {
         return m === undefined || m.peer === null ? null : m.peer;
       },
     });
-    this.disks = new ReplicatedDisks({ nodeId: c.nodeId, store: opts.store, coord: c, pool: this.#pool, log: opts.log, hlc, copyBytesPerSecond: opts.rebuildBytesPerSecond });
+    this.disks = new ReplicatedDisks({ nodeId: c.nodeId, store: opts.store, coord: c, pool: this.#pool, log: opts.log, hlc, seen: clock === undefined ? undefined : (t) => void clock.update(t), copyBytesPerSecond: opts.rebuildBytesPerSecond });
     this.#rebuildDelayMs = opts.rebuildDelayMs;
     this.#server = new PeerServer({ ...identity, disks: (name) => this.disks.view(name) });
     this.disks.register(this.#server);
@@ -205,6 +209,33 @@ export class Replication {
   /** Every disk of the cluster. */
   list(): ClusterDiskInfo[] {
     return this.coord.disks().map((d) => this.info(d.record.name));
+  }
+
+  /**
+   * Clones `disk@snap` as `name` (at the head): a new disk placed on the same nodes as its origin,
+   * each cloning its own copy of the snapshot, so no data moves. Refused while a replica of the
+   * origin is copying in (it may not hold the snapshot whole).
+   */
+  async cloneDisk(disk: string, snap: string, name: string): Promise<ClusterDiskInfo> {
+    const vd = this.coord.disk(disk);
+    if (vd === null) throw new EngineError(EngineErrorCode.NOT_FOUND, `Disk "${disk}" not found`);
+    const s = this.#store.listSnapshots(disk).find((x) => x.name === snap);
+    if (s === undefined || reservedSnapshot(snap)) throw new EngineError(EngineErrorCode.NOT_FOUND, `Snapshot "${disk}@${snap}" not found`);
+    if (vd.record.chain.some((e) => e.state !== 'healthy')) throw new ClusterError(ClusterErrorCode.PEER_UNAVAILABLE, `disk ${disk} has a replica copying in: clone it once it is done`);
+    const record: DiskRecord = {
+      name,
+      sizeBytes: s.sizeBytes,
+      createdMs: Date.now(),
+      origin: `${disk}@${snap}`,
+      policy: { ...vd.record.policy },
+      epoch: 1,
+      chain: vd.record.chain.map((e) => ({ node: e.node, state: 'healthy' as const })),
+      away: [],
+      sync: null,
+    };
+    const rev = await this.coord.createDisk(record);
+    await this.coord.reach(rev).catch(() => {});
+    return this.waitServed(name, 30_000);
   }
 
   /** Changes a disk's replica count (`disk set`): the controller adds or drops replicas to meet it. */

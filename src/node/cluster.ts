@@ -3,9 +3,9 @@
  * (`DIR/cluster.json`), the cluster secret it may be given, the peer listener and the
  * coordinator it joins with. Loaded only by a node started with `--etcd`.
  */
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { checkNodeId, ClusterError, ClusterErrorCode, Coordinator, etcdPrefixDefault, normalizePrefix, PeerProtocolVersion, Replication, secretBytes } from '../cluster/index.ts';
+import { checkNodeId, ClusterError, ClusterErrorCode, Coordinator, etcdPrefixDefault, fileBoundStore, formatHlc, Hlc, normalizePrefix, PeerProtocolVersion, Replication, secretBytes } from '../cluster/index.ts';
 import type { Store } from '../engine/index.ts';
 import type { NodeView } from '../cluster/index.ts';
 import type { Logger } from '../observe/index.ts';
@@ -124,7 +124,10 @@ export async function connectCluster(opts: ClusterModeOptions & { dataDir: strin
     async join(j) {
       const host = opts.advertise ?? j.host;
       const protocolMax = protocolMaxFromEnv();
-      const r = new Replication({ coord: coordinator, store: j.store, host: j.host, port: opts.peerPort ?? 0, log: opts.log.child({ component: 'cluster' }), protocolMax, rebuildDelayMs: opts.rebuildDelayMs, rebuildBytesPerSecond: opts.rebuildBytesPerSecond });
+      // The hybrid logical clock, persisted in the data directory: never backwards across restarts.
+      await mkdir(join(opts.dataDir, 'cluster'), { recursive: true });
+      const hlc = Hlc.open({ store: fileBoundStore(join(opts.dataDir, 'cluster', 'hlc')) });
+      const r = new Replication({ coord: coordinator, store: j.store, host: j.host, port: opts.peerPort ?? 0, log: opts.log.child({ component: 'cluster' }), protocolMax, hlc, rebuildDelayMs: opts.rebuildDelayMs, rebuildBytesPerSecond: opts.rebuildBytesPerSecond });
       replication = r;
       const peerPort = await r.listen(j.host, opts.peerPort ?? 0);
       await coordinator.join({
@@ -137,6 +140,7 @@ export async function connectCluster(opts: ClusterModeOptions & { dataDir: strin
         // Load comes with the chain's I/O; until then a node reports none.
         usage: () => ({ ...j.usage(), load: 0 }),
         rank: () => r.rank(),
+        hlc: () => formatHlc(hlc.now()),
       });
       r.start();
       return r;

@@ -1,0 +1,99 @@
+/**
+ * Snapshots, clones, revert, trim, write-zeroes and changed-block tracking on a replicated disk
+ * (docs/cluster.md, "Replication: the chain"): asked through any node, done at the head, and
+ * the same on every replica: each node's own copy of a snapshot (`vm1@s1` is served from the
+ * node's own store) and its changes since it agree, a clone is made on every replica from its own
+ * snapshot, and the copies on disk end identical.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { Store } from '../../src/engine/index.ts';
+import type { ClusterStatus, DiskInfo } from '../../src/api/client/index.ts';
+import { cleanup, makeTempDir, MiB, nbdcopy, nbdinfoMap, qemuIo, startEtcd, TesseraNode, until, writeSeededFile } from '../helpers/index.ts';
+import type { EtcdServer } from '../helpers/index.ts';
+
+let etcd: EtcdServer;
+before(async () => {
+  etcd = await startEtcd();
+});
+after(cleanup);
+
+const digest = (path: string): string => createHash('sha256').update(readFileSync(path)).digest('hex');
+
+async function storeDigests(dataDir: string, disks: string[]): Promise<string[]> {
+  const store = await Store.open({ dir: join(dataDir, 'store'), readOnly: true });
+  try {
+    const out: string[] = [];
+    for (const disk of disks) {
+      const v = store.openVolume(disk);
+      const h = createHash('sha256');
+      for (let at = 0; at < v.sizeBytes; at += 4 * MiB) h.update(await v.read(at, Math.min(4 * MiB, v.sizeBytes - at)));
+      v.close();
+      out.push(h.digest('hex'));
+    }
+    return out;
+  } finally {
+    await store.close();
+  }
+}
+
+test('snapshots, changes since, clone, revert, trim and write-zeroes of a replicated disk agree on every replica', async () => {
+  const nodes = ['n1', 'n2', 'n3'].map((id) => new TesseraNode({ args: ['--etcd', etcd.url, '--node-id', id, '--lease-ttl', '3', '--etcd-prefix', '/snapshots/'] }));
+  for (const n of nodes) await n.start();
+  await until(async () => (await nodes[0].cliJson<ClusterStatus>(['cluster', 'status'])).nodes.filter((n) => n.state === 'up').length === 3, 30_000, 'three nodes up', 200);
+  const size = 16 * MiB;
+  const d = await nodes[0].cliJson<DiskInfo>(['disk', 'create', 'vm1', '--size', String(size), '--replicas', '3']);
+  const headId = d.replicas![0].node;
+  const notHead = nodes[['n1', 'n2', 'n3'].findIndex((id) => id !== headId)];
+
+  const dir = makeTempDir('tessera-cluster-snapshots-');
+  const a = join(dir, 'a.img');
+  await writeSeededFile(a, 11, 'a', size);
+  await nbdcopy(a, nodes[1].nbdUri('vm1'));
+  // A snapshot asked of a node that is not the head; the cluster's own sync snapshots stay hidden.
+  await notHead.cliOk(['snap', 'create', 'vm1', 's1']);
+  const refused = await notHead.cli(['snap', 'create', 'vm1', 'tessera-mine']);
+  assert.notEqual(refused.code, 0);
+  assert.match(refused.stderr, /starting with "tessera-" are the cluster's own/);
+  for (const n of nodes) assert.deepEqual((await n.cliJson<DiskInfo>(['disk', 'info', 'vm1'])).snapshots, ['s1']);
+
+  // Changes after it: a write, a trim, write-zeroes, through different nodes.
+  const w = await qemuIo(nodes[2].nbdUri('vm1'), ['write -P 0x5a 1M 1M', 'write -z 6M 512k', 'discard 10M 2M']);
+  assert.equal(w.code, 0, w.stdout + w.stderr);
+
+  // Every node's own copy of the snapshot is the data of before, and their changes since it agree.
+  for (const [i, n] of nodes.entries()) {
+    const back = join(dir, `s1-${i}.img`);
+    await nbdcopy(n.nbdUri('vm1@s1'), back);
+    assert.equal(digest(back), digest(a), `node ${i + 1}'s copy of vm1@s1`);
+  }
+  const maps = await Promise.all(nodes.map((n) => nbdinfoMap(n.nbdUri('vm1'), 'tessera:changed-since:s1')));
+  const changed = maps[0].filter((e) => e.type !== 0).map((e) => [e.offset, e.length]);
+  assert.deepEqual(changed, [[1 * MiB, 1 * MiB], [6 * MiB, 512 * 1024], [10 * MiB, 2 * MiB]]);
+  for (const m of maps.slice(1)) assert.deepEqual(m, maps[0]);
+
+  // A clone of the snapshot, made on every replica from its own copy; independent of its origin.
+  const clone = await nodes[2].cliJson<DiskInfo>(['disk', 'clone', 'vm1@s1', 'vm2']);
+  assert.equal(clone.origin, 'vm1@s1');
+  assert.deepEqual(clone.replicas!.map((r) => r.node).sort(), ['n1', 'n2', 'n3']);
+  const c = await qemuIo(nodes[0].nbdUri('vm2'), ['write -P 0x77 0 64k']);
+  assert.equal(c.code, 0, c.stdout + c.stderr);
+
+  // Revert through a node: every replica goes back to the snapshot.
+  await nodes[1].cliOk(['snap', 'revert', 'vm1', 's1']);
+  const reverted = join(dir, 'reverted.img');
+  await nbdcopy(nodes[2].nbdUri('vm1'), reverted);
+  assert.equal(digest(reverted), digest(a));
+
+  for (const n of nodes) await n.stop();
+  const all = await Promise.all(nodes.map((n) => storeDigests(n.dataDir, ['vm1', 'vm2'])));
+  for (const [i, got] of all.entries()) {
+    assert.equal(got[0], all[0][0], `vm1 on node ${i + 1}`);
+    assert.equal(got[1], all[0][1], `vm2 on node ${i + 1}`);
+  }
+  assert.equal(all[0][0], digest(a));
+  assert.notEqual(all[0][1], digest(a), 'the clone took its own write');
+});

@@ -6,7 +6,8 @@
 import type { ServerResponse } from 'node:http';
 import { awsVariables } from '../hydrate/index.ts';
 import { ApiError, ApiErrorCode, toApiError } from './errors.ts';
-import type { BackupRunner, Route, RequestContext } from './route.ts';
+import type { BackupRunner, Reply, Route, RequestContext } from './route.ts';
+import { ApiClient, ClientError } from './client/index.ts';
 import { checkBody } from './validate.ts';
 import { streamClient, writeJsonLine } from './http.ts';
 import { backupOutcomeWire, backupProgressWire } from './to-wire.ts';
@@ -58,6 +59,10 @@ export const backupRoutes: Route[] = [
     handle: async (_p, raw, ctx) => {
       const runner = service(ctx);
       const req = checkRequest(raw);
+      // In a cluster a backup runs at the head of its disks (it snapshots them through their
+      // chains): here if this node heads them all, else at their head, its lines passed on.
+      const head = headOf(ctx, req.disks);
+      if (head !== null) return proxied(head, req, ctx);
       if (runner.busy) throw new ApiError(ApiErrorCode.BUSY, 'A backup is running on this node already; try again when it is done');
       return {
         status: 200,
@@ -92,6 +97,36 @@ export const backupRoutes: Route[] = [
     },
   },
 ];
+
+/** The API address of the one node that heads every disk of a cluster backup, null when it is this node (or there is no cluster). */
+function headOf(ctx: RequestContext, disks: string[]): string | null {
+  const r = ctx.cluster;
+  if (r === null) return null;
+  const heads = new Set(disks.map((d) => {
+    r.info(d);
+    return r.headApi(d);
+  }));
+  if (heads.size > 1) throw new ApiError(ApiErrorCode.INVALID, `the disks ${disks.join(', ')} have different heads: back them up one at a time (a backup runs at the head of its disks)`);
+  return [...heads][0] ?? null;
+}
+
+/** A backup run at the head: its lines passed on as they come. */
+function proxied(head: string, req: ReturnType<typeof checkRequest>, ctx: RequestContext): Reply {
+  return {
+    status: 200,
+    headers: { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' },
+    async stream(res: ServerResponse) {
+      try {
+        const outcomes = await new ApiClient(`http://${head}`).runBackup(req, (e) => void writeLine(res, e));
+        await writeLine(res, { event: 'done', outcomes });
+      } catch (err) {
+        const code = err instanceof ClientError && err.nodeCode !== null ? err.nodeCode : ApiErrorCode.UNAVAILABLE;
+        await writeLine(res, { event: 'error', code, message: `at the disks' head ${head}: ${(err as Error).message}`, requestId: ctx.requestId });
+      }
+      res.end();
+    },
+  };
+}
 
 const json = (schema: unknown) => ({ content: { 'application/json': { schema } } });
 const errorRef = (name: string) => ({ $ref: `#/components/responses/${name}` });

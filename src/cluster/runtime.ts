@@ -169,16 +169,41 @@ export class Replication {
     return this.waitServed(name, 30_000);
   }
 
-  /** Resolves with the disk's info once its record's head serves it (its first epoch configured). */
+  /**
+   * Resolves with the disk's info once its record's head serves it (its first epoch configured)
+   * and every node up knows it (asked through its API, a few seconds at most), so a client may
+   * connect to any node at once.
+   */
   async waitServed(name: string, timeoutMs: number): Promise<ClusterDiskInfo> {
     const deadline = performance.now() + timeoutMs;
     for (;;) {
       const vd = this.coord.disk(name);
       if (vd === null) throw new EngineError(EngineErrorCode.NOT_FOUND, `Disk "${name}" not found`);
-      if (vd.record.sync !== null || this.disks.isHead(name)) return this.info(name);
+      if (vd.record.sync !== null || this.disks.isHead(name)) {
+        await this.#knownEverywhere(name, Math.min(5000, Math.max(0, deadline - performance.now())));
+        return this.info(name);
+      }
       if (performance.now() > deadline) throw new ClusterError(ClusterErrorCode.PEER_UNAVAILABLE, `disk ${name}: its head ${vd.record.chain[0]?.node} did not start serving it within ${Math.round(timeoutMs / 1000)} s`);
       await new Promise((r) => setTimeout(r, 50));
     }
+  }
+
+  /** Waits (at most `ms`) until every other node up answers for the disk: their caches saw its record. */
+  async #knownEverywhere(name: string, ms: number): Promise<void> {
+    const deadline = performance.now() + ms;
+    const others = this.coord.nodes().filter((n) => n.state === 'up' && n.id !== this.coord.nodeId);
+    await Promise.all(others.map(async (n) => {
+      while (performance.now() < deadline) {
+        try {
+          const res = await fetch(`http://${n.api}/api/v1/disks/${encodeURIComponent(name)}`, { signal: AbortSignal.timeout(1000) });
+          await res.body?.cancel();
+          if (res.status === 200) return;
+        } catch {
+          // Not answering: it may be going down; the deadline bounds the wait.
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }));
   }
 
   /** The disk's info: the engine's, from this node's copy where it holds one, with its replicas. */

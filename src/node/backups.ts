@@ -19,6 +19,7 @@ import {
 } from '../backup/index.ts';
 import type { Backend } from '../objstore/index.ts';
 import { extentRunsOf } from '../api/index.ts';
+import type { Replication } from '../cluster/index.ts';
 import type { Store, Volume } from '../engine/index.ts';
 import { BackupTotals } from './metrics.ts';
 
@@ -54,10 +55,14 @@ export class EngineDiskHost implements DiskHost {
   /** Snapshot names that stand for the disks' heads (a read-only store). */
   private readonly heads = new Set<string>();
 
-  constructor(store: Store, options: { signal?: AbortSignal; onSnapshot?: (name: string) => void } = {}) {
+  /** In a cluster: the node's replication, through whose chains snapshots are taken and deleted at every replica. */
+  private readonly cluster: Replication | null;
+
+  constructor(store: Store, options: { signal?: AbortSignal; onSnapshot?: (name: string) => void; cluster?: Replication | null } = {}) {
     this.store = store;
     this.signal = options.signal;
     this.onSnapshot = options.onSnapshot;
+    this.cluster = options.cluster ?? null;
   }
 
   async snapshotNames(disk: string): Promise<string[]> {
@@ -69,6 +74,13 @@ export class EngineDiskHost implements DiskHost {
       this.heads.add(name);
       return disks.map((d) => ({ sizeBytes: this.store.getDisk(d).sizeBytes }));
     }
+    if (this.cluster !== null) {
+      // Replicated disks: one snapshot op through each disk's chain (this node heads them all),
+      // so every replica has it; one after the other, not one cut across the disks.
+      for (const d of disks) await this.cluster.disks.submit(d, { kind: 'snapshot', name });
+      this.onSnapshot?.(name);
+      return disks.map((d) => ({ sizeBytes: this.store.listSnapshots(d).find((s) => s.name === name)!.sizeBytes }));
+    }
     const snaps = await this.store.createSnapshots(disks, name);
     this.onSnapshot?.(name);
     return snaps;
@@ -76,6 +88,7 @@ export class EngineDiskHost implements DiskHost {
 
   deleteSnapshot(disk: string, name: string): Promise<void> {
     if (this.heads.has(name)) return Promise.resolve();
+    if (this.cluster !== null) return this.cluster.disks.submit(disk, { kind: 'snapshot-delete', name });
     return this.store.deleteSnapshot(disk, name);
   }
 
@@ -156,7 +169,11 @@ export class NodeBackups {
    * `totals` hears what each backup read, stored and found deduplicated (the node's metrics).
    * The repository's index cache goes in `cacheDir`, by default `DATA/backup-writer-cache`.
    */
-  constructor(options: { store: Store; dataDir: string; totals?: BackupTotals; cacheDir?: string }) {
+  /** In a cluster: the node's replication once it joined (snapshots go through the chains). */
+  #cluster: () => Replication | null;
+
+  constructor(options: { store: Store; dataDir: string; totals?: BackupTotals; cacheDir?: string; cluster?: () => Replication | null }) {
+    this.#cluster = options.cluster ?? (() => null);
     this.store = options.store;
     this.totals = options.totals ?? new BackupTotals();
     // Not the instant restores' cache directory: each opens its own caches.
@@ -174,7 +191,7 @@ export class NodeBackups {
     try {
       if (this.store.readOnly) onEvent({ event: 'note', message: 'the node runs read-only: the disks are backed up as they are, without a snapshot (they cannot change); their next backup is a full one' });
       const r = await this.repository(req);
-      const host = new EngineDiskHost(this.store, { signal, onSnapshot: (name) => onEvent({ event: 'snapshot', name }) });
+      const host = new EngineDiskHost(this.store, { signal, onSnapshot: (name) => onEvent({ event: 'snapshot', name }), cluster: this.#cluster() });
       // Progress figures are per disk and cumulative; the totals grow by their differences.
       const seen = new Map<string, { read: number; stored: number; reused: number }>();
       const chunkBytes = r.repo.config.chunkSizeBytes;

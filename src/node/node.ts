@@ -196,7 +196,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       if (backupCache !== undefined) await rm(backupCache, { recursive: true, force: true });
     };
     undo.push(removeBackupCache);
-    const backups = new NodeBackups({ store, dataDir, totals: metrics.backups, cacheDir: backupCache });
+    const backups = new NodeBackups({ store, dataDir, totals: metrics.backups, cacheDir: backupCache, cluster: () => replication });
     undo.push(() => backups.close());
     // The background scrub, and scrubs asked for through the API (docs/engine.md, "Scrub").
     const scrubs = new NodeScrubs({

@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { Store } from '../../src/engine/index.ts';
 import type { ClusterStatus, DiskInfo } from '../../src/api/client/index.ts';
-import { cleanup, makeTempDir, MiB, nbdcopy, nbdinfoMap, qemuIo, startEtcd, TesseraNode, until, writeSeededFile } from '../helpers/index.ts';
+import { cleanup, makeTempDir, MiB, nbdcopy, nbdinfoMap, qemuIo, run, startEtcd, TesseraNode, tesseraBin, until, writeSeededFile } from '../helpers/index.ts';
+import { cliEnv, openTestRepo } from '../backup/harness.ts';
 import type { EtcdServer } from '../helpers/index.ts';
 
 let etcd: EtcdServer;
@@ -87,6 +88,17 @@ test('snapshots, changes since, clone, revert, trim and write-zeroes of a replic
   const reverted = join(dir, 'reverted.img');
   await nbdcopy(nodes[2].nbdUri('vm1'), reverted);
   assert.equal(digest(reverted), digest(a));
+
+  // A backup asked of a node that is not the head runs at the head; its snapshot is on every replica.
+  const repo = join(dir, 'repo');
+  const r = await openTestRepo(repo, { init: {} });
+  await r.close();
+  const env = { ...process.env, ...cliEnv(r.cacheDir) } as NodeJS.ProcessEnv;
+  const backup = await run(tesseraBin, ['--api', notHead.api, 'backup', 'create', 'vm1', '--repo', repo, '--json'], { env, timeoutMs: 300_000 });
+  assert.equal(backup.code, 0, backup.stderr);
+  const [outcome] = JSON.parse(backup.stdout) as Array<{ name: string; source: { snapshot: string } }>;
+  assert.equal(outcome.name, 'vm1');
+  for (const n of nodes) assert.ok((await n.cliJson<DiskInfo>(['disk', 'info', 'vm1'])).snapshots.includes(outcome.source.snapshot), `the backup's snapshot through ${n.api}`);
 
   for (const n of nodes) await n.stop();
   const all = await Promise.all(nodes.map((n) => storeDigests(n.dataDir, ['vm1', 'vm2'])));

@@ -114,18 +114,18 @@ export class ReplicatedDisks {
     if (vd === null) throw new EngineError(EngineErrorCode.NOT_FOUND, `Disk "${disk}" not found`);
     const h = this.#held.get(disk);
     if (h !== undefined && vd.record.chain[0]?.node === this.#o.nodeId) {
-      return new ReplicatedVolume(h.replica, this.#o.store.openVolume(disk), { leaseValid: () => this.#mayServe(disk) });
+      return new ReplicatedVolume(h.replica, this.#o.store.openVolume(disk), { leaseValid: () => this.#o.coord.leaseValid(), named: () => this.#named(disk) });
     }
     return new GatewayVolume(disk, this.#gatewayHost());
   }
 
   /**
-   * Whether a head may serve a client now: its lease valid, its cache caught up since it last
-   * joined, and the record there still naming it head (a paused head learns it was replaced
-   * before its replica is reconfigured).
+   * Whether the record as this node knows it names it the disk's head (a paused head learns it
+   * was replaced before its replica is reconfigured). Past its lease a head still serves, under
+   * the checks of ReplicatedVolume.
    */
-  #mayServe(disk: string): boolean {
-    return this.#o.coord.leaseValid() && this.#o.coord.disk(disk)?.record.chain[0]?.node === this.#o.nodeId;
+  #named(disk: string): boolean {
+    return this.#o.coord.disk(disk)?.record.chain[0]?.node === this.#o.nodeId;
   }
 
   /** A snapshot of a disk, read here if this node holds it, else at the head. */
@@ -526,7 +526,7 @@ export class ReplicatedDisks {
   async #io(b: IoBody, payload: Buffer | null): Promise<{ body: IoReply; payload: Buffer | null }> {
     if (!this.isHead(b.disk)) throw new ClusterError(ClusterErrorCode.NOT_HEAD, `${this.#o.nodeId} is not the head of ${b.disk} now`);
     const h = this.#held.get(b.disk)!;
-    const v = new ReplicatedVolume(h.replica, this.#o.store.openVolume(b.disk), { leaseValid: () => this.#mayServe(b.disk) });
+    const v = new ReplicatedVolume(h.replica, this.#o.store.openVolume(b.disk), { leaseValid: () => this.#o.coord.leaseValid(), named: () => this.#named(b.disk) });
     try {
       return await wrapEngine(async () => {
         switch (b.kind) {

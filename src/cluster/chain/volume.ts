@@ -19,19 +19,38 @@ export class ReplicatedVolume implements Volume {
   /** The head's own handle on its copy: reads, and the size. */
   readonly #local: Volume;
   readonly #leaseValid: () => boolean;
+  readonly #named: () => boolean;
   #closed = false;
 
-  /** `leaseValid`: whether the node's etcd lease still holds and it still heads the disk; past it, a head serves nothing (docs/cluster.md, "Leases and liveness"). */
-  constructor(replica: ChainReplica, local: Volume, opts: { leaseValid?: () => boolean } = {}) {
+  /**
+   * `named`: whether the node's view of the disk record still names it the head (when not, it
+   * serves nothing); `leaseValid`: whether its etcd lease still holds. Past its lease (etcd down,
+   * or this node cut off from it) writes go on, since the chain refuses a replaced head's ops,
+   * but a read first puts a flush through the chain: acknowledged by every replica at this
+   * node's epoch, no other head can have taken writes (docs/cluster.md, "Leases and liveness").
+   */
+  constructor(replica: ChainReplica, local: Volume, opts: { leaseValid?: () => boolean; named?: () => boolean } = {}) {
     this.disk = local.disk;
     this.#replica = replica;
     this.#local = local;
     this.#leaseValid = opts.leaseValid ?? (() => true);
+    this.#named = opts.named ?? (() => true);
   }
 
-  /** A head whose lease ran out may have been replaced: it serves nothing until it knows. */
-  #checkLease(): void {
-    if (!this.#leaseValid()) throw new EngineError(EngineErrorCode.IO, `Disk "${this.disk}": this node cannot serve it as its head now: its lease in etcd ran out, or another node heads the disk`);
+  /** Refuses when another node heads the disk as far as this node knows. */
+  #checkNamed(): void {
+    if (!this.#named()) throw new EngineError(EngineErrorCode.IO, `Disk "${this.disk}": this node does not head it now; another node does`);
+  }
+
+  /** Before a read past the lease: the chain confirms no other head took over. */
+  async #checkLease(): Promise<void> {
+    this.#checkNamed();
+    if (this.#leaseValid()) return;
+    try {
+      await this.#replica.submit({ kind: 'flush' });
+    } catch (err) {
+      throw new EngineError(EngineErrorCode.IO, `Disk "${this.disk}": this node's lease in etcd ran out and its chain did not confirm it still heads the disk: ${(err as Error).message}`, { cause: err });
+    }
   }
 
   get sizeBytes(): number {
@@ -55,7 +74,7 @@ export class ReplicatedVolume implements Volume {
 
   /** Sends an op down the chain; what the cluster fails with, the client sees as an I/O error. */
   async #submit(op: ChainOp): Promise<void> {
-    this.#checkLease();
+    this.#checkNamed();
     try {
       await this.#replica.submit(op);
     } catch (err) {
@@ -66,7 +85,7 @@ export class ReplicatedVolume implements Volume {
 
   async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
     this.#check(offset, length);
-    this.#checkLease();
+    await this.#checkLease();
     try {
       return await this.#replica.read(offset, length, into);
     } catch (err) {
@@ -101,13 +120,13 @@ export class ReplicatedVolume implements Volume {
 
   async blockStatus(offset: number, length: number): Promise<AllocationExtent[]> {
     this.#check(offset, length);
-    this.#checkLease();
+    await this.#checkLease();
     return this.#local.blockStatus(offset, length);
   }
 
   async changedSince(sinceSnapshot: string, offset: number, length: number): Promise<ChangeExtent[]> {
     this.#check(offset, length);
-    this.#checkLease();
+    await this.#checkLease();
     return this.#local.changedSince(sinceSnapshot, offset, length);
   }
 

@@ -46,6 +46,11 @@ interface Held {
   joinedEpoch: number | null;
   /** A copy in running. */
   copying: Promise<void> | null;
+  /**
+   * The base the local copy went back to when it joined, or null when it had none and starts
+   * empty (a wiped or new node): then only a full copy makes it whole, whatever the record says.
+   */
+  joinedBase: string | null;
 }
 
 /** Options of ReplicatedDisks. */
@@ -196,16 +201,17 @@ export class ReplicatedDisks {
     let h = held;
     if (entry.state !== 'healthy' && h === undefined) {
       // Joining to copy in: a fresh replica over a copy prepared first (no volume open on it).
-      await this.#prepareJoin(r, entry.base ?? null);
+      const joinedBase = await this.#prepareJoin(r, entry.base ?? null);
       h = await this.#hold(r);
       h.joinedEpoch = r.epoch;
+      h.joinedBase = joinedBase;
     }
     h ??= await this.#hold(r);
     if (entry.state === 'healthy') h.joinedEpoch = null;
     if (h.replica.epoch < r.epoch) h.replica.configure(this.#config(r));
     if (ids[0] === me && h.servingEpoch !== r.epoch) await this.#becomeHead(h, vd);
     if (entry.state !== 'healthy' && h.copying === null) {
-      h.copying = this.#copyIn(h, entry.base ?? null).finally(() => (h.copying = null));
+      h.copying = this.#copyIn(h, h.joinedBase).finally(() => (h.copying = null));
     }
   }
 
@@ -240,7 +246,7 @@ export class ReplicatedDisks {
         else if (t.kind === 'failed') this.#o.log.warn(`disk ${r.name}: ${t.successor} could not apply an op: ${t.error.message}`, { disk: r.name });
       },
     });
-    const h: Held = { name: r.name, local, replica, servingEpoch: null, joinedEpoch: null, copying: null };
+    const h: Held = { name: r.name, local, replica, servingEpoch: null, joinedEpoch: null, copying: null, joinedBase: null };
     this.#held.set(r.name, h);
     return h;
   }
@@ -249,14 +255,17 @@ export class ReplicatedDisks {
    * Before a replica copying in takes its first op: its copy goes back to `base` (a sync
    * snapshot it shares with the healthy replicas), dropping what it had past it; without one it
    * starts empty (a full copy then writes every byte of the disk, so a copy that cannot be
-   * deleted, still open somewhere, only loses its snapshots).
+   * deleted, still open somewhere, only loses its snapshots). Resolves to the base it went back
+   * to, or null.
    */
-  async #prepareJoin(r: DiskRecord, base: string | null): Promise<void> {
+  async #prepareJoin(r: DiskRecord, base: string | null): Promise<string | null> {
     const store = this.#o.store;
     const exists = store.listDisks().some((d) => d.name === r.name);
     const snaps = exists ? store.listSnapshots(r.name).map((s) => s.name) : [];
+    let reverted: string | null = null;
     if (base !== null && snaps.includes(base)) {
       await store.revertDisk(r.name, base);
+      reverted = base;
     } else if (exists) {
       try {
         await store.deleteDisk(r.name);
@@ -266,6 +275,8 @@ export class ReplicatedDisks {
     }
     if (!store.listDisks().some((d) => d.name === r.name)) await store.createDisk(r.name, r.sizeBytes);
     if (store.getDisk(r.name).sizeBytes !== r.sizeBytes) await store.resizeDisk(r.name, r.sizeBytes);
+    // Without the base here (a wiped or new node), only a full copy makes it whole.
+    return reverted;
   }
 
   /**
@@ -373,10 +384,12 @@ export class ReplicatedDisks {
         continue;
       }
       try {
+        const started = performance.now();
         const copied = await this.#copyFrom(h, r, sources, sync, base);
         await h.local.volume.flush();
         h.replica.copyInDone();
-        this.#o.log.info(`disk ${name}: copied in ${copied} bytes from ${sources.join(', ')} (${base === null ? 'full copy' : `changes since ${base}`})`, { disk: name });
+        const s = (performance.now() - started) / 1000;
+        this.#o.log.info(`disk ${name}: copied in ${copied} bytes from ${sources.join(', ')} (${base === null ? 'full copy' : `changes since ${base}`}) in ${s.toFixed(2)} s, ${(copied / s / 1e6).toFixed(1)} MB/s`, { disk: name });
         await this.#markHealthy(name);
         return;
       } catch (err) {

@@ -618,7 +618,9 @@ export class ReplicatedDisks {
 function opOf(b: OpBody, payload: Buffer | null): ChainOp {
   switch (b.kind) {
     case 'write':
-      return { kind: 'write', offset: b.offset, data: Buffer.from(payload!), fua: b.fua };
+      // No copy: the payload is a view of the frame's body, which the parser allocated for this
+      // frame alone and nothing reuses (it was a third of the middle's and tail's CPU time).
+      return { kind: 'write', offset: b.offset, data: payload!, fua: b.fua };
     case 'zero':
       return { kind: 'zero', offset: b.offset, length: b.length, fua: b.fua, mayTrim: b.mayTrim };
     case 'trim':

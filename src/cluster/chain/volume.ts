@@ -97,8 +97,12 @@ export class ReplicatedVolume implements Volume {
   async write(offset: number, data: Buffer, opts: WriteOptions = {}): Promise<void> {
     this.#check(offset, data.length);
     if (data.length === 0) return;
-    // The chain keeps the op until every replica acknowledged it, past the caller's reuse of `data`.
-    await this.#submit({ kind: 'write', offset, data: Buffer.from(data), fua: opts.fua === true });
+    // The chain may hold the op past the caller's reuse of `data` (a forward still queued when
+    // the op fails), so it gets its own copy: a plain memcpy into memory not zeroed first
+    // (Buffer.from(buffer) went element by element, a tenth of the head's time).
+    const own = Buffer.allocUnsafeSlow(data.length);
+    data.copy(own);
+    await this.#submit({ kind: 'write', offset, data: own, fua: opts.fua === true });
   }
 
   async writeZeroes(offset: number, length: number, opts: ZeroOptions = {}): Promise<void> {

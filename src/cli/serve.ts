@@ -55,9 +55,9 @@ function positive(parse: (text: string) => number, hint: string): (text: string)
 }
 
 /** The cluster options of `serve`, checked; undefined without --etcd (then none of them may be given). */
-function clusterOptions(values: Record<string, string | boolean | undefined>): { etcd: string[]; nodeId: string; advertise?: string; zone?: string; prefix?: string; peerPort: number; leaseTtlS?: number; secretFile?: string; rebuildDelayMs?: number; rebuildBytesPerSecond?: number } | undefined {
+function clusterOptions(values: Record<string, string | boolean | undefined>): { etcd: string[]; nodeId: string; advertise?: string; zone?: string; prefix?: string; peerPort: number; leaseTtlS?: number; secretFile?: string; rebuildDelayMs?: number; rebuildBytesPerSecond?: number; syncIntervalMs?: number } | undefined {
   const str = (name: string): string | undefined => (typeof values[name] === 'string' ? (values[name] as string) : undefined);
-  const only = ['node-id', 'advertise', 'zone', 'etcd-prefix', 'peer-port', 'lease-ttl', 'cluster-secret-file', 'rebuild-delay', 'rebuild-rate'];
+  const only = ['node-id', 'advertise', 'zone', 'etcd-prefix', 'peer-port', 'lease-ttl', 'cluster-secret-file', 'rebuild-delay', 'rebuild-rate', 'sync-interval'];
   const etcd = str('etcd');
   if (etcd === undefined) {
     const given = only.find((o) => values[o] !== undefined);
@@ -87,6 +87,7 @@ function clusterOptions(values: Record<string, string | boolean | undefined>): {
     leaseTtlS: ttl === undefined ? undefined : Number(ttl),
     secretFile: str('cluster-secret-file'),
     rebuildDelayMs: option(values['rebuild-delay'], 'rebuild-delay', parseDuration, undefined),
+    syncIntervalMs: option(values['sync-interval'], 'sync-interval', positive(parseDuration, 'sync points bound what a returning replica copies'), undefined),
     rebuildBytesPerSecond: option(values['rebuild-rate'], 'rebuild-rate', positive(parseSize, 'a rebuild must make progress'), undefined),
   };
 }
@@ -117,6 +118,7 @@ export const serveCommand: Command = {
     'etcd-prefix': { type: 'string', valueName: 'PREFIX', description: 'Prefix of the cluster\'s etcd keys; clusters may share an etcd under different ones (default: /tessera/)' },
     'peer-port': { type: 'string', valueName: 'PORT', description: 'Port of the peer protocol between nodes; 0 picks a free one (default: 0)' },
     'rebuild-delay': { type: 'string', valueName: 'DURATION', description: 'How long a replica on a node that is down may stay away before a new one is made elsewhere, e.g. 5m (default: 60s)' },
+    'sync-interval': { type: 'string', valueName: 'DURATION', description: 'How often a head takes a sync point of a disk written since the last: a replica that comes back copies the changes since its last one (default: 60s)' },
     'rebuild-rate': { type: 'string', valueName: 'SIZE', description: 'Bytes a second a replica copying its data in reads at most, e.g. 200M (default: 100M)' },
     'lease-ttl': { type: 'string', valueName: 'SECONDS', description: 'Seconds after which a node that stopped answering etcd counts as down (default: 10)' },
     'cluster-secret-file': { type: 'string', valueName: 'FILE', description: 'File holding the cluster secret, 32 bytes in base64; checked against the cluster\'s (default: the cluster makes its own)' },

@@ -25,10 +25,18 @@ import type { DiskRecord } from './types.ts';
 /** The prefix of the sync snapshots heads put through their chains; users cannot take these names. */
 export const SYNC_PREFIX = 'tessera-sync-';
 
-/** The sync snapshot of an epoch. */
-export function syncName(epoch: number): string {
-  return `${SYNC_PREFIX}${epoch}`;
+/** The sync snapshot of an epoch: its first (`n` 0) at the epoch's start, later ones every sync interval. */
+export function syncName(epoch: number, n = 0): string {
+  return n === 0 ? `${SYNC_PREFIX}${epoch}` : `${SYNC_PREFIX}${epoch}.${n}`;
 }
+
+/** The epoch a sync snapshot was taken in. */
+export function syncEpoch(name: string): number {
+  return Number(name.slice(SYNC_PREFIX.length).split('.')[0]);
+}
+
+/** How often a head takes a sync snapshot of a disk written since the last (`serve --sync-interval`). */
+export const syncIntervalMsDefault = 60_000;
 
 /** Whether a snapshot name is reserved for the cluster (hidden from listings, refused to users). */
 export function reservedSnapshot(name: string): boolean {
@@ -51,6 +59,10 @@ interface Held {
    * empty (a wiped or new node): then only a full copy makes it whole, whatever the record says.
    */
   joinedBase: string | null;
+  /** Sync snapshots taken in the serving epoch, and the head's op count at the last one. */
+  syncs: number;
+  syncedAtOps: number;
+  syncing: boolean;
 }
 
 /** Options of ReplicatedDisks. */
@@ -66,6 +78,8 @@ export interface ReplicatedDisksOptions {
   seen?: (hlc: bigint) => void;
   /** Bytes a second a copy in reads at most (`--rebuild-rate`). */
   copyBytesPerSecond?: number;
+  /** How often a head takes a sync snapshot of a disk written since the last (`--sync-interval`). */
+  syncIntervalMs?: number;
 }
 
 const COPY_CHUNK_BYTES = 1024 * 1024;
@@ -79,6 +93,7 @@ export class ReplicatedDisks {
   readonly #reconciling = new Map<string, Promise<void>>();
   readonly #again = new Set<string>();
   #closed = false;
+  #syncTimer: NodeJS.Timeout | null = null;
   readonly #onDisk = (name: string): void => this.reconcile(name);
 
   constructor(opts: ReplicatedDisksOptions) {
@@ -96,6 +111,8 @@ export class ReplicatedDisks {
 
   /** Takes part in every disk record known now and later (the node has joined: it holds a lease). */
   start(): void {
+    // Sync points every interval, so a replica that leaves catches up by the recent changes only.
+    this.#syncTimer = setInterval(() => this.#periodicSyncs(), this.#o.syncIntervalMs ?? syncIntervalMsDefault).unref();
     this.#o.coord.on('disk', this.#onDisk);
     for (const d of this.#o.coord.disks()) this.reconcile(d.record.name);
   }
@@ -246,7 +263,7 @@ export class ReplicatedDisks {
         else if (t.kind === 'failed') this.#o.log.warn(`disk ${r.name}: ${t.successor} could not apply an op: ${t.error.message}`, { disk: r.name });
       },
     });
-    const h: Held = { name: r.name, local, replica, servingEpoch: null, joinedEpoch: null, copying: null, joinedBase: null };
+    const h: Held = { name: r.name, local, replica, servingEpoch: null, joinedEpoch: null, copying: null, joinedBase: null, syncs: 0, syncedAtOps: 0, syncing: false };
     this.#held.set(r.name, h);
     return h;
   }
@@ -331,19 +348,41 @@ export class ReplicatedDisks {
     }
     if (h.replica.epoch < r.epoch) h.replica.configure(cfg);
     h.servingEpoch = r.epoch;
+    h.syncs = 0;
     this.#o.log.info(`disk ${r.name}: head at epoch ${r.epoch}, chain ${cfg.chain.join(' > ')}`, { disk: r.name });
     await this.#takeSync(h, r);
   }
 
-  /** Puts this epoch's sync snapshot through the chain, then drops sync snapshots nobody needs. */
+  /** A sync snapshot of each disk this node heads that was written since its last one. */
+  #periodicSyncs(): void {
+    for (const h of this.#held.values()) {
+      const vd = this.#o.coord.disk(h.name);
+      if (vd === null || h.syncing || !this.isHead(h.name) || h.replica.submitted === h.syncedAtOps) continue;
+      void this.#takeSync(h, vd.record);
+    }
+  }
+
+  /** Puts a sync snapshot through the chain, then drops sync snapshots nobody needs and names it in the record. */
   async #takeSync(h: Held, r: DiskRecord): Promise<void> {
-    const name = syncName(r.epoch);
+    if (h.syncing) return;
+    h.syncing = true;
+    try {
+      await this.#takeSyncNow(h, r);
+    } finally {
+      h.syncing = false;
+    }
+  }
+
+  async #takeSyncNow(h: Held, r: DiskRecord): Promise<void> {
+    const name = syncName(r.epoch, h.syncs++);
+    const ops = h.replica.submitted;
     try {
       await h.replica.submit({ kind: 'snapshot', name }, { internal: true });
     } catch (err) {
       this.#o.log.warn(`disk ${r.name}: sync snapshot ${name} not taken: ${(err as Error).message}`, { disk: r.name });
       return;
     }
+    h.syncedAtOps = ops + 1;
     const keep = new Set<string>([name]);
     for (const e of r.chain) if (e.base !== undefined) keep.add(e.base);
     for (const a of r.away) if (a.base !== null) keep.add(a.base);
@@ -379,17 +418,17 @@ export class ReplicatedDisks {
       const sources = r.chain.filter((e) => e.state === 'healthy').map((e) => e.node);
       // A sync snapshot the head took after this replica joined: the record's, once it is of a later epoch.
       const sync = r.sync;
-      if (sync === null || h.joinedEpoch === null || Number(sync.slice(SYNC_PREFIX.length)) < h.joinedEpoch || sources.length === 0) {
+      if (sync === null || h.joinedEpoch === null || syncEpoch(sync) < h.joinedEpoch || sources.length === 0) {
         await pause(200);
         continue;
       }
       try {
         const started = performance.now();
-        const copied = await this.#copyFrom(h, r, sources, sync, base);
+        const { copied, full } = await this.#copyFrom(h, r, sources, sync, base);
         await h.local.volume.flush();
         h.replica.copyInDone();
         const s = (performance.now() - started) / 1000;
-        this.#o.log.info(`disk ${name}: copied in ${copied} bytes from ${sources.join(', ')} (${base === null ? 'full copy' : `changes since ${base}`}) in ${s.toFixed(2)} s, ${(copied / s / 1e6).toFixed(1)} MB/s`, { disk: name });
+        this.#o.log.info(`disk ${name}: copied in ${copied} bytes from ${sources.join(', ')} (${full ? 'full copy' : `changes since ${base}`}) in ${s.toFixed(2)} s, ${(copied / s / 1e6).toFixed(1)} MB/s`, { disk: name });
         await this.#markHealthy(name);
         return;
       } catch (err) {
@@ -399,19 +438,24 @@ export class ReplicatedDisks {
     }
   }
 
-  /** The copy itself: ranges dealt round-robin to the sources, a few at a time. Resolves to the bytes copied. */
-  async #copyFrom(h: Held, r: DiskRecord, sources: string[], sync: string, base: string | null): Promise<number> {
+  /** The copy itself: ranges dealt round-robin to the sources, a few at a time. Resolves to the bytes copied, and whether it was a full copy. */
+  async #copyFrom(h: Held, r: DiskRecord, sources: string[], sync: string, base: string | null): Promise<{ copied: number; full: boolean }> {
     const ask = (node: string, offset: number, length: number, since: string | null) =>
       this.#o.pool.request(node, MessageType.EXTENTS, { disk: r.name, epoch: r.epoch, rev: this.#o.coord.revision, hlc: this.#o.hlc(), snapshot: sync, since, offset, length });
     // What to copy: the ranges changed since base, or all of the disk (allocated ranges as data, the rest as zeroes).
     const size = r.sizeBytes;
     const first = sources[0];
     let ranges: Array<[number, number, boolean]>;
-    if (base !== null) {
-      const changed = (await ask(first, 0, size, base)).body.extents;
+    const changed = base === null ? null : (await ask(first, 0, size, base)).body.extents;
+    const allocated = (await ask(first, 0, size, null)).body.extents;
+    // Too much changed since the base (more than half of what the disk holds): a full copy reads
+    // less than the changes would, block for block, and is as right (it writes every byte).
+    const total = (xs: Array<[number, number]>): number => xs.reduce((n, [, l]) => n + l, 0);
+    const full = !(changed !== null && total(changed) <= total(allocated) / 2);
+    if (!full) {
       ranges = changed.map(([o, l]) => [o, l, true]);
     } else {
-      const allocated = (await ask(first, 0, size, null)).body.extents;
+      if (changed !== null) this.#o.log.info(`disk ${r.name}: ${total(changed)} bytes changed since ${base}, more than half of the ${total(allocated)} the disk holds: a full copy instead`, { disk: r.name });
       ranges = [];
       let at = 0;
       for (const [o, l] of allocated) {
@@ -447,7 +491,7 @@ export class ReplicatedDisks {
       }
     };
     await Promise.all(Array.from({ length: COPY_PARALLEL }, (_, w) => worker(w)));
-    return copied;
+    return { copied, full };
   }
 
   /** Marks this node's entry healthy in the record, at a new epoch. */
@@ -608,6 +652,7 @@ export class ReplicatedDisks {
   /** Stops taking part: replicas close (their pending ops fail), copies stop. */
   async close(): Promise<void> {
     this.#closed = true;
+    if (this.#syncTimer !== null) clearInterval(this.#syncTimer);
     this.#o.coord.off('disk', this.#onDisk);
     await Promise.all([...this.#reconciling.values()]);
     for (const h of [...this.#held.values()]) this.#drop(h);

@@ -57,6 +57,8 @@ export interface ReplicationOptions {
   rebuildDelayMs?: number;
   /** Bytes a second a copy in reads at most (`--rebuild-rate`). */
   rebuildBytesPerSecond?: number;
+  /** How often a head takes a sync point of a disk written since the last (`--sync-interval`). */
+  syncIntervalMs?: number;
 }
 
 /** The replication side of a cluster node. */
@@ -87,7 +89,7 @@ export class Replication {
         return m === undefined || m.peer === null ? null : m.peer;
       },
     });
-    this.disks = new ReplicatedDisks({ nodeId: c.nodeId, store: opts.store, coord: c, pool: this.#pool, log: opts.log, hlc, seen: clock === undefined ? undefined : (t) => void clock.update(t), copyBytesPerSecond: opts.rebuildBytesPerSecond });
+    this.disks = new ReplicatedDisks({ nodeId: c.nodeId, store: opts.store, coord: c, pool: this.#pool, log: opts.log, hlc, seen: clock === undefined ? undefined : (t) => void clock.update(t), copyBytesPerSecond: opts.rebuildBytesPerSecond, syncIntervalMs: opts.syncIntervalMs });
     this.#rebuildDelayMs = opts.rebuildDelayMs;
     this.#server = new PeerServer({ ...identity, disks: (name) => this.disks.view(name) });
     this.disks.register(this.#server);

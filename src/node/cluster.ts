@@ -32,6 +32,8 @@ export interface ClusterModeOptions {
   rebuildDelayMs?: number;
   /** Bytes a second a copy in reads at most; default 100 MiB/s. */
   rebuildBytesPerSecond?: number;
+  /** How often a head takes a sync point of a disk written since the last; default 60 s. */
+  syncIntervalMs?: number;
   /** @internal Interval of the live record's rewrite (tests shorten it). */
   liveIntervalMs?: number;
 }
@@ -127,7 +129,7 @@ export async function connectCluster(opts: ClusterModeOptions & { dataDir: strin
       // The hybrid logical clock, persisted in the data directory: never backwards across restarts.
       await mkdir(join(opts.dataDir, 'cluster'), { recursive: true });
       const hlc = Hlc.open({ store: fileBoundStore(join(opts.dataDir, 'cluster', 'hlc')) });
-      const r = new Replication({ coord: coordinator, store: j.store, host: j.host, port: opts.peerPort ?? 0, log: opts.log.child({ component: 'cluster' }), protocolMax, hlc, rebuildDelayMs: opts.rebuildDelayMs, rebuildBytesPerSecond: opts.rebuildBytesPerSecond });
+      const r = new Replication({ coord: coordinator, store: j.store, host: j.host, port: opts.peerPort ?? 0, log: opts.log.child({ component: 'cluster' }), protocolMax, hlc, rebuildDelayMs: opts.rebuildDelayMs, rebuildBytesPerSecond: opts.rebuildBytesPerSecond, syncIntervalMs: opts.syncIntervalMs });
       replication = r;
       const peerPort = await r.listen(j.host, opts.peerPort ?? 0);
       await coordinator.join({

@@ -135,6 +135,7 @@ export class ChainReplica {
   /** The next n a head assigns in its epoch. */
   #nextN = 1;
   #fenced: string | null = null;
+  #submitted = 0;
   /** Copying in: the bytes live ops wrote since this replica joined, which copies must not overwrite. */
   #live: RangeSet | null = null;
   #catchingUp: readonly string[] = [];
@@ -175,6 +176,11 @@ export class ChainReplica {
   /** The last op id taken into the stream here. */
   get lastId(): OpId | null {
     return this.#last;
+  }
+
+  /** Ops a head took from clients and itself since it was made (sync snapshots count too). */
+  get submitted(): number {
+    return this.#submitted;
   }
 
   /** Ops not yet done here. */
@@ -259,6 +265,7 @@ export class ChainReplica {
     try {
       this.#assertHead();
       const id: OpId = [this.#epoch, this.#nextN++];
+      this.#submitted++;
       await this.#take(id, op);
     } finally {
       this.#release(bytes);

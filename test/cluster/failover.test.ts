@@ -8,13 +8,11 @@
  * under load. At the end every replica's copy, read from its store on disk, is the same.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
-import { Store } from '../../src/engine/index.ts';
 import type { DiskInfo } from '../../src/api/client/index.ts';
-import { cleanup, makeTempDir, MiB, requirePythonNbd, runOk, spawnTracked, startEtcd, TesseraNode, testSeed, until } from '../helpers/index.ts';
+import { cleanup, makeTempDir, MiB, requirePythonNbd, runOk, spawnTracked, startEtcd, TesseraNode, testSeed, until, storeDigest } from '../helpers/index.ts';
 import type { EtcdServer } from '../helpers/index.ts';
 
 const crashload = fileURLToPath(new URL('../helpers/crashload.py', import.meta.url));
@@ -65,18 +63,6 @@ function startWriter(py: string, uri: string, state: string, seed: number, block
   };
 }
 
-async function storeDigest(dataDir: string, disk: string): Promise<string> {
-  const store = await Store.open({ dir: join(dataDir, 'store'), readOnly: true });
-  try {
-    const v = store.openVolume(disk);
-    const h = createHash('sha256');
-    for (let at = 0; at < v.sizeBytes; at += 4 * MiB) h.update(await v.read(at, Math.min(4 * MiB, v.sizeBytes - at)));
-    v.close();
-    return h.digest('hex');
-  } finally {
-    await store.close();
-  }
-}
 
 test('kill -9 of the head, a middle and the tail under a flushing writer loses no acknowledged write; etcd killed under load stops nothing; the replicas end identical', async (t) => {
   const seed = testSeed(t);

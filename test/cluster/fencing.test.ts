@@ -13,9 +13,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import type { ChildProcess } from 'node:child_process';
-import { Store } from '../../src/engine/index.ts';
 import type { DiskInfo, DiskLease } from '../../src/api/client/index.ts';
-import { cleanup, makeTempDir, MiB, nbdcopy, requirePythonNbd, requireTool, runOk, spawnTracked, startEtcd, TesseraNode, until } from '../helpers/index.ts';
+import { cleanup, makeTempDir, MiB, nbdcopy, requirePythonNbd, requireTool, runOk, spawnTracked, startEtcd, TesseraNode, until, storeDigest } from '../helpers/index.ts';
 import type { EtcdServer } from '../helpers/index.ts';
 
 const ttlS = 3;
@@ -51,19 +50,6 @@ function pattern(seed: number, offset: number, length: number): Buffer {
   return out;
 }
 
-/** SHA-256 of a disk's bytes as a store on disk holds them (the node stopped). */
-async function storeDigest(dataDir: string, disk: string): Promise<string> {
-  const store = await Store.open({ dir: join(dataDir, 'store'), readOnly: true });
-  try {
-    const v = store.openVolume(disk);
-    const h = createHash('sha256');
-    for (let at = 0; at < v.sizeBytes; at += 4 * MiB) h.update(await v.read(at, Math.min(4 * MiB, v.sizeBytes - at)));
-    v.close();
-    return h.digest('hex');
-  } finally {
-    await store.close();
-  }
-}
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 

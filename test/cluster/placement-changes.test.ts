@@ -6,13 +6,11 @@
  * before each change reads back after it, and every replica's copy on disk ends the same.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { Store } from '../../src/engine/index.ts';
 import type { ClusterStatus, DiskInfo } from '../../src/api/client/index.ts';
-import { cleanup, makeTempDir, MiB, nbdcopy, startEtcd, TesseraNode, until, writeSeededFile } from '../helpers/index.ts';
+import { cleanup, makeTempDir, MiB, nbdcopy, startEtcd, TesseraNode, until, writeSeededFile, storeDigest, fileDigest } from '../helpers/index.ts';
 import type { EtcdServer } from '../helpers/index.ts';
 
 let etcd: EtcdServer;
@@ -21,20 +19,7 @@ before(async () => {
 });
 after(cleanup);
 
-const digest = (path: string): string => createHash('sha256').update(readFileSync(path)).digest('hex');
 
-async function storeDigest(dataDir: string, disk: string): Promise<string> {
-  const store = await Store.open({ dir: join(dataDir, 'store'), readOnly: true });
-  try {
-    const v = store.openVolume(disk);
-    const h = createHash('sha256');
-    for (let at = 0; at < v.sizeBytes; at += 4 * MiB) h.update(await v.read(at, Math.min(4 * MiB, v.sizeBytes - at)));
-    v.close();
-    return h.digest('hex');
-  } finally {
-    await store.close();
-  }
-}
 
 test('disk set grows and shrinks a disk, node drain and node rm move a node out, a dead node is replaced after the rebuild delay', async () => {
   const ids = ['n1', 'n2', 'n3', 'n4', 'n5'];
@@ -105,10 +90,10 @@ test('disk set grows and shrinks a disk, node drain and node rm move a node out,
 
   const back = join(dir, 'back.img');
   await nbdcopy(cli.nbdUri('vm1'), back);
-  assert.equal(digest(back), digest(data));
+  assert.equal(fileDigest(back), fileDigest(data));
   const chain = shrunk.replicas!.map((r) => r.node);
   for (const n of nodes.values()) await n.stop();
-  for (const id of chain) assert.equal(await storeDigest(nodes.get(id)!.dataDir, 'vm1'), digest(data), `the copy on ${id}`);
+  for (const id of chain) assert.equal(await storeDigest(nodes.get(id)!.dataDir, 'vm1'), fileDigest(data), `the copy on ${id}`);
   // A node that held a replica no more deletes its copy.
   const others = [...nodes.keys()].filter((id) => !chain.includes(id));
   for (const id of others) {

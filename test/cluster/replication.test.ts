@@ -6,13 +6,11 @@
  * up; then every replica's copy read from its store on disk and compared.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { Store } from '../../src/engine/index.ts';
 import type { DiskInfo } from '../../src/api/client/index.ts';
-import { cleanup, makeTempDir, MiB, nbdcopy, requireTool, startEtcd, TesseraNode, until, writeSeededFile } from '../helpers/index.ts';
+import { cleanup, makeTempDir, MiB, nbdcopy, requireTool, startEtcd, TesseraNode, until, writeSeededFile, storeDigest, fileDigest } from '../helpers/index.ts';
 import type { EtcdServer } from '../helpers/index.ts';
 
 const ttlS = 3;
@@ -26,23 +24,7 @@ function clusterNode(id: string, prefix: string): TesseraNode {
   return new TesseraNode({ args: ['--etcd', etcd.url, '--node-id', id, '--lease-ttl', String(ttlS), '--etcd-prefix', prefix, '--sync-interval', '1s'] });
 }
 
-/** SHA-256 of a disk's bytes as a store on disk holds them (the node stopped). */
-async function storeDigest(dataDir: string, disk: string): Promise<string> {
-  const store = await Store.open({ dir: join(dataDir, 'store'), readOnly: true });
-  try {
-    const v = store.openVolume(disk);
-    const h = createHash('sha256');
-    for (let at = 0; at < v.sizeBytes; at += 4 * MiB) h.update(await v.read(at, Math.min(4 * MiB, v.sizeBytes - at)));
-    v.close();
-    return h.digest('hex');
-  } finally {
-    await store.close();
-  }
-}
 
-function digestOf(path: string): string {
-  return createHash('sha256').update(readFileSync(path)).digest('hex');
-}
 
 test('a 3-replica disk written through any node survives kill -9 of its head, serves on, and the dead node catches up to an identical copy', async () => {
   requireTool('nbdcopy', 'libnbd-bin');
@@ -67,7 +49,7 @@ test('a 3-replica disk written through any node survives kill -9 of its head, se
   await nbdcopy(first, others[0].nbdUri('vm1'));
   const back = join(dir, 'back.img');
   await nbdcopy(others[1].nbdUri('vm1'), back);
-  assert.equal(digestOf(back), digestOf(first), 'read back through another node');
+  assert.equal(fileDigest(back), fileDigest(first), 'read back through another node');
   // A sync point after the data (every second here, --sync-interval): the base the head will have when it returns.
   await new Promise((r) => setTimeout(r, 2500));
 
@@ -81,7 +63,7 @@ test('a 3-replica disk written through any node survives kill -9 of its head, se
   assert.deepEqual(during.replicas!.find((r) => r.node === headId), { node: headId, role: 'tail', state: 'stale' });
   const back2 = join(dir, 'back2.img');
   await nbdcopy(others[1].nbdUri('vm1'), back2);
-  assert.equal(digestOf(back2), digestOf(first), 'every acknowledged write after failover');
+  assert.equal(fileDigest(back2), fileDigest(first), 'every acknowledged write after failover');
   // Written while it is away: 4 MiB of the 64.
   const second = join(dir, 'second.img');
   const patch = join(dir, 'patch.img');
@@ -92,7 +74,7 @@ test('a 3-replica disk written through any node survives kill -9 of its head, se
   writeFileSync(second, img);
   const back2b = join(dir, 'back2b.img');
   await nbdcopy(others[0].nbdUri('vm1'), back2b);
-  assert.equal(digestOf(back2b), digestOf(second), 'the write made while the head was away');
+  assert.equal(fileDigest(back2b), fileDigest(second), 'the write made while the head was away');
 
   // The dead node comes back and catches up: by the blocks written while it was away.
   await head.start();
@@ -106,10 +88,10 @@ test('a 3-replica disk written through any node survives kill -9 of its head, se
   assert.ok(Number(m[1]) >= 4 * MiB && Number(m[1]) < 32 * MiB, `copied ${m[1]} bytes for 4 MiB written while away`);
   const back3 = join(dir, 'back3.img');
   await nbdcopy(head.nbdUri('vm1'), back3);
-  assert.equal(digestOf(back3), digestOf(second));
+  assert.equal(fileDigest(back3), fileDigest(second));
 
   // Every replica's copy, read from its store on disk, is the last data written.
   for (const n of nodes) await n.stop();
-  const want = digestOf(second);
+  const want = fileDigest(second);
   for (const n of nodes) assert.equal(await storeDigest(n.dataDir, 'vm1'), want, `the copy on ${n.dataDir}`);
 });

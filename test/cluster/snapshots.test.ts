@@ -6,13 +6,10 @@
  * snapshot, and the copies on disk end identical.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { Store } from '../../src/engine/index.ts';
 import type { ClusterStatus, DiskInfo } from '../../src/api/client/index.ts';
-import { cleanup, makeTempDir, MiB, nbdcopy, nbdinfoMap, qemuIo, run, startEtcd, TesseraNode, tesseraBin, until, writeSeededFile } from '../helpers/index.ts';
+import { cleanup, makeTempDir, MiB, nbdcopy, nbdinfoMap, qemuIo, run, startEtcd, TesseraNode, tesseraBin, until, writeSeededFile, storeDigests, fileDigest } from '../helpers/index.ts';
 import { cliEnv, openTestRepo } from '../backup/harness.ts';
 import type { EtcdServer } from '../helpers/index.ts';
 
@@ -22,24 +19,7 @@ before(async () => {
 });
 after(cleanup);
 
-const digest = (path: string): string => createHash('sha256').update(readFileSync(path)).digest('hex');
 
-async function storeDigests(dataDir: string, disks: string[]): Promise<string[]> {
-  const store = await Store.open({ dir: join(dataDir, 'store'), readOnly: true });
-  try {
-    const out: string[] = [];
-    for (const disk of disks) {
-      const v = store.openVolume(disk);
-      const h = createHash('sha256');
-      for (let at = 0; at < v.sizeBytes; at += 4 * MiB) h.update(await v.read(at, Math.min(4 * MiB, v.sizeBytes - at)));
-      v.close();
-      out.push(h.digest('hex'));
-    }
-    return out;
-  } finally {
-    await store.close();
-  }
-}
 
 test('snapshots, changes since, clone, revert, trim and write-zeroes of a replicated disk agree on every replica', async () => {
   const nodes = ['n1', 'n2', 'n3'].map((id) => new TesseraNode({ args: ['--etcd', etcd.url, '--node-id', id, '--lease-ttl', '3', '--etcd-prefix', '/snapshots/'] }));
@@ -69,7 +49,7 @@ test('snapshots, changes since, clone, revert, trim and write-zeroes of a replic
   for (const [i, n] of nodes.entries()) {
     const back = join(dir, `s1-${i}.img`);
     await nbdcopy(n.nbdUri('vm1@s1'), back);
-    assert.equal(digest(back), digest(a), `node ${i + 1}'s copy of vm1@s1`);
+    assert.equal(fileDigest(back), fileDigest(a), `node ${i + 1}'s copy of vm1@s1`);
   }
   const maps = await Promise.all(nodes.map((n) => nbdinfoMap(n.nbdUri('vm1'), 'tessera:changed-since:s1')));
   const changed = maps[0].filter((e) => e.type !== 0).map((e) => [e.offset, e.length]);
@@ -87,7 +67,7 @@ test('snapshots, changes since, clone, revert, trim and write-zeroes of a replic
   await nodes[1].cliOk(['snap', 'revert', 'vm1', 's1']);
   const reverted = join(dir, 'reverted.img');
   await nbdcopy(nodes[2].nbdUri('vm1'), reverted);
-  assert.equal(digest(reverted), digest(a));
+  assert.equal(fileDigest(reverted), fileDigest(a));
 
   // A backup asked of a node that is not the head runs at the head; its snapshot is on every replica.
   const repo = join(dir, 'repo');
@@ -106,6 +86,6 @@ test('snapshots, changes since, clone, revert, trim and write-zeroes of a replic
     assert.equal(got[0], all[0][0], `vm1 on node ${i + 1}`);
     assert.equal(got[1], all[0][1], `vm2 on node ${i + 1}`);
   }
-  assert.equal(all[0][0], digest(a));
-  assert.notEqual(all[0][1], digest(a), 'the clone took its own write');
+  assert.equal(all[0][0], fileDigest(a));
+  assert.notEqual(all[0][1], fileDigest(a), 'the clone took its own write');
 });

@@ -14,3 +14,4 @@ export { treeState } from './tree-state.ts';
 export { asNobody, nobody } from './users.ts';
 export { startEtcd, freePort } from './etcd.ts';
 export type { EtcdServer } from './etcd.ts';
+export { fileDigest, storeDigest, storeDigests } from './cluster.ts';

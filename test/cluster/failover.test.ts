@@ -9,13 +9,11 @@
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import type { DiskInfo } from '../../src/api/client/index.ts';
-import { cleanup, makeTempDir, MiB, requirePythonNbd, runOk, spawnTracked, startEtcd, TesseraNode, testSeed, until, storeDigest } from '../helpers/index.ts';
+import { cleanup, makeTempDir, MiB, requirePythonNbd, runOk, crashload, startCrashWriter, startEtcd, TesseraNode, testSeed, until, storeDigest } from '../helpers/index.ts';
 import type { EtcdServer } from '../helpers/index.ts';
 
-const crashload = fileURLToPath(new URL('../helpers/crashload.py', import.meta.url));
 const ttlS = 3;
 const blockBytes = 4096;
 
@@ -25,43 +23,6 @@ before(async () => {
 });
 after(cleanup);
 
-/** A crashload writer for `seconds`: `flushed(n)` resolves once it reported n completed FLUSHes. */
-function startWriter(py: string, uri: string, state: string, seed: number, blocks: number, seconds: number) {
-  const child = spawnTracked(py, [crashload, 'write', uri, state, String(seed), String(blocks), '16', '100000000', String(seconds)]);
-  child.stdin!.end();
-  let out = '';
-  let err = '';
-  let flushes = 0;
-  const waiters: { n: number; resolve: () => void }[] = [];
-  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-    out += chunk;
-    for (const m of chunk.matchAll(/^flushed (\d+)$/gm)) flushes = Math.max(flushes, Number(m[1]));
-    for (const w of waiters.filter((x) => x.n <= flushes)) w.resolve();
-  });
-  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
-  const exited = new Promise<{ code: number | null; summary: string }>((resolve) => {
-    child.once('close', (code) => resolve({ code, summary: out.trim().split('\n').at(-1) ?? '' }));
-  });
-  return {
-    get flushes() {
-      return flushes;
-    },
-    flushed(n: number): Promise<void> {
-      if (flushes >= n) return Promise.resolve();
-      return Promise.race([
-        new Promise<void>((resolve) => waiters.push({ n, resolve })),
-        exited.then(({ code }) => {
-          throw new Error(`writer exited (${code}) before ${n} flushes: ${err}`);
-        }),
-      ]);
-    },
-    async done(): Promise<string> {
-      const { code, summary } = await exited;
-      assert.equal(code, 0, `writer failed: ${err}`);
-      return summary;
-    },
-  };
-}
 
 
 test('kill -9 of the head, a middle and the tail under a flushing writer loses no acknowledged write; etcd killed under load stops nothing; the replicas end identical', async (t) => {
@@ -87,7 +48,7 @@ test('kill -9 of the head, a middle and the tail under a flushing writer loses n
     const before = await info();
     const victimId = before.replicas!.find((r) => r.role === role)!.node;
     const victim = nodes.get(victimId)!;
-    const writer = startWriter(py, gateway.nbdUri('vm1'), state, seed + before.epoch!, blocks, 12);
+    const writer = startCrashWriter(py, gateway.nbdUri('vm1'), state, seed + before.epoch!, blocks, { seconds: 12, maxOps: 100_000_000 });
     await writer.flushed(3);
     await victim.kill('SIGKILL');
     const atKill = writer.flushes;
@@ -108,7 +69,7 @@ test('kill -9 of the head, a middle and the tail under a flushing writer loses n
   }
 
   // etcd dies under load: I/O on the existing chain goes on; etcd comes back, nothing lost.
-  const writer = startWriter(py, gateway.nbdUri('vm1'), state, seed + 1000, blocks, 12);
+  const writer = startCrashWriter(py, gateway.nbdUri('vm1'), state, seed + 1000, blocks, { seconds: 12, maxOps: 100_000_000 });
   await writer.flushed(3);
   await etcd.kill();
   const atKill = writer.flushes;

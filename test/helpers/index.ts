@@ -15,3 +15,5 @@ export { asNobody, nobody } from './users.ts';
 export { startEtcd, freePort } from './etcd.ts';
 export type { EtcdServer } from './etcd.ts';
 export { fileDigest, storeDigest, storeDigests } from './cluster.ts';
+export { crashload, startCrashWriter } from './crash-writer.ts';
+export type { CrashWriter } from './crash-writer.ts';

@@ -5,50 +5,16 @@
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import {
-  assertFilesEqual, makeTempDir, MiB, nbdcopy, qemuIo, requirePythonNbd, Rng, runOk, spawnTracked, startNode, useNode, tesseraBin, testSeed, writeSeededFile,
+  assertFilesEqual, crashload, startCrashWriter, makeTempDir, MiB, nbdcopy, qemuIo, requirePythonNbd, Rng, runOk, spawnTracked, startNode, useNode, tesseraBin, testSeed, writeSeededFile,
 } from '../helpers/index.ts';
 
-const crashload = fileURLToPath(new URL('../helpers/crashload.py', import.meta.url));
 const blockBytes = 4096;
 
 const node = useNode();
 const dir = makeTempDir();
 
-/** A running crashload writer: resolves `flushed(n)` once it reported n completed FLUSHes. */
-function startWriter(py: string, uri: string, state: string, seed: number, blocks: number) {
-  const child = spawnTracked(py, [crashload, 'write', uri, state, String(seed), String(blocks), '16', '1000000', '300']);
-  child.stdin!.end();
-  let out = '';
-  let err = '';
-  let flushes = 0;
-  const waiters: { n: number; resolve: () => void }[] = [];
-  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-    out += chunk;
-    for (const m of chunk.matchAll(/^flushed (\d+)$/gm)) flushes = Math.max(flushes, Number(m[1]));
-    for (const w of waiters.filter((x) => x.n <= flushes)) w.resolve();
-  });
-  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
-  const exited = new Promise<{ code: number | null; summary: string }>((resolve) => {
-    child.once('close', (code) => resolve({ code, summary: out.trim().split('\n').at(-1) ?? '' }));
-  });
-  return {
-    flushed(n: number): Promise<void> {
-      if (flushes >= n) return Promise.resolve();
-      return Promise.race([
-        new Promise<void>((resolve) => waiters.push({ n, resolve })),
-        exited.then(({ code }) => { throw new Error(`writer exited (${code}) before ${n} flushes: ${err}`); }),
-      ]);
-    },
-    async done(): Promise<string> {
-      const { code, summary } = await exited;
-      assert.equal(code, 0, `writer failed: ${err}`);
-      return summary;
-    },
-  };
-}
 
 test('flushed and FUA writes survive repeated kill -9 of the node with writes in flight', async (t) => {
   const seed = testSeed(t);
@@ -69,8 +35,8 @@ test('flushed and FUA writes survive repeated kill -9 of the node with writes in
 
   for (let round = 1; round <= 4; round++) {
     const writers = [
-      startWriter(py, node.nbdUri('tcp'), stateTcp, seed + round, blocks),
-      startWriter(py, node.unixUri('unix'), stateUnix, seed + 100 + round, blocks),
+      startCrashWriter(py, node.nbdUri('tcp'), stateTcp, seed + round, blocks),
+      startCrashWriter(py, node.unixUri('unix'), stateUnix, seed + 100 + round, blocks),
     ];
     // Crash at a point defined by progress, not time: after some FLUSHes completed on both.
     const target = rng.range(2, 12);

@@ -358,6 +358,8 @@ export class ReplicatedDisks {
     for (const h of this.#held.values()) {
       const vd = this.#o.coord.disk(h.name);
       if (vd === null || h.syncing || !this.isHead(h.name) || h.replica.submitted === h.syncedAtOps) continue;
+      // Not while a replica copies in: its source is the record's sync point, which a new one would delete.
+      if (vd.record.chain.some((e) => e.state !== 'healthy')) continue;
       void this.#takeSync(h, vd.record);
     }
   }

@@ -94,6 +94,9 @@ export class ReplicatedDisks {
   readonly #again = new Set<string>();
   #closed = false;
   #syncTimer: NodeJS.Timeout | null = null;
+  /** Bytes copied in from other replicas, and sync points taken as head, since the start. */
+  #copiedBytes = 0;
+  #syncPoints = 0;
   readonly #onDisk = (name: string): void => this.reconcile(name);
 
   constructor(opts: ReplicatedDisksOptions) {
@@ -115,6 +118,17 @@ export class ReplicatedDisks {
     this.#syncTimer = setInterval(() => this.#periodicSyncs(), this.#o.syncIntervalMs ?? syncIntervalMsDefault).unref();
     this.#o.coord.on('disk', this.#onDisk);
     for (const d of this.#o.coord.disks()) this.reconcile(d.record.name);
+  }
+
+  /** What this node does in the cluster's disks, for its metrics. */
+  stats(): { heads: number; replicas: number; copyingIn: number; copiedBytes: number; syncPoints: number } {
+    let heads = 0;
+    let copyingIn = 0;
+    for (const h of this.#held.values()) {
+      if (this.isHead(h.name)) heads++;
+      if (h.replica.copyingIn) copyingIn++;
+    }
+    return { heads, replicas: this.#held.size, copyingIn, copiedBytes: this.#copiedBytes, syncPoints: this.#syncPoints };
   }
 
   /** The gate's view of a disk here (PeerServerOptions.disks). */
@@ -385,6 +399,7 @@ export class ReplicatedDisks {
       return;
     }
     h.syncedAtOps = ops + 1;
+    this.#syncPoints++;
     const keep = new Set<string>([name]);
     for (const e of r.chain) if (e.base !== undefined) keep.add(e.base);
     for (const a of r.away) if (a.base !== null) keep.add(a.base);
@@ -487,6 +502,7 @@ export class ReplicatedDisks {
         const res = await this.#o.pool.request(source, MessageType.READ_SNAP, { disk: r.name, epoch: r.epoch, rev: this.#o.coord.revision, hlc: this.#o.hlc(), snapshot: sync, offset, length });
         await h.replica.copyIn(offset, length, res.payload ?? Buffer.alloc(length));
         copied += length;
+        this.#copiedBytes += length;
         // The rate limit: no faster than `rate` on average since the start.
         const ahead = (copied / rate) * 1000 - (performance.now() - started);
         if (ahead > 0) await pause(ahead);

@@ -233,6 +233,18 @@ export class Replication {
     };
   }
 
+  /** The cluster's disks as this node's cache sees them: replicas not healthy (copying in, or away). */
+  degraded(): { replicasNotHealthy: number; disksUnderPolicy: number } {
+    let replicasNotHealthy = 0;
+    let disksUnderPolicy = 0;
+    for (const { record } of this.coord.disks()) {
+      const healthy = record.chain.filter((e) => e.state === 'healthy').length;
+      replicasNotHealthy += record.chain.length - healthy + record.away.length;
+      if (healthy < record.policy.replicas) disksUnderPolicy++;
+    }
+    return { replicasNotHealthy, disksUnderPolicy };
+  }
+
   /** Every disk of the cluster. */
   list(): ClusterDiskInfo[] {
     return this.coord.disks().map((d) => this.info(d.record.name));

@@ -73,12 +73,26 @@ export class NodeMetrics {
   }
 
   /** Registers the cluster's metrics (a node in cluster mode): the etcd requests it made, by kind; whether it is the controller. */
-  registerCluster(src: { etcdRequests: () => Readonly<Record<string, number>>; isController: () => boolean }): void {
+  registerCluster(src: {
+    etcdRequests: () => Readonly<Record<string, number>>;
+    isController: () => boolean;
+    disks: () => { heads: number; replicas: number; copyingIn: number; copiedBytes: number; syncPoints: number };
+    degraded: () => { replicasNotHealthy: number; disksUnderPolicy: number };
+  }): void {
     const r = this.registry;
     r.counter('tessera_etcd_requests_total', 'Requests the node made to etcd, by kind (range, put, txn, lease-grant, lease-revoke, keepalive, watch, election, lease-ttl)', () =>
       Object.entries(src.etcdRequests()).map(([kind, value]) => ({ labels: { kind }, value })),
     );
     r.gauge('tessera_cluster_controller', "Whether this node is the cluster's controller: 1, else 0", () => [{ value: src.isController() ? 1 : 0 }]);
+    r.gauge('tessera_cluster_replicas', 'Replicas of cluster disks this node holds, by role (head: it serves the disk; all: every replica it holds)', () => {
+      const d = src.disks();
+      return [{ labels: { role: 'head' }, value: d.heads }, { labels: { role: 'all' }, value: d.replicas }];
+    });
+    r.gauge('tessera_cluster_replicas_copying_in', 'Replicas on this node copying their data in (catching up or rebuilding)', () => [{ value: src.disks().copyingIn }]);
+    r.counter('tessera_cluster_copied_in_bytes_total', 'Bytes this node copied in from other replicas (catch-ups and rebuilds)', () => [{ value: src.disks().copiedBytes }]);
+    r.counter('tessera_cluster_sync_points_total', 'Sync snapshots this node put through the chains it heads', () => [{ value: src.disks().syncPoints }]);
+    r.gauge('tessera_cluster_replicas_not_healthy', "Replicas of the cluster's disks not healthy (copying in, or away), as this node's cache sees them", () => [{ value: src.degraded().replicasNotHealthy }]);
+    r.gauge('tessera_cluster_disks_under_policy', "The cluster's disks with fewer healthy replicas than their policy, as this node's cache sees them", () => [{ value: src.degraded().disksUnderPolicy }]);
   }
 
   /** Registers every Tessera metric, reading `src` at each scrape. Call once. */

@@ -227,7 +227,8 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
           return { capacityBytes: s.usableBytes, usedBytes: s.usedBytes };
         },
       });
-      metrics.registerCluster({ etcdRequests: () => c.coordinator.requests, isController: () => c.coordinator.isController });
+      const r = replication;
+      metrics.registerCluster({ etcdRequests: () => c.coordinator.requests, isController: () => c.coordinator.isController, disks: () => r.disks.stats(), degraded: () => r.degraded() });
     }
     api.attach({
       store,

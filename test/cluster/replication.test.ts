@@ -10,7 +10,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { DiskInfo } from '../../src/api/client/index.ts';
-import { cleanup, makeTempDir, MiB, nbdcopy, requireTool, startEtcd, TesseraNode, until, writeSeededFile, storeDigest, fileDigest } from '../helpers/index.ts';
+import { cleanup, makeTempDir, MiB, nbdcopy, requireTool, startEtcd, TesseraNode, until, writeSeededFile, storeDigest, promtoolCheck, fileDigest } from '../helpers/index.ts';
 import type { EtcdServer } from '../helpers/index.ts';
 
 const ttlS = 3;
@@ -89,6 +89,14 @@ test('a 3-replica disk written through any node survives kill -9 of its head, se
   const back3 = join(dir, 'back3.img');
   await nbdcopy(head.nbdUri('vm1'), back3);
   assert.equal(fileDigest(back3), fileDigest(second));
+
+  // Its metrics say what it did; every node sees every replica healthy.
+  const metrics = await (await fetch(`${head.api}/metrics`)).text();
+  assert.match(metrics, /^tessera_cluster_copied_in_bytes_total [1-9]\d*$/m);
+  assert.match(metrics, /^tessera_cluster_replicas\{role="all"\} 1$/m);
+  for (const n of nodes) assert.match(await (await fetch(`${n.api}/metrics`)).text(), /^tessera_cluster_replicas_not_healthy 0$/m);
+  const lint = await promtoolCheck(metrics);
+  assert.equal(lint.code, 0, lint.output);
 
   // Every replica's copy, read from its store on disk, is the last data written.
   for (const n of nodes) await n.stop();

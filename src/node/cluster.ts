@@ -85,7 +85,7 @@ async function readSecret(path: string): Promise<Buffer> {
 export interface ClusterMode {
   readonly coordinator: Coordinator;
   /** Joins with the node's endpoints (the listeners are up), then takes part in the replicated disks. */
-  join(j: { host: string; apiPort: number; nbdPort: number; version: string; store: Store; usage: () => { capacityBytes: number; usedBytes: number } }): Promise<Replication>;
+  join(j: { host: string; apiPort: number; nbdPort: number; version: string; store: Store; usage: () => { capacityBytes: number; usedBytes: number; load: number } }): Promise<Replication>;
   /** The nodes for GET /cluster. */
   nodes(): NodeView[];
   /** Leaves the cluster (the node shows down at once) and closes the peer listener. */
@@ -140,7 +140,7 @@ export async function connectCluster(opts: ClusterModeOptions & { dataDir: strin
         version: j.version,
         protocol: [PeerProtocolVersion.MIN, Math.min(protocolMax ?? PeerProtocolVersion.MAX, PeerProtocolVersion.MAX)],
         // Load comes with the chain's I/O; until then a node reports none.
-        usage: () => ({ ...j.usage(), load: 0 }),
+        usage: j.usage,
         rank: () => r.rank(),
         hlc: () => formatHlc(hlc.now()),
       });

@@ -213,6 +213,14 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     await scrubs.start();
     undo.push(() => scrubs.close());
     metrics.register({ store, nbd, restores, scrub: () => scrubs.status() });
+    // Client operations a second since the last ask (placement's load, in the live record every 30 s).
+    let lastOps = { n: 0, ms: performance.now() };
+    const load = (): number => {
+      const now = { n: metrics.disks.totalOps(), ms: performance.now() };
+      const rate = now.ms > lastOps.ms ? ((now.n - lastOps.n) * 1000) / (now.ms - lastOps.ms) : 0;
+      lastOps = now;
+      return Math.max(0, Math.round(rate));
+    };
     if (cluster !== null) {
       notReady = NotReady.CLUSTER;
       const c = cluster;
@@ -224,7 +232,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
         version: VERSION,
         usage: () => {
           const s = store.space();
-          return { capacityBytes: s.usableBytes, usedBytes: s.usedBytes };
+          return { capacityBytes: s.usableBytes, usedBytes: s.usedBytes, load: load() };
         },
       });
       const r = replication;

@@ -90,6 +90,13 @@ export class DiskIoStats {
     return [...this.#disks].map(([disk, s]) => ({ labels: { disk }, value: pick(s) }));
   }
 
+  /** Client operations on every disk so far (deleted disks' counts go with them). */
+  totalOps(): number {
+    let n = 0;
+    for (const s of this.#disks.values()) for (const v of s.ops) n += v;
+    return n;
+  }
+
   /** Requests in flight per disk. */
   inFlight(): Sample[] {
     return [...this.#disks].map(([disk, s]) => ({ labels: { disk }, value: s.inFlight }));

@@ -6,12 +6,11 @@
  *   npm run bench -- [--json] [--size 1G] [--seconds 20] [--transports tcp,unix] [--servers tessera,qemu-nbd] [--dir DIR]
  */
 import { open, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { recycleMemory } from './memory.ts';
 import {
-  cleanup, makeTempDir, nbdinfo, parseSize, requireTool, run, runOk, spawnTracked, startNode,
+  cleanup, freePort, makeTempDir, nbdinfo, parseSize, requireTool, run, runOk, spawnTracked, startNode,
   writeSeededFile, type TesseraNode,
 } from '../test/helpers/index.ts';
 
@@ -60,16 +59,6 @@ const servers = opts.servers.split(',') as ServerName[];
 const exportName = 'bench';
 const log = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** Waits until an NBD server answers on `uri` (qemu-nbd prints nothing when it is ready). */
 async function waitForNbd(uri: string): Promise<void> {

@@ -3,9 +3,8 @@
  * loopback ports with a data directory of its own, tracked so cleanup() kills it.
  */
 import type { ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { makeTempDir, requireTool, spawnTracked } from './process.ts';
+import { freePort, makeTempDir, requireTool, spawnTracked } from './process.ts';
 import { until } from './wait.ts';
 
 /** A running etcd: its client URL, and ways to stop, kill and start it again on the same ports and data. */
@@ -23,17 +22,6 @@ export interface EtcdServer {
   stop(): Promise<void>;
 }
 
-/** A free TCP port on 127.0.0.1 (the kernel's pick; closed again at once). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** Whether etcd answers `GET /health` with health true. */
 async function healthy(url: string): Promise<boolean> {

@@ -1,7 +1,7 @@
 /** Shared harness of the integration tests and the benchmark: real node, real clients, cleanup. */
 export { startNode, useNode, TesseraNode, tesseraBin } from './node.ts';
 export type { StartNodeOptions, StoreStats } from './node.ts';
-export { run, runOk, spawnTracked, startPortChild, requireTool, requirePythonNbd, makeTempDir, cleanup, cleanupSync } from './process.ts';
+export { freePort, run, runOk, spawnTracked, startPortChild, requireTool, requirePythonNbd, makeTempDir, cleanup, cleanupSync } from './process.ts';
 export type { PortChild, RunResult, RunOptions } from './process.ts';
 export { testSeed, Rng, seededBytes, writeSeededFile, parseSize, MiB } from './data.ts';
 export type { Diagnostics } from './data.ts';
@@ -12,7 +12,7 @@ export { mountTmpfs, mountLoop, remount, fillTo, freeBytes } from './mounts.ts';
 export { promtoolCheck } from './promtool.ts';
 export { treeState } from './tree-state.ts';
 export { asNobody, nobody } from './users.ts';
-export { startEtcd, freePort } from './etcd.ts';
+export { startEtcd } from './etcd.ts';
 export type { EtcdServer } from './etcd.ts';
 export { fileDigest, storeDigest, storeDigests } from './cluster.ts';
 export { crashload, startCrashWriter } from './crash-writer.ts';

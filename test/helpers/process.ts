@@ -3,6 +3,7 @@
  * test fails: every child is tracked until it exits, every temp dir until it is removed.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -194,4 +195,16 @@ export async function startPortChild(script: string, args: string[] = []): Promi
     void exited.then(() => reject(new Error(`${script} exited before listening: ${stderr}`)));
   });
   return { port, exited, stderr: () => stderr };
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick; a daemon that takes it may race another). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
 }

@@ -10,11 +10,11 @@
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { createWriteStream, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import { makeTempDir, runOk, spawnTracked } from './process.ts';
+import { freePort, makeTempDir, runOk, spawnTracked } from './process.ts';
 
 /** The Debian packages that hold the binaries started here (ceph-common and ceph-base come along). */
 export const s3ServerDebPackages = ['ceph-mon', 'ceph-osd', 'radosgw'] as const;
@@ -95,17 +95,6 @@ function runSyncWhich(cmd: string): string | null {
   return r.status === 0 && path !== '' ? path : null;
 }
 
-/** A TCP port on 127.0.0.1 that was free a moment ago (the daemon that takes it may race another). */
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** Resolves once something accepts TCP connections on 127.0.0.1:port. */
 async function waitForPort(port: number, deadline: number, alive: () => void): Promise<void> {

@@ -63,6 +63,8 @@ interface Held {
   syncs: number;
   syncedAtOps: number;
   syncing: boolean;
+  /** The volume requests from gateways go through at the head, opened at the first and kept. */
+  gateway?: ReplicatedVolume;
 }
 
 /** Options of ReplicatedDisks. */
@@ -74,8 +76,6 @@ export interface ReplicatedDisksOptions {
   log: Logger;
   /** The hybrid logical clock, stamped on requests. */
   hlc: () => bigint;
-  /** Hears the clock of a request received, so this node's clock stays above it. */
-  seen?: (hlc: bigint) => void;
   /** Bytes a second a copy in reads at most (`--rebuild-rate`). */
   copyBytesPerSecond?: number;
   /** How often a head takes a sync snapshot of a disk written since the last (`--sync-interval`). */
@@ -150,7 +150,7 @@ export class ReplicatedDisks {
     if (vd === null) throw new EngineError(EngineErrorCode.NOT_FOUND, `Disk "${disk}" not found`);
     const h = this.#held.get(disk);
     if (h !== undefined && vd.record.chain[0]?.node === this.#o.nodeId) {
-      return new ReplicatedVolume(h.replica, this.#o.store.openVolume(disk), { leaseValid: () => this.#o.coord.leaseValid(), named: () => this.#named(disk) });
+      return this.#headVolume(disk, h.replica);
     }
     return new GatewayVolume(disk, this.#gatewayHost());
   }
@@ -322,7 +322,13 @@ export class ReplicatedDisks {
     await h.replica.settled();
   }
 
+  /** The head's volume of a disk, serving while this node heads it (docs/cluster.md, "Leases and liveness"). */
+  #headVolume(disk: string, replica: ChainReplica): ReplicatedVolume {
+    return new ReplicatedVolume(replica, this.#o.store.openVolume(disk), { leaseValid: () => this.#o.coord.leaseValid(), named: () => this.#named(disk) });
+  }
+
   #drop(h: Held): void {
+    h.gateway?.close();
     h.replica.close();
     h.local.close();
     this.#held.delete(h.name);
@@ -568,7 +574,6 @@ export class ReplicatedDisks {
 
   async #onConfigure(req: PeerRequest<typeof MessageType.CONFIGURE>): Promise<PeerReply<typeof MessageType.CONFIGURE>> {
     const b = req.body;
-    this.#o.seen?.(b.hlc);
     // The head's cache may be ahead of ours: catch up to its revision, then take part as the record says.
     await this.#o.coord.reach(b.rev, 5000).catch(() => {});
     this.reconcile(b.disk);
@@ -585,7 +590,6 @@ export class ReplicatedDisks {
 
   async #onOp(req: PeerRequest<typeof MessageType.OP>): Promise<PeerReply<typeof MessageType.OP>> {
     const b = req.body;
-    this.#o.seen?.(b.hlc);
     const h = this.#held.get(b.disk);
     if (h === undefined) throw new ClusterError(ClusterErrorCode.DISK_NOT_FOUND, `${this.#o.nodeId} holds no replica of ${b.disk}`);
     const op = opOf(b, req.payload);
@@ -594,49 +598,44 @@ export class ReplicatedDisks {
   }
 
   async #onIo(req: PeerRequest<typeof MessageType.IO>): Promise<PeerReply<typeof MessageType.IO>> {
-    this.#o.seen?.(req.body.hlc);
     return this.#io(req.body, req.payload);
   }
 
   async #io(b: IoBody, payload: Buffer | null): Promise<{ body: IoReply; payload: Buffer | null }> {
     if (!this.isHead(b.disk)) throw new ClusterError(ClusterErrorCode.NOT_HEAD, `${this.#o.nodeId} is not the head of ${b.disk} now`);
     const h = this.#held.get(b.disk)!;
-    const v = new ReplicatedVolume(h.replica, this.#o.store.openVolume(b.disk), { leaseValid: () => this.#o.coord.leaseValid(), named: () => this.#named(b.disk) });
-    try {
-      return await wrapEngine(async () => {
-        switch (b.kind) {
-          case 'read':
-            return { body: {}, payload: await v.read(b.offset, b.length) };
-          case 'write':
-            await v.write(b.offset, payload!, { fua: b.fua });
-            return { body: {}, payload: null };
-          case 'zero':
-            await v.writeZeroes(b.offset, b.length, { fua: b.fua, mayTrim: b.mayTrim });
-            return { body: {}, payload: null };
-          case 'trim':
-            await v.trim(b.offset, b.length, { fua: b.fua });
-            return { body: {}, payload: null };
-          case 'flush':
-            await v.flush();
-            return { body: {}, payload: null };
-          case 'block-status': {
-            const runs = await v.blockStatus(b.offset, b.length);
-            return { body: { allocation: runs.map((e) => [e.offset, e.length, (e.hole ? 1 : 0) | (e.zero ? 2 : 0)] as [number, number, number]) }, payload: null };
-          }
-          case 'changed-since': {
-            const runs = await v.changedSince(b.snapshot, b.offset, b.length);
-            return { body: { changes: runs.map((e) => [e.offset, e.length, e.changed ? 1 : 0] as [number, number, number]) }, payload: null };
-          }
+    h.gateway ??= this.#headVolume(h.name, h.replica);
+    const v = h.gateway;
+    return wrapEngine(async () => {
+      switch (b.kind) {
+        case 'read':
+          return { body: {}, payload: await v.read(b.offset, b.length) };
+        case 'write':
+          await v.write(b.offset, payload!, { fua: b.fua });
+          return { body: {}, payload: null };
+        case 'zero':
+          await v.writeZeroes(b.offset, b.length, { fua: b.fua, mayTrim: b.mayTrim });
+          return { body: {}, payload: null };
+        case 'trim':
+          await v.trim(b.offset, b.length, { fua: b.fua });
+          return { body: {}, payload: null };
+        case 'flush':
+          await v.flush();
+          return { body: {}, payload: null };
+        case 'block-status': {
+          const runs = await v.blockStatus(b.offset, b.length);
+          return { body: { allocation: runs.map((e) => [e.offset, e.length, (e.hole ? 1 : 0) | (e.zero ? 2 : 0)] as [number, number, number]) }, payload: null };
         }
-      });
-    } finally {
-      v.close();
-    }
+        case 'changed-since': {
+          const runs = await v.changedSince(b.snapshot, b.offset, b.length);
+          return { body: { changes: runs.map((e) => [e.offset, e.length, e.changed ? 1 : 0] as [number, number, number]) }, payload: null };
+        }
+      }
+    });
   }
 
   async #onExtents(req: PeerRequest<typeof MessageType.EXTENTS>): Promise<PeerReply<typeof MessageType.EXTENTS>> {
     const b = req.body;
-    this.#o.seen?.(b.hlc);
     return wrapEngine(async () => {
       const v = this.#o.store.openVolume(b.disk, b.snapshot);
       try {
@@ -656,7 +655,6 @@ export class ReplicatedDisks {
 
   async #onReadSnap(req: PeerRequest<typeof MessageType.READ_SNAP>): Promise<PeerReply<typeof MessageType.READ_SNAP>> {
     const b = req.body;
-    this.#o.seen?.(b.hlc);
     return wrapEngine(async () => {
       const v = this.#o.store.openVolume(b.disk, b.snapshot);
       try {
@@ -677,28 +675,12 @@ export class ReplicatedDisks {
   }
 }
 
-/** The chain op a request carries. */
+/** The chain op a request carries: its body without the fields every chain request has, a write's data added. */
 function opOf(b: OpBody, payload: Buffer | null): ChainOp {
-  switch (b.kind) {
-    case 'write':
-      // No copy: the payload is a view of the frame's body, which the parser allocated for this
-      // frame alone and nothing reuses (it was a third of the middle's and tail's CPU time).
-      return { kind: 'write', offset: b.offset, data: payload!, fua: b.fua };
-    case 'zero':
-      return { kind: 'zero', offset: b.offset, length: b.length, fua: b.fua, mayTrim: b.mayTrim };
-    case 'trim':
-      return { kind: 'trim', offset: b.offset, length: b.length, fua: b.fua };
-    case 'flush':
-      return { kind: 'flush' };
-    case 'snapshot':
-      return { kind: 'snapshot', name: b.name };
-    case 'snapshot-delete':
-      return { kind: 'snapshot-delete', name: b.name };
-    case 'revert':
-      return { kind: 'revert', snapshot: b.snapshot };
-    case 'resize':
-      return { kind: 'resize', sizeBytes: b.sizeBytes };
-  }
+  const { disk: _disk, epoch: _epoch, rev: _rev, hlc: _hlc, id: _id, prev: _prev, restart: _restart, ...op } = b;
+  // No copy of a write's data: the payload is a view of the frame's body, which the parser
+  // allocated for this frame alone and nothing reuses (it was a third of the middle's and tail's CPU time).
+  return op.kind === 'write' ? { ...op, data: payload! } : op;
 }
 
 /** Runs `fn`; an EngineError becomes REPLICA_IO carrying the engine's code (a peer answers only ClusterErrors). */

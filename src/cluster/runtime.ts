@@ -51,8 +51,8 @@ export interface ReplicationOptions {
   log: Logger;
   /** The newest peer protocol version to speak (rolling upgrades). */
   protocolMax?: number;
-  /** The node's hybrid logical clock: stamps peer messages and learns from theirs. Default: wall-clock ms, unpersisted (tests). */
-  hlc?: Hlc;
+  /** The node's hybrid logical clock: stamps peer messages and learns from theirs. */
+  hlc: Hlc;
   /** How long a replica may stay away before the controller places a new one (`--rebuild-delay`). */
   rebuildDelayMs?: number;
   /** Bytes a second a copy in reads at most (`--rebuild-rate`). */
@@ -80,7 +80,7 @@ export class Replication {
     this.#store = opts.store;
     this.#log = opts.log;
     const clock = opts.hlc;
-    const hlc = clock !== undefined ? (): bigint => clock.now() : (): bigint => BigInt(Date.now()) << 16n;
+    const hlc = (): bigint => clock.now();
     const identity = { node: c.nodeId, cluster: c.clusterId, secret: c.secret, protocolMax: opts.protocolMax, log: opts.log, clock };
     this.#pool = new PeerPool({
       ...identity,
@@ -89,7 +89,7 @@ export class Replication {
         return m === undefined || m.peer === null ? null : m.peer;
       },
     });
-    this.disks = new ReplicatedDisks({ nodeId: c.nodeId, store: opts.store, coord: c, pool: this.#pool, log: opts.log, hlc, seen: clock === undefined ? undefined : (t) => void clock.update(t), copyBytesPerSecond: opts.rebuildBytesPerSecond, syncIntervalMs: opts.syncIntervalMs });
+    this.disks = new ReplicatedDisks({ nodeId: c.nodeId, store: opts.store, coord: c, pool: this.#pool, log: opts.log, hlc, copyBytesPerSecond: opts.rebuildBytesPerSecond, syncIntervalMs: opts.syncIntervalMs });
     this.#rebuildDelayMs = opts.rebuildDelayMs;
     this.#server = new PeerServer({ ...identity, disks: (name) => this.disks.view(name) });
     this.disks.register(this.#server);

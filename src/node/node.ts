@@ -175,12 +175,15 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     // In a cluster, exports are the cluster's disks, served here whichever node heads them (docs/cluster.md, "Any node serves any disk").
     let replication: Replication | null = null;
     const exports = storeExports(store);
+    // The exports served: the store's, until the node joined its cluster, then the cluster's.
+    let served = exports;
     const provider = {
       ...exports,
-      listExports: () => (replication !== null ? clusterExports(replication).listExports() : exports.listExports()),
-      listSnapshots: (name: string) => (replication !== null ? clusterExports(replication).listSnapshots(name) : exports.listSnapshots(name)),
-      openExport: (name: string) => metered(restores.openExport(name) ?? (replication !== null ? clusterExports(replication).openExport(name) : exports.openExport(name))),
+      listExports: () => served.listExports(),
+      listSnapshots: (name: string) => served.listSnapshots(name),
+      openExport: (name: string) => metered(restores.openExport(name) ?? served.openExport(name)),
     };
+
 
     notReady = NotReady.NBD;
     const nbd = new NbdServer({ provider, log: root.child({ component: 'nbd' }) });
@@ -236,6 +239,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
         },
       });
       const r = replication;
+      served = clusterExports(r);
       metrics.registerCluster({ etcdRequests: () => c.coordinator.requests, isController: () => c.coordinator.isController, disks: () => r.disks.stats(), degraded: () => r.degraded() });
     }
     api.attach({

@@ -6,6 +6,7 @@
  */
 import { EngineError, EngineErrorCode } from '../../engine/index.ts';
 import type { AllocationExtent, ChangeExtent, EngineErrorCodeValue, Volume, WriteOptions, ZeroOptions } from '../../engine/index.ts';
+import { checkVolumeRequest } from './volume-check.ts';
 import { ClusterError, ClusterErrorCode } from '../errors.ts';
 import type { IoKind, IoReply } from '../peer/index.ts';
 
@@ -54,13 +55,7 @@ export class GatewayVolume implements Volume {
   }
 
   #check(offset: number, length: number): void {
-    if (this.#closed) throw new EngineError(EngineErrorCode.CLOSED, 'The volume is closed');
-    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
-      throw new EngineError(EngineErrorCode.INVALID, `Invalid range offset=${offset} length=${length}`);
-    }
-    if (offset + length > this.sizeBytes) {
-      throw new EngineError(EngineErrorCode.OUT_OF_RANGE, `Range ${offset}+${length} is past the end of the disk (${this.sizeBytes} bytes)`);
-    }
+    checkVolumeRequest(this.#closed, offset, length, this.sizeBytes);
   }
 
   /** Sends one request to the head, going again while the head moves, up to the retry bound. */

@@ -96,8 +96,6 @@ interface Pending {
   ackDownstream: () => void;
   failDownstream: (err: Error) => void;
   downstreamSettled: boolean;
-  /** The configuration generation of the last forward of it. */
-  sentGen: number;
   done: Promise<void>;
 }
 
@@ -367,7 +365,6 @@ export class ChainReplica {
       ackDownstream: down.resolve,
       failDownstream: down.reject,
       downstreamSettled: false,
-      sentGen: -1,
       done: Promise.all([local, down.promise]).then(() => {}),
     };
     this.#ops.set(key, p);
@@ -385,7 +382,6 @@ export class ChainReplica {
     const successor = this.#successor;
     assert.ok(successor !== null);
     const gen = this.#gen;
-    p.sentGen = gen;
     const restart = this.#restartNext;
     const prev = restart ? null : this.#lastSent;
     this.#restartNext = false;

@@ -6,6 +6,7 @@
  */
 import { EngineError, EngineErrorCode } from '../../engine/index.ts';
 import type { AllocationExtent, ChangeExtent, Volume, WriteOptions, ZeroOptions } from '../../engine/index.ts';
+import { checkVolumeRequest } from './volume-check.ts';
 import { ClusterError } from '../errors.ts';
 import type { ChainOp } from './ops.ts';
 import type { ChainReplica } from './replica.ts';
@@ -61,15 +62,8 @@ export class ReplicatedVolume implements Volume {
     return this.#local.blockBytes;
   }
 
-  /** The contract's refusals, first that applies: closed, invalid range, out of range. */
   #check(offset: number, length: number): void {
-    if (this.#closed) throw new EngineError(EngineErrorCode.CLOSED, 'The volume is closed');
-    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
-      throw new EngineError(EngineErrorCode.INVALID, `Invalid range offset=${offset} length=${length}`);
-    }
-    if (offset + length > this.sizeBytes) {
-      throw new EngineError(EngineErrorCode.OUT_OF_RANGE, `Range ${offset}+${length} is past the end of the disk (${this.sizeBytes} bytes)`);
-    }
+    checkVolumeRequest(this.#closed, offset, length, this.sizeBytes);
   }
 
   /** Sends an op down the chain; what the cluster fails with, the client sees as an I/O error. */

@@ -410,6 +410,10 @@ export class PeerConnection {
     }
     let frameOut: Buffer[];
     try {
+      // Every request that carries the sender's clock (PING from version 2, every disk-scoped
+      // body) keeps ours above it: here, once, for every handler.
+      const hlc = (body.meta as { hlc?: unknown } | null)?.hlc;
+      if (typeof hlc === 'bigint') this.#opts.clock?.update(hlc);
       const reply = (await handler({ type, body: body.meta as never, payload: body.payload, version: this.#version }, this)) ?? {};
       const encoded = encodeBody(reply.body ?? undefined, reply.payload);
       extra = reply.payload?.length ?? 0;
@@ -433,8 +437,6 @@ export class PeerConnection {
   /** PING's handler: PONG, with the clock on version 2 and later. */
   readonly #pong: PeerHandler = async (req) => {
     const clock = this.#opts.clock;
-    const ping = req.body as PingBody;
-    if (typeof ping.hlc === 'bigint') clock?.update(ping.hlc);
     return { body: req.version >= Version.PING_HLC && clock !== undefined ? { hlc: clock.now() } : {} };
   };
 

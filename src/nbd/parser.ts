@@ -4,7 +4,7 @@
  * message at a time, so the result never depends on how the stream was split. They know no
  * policy beyond sizes: deciding what a message means is the caller's business.
  */
-import { ByteQueue } from './byte-queue.ts';
+import { ByteQueue } from '../util/byte-queue.ts';
 import { decodeClientFlags, decodeOptionHeader, decodeRequestHeader } from './codec.ts';
 import type { RequestHeader } from './codec.ts';
 import { Command, Size } from './protocol.ts';

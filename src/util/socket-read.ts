@@ -23,14 +23,19 @@ interface NativeHandle {
  * event loop, and `onRead` must copy whatever it keeps before it returns. Returns false, changing
  * nothing, where this Node.js does not have the slots `onread` uses; the caller then listens to
  * 'data'. Call it at once on a newly accepted socket.
+ *
+ * With `next`, each read after the first lands in the buffer `next` returns when the previous
+ * read's `onRead` has returned: a parser that knows the next bytes are the rest of a large
+ * message hands out the message's own buffer, and the kernel copies into it directly. `onRead`'s
+ * view then lies in that buffer (its `buffer` and `byteOffset` say so).
  */
-export function useReadBuffer(socket: Socket, buffer: Buffer, onRead: OnRead): boolean {
+export function useReadBuffer(socket: Socket, buffer: Buffer, onRead: OnRead, next?: () => Buffer): boolean {
   const slots = onreadSlots(socket);
   const handle = (socket as unknown as { _handle?: NativeHandle | null })._handle;
   if (slots === null || typeof handle?.useUserBuffer !== 'function') return false;
   const target = socket as unknown as Record<symbol, unknown>;
   target[slots.buffer] = buffer;
-  target[slots.generator] = null;
+  target[slots.generator] = next ?? null;
   target[slots.callback] = (n: number, buf: Buffer): void => onRead(buf.subarray(0, n));
   handle.useUserBuffer(buffer);
   return true;

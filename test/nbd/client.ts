@@ -4,7 +4,7 @@
  * protocol byte by byte.
  */
 import net from 'node:net';
-import { ByteQueue } from '../../src/nbd/byte-queue.ts';
+import { ByteQueue } from '../../src/util/byte-queue.ts';
 import {
   decodeBlockStatus,
   decodeChunkHeader,

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ByteQueue } from '../../src/nbd/byte-queue.ts';
+import { ByteQueue } from '../../src/util/byte-queue.ts';
 import {
   encodeClientFlags,
   encodeInfoRequestData,

@@ -97,7 +97,21 @@ interface Pending {
   failDownstream: (err: Error) => void;
   downstreamSettled: boolean;
   done: Promise<void>;
+  /** The local apply has finished (done or failed). */
+  localSettled: boolean;
+  /** Forwards of it whose transport promise has not settled: each may still hold its data. */
+  sending: number;
+  /** Called once nothing here uses the op's data any more (see Release). */
+  release: Release | null;
 }
+
+/**
+ * Told once nothing in a replica uses a write's data any more: applied here (or failed), settled
+ * downstream, and every forward of it settled (a forward's frame may hold the data until then).
+ * The owner of the data's memory gives it back then; an op that never gets there (a forward
+ * stuck on a hung peer) leaves it to the garbage collector.
+ */
+export type Release = () => void;
 
 /** A deferred promise, settled from outside. */
 function deferred(): { promise: Promise<void>; resolve: () => void; reject: (err: Error) => void } {
@@ -231,30 +245,53 @@ export class ChainReplica {
    * rejects with STALE_EPOCH for an older epoch, OUT_OF_ORDER for a gap or an epoch not configured
    * yet. An op taken before is not applied again: its acknowledgement follows the first's.
    */
-  receive(msg: OpMessage): Promise<void> {
-    if (this.#closed) return Promise.reject(new ClusterError(ClusterErrorCode.CLOSED, `the replica of ${this.disk} on ${this.node} is closed`));
-    if (msg.epoch < this.#epoch) return Promise.reject(this.#stale(msg.epoch));
-    if (msg.epoch > this.#epoch) return Promise.reject(new ClusterError(ClusterErrorCode.OUT_OF_ORDER, `${this.disk}: epoch ${msg.epoch} is not configured on ${this.node} yet (it holds ${this.#epoch})`));
-    if (this.role === 'head' || this.role === 'none') return Promise.reject(new ClusterError(ClusterErrorCode.NOT_HEAD, `${this.disk}: ${this.node} takes no ops from a predecessor in epoch ${this.#epoch} (role ${this.role})`));
+  receive(msg: OpMessage, release?: Release): Promise<void> {
+    const result = this.#receive(msg, release);
+    // Not taken (refused, or taken before): nothing here holds this message's data.
+    if (result.taken !== true) release?.();
+    return result.done;
+  }
+
+  #receive(msg: OpMessage, release: Release | undefined): { done: Promise<void>; taken?: true } {
+    const refuse = (err: Error): { done: Promise<void> } => ({ done: Promise.reject(err) });
+    if (this.#closed) return refuse(new ClusterError(ClusterErrorCode.CLOSED, `the replica of ${this.disk} on ${this.node} is closed`));
+    if (msg.epoch < this.#epoch) return refuse(this.#stale(msg.epoch));
+    if (msg.epoch > this.#epoch) return refuse(new ClusterError(ClusterErrorCode.OUT_OF_ORDER, `${this.disk}: epoch ${msg.epoch} is not configured on ${this.node} yet (it holds ${this.#epoch})`));
+    if (this.role === 'head' || this.role === 'none') return refuse(new ClusterError(ClusterErrorCode.NOT_HEAD, `${this.disk}: ${this.node} takes no ops from a predecessor in epoch ${this.#epoch} (role ${this.role})`));
     const last = this.#last;
     if (last !== null && compareIds(msg.id, last) <= 0) {
-      return this.#ops.get(idText(msg.id))?.done ?? Promise.resolve();
+      return { done: this.#ops.get(idText(msg.id))?.done ?? Promise.resolve() };
     }
     if (!msg.restart && (last === null || msg.prev === null || compareIds(msg.prev, last) !== 0)) {
       const after = msg.prev === null ? 'nothing' : idText(msg.prev);
-      return Promise.reject(new ClusterError(ClusterErrorCode.OUT_OF_ORDER, `${this.disk}: op ${idText(msg.id)} comes after ${after}, but the last op ${this.node} took is ${last === null ? 'none' : idText(last)}`));
+      return refuse(new ClusterError(ClusterErrorCode.OUT_OF_ORDER, `${this.disk}: op ${idText(msg.id)} comes after ${after}, but the last op ${this.node} took is ${last === null ? 'none' : idText(last)}`));
     }
-    return this.#take(msg.id, msg.op);
+    return { done: this.#take(msg.id, msg.op, release ?? null), taken: true };
   }
 
   /**
    * A client's op at the head: given the next id, forwarded and applied; resolves once every
-   * replica of the chain has it. Waits while the head's in-flight limits are reached.
+   * replica of the chain has it. Waits while the head's in-flight limits are reached. `release`
+   * is called once nothing here uses a write's data (Release), at once if the op is refused.
    */
-  async submit(op: ChainOp, opts: { internal?: boolean } = {}): Promise<void> {
+  async submit(op: ChainOp, opts: { internal?: boolean; release?: Release } = {}): Promise<void> {
+    let release = opts.release ?? null;
+    try {
+      await this.#submit(op, opts.internal === true, () => {
+        const r = release;
+        release = null;
+        return r;
+      });
+    } finally {
+      release?.();
+    }
+  }
+
+  /** submit's work; `takeRelease` hands the op's Release over to the stream when it is taken. */
+  async #submit(op: ChainOp, internal: boolean, takeRelease: () => Release | null): Promise<void> {
     this.#assertHead();
     // The head's own sync snapshot (`internal`) goes at once; a client's snapshot waits for copies in to end.
-    while (opts.internal !== true && orderOf(op, this.#store.blockBytes).kind === 'barrier' && this.#catchingUp.length > 0) {
+    while (!internal && orderOf(op, this.#store.blockBytes).kind === 'barrier' && this.#catchingUp.length > 0) {
       await new Promise<void>((go) => this.#held.push(go));
       this.#assertHead();
     }
@@ -264,7 +301,7 @@ export class ChainReplica {
       this.#assertHead();
       const id: OpId = [this.#epoch, this.#nextN++];
       this.#submitted++;
-      await this.#take(id, op);
+      await this.#take(id, op, takeRelease());
     } finally {
       this.#release(bytes);
     }
@@ -344,7 +381,7 @@ export class ChainReplica {
   }
 
   /** Takes an op into the stream: applied here in order, forwarded, done when both are. */
-  #take(id: OpId, op: ChainOp): Promise<void> {
+  #take(id: OpId, op: ChainOp, release: Release | null): Promise<void> {
     this.#last = id;
     const key = idText(id);
     const down = deferred();
@@ -366,12 +403,22 @@ export class ChainReplica {
       failDownstream: down.reject,
       downstreamSettled: false,
       done: Promise.all([local, down.promise]).then(() => {}),
+      localSettled: false,
+      sending: 0,
+      release,
     };
     this.#ops.set(key, p);
     void p.done.then(
       () => this.#ops.delete(key),
       () => this.#ops.delete(key),
     );
+    if (release !== null) {
+      const settled = (): void => {
+        p.localSettled = true;
+        maybeRelease(p);
+      };
+      local.then(settled, settled);
+    }
     if (this.#successor === null) settleDownstream(p, null);
     else this.#send(p);
     return p.done;
@@ -386,13 +433,17 @@ export class ChainReplica {
     const prev = restart ? null : this.#lastSent;
     this.#restartNext = false;
     this.#lastSent = p.id;
+    p.sending++;
     this.#transport.forward(successor, { disk: this.disk, epoch: this.#epoch, id: p.id, prev, restart, op: p.op }).then(
       () => {
+        p.sending--;
         if (gen === this.#gen) settleDownstream(p, null);
+        maybeRelease(p);
       },
       (err: unknown) => {
-        if (gen !== this.#gen || p.downstreamSettled) return;
-        this.#forwardFailed(successor, p, err instanceof Error ? err : new Error(String(err)));
+        p.sending--;
+        if (gen === this.#gen && !p.downstreamSettled) this.#forwardFailed(successor, p, err instanceof Error ? err : new Error(String(err)));
+        maybeRelease(p);
       },
     );
   }
@@ -488,6 +539,15 @@ function settleDownstream(p: Pending, err: Error | null): void {
   p.downstreamSettled = true;
   if (err === null) p.ackDownstream();
   else p.failDownstream(err);
+  maybeRelease(p);
+}
+
+/** Calls an op's Release once nothing here uses its data: applied, settled downstream, no forward outstanding. */
+function maybeRelease(p: Pending): void {
+  if (p.release === null || !p.localSettled || !p.downstreamSettled || p.sending > 0) return;
+  const release = p.release;
+  p.release = null;
+  release();
 }
 
 function sameChain(a: readonly string[], b: readonly string[]): boolean {

@@ -7,6 +7,7 @@
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { crash, isBug } from '../../util/bug.ts';
+import { useReadBuffer } from '../../util/socket-read.ts';
 import type { Logger } from '../../observe/index.ts';
 import { ClusterError, ClusterErrorCode } from '../errors.ts';
 import { decodeBody, encodeBody, encodeErrorFrame, encodeFrame, errorFromBody, type DecodedBody, type EncodedBody } from './codec.ts';
@@ -26,7 +27,7 @@ import type {
   PongBody,
   ReadSnapBody,
 } from './messages.ts';
-import { FrameParser, type Frame } from './parser.ts';
+import { FrameParser, type BodyPool, type Frame } from './parser.ts';
 import { Flag, MessageType, Size, typeName, Version } from './spec.ts';
 
 /** The body each request type carries. */
@@ -62,6 +63,13 @@ export interface PeerRequest<T extends RequestType = RequestType> {
   payload: Buffer | null;
   /** The connection's negotiated protocol version. */
   version: number;
+  /**
+   * Takes over the memory of the request's body (of `payload`), which the connection would give
+   * back to its pool once the answer is written: call the function returned once nothing uses
+   * the payload any more, or never (the collector takes it). A no-op function when the body is
+   * not pooled.
+   */
+  claim(): () => void;
 }
 
 /** What a handler answers: a body (default empty) and data for reads. */
@@ -108,7 +116,24 @@ export interface PeerConnectionOptions {
   dispatch?: PeerDispatch;
   /** Stamps PING and PONG on version 2 and later, and learns from the peer's. */
   clock?: PeerClock;
+  /** Memory for reading: without, the connection has its own read buffer and allocates every body. */
+  buffers?: PeerBuffers;
 }
+
+/**
+ * Memory a node's connections share for reading (docs/cluster.md, "Speed of the write path"):
+ * one buffer reads land in (one read at a time on the event loop), and a pool large request
+ * bodies come from, given back once their request is answered.
+ */
+export interface PeerBuffers {
+  readBuffer: Buffer;
+  pool: BodyPool & { give(buf: Buffer): void };
+}
+
+/** Bytes of a connection's own read buffer, when it has no shared one. */
+const READ_BUFFER_BYTES = 64 * 1024;
+
+function noop(): void {}
 
 /** Time a connection closing for a protocol error gives its error frame to leave. */
 const CLOSE_GRACE_MS = 1_000;
@@ -146,7 +171,8 @@ export class PeerConnection {
   readonly #limits: PeerLimits;
   /** Bound to the peer's address, then to its node id once proved. */
   #log: Logger;
-  readonly #parser = new FrameParser();
+  readonly #parser: FrameParser;
+  readonly #give: ((buf: Buffer) => void) | null;
   readonly #handshake: ServerHandshake | ClientHandshake;
   #phase: Phase = 'handshake';
   #version = 0;
@@ -178,10 +204,18 @@ export class PeerConnection {
     // Whoever waits on `ready` sees the rejection; a server's connection has nobody waiting.
     this.ready.catch(() => {});
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+    const pool = opts.buffers?.pool;
+    this.#parser = new FrameParser({ pool });
+    this.#give = pool === undefined ? null : (buf) => pool.give(buf);
     // Handshake frames are small: a peer that has not proved itself may not make us hold 8 MiB.
     this.#parser.bodyBytesMax = Size.META_BYTES_MAX;
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    // Reads land in one buffer (or straight into a large body being filled), not a new chunk each.
+    const readBuffer = opts.buffers?.readBuffer ?? Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
+    const parser = this.#parser;
+    if (!useReadBuffer(socket, readBuffer, (bytes) => this.#onRead(bytes), () => parser.directTarget() ?? readBuffer)) {
+      socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    }
     socket.on('drain', () => this.#pumpSend());
     socket.on('error', (err: NodeJS.ErrnoException) => this.#log.debug(`socket error: ${err.message}`));
     socket.on('close', () => this.#onClose());
@@ -308,10 +342,19 @@ export class PeerConnection {
     return this.#in.requests >= this.#limits.inflightRequestsMax || this.#in.bytes >= this.#limits.inflightBytesMax;
   }
 
+  /** A chunk the connection may keep. */
   #onData(chunk: Buffer): void {
     if (this.#phase === 'closed') return;
     this.#parser.push(chunk);
     this.#pump();
+  }
+
+  /** A read in the shared buffer (copied before it is reused) or in a body being filled. */
+  #onRead(bytes: Buffer): void {
+    if (this.#phase === 'closed') return;
+    this.#parser.push(bytes);
+    this.#pump();
+    this.#parser.retain();
   }
 
   /** Handles the frames received, as far as the limits allow; pauses the socket beyond. */
@@ -391,6 +434,8 @@ export class PeerConnection {
     const done = (): void => {
       this.#in.requests--;
       this.#in.bytes -= held + extra;
+      // The handler is done with the body (its promise settled), and the answer is written.
+      if (frame.pooled !== null) this.#give?.(frame.pooled);
       if (this.#phase !== 'closed') this.#pump();
     };
     const dispatch = this.#opts.dispatch;
@@ -414,7 +459,13 @@ export class PeerConnection {
       // body) keeps ours above it: here, once, for every handler.
       const hlc = (body.meta as { hlc?: unknown } | null)?.hlc;
       if (typeof hlc === 'bigint') this.#opts.clock?.update(hlc);
-      const reply = (await handler({ type, body: body.meta as never, payload: body.payload, version: this.#version }, this)) ?? {};
+      const claim = (): (() => void) => {
+        const pooled = frame.pooled;
+        frame.pooled = null;
+        const give = this.#give;
+        return pooled === null || give === null ? noop : () => give(pooled);
+      };
+      const reply = (await handler({ type, body: body.meta as never, payload: body.payload, version: this.#version, claim }, this)) ?? {};
       const encoded = encodeBody(reply.body ?? undefined, reply.payload);
       extra = reply.payload?.length ?? 0;
       this.#in.bytes += extra;

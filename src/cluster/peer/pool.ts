@@ -2,7 +2,7 @@ import { Logger } from '../../observe/index.ts';
 import { ClusterError, ClusterErrorCode } from '../errors.ts';
 import { PeerConnection, type PeerResponse, type RequestBodies, type RequestType } from './connection.ts';
 import { resolvePeerLimits, versionRange, type PeerLimits } from './limits.ts';
-import type { PeerNodeOptions } from './server.ts';
+import { peerBuffers, type PeerNodeOptions } from './server.ts';
 import { Limit, Version } from './spec.ts';
 
 /** Where a node's peer port is: `HOST:PORT` or its parts; null if the node is not known. */
@@ -36,6 +36,7 @@ export class PeerPool {
   readonly #log: Logger;
   readonly #connections = new Map<string, Promise<PeerConnection>>();
   #closed = false;
+  readonly #buffers = peerBuffers();
 
   constructor(opts: PeerPoolOptions) {
     this.#opts = opts;
@@ -117,6 +118,7 @@ export class PeerPool {
       limits: this.#limits,
       expectNode: node,
       clock: this.#opts.clock,
+      buffers: this.#buffers,
       log: this.#log.child({ node }),
     });
     if (this.#closed) {

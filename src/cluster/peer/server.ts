@@ -1,7 +1,8 @@
 import net from 'node:net';
 import { Logger } from '../../observe/index.ts';
 import { ClusterError, ClusterErrorCode } from '../errors.ts';
-import { PeerConnection, type PeerClock, type PeerHandler, type RequestType } from './connection.ts';
+import { BufferPool } from '../../flow/index.ts';
+import { PeerConnection, type PeerBuffers, type PeerClock, type PeerHandler, type RequestType } from './connection.ts';
 import type { DiskView } from './gate.ts';
 import { resolvePeerLimits, versionRange, type PeerLimits } from './limits.ts';
 import { Version } from './spec.ts';
@@ -21,6 +22,14 @@ export interface PeerNodeOptions {
   /** Stamps PING/PONG (version 2) and learns from peers'. */
   clock?: PeerClock;
   log?: Logger;
+}
+
+/** Idle request-body memory a server or a pool keeps for reuse (bodies in flight are bounded by the connection limits). */
+const POOLED_BYTES_MAX = 64 * 1024 * 1024;
+
+/** The read buffer and body pool one server's (or one pool's) connections share. */
+export function peerBuffers(): PeerBuffers {
+  return { readBuffer: Buffer.allocUnsafeSlow(64 * 1024), pool: new BufferPool({ pooledBytesMax: POOLED_BYTES_MAX }) };
 }
 
 /** Options of PeerServer. */
@@ -43,6 +52,7 @@ export class PeerServer {
   #listener: net.Server | null = null;
   #closing: Promise<void> | null = null;
   #accepted = 0;
+  readonly #buffers = peerBuffers();
 
   constructor(opts: PeerServerOptions) {
     this.#opts = opts;
@@ -97,6 +107,7 @@ export class PeerServer {
       limits: this.#limits,
       log: this.#log.child({ conn: ++this.#accepted }),
       clock: this.#opts.clock,
+      buffers: this.#buffers,
       dispatch: { handler: (type) => this.#handlers.get(type), disk: (name) => this.#opts.disks?.(name) ?? null },
     });
     this.#connections.add(conn);

@@ -3,6 +3,9 @@ import { test } from 'node:test';
 import { OrderQueue } from '../../../src/cluster/chain/order.ts';
 import { RangeSet } from '../../../src/cluster/chain/ranges.ts';
 import { compareIds, orderOf } from '../../../src/cluster/chain/ops.ts';
+import type { ChainOp, OpMessage } from '../../../src/cluster/chain/ops.ts';
+import { ChainReplica } from '../../../src/cluster/chain/replica.ts';
+import { ClusterError, ClusterErrorCode } from '../../../src/cluster/errors.ts';
 import { Rng, testSeed } from '../../helpers/index.ts';
 
 test('RangeSet gaps are exactly the bytes no added range covers (seeded, against a byte map)', (t) => {
@@ -62,4 +65,75 @@ test('op ids compare by epoch, then n', () => {
   assert.ok(compareIds([2, 1], [1, 99]) > 0);
   assert.ok(compareIds([3, 4], [3, 5]) < 0);
   assert.equal(compareIds([3, 4], [3, 4]), 0);
+});
+
+/** A replica whose store applies when told, and whose forwards settle when told. */
+function replicaWithGates(node: string): { replica: ChainReplica; applies: Array<() => void>; forwards: Array<{ msg: OpMessage; ok: () => void; fail: (err: Error) => void }> } {
+  const applies: Array<() => void> = [];
+  const forwards: Array<{ msg: OpMessage; ok: () => void; fail: (err: Error) => void }> = [];
+  const replica = new ChainReplica({
+    disk: 'd',
+    node,
+    store: { blockBytes: 4096, apply: () => new Promise<void>((resolve) => applies.push(resolve)), read: async () => Buffer.alloc(0) },
+    transport: { forward: (_node, msg) => new Promise<void>((ok, fail) => forwards.push({ msg, ok, fail })) },
+    limits: { retryMs: 1 },
+  });
+  return { replica, applies, forwards };
+}
+
+const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+const write = (offset: number): ChainOp => ({ kind: 'write', offset, data: Buffer.alloc(4096, 1), fua: false });
+
+test('a write\'s data is released once applied, acknowledged downstream and no forward holds it; once, and never before', async () => {
+  const { replica, applies, forwards } = replicaWithGates('a');
+  replica.configure({ epoch: 1, chain: ['a', 'b'] });
+  let released = 0;
+  const done = replica.submit(write(0), { release: () => released++ });
+  await tick();
+  assert.equal(forwards.length, 1);
+  forwards[0].ok();
+  await tick();
+  assert.equal(released, 0, 'not while the local apply runs');
+  applies[0]();
+  await done;
+  assert.equal(released, 1);
+
+  // Acknowledged by a resend while the first forward is still out (the link to b was replaced):
+  // done for the client, but the data stays held until that first forward lets go of it.
+  const second = replica.submit(write(4096), { release: () => released++ });
+  await tick();
+  replica.configure({ epoch: 2, chain: ['a', 'c'] });
+  await tick();
+  assert.equal(forwards.length, 3, 'resent to c');
+  forwards[2].ok();
+  applies[1]();
+  await second;
+  assert.equal(released, 1, 'the forward to b still holds the data');
+  forwards[1].fail(new ClusterError(ClusterErrorCode.PEER_UNAVAILABLE, 'b went away'));
+  await tick();
+  assert.equal(released, 2);
+});
+
+test('a write refused, or received twice, is released at once; a failed one once its forward settles', async () => {
+  const { replica, applies, forwards } = replicaWithGates('b');
+  replica.configure({ epoch: 3, chain: ['a', 'b', 'c'] });
+  let released = 0;
+  const release = (): void => void released++;
+  const msg = (n: number, prev: number | null, restart: boolean): OpMessage => ({ disk: 'd', epoch: 3, id: [3, n], prev: prev === null ? null : [3, prev], restart, op: write(0) });
+  await assert.rejects(replica.receive({ ...msg(1, null, true), epoch: 2 }, release), /older/);
+  assert.equal(released, 1, 'refused: at once');
+  const first = replica.receive(msg(1, null, true), release);
+  const again = replica.receive(msg(1, null, true), release);
+  assert.equal(released, 2, 'the duplicate: at once; the first is held');
+  await tick();
+  replica.fence('a test');
+  await assert.rejects(first, /fenced/);
+  await assert.rejects(again, /fenced/);
+  assert.equal(released, 2, 'failed, but the apply and the forward still hold it');
+  applies[0]();
+  await tick();
+  assert.equal(released, 2);
+  forwards[0].fail(new ClusterError(ClusterErrorCode.PEER_UNAVAILABLE, 'gone'));
+  await tick();
+  assert.equal(released, 3);
 });

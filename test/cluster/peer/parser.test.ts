@@ -99,3 +99,55 @@ test('frame parser checks the body CRC', () => {
   parser.push(frame);
   assert.throws(() => parser.next(), /Bad frame body CRC/);
 });
+
+/**
+ * Feeds `all` the way a connection's socket would: each read lands in the parser's direct target
+ * when it offers one, else in one shared buffer that is overwritten by the next read (the parser
+ * must keep nothing of it past retain()). Returns the frames, each checked before the next read.
+ */
+function parseAsSocket(all: Buffer, readSizes: () => number, pool?: { take(n: number): Buffer }): { frames: unknown[]; direct: number; pooled: number } {
+  const parser = new FrameParser({ pool });
+  const shared = Buffer.alloc(64 * 1024);
+  const frames: unknown[] = [];
+  let at = 0;
+  let direct = 0;
+  let pooled = 0;
+  while (at < all.length) {
+    const target = parser.directTarget() ?? shared;
+    const n = Math.min(readSizes(), target.length, all.length - at);
+    all.copy(target, 0, at, at + n);
+    at += n;
+    if (target !== shared) direct += n;
+    parser.push(target.subarray(0, n));
+    for (let f = parser.next(); f !== null; f = parser.next()) {
+      if (f.pooled !== null) pooled++;
+      frames.push({ ...f.header, body: f.body.toString('hex') });
+    }
+    parser.retain();
+    shared.fill(0xee);
+  }
+  assert.equal(parser.bufferedBytes, 0, 'bytes left over');
+  return { frames, direct, pooled };
+}
+
+test('frame parser reads large bodies straight into their buffer, pooled for requests, and keeps nothing of a reused read buffer', (t) => {
+  const rng = new Rng(testSeed(t));
+  const big = seededBytes(2, 'big', 300 * 1024);
+  const all = Buffer.concat([
+    ...encodeFrame(MessageType.OP, 0, 1n, encodeBody({ disk: 'vm1', epoch: 1, rev: 1, hlc: 1n, id: [1, 1], kind: 'write', offset: 0, fua: false }, big)),
+    ...encodeFrame(MessageType.PING, 0, 2n, encodeBody({ hlc: 2n })),
+    ...encodeFrame(MessageType.READ_SNAP, Flag.RESPONSE, 3n, encodeBody({}, big.subarray(0, 100_000))),
+    ...encodeFrame(MessageType.OP, 0, 4n, encodeBody({ disk: 'vm1', epoch: 1, rev: 1, hlc: 1n, id: [1, 2], kind: 'write', offset: 0, fua: false }, big.subarray(7, 4096 + 7))),
+  ]);
+  const whole = parse([all]);
+  const taken: number[] = [];
+  const pool = { take: (n: number) => (taken.push(n), Buffer.alloc(2 ** Math.ceil(Math.log2(n)))) };
+  for (let round = 0; round < 50; round++) {
+    const sizes = round === 0 ? () => 65536 : () => rng.range(1, 70_000);
+    const got = parseAsSocket(all, sizes, pool);
+    assert.deepEqual(got.frames, whole, `round ${round}`);
+    assert.ok(got.direct > 200 * 1024, `round ${round}: only ${got.direct} bytes read directly`);
+    // The two OP requests are pooled (300 KiB and 4 KiB bodies); the response and the PING are not.
+    assert.equal(got.pooled, 2, `round ${round}`);
+  }
+});

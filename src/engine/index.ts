@@ -1,6 +1,6 @@
 /** The volume engine: write log + versioned block index; disks, snapshots, clones. */
 export { Store } from './store.ts';
-export type { StoreOptions, StoreStats, StoreMetrics } from './store.ts';
+export type { SnapshotOptions, StoreOptions, StoreStats, StoreMetrics } from './store.ts';
 export type { StoreHealth } from './health.ts';
 export type { LogFiles } from './log/files.ts';
 export type { CompactStats } from './gc/compact.ts';

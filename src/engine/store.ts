@@ -61,7 +61,25 @@ export interface StoreOptions {
   onDriveFailing?: (health: StoreHealth) => void;
   /** @internal The file layer the write log goes through (tests put a faulty drive here). Default node:fs. */
   files?: LogFiles;
+  /**
+   * The node's hybrid logical clock (docs/cluster.md, "Time"): each call a new value, above every
+   * earlier one. It stamps the snapshots taken without a stamp of their own. Default: none, and
+   * such snapshots carry none.
+   */
+  hlc?: () => bigint;
 }
+
+/** Options of Store.createSnapshot and createSnapshots. */
+export interface SnapshotOptions {
+  /**
+   * The snapshot's clock value, recorded as given (a replica records the one its head took);
+   * null records none. Default: a value of the store's clock (StoreOptions.hlc), or none.
+   */
+  hlc?: bigint | null;
+}
+
+/** Values a clock stamp may take: an unsigned 64-bit integer. */
+const hlcMax = 2n ** 64n - 1n;
 
 /** Space figures of a store. */
 export interface StoreStats {
@@ -130,11 +148,14 @@ export class Store {
   private readonly closing = new AbortController();
   /** Scrubs running; close waits for them to stop before it closes the index. */
   private readonly scrubs = new Set<Promise<unknown>>();
+  /** Stamps snapshots taken without a stamp of their own (StoreOptions.hlc), or null. */
+  private readonly clock: (() => bigint) | null;
 
-  private constructor(dir: string, log: WriteLog, index: BlockIndex, space: SpaceGuard, opts: { readOnly: boolean; damage: string[]; health: DriveHealth }) {
+  private constructor(dir: string, log: WriteLog, index: BlockIndex, space: SpaceGuard, opts: { readOnly: boolean; damage: string[]; health: DriveHealth; clock: (() => bigint) | null }) {
     this.dir = dir;
     this.readOnly = opts.readOnly;
     this.damage = opts.damage;
+    this.clock = opts.clock;
     this.log = log;
     this.index = index;
     const health = (this.drive = opts.health);
@@ -210,7 +231,7 @@ export class Store {
     }
     if (!readOnly) index.keepSegmentEnds();
     log = opened.log = WriteLog.open(path.join(opts.dir, 'log'), segmentBytesMax, { readOnly, files: opts.files ?? nodeLogFiles, health });
-    const store = (opened.store = new Store(opts.dir, log, index, space, { readOnly, damage, health }));
+    const store = (opened.store = new Store(opts.dir, log, index, space, { readOnly, damage, health, clock: opts.hlc ?? null }));
     if (readOnly) {
       // Nothing is applied, synced, swept or compacted: no feed, no index writer, no timers.
       const { history, overlay, live } = store;
@@ -344,22 +365,24 @@ export class Store {
   /** A disk's snapshots, oldest first. */
   listSnapshots(disk: string): SnapshotInfo[] {
     const d = this.history.disk(disk);
-    return d.snapshots.map((s) => ({ name: s.name, disk: d.name, sizeBytes: s.sizeBytes, seq: s.seq, createdMs: s.createdMs }));
+    return d.snapshots.map((s) => snapshotInfo(d, s));
   }
 
   /** Takes a snapshot of a disk: O(1), durable when it resolves. */
-  async createSnapshot(disk: string, snap: string): Promise<SnapshotInfo> {
-    return (await this.createSnapshots([disk], snap))[0];
+  async createSnapshot(disk: string, snap: string, opts: SnapshotOptions = {}): Promise<SnapshotInfo> {
+    return (await this.createSnapshots([disk], snap, opts))[0];
   }
 
   /**
    * Snapshots several disks at the same instant (a consistency group): every snapshot gets the
-   * same seq, taken synchronously after all checks, so no write can land between them. All are
-   * made durable by one log sync and persisted in one index transaction, or none is.
+   * same seq and the same clock value, taken synchronously after all checks, so no write can
+   * land between them. All are made durable by one log sync and persisted in one index
+   * transaction, or none is.
    */
-  async createSnapshots(disks: readonly string[], snap: string): Promise<SnapshotInfo[]> {
+  async createSnapshots(disks: readonly string[], snap: string, opts: SnapshotOptions = {}): Promise<SnapshotInfo[]> {
     this.checkWritable();
     if (disks.length === 0) throw new EngineError(EngineErrorCode.INVALID, 'A snapshot needs at least one disk');
+    if (opts.hlc != null && !(opts.hlc >= 0n && opts.hlc <= hlcMax)) throw new EngineError(EngineErrorCode.INVALID, `Invalid snapshot clock value ${opts.hlc}: an unsigned 64-bit integer`);
     const ds = disks.map((name) => this.history.disk(name));
     checkName('snapshot', snap);
     const seen = new Set<string>();
@@ -372,7 +395,9 @@ export class Store {
     // durable with those writes, like a flush.
     const seq = this.history.seqNext - 1;
     const createdMs = Date.now();
-    const made = ds.map((d) => ({ d, s: { name: snap, branch: d.branch, seq, sizeBytes: d.sizeBytes, createdMs } satisfies SnapMeta }));
+    const hlc = opts.hlc !== undefined ? opts.hlc : (this.clock?.() ?? null);
+    // Without a stamp the record is as before stamps existed: the same fields, the same bytes.
+    const made = ds.map((d) => ({ d, s: { name: snap, branch: d.branch, seq, sizeBytes: d.sizeBytes, createdMs, ...(hlc === null ? {} : { hlc: hlc.toString() }) } satisfies SnapMeta }));
     for (const { d, s } of made) d.snapshots.push(s);
     this.history.invalidate();
     try {
@@ -384,7 +409,7 @@ export class Store {
       this.history.invalidate();
       throw err;
     }
-    return made.map(({ d, s }) => ({ name: s.name, disk: d.name, sizeBytes: s.sizeBytes, seq: s.seq, createdMs: s.createdMs }));
+    return made.map(({ d, s }) => snapshotInfo(d, s));
   }
 
   /** Deletes a snapshot; its space is reclaimed by the next sweep. ENGINE_IN_USE while a volume is open on it. */
@@ -570,4 +595,9 @@ export class Store {
     this.log.close();
     await this.index.close();
   }
+}
+
+/** A snapshot of `d` as the engine reports it. */
+function snapshotInfo(d: DiskMeta, s: SnapMeta): SnapshotInfo {
+  return { name: s.name, disk: d.name, sizeBytes: s.sizeBytes, seq: s.seq, createdMs: s.createdMs, hlc: s.hlc ?? null };
 }

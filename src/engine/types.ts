@@ -28,6 +28,12 @@ export interface SnapshotInfo {
   seq: number;
   /** Creation time, ms since the epoch. */
   createdMs: number;
+  /**
+   * The hybrid logical clock's value when it was taken (docs/cluster.md, "Time"), as its decimal
+   * integer: in a cluster the head's, the same on every replica. Null for a snapshot taken
+   * without one (in a store older than stamps, or opened without a clock).
+   */
+  hlc: string | null;
 }
 
 /** One run of bytes with the same allocation state, for NBD `base:allocation`. */

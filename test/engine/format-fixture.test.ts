@@ -83,7 +83,8 @@ test('store format 1 fixture: opens read-only and reads the same, the tail from 
 
 test('store format 1 fixture: a copy takes writes, snapshots and clones, and opens again with them', async () => {
   const dir = copyOfFixture();
-  let store = await Store.open({ dir, ...options });
+  // With a clock (a node has one): the new snapshot is stamped, those of before show none.
+  let store = await Store.open({ dir, ...options, hlc: () => 117047296000000005n });
   const data = seededBytes(1, 'after the fixture', 10_000);
   try {
     for (const d of manifest.disks) {
@@ -91,7 +92,7 @@ test('store format 1 fixture: a copy takes writes, snapshots and clones, and ope
       await v.write(d.sizeBytes - data.length - 3, data);
       v.close();
     }
-    await store.createSnapshot('vm1', 'after');
+    assert.equal((await store.createSnapshot('vm1', 'after')).hlc, '117047296000000005');
     await store.cloneDisk('vm1', 'base', 'vm1-base-again');
   } finally {
     await store.close();
@@ -100,6 +101,8 @@ test('store format 1 fixture: a copy takes writes, snapshots and clones, and ope
   try {
     const now = await storeContents(store);
     assert.deepEqual(now.recovery, { recordsReplayed: 0, tornBytesDropped: 0 }, 'a clean close leaves nothing to replay');
+    for (const s of manifest.snapshots) assert.equal(store.listSnapshots(s.disk).find((x) => x.name === s.name)!.hlc, null, `${s.disk}@${s.name} was taken before stamps`);
+    assert.equal(store.listSnapshots('vm1').find((x) => x.name === 'after')!.hlc, '117047296000000005');
     // The snapshots of before are untouched; the clone reads as the snapshot it came from.
     for (const s of manifest.snapshots) assert.deepEqual(now.snapshots.find((x) => x.disk === s.disk && x.name === s.name), s);
     const base = manifest.snapshots.find((s) => s.disk === 'vm1' && s.name === 'base')!;

@@ -48,7 +48,8 @@ export function metaConformance(name: string, harness: MetaHarness): void {
 
   test(`${name}: a commit stores disks, snapshots, branches and the counter, read back equal`, () =>
     withStore(async (m) => {
-      const a = disk('a', 1, { snapshots: [{ name: 's0', branch: 1, seq: 0, sizeBytes: 512, createdMs: 5 }, { name: 's1', branch: 1, seq: 41, sizeBytes: 1 << 20, createdMs: 6 }] });
+      // s1 carries a clock value (the largest there is), s0 none, as a snapshot of before stamps.
+      const a = disk('a', 1, { snapshots: [{ name: 's0', branch: 1, seq: 0, sizeBytes: 512, createdMs: 5 }, { name: 's1', branch: 1, seq: 41, sizeBytes: 1 << 20, createdMs: 6, hlc: '18446744073709551615' }] });
       const b = disk('b', 2, { origin: 'a@s1', sizeBytes: 2 ** 50 });
       await m.commit([{ op: 'putBranch', branch: branch(1) }, { op: 'putDisk', disk: a }, { op: 'setBranchNext', value: 2 }]);
       await m.commit([{ op: 'putBranch', branch: branch(2, 1, 41) }, { op: 'putDisk', disk: b }, { op: 'setBranchNext', value: 3 }]);
@@ -113,6 +114,8 @@ export function metaConformance(name: string, harness: MetaHarness): void {
         ['a snapshot named twice', { op: 'putDisk', disk: disk('d', 1, { snapshots: [{ name: 's', branch: 1, seq: 1, sizeBytes: 512, createdMs: 1 }, { name: 's', branch: 1, seq: 2, sizeBytes: 512, createdMs: 1 }] }) }],
         ['a snapshot with a negative seq', { op: 'putDisk', disk: disk('d', 1, { snapshots: [{ name: 's', branch: 1, seq: -1, sizeBytes: 512, createdMs: 1 }] }) }],
         ['a snapshot with a bad name', { op: 'putDisk', disk: disk('d', 1, { snapshots: [{ name: '.s', branch: 1, seq: 1, sizeBytes: 512, createdMs: 1 }] }) }],
+        ...['-1', '012', '18446744073709551616', '1e3', ''].map((hlc): [string, MetaOp] => [`a snapshot with clock value ${JSON.stringify(hlc)}`, { op: 'putDisk', disk: disk('d', 1, { snapshots: [{ name: 's', branch: 1, seq: 1, sizeBytes: 512, createdMs: 1, hlc }] }) }]),
+        ['a snapshot with a clock value as a number', { op: 'putDisk', disk: disk('d', 1, { snapshots: [{ name: 's', branch: 1, seq: 1, sizeBytes: 512, createdMs: 1, hlc: 7 as never }] }) }],
         ['a branch id of 0', { op: 'putBranch', branch: branch(0) }],
         ['a branch its own parent', { op: 'putBranch', branch: branch(3, 3, 1) }],
         ['a fresh branch forked somewhere', { op: 'putBranch', branch: branch(3, null, 5) }],
@@ -138,6 +141,7 @@ export function metaConformance(name: string, harness: MetaHarness): void {
       ['disk/a', { name: 'a', branch: 'one', sizeBytes: 512, createdMs: 1, origin: null, snapshots: [] }],
       ['disk/a', { ...disk('b', 1) }],
       ['disk/a', 'not a record'],
+      ['disk/a', disk('a', 1, { snapshots: [{ name: 's', branch: 1, seq: 1, sizeBytes: 512, createdMs: 1, hlc: 'soon' }] })],
       ['branch/4', branch(5)],
       ['branchNext', -3],
     ];

@@ -18,6 +18,12 @@ export interface SnapMeta {
   seq: number;
   sizeBytes: number;
   createdMs: number;
+  /**
+   * The hybrid logical clock's value when it was taken (docs/cluster.md, "Time"), as its decimal
+   * integer; absent for a snapshot taken without one (before stamps existed, or on a store
+   * without a clock).
+   */
+  hlc?: string;
 }
 
 /** A disk as stored: the branch its head is on, and its snapshots, oldest first. */
@@ -90,6 +96,8 @@ const BRANCH_NEXT = 'branchNext';
 const isId = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 1;
 const isSeq = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
 const isTime = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0;
+/** A clock value as stored: the decimal integer of an unsigned 64-bit value. */
+const isHlc = (v: unknown): v is string => typeof v === 'string' && /^(0|[1-9][0-9]{0,19})$/.test(v) && BigInt(v) < 2n ** 64n;
 
 /** Why `d` is not a valid disk record, or null. */
 function diskFault(d: DiskMeta): string | null {
@@ -118,6 +126,7 @@ function diskFault(d: DiskMeta): string | null {
     if (!isId(s.branch)) return `snapshot "${s.name}": branch ${s.branch} is not a branch id`;
     if (!isSeq(s.seq)) return `snapshot "${s.name}": seq ${s.seq} is not a seq`;
     if (!isTime(s.createdMs)) return `snapshot "${s.name}": createdMs ${s.createdMs} is not a time`;
+    if (s.hlc !== undefined && !isHlc(s.hlc)) return `snapshot "${s.name}": hlc ${JSON.stringify(s.hlc)} is not a clock value`;
   }
   return null;
 }

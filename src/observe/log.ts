@@ -2,7 +2,8 @@
  * Structured logs (docs/observability.md, "Logs"): one JSON object per line with `time`, `level`,
  * `component`, `msg` and the fields bound to the logger (disk, request id, connection), or the
  * same as one readable line for a terminal. A level that is off costs one comparison, so hot
- * paths may log at debug without paying for it.
+ * paths may log at debug without paying for it. The log is the node's record of events: once it
+ * has a clock (setClock), each record carries a value of the node's hybrid logical clock, `hlc`.
  */
 import { ObserveError, ObserveErrorCode } from './errors.ts';
 
@@ -28,6 +29,8 @@ interface Output {
   format: LogFormat;
   write: (line: string) => void;
   now: () => Date;
+  /** A new value of the node's clock for each record written, as its decimal string; null: none. */
+  hlc: (() => string) | null;
 }
 
 /** Options of Logger.create. */
@@ -40,6 +43,8 @@ export interface LoggerOptions {
   write: (line: string) => void;
   /** Clock of the `time` field. Default: the system clock. */
   now?: () => Date;
+  /** The `hlc` field's clock (as setClock takes it). Default: none, and records carry no `hlc`. */
+  hlc?: () => string;
 }
 
 /** Checks a level name from a user (`--log-level`). */
@@ -69,12 +74,21 @@ export class Logger {
 
   /** A root logger writing to `opts.write`. */
   static create(opts: LoggerOptions): Logger {
-    return new Logger({ min: rank[opts.level ?? 'info'], format: opts.format ?? 'json', write: opts.write, now: opts.now ?? (() => new Date()) }, {});
+    return new Logger({ min: rank[opts.level ?? 'info'], format: opts.format ?? 'json', write: opts.write, now: opts.now ?? (() => new Date()), hlc: opts.hlc ?? null }, {});
   }
 
   /** A logger that writes nothing (the default of components given none). */
   static silent(): Logger {
-    return new Logger({ min: silentRank, format: 'json', write: () => {}, now: () => new Date() }, {});
+    return new Logger({ min: silentRank, format: 'json', write: () => {}, now: () => new Date(), hlc: null }, {});
+  }
+
+  /**
+   * From now on every record written through this logger's root, and so through all its
+   * children, carries `hlc`: a new value of `hlc()` (the node's hybrid logical clock, formatted
+   * as formatHlc does), read as the record is written. A node sets it once its clock is open.
+   */
+  setClock(hlc: (() => string) | null): void {
+    this.#out.hlc = hlc;
   }
 
   /** A logger whose records carry `fields` too (later fields win over earlier ones of the same name). */
@@ -106,6 +120,7 @@ export class Logger {
   #write(level: LogLevel, msg: string, fields: LogFields | undefined): void {
     const out = this.#out;
     const record: LogFields = { time: out.now().toISOString(), level, component: this.#bound.component ?? 'tessera', msg };
+    if (out.hlc !== null) record.hlc = out.hlc();
     for (const [k, v] of Object.entries(this.#bound)) if (k !== 'component') record[k] = plain(v);
     if (fields !== undefined) for (const [k, v] of Object.entries(fields)) if (v !== undefined) record[k] = plain(v);
     out.write(out.format === 'json' ? jsonLine(record) : textLine(record));
@@ -127,7 +142,7 @@ function jsonLine(record: LogFields): string {
     return JSON.stringify(record) + '\n';
   } catch {
     // A field that does not serialise (a cycle) must not lose the record.
-    return JSON.stringify({ time: record.time, level: record.level, component: record.component, msg: record.msg, logError: 'fields not serialisable' }) + '\n';
+    return JSON.stringify({ time: record.time, level: record.level, component: record.component, msg: record.msg, hlc: record.hlc, logError: 'fields not serialisable' }) + '\n';
   }
 }
 

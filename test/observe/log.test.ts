@@ -68,3 +68,39 @@ test('level and format names from a user are checked', () => {
   assert.throws(() => parseLogLevel('verbose'), (err: unknown) => err instanceof ObserveError && /expected one of debug, info, warn, error/.test(err.message));
   assert.throws(() => parseLogFormat('yaml'), (err: unknown) => err instanceof ObserveError && err.code === ObserveErrorCode.INVALID);
 });
+
+test('once the logger has a clock, every record of its root and children carries a new hlc value', () => {
+  const { log, lines } = capture('debug', 'json');
+  const nbd = log.child({ component: 'nbd' });
+  nbd.info('before the clock');
+  let n = 117047296000000005n;
+  let reads = 0;
+  log.setClock(() => {
+    reads++;
+    return String(n++);
+  });
+  nbd.debug('one', { conn: 1 });
+  log.warn('two');
+  nbd.child({ conn: 2 }).error('three');
+  const records = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+  assert.equal(records[0].hlc, undefined, 'no clock, no hlc');
+  assert.deepEqual(records.slice(1).map((r) => r.hlc), ['117047296000000005', '117047296000000006', '117047296000000007']);
+  // After the four fixed keys, before the record's own fields.
+  assert.deepEqual(Object.keys(records[1]), ['time', 'level', 'component', 'msg', 'hlc', 'conn']);
+  // A record below the level reads no clock value.
+  const quiet = capture('warn');
+  let quietReads = 0;
+  quiet.log.setClock(() => String(++quietReads));
+  quiet.log.info('dropped');
+  assert.equal(quietReads, 0);
+  assert.equal(reads, 3);
+  // The text format shows it as a field.
+  const text = capture('info', 'text');
+  text.log.setClock(() => '117047296000000005');
+  text.log.child({ component: 'cluster' }).info('joined', { node: 'n1' });
+  assert.equal(text.lines[0], '2030-01-02T03:04:05.678Z INFO  cluster: joined hlc=117047296000000005 node=n1\n');
+  // And a clock can be given at creation.
+  const made: string[] = [];
+  Logger.create({ write: (l) => made.push(l), now: fixedNow, hlc: () => '9' }).info('x');
+  assert.equal(JSON.parse(made[0]).hlc, '9');
+});

@@ -412,13 +412,18 @@ export const openApiDocument = {
         },
       }),
       SnapshotInfo: wireObject<SnapshotInfo>()({
-        required: ['name', 'disk', 'sizeBytes', 'seq', 'createdMs'],
+        required: ['name', 'disk', 'sizeBytes', 'seq', 'createdMs', 'hlc'],
         properties: {
           name: { type: 'string' },
           disk: { type: 'string' },
           sizeBytes: { type: 'integer', description: 'Size of the disk when the snapshot was taken' },
           seq: { type: 'integer', description: 'Write log sequence number the snapshot stands at' },
           createdMs: { type: 'integer' },
+          hlc: {
+            type: ['string', 'null'],
+            pattern: '^(0|[1-9][0-9]{0,19})$',
+            description: "The hybrid logical clock's value when it was taken, a decimal 64-bit integer (in a cluster the head's, the same on every replica); null for a snapshot taken before stamps existed",
+          },
         },
       }),
       StoreStats: wireObject<StoreStats>()({
@@ -479,7 +484,7 @@ export const openApiDocument = {
       }),
       ClusterStatus: wireObject<ClusterStatus>()({ required: ['nodes'], properties: { nodes: { type: 'array', items: ref('ClusterNode') } } }),
       NodeInfo: wireObject<NodeInfo>()({
-        required: ['version', 'dataDir', 'nbd', 'api', 'pid', 'uptimeMs', 'disks', 'readOnly', 'stats', 'space', 'drive', 'scrub'],
+        required: ['version', 'dataDir', 'nbd', 'api', 'pid', 'uptimeMs', 'disks', 'readOnly', 'stats', 'space', 'drive', 'scrub', 'hlc'],
         properties: {
           version: { type: 'string' },
           dataDir: { type: ['string', 'null'] },
@@ -513,6 +518,11 @@ export const openApiDocument = {
             },
           }),
           scrub: ref('ScrubStatus'),
+          hlc: {
+            type: ['string', 'null'],
+            pattern: '^(0|[1-9][0-9]{0,19})$',
+            description: "A new value of the node's hybrid logical clock, a decimal 64-bit integer, above every value it stamped before (snapshots, log records); null for a node that keeps none (read-only)",
+          },
         },
       }),
       CreateDiskRequest: wireObject<CreateDiskRequest>()({

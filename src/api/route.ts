@@ -23,6 +23,8 @@ export interface NodeFacts {
   dataDir: string | null;
   /** Where the NBD server listens. */
   nbd: NbdEndpoints | null;
+  /** A new value of the node's hybrid logical clock, formatted; null for a node without one. */
+  hlc?: string | null;
 }
 
 /** What a handler sees of the server it runs in. */

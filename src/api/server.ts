@@ -126,6 +126,7 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
         space: spaceWire(store.space()),
         drive: driveHealthWire(store.health()),
         scrub: services.scrubs?.status() ?? null,
+        hlc: facts.hlc ?? null,
       };
     };
     ctx = {

@@ -22,7 +22,7 @@ export function diskWire(d: EngineDisk): DiskInfo {
 
 /** A snapshot on the wire. */
 export function snapshotWire(s: EngineSnapshot): SnapshotInfo {
-  return { name: s.name, disk: s.disk, sizeBytes: s.sizeBytes, seq: s.seq, createdMs: s.createdMs };
+  return { name: s.name, disk: s.disk, sizeBytes: s.sizeBytes, seq: s.seq, createdMs: s.createdMs, hlc: s.hlc };
 }
 
 /** The store's space figures on the wire. */

@@ -270,8 +270,8 @@ export const commands: Command[] = [
     async run({ args: [disk], values, io, client }) {
       const snaps = await client().listSnapshots(disk);
       if (values.json) return printJson(io, snaps);
-      const rows = snaps.map((s) => [s.name, formatSize(s.sizeBytes), formatTime(s.createdMs), `${s.disk}@${s.name}`]);
-      io.stdout(formatTable({ headers: ['NAME', 'SIZE', 'CREATED', 'NBD EXPORT'], rows, align: ['left', 'right'] }));
+      const rows = snaps.map((s) => [s.name, formatSize(s.sizeBytes), formatTime(s.createdMs), s.hlc ?? '-', `${s.disk}@${s.name}`]);
+      io.stdout(formatTable({ headers: ['NAME', 'SIZE', 'CREATED', 'HLC', 'NBD EXPORT'], rows, align: ['left', 'right'] }));
     },
   },
   {
@@ -326,6 +326,7 @@ export const commands: Command[] = [
         ['Thresholds', `nearfull ${percent(n.space.nearfullRatio)}, full ${percent(n.space.fullRatio)} (client writes refused)`],
         ['Drive', n.drive.state === 'ok' ? 'ok' : `FAILING since ${new Date(n.drive.sinceMs ?? 0).toISOString()}: writes refused until the node is restarted; ${n.drive.error ?? ''}`],
         ['Scrub', scrubLine(n.scrub)],
+        ['Clock (HLC)', n.hlc ?? '-'],
       ]));
       const warning = spaceWarning(n.space);
       if (warning !== null) io.stderr(`warning: ${warning}\n`);

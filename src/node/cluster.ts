@@ -3,9 +3,10 @@
  * (`DIR/cluster.json`), the cluster secret it may be given, the peer listener and the
  * coordinator it joins with. Loaded only by a node started with `--etcd`.
  */
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { checkNodeId, ClusterError, ClusterErrorCode, Coordinator, etcdPrefixDefault, fileBoundStore, formatHlc, Hlc, normalizePrefix, PeerProtocolVersion, Replication, secretBytes } from '../cluster/index.ts';
+import { checkNodeId, ClusterError, ClusterErrorCode, Coordinator, etcdPrefixDefault, formatHlc, normalizePrefix, PeerProtocolVersion, Replication, secretBytes } from '../cluster/index.ts';
+import type { Hlc } from '../cluster/index.ts';
 import type { Store } from '../engine/index.ts';
 import type { NodeView } from '../cluster/index.ts';
 import type { Logger } from '../observe/index.ts';
@@ -84,8 +85,11 @@ async function readSecret(path: string): Promise<Buffer> {
 /** A node's membership in the cluster, once connected. */
 export interface ClusterMode {
   readonly coordinator: Coordinator;
-  /** Joins with the node's endpoints (the listeners are up), then takes part in the replicated disks. */
-  join(j: { host: string; apiPort: number; nbdPort: number; version: string; store: Store; usage: () => { capacityBytes: number; usedBytes: number; load: number } }): Promise<Replication>;
+  /**
+   * Joins with the node's endpoints (the listeners are up), then takes part in the replicated
+   * disks; `hlc` is the node's clock, which stamps its peer messages and live record.
+   */
+  join(j: { host: string; apiPort: number; nbdPort: number; version: string; store: Store; hlc: Hlc; usage: () => { capacityBytes: number; usedBytes: number; load: number } }): Promise<Replication>;
   /** The nodes for GET /cluster. */
   nodes(): NodeView[];
   /** Leaves the cluster (the node shows down at once) and closes the peer listener. */
@@ -126,9 +130,7 @@ export async function connectCluster(opts: ClusterModeOptions & { dataDir: strin
     async join(j) {
       const host = opts.advertise ?? j.host;
       const protocolMax = protocolMaxFromEnv();
-      // The hybrid logical clock, persisted in the data directory: never backwards across restarts.
-      await mkdir(join(opts.dataDir, 'cluster'), { recursive: true });
-      const hlc = Hlc.open({ store: fileBoundStore(join(opts.dataDir, 'cluster', 'hlc')) });
+      const { hlc } = j;
       const r = new Replication({ coord: coordinator, store: j.store, host: j.host, port: opts.peerPort ?? 0, log: opts.log.child({ component: 'cluster' }), protocolMax, hlc, rebuildDelayMs: opts.rebuildDelayMs, rebuildBytesPerSecond: opts.rebuildBytesPerSecond, syncIntervalMs: opts.syncIntervalMs });
       replication = r;
       const peerPort = await r.listen(j.host, opts.peerPort ?? 0);

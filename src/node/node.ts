@@ -1,4 +1,4 @@
-import { mkdtemp, rm, unlink } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createApiServer } from '../api/index.ts';
@@ -17,6 +17,7 @@ import { acquireLock } from './lock.ts';
 import type { DirLock } from './lock.ts';
 import { checkDataDir, dataDirError } from './data-dir.ts';
 import { clusterExports, storeExports } from './provider.ts';
+import { fileBoundStore, formatHlc, Hlc } from '../cluster/index.ts';
 import type { Replication } from '../cluster/index.ts';
 import { tesseraVersion } from '../util/version.ts';
 import type { ClusterMode, ClusterModeOptions } from './cluster.ts';
@@ -119,6 +120,13 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     await checkDataDir(dataDir, { readOnly });
     const lock = await takeLock(join(dataDir, LOCK_FILE), { readOnly, log });
     undo.push(() => lock.release());
+    // The node's clock from here on: it stamps log records and snapshots (and in a cluster peer
+    // messages). Read-only, nothing is written to the data directory, so there is none.
+    const clock = readOnly ? null : await openClock(dataDir);
+    if (clock !== null) {
+      root.setClock(() => formatHlc(clock.now()));
+      undo.push(() => closeClock(root, clock));
+    }
 
     // The API listens first: its probes answer while the store recovers, its routes once all is up.
     const api = createApiServer({
@@ -147,6 +155,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
         space: opts.space,
         readOnly,
         files: opts.files,
+        ...(clock !== null ? { hlc: () => clock.now() } : {}),
         // Said once, when it starts: the store refuses writes from then on (docs/engine.md, "A failing drive").
         onDriveFailing: (h) => log.error(`the drive under the store is failing: writes, flushes and disk and snapshot changes are refused until the node is restarted; reads go on. ${h.error}`, { dataDir }),
       });
@@ -229,6 +238,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       const c = cluster;
       replication = await c.join({
         store,
+        hlc: clock!,
         host: opts.host,
         apiPort: apiAddress.port,
         nbdPort: nbdAddress.port,
@@ -253,6 +263,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
         version: VERSION,
         dataDir,
         nbd: { tcp: nbdAddress, socket: socketPath, connections: nbd.connections },
+        hlc: clock === null ? null : formatHlc(clock.now()),
       }),
     });
     notReady = null;
@@ -278,6 +289,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
           await removeBackupCache();
           await scrubs.close();
           await store.close();
+          if (clock !== null) await closeClock(root, clock);
           await lock.release();
           log.info('stopped');
         })();
@@ -288,6 +300,25 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     await rollback();
     throw err;
   }
+}
+
+/**
+ * The node's hybrid logical clock (docs/cluster.md, "Time"), its bound in `DIR/cluster/hlc`:
+ * where cluster nodes kept it first; a single node keeps it there too, and so keeps its clock
+ * should it join a cluster later.
+ */
+async function openClock(dataDir: string): Promise<Hlc> {
+  await mkdir(join(dataDir, 'cluster'), { recursive: true });
+  return Hlc.open({ store: fileBoundStore(join(dataDir, 'cluster', 'hlc')) });
+}
+
+/**
+ * Done with the clock before the data directory is let go: log records stop carrying it, and no
+ * write of its bound is in flight (none may land once another node could hold the directory).
+ */
+async function closeClock(root: Logger, clock: Hlc): Promise<void> {
+  root.setClock(null);
+  await clock.idle();
 }
 
 /** How often the node reads the space figures to log a change of state. */

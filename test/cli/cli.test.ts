@@ -358,10 +358,13 @@ describe('cli against a running node', () => {
     await ok(['snap', 'create', 'db', 's1']);
     await ok(['snap', 'create', 'db', 's2']);
     const table = (await ok(['snap', 'list', 'db'])).split('\n');
-    assert.match(table[0], /^NAME\s+SIZE\s+CREATED\s+NBD EXPORT$/);
-    assert.match(table[1], /^s1\s+64\.0 MiB\s+\S+\s+db@s1$/);
-    assert.match(table[2], /^s2\s+64\.0 MiB\s+\S+\s+db@s2$/);
-    assert.deepEqual(JSON.parse(await ok(['snap', 'list', 'db', '--json'])).map((s: any) => s.name), ['s1', 's2']);
+    assert.match(table[0], /^NAME\s+SIZE\s+CREATED\s+HLC\s+NBD EXPORT$/);
+    assert.match(table[1], /^s1\s+64\.0 MiB\s+\S+\s+\d{18,20}\s+db@s1$/);
+    assert.match(table[2], /^s2\s+64\.0 MiB\s+\S+\s+\d{18,20}\s+db@s2$/);
+    const listed = JSON.parse(await ok(['snap', 'list', 'db', '--json']));
+    assert.deepEqual(listed.map((s: any) => s.name), ['s1', 's2']);
+    // Stamped by the node's clock, the later snapshot above the earlier.
+    assert.ok(BigInt(listed[1].hlc) > BigInt(listed[0].hlc), `${listed[1].hlc} > ${listed[0].hlc}`);
 
     await ok(['disk', 'resize', 'db', '--size', '128M']);
     assert.equal(await ok(['snap', 'revert', 'db', 's1']), 'Reverted disk db to snapshot s1\n');
@@ -384,6 +387,10 @@ describe('cli against a running node', () => {
     assert.match(text, new RegExp(`^Version:\\s+${packageVersion.replaceAll('.', '\\.')}$`, 'm'));
     assert.deepEqual(info.drive, { state: 'ok', error: null, sinceMs: null });
     assert.match(text, /^Drive:\s+ok$/m);
+    // The node's clock, a new value each time asked: the text's was read after the JSON's.
+    const clock = /^Clock \(HLC\):\s+(\d+)$/m.exec(text);
+    assert.ok(clock !== null, text);
+    assert.ok(BigInt(clock[1]!) > BigInt(info.hlc), `${clock[1]} > ${info.hlc}`);
     assert.match(await ok(['compact']), /^Compacted: \d+ segments? removed, .+ reclaimed, .+ rewritten\n$/);
   });
 

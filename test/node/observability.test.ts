@@ -147,14 +147,19 @@ describe('a node with JSON logs', () => {
     assert.equal(grew('tessera_backup_deduped_bytes_total', s1, s2), allocated, 'every chunk was in the repository');
   });
 
-  test('every log line is a JSON object with time, level, component and msg', async () => {
+  test('every log line is a JSON object with time, level, component, msg and hlc, the clock rising line by line', async () => {
     const records = await logRecords(node);
     assert.ok(records.length >= 3, `${records.length} records`);
+    let last = -1n;
     for (const r of records) {
       assert.ok(!Number.isNaN(Date.parse(String(r.time))), JSON.stringify(r));
       assert.ok(['debug', 'info', 'warn', 'error'].includes(String(r.level)), JSON.stringify(r));
       assert.equal(typeof r.component, 'string');
       assert.equal(typeof r.msg, 'string');
+      // The node's clock opens as its data directory is locked, before its first record.
+      assert.match(String(r.hlc), /^[1-9][0-9]{17,19}$/, JSON.stringify(r));
+      assert.ok(BigInt(String(r.hlc)) > last, `hlc rises: ${JSON.stringify(r)} after ${last}`);
+      last = BigInt(String(r.hlc));
     }
     assert.ok(records.some((r) => r.component === 'node' && String(r.msg).startsWith('serving ')));
   });

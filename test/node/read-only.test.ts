@@ -93,9 +93,10 @@ test('serve --read-only on a read-only file system: real clients read every disk
   await node.start();
   try {
     assert.equal(node.readOnly, true, 'the ready line says read-only');
-    const info = (await (await fetch(`${node.api}/api/v1/node`)).json()) as { readOnly: boolean; disks: number };
+    const info = (await (await fetch(`${node.api}/api/v1/node`)).json()) as { readOnly: boolean; disks: number; hlc: string | null };
     assert.equal(info.readOnly, true);
     assert.equal(info.disks, 2);
+    assert.equal(info.hlc, null, 'a read-only node keeps no clock: it would have to write its bound');
     assert.match(await node.cliOk(['node', 'info']), new RegExp(`Data dir: +${dataDir} \\(read-only\\)`));
     assert.match(node.logTail(), /store open read-only/);
 

@@ -112,6 +112,12 @@ export interface SnapshotInfo {
   seq: number;
   /** Creation time, ms since the epoch. */
   createdMs: number;
+  /**
+   * The hybrid logical clock's value when it was taken, as its decimal integer (docs/cluster.md,
+   * "Time"); in a cluster the head's, the same on every replica. Null for a snapshot taken
+   * without one (before stamps existed).
+   */
+  hlc: string | null;
 }
 
 /** Space figures of a node's store. */
@@ -291,6 +297,12 @@ export interface NodeInfo {
   drive: DriveHealth;
   /** The node's scrubs; null where no node runs them (an API server on its own). */
   scrub: ScrubStatus | null;
+  /**
+   * A new value of the node's hybrid logical clock, as its decimal integer (docs/cluster.md,
+   * "Time"): above every value the node stamped before this answer (snapshots, log records).
+   * Null where the node keeps no clock (read-only, or an API server on its own).
+   */
+  hlc: string | null;
 }
 
 /** One node of the cluster, as GET /cluster lists it (docs/cluster.md, "Contract"). */

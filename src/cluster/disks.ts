@@ -275,6 +275,7 @@ export class ReplicatedDisks {
       node: this.#o.nodeId,
       store: local,
       transport: this.#transport(),
+      clock: this.#o.hlc,
       onTrouble: (t) => {
         if (t.kind === 'stale') this.reconcile(r.name);
         else if (t.kind === 'failed') this.#o.log.warn(`disk ${r.name}: ${t.successor} could not apply an op: ${t.error.message}`, { disk: r.name });

@@ -37,7 +37,8 @@ export class EngineReplicaStore implements ReplicaStore {
       case 'flush':
         return v.flush();
       case 'snapshot':
-        await this.#store.createSnapshot(this.#disk, op.name);
+        // The head's stamp, the same on every replica; none if it gave none (never this node's own).
+        await this.#store.createSnapshot(this.#disk, op.name, { hlc: op.stamp ?? null });
         return;
       case 'snapshot-delete':
         // Idempotent on a replica: one that joined later never had the head's older sync snapshots.

@@ -22,7 +22,11 @@ export type ChainOp =
   | { kind: 'zero'; offset: number; length: number; fua: boolean; mayTrim: boolean }
   | { kind: 'trim'; offset: number; length: number; fua: boolean }
   | { kind: 'flush' }
-  | { kind: 'snapshot'; name: string }
+  /**
+   * `stamp`: the head's hybrid logical clock as the op entered the chain (docs/cluster.md,
+   * "Time"), which every replica records as the snapshot's; absent from a head without a clock.
+   */
+  | { kind: 'snapshot'; name: string; stamp?: bigint }
   | { kind: 'snapshot-delete'; name: string }
   | { kind: 'revert'; snapshot: string }
   | { kind: 'resize'; sizeBytes: number };

@@ -131,6 +131,7 @@ export class ChainReplica {
   readonly #limits: ReplicaLimits;
   readonly #onTrouble: (t: LinkTrouble) => void;
   readonly #timers: ReplicaTimers;
+  readonly #clock: (() => bigint) | null;
   readonly #queue = new OrderQueue();
   /** Ops not yet done here, in stream order (a Map keeps insertion order). */
   readonly #ops = new Map<string, Pending>();
@@ -162,8 +163,13 @@ export class ChainReplica {
   #inFlightBytes = 0;
   readonly #waiting: Array<{ bytes: number; go: () => void }> = [];
 
-  constructor(opts: { disk: string; node: string; store: ReplicaStore; transport: ChainTransport; limits?: Partial<ReplicaLimits>; onTrouble?: (t: LinkTrouble) => void; timers?: ReplicaTimers }) {
+  /**
+   * `clock`: the node's hybrid logical clock; as head, it stamps each snapshot as the snapshot
+   * enters the chain (docs/cluster.md, "Time"). Without one, snapshots go down unstamped.
+   */
+  constructor(opts: { disk: string; node: string; store: ReplicaStore; transport: ChainTransport; limits?: Partial<ReplicaLimits>; onTrouble?: (t: LinkTrouble) => void; timers?: ReplicaTimers; clock?: () => bigint }) {
     this.#timers = opts.timers ?? realTimers;
+    this.#clock = opts.clock ?? null;
     this.disk = opts.disk;
     this.node = opts.node;
     this.#store = opts.store;
@@ -270,9 +276,10 @@ export class ChainReplica {
   }
 
   /**
-   * A client's op at the head: given the next id, forwarded and applied; resolves once every
-   * replica of the chain has it. Waits while the head's in-flight limits are reached. `release`
-   * is called once nothing here uses a write's data (Release), at once if the op is refused.
+   * A client's op at the head: given the next id (a snapshot also its stamp, in the same turn, so
+   * stamps rise with ids), forwarded and applied; resolves once every replica of the chain has it.
+   * Waits while the head's in-flight limits are reached. `release` is called once nothing here
+   * uses a write's data (Release), at once if the op is refused.
    */
   async submit(op: ChainOp, opts: { internal?: boolean; release?: Release } = {}): Promise<void> {
     let release = opts.release ?? null;
@@ -301,7 +308,7 @@ export class ChainReplica {
       this.#assertHead();
       const id: OpId = [this.#epoch, this.#nextN++];
       this.#submitted++;
-      await this.#take(id, op, takeRelease());
+      await this.#take(id, op.kind === 'snapshot' && this.#clock !== null ? { ...op, stamp: this.#clock() } : op, takeRelease());
     } finally {
       this.#release(bytes);
     }

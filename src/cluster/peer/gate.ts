@@ -49,7 +49,7 @@ const OP_FIELDS: Record<(typeof OP_KINDS)[number], Fields> = {
   zero: { ...RANGE, fua: 'bool', mayTrim: 'bool' },
   trim: { ...RANGE, fua: 'bool' },
   flush: {},
-  snapshot: { name: 'string' },
+  snapshot: { name: 'string', stamp: 'bigint?' },
   'snapshot-delete': { name: 'string' },
   revert: { snapshot: 'string' },
   resize: { sizeBytes: 'uint' },

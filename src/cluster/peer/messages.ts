@@ -95,7 +95,12 @@ export type OpKind =
   | { kind: 'zero'; offset: number; length: number; fua: boolean; mayTrim: boolean }
   | { kind: 'trim'; offset: number; length: number; fua: boolean }
   | { kind: 'flush' }
-  | { kind: 'snapshot'; name: string }
+  /**
+   * `stamp`: the head's HLC as the snapshot entered the chain, passed down unchanged (unlike
+   * `hlc`, each sender's own); every replica records it. Optional: a head that does not stamp
+   * (an older one) sends none, and a node that does not know the field passes it on with the op.
+   */
+  | { kind: 'snapshot'; name: string; stamp?: bigint }
   | { kind: 'snapshot-delete'; name: string }
   | { kind: 'revert'; snapshot: string }
   | { kind: 'resize'; sizeBytes: number };

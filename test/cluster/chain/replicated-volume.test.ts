@@ -2,7 +2,9 @@
  * The Volume conformance suite (test/engine/volume-conformance.ts) against a replicated disk's
  * volume at its head: three real stores, one ChainReplica each, a transport that hands ops from
  * one replica to the next in process (on a later turn, as a network would). After each test
- * the three copies must hold the same bytes.
+ * the three copies must hold the same bytes, and the same snapshots with the same stamps: each
+ * node has a clock of its own (its store's and its replica's), and every replica records the
+ * value the head's took.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -40,13 +42,16 @@ volumeConformance('ReplicatedVolume (3 replicas)', {
     const transport: ChainTransport = {
       forward: (node, msg) => new Promise((resolve, reject) => setImmediate(() => replicas.get(node)!.receive(msg).then(resolve, reject))),
     };
-    for (const node of NODES) {
-      const store = await Store.open({ dir: join(base, node), segmentBytesMax: 128 * KiB, maintenanceIntervalMs: 0, applyDelayMs: 1 });
+    for (const [i, node] of NODES.entries()) {
+      // Clocks far apart: a stamp tells whose clock took it.
+      let ticks = BigInt(i + 1) << 40n;
+      const clock = (): bigint => ticks++;
+      const store = await Store.open({ dir: join(base, node), segmentBytesMax: 128 * KiB, maintenanceIntervalMs: 0, applyDelayMs: 1, hlc: clock });
       await store.createDisk('d', sizeBytes);
       stores.set(node, store);
       const local = new EngineReplicaStore(store, 'd');
       locals.push(local);
-      replicas.set(node, new ChainReplica({ disk: 'd', node, store: local, transport }));
+      replicas.set(node, new ChainReplica({ disk: 'd', node, store: local, transport, clock }));
     }
     for (const node of [...NODES].reverse()) replicas.get(node)!.configure({ epoch: 1, chain: NODES });
     const head = replicas.get('n1')!;
@@ -62,7 +67,9 @@ volumeConformance('ReplicatedVolume (3 replicas)', {
       async dispose() {
         await Promise.all([...replicas.values()].map((r) => r.idle()));
         const digests = await Promise.all(NODES.map((n) => digest(stores.get(n)!, 'd')));
-        const snaps = NODES.map((n) => stores.get(n)!.listSnapshots('d').map((s) => s.name).join(','));
+        const snaps = NODES.map((n) => stores.get(n)!.listSnapshots('d').map((s) => `${s.name}:${s.hlc}`).join(','));
+        const stamps = stores.get('n1')!.listSnapshots('d').map((s) => BigInt(s.hlc!));
+        assert.ok(stamps.every((h, i) => h >> 40n === 1n && (i === 0 || h > stamps[i - 1]!)), `every snapshot stamped by the head's clock, rising: ${snaps[0]}`);
         for (const r of replicas.values()) r.close();
         for (const l of locals) l.close();
         for (const s of stores.values()) await s.close();

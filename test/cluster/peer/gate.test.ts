@@ -33,6 +33,8 @@ test('gate lets well-formed requests through', () => {
   assert.equal(verdict(MessageType.OP, { ...scoped, id: [7, 2], prev: null, restart: true, kind: 'zero', offset: 0, length: SIZE, fua: true, mayTrim: true }), null);
   assert.equal(verdict(MessageType.OP, { ...scoped, id: [7, 3], prev: null, restart: true, kind: 'flush' }), null);
   assert.equal(verdict(MessageType.OP, { ...scoped, id: [7, 4], prev: null, restart: true, kind: 'snapshot', name: 's1' }), null);
+  // The head's stamp: optional, and at every version (a node that does not know it passes it on).
+  for (const version of [1, 2]) assert.equal(verdict(MessageType.OP, { ...scoped, id: [7, 4], prev: null, restart: true, kind: 'snapshot', name: 's1', stamp: 117047296000000005n }, undefined, version), null);
   assert.equal(verdict(MessageType.OP, { ...scoped, id: [7, 5], prev: null, restart: true, kind: 'snapshot-delete', name: 's1' }), null);
   assert.equal(verdict(MessageType.OP, { ...scoped, id: [7, 6], prev: null, restart: true, kind: 'revert', snapshot: 's1' }), null);
   assert.equal(verdict(MessageType.OP, { ...scoped, id: [7, 7], prev: null, restart: true, kind: 'resize', sizeBytes: 2 * SIZE }), null);
@@ -74,6 +76,8 @@ test('gate: required fields present and well typed', () => {
   refused(verdict(MessageType.CONFIGURE, { ...scoped, chain: [], sizeBytes: 1 }), ClusterErrorCode.PROTOCOL, 'CONFIGURE field chain must be a non-empty list of non-empty strings, is a list');
   refused(verdict(MessageType.EXTENTS, { ...scoped, snapshot: 's1', offset: 0, length: 1 }), ClusterErrorCode.PROTOCOL, 'EXTENTS field since must be null or a non-empty string, is absent');
   refused(verdict(MessageType.PING, { hlc: 'soon' }), ClusterErrorCode.PROTOCOL, 'PING field hlc must be absent or a 64-bit unsigned integer, is "soon"');
+  refused(verdict(MessageType.OP, { ...scoped, id: [7, 1], prev: null, restart: true, kind: 'snapshot', name: 's1', stamp: 5 }), ClusterErrorCode.PROTOCOL, 'OP SNAPSHOT field stamp must be absent or a 64-bit unsigned integer, is number 5');
+  refused(verdict(MessageType.OP, { ...scoped, id: [7, 1], prev: null, restart: true, kind: 'snapshot', name: 's1', stamp: -5n }), ClusterErrorCode.PROTOCOL, 'OP SNAPSHOT field stamp must be absent or a 64-bit unsigned integer, is -5');
 });
 
 test('gate: data only where a write carries it, reads within a frame', () => {

@@ -289,9 +289,10 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
           await removeBackupCache();
           await scrubs.close();
           await store.close();
+          // The last record stamped, then the clock let go while the directory is still ours.
+          log.info('stopped');
           if (clock !== null) await closeClock(root, clock);
           await lock.release();
-          log.info('stopped');
         })();
         return closing;
       },

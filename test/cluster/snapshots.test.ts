@@ -3,13 +3,15 @@
  * (docs/cluster.md, "Replication: the chain"): asked through any node, done at the head, and
  * the same on every replica: each node's own copy of a snapshot (`vm1@s1` is served from the
  * node's own store) and its changes since it agree, a clone is made on every replica from its own
- * snapshot, and the copies on disk end identical.
+ * snapshot, and the copies on disk end identical. Every snapshot carries one stamp of the head's
+ * hybrid logical clock, the same in every replica's store (docs/cluster.md, "Time"), and every
+ * node's log records carry its clock.
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import type { ClusterStatus, DiskInfo } from '../../src/api/client/index.ts';
-import { cleanup, makeTempDir, MiB, nbdcopy, nbdinfoMap, qemuIo, run, startEtcd, TesseraNode, tesseraBin, until, writeSeededFile, storeDigests, fileDigest } from '../helpers/index.ts';
+import type { ClusterStatus, DiskInfo, NodeInfo, SnapshotInfo } from '../../src/api/client/index.ts';
+import { cleanup, makeTempDir, MiB, nbdcopy, nbdinfoMap, qemuIo, run, startEtcd, TesseraNode, tesseraBin, until, writeSeededFile, storeDigests, storedStamps, fileDigest } from '../helpers/index.ts';
 import { cliEnv, openTestRepo } from '../backup/harness.ts';
 import type { EtcdServer } from '../helpers/index.ts';
 
@@ -19,9 +21,12 @@ before(async () => {
 });
 after(cleanup);
 
+/** A new value of a node's clock (GET /node). */
+async function clockOf(node: TesseraNode): Promise<bigint> {
+  return BigInt((await node.cliJson<NodeInfo>(['node', 'info'])).hlc!);
+}
 
-
-test('snapshots, changes since, clone, revert, trim and write-zeroes of a replicated disk agree on every replica', async () => {
+test('snapshots and their clock stamps, changes since, clone, revert, trim and write-zeroes of a replicated disk agree on every replica', async () => {
   const nodes = ['n1', 'n2', 'n3'].map((id) => new TesseraNode({ args: ['--etcd', etcd.url, '--node-id', id, '--lease-ttl', '3', '--etcd-prefix', '/snapshots/'] }));
   for (const n of nodes) await n.start();
   await until(async () => (await nodes[0].cliJson<ClusterStatus>(['cluster', 'status'])).nodes.filter((n) => n.state === 'up').length === 3, 30_000, 'three nodes up', 200);
@@ -35,7 +40,14 @@ test('snapshots, changes since, clone, revert, trim and write-zeroes of a replic
   await writeSeededFile(a, 11, 'a', size);
   await nbdcopy(a, nodes[1].nbdUri('vm1'));
   // A snapshot asked of a node that is not the head; the cluster's own sync snapshots stay hidden.
-  await notHead.cliOk(['snap', 'create', 'vm1', 's1']);
+  // The head's clock stamps it: above a value the head's clock gave before, below one after.
+  const head = nodes[['n1', 'n2', 'n3'].indexOf(headId)];
+  const clockBefore = await clockOf(head);
+  const created = await notHead.cliJson<SnapshotInfo>(['snap', 'create', 'vm1', 's1']);
+  const clockAfter = await clockOf(head);
+  const s1 = BigInt(created.hlc!);
+  assert.ok(clockBefore < s1 && s1 < clockAfter, `the head's clock read ${clockBefore}, then s1 stamped ${s1}, then ${clockAfter}`);
+  for (const n of nodes) assert.deepEqual((await n.cliJson<SnapshotInfo[]>(['snap', 'list', 'vm1'])).map((s) => [s.name, s.hlc]), [['s1', created.hlc]], `snap list through ${n.api}`);
   const refused = await notHead.cli(['snap', 'create', 'vm1', 'tessera-mine']);
   assert.notEqual(refused.code, 0);
   assert.match(refused.stderr, /starting with "tessera-" are the cluster's own/);
@@ -81,6 +93,26 @@ test('snapshots, changes since, clone, revert, trim and write-zeroes of a replic
   for (const n of nodes) assert.ok((await n.cliJson<DiskInfo>(['disk', 'info', 'vm1'])).snapshots.includes(outcome.source.snapshot), `the backup's snapshot through ${n.api}`);
 
   for (const n of nodes) await n.stop();
+  // Every replica's own record of every snapshot has the one stamp the head gave it: s1, the
+  // backup's, the sync snapshots of both disks. (A sync snapshot deleted as the nodes stopped may
+  // be gone from some stores only.)
+  for (const disk of ['vm1', 'vm2']) {
+    const stamps = await Promise.all(nodes.map((n) => storedStamps(n.dataDir, disk)));
+    for (const name of new Set(stamps.flatMap((m) => [...m.keys()]))) {
+      const seen = stamps.map((m) => m.get(name));
+      const values = new Set(seen.filter((v) => v !== undefined));
+      assert.equal(values.size, 1, `${disk}@${name} has one stamp on every replica that holds it: ${seen.join(', ')}`);
+      assert.match(String([...values][0]), /^[1-9][0-9]{17,19}$/, `${disk}@${name} is stamped`);
+    }
+    if (disk === 'vm1') {
+      for (const [i, m] of stamps.entries()) {
+        assert.equal(m.get('s1'), created.hlc, `vm1@s1 on node ${i + 1}`);
+        assert.ok(m.get(outcome.source.snapshot) !== undefined, `the backup's snapshot on node ${i + 1}`);
+      }
+    }
+  }
+  // Each node's log: every record stamped with its clock, rising.
+  for (const n of nodes) await n.logClock(n.api);
   const all = await Promise.all(nodes.map((n) => storeDigests(n.dataDir, ['vm1', 'vm2'])));
   for (const [i, got] of all.entries()) {
     assert.equal(got[0], all[0][0], `vm1 on node ${i + 1}`);

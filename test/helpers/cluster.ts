@@ -1,6 +1,7 @@
 /**
  * What the cluster tests share (docs/cluster.md, "Tests on real nodes"): the digest of a
- * replica's copy read from its store on disk once its node stopped, and of a file.
+ * replica's copy read from its store on disk once its node stopped, and of a file; the stamps
+ * of its snapshots there.
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -21,6 +22,16 @@ export async function storeDigests(dataDir: string, disks: readonly string[]): P
       out.push(h.digest('hex'));
     }
     return out;
+  } finally {
+    await store.close();
+  }
+}
+
+/** `name → hlc` of a disk's snapshots in a stopped node's own store, sync snapshots included. */
+export async function storedStamps(dataDir: string, disk: string): Promise<Map<string, string | null>> {
+  const store = await Store.open({ dir: join(dataDir, 'store'), readOnly: true });
+  try {
+    return new Map(store.listSnapshots(disk).map((s) => [s.name, s.hlc]));
   } finally {
     await store.close();
   }

@@ -14,6 +14,6 @@ export { treeState } from './tree-state.ts';
 export { asNobody, nobody } from './users.ts';
 export { startEtcd } from './etcd.ts';
 export type { EtcdServer } from './etcd.ts';
-export { fileDigest, storeDigest, storeDigests } from './cluster.ts';
+export { fileDigest, storeDigest, storeDigests, storedStamps } from './cluster.ts';
 export { crashload, startCrashWriter } from './crash-writer.ts';
 export type { CrashWriter } from './crash-writer.ts';

@@ -2,12 +2,14 @@
  * A real Tessera node for tests: `bin/tessera serve` as a child process on a temp data dir with
  * ephemeral ports, driven through the real CLI.
  */
+import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { createWriteStream, readFileSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before } from 'node:test';
 import { cleanup, makeTempDir, run, spawnTracked, type RunOptions, type RunResult } from './process.ts';
+import { until } from './wait.ts';
 
 /** Absolute path of bin/tessera in this checkout. */
 export const tesseraBin = fileURLToPath(new URL('../../bin/tessera', import.meta.url));
@@ -79,6 +81,31 @@ export class TesseraNode {
   /** The last part of the node's log, for failure messages. */
   logTail(): string {
     return this.#logTail;
+  }
+
+  /**
+   * The node's JSON log records so far, across restarts, in order, once what its stderr brought
+   * is in the log file (lines that are no JSON record, such as an install's, are skipped).
+   */
+  async logRecords(): Promise<Array<Record<string, unknown>>> {
+    const tail = this.#logTail.slice(-500);
+    await until(() => readFileSync(this.logPath, 'utf8').endsWith(tail), 10_000, `${this.logPath} written out`, 20);
+    return readFileSync(this.logPath, 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+  }
+
+  /**
+   * Checks that every log record of the node carries `hlc` (docs/observability.md, "Logs"), each
+   * above the one before, and returns the first and last.
+   */
+  async logClock(what = this.dataDir): Promise<{ first: bigint; last: bigint }> {
+    const records = await this.logRecords();
+    assert.ok(records.length > 0, `${what}: no log records`);
+    const values = records.map((r) => {
+      assert.match(String(r.hlc), /^[1-9][0-9]{17,19}$/, `${what}: a record without hlc: ${JSON.stringify(r)}`);
+      return BigInt(String(r.hlc));
+    });
+    for (let i = 1; i < values.length; i++) assert.ok(values[i]! > values[i - 1]!, `${what}: record ${i} has hlc ${values[i]}, not above ${values[i - 1]}: ${JSON.stringify(records[i])}`);
+    return { first: values[0]!, last: values.at(-1)! };
   }
 
   /** Starts the node and resolves once it printed its ready line. */

@@ -104,6 +104,7 @@ test('snapshots and their clock stamps, changes since, clone, revert, trim and w
       assert.equal(values.size, 1, `${disk}@${name} has one stamp on every replica that holds it: ${seen.join(', ')}`);
       assert.match(String([...values][0]), /^[1-9][0-9]{17,19}$/, `${disk}@${name} is stamped`);
     }
+    assert.ok(stamps.some((m) => [...m.keys()].some((name) => name.startsWith('tessera-sync-'))), `${disk} has sync snapshots`);
     if (disk === 'vm1') {
       for (const [i, m] of stamps.entries()) {
         assert.equal(m.get('s1'), created.hlc, `vm1@s1 on node ${i + 1}`);

@@ -382,7 +382,7 @@ export class Store {
   async createSnapshots(disks: readonly string[], snap: string, opts: SnapshotOptions = {}): Promise<SnapshotInfo[]> {
     this.checkWritable();
     if (disks.length === 0) throw new EngineError(EngineErrorCode.INVALID, 'A snapshot needs at least one disk');
-    if (opts.hlc != null && !(opts.hlc >= 0n && opts.hlc <= hlcMax)) throw new EngineError(EngineErrorCode.INVALID, `Invalid snapshot clock value ${opts.hlc}: an unsigned 64-bit integer`);
+    if (opts.hlc != null && !(opts.hlc >= 0n && opts.hlc <= hlcMax)) throw new EngineError(EngineErrorCode.INVALID, `Invalid snapshot clock value ${opts.hlc}: it must be an unsigned 64-bit integer`);
     const ds = disks.map((name) => this.history.disk(name));
     checkName('snapshot', snap);
     const seen = new Set<string>();

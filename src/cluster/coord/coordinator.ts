@@ -554,8 +554,24 @@ function parse<T>(e: CacheEntry): T | undefined {
   }
 }
 
+/** Disk records parsed once per cache entry (a head asks for its record at every write), frozen since shared. */
+const parsedDisks = new WeakMap<CacheEntry, VersionedDisk>();
+
 function versioned(e: CacheEntry): VersionedDisk {
-  return { record: JSON.parse(e.text) as DiskRecord, modRevision: e.modRevision };
+  let v = parsedDisks.get(e);
+  if (v === undefined) {
+    v = deepFreeze({ record: JSON.parse(e.text) as DiskRecord, modRevision: e.modRevision });
+    parsedDisks.set(e, v);
+  }
+  return v;
+}
+
+function deepFreeze<T>(v: T): T {
+  if (v !== null && typeof v === 'object' && !Object.isFrozen(v)) {
+    for (const x of Object.values(v)) deepFreeze(x);
+    Object.freeze(v);
+  }
+  return v;
 }
 
 /** Loads the cache, trying again until `ms` passed; then ETCD_UNAVAILABLE naming the URLs tried. */

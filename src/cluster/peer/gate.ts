@@ -75,6 +75,20 @@ const TYPE_FIELDS: Partial<Record<number, Fields>> = {
   [MessageType.READ_SNAP]: { ...DISK_SCOPED, snapshot: 'string', ...RANGE },
 };
 
+/** A message's label in rules and its fields, worked out once per type and kind (the gate runs per request). */
+interface Check {
+  label: string;
+  fields: Array<[name: string, kind: FieldKind]>;
+}
+
+function kindChecks(name: string, kinds: Record<string, Fields>, common: Fields): Map<string, Check> {
+  return new Map(Object.entries(kinds).map(([kind, fields]) => [kind, { label: `${name} ${kind.toUpperCase().replace('-', '_')}`, fields: Object.entries({ ...common, ...fields }) }]));
+}
+
+const OP_CHECKS = kindChecks('OP', OP_FIELDS, { ...DISK_SCOPED, id: 'opId', prev: 'opId|null', restart: 'bool' });
+const IO_CHECKS = kindChecks('IO', IO_FIELDS, DISK_SCOPED);
+const TYPE_CHECKS = new Map(Object.entries(TYPE_FIELDS).map(([type, fields]) => [Number(type), { label: typeName(Number(type)), fields: Object.entries(fields!) }]));
+
 function isUint(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }
@@ -127,11 +141,11 @@ function describe(v: unknown): string {
   return typeof v === 'object' ? 'a map' : `${typeof v} ${String(v)}`;
 }
 
-/** The first field of `meta` not as `fields` says, as a rule; null if all are. */
-function checkFields(label: string, meta: Record<string, unknown>, fields: Fields): PeerRejection | null {
-  for (const [name, kind] of Object.entries(fields)) {
+/** The first field of `meta` not as the check says, as a rule; null if all are. */
+function checkFields(check: Check, meta: Record<string, unknown>): PeerRejection | null {
+  for (const [name, kind] of check.fields) {
     if (!fits(kind, meta[name])) {
-      return { code: ClusterErrorCode.PROTOCOL, rule: `${label} field ${name} must be ${KIND_WORDS[kind]}, is ${describe(meta[name])}` };
+      return { code: ClusterErrorCode.PROTOCOL, rule: `${check.label} field ${name} must be ${KIND_WORDS[kind]}, is ${describe(meta[name])}` };
     }
   }
   return null;
@@ -166,20 +180,20 @@ export function validatePeerRequest(ctx: GateContext, header: FrameHeader, body:
     return { code: ClusterErrorCode.LIMIT, rule: `${name} fields of ${fieldsBytes} bytes exceed ${Size.META_BYTES_MAX}` };
   }
 
-  let label = name;
-  let fields: Fields;
+  let check: Check;
   if (type === MessageType.OP || type === MessageType.IO) {
-    const kinds: Record<string, Fields> = type === MessageType.OP ? OP_FIELDS : IO_FIELDS;
+    const checks = type === MessageType.OP ? OP_CHECKS : IO_CHECKS;
     const kind = meta.kind;
-    if (typeof kind !== 'string' || !Object.hasOwn(kinds, kind)) {
-      return { code: ClusterErrorCode.PROTOCOL, rule: `${name} kind ${describe(kind)} is not one of ${Object.keys(kinds).join(', ')}` };
+    const found = typeof kind === 'string' ? checks.get(kind) : undefined;
+    if (found === undefined) {
+      return { code: ClusterErrorCode.PROTOCOL, rule: `${name} kind ${describe(kind)} is not one of ${[...checks.keys()].join(', ')}` };
     }
-    label = `${name} ${kind.toUpperCase().replace('-', '_')}`;
-    fields = { ...DISK_SCOPED, ...(type === MessageType.OP ? { id: 'opId', prev: 'opId|null', restart: 'bool' } : {}), ...kinds[kind] };
+    check = found;
   } else {
-    fields = TYPE_FIELDS[type]!;
+    check = TYPE_CHECKS.get(type)!;
   }
-  const broken = checkFields(label, meta, fields);
+  const label = check.label;
+  const broken = checkFields(check, meta);
   if (broken !== null) return broken;
   if (type === MessageType.PING && meta.hlc !== undefined && ctx.version < Version.PING_HLC) {
     return { code: ClusterErrorCode.PROTOCOL, rule: `PING carries hlc, which protocol version ${ctx.version} does not have (since ${Version.PING_HLC})` };

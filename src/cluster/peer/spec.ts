@@ -116,8 +116,9 @@ export const Limit = {
   CONNECT_TIMEOUT_MS: 3_000,
 } as const;
 
+const TYPE_NAMES = new Map<number, string>(Object.entries(MessageType).map(([name, value]) => [value, name]));
+
 /** The name of a message type, `type N` for an unknown one: for rules and logs. */
 export function typeName(type: number): string {
-  for (const [name, value] of Object.entries(MessageType)) if (value === type) return name;
-  return `type ${type}`;
+  return TYPE_NAMES.get(type) ?? `type ${type}`;
 }

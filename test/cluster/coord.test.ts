@@ -1,7 +1,8 @@
 /**
  * The coordination layer on a real etcd, in-process (docs/cluster.md, "etcd"): disk records by
  * compare-and-swap, owners under the lease, clusters under different prefixes apart, the cache
- * through an etcd restart, and the lease given back by close().
+ * read in pages at one revision, through an etcd restart and a compaction, and the lease given
+ * back by close().
  */
 import assert from 'node:assert/strict';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
@@ -10,6 +11,10 @@ import { noop } from 'cockatiel';
 import { Etcd3 } from 'etcd3';
 import { ClusterError, Coordinator } from '../../src/cluster/index.ts';
 import type { DiskRecord } from '../../src/cluster/index.ts';
+import { ClusterCache } from '../../src/cluster/coord/cache.ts';
+import { EtcdClient } from '../../src/cluster/coord/etcd.ts';
+import { Keys } from '../../src/cluster/coord/keys.ts';
+import { Logger } from '../../src/observe/index.ts';
 import { cleanup, freePort, startEtcd, until } from '../helpers/index.ts';
 import type { EtcdServer } from '../helpers/index.ts';
 
@@ -24,8 +29,8 @@ after(async () => {
 });
 
 /** A coordinator joined as `id` under `prefix` (through `url`, default etcd's own). */
-async function member(id: string, prefix: string, rank = 0, url = etcd.url): Promise<Coordinator> {
-  const c = await Coordinator.connect({ etcd: [url], nodeId: id, prefix, leaseTtlS: 2 });
+async function member(id: string, prefix: string, rank = 0, url = etcd.url, loadPageKeys?: number): Promise<Coordinator> {
+  const c = await Coordinator.connect({ etcd: [url], nodeId: id, prefix, leaseTtlS: 2, loadPageKeys });
   open.push(c);
   await c.join({ zone: 'default', api: `127.0.0.1:${id}`, nbd: '127.0.0.1:1', peer: '127.0.0.1:2', version: 'test', protocol: [1, 2], usage: () => ({ capacityBytes: 1000, usedBytes: 10, load: 0 }), rank: () => rank });
   return c;
@@ -145,9 +150,9 @@ async function relay(target: number): Promise<{ url: string; cut(): Promise<void
   };
 }
 
-test('a cache whose watch comes back after etcd compacted past its revision reloads everything', async () => {
+test('a cache whose watch comes back after etcd compacted past its revision reloads everything, in pages', async () => {
   const r = await relay(Number(new URL(etcd.url).port));
-  const a = await member('k1', '/compact/', 0, r.url);
+  const a = await member('k1', '/compact/', 0, r.url, 2);
   const direct = new Etcd3({ hosts: etcd.url, faultHandling: { host: () => noop, global: noop } });
   try {
     const resumed: string[] = [];
@@ -157,13 +162,78 @@ test('a cache whose watch comes back after etcd compacted past its revision relo
     await direct.put('/compact/disks/vm9').value(JSON.stringify(disk('vm9')));
     const { header } = await direct.put('/compact/disks/vm9').value(JSON.stringify(disk('vm9', 2)));
     await direct.kv.compact({ revision: header.revision, physical: true });
+    const ranges = a.requests.range;
     await r.restore();
     await until(() => a.disk('vm9')?.record.epoch === 2, 20_000, 'vm9 seen after the reload', 50);
     assert.ok(resumed.includes('reloaded'), `resumed: ${resumed.join(', ')}`);
+    // Two keys a page (more ranges if a try failed while etcd came back).
+    const keys = await direct.getAll().prefix('/compact/').count();
+    assert.ok(keys >= 4 && a.requests.range - ranges >= Math.ceil(keys / 2), `${keys} keys, ranges of the reload: ${a.requests.range - ranges}`);
     assert.ok(a.revision >= Number(header.revision));
   } finally {
     direct.close();
     await a.close();
     await r.cut();
+  }
+});
+
+test('the cache reads P/ in pages at one revision: what is written between pages comes with the watch', async () => {
+  const direct = new Etcd3({ hosts: etcd.url, faultHandling: { host: () => noop, global: noop } });
+  const client = await EtcdClient.open([etcd.url]);
+  const cache = new ClusterCache({ etcd: client, keys: new Keys('/paged/'), log: Logger.silent(), pageKeys: 2 });
+  try {
+    for (let i = 1; i <= 9; i++) await direct.put(`/paged/disks/d${i}`).value(JSON.stringify(disk(`d${i}`)));
+    // After the first page (d1, d2): a key ahead changed, one ahead deleted, one ahead and one behind added.
+    const page = client.rangePage.bind(client);
+    let pages = 0;
+    let between = 0;
+    client.rangePage = async (o) => {
+      const p = await page(o);
+      if (++pages === 1) {
+        await direct.put('/paged/disks/d9').value(JSON.stringify(disk('d9', 2)));
+        await direct.delete().key('/paged/disks/d5');
+        await direct.put('/paged/disks/d55').value(JSON.stringify(disk('d55')));
+        between = Number((await direct.put('/paged/disks/d0').value(JSON.stringify(disk('d0')))).header.revision);
+      }
+      return p;
+    };
+    await cache.load();
+    assert.equal(pages, 5, '9 keys, 2 a page');
+    assert.equal(client.requests.range, 5);
+    const names = () => cache.under('disks/').map((e) => e.key.slice('disks/'.length));
+    // The snapshot of the first page's revision: none of the writes made after it.
+    assert.deepEqual(names(), ['d1', 'd2', 'd3', 'd4', 'd5', 'd6', 'd7', 'd8', 'd9']);
+    assert.equal(cache.json<DiskRecord>('disks/d9')!.epoch, 1);
+    assert.ok(cache.revision < between, `cache at ${cache.revision}, writes up to ${between}`);
+    // The watch, from the revision after, brings them.
+    cache.follow();
+    await cache.reach(between);
+    assert.deepEqual(names(), ['d0', 'd1', 'd2', 'd3', 'd4', 'd55', 'd6', 'd7', 'd8', 'd9']);
+    assert.equal(cache.json<DiskRecord>('disks/d9')!.epoch, 2);
+  } finally {
+    await cache.close();
+    client.close();
+    direct.close();
+  }
+});
+
+test('a page larger than the etcd client receives in one message is asked again with half as many keys', async () => {
+  const direct = new Etcd3({ hosts: etcd.url, faultHandling: { host: () => noop, global: noop } });
+  const client = await EtcdClient.open([etcd.url]);
+  const cache = new ClusterCache({ etcd: client, keys: new Keys('/big/'), log: Logger.silent(), pageKeys: 8 });
+  try {
+    // Six values of 1 MiB (etcd takes up to 1.5 MiB a request): 6 MiB in one answer, over grpc-js's 4 MiB.
+    const value = 'x'.repeat(2 ** 20);
+    for (let i = 1; i <= 6; i++) await direct.put(`/big/blob/${i}`).value(value);
+    await cache.load();
+    assert.equal(cache.under('blob/').length, 6);
+    assert.ok(cache.under('blob/').every((e) => e.text.length === value.length));
+    // 8 keys (all six: 6 MiB) and 4 (4 MiB and their keys) refused; then pages of 2.
+    assert.equal(client.requests.range, 5);
+  } finally {
+    await cache.close();
+    client.close();
+    await direct.delete().prefix('/big/');
+    direct.close();
   }
 });

@@ -13,7 +13,7 @@ after(cleanup);
 const zero = (): EtcdRequestCounts => Object.fromEntries(etcdRequestKinds.map((k) => [k, 0])) as EtcdRequestCounts;
 const diff = (a: Readonly<EtcdRequestCounts>, b: Readonly<EtcdRequestCounts>): EtcdRequestCounts => Object.fromEntries(etcdRequestKinds.map((k) => [k, a[k] - b[k]])) as EtcdRequestCounts;
 
-test('a start costs 1 range, 1 lease grant, 1 txn, 1 watch and 1 campaign (the first node 1 txn more); the steady state 1 keep-alive per TTL/3 and 1 put per live interval', async () => {
+test('a start costs 1 range a page of P/, 1 lease grant, 1 txn, 1 watch and 1 campaign (the first node 1 txn more); the steady state 1 keep-alive per TTL/3 and 1 put per live interval', async () => {
   const etcd = await startEtcd();
   const ttlS = 3;
   const liveIntervalMs = 2000;
@@ -43,6 +43,13 @@ test('a start costs 1 range, 1 lease grant, 1 txn, 1 watch and 1 campaign (the f
     // Scaled to the defaults (TTL 10 s, live every 30 s): per node per minute.
     const perMinute = { keepalive: 60 / (10 / 3), put: 60 / 30 };
     assert.deepEqual(perMinute, { keepalive: 18, put: 2 });
+
+    // P/ read 2 keys a page: cluster, 2 members, 2 live keys and 2 election keys take 4 ranges.
+    const third = await Coordinator.connect({ etcd: [etcd.url], nodeId: 'c3', prefix: '/count/', leaseTtlS: ttlS, liveIntervalMs, loadPageKeys: 2 });
+    started.push(third);
+    assert.deepEqual(third.nodes().map((n) => [n.id, n.state]), [['c1', 'up'], ['c2', 'up']]);
+    assert.equal(third.controller, 'c1');
+    assert.deepEqual({ ...third.requests, watch: 0 }, { ...zero(), range: 4 });
   } finally {
     for (const c of started) await c.close();
     await etcd.stop();

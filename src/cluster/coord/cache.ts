@@ -1,12 +1,15 @@
 /**
- * The node's copy of everything under the cluster's prefix (docs/cluster.md, "The cache"): one
- * range read at start, then one watch from the revision it read. Readers never wait on etcd; while
- * the watch is broken they get what was last seen, and its revision says how old that is.
+ * The node's copy of everything under the cluster's prefix (docs/cluster.md, "The cache"): read
+ * at start in pages, all at one revision, then one watch from that revision on. Readers never
+ * wait on etcd; while the watch is broken they get what was last seen, and its revision says how
+ * old that is.
  */
+import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import type { Watcher } from 'etcd3';
 import type { Logger } from '../../observe/index.ts';
-import type { EtcdClient, Kv } from './etcd.ts';
+import { ClusterError, ClusterErrorCode } from '../errors.ts';
+import type { EtcdClient, Kv, RangePage } from './etcd.ts';
 import type { Keys } from './keys.ts';
 
 /** One key as the cache holds it; `key` is relative to the prefix (`live/n1`). */
@@ -44,6 +47,15 @@ export interface CacheEvents {
 /** How long a failed reload waits before the next try. */
 const reloadRetryMs = 500;
 
+/**
+ * Keys a page of the load holds at most unless told otherwise: 500 of Tessera's records (each at
+ * most ~1 KiB) stay far below the 4 MiB the etcd client receives in one message.
+ */
+export const loadPageKeysDefault = 500;
+
+/** The most keys a page may be asked to hold. */
+const loadPageKeysMax = 10_000;
+
 /** The cache of one cluster's keys. */
 export class ClusterCache extends EventEmitter<CacheEvents> {
   readonly #etcd: EtcdClient;
@@ -55,12 +67,19 @@ export class ClusterCache extends EventEmitter<CacheEvents> {
   #connected = false;
   #closed = false;
   #leader: string | null = null;
+  readonly #pageKeys: number;
 
-  constructor(opts: { etcd: EtcdClient; keys: Keys; log: Logger }) {
+  /** `pageKeys`: keys a page of the load holds at most (default 500). */
+  constructor(opts: { etcd: EtcdClient; keys: Keys; log: Logger; pageKeys?: number }) {
     super();
     this.#etcd = opts.etcd;
     this.#keys = opts.keys;
     this.#log = opts.log;
+    const pageKeys = opts.pageKeys ?? loadPageKeysDefault;
+    if (!Number.isInteger(pageKeys) || pageKeys < 1 || pageKeys > loadPageKeysMax) {
+      throw new ClusterError(ClusterErrorCode.INVALID, `invalid page size ${pageKeys}: expected a whole number of keys from 1 to ${loadPageKeysMax}`);
+    }
+    this.#pageKeys = pageKeys;
   }
 
   /** The etcd revision the cache is at: the cluster-map version. */
@@ -106,11 +125,37 @@ export class ClusterCache extends EventEmitter<CacheEvents> {
     return [...this.#entries.values()].filter((e) => e.key.startsWith(dir)).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
-  /** Reads every key once (one range request); the first call at start, later ones after a compaction. */
+  /**
+   * Reads every key once, in pages: the first at etcd's newest revision, every next one at that
+   * revision from the key after the last one read, so the pages are one snapshot whatever is
+   * written meanwhile (the watch, from the revision after, brings it). A page larger than the
+   * client receives is asked again with half as many keys. The first call at start, later ones
+   * after a compaction.
+   */
   async load(): Promise<void> {
-    const { revision, kvs } = await this.#etcd.rangePrefix(this.#keys.root);
     const next = new Map<string, CacheEntry>();
-    for (const kv of kvs) next.set(this.#rel(kv.key), this.#entryOf(kv));
+    let limit = this.#pageKeys;
+    let revision: number | undefined;
+    let after: Buffer | undefined;
+    let pages = 0;
+    for (;;) {
+      let page: RangePage;
+      try {
+        page = await this.#etcd.rangePage({ prefix: this.#keys.root, limit, after, revision });
+      } catch (err) {
+        if (!(err instanceof ClusterError) || err.code !== ClusterErrorCode.LIMIT || limit === 1) throw err;
+        limit = Math.ceil(limit / 2);
+        this.#log.debug(`${err.message}: asking for ${limit} keys a page`);
+        continue;
+      }
+      pages++;
+      revision = page.revision;
+      for (const kv of page.kvs) next.set(this.#rel(kv.key), this.#entryOf(kv));
+      if (!page.more || page.last === null) break;
+      after = page.last;
+    }
+    assert(revision !== undefined, 'a load reads at least one page');
+    this.#log.debug(`read ${next.size} keys under ${this.#keys.root} in ${pages} page(s) at revision ${revision}`);
     const before = this.#entries;
     this.#entries = next;
     this.#revision = Math.max(this.#revision, revision);

@@ -47,6 +47,8 @@ export interface CoordinatorOptions {
   connectTimeoutMs?: number;
   /** Interval of the `P/live/ID` rewrite; default 30 s. */
   liveIntervalMs?: number;
+  /** Keys a page of the cache's load of `P/` holds at most; default 500 (tests force fewer). */
+  loadPageKeys?: number;
   log?: Logger;
 }
 
@@ -172,7 +174,13 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     const keys = new Keys(opts.prefix ?? etcdPrefixDefault);
     const log = (opts.log ?? Logger.silent()).child({ component: 'cluster' });
     const etcd = await EtcdClient.open(opts.etcd);
-    const cache = new ClusterCache({ etcd, keys, log });
+    let cache: ClusterCache;
+    try {
+      cache = new ClusterCache({ etcd, keys, log, pageKeys: opts.loadPageKeys });
+    } catch (err) {
+      etcd.close();
+      throw err;
+    }
     try {
       await loadWithin(cache, opts.connectTimeoutMs ?? connectTimeoutMsDefault, opts.etcd);
       const cluster = await takeClusterRecord({ etcd, cache, keys, secret: opts.secret ?? null });

@@ -44,8 +44,39 @@ export interface TxnResult {
   gets: Array<Kv | null>;
 }
 
+/** One page of a paged read (EtcdClient.rangePage). */
+export interface RangePage {
+  /** The revision the page was read at: etcd's newest when none was asked for. */
+  revision: number;
+  /** Its keys, in key order. */
+  kvs: Kv[];
+  /** Whether keys follow: the next page starts after `last`. */
+  more: boolean;
+  /** The last key read, as etcd holds it (bytes), or null for an empty page. */
+  last: Buffer | null;
+}
+
+/**
+ * The largest message the `etcd3` client (grpc-js, unless told otherwise) receives: a range
+ * answered with more fails, whatever etcd would send.
+ */
+export const grpcReceiveBytesMax = 4 * 2 ** 20;
+
 /** Limit of one unary request; a stream (watch, keep-alive) has none. */
 const requestTimeoutMs = 5000;
+
+/** The first key after every key that starts with `prefix`: the end of a prefix range. */
+function prefixEnd(prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix);
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i]! < 0xff) {
+      end[i]!++;
+      return end.subarray(0, i + 1);
+    }
+  }
+  // Every byte 0xff: every key from the prefix on.
+  return Buffer.from([0]);
+}
 
 function kvOf(raw: { key: Buffer; value: Buffer; create_revision: string; mod_revision: string; lease: string }): Kv {
   return { key: raw.key.toString(), value: raw.value, createRevision: Number(raw.create_revision), modRevision: Number(raw.mod_revision), lease: String(raw.lease) };
@@ -58,15 +89,18 @@ export class EtcdClient {
   /** Requests made so far, by kind. */
   readonly requests: EtcdRequestCounts = Object.fromEntries(etcdRequestKinds.map((k) => [k, 0])) as EtcdRequestCounts;
   readonly #etcd: Etcd3;
+  /** etcd3's error for an answer larger than the client receives (gRPC RESOURCE_EXHAUSTED). */
+  readonly #tooLarge: new (...args: never[]) => Error;
 
-  private constructor(urls: readonly string[], etcd: Etcd3) {
+  private constructor(urls: readonly string[], etcd: Etcd3, tooLarge: new (...args: never[]) => Error) {
     this.urls = urls;
     this.#etcd = etcd;
+    this.#tooLarge = tooLarge;
   }
 
   /** A client of the etcd at `urls` (no request is made yet). */
   static async open(urls: readonly string[]): Promise<EtcdClient> {
-    const [{ Etcd3 }, { noop, ExponentialBackoff }] = await Promise.all([import('etcd3'), import('cockatiel')]);
+    const [{ Etcd3, GRPCResourceExhastedError }, { noop, ExponentialBackoff }] = await Promise.all([import('etcd3'), import('cockatiel')]);
     const etcd = new Etcd3({
       hosts: [...urls],
       dialTimeout: requestTimeoutMs,
@@ -77,7 +111,7 @@ export class EtcdClient {
       watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 2000 }) as never },
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + requestTimeoutMs }),
     });
-    return new EtcdClient(urls, etcd);
+    return new EtcdClient(urls, etcd, GRPCResourceExhastedError);
   }
 
   /** `etcd at URL, URL: why` as a ClusterError ETCD_UNAVAILABLE, unless `err` is one already. */
@@ -86,14 +120,25 @@ export class EtcdClient {
     return new ClusterError(ClusterErrorCode.ETCD_UNAVAILABLE, `etcd at ${this.urls.join(', ')} did not answer ${doing}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
   }
 
-  /** Every key under `prefix`, and the revision they were read at. */
-  async rangePrefix(prefix: string): Promise<{ revision: number; kvs: Kv[] }> {
+  /**
+   * One page of the keys under `prefix`: at most `limit` of them in key order, from the first
+   * key after `after` (from the first key when absent), at `revision` (etcd's newest when
+   * absent; the pages of one snapshot are all read at the first one's). CLUSTER_LIMIT when the
+   * answer would be larger than the client receives (grpc-js: 4 MiB): ask for fewer keys.
+   */
+  async rangePage(o: { prefix: string; limit: number; after?: Buffer; revision?: number }): Promise<RangePage> {
     this.requests.range++;
+    const prefix = Buffer.from(o.prefix);
+    const key = o.after === undefined ? prefix : Buffer.concat([o.after, Buffer.from([0])]);
     try {
-      const res = await this.#etcd.getAll().prefix(prefix).exec();
-      return { revision: Number(res.header.revision), kvs: res.kvs.map(kvOf) };
+      const res = await this.#etcd.kv.range({ key, range_end: prefixEnd(prefix), limit: o.limit, revision: o.revision ?? 0 });
+      const last = res.kvs.at(-1);
+      return { revision: o.revision ?? Number(res.header.revision), kvs: res.kvs.map(kvOf), more: res.more, last: last === undefined ? null : Buffer.from(last.key) };
     } catch (err) {
-      throw this.unavailable(err, `a read of ${prefix}`);
+      if (err instanceof this.#tooLarge) {
+        throw new ClusterError(ClusterErrorCode.LIMIT, `a page of ${o.limit} keys under ${o.prefix} is larger than the etcd client receives in one message (${grpcReceiveBytesMax / 2 ** 20} MiB)`, { cause: err });
+      }
+      throw this.unavailable(err, `a read of ${o.prefix}`);
     }
   }
 

@@ -7,7 +7,7 @@ import type { Logger } from '../observe/index.ts';
 import { ClusterError, ClusterErrorCode } from './errors.ts';
 import type { Coordinator } from './coord/coordinator.ts';
 import type { DiskRecord } from './types.ts';
-import { place, planChange, reservedBytesOf, rttFromRecords } from './placement.ts';
+import { place, planChange, reservedBytesOf } from './placement.ts';
 import type { PlacementNode, RttLookup } from './placement.ts';
 
 /** How long a replica may stay away before the controller places a new one elsewhere (`serve --rebuild-delay`). */
@@ -159,7 +159,7 @@ export class Controller {
   async #pass(): Promise<void> {
     const up = new Set(this.#coord.nodes().filter((n) => n.state === 'up').map((n) => n.id));
     const nodes = placementNodes(this.#coord);
-    const rtt = rttFromRecords(this.#coord.rtts());
+    const rtt = this.#coord.rttLookup();
     for (const { record, modRevision } of this.#coord.disks()) {
       if (!this.#coord.isController) return;
       const now = Date.now();

@@ -1,7 +1,7 @@
 /** The cluster room's face (docs/cluster.md). */
 export { ClusterError, ClusterErrorCode } from './errors.ts';
 export type { ClusterErrorCodeValue } from './errors.ts';
-export type { AwayEntry, ChainEntry, ClusterRecord, DiskRecord, FailureDomain, LiveRecord, MemberRecord, OwnerRecord, Policy, ReplicaState } from './types.ts';
+export type { AwayEntry, ChainEntry, ClusterRecord, DiskRecord, FailureDomain, LiveRecord, MemberRecord, OwnerRecord, Policy, ReplicaState, RttRecord } from './types.ts';
 export { PeerServer, PeerPool, PeerConnection, validatePeerRequest, MessageType, Version as PeerProtocolVersion, PeerLimit, PeerSize, DEFAULT_PEER_LIMITS, OP_KINDS, IO_KINDS } from './peer/index.ts';
 export type {
   PeerServerOptions,
@@ -53,8 +53,12 @@ export type { ClusterDiskInfo, DiskLeaseInfo, ReplicationOptions } from './runti
 export { reservedSnapshot, syncName } from './disks.ts';
 export { chainAfter } from './controller.ts';
 export {
-  defaultReplicas, place, planChange, reservedBytesOf, rttFromRecords, validatePolicy, REPLICAS_DEFAULT, REPLICAS_MAX, REPLICAS_MIN,
+  defaultReplicas, place, planChange, reservedBytesOf, validatePolicy, REPLICAS_DEFAULT, REPLICAS_MAX, REPLICAS_MIN,
 } from './placement.ts';
+export {
+  controllerRank, parseRttRecord, rttChanged, rttFromRecords, rttPublishDue, summarizeRtt, zoneRtt,
+  RTT_CHANGE_MIN_MS, RTT_CHANGE_RATIO, RTT_MEASURE_FIRST_MS, RTT_MEASURE_INTERVAL_MS, RTT_PUBLISH_INTERVAL_MIN_MS,
+} from './rtt.ts';
 export type { PlacementDisk, PlacementInput, PlacementNode, PlacementPlan, RttLookup } from './placement.ts';
 export {
   encodeHlc, fileBoundStore, formatHlc, Hlc, hlcLogical, hlcWallMs, parseHlc, HLC_LOGICAL_BITS, HLC_LOGICAL_MAX,

@@ -53,7 +53,7 @@ export interface PlacementDisk {
 export interface PlacementInput {
   readonly nodes: readonly PlacementNode[];
   readonly disk: PlacementDisk;
-  /** Round-trip times (P/rtt/ records); see rttFromRecords(). Missing: every pair unmeasured. */
+  /** Round-trip times (from P/rtt/ records: rttFromRecords() in rtt.ts). Missing: every pair unmeasured. */
   readonly rttMs?: RttLookup;
 }
 
@@ -92,11 +92,6 @@ export function reservedBytesOf(
     for (const { node } of [...disk.chain, ...disk.away]) reserved.set(node, (reserved.get(node) ?? 0) + disk.sizeBytes);
   }
   return reserved;
-}
-
-/** An RttLookup over P/rtt/ID values (`{peerId: rttMs}` per node); either direction counts. */
-export function rttFromRecords(records: Readonly<Record<string, Readonly<Record<string, number>>>>): RttLookup {
-  return (a, b) => records[a]?.[b] ?? records[b]?.[a];
 }
 
 /** Eligible nodes hold new replicas and keep old ones: up and active (not draining). */

@@ -9,15 +9,12 @@ import type { Logger } from '../observe/index.ts';
 import { ClusterError, ClusterErrorCode } from './errors.ts';
 import type { Coordinator } from './coord/coordinator.ts';
 import { Controller, placementNodes } from './controller.ts';
-import { defaultReplicas, place, rttFromRecords, validatePolicy } from './placement.ts';
+import { defaultReplicas, place, validatePolicy } from './placement.ts';
+import { controllerRank, rttPublishDue, summarizeRtt, RttFilter, RTT_MEASURE_FIRST_MS, RTT_MEASURE_INTERVAL_MS } from './rtt.ts';
 import { ReplicatedDisks, reservedSnapshot } from './disks.ts';
 import { PeerPool, PeerServer } from './peer/index.ts';
-import type { DiskRecord, FailureDomain, ReplicaState } from './types.ts';
+import type { DiskRecord, FailureDomain, ReplicaState, RttRecord } from './types.ts';
 import type { Hlc } from './hlc.ts';
-
-/** When a node first measures its round trips to the others, and how often after. */
-const RTT_FIRST_MS = 2000;
-const RTT_INTERVAL_MS = 30_000;
 
 /** A disk as the cluster reports it: the engine's DiskInfo and its replicas (docs/cluster.md, "Contract"). */
 export interface ClusterDiskInfo extends DiskInfo {
@@ -72,6 +69,11 @@ export class Replication {
   #controller: Controller | null = null;
   #port = 0;
   #rttTimer: NodeJS.Timeout | null = null;
+  readonly #rttFilter = new RttFilter();
+  /** The summary of this node's latest measurement of round trips, published or not. */
+  #rttLatest: RttRecord | null = null;
+  /** When (monotonic ms) this node last put its summary; -Infinity before the first. */
+  #rttPutMs = -Infinity;
   readonly #rebuildDelayMs: number | undefined;
 
   constructor(opts: ReplicationOptions) {
@@ -106,20 +108,25 @@ export class Replication {
   start(): void {
     this.disks.start();
     this.#controller = new Controller({ coord: this.coord, log: this.#log, rebuildDelayMs: this.#rebuildDelayMs });
-    // Round trips to the other nodes, published for placement and the controller's rank: soon after the start, then every 30 s.
+    // Round trips to the other nodes, for placement and the controller's rank: measured soon after
+    // the start, then every 30 s; put in etcd only as a summary by zone, when it changed materially
+    // (docs/cluster.md, "Round trips").
     const tick = (): void => {
       void this.#measureRtt();
-      this.#rttTimer = setTimeout(tick, RTT_INTERVAL_MS).unref();
+      this.#rttTimer = setTimeout(tick, RTT_MEASURE_INTERVAL_MS).unref();
     };
-    this.#rttTimer = setTimeout(tick, RTT_FIRST_MS).unref();
+    this.#rttTimer = setTimeout(tick, RTT_MEASURE_FIRST_MS).unref();
   }
 
   async #measureRtt(): Promise<void> {
-    const others = this.coord.nodes().filter((n) => n.state === 'up' && n.id !== this.coord.nodeId).map((n) => n.id);
-    if (others.length === 0) return;
+    const up = this.coord.nodes().filter((n) => n.state === 'up' && n.id !== this.coord.nodeId);
+    if (up.length === 0) return;
+    const zones = new Map(up.map((n) => [n.id, n.zone]));
     try {
-      const rtt = await this.#pool.pingAll(others);
-      await this.coord.publishRtt(rtt);
+      const next = summarizeRtt(this.#rttFilter.add(await this.#pool.pingAll(zones.keys())), (id) => zones.get(id));
+      this.#rttLatest = next;
+      if (!rttPublishDue({ published: this.coord.publishedRtt(), next, lastPutMs: this.#rttPutMs, nowMs: performance.now() })) return;
+      if (await this.coord.publishRtt(next)) this.#rttPutMs = performance.now();
     } catch (err) {
       this.#log.debug(`round trips not published: ${(err as Error).message}`);
     }
@@ -128,19 +135,15 @@ export class Replication {
   /**
    * This node's rank as a controller candidate: how many up nodes have a lower mean round trip to
    * the others (ties by id), so the best connected campaigns first (docs/cluster.md, "Failure,
-   * catch-up and rebuild"). 0 until round trips are known.
+   * catch-up and rebuild"). Its own mean from its latest measurement, the others' from their
+   * records. 0 until round trips are known.
    */
   rank(): number {
-    const rtts = this.coord.rtts();
-    const up = new Set(this.coord.nodes().filter((n) => n.state === 'up').map((n) => n.id));
-    const mean = (id: string): number => {
-      const v = Object.entries(rtts[id] ?? {}).filter(([peer]) => up.has(peer)).map(([, ms]) => ms);
-      return v.length === 0 ? Infinity : v.reduce((a, b) => a + b, 0) / v.length;
-    };
     const me = this.coord.nodeId;
-    const mine = mean(me);
-    if (mine === Infinity) return 0;
-    return [...up].filter((id) => id !== me && (mean(id) < mine || (mean(id) === mine && id < me))).length;
+    const records = { ...this.coord.rtts() };
+    if (this.#rttLatest !== null) records[me] = this.#rttLatest;
+    const up = this.coord.nodes().filter((n) => n.state === 'up').map((n) => ({ id: n.id, zone: n.zone }));
+    return controllerRank({ me, up, records });
   }
 
   get port(): number {
@@ -152,7 +155,7 @@ export class Replication {
     const nodes = placementNodes(this.coord);
     const p = { replicas: policy.replicas ?? defaultReplicas(nodes.length), failureDomain: policy.failureDomain ?? ('node' as const) };
     validatePolicy(p);
-    const chosen = place({ nodes, disk: { sizeBytes, policy: p }, rttMs: rttFromRecords(this.coord.rtts()) });
+    const chosen = place({ nodes, disk: { sizeBytes, policy: p }, rttMs: this.coord.rttLookup() });
     const replicas = p.replicas;
     const failureDomain = p.failureDomain;
     const record: DiskRecord = {

@@ -41,6 +41,14 @@ export interface LiveRecord {
   hlc: string;
 }
 
+/**
+ * `P/rtt/ID`: under the node's lease. Per zone, the median of the node's round trips to the
+ * zone's nodes, in ms (docs/cluster.md, "Round trips").
+ */
+export interface RttRecord {
+  zones: Record<string, number>;
+}
+
 /** One replica in a disk's chain. */
 export interface ChainEntry {
   node: string;

@@ -76,6 +76,23 @@ test('three nodes join, one is controller; a node killed -9 is down within TTL +
   await until(async () => (await status(witness)).nodes.every((n) => n.state === 'up'), 30_000, `${controller} up again`, 200);
   const after = await status(victim);
   assert.equal(after.nodes.filter((n) => n.controller).length, 1);
+
+  // Each node puts its round trips as one value per zone: the two other nodes' zones (docs/cluster.md, "Round trips").
+  const direct = new Etcd3({ hosts: etcd.url, faultHandling: { host: () => noop, global: noop } });
+  try {
+    const zonesOf = async (id: string): Promise<string> => {
+      const text = await direct.get(`${prefix}rtt/${id}`).string();
+      const zones = text === null ? {} : ((JSON.parse(text) as { zones?: Record<string, number> }).zones ?? {});
+      return Object.entries(zones).filter(([, ms]) => typeof ms === 'number' && ms >= 0).map(([z]) => z).join(',');
+    };
+    const expected = { n1: 'z-n2,z-n3', n2: 'z-n1,z-n3', n3: 'z-n1,z-n2' };
+    await until(async () => {
+      for (const [id, zones] of Object.entries(expected)) if ((await zonesOf(id)) !== zones) return false;
+      return true;
+    }, 45_000, 'each node\'s round trips by zone in etcd', 500);
+  } finally {
+    direct.close();
+  }
   for (const n of nodes) await n.stop();
   // A node that stops leaves at once (its lease revoked).
   const s2 = await run(tesseraBin, ['--api', nodes[0].api, 'cluster', 'status']);

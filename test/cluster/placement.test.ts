@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
-  defaultReplicas, place, planChange, reservedBytesOf, rttFromRecords, type PlacementDisk, type PlacementNode,
+  defaultReplicas, place, planChange, reservedBytesOf, type PlacementDisk, type PlacementNode,
 } from '../../src/cluster/placement.ts';
+import { rttFromRecords } from '../../src/cluster/rtt.ts';
 import { ClusterError } from '../../src/cluster/errors.ts';
 import type { FailureDomain } from '../../src/cluster/types.ts';
 import { Rng, testSeed } from '../helpers/data.ts';
@@ -97,11 +98,13 @@ describe('placement rules', () => {
     assert.deepEqual(place({ nodes: [node('x', { usedBytes: 2 * GiB, load: 0 }), node('y', { load: 1 })], disk: { ...disk(1), sizeBytes: GiB } }), ['x']);
     const nodes = [node('a', { load: 5 }), node('b', { load: 0 }), node('c', { load: 1 }), node('d', { load: 1 }), node('e', { load: 9 })];
     assert.deepEqual(place({ nodes, disk: disk(3) }).slice(0, 1), ['b']);
-    assert.deepEqual(place({ nodes, disk: disk(3), rttMs: rttFromRecords({ b: { c: 2.0, d: 0.2 }, c: {} }) }), ['b', 'd', 'c']);
-    assert.deepEqual(place({ nodes, disk: disk(3), rttMs: rttFromRecords({ b: { c: 0.2, d: 2.0 } }) }), ['b', 'c', 'd']);
-    // A measured pair wins over an unmeasured one.
-    assert.deepEqual(place({ nodes, disk: disk(2), rttMs: rttFromRecords({ c: { b: 50 } }) }), ['b', 'c']);
-    assert.deepEqual(place({ nodes, disk: disk(2), rttMs: rttFromRecords({ d: { b: 50 } }) }), ['b', 'd']);
+    // Round trips from P/rtt/ records, each node its own zone here: node → zone → ms.
+    const rtt = (records: Record<string, Record<string, number>>) => rttFromRecords(Object.fromEntries(Object.entries(records).map(([id, zones]) => [id, { zones }])), (id) => id);
+    assert.deepEqual(place({ nodes, disk: disk(3), rttMs: rtt({ b: { c: 2.0, d: 0.2 }, c: {} }) }), ['b', 'd', 'c']);
+    assert.deepEqual(place({ nodes, disk: disk(3), rttMs: rtt({ b: { c: 0.2, d: 2.0 } }) }), ['b', 'c', 'd']);
+    // A measured pair wins over an unmeasured one; either side's record measures it.
+    assert.deepEqual(place({ nodes, disk: disk(2), rttMs: rtt({ c: { b: 50 } }) }), ['b', 'c']);
+    assert.deepEqual(place({ nodes, disk: disk(2), rttMs: rtt({ d: { b: 50 } }) }), ['b', 'd']);
     // Equal nodes: the disk's name decides, so disks spread over them rather than all taking the same.
     const equal = ['p', 'q', 'r', 's', 't', 'u'].map((id) => node(id));
     const heads = new Set(Array.from({ length: 60 }, (_, i) => place({ nodes: equal, disk: { ...disk(2), name: `vm${i}` } })[0]));

@@ -9,7 +9,9 @@ import { performance } from 'node:perf_hooks';
 import type { Lease } from 'etcd3';
 import { Logger } from '../../observe/index.ts';
 import { ClusterError, ClusterErrorCode } from '../errors.ts';
-import type { ClusterRecord, DiskRecord, LiveRecord, MemberRecord, OwnerRecord } from '../types.ts';
+import type { RttLookup } from '../placement.ts';
+import { parseRttRecord, rttFromRecords } from '../rtt.ts';
+import type { ClusterRecord, DiskRecord, LiveRecord, MemberRecord, OwnerRecord, RttRecord } from '../types.ts';
 import { ClusterCache } from './cache.ts';
 import type { CacheEntry } from './cache.ts';
 import { EtcdClient } from './etcd.ts';
@@ -457,24 +459,38 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     return { id: this.nodeId, startedMs: this.#startedMs, version: j.version, protocol: j.protocol, capacityBytes: u.capacityBytes, usedBytes: u.usedBytes, load: u.load, hlc: j.hlc?.() ?? String(Date.now()) };
   }
 
-  /** Publishes the round trips this node measured (`P/rtt/ID`, under its lease): one put. */
-  async publishRtt(rttMs: Record<string, number>): Promise<void> {
+  /**
+   * Publishes this node's summary of round trips (`P/rtt/ID`, under its lease): one put.
+   * Resolves to whether it was put (not while the node holds no lease).
+   */
+  async publishRtt(record: RttRecord): Promise<boolean> {
     const lease = this.leaseId;
-    if (lease === null || this.#closed) return;
-    await this.#etcd.put(this.keys.rtt(this.nodeId), JSON.stringify(rttMs), lease);
+    if (lease === null || this.#closed) return false;
+    await this.#etcd.put(this.keys.rtt(this.nodeId), JSON.stringify(record), lease);
+    return true;
   }
 
-  /** Every node's published round trips: node → peer → ms. */
-  rtts(): Record<string, Record<string, number>> {
-    const out: Record<string, Record<string, number>> = {};
+  /** This node's `P/rtt/ID` as the cache holds it under its current lease, or null (none yet, or it went with a lease lost). */
+  publishedRtt(): RttRecord | null {
+    const e = this.#cache.get(`rtt/${this.nodeId}`);
+    if (e === undefined || this.leaseId === null || e.lease !== this.leaseId) return null;
+    return parseRttRecord(e.text) ?? null;
+  }
+
+  /** Every node's published round trips by zone: node → record. A malformed or older record counts as none. */
+  rtts(): Record<string, RttRecord> {
+    const out: Record<string, RttRecord> = {};
     for (const e of this.#cache.under('rtt/')) {
-      try {
-        out[e.key.slice(e.key.lastIndexOf('/') + 1)] = JSON.parse(e.text) as Record<string, number>;
-      } catch {
-        // A malformed record counts as none.
-      }
+      const record = parseRttRecord(e.text);
+      if (record !== undefined) out[e.key.slice(e.key.lastIndexOf('/') + 1)] = record;
     }
     return out;
+  }
+
+  /** The round trip between two members from the published records (rttFromRecords), for placement. */
+  rttLookup(): RttLookup {
+    const zones = new Map(this.members().map((m) => [m.record.id, m.record.zone]));
+    return rttFromRecords(this.rtts(), (id) => zones.get(id));
   }
 
   async #rewriteLive(): Promise<void> {

@@ -1,13 +1,19 @@
 /**
  * Placement at scale: the real placement code (src/cluster/placement.ts) over simulated nodes
- * and disks, seeded. Not a test: it prints figures and PASS/MISS against targets, asserts
+ * and disks, seeded, reading round trips through the records the nodes publish (rtt.ts); then
+ * what the cluster asks of etcd at that size, from the records the code writes, its intervals
+ * and its page size. Not a test: it prints figures and PASS/MISS against targets, asserts
  * nothing. Method and results: docs/benchmarks.md ("Placement simulation").
  *
  *   npm run sim:placement -- [--nodes 1000] [--zones 50] [--disks 100000] [--seed 1] [--json]
  */
 import { parseArgs } from 'node:util';
+import { loadPageKeysDefault } from '../src/cluster/coord/cache.ts';
+import { leaseTtlSDefault, liveIntervalMsDefault } from '../src/cluster/coord/coordinator.ts';
+import { grpcReceiveBytesMax } from '../src/cluster/coord/etcd.ts';
 import { place, planChange, type PlacementNode } from '../src/cluster/placement.ts';
-import type { DiskRecord, LiveRecord, MemberRecord, OwnerRecord, Policy } from '../src/cluster/types.ts';
+import { rttFromRecords, summarizeRtt, RTT_PUBLISH_INTERVAL_MIN_MS } from '../src/cluster/rtt.ts';
+import type { DiskRecord, LiveRecord, MemberRecord, OwnerRecord, Policy, RttRecord } from '../src/cluster/types.ts';
 import { Rng } from '../test/helpers/data.ts';
 
 const { values: opts } = parseArgs({
@@ -80,13 +86,26 @@ function addNode(id: string, zone: string, capacityBytes: number): SimNode {
 }
 for (let i = 0; i < nodeCount; i++) addNode(`n${String(i).padStart(4, '0')}`, `z${String(i % zoneCount).padStart(2, '0')}`, nodeCapacity());
 
-/** RTTs only break ties of fill and load: same zone 0.1 ms, another 0.3–0.5 ms. */
+/** What pings measure (RTTs only break ties of fill and load): same zone 0.1 ms, another 0.3–0.5 ms. */
 const zoneRtt = Array.from({ length: zoneCount }, (_, za) =>
   Array.from({ length: zoneCount }, (_, zb) => (za === zb ? 0.1 : 0.3 + ((za * 31 + zb * 17) % 21) / 100)),
 );
-function rttMs(a: string, b: string): number {
+function measuredRtt(a: string, b: string): number {
   return zoneRtt[zoneOf.get(a)!]![zoneOf.get(b)!]!;
 }
+/**
+ * Each node's P/rtt/ID as the code makes it (summarizeRtt over its pings to every other node),
+ * and placement's lookup over them (rttFromRecords), as a node reads them from its cache.
+ */
+const rttRecords: Record<string, RttRecord> = {};
+function publishRtt(node: SimNode): void {
+  const measured = Object.fromEntries(nodes.filter((x) => x.id !== node.id && x.up).map((x) => [x.id, measuredRtt(node.id, x.id)]));
+  rttRecords[node.id] = summarizeRtt(measured, (id) => byId.get(id)?.zone);
+}
+let t0 = performance.now();
+for (const node of nodes) publishRtt(node);
+log(`round trips summarized in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+const rttMs = rttFromRecords(rttRecords, (id) => byId.get(id)?.zone);
 
 const disks: SimDisk[] = [];
 /** Per node, the disks it holds a replica of. */
@@ -159,7 +178,7 @@ const tib = (bytes: number) => `${(bytes / TiB).toFixed(1)} TiB`;
 const verdict = (ok: boolean) => (ok ? 'PASS' : 'MISS');
 
 // 1. Create the disks.
-let t0 = performance.now();
+t0 = performance.now();
 for (let i = 0; i < diskCount; i++) {
   createDisk(i);
   if ((i + 1) % 20000 === 0) log(`${i + 1} disks placed`);
@@ -174,6 +193,8 @@ const lost = nodes[rng.int(nodes.length)]!;
 const lostBytes = lost.reservedBytes;
 const lostDisks = [...(disksOn.get(lost.id) ?? [])];
 lost.up = false;
+// Its record goes with its lease; the others' do not change (its zone keeps other nodes).
+delete rttRecords[lost.id];
 t0 = performance.now();
 let movedOnLoss = 0;
 const sources = new Set<string>();
@@ -202,6 +223,7 @@ const rebuildSeconds = maxReceived / rebuildRateBytes;
 
 // 3. Add a node (in the lost node's zone): placement is sticky, nothing moves; new disks fill it.
 const added = addNode(`n${String(nodeCount).padStart(4, '0')}`, lost.zone, 144 * TiB);
+publishRtt(added);
 let movedOnAdd = 0;
 for (const disk of sampled()) movedOnAdd += replace(disk).length;
 const meanFill = spread(reservedFill).mean;
@@ -215,14 +237,15 @@ while (reservedFill(added) < meanFill * (1 - spreadTarget) && createdUntilFilled
 }
 const addedFill = reservedFill(added);
 
-// 4. etcd: keys, requests and sizes at steady state (docs/cluster.md, "etcd requests per operation").
+// 4. etcd: keys, requests and sizes at steady state, from what the code writes and how often
+// (docs/cluster.md, "etcd requests per operation", "Round trips", "etcd at scale").
 const prefix = '/tessera/';
 const now = 1786000000000;
 const member: MemberRecord = { id: 'n0001', zone: 'z01', api: '10.1.2.3:8080', nbd: '10.1.2.3:10809', peer: '10.1.2.3:7070', state: 'active', joinedMs: now };
 const live: LiveRecord = {
   id: 'n0001', startedMs: now, version: '0.1.0', protocol: [1, 2], capacityBytes: 192 * TiB, usedBytes: 123456789012345, load: 1234.5, hlc: '117047296000000005',
 };
-const rttRecord = Object.fromEntries(nodes.filter((n) => n.id !== 'n0001').map((n) => [n.id, Number(rttMs('n0001', n.id).toFixed(2))]));
+const rttRecord = rttRecords['n0001']!;
 const sample = disks[0]!;
 const diskRecord: DiskRecord = {
   name: sample.name, sizeBytes: sample.sizeBytes, createdMs: now, origin: null, policy, epoch: 7,
@@ -245,25 +268,58 @@ const keyCount = Object.values(keys).reduce((a, b) => a + b, 0);
 // Each stored revision in etcd's bbolt: the key and value plus ~50 bytes of mvccpb.KeyValue
 // fields and the revision key; bbolt pages run about half full after random inserts (×2).
 const storedBytes = (payload: number) => (payload + 50) * 2;
+// A key in a range answer or a watch event: the key and value plus ~50 bytes of protobuf
+// (create/mod revision, version, lease, the event's type).
+const wireBytes = (payload: number) => payload + 50;
 const liveDataBytes =
   n * (perKey.member + perKey.live + perKey.rtt + perKey.election) + d * (perKey.disk + perKey.owner);
 const dbBytes = n * (storedBytes(perKey.member) + storedBytes(perKey.live) + storedBytes(perKey.rtt) + storedBytes(perKey.election)) + d * (storedBytes(perKey.disk) + storedBytes(perKey.owner));
-const ttlSeconds = 10;
+// Per node: a keep-alive every TTL/3 (etcd3's loop), P/live/ID every liveIntervalMsDefault, and
+// P/rtt/ID at most every RTT_PUBLISH_INTERVAL_MIN_MS (none while round trips hold steady: the
+// figures below take the most).
+const ttlSeconds = leaseTtlSDefault;
 const keepalivesPerMin = n * (60 / (ttlSeconds / 3));
-const livePutsPerMin = n * 2;
-const rttPutsPerMin = n * 2;
+const livePutsPerMin = n * (60_000 / liveIntervalMsDefault);
+const rttPutsPerMin = n * (60_000 / RTT_PUBLISH_INTERVAL_MIN_MS);
 const requestsPerMin = keepalivesPerMin + livePutsPerMin + rttPutsPerMin;
 const writesPerSec = (livePutsPerMin + rttPutsPerMin) / 60;
 const historyBytesPerHour = (livePutsPerMin * storedBytes(perKey.live) + rttPutsPerMin * storedBytes(perKey.rtt)) * 60;
 // Every node watches P/: each put is sent to every node.
 const watchEventsPerSec = writesPerSec * n;
-const watchBytesPerSec = ((livePutsPerMin * perKey.live + rttPutsPerMin * perKey.rtt) / 60) * n;
-const startRangeBytes = liveDataBytes;
+const watchBytesPerSec = ((livePutsPerMin * wireBytes(perKey.live) + rttPutsPerMin * wireBytes(perKey.rtt)) / 60) * n;
+// A node's start: P/ in pages of loadPageKeysDefault keys, in key order (cluster, disks/,
+// election/, live/, members/, owners/, rtt/); the largest page against what the client receives.
+const keyRuns: Array<[count: number, bytes: number]> = [
+  [1, `${prefix}cluster`.length + 120], [d, perKey.disk], [n, perKey.election], [n, perKey.live], [n, perKey.member], [d, perKey.owner], [n, perKey.rtt],
+];
+let startPages = 0;
+let startPageBytesMax = 0;
+{
+  let inPage = 0;
+  let pageBytes = 0;
+  for (const [count, each] of keyRuns) {
+    for (let i = 0; i < count; i++) {
+      pageBytes += wireBytes(each);
+      if (++inPage === loadPageKeysDefault) {
+        startPages++;
+        startPageBytesMax = Math.max(startPageBytesMax, pageBytes);
+        inPage = 0;
+        pageBytes = 0;
+      }
+    }
+  }
+  if (inPage > 0) {
+    startPages++;
+    startPageBytesMax = Math.max(startPageBytesMax, pageBytes);
+  }
+}
+const startRangeBytes = keyRuns.reduce((a, [count, each]) => a + count * wireBytes(each), 0);
 const etcdQuotaDefault = 2 * GiB;
 const etcdQuotaSuggestedMax = 8 * GiB;
 const etcdRequestMax = 1.5 * 2 ** 20;
 const etcdRequestsPerSec = 30_000;
-const grpcReceiveMax = 4 * 2 ** 20;
+/** etcd's hardware guide: "1GbE is sufficient for common etcd deployments" (bytes a second). */
+const etcdLinkBytesPerSec = 1e9 / 8;
 
 const result = {
   seed, nodes: nodeCount, zones: zoneCount, disks: diskCount, policy,
@@ -272,7 +328,7 @@ const result = {
   reservedSpread, usedSpread,
   loss: { node: lost.id, lostBytes, movedBytes: movedOnLoss, disks: lostDisks.length, movedElsewhere, sources: sources.size, targets: received.size, maxReceivedBytes: maxReceived, rebuildSeconds, ms: lossMs },
   add: { node: added.id, movedReplicas: movedOnAdd, createdUntilFilled, landedOnAdded, fill: addedFill, meanFill },
-  etcd: { perKey, keys, keyCount, liveDataBytes, dbBytes, requestsPerMin, keepalivesPerMin, writesPerSec, historyBytesPerHour, watchEventsPerSec, watchBytesPerSec, startRangeBytes },
+  etcd: { perKey, keys, keyCount, liveDataBytes, dbBytes, requestsPerMin, keepalivesPerMin, livePutsPerMin, rttPutsPerMin, writesPerSec, historyBytesPerHour, watchEventsPerSec, watchBytesPerSec, startRangeBytes, startPages, startPageBytesMax },
 };
 
 if (opts.json) {
@@ -291,14 +347,16 @@ if (opts.json) {
   row(`node ${added.id} added: replicas moved (${sampleSize} sampled)`, String(movedOnAdd), `greedy-sticky: adding a node moves nothing: ${verdict(movedOnAdd === 0)}`);
   row('  new disks until it is within 5% of the mean', String(createdUntilFilled), `${landedOnAdded} of them (${pct(landedOnAdded / Math.max(1, createdUntilFilled))}) put a replica on it; its fill ${pct(addedFill)}, mean ${pct(meanFill)}`);
   lines.push('');
-  lines.push(`etcd at steady state (TTL ${ttlSeconds} s; per node: keep-alive every TTL/3, live and rtt puts every 30 s)`);
+  lines.push(`etcd at steady state (TTL ${ttlSeconds} s; per node: keep-alive every TTL/3, live put every ${liveIntervalMsDefault / 1000} s, rtt put at most every ${RTT_PUBLISH_INTERVAL_MIN_MS / 60_000} min)`);
   row('  keys', `${keyCount}`, `members ${n}, live ${n}, rtt ${n}, disks ${d}, owners ${d}, election ${n}`);
-  row('  bytes per key (key + JSON value)', `disk ${perKey.disk}, owner ${perKey.owner}`, `member ${perKey.member}, live ${perKey.live}, rtt ${perKey.rtt} (${n - 1} peers)`);
-  row('  largest value vs request limit 1.5 MiB', `${perKey.rtt} B`, `${verdict(perKey.rtt < etcdRequestMax)}`);
-  row('  requests per minute', `${requestsPerMin}`, `${(requestsPerMin / 60).toFixed(0)}/s vs >30,000/s a 3-member etcd does: ${pct(requestsPerMin / 60 / etcdRequestsPerSec)}: ${verdict(requestsPerMin / 60 < etcdRequestsPerSec / 10)}`);
-  row('  writes per second (puts)', writesPerSec.toFixed(0), `${(watchEventsPerSec).toFixed(0)} watch events/s, ${(watchBytesPerSec / 2 ** 20).toFixed(1)} MiB/s sent to watchers (every node watches P/)`);
+  row('  bytes per key (key + JSON value)', `disk ${perKey.disk}, owner ${perKey.owner}`, `member ${perKey.member}, live ${perKey.live}, rtt ${perKey.rtt} (${Object.keys(rttRecord.zones).length} zones)`);
+  const largest = Math.max(...Object.values(perKey));
+  row('  largest value vs request limit 1.5 MiB', `${largest} B`, `${verdict(largest < etcdRequestMax)}`);
+  row('  requests per minute', requestsPerMin.toFixed(0), `${(requestsPerMin / 60).toFixed(0)}/s vs >30,000/s a 3-member etcd does: ${pct(requestsPerMin / 60 / etcdRequestsPerSec)}: ${verdict(requestsPerMin / 60 < etcdRequestsPerSec / 10)}`);
+  row('  puts per minute (live + rtt at most)', `${livePutsPerMin.toFixed(0)} + ${rttPutsPerMin.toFixed(0)}`, `${writesPerSec.toFixed(0)}/s; rtt: none while round trips hold steady`);
+  row('  watch fan-out (every node watches P/)', `${(watchBytesPerSec / 2 ** 20).toFixed(1)} MiB/s`, `${watchEventsPerSec.toFixed(0)} events/s; vs 1 GbE (etcd's hardware guide): ${pct(watchBytesPerSec / etcdLinkBytesPerSec)}: ${verdict(watchBytesPerSec < etcdLinkBytesPerSec / 10)}`);
   row('  DB size, live keys', `${(dbBytes / 2 ** 20).toFixed(0)} MiB`, `(payload ${(liveDataBytes / 2 ** 20).toFixed(0)} MiB) vs quota 2 GiB: ${pct(dbBytes / etcdQuotaDefault)}, suggested max 8 GiB: ${pct(dbBytes / etcdQuotaSuggestedMax)}: ${verdict(dbBytes < etcdQuotaDefault / 2)}`);
-  row('  history written per hour (live + rtt puts)', `${(historyBytesPerHour / GiB).toFixed(2)} GiB`, `until compacted: ${verdict(historyBytesPerHour < etcdQuotaDefault / 4)}`);
-  row('  node start: one range of P/', `${(startRangeBytes / 2 ** 20).toFixed(0)} MiB`, `vs grpc-js's default 4 MiB receive limit: ${verdict(startRangeBytes < grpcReceiveMax)}`);
+  row('  history written per hour (live + rtt puts)', `${(historyBytesPerHour / 2 ** 20).toFixed(0)} MiB`, `until compacted, vs quota 2 GiB: ${pct(historyBytesPerHour / etcdQuotaDefault)}: ${verdict(historyBytesPerHour < etcdQuotaDefault / 4)}`);
+  row(`  node start: P/ in pages of ${loadPageKeysDefault} keys`, `${(startRangeBytes / 2 ** 20).toFixed(0)} MiB in ${startPages} ranges`, `largest page ${(startPageBytesMax / 2 ** 10).toFixed(0)} KiB vs grpc-js's ${grpcReceiveBytesMax / 2 ** 20} MiB receive limit: ${pct(startPageBytesMax / grpcReceiveBytesMax)}: ${verdict(startPageBytesMax < grpcReceiveBytesMax)}`);
   process.stdout.write(`${lines.join('\n')}\n`);
 }

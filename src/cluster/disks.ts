@@ -92,6 +92,8 @@ export class ReplicatedDisks {
   readonly #held = new Map<string, Held>();
   /** The head's copies of its clients' writes, reused once the chain lets go of them. */
   readonly #writes = new BufferPool({ pooledBytesMax: 64 * 1024 * 1024 });
+  /** Snapshot reads a copying replica asked for, reused once the answer is written. */
+  readonly #reads = new BufferPool({ pooledBytesMax: 16 * 1024 * 1024 });
   /** Per disk, the reconcile running (they are serialized per disk). */
   readonly #reconciling = new Map<string, Promise<void>>();
   readonly #again = new Set<string>();
@@ -510,7 +512,11 @@ export class ReplicatedDisks {
         }
         const source = sources[(i + w) % sources.length];
         const res = await this.#o.pool.request(source, MessageType.READ_SNAP, { disk: r.name, epoch: r.epoch, rev: this.#o.coord.revision, hlc: this.#o.hlc(), snapshot: sync, offset, length });
-        await h.replica.copyIn(offset, length, res.payload ?? Buffer.alloc(length));
+        try {
+          await h.replica.copyIn(offset, length, res.payload ?? Buffer.alloc(length));
+        } finally {
+          res.release();
+        }
         copied += length;
         this.#copiedBytes += length;
         // The rate limit: no faster than `rate` on average since the start.
@@ -663,8 +669,14 @@ export class ReplicatedDisks {
     const b = req.body;
     return wrapEngine(async () => {
       const v = this.#o.store.openVolume(b.disk, b.snapshot);
+      // Read into pooled memory, given back once the answer is written.
+      const buf = this.#reads.take(b.length);
       try {
-        return { payload: await v.read(b.offset, b.length) };
+        const payload = await v.read(b.offset, b.length, buf.subarray(0, b.length));
+        return { payload, release: () => this.#reads.give(buf) };
+      } catch (err) {
+        this.#reads.give(buf);
+        throw err;
       } finally {
         v.close();
       }

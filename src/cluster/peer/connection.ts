@@ -76,6 +76,8 @@ export interface PeerRequest<T extends RequestType = RequestType> {
 export interface PeerReply<T extends RequestType = RequestType> {
   body?: ReplyBodies[T];
   payload?: Buffer | null;
+  /** Called once the answer is written (or the connection is gone): the payload's memory may be reused. */
+  release?: () => void;
 }
 
 /** A response as the requester receives it. */
@@ -83,6 +85,11 @@ export interface PeerResponse<T extends RequestType = RequestType> {
   body: ReplyBodies[T];
   /** The data of a read, else null. */
   payload: Buffer | null;
+  /**
+   * Gives the payload's memory back to the connection's pool: call it once done with the
+   * payload (and never touch it after), or never (the collector takes it).
+   */
+  release(): void;
 }
 
 /** Serves one request type; a ClusterError thrown becomes an error response, anything else is a bug. */
@@ -414,9 +421,16 @@ export class PeerConnection {
       this.#out.requests--;
       this.#out.bytes -= pending.bytes;
       const body = decodeBody(header.flags, frame.body);
-      if ((header.flags & Flag.ERROR) !== 0) pending.reject(errorFromBody(body));
-      else if (body.meta === null) pending.reject(new ClusterError(ClusterErrorCode.PROTOCOL, `${typeName(header.type)} response malformed: ${body.malformed}`));
-      else pending.resolve({ body: body.meta as never, payload: body.payload });
+      const pooled = frame.pooled;
+      const give = this.#give;
+      const release = pooled === null || give === null ? noop : () => give(pooled);
+      if ((header.flags & Flag.ERROR) !== 0) {
+        release();
+        pending.reject(errorFromBody(body));
+      } else if (body.meta === null) {
+        release();
+        pending.reject(new ClusterError(ClusterErrorCode.PROTOCOL, `${typeName(header.type)} response malformed: ${body.malformed}`));
+      } else pending.resolve({ body: body.meta as never, payload: body.payload, release });
       this.#pumpSend();
       return;
     }
@@ -431,9 +445,11 @@ export class PeerConnection {
     const { header } = frame;
     const body: DecodedBody = decodeBody(header.flags, frame.body);
     let extra = 0;
+    let replyRelease: (() => void) | null = null;
     const done = (): void => {
       this.#in.requests--;
       this.#in.bytes -= held + extra;
+      replyRelease?.();
       // The handler is done with the body (its promise settled), and the answer is written.
       if (frame.pooled !== null) this.#give?.(frame.pooled);
       if (this.#phase !== 'closed') this.#pump();
@@ -470,6 +486,7 @@ export class PeerConnection {
       extra = reply.payload?.length ?? 0;
       this.#in.bytes += extra;
       frameOut = encodeFrame(type, Flag.RESPONSE, header.requestId, encoded);
+      replyRelease = reply.release ?? null;
     } catch (err) {
       if (err instanceof ClusterError) {
         this.#write(encodeErrorFrame(type, header.requestId, err, true), done);

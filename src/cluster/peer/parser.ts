@@ -2,7 +2,7 @@
  * The incremental frame parser: takes chunks of any size and yields one whole frame at a time,
  * so the result never depends on how the stream was split. The header is decoded (and so
  * checked) as soon as its 32 bytes are in; the body is then filled, as it arrives, into one
- * buffer of exactly its size (a pooled one for a large request, given back by whoever served it),
+ * buffer of exactly its size (a pooled one when large, given back by whoever used it),
  * and its CRC checked before the frame is yielded. While a large body is being filled, the
  * socket may read the rest straight into it (`directTarget`): no copy, no chunk per read.
  */
@@ -10,7 +10,7 @@ import { crc32 } from '../../native/index.ts';
 import { ByteQueue } from '../../util/byte-queue.ts';
 import { ClusterError, ClusterErrorCode } from '../errors.ts';
 import { decodeHeader, type FrameHeader } from './codec.ts';
-import { Flag, Header, Size } from './spec.ts';
+import { Header, Size } from './spec.ts';
 
 /** One frame as parsed: its header and its whole body (CRC checked). */
 export interface Frame {
@@ -20,13 +20,13 @@ export interface Frame {
   pooled: Buffer | null;
 }
 
-/** Where request bodies come from (flow's BufferPool has this shape). */
+/** Where large bodies come from (flow's BufferPool has this shape). */
 export interface BodyPool {
   /** A buffer of at least `length` bytes. */
   take(length: number): Buffer;
 }
 
-/** Request bodies from this size up come from the pool (below, Node's own slab serves them cheaply). */
+/** Bodies from this size up come from the pool (below, Node's own slab serves them cheaply). */
 const POOLED_BYTES_MIN = 4096;
 /** The rest of a body is read straight into it from this size up; below, reads go on into the shared buffer. */
 const DIRECT_BYTES_MIN = 16 * 1024;
@@ -49,7 +49,7 @@ export class FrameParser {
    */
   bodyBytesMax: number = Size.BODY_BYTES_MAX;
 
-  /** `pool`: where large request bodies come from; without, every body is allocated. */
+  /** `pool`: where large bodies come from; without, every body is allocated. */
   constructor(opts: { pool?: BodyPool } = {}) {
     this.#pool = opts.pool ?? null;
   }
@@ -103,7 +103,7 @@ export class FrameParser {
       this.#filled = 0;
       const n = header.bodyBytes;
       if (n === 0) this.#body = EMPTY;
-      else if (this.#pool !== null && n >= POOLED_BYTES_MIN && (header.flags & Flag.RESPONSE) === 0) {
+      else if (this.#pool !== null && n >= POOLED_BYTES_MIN) {
         this.#pooled = this.#pool.take(n);
         this.#body = this.#pooled.subarray(0, n);
       } else this.#body = n >= POOLED_BYTES_MIN ? Buffer.allocUnsafeSlow(n) : Buffer.allocUnsafe(n);

@@ -87,6 +87,17 @@ export const routes: readonly Route[] = [
       return { status: 201, body: diskWire(await store.createDisk(b.name, b.sizeBytes)), headers: diskLocation(b.name) };
     }
     if (b.failureDomain !== undefined && b.failureDomain !== 'node' && b.failureDomain !== 'zone') throw new ApiError(ApiErrorCode.INVALID, `failureDomain must be node or zone: got ${b.failureDomain}`);
+    // Placement is the controller's (docs/cluster.md, "Controller"): a node that is not passes the request on.
+    const api = cluster.controllerApi();
+    if (api !== null) {
+      try {
+        const body = await new ApiClient(`http://${api}`).createDisk({ name: b.name, sizeBytes: b.sizeBytes, replicas: b.replicas, failureDomain: b.failureDomain });
+        return { status: 201, body, headers: diskLocation(b.name) };
+      } catch (err) {
+        if (err instanceof ClientError && err.nodeCode !== null) throw new ApiError(err.nodeCode, err.message, { cause: err });
+        // The controller did not answer (going down, or not yet replaced): this node places the disk itself, by compare-and-swap as the controller would.
+      }
+    }
     const info = await cluster.createDisk(b.name, b.sizeBytes, { replicas: b.replicas, failureDomain: b.failureDomain as 'node' | 'zone' | undefined });
     return { status: 201, body: clusterDiskWire(info), headers: diskLocation(b.name) };
   }),

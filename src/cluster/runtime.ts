@@ -387,6 +387,13 @@ export class Replication {
     }
   }
 
+  /** The API address of the controller, or null when this node is the controller (or there is none now). */
+  controllerApi(): string | null {
+    const controller = this.coord.controller;
+    if (controller === null || controller === this.coord.nodeId) return null;
+    return this.coord.nodes().find((n) => n.id === controller)?.api ?? null;
+  }
+
   /** The API address of the disk's head, or null when this node is its head (or it has none). */
   headApi(name: string): string | null {
     const vd = this.coord.disk(name);

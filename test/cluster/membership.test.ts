@@ -57,6 +57,15 @@ test('three nodes join, one is controller; a node killed -9 is down within TTL +
   for (const m of metrics) assert.match(m, /^tessera_etcd_requests_total\{kind="keepalive"\} [1-9]/m);
   assert.equal(metrics.filter((m) => /^tessera_cluster_controller 1$/m.test(m)).length, 1);
 
+  // Placement is the controller's: a disk created through another node is created by the controller's API.
+  const ctl = s.nodes.findIndex((n) => n.controller);
+  const other = nodes[(ctl + 1) % 3];
+  const created = (api: string) => /^tessera_api_requests_total\{method="POST",route="\/api\/v1\/disks",status="201"\} (\d+)$/m.exec(api)?.[1] ?? '0';
+  await other.cliOk(['disk', 'create', 'placed', '--size', '16M', '--replicas', '2']);
+  const counts = await Promise.all(nodes.map(async (n) => created(await (await fetch(`${n.api}/metrics`)).text())));
+  assert.equal(counts[ctl], '1', `the controller created it: ${counts.join(', ')}`);
+  await other.cliOk(['disk', 'rm', 'placed']);
+
   // Kill the controller: it is down within TTL + 2 s, and another takes over.
   const controller = s.nodes.find((n) => n.controller)!.id;
   const victim = nodes[s.nodes.findIndex((n) => n.id === controller)];

@@ -38,7 +38,7 @@ export function chainAfter(r: DiskRecord, up: ReadonlySet<string>, nowMs: number
   for (const a of r.away) {
     if (!up.has(a.node) || chain.some((c) => c.node === a.node)) continue;
     away = away.filter((x) => x.node !== a.node);
-    chain.push(a.base === null ? { node: a.node, state: 'rebuilding' } : { node: a.node, state: 'catching-up', base: a.base });
+    chain.push(a.base === null ? { node: a.node, state: 'rebuilding', since: r.epoch + 1 } : { node: a.node, state: 'catching-up', base: a.base, since: r.epoch + 1 });
     changed = true;
   }
   if (!changed) return null;
@@ -74,7 +74,7 @@ export function rebalance(r: DiskRecord, nodes: readonly PlacementNode[], rttMs:
     for (const node of plan.add) {
       const was = away.find((a) => a.node === node);
       away = away.filter((a) => a.node !== node);
-      chain.push(was !== undefined && was.base !== null ? { node, state: 'catching-up', base: was.base } : { node, state: 'rebuilding' });
+      chain.push(was !== undefined && was.base !== null ? { node, state: 'catching-up', base: was.base, since: r.epoch + 1 } : { node, state: 'rebuilding', since: r.epoch + 1 });
     }
     changed = true;
   }

@@ -213,12 +213,14 @@ export class ReplicatedDisks {
     if (held !== undefined) {
       // Fenced (docs/cluster.md, "Epochs, ownership and fencing"): out of the chain; or a head at
       // an older epoch that another node heads now, whose unacknowledged ops must fail rather than
-      // count as done downstream; or a replica back from away, whose copy must go back to its base
-      // before it takes the stream. The copy stays, as the base of a later catch-up.
+      // count as done downstream; or a replica back from away (healthy when it left, or copying in
+      // then: `since` is newer than its join), whose copy must go back to its base before it takes
+      // the stream. The copy stays, as the base of a later catch-up.
       const why =
         entry === undefined ? `not in the chain of epoch ${r.epoch}`
         : held.servingEpoch !== null && ids[0] !== me ? `${ids[0]} heads it at epoch ${r.epoch}`
         : entry.state !== 'healthy' && held.joinedEpoch === null ? `it rejoins at epoch ${r.epoch}, ${entry.state}`
+        : entry.state !== 'healthy' && (entry.since ?? 0) > held.joinedEpoch! ? `it left while copying in and rejoins at epoch ${entry.since}, ${entry.state}`
         : null;
       if (why !== null) {
         await this.#letGo(held, why);

@@ -55,6 +55,12 @@ export interface ChainEntry {
   state: Exclude<ReplicaState, 'stale'>;
   /** For a catching-up replica: the sync snapshot its data is good up to. */
   base?: string;
+  /**
+   * For a replica copying in: the epoch it (re)entered the chain at. A node still copying in
+   * from an earlier entry (it left and came back, perhaps between two records it saw) starts its
+   * copy over: the ops of the epochs it was out of reached neither its stream nor its copy.
+   */
+  since?: number;
 }
 
 /** A replica that left the chain and still holds data up to `base`. */

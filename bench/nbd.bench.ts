@@ -5,6 +5,7 @@
  *
  *   npm run bench -- [--json] [--size 1G] [--seconds 20] [--transports tcp,unix] [--servers tessera,qemu-nbd] [--dir DIR]
  */
+import { readFileSync } from 'node:fs';
 import { open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -20,6 +21,8 @@ type ServerName = 'tessera' | 'qemu-nbd';
 /** A served export one benchmark client can target. */
 interface Target {
   readonly uri: string;
+  /** The server process, whose CPU time a write line reads (null: not known). */
+  readonly pid: number | null;
   /** Replaces the export by an empty one of the same size, the old one's data and memory freed. */
   fresh(): Promise<void>;
   stop(): Promise<void>;
@@ -36,6 +39,8 @@ interface Figure {
   ratio: number | null;
   /** Every attempt's figure, per server, in the order they ran (the best counts). */
   attempts: { tessera: number[]; qemuNbd: number[] };
+  /** Write lines: each attempt's server CPU seconds (user + system, every thread) per GiB written. */
+  cpuPerGiB?: { tessera: number[]; qemuNbd: number[] };
   errors: string[];
 }
 
@@ -76,7 +81,15 @@ async function waitForNbd(uri: string): Promise<void> {
  * FLUSH), `-e 16` so that it accepts several connections and advertises multi-conn, and `-t` so
  * it outlives each client. One process per transport: qemu-nbd listens on one socket only.
  */
-async function startQemuNbd(file: string, transport: Transport, dir: string): Promise<{ uri: string; stop(): Promise<void> }> {
+/** A process's CPU seconds so far, user and system, all its threads (`/proc/PID/stat`). */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // utime and stime, fields 14 and 15 of stat(5), in clock ticks (100 a second on Linux).
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+async function startQemuNbd(file: string, transport: Transport, dir: string): Promise<{ uri: string; pid: number | null; stop(): Promise<void> }> {
   const qemuNbd = requireTool('qemu-nbd', 'qemu-utils');
   let listen: string[];
   let uri: string;
@@ -103,6 +116,7 @@ async function startQemuNbd(file: string, transport: Transport, dir: string): Pr
   }
   return {
     uri,
+    pid: child.pid ?? null,
     async stop() {
       child.kill('SIGTERM');
       await exited;
@@ -113,10 +127,13 @@ async function startQemuNbd(file: string, transport: Transport, dir: string): Pr
 /** qemu-nbd on a new sparse raw file per fresh export (the old file deleted). */
 async function qemuTarget(transport: Transport, dir: string): Promise<Target> {
   const file = join(dir, `qemu-${transport}.raw`);
-  let server: { uri: string; stop(): Promise<void> } | null = null;
+  let server: { uri: string; pid: number | null; stop(): Promise<void> } | null = null;
   const target: Target = {
     get uri() {
       return server!.uri;
+    },
+    get pid() {
+      return server?.pid ?? null;
     },
     async fresh() {
       await server?.stop();
@@ -145,6 +162,9 @@ async function startTessera(dir: string): Promise<{ node: TesseraNode; target(t:
       const target: Target = {
         get uri() {
           return t === 'tcp' ? node.nbdUri(name!) : node.unixUri(name!);
+        },
+        get pid() {
+          return node.pid;
         },
         async fresh() {
           if (name !== null) {
@@ -195,9 +215,10 @@ async function fioIops(uri: string, rw: 'randread' | 'randwrite', cwd: string): 
 async function measure(
   figures: Figure[], test: string, transport: Transport, unit: Figure['unit'],
   targets: Partial<Record<ServerName, Target>>, fn: (target: Target) => Promise<number>,
-  options: { attempts?: number; before?: (target: Target, attempt: number) => Promise<void> } = {},
+  options: { attempts?: number; before?: (target: Target, attempt: number) => Promise<void>; cpuPerGiB?: boolean } = {},
 ): Promise<void> {
   const fig: Figure = { test, transport, unit, tessera: null, qemuNbd: null, ratio: null, attempts: { tessera: [], qemuNbd: [] }, errors: [] };
+  if (options.cpuPerGiB === true) fig.cpuPerGiB = { tessera: [], qemuNbd: [] };
   const attempts = options.attempts ?? 1;
   for (let attempt = 0; attempt < attempts; attempt++) {
     for (const name of servers) {
@@ -209,7 +230,10 @@ async function measure(
         await options.before?.(target, attempt);
         // No dirty data left by the step before (the other server's writes) writes back during this one.
         await runOk('sync', []);
+        const pid = target.pid;
+        const cpuBefore = fig.cpuPerGiB !== undefined && pid !== null ? cpuSeconds(pid) : null;
         const v = await fn(target);
+        if (cpuBefore !== null) fig.cpuPerGiB![key].push((cpuSeconds(pid!) - cpuBefore) / (sizeBytes / 2 ** 30));
         fig.attempts[key].push(v);
         fig[key] = Math.max(fig[key] ?? 0, v);
       } catch (err) {
@@ -237,6 +261,14 @@ function printTable(figures: Figure[]): void {
     if (f.attempts.tessera.length + f.attempts.qemuNbd.length <= 2) continue;
     const list = (v: number[]) => v.map((x) => fmt(x, f.unit, true)).join(', ');
     console.log(`${f.test} (${f.transport}), each attempt: Tessera ${list(f.attempts.tessera)}; qemu-nbd ${list(f.attempts.qemuNbd)}`);
+  }
+  const median = (v: number[]): number => [...v].sort((a, b) => a - b)[(v.length - 1) >> 1]!;
+  const cpu = (v: number[]) => (v.length === 0 ? '-' : `${median(v).toFixed(2)} (${Math.min(...v).toFixed(2)}–${Math.max(...v).toFixed(2)})`);
+  for (const f of figures) {
+    const c = f.cpuPerGiB;
+    if (c === undefined) continue;
+    const ratio = c.tessera.length > 0 && c.qemuNbd.length > 0 ? (median(c.tessera) / median(c.qemuNbd)).toFixed(2) : '-';
+    console.log(`${f.test} (${f.transport}), server CPU s per GiB written, median (min–max): Tessera ${cpu(c.tessera)}; qemu-nbd ${cpu(c.qemuNbd)}; Tessera/qemu-nbd ${ratio}`);
   }
   for (const f of figures) for (const e of f.errors) console.log(`error in ${f.test} (${f.transport}): ${e}`);
 }
@@ -286,10 +318,17 @@ async function main(): Promise<number> {
     const recycle = () => recycleMemory(dir, 2 * sizeBytes);
     await measure(figures, 'seq write (nbdcopy --flush)', transport, 'MB/s', targets, (t) => nbdcopyWrite(source, t.uri), {
       attempts: seqAttempts,
+      cpuPerGiB: true,
       before: async (t, attempt) => {
         if (attempt > 0) await t.fresh();
         await recycle();
       },
+    });
+    // The unflattering case: the same data again over a disk (a file) that holds it all.
+    await measure(figures, 'seq rewrite, written disk (nbdcopy --flush)', transport, 'MB/s', targets, (t) => nbdcopyWrite(source, t.uri), {
+      attempts: seqAttempts,
+      cpuPerGiB: true,
+      before: recycle,
     });
     await measure(figures, 'seq read (nbdcopy to null:)', transport, 'MB/s', targets, (t) => nbdcopyRead(t.uri), { attempts: seqAttempts });
     await measure(figures, 'fio 4k randread qd16', transport, 'IOPS', targets, (t) => fioIops(t.uri, 'randread', dir));

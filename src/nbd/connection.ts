@@ -62,7 +62,9 @@ export class Connection {
 
   /**
    * `readBuffer`, shared with other connections, receives the socket's reads: what a read brings
-   * is parsed at once (write payloads copied into pooled buffers) and the rest copied.
+   * is parsed at once (write payloads copied into pooled buffers) and the rest copied. Once a
+   * write's header is parsed, reads land straight in its payload's pooled buffer instead
+   * (RequestParser.directTarget), so a large payload is not copied at all.
    */
   constructor(socket: Socket, opts: { provider: ExportProvider; limits: NbdLimits; pool: BufferPool; readBuffer: Buffer; log: Logger }) {
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
@@ -75,7 +77,9 @@ export class Connection {
     this.#handshake = new Handshake({ provider: opts.provider, limits: opts.limits, send: (buf) => this.#write([buf]) });
 
     socket.setNoDelay(true);
-    if (!useReadBuffer(socket, opts.readBuffer, (bytes) => this.#onRead(bytes))) socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    // Reads land in the shared buffer, or straight into a write payload's buffer once its header is parsed.
+    const readBuffer = opts.readBuffer;
+    if (!useReadBuffer(socket, readBuffer, (bytes) => this.#onRead(bytes), () => this.#requestParser?.directTarget() ?? readBuffer)) socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('drain', () => this.#pump());
     socket.on('end', () => this.#onEnd());
     socket.on('error', (err: NodeJS.ErrnoException) => this.#onError(err));

@@ -62,6 +62,8 @@ export interface ParsedRequest {
 
 /** First buffer a write payload is copied into; it doubles as more of the payload arrives. */
 const PAYLOAD_BYTES_FIRST = 256 * 1024;
+/** The rest of a payload is read straight into its buffer from this much room up; below, into the shared buffer. */
+const DIRECT_BYTES_MIN = 16 * 1024;
 
 /**
  * Parses transmission requests. A write payload up to `requestBytesMax` is copied, as it arrives,
@@ -82,6 +84,8 @@ export class RequestParser {
   /** The buffer #header's payload is being copied into (from #alloc), and how far it is filled. */
   #allocated: Buffer | null = null;
   #filled = 0;
+  /** The last target handed to the socket (directTarget), until the next push. */
+  #direct: Buffer | null = null;
 
   readonly #alloc: (n: number) => Buffer;
   readonly #free: (buf: Buffer) => void;
@@ -97,7 +101,30 @@ export class RequestParser {
   }
 
   push(chunk: Buffer): void {
+    const direct = this.#direct;
+    this.#direct = null;
+    if (direct !== null && chunk.length > 0 && chunk.buffer === direct.buffer && chunk.byteOffset === direct.byteOffset && chunk.length <= direct.length) {
+      // A read that landed in the payload's own buffer (directTarget): counted where it is.
+      this.#filled += chunk.length;
+      return;
+    }
     this.queue.push(chunk);
+  }
+
+  /**
+   * Where the next read may land directly: the room left in the buffer a write's payload is being
+   * filled into, once every byte queued before it is consumed; else null (read into the shared
+   * buffer and push it). Saves the copy of a large payload out of the shared buffer.
+   */
+  directTarget(): Buffer | null {
+    this.#direct = null;
+    const header = this.#header;
+    const allocated = this.#allocated;
+    if (header === null || allocated === null || this.#skipBytes > 0 || this.queue.length > 0) return null;
+    const end = Math.min(header.length, allocated.length);
+    if (end - this.#filled < DIRECT_BYTES_MIN) return null;
+    this.#direct = allocated.subarray(this.#filled, end);
+    return this.#direct;
   }
 
   /** True between a write's header and the end of its payload. */

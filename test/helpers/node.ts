@@ -36,6 +36,11 @@ export class TesseraNode {
     return this.#child !== null && this.#child !== undefined;
   }
 
+  /** The node process's id while it runs (bin/tessera execs node: the server itself). */
+  get pid(): number | null {
+    return this.#child?.pid ?? null;
+  }
+
   /** Base URL of the HTTP API, e.g. http://127.0.0.1:41234 */
   api = '';
   /** NBD TCP host. */

@@ -208,3 +208,42 @@ test('request parser holds memory for a write payload only as its bytes arrive: 
   assert.equal(held.size, 1, 'the buffers outgrown went back');
   assert.ok(held.has(result.allocated!));
 });
+
+test('request parser reads large payloads straight into their buffer and keeps nothing of a reused read buffer', (t) => {
+  const rng = new Rng(testSeed(t));
+  const big = Buffer.alloc(600 * 1024);
+  for (let i = 0; i < big.length; i += 4) big.writeUInt32LE(i * 2654435761 >>> 0, i);
+  const all = Buffer.concat([
+    encodeRequestHeader({ flags: 0, type: Command.WRITE, cookie: 1n, offset: 0, length: big.length }),
+    big,
+    encodeRequestHeader({ flags: 0, type: Command.FLUSH, cookie: 2n, offset: 0, length: 0 }),
+    encodeRequestHeader({ flags: 0, type: Command.WRITE, cookie: 3n, offset: 4096, length: 40_000 }),
+    big.subarray(3, 40_003),
+  ]);
+  const one = new RequestParser({ requestBytesMax: 32 * 1024 * 1024 });
+  one.push(all);
+  const whole: unknown[] = [];
+  for (let r = one.next(); r !== null; r = one.next()) whole.push({ ...r.header, payload: r.payload?.toString('hex') ?? null });
+  assert.equal(whole.length, 3);
+  for (let round = 0; round < 50; round++) {
+    const parser = new RequestParser({ requestBytesMax: 32 * 1024 * 1024 });
+    const shared = Buffer.alloc(64 * 1024);
+    const out: unknown[] = [];
+    let at = 0;
+    let direct = 0;
+    while (at < all.length) {
+      // As the connection's socket does: into the parser's target when it offers one, else the shared buffer.
+      const target = parser.directTarget() ?? shared;
+      const n = Math.min(round === 0 ? 65536 : rng.range(1, 70_000), target.length, all.length - at);
+      all.copy(target, 0, at, at + n);
+      at += n;
+      if (target !== shared) direct += n;
+      parser.push(target.subarray(0, n));
+      for (let r = parser.next(); r !== null; r = parser.next()) out.push({ ...r.header, payload: r.payload?.toString('hex') ?? null });
+      parser.queue.retain();
+      shared.fill(0xee);
+    }
+    assert.deepEqual(out, whole, `round ${round}`);
+    assert.ok(direct > 300 * 1024, `round ${round}: only ${direct} bytes read directly`);
+  }
+});

@@ -35,6 +35,7 @@ const statusOfCode: Record<ApiErrorCodeValue, number> = {
   POLICY_UNMET: 409,
   ETCD_UNAVAILABLE: 503,
   UNAVAILABLE: 503,
+  CANCELLED: 409,
 };
 
 /** The wire code of every engine error code. */

@@ -4,7 +4,7 @@
  * routes the router serves.
  */
 import { instantRestorePaths, instantRestoreSchemas } from './instant-restore.ts';
-import { backupPaths } from './backups.ts';
+import { backupPaths, backupSchemas } from './backups.ts';
 import { scrubPaths, scrubSchemas } from './scrub.ts';
 import { wireObject } from './schema.ts';
 import { ApiErrorCode } from './client/wire.ts';
@@ -588,6 +588,7 @@ export const openApiDocument = {
         properties: { name: { type: 'string' } },
       }),
       ...instantRestoreSchemas,
+      ...backupSchemas,
       ...scrubSchemas,
       Error: wireObject<ErrorBody>()({
         required: ['error'],

@@ -10,7 +10,7 @@ import type { Replication } from '../cluster/index.ts';
 import type { Logger } from '../observe/index.ts';
 import type { JsonReply, StreamReply } from './http.ts';
 import type { BodySpec } from './validate.ts';
-import type { ClusterStatus, NbdEndpoints, NodeInfo, ScrubStatus } from './client/wire.ts';
+import type { BackupJobState, BackupProgress, ClusterStatus, NbdEndpoints, NodeInfo, ScrubStatus } from './client/wire.ts';
 
 /** HTTP methods the API uses. */
 export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -76,14 +76,39 @@ export interface Route {
 
 /** What the node's backup service is asked (src/node/backups.ts implements it). */
 export interface BackupRunner {
-  /** Whether a backup is running (another is refused meanwhile). */
+  /** Whether a job is running (another is refused meanwhile). */
   readonly busy: boolean;
-  run(
-    req: { disks: string[]; repo: string; password: string; env: Record<string, string>; tenant?: string },
-    onEvent: (e: { event: string } & Record<string, unknown>) => void,
-    signal: AbortSignal,
-  ): Promise<{ outcomes: object[] }>;
+  /** Starts a job; throws at once for an unknown disk or while another runs. */
+  start(req: { disks: string[]; repo: string; password: string; env: Record<string, string>; tenant?: string; rateBytesPerSecond?: number }): BackupJobView;
+  /** Running and recently finished jobs, newest first. */
+  jobs(): BackupJobView[];
+  /** The job with this id or unique prefix, or null. */
+  job(id: string): BackupJobView | null;
 }
+
+/** A backup job as the routes see it (src/node/backup-jobs.ts). */
+export interface BackupJobView {
+  readonly id: string;
+  readonly facts: { readonly disks: readonly string[]; readonly repo: string; readonly tenant: string | null; readonly rateBytesPerSecond: number | null };
+  readonly state: BackupJobState;
+  readonly startedMs: number;
+  readonly finishedMs: number | null;
+  readonly snapshot: string | null;
+  readonly progress: BackupProgress[];
+  readonly end: { state: 'done'; outcomes: object[] } | { state: 'failed' | 'cancelled'; error: Error } | null;
+  /** Replays what the job did so far, then calls `listener` with each event up to its end; returns the function that stops following. */
+  follow(listener: (e: BackupJobViewEvent) => void): () => void;
+  /** Cancels the job; resolves once it has ended. */
+  cancel(): Promise<unknown>;
+}
+
+/** What a follower of a backup job hears. */
+export type BackupJobViewEvent =
+  | { event: 'snapshot'; name: string }
+  | { event: 'progress'; progress: BackupProgress }
+  | { event: 'note'; message: string }
+  | { event: 'done'; outcomes: object[] }
+  | { event: 'error'; state: 'failed' | 'cancelled'; error: Error };
 
 /** What the node's scrub service is asked (src/node/scrub.ts implements it). */
 export interface ScrubRunner {

@@ -195,12 +195,13 @@ export const routes: readonly Route[] = [
 
 /**
  * Whether a request to route `path` changes the node's store, so that a node that runs read-only
- * refuses it: every route but reads, a flush (nothing to make durable), a backup (which reads
- * the disks and writes its repository; docs/backup.md) and a scrub (which only reads).
+ * refuses it: every route but reads, a flush (nothing to make durable), a backup and its cancel
+ * (a backup reads the disks and writes its repository; docs/backup.md) and a scrub (which only
+ * reads).
  */
 export function changesStore(method: string, path: string): boolean {
   if (method === 'GET' || method === 'HEAD') return false;
-  return path !== `${API_PREFIX}/disks/{name}/flush` && path !== `${API_PREFIX}/backups` && path !== `${API_PREFIX}/scrub`;
+  return path !== `${API_PREFIX}/disks/{name}/flush` && path !== `${API_PREFIX}/backups` && path !== `${API_PREFIX}/backup-jobs/{id}/cancel` && path !== `${API_PREFIX}/scrub`;
 }
 
 /** Result of matching a request path against the route table. */

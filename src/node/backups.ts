@@ -1,7 +1,8 @@
 /**
  * Disk backups run by the node (docs/backup.md, "Disk backups run by the node"): the steps of
  * runDiskBackup over the engine itself, with the repository's worker threads and derived key kept
- * between backups, so that a backup pays neither a process's start nor the node's HTTP API.
+ * between backups, so that a backup pays neither a process's start nor the node's HTTP API. Each
+ * runs as a job (backup-jobs.ts) that goes on when the client that asked for it goes away.
  */
 import { join } from 'node:path';
 import {
@@ -13,7 +14,6 @@ import {
   openRepoBackend,
   outcomeJson,
   runDiskBackup,
-  type DiskBackupProgress,
   type DiskHost,
   type DiskSnapshotSource,
 } from '../backup/index.ts';
@@ -21,7 +21,12 @@ import type { Backend } from '../objstore/index.ts';
 import { extentRunsOf } from '../api/index.ts';
 import type { Replication } from '../cluster/index.ts';
 import type { Store, Volume } from '../engine/index.ts';
+import { RateLimiter } from '../flow/index.ts';
+import { Logger } from '../observe/index.ts';
 import { BackupTotals } from './metrics.ts';
+import { BackupJob, cancelledError, type BackupJobEnd, type NodeBackupEvent } from './backup-jobs.ts';
+
+export { BackupJob, type BackupJobEnd, type BackupJobEvent, type BackupJobFacts, type BackupJobState, type NodeBackupEvent } from './backup-jobs.ts';
 
 /** A backup the node is asked to run. */
 export interface NodeBackupRequest {
@@ -32,17 +37,17 @@ export interface NodeBackupRequest {
   /** AWS variables for an s3:// repository. */
   env: Record<string, string>;
   tenant?: string;
+  /** Bytes a second the backup reads of the disks at most; full speed when left out. */
+  rateBytesPerSecond?: number;
 }
-
-/** What a running backup reports. */
-export type NodeBackupEvent = { event: 'snapshot'; name: string } | { event: 'progress'; progress: DiskBackupProgress } | { event: 'note'; message: string };
 
 /** Extents asked of the engine per call: the API's window. */
 const extentWindowBytes = 1 << 30;
 
 /**
  * The engine's disks and snapshots, for runDiskBackup: `onSnapshot` hears the snapshot once it is
- * taken; reads fail once `signal` aborts.
+ * taken; reads (and a snapshot not taken yet) fail once `signal` aborts; `rateBytesPerSecond`
+ * paces the reads.
  *
  * A store opened read-only takes no snapshot and needs none: its disks cannot change. The backup
  * reads their heads under the snapshot's name, which the node then never has, so the next backup
@@ -52,17 +57,35 @@ export class EngineDiskHost implements DiskHost {
   private readonly store: Store;
   private readonly signal: AbortSignal | undefined;
   private readonly onSnapshot: ((name: string) => void) | undefined;
+  private readonly rate: RateLimiter | null;
   /** Snapshot names that stand for the disks' heads (a read-only store). */
   private readonly heads = new Set<string>();
 
   /** In a cluster: the node's replication, through whose chains snapshots are taken and deleted at every replica. */
   private readonly cluster: Replication | null;
 
-  constructor(store: Store, options: { signal?: AbortSignal; onSnapshot?: (name: string) => void; cluster?: Replication | null } = {}) {
+  constructor(store: Store, options: { signal?: AbortSignal; onSnapshot?: (name: string) => void; cluster?: Replication | null; rateBytesPerSecond?: number } = {}) {
     this.store = store;
     this.signal = options.signal;
     this.onSnapshot = options.onSnapshot;
     this.cluster = options.cluster ?? null;
+    this.rate = options.rateBytesPerSecond === undefined ? null : new RateLimiter({ perSecond: options.rateBytesPerSecond });
+  }
+
+  /** Throws once the backup is cancelled. */
+  private check(): void {
+    if (this.signal?.aborted) throw cancelledError();
+  }
+
+  /** Waits as the rate asks before reading `bytes`; a cancel ends the wait. */
+  private async pace(bytes: number): Promise<void> {
+    if (this.rate === null) return;
+    try {
+      await this.rate.wait(bytes, this.signal);
+    } catch (err) {
+      if (this.signal?.aborted) throw cancelledError();
+      throw err;
+    }
   }
 
   async snapshotNames(disk: string): Promise<string[]> {
@@ -70,6 +93,7 @@ export class EngineDiskHost implements DiskHost {
   }
 
   async snapshot(name: string, disks: readonly string[]): Promise<{ sizeBytes: number }[]> {
+    this.check();
     if (this.store.readOnly) {
       this.heads.add(name);
       return disks.map((d) => ({ sizeBytes: this.store.getDisk(d).sizeBytes }));
@@ -93,12 +117,9 @@ export class EngineDiskHost implements DiskHost {
   }
 
   source(disk: string, snap: string, sizeBytes: number): DiskSnapshotSource {
-    const { store, signal } = this;
-    const check = (): void => {
-      if (signal?.aborted) throw new BackupError(BackupErrorCode.INVALID, 'The backup was cancelled: its client went away');
-    };
+    const { store } = this;
     const withVolume = async <T>(fn: (v: Volume) => Promise<T>): Promise<T> => {
-      check();
+      this.check();
       const vol = store.openVolume(disk, this.heads.has(snap) ? null : snap);
       try {
         return await fn(vol);
@@ -116,14 +137,19 @@ export class EngineDiskHost implements DiskHost {
             for (const e of await extentRunsOf(vol, at, Math.min(extentWindowBytes, sizeBytes - at), since)) visit(e);
           }
         }),
-      read: (offset, into) => withVolume((vol) => readInto(vol, offset, into)),
-      readMany: (offset, into) =>
-        withVolume(async (vol) => {
+      read: async (offset, into) => {
+        await this.pace(into.length);
+        return withVolume((vol) => readInto(vol, offset, into));
+      },
+      readMany: async (offset, into) => {
+        await this.pace(into.reduce((n, b) => n + b.length, 0));
+        return withVolume(async (vol) => {
           for (const buf of into) {
             await readInto(vol, offset, buf);
             offset += buf.length;
           }
-        }),
+        });
+      },
     };
   }
 }
@@ -148,77 +174,133 @@ interface OpenRepository {
 /** The worker threads and the repository stay open this long after a backup. */
 export const keepOpenMs = 60_000;
 
+/** Finished jobs whose records are kept (the newest); older ones are forgotten. */
+export const finishedJobsMax = 32;
+
+/** How long close() waits for a cancelled job to end (delete its snapshot) before going on. */
+const closeWaitMs = 30_000;
+
 /**
- * The node's backups: one at a time (another is refused while one runs); the last repository
+ * The node's backups, each a job: one runs at a time (another is refused while one runs); the
+ * records of the last finishedJobsMax finished ones are kept, in memory only; the last repository
  * stays open, with its index cache and worker threads, for keepOpenMs.
  */
 export class NodeBackups {
   private readonly store: Store;
   private readonly cacheDir: string;
-  private running = false;
   private readonly totals: BackupTotals;
-
-  /** Whether a backup is running (run() refuses another meanwhile). */
-  get busy(): boolean {
-    return this.running;
-  }
+  private readonly log: Logger;
+  /** Running and finished jobs, oldest first. */
+  private readonly jobList: BackupJob[] = [];
+  private runningJob: BackupJob | null = null;
   private open: OpenRepository | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
+  /** In a cluster: the node's replication once it joined (snapshots go through the chains). */
+  #cluster: () => Replication | null;
 
   /**
    * `totals` hears what each backup read, stored and found deduplicated (the node's metrics).
    * The repository's index cache goes in `cacheDir`, by default `DATA/backup-writer-cache`.
    */
-  /** In a cluster: the node's replication once it joined (snapshots go through the chains). */
-  #cluster: () => Replication | null;
-
-  constructor(options: { store: Store; dataDir: string; totals?: BackupTotals; cacheDir?: string; cluster?: () => Replication | null }) {
+  constructor(options: { store: Store; dataDir: string; totals?: BackupTotals; cacheDir?: string; cluster?: () => Replication | null; log?: Logger }) {
     this.#cluster = options.cluster ?? (() => null);
     this.store = options.store;
     this.totals = options.totals ?? new BackupTotals();
+    this.log = options.log ?? Logger.silent();
     // Not the instant restores' cache directory: each opens its own caches.
     this.cacheDir = options.cacheDir ?? join(options.dataDir, 'backup-writer-cache');
   }
 
-  /** Runs a backup; `onEvent` hears its snapshot and progress; `signal` cancels it. Outcomes as `backup create --json` prints them. */
-  async run(req: NodeBackupRequest, onEvent: (e: NodeBackupEvent) => void, signal?: AbortSignal): Promise<{ outcomes: object[] }> {
-    if (this.running) throw new BackupError(BackupErrorCode.INVALID, 'A backup is running on this node already; try again when it is done');
-    this.running = true;
-    const totals = this.totals;
-    totals.running++;
-    let succeeded = false;
+  /** Whether a job is running (start() refuses another meanwhile). */
+  get busy(): boolean {
+    return this.runningJob !== null;
+  }
+
+  /** The running job, or null. */
+  get running(): BackupJob | null {
+    return this.runningJob;
+  }
+
+  /** Running and recently finished jobs, newest first. */
+  jobs(): BackupJob[] {
+    return [...this.jobList].reverse();
+  }
+
+  /** The job with this id, or with this unique prefix of at least 4 digits; null if none. */
+  job(id: string): BackupJob | null {
+    const exact = this.jobList.find((j) => j.id === id);
+    if (exact !== undefined || id.length < 4) return exact ?? null;
+    const matches = this.jobList.filter((j) => j.id.startsWith(id));
+    return matches.length === 1 ? matches[0] : null;
+  }
+
+  /**
+   * Starts a backup as a job and returns it at once: `job.finished` resolves to its end (never
+   * rejects), `job.follow` hears its events, `job.cancel()` stops it. Throws, before any job
+   * exists, when a job is running (BackupError INVALID: see `busy`) or a disk is unknown (the
+   * engine's NOT_FOUND). The request (password and AWS variables included) lives in the job's
+   * work only, and is let go when it ends.
+   */
+  start(req: NodeBackupRequest): BackupJob {
+    if (this.runningJob !== null) throw new BackupError(BackupErrorCode.INVALID, 'A backup is running on this node already; try again when it is done');
+    for (const d of req.disks) this.store.getDisk(d);
+    const job = BackupJob.start(
+      { disks: [...req.disks], repo: req.repo, tenant: req.tenant ?? null, rateBytesPerSecond: req.rateBytesPerSecond ?? null },
+      ({ signal, report }) => this.backUp(req, signal, report),
+      { onEnd: (j, end) => this.ended(j, end) },
+    );
+    this.runningJob = job;
+    this.jobList.push(job);
+    this.totals.running++;
     if (this.idleTimer !== null) clearTimeout(this.idleTimer);
-    try {
-      if (this.store.readOnly) onEvent({ event: 'note', message: 'the node runs read-only: the disks are backed up as they are, without a snapshot (they cannot change); their next backup is a full one' });
-      const r = await this.repository(req);
-      const host = new EngineDiskHost(this.store, { signal, onSnapshot: (name) => onEvent({ event: 'snapshot', name }), cluster: this.#cluster() });
-      // Progress figures are per disk and cumulative; the totals grow by their differences.
-      const seen = new Map<string, { read: number; stored: number; reused: number }>();
-      const chunkBytes = r.repo.config.chunkSizeBytes;
-      const { outcomes } = await runDiskBackup(r, host, {
-        disks: req.disks,
-        tenant: req.tenant,
-        hookFailed: (message) => new BackupError(BackupErrorCode.INVALID, message), // no hooks here: the client runs them
-        note: (message) => onEvent({ event: 'note', message }),
-        onProgress: (progress) => {
-          const last = seen.get(progress.disk) ?? { read: 0, stored: 0, reused: 0 };
-          totals.readBytes += progress.bytesRead - last.read;
-          totals.storedBytes += progress.bytesStored - last.stored;
-          totals.dedupedBytes += (progress.chunksReused - last.reused) * chunkBytes;
-          seen.set(progress.disk, { read: progress.bytesRead, stored: progress.bytesStored, reused: progress.chunksReused });
-          onEvent({ event: 'progress', progress });
-        },
-      });
-      succeeded = true;
-      return { outcomes: outcomes.map(outcomeJson) };
-    } finally {
-      totals.running--;
-      if (succeeded) totals.runsSucceeded++;
-      else totals.runsFailed++;
-      this.running = false;
-      this.idleTimer = setTimeout(() => void this.closeRepository(), keepOpenMs);
-      this.idleTimer.unref();
+    this.log.info(`backup job ${job.id} started`, { job: job.id, disks: req.disks, repo: req.repo, ...(req.tenant !== undefined ? { tenant: req.tenant } : {}) });
+    return job;
+  }
+
+  /** A job ended: counted, logged, the oldest finished records beyond the bound forgotten. */
+  private ended(job: BackupJob, end: BackupJobEnd): void {
+    this.totals.running--;
+    if (end.state === 'done') this.totals.runsSucceeded++;
+    else this.totals.runsFailed++;
+    if (end.state === 'done') this.log.info(`backup job ${job.id} done`, { job: job.id, restorePoints: end.outcomes.map((o) => (o as { id: string }).id) });
+    else this.log.warn(`backup job ${job.id} ${end.state}: ${end.error.message}`, { job: job.id, disks: job.facts.disks, err: end.error });
+    this.runningJob = null;
+    let finished = this.jobList.filter((j) => j.state !== 'running').length;
+    for (let i = 0; i < this.jobList.length && finished > finishedJobsMax; ) {
+      if (this.jobList[i].state === 'running') i++;
+      else {
+        this.jobList.splice(i, 1);
+        finished--;
+      }
     }
+    this.idleTimer = setTimeout(() => void this.closeRepository(), keepOpenMs);
+    this.idleTimer.unref();
+  }
+
+  /** A job's work: the backup, with the repository opened (or kept open) for it. */
+  private async backUp(req: NodeBackupRequest, signal: AbortSignal, report: (e: NodeBackupEvent) => void): Promise<object[]> {
+    const totals = this.totals;
+    if (this.store.readOnly) report({ event: 'note', message: 'the node runs read-only: the disks are backed up as they are, without a snapshot (they cannot change); their next backup is a full one' });
+    const r = await this.repository(req);
+    const host = new EngineDiskHost(this.store, { signal, onSnapshot: (name) => report({ event: 'snapshot', name }), cluster: this.#cluster(), rateBytesPerSecond: req.rateBytesPerSecond });
+    // Progress figures are per disk and cumulative; the totals grow by their differences.
+    const seen = new Map<string, { read: number; stored: number; reused: number }>();
+    const chunkBytes = r.repo.config.chunkSizeBytes;
+    const { outcomes } = await runDiskBackup(r, host, {
+      disks: req.disks,
+      tenant: req.tenant,
+      hookFailed: (message) => new BackupError(BackupErrorCode.INVALID, message), // no hooks here: the client runs them
+      note: (message) => report({ event: 'note', message }),
+      onProgress: (progress) => {
+        const last = seen.get(progress.disk) ?? { read: 0, stored: 0, reused: 0 };
+        totals.readBytes += progress.bytesRead - last.read;
+        totals.storedBytes += progress.bytesStored - last.stored;
+        totals.dedupedBytes += (progress.chunksReused - last.reused) * chunkBytes;
+        seen.set(progress.disk, { read: progress.bytesRead, stored: progress.bytesStored, reused: progress.chunksReused });
+        report({ event: 'progress', progress });
+      },
+    });
+    return outcomes.map(outcomeJson);
   }
 
   /** The request's repository: the one kept open if it is the same, else opened anew. */
@@ -240,19 +322,32 @@ export class NodeBackups {
     }
   }
 
+  /** Closes the repository kept open, unless a job may be using it. */
   private async closeRepository(): Promise<void> {
     const o = this.open;
-    if (o === null || this.running) return;
+    // A job that has started but not opened its repository yet opens it after this: not closed under it.
+    if (o === null || this.runningJob !== null) return;
     this.open = null;
     await o.pool.close();
     await o.cache.close();
     await o.backend.close();
   }
 
-  /** Closes what is kept open (a running backup is not waited for). */
+  /**
+   * Cancels the running job and waits (up to 30 s) for it to end, so that it deletes its new
+   * snapshot while the store is open; then closes what is kept open. Job records go with the
+   * process: they are in memory only.
+   */
   async close(): Promise<void> {
     if (this.idleTimer !== null) clearTimeout(this.idleTimer);
-    this.running = false;
+    const job = this.runningJob;
+    if (job !== null) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([job.cancel(), new Promise((resolve) => (timer = setTimeout(resolve, closeWaitMs)))]);
+      clearTimeout(timer);
+      if (this.idleTimer !== null) clearTimeout(this.idleTimer);
+    }
+    this.runningJob = null;
     await this.closeRepository();
   }
 }

@@ -208,7 +208,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       if (backupCache !== undefined) await rm(backupCache, { recursive: true, force: true });
     };
     undo.push(removeBackupCache);
-    const backups = new NodeBackups({ store, dataDir, totals: metrics.backups, cacheDir: backupCache, cluster: () => replication });
+    const backups = new NodeBackups({ store, dataDir, totals: metrics.backups, cacheDir: backupCache, cluster: () => replication, log: root.child({ component: 'backup' }) });
     undo.push(() => backups.close());
     // The background scrub, and scrubs asked for through the API (docs/engine.md, "Scrub").
     const scrubs = new NodeScrubs({
@@ -278,13 +278,15 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
         // Order: stop taking NBD and API work, then flush and close the store, then unlock.
         closing ??= (async () => {
           notReady = NotReady.CLOSING;
+          // A running backup job is cancelled first, while its snapshot can still be deleted
+          // through the chains, and so that its followers' streams end before the API closes.
+          await backups.close();
           // Leaving first: the others see the node down at once, not a lease TTL later.
           await cluster?.close();
           await nbd.close();
           await unlink(socketPath).catch(() => {});
           await api.close();
           await restores.close();
-          await backups.close();
           clearInterval(spaceWatch);
           await removeBackupCache();
           await scrubs.close();

@@ -11,7 +11,8 @@ import { createApiServer } from '../../src/api/index.ts';
 import { openApiDocument } from '../../src/api/openapi.ts';
 import { Store } from '../../src/engine/index.ts';
 import { BackupError, BackupErrorCode } from '../../src/backup/index.ts';
-import type { BackupEvent, BackupProgress } from '../../src/api/client/index.ts';
+import type { BackupEvent, BackupJob as BackupJobWire, BackupProgress } from '../../src/api/client/index.ts';
+import { BackupJob } from '../../src/node/backups.ts';
 import { cleanup, makeTempDir } from '../helpers/index.ts';
 
 after(cleanup);
@@ -103,20 +104,31 @@ test('replies of a real server hold exactly what the OpenAPI document says', asy
   }
 });
 
-test('a backup run by the node streams wire events: progress as the API declares it, failures with the API code', async () => {
+test('a backup job streams wire events: the job first, progress as the API declares it, failures with the API code; a job listed, shown and cancelled is a BackupJob', async () => {
   const dir = makeTempDir('tessera-wire-');
   const store = await Store.open({ dir: join(dir, 'store') });
   const progress: BackupProgress = { disk: 'vm1', bytesToRead: 2, bytesRead: 1, sizeBytes: 4, bytesScanned: 1, bytesStored: 1, chunksNew: 1, chunksReused: 0, chunksZero: 0 };
-  // A stand-in for the node's backup service: events as the backup code makes them (with more
-  // fields than the API declares), then a failure of the repository.
+  // A stand-in for the node's backup service, over the node's own jobs: events as the backup
+  // code makes them (with more fields than the API declares), then a failure of the repository;
+  // a backup into "/srv/slow" waits until it is cancelled.
+  const list: BackupJob[] = [];
   const backups = {
-    busy: false,
-    async run(_req: unknown, onEvent: (e: { event: string } & Record<string, unknown>) => void): Promise<{ outcomes: object[] }> {
-      onEvent({ event: 'snapshot', name: 'tessera-1' });
-      onEvent({ event: 'progress', progress: { ...progress, movers: { internal: true } } });
-      onEvent({ event: 'note', message: 'full backup of vm1' });
-      throw new BackupError(BackupErrorCode.WRONG_PASSWORD, 'Wrong password for the repository at /srv/b');
+    get busy() {
+      return list.some((j) => j.state === 'running');
     },
+    start(req: { disks: string[]; repo: string }): BackupJob {
+      const job = BackupJob.start({ disks: req.disks, repo: req.repo, tenant: null, rateBytesPerSecond: null }, async ({ signal, report }) => {
+        report({ event: 'snapshot', name: 'tessera-1' });
+        report({ event: 'progress', progress: { ...progress, movers: { internal: true } } as BackupProgress });
+        report({ event: 'note', message: 'full backup of vm1' });
+        if (req.repo === '/srv/slow') await new Promise((resolve) => signal.addEventListener('abort', resolve));
+        throw new BackupError(BackupErrorCode.WRONG_PASSWORD, 'Wrong password for the repository at /srv/b');
+      });
+      list.push(job);
+      return job;
+    },
+    jobs: () => [...list].reverse(),
+    job: (id: string) => list.find((j) => j.id === id) ?? null,
   };
   const server = createApiServer({ store, backups });
   const { port } = await server.listen({ host: '127.0.0.1', port: 0 });
@@ -124,14 +136,45 @@ test('a backup run by the node streams wire events: progress as the API declares
   try {
     const events: BackupEvent[] = [];
     const failed = await client.runBackup({ disks: ['vm1'], repo: '/srv/b', password: 'pw' }, (e) => void events.push(e)).catch((err: unknown) => err);
-    assert.deepEqual(events, [
-      { event: 'snapshot', name: 'tessera-1' },
-      { event: 'progress', progress },
-      { event: 'note', message: 'full backup of vm1' },
-    ]);
+    assert.equal(events[0].event, 'job');
+    const first = (events[0] as { job: BackupJobWire }).job;
+    conforms(first, 'BackupJob');
+    assert.equal(first.state, 'running');
+    // Heard live, or replayed to a follower that came after them (snapshot, notes, progress).
+    const rest = events.slice(1);
+    assert.deepEqual(rest.find((e) => e.event === 'progress'), { event: 'progress', progress });
+    assert.deepEqual(rest.map((e) => e.event).sort(), ['note', 'progress', 'snapshot']);
+    assert.deepEqual(rest[0], { event: 'snapshot', name: 'tessera-1' });
     assert.ok(failed instanceof ClientError, String(failed));
     assert.equal(failed.nodeCode, 'WRONG_PASSWORD');
     assert.equal(failed.message, 'Wrong password for the repository at /srv/b');
+
+    // The job's record: failed, with the API's code, no password anywhere.
+    const shown = await client.getBackupJob(first.id);
+    conforms(shown, 'BackupJob');
+    assert.equal(shown.state, 'failed');
+    assert.deepEqual(shown.error, { code: 'WRONG_PASSWORD', message: 'Wrong password for the repository at /srv/b' });
+    assert.deepEqual(shown.progress, [progress]);
+    assert.doesNotMatch(JSON.stringify(await client.listBackupJobs()), /pw/);
+
+    // Started without following (202), followed later, cancelled: CANCELLED in the record and the stream's last line.
+    const slow = await client.startBackupJob({ disks: ['vm1'], repo: '/srv/slow', password: 'pw' });
+    conforms(slow, 'BackupJob');
+    const followed: string[] = [];
+    const following = client.followBackupJob(slow.id, (e) => void followed.push(e.event)).catch((err: unknown) => err);
+    const cancelled = await client.cancelBackupJob(slow.id);
+    conforms(cancelled, 'BackupJob');
+    assert.equal(cancelled.state, 'cancelled');
+    assert.equal(cancelled.error?.code, 'CANCELLED');
+    const end = await following;
+    assert.ok(end instanceof ClientError && end.nodeCode === 'CANCELLED', String(end));
+    assert.deepEqual(followed, ['job', 'snapshot', 'note', 'progress'], 'a follower hears what the job did so far');
+    const jobs = await client.listBackupJobs();
+    assert.deepEqual(jobs.map((j) => j.id), [slow.id, first.id], 'newest first');
+    for (const j of jobs) conforms(j, 'BackupJob');
+    const again = await client.cancelBackupJob(slow.id);
+    assert.equal(again.state, 'cancelled', 'a second cancel changes nothing');
+    await assert.rejects(client.getBackupJob('ffffffffffff'), { nodeCode: 'NOT_FOUND' });
   } finally {
     await server.close();
     await store.close();

@@ -8,6 +8,7 @@ import type { IncomingMessage } from 'node:http';
 import { http, https } from '../../util/node-http.ts';
 import type {
   BackupEvent,
+  BackupJob,
   BackupOutcome,
   BackupRequest,
   CloneRequest,
@@ -41,6 +42,9 @@ const compactTimeoutMs = 60 * 60_000;
 
 /** Starting or resuming an instant restore opens a repository (an S3 one may be slow). */
 const restoreStartTimeoutMs = 300_000;
+
+/** A cancelled backup job ends at its next read, then deletes its snapshot and its marker (an S3 repository may be slow). */
+const cancelTimeoutMs = 300_000;
 
 /** One line of a streamed reply (a backup's outcomes, a scrub's report) is at most this long. */
 const lineBytesMax = 16 << 20;
@@ -221,16 +225,58 @@ export class ApiClient {
   }
 
   /**
-   * Has the node back up disks (POST /backups) and resolves to the outcomes. `onEvent` hears the
-   * snapshot, progress and notes as they come; the next line is read once it resolves. An
-   * `error` event rejects with a REFUSED ClientError carrying the node's code.
+   * Has the node back up disks (POST /backups): the node starts a job and this follows it, up
+   * to its end; resolves to the outcomes. `onEvent` hears the job (first), the snapshot,
+   * progress and notes as they come; the next line is read once it resolves. An `error` event
+   * rejects with a REFUSED ClientError carrying the node's code (`CANCELLED` for a job
+   * cancelled). Going away (`signal`) stops following; the job goes on.
    */
-  async runBackup(req: BackupRequest, onEvent: (e: BackupEvent) => void | Promise<void> = () => {}): Promise<BackupOutcome[]> {
-    for await (const e of this.events<BackupEvent>('/backups', req, 'backup')) {
+  async runBackup(req: BackupRequest, onEvent: (e: BackupEvent) => void | Promise<void> = () => {}, opts: { signal?: AbortSignal } = {}): Promise<BackupOutcome[]> {
+    for await (const e of this.events<BackupEvent>('POST', '/backups', req, 'backup', opts.signal)) {
       if (e.event === 'done') return e.outcomes;
       await onEvent(e);
     }
     throw lost('backup');
+  }
+
+  /** Starts a backup job (POST /backups?follow=false) and resolves to it at once. */
+  startBackupJob(req: BackupRequest): Promise<BackupJob> {
+    return this.request('POST', '/backups?follow=false', { body: req, timeoutMs: restoreStartTimeoutMs });
+  }
+
+  /**
+   * The node's running and recently finished backup jobs, newest first; in a cluster those of
+   * every node up, unless `scope` is `node` (this node's only).
+   */
+  listBackupJobs(opts: { scope?: 'node'; timeoutMs?: number } = {}): Promise<BackupJob[]> {
+    return this.request('GET', `/backup-jobs${opts.scope === 'node' ? '?scope=node' : ''}`, { timeoutMs: opts.timeoutMs });
+  }
+
+  /** One backup job, by its id or a unique prefix of at least 4 digits. */
+  getBackupJob(id: string, opts: { scope?: 'node'; timeoutMs?: number } = {}): Promise<BackupJob> {
+    return this.request('GET', `/backup-jobs/${seg(id)}${opts.scope === 'node' ? '?scope=node' : ''}`, { timeoutMs: opts.timeoutMs });
+  }
+
+  /**
+   * Follows a backup job (GET /backup-jobs/{id}?follow=true) as runBackup follows the job it
+   * starts: the job first, then what it did so far (its snapshot, notes, the last progress of
+   * each disk), then its events as they come; resolves to the outcomes.
+   */
+  async followBackupJob(id: string, onEvent: (e: BackupEvent) => void | Promise<void> = () => {}, opts: { scope?: 'node'; signal?: AbortSignal } = {}): Promise<BackupOutcome[]> {
+    const path = `/backup-jobs/${seg(id)}?follow=true${opts.scope === 'node' ? '&scope=node' : ''}`;
+    for await (const e of this.events<BackupEvent>('GET', path, undefined, 'backup', opts.signal)) {
+      if (e.event === 'done') return e.outcomes;
+      await onEvent(e);
+    }
+    throw lost('backup');
+  }
+
+  /**
+   * Cancels a backup job and resolves to it once it has ended: `cancelled`, or what it had
+   * ended as before the cancel.
+   */
+  cancelBackupJob(id: string, opts: { scope?: 'node' } = {}): Promise<BackupJob> {
+    return this.request('POST', `/backup-jobs/${seg(id)}/cancel${opts.scope === 'node' ? '?scope=node' : ''}`, { timeoutMs: cancelTimeoutMs });
   }
 
   /**
@@ -239,7 +285,7 @@ export class ApiClient {
    * line rejects with a REFUSED ClientError carrying the node's code.
    */
   async scrub(req: ScrubRequest = {}, onProgress: (p: ScrubProgress) => void | Promise<void> = () => {}): Promise<ScrubReport> {
-    for await (const e of this.events<ScrubEvent>('/scrub', req, 'scrub')) {
+    for await (const e of this.events<ScrubEvent>('POST', '/scrub', req, 'scrub')) {
       if (e.event === 'done') return e.report;
       if (e.event === 'progress') await onProgress(e.progress);
     }
@@ -247,12 +293,16 @@ export class ApiClient {
   }
 
   /**
-   * POSTs `req` to a route whose reply is JSON lines and yields its events as they come, up to
-   * and with `done`: an `error` line rejects with a REFUSED ClientError carrying the node's
-   * code, a reply cut short with LOST. The next line is read once the caller asks for it.
+   * Asks a route whose reply is JSON lines (POSTing `req`, or a GET when it is undefined) and
+   * yields its events as they come, up to and with `done`: an `error` line rejects with a
+   * REFUSED ClientError carrying the node's code, a reply cut short with LOST. The next line is
+   * read once the caller asks for it. `signal` closes the connection (and rejects with LOST).
    */
-  private async *events<E extends { event: string }>(path: string, req: unknown, what: string): AsyncGenerator<E, void, void> {
-    const res = await this.post(path, Buffer.from(JSON.stringify(req)));
+  private async *events<E extends { event: string }>(method: 'GET' | 'POST', path: string, req: unknown, what: string, signal?: AbortSignal): AsyncGenerator<E, void, void> {
+    const res = await this.open(method, path, req === undefined ? null : Buffer.from(JSON.stringify(req)));
+    const stop = (): void => void res.destroy();
+    signal?.addEventListener('abort', stop, { once: true });
+    if (signal?.aborted) stop();
     if (res.statusCode !== 200) {
       let text = '';
       for await (const chunk of res) text += chunk;
@@ -262,7 +312,7 @@ export class ApiClient {
       } catch {
         // not JSON: the status says what failed
       }
-      throw replyError(res.statusCode ?? 0, body, `POST ${API_PREFIX}${path}`);
+      throw replyError(res.statusCode ?? 0, body, `${method} ${API_PREFIX}${path}`);
     }
     try {
       for await (const line of lines(res, lineBytesMax, what)) {
@@ -281,20 +331,22 @@ export class ApiClient {
       }
     } catch (err) {
       // A reset connection fails the reply stream with a bare error; whatever the caller threw goes on as it is.
-      if ((err as NodeJS.ErrnoException).code === 'ECONNRESET' || (err as Error).message === 'aborted') throw lost(what, err);
+      if (signal?.aborted || (err as NodeJS.ErrnoException).code === 'ECONNRESET' || (err as Error).message === 'aborted') throw lost(what, err);
       throw err;
     } finally {
+      signal?.removeEventListener('abort', stop);
       res.destroy();
     }
   }
 
-  /** POSTs a JSON body; resolves once the reply's head came, without a time limit (a backup may run for hours). */
-  private post(path: string, body: Buffer): Promise<IncomingMessage> {
+  /** Sends a request (with a JSON body, or none); resolves once the reply's head came, without a time limit (a backup may run for hours). */
+  private open(method: string, path: string, body: Buffer | null): Promise<IncomingMessage> {
     const url = new URL(`${this.baseUrl}${API_PREFIX}${path}`);
+    const headers = body === null ? {} : { 'content-type': 'application/json', 'content-length': String(body.length) };
     return new Promise((resolve, reject) => {
-      const req = (url.protocol === 'https:' ? https : http).request(url, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': String(body.length) }, agent: false }, resolve);
+      const req = (url.protocol === 'https:' ? https : http).request(url, { method, headers, agent: false }, resolve);
       req.on('error', (err) => reject(unreachable(this.baseUrl, err)));
-      req.end(body);
+      req.end(body ?? undefined);
     });
   }
 }

@@ -63,6 +63,8 @@ export const ApiErrorCode = {
   ETCD_UNAVAILABLE: 'ETCD_UNAVAILABLE',
   /** Cluster: the disk's head or a replica cannot be reached now, or the chain is changing (503; retry). */
   UNAVAILABLE: 'UNAVAILABLE',
+  /** A backup job was cancelled (`backup job cancel`): the code of its error, and of its stream's last line. */
+  CANCELLED: 'CANCELLED',
 } as const;
 
 /** One of the ApiErrorCode values. */
@@ -487,6 +489,39 @@ export interface BackupRequest {
   env?: Record<string, string>;
   /** Tenant the restore points belong to; unset means `default`. */
   tenant?: string;
+  /** Bytes a second the backup reads of the disks at most; full speed when left out. */
+  rateBytesPerSecond?: number;
+}
+
+/** Where a backup job is: running, or how it ended. */
+export type BackupJobState = 'running' | 'done' | 'failed' | 'cancelled';
+
+/** A backup the node runs (POST /backups, GET /backup-jobs): never its password. */
+export interface BackupJob {
+  /** 12 hex digits. */
+  id: string;
+  /** In a cluster: the id of the node that runs it (the disks' head); null on a single node. */
+  node: string | null;
+  disks: string[];
+  /** Repository as the node sees it. */
+  repo: string;
+  tenant: string | null;
+  rateBytesPerSecond: number | null;
+  state: BackupJobState;
+  /** The node snapshot it took, once taken. */
+  snapshot: string | null;
+  /** Bytes read so far, over the disks begun. */
+  bytesRead: number;
+  /** Bytes to read of the disks begun. */
+  bytesToRead: number;
+  /** The last progress of each disk begun. */
+  progress: BackupProgress[];
+  startedMs: number;
+  finishedMs: number | null;
+  /** Once done: one per disk, as `tessera backup create --json` prints them. */
+  outcomes: BackupOutcome[] | null;
+  /** Once failed or cancelled: why (the API's code, the failure's message). */
+  error: { code: ApiErrorCodeValue; message: string } | null;
 }
 
 /** Progress of a backup run by the node, per disk. */
@@ -535,8 +570,9 @@ export interface BackupOutcome {
   staleSnapshotsRemoved: string[];
 }
 
-/** One line of POST /backups' reply. */
+/** One line of POST /backups' reply, and of GET /backup-jobs/{id}?follow=true's. */
 export type BackupEvent =
+  | { event: 'job'; job: BackupJob }
   | { event: 'snapshot'; name: string }
   | { event: 'progress'; progress: BackupProgress }
   | { event: 'note'; message: string }

@@ -82,6 +82,11 @@ test('API client: each typed method sends its route, names percent-encoded', asy
     await client.startInstantRestore({ disk: 'r1', repo: '/srv/b', snapshot: 'ab12', password: 'pw' });
     await client.resumeInstantRestore('r1', { password: 'pw' });
     await client.cancelInstantRestore('r1');
+    await client.startBackupJob({ disks: ['vm1'], repo: '/srv/b', password: 'pw' });
+    await client.listBackupJobs();
+    await client.listBackupJobs({ scope: 'node' });
+    await client.getBackupJob('3f9a');
+    await client.cancelBackupJob('3f9a', { scope: 'node' });
   } finally {
     await stop(server);
   }
@@ -104,6 +109,11 @@ test('API client: each typed method sends its route, names percent-encoded', asy
     'POST /api/v1/instant-restores {"disk":"r1","repo":"/srv/b","snapshot":"ab12","password":"pw"}',
     'POST /api/v1/instant-restores/r1/resume {"password":"pw"}',
     'DELETE /api/v1/instant-restores/r1',
+    'POST /api/v1/backups?follow=false {"disks":["vm1"],"repo":"/srv/b","password":"pw"}',
+    'GET /api/v1/backup-jobs',
+    'GET /api/v1/backup-jobs?scope=node',
+    'GET /api/v1/backup-jobs/3f9a',
+    'POST /api/v1/backup-jobs/3f9a/cancel?scope=node',
   ]);
 });
 

@@ -6,13 +6,14 @@ import type { Command, Io, OptionSpec } from './commands.ts';
 import { CliError, usageError } from './errors.ts';
 import { serveCommand } from './serve.ts';
 import { backupCreateCommand } from './backup-create.ts';
+import { backupJobCommands } from './backup-jobs.ts';
 import { clusterDownCommand, clusterUpCommand } from './cluster-up.ts';
 
 /**
  * The commands whose modules load little: the node's, and those that only talk to its API
- * (`backup create`, which the node runs, among them).
+ * (`backup create`, which the node runs, and its jobs among them).
  */
-const lightCommands: Command[] = [serveCommand, ...clientCommands, clusterUpCommand, clusterDownCommand, backupCreateCommand];
+const lightCommands: Command[] = [serveCommand, ...clientCommands, clusterUpCommand, clusterDownCommand, backupCreateCommand, ...backupJobCommands];
 
 /**
  * Every command, in the order help lists them. The backup commands' modules load the repository

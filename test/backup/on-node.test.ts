@@ -1,14 +1,16 @@
 /**
- * Disk backups the node runs itself (`tessera backup create`, POST /api/v1/backups):
- * full and incremental backups that restore byte-exact, the same JSON as a backup the CLI runs,
- * hooks around the node's snapshot, errors as one line each, a second backup refused while one
- * runs, and a backup whose client goes away cancelled with its snapshot deleted.
+ * Disk backups the node runs itself as jobs (`tessera backup create`, POST /api/v1/backups,
+ * `backup jobs`, `backup job cancel`): full and incremental backups that restore byte-exact, the
+ * same JSON as a backup the CLI runs, hooks around the node's snapshot, errors as one line each;
+ * a job that goes on when its CLI is killed, a second backup refused while one runs, a job
+ * cancelled (its snapshot deleted, the repository verifies, the next backup completes), and a
+ * node killed mid-job (the same after a restart).
  */
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { nbdcopy, qemuIo, run, spawnTracked, useNode, tesseraBin, type RunResult } from '../helpers/index.ts';
+import { ApiClient, type BackupJob } from '../../src/api/client/index.ts';
+import { nbdcopy, qemuIo, run, spawnTracked, until, useNode, tesseraBin, type RunResult } from '../helpers/index.ts';
 import { cliEnv, join, makeTempDir, openTestRepo, password } from './harness.ts';
 
 const node = useNode();
@@ -38,24 +40,31 @@ async function snapshotsOf(disk: string): Promise<string[]> {
   return ((await node.cliJson(['snap', 'list', disk])) as { name: string }[]).map((s) => s.name);
 }
 
-/** A new disk of 512 MiB holding 384 MiB of random data: a backup of it takes a while (it does not compress). */
-async function randomDisk(disk: string): Promise<void> {
-  await node.cliOk(['disk', 'create', disk, '--size', '512M']);
+/**
+ * A new disk of 64 MiB holding `mib` MiB of random data (it does not compress): a backup paced
+ * by `--rate` reads it for as long as the test needs it running, loaded machine or not.
+ */
+async function randomDisk(disk: string, mib: number): Promise<void> {
+  await node.cliOk(['disk', 'create', disk, '--size', '64M']);
   const data = join(dir, `${disk}.random`);
-  await run('sh', ['-c', `head -c ${384 * MiB} /dev/urandom > ${data}`], { timeoutMs: 60_000 });
+  await run('sh', ['-c', `head -c ${mib * MiB} /dev/urandom > ${data}`], { timeoutMs: 60_000 });
   const copied = await run('nbdcopy', [data, node.nbdUri(disk)], { timeoutMs: 120_000 });
   assert.equal(copied.code, 0, copied.stderr);
 }
 
-/** The name of the backup snapshot of `disk` once the node has taken it (polled for up to 5 s). */
-async function backupSnapshotTaken(disk: string): Promise<string> {
-  let snap: string | undefined;
-  for (let i = 0; i < 200 && snap === undefined; i++) {
-    snap = (await snapshotsOf(disk)).find((n) => n.startsWith('backup-'));
-    if (snap === undefined) await sleep(25);
-  }
-  assert.ok(snap !== undefined, 'the node took the snapshot');
-  return snap;
+/** The node's backup jobs (GET /api/v1/backup-jobs: cheaper to poll than a CLI process). */
+async function jobsNow(): Promise<BackupJob[]> {
+  return (await fetch(`${node.api}/api/v1/backup-jobs`)).json() as Promise<BackupJob[]>;
+}
+
+/** The running job of `disk` once it has taken its snapshot and read `bytes` (polled for up to 60 s). */
+async function runningJob(disk: string, bytes = 0): Promise<BackupJob> {
+  let job: BackupJob | undefined;
+  await until(async () => {
+    job = (await jobsNow()).find((j) => j.disks.includes(disk) && j.state === 'running' && j.snapshot !== null && j.bytesRead >= bytes);
+    return job !== undefined;
+  }, 60_000, `a running backup job of ${disk}`, 25);
+  return job!;
 }
 
 /** POST /api/v1/backups with `body`: the status, and the error message of a JSON reply. */
@@ -145,48 +154,104 @@ test('backup create on the node: hooks run around the node\'s snapshot; errors a
   assert.deepEqual(await snapshotsOf('on2'), before);
 });
 
-test('backup create on the node: one backup at a time; a client that goes away cancels its backup and its snapshot is deleted', async () => {
+test('backup create on the node: the CLI killed with SIGKILL mid-backup, its job goes on to the end; backup jobs shows it; another backup is refused meanwhile', async () => {
   const { repo, env } = await newRepo('repo-c');
-  await randomDisk('on3');
+  await randomDisk('on3', 48);
 
-  const child = spawnTracked(tesseraBin, ['--api', node.api, 'backup', 'create', 'on3', '--repo', repo], { env });
-  // Once the node has taken the snapshot, a second backup is refused, and then the first client goes away.
-  const snap = await backupSnapshotTaken('on3');
+  // 48 MiB at 6 MiB/s: about 8 s of reading, so the job is mid-way when its CLI goes, however loaded the machine.
+  const child = spawnTracked(tesseraBin, ['--api', node.api, 'backup', 'create', 'on3', '--repo', repo, '--rate', '6M', '--json'], { env });
+  const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
+  const job = await runningJob('on3');
+  child.kill('SIGKILL');
+  assert.equal(await exited, 'SIGKILL');
+
+  // The job goes on, listed as running by the API and by `backup jobs`, without its password.
+  const listed = (await jobsNow()).find((j) => j.id === job.id);
+  assert.equal(listed?.state, 'running', 'killing the CLI did not stop the job');
+  assert.deepEqual({ disks: listed.disks, repo: listed.repo, rateBytesPerSecond: listed.rateBytesPerSecond, node: listed.node }, { disks: ['on3'], repo, rateBytesPerSecond: 6 * MiB, node: null });
+  // One backup at a time.
   const second = await postBackup({ disks: ['on3'], repo, password });
   assert.equal(second.status, 503);
   assert.match(second.message, /A backup is running on this node already/);
-  child.kill('SIGKILL');
-  let left = [snap];
-  for (let i = 0; i < 400 && left.length > 0; i++) {
-    await sleep(25);
-    left = (await snapshotsOf('on3')).filter((n) => n.startsWith('backup-'));
-  }
-  assert.deepEqual(left, [], 'the cancelled backup deleted its snapshot');
-  const list = await tessera(env, ['backup', 'list', '--repo', repo, '--json']);
-  assert.equal(list.code, 0, list.stderr);
-  assert.deepEqual(JSON.parse(list.stdout), [], 'and wrote no restore point');
-  // The node takes the next one.
-  const [made] = await createJson(env, ['on3', '--repo', repo]);
-  assert.equal(made.stats.bytesScanned, 384 * MiB);
+  const table = await node.cliOk(['backup', 'jobs']);
+  assert.match(table, /^ID +STATE +DISKS +REPO +READ +STARTED +TOOK +RESULT\n/);
+  assert.match(table, new RegExp(`^${job.id} +running +on3 +${repo.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} `, 'm'));
+  assert.ok(!table.includes(password) && !JSON.stringify(listed).includes(password), 'the password is not listed');
+
+  // Another client follows it to its end (GET /backup-jobs/{id}?follow=true): what it did so far, then the rest.
+  const events: string[] = [];
+  const [made] = await new ApiClient(node.api).followBackupJob(job.id.slice(0, 6), (e) => void events.push(e.event));
+  assert.deepEqual(events.slice(0, 2), ['job', 'snapshot']);
+  assert.equal(made.stats.bytesScanned, 48 * MiB);
+  assert.deepEqual(made.source, { snapshot: job.snapshot });
+  const done = (JSON.parse(await node.cliOk(['backup', 'jobs', '--json'])) as BackupJob[]).find((j) => j.id === job.id);
+  assert.equal(done?.state, 'done');
+  assert.equal(done.outcomes?.[0].id, made.id);
+  assert.equal(done.bytesRead, 48 * MiB);
+  assert.ok(done.finishedMs !== null && done.finishedMs > done.startedMs);
+  assert.deepEqual(await snapshotsOf('on3'), [job.snapshot], 'its snapshot is the next base');
+  const late = await node.cli(['backup', 'job', 'cancel', job.id]);
+  assert.equal(late.code, 1);
+  assert.equal(late.stderr, `tessera: error: backup job ${job.id} had ended already (done: on3 ${made.id.slice(0, 8)})\n`);
+  await assertRestores(env, repo, made.id, 'on3');
+  assert.ok(!JSON.stringify(await node.logRecords()).includes(password), 'the password is in no log record');
 });
 
-test('backup create on the node: a node killed with SIGKILL mid-way leaves its snapshot, which the next backup removes; that one restores byte-exact, verify is clean', async () => {
-  const { repo, env } = await newRepo('repo-d');
-  await randomDisk('on4');
+test('backup job cancel: the job fails as a failed backup does (its snapshot deleted, no restore point), the repository verifies, the next backup completes', async () => {
+  const { repo, env } = await newRepo('repo-e');
+  await randomDisk('on5', 48);
+  const following = tessera(env, ['backup', 'create', 'on5', '--repo', repo, '--rate', '8M']);
+  // Cancelled once it has read a good part: chunks sealed, perhaps packs uploaded, that the next backup reuses or prune removes.
+  const job = await runningJob('on5', 8 * MiB);
+  const cancel = await node.cli(['backup', 'job', 'cancel', job.id.slice(0, 6)]);
+  assert.equal(cancel.code, 0, cancel.stderr);
+  assert.match(cancel.stdout, new RegExp(`^Cancelled backup job ${job.id} \\(on5\\) after [0-9.]+ MiB read\\n$`));
+  const followed = await following;
+  assert.equal(followed.code, 1, followed.stdout + followed.stderr);
+  assert.match(followed.stderr, /^tessera: error: The backup was cancelled\n$/);
 
-  const child = spawnTracked(tesseraBin, ['--api', node.api, 'backup', 'create', 'on4', '--repo', repo], { env });
+  const ended = (await jobsNow()).find((j) => j.id === job.id);
+  assert.equal(ended?.state, 'cancelled');
+  assert.deepEqual(ended.error, { code: 'CANCELLED', message: 'The backup was cancelled' });
+  assert.deepEqual((await snapshotsOf('on5')).filter((n) => n.startsWith('backup-')), [], 'its snapshot is deleted');
+  const list = await tessera(env, ['backup', 'list', '--repo', repo, '--json']);
+  assert.equal(list.code, 0, list.stderr);
+  assert.deepEqual(JSON.parse(list.stdout), [], 'and no restore point written');
+  const verify = await tessera(env, ['backup', 'verify', '--repo', repo]);
+  assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+  const again = await node.cli(['backup', 'job', 'cancel', job.id]);
+  assert.equal(again.code, 0, 'cancelling it again changes nothing');
+
+  // The next backup completes: a full one (the old base stays the base; here there was none), byte-exact.
+  const [made] = await createJson(env, ['on5', '--repo', repo]);
+  assert.equal(made.incremental, false);
+  assert.equal(made.stats.bytesScanned, 48 * MiB);
+  await assertRestores(env, repo, made.id, 'on5');
+});
+
+test('backup create on the node: a node killed with SIGKILL mid-job leaves its snapshot, which the next backup removes; that one restores byte-exact, verify is clean', async () => {
+  const { repo, env } = await newRepo('repo-d');
+  await randomDisk('on4', 48);
+
+  const child = spawnTracked(tesseraBin, ['--api', node.api, 'backup', 'create', 'on4', '--repo', repo, '--rate', '8M'], { env });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const snap = await backupSnapshotTaken('on4');
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (t: string) => (stderr += t));
+  const job = await runningJob('on4', 4 * MiB);
   await node.kill('SIGKILL');
   assert.equal(await exited, 1, 'the client fails with the node');
+  assert.match(stderr, new RegExp(`backup job ${job.id} may go on there \\(tessera backup jobs\\)`));
   await node.start();
-  assert.deepEqual(await snapshotsOf('on4'), [snap], 'the killed backup left its snapshot');
+  assert.deepEqual(await snapshotsOf('on4'), [job.snapshot], 'the killed backup left its snapshot');
+  assert.deepEqual(await jobsNow(), [], 'job records are kept in memory: a restarted node has none');
+  const verifyBefore = await tessera(env, ['backup', 'verify', '--repo', repo]);
+  assert.equal(verifyBefore.code, 0, verifyBefore.stdout + verifyBefore.stderr);
 
   const r = await tessera(env, ['backup', 'create', 'on4', '--repo', repo, '--json']);
   assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stderr, new RegExp(`removed on4@${snap}, left by an interrupted backup into this repository`));
+  assert.match(r.stderr, new RegExp(`removed on4@${job.snapshot}, left by an interrupted backup into this repository`));
   const [made] = JSON.parse(r.stdout);
-  assert.deepEqual(made.staleSnapshotsRemoved, [snap]);
+  assert.deepEqual(made.staleSnapshotsRemoved, [job.snapshot]);
   assert.deepEqual(await snapshotsOf('on4'), [made.source.snapshot]);
   await assertRestores(env, repo, made.id, 'on4');
   const verify = await tessera(env, ['backup', 'verify', '--repo', repo]);

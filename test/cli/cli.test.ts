@@ -238,7 +238,7 @@ describe('cli without a node', () => {
     };
     // The client side of the API and the CLI's own modules only.
     const light = /^(cli|util|native)\/|^api\/(client\/|wire\.ts$)/;
-    for (const args of [['--api', url, 'disk', 'list'], ['--api', url, 'snap', 'list', 'vm1'], ['--version'], ['--api', url, 'backup', 'create', 'vm1', '--repo', tempDir()]]) {
+    for (const args of [['--api', url, 'disk', 'list'], ['--api', url, 'snap', 'list', 'vm1'], ['--version'], ['--api', url, 'backup', 'create', 'vm1', '--repo', tempDir()], ['--api', url, 'backup', 'jobs'], ['--api', url, 'backup', 'job', 'cancel', '3f9a']]) {
       const { packages, src: modules } = await loaded(args);
       assert.equal(packages, 0, args.join(' '));
       assert.ok(modules.includes('api/client/api-client.ts') || args[0] === '--version', `${args.join(' ')} loads the client: ${modules.join(' ')}`);

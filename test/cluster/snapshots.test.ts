@@ -5,12 +5,13 @@
  * node's own store) and its changes since it agree, a clone is made on every replica from its own
  * snapshot, and the copies on disk end identical. Every snapshot carries one stamp of the head's
  * hybrid logical clock, the same in every replica's store (docs/cluster.md, "Time"), and every
- * node's log records carry its clock.
+ * node's log records carry its clock. A backup asked of any node runs at the head as a job that
+ * every node lists.
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import type { ClusterStatus, DiskInfo, NodeInfo, SnapshotInfo } from '../../src/api/client/index.ts';
+import { ApiClient, type BackupJob, type ClusterStatus, type DiskInfo, type NodeInfo, type SnapshotInfo } from '../../src/api/client/index.ts';
 import { cleanup, makeTempDir, MiB, nbdcopy, nbdinfoMap, qemuIo, run, startEtcd, TesseraNode, tesseraBin, until, writeSeededFile, storeDigests, storedStamps, fileDigest } from '../helpers/index.ts';
 import { cliEnv, openTestRepo } from '../backup/harness.ts';
 import type { EtcdServer } from '../helpers/index.ts';
@@ -91,6 +92,12 @@ test('snapshots and their clock stamps, changes since, clone, revert, trim and w
   const [outcome] = JSON.parse(backup.stdout) as Array<{ name: string; source: { snapshot: string } }>;
   assert.equal(outcome.name, 'vm1');
   for (const n of nodes) assert.ok((await n.cliJson<DiskInfo>(['disk', 'info', 'vm1'])).snapshots.includes(outcome.source.snapshot), `the backup's snapshot through ${n.api}`);
+  // Its job, at the head, is listed and found through every node.
+  for (const n of nodes) {
+    const jobs = await n.cliJson<BackupJob[]>(['backup', 'jobs']);
+    assert.deepEqual(jobs.map((j) => [j.node, j.state, j.outcomes?.[0].id]), [[headId, 'done', (outcome as { id?: string }).id]], `backup jobs through ${n.api}`);
+    assert.equal((await new ApiClient(n.api).getBackupJob(jobs[0].id)).node, headId);
+  }
 
   for (const n of nodes) await n.stop();
   // Every replica's own record of every snapshot has the one stamp the head gave it: s1, the

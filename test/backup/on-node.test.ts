@@ -3,8 +3,8 @@
  * `backup jobs`, `backup job cancel`): full and incremental backups that restore byte-exact, the
  * same JSON as a backup the CLI runs, hooks around the node's snapshot, errors as one line each;
  * a job that goes on when its CLI is killed, a second backup refused while one runs, a job
- * cancelled (its snapshot deleted, the repository verifies, the next backup completes), and a
- * node killed mid-job (the same after a restart).
+ * cancelled (its snapshot deleted, the repository verifies, the next backup completes), a node
+ * stopped mid-job (it cancels the job), and a node killed mid-job (the same after a restart).
  */
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -227,6 +227,20 @@ test('backup job cancel: the job fails as a failed backup does (its snapshot del
   assert.equal(made.incremental, false);
   assert.equal(made.stats.bytesScanned, 48 * MiB);
   await assertRestores(env, repo, made.id, 'on5');
+});
+
+test('a node stopped (SIGTERM) mid-job cancels the job first: its snapshot is deleted, the old base stays', async () => {
+  const { repo, env } = await newRepo('repo-f');
+  await randomDisk('on6', 48);
+  const [base] = await createJson(env, ['on6', '--repo', repo]);
+  assert.equal((await qemuIo(node.nbdUri('on6'), ['write -q -P 0x77 0 40M'])).code, 0);
+  const following = tessera(env, ['backup', 'create', 'on6', '--repo', repo, '--rate', '8M']);
+  const job = await runningJob('on6', 4 * MiB);
+  await node.restart('SIGTERM');
+  assert.equal((await following).code, 1);
+  assert.deepEqual(await snapshotsOf('on6'), [base.source.snapshot], `the stopping node deleted ${job.snapshot}`);
+  const [next] = await createJson(env, ['on6', '--repo', repo]);
+  assert.equal(next.parent, base.id, 'the next backup is incremental from the old base');
 });
 
 test('backup create on the node: a node killed with SIGKILL mid-job leaves its snapshot, which the next backup removes; that one restores byte-exact, verify is clean', async () => {

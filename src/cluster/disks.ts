@@ -586,8 +586,10 @@ export class ReplicatedDisks {
 
   async #onConfigure(req: PeerRequest<typeof MessageType.CONFIGURE>): Promise<PeerReply<typeof MessageType.CONFIGURE>> {
     const b = req.body;
-    // The head's cache may be ahead of ours: catch up to its revision, then take part as the record says.
-    await this.#o.coord.reach(b.rev, 5000).catch(() => {});
+    // The head's cache may be ahead of ours: catch up with its view of the disk's record, then
+    // take part as the record says. Only the record: a revision a shared etcd's other prefixes
+    // moved would otherwise keep this waiting for a change of this cluster's keys.
+    await this.#o.coord.reachDisk(b.disk, b.rev, 5000).catch(() => {});
     this.reconcile(b.disk);
     await this.#reconciling.get(b.disk);
     const h = this.#held.get(b.disk);

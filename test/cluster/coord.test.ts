@@ -100,6 +100,37 @@ test('two clusters under different prefixes on one etcd do not see each other', 
   assert.deepEqual(x.nodes().map((n) => n.id), ['same']);
 });
 
+test("a disk record is known current at a revision another prefix moved, with one range, not a change of the cluster's own keys", async () => {
+  const a = await member('k1', '/keyrev/');
+  const b = await member('k2', '/keyrev/', 1);
+  await b.reach(await a.createDisk(disk('vm1')));
+  const direct = new Etcd3({ hosts: [etcd.url] });
+  try {
+    for (let i = 0; i < 5; i++) await direct.put(`/keyrev-other/k${i}`).value('x');
+    // a's cache takes etcd's newest revision (as after a reload, or a catch-up of its watch):
+    // ahead of b's, which only a change of its own cluster's keys would move.
+    await a.cache.load();
+    assert.ok(a.revision > b.revision, `${a.revision} > ${b.revision}`);
+    await assert.rejects(b.reach(a.revision, 300), /did not reach revision/);
+    const ranges = b.requests.range;
+    const started = performance.now();
+    await b.reachDisk('vm1', a.revision, 5000);
+    assert.ok(performance.now() - started < 1000, `reachDisk took ${Math.round(performance.now() - started)} ms`);
+    assert.equal(b.requests.range, ranges + 1, 'one range');
+    // A record changed or deleted in etcd is waited for until the watch brings it.
+    const changed = await a.updateDisk(disk('vm1', 2), b.disk('vm1')!.modRevision);
+    await b.reachDisk('vm1', changed, 5000);
+    assert.equal(b.disk('vm1')!.record.epoch, 2);
+    const deleted = await a.deleteDisk('vm1', changed);
+    await b.reachDisk('vm1', deleted, 5000);
+    assert.equal(b.disk('vm1'), null);
+    // A disk neither knows: current at once.
+    await b.reachDisk('nope', deleted + 1000, 5000);
+  } finally {
+    direct.close();
+  }
+});
+
 test('the cache outlives an etcd restart: it serves meanwhile, resumes, and sees a change made after', async () => {
   const a = await member('r1', '/restart/');
   const b = await member('r2', '/restart/', 1);

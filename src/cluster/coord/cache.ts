@@ -249,6 +249,40 @@ export class ClusterCache extends EventEmitter<CacheEvents> {
     });
   }
 
+  /**
+   * Resolves once the cache's entry of `key` is etcd's at `revision` or later: at once when the
+   * cache is there. Else, rather than wait for the watch to pass `revision` (which other prefixes
+   * of a shared etcd may have set, and which this cache then sees only with its own keys' next
+   * change), it reads the key (one range): the same version as the cache's is current as of
+   * etcd's revision, which is past `revision`; a newer one (or its deletion) the watch brings.
+   * Rejects after `timeoutMs`, or when etcd does not answer.
+   */
+  async reachKey(key: string, revision: number, timeoutMs = 10_000): Promise<void> {
+    if (this.#revision >= revision) return;
+    const { revision: at, kv } = await this.#etcd.get(this.#keys.root + key);
+    // The watch may have brought newer changes of the key meanwhile: those count too.
+    const current = (): boolean => {
+      const mine = this.#entries.get(key);
+      return kv === null ? mine === undefined || mine.modRevision > at : this.#revision >= kv.modRevision;
+    };
+    if (current()) return;
+    if (kv !== null) return this.reach(kv.modRevision, timeoutMs);
+    // Deleted in etcd, still here: the watch brings the deletion.
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.off('change', on);
+        reject(new Error(`the cluster map did not see ${key} deleted within ${timeoutMs} ms (at ${this.#revision})`));
+      }, timeoutMs);
+      const on = (): void => {
+        if (!current()) return;
+        clearTimeout(timer);
+        this.off('change', on);
+        resolve();
+      };
+      this.on('change', on);
+    });
+  }
+
   /** Stops following. */
   async close(): Promise<void> {
     this.#closed = true;

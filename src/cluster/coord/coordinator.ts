@@ -375,6 +375,14 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     return this.#cache.reach(revision, timeoutMs);
   }
 
+  /**
+   * Resolves once the cache holds disk `name`'s record as etcd had it at revision `revision` or
+   * later (ClusterCache.reachKey): at most one etcd range when the cache is behind `revision`.
+   */
+  reachDisk(name: string, revision: number, timeoutMs?: number): Promise<void> {
+    return this.#cache.reachKey(`disks/${name}`, revision, timeoutMs);
+  }
+
   /** Leaves: stops the timers, revokes the lease (the node is down at once), closes the client. */
   async close(): Promise<void> {
     if (this.#closed) return;

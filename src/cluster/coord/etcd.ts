@@ -142,6 +142,18 @@ export class EtcdClient {
     }
   }
 
+  /** One key as etcd holds it now (null when absent), and the revision etcd answered at. */
+  async get(key: string): Promise<{ revision: number; kv: Kv | null }> {
+    this.requests.range++;
+    try {
+      const res = await this.#etcd.kv.range({ key: Buffer.from(key), limit: 1 });
+      const kv = res.kvs[0];
+      return { revision: Number(res.header.revision), kv: kv === undefined ? null : kvOf(kv) };
+    } catch (err) {
+      throw this.unavailable(err, `a read of ${key}`);
+    }
+  }
+
   /** Writes `key`, under `lease` if given. */
   async put(key: string, value: string, lease?: string): Promise<number> {
     this.requests.put++;

@@ -64,6 +64,8 @@ interface Held {
   syncs: number;
   syncedAtOps: number;
   syncing: boolean;
+  /** The record of a newer epoch whose sync snapshot was asked while one ran: it follows. */
+  syncNext: DiskRecord | null;
   /** The volume requests from gateways go through at the head, opened at the first and kept. */
   gateway?: ReplicatedVolume;
 }
@@ -285,7 +287,7 @@ export class ReplicatedDisks {
         else if (t.kind === 'failed') this.#o.log.warn(`disk ${r.name}: ${t.successor} could not apply an op: ${t.error.message}`, { disk: r.name });
       },
     });
-    const h: Held = { name: r.name, local, replica, servingEpoch: null, joinedEpoch: null, copying: null, joinedBase: null, syncs: 0, syncedAtOps: 0, syncing: false };
+    const h: Held = { name: r.name, local, replica, servingEpoch: null, joinedEpoch: null, copying: null, joinedBase: null, syncs: 0, syncedAtOps: 0, syncing: false, syncNext: null };
     this.#held.set(r.name, h);
     return h;
   }
@@ -378,7 +380,13 @@ export class ReplicatedDisks {
     h.servingEpoch = r.epoch;
     h.syncs = 0;
     this.#o.log.info(`disk ${r.name}: head at epoch ${r.epoch}, chain ${cfg.chain.join(' > ')}`, { disk: r.name });
-    await this.#takeSync(h, r);
+    // Not awaited: the snapshot may need the next reconcile of this disk to complete (a replica
+    // that took a newer epoch refuses it until this head is configured at that epoch and resends it).
+    this.#syncInBackground(h, r, true);
+  }
+
+  #syncInBackground(h: Held, r: DiskRecord, epoch: boolean): void {
+    this.#takeSync(h, r, epoch).catch((err: unknown) => this.#o.log.warn(`disk ${r.name}: sync point not recorded: ${(err as Error).message}`, { disk: r.name }));
   }
 
   /** A sync snapshot of each disk this node heads that was written since its last one. */
@@ -388,16 +396,23 @@ export class ReplicatedDisks {
       if (vd === null || h.syncing || !this.isHead(h.name) || h.replica.submitted === h.syncedAtOps) continue;
       // Not while a replica copies in: its source is the record's sync point, which a new one would delete.
       if (vd.record.chain.some((e) => e.state !== 'healthy')) continue;
-      void this.#takeSync(h, vd.record);
+      this.#syncInBackground(h, vd.record, false);
     }
   }
 
   /** Puts a sync snapshot through the chain, then drops sync snapshots nobody needs and names it in the record. */
-  async #takeSync(h: Held, r: DiskRecord): Promise<void> {
-    if (h.syncing) return;
+  async #takeSync(h: Held, r: DiskRecord, epoch: boolean): Promise<void> {
+    if (h.syncing) {
+      // An epoch's own sync point is never skipped: a replica copying in waits for it.
+      if (epoch) h.syncNext = r;
+      return;
+    }
     h.syncing = true;
     try {
-      await this.#takeSyncNow(h, r);
+      for (let next: DiskRecord | null = r; next !== null; next = h.syncNext, h.syncNext = null) {
+        if (this.#held.get(h.name) !== h || h.servingEpoch !== next.epoch) continue;
+        await this.#takeSyncNow(h, next);
+      }
     } finally {
       h.syncing = false;
     }

@@ -187,3 +187,27 @@ test('a head paused past its lease is fenced: its queued writes fail and change 
   for (const n of nodes) await n.stop();
   for (const n of nodes) assert.equal(await storeDigest(n.dataDir, 'vm1'), sha(want), `the copy on ${n.dataDir}`);
 });
+
+test('a lease broken as the disk is made: the new head serves, the old one catches up, whichever epoch its replicas took first', async () => {
+  // The new head's first sync snapshot races the controller's next epoch (the old head back,
+  // catching up): a replica that took that epoch first refuses it as stale, and only the head's
+  // next reconcile (configured at the newer epoch) resends it. That reconcile must not wait for
+  // the snapshot. Several disks, as the race goes either way.
+  const nodes = await startCluster('/fencing-fresh/');
+  try {
+    for (let i = 0; i < 4; i++) {
+      const name = `fresh${i}`;
+      await nodes[0].cliJson<DiskInfo>(['disk', 'create', name, '--size', String(16 * MiB), '--replicas', '3']);
+      const broken = await nodes[0].cliJson<DiskLease>(['disk', 'lease', 'break', name]);
+      const started = performance.now();
+      await runOk(requireTool('qemu-io', 'qemu-utils'), ['-f', 'raw', '-c', 'write -P 0x5c 0 64k', nodes[1].nbdUri(name)]);
+      assert.ok(performance.now() - started < 10_000, `${name} written at its new head ${broken.head} in ${Math.round(performance.now() - started)} ms`);
+      await until(async () => {
+        const d = await nodes[0].cliJson<DiskInfo>(['disk', 'info', name]);
+        return d.replicas!.length === 3 && d.replicas!.every((r) => r.state === 'healthy');
+      }, 30_000, `${name}: three healthy replicas again`, 200);
+    }
+  } finally {
+    for (const n of nodes) await n.stop();
+  }
+});

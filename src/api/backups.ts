@@ -219,12 +219,8 @@ export const backupRoutes: Route[] = [
 function headOf(ctx: RequestContext, disks: string[]): string | null {
   const r = ctx.cluster;
   if (r === null) return null;
-  const heads = new Set(disks.map((d) => {
-    r.info(d);
-    return r.headApi(d);
-  }));
-  if (heads.size > 1) throw new ApiError(ApiErrorCode.INVALID, `the disks ${disks.join(', ')} have different heads: back them up one at a time (a backup runs at the head of its disks)`);
-  return [...heads][0] ?? null;
+  r.groupHead(disks);
+  return r.headApi(disks[0]);
 }
 
 /** In a cluster: the API addresses of the other nodes up. */

@@ -13,6 +13,7 @@ import type { Reply, RequestContext } from './route.ts';
 import { checkQuery } from './validate.ts';
 import { snapshotWire } from './to-wire.ts';
 import type { ExtentRun, ExtentsReply } from './client/wire.ts';
+import { atHead, checkSnapshotName } from './at-head.ts';
 
 /** Disks one consistency group may hold. */
 export const groupDisksMax = 256;
@@ -196,8 +197,16 @@ export async function flushDisk(p: Record<string, string>, _b: unknown, ctx: Req
   }
 }
 
-/** POST /snapshots {name, disks}: one snapshot of every disk at the same instant. */
+/**
+ * POST /snapshots {name, disks}: one snapshot of every disk at the same instant. In a cluster it
+ * runs at the node that heads every disk (here, or asked of that node), through each disk's
+ * chain (docs/cluster.md, "Group snapshots"); disks with different heads are refused.
+ */
 export async function snapshotGroup(_p: Record<string, string>, b: { name: string; disks: string[] }, ctx: RequestContext): Promise<Reply> {
   if (b.disks.length === 0 || b.disks.length > groupDisksMax) throw new ApiError(ApiErrorCode.BAD_REQUEST, `Field 'disks' must name 1 to ${groupDisksMax} disks`);
-  return { status: 201, body: (await ctx.store.createSnapshots(b.disks, b.name)).map(snapshotWire) };
+  const r = ctx.cluster;
+  if (r === null) return { status: 201, body: (await ctx.store.createSnapshots(b.disks, b.name)).map(snapshotWire) };
+  checkSnapshotName(ctx, b.name);
+  r.groupHead(b.disks);
+  return atHead(ctx, b.disks[0], async () => ({ status: 201, body: (await r.snapshotGroup(b.disks, b.name)).map(snapshotWire) }), (head) => head.snapshotGroup({ name: b.name, disks: b.disks }), 201);
 }

@@ -312,7 +312,9 @@ export const openApiDocument = {
       post: {
         operationId: 'createGroupSnapshot',
         summary: 'Snapshot several disks at the same instant (a consistency group)',
-        description: 'One engine operation: every snapshot holds the same writes. Any refused disk (unknown, named twice, snapshot name taken) creates none.',
+        description:
+          'One engine operation: every snapshot holds the same writes. Any refused disk (unknown, named twice, snapshot name taken) creates none. ' +
+          'In a cluster it runs at the node that heads every disk, through each disk\'s chain, crash-consistent across the disks; disks with different heads are refused (409 POLICY_UNMET, naming each disk\'s head).',
         requestBody: { required: true, ...json(ref('GroupSnapshotRequest')) },
         responses: {
           '201': { description: 'The new snapshots, in the order of `disks`', ...json({ type: 'array', items: ref('SnapshotInfo') }) },

@@ -11,6 +11,7 @@ import { API_PREFIX } from './client/wire.ts';
 import type { DiskInfo } from './client/wire.ts';
 import { ApiClient, ClientError } from './client/index.ts';
 import { ApiError, ApiErrorCode } from './errors.ts';
+import { atHead, checkSnapshotName } from './at-head.ts';
 import { reservedSnapshot } from '../cluster/index.ts';
 import type { ClusterDiskInfo, Replication } from '../cluster/index.ts';
 
@@ -33,24 +34,6 @@ function route<S extends BodySpec>(
 
 const diskLocation = (name: string): Record<string, string> => ({ location: `${API_PREFIX}/disks/${encodeURIComponent(name)}` });
 
-/**
- * In a cluster (docs/cluster.md, "Contract"), a change of a disk's history or size goes through
- * its chain at its head: done here when this node is the head, else asked of the head's API and
- * its answer passed on, so any node answers for the whole cluster.
- */
-async function atHead(ctx: RouteContext, disk: string, here: (r: Replication) => Promise<Reply>, there: (head: ApiClient) => Promise<unknown>, status: number): Promise<Reply> {
-  const r = ctx.cluster!;
-  const api = r.headApi(disk);
-  if (api === null) return here(r);
-  try {
-    const body = await there(new ApiClient(`http://${api}`));
-    return status === 204 ? { status } : { status, body };
-  } catch (err) {
-    if (err instanceof ClientError && err.nodeCode !== null) throw new ApiError(err.nodeCode, err.message, { cause: err });
-    throw new ApiError(ApiErrorCode.UNAVAILABLE, `the head of disk ${disk} (${api}) did not answer: ${(err as Error).message}`, { cause: err });
-  }
-}
-
 /** A cluster disk on the wire: DiskInfo and its replicas, epoch and policy. */
 function clusterDiskWire(d: ClusterDiskInfo): DiskInfo & Pick<ClusterDiskInfo, 'replicas' | 'epoch' | 'policy'> {
   return { ...diskWire(d), replicas: d.replicas.map((x) => ({ ...x })), epoch: d.epoch, policy: { ...d.policy } };
@@ -60,11 +43,6 @@ function clusterDiskWire(d: ClusterDiskInfo): DiskInfo & Pick<ClusterDiskInfo, '
 function inCluster(cluster: Replication | null, what: string): Replication {
   if (cluster === null) throw new ApiError(ApiErrorCode.INVALID, `${what} need a cluster: this node runs without etcd`);
   return cluster;
-}
-
-/** A snapshot name users may not take: the cluster's own sync snapshots. */
-function checkSnapshotName(ctx: RouteContext, name: string): void {
-  if (ctx.cluster !== null && reservedSnapshot(name)) throw new ApiError(ApiErrorCode.INVALID, `Snapshot names starting with "tessera-" are the cluster's own: ${name}`);
 }
 
 const resizeBody = { sizeBytes: 'sizeBytes' } as const;

@@ -13,7 +13,7 @@ import type { Logger } from '../observe/index.ts';
 import { ClusterError, ClusterErrorCode } from './errors.ts';
 import type { Coordinator, VersionedDisk } from './coord/coordinator.ts';
 import { ChainReplica } from './chain/replica.ts';
-import type { ChainConfig, ChainTransport } from './chain/replica.ts';
+import type { ChainConfig, ChainTransport, Hold } from './chain/replica.ts';
 import { EngineReplicaStore } from './chain/engine-store.ts';
 import { ReplicatedVolume } from './chain/volume.ts';
 import { GatewayVolume } from './chain/gateway.ts';
@@ -99,6 +99,8 @@ export class ReplicatedDisks {
   /** Per disk, the reconcile running (they are serialized per disk). */
   readonly #reconciling = new Map<string, Promise<void>>();
   readonly #again = new Set<string>();
+  /** The group snapshot running (one at a time: a replica takes one hold at a time). */
+  #groups: Promise<void> = Promise.resolve();
   #closed = false;
   #syncTimer: NodeJS.Timeout | null = null;
   /** Bytes copied in from other replicas, and sync points taken as head, since the start. */
@@ -181,6 +183,61 @@ export class ReplicatedDisks {
     const h = this.#held.get(disk);
     if (h === undefined || !this.isHead(disk)) throw new ClusterError(ClusterErrorCode.NOT_HEAD, `${this.#o.nodeId} is not the head of ${disk}`);
     await h.replica.submit(op);
+  }
+
+  /**
+   * One snapshot `name` of several disks this node heads, put through each disk's chain so every
+   * replica has it, at one cut across the disks (docs/cluster.md, "Group snapshots"): every op
+   * submitted at these heads from the moment the holds close waits until each disk's snapshot op
+   * has its place in its stream, so an op in any of the snapshots was submitted before the cut,
+   * and every write acknowledged before the cut is in all of them. One group at a time per node.
+   * If a disk's snapshot fails, the ones taken are deleted again and the error is thrown.
+   */
+  async snapshotGroup(disks: readonly string[], name: string): Promise<void> {
+    const prior = this.#groups;
+    let done!: () => void;
+    this.#groups = new Promise<void>((resolve) => (done = resolve));
+    await prior;
+    try {
+      await this.#snapshotGroup(disks, name);
+    } finally {
+      done();
+    }
+  }
+
+  async #snapshotGroup(disks: readonly string[], name: string): Promise<void> {
+    const heads = (): Held[] => disks.map((d) => {
+      const h = this.#held.get(d);
+      if (h === undefined || !this.isHead(d) || h.replica.role !== 'head') throw new ClusterError(ClusterErrorCode.NOT_HEAD, `${this.#o.nodeId} is not the head of ${d}`);
+      return h;
+    });
+    // A client's snapshot waits while a replica of its disk copies in (the copy would miss it):
+    // wait for every disk first, and close the holds only in a turn when none does, so the
+    // group's ops never wait for a copy while every disk's clients wait for them.
+    let hs = heads();
+    for (let busy = hs.find((h) => h.replica.barriersWait); busy !== undefined; busy = hs.find((h) => h.replica.barriersWait)) {
+      await busy.replica.barriersOpen();
+      hs = heads();
+    }
+    const holds: Hold[] = hs.map((h) => h.replica.hold());
+    const release = (): void => holds.forEach((x) => x.release());
+    let taken = 0;
+    const allTaken = (): void => {
+      if (++taken === hs.length) release();
+    };
+    const ops = hs.map((h, i) => h.replica.submit({ kind: 'snapshot', name }, { hold: holds[i], taken: allTaken }));
+    // Released once every snapshot op has its id, or as soon as one fails.
+    const results = await Promise.allSettled(ops.map((p) => p.catch((err: unknown) => {
+      release();
+      throw err;
+    })));
+    release();
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed === undefined) return;
+    for (const [i, r] of results.entries()) {
+      if (r.status === 'fulfilled') await hs[i].replica.submit({ kind: 'snapshot-delete', name }).catch(() => {});
+    }
+    throw failed.reason;
   }
 
   /** Takes part in a disk as its record says now; runs after any reconcile of it still running. */

@@ -3,8 +3,8 @@
  * and pool, its part in every replicated disk, the controller while it is elected, and the
  * cluster-wide disk operations the API asks for.
  */
-import type { Store, DiskInfo, Volume } from '../engine/index.ts';
-import { EngineError, EngineErrorCode } from '../engine/index.ts';
+import type { Store, DiskInfo, SnapshotInfo, Volume } from '../engine/index.ts';
+import { checkName, EngineError, EngineErrorCode } from '../engine/index.ts';
 import type { Logger } from '../observe/index.ts';
 import { ClusterError, ClusterErrorCode } from './errors.ts';
 import type { Coordinator } from './coord/coordinator.ts';
@@ -392,6 +392,43 @@ export class Replication {
     const controller = this.coord.controller;
     if (controller === null || controller === this.coord.nodeId) return null;
     return this.coord.nodes().find((n) => n.id === controller)?.api ?? null;
+  }
+
+  /**
+   * The node that heads every one of `disks`, where a group snapshot or a backup of them runs
+   * (docs/cluster.md, "Group snapshots"). NOT_FOUND for a disk the cluster does not have,
+   * INVALID for one named twice, POLICY_UNMET naming each disk's head when they differ.
+   */
+  groupHead(disks: readonly string[]): string {
+    const byHead = new Map<string, string[]>();
+    for (const d of disks) {
+      const vd = this.coord.disk(d);
+      if (vd === null) throw new EngineError(EngineErrorCode.NOT_FOUND, `Disk "${d}" not found`);
+      if ([...byHead.values()].some((names) => names.includes(d))) throw new EngineError(EngineErrorCode.INVALID, `Disk "${d}" is named twice`);
+      const head = vd.record.chain[0]?.node ?? '(none)';
+      byHead.set(head, [...(byHead.get(head) ?? []), d]);
+    }
+    if (byHead.size > 1) {
+      const who = [...byHead].map(([node, names]) => `${node} heads ${names.join(', ')}`).join('; ');
+      throw new ClusterError(ClusterErrorCode.POLICY_UNMET, `disks ${disks.join(', ')} have different heads (${who}): a snapshot or backup of several disks runs at the one node that heads them all`);
+    }
+    return [...byHead.keys()][0];
+  }
+
+  /**
+   * One snapshot of several disks this node heads, at one cut across them, on every replica
+   * (ReplicatedDisks.snapshotGroup). Checked first, so that a refusal takes no snapshot at all:
+   * the name, and none of the disks has a snapshot of that name. Resolves to the snapshots as
+   * this node's store holds them, in the order of `disks`.
+   */
+  async snapshotGroup(disks: readonly string[], name: string): Promise<SnapshotInfo[]> {
+    checkName('snapshot', name);
+    this.groupHead(disks);
+    for (const d of disks) {
+      if (this.#store.listSnapshots(d).some((s) => s.name === name)) throw new EngineError(EngineErrorCode.EXISTS, `Disk "${d}" has a snapshot named "${name}" already`);
+    }
+    await this.disks.snapshotGroup(disks, name);
+    return disks.map((d) => this.#store.listSnapshots(d).find((s) => s.name === name)!);
   }
 
   /** The API address of the disk's head, or null when this node is its head (or it has none). */

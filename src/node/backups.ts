@@ -99,11 +99,11 @@ export class EngineDiskHost implements DiskHost {
       return disks.map((d) => ({ sizeBytes: this.store.getDisk(d).sizeBytes }));
     }
     if (this.cluster !== null) {
-      // Replicated disks: one snapshot op through each disk's chain (this node heads them all),
-      // so every replica has it; one after the other, not one cut across the disks.
-      for (const d of disks) await this.cluster.disks.submit(d, { kind: 'snapshot', name });
+      // Replicated disks: a group snapshot through each disk's chain (this node heads them all),
+      // so every replica has it, at one cut across the disks (docs/cluster.md, "Group snapshots").
+      const snaps = await this.cluster.snapshotGroup(disks, name);
       this.onSnapshot?.(name);
-      return disks.map((d) => ({ sizeBytes: this.store.listSnapshots(d).find((s) => s.name === name)!.sizeBytes }));
+      return snaps;
     }
     const snaps = await this.store.createSnapshots(disks, name);
     this.onSnapshot?.(name);

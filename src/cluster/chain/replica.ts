@@ -113,6 +113,14 @@ interface Pending {
  */
 export type Release = () => void;
 
+/**
+ * Ops held at a head's admission (ChainReplica.hold): a group snapshot's cut across several
+ * disks. Only ops submitted with this hold pass it; `release()` lets the others go, in order.
+ */
+export interface Hold {
+  release(): void;
+}
+
 /** A deferred promise, settled from outside. */
 function deferred(): { promise: Promise<void>; resolve: () => void; reject: (err: Error) => void } {
   let resolve!: () => void;
@@ -156,6 +164,9 @@ export class ChainReplica {
   #joining = false;
   /** Client barrier ops held while a replica of the chain copies in. */
   readonly #held: Array<() => void> = [];
+  /** The hold that ops wait at before admission (ChainReplica.hold), and the submits waiting there. */
+  #hold: Hold | null = null;
+  readonly #holdWaiting: Array<() => void> = [];
   #retry: unknown = null;
   #closed = false;
   /** A head's admitted ops and bytes, and submits waiting for room, in order. */
@@ -278,13 +289,14 @@ export class ChainReplica {
   /**
    * A client's op at the head: given the next id (a snapshot also its stamp, in the same turn, so
    * stamps rise with ids), forwarded and applied; resolves once every replica of the chain has it.
-   * Waits while the head's in-flight limits are reached. `release` is called once nothing here
-   * uses a write's data (Release), at once if the op is refused.
+   * Waits while the head's in-flight limits are reached, and while a hold other than `hold` is
+   * on (ChainReplica.hold). `release` is called once nothing here uses a write's data (Release),
+   * at once if the op is refused; `taken` once the op has its place in the stream (its id).
    */
-  async submit(op: ChainOp, opts: { internal?: boolean; release?: Release } = {}): Promise<void> {
+  async submit(op: ChainOp, opts: { internal?: boolean; release?: Release; hold?: Hold; taken?: () => void } = {}): Promise<void> {
     let release = opts.release ?? null;
     try {
-      await this.#submit(op, opts.internal === true, () => {
+      await this.#submit(op, opts, () => {
         const r = release;
         release = null;
         return r;
@@ -295,11 +307,17 @@ export class ChainReplica {
   }
 
   /** submit's work; `takeRelease` hands the op's Release over to the stream when it is taken. */
-  async #submit(op: ChainOp, internal: boolean, takeRelease: () => Release | null): Promise<void> {
+  async #submit(op: ChainOp, opts: { internal?: boolean; hold?: Hold; taken?: () => void }, takeRelease: () => Release | null): Promise<void> {
     this.#assertHead();
     // The head's own sync snapshot (`internal`) goes at once; a client's snapshot waits for copies in to end.
-    while (!internal && orderOf(op, this.#store.blockBytes).kind === 'barrier' && this.#catchingUp.length > 0) {
+    while (opts.internal !== true && orderOf(op, this.#store.blockBytes).kind === 'barrier' && this.#catchingUp.length > 0) {
       await new Promise<void>((go) => this.#held.push(go));
+      this.#assertHead();
+    }
+    // Checked in the same turn as the admission below, so an op that passes is admitted (and so
+    // taken) ahead of the hold's own ops, which are submitted after it closed.
+    while (this.#hold !== null && this.#hold !== opts.hold) {
+      await new Promise<void>((go) => this.#holdWaiting.push(go));
       this.#assertHead();
     }
     const bytes = payloadBytes(op);
@@ -308,7 +326,9 @@ export class ChainReplica {
       this.#assertHead();
       const id: OpId = [this.#epoch, this.#nextN++];
       this.#submitted++;
-      await this.#take(id, op.kind === 'snapshot' && this.#clock !== null ? { ...op, stamp: this.#clock() } : op, takeRelease());
+      const done = this.#take(id, op.kind === 'snapshot' && this.#clock !== null ? { ...op, stamp: this.#clock() } : op, takeRelease());
+      opts.taken?.();
+      await done;
     } finally {
       this.#release(bytes);
     }
@@ -318,6 +338,37 @@ export class ChainReplica {
   async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
     this.#assertHead();
     return this.#store.read(offset, length, into);
+  }
+
+  /**
+   * Holds, from now until `release()`, every op submitted at this head except those submitted
+   * with this hold: clients' writes, flushes, snapshots, reverts and the head's own sync
+   * snapshots. Ops admitted before go on. One hold at a time (the node runs one group snapshot
+   * at a time); a fenced or closed replica lets the held ops go (they then fail).
+   */
+  hold(): Hold {
+    this.#assertHead();
+    assert.equal(this.#hold, null, 'one hold at a time');
+    const hold: Hold = {
+      release: () => {
+        if (this.#hold !== hold) return;
+        this.#hold = null;
+        for (const go of this.#holdWaiting.splice(0)) go();
+      },
+    };
+    this.#hold = hold;
+    return hold;
+  }
+
+  /** Whether a client's snapshot, revert or resize would wait now: a replica of the chain copies in. */
+  get barriersWait(): boolean {
+    return this.#catchingUp.length > 0;
+  }
+
+  /** Resolves once clients' snapshots need not wait (no replica copies in), or the replica is fenced or closed. */
+  barriersOpen(): Promise<void> {
+    if (this.#catchingUp.length === 0 || this.#closed || this.#fenced !== null) return Promise.resolve();
+    return new Promise<void>((go) => this.#held.push(go));
   }
 
   /** Whether this replica is copying its data in (configured `fresh` and listed catching up). */
@@ -380,6 +431,7 @@ export class ChainReplica {
     const err = new ClusterError(ClusterErrorCode.CLOSED, `the replica of ${this.disk} on ${this.node} is closed`);
     for (const p of this.#ops.values()) settleDownstream(p, err);
     for (const go of this.#held.splice(0)) go();
+    this.#hold?.release();
     for (const w of this.#waiting.splice(0)) {
       this.#inFlightOps++;
       this.#inFlightBytes += w.bytes;
@@ -497,6 +549,7 @@ export class ChainReplica {
     const err = new ClusterError(ClusterErrorCode.NOT_HEAD, `${this.disk}: ${this.node} was fenced: ${reason}`);
     for (const p of this.#ops.values()) settleDownstream(p, err);
     for (const go of this.#held.splice(0)) go();
+    this.#hold?.release();
   }
 
   #assertOpen(): void {

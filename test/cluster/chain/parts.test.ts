@@ -137,3 +137,31 @@ test('a write refused, or received twice, is released at once; a failed one once
   await tick();
   assert.equal(released, 3);
 });
+
+test('a hold keeps every op but its own out of the stream until released, so its ops stand at one point; fencing lets the held go', async () => {
+  const { replica, forwards } = replicaWithGates('a');
+  replica.configure({ epoch: 1, chain: ['a', 'b'] });
+  const before = replica.submit(write(0));
+  const hold = replica.hold();
+  assert.throws(() => replica.hold(), /one hold at a time/);
+  const held = [replica.submit(write(4096)), replica.submit({ kind: 'snapshot', name: 'sync' }, { internal: true })];
+  let taken = false;
+  const own = replica.submit({ kind: 'snapshot', name: 'g' }, { hold, taken: () => (taken = true) });
+  await tick();
+  assert.ok(taken, 'the hold\'s own op has its id');
+  assert.deepEqual(forwards.map((f) => f.msg.id), [[1, 1], [1, 2]], 'the op before the hold, then the hold\'s own; nothing held');
+  hold.release();
+  await tick();
+  assert.deepEqual(forwards.map((f) => f.msg.op.kind), ['write', 'snapshot', 'write', 'snapshot'], 'the held ops after it, in order');
+  replica.fence('a test');
+  await Promise.allSettled([before, own, ...held]);
+
+  // Fenced while holding: the ops held are let go, and fail.
+  const { replica: r2 } = replicaWithGates('a');
+  r2.configure({ epoch: 1, chain: ['a', 'b'] });
+  r2.hold();
+  const waiting = r2.submit(write(0));
+  await tick();
+  r2.fence('a test');
+  await assert.rejects(waiting, /fenced/);
+});

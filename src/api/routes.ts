@@ -79,7 +79,21 @@ export const routes: readonly Route[] = [
     const info = await cluster.createDisk(b.name, b.sizeBytes, { replicas: b.replicas, failureDomain: b.failureDomain as 'node' | 'zone' | undefined });
     return { status: 201, body: clusterDiskWire(info), headers: diskLocation(b.name) };
   }),
-  route('GET', '/disks/{name}', null, (p, _b, { store, cluster }) => ({ status: 200, body: cluster !== null ? clusterDiskWire(cluster.info(p.name)) : diskWire(store.getDisk(p.name)) })),
+  route('GET', '/disks/{name}', null, async (p, _b, { store, cluster }) => {
+    if (cluster === null) return { status: 200, body: diskWire(store.getDisk(p.name)) };
+    const info = cluster.info(p.name);
+    // A node without a healthy copy knows the record, not the data (space in use, snapshots):
+    // the head's answer, or the record's when the head does not answer (between heads).
+    const head = cluster.holdsHealthy(p.name) ? null : cluster.headApi(p.name);
+    if (head !== null) {
+      try {
+        return { status: 200, body: await new ApiClient(`http://${head}`).getDisk(p.name) };
+      } catch {
+        // Answered from the record below.
+      }
+    }
+    return { status: 200, body: clusterDiskWire(info) };
+  }),
   route('PATCH', '/disks/{name}', { sizeBytes: 'count?', replicas: 'count?' }, async (p, b, ctx) => {
     if (b.sizeBytes === undefined && b.replicas === undefined) throw new ApiError(ApiErrorCode.BAD_REQUEST, "Request body must hold 'sizeBytes' or 'replicas'");
     if (b.replicas !== undefined) {

@@ -431,6 +431,11 @@ export class Replication {
     return disks.map((d) => this.#store.listSnapshots(d).find((s) => s.name === name)!);
   }
 
+  /** Whether this node holds a healthy replica of the disk (in its chain, not copying in). */
+  holdsHealthy(name: string): boolean {
+    return this.coord.disk(name)?.record.chain.some((e) => e.node === this.coord.nodeId && e.state === 'healthy') ?? false;
+  }
+
   /** The API address of the disk's head, or null when this node is its head (or it has none). */
   headApi(name: string): string | null {
     const vd = this.coord.disk(name);

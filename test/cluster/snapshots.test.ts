@@ -129,3 +129,30 @@ test('snapshots and their clock stamps, changes since, clone, revert, trim and w
   assert.equal(all[0][0], fileDigest(a));
   assert.notEqual(all[0][1], fileDigest(a), 'the clone took its own write');
 });
+
+test('a node that holds no replica of a disk lists its snapshots and shows its info as the head does', async () => {
+  const ids = ['n1', 'n2', 'n3'];
+  const nodes = ids.map((id) => new TesseraNode({ args: ['--etcd', etcd.url, '--node-id', id, '--lease-ttl', '3', '--etcd-prefix', '/snapshots-no-copy/'] }));
+  for (const n of nodes) await n.start();
+  await until(async () => (await nodes[0].cliJson<ClusterStatus>(['cluster', 'status'])).nodes.filter((n) => n.state === 'up').length === 3, 30_000, 'three nodes up', 200);
+  const d = await nodes[0].cliJson<DiskInfo>(['disk', 'create', 'solo', '--size', String(16 * MiB), '--replicas', '1']);
+  const holder = nodes[ids.indexOf(d.replicas![0].node)];
+  const [others, other2] = nodes.filter((n) => n !== holder);
+  // Written and snapshotted through nodes that hold no copy.
+  const w = await qemuIo(others.nbdUri('solo'), ['write -P 0x3c 1M 2M', 'flush']);
+  assert.equal(w.code, 0, w.stdout + w.stderr);
+  const s1 = await other2.cliJson<SnapshotInfo>(['snap', 'create', 'solo', 's1']);
+  const expected = await holder.cliJson<SnapshotInfo[]>(['snap', 'list', 'solo']);
+  assert.deepEqual(expected.map((s) => [s.name, s.hlc]), [['s1', s1.hlc]]);
+  const info = await holder.cliJson<DiskInfo>(['disk', 'info', 'solo']);
+  assert.deepEqual(info.snapshots, ['s1']);
+  assert.ok(info.allocatedBytes >= 2 * MiB, `the head's copy holds what was written: ${info.allocatedBytes}`);
+  for (const n of [others, other2]) {
+    assert.deepEqual(await n.cliJson<SnapshotInfo[]>(['snap', 'list', 'solo']), expected, `snap list through ${n.api}`);
+    assert.deepEqual(await n.cliJson<DiskInfo>(['disk', 'info', 'solo']), info, `disk info through ${n.api}`);
+    const missing = await n.cli(['snap', 'list', 'nope']);
+    assert.notEqual(missing.code, 0);
+    assert.match(missing.stderr, /No disk named "nope"/);
+  }
+  for (const n of nodes) await n.stop();
+});

@@ -24,6 +24,8 @@ import type {
   GroupSnapshotRequest,
   NbdEndpoints,
   NodeInfo,
+  NodeClusterInfo,
+  CopyToDelete,
   NodeSpace,
   ResizeRequest,
   SnapshotInfo,
@@ -129,6 +131,7 @@ export const openApiDocument = {
       delete: {
         operationId: 'deleteDisk',
         summary: 'Delete a disk and its snapshots',
+        description: 'In a cluster: answered once every node up that held a copy deleted it; a copy a node could not delete (a client of that node has it open) is a 409 IN_USE naming the node, the disk gone from the cluster all the same.',
         parameters: [nameParam],
         responses: {
           '204': { description: 'Deleted' },
@@ -486,7 +489,7 @@ export const openApiDocument = {
       }),
       ClusterStatus: wireObject<ClusterStatus>()({ required: ['nodes'], properties: { nodes: { type: 'array', items: ref('ClusterNode') } } }),
       NodeInfo: wireObject<NodeInfo>()({
-        required: ['version', 'dataDir', 'nbd', 'api', 'pid', 'uptimeMs', 'disks', 'readOnly', 'stats', 'space', 'drive', 'scrub', 'hlc'],
+        required: ['version', 'dataDir', 'nbd', 'api', 'pid', 'uptimeMs', 'disks', 'readOnly', 'stats', 'space', 'drive', 'scrub', 'hlc', 'cluster'],
         properties: {
           version: { type: 'string' },
           dataDir: { type: ['string', 'null'] },
@@ -525,6 +528,28 @@ export const openApiDocument = {
             pattern: '^(0|[1-9][0-9]{0,19})$',
             description: "A new value of the node's hybrid logical clock, a decimal 64-bit integer, above every value it stamped before (snapshots, log records); null for a node that keeps none (read-only)",
           },
+          cluster: wireObject<NodeClusterInfo>()({
+            type: ['object', 'null'],
+            required: ['node', 'revision', 'copiesToDelete'],
+            description: "The node's part in its cluster; null for a node without etcd",
+            properties: {
+              node: { type: 'string', description: 'The node id' },
+              revision: { type: 'integer', description: "The etcd revision the node's cache of the cluster's keys is at" },
+              copiesToDelete: {
+                type: 'array',
+                description: 'Copies of disks the node must delete (the disk deleted, or its replica placed elsewhere) and has not yet; it tries again every 2 s',
+                items: wireObject<CopyToDelete>()({
+                  required: ['disk', 'reason', 'error', 'sinceMs'],
+                  properties: {
+                    disk: { type: 'string' },
+                    reason: { type: 'string' },
+                    error: { type: ['string', 'null'], description: 'What refused the last try (e.g. a client still has the copy open), null before the first' },
+                    sinceMs: { type: 'integer', description: 'When the node learnt the copy must go, ms since the epoch' },
+                  },
+                }),
+              },
+            },
+          }),
         },
       }),
       CreateDiskRequest: wireObject<CreateDiskRequest>()({

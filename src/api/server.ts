@@ -127,6 +127,7 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
         drive: driveHealthWire(store.health()),
         scrub: services.scrubs?.status() ?? null,
         hlc: facts.hlc ?? null,
+        cluster: services.cluster?.nodeState() ?? null,
       };
     };
     ctx = {

@@ -327,6 +327,10 @@ export const commands: Command[] = [
         ['Drive', n.drive.state === 'ok' ? 'ok' : `FAILING since ${new Date(n.drive.sinceMs ?? 0).toISOString()}: writes refused until the node is restarted; ${n.drive.error ?? ''}`],
         ['Scrub', scrubLine(n.scrub)],
         ['Clock (HLC)', n.hlc ?? '-'],
+        ...(n.cluster == null ? [] : [
+          ['Cluster', `node ${n.cluster.node}, cluster map at revision ${n.cluster.revision}`],
+          ['Copies to delete', n.cluster.copiesToDelete.length === 0 ? '-' : n.cluster.copiesToDelete.map((c) => `${c.disk} (${c.reason}${c.error !== null ? `; ${c.error}` : ''})`).join(', ')],
+        ] satisfies Array<[string, string]>),
       ]));
       const warning = spaceWarning(n.space);
       if (warning !== null) io.stderr(`warning: ${warning}\n`);

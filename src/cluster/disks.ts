@@ -44,6 +44,20 @@ export function reservedSnapshot(name: string): boolean {
   return name.startsWith('tessera-');
 }
 
+/** How often a node tries again to delete a copy it must drop and could not (one still open). */
+export const dropRetryMs = 2000;
+
+/** A copy of a disk this node must delete (its disk deleted, or its replica placed elsewhere) and has not yet. */
+export interface CopyToDrop {
+  disk: string;
+  /** Why it goes: `the disk was deleted`, or `this node holds no replica of it any more`. */
+  reason: string;
+  /** What refused the last try (e.g. the copy is open), or null before the first. */
+  error: string | null;
+  /** When this node learnt the copy must go, ms since the epoch. */
+  sinceMs: number;
+}
+
 /** A disk this node holds a replica of. */
 interface Held {
   name: string;
@@ -106,7 +120,16 @@ export class ReplicatedDisks {
   /** Bytes copied in from other replicas, and sync points taken as head, since the start. */
   #copiedBytes = 0;
   #syncPoints = 0;
-  readonly #onDisk = (name: string): void => this.reconcile(name);
+  /** Copies to delete, by disk: noted as the change that dooms them is seen, gone once deleted. */
+  readonly #drops = new Map<string, CopyToDrop>();
+  #dropTimer: NodeJS.Timeout | null = null;
+  readonly #onDisk = (name: string): void => {
+    // Noted in the turn the change is seen, so that a node whose cache is past that change lists
+    // the copy among its copies to drop until it is deleted (Replication.deleteDisk waits on that).
+    const why = this.#dropReason(name);
+    if (why !== null && !this.#drops.has(name) && this.#hasCopy(name)) this.#drops.set(name, { disk: name, reason: why, error: null, sinceMs: Date.now() });
+    this.reconcile(name);
+  };
 
   constructor(opts: ReplicatedDisksOptions) {
     this.#o = opts;
@@ -127,6 +150,60 @@ export class ReplicatedDisks {
     this.#syncTimer = setInterval(() => this.#periodicSyncs(), this.#o.syncIntervalMs ?? syncIntervalMsDefault).unref();
     this.#o.coord.on('disk', this.#onDisk);
     for (const d of this.#o.coord.disks()) this.reconcile(d.record.name);
+    // A copy that could not be deleted (a client or a backup still has it open) is tried again
+    // until it goes: nothing else would bring its disk's name back to a reconcile.
+    this.#dropTimer = setInterval(() => {
+      for (const c of this.#drops.values()) this.reconcile(c.disk);
+    }, dropRetryMs).unref();
+  }
+
+  /** The copies this node must delete and has not yet (docs/cluster.md, "How a node runs it"). */
+  copiesToDrop(): CopyToDrop[] {
+    return [...this.#drops.values()].map((c) => ({ ...c }));
+  }
+
+  /** Why this node's copy of a disk must go as its record stands now, or null when it stays. */
+  #dropReason(name: string): string | null {
+    const r = this.#o.coord.disk(name)?.record;
+    if (r === undefined) return 'the disk was deleted';
+    const me = this.#o.nodeId;
+    // Away, the copy is the base of a later catch-up.
+    return r.chain.some((e) => e.node === me) || r.away.some((a) => a.node === me) ? null : 'this node holds no replica of it any more';
+  }
+
+  /** Whether this node's store holds a disk of that name (asked at every disk record change: no listing, no space count). */
+  #hasCopy(name: string): boolean {
+    try {
+      this.#o.store.listSnapshots(name);
+      return true;
+    } catch (err) {
+      if (err instanceof EngineError && err.code === EngineErrorCode.NOT_FOUND) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * Deletes this node's copy of a disk it must drop. Refused (open by a client of this node, or
+   * a backup), it stays among the copies to drop, logged at the first refusal, and is tried again
+   * every dropRetryMs.
+   */
+  async #dropCopy(name: string, reason: string): Promise<void> {
+    const was = this.#drops.get(name);
+    if (!this.#hasCopy(name)) {
+      this.#drops.delete(name);
+      return;
+    }
+    try {
+      await this.#o.store.deleteDisk(name);
+    } catch (err) {
+      if (!(err instanceof EngineError)) throw err;
+      if (was?.error == null) this.#o.log.warn(`disk ${name}: its copy here is not deleted (${reason}): ${err.message}; trying again every ${dropRetryMs / 1000} s`, { disk: name });
+      this.#drops.set(name, { disk: name, reason, error: err.message, sinceMs: was?.sinceMs ?? Date.now() });
+      return;
+    }
+    this.#drops.delete(name);
+    const late = was?.error != null ? `, ${((Date.now() - was.sinceMs) / 1000).toFixed(1)} s after the first try` : '';
+    this.#o.log.info(`disk ${name}: its copy here is deleted (${reason})${late}`, { disk: name });
   }
 
   /** What this node does in the cluster's disks, for its metrics. */
@@ -263,7 +340,7 @@ export class ReplicatedDisks {
     if (vd === null) {
       // Deleted: the replica goes, and the local copy with it.
       if (held !== undefined) await this.#letGo(held, 'the disk was deleted');
-      if (this.#o.store.listDisks().some((d) => d.name === name)) await this.#o.store.deleteDisk(name);
+      await this.#dropCopy(name, 'the disk was deleted');
       return;
     }
     const r = vd.record;
@@ -289,11 +366,21 @@ export class ReplicatedDisks {
     if (entry === undefined) {
       // Out of the chain: the copy stays as the base of a later catch-up while the record lists
       // this node away, else (moved elsewhere, drained, forgotten) it is deleted.
-      if (!r.away.some((a) => a.node === me) && this.#o.store.listDisks().some((d) => d.name === name)) {
-        await this.#o.store.deleteDisk(name);
-        this.#o.log.info(`disk ${name}: this node holds no replica of it any more; its copy is deleted`, { disk: name });
-      }
+      if (!r.away.some((a) => a.node === me)) await this.#dropCopy(name, 'this node holds no replica of it any more');
       return;
+    }
+    const stale = this.#drops.get(name);
+    if (stale !== undefined) {
+      if (held === undefined && entry.state === 'healthy' && this.#hasCopy(name)) {
+        // Named healthy while an old copy waits to be deleted: a new disk of that name (a disk
+        // starts healthy; a replica placed here again copies in over the old copy instead). It
+        // must not read the old disk's data: the old copy goes first.
+        await this.#dropCopy(name, stale.reason);
+        if (this.#drops.has(name)) throw new ClusterError(ClusterErrorCode.REPLICA_IO, `${me} holds an older copy named ${name} that it cannot delete yet (${this.#drops.get(name)!.error}); it takes part in the new disk once that copy is deleted`);
+      } else {
+        // The copy stays: this node takes part again (copying in over it as it joins).
+        this.#drops.delete(name);
+      }
     }
     let h = held;
     if (entry.state !== 'healthy' && h === undefined) {
@@ -763,6 +850,7 @@ export class ReplicatedDisks {
   async close(): Promise<void> {
     this.#closed = true;
     if (this.#syncTimer !== null) clearInterval(this.#syncTimer);
+    if (this.#dropTimer !== null) clearInterval(this.#dropTimer);
     this.#o.coord.off('disk', this.#onDisk);
     await Promise.all([...this.#reconciling.values()]);
     for (const h of [...this.#held.values()]) this.#drop(h);

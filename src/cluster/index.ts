@@ -49,7 +49,8 @@ export { checkNodeId, etcdPrefixDefault, normalizePrefix } from './coord/keys.ts
 export { etcdRequestKinds } from './coord/etcd.ts';
 export type { EtcdRequestCounts, EtcdRequestKind } from './coord/etcd.ts';
 export { Replication } from './runtime.ts';
-export type { ClusterDiskInfo, DiskLeaseInfo, ReplicationOptions } from './runtime.ts';
+export type { ClusterDiskInfo, DiskLeaseInfo, NodeClusterState, ReplicationOptions } from './runtime.ts';
+export type { CopyToDrop } from './disks.ts';
 export { reservedSnapshot, syncName } from './disks.ts';
 export { chainAfter } from './controller.ts';
 export {

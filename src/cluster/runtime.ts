@@ -12,6 +12,7 @@ import { Controller, placementNodes } from './controller.ts';
 import { defaultReplicas, place, validatePolicy } from './placement.ts';
 import { controllerRank, rttPublishDue, summarizeRtt, RttFilter, RTT_MEASURE_FIRST_MS, RTT_MEASURE_INTERVAL_MS } from './rtt.ts';
 import { ReplicatedDisks, reservedSnapshot } from './disks.ts';
+import type { CopyToDrop } from './disks.ts';
 import { PeerPool, PeerServer } from './peer/index.ts';
 import type { DiskRecord, FailureDomain, ReplicaState, RttRecord } from './types.ts';
 import type { Hlc } from './hlc.ts';
@@ -37,6 +38,18 @@ export interface DiskLeaseInfo {
   /** The head the record names. */
   head: string | null;
 }
+
+/** A node's part in its cluster, for `node info` (GET /node). */
+export interface NodeClusterState {
+  node: string;
+  /** The revision of its cache of the cluster's keys (the cluster-map version). */
+  revision: number;
+  /** Copies of disks it must delete and has not yet. */
+  copiesToDelete: CopyToDrop[];
+}
+
+/** How long `disk rm` waits for the replicas up to delete their copies before it names those that did not. */
+const copiesGoneWaitMs = 10_000;
 
 /** Options of startReplication. */
 export interface ReplicationOptions {
@@ -340,12 +353,55 @@ export class Replication {
     await this.coord.removeMember(id);
   }
 
-  /** Deletes a disk from the cluster: every replica drops its copy when it sees the record go. */
+  /** This node's part in the cluster, for `node info`. */
+  nodeState(): NodeClusterState {
+    return { node: this.coord.nodeId, revision: this.coord.revision, copiesToDelete: this.disks.copiesToDrop() };
+  }
+
+  /**
+   * Deletes a disk from the cluster: its record goes, and every replica deletes its copy when it
+   * sees that. Resolves once every node up that held a copy (chain or away) has deleted it; a
+   * copy a node could not delete (a client of that node still has it open) or a node that did
+   * not answer within 10 s is an IN_USE naming them: the disk is gone from the cluster, and each
+   * node deletes its copy as soon as it can.
+   */
   async deleteDisk(name: string): Promise<void> {
     const vd = this.coord.disk(name);
     if (vd === null) throw new EngineError(EngineErrorCode.NOT_FOUND, `Disk "${name}" not found`);
+    const holders = [...new Set([...vd.record.chain.map((e) => e.node), ...vd.record.away.map((a) => a.node)])];
     const rev = await this.coord.deleteDisk(name, vd.modRevision);
     await this.coord.reach(rev).catch(() => {});
+    const left = await this.#copiesLeft(name, holders, rev);
+    if (left.length > 0) {
+      throw new EngineError(EngineErrorCode.IN_USE, `Disk "${name}" is deleted from the cluster, but ${left.map((l) => `${l.node} still holds a copy (${l.why})`).join('; ')}; a node deletes its copy as soon as it can`);
+    }
+  }
+
+  /**
+   * The nodes up among `holders` that still hold a copy of a deleted disk, and why: waits until
+   * each node's cache is past the deletion (revision `rev`), then for its copy to go, until it
+   * failed to delete it or copiesGoneWaitMs passed.
+   */
+  async #copiesLeft(name: string, holders: readonly string[], rev: number): Promise<Array<{ node: string; why: string }>> {
+    const deadline = performance.now() + copiesGoneWaitMs;
+    const left: Array<{ node: string; why: string }> = [];
+    await Promise.all(holders.map(async (id) => {
+      for (;;) {
+        const node = this.coord.nodes().find((n) => n.id === id);
+        // A node down deletes nothing now; its copy stays until it is back.
+        if (node === undefined || node.state !== 'up') return;
+        const state = id === this.coord.nodeId ? this.nodeState() : await remoteState(node.api);
+        if (state !== null && state.revision >= rev) {
+          const copy = state.copiesToDelete.find((c) => c.disk === name);
+          if (copy === undefined) return;
+          // Tried and refused: it tries again on its own, which may take as long as the client keeps it open.
+          if (copy.error !== null) return void left.push({ node: id, why: copy.error });
+        }
+        if (performance.now() > deadline) return void left.push({ node: id, why: state === null ? `it did not answer within ${copiesGoneWaitMs / 1000} s` : `not deleted within ${copiesGoneWaitMs / 1000} s` });
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }));
+    return left.sort((a, b) => (a.node < b.node ? -1 : 1));
   }
 
   /** Who owns a disk now, at which epoch, and for how long its lease lasts without a keep-alive. */
@@ -456,5 +512,19 @@ export class Replication {
     await this.disks.close();
     await this.#server.close();
     await this.#pool.close();
+  }
+}
+
+/** Another node's part in the cluster, from its API (`cluster` of GET /api/v1/node), or null when it does not answer. */
+async function remoteState(api: string): Promise<NodeClusterState | null> {
+  try {
+    const res = await fetch(`http://${api}/api/v1/node`, { signal: AbortSignal.timeout(1000) });
+    if (res.status !== 200) {
+      await res.body?.cancel();
+      return null;
+    }
+    return ((await res.json()) as { cluster?: NodeClusterState | null }).cluster ?? null;
+  } catch {
+    return null;
   }
 }

@@ -305,6 +305,29 @@ export interface NodeInfo {
    * Null where the node keeps no clock (read-only, or an API server on its own).
    */
   hlc: string | null;
+  /** The node's part in its cluster; null for a node without etcd. */
+  cluster: NodeClusterInfo | null;
+}
+
+/** A copy of a disk a cluster node must delete and has not yet (docs/cluster.md, "How a node runs it"). */
+export interface CopyToDelete {
+  disk: string;
+  /** Why it goes: `the disk was deleted`, or `this node holds no replica of it any more`. */
+  reason: string;
+  /** What refused the last try to delete it (e.g. a client still has it open), or null before the first. */
+  error: string | null;
+  /** When the node learnt the copy must go, ms since the epoch. */
+  sinceMs: number;
+}
+
+/** A node's part in its cluster, as GET /node shows it. */
+export interface NodeClusterInfo {
+  /** The node's id (`--node-id`). */
+  node: string;
+  /** The etcd revision the node's cache of the cluster's keys is at: its cluster-map version. */
+  revision: number;
+  /** Copies it must delete and has not yet; it tries again every 2 s. */
+  copiesToDelete: CopyToDelete[];
 }
 
 /** One node of the cluster, as GET /cluster lists it (docs/cluster.md, "Contract"). */

@@ -22,6 +22,7 @@ import type { ChainOp, OpMessage } from './chain/ops.ts';
 import { MessageType } from './peer/index.ts';
 import type { DiskView, IoBody, IoReply, OpBody, PeerPool, PeerReply, PeerRequest, PeerServer } from './peer/index.ts';
 import type { DiskRecord } from './types.ts';
+import { CopyRegistry } from './copies.ts';
 
 /** The prefix of the sync snapshots heads put through their chains; users cannot take these names. */
 export const SYNC_PREFIX = 'tessera-sync-';
@@ -97,6 +98,8 @@ export interface ReplicatedDisksOptions {
   copyBytesPerSecond?: number;
   /** How often a head takes a sync snapshot of a disk written since the last (`--sync-interval`). */
   syncIntervalMs?: number;
+  /** The copies this node made as a member (DIR/cluster/copies); default: in memory only. */
+  copies?: CopyRegistry;
 }
 
 const COPY_CHUNK_BYTES = 1024 * 1024;
@@ -131,8 +134,11 @@ export class ReplicatedDisks {
     this.reconcile(name);
   };
 
+  readonly #copies: CopyRegistry;
+
   constructor(opts: ReplicatedDisksOptions) {
     this.#o = opts;
+    this.#copies = opts.copies ?? CopyRegistry.open(null);
   }
 
   /** Registers the peer handlers of the chain, gateway and copy families on `server`. */
@@ -149,7 +155,19 @@ export class ReplicatedDisks {
     // Sync points every interval, so a replica that leaves catches up by the recent changes only.
     this.#syncTimer = setInterval(() => this.#periodicSyncs(), this.#o.syncIntervalMs ?? syncIntervalMsDefault).unref();
     this.#o.coord.on('disk', this.#onDisk);
-    for (const d of this.#o.coord.disks()) this.reconcile(d.record.name);
+    // Copies this node made whose disk was deleted, or placed elsewhere, while it was down: no
+    // record change would name them now. Those the records still give it are noted (a store
+    // from before the registry), so they are found too if that changes while it is down.
+    for (const name of this.#copies.names()) {
+      if (!this.#hasCopy(name)) this.#copies.remove(name);
+      else if (this.#dropReason(name) !== null) this.#onDisk(name);
+    }
+    for (const d of this.#o.coord.disks()) {
+      const me = this.#o.nodeId;
+      const r = d.record;
+      if ((r.chain.some((e) => e.node === me) || r.away.some((a) => a.node === me)) && this.#hasCopy(r.name)) this.#copies.add(r.name);
+      this.reconcile(r.name);
+    }
     // A copy that could not be deleted (a client or a backup still has it open) is tried again
     // until it goes: nothing else would bring its disk's name back to a reconcile.
     this.#dropTimer = setInterval(() => {
@@ -191,6 +209,7 @@ export class ReplicatedDisks {
     const was = this.#drops.get(name);
     if (!this.#hasCopy(name)) {
       this.#drops.delete(name);
+      this.#copies.remove(name);
       return;
     }
     try {
@@ -202,6 +221,7 @@ export class ReplicatedDisks {
       return;
     }
     this.#drops.delete(name);
+    this.#copies.remove(name);
     const late = was?.error != null ? `, ${((Date.now() - was.sinceMs) / 1000).toFixed(1)} s after the first try` : '';
     this.#o.log.info(`disk ${name}: its copy here is deleted (${reason})${late}`, { disk: name });
   }
@@ -412,8 +432,10 @@ export class ReplicatedDisks {
         // A clone is placed where its origin is: each replica clones its own copy of the snapshot, nothing moves.
         const [disk, snap] = r.origin.split('@');
         if (!store.listSnapshots(disk).some((s) => s.name === snap)) throw new ClusterError(ClusterErrorCode.DISK_NOT_FOUND, `disk ${r.name} is a clone of ${r.origin}, which this node does not hold`);
+        this.#copies.add(r.name);
         await store.cloneDisk(disk, snap, r.name);
       } else {
+        this.#copies.add(r.name);
         await store.createDisk(r.name, r.sizeBytes);
       }
     }
@@ -458,7 +480,10 @@ export class ReplicatedDisks {
         for (const s of snaps) await store.deleteSnapshot(r.name, s);
       }
     }
-    if (!store.listDisks().some((d) => d.name === r.name)) await store.createDisk(r.name, r.sizeBytes);
+    if (!store.listDisks().some((d) => d.name === r.name)) {
+      this.#copies.add(r.name);
+      await store.createDisk(r.name, r.sizeBytes);
+    }
     if (store.getDisk(r.name).sizeBytes !== r.sizeBytes) await store.resizeDisk(r.name, r.sizeBytes);
     // Without the base here (a wiped or new node), only a full copy makes it whole.
     return reverted;

@@ -9,6 +9,7 @@ import type { Logger } from '../observe/index.ts';
 import { ClusterError, ClusterErrorCode } from './errors.ts';
 import type { Coordinator } from './coord/coordinator.ts';
 import { Controller, placementNodes } from './controller.ts';
+import { CopyRegistry } from './copies.ts';
 import { defaultReplicas, place, validatePolicy } from './placement.ts';
 import { controllerRank, rttPublishDue, summarizeRtt, RttFilter, RTT_MEASURE_FIRST_MS, RTT_MEASURE_INTERVAL_MS } from './rtt.ts';
 import { ReplicatedDisks, reservedSnapshot } from './disks.ts';
@@ -55,6 +56,8 @@ const copiesGoneWaitMs = 10_000;
 export interface ReplicationOptions {
   coord: Coordinator;
   store: Store;
+  /** Where the copies this node makes are noted (DIR/cluster/copies); default: in memory only. */
+  copiesFile?: string;
   /** Host and port the peer listener binds. */
   host: string;
   port: number;
@@ -104,7 +107,8 @@ export class Replication {
         return m === undefined || m.peer === null ? null : m.peer;
       },
     });
-    this.disks = new ReplicatedDisks({ nodeId: c.nodeId, store: opts.store, coord: c, pool: this.#pool, log: opts.log, hlc, copyBytesPerSecond: opts.rebuildBytesPerSecond, syncIntervalMs: opts.syncIntervalMs });
+    const copies = CopyRegistry.open(opts.copiesFile ?? null, (why) => opts.log.warn(why));
+    this.disks = new ReplicatedDisks({ nodeId: c.nodeId, store: opts.store, coord: c, pool: this.#pool, log: opts.log, hlc, copyBytesPerSecond: opts.rebuildBytesPerSecond, syncIntervalMs: opts.syncIntervalMs, copies });
     this.#rebuildDelayMs = opts.rebuildDelayMs;
     this.#server = new PeerServer({ ...identity, disks: (name) => this.disks.view(name) });
     this.disks.register(this.#server);

@@ -131,7 +131,7 @@ export async function connectCluster(opts: ClusterModeOptions & { dataDir: strin
       const host = opts.advertise ?? j.host;
       const protocolMax = protocolMaxFromEnv();
       const { hlc } = j;
-      const r = new Replication({ coord: coordinator, store: j.store, host: j.host, port: opts.peerPort ?? 0, log: opts.log.child({ component: 'cluster' }), protocolMax, hlc, rebuildDelayMs: opts.rebuildDelayMs, rebuildBytesPerSecond: opts.rebuildBytesPerSecond, syncIntervalMs: opts.syncIntervalMs });
+      const r = new Replication({ coord: coordinator, store: j.store, copiesFile: join(opts.dataDir, 'cluster', 'copies'), host: j.host, port: opts.peerPort ?? 0, log: opts.log.child({ component: 'cluster' }), protocolMax, hlc, rebuildDelayMs: opts.rebuildDelayMs, rebuildBytesPerSecond: opts.rebuildBytesPerSecond, syncIntervalMs: opts.syncIntervalMs });
       replication = r;
       const peerPort = await r.listen(j.host, opts.peerPort ?? 0);
       await coordinator.join({

@@ -3,7 +3,8 @@
  * replica deletes its copy before `disk rm` answers; a copy a node cannot delete (an NBD client
  * of that node still has one of its snapshots open) is named in the answer, listed in that
  * node's `node info`, logged, and deleted once released, without anything else happening to the
- * disk's name.
+ * disk's name. A node down while its disk is deleted deletes its copy when it comes back (the
+ * copies it made are noted in DIR/cluster/copies); a disk it held before it joined stays.
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -95,5 +96,37 @@ test('disk rm answers once every replica deleted its copy, or names the node who
     const r = await qemuIo(n.nbdUri('vm1'), ['read -P 0 0 1M'], { readOnly: true });
     assert.equal(r.code, 0, r.stdout + r.stderr);
   }
+  for (const n of nodes) await n.stop();
+});
+
+test('a node down while its disk is deleted deletes its copy when it comes back; a disk it held before joining stays', async () => {
+  const ids = ['n1', 'n2', 'n3'];
+  const prefix = ['--etcd-prefix', '/disk-delete-down/'];
+  // n3 held a disk of its own before it joined the cluster.
+  const before = new TesseraNode({});
+  await before.start();
+  await before.cliOk(['disk', 'create', 'mine', '--size', String(4 * MiB)]);
+  await before.stop();
+  const nodes = ids.map((id) => new TesseraNode({ dataDir: id === 'n3' ? before.dataDir : undefined, args: ['--etcd', etcd.url, '--node-id', id, '--lease-ttl', '3', ...prefix] }));
+  for (const n of nodes) await n.start();
+  const up = async (count: number) => (await nodes[0].cliJson<ClusterStatus>(['cluster', 'status'])).nodes.filter((n) => n.state === 'up').length === count;
+  await until(() => up(3), 30_000, 'three nodes up', 200);
+  const nodeInfo = (n: TesseraNode): Promise<NodeInfo> => n.cliJson<NodeInfo>(['node', 'info']);
+  await nodes[0].cliJson<DiskInfo>(['disk', 'create', 'vm9', '--size', String(16 * MiB), '--replicas', '3']);
+  assert.equal((await qemuIo(nodes[0].nbdUri('vm9'), ['write -P 0x33 0 1M'])).code, 0);
+  assert.equal((await nodeInfo(nodes[2])).disks, 2, 'its own disk and its copy of vm9');
+
+  await nodes[2].kill('SIGKILL');
+  await until(() => up(2), 15_000, 'n3 down', 200);
+  await nodes[0].cliOk(['disk', 'rm', 'vm9']);
+  for (const n of nodes.slice(0, 2)) assert.equal((await nodeInfo(n)).disks, 0);
+
+  await nodes[2].start();
+  await until(async () => (await nodeInfo(nodes[2])).disks === 1, 15_000, "n3's copy of vm9 deleted once it is back", 200);
+  assert.match(nodes[2].logTail(), /disk vm9: its copy here is deleted \(the disk was deleted\)/);
+  // What is left is its own disk, untouched across the start.
+  await nodes[2].restart();
+  await until(() => up(3), 30_000, 'n3 up again', 200);
+  assert.equal((await nodeInfo(nodes[2])).disks, 1);
   for (const n of nodes) await n.stop();
 });

@@ -39,7 +39,10 @@ interface Figure {
   ratio: number | null;
   /** Every attempt's figure, per server, in the order they ran (the best counts). */
   attempts: { tessera: number[]; qemuNbd: number[] };
-  /** Write lines: each attempt's server CPU seconds (user + system, every thread) per GiB written. */
+  /**
+   * Write lines: each attempt's server CPU seconds (user + system, every thread) per GiB written,
+   * from the write's start until the server settled (what it left for later included).
+   */
   cpuPerGiB?: { tessera: number[]; qemuNbd: number[] };
   errors: string[];
 }
@@ -87,6 +90,26 @@ function cpuSeconds(pid: number): number {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // utime and stime, fields 14 and 15 of stat(5), in clock ticks (100 a second on Linux).
   return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/**
+ * Waits until the process has settled after a write (under 20 ms of CPU in a 500 ms window, at
+ * most 60 s), so that a write's CPU includes what it left for later (an index applied in the
+ * background, a log's dead space reclaimed). Returns the seconds of CPU of the settled windows,
+ * to take off again: they are idle time, not the write's.
+ */
+async function settle(pid: number): Promise<number> {
+  const windowMs = 500;
+  const deadline = performance.now() + 60_000;
+  let last = cpuSeconds(pid);
+  while (performance.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, windowMs));
+    const now = cpuSeconds(pid);
+    const used = now - last;
+    last = now;
+    if (used < 0.02) return used;
+  }
+  return 0;
 }
 
 async function startQemuNbd(file: string, transport: Transport, dir: string): Promise<{ uri: string; pid: number | null; stop(): Promise<void> }> {
@@ -233,7 +256,10 @@ async function measure(
         const pid = target.pid;
         const cpuBefore = fig.cpuPerGiB !== undefined && pid !== null ? cpuSeconds(pid) : null;
         const v = await fn(target);
-        if (cpuBefore !== null) fig.cpuPerGiB![key].push((cpuSeconds(pid!) - cpuBefore) / (sizeBytes / 2 ** 30));
+        if (cpuBefore !== null) {
+          const idle = await settle(pid!);
+          fig.cpuPerGiB![key].push((cpuSeconds(pid!) - idle - cpuBefore) / (sizeBytes / 2 ** 30));
+        }
         fig.attempts[key].push(v);
         fig[key] = Math.max(fig[key] ?? 0, v);
       } catch (err) {

@@ -68,7 +68,12 @@ const node = useNode({
     await n.cliOk(['snap', 'create', 'a', 's1']);
     await n.cliOk(['disk', 'clone', 'a@s1', 'c']);
     await put(n, 'a', 1 * BS, pattern('a2', 1)); // the head of a reads another block 1 now
-    // A scrub checks what the index holds; node info has it absorb the writes still queued for it.
+    // A scrub checks what the index holds, and the index takes records once they are durable: a
+    // flush makes them so, then node info has the index absorb those still queued for it.
+    for (const d of ['a', 'b', 'c']) {
+      const res = await fetch(`${n.api}/api/v1/disks/${d}/flush`, { method: 'POST' });
+      assert.ok(res.ok, await res.text());
+    }
     await n.cliOk(['node', 'info']);
   },
 });

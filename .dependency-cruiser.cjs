@@ -5,6 +5,7 @@
 //   node                       wiring only: starts the store, NBD, API
 //   api (server)   api/client  HTTP routes over the rooms below; the client side for every caller
 //   cluster                    etcd membership, placement, the peer protocol, chain replication
+//   transfer                   bulk transfer over long links (plain files; disks through the node)
 //   hydrate                    instant restore (a volume served from a backup)
 //   backup  nbd                repository and its operations; the NBD protocol over the engine
 //   engine  fsread             the store; read-only filesystem readers
@@ -17,16 +18,17 @@
 
 /** Rooms each room may NOT import (besides itself). Anything not listed is allowed. */
 const above = {
-  util: ['native', 'observe', 'flow', 'objstore', 'engine', 'fsread', 'nbd', 'backup', 'hydrate', 'cluster', 'api', 'node', 'cli'],
-  native: ['util', 'observe', 'flow', 'objstore', 'engine', 'fsread', 'nbd', 'backup', 'hydrate', 'cluster', 'api', 'node', 'cli'],
-  observe: ['native', 'flow', 'objstore', 'engine', 'fsread', 'nbd', 'backup', 'hydrate', 'cluster', 'api', 'node', 'cli'],
-  flow: ['objstore', 'engine', 'fsread', 'nbd', 'backup', 'hydrate', 'cluster', 'api', 'node', 'cli'],
-  objstore: ['engine', 'fsread', 'nbd', 'backup', 'hydrate', 'cluster', 'api', 'node', 'cli'],
-  engine: ['objstore', 'fsread', 'nbd', 'backup', 'hydrate', 'cluster', 'api', 'node', 'cli'],
-  fsread: ['objstore', 'engine', 'nbd', 'backup', 'hydrate', 'cluster', 'api', 'node', 'cli'],
-  nbd: ['objstore', 'fsread', 'backup', 'hydrate', 'cluster', 'api', 'node', 'cli'],
-  backup: ['engine', 'nbd', 'hydrate', 'cluster', 'api', 'node', 'cli'],
-  hydrate: ['nbd', 'cluster', 'api', 'node', 'cli'],
+  util: ['native', 'observe', 'flow', 'objstore', 'engine', 'fsread', 'nbd', 'backup', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli'],
+  native: ['util', 'observe', 'flow', 'objstore', 'engine', 'fsread', 'nbd', 'backup', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli'],
+  observe: ['native', 'flow', 'objstore', 'engine', 'fsread', 'nbd', 'backup', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli'],
+  flow: ['objstore', 'engine', 'fsread', 'nbd', 'backup', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli'],
+  objstore: ['engine', 'fsread', 'nbd', 'backup', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli'],
+  engine: ['objstore', 'fsread', 'nbd', 'backup', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli'],
+  fsread: ['objstore', 'engine', 'nbd', 'backup', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli'],
+  nbd: ['objstore', 'fsread', 'backup', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli'],
+  backup: ['engine', 'nbd', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli'],
+  hydrate: ['nbd', 'transfer', 'cluster', 'api', 'node', 'cli'],
+  transfer: ['objstore', 'engine', 'fsread', 'nbd', 'backup', 'hydrate', 'cluster', 'api', 'node', 'cli'],
   cluster: ['objstore', 'fsread', 'nbd', 'backup', 'hydrate', 'api', 'node', 'cli'],
   api: ['nbd', 'node', 'cli'],
   node: ['cli'],

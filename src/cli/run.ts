@@ -8,12 +8,13 @@ import { serveCommand } from './serve.ts';
 import { backupCreateCommand } from './backup-create.ts';
 import { backupJobCommands } from './backup-jobs.ts';
 import { clusterDownCommand, clusterUpCommand } from './cluster-up.ts';
+import { transferCommands } from './transfer.ts';
 
 /**
  * The commands whose modules load little: the node's, and those that only talk to its API
  * (`backup create`, which the node runs, and its jobs among them).
  */
-const lightCommands: Command[] = [serveCommand, ...clientCommands, clusterUpCommand, clusterDownCommand, backupCreateCommand, ...backupJobCommands];
+const lightCommands: Command[] = [serveCommand, ...clientCommands, clusterUpCommand, clusterDownCommand, backupCreateCommand, ...backupJobCommands, ...transferCommands];
 
 /**
  * Every command, in the order help lists them. The backup commands' modules load the repository

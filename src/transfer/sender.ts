@@ -88,6 +88,8 @@ export interface SendReport {
   connections: number;
   connectionsActiveMin: number;
   connectionsActiveMax: number;
+  /** Chunks sent on each connection (by its place among the N), over all attempts. */
+  chunksPerConnection: number[];
   bandwidthBytesPerSecond: number;
   minRttMs: number;
   transitMs: LatencyPercentiles;
@@ -179,6 +181,7 @@ class Sender {
   #primeBytes = 0;
   #chunksSent = 0;
   #chunksResent = 0;
+  readonly #chunksPerConnection: number[];
   #attempts = 0;
   #lastProgressMs = performance.now();
   // State of the current attempt.
@@ -208,6 +211,7 @@ class Sender {
     this.#done = new Uint8Array(this.#chunks);
     this.#est = new BandwidthEstimator({ rateMax: opts.rateMax ?? Infinity });
     this.#chooser = new ConnectionChooser(this.#n);
+    this.#chunksPerConnection = new Array<number>(this.#n).fill(0);
     this.#digest = digestFile(opts.file, size, this.#chunkBytes);
     this.#digest.catch(() => {});
   }
@@ -601,6 +605,7 @@ class Sender {
       conn.ch.send(FrameType.CHUNK, encodeBody({ chunk: job.chunk, offset: job.offset, length: job.length, sha256: job.sha256 }));
       job.announced = true;
       this.#chunksSent++;
+      this.#chunksPerConnection[this.#conns.indexOf(conn)]++;
     }
     const n = Math.min(Size.SEGMENT_BYTES, job.length - job.sent);
     const payload = job.data!.subarray(job.sent, job.sent + n);
@@ -642,6 +647,7 @@ class Sender {
       connections: this.#n,
       connectionsActiveMin: this.#chooser.low,
       connectionsActiveMax: this.#chooser.high,
+      chunksPerConnection: this.#chunksPerConnection,
       bandwidthBytesPerSecond: Math.round(this.#est.bandwidth),
       minRttMs: Math.round(this.#est.minRttMs * 1000) / 1000,
       transitMs,

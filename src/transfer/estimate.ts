@@ -46,14 +46,13 @@ export class BandwidthEstimator {
   #nextRoundDelivered = 0;
   /** Rate samples of the bandwidth filter: [ms, round, bytes/s], oldest first. */
   #bwSamples: [number, number, number][] = [];
-  /** Min-RTT filter: a monotonic deque of [ms, rtt], rtts increasing. */
+  /** Min-RTT filters, monotonic deques of [ms, rtt] with rtts increasing: network transit alone, and transit plus hold. */
   #rttSamples: [number, number][] = [];
+  #fullRttSamples: [number, number][] = [];
   #state: EstimatorState = 'startup';
   #fullBw = 0;
   #fullBwRounds = 0;
   #cycle = 0;
-  /** Median receiver hold time (ms) the window allows for; set by the sender. */
-  holdMs = 0;
   /** Smallest window, bytes (the sender: a few frames per active connection). */
   windowBytesMin: number;
   /** Cap on the pacing rate, bytes a second (Infinity: none). */
@@ -79,8 +78,8 @@ export class BandwidthEstimator {
     return { bytes, sentMs: now, delivered: this.#delivered, deliveredMs: this.#deliveredMs, firstSentMs: this.#firstSentMs };
   }
 
-  /** Records the acknowledgement of a frame: `transitMs` its network share of the round trip. */
-  onAck(stamp: SendStamp, transitMs: number): void {
+  /** Records the acknowledgement of a frame: `transitMs` its network share of the round trip, `holdMs` the receiver's. */
+  onAck(stamp: SendStamp, transitMs: number, holdMs = 0): void {
     const now = this.#now();
     this.#inflight = Math.max(0, this.#inflight - stamp.bytes);
     this.#delivered += stamp.bytes;
@@ -96,11 +95,8 @@ export class BandwidthEstimator {
       const rate = ((this.#delivered - stamp.delivered) * 1000) / intervalMs;
       this.#bwSamples.push([now, this.#round, rate]);
     }
-    const rtts = this.#rttSamples;
-    const rtt = Math.max(0.001, transitMs);
-    while (rtts.length > 0 && rtts[rtts.length - 1][1] >= rtt) rtts.pop();
-    rtts.push([now, rtt]);
-    while (rtts.length > 1 && rtts[0][0] < now - RTT_WINDOW_MS) rtts.shift();
+    windowMin(this.#rttSamples, now, Math.max(0.001, transitMs));
+    windowMin(this.#fullRttSamples, now, Math.max(0.001, transitMs + holdMs));
     const bwSamples = this.#bwSamples;
     while (bwSamples.length > 1 && bwSamples[0][1] < this.#round - BW_ROUNDS && bwSamples[0][0] < now - BW_WINDOW_MS_MIN) bwSamples.shift();
     if (this.#state === 'drain' && this.#inflight <= this.bdpBytes) this.#state = 'probe';
@@ -133,9 +129,14 @@ export class BandwidthEstimator {
     return this.#rttSamples.length === 0 ? 0 : this.#rttSamples[0][1];
   }
 
-  /** Bandwidth × (min RTT + median hold), bytes. */
+  /**
+   * Bandwidth × the smallest whole round trip (network and receiver), bytes. The smallest, not
+   * the median: frames queued at a slow receiver wait longer, and a window grown by that wait
+   * would queue more.
+   */
   get bdpBytes(): number {
-    return (this.bandwidth * (this.minRttMs + this.holdMs)) / 1000;
+    const full = this.#fullRttSamples.length === 0 ? 0 : this.#fullRttSamples[0][1];
+    return (this.bandwidth * full) / 1000;
   }
 
   get state(): EstimatorState {
@@ -173,6 +174,13 @@ export class BandwidthEstimator {
     const gain = this.#state === 'startup' ? STARTUP_GAIN : 2;
     return Math.max(this.windowBytesMin, gain * this.bdpBytes);
   }
+}
+
+/** Adds a sample to a windowed-minimum deque (oldest first, values increasing). */
+function windowMin(deque: [number, number][], now: number, value: number): void {
+  while (deque.length > 0 && deque[deque.length - 1][1] >= value) deque.pop();
+  deque.push([now, value]);
+  while (deque.length > 1 && deque[0][0] < now - RTT_WINDOW_MS) deque.shift();
 }
 
 /**

@@ -21,6 +21,8 @@ export interface OpenRequest {
   chunkBytes: number;
   chunks: number;
   className: ServiceClassName;
+  /** A code point the sender asked for explicitly, else undefined: the receiver's mapping of the class. */
+  dscp: number | undefined;
   connections: number;
 }
 
@@ -28,6 +30,7 @@ export interface OpenRequest {
 export interface JoinRequest {
   transfer: string;
   className: ServiceClassName;
+  dscp: number | undefined;
 }
 
 /** A CHUNK past the gate. */
@@ -79,7 +82,9 @@ export function checkFirst(type: number, meta: Record<string, unknown> | null, m
   if (!isTransferId(meta.transfer)) return reject(`${typeName(type)}: transfer must be ${Size.TRANSFER_ID_CHARS} hex characters`);
   const className = classOf(meta.class);
   if (className === null) return reject(`${typeName(type)}: class must be one of ${Object.keys(ServiceClass).join(', ')}, got ${String(meta.class)}`, TransferErrorCode.INVALID);
-  if (type === FrameType.JOIN) return { join: { transfer: meta.transfer, className } };
+  const dscp = meta.dscp ?? undefined;
+  if (dscp !== undefined && (!isUint(dscp) || dscp > 63)) return reject(`${typeName(type)}: dscp must be 0 to 63, got ${String(dscp)}`, TransferErrorCode.INVALID);
+  if (type === FrameType.JOIN) return { join: { transfer: meta.transfer, className, dscp } };
   const bad = nameRule(meta.name);
   if (bad !== null) return reject(`OPEN: ${bad}`, TransferErrorCode.INVALID);
   const { sizeBytes, chunkBytes, connections } = meta;
@@ -92,7 +97,7 @@ export function checkFirst(type: number, meta: Record<string, unknown> | null, m
   if (!isUint(connections) || connections < 1 || connections > Limit.CONNECTIONS_MAX) {
     return reject(`OPEN: connections ${String(connections)} is outside 1..${Limit.CONNECTIONS_MAX}`, TransferErrorCode.LIMIT);
   }
-  return { open: { transfer: meta.transfer, name: meta.name as string, sizeBytes, chunkBytes, chunks, className, connections } };
+  return { open: { transfer: meta.transfer, name: meta.name as string, sizeBytes, chunkBytes, chunks, className, dscp, connections } };
 }
 
 /** A CHUNK: a chunk of this file, its true offset and length, a SHA-256, and none open on the connection. */

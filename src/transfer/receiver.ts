@@ -113,8 +113,9 @@ export class TransferReceiver extends EventEmitter<{ received: [ReceivedFile]; f
     await Promise.allSettled([...this.#sessions.values()].map((s) => this.#end(s, new TransferError(TransferErrorCode.CLOSED, 'The receiver is closing'))));
   }
 
-  #dscp(className: ServiceClassName): number {
-    return this.#opts.dscp?.[className] ?? ServiceClass[className];
+  /** The code point of a connection: the sender's explicit one, else this receiver's for the class. */
+  #dscp(req: { className: ServiceClassName; dscp: number | undefined }): number {
+    return req.dscp ?? this.#opts.dscp?.[req.className] ?? ServiceClass[req.className];
   }
 
   #accept(socket: net.Socket): void {
@@ -139,7 +140,7 @@ export class TransferReceiver extends EventEmitter<{ received: [ReceivedFile]; f
     let session: Session;
     if ('open' in checked) {
       const req = checked.open;
-      channel.socket.setTypeOfService(this.#dscp(req.className) << 2);
+      channel.socket.setTypeOfService(this.#dscp(req) << 2);
       const old = this.#sessions.get(req.transfer);
       if (old !== undefined) await this.#end(old, new TransferError(TransferErrorCode.CLOSED, 'Replaced by a newer attempt of the same transfer'));
       if (this.#sessions.size >= Limit.RECEIVER_TRANSFERS_MAX) {
@@ -163,7 +164,7 @@ export class TransferReceiver extends EventEmitter<{ received: [ReceivedFile]; f
       const found = this.#sessions.get(checked.join.transfer);
       if (found === undefined || found.ended !== null) throw new TransferError(TransferErrorCode.UNKNOWN, `No open transfer ${checked.join.transfer} to join`);
       session = found;
-      channel.socket.setTypeOfService(this.#dscp(checked.join.className) << 2);
+      channel.socket.setTypeOfService(this.#dscp(checked.join) << 2);
       channel.send(FrameType.JOINED, encodeBody({}));
     }
     const conn: ConnState = { channel, open: null, chain: Promise.resolve() };

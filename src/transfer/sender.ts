@@ -167,6 +167,8 @@ class Sender {
   readonly #n: number;
   readonly #className: ServiceClassName;
   readonly #dscp: number;
+  /** The code point asked for explicitly (--dscp), which the receiver then uses too. */
+  readonly #dscpAsked: number | undefined;
   readonly #digest: Promise<FileDigest>;
   readonly #done: Uint8Array;
   #doneCount = 0;
@@ -208,6 +210,7 @@ class Sender {
     this.#n = opts.connections ?? Limit.CONNECTIONS_DEFAULT;
     this.#className = opts.className ?? 'bulk';
     this.#dscp = opts.dscp ?? ServiceClass[this.#className];
+    this.#dscpAsked = opts.dscp;
     this.#done = new Uint8Array(this.#chunks);
     this.#est = new BandwidthEstimator({ rateMax: opts.rateMax ?? Infinity });
     this.#chooser = new ConnectionChooser(this.#n);
@@ -291,13 +294,13 @@ class Sender {
       throw ((auth ?? refused) as PromiseRejectedResult).reason;
     }
     const [first, ...rest] = channels;
-    first.send(FrameType.OPEN, encodeBody({ transfer: this.#id, name: this.#name, sizeBytes: this.#size, chunkBytes: this.#chunkBytes, class: this.#className, connections: this.#n }));
+    first.send(FrameType.OPEN, encodeBody({ transfer: this.#id, name: this.#name, sizeBytes: this.#size, chunkBytes: this.#chunkBytes, class: this.#className, connections: this.#n, ...this.#dscpField() }));
     // The receiver re-reads what it holds before it answers: give it time by the size.
     const opened = await first.expect(60_000 + this.#size / 20_000, 'OPENED');
     this.#onOpened(opened);
     await Promise.all(
       rest.map(async (ch) => {
-        ch.send(FrameType.JOIN, encodeBody({ transfer: this.#id, class: this.#className }));
+        ch.send(FrameType.JOIN, encodeBody({ transfer: this.#id, class: this.#className, ...this.#dscpField() }));
         const joined = await ch.expect(Limit.HANDSHAKE_TIMEOUT_MS, 'JOINED');
         if (joined.frame.header.type !== FrameType.JOINED) throw unexpected(joined, 'JOINED');
       }),
@@ -319,6 +322,11 @@ class Sender {
     if (this.#doneCount === this.#chunks) void this.#finish();
     else this.#pump();
     await settled;
+  }
+
+  /** `{dscp}` when one was asked for explicitly, else nothing. */
+  #dscpField(): { dscp?: number } {
+    return this.#dscpAsked === undefined ? {} : { dscp: this.#dscpAsked };
   }
 
   #onOpened(r: Received): void {
@@ -401,7 +409,7 @@ class Sender {
       const choice = this.#chooser.decide({ ...figures, rateBytesPerSecond: rate });
       if (choice.reason !== null) this.#opts.onEvent?.({ event: 'connections', active: choice.active, reason: choice.reason });
       this.#pump();
-      const next = Math.max(500, 8 * (this.#est.minRttMs + this.#est.holdMs));
+      const next = Math.max(500, (8 * this.#est.bdpBytes * 1000) / Math.max(1, this.#est.bandwidth));
       this.#timers.push(setTimeout(choose, next));
     };
     this.#timers.push(setTimeout(choose, 500));
@@ -455,11 +463,8 @@ class Sender {
         const rttMs = Number(nowUs() - BigInt(Math.round(echoUs))) / 1000;
         const holdMs = holdUs / 1000;
         const transitMs = Math.max(0, rttMs - holdMs);
-        this.#est.onAck(entry.stamp, transitMs);
-        if (entry.data) {
-          this.#latency.add(transitMs, holdMs);
-          this.#est.holdMs = this.#latency.recent().holdP50Ms;
-        }
+        this.#est.onAck(entry.stamp, transitMs, holdMs);
+        if (entry.data) this.#latency.add(transitMs, holdMs);
         this.#est.windowBytesMin = 4 * Size.SEGMENT_BYTES * this.#chooser.active;
         conn.onAcked?.();
         this.#pump();

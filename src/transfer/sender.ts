@@ -183,6 +183,8 @@ class Sender {
   #primeBytes = 0;
   #chunksSent = 0;
   #chunksResent = 0;
+  /** Times each chunk came back CHUNK_BAD. */
+  readonly #bad = new Map<number, number>();
   readonly #chunksPerConnection: number[];
   #attempts = 0;
   #lastProgressMs = performance.now();
@@ -476,7 +478,10 @@ class Sender {
         if (i < 0) throw new TransferError(TransferErrorCode.PROTOCOL, `${r.frame.header.type === FrameType.CHUNK_OK ? 'CHUNK_OK' : 'CHUNK_BAD'} of chunk ${String(meta.chunk)}, not sent on this connection`);
         const [job] = conn.jobs.splice(i, 1);
         if (r.frame.header.type === FrameType.CHUNK_BAD) {
-          if (++this.#chunksResent > Limit.CHUNK_RESENDS_MAX * Math.max(1, this.#chunks)) throw new TransferError(TransferErrorCode.INTEGRITY, `Chunks keep arriving damaged: ${String(meta.rule)}`);
+          const times = (this.#bad.get(job.chunk) ?? 0) + 1;
+          this.#bad.set(job.chunk, times);
+          if (times > Limit.CHUNK_RESENDS_MAX) throw new TransferError(TransferErrorCode.INTEGRITY, `Chunk ${job.chunk} arrived damaged ${times} times: ${String(meta.rule)}`);
+          this.#chunksResent++;
           this.#pending.unshift(job.chunk);
         } else {
           this.#markDone(job.chunk);

@@ -86,6 +86,7 @@ const sendCommand: Command = {
     'rate-max': { type: 'string', valueName: 'RATE', description: 'Highest rate, bytes a second (e.g. 50M)' },
     'retry-ms': { type: 'string', valueName: 'MS', description: 'How long to keep trying after a lost connection (default 30000)' },
     'no-prime': { type: 'boolean', description: 'Skip priming the connections before data' },
+    'log-frames': { type: 'boolean', description: 'With --json: a line per data frame acknowledged, its network transit and receiver hold time' },
     'secret-file': secretOption,
     json: { ...jsonOption, description: 'Print progress and the report as JSON lines' },
   },
@@ -119,6 +120,7 @@ const sendCommand: Command = {
         rateMax,
         retryMs,
         prime: values['no-prime'] !== true,
+        logFrames: values['log-frames'] === true && values.json === true,
         onEvent: (e) => {
           if (json) return io.stdout(JSON.stringify(e) + '\n');
           if (e.event === 'progress') {

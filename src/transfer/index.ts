@@ -4,7 +4,7 @@
  * split into network and receiver time, DSCP marks by service class, resume and integrity.
  */
 export { sendFile, transferId } from './sender.ts';
-export type { SendOptions, SendEvent, SendReport, ProgressEvent } from './sender.ts';
+export type { SendOptions, SendEvent, SendReport, ProgressEvent, FrameEvent } from './sender.ts';
 export { TransferReceiver } from './receiver.ts';
 export type { ReceiverOptions, ReceivedFile, FailedTransfer } from './receiver.ts';
 export { TransferError, TransferErrorCode } from './errors.ts';

@@ -46,6 +46,8 @@ export interface SendOptions {
   onEvent?: (event: SendEvent) => void;
   /** ms between progress events (default 500). */
   progressMs?: number;
+  /** Reports every DATA frame's acknowledgement as a `frame` event (the per-message latency log). */
+  logFrames?: boolean;
 }
 
 /** Progress of a transfer. */
@@ -67,7 +69,20 @@ export interface ProgressEvent {
 export type SendEvent =
   | ProgressEvent
   | { event: 'connections'; active: number; reason: string }
-  | { event: 'retry'; attempt: number; message: string };
+  | { event: 'retry'; attempt: number; message: string }
+  | FrameEvent;
+
+/** One DATA frame acknowledged: its latency split (`logFrames`). */
+export interface FrameEvent {
+  event: 'frame';
+  /** The connection's place among the N, the frame's sequence number on it. */
+  connection: number;
+  seq: number;
+  chunk: number;
+  bytes: number;
+  transitMs: number;
+  holdMs: number;
+}
 
 /** The final report. */
 export interface SendReport {
@@ -111,7 +126,8 @@ interface Job {
 
 interface Conn {
   ch: Channel;
-  stamps: Map<number, { stamp: SendStamp; data: boolean }>;
+  /** Frames awaiting their ACK: when sent, and for DATA its chunk (-1 for PRIME). */
+  stamps: Map<number, { stamp: SendStamp; chunk: number }>;
   jobs: Job[];
   waitingDrain: boolean;
   onAcked: (() => void) | null;
@@ -372,7 +388,7 @@ class Sender {
         const delay = this.#pacer.delayMs(performance.now());
         if (delay > 0.5) await sleep(delay);
         const n = Math.min(Size.SEGMENT_BYTES, bytes - sent);
-        conn.stamps.set(conn.ch.nextSeq, { stamp: this.#est.onSend(n), data: false });
+        conn.stamps.set(conn.ch.nextSeq, { stamp: this.#est.onSend(n), chunk: -1 });
         const ok = conn.ch.send(FrameType.PRIME, encodeBody({}, FILLER.subarray(0, n)));
         this.#pacer.spend(n, this.#est.pacingRate, performance.now(), 2 * Size.SEGMENT_BYTES);
         sent += n;
@@ -466,7 +482,13 @@ class Sender {
         const holdMs = holdUs / 1000;
         const transitMs = Math.max(0, rttMs - holdMs);
         this.#est.onAck(entry.stamp, transitMs, holdMs);
-        if (entry.data) this.#latency.add(transitMs, holdMs);
+        if (entry.chunk >= 0) {
+          this.#latency.add(transitMs, holdMs);
+          if (this.#opts.logFrames === true) {
+            const round = (x: number) => Math.round(x * 1000) / 1000;
+            this.#opts.onEvent?.({ event: 'frame', connection: this.#conns.indexOf(conn), seq, chunk: entry.chunk, bytes: entry.stamp.bytes, transitMs: round(transitMs), holdMs: round(holdMs) });
+          }
+        }
         this.#est.windowBytesMin = 4 * Size.SEGMENT_BYTES * this.#chooser.active;
         conn.onAcked?.();
         this.#pump();
@@ -620,7 +642,7 @@ class Sender {
     }
     const n = Math.min(Size.SEGMENT_BYTES, job.length - job.sent);
     const payload = job.data!.subarray(job.sent, job.sent + n);
-    conn.stamps.set(conn.ch.nextSeq, { stamp: this.#est.onSend(n), data: true });
+    conn.stamps.set(conn.ch.nextSeq, { stamp: this.#est.onSend(n), chunk: job.chunk });
     const ok = conn.ch.send(FrameType.DATA, encodeBody({ chunk: job.chunk, offset: job.offset + job.sent }, payload));
     this.#pacer.spend(n, this.#est.pacingRate, now, 2 * Size.SEGMENT_BYTES);
     job.sent += n;

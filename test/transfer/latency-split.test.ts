@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { cleanup, makeTempDir, MiB, testSeed, writeSeededFile } from '../helpers/index.ts';
-import { sendOk, startReceiver } from './harness.ts';
+import { startReceiver, startSender } from './harness.ts';
 
 after(cleanup);
 
@@ -23,7 +23,14 @@ test('a receiver slow to write shows as hold (application) time, and the report 
   await writeSeededFile(file, seed, 'slow', 16 * MiB);
   const holdMs = 60;
   const receiver = await startReceiver(dir, { env: { TESSERA_TRANSFER_TEST_HOLD_MS: String(holdMs) } });
-  const report = await sendOk(file, receiver.port, ['--connections', '2']);
+  const sender = startSender(file, receiver.port, ['--connections', '2', '--log-frames']);
+  assert.equal((await sender.exited).code, 0, `transfer send; stderr: ${sender.stderr}`);
+  const report = sender.events.find((e) => e.event === 'done')!;
+  // The per-frame log: every data frame, each with its split.
+  const frames = sender.events.filter((e) => e.event === 'frame');
+  assert.equal(frames.length, 64, '16 MiB in frames of 256 KiB');
+  assert.ok(frames.every((f) => (f.holdMs as number) >= holdMs - 1 && (f.transitMs as number) >= 0 && (f.bytes as number) === 262144));
+  assert.ok(new Set(frames.map((f) => f.connection)).size <= 2);
   const transit = report.transitMs as Percentiles;
   const hold = report.holdMs as Percentiles;
   t.diagnostic(`transit ${JSON.stringify(transit)}; hold ${JSON.stringify(hold)}; connections ${String(report.connectionsActiveMin)}..${String(report.connectionsActiveMax)}`);

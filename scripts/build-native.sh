@@ -3,12 +3,31 @@
 # the module is missing, older than its source, or ISA-L's header appeared or went since it was
 # built. Without a C compiler or zstd.h it says what to install and leaves Tessera on
 # Node's own APIs: it never fails an install.
+# Builds the lab's forwarding stage (docs/lab.md) into build/tessera-wire the same way: when it is
+# missing or older than its source; without a compiler only `tessera lab` is unavailable.
 cd "$(dirname "$0")/.." || exit 0
 src=src/native/tessera-native.c
 out=build/tessera-native.node
 say() { echo "tessera: native helpers not built: $*; Tessera runs without them (docs/native.md)" >&2; }
 cc=${CC:-cc}
 command -v "$cc" >/dev/null 2>&1 || cc=gcc
+# The lab's stage: plain C against libc, a program of its own (not loaded by Node).
+wire_src=src/lab/wire.c
+wire_out=build/tessera-wire
+if [ ! -f "$wire_out" ] || [ "$wire_src" -nt "$wire_out" ]; then
+  if command -v "$cc" >/dev/null 2>&1; then
+    mkdir -p build
+    wire_tmp="$wire_out.tmp.$$"
+    if "$cc" -O2 -Wall -Wextra -Werror -o "$wire_tmp" "$wire_src"; then
+      mv "$wire_tmp" "$wire_out"
+    else
+      rm -f "$wire_tmp"
+      echo "tessera: the lab's forwarding stage not built: the compiler failed (above); tessera lab is unavailable (docs/lab.md)" >&2
+    fi
+  else
+    echo "tessera: the lab's forwarding stage not built: no C compiler (apt-get install gcc libc6-dev); tessera lab is unavailable (docs/lab.md)" >&2
+  fi
+fi
 command -v "$cc" >/dev/null 2>&1 || { say "no C compiler (apt-get install gcc libzstd-dev)"; exit 0; }
 has() { printf '#include <%s>\n' "$1" | "$cc" -E -x c - >/dev/null 2>&1; }
 # Whether ISA-L's header is in the usual places: a test of files, as this runs before every

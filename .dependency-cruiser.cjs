@@ -12,26 +12,28 @@
 //   objstore                   directory and S3 object storage
 //   flow                       limiters, pools, pacing: no domain logic
 //   util  native  observe      leaf pieces
+//   lab                        emulated networks for tests: uses util alone, used by cli alone
 //
 // A room may import from rooms in the layers below it, never above or beside-and-back, which
 // also rules out cycles between rooms. Within and across files, no import cycle at all.
 
 /** Rooms each room may NOT import (besides itself). Anything not listed is allowed. */
 const above = {
-  util: ['native', 'observe', 'flow', 'objstore', 'engine', 'fsread', 'nbd', 'backup', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli'],
-  native: ['util', 'observe', 'flow', 'objstore', 'engine', 'fsread', 'nbd', 'backup', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli'],
-  observe: ['native', 'flow', 'objstore', 'engine', 'fsread', 'nbd', 'backup', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli'],
-  flow: ['objstore', 'engine', 'fsread', 'nbd', 'backup', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli'],
-  objstore: ['engine', 'fsread', 'nbd', 'backup', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli'],
-  engine: ['objstore', 'fsread', 'nbd', 'backup', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli'],
-  fsread: ['objstore', 'engine', 'nbd', 'backup', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli'],
-  nbd: ['objstore', 'fsread', 'backup', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli'],
-  backup: ['engine', 'nbd', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli'],
-  hydrate: ['nbd', 'transfer', 'cluster', 'api', 'node', 'cli'],
-  transfer: ['objstore', 'engine', 'fsread', 'nbd', 'backup', 'hydrate', 'cluster', 'api', 'node', 'cli'],
-  cluster: ['objstore', 'fsread', 'nbd', 'backup', 'hydrate', 'api', 'node', 'cli'],
-  api: ['nbd', 'node', 'cli'],
-  node: ['cli'],
+  util: ['native', 'observe', 'flow', 'objstore', 'engine', 'fsread', 'nbd', 'backup', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli', 'lab'],
+  lab: ['native', 'observe', 'flow', 'objstore', 'engine', 'fsread', 'nbd', 'backup', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli'],
+  native: ['util', 'observe', 'flow', 'objstore', 'engine', 'fsread', 'nbd', 'backup', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli', 'lab'],
+  observe: ['native', 'flow', 'objstore', 'engine', 'fsread', 'nbd', 'backup', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli', 'lab'],
+  flow: ['objstore', 'engine', 'fsread', 'nbd', 'backup', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli', 'lab'],
+  objstore: ['engine', 'fsread', 'nbd', 'backup', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli', 'lab'],
+  engine: ['objstore', 'fsread', 'nbd', 'backup', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli', 'lab'],
+  fsread: ['objstore', 'engine', 'nbd', 'backup', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli', 'lab'],
+  nbd: ['objstore', 'fsread', 'backup', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli', 'lab'],
+  backup: ['engine', 'nbd', 'hydrate', 'transfer', 'cluster', 'api', 'node', 'cli', 'lab'],
+  hydrate: ['nbd', 'transfer', 'cluster', 'api', 'node', 'cli', 'lab'],
+  transfer: ['objstore', 'engine', 'fsread', 'nbd', 'backup', 'hydrate', 'cluster', 'api', 'node', 'cli', 'lab'],
+  cluster: ['objstore', 'fsread', 'nbd', 'backup', 'hydrate', 'api', 'node', 'cli', 'lab'],
+  api: ['nbd', 'node', 'cli', 'lab'],
+  node: ['cli', 'lab'],
   cli: [],
 };
 

@@ -48,7 +48,8 @@ export interface Command {
   examples: string[];
   /** Whether it talks to a node (and so uses --api; every command accepts it). */
   usesApi: boolean;
-  run(ctx: CommandContext): Promise<void>;
+  /** Resolves when done; a number is the exit status to leave with (`lab exec`: its command's). */
+  run(ctx: CommandContext): Promise<void | number>;
 }
 
 const sizeOption: OptionSpec = { type: 'string', valueName: 'SIZE', description: 'Virtual size: bytes or e.g. 512M, 10G, 1.5T (a multiple of 512 bytes)' };

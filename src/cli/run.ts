@@ -8,13 +8,14 @@ import { serveCommand } from './serve.ts';
 import { backupCreateCommand } from './backup-create.ts';
 import { backupJobCommands } from './backup-jobs.ts';
 import { clusterDownCommand, clusterUpCommand } from './cluster-up.ts';
+import { labCommands } from './lab.ts';
 import { transferCommands } from './transfer.ts';
 
 /**
- * The commands whose modules load little: the node's, and those that only talk to its API
- * (`backup create`, which the node runs, and its jobs among them).
+ * The commands whose modules load little: the node's, those that only talk to its API
+ * (`backup create`, which the node runs, and its jobs among them), and the lab's.
  */
-const lightCommands: Command[] = [serveCommand, ...clientCommands, clusterUpCommand, clusterDownCommand, backupCreateCommand, ...backupJobCommands, ...transferCommands];
+const lightCommands: Command[] = [serveCommand, ...clientCommands, clusterUpCommand, clusterDownCommand, backupCreateCommand, ...backupJobCommands, ...transferCommands, ...labCommands];
 
 /**
  * Every command, in the order help lists them. The backup commands' modules load the repository
@@ -300,11 +301,11 @@ async function dispatch(argv: string[], io: Io): Promise<number> {
   }
   let client: ApiClient | null = null;
   const apiUrl = (parsed.values.api as string | undefined) ?? (io.env.TESSERA_API || DEFAULT_API_URL);
-  await cmd.run({
+  const status = await cmd.run({
     args,
     values: parsed.values as Record<string, string | boolean | undefined>,
     io,
     client: () => (client ??= new ApiClient(apiUrl)),
   });
-  return 0;
+  return status ?? 0;
 }

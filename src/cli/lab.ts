@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
-import { defaultStateDir, formatDelay, formatLoss, formatRate, LabError, LabErrorCode, labDown, labExecCommand, labSet, labShow, labUp, parseTopology } from '../lab/index.ts';
+import { defaultStateDir, formatDelay, formatLoss, formatRate, LabError, LabErrorCode, labDown, labExecCommand, labSet, labShow, labUp, parseTopology, requireRoot } from '../lab/index.ts';
 import type { LabState, LinkParams, LinkState, LinkView } from '../lab/index.ts';
 import type { Command, Io, OptionSpec } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
@@ -85,6 +85,7 @@ const upCommand: Command = {
   examples: ['tessera lab up two-sites.json', 'tessera lab up wan.json --state /tmp/lab1 --json'],
   usesApi: false,
   async run({ args: [file], values, io }) {
+    await viaCli(requireRoot);
     let text;
     try {
       text = readFileSync(file, 'utf8');

@@ -5,37 +5,49 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
-import { defaultStateDir, formatDelay, formatLoss, formatRate, LabError, LabErrorCode, labDown, labExecCommand, labSet, labShow, labUp, parseTopology, requireRoot } from '../lab/index.ts';
 import type { LabState, LinkParams, LinkState, LinkView } from '../lab/index.ts';
 import type { Command, Io, OptionSpec } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
 import { jsonOption, printJson } from './output.ts';
 import { formatTable } from './table.ts';
 
+/**
+ * The lab's code, loaded by the lab's commands only: every other command line stays as light
+ * as it was (test/cli/cli.test.ts checks what a command loads).
+ */
+type LabModule = typeof import('../lab/index.ts');
+let labModule: LabModule | null = null;
+async function lab(): Promise<LabModule> {
+  return (labModule ??= await import('../lab/index.ts'));
+}
+
 const stateOption: OptionSpec = {
   type: 'string',
   valueName: 'DIR',
-  description: `Where the lab's state is kept (default: $TESSERA_LAB_DIR or ${defaultStateDir}); one lab per directory`,
+  // The default is src/lab/state.ts's defaultStateDir, spelled out here so that help loads no lab code.
+  description: "Where the lab's state is kept (default: $TESSERA_LAB_DIR or /run/tessera-lab); one lab per directory",
 };
 
-function stateDirOf(values: Record<string, string | boolean | undefined>, io: Io): string {
-  return (values.state as string | undefined) ?? (io.env.TESSERA_LAB_DIR || defaultStateDir);
+async function stateDirOf(values: Record<string, string | boolean | undefined>, io: Io): Promise<string> {
+  return (values.state as string | undefined) ?? (io.env.TESSERA_LAB_DIR || (await lab()).defaultStateDir);
 }
 
 /** Runs a lab operation, its typed errors as the CLI's (a bad value is a usage error). */
-async function viaCli<T>(fn: () => Promise<T> | T): Promise<T> {
+async function viaCli<T>(fn: (l: LabModule) => Promise<T> | T): Promise<T> {
+  const l = await lab();
   try {
-    return await fn();
+    return await fn(l);
   } catch (err) {
-    if (err instanceof LabError) {
-      throw new CliError(err.code === LabErrorCode.INVALID ? CliErrorCode.USAGE : CliErrorCode.FAILED, err.message, { cause: err });
+    if (err instanceof l.LabError) {
+      throw new CliError(err.code === l.LabErrorCode.INVALID ? CliErrorCode.USAGE : CliErrorCode.FAILED, err.message, { cause: err });
     }
     throw err;
   }
 }
 
-/** A link's values for people and for JSON. */
+/** A link's values for people and for JSON (the lab module is loaded by then). */
 function paramsJson(p: LinkParams): Record<string, string | number> {
+  const { formatDelay, formatLoss, formatRate } = labModule!;
   return { delay: formatDelay(p.delayNs), jitter: formatDelay(p.jitterNs), rate: formatRate(p.rateBps), loss: formatLoss(p.loss), queue: p.queue };
 }
 
@@ -85,15 +97,15 @@ const upCommand: Command = {
   examples: ['tessera lab up two-sites.json', 'tessera lab up wan.json --state /tmp/lab1 --json'],
   usesApi: false,
   async run({ args: [file], values, io }) {
-    await viaCli(requireRoot);
+    await viaCli((l) => l.requireRoot());
     let text;
     try {
       text = readFileSync(file, 'utf8');
     } catch (err) {
       throw usageError(`cannot read ${file}: ${(err as Error).message}`);
     }
-    const dir = stateDirOf(values, io);
-    const state = await viaCli(async () => labUp(parseTopology(text, file), dir));
+    const dir = await stateDirOf(values, io);
+    const state = await viaCli((l) => l.labUp(l.parseTopology(text, file), dir));
     if (values.json) return printJson(io, { state: dir, id: state.id, hosts: state.hosts, links: state.links.map(linkJson) });
     io.stdout(`Lab up: ${state.hosts.length} host${state.hosts.length === 1 ? '' : 's'}, ${state.links.length} link${state.links.length === 1 ? '' : 's'} (state in ${dir})\n`);
     io.stdout(hostsTable(state));
@@ -108,8 +120,8 @@ const downCommand: Command = {
   examples: ['tessera lab down', 'tessera lab down --state /tmp/lab1'],
   usesApi: false,
   async run({ values, io }) {
-    const dir = stateDirOf(values, io);
-    const state = await viaCli(() => labDown(dir));
+    const dir = await stateDirOf(values, io);
+    const state = await viaCli((l) => l.labDown(dir));
     if (state === null) io.stdout(`No lab is up in ${dir}\n`);
     else io.stdout(`Lab down: removed ${state.hosts.length} namespace${state.hosts.length === 1 ? '' : 's'} and ${state.links.length} link${state.links.length === 1 ? '' : 's'}\n`);
   },
@@ -123,8 +135,8 @@ const showCommand: Command = {
   examples: ['tessera lab show', 'tessera lab show --json | jq ".links[0].directions"'],
   usesApi: false,
   async run({ values, io }) {
-    const dir = stateDirOf(values, io);
-    const { state, links } = await viaCli(() => labShow(dir));
+    const dir = await stateDirOf(values, io);
+    const { state, links } = await viaCli((l) => l.labShow(dir));
     if (values.json) return printJson(io, { state: dir, id: state.id, hosts: state.hosts, links: links.map(linkViewJson) });
     io.stdout(hostsTable(state));
     if (links.length === 0) return;
@@ -169,7 +181,8 @@ const setCommand: Command = {
     const changes: Record<string, string> = {};
     for (const key of Object.keys(setOptions)) if (typeof values[key] === 'string') changes[key] = values[key] as string;
     if (Object.keys(changes).length === 0) throw usageError('nothing to change: give at least one of --delay, --jitter, --rate, --loss, --queue');
-    const link = await viaCli(() => labSet(stateDirOf(values, io), name, changes));
+    const dir = await stateDirOf(values, io);
+    const link = await viaCli((l) => l.labSet(dir, name, changes));
     if (values.json) return printJson(io, linkJson(link));
     io.stdout(`Link ${link.name}: ${paramsLine(link.params)}\n`);
   },
@@ -183,7 +196,8 @@ const execCommand: Command = {
   examples: ['tessera lab exec a -- ping -c 3 10.200.0.2', 'tessera lab exec b -- iperf3 -s -B 10.200.0.2'],
   usesApi: false,
   async run({ args: [host, ...cmd], values, io }) {
-    const argv = await viaCli(() => labExecCommand(stateDirOf(values, io), host, cmd));
+    const dir = await stateDirOf(values, io);
+    const argv = await viaCli((l) => l.labExecCommand(dir, host, cmd));
     return new Promise<number>((resolve, reject) => {
       const child = spawn(argv[0], argv.slice(1), { stdio: 'inherit', env: io.env as NodeJS.ProcessEnv });
       // A signal to the command (a test stopping a server) goes on to what it runs.

@@ -3,7 +3,7 @@
  * The accuracy of the links is accuracy.test.ts's.
  */
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { asNobody, cleanup, makeTempDir, run, runOk, tesseraBin } from '../helpers/index.ts';
@@ -13,6 +13,15 @@ after(async () => {
   await downAll();
   await cleanup();
 });
+
+/** Whether `pid` runs (a zombie, exited and not yet reaped by init, does not). */
+function running(pid: number): boolean {
+  try {
+    return !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
 
 const twoHosts = { hosts: [{ name: 'a' }, { name: 'b' }], links: [{ name: 'a-b', endpoints: ['a', 'b'], delay: '5ms' }] };
 
@@ -61,10 +70,16 @@ test('lab up prints each host\'s address; exec runs in the host with the caller\
 test('lab set changes a running link in both directions; a bad value or link is one line', async () => {
   const lab = await Lab.up(twoHosts);
   const before = median(await lab.ping('a', 'b', 10));
-  assert.ok(before >= 10 && before < 20, `5 ms each way: ${before} ms`);
+  // Loose bounds (accuracy.test.ts holds the tight ones): a busy machine must not fail this test.
+  assert.ok(before >= 10 && before < 40, `5 ms each way: ${before} ms`);
   await lab.set('a-b', { delay: '40ms' });
   const slowed = median(await lab.ping('a', 'b', 10));
-  assert.ok(slowed >= 80 && slowed < 90, `40 ms each way: ${slowed} ms`);
+  assert.ok(slowed >= 80 && slowed < 120, `40 ms each way: ${slowed} ms`);
+  // Jitter: each packet 20 ms ± 5 ms each way, so round trips spread over 30..50 ms.
+  await lab.set('a-b', { delay: '20ms', jitter: '5ms' });
+  const jittered = await lab.ping('a', 'b', 30, 0.06);
+  assert.ok(Math.min(...jittered) >= 30, `no round trip under 2 × 15 ms: ${jittered.join(' ')}`);
+  assert.ok(Math.max(...jittered) - Math.min(...jittered) > 4, `round trips spread: ${jittered.join(' ')}`);
   await lab.set('a-b', { loss: '100%' });
   assert.deepEqual(await lab.ping('a', 'b', 5, 0.05), [], 'every packet lost');
   await lab.set('a-b', { loss: '0', delay: '1ms', rate: '10mbit', queue: '50', jitter: '0' });
@@ -103,34 +118,38 @@ test('lab: two sites joined by a WAN link route through their routers (docs/lab.
   // Two routers on the way back: the reply's TTL is 64 less two.
   assert.match(r.stdout, /ttl=62 /);
   const rtts = [...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
-  assert.ok(median(rtts) >= 40 && median(rtts) < 50, `20 ms each way over the WAN: ${median(rtts)} ms`);
+  assert.ok(median(rtts) >= 40 && median(rtts) < 60, `20 ms each way over the WAN: ${median(rtts)} ms`);
   assert.equal((await lab.ping('a2', 'a1', 3)).length, 3, 'a1 and a2 reach each other through ra');
   await lab.down();
 });
 
 test('lab down leaves no namespace, link or process behind, and leaves another lab alone', async () => {
+  // Other labs (another test file's) may come and go meanwhile: the machine's own namespaces are the others.
+  const machineNetns = async () => (await runOk('ip', ['netns', 'list'])).split('\n').filter((l) => !l.startsWith('tlab-'));
   const linksBefore = await runOk('ip', ['-o', 'link', 'show']);
-  const netnsBefore = await runOk('ip', ['netns', 'list']);
+  const netnsBefore = await machineNetns();
   const one = await Lab.up(twoHosts);
   const other = await Lab.up(twoHosts);
   const { id, hosts, links } = await one.show();
   assert.notEqual(id, other.show0.id);
   // A process left running in a host, as a test's server would be.
-  one.spawn('b', ['sleep', '1000']);
+  one.spawn('b', ['sleep', '987654']);
   await new Promise((r) => setTimeout(r, 300));
-  assert.equal((await processesWith('sleep 1000')).length >= 1, true);
+  // The sleep itself, not the `tessera lab exec` that waits for it (it goes once the sleep is gone).
+  const sleeps = async () => (await processesWith('sleep 987654')).filter((l) => /^\S+\s+sleep 987654$/.test(l.trim()));
+  assert.equal((await sleeps()).length, 1);
   await one.down();
   assert.deepEqual(await namespacesLike(`tlab-${id}-`), []);
   assert.deepEqual(await processesWith(one.stateDir), [], 'no stage of the lab is left');
-  assert.deepEqual((await processesWith('sleep 1000')).filter((l) => l.startsWith('S') || l.startsWith('R')), [], 'the process left in host b is gone');
+  assert.deepEqual(await sleeps(), [], 'the process left in host b is gone');
   assert.equal(existsSync(one.stateDir), false, 'the state directory lab up made is gone');
-  for (const l of links) assert.equal(existsSync(`/proc/${l.pid}`) && !/\) Z /.test(await runOk('cat', [`/proc/${l.pid}/stat`]).catch(() => ') Z ')), false);
+  for (const l of links) assert.equal(running(l.pid), false, `the stage of ${l.name} (pid ${l.pid}) is gone`);
   assert.equal(hosts.length, 2);
   // The other lab still forwards; the machine's own links are as they were.
   assert.equal((await other.ping('a', 'b', 3)).length, 3);
   await other.down();
   assert.equal(await runOk('ip', ['-o', 'link', 'show']), linksBefore);
-  assert.equal(await runOk('ip', ['netns', 'list']), netnsBefore);
+  assert.deepEqual(await machineNetns(), netnsBefore);
   // Down again: nothing is up, which is said, not an error.
   const again = await one.tessera(['lab', 'down']);
   assert.equal(again.code, 0);

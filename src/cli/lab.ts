@@ -64,11 +64,21 @@ function linkJson(l: LinkState): Record<string, unknown> {
   return { name: l.name, endpoints: l.endpoints, ...paramsJson(l.params), pid: l.pid };
 }
 
-/** `lab show --json`: the recorded values, the stage's live ones and its counters per direction. */
+/**
+ * A link's values as its stage has them when it answers (two `lab set` at once may leave the
+ * state file with either's), else as the state file records them.
+ */
+function paramsOfView(l: LinkView): LinkParams {
+  const live = l.live;
+  if (live === null) return l.params;
+  return { delayNs: live.delay_ns, jitterNs: live.jitter_ns, rateBps: live.rate_bps, loss: live.loss, queue: live.queue };
+}
+
+/** `lab show --json`: the stage's values and its counters per direction. */
 function linkViewJson(l: LinkView): Record<string, unknown> {
   const live = l.live;
   return {
-    ...linkJson(l),
+    ...linkJson({ ...l, params: paramsOfView(l) }),
     stage: live === null ? 'not answering' : 'running',
     directions:
       live === null
@@ -142,7 +152,7 @@ const showCommand: Command = {
     if (links.length === 0) return;
     io.stdout('\n');
     const rows = links.map((l) => {
-      const p = paramsJson(l.params);
+      const p = paramsJson(paramsOfView(l));
       const dirs = l.live?.dirs;
       const count = (f: (d: NonNullable<typeof dirs>[number]) => number) => (dirs ? `${f(dirs[0])} / ${f(dirs[1])}` : '-');
       return [

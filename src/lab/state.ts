@@ -49,13 +49,14 @@ export interface LabState {
   links: LinkState[];
 }
 
+/** The state file of the lab in `dir`. */
 export function statePath(dir: string): string {
   return join(dir, stateFileName);
 }
 
 /**
- * Creates the state file, failing if one is there: the file is the lab's lock, so two `lab up`
- * in one directory cannot both go on. Returns whether the directory was made.
+ * Creates the state file (and its directory), failing if one is there: the file is the lab's
+ * lock, so two `lab up` in one directory cannot both go on.
  */
 export function createState(dir: string, state: LabState): void {
   try {

@@ -7,8 +7,9 @@ import { LabError, LabErrorCode } from './errors.ts';
 import { idealLink, parseDelay, parseLoss, parseQueue, parseRate } from './units.ts';
 import type { LinkParams } from './units.ts';
 
-/** Most hosts and links of a lab: each host is a namespace, each link a process. */
+/** Most hosts of a lab: each is a namespace (and 10.200.0.N numbers 254 of them). */
 export const hostsMax = 250;
+/** Most links of a lab: each is a process. */
 export const linksMax = 250;
 
 /** A host of a checked topology. */

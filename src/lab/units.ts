@@ -6,8 +6,9 @@
 
 /** Longest delay or jitter the stage takes (it holds every packet that long). */
 export const delayNsMax = 60_000_000_000;
-/** Lowest and highest rate: below 1 kbit/s a full-size packet takes 12 s to send. */
+/** Lowest rate: below 1 kbit/s a full-size packet takes 12 s to send. */
 export const rateBpsMin = 1_000;
+/** Highest rate, far above what the stage carries (docs/lab.md), as the stage's own check. */
 export const rateBpsMax = 1_000_000_000_000;
 /** Packets a link's queue holds at most (the stage's slots per direction). */
 export const queueMax = 16_384;

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { asNobody, cleanup, makeTempDir, run, runOk, tesseraBin } from '../helpers/index.ts';
+import { asNobody, cleanup, makeTempDir, run, runOk, spawnTracked, tesseraBin, until } from '../helpers/index.ts';
 import { downAll, Lab, median, namespacesLike, processesWith, requireLabTools } from './harness.ts';
 
 after(async () => {
@@ -25,7 +25,7 @@ function running(pid: number): boolean {
 
 const twoHosts = { hosts: [{ name: 'a' }, { name: 'b' }], links: [{ name: 'a-b', endpoints: ['a', 'b'], delay: '5ms' }] };
 
-test('lab up prints each host\'s address; exec runs in the host with the caller\'s cwd, environment and exit status; show lists hosts and links', async () => {
+test('lab up prints each host\'s address; exec runs in the host with the caller\'s cwd, environment and exit status, and passes SIGTERM on; show lists hosts and links', async () => {
   requireLabTools();
   const dir = makeTempDir('tessera-lab-');
   const file = join(dir, 'two.json');
@@ -53,6 +53,15 @@ test('lab up prints each host\'s address; exec runs in the host with the caller\
     assert.equal(ping.code, 0, ping.stdout);
     const routes = await runOk(tesseraBin, ['lab', 'exec', 'a', '--state', stateDir, '--', 'ip', '-4', 'route', 'show']);
     assert.equal(routes.trim(), '10.200.0.2 dev a-b scope link src 10.200.0.1');
+
+    // SIGTERM to `tessera lab exec` goes on to its command, whose status it then exits with.
+    const sleeper = spawnTracked(tesseraBin, ['lab', 'exec', 'a', '--state', stateDir, '--', 'sleep', '987653']);
+    const sleeps = async () => (await processesWith('sleep 987653')).filter((l) => /^\S+\s+sleep 987653$/.test(l.trim()));
+    await until(async () => (await sleeps()).length === 1, 10_000, 'the sleep to start', 20);
+    const exited = new Promise((resolve) => sleeper.once('exit', (code, sig) => resolve(code ?? sig)));
+    sleeper.kill('SIGTERM');
+    assert.equal(await exited, 143);
+    assert.deepEqual(await sleeps(), []);
 
     const show = await run(tesseraBin, ['lab', 'show', '--state', stateDir]);
     assert.equal(show.code, 0, show.stderr);

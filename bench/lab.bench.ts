@@ -11,7 +11,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { cleanup } from '../test/helpers/index.ts';
-import { downAll, Lab, median } from '../test/lab/harness.ts';
+import { downAllLabs, Lab, median } from '../test/helpers/lab.ts';
 
 const { values } = parseArgs({ options: { json: { type: 'boolean' }, seconds: { type: 'string', default: '10' } } });
 const seconds = Number(values.seconds);
@@ -87,7 +87,7 @@ try {
   results.losses = losses;
   await lab.down();
 } finally {
-  await downAll();
+  await downAllLabs();
   await cleanup();
 }
 

@@ -442,17 +442,27 @@ static void watch(int fd, uint32_t tag) {
   if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0) fail("epoll_ctl: %s", strerror(errno));
 }
 
+/* Whether the kernel has epoll_pwait2 (5.11 and later); without it, waits are whole milliseconds. */
+static int have_pwait2 = 1;
+
 /* Waits for events or until `deadline` (INT64_MAX: no deadline), to the nanosecond. */
 static int wait_events(struct epoll_event *evs, int max, int64_t deadline) {
   if (deadline == INT64_MAX) return epoll_wait(epfd, evs, max, -1);
   int64_t left = deadline - now_ns();
   if (left < 0) left = 0;
+  if (!have_pwait2) return epoll_wait(epfd, evs, max, (int)((left + 999999) / 1000000));
   /* The kernel lets a wait of t end up to t/1000 late (its slack for non-real-time tasks, above
    * the 1 ns asked for): ask for a thousandth less, so that the release is on time. A wake-up
    * that comes early finds nothing due and waits again, to the nanosecond. */
   left -= left / 1001;
   struct timespec ts = {.tv_sec = left / 1000000000LL, .tv_nsec = left % 1000000000LL};
-  return (int)syscall(SYS_epoll_pwait2, epfd, evs, max, &ts, NULL, (size_t)8);
+  int n = (int)syscall(SYS_epoll_pwait2, epfd, evs, max, &ts, NULL, (size_t)8);
+  if (n < 0 && errno == ENOSYS) {
+    fprintf(stderr, "tessera-wire: no epoll_pwait2 in this kernel: releases to the millisecond\n");
+    have_pwait2 = 0;
+    return 0;
+  }
+  return n;
 }
 
 int main(int argc, char **argv) {

@@ -16,4 +16,6 @@ export { startEtcd } from './etcd.ts';
 export type { EtcdServer } from './etcd.ts';
 export { fileDigest, storeDigest, storeDigests, storedStamps } from './cluster.ts';
 export { crashload, startCrashWriter } from './crash-writer.ts';
+export { Lab, downAllLabs, requireLabTools } from './lab.ts';
+export type { ShowJson as LabShow, IperfReport } from './lab.ts';
 export type { CrashWriter } from './crash-writer.ts';

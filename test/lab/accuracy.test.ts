@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { TestContext } from 'node:test';
 import { cleanup } from '../helpers/index.ts';
-import { downAll, Lab, median } from './harness.ts';
+import { downAllLabs, Lab, median } from '../helpers/lab.ts';
 
 let lab: Lab;
 /** The median round trip of the link with no delay, in ms. */
@@ -24,7 +24,7 @@ before(async () => {
 });
 
 after(async () => {
-  await downAll();
+  await downAllLabs();
   await cleanup();
 });
 

@@ -7,10 +7,10 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { asNobody, cleanup, makeTempDir, run, runOk, spawnTracked, tesseraBin, until } from '../helpers/index.ts';
-import { downAll, Lab, median, namespacesLike, processesWith, requireLabTools } from './harness.ts';
+import { downAllLabs, Lab, median, namespacesLike, processesWith, requireLabTools } from '../helpers/lab.ts';
 
 after(async () => {
-  await downAll();
+  await downAllLabs();
   await cleanup();
 });
 

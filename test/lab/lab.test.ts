@@ -112,6 +112,25 @@ test('lab set changes a running link in both directions; a bad value or link is 
   await lab.down();
 });
 
+test("a link's queue bounds what waits on a saturated link: what does not fit is dropped, and the delay it adds is the queue at the rate", async (t) => {
+  const lab = await Lab.up({ hosts: [{ name: 'a' }, { name: 'b' }], links: [{ name: 'a-b', endpoints: ['a', 'b'], delay: '1ms', rate: '10mbit', queue: 10 }] });
+  await lab.iperfServer('b', 5201);
+  // 15 Mbit/s of UDP into a 10 Mbit/s link for 4 s, pings alongside: 10 packets of 1500 bytes
+  // at 10 Mbit/s are 12 ms of queue, so a ping waits at most that (or finds the queue full: a
+  // third of what comes is dropped).
+  const flood = lab.iperf('a', 'b', 5201, ['-u', '-b', '15M', '-t', '4']);
+  await new Promise((r) => setTimeout(r, 1000));
+  const rtts = await lab.ping('a', 'b', 40, 0.05);
+  await flood;
+  const { directions } = (await lab.show()).links[0];
+  assert.ok(directions[0].queueDrops > 500, `a third of the flood dropped at the queue: ${JSON.stringify(directions[0])}`);
+  t.diagnostic(`ping behind the flood: median ${median(rtts)} ms over ${rtts.length} replies; ${directions[0].queueDrops} packets dropped at the queue`);
+  assert.ok(rtts.length > 0, 'some pings got through');
+  // Loose (a busy machine must not fail it); without the bound, 1000 packets would be 1.2 s.
+  assert.ok(median(rtts) < 2 + 12 + 20, `a ping waits behind at most 10 packets: median ${median(rtts)} ms`);
+  await lab.down();
+});
+
 test('lab: two sites joined by a WAN link route through their routers (docs/lab.md\'s example)', async () => {
   const lab = await Lab.up({
     hosts: [{ name: 'a1' }, { name: 'a2' }, { name: 'ra' }, { name: 'rb' }, { name: 'b1' }],

@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { asNobody, cleanup, makeTempDir, run, runOk, spawnTracked, tesseraBin, until } from '../helpers/index.ts';
@@ -128,6 +129,40 @@ test("a link's queue bounds what waits on a saturated link: what does not fit is
   assert.ok(rtts.length > 0, 'some pings got through');
   // Loose (a busy machine must not fail it); without the bound, 1000 packets would be 1.2 s.
   assert.ok(median(rtts) < 2 + 12 + 20, `a ping waits behind at most 10 packets: median ${median(rtts)} ms`);
+  await lab.down();
+});
+
+/** Sends raw bytes to a stage's control socket; resolves to everything it answered. */
+function controlRaw(path: string, bytes: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const sock = createConnection(path);
+    let answer = '';
+    sock.setEncoding('utf8').on('data', (c: string) => (answer += c));
+    sock.on('error', reject);
+    sock.on('end', () => resolve(answer));
+    sock.end(bytes);
+  });
+}
+
+test("a stage's control socket answers bad requests with one error line, changes nothing, and keeps forwarding", async () => {
+  const lab = await Lab.up(twoHosts);
+  const control = join(lab.stateDir, 'l0.sock');
+  const cases: Array<[string, string]> = [
+    ['hello\n', 'error unknown request\n'],
+    ['set delay_ns=abc\n', 'error bad delay_ns\n'],
+    ['set delay_ns=1000 loss=2\n', 'error bad loss\n'],
+    ['set queue=0\n', 'error bad queue\n'],
+    ['set rate_bps=-5\n', 'error bad rate_bps\n'],
+    ['set colour=blue\n', 'error unknown parameter\n'],
+    ['set delay_ns\n', 'error expected key=value\n'],
+    ['x'.repeat(511), 'error line too long\n'], // its whole buffer, and no end of line
+    ['stats', ''], // no end of line before the client's end: no answer
+  ];
+  for (const [request, answer] of cases) assert.equal(await controlRaw(control, request), answer, JSON.stringify(request));
+  const stats = JSON.parse(await controlRaw(control, 'stats\n'));
+  assert.equal(stats.delay_ns, 5_000_000, 'no refused set changed anything');
+  assert.equal(stats.loss, 0);
+  assert.equal((await lab.ping('a', 'b', 3)).length, 3);
   await lab.down();
 });
 

@@ -3,7 +3,7 @@
  * background, one per link, and driven through its control socket.
  */
 import { spawn } from 'node:child_process';
-import { accessSync, closeSync, constants, openSync } from 'node:fs';
+import { accessSync, closeSync, constants, openSync, readFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -108,7 +108,14 @@ export function startWire(opts: WireOptions, started: (pid: number) => void): Pr
       if (line === 'ready') done(null);
       else done(new LabError(LabErrorCode.SYSTEM, `the stage of link ${opts.ends[0].dev} failed: ${line.replace(/^error /, '')}`));
     });
-    child.once('exit', (code, sig) => done(new LabError(LabErrorCode.SYSTEM, `the stage of link ${opts.ends[0].dev} exited ${code ?? sig} before it was ready (log: ${opts.log})`)));
+    child.once('exit', (code, sig) => {
+      // The log goes with the lab that failed to come up: its last line goes in the message.
+      let last = '';
+      try {
+        last = readFileSync(opts.log, 'utf8').trim().split('\n').at(-1) ?? '';
+      } catch {}
+      done(new LabError(LabErrorCode.SYSTEM, `the stage of link ${opts.ends[0].dev} exited ${code ?? sig} before it was ready${last ? `: ${last}` : ''}`));
+    });
   });
 }
 

@@ -61,7 +61,7 @@ function hostsTable(state: LabState): string {
 }
 
 function linkJson(l: LinkState): Record<string, unknown> {
-  return { name: l.name, endpoints: l.endpoints, ...paramsJson(l.params), pid: l.pid };
+  return { name: l.name, endpoints: l.endpoints, ...paramsJson(l.params), pid: l.pid, ...(l.seed === undefined ? {} : { seed: l.seed }) };
 }
 
 /**

@@ -88,6 +88,7 @@ export async function labUp(topology: Topology, dir: string): Promise<LabState> 
       pid: null,
       control: join(dir, `l${i}.sock`),
       log: join(dir, `l${i}.log`),
+      ...(topology.seed === undefined ? {} : { seed: topology.seed + i }),
     }));
     saveState(dir, state);
     await eachLimit(state.links, setupConcurrency, async (l) => {
@@ -100,6 +101,7 @@ export async function labUp(topology: Topology, dir: string): Promise<LabState> 
           control: l.control,
           log: l.log,
           params: l.params,
+          seed: l.seed,
         },
         (pid) => {
           l.pid = pid;

@@ -30,6 +30,8 @@ export interface LinkState {
   params: LinkParams;
   /** Its stage's pid once started, else null. */
   pid: number | null;
+  /** The seed of its random draws, when the topology gave one. */
+  seed?: number;
   /** The stage's control socket and log. */
   control: string;
   log: string;

@@ -31,6 +31,8 @@ export interface LinkSpec {
 export interface Topology {
   hosts: HostSpec[];
   links: LinkSpec[];
+  /** Seeds the links' random draws (loss, jitter): link i draws from seed + i. Absent: fresh randomness. */
+  seed?: number;
 }
 
 /** Where hosts without an address are numbered: 10.200.0.1, 10.200.0.2, ... */
@@ -93,7 +95,10 @@ export function parseTopology(text: string, source = 'topology'): Topology {
 export function checkTopology(doc: unknown, source = 'topology'): Topology {
   if (!isObject(doc)) throw invalid(source, 'expected an object with "hosts" and "links"');
   for (const key of Object.keys(doc)) {
-    if (key !== 'hosts' && key !== 'links') throw invalid(source, `unknown field '${key}' (expected "hosts" and "links")`);
+    if (key !== 'hosts' && key !== 'links' && key !== 'seed') throw invalid(source, `unknown field '${key}' (expected "hosts", "links" and "seed")`);
+  }
+  if (doc.seed !== undefined && !(Number.isSafeInteger(doc.seed) && (doc.seed as number) >= 0)) {
+    throw invalid(source, `seed ${JSON.stringify(doc.seed)} must be a whole number from 0 to ${Number.MAX_SAFE_INTEGER}`);
   }
   if (!Array.isArray(doc.hosts) || doc.hosts.length === 0) throw invalid(source, '"hosts" must be a non-empty array');
   if (doc.hosts.length > hostsMax) throw invalid(source, `${doc.hosts.length} hosts: at most ${hostsMax}`);
@@ -161,7 +166,7 @@ export function checkTopology(doc: unknown, source = 'topology'): Topology {
     pairs.set(pair, name);
     links.push({ name, endpoints: [a, b], params: linkParamsOf(`${source}: link '${name}'`, l) });
   }
-  return { hosts, links };
+  return doc.seed === undefined ? { hosts, links } : { hosts, links, seed: doc.seed as number };
 }
 
 /** One route of a host: to `address` (another host) through its device `dev` (a link's name). */

@@ -16,6 +16,7 @@
  * Usage:
  *   tessera-wire --ns-a PATH --dev-a NAME --ns-b PATH --dev-b NAME --control PATH
  *                [--delay-ns N] [--jitter-ns N] [--rate-bps N] [--loss P] [--queue N] [--seed N]
+ *   --seed: the same seed, the same draws in each direction for the same packets (a lab rerun).
  *   PATH of --ns-*: a network namespace (/run/netns/NAME); NAME: the TUN device made in it.
  *   --rate-bps 0: no rate limit (and no queue); --loss: a probability, 0 to 1.
  * When fd 3 is open, the stage writes to it "ready\n" once both devices are up and the control
@@ -105,6 +106,7 @@ struct dir {
   unsigned char *data;
   uint64_t head, tail, queued;
   int64_t last_sent_ns, last_release_ns;
+  uint64_t rng; /* its own random stream: what one direction draws does not depend on the other's traffic */
   struct counters c;
 };
 
@@ -120,7 +122,6 @@ static struct conn conns[CONNS_MAX];
 static int epfd = -1;
 static int listen_fd = -1;
 static int ready_fd = -1;
-static uint64_t rng_state;
 /* How late a timed wake-up usually comes (a moving average): the wait ends that much before a
  * release is due, and packets due within it go at once. So releases are on time on average,
  * where otherwise every timed packet would be late by the wake-up latency (~50 us in a VM). */
@@ -147,18 +148,27 @@ static int64_t now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* xorshift64*: the loss draws and the jitter; seeded from getrandom unless --seed. */
-static uint64_t rnd(void) {
-  uint64_t x = rng_state;
+/* xorshift64*: a direction's loss draws and jitter; seeded from getrandom unless --seed. */
+static uint64_t rnd(uint64_t *state) {
+  uint64_t x = *state;
   x ^= x >> 12;
   x ^= x << 25;
   x ^= x >> 27;
-  rng_state = x;
+  *state = x;
   return x * 0x2545F4914F6CDD1DULL;
 }
 
 /* Uniform in [0, 1). */
-static double rnd01(void) { return (double)(rnd() >> 11) * 0x1.0p-53; }
+static double rnd01(uint64_t *state) { return (double)(rnd(state) >> 11) * 0x1.0p-53; }
+
+/* splitmix64: one seed into the two directions' streams (never xorshift's fixed point 0). */
+static uint64_t mix(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ULL;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  z ^= z >> 31;
+  return z != 0 ? z : 0x9E3779B97F4A7C15ULL;
+}
 
 /* Opens /dev/net/tun inside the namespace at `ns_path`, making (or attaching to) the TUN device
  * `name` there, sets its MTU and brings it up; returns the non-blocking fd. */
@@ -228,7 +238,7 @@ static void drain(struct dir *d, int64_t now) {
       d->c.overflow++;
       continue;
     }
-    if (params.loss > 0 && rnd01() < params.loss) {
+    if (params.loss > 0 && rnd01(&d->rng) < params.loss) {
       d->c.lost++;
       continue;
     }
@@ -245,7 +255,7 @@ static void drain(struct dir *d, int64_t now) {
       d->last_sent_ns = sent;
     }
     int64_t delay = params.delay_ns;
-    if (params.jitter_ns > 0) delay += (int64_t)((rnd01() * 2.0 - 1.0) * (double)params.jitter_ns);
+    if (params.jitter_ns > 0) delay += (int64_t)((rnd01(&d->rng) * 2.0 - 1.0) * (double)params.jitter_ns);
     if (delay < 0) delay = 0;
     int64_t release = sent + delay;
     if (release < d->last_release_ns) release = d->last_release_ns; /* in order, as on a wire */
@@ -468,6 +478,7 @@ static int wait_events(struct epoll_event *evs, int max, int64_t deadline) {
 int main(int argc, char **argv) {
   const char *ns_a = NULL, *dev_a = NULL, *ns_b = NULL, *dev_b = NULL, *control = NULL;
   int seeded = 0;
+  uint64_t seed = 0;
   params.queue = 1000;
   if (fcntl(3, F_GETFD) >= 0) ready_fd = 3;
   for (int i = 1; i < argc; i++) {
@@ -482,7 +493,7 @@ int main(int argc, char **argv) {
     else if (strcmp(opt, "--control") == 0) control = v;
     else if (strcmp(opt, "--seed") == 0) {
       if (parse_u64(v, UINT64_MAX, &u) < 0) fail("bad --seed %s", v);
-      rng_state = u;
+      seed = u;
       seeded = 1;
     } else if (strncmp(opt, "--", 2) == 0) {
       char key[32];
@@ -496,8 +507,7 @@ int main(int argc, char **argv) {
     }
   }
   if (!ns_a || !dev_a || !ns_b || !dev_b || !control) fail("--ns-a, --dev-a, --ns-b, --dev-b and --control are required");
-  if (!seeded && getrandom(&rng_state, sizeof rng_state, 0) != sizeof rng_state) fail("getrandom: %s", strerror(errno));
-  if (rng_state == 0) rng_state = 0x9E3779B97F4A7C15ULL; /* xorshift's one fixed point */
+  if (!seeded && getrandom(&seed, sizeof seed, 0) != sizeof seed) fail("getrandom: %s", strerror(errno));
   signal(SIGPIPE, SIG_IGN);
   /* Wake-ups to the nanosecond: the default slack (50 us) would be part of every delay. */
   prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
@@ -512,6 +522,8 @@ int main(int argc, char **argv) {
   close(home);
   init_dir(&dirs[0], fd_a, fd_b);
   init_dir(&dirs[1], fd_b, fd_a);
+  dirs[0].rng = mix(seed);
+  dirs[1].rng = mix(seed ^ 0xA5A5A5A5A5A5A5A5ULL);
   for (int i = 0; i < CONNS_MAX; i++) conns[i].fd = -1;
 
   epfd = epoll_create1(EPOLL_CLOEXEC);

@@ -60,6 +60,8 @@ export interface WireOptions {
   control: string;
   log: string;
   params: LinkParams;
+  /** Seeds the loss and jitter draws; absent: getrandom. */
+  seed?: number;
 }
 
 /** The stage's `key=value` words for `params`. */
@@ -77,6 +79,7 @@ export function startWire(opts: WireOptions, started: (pid: number) => void): Pr
     const [k, v] = w.split('=');
     args.push(`--${k.replace(/_/g, '-')}`, v);
   }
+  if (opts.seed !== undefined) args.push('--seed', String(opts.seed));
   const logFd = openSync(opts.log, 'a');
   let child;
   try {

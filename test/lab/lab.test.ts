@@ -167,6 +167,23 @@ test("a stage's control socket answers bad requests with one error line, changes
   await lab.down();
 });
 
+test('lab: a topology with a seed loses the same packets on every run', async () => {
+  const seeded = (seed: number) => ({ ...twoHosts, seed, links: [{ name: 'a-b', endpoints: ['a', 'b'], loss: '20%' }] });
+  /** The sequence numbers of the pings that came back. */
+  const survivors = async (lab: Lab) => {
+    const r = await lab.exec('a', ['ping', '-n', '-c', '100', '-i', '0.01', '-W', '1', lab.address('b')]);
+    return [...r.stdout.matchAll(/icmp_seq=(\d+) /g)].map((m) => Number(m[1]));
+  };
+  const first = await Lab.up(seeded(42));
+  const second = await Lab.up(seeded(42));
+  const third = await Lab.up(seeded(43));
+  const [a, b, c] = [await survivors(first), await survivors(second), await survivors(third)];
+  assert.ok(a.length > 40 && a.length < 90, `20% each way: ${a.length} of 100 round trips`);
+  assert.deepEqual(a, b, 'seed 42 twice: the same pings lost');
+  assert.notDeepEqual(a, c, 'seed 43: others');
+  for (const lab of [first, second, third]) await lab.down();
+});
+
 test('lab: two sites joined by a WAN link route through their routers (docs/lab.md\'s example)', async () => {
   const lab = await Lab.up({
     hosts: [{ name: 'a1' }, { name: 'a2' }, { name: 'ra' }, { name: 'rb' }, { name: 'b1' }],

@@ -41,6 +41,8 @@ test('lab topology: the issue\'s format, addresses numbered in order, defaults f
   assert.equal(u.links[0].name, 'x-y');
   assert.equal(u.links[0].params.jitterNs, 2_000_000);
   assert.equal(u.links[0].params.queue, 50);
+  assert.equal(u.seed, undefined);
+  assert.equal(parseTopology('{"hosts":[{"name":"a"}],"seed":7}').seed, 7);
 });
 
 test('lab topology: each mistake is one line naming the file, the host or link and the rule', () => {
@@ -49,6 +51,8 @@ test('lab topology: each mistake is one line naming the file, the host or link a
     ['[]', /expected an object with "hosts" and "links"/],
     ['{"hosts":[]}', /"hosts" must be a non-empty array/],
     ['{"hosts":[{"name":"a"}],"nodes":[]}', /unknown field 'nodes'/],
+    ['{"hosts":[{"name":"a"}],"seed":-1}', /seed -1 must be a whole number/],
+    ['{"hosts":[{"name":"a"}],"seed":"x"}', /seed "x" must be a whole number/],
     ['{"hosts":[{"name":"a"},{"name":"a"}]}', /host 'a' is named twice/],
     ['{"hosts":[{"name":"1a"}]}', /host 1: name "1a" must be/],
     ['{"hosts":[{"name":"a","address":"300.1.1.1"}]}', /address "300.1.1.1" is not an IPv4 host address/],

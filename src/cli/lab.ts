@@ -5,6 +5,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
+import { resolve } from 'node:path';
 import type { LabState, LinkParams, LinkState, LinkView } from '../lab/index.ts';
 import type { Command, Io, OptionSpec } from './commands.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
@@ -28,8 +29,9 @@ const stateOption: OptionSpec = {
   description: "Where the lab's state is kept (default: $TESSERA_LAB_DIR or /run/tessera-lab); one lab per directory",
 };
 
+/** The state directory, absolute: the stages' sockets are named by it, whatever the cwd of a later command. */
 async function stateDirOf(values: Record<string, string | boolean | undefined>, io: Io): Promise<string> {
-  return (values.state as string | undefined) ?? (io.env.TESSERA_LAB_DIR || (await lab()).defaultStateDir);
+  return resolve((values.state as string | undefined) ?? (io.env.TESSERA_LAB_DIR || (await lab()).defaultStateDir));
 }
 
 /** Runs a lab operation, its typed errors as the CLI's (a bad value is a usage error). */

@@ -74,20 +74,36 @@ test('lab accuracy: iperf3 with 4 streams is within 10% of the configured rate, 
   }
 });
 
+/** The packet counters of `dev` in `host`, as its kernel counts them. */
+async function deviceCounters(host: string, dev: string): Promise<{ rx: number; tx: number; txDropped: number }> {
+  const r = await lab.exec(host, ['ip', '-s', '-j', 'link', 'show', 'dev', dev]);
+  assert.equal(r.code, 0, r.stderr);
+  const [{ stats64 }] = JSON.parse(r.stdout) as Array<{ stats64: { rx: { packets: number }; tx: { packets: number; dropped: number } } }>;
+  return { rx: stats64.rx.packets, tx: stats64.tx.packets, txDropped: stats64.tx.dropped };
+}
+
 test('lab accuracy: one-way loss over 10,000 UDP datagrams is within 30% of the configured rate', async (t: TestContext) => {
   // 5%: over 10,000 datagrams the binomial spread is 22 packets, so 30% (150) is 7 of them. At
   // 1% it would be 3 (a test failing once in 370 runs by chance alone).
   const loss = 0.05;
   await lab.set('a-b', { delay: '1ms', rate: 'none', loss: `${loss * 100}%` });
-  const before = (await lab.show()).links[0].directions[0];
-  // 2,000 datagrams of 1000 bytes a second, well below what the stage carries: only the link loses.
-  const r = await lab.iperf('a', 'b', port, ['-u', '-b', '16M', '-l', '1000', '-k', '10000']);
+  const sent0 = await deviceCounters('a', 'a-b');
+  const came0 = await deviceCounters('b', 'a-b');
+  // 2,000 datagrams of 1000 bytes a second, well below what the stage carries; big socket buffers.
+  const r = await lab.iperf('a', 'b', port, ['-u', '-b', '16M', '-l', '1000', '-k', '10000', '-w', '4M']);
   await lab.set('a-b', { loss: '0' });
-  const after = (await lab.show()).links[0].directions[0];
+  const sent1 = await deviceCounters('a', 'a-b');
+  const came1 = await deviceCounters('b', 'a-b');
+  // One way, as the two hosts' kernels count it: what a's device passed into the link against
+  // what came out of b's. An application starved of CPU on a busy machine (iperf3's server not
+  // reading its socket in time) loses datagrams the link delivered: iperf3's own count, printed
+  // too, then says more than the link did.
+  const sent = sent1.tx - sent0.tx;
+  const came = came1.rx - came0.rx;
   const sum = r.end.sum!;
-  t.diagnostic(`loss ${loss * 100}%: iperf3 lost ${sum.lost_packets} of ${sum.packets} datagrams (${sum.lost_percent.toFixed(2)}%); the stage lost ${after.lost - before.lost} packets a to b`);
+  t.diagnostic(`loss ${loss * 100}%: ${sent - came} of ${sent} packets lost from a's device to b's (${(((sent - came) / sent) * 100).toFixed(2)}%, ${sent1.txDropped - sent0.txDropped} dropped by a's device before the link); iperf3 counted ${sum.lost_packets} of ${sum.packets} datagrams lost`);
   assert.ok(sum.packets >= 10_000, `iperf3 sent ${sum.packets} datagrams`);
-  const expected = loss * sum.packets;
-  assert.ok(Math.abs(sum.lost_packets - expected) <= 0.3 * expected, `lost ${sum.lost_packets} of ${sum.packets}, expected ${expected} ± 30%`);
-  assert.equal(after.overflow - before.overflow + after.queueDrops - before.queueDrops, 0, 'the stage dropped nothing but by the loss draw');
+  assert.ok(sent >= 10_000 && sent < 10_200, `the datagrams and iperf3's few control packets: ${sent}`);
+  const expected = loss * sent;
+  assert.ok(Math.abs(sent - came - expected) <= 0.3 * expected, `lost ${sent - came} of ${sent}, expected ${expected} ± 30%`);
 });

@@ -543,14 +543,16 @@ int main(int argc, char **argv) {
     int64_t a = next_release(&dirs[0]), b = next_release(&dirs[1]);
     int64_t due = a < b ? a : b;
     int64_t target = due == INT64_MAX ? INT64_MAX : due - early_ns;
+    int64_t waited_from = now_ns();
     int n = wait_events(evs, 16, target);
     if (n < 0) {
       if (errno == EINTR) continue;
       fail("epoll: %s", strerror(errno));
     }
     int64_t now = now_ns();
-    if (n == 0 && target != INT64_MAX) {
-      /* A timed wake-up: how late it came, into the moving average (a stall is not a latency). */
+    if (n == 0 && target != INT64_MAX && target > waited_from) {
+      /* A timed wake-up that slept: how late it came, into the moving average (a stall is not a
+       * latency, hence the cap; a wait for a time already past is no wake-up at all). */
       int64_t lat = now - target;
       if (lat < 0) lat = 0;
       if (lat > EARLY_NS_MAX) lat = EARLY_NS_MAX;

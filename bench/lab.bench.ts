@@ -30,7 +30,15 @@ function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-const results: Record<string, unknown> = { date: new Date().toISOString(), cpus: (await import('node:os')).cpus().length };
+const os = await import('node:os');
+const results: Record<string, unknown> = { date: new Date().toISOString(), cpus: os.cpus().length, loadAverageStart: os.loadavg()[0] };
+
+/** Packets `dev` in `host` received and sent, as its kernel counts them. */
+async function deviceCounters(lab: Lab, host: string, dev: string): Promise<{ rx: number; tx: number }> {
+  const r = await lab.exec(host, ['ip', '-s', '-j', 'link', 'show', 'dev', dev]);
+  const [{ stats64 }] = JSON.parse(r.stdout) as Array<{ stats64: { rx: { packets: number }; tx: { packets: number } } }>;
+  return { rx: stats64.rx.packets, tx: stats64.tx.packets };
+}
 try {
   const lab = await Lab.up({ hosts: [{ name: 'a' }, { name: 'b' }], links: [{ name: 'a-b', endpoints: ['a', 'b'] }] });
   const stagePid = lab.show0.links[0].pid;
@@ -81,10 +89,15 @@ try {
   for (const pct of [1, 5]) {
     say(`loss ${pct}%...`);
     await lab.set('a-b', { loss: `${pct}%` });
-    const r = await lab.iperf('a', 'b', port, ['-u', '-b', '16M', '-l', '1000', '-k', '10000']);
-    losses.push({ lossPct: pct, packets: r.end.sum!.packets, lost: r.end.sum!.lost_packets, lostPct: r.end.sum!.lost_percent });
+    const [sent0, came0] = [await deviceCounters(lab, 'a', 'a-b'), await deviceCounters(lab, 'b', 'a-b')];
+    const r = await lab.iperf('a', 'b', port, ['-u', '-b', '16M', '-l', '1000', '-k', '10000', '-w', '4M']);
+    const [sent1, came1] = [await deviceCounters(lab, 'a', 'a-b'), await deviceCounters(lab, 'b', 'a-b')];
+    const linkSent = sent1.tx - sent0.tx;
+    const linkLost = linkSent - (came1.rx - came0.rx);
+    losses.push({ lossPct: pct, packets: r.end.sum!.packets, lost: r.end.sum!.lost_packets, lostPct: r.end.sum!.lost_percent, linkSent, linkLost });
   }
   results.losses = losses;
+  results.loadAverageEnd = os.loadavg()[0];
   await lab.down();
 } finally {
   await downAllLabs();
@@ -96,6 +109,7 @@ if (values.json) {
 } else {
   const f = results.floor as { medianMs: number; p10Ms: number; p90Ms: number; maxMs: number };
   const out = [
+    `load average (1 min) ${(results.loadAverageStart as number).toFixed(2)} at the start, ${(results.loadAverageEnd as number).toFixed(2)} at the end, ${results.cpus} CPUs`,
     `floor (ping, no delay): median ${f.medianMs.toFixed(3)} ms, p10 ${f.p10Ms.toFixed(3)}, p90 ${f.p90Ms.toFixed(3)}, max ${f.maxMs.toFixed(3)}`,
     ...(results.delays as Array<{ delayMs: number; medianMs: number; expectedMs: number; errorPct: number; p90Ms: number }>).map(
       (d) => `delay ${d.delayMs} ms: median RTT ${d.medianMs.toFixed(3)} ms vs ${d.expectedMs.toFixed(3)} (${d.errorPct.toFixed(2)}%), p90 ${d.p90Ms.toFixed(3)}`,
@@ -104,7 +118,9 @@ if (values.json) {
       (c) => `no limit, RTT ${2 * c.delayMs} ms, ${c.streams} stream(s): ${c.mbit.toFixed(0)} Mbit/s, ${c.retransmits} retransmits, stage CPU ${(c.stageCpu * 100).toFixed(0)}%`,
     ),
     ...(results.rates as Array<{ rateMbit: number; mbit: number; pct: number }>).map((r) => `rate ${r.rateMbit}mbit, RTT 100 ms, 4 streams: ${r.mbit.toFixed(1)} Mbit/s (${r.pct.toFixed(1)}%)`),
-    ...(results.losses as Array<{ lossPct: number; packets: number; lost: number; lostPct: number }>).map((l) => `loss ${l.lossPct}%: ${l.lost} of ${l.packets} datagrams lost (${l.lostPct.toFixed(2)}%)`),
+    ...(results.losses as Array<{ lossPct: number; packets: number; lost: number; lostPct: number; linkSent: number; linkLost: number }>).map(
+      (l) => `loss ${l.lossPct}%: the link lost ${l.linkLost} of ${l.linkSent} packets (${((l.linkLost / l.linkSent) * 100).toFixed(2)}%); iperf3 counted ${l.lost} of ${l.packets} datagrams (${l.lostPct.toFixed(2)}%)`,
+    ),
   ];
   process.stdout.write(out.join('\n') + '\n');
 }

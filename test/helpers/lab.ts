@@ -127,11 +127,20 @@ export class Lab {
     return child;
   }
 
-  /** Runs iperf3 from `from` to the server of `to`; returns its JSON report. */
+  /**
+   * Runs iperf3 from `from` to the server of `to`; returns its JSON report. A server still
+   * finishing the test before (it takes one at a time) says it is busy: asked again, a few times.
+   */
   async iperf(from: string, to: string, port: number, args: string[]): Promise<IperfReport> {
-    const r = await this.exec(from, ['iperf3', '-c', this.address(to), '-p', String(port), '-J', ...args]);
-    assert.equal(r.code, 0, `iperf3 failed: ${r.stdout.slice(-2000)} ${r.stderr}`);
-    return JSON.parse(r.stdout) as IperfReport;
+    for (let attempt = 1; ; attempt++) {
+      const r = await this.exec(from, ['iperf3', '-c', this.address(to), '-p', String(port), '-J', ...args]);
+      if (r.code !== 0 && /server is busy/.test(r.stdout) && attempt < 10) {
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        continue;
+      }
+      assert.equal(r.code, 0, `iperf3 failed: ${r.stdout.slice(-2000)} ${r.stderr}`);
+      return JSON.parse(r.stdout) as IperfReport;
+    }
   }
 }
 

@@ -15,3 +15,7 @@ export { LoopIoGate } from './io-gate.ts';
 export { ThreadPool, threadsMax } from './thread-pool.ts';
 export { serveTasks } from './thread-worker.ts';
 export { RateLimiter } from './rate.ts';
+export { parseCron, nextCronMs, CronError } from './cron.ts';
+export type { Cron } from './cron.ts';
+export { Timetable, nextDueMs, systemClock, fastClock } from './timetable.ts';
+export type { Recurrence, RunTimes, ScheduleClock } from './timetable.ts';

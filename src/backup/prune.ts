@@ -67,14 +67,16 @@ export function applyPolicy(entries: readonly SnapshotEntry[], policy: ForgetPol
 }
 
 /**
- * Deletes the restore points `policy` does not keep. A damaged restore point (one that cannot be
- * read) has no name or time for the policy to place it by: the call fails before it deletes
- * anything, saying how to forget it by id.
+ * Deletes the restore points `policy` does not keep; with `names`, only among the restore points
+ * of those names (a backup schedule's disks), the others left alone and out of the result. A
+ * damaged restore point (one that cannot be read) has no name or time for the policy to place it
+ * by: the call fails before it deletes anything, saying how to forget it by id.
  */
-export async function forget(repo: Repository, policy: ForgetPolicy, options: { dryRun?: boolean; cache?: ObjectCache } = {}): Promise<ForgetResult> {
+export async function forget(repo: Repository, policy: ForgetPolicy, options: { dryRun?: boolean; cache?: ObjectCache; names?: readonly string[] } = {}): Promise<ForgetResult> {
   const { snapshots, damaged } = await repo.readSnapshots({ cache: options.cache });
   if (damaged.length > 0) throw new BackupError(BackupErrorCode.CORRUPT, `Forget by policy stops: ${damagedAdvice(damaged.map((d) => d.id))}`);
-  const result = applyPolicy(snapshots, policy);
+  const names = options.names === undefined ? null : new Set(options.names);
+  const result = applyPolicy(names === null ? snapshots : snapshots.filter((e) => names.has(e.snapshot.name)), policy);
   if (!options.dryRun) await mapConcurrent(result.removed, 8, (e) => repo.backend.delete(layout.snapshots + e.id));
   return result;
 }

@@ -40,6 +40,24 @@ test('forget policy keeps the newest N, one per day and one per ISO week, per na
   assert.equal(isoWeek(Date.UTC(2024, 11, 30)), '2025-W01');
 });
 
+test('forget by policy among some names only (a backup schedule\'s disks) leaves the restore points of other names alone', async (t) => {
+  const { r, clock, images } = await setup(testSeed(t));
+  try {
+    const made: Record<string, string[]> = { vm: [], db: [], other: [] };
+    for (let i = 0; i < 3; i++) {
+      for (const name of Object.keys(made)) made[name].push((await backupFile(r, images[i % 2], { name })).id);
+      clock.advance(hour);
+    }
+    const f = await forget(r.repo, { keepLast: 1 }, { names: ['vm', 'db'] });
+    assert.deepEqual(f.kept.map((e) => e.id).sort(), [made.vm[2], made.db[2]].sort());
+    assert.deepEqual(f.removed.map((e) => e.id).sort(), [...made.vm.slice(0, 2), ...made.db.slice(0, 2)].sort());
+    const left = (await r.repo.readSnapshots()).snapshots.map((e) => e.id).sort();
+    assert.deepEqual(left, [made.vm[2], made.db[2], ...made.other].sort(), 'the restore points of other names stay, all of them');
+  } finally {
+    await r.close();
+  }
+});
+
 async function setup(seed: number): Promise<{ dir: string; r: TestRepo; clock: ReturnType<typeof manualClock>; images: string[] }> {
   const dir = makeTempDir('tessera-backup-prune-');
   const clock = manualClock();

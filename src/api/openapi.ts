@@ -6,6 +6,7 @@
 import { instantRestorePaths, instantRestoreSchemas } from './instant-restore.ts';
 import { backupPaths, backupSchemas } from './backups.ts';
 import { scrubPaths, scrubSchemas } from './scrub.ts';
+import { schedulePathsDoc, scheduleSchemas } from './schedules.ts';
 import { wireObject } from './schema.ts';
 import { ApiErrorCode } from './client/wire.ts';
 import type {
@@ -382,6 +383,7 @@ export const openApiDocument = {
     ...instantRestorePaths,
     ...backupPaths,
     ...scrubPaths,
+    ...schedulePathsDoc,
   },
   components: {
     schemas: {
@@ -617,6 +619,7 @@ export const openApiDocument = {
       ...instantRestoreSchemas,
       ...backupSchemas,
       ...scrubSchemas,
+      ...scheduleSchemas,
       Error: wireObject<ErrorBody>()({
         required: ['error'],
         properties: {
@@ -633,7 +636,7 @@ export const openApiDocument = {
     },
     responses: {
       BadRequest: errorResponse('BAD_REQUEST: malformed JSON or wrong field types; INVALID: a bad name or size; OUT_OF_RANGE'),
-      NotFound: errorResponse('NOT_FOUND: no such disk or snapshot'),
+      NotFound: errorResponse('NOT_FOUND: no such disk, snapshot or schedule'),
       Conflict: errorResponse('EXISTS: the name is taken; IN_USE: still in use (open NBD connections); READ_ONLY: a snapshot, or any change of a node that runs read-only (serve --read-only); POLICY_UNMET: in a cluster, the nodes up cannot meet the placement policy, or no other healthy replica can take over a disk'),
       BodyTooLarge: errorResponse('BODY_TOO_LARGE: the request body is over the limit (1 MiB by default)'),
       UnsupportedMediaType: errorResponse('UNSUPPORTED_MEDIA_TYPE: the request body is not application/json'),

@@ -10,7 +10,7 @@ import type { Replication } from '../cluster/index.ts';
 import type { Logger } from '../observe/index.ts';
 import type { JsonReply, StreamReply } from './http.ts';
 import type { BodySpec } from './validate.ts';
-import type { BackupJobState, BackupProgress, ClusterStatus, NbdEndpoints, NodeInfo, ScrubStatus } from './client/wire.ts';
+import type { BackupJobState, BackupProgress, BackupScheduleInfo, BackupScheduleRequest, ClusterStatus, NbdEndpoints, NodeInfo, ScrubStatus, SnapshotScheduleInfo, SnapshotScheduleRequest } from './client/wire.ts';
 
 /** HTTP methods the API uses. */
 export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -41,6 +41,8 @@ export interface RouteContext {
   backups: BackupRunner | null;
   /** The node's scrubs, or null when the server has none (then POST /scrub asks the store itself). */
   scrubs: ScrubRunner | null;
+  /** The node's backup and snapshot schedules, or null when the server keeps none (tests of the API alone). */
+  schedules: ScheduleService | null;
   /** Opens a disk's head (snap null) or a snapshot for the data routes; the caller closes it. */
   openVolume: (disk: string, snap: string | null) => Volume;
   /** The cluster's nodes (GET /cluster): the node's coordinator's view, or this node alone. */
@@ -116,4 +118,20 @@ export interface ScrubRunner {
   run(req: { disks?: string[]; rateBytesPerSecond?: number }, onProgress: (p: ScrubProgress) => void, signal: AbortSignal): Promise<ScrubReport>;
   /** The background scrub and the last pass over every disk, for GET /node. */
   status(): ScrubStatus;
+}
+
+/**
+ * What the node's schedules are asked (src/node/schedules.ts implements it): requests come
+ * checked for form (api/schedules.ts); the service checks what only the node can (the disks,
+ * the password file, the repository). An unknown id is NOT_FOUND.
+ */
+export interface ScheduleService {
+  listBackup(): BackupScheduleInfo[];
+  getBackup(id: string): BackupScheduleInfo;
+  addBackup(req: BackupScheduleRequest): Promise<BackupScheduleInfo>;
+  removeBackup(id: string): Promise<void>;
+  listSnapshot(): SnapshotScheduleInfo[];
+  getSnapshot(id: string): SnapshotScheduleInfo;
+  addSnapshot(req: SnapshotScheduleRequest): Promise<SnapshotScheduleInfo>;
+  removeSnapshot(id: string): Promise<void>;
 }

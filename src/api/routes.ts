@@ -5,6 +5,7 @@ import { flushDisk, readExtents, readSnapshotData, snapshotGroup, trimDisk, writ
 import { instantRestoreRoutes } from './instant-restore.ts';
 import { backupRoutes } from './backups.ts';
 import { scrubRoutes } from './scrub.ts';
+import { scheduleRoutes } from './schedules.ts';
 import type { Method, Reply, RequestContext, Route, RouteContext } from './route.ts';
 import { compactStatsWire, diskWire, snapshotWire } from './to-wire.ts';
 import { API_PREFIX } from './client/wire.ts';
@@ -183,6 +184,7 @@ export const routes: readonly Route[] = [
   ...instantRestoreRoutes,
   ...backupRoutes,
   ...scrubRoutes,
+  ...scheduleRoutes,
 ];
 
 /**

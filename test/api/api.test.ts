@@ -337,6 +337,10 @@ describe('api on a store opened read-only', () => {
         ['POST', '/disks/d/trim', { offset: 0, length: 4096 }],
         ['POST', '/snapshots', { name: 'g', disks: ['d'] }],
         ['POST', '/compact', undefined],
+        ['POST', '/backup-schedules', { disks: ['d'], repo: '/srv/b', passwordFile: '/etc/pw', everyMs: 3_600_000 }],
+        ['DELETE', '/backup-schedules/0000abcd', undefined],
+        ['POST', '/snapshot-schedules', { disk: 'd', everyMs: 3_600_000, keep: 1 }],
+        ['DELETE', '/snapshot-schedules/0000abcd', undefined],
         // Refused before the body is looked at: even a malformed one gets 409.
         ['POST', '/disks', '{not json'],
       ];

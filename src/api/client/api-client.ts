@@ -11,6 +11,8 @@ import type {
   BackupJob,
   BackupOutcome,
   BackupRequest,
+  BackupScheduleInfo,
+  BackupScheduleRequest,
   CloneRequest,
   ClusterStatus,
   CompactStats,
@@ -27,6 +29,8 @@ import type {
   ScrubReport,
   ScrubRequest,
   SnapshotInfo,
+  SnapshotScheduleInfo,
+  SnapshotScheduleRequest,
 } from './wire.ts';
 import { API_PREFIX, type ApiErrorCodeValue } from './wire.ts';
 import { ClientError, ClientErrorCode, replyError } from './errors.ts';
@@ -40,7 +44,7 @@ export const requestTimeoutMsDefault = 60_000;
 /** A compaction may take long on a large store; the node keeps serving meanwhile. */
 const compactTimeoutMs = 60 * 60_000;
 
-/** Starting or resuming an instant restore opens a repository (an S3 one may be slow). */
+/** Starting or resuming an instant restore, or adding a backup schedule, opens a repository (an S3 one may be slow). */
 const restoreStartTimeoutMs = 300_000;
 
 /** A cancelled backup job ends at its next read, then deletes its snapshot and its marker (an S3 repository may be slow). */
@@ -222,6 +226,36 @@ export class ApiClient {
   /** Stops an unfinished instant restore and deletes its disk. */
   async cancelInstantRestore(disk: string): Promise<void> {
     await this.request('DELETE', `/instant-restores/${seg(disk)}`);
+  }
+
+  /** The node's backup schedules, oldest first. */
+  listBackupSchedules(): Promise<BackupScheduleInfo[]> {
+    return this.request('GET', '/backup-schedules');
+  }
+
+  /** Adds a backup schedule; the node checks the disks, the password file and the repository first. */
+  addBackupSchedule(req: BackupScheduleRequest): Promise<BackupScheduleInfo> {
+    return this.request('POST', '/backup-schedules', { body: req, timeoutMs: restoreStartTimeoutMs });
+  }
+
+  /** Removes a backup schedule. */
+  async removeBackupSchedule(id: string): Promise<void> {
+    await this.request('DELETE', `/backup-schedules/${seg(id)}`);
+  }
+
+  /** The node's snapshot schedules, oldest first. */
+  listSnapshotSchedules(): Promise<SnapshotScheduleInfo[]> {
+    return this.request('GET', '/snapshot-schedules');
+  }
+
+  /** Adds a snapshot schedule. */
+  addSnapshotSchedule(req: SnapshotScheduleRequest): Promise<SnapshotScheduleInfo> {
+    return this.request('POST', '/snapshot-schedules', { body: req });
+  }
+
+  /** Removes a snapshot schedule (its snapshots stay). */
+  async removeSnapshotSchedule(id: string): Promise<void> {
+    await this.request('DELETE', `/snapshot-schedules/${seg(id)}`);
   }
 
   /**

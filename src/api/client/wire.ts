@@ -601,3 +601,118 @@ export type BackupEvent =
   | { event: 'note'; message: string }
   | { event: 'done'; outcomes: BackupOutcome[] }
   | { event: 'error'; code: ApiErrorCodeValue; message: string; requestId: string };
+
+/** How a schedule's run ended: `ok`, or `failed` with its error. */
+export type ScheduleResult = 'ok' | 'failed';
+
+/** POST /backup-schedules: backups the node runs on a schedule (docs/backup.md, "Schedules"). */
+export interface BackupScheduleRequest {
+  /** Disks backed up as one consistency group at each run. */
+  disks: string[];
+  /** Repository as the node sees it: an absolute directory path or s3://bucket/prefix. */
+  repo: string;
+  /**
+   * Absolute path, on the node, of a file holding the repository's password: readable by its
+   * owner only (mode 0600 or 0400). The node keeps the path, never the password.
+   */
+  passwordFile: string;
+  /** Runs every so long from the schedule's creation; give this or `cron`. */
+  everyMs?: number;
+  /** Runs at the minutes of a 5-field cron expression, in UTC; give this or `everyMs`. */
+  cron?: string;
+  /** Retention after each run, per disk, as `backup forget` keeps: the newest N. */
+  keepLast?: number;
+  /** The newest of each of the last N UTC days. */
+  keepDaily?: number;
+  /** The newest of each of the last N ISO weeks. */
+  keepWeekly?: number;
+  /** Verify the repository after a run when the last verify is at least this old. */
+  verifyEveryMs?: number;
+  /** Whether that verify reads every pack (`backup verify --read-data`). Default false. */
+  verifyReadData?: boolean;
+  /** Tenant of the restore points; unset means `default`. */
+  tenant?: string;
+}
+
+/** What the last run of a backup schedule did. */
+export interface BackupScheduleRun {
+  startedMs: number;
+  finishedMs: number;
+  result: ScheduleResult;
+  /** Why it failed, naming the step (`backup:`, `retention:`, `prune:`, `verify:`); null when ok. */
+  error: string | null;
+  /** Restore points the run made (ids), one per disk; none if the backup failed. */
+  restorePoints: string[];
+  /** Restore points of the schedule's disks its retention forgot. */
+  forgotten: number;
+  /** What the prune after the retention did; null when none ran. */
+  prune: { packsMarked: number; packsDeleted: number; bytesFreed: number } | null;
+  /** The verify run after it, if one was due; null when none ran. */
+  verify: { readData: boolean; faults: number } | null;
+}
+
+/** A backup schedule, GET /backup-schedules. */
+export interface BackupScheduleInfo {
+  /** 8 hex digits. */
+  id: string;
+  disks: string[];
+  repo: string;
+  passwordFile: string;
+  everyMs: number | null;
+  cron: string | null;
+  keepLast: number | null;
+  keepDaily: number | null;
+  keepWeekly: number | null;
+  verifyEveryMs: number | null;
+  verifyReadData: boolean;
+  tenant: string | null;
+  createdMs: number;
+  /** Whether a run is under way (waiting for another backup to end included). */
+  running: boolean;
+  /** When the next run starts; null on a node that runs no schedules (read-only). */
+  nextRunMs: number | null;
+  lastRun: BackupScheduleRun | null;
+  /** When the last verify after a run started. */
+  lastVerifyMs: number | null;
+  /** Runs since the schedule was added, by result. */
+  runsOk: number;
+  runsFailed: number;
+}
+
+/** POST /snapshot-schedules: snapshots the node takes of a disk on a schedule. */
+export interface SnapshotScheduleRequest {
+  disk: string;
+  everyMs?: number;
+  cron?: string;
+  /** How many of the schedule's own snapshots are kept; older ones are deleted after each run. */
+  keep: number;
+}
+
+/** What the last run of a snapshot schedule did. */
+export interface SnapshotScheduleRun {
+  startedMs: number;
+  finishedMs: number;
+  result: ScheduleResult;
+  error: string | null;
+  /** The snapshot taken, or null if none was. */
+  snapshot: string | null;
+  /** The schedule's older snapshots deleted. */
+  deleted: string[];
+}
+
+/** A snapshot schedule, GET /snapshot-schedules. */
+export interface SnapshotScheduleInfo {
+  id: string;
+  disk: string;
+  everyMs: number | null;
+  cron: string | null;
+  keep: number;
+  createdMs: number;
+  /** Name prefix of the snapshots it takes: `sched-ID-`. */
+  snapshotPrefix: string;
+  running: boolean;
+  nextRunMs: number | null;
+  lastRun: SnapshotScheduleRun | null;
+  runsOk: number;
+  runsFailed: number;
+}

@@ -8,6 +8,7 @@ import type { InstantRestores } from '../hydrate/index.ts';
 import type { NbdServer } from '../nbd/index.ts';
 import type { ApiRequestDone, ScrubStatus } from '../api/index.ts';
 import { DiskIoStats, MetricsRegistry, type Sample } from '../observe/index.ts';
+import type { ScheduleSample } from './schedules.ts';
 
 /** Totals of the backups the node ran (NodeBackups counts into them). */
 export class BackupTotals {
@@ -93,6 +94,30 @@ export class NodeMetrics {
     r.counter('tessera_cluster_sync_points_total', 'Sync snapshots this node put through the chains it heads', () => [{ value: src.disks().syncPoints }]);
     r.gauge('tessera_cluster_replicas_not_healthy', "Replicas of the cluster's disks not healthy (copying in, or away), as this node's cache sees them", () => [{ value: src.degraded().replicasNotHealthy }]);
     r.gauge('tessera_cluster_disks_under_policy', "The cluster's disks with fewer healthy replicas than their policy, as this node's cache sees them", () => [{ value: src.degraded().disksUnderPolicy }]);
+  }
+
+  /**
+   * Registers the schedules' metrics (docs/observability.md, "Schedules"): per schedule, labelled
+   * by its id and kind (backup, snapshot), read from `samples` at each scrape.
+   */
+  registerSchedules(samples: () => ScheduleSample[]): void {
+    const r = this.registry;
+    const per = (value: (s: ScheduleSample) => number | null) => () =>
+      samples().flatMap((s) => {
+        const v = value(s);
+        return v === null ? [] : [{ labels: { schedule: s.id, kind: s.kind }, value: v }];
+      });
+    r.gauge('tessera_schedule_last_run_timestamp_seconds', "When a schedule's last finished run started, seconds since the epoch (absent before its first)", per((s) => (s.lastRunMs === null ? null : s.lastRunMs / 1000)));
+    r.gauge('tessera_schedule_last_success', "Whether a schedule's last finished run succeeded: 1, else 0 (absent before its first)", per((s) => (s.lastOk === null ? null : s.lastOk ? 1 : 0)));
+    r.gauge('tessera_schedule_last_duration_seconds', "How long a schedule's last finished run took (absent before its first)", per((s) => (s.lastDurationMs === null ? null : s.lastDurationMs / 1000)));
+    r.gauge('tessera_schedule_next_run_timestamp_seconds', "When a schedule's next run is due, seconds since the epoch (absent on a node that runs no schedules)", per((s) => (s.nextRunMs === null ? null : s.nextRunMs / 1000)));
+    r.gauge('tessera_schedule_running', 'Whether a run of a schedule is under way: 1, else 0', per((s) => (s.running ? 1 : 0)));
+    r.counter('tessera_schedule_runs_total', 'Runs of a schedule since it was added, by result (ok, failed); kept across restarts', () =>
+      samples().flatMap((s) => [
+        { labels: { schedule: s.id, kind: s.kind, result: 'ok' }, value: s.runsOk },
+        { labels: { schedule: s.id, kind: s.kind, result: 'failed' }, value: s.runsFailed },
+      ]),
+    );
   }
 
   /** Registers every Tessera metric, reading `src` at each scrape. Call once. */

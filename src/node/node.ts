@@ -7,6 +7,8 @@ import type { SpaceOptions, SpaceState } from '../engine/index.ts';
 import { InstantRestores } from '../hydrate/index.ts';
 import { NodeBackups } from './backups.ts';
 import { NodeScrubs, scrubIntervalMsDefault, scrubRateBytesPerSecondDefault } from './scrub.ts';
+import { NodeSchedules } from './schedules.ts';
+import { fastClock, systemClock, type ScheduleClock } from '../flow/index.ts';
 import { NbdServer } from '../nbd/index.ts';
 import type { LogFiles, Volume } from '../engine/index.ts';
 import { Logger } from '../observe/index.ts';
@@ -61,6 +63,11 @@ export interface NodeOptions {
   scrub?: { rateBytesPerSecond?: number; intervalMs?: number; firstDelayMs?: number };
   /** Cluster mode (`serve --etcd …`, docs/cluster.md); without it the node is a single node and no etcd code loads. */
   cluster?: ClusterModeOptions;
+  /**
+   * @internal The clock the backup and snapshot schedules run on (docs/backup.md, "Schedules").
+   * Default: the system clock, or, as a test's hook, `$TESSERA_SCHEDULE_SPEED`.
+   */
+  scheduleClock?: ScheduleClock;
 }
 
 /** A running node. */
@@ -224,6 +231,19 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     });
     await scrubs.start();
     undo.push(() => scrubs.close());
+    // Backups and snapshots on schedules the node keeps (docs/backup.md, "Schedules"); timed once the node serves.
+    const schedules = new NodeSchedules({
+      store,
+      backups,
+      file: join(dataDir, 'schedules.json'),
+      clock: opts.scheduleClock ?? scheduleClockFromEnv(process.env, log),
+      log: root.child({ component: 'schedule' }),
+      readOnly,
+      cluster: () => replication,
+    });
+    await schedules.load();
+    undo.push(() => schedules.close());
+    metrics.registerSchedules(() => schedules.samples());
     metrics.register({ store, nbd, restores, scrub: () => scrubs.status() });
     // Client operations a second since the last ask (placement's load, in the live record every 30 s).
     let lastOps = { n: 0, ms: performance.now() };
@@ -257,6 +277,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       restores,
       backups,
       scrubs,
+      schedules,
       openVolume: (disk, snap) => metered(replication !== null ? replication.openVolume(disk, snap) : store.openVolume(disk, snap)),
       ...(cluster !== null ? { clusterNodes: () => cluster.nodes(), cluster: replication } : {}),
       nodeFacts: () => ({
@@ -266,6 +287,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
         hlc: clock === null ? null : formatHlc(clock.now()),
       }),
     });
+    schedules.start();
     notReady = null;
     log.info(`serving ${dataDir}${readOnly ? ' read-only' : ''}: api=${apiUrl} nbd=${hostPort(nbdAddress.host, nbdAddress.port)} socket=${socketPath}`);
     let closing: Promise<void> | null = null;
@@ -286,6 +308,8 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
           await nbd.close();
           await unlink(socketPath).catch(() => {});
           await api.close();
+          // Before the backups and the store: a scheduled backup under way is cancelled and waited for.
+          await schedules.close();
           await restores.close();
           clearInterval(spaceWatch);
           await removeBackupCache();
@@ -388,6 +412,20 @@ function restoreRateFromEnv(env: NodeJS.ProcessEnv): number | null {
   const n = /^\d{1,15}$/.test(text) ? Number(text) : 0;
   if (n <= 0) throw new NodeError(NodeErrorCode.INVALID, `TESSERA_RESTORE_RATE=${text} is not a positive whole number of bytes per second`);
   return n;
+}
+
+/**
+ * The schedules' clock: the system's, unless `$TESSERA_SCHEDULE_SPEED` is `FACTOR@SINCE_MS`, a
+ * test's hook: the schedules then run on a clock FACTOR times as fast as the system's from the
+ * instant SINCE_MS on (3600: a schedule of an hour runs every second), across restarts alike.
+ */
+function scheduleClockFromEnv(env: NodeJS.ProcessEnv, log: Logger): ScheduleClock {
+  const text = env.TESSERA_SCHEDULE_SPEED;
+  if (text === undefined || text === '') return systemClock();
+  const m = /^(\d{1,7})@(\d{1,15})$/.exec(text);
+  if (m === null || Number(m[1]) < 1) throw new NodeError(NodeErrorCode.INVALID, `TESSERA_SCHEDULE_SPEED=${text} is not FACTOR@SINCE_MS (e.g. 3600@${Date.now()})`);
+  log.warn(`schedules run on a clock ${m[1]} times as fast as the system's since ${new Date(Number(m[2])).toISOString()} (TESSERA_SCHEDULE_SPEED, a test's hook)`);
+  return fastClock(Number(m[1]), Number(m[2]));
 }
 
 /** What the usual reasons a listen fails mean. */

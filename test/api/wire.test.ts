@@ -180,3 +180,80 @@ test('a backup job streams wire events: the job first, progress as the API decla
     await store.close();
   }
 });
+
+test('the schedule routes answer what the OpenAPI document says; malformed requests are 400 and unknown ids 404', async () => {
+  const { NodeSchedules } = await import('../../src/node/schedules.ts');
+  const { Logger } = await import('../../src/observe/index.ts');
+  const { FakeClock } = await import('../helpers/fake-clock.ts');
+  const { chmodSync, writeFileSync } = await import('node:fs');
+  const dir = makeTempDir('tessera-wire-');
+  const store = await Store.open({ dir: join(dir, 'store') });
+  await store.createDisk('vm1', 1 << 20);
+  const pw = join(dir, 'pw');
+  writeFileSync(pw, 'secret\n');
+  chmodSync(pw, 0o600);
+  const clock = new FakeClock(Date.parse('2026-03-02T10:00:00Z'));
+  // A stand-in for the node's backups and repository: a backup that succeeds at once, a retention, a prune and a verify that find nothing.
+  const backups = { busy: false, run: async (req: { disks: string[] }) => ({ outcomes: req.disks.map((d) => ({ id: `${d}-restore-point` })) }) };
+  const schedules = new NodeSchedules({
+    store,
+    backups,
+    file: join(dir, 'schedules.json'),
+    clock,
+    log: Logger.silent(),
+    openRepository: async () => ({ forget: async () => 1, prune: async () => ({ packsMarked: 2, packsDeleted: 0, bytesFreed: 0 }), verify: async () => ({ faults: 0, first: null }), close: async () => {} }),
+  });
+  await schedules.load();
+  schedules.start();
+  const server = createApiServer({ store, schedules });
+  const { port } = await server.listen({ host: '127.0.0.1', port: 0 });
+  const client = new ApiClient(`http://127.0.0.1:${port}`);
+  try {
+    const b = await client.addBackupSchedule({ disks: ['vm1'], repo: '/srv/b', passwordFile: pw, everyMs: 3_600_000, keepLast: 3, verifyEveryMs: 86_400_000 });
+    conforms(b, 'BackupScheduleInfo');
+    const s = await client.addSnapshotSchedule({ disk: 'vm1', cron: '*/15 * * * *', keep: 2 });
+    conforms(s, 'SnapshotScheduleInfo');
+    await clock.advance(3_600_000);
+    const { until } = await import('../helpers/index.ts');
+    await until(async () => (await client.listBackupSchedules())[0].lastRun !== null, 5000, 'the backup schedule ran');
+    const [bl] = await client.listBackupSchedules();
+    conforms(bl, 'BackupScheduleInfo');
+    assert.deepEqual(bl.lastRun, { startedMs: bl.lastRun!.startedMs, finishedMs: bl.lastRun!.finishedMs, result: 'ok', error: null, restorePoints: ['vm1-restore-point'], forgotten: 1, prune: { packsMarked: 2, packsDeleted: 0, bytesFreed: 0 }, verify: { readData: false, faults: 0 } });
+    for (const x of await client.listSnapshotSchedules()) conforms(x, 'SnapshotScheduleInfo');
+    conforms(await client.request('GET', `/snapshot-schedules/${s.id}`), 'SnapshotScheduleInfo');
+    conforms(await client.request('GET', `/backup-schedules/${b.id}`), 'BackupScheduleInfo');
+    const refused = async (path: string, body: unknown, status: number, code: string, message?: RegExp): Promise<void> => {
+      const err = await client.request('POST', path, { body }).catch((e: unknown) => e);
+      assert.ok(err instanceof ClientError && err.status === status && err.nodeCode === code, `${JSON.stringify(body)}: ${String(err)}`);
+      if (message !== undefined) assert.match(err.message, message);
+    };
+    const ok = { disks: ['vm1'], repo: '/srv/b', passwordFile: pw, everyMs: 3_600_000 };
+    await refused('/backup-schedules', { ...ok, everyMs: undefined }, 400, 'BAD_REQUEST', /one of 'everyMs' and 'cron'/);
+    await refused('/backup-schedules', { ...ok, cron: '0 * * * *' }, 400, 'BAD_REQUEST', /one of 'everyMs' and 'cron'/);
+    await refused('/backup-schedules', { ...ok, everyMs: 999 }, 400, 'BAD_REQUEST', /everyMs/);
+    await refused('/backup-schedules', { ...ok, everyMs: undefined, cron: '61 * * * *' }, 400, 'INVALID', /minute 61 is out of range/);
+    await refused('/backup-schedules', { ...ok, repo: 'relative/dir' }, 400, 'BAD_REQUEST', /absolute/);
+    await refused('/backup-schedules', { ...ok, passwordFile: 'pw' }, 400, 'BAD_REQUEST', /absolute/);
+    await refused('/backup-schedules', { ...ok, password: 'secret' }, 400, 'BAD_REQUEST', /Unknown field 'password'/);
+    await refused('/backup-schedules', { ...ok, disks: ['vm1', 'vm1'] }, 400, 'BAD_REQUEST', /twice/);
+    await refused('/backup-schedules', { ...ok, keepLast: 0 }, 400, 'INVALID', /keeps nothing/);
+    await refused('/backup-schedules', { ...ok, verifyReadData: true }, 400, 'BAD_REQUEST', /goes with 'verifyEveryMs'/);
+    await refused('/backup-schedules', { ...ok, disks: ['nope'] }, 404, 'NOT_FOUND');
+    await refused('/backup-schedules', { ...ok, tenant: 'a b' }, 400, 'INVALID', /tenant/);
+    await refused('/snapshot-schedules', { disk: 'vm1', everyMs: 60_000 }, 400, 'BAD_REQUEST', /keep/);
+    await refused('/snapshot-schedules', { disk: 'vm1', everyMs: 60_000, keep: 0 }, 400, 'BAD_REQUEST', /keep/);
+    await refused('/snapshot-schedules', { disk: 'nope', everyMs: 60_000, keep: 1 }, 404, 'NOT_FOUND');
+    for (const path of [`/backup-schedules/${s.id}`, '/snapshot-schedules/00000000']) {
+      const err = await client.request('DELETE', path).catch((e: unknown) => e);
+      assert.ok(err instanceof ClientError && err.status === 404 && err.nodeCode === 'NOT_FOUND', String(err));
+    }
+    await client.removeBackupSchedule(b.id);
+    await client.removeSnapshotSchedule(s.id);
+    assert.deepEqual(await client.listBackupSchedules(), []);
+    assert.deepEqual(await client.listSnapshotSchedules(), []);
+  } finally {
+    await server.close();
+    await schedules.close();
+    await store.close();
+  }
+});

@@ -41,10 +41,23 @@ export class FakeClock implements ScheduleClock {
     return this.#timers.size;
   }
 
-  /** Moves the clock `ms` on, firing the timers due on the way in order and settling after each. */
-  async advance(ms: number): Promise<void> {
+  /**
+   * Moves the clock `ms` on, firing the timers due on the way in order and settling after each;
+   * with `idle`, also waiting (in real time, up to 60 s) after each until it holds: work that
+   * does real I/O (a snapshot, a backup) ends before the clock moves on.
+   */
+  async advance(ms: number, opts: { idle?: () => boolean } = {}): Promise<void> {
     const end = this.#now + ms;
-    await settle();
+    const settled = async (): Promise<void> => {
+      await settle();
+      if (opts.idle === undefined) return;
+      const deadline = Date.now() + 60_000;
+      while (!opts.idle()) {
+        if (Date.now() > deadline) throw new Error('FakeClock.advance: the work did not become idle within 60 s');
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+    };
+    await settled();
     for (;;) {
       let first: [number, { atMs: number; fn: () => void }] | null = null;
       for (const t of this.#timers) if (t[1].atMs <= end && (first === null || t[1].atMs < first[1].atMs)) first = t;
@@ -52,10 +65,10 @@ export class FakeClock implements ScheduleClock {
       this.#timers.delete(first[0]);
       this.#now = Math.max(this.#now, first[1].atMs);
       first[1].fn();
-      await settle();
+      await settled();
     }
     this.#now = end;
-    await settle();
+    await settled();
   }
 
   /** Sets the clock to `ms` (forward or back) without firing anything: a process started later, a clock stepped. */

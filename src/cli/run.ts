@@ -9,13 +9,15 @@ import { backupCreateCommand } from './backup-create.ts';
 import { backupJobCommands } from './backup-jobs.ts';
 import { clusterDownCommand, clusterUpCommand } from './cluster-up.ts';
 import { labCommands } from './lab.ts';
+import { scheduleCommands } from './schedules.ts';
 import { transferCommands } from './transfer.ts';
 
 /**
  * The commands whose modules load little: the node's, those that only talk to its API
- * (`backup create`, which the node runs, and its jobs among them), and the lab's.
+ * (`backup create`, which the node runs, its jobs, and the schedules the node keeps, among
+ * them), and the lab's.
  */
-const lightCommands: Command[] = [serveCommand, ...clientCommands, clusterUpCommand, clusterDownCommand, backupCreateCommand, ...backupJobCommands, ...transferCommands, ...labCommands];
+const lightCommands: Command[] = [serveCommand, ...clientCommands, clusterUpCommand, clusterDownCommand, backupCreateCommand, ...backupJobCommands, ...scheduleCommands, ...transferCommands, ...labCommands];
 
 /**
  * Every command, in the order help lists them. The backup commands' modules load the repository

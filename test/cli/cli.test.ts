@@ -201,6 +201,20 @@ describe('cli without a node', () => {
       [['--api', 'ftp://x', 'disk', 'list'], /invalid API URL/],
       [['serve', '--api-port', '70000'], /invalid --api-port '70000'/],
       [['serve', '--nbd-port', 'x'], /invalid --nbd-port 'x'/],
+      [['backup', 'schedule', 'add', 'vm1', '--repo', '/srv/b', '--password-file', '/etc/pw'], /give one of --every DURATION and --cron EXPR/],
+      [['backup', 'schedule', 'add', 'vm1', '--repo', '/srv/b', '--password-file', '/etc/pw', '--every', '1h', '--cron', '@daily'], /give one of --every/],
+      [['backup', 'schedule', 'add', 'vm1', '--repo', '/srv/b', '--every', '1h'], /missing --password-file FILE/],
+      [['backup', 'schedule', 'add', 'vm1', '--password-file', '/etc/pw', '--every', '1h'], /missing --repo PATH/],
+      [['backup', 'schedule', 'add', 'vm1', '--repo', '/srv/b', '--password-file', '/etc/pw', '--every', '90'], /invalid --every '90': expected a positive whole number of s, m, h or d/],
+      [['backup', 'schedule', 'add', 'vm1', '--repo', '/srv/b', '--password-file', '/etc/pw', '--every', '0h'], /invalid --every '0h'/],
+      [['backup', 'schedule', 'add', 'vm1', '--repo', '/srv/b', '--password-file', '/etc/pw', '--every', '1h', '--keep-last', 'x'], /invalid --keep-last 'x'/],
+      [['backup', 'schedule', 'add', 'vm1', '--repo', '/srv/b', '--password-file', '/etc/pw', '--every', '1h', '--verify-read-data'], /--verify-read-data goes with --verify-every/],
+      [['backup', 'schedule', 'add', 'vm1', 'vm1', '--repo', '/srv/b', '--password-file', '/etc/pw', '--every', '1h'], /disk vm1 is named twice/],
+      [['backup', 'schedule', 'rm'], /missing ID/],
+      [['backup', 'schedule'], /`tessera backup schedule` takes one of: add, list, rm/],
+      [['snap', 'schedule', 'add', 'vm1', '--every', '15m'], /missing --keep N/],
+      [['snap', 'schedule', 'add', 'vm1', '--every', '15m', '--keep', '0'], /missing --keep N \(at least 1\)/],
+      [['snap', 'schedule', 'add', 'vm1', '--keep', '2'], /give one of --every/],
     ];
     for (const [args, pattern] of cases) assertFailure(await cli(args, { TESSERA_API: 'http://127.0.0.1:9' }), 2, pattern);
   });
@@ -238,7 +252,7 @@ describe('cli without a node', () => {
     };
     // The client side of the API and the CLI's own modules only.
     const light = /^(cli|util|native)\/|^api\/(client\/|wire\.ts$)/;
-    for (const args of [['--api', url, 'disk', 'list'], ['--api', url, 'snap', 'list', 'vm1'], ['--version'], ['--api', url, 'backup', 'create', 'vm1', '--repo', tempDir()], ['--api', url, 'backup', 'jobs'], ['--api', url, 'backup', 'job', 'cancel', '3f9a']]) {
+    for (const args of [['--api', url, 'disk', 'list'], ['--api', url, 'snap', 'list', 'vm1'], ['--version'], ['--api', url, 'backup', 'create', 'vm1', '--repo', tempDir()], ['--api', url, 'backup', 'jobs'], ['--api', url, 'backup', 'job', 'cancel', '3f9a'], ['--api', url, 'backup', 'schedule', 'list'], ['--api', url, 'snap', 'schedule', 'list']]) {
       const { packages, src: modules } = await loaded(args);
       assert.equal(packages, 0, args.join(' '));
       assert.ok(modules.includes('api/client/api-client.ts') || args[0] === '--version', `${args.join(' ')} loads the client: ${modules.join(' ')}`);

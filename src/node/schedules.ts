@@ -426,15 +426,18 @@ export class NodeSchedules implements ScheduleService {
       run.error = `${step}: ${messageOf(err)}`;
     }
     run.finishedMs = this.#clock.now();
-    if (!this.#set.backup.includes(s)) return; // removed meanwhile
-    if (verified) s.state.lastVerifyMs = times.startedMs;
-    this.#record(s, run, times);
+    // A schedule removed meanwhile: its run is logged, not kept.
+    const kept = this.#set.backup.includes(s);
     const fields = { schedule: s.id, restorePoints: run.restorePoints, forgotten: run.forgotten, prune: run.prune, verify: run.verify, durationMs: run.finishedMs - run.startedMs };
+    const removed = kept ? '' : ' (the schedule was removed meanwhile)';
     if (run.result === 'ok') {
       const pruned = run.prune === null ? '' : `; pruned: ${run.prune.packsMarked} packs marked, ${run.prune.packsDeleted} deleted`;
       const verifiedText = run.verify === null ? '' : `; verified${run.verify.readData ? ' with data' : ''}: no faults`;
-      this.#log.info(`backup schedule ${s.id} ran: ${run.restorePoints.length} restore points made, ${run.forgotten} forgotten${pruned}${verifiedText}`, fields);
-    } else this.#log.warn(`backup schedule ${s.id} failed: ${run.error}`, fields);
+      this.#log.info(`backup schedule ${s.id} ran: ${run.restorePoints.length} restore points made, ${run.forgotten} forgotten${pruned}${verifiedText}${removed}`, fields);
+    } else this.#log.warn(`backup schedule ${s.id} failed: ${run.error}${removed}`, fields);
+    if (!kept) return;
+    if (verified) s.state.lastVerifyMs = times.startedMs;
+    this.#record(s, run, times);
     await this.#save();
   }
 
@@ -480,6 +483,7 @@ export class NodeSchedules implements ScheduleService {
     const run: SnapshotScheduleRun = { startedMs: times.startedMs, finishedMs: 0, result: 'ok', error: null, snapshot: null, deleted: [] };
     const prefix = snapshotPrefix(s.id);
     let step = 'snapshot';
+    this.#log.info(`snapshot schedule ${s.id} runs: ${s.disk}`, { schedule: s.id, dueMs: times.dueMs });
     try {
       const existing = new Set(this.#listSnapshots(s.disk).map((x) => x.name));
       // Named by the run's start; a clock set back could meet a name taken.
@@ -508,11 +512,13 @@ export class NodeSchedules implements ScheduleService {
       run.error = `${step}: ${messageOf(err)}`;
     }
     run.finishedMs = this.#clock.now();
-    if (!this.#set.snapshot.includes(s)) return;
-    this.#record(s, run, times);
+    const kept = this.#set.snapshot.includes(s);
+    const removed = kept ? '' : ' (the schedule was removed meanwhile)';
     const fields = { schedule: s.id, disk: s.disk, snapshot: run.snapshot, deleted: run.deleted };
-    if (run.result === 'ok') this.#log.info(`snapshot schedule ${s.id} ran: took ${s.disk}@${run.snapshot}, deleted ${run.deleted.length}`, fields);
-    else this.#log.warn(`snapshot schedule ${s.id} failed: ${run.error}`, fields);
+    if (run.result === 'ok') this.#log.info(`snapshot schedule ${s.id} ran: took ${s.disk}@${run.snapshot}, deleted ${run.deleted.length}${removed}`, fields);
+    else this.#log.warn(`snapshot schedule ${s.id} failed: ${run.error}${removed}`, fields);
+    if (!kept) return;
+    this.#record(s, run, times);
     await this.#save();
   }
 

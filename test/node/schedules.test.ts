@@ -194,7 +194,7 @@ test('schedules: a backup schedule runs real backups, forgets by its policy amon
     };
     const made: string[] = [];
     for (let n = 1; n <= 4; n++) {
-      await write(store, n * 128 * 1024, n);
+      await write(store, 0, n); // the same chunk each time: a forgotten restore point's copy of it is freed
       await runs(n);
       const last = s.getBackup(added.id).lastRun!;
       assert.equal(last.result, 'ok', String(last.error));
@@ -202,6 +202,7 @@ test('schedules: a backup schedule runs real backups, forgets by its policy amon
       assert.equal(last.restorePoints.length, 1);
       assert.equal(last.forgotten, n > 2 ? 1 : 0, `run ${n}`);
       assert.ok(last.prune !== null, 'a prune after each run with a policy');
+      if (n > 2) assert.ok(last.prune.packsMarked >= 1, `run ${n}: the pack of the forgotten restore point's own chunk is marked`);
       // Verify at the first run, then when 2 h have passed since: runs 1 and 3.
       assert.deepEqual(last.verify, n % 2 === 1 ? { readData: false, faults: 0 } : null, `run ${n}`);
     }

@@ -240,6 +240,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       log: root.child({ component: 'schedule' }),
       readOnly,
       cluster: () => replication,
+      checkDisk: (disk, what) => restores.checkDiskChange(disk, what),
     });
     await schedules.load();
     undo.push(() => schedules.close());

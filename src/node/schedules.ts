@@ -23,7 +23,7 @@ import type { SnapshotInfo, Store } from '../engine/index.ts';
 import { Timetable, parseCron, type Recurrence, type RunTimes, type ScheduleClock } from '../flow/index.ts';
 import type { Logger } from '../observe/index.ts';
 import { readPasswordFile } from './password-file.ts';
-import { ScheduleFile, emptySet, type BackupSchedule, type ScheduleSet, type SnapshotSchedule } from './schedule-file.ts';
+import { ScheduleFile, emptySet, type BackupSchedule, type RunState, type ScheduleSet, type SnapshotSchedule } from './schedule-file.ts';
 import { awsEnvOf, openScheduleRepository, type OpenScheduleRepository } from './schedule-repository.ts';
 
 /** What the schedules ask of the node's backups (NodeBackups, src/node/backups.ts, through its public run). */
@@ -70,6 +70,11 @@ export interface NodeSchedulesOptions {
   openRepository?: OpenScheduleRepository;
   /** While another backup runs, a due backup looks again this often (clock ms). Default 10 s. */
   busyPollMs?: number;
+  /**
+   * Throws if `disk` may not be snapshotted or backed up now (the node's instant restores: a disk
+   * being restored refuses both until it is whole, as through the API). Default: never.
+   */
+  checkDisk?: (disk: string, what: string) => void;
 }
 
 /** Most schedules of each kind a node keeps. */
@@ -94,6 +99,13 @@ function recurrenceOf(s: { everyMs: number | null; cron: string | null; createdM
 function policyOf(s: BackupSchedule): ForgetPolicy | null {
   if (s.keepLast === null && s.keepDaily === null && s.keepWeekly === null) return null;
   return { ...(s.keepLast !== null ? { keepLast: s.keepLast } : {}), ...(s.keepDaily !== null ? { keepDaily: s.keepDaily } : {}), ...(s.keepWeekly !== null ? { keepWeekly: s.keepWeekly } : {}) };
+}
+
+/** Counts a finished run into a schedule's state and covers its due times. */
+function counted(state: RunState, run: { result: 'ok' | 'failed' }, times: RunTimes): void {
+  state.coveredMs = Math.max(state.coveredMs, times.startedMs);
+  if (run.result === 'ok') state.runsOk++;
+  else state.runsFailed++;
 }
 
 const messageOf = (err: unknown): string => (err as Error)?.message ?? String(err);
@@ -121,6 +133,7 @@ export class NodeSchedules implements ScheduleService {
   readonly #env: NodeJS.ProcessEnv;
   readonly #open: OpenScheduleRepository;
   readonly #busyPollMs: number;
+  readonly #checkDiskNow: (disk: string, what: string) => void;
   #set: ScheduleSet = emptySet();
   #table: Timetable | null = null;
   readonly #stop = new AbortController();
@@ -142,6 +155,7 @@ export class NodeSchedules implements ScheduleService {
     this.#env = opts.env ?? process.env;
     this.#open = opts.openRepository ?? openScheduleRepository;
     this.#busyPollMs = opts.busyPollMs ?? 10_000;
+    this.#checkDiskNow = opts.checkDisk ?? (() => {});
   }
 
   /** Reads the schedule file. */
@@ -391,6 +405,7 @@ export class NodeSchedules implements ScheduleService {
     try {
       // Read at each run: a file made readable by others since is refused now, as at the start.
       const password = await readPasswordFile(s.passwordFile);
+      for (const d of s.disks) this.#checkDiskNow(d, 'a scheduled backup');
       const outcomes = await this.#backupOnce(s, password, signal);
       run.restorePoints = outcomes.map((o) => String((o as { id?: unknown }).id));
       const policy = policyOf(s);
@@ -437,7 +452,8 @@ export class NodeSchedules implements ScheduleService {
     } else this.#log.warn(`backup schedule ${s.id} failed: ${run.error}${removed}`, fields);
     if (!kept) return;
     if (verified) s.state.lastVerifyMs = times.startedMs;
-    this.#record(s, run, times);
+    s.state.lastRun = run;
+    counted(s.state, run, times);
     await this.#save();
   }
 
@@ -489,6 +505,7 @@ export class NodeSchedules implements ScheduleService {
       // Named by the run's start; a clock set back could meet a name taken.
       let name = prefix + stamp(times.startedMs);
       for (let k = 2; existing.has(name); k++) name = `${prefix}${stamp(times.startedMs)}-${k}`;
+      this.#checkDiskNow(s.disk, 'a scheduled snapshot');
       await this.#takeSnapshot(s.disk, name);
       run.snapshot = name;
       step = 'retention';
@@ -518,7 +535,8 @@ export class NodeSchedules implements ScheduleService {
     if (run.result === 'ok') this.#log.info(`snapshot schedule ${s.id} ran: took ${s.disk}@${run.snapshot}, deleted ${run.deleted.length}${removed}`, fields);
     else this.#log.warn(`snapshot schedule ${s.id} failed: ${run.error}${removed}`, fields);
     if (!kept) return;
-    this.#record(s, run, times);
+    s.state.lastRun = run;
+    counted(s.state, run, times);
     await this.#save();
   }
 
@@ -538,14 +556,6 @@ export class NodeSchedules implements ScheduleService {
     const r = this.#cluster();
     if (r !== null) await r.disks.submit(disk, { kind: 'snapshot-delete', name });
     else await this.#store.deleteSnapshot(disk, name);
-  }
-
-  /** Keeps a finished run: its due times covered, its outcome, the counts. */
-  #record(s: BackupSchedule | SnapshotSchedule, run: BackupScheduleRun | SnapshotScheduleRun, times: RunTimes): void {
-    s.state.coveredMs = Math.max(s.state.coveredMs, times.startedMs);
-    s.state.lastRun = run as never;
-    if (run.result === 'ok') s.state.runsOk++;
-    else s.state.runsFailed++;
   }
 
   /** Writes the set after a run; a failure is logged (the run happened; the next write carries it). */

@@ -109,7 +109,7 @@ function heldBackups() {
 /** Whether no run of `s` is under way: for FakeClock.advance to wait on runs doing real I/O. */
 const idle = (s: NodeSchedules) => (): boolean => s.samples().every((x) => !x.running);
 
-function schedules(opts: { store: Store; dir: string; clock: FakeClock; backups?: ScheduledBackups; openRepository?: OpenScheduleRepository; readOnly?: boolean }): NodeSchedules {
+function schedules(opts: { store: Store; dir: string; clock: FakeClock; backups?: ScheduledBackups; openRepository?: OpenScheduleRepository; readOnly?: boolean; checkDisk?: (disk: string, what: string) => void }): NodeSchedules {
   return new NodeSchedules({
     store: opts.store,
     backups: opts.backups ?? heldBackups(),
@@ -119,6 +119,7 @@ function schedules(opts: { store: Store; dir: string; clock: FakeClock; backups?
     readOnly: opts.readOnly,
     openRepository: opts.openRepository,
     busyPollMs: minute,
+    checkDisk: opts.checkDisk,
   });
 }
 
@@ -411,4 +412,41 @@ test('schedules: a damaged schedule file is moved aside and the node starts with
   assert.equal(store.listSnapshots('vm1').length, 0, 'nothing ran');
   await ro.close();
   await store.close();
+});
+
+test('schedules: a disk being restored (instant restore) is neither snapshotted nor backed up by a schedule until it is whole', async () => {
+  const dir = makeTempDir('tessera-sched-');
+  const store = await newStore(dir);
+  const clock = new FakeClock(T0);
+  const backups = heldBackups();
+  let restoring = true;
+  const s = schedules({
+    store,
+    dir,
+    clock,
+    backups,
+    openRepository: fakeRepository([]),
+    checkDisk: (disk, what) => {
+      if (restoring) throw new Error(`Disk "${disk}" is being restored from a backup; ${what} waits until the restore is done`);
+    },
+  });
+  try {
+    await s.load();
+    s.start();
+    const snap = await s.addSnapshot({ disk: 'vm1', everyMs: hour, keep: 2 });
+    const b = await s.addBackup({ disks: ['vm1'], repo: join(dir, 'repo'), passwordFile: passwordFile(dir, 0o600), everyMs: hour });
+    await clock.advance(hour, { idle: idle(s) });
+    assert.equal(s.getSnapshot(snap.id).lastRun!.error, 'snapshot: Disk "vm1" is being restored from a backup; a scheduled snapshot waits until the restore is done');
+    assert.equal(s.getBackup(b.id).lastRun!.error, 'backup: Disk "vm1" is being restored from a backup; a scheduled backup waits until the restore is done');
+    assert.equal(store.listSnapshots('vm1').length, 0);
+    assert.equal(backups.runs.length, 0);
+    restoring = false;
+    await clock.advance(hour);
+    await until(() => backups.runs.length === 1 && s.getSnapshot(snap.id).runsOk === 1, 5000, 'the runs once the restore is done');
+    backups.release();
+    await until(() => s.getBackup(b.id).runsOk === 1, 5000, 'the backup run kept');
+  } finally {
+    await s.close();
+    await store.close();
+  }
 });

@@ -252,9 +252,10 @@ export const scheduleSchemas = {
     },
   }),
   BackupScheduleRun: wireObject<BackupScheduleRun>()({
-    required: ['startedMs', 'finishedMs', 'result', 'error', 'restorePoints', 'forgotten', 'prune', 'verify'],
+    required: ['startedMs', 'finishedMs', 'result', 'error', 'job', 'restorePoints', 'forgotten', 'prune', 'verify'],
     properties: {
       ...runProperties,
+      job: { type: ['string', 'null'], description: 'The backup job it ran (GET /backup-jobs), or null if it started none' },
       restorePoints: { type: 'array', items: { type: 'string' }, description: 'Restore points made, one per disk' },
       forgotten: { type: 'integer', description: 'Restore points of the disks the retention forgot' },
       prune: {

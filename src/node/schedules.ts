@@ -4,7 +4,7 @@
  * (src/flow) on the clock the node gives it.
  *
  * - A backup schedule's run reads the password from its password file (checked again: readable
- *   by its owner only), has the node's backup runner back its disks up (one backup at a time: a
+ *   by its owner only), has the node back its disks up as a backup job (one backup at a time: a
  *   run waits for one running), then, with a retention policy, forgets the restore points of its
  *   disks the policy does not keep and prunes, then verifies when that is due
  *   (schedule-repository.ts). Its outcome, with the step that failed, is kept with it.
@@ -26,15 +26,22 @@ import { readPasswordFile } from './password-file.ts';
 import { ScheduleFile, emptySet, type BackupSchedule, type RunState, type ScheduleSet, type SnapshotSchedule } from './schedule-file.ts';
 import { awsEnvOf, openScheduleRepository, type OpenScheduleRepository } from './schedule-repository.ts';
 
-/** What the schedules ask of the node's backups (NodeBackups, src/node/backups.ts, through its public run). */
+/** What the schedules ask of the node's backups (NodeBackups, src/node/backups.ts: its public start and its jobs). */
 export interface ScheduledBackups {
-  /** Whether a backup runs (another is refused meanwhile). */
+  /** Whether a backup job runs (start() refuses another meanwhile). */
   readonly busy: boolean;
-  run(
-    req: { disks: string[]; repo: string; password: string; env: Record<string, string>; tenant?: string },
-    onEvent: (e: { event: string } & Record<string, unknown>) => void,
-    signal?: AbortSignal,
-  ): Promise<{ outcomes: object[] }>;
+  /** Starts a backup job (it shows in `backup jobs`, and `backup job cancel` cancels it). */
+  start(req: { disks: string[]; repo: string; password: string; env: Record<string, string>; tenant?: string }): ScheduledBackupJob;
+}
+
+/** A backup job as a schedule follows it. */
+export interface ScheduledBackupJob {
+  readonly id: string;
+  /** Resolves to its end, never rejects. */
+  readonly finished: Promise<{ state: 'done'; outcomes: object[] } | { state: 'failed' | 'cancelled'; error: Error }>;
+  /** Hears its events; returns the function that stops following. */
+  follow(listener: (e: { event: string } & Record<string, unknown>) => void): () => void;
+  cancel(): Promise<unknown>;
 }
 
 /** One schedule's figures for the node's metrics. */
@@ -303,6 +310,7 @@ export class NodeSchedules implements ScheduleService {
               finishedMs: r.finishedMs,
               result: r.result,
               error: r.error,
+              job: r.job,
               restorePoints: [...r.restorePoints],
               forgotten: r.forgotten,
               prune: r.prune === null ? null : { packsMarked: r.prune.packsMarked, packsDeleted: r.prune.packsDeleted, bytesFreed: r.prune.bytesFreed },
@@ -397,7 +405,7 @@ export class NodeSchedules implements ScheduleService {
 
   async #runBackup(s: BackupSchedule, times: RunTimes): Promise<void> {
     const signal = this.#stop.signal;
-    const run: BackupScheduleRun = { startedMs: times.startedMs, finishedMs: 0, result: 'ok', error: null, restorePoints: [], forgotten: 0, prune: null, verify: null };
+    const run: BackupScheduleRun = { startedMs: times.startedMs, finishedMs: 0, result: 'ok', error: null, job: null, restorePoints: [], forgotten: 0, prune: null, verify: null };
     const verifyDue = s.verifyEveryMs !== null && (s.state.lastVerifyMs === null || times.startedMs - s.state.lastVerifyMs >= s.verifyEveryMs);
     let verified = false;
     let step = 'backup';
@@ -406,7 +414,7 @@ export class NodeSchedules implements ScheduleService {
       // Read at each run: a file made readable by others since is refused now, as at the start.
       const password = await readPasswordFile(s.passwordFile);
       for (const d of s.disks) this.#checkDiskNow(d, 'a scheduled backup');
-      const outcomes = await this.#backupOnce(s, password, signal);
+      const outcomes = await this.#backupOnce(s, password, run, signal);
       run.restorePoints = outcomes.map((o) => String((o as { id?: unknown }).id));
       const policy = policyOf(s);
       if (policy !== null || verifyDue) {
@@ -457,25 +465,37 @@ export class NodeSchedules implements ScheduleService {
     await this.#save();
   }
 
-  /** Has the node's backups run the schedule's backup, after the scheduled backups before it and any backup running. */
-  async #backupOnce(s: BackupSchedule, password: string, signal: AbortSignal): Promise<object[]> {
+  /**
+   * Has the node's backups run the schedule's backup as a job, after the scheduled backups before
+   * it and any backup running; resolves to its outcomes, rejects with its error. The node's
+   * shutdown cancels it.
+   */
+  async #backupOnce(s: BackupSchedule, password: string, run: BackupScheduleRun, signal: AbortSignal): Promise<object[]> {
     const turn = this.#backupTurn.then(async () => {
       while (this.#backups.busy) {
         if (signal.aborted) throw new BackupError(BackupErrorCode.INVALID, 'The node is shutting down');
         await this.#sleep(this.#busyPollMs, signal);
       }
       if (signal.aborted) throw new BackupError(BackupErrorCode.INVALID, 'The node is shutting down');
-      // busy was false just now, on this same turn of the event loop: run() takes the node's one backup slot.
-      return this.#backups.run(
-        { disks: s.disks, repo: s.repo, password, env: awsEnvOf(s.repo, this.#env), ...(s.tenant !== null ? { tenant: s.tenant } : {}) },
-        (e) => {
-          if (e.event === 'note') this.#log.info(`backup schedule ${s.id}: ${String(e.message)}`, { schedule: s.id });
-        },
-        signal,
-      );
+      // busy was false just now, on this same turn of the event loop: start() takes the node's one backup slot.
+      const job = this.#backups.start({ disks: s.disks, repo: s.repo, password, env: awsEnvOf(s.repo, this.#env), ...(s.tenant !== null ? { tenant: s.tenant } : {}) });
+      run.job = job.id;
+      const unfollow = job.follow((e) => {
+        if (e.event === 'note') this.#log.info(`backup schedule ${s.id}: ${String(e.message)}`, { schedule: s.id, job: job.id });
+      });
+      const cancel = (): void => void job.cancel();
+      signal.addEventListener('abort', cancel, { once: true });
+      try {
+        const end = await job.finished;
+        if (end.state === 'done') return end.outcomes;
+        throw end.error;
+      } finally {
+        signal.removeEventListener('abort', cancel);
+        unfollow();
+      }
     });
     this.#backupTurn = turn.catch(() => {});
-    return (await turn).outcomes;
+    return turn;
   }
 
   /** Runs `fn` after the retention, prune and verify asked before it; a shutdown stops waiting for it. */

@@ -194,7 +194,15 @@ test('the schedule routes answer what the OpenAPI document says; malformed reque
   chmodSync(pw, 0o600);
   const clock = new FakeClock(Date.parse('2026-03-02T10:00:00Z'));
   // A stand-in for the node's backups and repository: a backup that succeeds at once, a retention, a prune and a verify that find nothing.
-  const backups = { busy: false, run: async (req: { disks: string[] }) => ({ outcomes: req.disks.map((d) => ({ id: `${d}-restore-point` })) }) };
+  const backups = {
+    busy: false,
+    start: (req: { disks: string[] }) => ({
+      id: '3f9a2c7d41b0',
+      finished: Promise.resolve({ state: 'done' as const, outcomes: req.disks.map((d) => ({ id: `${d}-restore-point` })) }),
+      follow: () => () => {},
+      cancel: async () => {},
+    }),
+  };
   const schedules = new NodeSchedules({
     store,
     backups,
@@ -218,7 +226,7 @@ test('the schedule routes answer what the OpenAPI document says; malformed reque
     await until(async () => (await client.listBackupSchedules())[0].lastRun !== null, 5000, 'the backup schedule ran');
     const [bl] = await client.listBackupSchedules();
     conforms(bl, 'BackupScheduleInfo');
-    assert.deepEqual(bl.lastRun, { startedMs: bl.lastRun!.startedMs, finishedMs: bl.lastRun!.finishedMs, result: 'ok', error: null, restorePoints: ['vm1-restore-point'], forgotten: 1, prune: { packsMarked: 2, packsDeleted: 0, bytesFreed: 0 }, verify: { readData: false, faults: 0 } });
+    assert.deepEqual(bl.lastRun, { startedMs: bl.lastRun!.startedMs, finishedMs: bl.lastRun!.finishedMs, result: 'ok', error: null, job: '3f9a2c7d41b0', restorePoints: ['vm1-restore-point'], forgotten: 1, prune: { packsMarked: 2, packsDeleted: 0, bytesFreed: 0 }, verify: { readData: false, faults: 0 } });
     for (const x of await client.listSnapshotSchedules()) conforms(x, 'SnapshotScheduleInfo');
     conforms(await client.request('GET', `/snapshot-schedules/${s.id}`), 'SnapshotScheduleInfo');
     conforms(await client.request('GET', `/backup-schedules/${b.id}`), 'BackupScheduleInfo');

@@ -125,6 +125,12 @@ test('a --every 1h backup schedule runs within seconds on the fast clock, forget
   assert.equal(last.result, 'ok');
   assert.equal(last.error, null);
   assert.equal(last.restorePoints.length, 1);
+  // Each run's backup is a job of the node's, listed with the others.
+  const jobs = (await node.cliJson(['backup', 'jobs'])) as { id: string; state: string; outcomes: { id: string }[] | null }[];
+  const job = jobs.find((j) => j.id === last.job);
+  assert.ok(job !== undefined, `the run's job ${last.job} in backup jobs`);
+  assert.equal(job.state, 'done');
+  assert.deepEqual(job.outcomes!.map((o) => o.id), last.restorePoints);
   assert.equal(last.forgotten, 1, 'one past the newest 2 forgotten at each run from the third on');
   assert.ok(last.prune !== null && last.prune.packsMarked >= 0, 'a prune after the retention');
   assert.ok(info.nextRunMs! > last.startedMs && (info.nextRunMs! - info.createdMs) % hour === 0, 'the next run on the hour of its creation');

@@ -72,7 +72,7 @@ function fakeRepository(calls: string[]): OpenScheduleRepository {
   });
 }
 
-/** A backup runner that holds each backup until the test releases it, and counts them. */
+/** The node's backups as a stand-in: each backup job is held until the test releases it (or it is cancelled); they are counted. */
 function heldBackups() {
   const releases: Array<() => void> = [];
   let running = 0;
@@ -82,21 +82,27 @@ function heldBackups() {
     get busy() {
       return running > 0;
     },
-    async run(req, _onEvent, signal) {
+    start(req) {
       if (running > 0) throw new Error('a second backup at once');
       running++;
       runningMax = Math.max(runningMax, running);
       runs.push(req.disks);
-      try {
-        // Released by the test, or cancelled as the node's backups are (the schedules' close).
-        await new Promise<void>((resolve, reject) => {
-          releases.push(resolve);
-          signal?.addEventListener('abort', () => reject(new Error('cancelled')), { once: true });
-        });
-        return { outcomes: req.disks.map((d) => ({ id: `rp-${d}-${runs.length}` })) };
-      } finally {
-        running--;
-      }
+      const n = runs.length;
+      let cancelled!: () => void;
+      const finished = new Promise<{ state: 'done'; outcomes: object[] } | { state: 'cancelled'; error: Error }>((resolve) => {
+        releases.push(() => resolve({ state: 'done', outcomes: req.disks.map((d) => ({ id: `rp-${d}-${n}` })) }));
+        cancelled = () => resolve({ state: 'cancelled', error: new Error('The backup was cancelled') });
+      });
+      void finished.then(() => running--);
+      return {
+        id: `job-${n}`,
+        finished,
+        follow: () => () => {},
+        cancel: async () => {
+          cancelled();
+          return finished;
+        },
+      };
     },
     runs,
     release: () => releases.shift()!(),

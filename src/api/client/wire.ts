@@ -641,6 +641,8 @@ export interface BackupScheduleRun {
   result: ScheduleResult;
   /** Why it failed, naming the step (`backup:`, `retention:`, `prune:`, `verify:`); null when ok. */
   error: string | null;
+  /** The backup job it ran (`tessera backup jobs`), or null if it started none. */
+  job: string | null;
   /** Restore points the run made (ids), one per disk; none if the backup failed. */
   restorePoints: string[];
   /** Restore points of the schedule's disks its retention forgot. */

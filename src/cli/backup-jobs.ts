@@ -53,8 +53,7 @@ export const backupJobCommands: Command[] = [
     async run(ctx) {
       const jobs = await ctx.client().listBackupJobs();
       if (ctx.values.json) return printJson(ctx.io, jobs);
-      if (jobs.length === 0) return ctx.io.stdout('No backup jobs (finished ones are kept for a while, and not across a restart of the node)\n');
-      ctx.io.stdout(jobsTable(jobs, Date.now()));
+      ctx.io.stdout(jobs.length === 0 ? 'No backup jobs (finished ones are kept for a while, and not across a restart of the node)\n' : jobsTable(jobs, Date.now()));
     },
   },
   {

@@ -309,5 +309,7 @@ async function dispatch(argv: string[], io: Io): Promise<number> {
     io,
     client: () => (client ??= new ApiClient(apiUrl)),
   });
-  return status ?? 0;
+  // Only a number is an exit status: a command ending with `return io.stdout(…)` hands back what
+  // the stream's write returned (a boolean), which `void` lets through the types.
+  return typeof status === 'number' ? status : 0;
 }

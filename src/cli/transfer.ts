@@ -122,7 +122,10 @@ const sendCommand: Command = {
         prime: values['no-prime'] !== true,
         logFrames: values['log-frames'] === true && values.json === true,
         onEvent: (e) => {
-          if (json) return io.stdout(JSON.stringify(e) + '\n');
+          if (json) {
+            io.stdout(JSON.stringify(e) + '\n');
+            return;
+          }
           if (e.event === 'progress') {
             const pct = e.sizeBytes === 0 ? 100 : Math.floor((100 * e.bytesDone) / e.sizeBytes);
             progress.update(`${formatSize(e.bytesDone)} of ${formatSize(e.sizeBytes)} (${pct}%), ${formatSize(e.rateBytesPerSecond)}/s, ETA ${seconds(e.etaSeconds)}, ${e.connectionsActive} connections`);
@@ -134,7 +137,10 @@ const sendCommand: Command = {
       failed(err);
     }
     progress.done();
-    if (json) return io.stdout(JSON.stringify(report) + '\n');
+    if (json) {
+      io.stdout(JSON.stringify(report) + '\n');
+      return;
+    }
     const resumed = report.bytesSkipped > 0 ? ` (${formatSize(report.bytesSkipped)} were there already)` : '';
     io.stdout(
       `Sent ${report.name} (${formatSize(report.sizeBytes)}) in ${report.seconds.toFixed(1)} s, ${formatSize(report.rateBytesPerSecond)}/s over ${report.connectionsActiveMax} of ${report.connections} connections${resumed}; ` +

@@ -18,6 +18,14 @@ export const NbdErrorCode = {
   CLOSED: 'NBD_ERR_CLOSED',
   /** A bad argument to the server's API, such as a limit that is not a positive integer. */
   INVALID_ARGUMENT: 'NBD_ERR_INVALID_ARGUMENT',
+  /** Client: the server cannot be reached (refused, no such socket, no answer). */
+  UNREACHABLE: 'NBD_ERR_UNREACHABLE',
+  /** Client: the server has no export of the name asked. */
+  NOT_FOUND: 'NBD_ERR_NOT_FOUND',
+  /** Client: the server refused an export or failed a request with an error reply. */
+  REFUSED: 'NBD_ERR_REFUSED',
+  /** Client: the connection to the server went away, or broke, mid-way. */
+  LOST: 'NBD_ERR_LOST',
 } as const;
 
 /** One of the NbdErrorCode values. */

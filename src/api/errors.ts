@@ -36,6 +36,7 @@ const statusOfCode: Record<ApiErrorCodeValue, number> = {
   ETCD_UNAVAILABLE: 503,
   UNAVAILABLE: 503,
   CANCELLED: 409,
+  SOURCE: 502,
 };
 
 /** The wire code of every engine error code. */

@@ -7,6 +7,7 @@ import { instantRestorePaths, instantRestoreSchemas } from './instant-restore.ts
 import { backupPaths, backupSchemas } from './backups.ts';
 import { scrubPaths, scrubSchemas } from './scrub.ts';
 import { schedulePathsDoc, scheduleSchemas } from './schedules.ts';
+import { importPaths, importSchemas } from './import.ts';
 import { wireObject } from './schema.ts';
 import { ApiErrorCode } from './client/wire.ts';
 import type {
@@ -384,6 +385,7 @@ export const openApiDocument = {
     ...backupPaths,
     ...scrubPaths,
     ...schedulePathsDoc,
+    ...importPaths,
   },
   components: {
     schemas: {
@@ -620,6 +622,7 @@ export const openApiDocument = {
       ...backupSchemas,
       ...scrubSchemas,
       ...scheduleSchemas,
+      ...importSchemas,
       Error: wireObject<ErrorBody>()({
         required: ['error'],
         properties: {
@@ -645,6 +648,7 @@ export const openApiDocument = {
       Unavailable: errorResponse("CLOSED: the node is shutting down; NOT_READY: the node is starting; BUSY: too many requests in flight, or a backup running already; in a cluster, UNAVAILABLE: the disk's head or a replica cannot be reached now or its chain is changing (retry), ETCD_UNAVAILABLE: etcd does not answer, so changes wait"),
       WrongPassword: errorResponse('WRONG_PASSWORD: no key of the backup repository opens with the password'),
       Repository: errorResponse('REPOSITORY: the backup repository failed, could not be reached, or holds damaged data'),
+      Source: errorResponse("SOURCE: an import's source (an NBD server, an image file) could not be reached or read"),
     },
   },
 } as const;

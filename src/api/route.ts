@@ -43,6 +43,8 @@ export interface RouteContext {
   scrubs: ScrubRunner | null;
   /** The node's backup and snapshot schedules, or null when the server keeps none (tests of the API alone). */
   schedules: ScheduleService | null;
+  /** Opens the sources of disk imports, or null when the server has none (then imports are refused). */
+  importSources: ImportSources | null;
   /** Opens a disk's head (snap null) or a snapshot for the data routes; the caller closes it. */
   openVolume: (disk: string, snap: string | null) => Volume;
   /** The cluster's nodes (GET /cluster): the node's coordinator's view, or this node alone. */
@@ -134,4 +136,28 @@ export interface ScheduleService {
   getSnapshot(id: string): SnapshotScheduleInfo;
   addSnapshot(req: SnapshotScheduleRequest): Promise<SnapshotScheduleInfo>;
   removeSnapshot(id: string): Promise<void>;
+}
+
+/**
+ * One reader of an import's source (src/node/import-sources.ts opens them): an NBD connection, or
+ * an open image file. Its failures are ApiErrors (SOURCE when the source fails or goes away).
+ */
+export interface ImportReader {
+  /** The source's size in bytes. */
+  readonly sizeBytes: number;
+  /** Whether the source reports its allocation (else `extents` says all of it is data). */
+  readonly sparse: boolean;
+  /** Largest read the source takes at once. */
+  readonly readBytesMax: number;
+  /** Allocation runs from `offset` on, covering at least a first part of [offset, offset + length), in order. */
+  extents(offset: number, length: number): Promise<Array<{ offset: number; length: number; zero: boolean }>>;
+  /** Exactly `length` bytes at `offset`. */
+  read(offset: number, length: number): Promise<Buffer>;
+  close(): Promise<void>;
+}
+
+/** Opens readers of import sources (the node's: an NBD client, image files). */
+export interface ImportSources {
+  /** Opens one reader of `source`; refuses what is not a source (INVALID), one not found (NOT_FOUND), one that fails (SOURCE). */
+  open(source: string): Promise<ImportReader>;
 }

@@ -13,8 +13,10 @@ import type { DiskInfo } from './client/wire.ts';
 import { ApiClient, ClientError } from './client/index.ts';
 import { ApiError, ApiErrorCode } from './errors.ts';
 import { atHead, checkSnapshotName } from './at-head.ts';
+import { clusterDiskWire, createDiskOf } from './create-disk.ts';
+import { importRoutes } from './import.ts';
 import { reservedSnapshot } from '../cluster/index.ts';
-import type { ClusterDiskInfo, Replication } from '../cluster/index.ts';
+import type { Replication } from '../cluster/index.ts';
 
 export { API_PREFIX } from './client/wire.ts';
 
@@ -34,11 +36,6 @@ function route<S extends BodySpec>(
 }
 
 const diskLocation = (name: string): Record<string, string> => ({ location: `${API_PREFIX}/disks/${encodeURIComponent(name)}` });
-
-/** A cluster disk on the wire: DiskInfo and its replicas, epoch and policy. */
-function clusterDiskWire(d: ClusterDiskInfo): DiskInfo & Pick<ClusterDiskInfo, 'replicas' | 'epoch' | 'policy'> {
-  return { ...diskWire(d), replicas: d.replicas.map((x) => ({ ...x })), epoch: d.epoch, policy: { ...d.policy } };
-}
 
 /** The node's replication, or INVALID on a node without etcd. */
 function inCluster(cluster: Replication | null, what: string): Replication {
@@ -60,25 +57,8 @@ const resize = async (p: Record<string, string>, b: BodyOf<typeof resizeBody>, c
 /** Every route the API serves; the OpenAPI document describes exactly these. */
 export const routes: readonly Route[] = [
   route('GET', '/disks', null, (_p, _b, { store, cluster }) => ({ status: 200, body: cluster !== null ? cluster.list().map(clusterDiskWire) : store.listDisks().map(diskWire) })),
-  route('POST', '/disks', { name: 'string', sizeBytes: 'sizeBytes', replicas: 'count?', failureDomain: 'string?' }, async (_p, b, { store, cluster }) => {
-    if (cluster === null) {
-      if (b.replicas !== undefined || b.failureDomain !== undefined) throw new ApiError(ApiErrorCode.INVALID, 'replicas and failureDomain need a cluster: this node runs without etcd');
-      return { status: 201, body: diskWire(await store.createDisk(b.name, b.sizeBytes)), headers: diskLocation(b.name) };
-    }
-    if (b.failureDomain !== undefined && b.failureDomain !== 'node' && b.failureDomain !== 'zone') throw new ApiError(ApiErrorCode.INVALID, `failureDomain must be node or zone: got ${b.failureDomain}`);
-    // Placement is the controller's (docs/cluster.md, "Controller"): a node that is not passes the request on.
-    const api = cluster.controllerApi();
-    if (api !== null) {
-      try {
-        const body = await new ApiClient(`http://${api}`).createDisk({ name: b.name, sizeBytes: b.sizeBytes, replicas: b.replicas, failureDomain: b.failureDomain });
-        return { status: 201, body, headers: diskLocation(b.name) };
-      } catch (err) {
-        if (err instanceof ClientError && err.nodeCode !== null) throw new ApiError(err.nodeCode, err.message, { cause: err });
-        // The controller did not answer (going down, or not yet replaced): this node places the disk itself, by compare-and-swap as the controller would.
-      }
-    }
-    const info = await cluster.createDisk(b.name, b.sizeBytes, { replicas: b.replicas, failureDomain: b.failureDomain as 'node' | 'zone' | undefined });
-    return { status: 201, body: clusterDiskWire(info), headers: diskLocation(b.name) };
+  route('POST', '/disks', { name: 'string', sizeBytes: 'sizeBytes', replicas: 'count?', failureDomain: 'string?' }, async (_p, b, ctx) => {
+    return { status: 201, body: await createDiskOf(ctx, b), headers: diskLocation(b.name) };
   }),
   route('GET', '/disks/{name}', null, async (p, _b, { store, cluster }) => {
     if (cluster === null) return { status: 200, body: diskWire(store.getDisk(p.name)) };
@@ -185,6 +165,7 @@ export const routes: readonly Route[] = [
   ...backupRoutes,
   ...scrubRoutes,
   ...scheduleRoutes,
+  ...importRoutes,
 ];
 
 /**

@@ -4,7 +4,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Store, Volume } from '../engine/index.ts';
 import { Logger } from '../observe/index.ts';
-import type { BackupRunner, ScheduleService, ScrubRunner } from './route.ts';
+import type { BackupRunner, ImportSources, ScheduleService, ScrubRunner } from './route.ts';
 import type { InstantRestores } from '../hydrate/index.ts';
 import type { Replication } from '../cluster/index.ts';
 import { crash } from '../util/bug.ts';
@@ -31,6 +31,8 @@ export interface ApiServices {
   scrubs?: ScrubRunner;
   /** The node's backup and snapshot schedules, served under /backup-schedules and /snapshot-schedules. */
   schedules?: ScheduleService;
+  /** Opens the sources disk imports read (NBD servers, image files): POST /disks/{name}/import needs them. */
+  importSources?: ImportSources;
   /** Opens the volumes of the disk data routes (the node's counts their I/O). Default: the store's. */
   openVolume?: (disk: string, snap: string | null) => Volume;
   /** The cluster's nodes for GET /cluster (a node in cluster mode). Default: this node alone, up and its own controller. */
@@ -141,6 +143,7 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
       backups: services.backups ?? null,
       scrubs: services.scrubs ?? null,
       schedules: services.schedules ?? null,
+      importSources: services.importSources ?? null,
       openVolume: services.openVolume ?? ((disk, snap) => store.openVolume(disk, snap)),
       clusterStatus: () => ({ nodes: services.clusterNodes?.() ?? [singleNode()] }),
       cluster: services.cluster ?? null,

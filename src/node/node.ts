@@ -6,6 +6,7 @@ import { EngineError, EngineErrorCode, Store } from '../engine/index.ts';
 import type { SpaceOptions, SpaceState } from '../engine/index.ts';
 import { InstantRestores } from '../hydrate/index.ts';
 import { NodeBackups } from './backups.ts';
+import { nodeImportSources } from './import-sources.ts';
 import { NodeScrubs, scrubIntervalMsDefault, scrubRateBytesPerSecondDefault } from './scrub.ts';
 import { NodeSchedules } from './schedules.ts';
 import { fastClock, systemClock, type ScheduleClock } from '../flow/index.ts';
@@ -279,6 +280,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       backups,
       scrubs,
       schedules,
+      importSources: nodeImportSources,
       openVolume: (disk, snap) => metered(replication !== null ? replication.openVolume(disk, snap) : store.openVolume(disk, snap)),
       ...(cluster !== null ? { clusterNodes: () => cluster.nodes(), cluster: replication } : {}),
       nodeFacts: () => ({

@@ -25,6 +25,10 @@ import type {
   NodeInfo,
   ResumeRequest,
   ScrubEvent,
+  ImportEvent,
+  ImportProgress,
+  ImportRequest,
+  ImportResult,
   ScrubProgress,
   ScrubReport,
   ScrubRequest,
@@ -324,6 +328,19 @@ export class ApiClient {
       if (e.event === 'progress') await onProgress(e.progress);
     }
     throw lost('scrub');
+  }
+
+  /**
+   * Has the node create disk `name` sized as `req.source` and copy it in (POST
+   * /disks/{name}/import) and resolves to what it did. `onProgress` hears the progress lines; an
+   * `error` line (the disk was deleted) rejects with a REFUSED ClientError carrying the node's code.
+   */
+  async importDisk(name: string, req: ImportRequest, onProgress: (p: ImportProgress) => void | Promise<void> = () => {}): Promise<ImportResult> {
+    for await (const e of this.events<ImportEvent>('POST', `/disks/${seg(name)}/import`, req, 'import')) {
+      if (e.event === 'done') return e.result;
+      if (e.event === 'progress') await onProgress(e.progress);
+    }
+    throw lost('import');
   }
 
   /**

@@ -11,5 +11,5 @@ export type { NodeDataOptions } from './node-data.ts';
 export type { DataConnectionsOptions, DataReply, DataRequest } from './data-connections.ts';
 export { ClientError, ClientErrorCode } from './errors.ts';
 export type { ClientErrorCodeValue } from './errors.ts';
-export { API_PREFIX, ApiErrorCode } from './wire.ts';
+export { API_PREFIX, ApiErrorCode, IMPORT_STREAMS_MAX } from './wire.ts';
 export type * from './wire.ts';

@@ -65,6 +65,8 @@ export const ApiErrorCode = {
   UNAVAILABLE: 'UNAVAILABLE',
   /** A backup job was cancelled (`backup job cancel`): the code of its error, and of its stream's last line. */
   CANCELLED: 'CANCELLED',
+  /** An import's source (an NBD server, an image file) could not be reached or read, or went away mid-way (502). */
+  SOURCE: 'SOURCE',
 } as const;
 
 /** One of the ApiErrorCode values. */
@@ -241,6 +243,52 @@ export interface ScrubReport {
 export type ScrubEvent =
   | { event: 'progress'; progress: ScrubProgress }
   | { event: 'done'; report: ScrubReport }
+  | { event: 'error'; code: ApiErrorCodeValue; message: string; requestId: string };
+
+/** Most streams one import runs (ImportRequest.streams). */
+export const IMPORT_STREAMS_MAX = 16;
+
+/** POST /disks/{name}/import. */
+export interface ImportRequest {
+  /** `nbd://HOST[:PORT]/EXPORT`, `nbd+unix:///EXPORT?socket=PATH`, or the absolute path of a raw image on the node's machine. */
+  source: string;
+  /** Connections (or readers) copying at once, 1 to 16; default 4. */
+  streams?: number;
+}
+
+/** How far an import is. */
+export interface ImportProgress {
+  /** The new disk's size: the source's, rounded up to 512 bytes. */
+  sizeBytes: number;
+  /** Bytes the source reports allocated (all of it when it cannot say): what is read. */
+  bytesToRead: number;
+  /** Of those, bytes read so far. */
+  bytesRead: number;
+  /** Bytes written to the disk so far (read data that is not all zeroes). */
+  bytesCopied: number;
+}
+
+/** What an import did. */
+export interface ImportResult {
+  disk: string;
+  source: string;
+  sizeBytes: number;
+  /** Bytes written to the disk. */
+  bytesCopied: number;
+  /** Bytes not written: holes and zero runs the source reported, and read blocks that were all zeroes. */
+  bytesSkipped: number;
+  /** Bytes read from the source. */
+  bytesRead: number;
+  /** Whether the source reported its allocation (NBD base:allocation, SEEK_DATA/SEEK_HOLE). */
+  sparse: boolean;
+  streams: number;
+  durationMs: number;
+}
+
+/** One line of POST /disks/{name}/import's reply. */
+export type ImportEvent =
+  | { event: 'progress'; progress: ImportProgress }
+  | { event: 'done'; result: ImportResult }
   | { event: 'error'; code: ApiErrorCodeValue; message: string; requestId: string };
 
 /** The node's scrubs: the background pass and the last pass over every disk (GET /node). */

@@ -1,0 +1,139 @@
+/**
+ * The sources `disk import` reads (docs/api.md, "Import"), as the API's ImportReader: an NBD
+ * export (another server: qemu-nbd, nbdkit, another Tessera) through the NBD client, or a raw
+ * image file on this machine. Their failures become ApiErrors here, in one place: a source that
+ * cannot be reached, refuses or goes away mid-way is SOURCE.
+ */
+import { open } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { isAbsolute } from 'node:path';
+import { ApiError, ApiErrorCode } from '../api/index.ts';
+import type { ImportReader, ImportSources } from '../api/index.ts';
+import { NbdClient, NbdError, NbdErrorCode, nbdReadBytesMax, parseNbdUri } from '../nbd/index.ts';
+import type { NbdErrorCodeValue } from '../nbd/index.ts';
+import { native } from '../native/index.ts';
+
+/** The wire code of each NBD client failure. */
+function apiCodeOf(code: NbdErrorCodeValue): (typeof ApiErrorCode)[keyof typeof ApiErrorCode] {
+  switch (code) {
+    case NbdErrorCode.INVALID_ARGUMENT:
+      return ApiErrorCode.INVALID;
+    case NbdErrorCode.NOT_FOUND:
+      return ApiErrorCode.NOT_FOUND;
+    default:
+      return ApiErrorCode.SOURCE;
+  }
+}
+
+/** The same failure as an ApiError (a typed error of the client, or a system error of a file). */
+function asApiError(err: unknown, what: string): unknown {
+  if (err instanceof ApiError) return err;
+  if (err instanceof NbdError) return new ApiError(apiCodeOf(err.code), err.message, { cause: err });
+  const code = (err as NodeJS.ErrnoException)?.code;
+  if (typeof code === 'string') return new ApiError(ApiErrorCode.SOURCE, `${what}: ${code}`, { cause: err });
+  return err;
+}
+
+/** Runs `fn`, its failures as ApiErrors. */
+async function mapped<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw asApiError(err, what);
+  }
+}
+
+/** A reader of an NBD export: one connection. */
+async function nbdReader(uri: string): Promise<ImportReader> {
+  const { target, exportName } = await mapped(`Bad NBD URI ${uri}`, async () => parseNbdUri(uri));
+  const client = await mapped(`Cannot reach ${uri}`, () => NbdClient.connect(target, { exportName }));
+  const max = client.blockSize !== null && client.blockSize.maximum > 0 ? Math.min(client.blockSize.maximum, nbdReadBytesMax) : nbdReadBytesMax;
+  return {
+    sizeBytes: client.sizeBytes,
+    sparse: client.allocation,
+    readBytesMax: max,
+    extents: (offset, length) => mapped(`Block status of ${uri}`, async () => (await client.extents(offset, length)).map((e) => ({ offset: e.offset, length: e.length, zero: e.zero }))),
+    read: (offset, length) => mapped(`Read of ${uri}`, () => client.read(offset, length)),
+    close: () => client.close(),
+  };
+}
+
+/** Iterations of a file's walk over its data runs in one extents call. */
+const seeksMax = 4096;
+
+/** A reader of a raw image file: its own file handle. */
+async function fileReader(path: string): Promise<ImportReader> {
+  let fh: FileHandle;
+  try {
+    fh = await open(path, 'r');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new ApiError(ApiErrorCode.NOT_FOUND, `No file ${path} on the node`, { cause: err });
+    throw new ApiError(ApiErrorCode.SOURCE, `Cannot open ${path} on the node: ${code ?? (err as Error).message}`, { cause: err });
+  }
+  const st = await fh.stat();
+  if (!st.isFile()) {
+    await fh.close();
+    throw new ApiError(ApiErrorCode.INVALID, `${path} is not a regular file (a raw image)`);
+  }
+  const sizeBytes = st.size;
+  let sparse = native !== null;
+  return {
+    sizeBytes,
+    get sparse() {
+      return sparse;
+    },
+    readBytesMax: nbdReadBytesMax,
+    async extents(offset, length) {
+      // SEEK_DATA/SEEK_HOLE through the native helpers; without them (or where the file system
+      // cannot say) the whole range is data, and the copy's zero check skips what is zero.
+      const end = offset + length;
+      if (native === null) return [{ offset, length, zero: false }];
+      const runs: Array<{ offset: number; length: number; zero: boolean }> = [];
+      let at = offset;
+      try {
+        for (let i = 0; at < end && i < seeksMax; i++) {
+          let data = native.seek(fh.fd, at, false);
+          if (data < 0 || data > end) data = end;
+          if (data > at) runs.push({ offset: at, length: data - at, zero: true });
+          if (data >= end) return runs;
+          let hole = native.seek(fh.fd, data, true);
+          if (hole < 0 || hole > end) hole = end;
+          runs.push({ offset: data, length: hole - data, zero: false });
+          at = hole;
+        }
+      } catch {
+        sparse = false;
+        return [{ offset, length, zero: false }];
+      }
+      return runs;
+    },
+    async read(offset, length) {
+      const buf = Buffer.allocUnsafe(length);
+      let filled = 0;
+      while (filled < length) {
+        const { bytesRead } = await mapped(`Read of ${path}`, () => fh.read(buf, filled, length - filled, offset + filled));
+        if (bytesRead === 0) {
+          // The end of the image: zeroes up to the disk's size, rounded up to 512 bytes; short anywhere else.
+          if (offset + filled >= sizeBytes) {
+            buf.fill(0, filled);
+            break;
+          }
+          throw new ApiError(ApiErrorCode.SOURCE, `${path} shrank while it was imported (it ends before ${offset + length})`);
+        }
+        filled += bytesRead;
+      }
+      return buf;
+    },
+    close: () => fh.close(),
+  };
+}
+
+/** The node's import sources: NBD URIs, and absolute paths of raw images on its machine. */
+export const nodeImportSources: ImportSources = {
+  open(source) {
+    if (/^nbd[a-z+]*:/i.test(source)) return nbdReader(source);
+    if (isAbsolute(source)) return fileReader(source);
+    return Promise.reject(new ApiError(ApiErrorCode.INVALID, `An import source is nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH or an absolute path on the node: got ${JSON.stringify(source)}`));
+  },
+};

@@ -26,8 +26,22 @@ const runsMax = 1 << 20;
 /** How long the new disk of a cluster may take to open at this node (its record reaching the node's cache). */
 const openWaitMs = 15_000;
 
-const zeroes = Buffer.alloc(pieceBytes);
-const allZero = (b: Buffer): boolean => zeroes.compare(b, 0, b.length, 0, b.length) === 0;
+/** Zero blocks of this size inside a piece are not written. */
+const zeroBlockBytes = 64 * 1024;
+const zeroes = Buffer.alloc(zeroBlockBytes);
+
+/** The runs [from, to) of `data` that are not whole zero blocks (blocks counted from the start of `data`). */
+export function nonZeroRuns(data: Buffer): Array<[number, number]> {
+  const runs: Array<[number, number]> = [];
+  for (let at = 0; at < data.length; at += zeroBlockBytes) {
+    const end = Math.min(at + zeroBlockBytes, data.length);
+    if (zeroes.compare(data, at, end, 0, end - at) === 0) continue;
+    const last = runs.at(-1);
+    if (last !== undefined && last[1] === at) last[1] = end;
+    else runs.push([at, end]);
+  }
+  return runs;
+}
 
 /** The data runs of a source: the runs it reports not to read as zeroes, merged, in order. */
 async function dataRunsOf(reader: ImportReader, signal: AbortSignal): Promise<Array<{ offset: number; length: number }>> {
@@ -154,10 +168,10 @@ export const importRoutes: Route[] = [
                   if (gone.signal.aborted) throw new ApiError(ApiErrorCode.SOURCE, 'The import was abandoned by its client');
                   const data = await reader.read(piece.offset, piece.length);
                   progress.bytesRead += data.length;
-                  // The disk is new and reads as zeroes: a piece of zeroes needs no write.
-                  if (!allZero(data)) {
-                    await vol.write(piece.offset, data);
-                    progress.bytesCopied += data.length;
+                  // The disk is new and reads as zeroes: zero blocks of a piece need no write.
+                  for (const [from, to] of nonZeroRuns(data)) {
+                    await vol.write(piece.offset + from, data.subarray(from, to));
+                    progress.bytesCopied += to - from;
                   }
                   if (client.progressDue()) void line({ event: 'progress', progress: { ...progress } });
                 }

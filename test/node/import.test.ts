@@ -146,6 +146,24 @@ test('nbdkit: the data plugin with a sparse layout, and the memory plugin writte
   }
 });
 
+test('a server without structured replies (no allocation reported): all of it is read, its zeroes still not written', async () => {
+  const nbdkit = requireTool('nbdkit', 'nbdkit');
+  const socket = join(dir, 'nbdkit-nosr.sock');
+  const child = await serveOn(nbdkit, ['-f', '--no-sr', '-U', socket, 'data', '@2097152 ( 0x42 )*65536', 'size=16M'], socket);
+  try {
+    const uri = `nbd+unix:///?socket=${socket}`;
+    const r = await node.cliJson<ImportResult>(['disk', 'import', uri, 'no-sr']);
+    assert.equal(r.sparse, false);
+    assert.equal(r.bytesRead, 16 * MiB);
+    assert.equal(r.bytesCopied, 64 * 1024, 'one 64 KiB block holds data');
+    const expected = join(dir, 'no-sr.raw');
+    await nbdcopy(uri, expected);
+    await assertDiskEquals('no-sr', expected);
+  } finally {
+    child.kill();
+  }
+});
+
 test("another Tessera node's export over TCP, and a snapshot of it", async (t) => {
   const other = await startNode();
   try {

@@ -164,9 +164,12 @@ export const importRoutes: Route[] = [
               };
               let failed: unknown = null;
               const worker = async (reader: ImportReader) => {
+                // One buffer per stream, read into and written from again and again: the volume
+                // holds no reference to it once a write settles, and fresh ones cost garbage collection.
+                const buf = Buffer.allocUnsafe(pieceLimit);
                 for (let piece = next(); piece !== null && failed === null; piece = next()) {
                   if (gone.signal.aborted) throw new ApiError(ApiErrorCode.SOURCE, 'The import was abandoned by its client');
-                  const data = await reader.read(piece.offset, piece.length);
+                  const data = await reader.read(piece.offset, piece.length, buf);
                   progress.bytesRead += data.length;
                   // The disk is new and reads as zeroes: zero blocks of a piece need no write.
                   for (const [from, to] of nonZeroRuns(data)) {

@@ -151,8 +151,8 @@ export interface ImportReader {
   readonly readBytesMax: number;
   /** Allocation runs from `offset` on, covering at least a first part of [offset, offset + length), in order. */
   extents(offset: number, length: number): Promise<Array<{ offset: number; length: number; zero: boolean }>>;
-  /** Exactly `length` bytes at `offset`. */
-  read(offset: number, length: number): Promise<Buffer>;
+  /** Exactly `length` bytes at `offset`, read into the first `length` bytes of `into` (the result is a view of it). */
+  read(offset: number, length: number, into: Buffer): Promise<Buffer>;
   close(): Promise<void>;
 }
 

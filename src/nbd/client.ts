@@ -84,6 +84,8 @@ interface Pending {
   offset: number;
   length: number;
   data: Buffer | null;
+  /** The caller's buffer a read's data goes into, or null. */
+  into: Buffer | null;
   extents: NbdExtent[] | null;
   errno: number;
   message: string;
@@ -106,7 +108,7 @@ export class NbdClient {
   blockSize: { minimum: number; preferred: number; maximum: number } | null = null;
   readonly #socket: net.Socket;
   readonly #queue = new ByteQueue();
-  #want: { n: number; resolve: (b: Buffer) => void; reject: (e: Error) => void } | null = null;
+  #want: { n: number; into: Buffer | null; resolve: (b: Buffer) => void; reject: (e: Error) => void } | null = null;
   #closed = false;
   #failure: NbdError | null = null;
   readonly #pending = new Map<bigint, Pending>();
@@ -167,11 +169,11 @@ export class NbdClient {
     return client;
   }
 
-  /** Reads exactly n bytes of the handshake or of a reply. */
-  #read(n: number): Promise<Buffer> {
+  /** Reads exactly n bytes of the handshake or of a reply: into `into` (its first n bytes) when given, sparing a copy. */
+  #read(n: number, into: Buffer | null = null): Promise<Buffer> {
     if (this.#failure !== null) return Promise.reject(this.#failure);
     return new Promise((resolve, reject) => {
-      this.#want = { n, resolve, reject };
+      this.#want = { n, into, resolve, reject };
       this.#check();
     });
   }
@@ -181,7 +183,11 @@ export class NbdClient {
     if (want === null) return;
     if (this.#queue.length >= want.n) {
       this.#want = null;
-      want.resolve(this.#queue.take(want.n));
+      if (want.into === null) want.resolve(this.#queue.take(want.n));
+      else {
+        this.#queue.takeInto(want.into, 0, want.n);
+        want.resolve(want.into);
+      }
     } else if (this.#closed || this.#failure !== null) {
       this.#want = null;
       want.reject(this.#failure ?? new NbdError(NbdErrorCode.LOST, `The NBD server ${this.#describe} closed the connection`));
@@ -256,8 +262,8 @@ export class NbdClient {
           const p = this.#take(cookie);
           p.errno = errno;
           if (errno === 0 && p.type === Command.READ) {
-            p.data = Buffer.allocUnsafe(p.length);
-            (await this.#read(p.length)).copy(p.data);
+            p.data = p.into ?? Buffer.allocUnsafe(p.length);
+            await this.#read(p.length, p.data);
           }
           this.#settle(cookie, p);
         } else if (magic === Magic.STRUCTURED_REPLY) {
@@ -266,7 +272,13 @@ export class NbdClient {
           const p = this.#pending.get(header.cookie);
           if (p === undefined) throw new NbdError(NbdErrorCode.PROTOCOL, `A reply chunk for unknown cookie ${header.cookie}`);
           if (header.length > Math.min(p.length, nbdReadBytesMax) + 64 * 1024) throw new NbdError(NbdErrorCode.LIMIT, `A reply chunk of ${header.length} bytes for a request of ${p.length}`);
-          this.#chunk(p, header.type, await this.#read(header.length));
+          if (header.type === ReplyType.OFFSET_DATA && header.length > 8) {
+            // Read data goes straight to its place in the caller's buffer.
+            const offset = Number((await this.#read(8)).readBigUInt64BE(0));
+            await this.#read(header.length - 8, this.#place(p, offset, header.length - 8));
+          } else {
+            this.#chunk(p, header.type, await this.#read(header.length));
+          }
           if (header.flags & ReplyFlag.DONE) this.#settle(header.cookie, p);
         } else {
           throw new NbdError(NbdErrorCode.PROTOCOL, `Bad reply magic 0x${magic.toString(16)}`);
@@ -324,7 +336,7 @@ export class NbdClient {
       throw new NbdError(NbdErrorCode.PROTOCOL, `Read data [${offset}, +${length}) outside the request [${p.offset}, +${p.length})`);
     }
     // Chunks that leave gaps would leave garbage: the buffer starts zeroed.
-    p.data ??= Buffer.alloc(p.length);
+    if (p.data === null) p.data = p.into !== null ? p.into.fill(0) : Buffer.alloc(p.length);
     return p.data.subarray(offset - p.offset, offset - p.offset + length);
   }
 
@@ -333,11 +345,11 @@ export class NbdClient {
     p.resolve();
   }
 
-  #request(type: number, flags: number, offset: number, length: number): Promise<Pending> {
+  #request(type: number, flags: number, offset: number, length: number, into: Buffer | null = null): Promise<Pending> {
     if (this.#failure !== null) return Promise.reject(this.#failure);
     const cookie = this.#nextCookie++;
     return new Promise<Pending>((resolve, reject) => {
-      const p: Pending = { type, offset, length, data: null, extents: null, errno: 0, message: '', resolve: () => resolve(p), reject };
+      const p: Pending = { type, offset, length, data: null, into, extents: null, errno: 0, message: '', resolve: () => resolve(p), reject };
       this.#pending.set(cookie, p);
       this.#socket.write(encodeRequestHeader({ flags, type, cookie, offset, length }));
     });
@@ -349,14 +361,19 @@ export class NbdClient {
     }
   }
 
-  /** Reads [offset, offset + length): exactly length bytes. A server's error is NBD_ERR_REFUSED. */
-  async read(offset: number, length: number): Promise<Buffer> {
+  /**
+   * Reads [offset, offset + length): exactly length bytes, into the first `length` bytes of
+   * `into` when given (the result is then a view of it). A server's error is NBD_ERR_REFUSED.
+   */
+  async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
     this.#checkRange(offset, length);
     if (length > nbdReadBytesMax) throw new NbdError(NbdErrorCode.INVALID_ARGUMENT, `A read of ${length} bytes is over ${nbdReadBytesMax}`);
-    const p = await this.#request(Command.READ, 0, offset, length);
+    const target = into !== undefined ? into.subarray(0, length) : null;
+    if (target !== null && target.length !== length) throw new NbdError(NbdErrorCode.INVALID_ARGUMENT, `A read of ${length} bytes into a buffer of ${into!.length}`);
+    const p = await this.#request(Command.READ, 0, offset, length, target);
     if (p.errno !== 0) throw new NbdError(NbdErrorCode.REFUSED, `The NBD server ${this.#describe} failed a read at ${offset}: errno ${p.errno}${p.message !== '' ? ` (${p.message})` : ''}`);
     // A structured reply of holes and data covers the range; one with none at all is whole zeroes.
-    return p.data ?? Buffer.alloc(length);
+    return p.data ?? (target !== null ? target.fill(0) : Buffer.alloc(length));
   }
 
   /**

@@ -53,7 +53,7 @@ async function nbdReader(uri: string): Promise<ImportReader> {
     sparse: client.allocation,
     readBytesMax: max,
     extents: (offset, length) => mapped(`Block status of ${uri}`, async () => (await client.extents(offset, length)).map((e) => ({ offset: e.offset, length: e.length, zero: e.zero }))),
-    read: (offset, length) => mapped(`Read of ${uri}`, () => client.read(offset, length)),
+    read: (offset, length, into) => mapped(`Read of ${uri}`, () => client.read(offset, length, into)),
     close: () => client.close(),
   };
 }
@@ -108,8 +108,8 @@ async function fileReader(path: string): Promise<ImportReader> {
       }
       return runs;
     },
-    async read(offset, length) {
-      const buf = Buffer.allocUnsafe(length);
+    async read(offset, length, into) {
+      const buf = into.subarray(0, length);
       let filled = 0;
       while (filled < length) {
         const { bytesRead } = await mapped(`Read of ${path}`, () => fh.read(buf, filled, length - filled, offset + filled));

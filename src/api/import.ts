@@ -133,6 +133,8 @@ export const importRoutes: Route[] = [
         }
         await createDiskOf(ctx, { name, sizeBytes });
         created = true;
+        const sources = ctx.importSources;
+        await sources.begin(name);
         volume = await openNewDisk(ctx, name);
         const vol = volume;
         return {
@@ -201,12 +203,15 @@ export const importRoutes: Route[] = [
               };
               vol.close();
               await closeReaders();
+              await sources.end(name);
               ctx.log.info('import done', { ...result });
               await line({ event: 'done', result });
             } catch (err) {
               vol.close();
               await closeReaders();
               const dropped = await dropDisk(ctx, name);
+              // A disk that could not be deleted stays noted: the node deletes it at its next start.
+              if (dropped === null) await sources.end(name);
               const { error, bug } = toApiError(err);
               if (bug) throw err;
               const message = `${(err as Error)?.message ?? String(err)}; ${dropped === null ? `disk ${name} was deleted` : `disk ${name} is incomplete and could not be deleted (${dropped}): delete it`}`;
@@ -222,6 +227,7 @@ export const importRoutes: Route[] = [
         if (created) {
           const dropped = await dropDisk(ctx, name);
           if (dropped !== null) ctx.log.warn(`import: disk ${name} could not be deleted: ${dropped}`, { disk: name });
+          else await ctx.importSources?.end(name);
         }
         throw err;
       }

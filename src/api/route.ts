@@ -160,4 +160,8 @@ export interface ImportReader {
 export interface ImportSources {
   /** Opens one reader of `source`; refuses what is not a source (INVALID), one not found (NOT_FOUND), one that fails (SOURCE). */
   open(source: string): Promise<ImportReader>;
+  /** Notes, durably, that disk `disk` (just created) is being imported: a node that stops before end() deletes it when it starts again. */
+  begin(disk: string): Promise<void>;
+  /** The import of `disk` ended: done, or its disk deleted. */
+  end(disk: string): Promise<void>;
 }

@@ -4,14 +4,16 @@
  * image file on this machine. Their failures become ApiErrors here, in one place: a source that
  * cannot be reached, refuses or goes away mid-way is SOURCE.
  */
-import { open } from 'node:fs/promises';
+import { mkdir, open, readdir, rm, writeFile } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
-import { isAbsolute } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 import { ApiError, ApiErrorCode } from '../api/index.ts';
 import type { ImportReader, ImportSources } from '../api/index.ts';
 import { NbdClient, NbdError, NbdErrorCode, nbdReadBytesMax, parseNbdUri } from '../nbd/index.ts';
 import type { NbdErrorCodeValue } from '../nbd/index.ts';
 import { native } from '../native/index.ts';
+import type { Logger } from '../observe/index.ts';
+import { syncDir } from '../util/sync-dir.ts';
 
 /** The wire code of each NBD client failure. */
 function apiCodeOf(code: NbdErrorCodeValue): (typeof ApiErrorCode)[keyof typeof ApiErrorCode] {
@@ -129,11 +131,60 @@ async function fileReader(path: string): Promise<ImportReader> {
   };
 }
 
-/** The node's import sources: NBD URIs, and absolute paths of raw images on its machine. */
-export const nodeImportSources: ImportSources = {
-  open(source) {
+/**
+ * The node's import sources: NBD URIs, and absolute paths of raw images on its machine. Each
+ * import under way is noted as an empty file `DIR/imports/NAME`, so that a node killed mid-import
+ * deletes the half-imported disk when it starts again (`deleteLeftovers`), and nothing that
+ * looks complete is left.
+ */
+export class NodeImports implements ImportSources {
+  readonly #dir: string;
+
+  /** `dir`: where the notes are kept (DIR/imports). */
+  constructor(dir: string) {
+    this.#dir = dir;
+  }
+
+  open(source: string): Promise<ImportReader> {
     if (/^nbd[a-z+]*:/i.test(source)) return nbdReader(source);
     if (isAbsolute(source)) return fileReader(source);
     return Promise.reject(new ApiError(ApiErrorCode.INVALID, `An import source is nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH or an absolute path on the node: got ${JSON.stringify(source)}`));
-  },
-};
+  }
+
+  async begin(disk: string): Promise<void> {
+    // The disk exists, so its name is a valid one: letters, digits, '.', '_', '-', never a path.
+    await mkdir(this.#dir, { recursive: true });
+    await writeFile(join(this.#dir, disk), '');
+    await syncDir(this.#dir);
+  }
+
+  async end(disk: string): Promise<void> {
+    await rm(join(this.#dir, disk), { force: true });
+  }
+
+  /**
+   * Deletes the disks of imports a stopped node left unfinished, through `deleteDisk` (the
+   * store's, or the cluster's); one it cannot delete now stays noted for the next start.
+   */
+  async deleteLeftovers(deleteDisk: (name: string) => Promise<void>, log: Logger): Promise<void> {
+    let names: string[];
+    try {
+      names = await readdir(this.#dir);
+    } catch {
+      return; // no notes: no import ever ran, or none was left
+    }
+    for (const name of names) {
+      try {
+        await deleteDisk(name);
+        log.warn(`deleted disk ${name}: its import was cut short when the node stopped`, { disk: name });
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (code !== 'ENGINE_NOT_FOUND' && code !== 'CLUSTER_DISK_NOT_FOUND') {
+          log.warn(`disk ${name}, whose import was cut short when the node stopped, could not be deleted: ${(err as Error).message}`, { disk: name });
+          continue;
+        }
+      }
+      await this.end(name);
+    }
+  }
+}

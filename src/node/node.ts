@@ -6,7 +6,7 @@ import { EngineError, EngineErrorCode, Store } from '../engine/index.ts';
 import type { SpaceOptions, SpaceState } from '../engine/index.ts';
 import { InstantRestores } from '../hydrate/index.ts';
 import { NodeBackups } from './backups.ts';
-import { nodeImportSources } from './import-sources.ts';
+import { NodeImports } from './import-sources.ts';
 import { NodeScrubs, scrubIntervalMsDefault, scrubRateBytesPerSecondDefault } from './scrub.ts';
 import { NodeSchedules } from './schedules.ts';
 import { fastClock, systemClock, type ScheduleClock } from '../flow/index.ts';
@@ -274,13 +274,19 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       served = clusterExports(r);
       metrics.registerCluster({ etcdRequests: () => c.coordinator.requests, isController: () => c.coordinator.isController, disks: () => r.disks.stats(), degraded: () => r.degraded() });
     }
+    // Disks whose import a stop cut short are deleted before anyone sees them as whole (docs/api.md, "Import").
+    const imports = new NodeImports(join(dataDir, 'imports'));
+    if (!readOnly) {
+      const r = replication;
+      await imports.deleteLeftovers((name) => (r !== null ? r.deleteDisk(name) : store.deleteDisk(name)), root.child({ component: 'import' }));
+    }
     api.attach({
       store,
       restores,
       backups,
       scrubs,
       schedules,
-      importSources: nodeImportSources,
+      importSources: imports,
       openVolume: (disk, snap) => metered(replication !== null ? replication.openVolume(disk, snap) : store.openVolume(disk, snap)),
       ...(cluster !== null ? { clusterNodes: () => cluster.nodes(), cluster: replication } : {}),
       nodeFacts: () => ({

@@ -238,3 +238,24 @@ test('a source that goes away mid-way fails the import, and the half-imported di
   assert.match(r.stderr, /^tessera: error: .*(closed the connection|ECONNRESET|EPIPE).*; disk half was deleted\n$/);
   assert.ok(!(await diskNames()).includes('half'), 'no half-imported disk is left');
 });
+
+test('a node killed mid-import deletes the half-imported disk when it starts again', async () => {
+  const nbdkit = requireTool('nbdkit', 'nbdkit');
+  const socket = join(dir, 'nbdkit-kill.sock');
+  const child = await serveOn(nbdkit, ['-f', '-U', socket, '--filter=delay', 'pattern', 'size=256M', 'rdelay=200ms'], socket);
+  const n = await startNode({ args: ['--log-format', 'json'] });
+  try {
+    const cli = n.cli(['disk', 'import', `nbd+unix:///?socket=${socket}`, 'cut', '--streams', '2']);
+    await until(async () => (await n.cliJson<Array<{ name: string }>>(['disk', 'list'])).some((d) => d.name === 'cut'), 20_000, 'the import under way', 50);
+    await n.kill('SIGKILL');
+    const r = await cli;
+    assert.equal(r.code, 1, 'the command fails with its node');
+    await n.start();
+    assert.deepEqual((await n.cliJson<Array<{ name: string }>>(['disk', 'list'])).map((d) => d.name), [], 'no half-imported disk after the restart');
+    const records = await n.logRecords();
+    assert.ok(records.some((x) => x.component === 'import' && x.disk === 'cut' && /import was cut short/.test(String(x.msg))), 'the node logged the deletion');
+  } finally {
+    child.kill();
+    await n.stop();
+  }
+});

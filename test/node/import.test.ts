@@ -259,3 +259,19 @@ test('a node killed mid-import deletes the half-imported disk when it starts aga
     await n.stop();
   }
 });
+
+test('an import whose client goes away (Ctrl-C) stops and deletes its disk', async () => {
+  const nbdkit = requireTool('nbdkit', 'nbdkit');
+  const socket = join(dir, 'nbdkit-abandon.sock');
+  const child = await serveOn(nbdkit, ['-f', '-U', socket, '--filter=delay', 'pattern', 'size=256M', 'rdelay=200ms'], socket);
+  try {
+    const cli = node.cli(['disk', 'import', `nbd+unix:///?socket=${socket}`, 'abandoned']);
+    await until(async () => (await diskNames()).includes('abandoned'), 20_000, 'the import under way', 50);
+    const tessera = (await runOk('pgrep', ['-f', 'disk import nbd\\+unix:///\\?socket=.*nbdkit-abandon'])).trim().split('\n');
+    for (const pid of tessera) process.kill(Number(pid), 'SIGINT');
+    await cli;
+    await until(async () => !(await diskNames()).includes('abandoned'), 20_000, 'the abandoned disk deleted', 50);
+  } finally {
+    child.kill();
+  }
+});

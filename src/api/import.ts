@@ -16,6 +16,10 @@ import { wireObject } from './schema.ts';
 import { API_PREFIX as prefix, IMPORT_STREAMS_MAX } from './client/wire.ts';
 import type { ImportEvent, ImportProgress, ImportRequest, ImportResult } from './client/wire.ts';
 
+/** Imports a node runs at once (each holds a buffer of up to 4 MiB per stream); more are refused with BUSY. */
+const importsMax = 4;
+/** Imports running on this process's API. */
+let running = 0;
 /** Streams an import runs at most, and when the request says none. */
 const importStreamsMax = IMPORT_STREAMS_MAX;
 const importStreamsDefault = 4;
@@ -107,12 +111,15 @@ export const importRoutes: Route[] = [
       const name = p.name;
       // Refused before the source is touched.
       if (diskExists(ctx, name)) throw new ApiError(ApiErrorCode.EXISTS, `A disk named "${name}" exists already`);
-      const readers: ImportReader[] = [await ctx.importSources.open(req.source)];
+      if (running >= importsMax) throw new ApiError(ApiErrorCode.BUSY, `${importsMax} imports run on this node already; try again once one is done`);
+      running++;
+      const readers: ImportReader[] = [];
       const closeReaders = async () => void (await Promise.allSettled(readers.map((r) => r.close())));
       let volume: Volume | null = null;
       let created = false;
       const gone = new AbortController();
       try {
+        readers.push(await ctx.importSources.open(req.source));
         const first = readers[0];
         if (first.sizeBytes <= 0) throw new ApiError(ApiErrorCode.INVALID, `The source ${req.source} is empty`);
         const sizeBytes = Math.ceil(first.sizeBytes / 512) * 512;
@@ -137,91 +144,100 @@ export const importRoutes: Route[] = [
         await sources.begin(name);
         volume = await openNewDisk(ctx, name);
         const vol = volume;
+        // The copy, once the reply (200) has begun: its failures are the reply's last line.
+        const copyAndReply = async (res: ServerResponse): Promise<void> => {
+          const client = streamClient(res);
+          client.signal.addEventListener('abort', () => gone.abort(), { once: true });
+          const startedMs = Date.now();
+          const progress: ImportProgress = { sizeBytes, bytesToRead, bytesRead: 0, bytesCopied: 0 };
+          const line = (e: ImportEvent) => writeJsonLine(res, e);
+          try {
+            // Pieces in order; each stream takes the next one as it is free.
+            let run = 0;
+            let at = runs[0]?.offset ?? 0;
+            const pieceLimit = Math.min(pieceBytes, ...readers.map((r) => r.readBytesMax));
+            const next = (): { offset: number; length: number } | null => {
+              while (run < runs.length && at >= runs[run].offset + runs[run].length) {
+                run++;
+                at = runs[run]?.offset ?? at;
+              }
+              if (run >= runs.length) return null;
+              const end = runs[run].offset + runs[run].length;
+              // Pieces end on multiples of the piece size where they can, so writes stay block-aligned.
+              const length = Math.min(end - at, pieceLimit - (at % pieceLimit));
+              const piece = { offset: at, length };
+              at += length;
+              return piece;
+            };
+            let failed: unknown = null;
+            const worker = async (reader: ImportReader) => {
+              // One buffer per stream, read into and written from again and again: the volume
+              // holds no reference to it once a write settles, and fresh ones cost garbage collection.
+              const buf = Buffer.allocUnsafe(pieceLimit);
+              for (let piece = next(); piece !== null && failed === null; piece = next()) {
+                if (gone.signal.aborted) throw new ApiError(ApiErrorCode.SOURCE, 'The import was abandoned by its client');
+                const data = await reader.read(piece.offset, piece.length, buf);
+                progress.bytesRead += data.length;
+                // The disk is new and reads as zeroes: zero blocks of a piece need no write.
+                for (const [from, to] of nonZeroRuns(data)) {
+                  await vol.write(piece.offset + from, data.subarray(from, to));
+                  progress.bytesCopied += to - from;
+                }
+                if (client.progressDue()) void line({ event: 'progress', progress: { ...progress } });
+              }
+            };
+            await Promise.all(
+              readers.map((r) =>
+                worker(r).catch((err: unknown) => {
+                  failed ??= err;
+                }),
+              ),
+            );
+            if (failed !== null) throw failed;
+            await vol.flush();
+            const result: ImportResult = {
+              disk: name,
+              source: req.source,
+              sizeBytes,
+              bytesCopied: progress.bytesCopied,
+              bytesSkipped: sizeBytes - progress.bytesCopied,
+              bytesRead: progress.bytesRead,
+              sparse: first.sparse,
+              streams,
+              durationMs: Date.now() - startedMs,
+            };
+            vol.close();
+            await closeReaders();
+            await sources.end(name);
+            ctx.log.info('import done', { ...result });
+            await line({ event: 'done', result });
+          } catch (err) {
+            vol.close();
+            await closeReaders();
+            const dropped = await dropDisk(ctx, name);
+            // A disk that could not be deleted stays noted: the node deletes it at its next start.
+            if (dropped === null) await sources.end(name);
+            const { error, bug } = toApiError(err);
+            if (bug) throw err;
+            const message = `${(err as Error)?.message ?? String(err)}; ${dropped === null ? `disk ${name} was deleted` : `disk ${name} is incomplete and could not be deleted (${dropped}); the node deletes it when it starts again`}`;
+            ctx.log.warn(`import failed: ${message}`, { code: error.code, disk: name, source: req.source });
+            if (!client.signal.aborted) await line({ event: 'error', code: error.code, message, requestId: ctx.requestId });
+          }
+          res.end();
+        };
         return {
           status: 200,
           headers: { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' },
           async stream(res: ServerResponse) {
-            const client = streamClient(res);
-            client.signal.addEventListener('abort', () => gone.abort(), { once: true });
-            const startedMs = Date.now();
-            const progress: ImportProgress = { sizeBytes, bytesToRead, bytesRead: 0, bytesCopied: 0 };
-            const line = (e: ImportEvent) => writeJsonLine(res, e);
             try {
-              // Pieces in order; each stream takes the next one as it is free.
-              let run = 0;
-              let at = runs[0]?.offset ?? 0;
-              const pieceLimit = Math.min(pieceBytes, ...readers.map((r) => r.readBytesMax));
-              const next = (): { offset: number; length: number } | null => {
-                while (run < runs.length && at >= runs[run].offset + runs[run].length) {
-                  run++;
-                  at = runs[run]?.offset ?? at;
-                }
-                if (run >= runs.length) return null;
-                const end = runs[run].offset + runs[run].length;
-                // Pieces end on multiples of the piece size where they can, so writes stay block-aligned.
-                const length = Math.min(end - at, pieceLimit - (at % pieceLimit));
-                const piece = { offset: at, length };
-                at += length;
-                return piece;
-              };
-              let failed: unknown = null;
-              const worker = async (reader: ImportReader) => {
-                // One buffer per stream, read into and written from again and again: the volume
-                // holds no reference to it once a write settles, and fresh ones cost garbage collection.
-                const buf = Buffer.allocUnsafe(pieceLimit);
-                for (let piece = next(); piece !== null && failed === null; piece = next()) {
-                  if (gone.signal.aborted) throw new ApiError(ApiErrorCode.SOURCE, 'The import was abandoned by its client');
-                  const data = await reader.read(piece.offset, piece.length, buf);
-                  progress.bytesRead += data.length;
-                  // The disk is new and reads as zeroes: zero blocks of a piece need no write.
-                  for (const [from, to] of nonZeroRuns(data)) {
-                    await vol.write(piece.offset + from, data.subarray(from, to));
-                    progress.bytesCopied += to - from;
-                  }
-                  if (client.progressDue()) void line({ event: 'progress', progress: { ...progress } });
-                }
-              };
-              await Promise.all(
-                readers.map((r) =>
-                  worker(r).catch((err: unknown) => {
-                    failed ??= err;
-                  }),
-                ),
-              );
-              if (failed !== null) throw failed;
-              await vol.flush();
-              const result: ImportResult = {
-                disk: name,
-                source: req.source,
-                sizeBytes,
-                bytesCopied: progress.bytesCopied,
-                bytesSkipped: sizeBytes - progress.bytesCopied,
-                bytesRead: progress.bytesRead,
-                sparse: first.sparse,
-                streams,
-                durationMs: Date.now() - startedMs,
-              };
-              vol.close();
-              await closeReaders();
-              await sources.end(name);
-              ctx.log.info('import done', { ...result });
-              await line({ event: 'done', result });
-            } catch (err) {
-              vol.close();
-              await closeReaders();
-              const dropped = await dropDisk(ctx, name);
-              // A disk that could not be deleted stays noted: the node deletes it at its next start.
-              if (dropped === null) await sources.end(name);
-              const { error, bug } = toApiError(err);
-              if (bug) throw err;
-              const message = `${(err as Error)?.message ?? String(err)}; ${dropped === null ? `disk ${name} was deleted` : `disk ${name} is incomplete and could not be deleted (${dropped}): delete it`}`;
-              ctx.log.warn(`import failed: ${message}`, { code: error.code, disk: name, source: req.source });
-              if (!client.signal.aborted) await line({ event: 'error', code: error.code, message, requestId: ctx.requestId });
+              await copyAndReply(res);
+            } finally {
+              running--;
             }
-            res.end();
           },
         };
       } catch (err) {
+        running--;
         volume?.close();
         await closeReaders();
         if (created) {

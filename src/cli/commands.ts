@@ -267,7 +267,7 @@ export const commands: Command[] = [
           progress.update(() => {
             const s = (Date.now() - startedMs) / 1000;
             const rate = s > 0 ? p.bytesRead / s : 0;
-            const eta = rate > 0 ? ` ETA ${Math.ceil((p.bytesToRead - p.bytesRead) / rate)} s` : '';
+            const eta = rate > 0 ? `, ETA ${Math.ceil((p.bytesToRead - p.bytesRead) / rate)} s` : '';
             return `import ${percentOf(p.bytesRead, p.bytesToRead)}  ${formatSize(p.bytesRead)} of ${formatSize(p.bytesToRead)} read, ${formatSize(rate)}/s${eta}`;
           });
         })

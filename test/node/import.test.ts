@@ -275,3 +275,33 @@ test('an import whose client goes away (Ctrl-C) stops and deletes its disk', asy
     child.kill();
   }
 });
+
+test('a fifth import at once is refused as busy, and a node serving read-only refuses imports', async () => {
+  const nbdkit = requireTool('nbdkit', 'nbdkit');
+  const socket = join(dir, 'nbdkit-busy.sock');
+  const child = await serveOn(nbdkit, ['-f', '-U', socket, '--filter=delay', 'pattern', 'size=64M', 'rdelay=100ms'], socket);
+  try {
+    const uri = `nbd+unix:///?socket=${socket}`;
+    const four = [1, 2, 3, 4].map((i) => node.cli(['disk', 'import', uri, `busy${i}`, '--streams', '1']));
+    await until(async () => (await diskNames()).filter((n) => n.startsWith('busy')).length === 4, 20_000, 'four imports under way', 50);
+    const fifth = await node.cli(['disk', 'import', uri, 'busy5']);
+    assert.equal(fifth.code, 1, fifth.stderr);
+    assert.match(fifth.stderr, /4 imports run on this node already; try again once one is done/);
+    for (const r of await Promise.all(four)) assert.equal(r.code, 0, r.stderr);
+  } finally {
+    child.kill();
+  }
+  const rw = await startNode();
+  await rw.cliOk(['disk', 'create', 'd', '--size', '1M']);
+  await rw.stop();
+  const ro = await startNode({ dataDir: rw.dataDir, args: ['--read-only'] });
+  try {
+    const src = join(dir, 'ro.raw');
+    await sparseImage(src, 2, MiB, [[0, 4096]]);
+    const r = await ro.cli(['disk', 'import', src, 'x']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /runs read-only .*POST \/api\/v1\/disks\/x\/import would change it/);
+  } finally {
+    await ro.stop();
+  }
+});

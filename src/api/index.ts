@@ -4,6 +4,6 @@ export type { ApiServer, ApiServerOptions, ApiServices, ApiProbes, ApiRequestDon
 export { ApiError, ApiErrorCode } from './errors.ts';
 export type { ApiErrorCodeValue } from './errors.ts';
 export { API_PREFIX } from './routes.ts';
-export type { NodeFacts, ScheduleService, ScrubRunner, ImportReader, ImportSources } from './route.ts';
+export type { LatencySettings, NodeFacts, ScheduleService, ScrubRunner, ImportReader, ImportSources } from './route.ts';
 export type * from './client/wire.ts';
 export { extentRunsOf } from './data.ts';

@@ -30,6 +30,9 @@ import type {
   CopyToDelete,
   NodeSpace,
   ResizeRequest,
+  LatencyProfile,
+  LatencyDistribution,
+  SetLatencyProfileRequest,
   SnapshotInfo,
   StoreStats,
   TrimRequest,
@@ -141,6 +144,31 @@ export const openApiDocument = {
           '409': errorRef('Conflict'),
           ...commonErrors,
         },
+      },
+    },
+    '/api/v1/disks/{name}/latency-profile': {
+      put: {
+        operationId: 'setLatencyProfile',
+        summary: "Give a disk a device's latency (a single node)",
+        description:
+          'Every read, write, trim, zeroing and flush of the disk, over NBD and the data routes, answers no sooner than the emulated device would: ' +
+          'a service time drawn from the profile, after a wait for one of its `parallel` slots (docs/latency.md). Kept in the node\'s metadata across restarts. ' +
+          'A node in a cluster refuses it with 400 INVALID.',
+        parameters: [nameParam],
+        requestBody: { required: true, ...json(ref('SetLatencyProfileRequest')) },
+        responses: {
+          '200': { description: 'The disk', ...json(ref('DiskInfo')) },
+          ...bodyErrors,
+          '404': errorRef('NotFound'),
+          '409': errorRef('Conflict'),
+          ...commonErrors,
+        },
+      },
+      delete: {
+        operationId: 'removeLatencyProfile',
+        summary: "Remove a disk's latency profile",
+        parameters: [nameParam],
+        responses: { '200': { description: 'The disk', ...json(ref('DiskInfo')) }, '400': errorRef('BadRequest'), '404': errorRef('NotFound'), '409': errorRef('Conflict'), ...commonErrors },
       },
     },
     '/api/v1/disks/{name}/resize': {
@@ -418,7 +446,37 @@ export const openApiDocument = {
             required: ['replicas', 'failureDomain'],
             properties: { replicas: { type: 'integer', minimum: 1, maximum: 5 }, failureDomain: { type: 'string', enum: ['node', 'zone'] } },
           },
+          latencyProfile: { oneOf: [ref('LatencyProfile'), { type: 'null' }], description: 'On a single node: the device latency the disk emulates, or null (docs/latency.md)' },
         },
+      }),
+      LatencyDistribution: wireObject<LatencyDistribution>()({
+        required: ['medianUs', 'p99Us'],
+        additionalProperties: false,
+        description: 'A log-normal service time, by its median and 99th percentile',
+        properties: {
+          medianUs: { type: 'number', minimum: 0, maximum: 86400e6, description: 'Median, µs' },
+          p99Us: { type: 'number', minimum: 0, maximum: 86400e6, description: '99th percentile, µs; at least the median' },
+        },
+      }),
+      LatencyProfile: wireObject<LatencyProfile>()({
+        required: ['name', 'parallel', 'read', 'write'],
+        additionalProperties: false,
+        description: 'A device\'s latency; also the file format of `disk set --latency-profile FILE`',
+        properties: {
+          name: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$', description: 'hdd, ssd, nvme, or a custom profile\'s own name (not none)' },
+          description: { type: 'string', maxLength: 1000 },
+          parallel: { type: 'integer', minimum: 1, maximum: 1024, description: 'Requests the device serves at once; more wait for a slot' },
+          read: ref('LatencyDistribution'),
+          write: { ...ref('LatencyDistribution'), description: 'Writes, trims and writes of zeroes' },
+          sequential: { ...ref('LatencyDistribution'), description: 'A read or write that starts where the previous request ended' },
+          flush: { ...ref('LatencyDistribution'), description: 'A flush, and a FUA write on top of its write' },
+          bytesPerSecond: { type: 'number', minimum: 1, description: 'Transfer rate: a request takes length / rate more' },
+        },
+      }),
+      SetLatencyProfileRequest: wireObject<SetLatencyProfileRequest>()({
+        required: ['profile'],
+        additionalProperties: false,
+        properties: { profile: { oneOf: [{ type: 'string', enum: ['hdd', 'ssd', 'nvme'] }, ref('LatencyProfile')] } },
       }),
       SnapshotInfo: wireObject<SnapshotInfo>()({
         required: ['name', 'disk', 'sizeBytes', 'seq', 'createdMs', 'hlc'],

@@ -8,6 +8,7 @@ import type { ScrubProgress, ScrubReport, Store, Volume } from '../engine/index.
 import type { InstantRestores } from '../hydrate/index.ts';
 import type { Replication } from '../cluster/index.ts';
 import type { Logger } from '../observe/index.ts';
+import type { LatencyProfile } from '../flow/index.ts';
 import type { JsonReply, StreamReply } from './http.ts';
 import type { BodySpec } from './validate.ts';
 import type { BackupJobState, BackupProgress, BackupScheduleInfo, BackupScheduleRequest, ClusterStatus, NbdEndpoints, NodeInfo, ScrubStatus, SnapshotScheduleInfo, SnapshotScheduleRequest } from './client/wire.ts';
@@ -51,6 +52,8 @@ export interface RouteContext {
   clusterStatus: () => ClusterStatus;
   /** In a cluster: the node's replication, which the disk routes go through; null on a single node. */
   cluster: Replication | null;
+  /** The disks' latency profiles, or null when the server has none (tests of the API alone). */
+  latency: LatencySettings | null;
 }
 
 /** What a handler sees of its request besides path parameters and a JSON body. */
@@ -76,6 +79,16 @@ export interface Route {
   /** Fields of the JSON body, when the route takes one; `octets` when it reads a binary body itself. */
   body: BodySpec | 'octets' | null;
   handle(params: Record<string, string>, body: any, ctx: RequestContext): Promise<Reply> | Reply;
+}
+
+/** The disks' latency profiles (docs/latency.md; src/node/latency.ts implements it). */
+export interface LatencySettings {
+  /** The profile of `disk`, or null. */
+  profile(disk: string): LatencyProfile | null;
+  /** Gives `disk` a profile (null: removes it), durably; the disk's open volumes take it at their next request. */
+  set(disk: string, profile: LatencyProfile | null): Promise<void>;
+  /** Drops the profile of a disk deleted. */
+  forget(disk: string): Promise<void>;
 }
 
 /** What the node's backup service is asked (src/node/backups.ts implements it). */

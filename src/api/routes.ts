@@ -6,7 +6,7 @@ import { instantRestoreRoutes } from './instant-restore.ts';
 import { backupRoutes } from './backups.ts';
 import { scrubRoutes } from './scrub.ts';
 import { scheduleRoutes } from './schedules.ts';
-import type { Method, Reply, RequestContext, Route, RouteContext } from './route.ts';
+import type { LatencySettings, Method, Reply, RequestContext, Route, RouteContext } from './route.ts';
 import { compactStatsWire, diskWire, snapshotWire } from './to-wire.ts';
 import { API_PREFIX } from './client/wire.ts';
 import type { DiskInfo } from './client/wire.ts';
@@ -16,6 +16,8 @@ import { atHead, checkSnapshotName } from './at-head.ts';
 import { clusterDiskWire, createDiskOf } from './create-disk.ts';
 import { importRoutes } from './import.ts';
 import { reservedSnapshot } from '../cluster/index.ts';
+import { builtinProfile, builtinProfileNames, checkLatencyProfile } from '../flow/index.ts';
+import type { LatencyProfile } from '../flow/index.ts';
 import type { Replication } from '../cluster/index.ts';
 
 export { API_PREFIX } from './client/wire.ts';
@@ -43,6 +45,31 @@ function inCluster(cluster: Replication | null, what: string): Replication {
   return cluster;
 }
 
+/** A single node's disk on the wire, with its latency profile when the node keeps them. */
+function localDiskWire(d: Parameters<typeof diskWire>[0], latency: LatencySettings | null): DiskInfo {
+  const w = diskWire(d);
+  return latency === null ? w : { ...w, latencyProfile: latency.profile(d.name) };
+}
+
+/** The node's latency profiles, or INVALID in a cluster and on a server without them. */
+function latencyOf(ctx: RouteContext): LatencySettings {
+  if (ctx.cluster !== null) throw new ApiError(ApiErrorCode.INVALID, 'latency profiles are a single node\'s for now: a node in a cluster does not keep them (docs/latency.md)');
+  if (ctx.latency === null) throw new ApiError(ApiErrorCode.INVALID, 'this server keeps no latency profiles');
+  return ctx.latency;
+}
+
+/** The profile a PUT asks for: a built-in one's name, or a profile passed by the one gate of profiles. */
+function askedProfile(value: unknown): LatencyProfile {
+  if (typeof value === 'string') {
+    const p = builtinProfile(value);
+    if (p === null) throw new ApiError(ApiErrorCode.INVALID, `unknown latency profile '${value}': expected ${builtinProfileNames.join(', ')} or a profile object`);
+    return p;
+  }
+  const check = checkLatencyProfile(value);
+  if (!check.ok) throw new ApiError(ApiErrorCode.INVALID, `invalid latency profile: ${check.error}`);
+  return check.profile;
+}
+
 const resizeBody = { sizeBytes: 'sizeBytes' } as const;
 const resize = async (p: Record<string, string>, b: BodyOf<typeof resizeBody>, ctx: RouteContext): Promise<Reply> => {
   if (ctx.cluster !== null) {
@@ -56,12 +83,12 @@ const resize = async (p: Record<string, string>, b: BodyOf<typeof resizeBody>, c
 
 /** Every route the API serves; the OpenAPI document describes exactly these. */
 export const routes: readonly Route[] = [
-  route('GET', '/disks', null, (_p, _b, { store, cluster }) => ({ status: 200, body: cluster !== null ? cluster.list().map(clusterDiskWire) : store.listDisks().map(diskWire) })),
+  route('GET', '/disks', null, (_p, _b, { store, cluster, latency }) => ({ status: 200, body: cluster !== null ? cluster.list().map(clusterDiskWire) : store.listDisks().map((d) => localDiskWire(d, latency)) })),
   route('POST', '/disks', { name: 'string', sizeBytes: 'sizeBytes', replicas: 'count?', failureDomain: 'string?' }, async (_p, b, ctx) => {
     return { status: 201, body: await createDiskOf(ctx, b), headers: diskLocation(b.name) };
   }),
-  route('GET', '/disks/{name}', null, async (p, _b, { store, cluster }) => {
-    if (cluster === null) return { status: 200, body: diskWire(store.getDisk(p.name)) };
+  route('GET', '/disks/{name}', null, async (p, _b, { store, cluster, latency }) => {
+    if (cluster === null) return { status: 200, body: localDiskWire(store.getDisk(p.name), latency) };
     const info = cluster.info(p.name);
     // A node without a healthy copy knows the record, not the data (space in use, snapshots):
     // the head's answer, or the record's when the head does not answer (between heads).
@@ -84,10 +111,23 @@ export const routes: readonly Route[] = [
     }
     return resize(p, { sizeBytes: b.sizeBytes! }, ctx);
   }),
-  route('DELETE', '/disks/{name}', null, async (p, _b, { store, cluster }) => {
+  route('DELETE', '/disks/{name}', null, async (p, _b, { store, cluster, latency }) => {
     if (cluster !== null) await cluster.deleteDisk(p.name);
-    else await store.deleteDisk(p.name);
+    else {
+      await store.deleteDisk(p.name);
+      await latency?.forget(p.name);
+    }
     return { status: 204 };
+  }),
+  route('PUT', '/disks/{name}/latency-profile', { profile: 'json' }, async (p, b, ctx) => {
+    const latency = latencyOf(ctx);
+    await latency.set(p.name, askedProfile(b.profile));
+    return { status: 200, body: localDiskWire(ctx.store.getDisk(p.name), latency) };
+  }),
+  route('DELETE', '/disks/{name}/latency-profile', null, async (p, _b, ctx) => {
+    const latency = latencyOf(ctx);
+    await latency.set(p.name, null);
+    return { status: 200, body: localDiskWire(ctx.store.getDisk(p.name), latency) };
   }),
   route('POST', '/disks/{name}/resize', resizeBody, resize),
   route('POST', '/disks/{name}/clone', { snapshot: 'string', name: 'string' }, async (p, b, ctx) => {

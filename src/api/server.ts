@@ -13,7 +13,7 @@ import { readJsonBody, sendError, sendJson } from './http.ts';
 import type { JsonReply } from './http.ts';
 import { disksChangedBy, guardDisk } from './instant-restore.ts';
 import { changesStore, matchRoute } from './routes.ts';
-import type { NodeFacts, RequestContext, RouteContext } from './route.ts';
+import type { LatencySettings, NodeFacts, RequestContext, RouteContext } from './route.ts';
 import { driveHealthWire, spaceWire, storeStatsWire } from './to-wire.ts';
 import type { ClusterNode, NodeInfo } from './client/wire.ts';
 
@@ -39,6 +39,8 @@ export interface ApiServices {
   clusterNodes?: () => ClusterNode[];
   /** In a cluster: the node's replication, which the disk routes go through (docs/cluster.md, "Contract"). */
   cluster?: Replication | null;
+  /** The disks' latency profiles (docs/latency.md); without them the latency-profile routes answer INVALID. */
+  latency?: LatencySettings;
 }
 
 /** The node's probes and metrics, served outside /api/v1 (docs/observability.md). */
@@ -147,6 +149,7 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
       openVolume: services.openVolume ?? ((disk, snap) => store.openVolume(disk, snap)),
       clusterStatus: () => ({ nodes: services.clusterNodes?.() ?? [singleNode()] }),
       cluster: services.cluster ?? null,
+      latency: services.latency ?? null,
     };
     // A node without etcd is a cluster of one, so that `cluster status` works everywhere.
     const singleNode = (): ClusterNode => {

@@ -1,20 +1,20 @@
 import { ApiError, ApiErrorCode } from './errors.ts';
 
 /** Type of one body field, as the boundary checks it. */
-type FieldType = 'string' | 'sizeBytes' | 'strings' | 'string?' | 'count?';
+type FieldType = 'string' | 'sizeBytes' | 'strings' | 'string?' | 'count?' | 'json';
 
 /** What a request body must hold: field name → type. Fields whose type ends in `?` may be left out. */
 export type BodySpec = Record<string, FieldType>;
 
 /** The body a spec describes, once checked. */
 export type BodyOf<S extends BodySpec> = {
-  [K in keyof S]: S[K] extends 'string' ? string : S[K] extends 'strings' ? string[] : S[K] extends 'string?' ? string | undefined : S[K] extends 'count?' ? number | undefined : number;
+  [K in keyof S]: S[K] extends 'json' ? unknown : S[K] extends 'string' ? string : S[K] extends 'strings' ? string[] : S[K] extends 'string?' ? string | undefined : S[K] extends 'count?' ? number | undefined : number;
 };
 
 /**
  * Checks a parsed JSON body against `spec`, once, at the boundary: it must be an object with
  * exactly the spec's fields (an unknown field is more likely a typo than an extension) of the
- * right types. Sizes must be non-negative safe integers; whether they suit a disk (a multiple
+ * right types (`json`: any value, for the handler's own gate to check). Sizes must be non-negative safe integers; whether they suit a disk (a multiple
  * of 512, within limits) is for the engine to say.
  */
 export function checkBody<S extends BodySpec>(body: unknown, spec: S): BodyOf<S> {

@@ -1,4 +1,5 @@
-import type { ApiClient, ClusterStatus, CreateDiskRequest, DiskLease, NodeSpace, ScrubReport, ScrubStatus } from '../api/client/index.ts';
+import { readFile } from 'node:fs/promises';
+import type { ApiClient, ClusterStatus, CreateDiskRequest, DiskLease, LatencyProfile, NodeSpace, ScrubReport, ScrubStatus } from '../api/client/index.ts';
 import { resolve } from 'node:path';
 import { IMPORT_STREAMS_MAX as importStreamsMax } from '../api/client/index.ts';
 import { CliError, CliErrorCode, usageError } from './errors.ts';
@@ -176,6 +177,7 @@ export const commands: Command[] = [
         ['Origin', d.origin ?? '-'],
         ['Created', formatTime(d.createdMs)],
         ['NBD export', d.name],
+        ...(d.latencyProfile !== undefined ? [['Latency', d.latencyProfile === null ? '-' : latencySummary(d.latencyProfile)] as [string, string]] : []),
         ...(d.replicas !== undefined ? [
           ['Replicas', d.replicas.map((r) => `${r.node} (${r.role}${r.state === 'healthy' ? '' : `, ${r.state}`})`).join(', ')] as [string, string],
           ['Epoch', String(d.epoch)] as [string, string],
@@ -410,13 +412,26 @@ export const commands: Command[] = [
   {
     name: 'disk set',
     args: ['NAME'],
-    summary: "Change a replicated disk's policy online: its replica count",
-    options: { replicas: { type: 'string', valueName: 'N', description: 'Replicas, 1 to 5' }, json: jsonOption },
-    examples: ['tessera disk set vm1 --replicas 3'],
+    summary: "Change a disk's settings online: its replica count (in a cluster), the device latency it emulates",
+    options: {
+      replicas: { type: 'string', valueName: 'N', description: 'In a cluster: replicas, 1 to 5' },
+      'latency-profile': { type: 'string', valueName: 'hdd|ssd|nvme|none|FILE', description: "Emulate a device's latency (docs/latency.md): a built-in profile, a JSON file, or none to remove it" },
+      json: jsonOption,
+    },
+    examples: ['tessera disk set vm1 --replicas 3', 'tessera disk set vm1 --latency-profile hdd', 'tessera disk set vm1 --latency-profile ./slow-san.json', 'tessera disk set vm1 --latency-profile none'],
     usesApi: true,
     async run({ args: [name], values, io, client }) {
       const text = values.replicas;
-      if (text === undefined) throw new CliError(CliErrorCode.USAGE, 'disk set needs --replicas N');
+      const latency = values['latency-profile'];
+      if (text !== undefined && latency !== undefined) throw new CliError(CliErrorCode.USAGE, 'disk set takes --replicas N or --latency-profile, not both');
+      if (latency !== undefined) {
+        const asked = await latencyProfileArg(String(latency));
+        const d = asked === null ? await client().removeLatencyProfile(name) : await client().setLatencyProfile(name, asked);
+        if (values.json) return printJson(io, d);
+        io.stdout(d.latencyProfile == null ? `Disk ${d.name}: no latency profile\n` : `Disk ${d.name}: latency profile ${latencySummary(d.latencyProfile)}\n`);
+        return;
+      }
+      if (text === undefined) throw new CliError(CliErrorCode.USAGE, 'disk set needs --replicas N or --latency-profile hdd|ssd|nvme|none|FILE');
       const n = Number(text);
       if (!/^\d+$/.test(String(text)) || n < 1 || n > 5) throw new CliError(CliErrorCode.USAGE, `--replicas must be a whole number from 1 to 5: got ${String(text)}`);
       const d = await client().setReplicas(name, n);
@@ -483,6 +498,47 @@ function clusterStatusCommand(name: string, summary: string, examples: string[])
 }
 
 /** `disk lease show` for people. */
+/** Built-in latency profiles: the node knows their figures (docs/latency.md). */
+const latencyBuiltins = ['hdd', 'ssd', 'nvme'];
+
+/**
+ * What `--latency-profile` asks for: null for none, a built-in profile's name, or the JSON of a
+ * file (read here; the node checks it and says what is wrong in one line).
+ */
+async function latencyProfileArg(arg: string): Promise<string | LatencyProfile | null> {
+  if (arg === 'none') return null;
+  if (latencyBuiltins.includes(arg)) return arg;
+  let text: string;
+  try {
+    text = await readFile(arg, 'utf8');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ENOENT' && !/[/.]/.test(arg)) throw new CliError(CliErrorCode.USAGE, `unknown latency profile '${arg}': expected hdd, ssd, nvme, none or a JSON file`);
+    throw new CliError(CliErrorCode.USAGE, `cannot read latency profile file ${arg}: ${e.code === 'ENOENT' ? 'no such file' : e.message}`);
+  }
+  try {
+    return JSON.parse(text) as LatencyProfile;
+  } catch (err) {
+    throw new CliError(CliErrorCode.USAGE, `latency profile file ${arg} is not JSON: ${(err as Error).message}`);
+  }
+}
+
+/** `hdd (read 8 ms median, 18 ms p99; write …; 1 at once)`. */
+function latencySummary(p: LatencyProfile): string {
+  const dist = (d: { medianUs: number; p99Us: number }): string => `${micros(d.medianUs)} median, ${micros(d.p99Us)} p99`;
+  const parts = [`read ${dist(p.read)}`, `write ${dist(p.write)}`];
+  if (p.sequential !== undefined) parts.push(`sequential ${dist(p.sequential)}`);
+  if (p.flush !== undefined) parts.push(`flush ${dist(p.flush)}`);
+  parts.push(`${p.parallel} at once`);
+  return `${p.name} (${parts.join('; ')})`;
+}
+
+/** 80 µs, 1.5 ms, 12 ms. */
+function micros(us: number): string {
+  if (us < 1000) return `${Math.round(us * 10) / 10} µs`;
+  return `${Math.round(us / 100) / 10} ms`;
+}
+
 function leaseFields(l: DiskLease): string {
   return formatFields([
     ['Disk', l.disk],

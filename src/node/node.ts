@@ -14,6 +14,8 @@ import { NbdServer } from '../nbd/index.ts';
 import type { LogFiles, Volume } from '../engine/index.ts';
 import { Logger } from '../observe/index.ts';
 import { MeteredVolume, ReadFaultLog } from './metered-volume.ts';
+import { DiskLatencies } from './latency.ts';
+import { LatencyVolume } from './latency-volume.ts';
 import { NodeMetrics } from './metrics.ts';
 import { NodeError, NodeErrorCode } from './errors.ts';
 import { acquireLock } from './lock.ts';
@@ -185,10 +187,18 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     const copyBytesPerSecondMax = opts.restoreCopyBytesPerSecondMax === undefined ? restoreRateFromEnv(process.env) : opts.restoreCopyBytesPerSecondMax;
     const restores = await InstantRestores.open({ store, dir: join(dataDir, 'instant-restore'), cacheDir: join(dataDir, 'backup-cache'), log: lineLog(root.child({ component: 'hydrate' })), limits: { copyBytesPerSecondMax }, readOnly });
     undo.push(() => restores.close());
-    // Every volume a client gets counts its disk's I/O (docs/observability.md, "Disk I/O"), and
-    // its failed reads, logged with where they failed.
+    // Disks that emulate a device's latency (docs/latency.md), from the node's own metadata.
+    const latencies = await DiskLatencies.open({ file: join(dataDir, 'latency.json'), store, log, keep: !readOnly });
+    undo.push(async () => latencies.close());
+    // Every volume a client gets answers no sooner than its disk's emulated device, if it has
+    // one, and counts its disk's I/O (docs/observability.md, "Disk I/O") as the client sees it,
+    // and its failed reads, logged with where they failed.
     const readFaults = new ReadFaultLog(log);
-    const metered = (vol: Volume): Volume => new MeteredVolume(vol, metrics.disks.of(vol.disk), readFaults.onFault);
+    const metered = (vol: Volume): Volume => {
+      const disk = vol.disk;
+      const delayed = new LatencyVolume(vol, { device: () => latencies.device(disk), queue: latencies.queue });
+      return new MeteredVolume(delayed, metrics.disks.of(disk), readFaults.onFault);
+    };
     // In a cluster, exports are the cluster's disks, served here whichever node heads them (docs/cluster.md, "Any node serves any disk").
     let replication: Replication | null = null;
     const exports = storeExports(store);
@@ -288,6 +298,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       schedules,
       importSources: imports,
       openVolume: (disk, snap) => metered(replication !== null ? replication.openVolume(disk, snap) : store.openVolume(disk, snap)),
+      latency: latencies,
       ...(cluster !== null ? { clusterNodes: () => cluster.nodes(), cluster: replication } : {}),
       nodeFacts: () => ({
         version: VERSION,
@@ -314,6 +325,8 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
           await backups.close();
           // Leaving first: the others see the node down at once, not a lease TTL later.
           await cluster?.close();
+          // Replies held for an emulated device go now, so the connections can end.
+          latencies.close();
           await nbd.close();
           await unlink(socketPath).catch(() => {});
           await api.close();

@@ -32,6 +32,7 @@ import type {
   ScrubProgress,
   ScrubReport,
   ScrubRequest,
+  SetLatencyProfileRequest,
   SnapshotInfo,
   SnapshotScheduleInfo,
   SnapshotScheduleRequest,
@@ -185,6 +186,16 @@ export class ApiClient {
   /** The cluster's nodes (a node without etcd lists itself alone). */
   clusterStatus(): Promise<ClusterStatus> {
     return this.request('GET', '/cluster');
+  }
+
+  /** Gives a disk a device's latency: a built-in profile's name (hdd, ssd, nvme) or a profile (`disk set --latency-profile`). */
+  setLatencyProfile(disk: string, profile: SetLatencyProfileRequest['profile']): Promise<DiskInfo> {
+    return this.request('PUT', `/disks/${encodeURIComponent(disk)}/latency-profile`, { body: { profile } });
+  }
+
+  /** Removes a disk's latency profile (`disk set --latency-profile none`). */
+  removeLatencyProfile(disk: string): Promise<DiskInfo> {
+    return this.request('DELETE', `/disks/${encodeURIComponent(disk)}/latency-profile`);
   }
 
   /** In a cluster: changes a disk's replica count (`disk set`). */

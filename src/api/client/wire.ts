@@ -104,6 +104,37 @@ export interface DiskInfo {
   epoch?: number;
   /** In a cluster: the disk's placement policy. */
   policy?: { replicas: number; failureDomain: 'node' | 'zone' };
+  /** On a single node: the device latency the disk emulates (docs/latency.md), or null for none. */
+  latencyProfile?: LatencyProfile | null;
+}
+
+/** A service time: log-normal, by its median and 99th percentile in µs (docs/latency.md). */
+export interface LatencyDistribution {
+  medianUs: number;
+  p99Us: number;
+}
+
+/** A device's latency: the file format of `disk set --latency-profile FILE` (docs/latency.md). */
+export interface LatencyProfile {
+  /** hdd, ssd, nvme, or a custom profile's own name. */
+  name: string;
+  description?: string;
+  /** Requests the device serves at once; more wait. */
+  parallel: number;
+  read: LatencyDistribution;
+  /** Writes, trims and writes of zeroes. */
+  write: LatencyDistribution;
+  /** A read or write starting where the previous request ended (no seek). */
+  sequential?: LatencyDistribution;
+  /** A flush, and a FUA write on top of its write. */
+  flush?: LatencyDistribution;
+  /** Transfer rate: a request takes length / rate more. */
+  bytesPerSecond?: number;
+}
+
+/** PUT /disks/{name}/latency-profile: a built-in profile's name (hdd, ssd, nvme) or a profile. */
+export interface SetLatencyProfileRequest {
+  profile: string | LatencyProfile;
 }
 
 /** A snapshot of a disk. */

@@ -39,6 +39,7 @@ export class DelayQueue {
 
   /** Resolves once `performance.now()` reaches `atMs` (at once if it has). */
   until(atMs: number): Promise<void> {
+    assert(Number.isFinite(atMs), `a deadline must be a finite time: ${atMs}`);
     if (atMs - performance.now() <= EARLY_MS) return Promise.resolve();
     assert(this.#heap.length < DELAY_WAITS_MAX, `more than ${DELAY_WAITS_MAX} delayed requests at once`);
     return new Promise<void>((resolve) => {

@@ -78,8 +78,14 @@ export class LatencyDevice {
     this.#freeAtMs = new Float64Array(profile.parallel);
   }
 
-  /** A service time in µs for a request of this kind, without the queue. */
+  /**
+   * A service time in µs for a request of this kind, without the queue. A request is admitted
+   * before the volume's gate has seen it: an offset or length that is not a count (a request
+   * about to be refused) counts as 0, so that it cannot leave a slot busy until NaN.
+   */
   serviceUs(op: LatencyOp, offset: number, length: number, fua: boolean): number {
+    if (!(offset >= 0 && offset <= Number.MAX_SAFE_INTEGER)) offset = 0;
+    if (!(length >= 0 && length <= Number.MAX_SAFE_INTEGER)) length = 0;
     const z = normal(this.#random);
     if (op === 'flush') return this.#flush?.at(z) ?? 0;
     const sequential = offset === this.#nextOffset && this.#sequential !== null;

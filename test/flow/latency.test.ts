@@ -60,6 +60,9 @@ test('latency device: requests beyond its parallelism wait for a slot; sequentia
   // FUA: the write and a flush.
   assert.equal(d.admit(30, 'write', 5e6, 0, true), 31.5);
   assert.equal(d.admit(40, 'flush', 0, 0), 40.5);
+  // A request about to be refused (no count for an offset or length) leaves no slot busy until NaN.
+  assert.equal(d.admit(50, 'read', Number.NaN, Number.NaN), 51);
+  assert.equal(d.admit(60, 'read', 7e6, 0), 61);
 });
 
 test('expected latency: a device of one slot at queue depth 16 makes each request wait for the 15 ahead of it', () => {

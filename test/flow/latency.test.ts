@@ -84,7 +84,11 @@ test('delay queue: waits end no sooner than their deadlines, in deadline order, 
   const lateUs: number[] = [];
   // Deadlines 15 µs apart over 30 ms, asked out of order.
   const deadlines = Array.from({ length: 2000 }, (_, i) => ((i * 7919) % 2000) * 0.015 + 0.05);
+  // A deadline already passed when asked (a loaded machine can take that long to ask them all)
+  // resolves at once, out of turn: the order holds for the others.
+  const aheadWhenAsked = new Set<number>();
   await Promise.all(deadlines.map(async (ms, i) => {
+    if (performance.now() < now + ms - 0.01) aheadWhenAsked.add(i);
     await q.until(now + ms);
     const t = performance.now();
     lateUs.push((t - (now + ms)) * 1000);
@@ -92,7 +96,9 @@ test('delay queue: waits end no sooner than their deadlines, in deadline order, 
   }));
   assert.equal(q.size, 0);
   assert.ok(Math.min(...lateUs) >= -10, `none ends more than 10 µs early: ${Math.min(...lateUs)} µs`);
-  for (let k = 1; k < order.length; k++) assert.ok(deadlines[order[k]!]! >= deadlines[order[k - 1]!]!, 'released in deadline order');
+  const inTurn = order.filter((i) => aheadWhenAsked.has(i));
+  assert.ok(inTurn.length > 1000, `most were asked ahead of their deadlines: ${inTurn.length}`);
+  for (let k = 1; k < inTurn.length; k++) assert.ok(deadlines[inTurn[k]!]! >= deadlines[inTurn[k - 1]!]!, 'released in deadline order');
   // A passed deadline resolves at once; releaseAll lets every waiter go.
   await q.until(performance.now() - 1);
   const held = q.until(performance.now() + 60_000);

@@ -138,3 +138,25 @@ test('a profile from a file applies and survives a restart; bad input gets one l
   await node.cliOk(['disk', 'create', 'custom', '--size', String(DISK_BYTES)]);
   assert.equal((await node.cliJson<DiskInfo>(['disk', 'info', 'custom'])).latencyProfile, null);
 });
+
+test('the API data routes go through the disk\'s emulated device too: a write, a snapshot\'s read, a flush', async () => {
+  await node.cliOk(['disk', 'create', 'viaapi', '--size', String(DISK_BYTES)]);
+  const file = join(dir, 'fixed.json');
+  const profile: LatencyProfile = { name: 'fixed', parallel: 1, read: { medianUs: 40_000, p99Us: 40_000 }, write: { medianUs: 60_000, p99Us: 60_000 }, flush: { medianUs: 30_000, p99Us: 30_000 } };
+  await writeFile(file, JSON.stringify(profile));
+  await node.cliOk(['disk', 'set', 'viaapi', '--latency-profile', file]);
+  const took = async (method: string, path: string, body?: Buffer): Promise<number> => {
+    const t0 = performance.now();
+    const r = await fetch(`${node.api}/api/v1/disks/viaapi${path}`, { method, body, headers: body === undefined ? {} : { 'content-type': 'application/octet-stream' } });
+    const reply = Buffer.from(await r.arrayBuffer());
+    const ms = performance.now() - t0;
+    assert.ok(r.ok, `${method} ${path}: ${r.status} ${reply.toString()}`);
+    return ms;
+  };
+  assert.ok((await took('PUT', '/data?offset=0', Buffer.alloc(4096, 7))) >= 60, 'a write waits its service time');
+  assert.ok((await took('POST', '/flush')) >= 30, 'a flush waits its service time');
+  await node.cliOk(['snap', 'create', 'viaapi', 's1']);
+  assert.ok((await took('GET', '/snapshots/s1/data?offset=0&length=4096')) >= 40, 'a snapshot\'s read waits on its disk\'s device');
+  await node.cliOk(['disk', 'set', 'viaapi', '--latency-profile', 'none']);
+  assert.ok((await took('PUT', '/data?offset=0', Buffer.alloc(4096, 8))) < 40, 'none: the node\'s own speed');
+});

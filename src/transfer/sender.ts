@@ -204,6 +204,8 @@ class Sender {
   readonly #chunksPerConnection: number[];
   #attempts = 0;
   #lastProgressMs = performance.now();
+  /** When the last acknowledgement came, on any connection. */
+  #lastAckMs = performance.now();
   // State of the current attempt.
   #conns: Conn[] = [];
   #pending: number[] = [];
@@ -316,6 +318,7 @@ class Sender {
     // The receiver re-reads what it holds before it answers: give it time by the size.
     const opened = await first.expect(60_000 + this.#size / 20_000, 'OPENED');
     this.#onOpened(opened);
+    this.#watchAcks();
     await Promise.all(
       rest.map(async (ch) => {
         ch.send(FrameType.JOIN, encodeBody({ transfer: this.#id, class: this.#className, ...this.#dscpField() }));
@@ -411,6 +414,18 @@ class Sender {
     }
   }
 
+  /** Gives the attempt up when frames are in flight and no acknowledgement came for a while (a link cut silently). */
+  #watchAcks(): void {
+    this.#lastAckMs = performance.now();
+    const watch = setInterval(() => {
+      const silentMs = performance.now() - this.#lastAckMs;
+      if (this.#est.inflightBytes > 0 && silentMs > Limit.ACK_SILENCE_MS_MAX) {
+        this.#fail(new TransferError(TransferErrorCode.LOST, `No acknowledgement from the receiver for ${Math.round(silentMs / 1000)} s with ${this.#est.inflightBytes} bytes in flight`));
+      }
+    }, 1_000);
+    this.#timers.push(watch);
+  }
+
   #startTimers(): void {
     const progressMs = this.#opts.progressMs ?? 500;
     const progress = setInterval(() => this.#opts.onEvent?.(this.#progress()), progressMs);
@@ -478,6 +493,7 @@ class Sender {
         const entry = conn.stamps.get(seq);
         if (entry === undefined) throw new TransferError(TransferErrorCode.PROTOCOL, `ACK of frame ${seq}, which is not awaiting one`);
         conn.stamps.delete(seq);
+        this.#lastAckMs = performance.now();
         const rttMs = Number(nowUs() - BigInt(Math.round(echoUs))) / 1000;
         const holdMs = holdUs / 1000;
         const transitMs = Math.max(0, rttMs - holdMs);

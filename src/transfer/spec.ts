@@ -139,6 +139,12 @@ export const Limit = {
   CHUNK_RESENDS_MAX: 3,
   /** How long a sender keeps trying after a lost connection. */
   RETRY_MS_DEFAULT: 30_000,
+  /**
+   * How long a sender waits with frames in flight and no acknowledgement on any connection before
+   * it gives the attempt up as lost and connects again: a link cut silently (no reset, no error)
+   * leaves TCP retransmitting for ~15 min before a socket fails.
+   */
+  ACK_SILENCE_MS_MAX: 15_000,
   /** Priming: rounds a connection, bytes of the first round (each round doubles), bytes a connection, time. */
   PRIME_ROUNDS_MAX: 6,
   PRIME_FIRST_BYTES: 64 * 1024,

@@ -1,7 +1,8 @@
 /**
  * Transfers across an emulated long link (docs/lab.md; needs root, iproute2 and tcpdump): the
- * connection choice on a lossy link against a clean one, a link cut by 100% loss mid-way and
- * mended, DSCP marks on the link. Rates are modest and files small; nothing here is timed, so
+ * connection choice on a link losing packets in bursts against a clean one, a link cut by 100%
+ * loss mid-way (shorter and longer than the sender's 15 s of silence) and mended, DSCP marks on
+ * the link. Rates are modest and files small; nothing here is timed, so
  * a slow or busy machine makes the tests slower, never failing.
  */
 import assert from 'node:assert/strict';

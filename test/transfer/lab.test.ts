@@ -62,7 +62,7 @@ test('connection choice on a long link: a link that loses packets in bursts gets
   // and the spread of transit that queue makes is, now and then, over the stall threshold on a
   // clean link too. The rule judges a frame against the interval's median transit, so loss
   // spread evenly (even 10%) delays the median with the rest and is not seen; loss in bursts
-  // (here 100% for ~0.3 s every ~1.5 s) stalls the frames it hits by a retransmission timeout
+  // (here 100% for ~0.6 s every ~2 s) stalls the frames it hits by a retransmission timeout
   // past the threshold, which is what the rule looks for.
   const runs: Record<string, { report: Record<string, unknown>; changes: string[] }> = {};
   for (const name of ['clean', 'bursts'] as const) {
@@ -71,7 +71,7 @@ test('connection choice on a long link: a link that loses packets in bursts gets
     if (name === 'bursts') {
       while (s.child.exitCode === null && !s.events.some((e) => e.event === 'done')) {
         await lab.set('wan', { loss: '100%' });
-        await new Promise((resolve) => setTimeout(resolve, 300));
+        await new Promise((resolve) => setTimeout(resolve, 600));
         await lab.set('wan', { loss: '0' });
         bursts++;
         await new Promise((resolve) => setTimeout(resolve, 1500));

@@ -165,7 +165,8 @@ async function workload(v: Volume, model: CrashModel, r: Rng, steps: number): Pr
         const length = r.next() < 0.5 ? 4096 * r.range(1, 8) : r.range(1, 30_000);
         const offset = slot * 64 * KiB + (r.next() < 0.5 ? 0 : r.int(64 * KiB - Math.min(length, 32 * KiB)));
         const data = Buffer.alloc(Math.min(length, 64 * KiB * (slot + 1) - offset), r.range(1, 255));
-        data.writeUInt32LE(step, 0);
+        // The step marks the write where there is room for it (a write may be 1 to 3 bytes).
+        if (data.length >= 4) data.writeUInt32LE(step, 0);
         return { offset, data, fua: r.next() < 0.15 };
       });
       await Promise.all(writes.map((w) => v.write(w.offset, w.data, { fua: w.fua })));

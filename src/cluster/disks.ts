@@ -163,10 +163,9 @@ export class ReplicatedDisks {
       else if (this.#dropReason(name) !== null) this.#onDisk(name);
     }
     for (const d of this.#o.coord.disks()) {
-      const me = this.#o.nodeId;
-      const r = d.record;
-      if ((r.chain.some((e) => e.node === me) || r.away.some((a) => a.node === me)) && this.#hasCopy(r.name)) this.#copies.add(r.name);
-      this.reconcile(r.name);
+      const name = d.record.name;
+      if (this.#dropReason(name) === null && this.#hasCopy(name)) this.#copies.add(name);
+      this.reconcile(name);
     }
     // A copy that could not be deleted (a client or a backup still has it open) is tried again
     // until it goes: nothing else would bring its disk's name back to a reconcile.

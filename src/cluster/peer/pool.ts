@@ -35,8 +35,6 @@ export class PeerPool {
   readonly #versions: [number, number];
   readonly #log: Logger;
   readonly #connections = new Map<string, Promise<PeerConnection>>();
-  /** The connections made, by node, once open (the fast path of request). */
-  readonly #open = new Map<string, PeerConnection>();
   #closed = false;
   readonly #buffers = peerBuffers();
 
@@ -61,13 +59,7 @@ export class PeerPool {
         connecting = made;
         this.#connections.set(node, made);
         made.then(
-          (conn) => {
-            this.#open.set(node, conn);
-            void conn.closed.then(() => {
-              if (this.#open.get(node) === conn) this.#open.delete(node);
-              this.#forget(node, made);
-            });
-          },
+          (conn) => void conn.closed.then(() => this.#forget(node, made)),
           () => this.#forget(node, made),
         );
       }
@@ -80,9 +72,6 @@ export class PeerPool {
 
   /** Sends a request to `node` (PeerConnection.request), connecting first if needed. */
   async request<T extends RequestType>(node: string, type: T, body: RequestBodies[T], payload?: Buffer | null): Promise<PeerResponse<T>> {
-    // Per op on a chain: an open connection is used at once, without connection()'s awaits.
-    const open = this.#open.get(node);
-    if (open !== undefined && open.isOpen && !this.#closed) return open.request(type, body, payload);
     const conn = await this.connection(node);
     return conn.request(type, body, payload);
   }
